@@ -1,0 +1,60 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Warnings are errors in every target of ours (the contract in README.md).
+let strict: [SwiftSetting] = [
+    .treatAllWarnings(as: .error),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "TrustedLaunch",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tlaunch", targets: ["tlaunch"]),
+        .library(name: "TPM2", targets: ["TPM2"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-certificates.git", exact: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", exact: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        .package(url: "https://github.com/attaswift/BigInt.git", exact: "6.0.1"),
+    ],
+    targets: [
+        .target(
+            name: "TPM2",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "BigInt", package: "BigInt"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "tlaunch",
+            dependencies: [
+                "TPM2",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "TLaunchBench",
+            dependencies: ["TPM2"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "TPM2Tests",
+            dependencies: [
+                "TPM2",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            resources: [.copy("Vectors")],
+            swiftSettings: strict
+        ),
+    ]
+)
