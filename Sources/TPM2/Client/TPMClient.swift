@@ -10,6 +10,9 @@ public actor TPMClient {
     /// Names of loaded objects by handle (learned from CreatePrimary, Load, ReadPublic …).
     var objectNames: [TPMHandle: [UInt8]] = [:]
 
+    /// How often a command is re-sent when the TPM answers RETRY, YIELDED or TESTING.
+    public var retryLimit = 20
+
     public init(transport: any TPMTransport) {
         self.transport = transport
     }
@@ -100,7 +103,7 @@ public actor TPMClient {
             let size = Int(parameters[0]) << 8 | Int(parameters[1])
             guard parameters.count >= 2 + size else { throw TPMError(.invalidCommand, command: code, reason: "first parameter is not a TPM2B") }
             let plain = Array(parameters[2..<2 + size])
-            let key = st.sessionValue(entity: entity(d))
+            let key = st.encryptionKey(entity: entity(d))
             let enc = try st.crypt(plain, key: key, nonceNewer: st.nonceCaller, nonceOlder: st.nonceTPM, encrypt: true)
             parameters.replaceSubrange(2..<2 + size, with: enc)
         }
@@ -133,12 +136,21 @@ public actor TPMClient {
         let packet = TPMCommandPacket(code: code, handles: handles, sessions: authArea, parameters: parameters)
         let bytes: [UInt8]
         do { bytes = try packet.encode() } catch { throw TPMError(.invalidCommand, command: code, wire: error, reason: "the command cannot be framed") }
-        let responseBytes = try await transport.send(bytes)
-        let response: TPMResponsePacket
-        do {
-            response = try TPMResponsePacket.decode(responseBytes, handleCount: C.Response.handleCount, sessionCount: authArea.count)
-        } catch {
-            throw TPMError(.malformedResponse, command: code, wire: error, reason: "the response does not parse")
+        var response: TPMResponsePacket
+        var attempt = 0
+        while true {
+            let responseBytes = try await transport.send(bytes)
+            do {
+                response = try TPMResponsePacket.decode(responseBytes, handleCount: C.Response.handleCount, sessionCount: authArea.count)
+            } catch {
+                throw TPMError(.malformedResponse, command: code, wire: error, reason: "the response does not parse")
+            }
+            // The TPM did not start the command (Part 2, TPM_RC_RETRY/YIELDED/TESTING): send the
+            // same bytes again; no session state has moved.
+            let base = response.responseCode.base
+            guard base == .retry || base == .yielded || base == .testing, attempt < retryLimit else { break }
+            attempt += 1
+            try? await Task.sleep(for: .milliseconds(min(100, 1 << attempt)))
         }
         guard response.responseCode.isSuccess else {
             throw TPMError(.tpm, command: code, responseCode: response.responseCode, reason: response.responseCode.decoded)
@@ -164,7 +176,7 @@ public actor TPMClient {
             guard responseParameters.count >= 2 else { throw TPMError(.malformedResponse, command: code, reason: "no response parameter to decrypt") }
             let size = Int(responseParameters[0]) << 8 | Int(responseParameters[1])
             guard responseParameters.count >= 2 + size else { throw TPMError(.malformedResponse, command: code, reason: "first response parameter is not a TPM2B") }
-            let plain = try st.crypt(Array(responseParameters[2..<2 + size]), key: st.sessionValue(entity: entity(e)),
+            let plain = try st.crypt(Array(responseParameters[2..<2 + size]), key: st.encryptionKey(entity: entity(e)),
                                      nonceNewer: st.nonceTPM, nonceOlder: st.nonceCaller, encrypt: false)
             responseParameters.replaceSubrange(2..<2 + size, with: plain)
         }

@@ -68,31 +68,45 @@ func eccX963(_ curve: TPMECCCurve, x: [UInt8], y: [UInt8]) throws(TPMError) -> [
     return [0x04] + (try pad(x)) + (try pad(y))
 }
 
-/// Verifies TPM signatures with swift-crypto.
+/// Verifies TPM signatures (RSASSA, RSAPSS, ECDSA on the NIST curves).
 public enum TPMSignatureVerifier {
     /// Verifies `signature` over `message` (hashed here with the signature's hash) with `key`.
     /// Throws a `verification` error when it does not verify.
     public static func verify(_ signature: TPMTSignature, message: [UInt8], key: TPMTPublic) throws(TPMError) {
-        let digest = try TPMCrypto.hash(signature.hashAlg, message)
-        try verify(signature, digest: digest, key: key)
+        switch signature {
+        case .rsassa(let s), .rsapss(let s):
+            let pk = try rsaKey(key)
+            let padding: _RSA.Signing.Padding
+            if case .rsapss = signature { padding = .PSS } else { padding = .insecurePKCS1v1_5 }
+            let sig = _RSA.Signing.RSASignature(rawRepresentation: s.sig.bytes)
+            // swift-crypto accepts only its own digest types here, so hash with them.
+            let ok: Bool
+            switch s.hash {
+            case .sha1: ok = pk.isValidSignature(sig, for: Insecure.SHA1.hash(data: message), padding: padding)
+            case .sha256: ok = pk.isValidSignature(sig, for: SHA256.hash(data: message), padding: padding)
+            case .sha384: ok = pk.isValidSignature(sig, for: SHA384.hash(data: message), padding: padding)
+            case .sha512: ok = pk.isValidSignature(sig, for: SHA512.hash(data: message), padding: padding)
+            default: throw TPMError(.unsupported, reason: "RSA signatures with \(s.hash) are not implemented")
+            }
+            guard ok else { throw TPMError(.verification, reason: "the \(signature.sigAlg) signature does not verify with the given key") }
+        default:
+            try verify(signature, digest: try TPMCrypto.hash(signature.hashAlg, message), key: key)
+        }
     }
 
     /// Verifies `signature` over an already computed `digest`.
     public static func verify(_ signature: TPMTSignature, digest: [UInt8], key: TPMTPublic) throws(TPMError) {
+        guard let size = signature.hashAlg.digestSize, digest.count == size else {
+            throw TPMError(.verification, reason: "a \(signature.hashAlg) digest must be \(signature.hashAlg.digestSize ?? 0) bytes, got \(digest.count)")
+        }
         let ok: Bool
         switch signature {
-        case .rsassa(let s), .rsapss(let s):
+        case .rsassa(let s):
             guard let rsa = key.rsaComponents else { throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key") }
-            let pk: _RSA.Signing.PublicKey
-            do {
-                pk = try _RSA.Signing.PublicKey(n: rsa.modulus, e: Array(be32(rsa.exponent).drop { $0 == 0 }))
-            } catch { throw TPMError(.verification, reason: "the RSA key is not usable: \(error)") }
-            let padding: _RSA.Signing.Padding = {
-                if case .rsapss = signature { return .PSS }
-                return .insecurePKCS1v1_5
-            }()
-            let sig = _RSA.Signing.RSASignature(rawRepresentation: s.sig.bytes)
-            ok = try withDigest(s.hash, digest) { pk.isValidSignature(sig, for: $0, padding: padding) }
+            ok = try RSASignatureCheck.pkcs1v15(signature: s.sig.bytes, digest: digest, hash: s.hash, modulus: rsa.modulus, exponent: rsa.exponent)
+        case .rsapss(let s):
+            guard let rsa = key.rsaComponents else { throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key") }
+            ok = try RSASignatureCheck.pss(signature: s.sig.bytes, digest: digest, hash: s.hash, modulus: rsa.modulus, exponent: rsa.exponent)
         case .ecdsa(let s):
             guard let ecc = key.eccComponents else { throw TPMError(.verification, reason: "an ECDSA signature cannot be checked with a \(key.type) key") }
             let x963 = try eccX963(ecc.curve, x: ecc.x, y: ecc.y)
@@ -104,20 +118,15 @@ public enum TPMSignatureVerifier {
             guard let r = fixed(s.signatureR.bytes), let sv = fixed(s.signatureS.bytes) else {
                 throw TPMError(.verification, reason: "the ECDSA signature's r or s is longer than the curve allows")
             }
+            let d = AnyDigest(bytes: digest)
             do {
                 switch ecc.curve {
                 case .nistP256:
-                    let pk = try P256.Signing.PublicKey(x963Representation: x963)
-                    let sig = try P256.Signing.ECDSASignature(rawRepresentation: r + sv)
-                    ok = try withDigest(s.hash, digest) { pk.isValidSignature(sig, for: $0) }
+                    ok = try P256.Signing.PublicKey(x963Representation: x963).isValidSignature(P256.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
                 case .nistP384:
-                    let pk = try P384.Signing.PublicKey(x963Representation: x963)
-                    let sig = try P384.Signing.ECDSASignature(rawRepresentation: r + sv)
-                    ok = try withDigest(s.hash, digest) { pk.isValidSignature(sig, for: $0) }
+                    ok = try P384.Signing.PublicKey(x963Representation: x963).isValidSignature(P384.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
                 case .nistP521:
-                    let pk = try P521.Signing.PublicKey(x963Representation: x963)
-                    let sig = try P521.Signing.ECDSASignature(rawRepresentation: r + sv)
-                    ok = try withDigest(s.hash, digest) { pk.isValidSignature(sig, for: $0) }
+                    ok = try P521.Signing.PublicKey(x963Representation: x963).isValidSignature(P521.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
                 default:
                     throw TPMError(.unsupported, reason: "ECDSA on \(ecc.curve) is not implemented")
                 }
@@ -132,30 +141,80 @@ public enum TPMSignatureVerifier {
         guard ok else { throw TPMError(.verification, reason: "the \(signature.sigAlg) signature does not verify with the given key") }
     }
 
-    /// Wraps raw digest bytes as the swift-crypto Digest type of `alg`.
-    private static func withDigest(_ alg: TPMAlgID, _ digest: [UInt8], _ body: (any Digest) -> Bool) throws(TPMError) -> Bool {
-        guard digest.count == alg.digestSize else {
-            throw TPMError(.verification, reason: "a \(alg) digest must be \(alg.digestSize ?? 0) bytes, got \(digest.count)")
-        }
-        switch alg {
-        case .sha1: return body(RawDigest<Insecure.SHA1>(digest))
-        case .sha256: return body(RawDigest<SHA256>(digest))
-        case .sha384: return body(RawDigest<SHA384>(digest))
-        case .sha512: return body(RawDigest<SHA512>(digest))
-        default: throw TPMError(.unsupported, reason: "signatures with \(alg) are not implemented")
-        }
+    static func rsaKey(_ key: TPMTPublic) throws(TPMError) -> _RSA.Signing.PublicKey {
+        guard let rsa = key.rsaComponents else { throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key") }
+        do {
+            return try _RSA.Signing.PublicKey(n: rsa.modulus, e: Array(be32(rsa.exponent).drop { $0 == 0 }))
+        } catch { throw TPMError(.verification, reason: "the RSA key is not usable: \(error)") }
     }
 }
 
-/// A digest computed elsewhere, presented to swift-crypto's verify-a-digest APIs.
-struct RawDigest<H: HashFunction>: Digest {
-    static var byteCount: Int { H.Digest.byteCount }
+/// A digest computed elsewhere, for ECDSA verification (which reads the bytes only).
+struct AnyDigest: Digest {
+    static var byteCount: Int { 64 }
     let bytes: [UInt8]
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
     func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try bytes.withUnsafeBytes(body) }
     func makeIterator() -> Array<UInt8>.Iterator { bytes.makeIterator() }
     var description: String { bytes.hexString }
     func hash(into hasher: inout Hasher) { hasher.combine(bytes) }
+}
+
+/// RSA signature checks over a digest (PKCS #1 v2.2, 8.2.2 and 9.1.2), done with the public
+/// exponent directly so that any digest the TPM signed can be checked.
+enum RSASignatureCheck {
+    /// DigestInfo prefixes (PKCS #1 v2.2, 9.2 note 1).
+    static func digestInfoPrefix(_ hash: TPMAlgID) -> [UInt8]? {
+        switch hash {
+        case .sha1: [UInt8](hex: "3021300906052b0e03021a05000414")
+        case .sha256: [UInt8](hex: "3031300d060960864801650304020105000420")
+        case .sha384: [UInt8](hex: "3041300d060960864801650304020205000430")
+        case .sha512: [UInt8](hex: "3051300d060960864801650304020305000440")
+        default: nil
+        }
+    }
+
+    /// s^e mod n as k bytes, or nil when s is not below n.
+    static func publicOperation(_ signature: [UInt8], modulus: [UInt8], exponent: UInt32) -> [UInt8]? {
+        let nBytes = Array(modulus.drop { $0 == 0 })
+        guard signature.count == nBytes.count else { return nil }
+        let n = BigUInt(Data(nBytes))
+        let s = BigUInt(Data(signature))
+        guard s < n else { return nil }
+        let m = Array(s.power(BigUInt(exponent), modulus: n).serialize())
+        return [UInt8](repeating: 0, count: nBytes.count - m.count) + m
+    }
+
+    static func pkcs1v15(signature: [UInt8], digest: [UInt8], hash: TPMAlgID, modulus: [UInt8], exponent: UInt32) throws(TPMError) -> Bool {
+        guard let prefix = digestInfoPrefix(hash) else { throw TPMError(.unsupported, reason: "RSASSA with \(hash) is not implemented") }
+        guard let em = publicOperation(signature, modulus: modulus, exponent: exponent) else { return false }
+        let t = prefix + digest
+        guard em.count >= t.count + 11 else { return false }
+        let expected = [0x00, 0x01] + [UInt8](repeating: 0xFF, count: em.count - t.count - 3) + [0x00] + t
+        return constantTimeEqual(em, expected)
+    }
+
+    static func pss(signature: [UInt8], digest: [UInt8], hash: TPMAlgID, modulus: [UInt8], exponent: UInt32) throws(TPMError) -> Bool {
+        let hLen = try TPMCrypto.digestSize(hash)
+        guard let m = publicOperation(signature, modulus: modulus, exponent: exponent) else { return false }
+        let nBytes = Array(modulus.drop { $0 == 0 })
+        let modBits = nBytes.count * 8 - (nBytes.first.map { $0.leadingZeroBitCount } ?? 0)
+        let emBits = modBits - 1
+        let emLen = (emBits + 7) / 8
+        // m has k bytes; the encoded message is its last emLen bytes, the rest must be zero.
+        guard m.count >= emLen, m[..<(m.count - emLen)].allSatisfy({ $0 == 0 }) else { return false }
+        let em = Array(m.suffix(emLen))
+        guard emLen >= hLen + 2, em.last == 0xBC else { return false }
+        let maskedDB = Array(em[0..<(emLen - hLen - 1)])
+        let h = Array(em[(emLen - hLen - 1)..<(emLen - 1)])
+        let topBits = 8 * emLen - emBits
+        guard topBits == 0 || maskedDB[0] >> (8 - topBits) == 0 else { return false }
+        var db = zip(maskedDB, try TPMCrypto.mgf1(hash, seed: h, length: maskedDB.count)).map { $0 ^ $1 }
+        if topBits > 0 { db[0] &= 0xFF >> topBits }
+        guard let one = db.firstIndex(where: { $0 != 0 }), db[one] == 0x01 else { return false }
+        let salt = Array(db[(one + 1)...])
+        let hPrime = try TPMCrypto.hash(hash, [UInt8](repeating: 0, count: 8), digest, salt)
+        return constantTimeEqual(h, hPrime)
+    }
 }
 
 /// Secret sharing with a TPM key (Part 1, B.10.3 and C.6.1): produce a seed and its

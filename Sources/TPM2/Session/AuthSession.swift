@@ -70,6 +70,14 @@ public struct TPMSessionState: Sendable {
         }
     }
 
+    /// The key for parameter encryption (Part 1, 21.2): sessionKey followed by the authValue of
+    /// the entity this session authorizes, if any — always, even for the bind entity or a
+    /// policy session without PolicyAuthValue (as the reference implementation does).
+    public func encryptionKey(entity: (name: [UInt8], authValue: [UInt8])?) -> [UInt8] {
+        guard let entity else { return sessionKey }
+        return sessionKey + trimmedAuth(entity.authValue)
+    }
+
     /// Trailing zero octets are removed from an authValue before it is used in an HMAC key (Part 1, 19.6.5).
     func trimmedAuth(_ a: [UInt8]) -> [UInt8] {
         var a = a

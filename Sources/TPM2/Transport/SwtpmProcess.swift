@@ -1,0 +1,143 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A `swtpm socket --tpm2` process on loopback, started and owned by this process: the
+/// reference vTPM, used by the main job until TrustedLaunch's own vTPM takes its place, and
+/// by the interop tests.
+public final class SwtpmProcess: Sendable {
+    public let port: Int
+    public let stateDirectory: URL
+    private let process: Mutex<Process?>
+
+    /// `swtpm:host=127.0.0.1,port=P` for this process.
+    public var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
+
+    private init(port: Int, stateDirectory: URL, process: Process) {
+        self.port = port
+        self.stateDirectory = stateDirectory
+        self.process = Mutex(process)
+    }
+
+    deinit { stop() }
+
+    /// Finds a program on PATH (and the usual sbin directories).
+    public static func which(_ name: String) -> String? {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/usr/bin:/sbin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    /// Starts swtpm with a fresh (or the given) state directory, already initialized and
+    /// started up (`--flags not-need-init,startup-clear`). With `manufacture`, swtpm_setup first
+    /// creates EKs and EK certificates signed by swtpm's local CA, and activates `pcrBanks`.
+    public static func start(stateDirectory: URL? = nil, manufacture: Bool = false, pcrBanks: String = "sha1,sha256") async throws(TPMError) -> SwtpmProcess {
+        guard let swtpm = which("swtpm") else {
+            throw TPMError(.transport, reason: "swtpm is not installed (Debian: apt-get install swtpm swtpm-tools)")
+        }
+        let dir: URL
+        if let stateDirectory { dir = stateDirectory } else {
+            dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-swtpm-\(UUID().uuidString)")
+        }
+        do { try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true) } catch {
+            throw TPMError(.transport, reason: "cannot create swtpm state directory \(dir.path): \(error)")
+        }
+        if manufacture {
+            guard let setup = which("swtpm_setup") else {
+                throw TPMError(.transport, reason: "swtpm_setup is not installed (Debian: apt-get install swtpm-tools)")
+            }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: setup)
+            p.arguments = ["--tpm2", "--tpmstate", dir.path, "--create-ek-cert", "--create-platform-cert",
+                           "--pcr-banks", pcrBanks, "--overwrite", "--display"]
+            p.standardOutput = FileHandle.nullDevice
+            let errPipe = Pipe()
+            p.standardError = errPipe
+            do { try p.run() } catch { throw TPMError(.transport, reason: "cannot run swtpm_setup: \(error)") }
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else {
+                let err = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                throw TPMError(.transport, reason: "swtpm_setup failed (\(p.terminationStatus)): \(err.suffix(500))")
+            }
+        }
+        var lastError = TPMError(.transport, reason: "swtpm did not start")
+        for _ in 0..<5 {
+            let port = try freePortPair()
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: swtpm)
+            p.arguments = [
+                "socket", "--tpm2",
+                "--tpmstate", "dir=\(dir.path)",
+                "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
+                "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1",
+                "--flags", "not-need-init,startup-clear",
+            ]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            do { try p.run() } catch { throw TPMError(.transport, reason: "cannot run swtpm: \(error)") }
+            // Wait until the data port accepts connections (probe the control port, which
+            // does not occupy swtpm's single data connection).
+            let deadline = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < deadline && p.isRunning {
+                if let s = try? DeadlineSocket.connect(host: "127.0.0.1", port: port + 1, timeout: .milliseconds(200)) {
+                    s.close()
+                    return SwtpmProcess(port: port, stateDirectory: dir, process: p)
+                }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            if p.isRunning { p.terminate() }
+            p.waitUntilExit()
+            lastError = TPMError(.transport, reason: "swtpm did not listen on port \(port) (exit status \(p.isRunning ? -1 : p.terminationStatus))")
+        }
+        throw lastError
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL) and waits for it.
+    public func stop() {
+        process.withLock { p in
+            guard let proc = p else { return }
+            if proc.isRunning {
+                proc.terminate()
+                let deadline = Date().addingTimeInterval(2)
+                while proc.isRunning && Date() < deadline { usleep(10_000) }
+                if proc.isRunning { kill(proc.processIdentifier, SIGKILL) }
+            }
+            proc.waitUntilExit()
+            p = nil
+        }
+    }
+
+    /// Removes the state directory (after ``stop()``).
+    public func removeState() {
+        try? FileManager.default.removeItem(at: stateDirectory)
+    }
+
+    /// A loopback port P such that P and P+1 were both free a moment ago.
+    static func freePortPair() throws(TPMError) -> Int {
+        for _ in 0..<50 {
+            let p = Int.random(in: 20000...60000)
+            if portFree(p) && portFree(p + 1) { return p }
+        }
+        throw TPMError(.transport, reason: "no free loopback port pair found")
+    }
+
+    static func portFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        return rc == 0
+    }
+}

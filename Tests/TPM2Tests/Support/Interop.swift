@@ -1,0 +1,58 @@
+import Foundation
+import TPM2
+import Testing
+
+/// Access to real peers (swtpm, tpm2-tools). When `TLAUNCH_REQUIRE_INTEROP=1` (CI), a
+/// missing peer fails the test; otherwise the test is skipped with a note.
+enum Interop {
+    static var required: Bool { ProcessInfo.processInfo.environment["TLAUNCH_REQUIRE_INTEROP"] == "1" }
+
+    static func tool(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+        if let path = SwtpmProcess.which(name) { return path }
+        if required {
+            Issue.record("\(name) is required (TLAUNCH_REQUIRE_INTEROP=1) but not installed; scripts/test.sh installs it", sourceLocation: sourceLocation)
+        }
+        return nil
+    }
+
+    /// A fresh swtpm, or nil (skip) when swtpm is missing and interop is not required.
+    static func swtpm(manufacture: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) async throws -> SwtpmProcess? {
+        guard tool("swtpm", sourceLocation: sourceLocation) != nil else { return nil }
+        if manufacture, tool("swtpm_setup", sourceLocation: sourceLocation) == nil { return nil }
+        return try await SwtpmProcess.start(manufacture: manufacture)
+    }
+
+    /// Runs a program; returns (status, stdout, stderr).
+    @discardableResult
+    static func run(_ path: String, _ args: [String], environment: [String: String] = [:]) throws -> (Int32, String, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
+
+/// Runs `body` with a client on a fresh swtpm and tears both down.
+func withSwtpm(manufacture: Bool = false, sourceLocation: SourceLocation = #_sourceLocation,
+               _ body: (TPMClient, SwtpmProcess) async throws -> Void) async throws {
+    guard let sw = try await Interop.swtpm(manufacture: manufacture, sourceLocation: sourceLocation) else { return }
+    defer { sw.stop(); sw.removeState() }
+    let client = try TPMClient(tcti: sw.tcti)
+    do {
+        try await body(client, sw)
+    } catch {
+        await client.close()
+        throw error
+    }
+    await client.close()
+}
