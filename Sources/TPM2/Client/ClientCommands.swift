@@ -30,12 +30,16 @@ public struct TPMSignedAttest: Sendable, Hashable {
     public var attestBytes: [UInt8]
     public var attest: TPMSAttest
     public var signature: TPMTSignature
+    public init(attestBytes: [UInt8], attest: TPMSAttest, signature: TPMTSignature) {
+        self.attestBytes = attestBytes; self.attest = attest; self.signature = signature
+    }
 }
 
 /// PCR values of one bank, by PCR index.
 public struct TPMPCRBank: Sendable, Hashable {
     public var hashAlg: TPMAlgID
     public var values: [Int: [UInt8]]
+    public init(hashAlg: TPMAlgID, values: [Int: [UInt8]]) { self.hashAlg = hashAlg; self.values = values }
 }
 
 extension TPMClient {

@@ -315,3 +315,20 @@ public enum RSAOAEP {
         return Array(db[(one + 1)...])
     }
 }
+
+extension TPMTPublic {
+    /// An RSA signing key's public area built from a SubjectPublicKeyInfo PEM (for keys
+    /// that arrive outside a TPM structure, e.g. a cloud's published AK).
+    public static func fromRSAPublicKeyPEM(_ pem: String, scheme: TPMTScheme = .rsassa(.sha256)) throws(TPMError) -> TPMTPublic {
+        let key: _RSA.Signing.PublicKey
+        do { key = try _RSA.Signing.PublicKey(unsafePEMRepresentation: pem) } catch {
+            throw TPMError(.invalidArgument, reason: "not an RSA public key PEM: \(error)")
+        }
+        let prims: _RSA.Signing.PublicKey.Primitives
+        do { prims = try key.getKeyPrimitives() } catch { throw TPMError(.invalidArgument, reason: "cannot read the RSA key: \(error)") }
+        let e = prims.publicExponent.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        return TPMTPublic(nameAlg: .sha256, objectAttributes: [.signEncrypt],
+                          parameters: .rsa(TPMSRSAParms(symmetric: .null, scheme: scheme, keyBits: UInt16(key.keySizeInBits), exponent: e == 65537 ? 0 : e)),
+                          unique: .rsa(TPM2BPublicKeyRSA(Array(prims.modulus.drop { $0 == 0 }))))
+    }
+}

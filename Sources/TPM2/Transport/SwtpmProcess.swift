@@ -103,12 +103,16 @@ public final class SwtpmProcess: Sendable {
         process.withLock { p in
             guard let proc = p else { return }
             if proc.isRunning {
+                let pid = proc.processIdentifier
                 proc.terminate()
-                let deadline = Date().addingTimeInterval(2)
-                while proc.isRunning && Date() < deadline { usleep(10_000) }
-                if proc.isRunning { kill(proc.processIdentifier, SIGKILL) }
+                // A process that ignores SIGTERM is killed after two seconds.
+                let killer = DispatchWorkItem { kill(pid, SIGKILL) }
+                DispatchQueue.global().asyncAfter(deadline: .now() + 2, execute: killer)
+                proc.waitUntilExit()
+                killer.cancel()
+            } else {
+                proc.waitUntilExit()
             }
-            proc.waitUntilExit()
             p = nil
         }
     }

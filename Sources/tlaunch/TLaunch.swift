@@ -1,0 +1,27 @@
+import ArgumentParser
+import Foundation
+import TPM2
+
+@main
+struct TLaunch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tlaunch",
+        abstract: "TrustedLaunch: Trusted Launch for virtual machines (Secure Boot, vTPM, Measured Boot, integrity monitoring).",
+        subcommands: [Demo.self, TPMCommand.self]
+    )
+}
+
+/// `--tcti` as tpm2-tools spell it, falling back to TPM2TOOLS_TCTI.
+struct TCTIOptions: ParsableArguments {
+    @Option(name: [.customShort("T"), .long], help: "TPM connection, as tpm2-tools: swtpm:host=H,port=P | mssim:host=H,port=P | device:/dev/tpmrm0. Default: $TPM2TOOLS_TCTI, else device:/dev/tpmrm0.")
+    var tcti: String?
+
+    func client() throws -> TPMClient {
+        let config = try TCTIConfiguration.resolve(tcti, environment: ProcessInfo.processInfo.environment)
+        return TPMClient(transport: config.makeTransport())
+    }
+}
+
+extension TPMError: LocalizedError {
+    public var errorDescription: String? { description }
+}
