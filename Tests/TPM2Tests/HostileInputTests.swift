@@ -136,7 +136,7 @@ struct ResponseCodeTests {
         #expect(TPMRC(rawValue: 0x902).isWarning)
         #expect(TPMRC(rawValue: 0x902).decoded == "tpm:warn(2.0): out of memory for object contexts")
         #expect(TPMRC(rawValue: 0x100).decoded.hasPrefix("tpm:error(2.0): "))
-        #expect(TPMRC(rawValue: 0x0).decoded == "success")
+        #expect(TPMRC(rawValue: 0x0).decoded == "tpm:success")
         #expect(TPMRC(rawValue: 0x8_000A).layer == 8)
     }
 }

@@ -249,34 +249,47 @@ public struct TPMRC: TPMNamedConstant, Error {
     /// The decoding as tpm2-tools' `tpm2_rc_decode` lays it out:
     /// `tpm:parameter(1):structure is the wrong size`, `tpm:error(2.0): …`, `tpm:warn(2.0): …`.
     public var decoded: String {
-        let layerName: String
+        let layerNames: [UInt8: String] = [0: "tpm", 6: "fapi", 7: "esapi", 8: "sys", 9: "mu", 10: "tcti", 11: "rmt", 12: "rm"]
+        let layerName = layerNames[layer] ?? "\(layer)"
         switch layer {
-        case 0: layerName = "tpm"
-        case 1: layerName = "fapi"
-        case 6: layerName = "esapi"
-        case 7: layerName = "sys"
-        case 8: layerName = "mu"
-        case 10: layerName = "tcti"
-        case 11: layerName = "rmt"
-        case 12: layerName = "rm"
-        case 13: layerName = "policy"
-        default: layerName = "\(layer)"
+        case 0, 11:
+            // The TPM's own codes (11: the resource manager passing on a TPM code).
+            return "\(layerName):" + tpmLayerText
+        case 6, 7, 8, 9, 10:
+            let base = Int(code16)
+            return "\(layerName):" + (base < Self.tssBaseNames.count ? Self.tssBaseNames[base] : "error \(hex32(code16))")
+        default:
+            return "\(layerName):\(hex32(code16))"
         }
-        if isSuccess { return "success" }
-        if layer != 0 { return "\(layerName):\(hex32(code16))" }
+    }
+
+    /// The TSS base response codes (TSS2_BASE_RC_*), in order from 0.
+    static let tssBaseNames = [
+        "success", "general failure", "not implemented", "bad context", "ABI mismatch", "bad reference",
+        "insufficient buffer", "bad sequence", "no connection", "try again", "I/O error", "bad value",
+        "not permitted", "invalid sessions", "no decrypt parameter", "no encrypt parameter", "bad size",
+        "malformed response", "insufficient context", "insufficient response", "incompatible TCTI",
+        "not supported", "bad TCTI structure", "memory", "bad ESYS_TR",
+    ]
+
+    /// Layout of tpm2_rc_decode: `parameter(N):text`, `handle(N):text`, `session(N):text`,
+    /// `error(2.0): text`, `warn(2.0): text`, `error(1.2): …`. Parameter numbers use the
+    /// specification's four bits (1–15); tpm2-tools reads only three.
+    var tpmLayerText: String {
+        if code16 == 0 { return "success" }
         if isFormatOne {
             let text = meaning ?? "unknown error num: \(hex32(code16 & 0x3F))"
             switch subject {
-            case .parameter(let n)?: return "\(layerName):parameter(\(n)):\(text)"
-            case .handle(let n)?: return "\(layerName):handle(\(n)):\(text)"
-            case .session(let n)?: return "\(layerName):session(\(n)):\(text)"
-            case nil: return "\(layerName):error(2.0): \(text)"
+            case .parameter(let n)?: return "parameter(\(n)):\(text)"
+            case .handle(let n)?: return "handle(\(n)):\(text)"
+            case .session(let n)?: return "session(\(n)):\(text)"
+            case nil: return "handle(unk):\(text)"
             }
         }
-        if isTPM12 { return "\(layerName):error(1.2): \(hex32(code16))" }
-        if isVendor { return "\(layerName):vendor(2.0): \(hex32(code16 & 0x7F))" }
+        if isTPM12 { return "error(1.2): TPM 1.2 code \(hex32(code16))" }
+        if isVendor { return "error(2.0): vendor-specific error \(hex32(code16 & 0x7F))" }
         let kind = isWarning ? "warn" : "error"
-        return "\(layerName):\(kind)(2.0): \(meaning ?? "unknown error num: \(hex32(code16 & 0x7F))")"
+        return "\(kind)(2.0): \(meaning ?? "unknown error num: \(hex32(code16 & 0x7F))")"
     }
 
     public var description: String {
