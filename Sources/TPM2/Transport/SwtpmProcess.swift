@@ -11,12 +11,12 @@ import Glibc
 public final class SwtpmProcess: Sendable {
     public let port: Int
     public let stateDirectory: URL
-    private let process: Mutex<Process?>
+    private let process: Mutex<ChildProcess?>
 
     /// `swtpm:host=127.0.0.1,port=P` for this process.
     public var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
 
-    private init(port: Int, stateDirectory: URL, process: Process) {
+    private init(port: Int, stateDirectory: URL, process: ChildProcess) {
         self.port = port
         self.stateDirectory = stateDirectory
         self.process = Mutex(process)
@@ -69,18 +69,13 @@ public final class SwtpmProcess: Sendable {
         var lastError = TPMError(.transport, reason: "swtpm did not start")
         for _ in 0..<5 {
             let port = try freePortPair()
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: swtpm)
-            p.arguments = [
+            let p = try ChildProcess(path: swtpm, arguments: [
                 "socket", "--tpm2",
                 "--tpmstate", "dir=\(dir.path)",
                 "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
                 "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1",
                 "--flags", "not-need-init,startup-clear",
-            ]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            do { try p.run() } catch { throw TPMError(.transport, reason: "cannot run swtpm: \(error)") }
+            ])
             // Wait until the data port accepts connections (probe the control port, which
             // does not occupy swtpm's single data connection).
             let deadline = ContinuousClock.now + .seconds(10)
@@ -91,9 +86,8 @@ public final class SwtpmProcess: Sendable {
                 }
                 try? await Task.sleep(for: .milliseconds(20))
             }
-            if p.isRunning { p.terminate() }
-            p.waitUntilExit()
-            lastError = TPMError(.transport, reason: "swtpm did not listen on port \(port) (exit status \(p.isRunning ? -1 : p.terminationStatus))")
+            p.terminate()
+            lastError = TPMError(.transport, reason: "swtpm did not listen on port \(port)")
         }
         throw lastError
     }
@@ -101,18 +95,7 @@ public final class SwtpmProcess: Sendable {
     /// Stops the process (SIGTERM, then SIGKILL) and waits for it.
     public func stop() {
         process.withLock { p in
-            guard let proc = p else { return }
-            if proc.isRunning {
-                let pid = proc.processIdentifier
-                proc.terminate()
-                // A process that ignores SIGTERM is killed after two seconds.
-                let killer = DispatchWorkItem { kill(pid, SIGKILL) }
-                DispatchQueue.global().asyncAfter(deadline: .now() + 2, execute: killer)
-                proc.waitUntilExit()
-                killer.cancel()
-            } else {
-                proc.waitUntilExit()
-            }
+            p?.terminate()
             p = nil
         }
     }
