@@ -87,6 +87,10 @@ public actor TPMClient {
         if let d = decryptIndex { for i in attrs.indices where i != d { attrs[i].remove(.decrypt) } }
         if let e = encryptIndex { for i in attrs.indices where i != e { attrs[i].remove(.encrypt) } }
 
+        for (i, slot) in slots.enumerated() where slot.entityIndex == nil && attrs[i].isDisjoint(with: [.decrypt, .encrypt, .audit]) {
+            throw TPMError(.session, command: code, reason: "session \(states[i]?.session.handle.description ?? "?") authorizes nothing and has no decrypt, encrypt or audit role in \(code) (its first parameter\(C.decryptable ? "" : " is not a TPM2B") / first response parameter\(C.Response.encryptable ? "" : " is not a TPM2B"))")
+        }
+
         // Names of all handles, when any session needs cpHash.
         var names: [[UInt8]] = []
         if usesSessions {

@@ -1,0 +1,16 @@
+// swift-tools-version: 6.2
+// libFuzzer targets. Build and run with Fuzz/run.sh (needs -sanitize=fuzzer, so it is not
+// part of the main package's build).
+import PackageDescription
+
+let package = Package(
+    name: "TrustedLaunchFuzz",
+    platforms: [.macOS(.v15)],
+    dependencies: [.package(name: "TrustedLaunch", path: "..")],
+    targets: [
+        .executableTarget(
+            name: "FuzzTPM2Response",
+            dependencies: [.product(name: "TPM2", package: "TrustedLaunch")]
+        ),
+    ]
+)
