@@ -157,3 +157,24 @@ struct SwtpmCommandTests {
         await tpm.close()
     }
 }
+
+@Suite("swtpm: EK certificates")
+struct SwtpmEKCertificateTests {
+    @Test func ekCertificateMatchesTheDefaultEK() async throws {
+        try await withSwtpm(manufacture: true) { tpm, _ in
+            guard let der = try await tpm.readEKCertificate(.rsa2048) else {
+                Issue.record("swtpm_setup provisioned no RSA EK certificate")
+                return
+            }
+            let ek = try await tpm.createEK(.rsa2048)
+            let modulus = ek.publicArea.rsaComponents!.modulus
+            // The certificate's SubjectPublicKeyInfo carries the EK's modulus.
+            #expect(der.count > 500)
+            #expect(Data(der).range(of: Data(modulus)) != nil)
+            // No ECC P-256 EK certificate at the low-range index: nil, not an error.
+            #expect(try await tpm.readEKCertificate(.eccP256) == nil)
+            let info = try await tpm.info()
+            #expect(info.ekCertificates.contains { $0.nvIndex == "0x01C00002" && $0.issuer.contains("swtpm-localca") })
+        }
+    }
+}
