@@ -33,6 +33,40 @@ func readTPMResponse(_ s: DeadlineSocket, deadline: ContinuousClock.Instant) thr
     return header + (try s.receive(exactly: size - 10, deadline: deadline))
 }
 
+/// One connection kept open between exchanges (connected on first use) and dropped after
+/// a failed exchange, whose stream position is then unknown.
+struct PersistentConnection {
+    let address: TPMSocketAddress
+    let timeout: Duration
+    private(set) var socket: DeadlineSocket?
+
+    init(address: TPMSocketAddress, timeout: Duration) {
+        self.address = address
+        self.timeout = timeout
+    }
+
+    mutating func exchange<R>(_ body: (DeadlineSocket, ContinuousClock.Instant) throws(TPMError) -> R) throws(TPMError) -> R {
+        let deadline = ContinuousClock.now + timeout
+        let s: DeadlineSocket
+        if let existing = socket { s = existing } else {
+            s = try address.connect(timeout: timeout)
+            socket = s
+        }
+        do throws(TPMError) {
+            return try body(s, deadline)
+        } catch {
+            s.close()
+            socket = nil
+            throw error
+        }
+    }
+
+    mutating func close() {
+        socket?.close()
+        socket = nil
+    }
+}
+
 /// Where a socket transport connects.
 public enum TPMSocketAddress: Sendable, Hashable, CustomStringConvertible {
     case tcp(host: String, port: Int)
@@ -61,7 +95,7 @@ public actor SwtpmTransport: TPMTransport, TPMPlatformControl {
     public nonisolated let data: TPMSocketAddress
     public nonisolated let control: TPMSocketAddress?
     public nonisolated let timeout: Duration
-    private var socket: DeadlineSocket?
+    private var connection: PersistentConnection
 
     /// swtpm control commands (swtpm_ioctls.h), sent big-endian on the control channel.
     enum ControlCommand: UInt32 {
@@ -76,29 +110,18 @@ public actor SwtpmTransport: TPMTransport, TPMPlatformControl {
         self.data = data
         self.control = control
         self.timeout = timeout
+        self.connection = PersistentConnection(address: data, timeout: timeout)
     }
 
     public func send(_ command: [UInt8]) async throws(TPMError) -> [UInt8] {
-        let deadline = ContinuousClock.now + timeout
-        let s: DeadlineSocket
-        if let existing = socket { s = existing } else {
-            s = try data.connect(timeout: timeout)
-            socket = s
-        }
-        do throws(TPMError) {
+        try connection.exchange { (s, deadline) throws(TPMError) in
             try s.sendAll(command, deadline: deadline)
             return try readTPMResponse(s, deadline: deadline)
-        } catch {
-            // A failed exchange leaves the stream in an unknown place: start afresh next time.
-            s.close()
-            socket = nil
-            throw error
         }
     }
 
     public func close() async {
-        socket?.close()
-        socket = nil
+        connection.close()
     }
 
     /// Sends one control command and returns the payload after its 4-byte result.
@@ -140,7 +163,7 @@ public actor MssimTransport: TPMTransport, TPMPlatformControl {
     public nonisolated let command: TPMSocketAddress
     public nonisolated let platform: TPMSocketAddress
     public nonisolated let timeout: Duration
-    private var socket: DeadlineSocket?
+    private var connection: PersistentConnection
     private var locality: UInt8 = 0
 
     /// TpmTcpProtocol signal and command codes.
@@ -159,16 +182,12 @@ public actor MssimTransport: TPMTransport, TPMPlatformControl {
         self.command = command
         self.platform = platform
         self.timeout = timeout
+        self.connection = PersistentConnection(address: command, timeout: timeout)
     }
 
     public func send(_ bytes: [UInt8]) async throws(TPMError) -> [UInt8] {
-        let deadline = ContinuousClock.now + timeout
-        let s: DeadlineSocket
-        if let existing = socket { s = existing } else {
-            s = try command.connect(timeout: timeout)
-            socket = s
-        }
-        do throws(TPMError) {
+        let locality = self.locality
+        return try connection.exchange { (s, deadline) throws(TPMError) in
             try s.sendAll(be32(Signal.sendCommand.rawValue) + [locality] + be32(UInt32(bytes.count)) + bytes, deadline: deadline)
             let lengthBytes = try s.receive(exactly: 4, deadline: deadline)
             let length = Int(readU32BE(lengthBytes))
@@ -179,19 +198,12 @@ public actor MssimTransport: TPMTransport, TPMPlatformControl {
             let ack = try s.receive(exactly: 4, deadline: deadline)
             guard readU32BE(ack) == 0 else { throw TPMError(.transport, reason: "mssim returned a non-zero trailer \(hex32(readU32BE(ack)))") }
             return response
-        } catch {
-            s.close()
-            socket = nil
-            throw error
         }
     }
 
     public func close() async {
-        if let s = socket {
-            try? s.sendAll(be32(Signal.sessionEnd.rawValue), deadline: ContinuousClock.now + .seconds(1))
-            s.close()
-        }
-        socket = nil
+        try? connection.socket?.sendAll(be32(Signal.sessionEnd.rawValue), deadline: ContinuousClock.now + .seconds(1))
+        connection.close()
     }
 
     func platformSignal(_ signal: Signal) throws(TPMError) {
