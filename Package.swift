@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "tlaunch", targets: ["tlaunch"]),
         .library(name: "TPM2", targets: ["TPM2"]),
+        .library(name: "VirtualTPM", targets: ["VirtualTPM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -33,17 +34,36 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "TLBigNum",
+            // Optimized even in debug builds: deriving RSA primes with unoptimized bignums takes minutes.
+            swiftSettings: strict + [.unsafeFlags(["-O"])]
+        ),
+        .target(
+            name: "VirtualTPM",
+            dependencies: [
+                "TPM2",
+                "TLBigNum",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "BigInt", package: "BigInt"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "tlaunch",
             dependencies: [
                 "TPM2",
+                "VirtualTPM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "TLaunchBench",
-            dependencies: ["TPM2"],
+            dependencies: ["TPM2", "VirtualTPM"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -54,6 +74,16 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
             resources: [.copy("Vectors")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "VirtualTPMTests",
+            dependencies: [
+                "TPM2",
+                "VirtualTPM",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
             swiftSettings: strict
         ),
     ]

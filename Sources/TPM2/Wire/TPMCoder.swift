@@ -55,6 +55,15 @@ public protocol TPMCoder {
     /// Opens a TPM2B region holding a structure: UINT16 size, then the structure.
     mutating func enterSized(max: Int, field: StaticString) throws(TPMWireError) -> TPMSizedRegion
     mutating func exitSized(_ region: TPMSizedRegion, field: StaticString) throws(TPMWireError)
+
+    // Composite steps. Their implementations below are the defaults; a coder that only wants
+    // to see a structure's top-level fields (``TPMFieldNames``) replaces them.
+    mutating func nested<T: TPMStructure>(_ v: inout T, _ field: StaticString) throws(TPMWireError)
+    mutating func union<U: TPMUnion>(_ v: inout U, selector: U.Selector, _ field: StaticString) throws(TPMWireError)
+    mutating func sized<T: TPMStructure>(_ v: inout T, max: Int, _ field: StaticString) throws(TPMWireError)
+    mutating func sizedOptional<T: TPMStructure>(_ v: inout T?, max: Int, _ field: StaticString) throws(TPMWireError)
+    mutating func list<T: TPMStructure>(_ v: inout [T], max: Int, _ field: StaticString) throws(TPMWireError)
+    mutating func valueList<T: TPMWireValue>(_ v: inout [T], max: Int, _ field: StaticString) throws(TPMWireError)
 }
 
 extension TPMCoder {
@@ -334,4 +343,32 @@ extension TPMCoder {
             }
         }
     }
+}
+
+
+/// Lists the top-level field names of a parameter area in wire order, without descending
+/// into them (a TPM uses it to number the parameter an unmarshalling error points at).
+public struct TPMFieldNames: TPMCoder {
+    public private(set) var names: [String] = []
+    public init() {}
+    public var isDecoding: Bool { false }
+    public var offset: Int { 0 }
+    public var remaining: Int { Int.max }
+    public mutating func u8(_ v: inout UInt8, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func u16(_ v: inout UInt16, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func u32(_ v: inout UInt32, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func u64(_ v: inout UInt64, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func fixedBytes(_ v: inout [UInt8], count: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func sizedBytes(_ v: inout [UInt8], max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func remainingBytes(_ v: inout [UInt8], _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func enterSized(max: Int, field: StaticString) throws(TPMWireError) -> TPMSizedRegion {
+        TPMSizedRegion(start: 0, size: 0, savedEnd: 0, max: max)
+    }
+    public mutating func exitSized(_ region: TPMSizedRegion, field: StaticString) throws(TPMWireError) {}
+    public mutating func nested<T: TPMStructure>(_ v: inout T, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func union<U: TPMUnion>(_ v: inout U, selector: U.Selector, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func sized<T: TPMStructure>(_ v: inout T, max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func sizedOptional<T: TPMStructure>(_ v: inout T?, max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func list<T: TPMStructure>(_ v: inout [T], max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func valueList<T: TPMWireValue>(_ v: inout [T], max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
 }

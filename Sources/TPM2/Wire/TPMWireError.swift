@@ -54,6 +54,10 @@ public struct TPMWireError: Error, Hashable, Sendable, CustomStringConvertible {
         self.pendingField = field
     }
 
+    /// The field named by the outermost caller when that caller was not itself a structure —
+    /// e.g. the parameter of a command's parameter area that failed to decode.
+    public var outerField: String? { pendingField }
+
     /// The outermost structure named by the path (e.g. `TPMS_ATTEST`).
     public var structure: String? { path.first?.structure }
     /// The innermost field (e.g. `size` of a `TPM2B_DIGEST`).
