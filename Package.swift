@@ -70,6 +70,7 @@ let package = Package(
             name: "TPM2Tests",
             dependencies: [
                 "TPM2",
+                "VirtualTPM",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],

@@ -4,8 +4,9 @@ import Testing
 
 @Suite("swtpm: basics")
 struct SwtpmBasicTests {
-    @Test func randomCapabilitiesAndPCRs() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func randomCapabilitiesAndPCRs(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let r = try await tpm.getRandom(100)
             #expect(r.count == 100)
             #expect(Set(r).count > 20)

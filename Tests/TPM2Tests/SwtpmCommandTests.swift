@@ -5,8 +5,9 @@ import Testing
 
 @Suite("swtpm: every remaining client command")
 struct SwtpmCommandTests {
-    @Test func nvLifecycle() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func nvLifecycle(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let ordinary = TPMHandle(0x0150_0001), counter = TPMHandle(0x0150_0002), extend = TPMHandle(0x0150_0003)
             try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: ordinary, attributes: [.ownerWrite, .ownerRead, .authWrite, .authRead], dataSize: 2000))
             var (pub, name) = try await tpm.nvReadPublic(ordinary)
@@ -51,8 +52,9 @@ struct SwtpmCommandTests {
         }
     }
 
-    @Test func pcrExtendEventReset() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func pcrExtendEventReset(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha1, pcrs: [16, 23]), TPMSPCRSelection(hash: .sha256, pcrs: [16, 23])])
             let d1 = [UInt8](repeating: 0x11, count: 20), d256 = [UInt8](repeating: 0x22, count: 32)
             try await tpm.pcrExtend(23, digests: [TPMTHA(hashAlg: .sha1, digest: d1), TPMTHA(hashAlg: .sha256, digest: d256)])
@@ -74,8 +76,9 @@ struct SwtpmCommandTests {
         }
     }
 
-    @Test func capabilitiesOfEveryKind() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func capabilitiesOfEveryKind(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             for cap in [TPMCap.algs, .handles, .commands, .ppCommands, .auditCommands, .pcrs, .tpmProperties, .pcrProperties, .eccCurves, .authPolicies, .act] {
                 let property: UInt32 = switch cap {
                 case .handles: 0x8000_0000
@@ -96,14 +99,15 @@ struct SwtpmCommandTests {
             let resettable = props.first { $0.tag == .resetL0 }.map { TPMSPCRSelection(hash: .null, pcrSelect: $0.pcrSelect).pcrs } ?? []
             #expect(resettable.contains(16) && resettable.contains(23))
             let info = try await tpm.info()
-            #expect(info.manufacturer == "IBM")
+            #expect(info.manufacturer == (kind == .swtpm ? "IBM" : "TLCH"))
             #expect(info.pcrBanks["sha256"]?.count == 24)
             #expect(info.algorithms.contains("ecc"))
         }
     }
 
-    @Test func hierarchyAuthAndClear() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func hierarchyAuthAndClear(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let ownerAuth = Array("owner-secret".utf8)
             try await tpm.hierarchyChangeAuth(.owner, newAuth: ownerAuth)
             let index = TPMHandle(0x0150_0100)

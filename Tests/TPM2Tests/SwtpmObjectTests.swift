@@ -7,9 +7,9 @@ let sha256All24 = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<24
 
 @Suite("swtpm: keys, quotes, certify, signatures, contexts")
 struct SwtpmObjectTests {
-    @Test(arguments: [false, true])
-    func quoteVerifiesOfflineAndTamperingIsCaught(ecc: Bool) async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases, [false, true])
+    func quoteVerifiesOfflineAndTamperingIsCaught(kind: TPMKind, ecc: Bool) async throws {
+        try await withTPM(kind) { tpm in
             let ek = try await tpm.createEK(ecc ? .eccP256 : .rsa2048)
             let ak = try await tpm.createAK(ek: ek.self, template: ecc ? TPMTemplates.akECCP256 : TPMTemplates.akRSA2048)
             #expect(ak.publicArea.objectAttributes.contains([.restricted, .signEncrypt]))
@@ -35,8 +35,9 @@ struct SwtpmObjectTests {
         }
     }
 
-    @Test func certifyAndSignAndVerifySignatureAndLoadExternal() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func certifyAndSignAndVerifySignatureAndLoadExternal(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let srk = try await tpm.createPrimary(.owner, template: TPMTemplates.storageECCP256).object
             let keyBlob = try await tpm.create(parent: srk.handle, template: TPMTemplates.signingKey(ecc: true))
             let key = try await tpm.load(parent: srk.handle, privateBlob: keyBlob.privateBlob, publicArea: keyBlob.publicArea)
@@ -87,8 +88,9 @@ struct SwtpmObjectTests {
         }
     }
 
-    @Test func contextsPersistenceAndFlush() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func contextsPersistenceAndFlush(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let srk = try await tpm.createPrimary(.owner, template: TPMTemplates.storageRSA2048).object
             // Deterministic primaries: the same template gives the same key.
             let again = try await tpm.createPrimary(.owner, template: TPMTemplates.storageRSA2048).object
@@ -120,8 +122,9 @@ struct SwtpmObjectTests {
         }
     }
 
-    @Test func credentialMadeHostSideActivatesOnSwtpm() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func credentialMadeHostSideActivatesOnSwtpm(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             for kind in TPMEKKind.allCases {
                 let ek = try await tpm.createEK(kind)
                 let ak = try await tpm.createAK(ek: ek)

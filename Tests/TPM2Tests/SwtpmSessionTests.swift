@@ -4,8 +4,9 @@ import Testing
 
 @Suite("swtpm: sessions and policies")
 struct SwtpmSessionTests {
-    @Test func sealUnderPCRPolicyAndRefuseAfterChange() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func sealUnderPCRPolicyAndRefuseAfterChange(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let srk = try await tpm.createPrimary(.owner, template: TPMTemplates.storageECCP256).object
             let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [16])])
             try await tpm.pcrReset(16)
@@ -33,8 +34,9 @@ struct SwtpmSessionTests {
         }
     }
 
-    @Test func trialSessionsMatchOfflinePolicyAlgebra() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func trialSessionsMatchOfflinePolicyAlgebra(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             func trial(_ steps: (TPMSession) async throws -> Void) async throws -> [UInt8] {
                 let s = try await tpm.startAuthSession(type: .trial, attributes: [])
                 try await steps(s)
@@ -66,8 +68,9 @@ struct SwtpmSessionTests {
         }
     }
 
-    @Test func policyORWithPasswordAndAuthValueBranches() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func policyORWithPasswordAndAuthValueBranches(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let srk = try await tpm.createPrimary(.owner, template: TPMTemplates.storageECCP256).object
             var pw = try TPMPolicyDigest(); try pw.policyPassword()
             var cc = try TPMPolicyDigest(); try cc.policyCommandCode(.unseal); try cc.policyAuthValue()
@@ -99,9 +102,9 @@ struct SwtpmSessionTests {
         }
     }
 
-    @Test(arguments: [TPMTSymDef.aes128CFB, .xor(.sha256)])
-    func saltedHMACSessionsWithParameterEncryption(symmetric: TPMTSymDef) async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases, [TPMTSymDef.aes128CFB, .xor(.sha256)])
+    func saltedHMACSessionsWithParameterEncryption(kind: TPMKind, symmetric: TPMTSymDef) async throws {
+        try await withTPM(kind) { tpm in
             for template in [TPMTemplates.storageRSA2048, TPMTemplates.storageECCP256] {
                 let saltKey = try await tpm.createPrimary(.owner, template: template).object
                 let s = try await tpm.startAuthSession(type: .hmac, symmetric: symmetric, salt: saltKey,
@@ -132,8 +135,9 @@ struct SwtpmSessionTests {
         }
     }
 
-    @Test func boundSessionAuthorizesItsEntityAndOthers() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func boundSessionAuthorizesItsEntityAndOthers(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             let a = TPMHandle(0x0150_0020), b = TPMHandle(0x0150_0021)
             let authA = Array("alpha".utf8), authB = Array("beta".utf8)
             try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: a, attributes: [.authWrite, .authRead, .noDA], dataSize: 8), authValue: authA)
@@ -148,8 +152,9 @@ struct SwtpmSessionTests {
         }
     }
 
-    @Test func sessionNotContinuedIsGone() async throws {
-        try await withSwtpm { tpm, _ in
+    @Test(arguments: TPMKind.allCases)
+    func sessionNotContinuedIsGone(kind: TPMKind) async throws {
+        try await withTPM(kind) { tpm in
             // A session that authorizes nothing must encrypt, decrypt or audit (else TPM_RC_ATTRIBUTES).
             let s = try await tpm.startAuthSession(type: .hmac, symmetric: .aes128CFB, attributes: [.encrypt])
             _ = try await tpm.execute(TPM2GetRandom.with(bytes: 8), extraSessions: [s])

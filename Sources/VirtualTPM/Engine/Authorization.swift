@@ -180,16 +180,25 @@ extension EngineCore {
         return plan
     }
 
-    /// sessionKey ‖ authValue as HMACs use it (Part 1, 19.6.8).
-    func sessionValue(_ s: ServerSession, slot: Int, plan: SessionPlan, handles: [TPMHandle], entityOverride: Entity? = nil) -> [UInt8] {
-        guard let e = entityOverride ?? authEntityForSlot(slot, handles: handles) else { return s.sessionKey }
+    /// Whether a session's HMAC key includes the entity's authValue (Part 1, 19.6.8): not for
+    /// an HMAC session bound to that very entity, nor for a policy session without
+    /// PolicyAuthValue. Decided when the command is authorized and kept for its response.
+    func includesAuth(_ s: ServerSession, entity e: Entity?) -> Bool {
+        guard let e else { return false }
         switch s.type {
         case .hmac:
-            if let b = s.bindName, b == e.name { return s.sessionKey }
-            return s.sessionKey + trimZeros(e.authValue)
+            if let b = s.bindName, b == e.name { return false }
+            return true
         default:
-            return s.isAuthValueNeeded ? s.sessionKey + trimZeros(e.authValue) : s.sessionKey
+            return s.isAuthValueNeeded
         }
+    }
+
+    /// The authValue a slot's entity has now (after the command: a changed authValue is used
+    /// for the response, as the reference implementation does), or `fallback` when the entity
+    /// is gone.
+    func currentAuthValue(slot: Int, handles: [TPMHandle], fallback: [UInt8]) -> [UInt8] {
+        authEntityForSlot(slot, handles: handles)?.authValue ?? fallback
     }
 
     /// The entity a session slot authorizes (nil for sessions past the authorized handles).
@@ -208,7 +217,12 @@ extension EngineCore {
         guard params.count >= 2 + size else { throw TPMRC.size.with(.parameter(1)) }
         guard let handle = sessionHandleForSlot(slot), let s = sessions[handle] else { throw TPMRC.failure }
         var key = s.sessionKey
-        if let e = authEntityForSlot(slot, handles: handles) { key += trimZeros(e.authValue) }
+        // The authValue of the entity this session authorizes, whether or not it is bound to it.
+        if let e = authEntityForSlot(slot, handles: handles) {
+            key += trimZeros(e.authValue)
+        } else if let record = slotAuth[slot] {
+            key += trimZeros(record.authValue)
+        }
         let data = Array(params[2..<(2 + size)])
         let out: [UInt8]
         switch s.symmetric.algorithm {
@@ -248,6 +262,10 @@ extension EngineCore {
             let here = TPMRC.Subject.session(i + 1)
             let authorizing = i < entry.authHandleCount
             let e: Entity? = authorizing ? try entity(handles[i], role: entry.roles[i]) : nil
+            if let e {
+                let include = sessions[a.sessionHandle].map { includesAuth($0, entity: e) } ?? false
+                slotAuth[i] = (include: include, authValue: e.authValue)
+            }
             if let e, e.daProtected, inLockout(e) { throw TPMRC.lockout }
             if a.sessionHandle == .password {
                 guard let e else { throw TPMRC.attributes.with(here) }
@@ -281,7 +299,8 @@ extension EngineCore {
                 if let d = plan.decrypt, d != 0, let ds = sessions[auths[d].sessionHandle] { nonceDecrypt = ds.nonceTPM }
                 if let en = plan.encrypt, en != 0, en != plan.decrypt, let es = sessions[auths[en].sessionHandle] { nonceEncrypt = es.nonceTPM }
             }
-            let key = sessionValue(s, slot: i, plan: plan, handles: handles, entityOverride: e)
+            let include = includesAuth(s, entity: e)
+            let key = include ? s.sessionKey + trimZeros(e?.authValue ?? []) : s.sessionKey
             let expected = try rc {
                 try TPMCrypto.hmac(s.authHash, key: key, try cpHash(s.authHash), a.nonce.bytes, s.nonceTPM, nonceDecrypt, nonceEncrypt, [a.sessionAttributes.rawValue])
             }

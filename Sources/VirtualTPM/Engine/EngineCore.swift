@@ -35,6 +35,8 @@ struct EngineCore {
     /// The command being processed and its authorization area.
     var commandInProgress: TPMCC?
     var authArea: [TPMSAuthCommand] = []
+    /// Per authorizing session slot: whether its HMAC key includes the authValue, and that value.
+    var slotAuth: [Int: (include: Bool, authValue: [UInt8])] = [:]
 
     static let implementedHashes: [TPMAlgID] = [.sha1, .sha256, .sha384, .sha512]
     let firmwareVersion: UInt64 = 0x0001_0000_0000_0000
@@ -144,7 +146,8 @@ struct EngineCore {
         commandInProgress = code
         authArea = auths
         currentLocality = locality
-        defer { commandInProgress = nil; authArea = [] }
+        slotAuth = [:]
+        defer { commandInProgress = nil; authArea = []; slotAuth = [:] }
 
         let plan = try planSessions(auths, entry: entry, handles: handles)
         let names = try handles.map { (h) throws(TPMRC) -> [UInt8] in try nameOf(h) }
@@ -187,7 +190,10 @@ struct EngineCore {
                 let attrs = a.sessionAttributes
                 var hmac: [UInt8] = []
                 if !(s.type == .policy && plan.passwordSessions.contains(i)) {
-                    let key = sessionValue(s, slot: i, plan: plan, handles: handles)
+                    var key = s.sessionKey
+                    if let record = slotAuth[i], record.include {
+                        key += trimZeros(currentAuthValue(slot: i, handles: handles, fallback: record.authValue))
+                    }
                     hmac = try rc { try TPMCrypto.hmac(s.authHash, key: key, rpHashes[s.authHash]!, s.nonceTPM, a.nonce.bytes, [attrs.rawValue]) }
                 }
                 responseAuths.append(TPMSAuthResponse(nonce: TPM2BNonce(s.nonceTPM), sessionAttributes: attrs, hmac: TPM2BAuth(hmac)))

@@ -1,6 +1,7 @@
 import Foundation
 import TPM2
 import Testing
+import VirtualTPM
 
 /// Access to real peers (swtpm, tpm2-tools). When `TLAUNCH_REQUIRE_INTEROP=1` (CI), a
 /// missing peer fails the test; otherwise the test is skipped with a note.
@@ -55,4 +56,23 @@ func withSwtpm(manufacture: Bool = false, sourceLocation: SourceLocation = #_sou
         throw error
     }
     await client.close()
+}
+
+/// The TPMs the interop tests run against: the reference (swtpm) and ours (in-process).
+/// The same scripted flows must give the same outcomes on both.
+enum TPMKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    case swtpm
+    case vtpm
+    var description: String { rawValue }
+}
+
+/// Runs `body` with a client on a fresh TPM of `kind` and tears it down.
+func withTPM(_ kind: TPMKind, sourceLocation: SourceLocation = #_sourceLocation, _ body: (TPMClient) async throws -> Void) async throws {
+    switch kind {
+    case .swtpm:
+        try await withSwtpm(sourceLocation: sourceLocation) { tpm, _ in try await body(tpm) }
+    case .vtpm:
+        let tpm = TPMClient(transport: InProcessTransport(VirtualTPM.ephemeral()))
+        try await body(tpm)
+    }
 }
