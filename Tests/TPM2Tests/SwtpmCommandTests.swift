@@ -124,6 +124,12 @@ struct SwtpmCommandTests {
             let srk = try await tpm.createPrimary(.owner, template: TPMTemplates.storageECCP256, auth: .password(ownerAuth)).object
             try await tpm.evictControl(srk.handle, persistentHandle: persisted, auth: .password(ownerAuth))
 
+            // Changing the owner auth through an HMAC session: the response is keyed with the new value.
+            let s2 = try await tpm.startAuthSession(type: .hmac, symmetric: .aes128CFB, attributes: [.continueSession, .decrypt])
+            let newer = Array("newer-owner-secret".utf8)
+            try await tpm.hierarchyChangeAuth(.owner, newAuth: newer, auth: .session(s2, authValue: ownerAuth))
+            #expect(try await tpm.nvRead(index, authHandle: .owner, auth: .password(newer)) == [1, 2, 3, 4])
+            try await tpm.flush(s2)
             // Clear (lockout authorization) removes owner NV indices and persistent objects and resets the owner auth.
             try await tpm.clear(.lockout)
             let nv = try await tpm.handles(from: TPMHandle(0x0100_0000))

@@ -455,7 +455,7 @@ extension TPMClient {
 
     public func hierarchyChangeAuth(_ hierarchy: TPMHandle, newAuth: [UInt8], auth: TPMAuth = .emptyPassword) async throws(TPMError) {
         var c = TPM2HierarchyChangeAuth(); c.authHandle = hierarchy; c.newAuth = TPM2BAuth(newAuth)
-        _ = try await execute(c, auths: [auth])
+        _ = try await execute(c, auths: [auth], extraSessions: [], authValuesAfter: [0: newAuth])
     }
 
     public func clear(_ authHandle: TPMHandle = .lockout, auth: TPMAuth = .emptyPassword) async throws(TPMError) {

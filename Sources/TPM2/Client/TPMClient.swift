@@ -46,6 +46,12 @@ public actor TPMClient {
     /// (missing ones use the empty password); `extraSessions` are added after them, e.g. a
     /// session with `decrypt`/`encrypt` attributes used only for parameter encryption.
     public func execute<C: TPMCommand>(_ command: C, auths: [TPMAuth] = [], extraSessions: [TPMSession] = []) async throws(TPMError) -> C.Response {
+        try await execute(command, auths: auths, extraSessions: extraSessions, authValuesAfter: [:])
+    }
+
+    /// `authValuesAfter`: an entity's authValue once the command has run, for commands that
+    /// change it (TPM2_HierarchyChangeAuth): the TPM keys the response HMAC with the new value.
+    func execute<C: TPMCommand>(_ command: C, auths: [TPMAuth], extraSessions: [TPMSession], authValuesAfter: [Int: [UInt8]]) async throws(TPMError) -> C.Response {
         let code = C.code
         let handles = command.handleValues
         var parameters: [UInt8]
@@ -169,7 +175,9 @@ public actor TPMClient {
             let passwordOnly = st.session.type == .policy && st.isPasswordNeeded && slot.entityIndex != nil
             if !passwordOnly {
                 let rpHash = try tpmResponseParameterHash(s.authHash, code: code, parameters: responseParameters)
-                let expected = try st.responseHMAC(key: st.sessionValue(entity: entity(i)), rpHash: rpHash, attributes: r.sessionAttributes)
+                var after = entity(i)
+                if let newAuth = authValuesAfter[i], after != nil { after!.authValue = newAuth }
+                let expected = try st.responseHMAC(key: st.sessionValue(entity: after), rpHash: rpHash, attributes: r.sessionAttributes)
                 guard constantTimeEqual(expected, r.hmac.bytes) else {
                     throw TPMError(.integrity, command: code, reason: "the response HMAC of session \(s.handle) does not verify: the response was altered or the authValue is wrong")
                 }

@@ -1,0 +1,335 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+import TPM2
+
+/// Serves a ``VirtualTPM`` over swtpm's socket interface (data channel and control channel,
+/// as tpm2-tools' `swtpm:` TCTI and QEMU's `-tpmdev emulator` use them) or over the Microsoft
+/// simulator protocol (`mssim:`: command port and platform port).
+public final class VTPMServer: Sendable {
+    public enum WireProtocol: String, Sendable { case swtpm, mssim }
+
+    public struct Options: Sendable {
+        public var data: VTPMEndpoint
+        /// swtpm's control channel, or mssim's platform port.
+        public var control: VTPMEndpoint?
+        public var wireProtocol: WireProtocol = .swtpm
+        /// The TPM is initialized without waiting for CMD_INIT / power-on.
+        public var notNeedInit = false
+        /// TPM2_Startup(CLEAR) after each initialization.
+        public var startupClear = false
+        /// Stop when the control channel's client disconnects (swtpm `--terminate`).
+        public var terminateOnControlClose = false
+        public init(data: VTPMEndpoint, control: VTPMEndpoint?) { self.data = data; self.control = control }
+    }
+
+    struct Shared {
+        var initialized = false
+        var locality: UInt8 = 0
+        var established = false
+        var terminated = false
+        var hashing: [UInt8]?
+        var listeners: [Int32] = []
+        var connections: Set<Int32> = []
+    }
+
+    public let tpm: VirtualTPM
+    public let options: Options
+    /// The endpoints actually bound (port 0 becomes the port the kernel chose).
+    public let dataEndpoint: VTPMEndpoint
+    public let controlEndpoint: VTPMEndpoint?
+    private let shared = Mutex(Shared())
+    private let done = DispatchSemaphore(value: 0)
+    static let bufferSize: UInt32 = 4096
+
+    public init(tpm: VirtualTPM, options: Options) throws(VTPMError) {
+        self.tpm = tpm
+        self.options = options
+        let d = try Sock.listen(options.data)
+        var listeners = [d.fd]
+        var ctrlEndpoint: VTPMEndpoint?
+        if let c = options.control {
+            do {
+                let l = try Sock.listen(c)
+                listeners.append(l.fd)
+                ctrlEndpoint = l.endpoint
+            } catch {
+                close(d.fd)
+                throw error
+            }
+        }
+        dataEndpoint = d.endpoint
+        controlEndpoint = ctrlEndpoint
+        shared.withLock { $0.listeners = listeners }
+        if options.notNeedInit { initialize() }
+    }
+
+    /// Starts accepting connections on background threads.
+    public func start() {
+        let listeners = shared.withLock { $0.listeners }
+        accept(on: listeners[0]) { [self] fd in
+            options.wireProtocol == .mssim ? serveMssimCommands(fd) : serveData(fd)
+        }
+        if listeners.count > 1 {
+            accept(on: listeners[1]) { [self] fd in
+                options.wireProtocol == .mssim ? serveMssimPlatform(fd) : serveControl(fd)
+            }
+        }
+    }
+
+    /// Blocks until the server terminates (CMD_SHUTDOWN/CMD_STOP…, `--terminate`, or ``terminate()``).
+    public func wait() {
+        done.wait()
+        done.signal()
+    }
+
+    public func terminate() {
+        let (first, fds) = shared.withLock { s -> (Bool, [Int32]) in
+            let first = !s.terminated
+            s.terminated = true
+            let fds = s.listeners + Array(s.connections)
+            s.listeners = []
+            return (first, fds)
+        }
+        for fd in fds { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+        if case .unix(let p) = dataEndpoint { unlink(p) }
+        if case .unix(let p)? = controlEndpoint { unlink(p) }
+        if first { done.signal() }
+    }
+
+    var isTerminated: Bool { shared.withLock { $0.terminated } }
+
+    private func accept(on listener: Int32, _ serve: @escaping @Sendable (Int32) -> Void) {
+        Thread.detachNewThread { [self] in
+            while !isTerminated {
+                let fd = Glibc.accept(listener, nil, nil)
+                if fd < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                shared.withLock { _ = $0.connections.insert(fd) }
+                Thread.detachNewThread { [self] in
+                    serve(fd)
+                    let owned = shared.withLock { $0.connections.remove(fd) != nil }
+                    if owned { close(fd) }
+                }
+            }
+        }
+    }
+
+    /// _TPM_Init (and TPM2_Startup(CLEAR) with `startupClear`).
+    func initialize() {
+        tpm.powerOn()
+        shared.withLock { $0.initialized = true }
+        if options.startupClear {
+            _ = tpm.handle([0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x44, 0, 0])
+        }
+    }
+
+    /// One command from the data channel; a TPM not yet initialized answers TPM_RC_FAILURE.
+    func process(_ command: [UInt8], locality: UInt8? = nil) -> [UInt8] {
+        let (ready, loc) = shared.withLock { ($0.initialized, $0.locality) }
+        guard ready else { return [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x01] }
+        return tpm.handle(command, locality: locality ?? loc)
+    }
+
+    // MARK: swtpm data channel
+
+    func serveData(_ fd: Int32) {
+        while let header = Sock.readExactly(fd, 10) {
+            let size = Int(readU32(header, 2))
+            guard size >= 10, size <= Int(Self.bufferSize) else {
+                // An oversized or impossible frame: answer as a TPM would and drop the stream.
+                _ = Sock.writeAll(fd, [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x42])
+                return
+            }
+            // A client that disconnects mid-command never reaches the TPM.
+            guard let rest = Sock.readExactly(fd, size - 10) else { return }
+            guard Sock.writeAll(fd, process(header + rest)) else { return }
+        }
+    }
+
+    // MARK: swtpm control channel (swtpm_ioctls CMD_*)
+
+    enum ControlCode: UInt32 {
+        case getCapability = 1, initialize, shutdown, getTPMEstablished, setLocality, hashStart, hashData, hashEnd,
+             cancelTPMCommand, storeVolatile, resetTPMEstablished, getStateBlob, setStateBlob, stop, getConfig,
+             setDataFD, setBufferSize, getInfo, lockStorage
+    }
+
+    static let capabilities: UInt64 = {
+        var caps: UInt64 = 0
+        for bit in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16] { caps |= 1 << UInt64(bit) }
+        return caps
+    }()
+
+    func serveControl(_ fd: Int32) {
+        defer {
+            if options.terminateOnControlClose { terminate() }
+        }
+        while let (codeBytes, passedFD) = Sock.readWithFD(fd, 4) {
+            let raw = readU32(codeBytes)
+            guard let code = ControlCode(rawValue: raw) else {
+                _ = Sock.writeAll(fd, be32Bytes(0x0A))  // TPM_BAD_ORDINAL
+                continue
+            }
+            guard let reply = controlCommand(code, fd: fd, passedFD: passedFD) else { return }
+            guard Sock.writeAll(fd, reply) else { return }
+            // As swtpm does, CMD_SHUTDOWN ends the process once it has answered.
+            if code == .shutdown {
+                terminate()
+                return
+            }
+        }
+    }
+
+    /// The reply to one control command (nil: the connection is broken).
+    func controlCommand(_ code: ControlCode, fd: Int32, passedFD: Int32?) -> [UInt8]? {
+        let ok = be32Bytes(0)
+        switch code {
+        case .getCapability:
+            return be64Bytes(Self.capabilities)
+        case .initialize:
+            guard Sock.readExactly(fd, 4) != nil else { return nil }
+            initialize()
+            return ok
+        case .shutdown:
+            shared.withLock { $0.initialized = false }
+            return ok
+        case .getTPMEstablished:
+            let bit: UInt8 = shared.withLock { $0.established } ? 1 : 0
+            return ok + [bit, 0, 0, 0]
+        case .setLocality:
+            guard let loc = Sock.readExactly(fd, 1) else { return nil }
+            guard loc[0] <= 4 else { return be32Bytes(0x3D) }  // TPM_BAD_LOCALITY
+            shared.withLock { $0.locality = loc[0] }
+            return ok
+        case .hashStart:
+            shared.withLock { $0.hashing = [] }
+            return ok
+        case .hashData:
+            guard let len = Sock.readExactly(fd, 4) else { return nil }
+            let n = Int(readU32(len))
+            guard n <= 4096, let data = Sock.readExactly(fd, n) else { return nil }
+            let accepted = shared.withLock { s -> Bool in
+                guard s.hashing != nil else { return false }
+                s.hashing! += data
+                return true
+            }
+            return accepted ? ok : be32Bytes(0x09)  // TPM_FAIL
+        case .hashEnd:
+            let data = shared.withLock { s -> [UInt8]? in defer { s.hashing = nil }; return s.hashing }
+            guard let data else { return be32Bytes(0x09) }
+            tpm.hcrtm(data)
+            shared.withLock { $0.established = true }
+            return ok
+        case .cancelTPMCommand, .storeVolatile, .lockStorage:
+            if code == .lockStorage { guard Sock.readExactly(fd, 4) != nil else { return nil } }
+            return ok
+        case .resetTPMEstablished:
+            guard let loc = Sock.readExactly(fd, 1) else { return nil }
+            guard loc[0] >= 3 else { return be32Bytes(0x3D) }
+            shared.withLock { $0.established = false }
+            return ok
+        case .getStateBlob:
+            guard let req = Sock.readExactly(fd, 12) else { return nil }
+            let type = readU32(req, 4), offset = Int(readU32(req, 8))
+            let blob = type == 1 ? tpm.exportPermanentState() : []
+            let chunk = offset < blob.count ? Array(blob[offset..<min(blob.count, offset + 3072)]) : []
+            return ok + be32Bytes(0) + be32Bytes(UInt32(blob.count)) + be32Bytes(UInt32(chunk.count)) + chunk
+        case .setStateBlob:
+            guard let req = Sock.readExactly(fd, 12) else { return nil }
+            let type = readU32(req, 4), length = Int(readU32(req, 8))
+            guard length <= 1 << 20, let data = Sock.readExactly(fd, length) else { return nil }
+            guard shared.withLock({ !$0.initialized }) else { return be32Bytes(0x09) }
+            if type == 1 {
+                do { try tpm.importPermanentState(data) } catch { return be32Bytes(0x09) }
+            }
+            return ok
+        case .stop:
+            shared.withLock { $0.initialized = false }
+            return ok
+        case .getConfig:
+            return ok + be32Bytes(0x1)
+        case .setDataFD:
+            guard let dataFD = passedFD else { return be32Bytes(0x09) }
+            Thread.detachNewThread { [self] in
+                serveData(dataFD)
+                close(dataFD)
+            }
+            return ok
+        case .setBufferSize:
+            guard Sock.readExactly(fd, 4) != nil else { return nil }
+            return ok + be32Bytes(Self.bufferSize) + be32Bytes(Self.bufferSize) + be32Bytes(Self.bufferSize)
+        case .getInfo:
+            guard let req = Sock.readExactly(fd, 16) else { return nil }
+            let flags = req.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let offset = Int(readU32(req, 8))
+            var parts: [String] = []
+            if flags & 1 != 0 { parts.append("\"TPMSpecification\":{\"family\":\"2.0\",\"level\":0,\"revision\":\(EngineCore.specRevision)}") }
+            if flags & 2 != 0 { parts.append("\"TPMAttributes\":{\"manufacturer\":\"id:544C4348\",\"version\":\"id:00010000\",\"model\":\"TrustedLaunch vTPM\"}") }
+            let json = Array(("{" + parts.joined(separator: ",") + "}").utf8)
+            let chunk = offset < json.count ? Array(json[offset...]) : []
+            return ok + be32Bytes(UInt32(json.count)) + be32Bytes(UInt32(chunk.count)) + chunk
+        }
+    }
+
+    // MARK: mssim
+
+    enum MssimSignal: UInt32 {
+        case powerOn = 1, powerOff = 2, physPresOn = 3, physPresOff = 4, hashStart = 5, hashData = 6, hashEnd = 7
+        case sendCommand = 8, cancelOn = 9, cancelOff = 10, nvOn = 11, nvOff = 12, keyCacheOn = 13, keyCacheOff = 14
+        case remoteHandshake = 15, setAlternativeResult = 16, reset = 17, restart = 18, sessionEnd = 20, stop = 21
+    }
+
+    func serveMssimCommands(_ fd: Int32) {
+        while let codeBytes = Sock.readExactly(fd, 4) {
+            switch MssimSignal(rawValue: readU32(codeBytes)) {
+            case .sendCommand?:
+                guard let head = Sock.readExactly(fd, 5) else { return }
+                let size = Int(readU32(head, 1))
+                guard size >= 10, size <= Int(Self.bufferSize), let command = Sock.readExactly(fd, size) else { return }
+                let response = process(command, locality: head[0])
+                guard Sock.writeAll(fd, be32Bytes(UInt32(response.count)) + response + be32Bytes(0)) else { return }
+            case .remoteHandshake?:
+                guard Sock.readExactly(fd, 4) != nil else { return }
+                guard Sock.writeAll(fd, be32Bytes(1) + be32Bytes(0x7) + be32Bytes(0)) else { return }
+            case .sessionEnd?:
+                return
+            case .stop?:
+                terminate()
+                return
+            default:
+                _ = Sock.writeAll(fd, be32Bytes(1))
+                return
+            }
+        }
+    }
+
+    func serveMssimPlatform(_ fd: Int32) {
+        while let codeBytes = Sock.readExactly(fd, 4) {
+            switch MssimSignal(rawValue: readU32(codeBytes)) {
+            case .powerOn?:
+                // Power-on while powered is a no-op, as in the reference simulator.
+                if !shared.withLock({ $0.initialized }) { initialize() }
+            case .reset?:
+                initialize()
+            case .powerOff?:
+                shared.withLock { $0.initialized = false }
+            case .sessionEnd?:
+                return
+            case .stop?:
+                _ = Sock.writeAll(fd, be32Bytes(0))
+                terminate()
+                return
+            case .none:
+                return
+            default:
+                break
+            }
+            guard Sock.writeAll(fd, be32Bytes(0)) else { return }
+        }
+    }
+}
