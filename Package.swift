@@ -66,11 +66,18 @@ let package = Package(
             dependencies: ["TPM2", "VirtualTPM"],
             swiftSettings: strict
         ),
+        .target(
+            name: "TLaunchTestSupport",
+            dependencies: ["TPM2", "VirtualTPM"],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "TPM2Tests",
             dependencies: [
                 "TPM2",
                 "VirtualTPM",
+                "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
@@ -82,6 +89,7 @@ let package = Package(
             dependencies: [
                 "TPM2",
                 "VirtualTPM",
+                "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
             ],

@@ -1,6 +1,7 @@
 import Foundation
 import TPM2
 import Testing
+import TLaunchTestSupport
 
 /// Replays the saved libFuzzer corpora (and any saved crashers) through the fuzz entry points.
 @Suite("fuzz corpora replay")

@@ -1,5 +1,6 @@
 import TPM2
 import Testing
+import TLaunchTestSupport
 
 @Suite("wire: hostile input gives typed errors with context")
 struct HostileInputTests {

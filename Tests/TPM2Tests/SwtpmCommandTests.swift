@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import TPM2
 import Testing
+import TLaunchTestSupport
 
 @Suite("swtpm: every remaining client command")
 struct SwtpmCommandTests {

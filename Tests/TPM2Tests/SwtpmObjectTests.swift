@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import TPM2
 import Testing
+import TLaunchTestSupport
 
 let sha256All24 = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<24)])
 

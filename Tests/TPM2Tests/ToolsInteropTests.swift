@@ -1,6 +1,7 @@
 import Foundation
 import TPM2
 import Testing
+import TLaunchTestSupport
 
 /// Differential tests against tpm2-tools on the same swtpm.
 @Suite("tpm2-tools: same answers as the reference tools")

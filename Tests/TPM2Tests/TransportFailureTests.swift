@@ -1,6 +1,7 @@
 import Foundation
 import TPM2
 import Testing
+import TLaunchTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

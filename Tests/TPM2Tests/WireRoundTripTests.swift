@@ -1,5 +1,6 @@
 import TPM2
 import Testing
+import TLaunchTestSupport
 
 /// Encodes, decodes and re-encodes; then drip-feeds every prefix (each must fail with a typed
 /// error, never succeed or trap) and appends a byte (must fail as trailing bytes).

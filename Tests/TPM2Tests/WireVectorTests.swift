@@ -1,6 +1,7 @@
 import Foundation
 import TPM2
 import Testing
+import TLaunchTestSupport
 
 /// Known-answer vectors (hex with a comment per field in Vectors/*.hex).
 @Suite("wire: known-answer vectors")

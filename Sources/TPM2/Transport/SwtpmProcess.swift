@@ -106,7 +106,7 @@ public final class SwtpmProcess: Sendable {
     }
 
     /// A loopback port P such that P and P+1 were both free a moment ago.
-    static func freePortPair() throws(TPMError) -> Int {
+    public static func freePortPair() throws(TPMError) -> Int {
         for _ in 0..<50 {
             let p = Int.random(in: 20000...60000)
             if portFree(p) && portFree(p + 1) { return p }

@@ -5,10 +5,10 @@ import VirtualTPM
 
 /// Access to real peers (swtpm, tpm2-tools). When `TLAUNCH_REQUIRE_INTEROP=1` (CI), a
 /// missing peer fails the test; otherwise the test is skipped with a note.
-enum Interop {
-    static var required: Bool { ProcessInfo.processInfo.environment["TLAUNCH_REQUIRE_INTEROP"] == "1" }
+public enum Interop {
+    public static var required: Bool { ProcessInfo.processInfo.environment["TLAUNCH_REQUIRE_INTEROP"] == "1" }
 
-    static func tool(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
+    public static func tool(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
         if let path = SwtpmProcess.which(name) { return path }
         if required {
             Issue.record("\(name) is required (TLAUNCH_REQUIRE_INTEROP=1) but not installed; scripts/test.sh installs it", sourceLocation: sourceLocation)
@@ -17,7 +17,7 @@ enum Interop {
     }
 
     /// A fresh swtpm, or nil (skip) when swtpm is missing and interop is not required.
-    static func swtpm(manufacture: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) async throws -> SwtpmProcess? {
+    public static func swtpm(manufacture: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) async throws -> SwtpmProcess? {
         guard tool("swtpm", sourceLocation: sourceLocation) != nil else { return nil }
         if manufacture, tool("swtpm_setup", sourceLocation: sourceLocation) == nil { return nil }
         return try await SwtpmProcess.start(manufacture: manufacture)
@@ -25,7 +25,7 @@ enum Interop {
 
     /// Runs a program; returns (status, stdout, stderr).
     @discardableResult
-    static func run(_ path: String, _ args: [String], environment: [String: String] = [:]) throws -> (Int32, String, String) {
+    public static func run(_ path: String, _ args: [String], environment: [String: String] = [:]) throws -> (Int32, String, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
@@ -44,7 +44,7 @@ enum Interop {
 }
 
 /// Runs `body` with a client on a fresh swtpm and tears both down.
-func withSwtpm(manufacture: Bool = false, sourceLocation: SourceLocation = #_sourceLocation,
+public func withSwtpm(manufacture: Bool = false, sourceLocation: SourceLocation = #_sourceLocation,
                _ body: (TPMClient, SwtpmProcess) async throws -> Void) async throws {
     guard let sw = try await Interop.swtpm(manufacture: manufacture, sourceLocation: sourceLocation) else { return }
     defer { sw.stop(); sw.removeState() }
@@ -60,14 +60,14 @@ func withSwtpm(manufacture: Bool = false, sourceLocation: SourceLocation = #_sou
 
 /// The TPMs the interop tests run against: the reference (swtpm) and ours (in-process).
 /// The same scripted flows must give the same outcomes on both.
-enum TPMKind: String, CaseIterable, Sendable, CustomStringConvertible {
+public enum TPMKind: String, CaseIterable, Sendable, CustomStringConvertible {
     case swtpm
     case vtpm
-    var description: String { rawValue }
+    public var description: String { rawValue }
 }
 
 /// Runs `body` with a client on a fresh TPM of `kind` and tears it down.
-func withTPM(_ kind: TPMKind, sourceLocation: SourceLocation = #_sourceLocation, _ body: (TPMClient) async throws -> Void) async throws {
+public func withTPM(_ kind: TPMKind, sourceLocation: SourceLocation = #_sourceLocation, _ body: (TPMClient) async throws -> Void) async throws {
     switch kind {
     case .swtpm:
         try await withSwtpm(sourceLocation: sourceLocation) { tpm, _ in try await body(tpm) }

@@ -1,0 +1,75 @@
+import Foundation
+import TLaunchTestSupport
+import TPM2
+import Testing
+import VirtualTPM
+
+/// A vTPM served on loopback in this process, as `tlaunch vtpm socket` serves it.
+final class ServedVTPM: @unchecked Sendable {
+    let server: VTPMServer
+    let port: Int
+    let directory: URL
+    let authority: VTPMCertificateAuthority
+
+    var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
+
+    init(protocol wire: VTPMServer.WireProtocol = .swtpm, startupClear: Bool = true, notNeedInit: Bool = true) async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("tl-vtpm-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        authority = try VTPMCertificateAuthority.loadOrCreate(directory: directory.appendingPathComponent("ca"))
+        let tpm = try await VirtualTPM.open(stateFile: directory.appendingPathComponent("tlaunch-vtpm.state").path,
+                                           hostKey: [UInt8](repeating: 7, count: 32), authority: authority)
+        var lastError: (any Error)?
+        for _ in 0..<10 {
+            let p = try SwtpmProcess.freePortPair()
+            var options = VTPMServer.Options(data: .tcp(host: "127.0.0.1", port: p), control: .tcp(host: "127.0.0.1", port: p + 1))
+            options.wireProtocol = wire
+            options.notNeedInit = notNeedInit
+            options.startupClear = startupClear
+            do {
+                let s = try VTPMServer(tpm: tpm, options: options)
+                s.start()
+                server = s
+                port = p
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    func stop() {
+        server.terminate()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// Runs a tpm2-tools command against `tcti`; the test fails with its output when it fails.
+@discardableResult
+func tool(_ name: String, _ args: [String], tcti: String, in dir: URL, expectSuccess: Bool = true,
+          sourceLocation: SourceLocation = #_sourceLocation) throws -> (Int32, String, String) {
+    guard let path = Interop.tool(name, sourceLocation: sourceLocation) else { throw SkipPeer() }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    p.currentDirectoryURL = dir
+    var env = ProcessInfo.processInfo.environment
+    env["TPM2TOOLS_TCTI"] = tcti
+    p.environment = env
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let result = (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    if expectSuccess {
+        #expect(result.0 == 0, "\(name) \(args.joined(separator: " ")) failed: \(result.2)", sourceLocation: sourceLocation)
+    }
+    return result
+}
+
+/// Thrown when a peer tool is missing and interop is not required: the test ends early.
+struct SkipPeer: Error {}
