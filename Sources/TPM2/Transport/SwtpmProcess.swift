@@ -114,6 +114,9 @@ public final class SwtpmProcess: Sendable {
         throw TPMError(.transport, reason: "no free loopback port pair found")
     }
 
+    /// Whether nothing listens on loopback `port` right now.
+    public static func portFreeProbe(_ port: Int) -> Bool { portFree(port) }
+
     static func portFree(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }

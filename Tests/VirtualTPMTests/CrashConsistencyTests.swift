@@ -1,0 +1,128 @@
+import Foundation
+import TLaunchTestSupport
+import TPM2
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `tlaunch vtpm socket` killed with SIGKILL at random moments during a stream of NV writes:
+/// every acknowledged write survives, a write in flight is all there or not at all, and the
+/// state always loads.
+@Suite("vTPM: crash consistency under SIGKILL")
+struct CrashConsistencyTests {
+    static var tlaunch: String {
+        var dir = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent(".build/debug/tlaunch").path
+    }
+
+    final class Running {
+        let pid: pid_t
+        let port: Int
+        init(dir: URL) throws {
+            var lastError: (any Error)?
+            for _ in 0..<5 {
+                let port = try SwtpmProcess.freePortPair()
+                let args = [Self.exe, "vtpm", "socket", "--tpm2", "--tpmstate", "dir=\(dir.path)",
+                            "--server", "type=tcp,port=\(port)", "--ctrl", "type=tcp,port=\(port + 1)",
+                            "--flags", "not-need-init,startup-clear", "--key", "file=\(dir.appendingPathComponent("host.key").path)",
+                            "--ca", "dir=\(dir.appendingPathComponent("ca").path)"]
+                var pid: pid_t = 0
+                let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+                defer { for a in argv { free(a) } }
+                var actions = posix_spawn_file_actions_t()
+                posix_spawn_file_actions_init(&actions)
+                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                guard posix_spawn(&pid, Self.exe, &actions, nil, argv, environ) == 0 else { throw VectorErr("cannot start tlaunch") }
+                for _ in 0..<400 {
+                    if SwtpmProcess.portFreeProbe(port + 1) == false, Self.connectable(port) {
+                        self.pid = pid
+                        self.port = port
+                        return
+                    }
+                    usleep(10_000)
+                }
+                kill(pid, SIGKILL)
+                var st: Int32 = 0
+                waitpid(pid, &st, 0)
+                lastError = VectorErr("tlaunch vtpm socket did not listen on \(port)")
+            }
+            throw lastError!
+        }
+        static var exe: String { CrashConsistencyTests.tlaunch }
+        static func connectable(_ port: Int) -> Bool {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+        }
+        func killHard() {
+            kill(pid, SIGKILL)
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+        }
+    }
+
+    struct VectorErr: Error, CustomStringConvertible { var description: String; init(_ d: String) { description = d } }
+
+    @Test func acknowledgedWritesSurviveKillMinus9() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.tlaunch) else {
+            Issue.record("\(Self.tlaunch) is not built")
+            return
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-crash-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data(TPMCrypto.random(32)).write(to: dir.appendingPathComponent("host.key"))
+        let counter = TPMHandle(0x0150_00C0), block = TPMHandle(0x0150_00C1)
+        var acknowledged: UInt64 = 0
+        var lastBlock: UInt8 = 0
+        var rounds = 0
+        for round in 0..<20 {
+            let vtpm = try Running(dir: dir)
+            let tpm = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: vtpm.port), control: nil, timeout: .seconds(5)))
+            if round == 0 {
+                try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: counter, attributes: TPMANV([.ownerRead, .ownerWrite], type: .counter), dataSize: 8))
+                try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: block, attributes: [.ownerRead, .ownerWrite], dataSize: 256))
+            } else {
+                // After the crash: the state loads; nothing acknowledged is missing; nothing is torn.
+                let value = try await tpm.nvRead(counter, authHandle: .owner).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                #expect(value == acknowledged || value == acknowledged + 1, "round \(round): counter \(value), acknowledged \(acknowledged)")
+                acknowledged = value
+                let content = try await tpm.nvRead(block, authHandle: .owner)
+                #expect(Set(content).count == 1, "round \(round): the 256-byte block is torn")
+                #expect(content[0] == lastBlock || content[0] == lastBlock &+ 1, "round \(round): block \(content[0]), acknowledged \(lastBlock)")
+                lastBlock = content[0]
+            }
+            // Write as fast as possible from a task while the process is killed at a random moment.
+            let killAfter = Int.random(in: 5...120)
+            let startAck = acknowledged, startBlock = lastBlock
+            let writer = Task {
+                var acked = startAck, b = startBlock
+                while !Task.isCancelled {
+                    do {
+                        try await tpm.nvIncrement(counter, authHandle: .owner)
+                        acked += 1
+                        try await tpm.nvWrite(block, data: [UInt8](repeating: b &+ 1, count: 256), authHandle: .owner)
+                        b &+= 1
+                    } catch {
+                        break
+                    }
+                }
+                return (acked, b)
+            }
+            try await Task.sleep(for: .milliseconds(killAfter))
+            vtpm.killHard()
+            (acknowledged, lastBlock) = await writer.value
+            writer.cancel()
+            await tpm.close()
+            rounds += 1
+        }
+        #expect(rounds == 20)
+        #expect(acknowledged > 20, "the writers made progress between kills")
+    }
+}
