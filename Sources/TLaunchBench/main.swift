@@ -1,5 +1,6 @@
 import Foundation
 import TPM2
+import VirtualTPM
 
 // Benchmarks (run in release: swift run -c release TLaunchBench [--seconds S]).
 // Reports wire-format throughput and round trips against swtpm, side by side in one run.
@@ -56,6 +57,8 @@ let attest = try TPMSAttest(tpmBytes: attestBytes)
 let rsaPublic = TPMTemplates.ekRSA2048
 
 print("TrustedLaunch benchmarks (\(seconds) s per figure; \(ProcessInfo.processInfo.activeProcessorCount) CPUs)")
+let onlyEngine = args.contains("--only-engine")
+if !onlyEngine {
 print("Wire format (one core):")
 let attestDecode = try measure("TPMS_ATTEST decode (\(attestBytes.count) B quote)") { blackHole(try TPMSAttest(tpmBytes: attestBytes)) }
 _ = try measure("TPMS_ATTEST encode") { blackHole(try attest.tpmBytes()) }
@@ -64,54 +67,38 @@ _ = try measure("TPMT_PUBLIC decode (RSA 2048 EK, \(rsaPublicBytes.count) B)") {
 _ = try measure("TPMT_PUBLIC encode (RSA 2048 EK)") { blackHole(try rsaPublic.tpmBytes()) }
 _ = try measure("TPMT_PUBLIC decode + encode (ECC P-256 EK, \(eccPublicBytes.count) B)") { blackHole(try TPMTPublic(tpmBytes: eccPublicBytes).tpmBytes()) }
 print(attestDecode >= 1_000_000 ? "  target ≥ 1,000,000 TPMS_ATTEST decodes/s per core: met" : "  target ≥ 1,000,000 TPMS_ATTEST decodes/s per core: NOT met")
+}
 
-if !skipTPM {
-    print("Round trips against swtpm (one connection kept open; client and swtpm on any CPU):")
-    let sw = try await SwtpmProcess.start()
-    defer { sw.stop(); sw.removeState() }
-    let transport = SwtpmTransport(data: .tcp(host: "127.0.0.1", port: sw.port), control: nil)
-    let getRandom = try TPMCommandPacket(code: .getRandom, handles: [], sessions: [], parameters: [0, 8]).encode()
-    _ = try await measureAsync("raw bytes: TPM2_GetRandom(8) over the swtpm transport", iterations: 20_000) { blackHole(try await transport.send(getRandom)) }
-    let tpm = TPMClient(transport: transport)
-    _ = try await measureAsync("typed client: getRandom(8)", iterations: 20_000) { blackHole(try await tpm.getRandom(8)) }
-    let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<8)])
-    _ = try await measureAsync("typed client: pcrRead(sha256 0–7)", iterations: 20_000) { blackHole(try await tpm.pcrRead(sel)) }
-    let hmac = try await tpm.startAuthSession(type: .hmac, symmetric: .aes128CFB, attributes: [.continueSession, .encrypt])
-    var cmd = TPM2GetRandom()
-    cmd.bytesRequested = 16
-    let fixedCmd = cmd
-    _ = try await measureAsync("typed client: getRandom(16), HMAC session + response encryption", iterations: 10_000) {
-        blackHole(try await tpm.execute(fixedCmd, extraSessions: [hmac]))
-    }
-    let ek = try await tpm.createEK(.eccP256)
-    let ak = try await tpm.createAK(ek: ek, template: TPMTemplates.akECCP256)
-    let nonce = TPMCrypto.random(32)
-    _ = try await measureAsync("typed client: quote sha256 0–7, ECC P-256 AK", iterations: 2_000) {
-        blackHole(try await tpm.quote(ak.object.handle, qualifyingData: nonce, pcrs: sel))
-    }
-    let quote = try await tpm.quote(ak.object.handle, qualifyingData: nonce, pcrs: sel)
-    let values = try await tpm.pcrRead(sel)
-    _ = try measure("offline quote verification (ECDSA P-256)") {
-        blackHole(try TPMQuoteVerifier.verify(quote, akPublic: ak.publicArea, nonce: nonce, pcrs: values))
-    }
-    await tpm.close()
+if !skipTPM && !onlyEngine {
+    try await tpmBenchmarks(seconds: seconds)
+    try memoryBenchmark(count: args.firstIndex(of: "--vtpms").flatMap { Int(args[$0 + 1]) } ?? 1000)
+}
 
-    // The peer's own client for the same command: one tpm2-tools process per command.
-    if let tool = SwtpmProcess.which("tpm2_getrandom") {
-        let n = 50
-        let start = ContinuousClock.now
-        for _ in 0..<n {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: tool)
-            p.arguments = ["8", "--hex"]
-            p.environment = ["TPM2TOOLS_TCTI": sw.tcti]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-        }
-        let elapsed = ContinuousClock.now - start
-        let rate = Double(n) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-        report("tpm2-tools: tpm2_getrandom 8 (a process per command)", rate)
-    }
+if args.contains("--engine") || onlyEngine {
+    let engine = VirtualTPM.ephemeral()
+    let getRandom = try TPMCommandPacket(code: .getRandom, handles: [], sessions: [], parameters: [0, 32]).encode()
+    _ = measure("engine in-process: GetRandom(32)") { blackHole(engine.handle(getRandom)) }
+    var ext = TPM2PCRExtend(); ext.pcrHandle = .pcr(16); ext.digests = TPMLDigestValues([TPMTHA(hashAlg: .sha256, digest: [UInt8](repeating: 7, count: 32))])
+    let extBytes = try TPMCommandPacket(code: .pcrExtend, handles: [.pcr(16)], sessions: [TPMSAuthCommand(sessionHandle: .password)], parameters: ext.parameterBytes()).encode()
+    _ = measure("engine in-process: PCR_Extend") { blackHole(engine.handle(extBytes)) }
+    var rd = TPM2PCRRead(); rd.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<8)])
+    let rdBytes = try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [], parameters: rd.parameterBytes()).encode()
+    _ = measure("engine in-process: PCR_Read") { blackHole(engine.handle(rdBytes)) }
+    _ = measure("TPMCrypto.random(32)") { blackHole(TPMCrypto.random(32)) }
+}
+
+if args.contains("--parts") {
+    var rd = TPM2PCRRead(); rd.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<8)])
+    let rdParams = try rd.parameterBytes()
+    _ = try measure("TPM2PCRRead(handles:parameters:)") { blackHole(try TPM2PCRRead(handles: [], parameters: rdParams)) }
+    var resp = TPM2PCRRead.Response()
+    resp.pcrSelectionOut = rd.pcrSelectionIn
+    resp.pcrValues = TPMLDigest((0..<8).map { _ in TPM2BDigest([UInt8](repeating: 1, count: 32)) })
+    _ = try measure("PCR_Read response parameterBytes") { blackHole(try resp.parameterBytes()) }
+    _ = measure("PCR_Read response handleValues") { blackHole(resp.handleValues) }
+    let params = try resp.parameterBytes()
+    _ = try measure("TPMResponsePacket.encode") { blackHole(try TPMResponsePacket(responseCode: .success, handles: [], parameters: params).encode()) }
+    _ = measure("TPMSPCRSelection(hash:pcrs:)") { blackHole(TPMSPCRSelection(hash: .sha256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7])) }
+    _ = measure("selection.pcrs") { blackHole(rd.pcrSelectionIn.pcrSelections[0].pcrs) }
+    _ = try measure("SHA256 of 64 bytes via TPMCrypto.hash") { blackHole(try TPMCrypto.hash(.sha256, [UInt8](repeating: 1, count: 32), [UInt8](repeating: 2, count: 32))) }
 }

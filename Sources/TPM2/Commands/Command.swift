@@ -28,11 +28,11 @@ extension TPMCommand {
     public static var handleCount: Int { 0 }
     public static var authHandleCount: Int { 0 }
     public static var decryptable: Bool { false }
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {}
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {}
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {}
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {}
 
     /// The handle values, in order.
-    public var handleValues: [TPMHandle] {
+    @inlinable public var handleValues: [TPMHandle] {
         var e = TPMEncoder()
         var copy = self
         try? copy.handles(&e)
@@ -40,7 +40,7 @@ extension TPMCommand {
     }
 
     /// Encodes the parameter area.
-    public func parameterBytes() throws(TPMWireError) -> [UInt8] {
+    @inlinable public func parameterBytes() throws(TPMWireError) -> [UInt8] {
         var e = TPMEncoder()
         var copy = self
         try copy.parameters(&e)
@@ -51,10 +51,10 @@ extension TPMCommand {
 extension TPMResponse {
     public static var handleCount: Int { 0 }
     public static var encryptable: Bool { false }
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {}
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {}
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {}
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {}
 
-    public func parameterBytes() throws(TPMWireError) -> [UInt8] {
+    @inlinable public func parameterBytes() throws(TPMWireError) -> [UInt8] {
         var e = TPMEncoder()
         var copy = self
         try copy.parameters(&e)
@@ -64,7 +64,7 @@ extension TPMResponse {
 
 /// A response with no handles and no parameters.
 public struct TPMEmptyResponse: TPMResponse, Equatable {
-    public init() {}
+    @inlinable public init() {}
 }
 
 /// The framing of a command (Part 1, 18; Part 3, 4): header, handle area, optional
@@ -271,7 +271,7 @@ public struct TPMResponsePacket: Sendable, Equatable {
 
 extension TPMResponse {
     /// Decodes handle values and the parameter area into the typed response.
-    public init(handles: [TPMHandle], parameters: [UInt8]) throws(TPMWireError) {
+    @inlinable public init(handles: [TPMHandle], parameters: [UInt8]) throws(TPMWireError) {
         self.init()
         var e = TPMEncoder()
         for h in handles {
@@ -286,7 +286,7 @@ extension TPMResponse {
     }
 
     /// The handle values this response carries.
-    public var handleValues: [TPMHandle] {
+    @inlinable public var handleValues: [TPMHandle] {
         var e = TPMEncoder()
         var copy = self
         try? copy.handles(&e)
@@ -296,7 +296,7 @@ extension TPMResponse {
 
 extension TPMCommand {
     /// Decodes handle values and the parameter area into the typed command.
-    public init(handles: [TPMHandle], parameters: [UInt8]) throws(TPMWireError) {
+    @inlinable public init(handles: [TPMHandle], parameters: [UInt8]) throws(TPMWireError) {
         self.init()
         var e = TPMEncoder()
         for h in handles {
@@ -312,6 +312,7 @@ extension TPMCommand {
 }
 
 /// Splits an encoded handle area into its handles.
+@usableFromInline
 func handlesFromBytes(_ bytes: [UInt8]) -> [TPMHandle] {
     var d = TPMDecoder(bytes)
     var out: [TPMHandle] = []

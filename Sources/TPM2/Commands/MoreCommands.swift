@@ -3,23 +3,23 @@
 /// TPM2_Hash (Part 3, 15.4): a digest and, for data that does not start with
 /// TPM_GENERATED_VALUE, a ticket that a restricted key may sign.
 public struct TPM2Hash: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public static var code: TPMCC { .hash }
     public static var decryptable: Bool { true }
     public var data = TPM2BMaxBuffer()
     public var hashAlg = TPMAlgID.sha256
     public var hierarchy = TPMHandle.null
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.nested(&data, "data")
         try c.value(&hashAlg, "hashAlg")
         try c.value(&hierarchy, "hierarchy")
     }
     public struct Response: TPMResponse {
-        public init() {}
+        @inlinable public init() {}
         public static var encryptable: Bool { true }
         public var outHash = TPM2BDigest()
         public var validation = TPMTTKHashcheck()
-        public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
             try c.nested(&outHash, "outHash")
             try c.nested(&validation, "validation")
         }
@@ -28,7 +28,7 @@ public struct TPM2Hash: TPMCommand {
 
 /// TPM2_NV_SetBits (Part 3, 31.10).
 public struct TPM2NVSetBits: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .nvSetBits }
     public static var handleCount: Int { 2 }
@@ -36,23 +36,23 @@ public struct TPM2NVSetBits: TPMCommand {
     public var authHandle = TPMHandle(0)
     public var nvIndex = TPMHandle(0)
     public var bits: UInt64 = 0
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&authHandle, "authHandle")
         try c.value(&nvIndex, "nvIndex")
     }
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.u64(&bits, "bits") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.u64(&bits, "bits") }
 }
 
 /// TPM2_NV_WriteLock (Part 3, 31.11).
 public struct TPM2NVWriteLock: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .nvWriteLock }
     public static var handleCount: Int { 2 }
     public static var authHandleCount: Int { 1 }
     public var authHandle = TPMHandle(0)
     public var nvIndex = TPMHandle(0)
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&authHandle, "authHandle")
         try c.value(&nvIndex, "nvIndex")
     }
@@ -60,14 +60,14 @@ public struct TPM2NVWriteLock: TPMCommand {
 
 /// TPM2_NV_ReadLock (Part 3, 31.14).
 public struct TPM2NVReadLock: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .nvReadLock }
     public static var handleCount: Int { 2 }
     public static var authHandleCount: Int { 1 }
     public var authHandle = TPMHandle(0)
     public var nvIndex = TPMHandle(0)
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&authHandle, "authHandle")
         try c.value(&nvIndex, "nvIndex")
     }
@@ -75,18 +75,18 @@ public struct TPM2NVReadLock: TPMCommand {
 
 /// TPM2_DictionaryAttackLockReset (Part 3, 25.2).
 public struct TPM2DictionaryAttackLockReset: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .dictionaryAttackLockReset }
     public static var handleCount: Int { 1 }
     public static var authHandleCount: Int { 1 }
     public var lockHandle = TPMHandle.lockout
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&lockHandle, "lockHandle") }
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&lockHandle, "lockHandle") }
 }
 
 /// TPM2_DictionaryAttackParameters (Part 3, 25.3).
 public struct TPM2DictionaryAttackParameters: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .dictionaryAttackParameters }
     public static var handleCount: Int { 1 }
@@ -95,8 +95,8 @@ public struct TPM2DictionaryAttackParameters: TPMCommand {
     public var newMaxTries: UInt32 = 0
     public var newRecoveryTime: UInt32 = 0
     public var lockoutRecovery: UInt32 = 0
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&lockHandle, "lockHandle") }
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&lockHandle, "lockHandle") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.u32(&newMaxTries, "newMaxTries")
         try c.u32(&newRecoveryTime, "newRecoveryTime")
         try c.u32(&lockoutRecovery, "lockoutRecovery")
@@ -105,7 +105,7 @@ public struct TPM2DictionaryAttackParameters: TPMCommand {
 
 /// TPM2_ObjectChangeAuth (Part 3, 12.8).
 public struct TPM2ObjectChangeAuth: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public static var code: TPMCC { .objectChangeAuth }
     public static var handleCount: Int { 2 }
     public static var authHandleCount: Int { 1 }
@@ -113,27 +113,27 @@ public struct TPM2ObjectChangeAuth: TPMCommand {
     public var objectHandle = TPMHandle(0)
     public var parentHandle = TPMHandle(0)
     public var newAuth = TPM2BAuth()
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&objectHandle, "objectHandle")
         try c.value(&parentHandle, "parentHandle")
     }
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&newAuth, "newAuth") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&newAuth, "newAuth") }
     public struct Response: TPMResponse {
-        public init() {}
+        @inlinable public init() {}
         public static var encryptable: Bool { true }
         public var outPrivate = TPM2BPrivate()
-        public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&outPrivate, "outPrivate") }
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&outPrivate, "outPrivate") }
     }
 }
 
 /// TPM2_TestParms (Part 3, 10.4).
 public struct TPM2TestParms: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .testParms }
     /// TPMT_PUBLIC_PARMS: the type and its parameters.
     public var publicParms = TPMUPublicParms()
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         var type = publicParms.selector
         try c.value(&type, "type")
         try c.union(&publicParms, selector: type, "parameters")

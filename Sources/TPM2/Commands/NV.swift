@@ -2,7 +2,7 @@
 
 /// TPM2_NV_DefineSpace (Part 3, 31.3).
 public struct TPM2NVDefineSpace: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .nvDefineSpace }
     public static var handleCount: Int { 1 }
@@ -12,8 +12,8 @@ public struct TPM2NVDefineSpace: TPMCommand {
     public var authHandle = TPMHandle.owner
     public var auth = TPM2BAuth()
     public var publicInfo = TPM2BNVPublic()
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&authHandle, "authHandle") }
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&authHandle, "authHandle") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.nested(&auth, "auth")
         try c.nested(&publicInfo, "publicInfo")
     }
@@ -21,14 +21,14 @@ public struct TPM2NVDefineSpace: TPMCommand {
 
 /// TPM2_NV_UndefineSpace (Part 3, 31.4).
 public struct TPM2NVUndefineSpace: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .nvUndefineSpace }
     public static var handleCount: Int { 2 }
     public static var authHandleCount: Int { 1 }
     public var authHandle = TPMHandle.owner
     public var nvIndex = TPMHandle(0)
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&authHandle, "authHandle")
         try c.value(&nvIndex, "nvIndex")
     }
@@ -36,16 +36,16 @@ public struct TPM2NVUndefineSpace: TPMCommand {
 
 /// TPM2_NV_ReadPublic (Part 3, 31.6).
 public struct TPM2NVReadPublic: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public static var code: TPMCC { .nvReadPublic }
     public static var handleCount: Int { 1 }
     public var nvIndex = TPMHandle(0)
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&nvIndex, "nvIndex") }
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&nvIndex, "nvIndex") }
     public struct Response: TPMResponse {
-        public init() {}
+        @inlinable public init() {}
         public var nvPublic = TPM2BNVPublic()
         public var nvName = TPM2BName()
-        public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
             try c.nested(&nvPublic, "nvPublic")
             try c.nested(&nvName, "nvName")
         }
@@ -54,7 +54,7 @@ public struct TPM2NVReadPublic: TPMCommand {
 
 /// TPM2_NV_Write (Part 3, 31.7).
 public struct TPM2NVWrite: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .nvWrite }
     public static var handleCount: Int { 2 }
@@ -65,11 +65,11 @@ public struct TPM2NVWrite: TPMCommand {
     public var nvIndex = TPMHandle(0)
     public var data = TPM2BMaxNVBuffer()
     public var offset: UInt16 = 0
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&authHandle, "authHandle")
         try c.value(&nvIndex, "nvIndex")
     }
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.nested(&data, "data")
         try c.u16(&offset, "offset")
     }
@@ -77,14 +77,14 @@ public struct TPM2NVWrite: TPMCommand {
 
 /// TPM2_NV_Increment (Part 3, 31.8).
 public struct TPM2NVIncrement: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .nvIncrement }
     public static var handleCount: Int { 2 }
     public static var authHandleCount: Int { 1 }
     public var authHandle = TPMHandle(0)
     public var nvIndex = TPMHandle(0)
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&authHandle, "authHandle")
         try c.value(&nvIndex, "nvIndex")
     }
@@ -92,7 +92,7 @@ public struct TPM2NVIncrement: TPMCommand {
 
 /// TPM2_NV_Extend (Part 3, 31.9).
 public struct TPM2NVExtend: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .nvExtend }
     public static var handleCount: Int { 2 }
@@ -101,16 +101,16 @@ public struct TPM2NVExtend: TPMCommand {
     public var authHandle = TPMHandle(0)
     public var nvIndex = TPMHandle(0)
     public var data = TPM2BMaxNVBuffer()
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&authHandle, "authHandle")
         try c.value(&nvIndex, "nvIndex")
     }
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&data, "data") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&data, "data") }
 }
 
 /// TPM2_NV_Read (Part 3, 31.13).
 public struct TPM2NVRead: TPMCommand {
-    public init() {}
+    @inlinable public init() {}
     public static var code: TPMCC { .nvRead }
     public static var handleCount: Int { 2 }
     public static var authHandleCount: Int { 1 }
@@ -118,18 +118,18 @@ public struct TPM2NVRead: TPMCommand {
     public var nvIndex = TPMHandle(0)
     public var size: UInt16 = 0
     public var offset: UInt16 = 0
-    public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&authHandle, "authHandle")
         try c.value(&nvIndex, "nvIndex")
     }
-    public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.u16(&size, "size")
         try c.u16(&offset, "offset")
     }
     public struct Response: TPMResponse {
-        public init() {}
+        @inlinable public init() {}
         public static var encryptable: Bool { true }
         public var data = TPM2BMaxNVBuffer()
-        public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&data, "data") }
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&data, "data") }
     }
 }

@@ -117,10 +117,10 @@ public enum TPMCrypto {
         }
     }
 
-    /// Cryptographically random bytes.
+    /// Cryptographically random bytes (BoringSSL's CSPRNG, seeded from the kernel).
     public static func random(_ count: Int) -> [UInt8] {
-        var g = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in UInt8.random(in: 0...255, using: &g) }
+        guard count > 0 else { return [] }
+        return SymmetricKey(size: SymmetricKeySize(bitCount: count * 8)).withUnsafeBytes { Array($0) }
     }
 }
 

@@ -128,8 +128,9 @@ extension EngineCore {
     }
 
     mutating func extend(_ pcr: Int, alg: TPMAlgID, digest: [UInt8]) throws(TPMRC) {
-        guard let bank = pcrs[alg] else { return }
-        pcrs[alg]![pcr] = try rc { try TPMCrypto.hash(alg, bank[pcr], digest) }
+        guard let old = pcrs[alg]?[pcr] else { return }
+        let new = try rc { try TPMCrypto.hash(alg, old, digest) }
+        pcrs[alg]![pcr] = new
     }
 
     mutating func pcrExtend(_ cmd: TPM2PCRExtend, _ ctx: CommandContext) throws(TPMRC) -> TPMEmptyResponse {

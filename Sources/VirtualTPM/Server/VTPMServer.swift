@@ -109,6 +109,8 @@ public final class VTPMServer: Sendable {
                     if errno == EINTR { continue }
                     return
                 }
+                var one: Int32 = 1
+                setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 shared.withLock { _ = $0.connections.insert(fd) }
                 Thread.detachNewThread { [self] in
                     serve(fd)
@@ -138,16 +140,33 @@ public final class VTPMServer: Sendable {
     // MARK: swtpm data channel
 
     func serveData(_ fd: Int32) {
-        while let header = Sock.readExactly(fd, 10) {
-            let size = Int(readU32(header, 2))
-            guard size >= 10, size <= Int(Self.bufferSize) else {
-                // An oversized or impossible frame: answer as a TPM would and drop the stream.
-                _ = Sock.writeAll(fd, [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x42])
+        // One receive usually brings the whole command; a command is at most bufferSize bytes.
+        var buffer = [UInt8](repeating: 0, count: Int(Self.bufferSize))
+        var have = 0
+        while true {
+            while have < 10 || have < Int(readU32(buffer, 2)) {
+                if have >= 10 {
+                    let size = Int(readU32(buffer, 2))
+                    guard size >= 10, size <= Int(Self.bufferSize) else {
+                        // An oversized or impossible frame: answer as a TPM would and drop the stream.
+                        _ = Sock.writeAll(fd, [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x42])
+                        return
+                    }
+                }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + have, $0.count - have) }
+                if n > 0 { have += n; continue }
+                if n < 0 && errno == EINTR { continue }
+                // End of stream (possibly mid-command: that command never reaches the TPM).
                 return
             }
-            // A client that disconnects mid-command never reaches the TPM.
-            guard let rest = Sock.readExactly(fd, size - 10) else { return }
-            guard Sock.writeAll(fd, process(header + rest)) else { return }
+            let size = Int(readU32(buffer, 2))
+            let response = process(Array(buffer[0..<size]))
+            guard Sock.writeAll(fd, response) else { return }
+            // Pipelined bytes of the next command stay in the buffer.
+            if have > size {
+                buffer.replaceSubrange(0..<(have - size), with: buffer[size..<have])
+            }
+            have -= size
         }
     }
 
