@@ -102,3 +102,19 @@ if args.contains("--parts") {
     _ = measure("selection.pcrs") { blackHole(rd.pcrSelectionIn.pcrSelections[0].pcrs) }
     _ = try measure("SHA256 of 64 bytes via TPMCrypto.hash") { blackHole(try TPMCrypto.hash(.sha256, [UInt8](repeating: 1, count: 32), [UInt8](repeating: 2, count: 32))) }
 }
+
+if args.contains("--nvparts") {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-nvb-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let tpm = try VirtualTPM(stateFile: dir.appendingPathComponent("s").path, hostKey: TPMCrypto.random(32))
+    _ = tpm.handle([0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0])
+    let client = TPMClient(transport: InProcessTransport(tpm))
+    try await client.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0B00), attributes: [.ownerRead, .ownerWrite, .authRead, .authWrite], dataSize: 64))
+    var i: UInt8 = 0
+    _ = try await measureAsync("in-process NV_Write 64 (durable)", iterations: 5000) {
+        i &+= 1
+        try await client.nvWrite(TPMHandle(0x0150_0B00), data: [UInt8](repeating: i, count: 64))
+    }
+    _ = try await measureAsync("in-process NV_Read 64", iterations: 20000) { _ = try await client.nvRead(TPMHandle(0x0150_0B00), size: 64) }
+}

@@ -89,9 +89,9 @@ struct StateTests {
             try await tpm.nvWrite(TPMHandle(0x0150_0003), data: [UInt8](repeating: UInt8(i), count: 64), authHandle: .owner)
             sizes.append((try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0)
         }
-        // The file stays bounded: it is rewritten with one record every 64 appends.
-        #expect(sizes.max()! < sizes.min()! * 80)
-        #expect(sizes.last! < sizes.max()!)
+        // The file stays bounded (preallocated; rewritten with one record every 64 appends).
+        #expect(sizes.max()! <= 1 << 20)
+        #expect(Set(sizes).count <= 2)
         let reopened = started(try VirtualTPM(stateFile: file, hostKey: key))
         #expect(try await reopened.nvRead(TPMHandle(0x0150_0003), authHandle: .owner) == [UInt8](repeating: 199, count: 64))
     }

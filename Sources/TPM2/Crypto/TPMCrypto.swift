@@ -1,6 +1,7 @@
 import Crypto
 import _CryptoExtras
 import Foundation
+import Synchronization
 
 /// Hashes, HMACs and the key derivation functions of TPM 2.0 Library Part 1, 11.4.
 public enum TPMCrypto {
@@ -117,12 +118,43 @@ public enum TPMCrypto {
         }
     }
 
-    /// Cryptographically random bytes (BoringSSL's CSPRNG, seeded from the kernel).
+    /// Cryptographically random bytes: AES-256-CTR keystream under a key drawn from BoringSSL's
+    /// CSPRNG (itself seeded by the kernel), a fresh key for every 4 KiB. Nonces and keys for
+    /// every command come from here, so it must be cheap.
     public static func random(_ count: Int) -> [UInt8] {
         guard count > 0 else { return [] }
-        return SymmetricKey(size: SymmetricKeySize(bitCount: count * 8)).withUnsafeBytes { Array($0) }
+        return randomSource.withLock { $0.take(count) }
     }
 }
+
+/// The state behind ``TPMCrypto/random(_:)``.
+struct RandomBlocks {
+    private var buffer: [UInt8] = []
+    private var used = 0
+
+    mutating func take(_ count: Int) -> [UInt8] {
+        if count > 1024 {
+            return SymmetricKey(size: SymmetricKeySize(bitCount: count * 8)).withUnsafeBytes { Array($0) }
+        }
+        if used + count > buffer.count { refill() }
+        defer { used += count }
+        return Array(buffer[used..<(used + count)])
+    }
+
+    private mutating func refill() {
+        let key = SymmetricKey(size: .bits256)
+        let block = 4096
+        if let nonce = try? AES._CTR.Nonce(nonceBytes: [UInt8](repeating: 0, count: 12)),
+           let stream = try? AES._CTR.encrypt([UInt8](repeating: 0, count: block), using: key, nonce: nonce) {
+            buffer = Array(stream)
+        } else {
+            buffer = SymmetricKey(size: SymmetricKeySize(bitCount: block * 8)).withUnsafeBytes { Array($0) }
+        }
+        used = 0
+    }
+}
+
+let randomSource = Mutex(RandomBlocks())
 
 @inline(__always)
 func be32(_ v: UInt32) -> [UInt8] {

@@ -103,8 +103,8 @@ extension EngineCore {
         }
     }
 
-    func entity(_ h: TPMHandle, role: AuthRole) throws(TPMRC) -> Entity {
-        let name = try nameOf(h)
+    func entity(_ h: TPMHandle, role: AuthRole, withName: Bool = true) throws(TPMRC) -> Entity {
+        let name = withName ? try nameOf(h) : []
         switch h.type {
         case .permanent:
             let rec: HierarchyRecord
@@ -261,8 +261,8 @@ extension EngineCore {
         for (i, a) in auths.enumerated() {
             let here = TPMRC.Subject.session(i + 1)
             let authorizing = i < entry.authHandleCount
-            let e: Entity? = authorizing ? try entity(handles[i], role: entry.roles[i]) : nil
-            if let e {
+            let e: Entity? = authorizing ? try entity(handles[i], role: entry.roles[i], withName: a.sessionHandle != .password) : nil
+            if let e, a.sessionHandle != .password {
                 let include = sessions[a.sessionHandle].map { includesAuth($0, entity: e) } ?? false
                 slotAuth[i] = (include: include, authValue: e.authValue)
             }

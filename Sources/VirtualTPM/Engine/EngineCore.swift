@@ -8,6 +8,8 @@ struct EngineCore {
     let store: StateStore?
     /// Persistent state changed during this command: save it before answering.
     var dirty = false
+    /// Only these NV indices' contents changed (a small journal record suffices).
+    var changedNV: Set<TPMHandle> = []
 
     // Volatile state.
     var powered = true
@@ -86,15 +88,22 @@ struct EngineCore {
     /// Processes one command and returns the response bytes; never traps on any input.
     mutating func execute(_ bytes: [UInt8], locality: UInt8) -> [UInt8] {
         dirty = false
+        changedNV = []
         var response: TPMResponsePacket
         do {
             response = try process(bytes, locality: locality)
         } catch {
             response = TPMResponsePacket(responseCode: error)
         }
-        if dirty, let store {
-            state.clock = clock
-            do { try store.save(state) } catch {
+        if let store, dirty || !changedNV.isEmpty {
+            do {
+                if dirty {
+                    state.clock = clock
+                    try store.save(state)
+                } else {
+                    try store.saveNV(state.nv.filter { changedNV.contains($0.publicArea.nvIndex) }, full: state)
+                }
+            } catch {
                 // The change is not durable: do not acknowledge it.
                 response = TPMResponsePacket(responseCode: .failure)
             }
@@ -150,7 +159,9 @@ struct EngineCore {
         defer { commandInProgress = nil; authArea = []; slotAuth = [:] }
 
         let plan = try planSessions(auths, entry: entry, handles: handles)
-        let names = try handles.map { (h) throws(TPMRC) -> [UInt8] in try nameOf(h) }
+        // Names are needed for cpHash (sessions other than the password session) and PolicySecret.
+        let needNames = code == .policySecret || auths.contains { $0.sessionHandle != .password }
+        let names = needNames ? try handles.map { (h) throws(TPMRC) -> [UInt8] in try nameOf(h) } : []
 
         // Parameter decryption (after the HMAC check input is fixed: cpHash covers the ciphertext).
         let cpParams = params

@@ -86,7 +86,7 @@ extension EngineCore {
         rec.data.replaceSubrange(offset..<(offset + size), with: cmd.data.bytes)
         rec.publicArea.attributes.insert(.written)
         state.nv[i] = rec
-        dirty = true
+        markNVChanged(rec.publicArea.nvIndex)
         return TPMEmptyResponse()
     }
 
@@ -116,7 +116,7 @@ extension EngineCore {
         rec.data = withUnsafeBytes(of: value.bigEndian, Array.init)
         rec.publicArea.attributes.insert(.written)
         state.nv[i] = rec
-        dirty = true
+        markNVChanged(rec.publicArea.nvIndex)
         return TPMEmptyResponse()
     }
 
@@ -130,7 +130,7 @@ extension EngineCore {
         rec.data = try rc { try TPMCrypto.hash(rec.publicArea.nameAlg, old, cmd.data.bytes) }
         rec.publicArea.attributes.insert(.written)
         state.nv[i] = rec
-        dirty = true
+        markNVChanged(rec.publicArea.nvIndex)
         return TPMEmptyResponse()
     }
 
@@ -144,7 +144,7 @@ extension EngineCore {
         rec.data = withUnsafeBytes(of: (old | cmd.bits).bigEndian, Array.init)
         rec.publicArea.attributes.insert(.written)
         state.nv[i] = rec
-        dirty = true
+        markNVChanged(rec.publicArea.nvIndex)
         return TPMEmptyResponse()
     }
 
@@ -165,6 +165,11 @@ extension EngineCore {
         state.nv[i].publicArea.attributes.insert(.readLocked)
         dirty = true
         return TPMEmptyResponse()
+    }
+
+    /// Records that only this index changed: the state store appends just its new contents.
+    mutating func markNVChanged(_ index: TPMHandle) {
+        if !dirty { changedNV.insert(index) }
     }
 
     /// Locks that last until the next TPM Reset come off at Startup(CLEAR) (Part 1, 37.4).

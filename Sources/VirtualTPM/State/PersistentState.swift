@@ -141,3 +141,14 @@ struct PersistentState: TPMStructure, Hashable {
         return s
     }
 }
+
+/// A journal record holding the new contents of the NV indices one command changed.
+struct NVDelta: TPMStructure, Hashable {
+    static var tpmName: String { "VTPM_NV_DELTA" }
+    var indices: [NVIndexRecord] = []
+    init() {}
+    init(indices: [NVIndexRecord]) { self.indices = indices }
+    mutating func wire<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+        try c.list(&indices, max: 256, "indices")
+    }
+}

@@ -7,9 +7,11 @@ import Glibc
 
 /// One encrypted, crash-safe state file per vTPM.
 ///
-/// The file is a header and a journal of records; each record is a complete state sealed with
-/// AES-256-GCM under the host key (nonce ‖ ciphertext ‖ tag), framed by its length, with its
-/// sequence number authenticated. A save appends a record and fsyncs before the command's
+/// The file is a header and a journal of records, each sealed with AES-256-GCM under the host
+/// key (nonce ‖ ciphertext ‖ tag) and framed by its length. A record is a complete state, or —
+/// for the frequent NV writes — the new contents of the NV indices a command changed; its kind
+/// and sequence number are authenticated with it. The file is preallocated, so an append is a
+/// positioned write and fdatasync (the file's size does not change); zeros end the journal. A save appends a record and fsyncs before the command's
 /// response is released, so an acknowledged change is durable; a record torn by a crash fails
 /// authentication and the previous one is used. When the journal grows, a new file holding one
 /// record replaces it atomically (write, fsync, rename, fsync the directory).
@@ -22,6 +24,9 @@ final class StateStore: @unchecked Sendable {
     private var fd: Int32 = -1
     private var records = 0
     private var sequence: UInt64 = 0
+    /// Where the next record goes, and the preallocated size.
+    private var writeOffset = 0
+    private var capacity = 256 * 1024
 
     init(path: String, key: [UInt8]) throws(VTPMError) {
         guard key.count == 32 else { throw VTPMError(.key, "the host key must be 32 bytes (AES-256), got \(key.count)") }
@@ -41,26 +46,43 @@ final class StateStore: @unchecked Sendable {
         var offset = Self.magic.count
         var newest: (UInt64, PersistentState)?
         var count = 0
+        var lastSequence: UInt64 = 0
         while offset + 4 <= bytes.count {
             let length = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
-            guard length >= 28, offset + 4 + length <= bytes.count else { break }  // a torn tail
+            guard length >= 28, offset + 4 + length <= bytes.count else { break }  // zeros (the end) or a torn tail
             let sealed = Array(bytes[(offset + 4)..<(offset + 4 + length)])
             offset += 4 + length
             guard let box = try? AES.GCM.SealedBox(combined: sealed),
                   let plain = try? AES.GCM.open(box, using: key, authenticating: Self.magic) else {
                 // A record that does not authenticate: torn by a crash, or a wrong key.
-                if newest == nil && offset >= bytes.count {
-                    throw VTPMError(.corruptState, "\(path): no record authenticates (wrong host key?)")
+                if newest == nil {
+                    throw VTPMError(.corruptState, "\(path): no record authenticates (wrong host key, or the file is damaged)")
                 }
                 break
             }
             let p = [UInt8](plain)
-            guard p.count >= 8 else { break }
-            let seq = p.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            guard p.count >= 9 else { break }
+            let kind = p[0]
+            let seq = p[1..<9].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            guard seq > lastSequence else { break }
+            lastSequence = seq
             do {
-                let state = try PersistentState(tpmBytes: p.dropFirst(8))
-                if newest == nil || seq > newest!.0 { newest = (seq, state) }
+                switch kind {
+                case Self.fullRecord:
+                    newest = (seq, try PersistentState(tpmBytes: p.dropFirst(9)))
+                case Self.nvRecord:
+                    guard var state = newest?.1 else { throw VTPMError(.corruptState, "\(path): an NV record precedes any full state") }
+                    let changed = try NVDelta(tpmBytes: p.dropFirst(9))
+                    for rec in changed.indices {
+                        if let i = state.nv.firstIndex(where: { $0.publicArea.nvIndex == rec.publicArea.nvIndex }) { state.nv[i] = rec }
+                    }
+                    newest = (seq, state)
+                default:
+                    throw VTPMError(.corruptState, "\(path): unknown record kind \(kind)")
+                }
                 count += 1
+            } catch let e as VTPMError {
+                throw e
             } catch {
                 throw VTPMError(.corruptState, "\(path): an authenticated record does not parse: \(error)")
             }
@@ -73,23 +95,46 @@ final class StateStore: @unchecked Sendable {
         return newest.1
     }
 
+    static let fullRecord: UInt8 = 1
+    static let nvRecord: UInt8 = 2
+
     /// Makes `state` durable before returning.
     func save(_ state: PersistentState) throws(VTPMError) {
-        sequence += 1
-        let plain: [UInt8]
-        do { plain = withUnsafeBytes(of: sequence.bigEndian, Array.init) + (try state.tpmBytes()) } catch {
+        let body: [UInt8]
+        do { body = try state.tpmBytes() } catch {
             throw VTPMError(.corruptState, "the state cannot be encoded: \(error)")
         }
+        try append(kind: Self.fullRecord, body: body)
+    }
+
+    /// Makes new contents of some NV indices durable (`full` is written instead when the
+    /// journal is due for compaction).
+    func saveNV(_ indices: [NVIndexRecord], full: @autoclosure () -> PersistentState) throws(VTPMError) {
+        if fd < 0 || records >= Self.compactAfter {
+            try save(full())
+            return
+        }
+        let body: [UInt8]
+        do { body = try NVDelta(indices: indices).tpmBytes() } catch {
+            throw VTPMError(.corruptState, "an NV record cannot be encoded: \(error)")
+        }
+        try append(kind: Self.nvRecord, body: body)
+    }
+
+    private func append(kind: UInt8, body: [UInt8]) throws(VTPMError) {
+        sequence += 1
+        let plain = [kind] + withUnsafeBytes(of: sequence.bigEndian, Array.init) + body
         let sealed: [UInt8]
         do { sealed = Array(try AES.GCM.seal(plain, using: key, authenticating: Self.magic).combined!) } catch {
             throw VTPMError(.key, "sealing the state failed: \(error)")
         }
         let record = withUnsafeBytes(of: UInt32(sealed.count).bigEndian, Array.init) + sealed
-        if fd < 0 || records >= Self.compactAfter {
+        if fd < 0 || records >= Self.compactAfter || writeOffset + record.count > capacity {
             try rewrite(with: record)
         } else {
-            try writeAll(fd, record)
-            guard fsync(fd) == 0 else { throw VTPMError(.io, "fsync \(path): \(String(cString: strerror(errno)))") }
+            try writeAll(fd, record, at: writeOffset)
+            guard fdatasync(fd) == 0 else { throw VTPMError(.io, "fdatasync \(path): \(String(cString: strerror(errno)))") }
+            writeOffset += record.count
             records += 1
         }
     }
@@ -99,8 +144,14 @@ final class StateStore: @unchecked Sendable {
         let tmp = path + ".tmp"
         let t = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard t >= 0 else { throw VTPMError(.io, "cannot create \(tmp): \(String(cString: strerror(errno)))") }
+        // Room for the journal: at least four times the full record.
+        while capacity < 4 * (Self.magic.count + record.count) { capacity *= 2 }
         do throws(VTPMError) {
-            try writeAll(t, Self.magic + record)
+            try writeAll(t, Self.magic + record, at: 0)
+            if posix_fallocate(t, 0, off_t(capacity)) != 0 {
+                // No preallocation on this file system: zero-fill instead.
+                try writeAll(t, [UInt8](repeating: 0, count: capacity - Self.magic.count - record.count), at: Self.magic.count + record.count)
+            }
             guard fsync(t) == 0 else { throw VTPMError(.io, "fsync \(tmp): \(String(cString: strerror(errno)))") }
         } catch {
             close(t)
@@ -112,15 +163,16 @@ final class StateStore: @unchecked Sendable {
         let d = open(dir.isEmpty ? "." : dir, O_RDONLY | O_CLOEXEC)
         if d >= 0 { fsync(d); close(d) }
         if fd >= 0 { close(fd) }
-        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw VTPMError(.io, "cannot reopen \(path): \(String(cString: strerror(errno)))") }
         records = 1
+        writeOffset = Self.magic.count + record.count
     }
 
-    private func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(VTPMError) {
+    private func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int) throws(VTPMError) {
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset + done)) }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw VTPMError(.io, "write \(path): \(String(cString: strerror(errno)))")
