@@ -12,5 +12,9 @@ let package = Package(
             name: "FuzzTPM2Response",
             dependencies: [.product(name: "TPM2", package: "TrustedLaunch")]
         ),
+        .executableTarget(
+            name: "FuzzVTPMCommands",
+            dependencies: [.product(name: "VirtualTPM", package: "TrustedLaunch")]
+        ),
     ]
 )

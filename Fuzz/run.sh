@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer campaign: Fuzz/run.sh TARGET SECONDS
-#   TARGET: tpm2-response
+#   TARGET: tpm2-response | vtpm-commands
 # New inputs that grow coverage are added to Fuzz/corpus/TARGET (commit the small ones; the
 # test suite replays the corpus). Crashers are written to Fuzz/artifacts/.
 set -euo pipefail
@@ -9,6 +9,7 @@ target="${1:-tpm2-response}"
 seconds="${2:-600}"
 case "$target" in
   tpm2-response) product=FuzzTPM2Response ;;
+  vtpm-commands) product=FuzzVTPMCommands ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 swift build -c debug --scratch-path .build \

@@ -118,6 +118,33 @@ func tpmBenchmarks(seconds: Double) async throws {
         print("  " + padded + String(format: " %10.0f /s  %10.0f /s  %6.2f×", rates[0], rates[1], rates[0] / rates[1]))
     }
     print("  " + "operation".padding(toLength: 44, withPad: " ", startingAt: 0) + "   \(peers[0].name)        \(peers[1].name)   ours/swtpm")
+    // The servers alone: a blocking loop of raw GetRandom(8) round trips, no client library.
+    do {
+        let cmd: [UInt8] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7B, 0, 8]
+        var rates: [[Double]] = [[], []]
+        let fds = peers.map { rawConnect($0.port) }
+        defer { for fd in fds { close(fd) } }
+        var reply = [UInt8](repeating: 0, count: 64)
+        for _ in 0..<7 {
+            for (i, fd) in fds.enumerated() {
+                let start = ContinuousClock.now
+                var n = 0
+                repeat {
+                    for _ in 0..<200 {
+                        _ = cmd.withUnsafeBytes { send(fd, $0.baseAddress, 12, 0) }
+                        var got = 0
+                        while got < 20 { got += reply.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, 64 - got, 0) } }
+                    }
+                    n += 200
+                } while ContinuousClock.now - start < .seconds(seconds / 7)
+                let d = ContinuousClock.now - start
+                rates[i].append(Double(n) / (Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18))
+            }
+        }
+        let r = rates.map { $0.sorted()[3] }
+        table.append(("raw GetRandom(8) round trip (no client library)", r))
+        print("  " + "raw GetRandom(8) round trip (no client lib.)".padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: " %10.0f /s  %10.0f /s  %6.2f×", r[0], r[1], r[0] / r[1]))
+    }
     let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<8)])
     let digest = [TPMTHA(hashAlg: .sha256, digest: [UInt8](repeating: 7, count: 32))]
     try await row("PCR_Extend (sha256, PCR 16)", iterations: 1_000_000) { try await $0.pcrExtend(16, digests: digest) }
@@ -184,4 +211,16 @@ func memoryBenchmark(count: Int) throws {
     let pss = Double(mems.map(\.pss).reduce(0, +)) / Double(mems.count)
     print(String(format: "  swtpm, one process per vTPM (10 running): %.0f KiB RSS, %.0f KiB PSS each", rss, pss))
     print(String(format: "  ratio: ours %.1f KiB vs swtpm %.0f KiB RSS (%.4f; target ≤ 0.1): %@", perOurs, rss, perOurs / rss, perOurs / rss <= 0.1 ? "met" : "NOT met"))
+}
+
+func rawConnect(_ port: Int) -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var one: Int32 = 1
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    return fd
 }

@@ -118,3 +118,15 @@ if args.contains("--nvparts") {
     }
     _ = try await measureAsync("in-process NV_Read 64", iterations: 20000) { _ = try await client.nvRead(TPMHandle(0x0150_0B00), size: 64) }
 }
+
+if args.contains("--hops") {
+    let tpm = VirtualTPM.ephemeral()
+    let client = TPMClient(transport: InProcessTransport(tpm))
+    _ = try await measureAsync("client.getRandom(16) in-process", iterations: 20000) { _ = try await client.getRandom(16) }
+    var c = TPM2GetRandom(); c.bytesRequested = 16
+    let raw = try TPMCommandPacket(code: .getRandom, handles: [], sessions: [], parameters: c.parameterBytes()).encode()
+    _ = try await measureAsync("client.sendRaw(GetRandom) in-process", iterations: 20000) { _ = try await client.sendRaw(raw) }
+    let transport = InProcessTransport(tpm)
+    _ = try await measureAsync("transport.send(GetRandom) in-process", iterations: 20000) { _ = try await transport.send(raw) }
+    _ = measure("tpm.handle(GetRandom)") { blackHole(tpm.handle(raw)) }
+}

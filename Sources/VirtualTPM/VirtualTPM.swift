@@ -36,7 +36,7 @@ public final class VirtualTPM: TPMCommandExecutor, Sendable {
         core.withLock { $0.execute(command, locality: locality) }
     }
 
-    public func execute(_ command: [UInt8], locality: UInt8) async -> [UInt8] {
+    nonisolated(nonsending) public func execute(_ command: [UInt8], locality: UInt8) async -> [UInt8] {
         handle(command, locality: locality)
     }
 

@@ -48,12 +48,13 @@ final class MisbehavingServer: @unchecked Sendable {
 
 @Suite("transports: dead and misbehaving peers give clear errors, never hangs")
 struct TransportFailureTests {
-    func client(port: Int, timeout: Duration = .seconds(2)) -> TPMClient {
+    func client(port: Int, timeout: Duration = .seconds(20)) -> TPMClient {
         TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: port), control: nil, timeout: timeout))
     }
 
     @Test func nobodyListening() async throws {
-        let port = try MisbehavingServer { _ in }.port  // closed again when the server object goes
+        // A listener that is closed again at once: nobody is listening on its port any more.
+        let port = try MisbehavingServer { _ in }.port
         let tpm = client(port: port)
         let e = await #expect(throws: TPMError.self) { _ = try await tpm.getRandom(8) }
         #expect(e?.code == .transport || e?.code == .timeout)
@@ -64,6 +65,7 @@ struct TransportFailureTests {
             MisbehavingServer.readSome(c)
             Thread.sleep(forTimeInterval: 3)
         }
+        defer { withExtendedLifetime(server) {} }
         let tpm = client(port: server.port, timeout: .milliseconds(300))
         let started = ContinuousClock.now
         let e = await #expect(throws: TPMError.self) { _ = try await tpm.getRandom(8) }
@@ -77,6 +79,7 @@ struct TransportFailureTests {
             MisbehavingServer.readSome(c)
             MisbehavingServer.write(c, [0x80, 0x01, 0x00, 0x00, 0x00, 0x14, 0x00])
         }
+        defer { withExtendedLifetime(server) {} }
         let e = await #expect(throws: TPMError.self) { _ = try await client(port: server.port).getRandom(8) }
         #expect(e?.code == .transport)
         #expect(e?.reason.contains("closed the connection") == true)
@@ -87,6 +90,7 @@ struct TransportFailureTests {
             MisbehavingServer.readSome(c)
             MisbehavingServer.write(c, [0x80, 0x01, 0x7F, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0])
         }
+        defer { withExtendedLifetime(server) {} }
         let e = await #expect(throws: TPMError.self) { _ = try await client(port: server.port).getRandom(8) }
         #expect(e?.code == .malformedResponse)
     }
@@ -97,6 +101,7 @@ struct TransportFailureTests {
             MisbehavingServer.readSome(c)
             MisbehavingServer.write(c, [0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0, 0, 0x40, 0x00])
         }
+        defer { withExtendedLifetime(server) {} }
         let e = await #expect(throws: TPMError.self) { _ = try await client(port: server.port).getRandom(8) }
         #expect(e?.code == .malformedResponse)
         #expect(e?.wire?.code == .sizeExceedsLimit)
@@ -120,6 +125,7 @@ struct TransportFailureTests {
             let resp: [UInt8] = [0x80, 0x01, 0, 0, 0, 0x0E, 0, 0, 0, 0, 0, 2, 0xAB, 0xCD]
             MisbehavingServer.write(c, [0, 0, 0, UInt8(resp.count)] + resp + [0, 0, 0, 0])
         }
+        defer { withExtendedLifetime(server) {} }
         let transport = MssimTransport(command: .tcp(host: "127.0.0.1", port: server.port), platform: .tcp(host: "127.0.0.1", port: 1))
         try await transport.setLocality(3)
         let tpm = TPMClient(transport: transport)

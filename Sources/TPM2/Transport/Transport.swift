@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -7,7 +8,8 @@ import Darwin
 /// The one-method path to a TPM: a command's bytes in, the response's bytes out. The same
 /// client code talks to the in-process vTPM, swtpm, the Microsoft simulator and `/dev/tpmrm0`.
 public protocol TPMTransport: Sendable {
-    func send(_ command: [UInt8]) async throws(TPMError) -> [UInt8]
+    /// Runs on the caller's executor (no hop off the client actor).
+    nonisolated(nonsending) func send(_ command: [UInt8]) async throws(TPMError) -> [UInt8]
     /// Releases the connection; later sends reconnect where the transport can.
     func close() async
 }
@@ -280,18 +282,19 @@ public actor DeviceTransport: TPMTransport {
 
 /// Something that executes TPM commands in this process (the vTPM engine).
 public protocol TPMCommandExecutor: Sendable {
-    func execute(_ command: [UInt8], locality: UInt8) async -> [UInt8]
+    nonisolated(nonsending) func execute(_ command: [UInt8], locality: UInt8) async -> [UInt8]
 }
 
-/// A transport to a TPM in this process: no sockets, no copies beyond the command itself.
-public actor InProcessTransport: TPMTransport, TPMPlatformControl {
-    public nonisolated let executor: any TPMCommandExecutor
-    private var locality: UInt8 = 0
+/// A transport to a TPM in this process: no sockets, no copies beyond the command itself, and
+/// no hop between executors.
+public final class InProcessTransport: TPMTransport, TPMPlatformControl {
+    public let executor: any TPMCommandExecutor
+    private let locality = Mutex<UInt8>(0)
     public init(_ executor: any TPMCommandExecutor) { self.executor = executor }
-    public func send(_ command: [UInt8]) async throws(TPMError) -> [UInt8] {
-        await executor.execute(command, locality: locality)
+    nonisolated(nonsending) public func send(_ command: [UInt8]) async throws(TPMError) -> [UInt8] {
+        await executor.execute(command, locality: locality.withLock { $0 })
     }
     public func close() async {}
     public func powerOn() async throws(TPMError) {}
-    public func setLocality(_ locality: UInt8) async throws(TPMError) { self.locality = locality }
+    public func setLocality(_ locality: UInt8) async throws(TPMError) { self.locality.withLock { $0 = locality } }
 }
