@@ -33,7 +33,7 @@ extension TPMCommand {
 
     /// The handle values, in order.
     @inlinable public var handleValues: [TPMHandle] {
-        var e = TPMEncoder()
+        var e = TPMEncoder(capacity: 16)
         var copy = self
         try? copy.handles(&e)
         return handlesFromBytes(e.bytes)
@@ -273,7 +273,7 @@ extension TPMResponse {
     /// Decodes handle values and the parameter area into the typed response.
     @inlinable public init(handles: [TPMHandle], parameters: [UInt8]) throws(TPMWireError) {
         self.init()
-        var e = TPMEncoder()
+        var e = TPMEncoder(capacity: 16)
         for h in handles {
             var h = h
             try e.value(&h, "handle")
@@ -287,7 +287,7 @@ extension TPMResponse {
 
     /// The handle values this response carries.
     @inlinable public var handleValues: [TPMHandle] {
-        var e = TPMEncoder()
+        var e = TPMEncoder(capacity: 16)
         var copy = self
         try? copy.handles(&e)
         return handlesFromBytes(e.bytes)
@@ -298,7 +298,7 @@ extension TPMCommand {
     /// Decodes handle values and the parameter area into the typed command.
     @inlinable public init(handles: [TPMHandle], parameters: [UInt8]) throws(TPMWireError) {
         self.init()
-        var e = TPMEncoder()
+        var e = TPMEncoder(capacity: 16)
         for h in handles {
             var h = h
             try e.value(&h, "handle")

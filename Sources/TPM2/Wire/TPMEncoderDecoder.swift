@@ -13,6 +13,14 @@ public struct TPMDecoder: TPMCoder {
         self.end = bytes.count
     }
 
+    /// Decodes `bytes[range]` without copying it; offsets in errors count from the start of `bytes`.
+    @inlinable
+    public init(_ bytes: [UInt8], range: Range<Int>) {
+        self.bytes = bytes
+        self.position = max(0, min(range.lowerBound, bytes.count))
+        self.end = max(self.position, min(range.upperBound, bytes.count))
+    }
+
     @inlinable public var isDecoding: Bool { true }
     @inlinable public var offset: Int { position }
     @inlinable public var remaining: Int { end - position }

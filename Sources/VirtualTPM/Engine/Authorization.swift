@@ -270,7 +270,7 @@ extension EngineCore {
             if a.sessionHandle == .password {
                 guard let e else { throw TPMRC.attributes.with(here) }
                 guard e.allowsAuthValue else { throw TPMRC.authUnavailable }
-                guard constantTimeEquals(trimZeros(a.hmac.bytes), trimZeros(e.authValue)) else {
+                guard authEquals(a.hmac.bytes, e.authValue) else {
                     throw authFailure(e, here)
                 }
                 continue
@@ -286,7 +286,7 @@ extension EngineCore {
                     if let counter = s.pcrCounter, counter != pcrUpdateCounter { throw TPMRC.pcrChanged }
                     if let bound = s.cpHash, bound != (try cpHash(s.authHash)) { throw TPMRC.policyFail.with(here) }
                     if s.isPasswordNeeded {
-                        guard constantTimeEquals(trimZeros(a.hmac.bytes), trimZeros(e.authValue)) else { throw authFailure(e, here) }
+                        guard authEquals(a.hmac.bytes, e.authValue) else { throw authFailure(e, here) }
                         continue
                     }
                 default:
@@ -347,6 +347,18 @@ extension EngineCore {
         }
         return state.maxTries > 0 && state.failedTries >= state.maxTries
     }
+}
+
+/// Equal once trailing zero octets are ignored (authValue comparison, Part 1, 19.6.5), in
+/// time that depends only on the lengths.
+func authEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var la = a.count, lb = b.count
+    while la > 0 && a[la - 1] == 0 { la -= 1 }
+    while lb > 0 && b[lb - 1] == 0 { lb -= 1 }
+    guard la == lb else { return false }
+    var d: UInt8 = 0
+    for i in 0..<la { d |= a[i] ^ b[i] }
+    return d == 0
 }
 
 func trimZeros(_ a: [UInt8]) -> [UInt8] {

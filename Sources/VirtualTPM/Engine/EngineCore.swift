@@ -141,7 +141,7 @@ struct EngineCore {
             let authSize = Int(readBE32(bytes, offset))
             offset += 4
             guard authSize >= 9, offset + authSize <= bytes.count else { throw TPMRC.authSize }
-            var d = TPMDecoder(Array(bytes[offset..<(offset + authSize)]))
+            var d = TPMDecoder(bytes, range: offset..<(offset + authSize))
             while d.remaining > 0 {
                 guard auths.count < 3 else { throw TPMRC.authSize }
                 var a = TPMSAuthCommand()
