@@ -311,12 +311,15 @@ extension TPMCommand {
     }
 }
 
-/// Splits an encoded handle area into its handles.
+/// Splits an encoded handle area into its handles (big-endian UINT32s).
 @usableFromInline
 func handlesFromBytes(_ bytes: [UInt8]) -> [TPMHandle] {
-    var d = TPMDecoder(bytes)
     var out: [TPMHandle] = []
-    var h = TPMHandle(0)
-    while (try? d.value(&h, "handle")) != nil { out.append(h) }
+    out.reserveCapacity(bytes.count / 4)
+    var i = 0
+    while i + 4 <= bytes.count {
+        out.append(TPMHandle(UInt32(bytes[i]) << 24 | UInt32(bytes[i + 1]) << 16 | UInt32(bytes[i + 2]) << 8 | UInt32(bytes[i + 3])))
+        i += 4
+    }
     return out
 }
