@@ -118,9 +118,15 @@ struct TransportFailureTests {
     @Test func mssimFramingAgainstAFakeSimulator() async throws {
         // The mssim command port: TPM_SEND_COMMAND, locality, size, command → size, response, 0.
         let server = try MisbehavingServer { c in
-            var buf = [UInt8](repeating: 0, count: 4096)
-            let n = read(c, &buf, buf.count)
-            // 4 (cmd) + 1 (locality) + 4 (size) + 12 (GetRandom)
+            // 4 (cmd) + 1 (locality) + 4 (size) + 12 (GetRandom); the client may
+            // send the frame in several writes, so read until all 21 bytes are in.
+            var buf = [UInt8](repeating: 0, count: 21)
+            var n = 0
+            while n < buf.count {
+                let got = buf.withUnsafeMutableBytes { read(c, $0.baseAddress! + n, $0.count - n) }
+                if got <= 0 { break }
+                n += got
+            }
             guard n == 21, buf[3] == 8, buf[4] == 3 else { return }
             let resp: [UInt8] = [0x80, 0x01, 0, 0, 0, 0x0E, 0, 0, 0, 0, 0, 2, 0xAB, 0xCD]
             MisbehavingServer.write(c, [0, 0, 0, UInt8(resp.count)] + resp + [0, 0, 0, 0])

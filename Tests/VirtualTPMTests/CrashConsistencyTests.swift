@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TLaunchTestSupport
 import TPM2
 import Testing
@@ -17,7 +18,7 @@ struct CrashConsistencyTests {
         return dir.appendingPathComponent(".build/debug/tlaunch").path
     }
 
-    final class Running {
+    final class Running: @unchecked Sendable {
         let pid: pid_t
         let port: Int
         init(dir: URL) throws {
@@ -60,10 +61,13 @@ struct CrashConsistencyTests {
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
             return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
         }
+        private let state = Mutex(false)
+        var reaped: Bool { state.withLock { $0 } }
         func killHard() {
             kill(pid, SIGKILL)
             var st: Int32 = 0
             waitpid(pid, &st, 0)
+            state.withLock { $0 = true }
         }
     }
 
@@ -98,27 +102,24 @@ struct CrashConsistencyTests {
                 #expect(content[0] == lastBlock || content[0] == lastBlock &+ 1, "round \(round): block \(content[0]), acknowledged \(lastBlock)")
                 lastBlock = content[0]
             }
-            // Write as fast as possible from a task while the process is killed at a random moment.
-            let killAfter = Int.random(in: 5...120)
-            let startAck = acknowledged, startBlock = lastBlock
-            let writer = Task {
-                var acked = startAck, b = startBlock
-                while !Task.isCancelled {
-                    do {
-                        try await tpm.nvIncrement(counter, authHandle: .owner)
-                        acked += 1
-                        try await tpm.nvWrite(block, data: [UInt8](repeating: b &+ 1, count: 256), authHandle: .owner)
-                        b &+= 1
-                    } catch {
-                        break
-                    }
+            // Write as fast as possible while another OS thread kills the process at a random
+            // moment (a thread of its own: the writer's blocking socket I/O must not be able to
+            // starve the kill of a cooperative-pool thread).
+            let killAfter = UInt32.random(in: 5...120)
+            let killer = Thread { usleep(killAfter * 1000); vtpm.killHard() }
+            killer.start()
+            while true {
+                do {
+                    try await tpm.nvIncrement(counter, authHandle: .owner)
+                    acknowledged += 1
+                    try await tpm.nvWrite(block, data: [UInt8](repeating: lastBlock &+ 1, count: 256), authHandle: .owner)
+                    lastBlock &+= 1
+                } catch {
+                    break
                 }
-                return (acked, b)
+                await Task.yield()
             }
-            try await Task.sleep(for: .milliseconds(killAfter))
-            vtpm.killHard()
-            (acknowledged, lastBlock) = await writer.value
-            writer.cancel()
+            while !vtpm.reaped { usleep(1000) }
             await tpm.close()
             rounds += 1
         }

@@ -44,7 +44,7 @@ final class DeadlineSocket {
         var ai: UnsafeMutablePointer<addrinfo>? = first
         let deadline = ContinuousClock.now + timeout
         while let a = ai {
-            let fd = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
+            let fd = socket(a.pointee.ai_family, a.pointee.ai_socktype | closeOnExec, a.pointee.ai_protocol)
             if fd >= 0 {
                 let s = DeadlineSocket(fd: fd, peer: "\(host):\(port)")
                 do {
@@ -64,7 +64,7 @@ final class DeadlineSocket {
     /// Connects to a Unix-domain stream socket.
     static func connect(path: String, timeout: Duration) throws(TPMError) -> DeadlineSocket {
         #if canImport(Glibc)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | closeOnExec, 0)
         #else
         let fd = socket(AF_UNIX, SOCK_STREAM, 0)
         #endif
@@ -205,3 +205,11 @@ private func sysClose(_ fd: Int32) -> Int32 {
 func readU32BE(_ b: [UInt8], _ at: Int = 0) -> UInt32 {
     UInt32(b[at]) << 24 | UInt32(b[at + 1]) << 16 | UInt32(b[at + 2]) << 8 | UInt32(b[at + 3])
 }
+
+/// Sockets are not inherited by processes the host spawns later (a launched swtpm or QEMU
+/// holding a copy would keep a connection open after this side closes it).
+#if canImport(Glibc)
+let closeOnExec = Int32(SOCK_CLOEXEC.rawValue)
+#else
+let closeOnExec: Int32 = 0
+#endif

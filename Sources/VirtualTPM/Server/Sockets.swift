@@ -21,7 +21,7 @@ enum Sock {
     static func listen(_ endpoint: VTPMEndpoint) throws(VTPMError) -> (fd: Int32, endpoint: VTPMEndpoint) {
         switch endpoint {
         case .tcp(let host, let port):
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw VTPMError(.io, "socket(): \(String(cString: strerror(errno)))") }
             var one: Int32 = 1
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -44,7 +44,7 @@ enum Sock {
             return (fd, .tcp(host: host, port: Int(UInt16(bigEndian: addr.sin_port))))
         case .unix(let path):
             unlink(path)
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw VTPMError(.io, "socket(): \(String(cString: strerror(errno)))") }
             var addr = sockaddr_un()
             addr.sun_family = sa_family_t(AF_UNIX)
@@ -99,7 +99,7 @@ enum Sock {
                         msg.msg_iovlen = 1
                         msg.msg_control = ctl.baseAddress
                         msg.msg_controllen = ctl.count
-                        let r = recvmsg(fd, &msg, 0)
+                        let r = recvmsg(fd, &msg, Int32(MSG_CMSG_CLOEXEC))
                         // struct cmsghdr { size_t len; int level; int type; } then the data (x86_64/aarch64 layout).
                         if r > 0 && msg.msg_controllen >= 20 {
                             let level = ctl.load(fromByteOffset: 8, as: Int32.self)

@@ -109,6 +109,7 @@ public final class VTPMServer: Sendable {
                     if errno == EINTR { continue }
                     return
                 }
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 shared.withLock { _ = $0.connections.insert(fd) }
