@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "tlaunch", targets: ["tlaunch"]),
         .library(name: "TPM2", targets: ["TPM2"]),
         .library(name: "VirtualTPM", targets: ["VirtualTPM"]),
+        .library(name: "MeasuredBoot", targets: ["MeasuredBoot"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -52,11 +53,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "MeasuredBoot",
+            dependencies: [
+                "TPM2",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "tlaunch",
             dependencies: [
                 "TPM2",
                 "VirtualTPM",
+                "MeasuredBoot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -92,6 +103,15 @@ let package = Package(
                 "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "MeasuredBootTests",
+            dependencies: [
+                "TPM2",
+                "MeasuredBoot",
+                "TLaunchTestSupport",
             ],
             swiftSettings: strict
         ),

@@ -1,0 +1,246 @@
+import Foundation
+import TPM2
+
+/// PCR values per bank (a quote's values, a `PCRS.json` file, or a replay's result).
+public struct PCRValues: Sendable, Hashable {
+    public var banks: [TPMAlgID: [UInt32: [UInt8]]]
+
+    public init(_ banks: [TPMAlgID: [UInt32: [UInt8]]] = [:]) { self.banks = banks }
+
+    public subscript(bank: TPMAlgID, pcr: UInt32) -> [UInt8]? {
+        get { banks[bank]?[pcr] }
+        set { banks[bank, default: [:]][pcr] = newValue }
+    }
+
+    /// Bank names as tpm2-tools writes them.
+    public static let bankNames: [String: TPMAlgID] = [
+        "sha1": .sha1, "sha256": .sha256, "sha384": .sha384, "sha512": .sha512, "sm3_256": .sm3_256, "sm3": .sm3_256,
+    ]
+
+    public static func bankName(_ alg: TPMAlgID) -> String {
+        switch alg {
+        case .sha1: return "sha1"
+        case .sha256: return "sha256"
+        case .sha384: return "sha384"
+        case .sha512: return "sha512"
+        case .sm3_256: return "sm3_256"
+        default: return "\(alg)"
+        }
+    }
+
+    /// Reads `{"sha256": {"0": "hex", …}, "sha1": {…}}`, or the same under a `"pcrs"` key.
+    public init(json: Data) throws(EventLogError) {
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: json) } catch {
+            throw EventLogError(.invalidInput, "PCR file is not JSON: \(error.localizedDescription)")
+        }
+        guard var top = object as? [String: Any] else {
+            throw EventLogError(.invalidInput, "PCR file must be a JSON object of banks, like {\"sha256\": {\"0\": \"hex\"}}")
+        }
+        if let inner = top["pcrs"] as? [String: Any] { top = inner }
+        var banks: [TPMAlgID: [UInt32: [UInt8]]] = [:]
+        for (name, value) in top {
+            guard let alg = Self.bankNames[name.lowercased()] else {
+                throw EventLogError(.invalidInput, "unknown bank \"\(name)\" (use sha1, sha256, sha384, sha512 or sm3_256)", field: name)
+            }
+            guard let pcrs = value as? [String: Any] else {
+                throw EventLogError(.invalidInput, "bank \(name) must map PCR numbers to hex strings", field: name)
+            }
+            for (k, v) in pcrs {
+                guard let pcr = UInt32(k.trimmingCharacters(in: .whitespaces)), pcr < 24 else {
+                    throw EventLogError(.invalidInput, "\"\(k)\" is not a PCR number 0…23", field: "\(name).\(k)")
+                }
+                guard let hex = v as? String, let bytes = bytesFromHex(hex) else {
+                    throw EventLogError(.invalidInput, "PCR \(k) of \(name) is not a hex string", field: "\(name).\(k)")
+                }
+                if let size = EventLogHash.digestSize(alg), size != bytes.count {
+                    throw EventLogError(.invalidInput, "PCR \(k) of \(name) is \(bytes.count) bytes; \(name) PCRs are \(size)", field: "\(name).\(k)")
+                }
+                banks[alg, default: [:]][pcr] = bytes
+            }
+        }
+        self.banks = banks
+    }
+
+    /// `{"sha256": {"0": "hex"}}` with sorted keys.
+    public var jsonObject: [String: [String: String]] {
+        var out: [String: [String: String]] = [:]
+        for (alg, pcrs) in banks {
+            out[Self.bankName(alg)] = Dictionary(uniqueKeysWithValues: pcrs.map { (String($0.key), hexString($0.value)) })
+        }
+        return out
+    }
+}
+
+/// One PCR of one bank, compared.
+public struct PCRComparison: Sendable, Hashable {
+    public enum Status: Sendable, Hashable {
+        case match
+        /// The replay differs. `lastEvent` is the last event extended into this PCR (the log ends
+        /// there, so a missing or altered event is at or before it); `matchedAfterEvent` is set
+        /// when the PCR equals the replay stopped after that event — the events after it were
+        /// logged but are not in the TPM.
+        case mismatch(lastEvent: Int?, matchedAfterEvent: Int?)
+        /// The log has no digests in this bank, or we cannot compute its hash.
+        case bankNotReplayable
+    }
+    public var bank: TPMAlgID
+    public var pcr: UInt32
+    public var expected: [UInt8]
+    public var replayed: [UInt8]?
+    public var status: Status
+}
+
+/// The outcome of replaying a log against PCR values.
+public struct ReplayReport: Sendable {
+    /// The replayed value of every PCR the log extends, per replayable bank.
+    public var replayed: PCRValues
+    /// One entry per given PCR, sorted by bank then PCR.
+    public var comparisons: [PCRComparison]
+    /// The events the replay vouches for (those of matching PCRs).
+    public var verified: VerifiedEventLog
+
+    /// True when there were values to compare and every one matched.
+    public var allMatch: Bool { !comparisons.isEmpty && comparisons.allSatisfy { $0.status == .match } }
+}
+
+/// An event whose digests a replay has matched against TPM PCR values. Only `EventLog.replay`
+/// makes these (or `VerifiedEventLog.unchecked`, spelled so that a bypass shows).
+public struct VerifiedEvent: Sendable {
+    public let event: Event
+    /// Whether the event's data is itself vouched for: its digest is the hash of its data (as for
+    /// separators, actions, variables). When false only the digest is; the data is a claim.
+    public let dataMatchesDigest: Bool
+}
+
+/// The part of a log a replay vouched for.
+public struct VerifiedEventLog: Sendable {
+    public let log: EventLog
+    /// The PCRs (of the log's reference bank) whose events are included.
+    public let verifiedPCRs: Set<UInt32>
+    public let events: [VerifiedEvent]
+    /// False when the log was trusted without comparison (`unchecked`).
+    public let comparedWithTPM: Bool
+
+    fileprivate init(log: EventLog, pcrs: Set<UInt32>, compared: Bool) {
+        self.log = log
+        self.verifiedPCRs = pcrs
+        self.comparedWithTPM = compared
+        self.events = log.events.compactMap { e in
+            guard e.type != .noAction, pcrs.contains(e.pcrIndex) else { return nil }
+            return VerifiedEvent(event: e, dataMatchesDigest: e.dataMatchesDigest(banks: log.banks) == true)
+        }
+    }
+
+    /// Trusts every event of a log without comparing it with a TPM (for showing what a log
+    /// claims; never for a decision).
+    public static func unchecked(_ log: EventLog) -> VerifiedEventLog {
+        VerifiedEventLog(log: log, pcrs: Set(log.events.map(\.pcrIndex).filter { $0 < 24 }), compared: false)
+    }
+}
+
+extension EventLog {
+    /// The value a PCR has after TPM2_Startup for this log: PCR 0 carries the startup locality
+    /// (StartupLocality event, or 4 after an H-CRTM event), PCRs 17–22 are all ones.
+    public func initialValue(pcr: UInt32, size: Int) -> [UInt8] {
+        if pcr >= 17 && pcr <= 22 { return [UInt8](repeating: 0xFF, count: size) }
+        var v = [UInt8](repeating: 0, count: size)
+        if pcr == 0 { v[size - 1] = startupLocality }
+        return v
+    }
+
+    /// The locality of TPM2_Startup the log records (0 when it records none).
+    public var startupLocality: UInt8 {
+        for e in events where e.type == .noAction && e.pcrIndex == 0 {
+            if case .startupLocality(let l) = e.decoded { return l }
+        }
+        if events.contains(where: { $0.type == .efiHCRTMEvent && $0.pcrIndex == 0 }) { return 4 }
+        return 0
+    }
+
+    /// Replays every bank the log has and we can compute. Events with a PCR index above 23
+    /// (Windows trailers) and EV_NO_ACTION events are not extended.
+    public func replay() -> PCRValues {
+        var out = PCRValues()
+        for bank in banks where EventLogHash.isSupported(bank.algorithm) {
+            var values: [UInt32: [UInt8]] = [:]
+            let alg = bank.algorithm
+            for e in events where e.type != .noAction && e.pcrIndex < 24 {
+                guard let d = e.digest(alg) else { continue }
+                let old = values[e.pcrIndex] ?? initialValue(pcr: e.pcrIndex, size: bank.digestSize)
+                values[e.pcrIndex] = EventLogHash.extend(alg, old, d)
+            }
+            if !values.isEmpty { out.banks[alg] = values }
+        }
+        return out
+    }
+
+    /// Replays the log and compares it with `expected`; the events of matching PCRs become
+    /// verified. A PCR is verified when it matches in every given bank.
+    public func replay(against expected: PCRValues) -> ReplayReport {
+        let replayed = replay()
+        var comparisons: [PCRComparison] = []
+        var matched: [UInt32: Bool] = [:]
+        for (alg, pcrs) in expected.banks.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            let bankKnown = banks.contains { $0.algorithm == alg } && EventLogHash.isSupported(alg)
+            for (pcr, want) in pcrs.sorted(by: { $0.key < $1.key }) {
+                guard bankKnown else {
+                    comparisons.append(PCRComparison(bank: alg, pcr: pcr, expected: want, replayed: nil, status: .bankNotReplayable))
+                    continue
+                }
+                let size = EventLogHash.digestSize(alg) ?? want.count
+                let got = replayed[alg, pcr] ?? initialValue(pcr: pcr, size: size)
+                if got == want {
+                    comparisons.append(PCRComparison(bank: alg, pcr: pcr, expected: want, replayed: got, status: .match))
+                    matched[pcr] = matched[pcr] ?? true
+                } else {
+                    let (last, prefix) = explainMismatch(alg: alg, pcr: pcr, expected: want, size: size)
+                    comparisons.append(PCRComparison(bank: alg, pcr: pcr, expected: want, replayed: got,
+                                                     status: .mismatch(lastEvent: last, matchedAfterEvent: prefix)))
+                    matched[pcr] = false
+                }
+            }
+        }
+        let pcrs = Set(matched.filter(\.value).keys)
+        return ReplayReport(replayed: replayed, comparisons: comparisons,
+                            verified: VerifiedEventLog(log: self, pcrs: pcrs, compared: true))
+    }
+
+    private func explainMismatch(alg: TPMAlgID, pcr: UInt32, expected: [UInt8], size: Int) -> (Int?, Int?) {
+        var v = initialValue(pcr: pcr, size: size)
+        var last: Int?
+        var prefix: Int?
+        for e in events where e.type != .noAction && e.pcrIndex == pcr {
+            guard let d = e.digest(alg), let nv = EventLogHash.extend(alg, v, d) else { continue }
+            v = nv
+            last = e.index
+            if v == expected { prefix = e.index }
+        }
+        return (last, prefix)
+    }
+}
+
+extension Event {
+    /// Event types whose digest is the hash of the event data (PFP 10.4.1); for these the data
+    /// is vouched for by the digest.
+    static let dataHashedTypes: Set<EventType> = [
+        .separator, .efiAction, .action, .efiVariableDriverConfig, .efiVariableBoot, .efiVariableBoot2,
+        .efiVariableAuthority, .efiGPTEvent, .efiGPTEvent2, .sCRTMVersion,
+    ]
+
+    /// Whether the digest equals the hash of the data in every computable bank: nil when the
+    /// type does not define its digest that way (or no bank is computable).
+    public func dataMatchesDigest(banks: [AlgorithmSize]) -> Bool? {
+        guard Self.dataHashedTypes.contains(type) else { return nil }
+        var checked = false
+        for d in digests where EventLogHash.isSupported(d.algorithm) {
+            guard let h = EventLogHash.hash(d.algorithm, data) else { continue }
+            checked = true
+            if h[...] == d.digest { continue }
+            // EV_EFI_VARIABLE_BOOT: older firmware hashes only VariableData (PFP errata).
+            if type == .efiVariableBoot, case .variable(let v) = decoded, EventLogHash.hash(d.algorithm, v.data)?[...] == d.digest { continue }
+            return false
+        }
+        return checked ? true : nil
+    }
+}

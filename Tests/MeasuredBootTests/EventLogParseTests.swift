@@ -1,0 +1,73 @@
+import Foundation
+import MeasuredBoot
+import TPM2
+import Testing
+
+@Suite("Measured Boot: every real log parses, re-encodes to its bytes and replays to its PCRs")
+struct EventLogParseTests {
+    @Test func everyRealLogParsesAndReencodesExactly() throws {
+        guard SharedData.require() else { return }
+        let logs = SharedData.eventLogs
+        #expect(logs.count >= 50)
+        for name in logs where !SharedData.malformed.contains(name) {
+            let bytes = try SharedData.bytes("eventlogs/\(name)")
+            let log: EventLog
+            do { log = try EventLog(parsing: bytes) } catch {
+                Issue.record("\(name): \(error)")
+                continue
+            }
+            #expect(log.events.count > 1, "\(name)")
+            let again = try log.encoded()
+            #expect(again == bytes, "\(name): encode(parse(bytes)) differs")
+        }
+    }
+
+    @Test func malformedLogsFailWithPreciseErrors() throws {
+        guard SharedData.require() else { return }
+        // go-attestation's "short EV_NO_ACTION" log is one well-framed TCG_PCR_EVENT (a
+        // StartupLocality payload without a Spec ID header): it parses, as go-attestation expects.
+        let short = try SharedData.bytes("eventlogs/edge_short_no_action_go-attestation.bin")
+        let one = try EventLog(parsing: short)
+        #expect(one.format == .sha1 && one.events.count == 1 && one.events[0].type == .noAction)
+        #expect(try one.encoded() == short)
+        // Cut anywhere inside, it fails with the offset where the bytes ran out.
+        for cut in 1..<short.count {
+            let e = #expect(throws: EventLogError.self) { try EventLog(parsing: Array(short.prefix(cut))) }
+            #expect(e?.eventIndex == 0 && e?.code == .truncated, "cut at \(cut)")
+        }
+        // tpm2-tools' vendor-data fixture: the Spec ID event says 37 bytes but its vendorInfoSize
+        // asks for 4 more, which lie outside the event.
+        let vendor = try SharedData.bytes("eventlogs/fragment_specid_vendordata_tpm2-tools.bin")
+        let e2 = #expect(throws: EventLogError.self) { try EventLog(parsing: vendor) }
+        #expect(e2?.eventIndex == 0)
+        #expect(e2?.offset == vendor.count - 4)
+        #expect(e2?.code == .truncated)
+        #expect(e2?.description.contains("vendorInfo") == true)
+    }
+
+    @Test func replayEqualsTheSourcesPCRs() throws {
+        guard SharedData.require() else { return }
+        let files = try FileManager.default.contentsOfDirectory(atPath: SharedData.url("eventlogs").path)
+            .filter { $0.hasSuffix(".expected_pcrs.json") }.sorted()
+        #expect(files.count >= 25)
+        var compared = 0
+        for file in files {
+            let object = try SharedData.json("eventlogs/\(file)") as? [String: Any] ?? [:]
+            guard let logName = object["log"] as? String else { Issue.record("\(file): no log"); continue }
+            let log = try EventLog(parsing: SharedData.bytes("eventlogs/\(logName)"))
+            var expected = try PCRValues(json: JSONSerialization.data(withJSONObject: object["pcrs"] ?? [:]))
+            // PCR 10 of the TPM 1.2 machine is extended by Linux IMA, not by this firmware log.
+            if (object["note"] as? String)?.contains("IMA") == true {
+                for bank in expected.banks.keys { expected.banks[bank]?[10] = nil }
+            }
+            let report = log.replay(against: expected)
+            for c in report.comparisons {
+                compared += 1
+                #expect(c.status == .match, "\(logName): \(PCRValues.bankName(c.bank)) PCR \(c.pcr): replayed \(c.replayed.map { hexString($0) } ?? "-"), expected \(hexString(c.expected))")
+            }
+            #expect(report.allMatch, "\(logName)")
+            #expect(!report.verified.events.isEmpty || report.comparisons.allSatisfy { $0.pcr > 23 }, "\(logName)")
+        }
+        #expect(compared >= 300)
+    }
+}
