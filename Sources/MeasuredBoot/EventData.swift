@@ -11,6 +11,8 @@ public enum EventData: Sendable {
     /// Another EV_NO_ACTION: its signature (the first 16 bytes up to a NUL) and the rest.
     case noAction(signature: String, payload: [UInt8])
     case variable(UEFIVariableData)
+    /// EV_EFI_VARIABLE_AUTHORITY: see `UEFIVariableData.authorityValue`.
+    case authority(UEFIVariableData)
     case imageLoad(ImageLoadEvent)
     case gpt(GPTData)
     case firmwareBlob(base: UInt64, length: UInt64)
@@ -52,8 +54,10 @@ public enum EventData: Sendable {
         do throws(EventLogError) {
             switch type {
             case .noAction: return try noAction(pcrIndex: pcrIndex, data: data)
-            case .efiVariableDriverConfig, .efiVariableBoot, .efiVariableBoot2, .efiVariableAuthority:
+            case .efiVariableDriverConfig, .efiVariableBoot, .efiVariableBoot2:
                 return .variable(try UEFIVariableData(data, base: 0))
+            case .efiVariableAuthority:
+                return .authority(try UEFIVariableData(data, base: 0))
             case .efiBootServicesApplication, .efiBootServicesDriver, .efiRuntimeServicesDriver:
                 return .imageLoad(try ImageLoadEvent(data, base: 0))
             case .efiGPTEvent, .efiGPTEvent2:

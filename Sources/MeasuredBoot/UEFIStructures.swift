@@ -8,6 +8,9 @@ public struct UEFIVariableData: Hashable, Sendable {
     public var data: [UInt8]
     /// The name's UTF-16 code units as logged (kept for exact re-encoding).
     public var nameUnits: Int
+    /// Bytes after VariableData. Old shim versions size their EV_EFI_VARIABLE_AUTHORITY event
+    /// with structure padding (rhboot/shim#184); these bytes are not part of the variable.
+    public var trailingBytes: Int = 0
 
     public init(vendorGUID: EFIGUID, name: String, data: [UInt8]) {
         self.vendorGUID = vendorGUID
@@ -30,7 +33,8 @@ public struct UEFIVariableData: Hashable, Sendable {
         name = ucs2String(nameBytes[...])
         let n = try r.length(dataLen, cap: EventLog.maxEventDataSize, "VariableDataLength")
         data = try r.bytes(n, "VariableData")
-        try r.requireEnd("UEFI_VARIABLE_DATA")
+        trailingBytes = r.remaining
+        if trailingBytes > 8 { try r.requireEnd("UEFI_VARIABLE_DATA") }
     }
 
     public var encoded: [UInt8] {
@@ -44,6 +48,20 @@ public struct UEFIVariableData: Hashable, Sendable {
 
     /// The variable's contents decoded by its name and GUID.
     public var value: VariableValue { VariableValue.decode(name: name, guid: vendorGUID, data: data) }
+
+    /// The contents of an EV_EFI_VARIABLE_AUTHORITY event: one EFI_SIGNATURE_DATA (the db or
+    /// MokList entry that verified an image), shim's vendor certificate ("Shim"), SbatLevel, or
+    /// MokListTrusted.
+    public var authorityValue: VariableValue {
+        if data.count > 16, data[16] == 0x30, CertificateInfo(der: Array(data[16...])).subject != nil {
+            return .signatureData(SignatureEntry(owner: EFIGUID(bytes: data[0..<16]), type: .certX509, data: Array(data[16...])))
+        }
+        if name == "db" || name == "MokList", [36, 48, 64, 80].contains(data.count) {
+            // A hash entry: owner GUID and the image hash.
+            return .signatureData(SignatureEntry(owner: EFIGUID(bytes: data[0..<16]), type: data.count == 48 ? .certSHA256 : data.count == 36 ? .certSHA1 : data.count == 64 ? .certSHA384 : .certSHA512, data: Array(data[16...])))
+        }
+        return value
+    }
 }
 
 /// What a measured UEFI variable holds.
@@ -267,6 +285,9 @@ public struct ImageLoadEvent: Hashable, Sendable {
     public var devicePath: DevicePath?
     /// Why the device path could not be decoded, when it could not.
     public var devicePathError: EventLogError?
+    /// Bytes after the device path. shim and grub size the event as `sizeof` a structure whose
+    /// one-element DevicePath array adds 8 bytes, so their events carry 8 extra bytes.
+    public var trailingBytes: Int = 0
 
     init(_ bytes: ArraySlice<UInt8>, base: Int) throws(EventLogError) {
         var r = LEReader(Array(bytes), base: base, field: "UEFI_IMAGE_LOAD_EVENT")
@@ -275,7 +296,7 @@ public struct ImageLoadEvent: Hashable, Sendable {
         linkTimeAddress = try r.u64("ImageLinkTimeAddress")
         let n = try r.length(try r.u64("LengthOfDevicePath"), cap: EventLog.maxEventDataSize, "LengthOfDevicePath")
         let dp = try r.bytes(n, "DevicePath")
-        try r.requireEnd("UEFI_IMAGE_LOAD_EVENT")
+        trailingBytes = r.remaining
         do {
             devicePath = try DevicePath(bytes: dp[...], base: base + 32)
         } catch {

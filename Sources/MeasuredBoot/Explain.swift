@@ -1,0 +1,313 @@
+import TPM2
+
+/// The facts a policy (and a person) needs about a boot, derived only from replay-verified
+/// events (`VerifiedEventLog`). Data that only a digest vouches for (image device paths, grub's
+/// file names) is marked as such.
+public struct BootFacts: Sendable, Codable, Hashable {
+    /// False when the log was explained without comparing it with TPM PCRs (`unchecked`).
+    public var comparedWithTPM: Bool
+    public var verifiedPCRs: [UInt32]
+    public var secureBoot: SecureBootState
+    /// PK, KEK, db, dbx (and dbt/dbr) as measured into PCR 7.
+    public var keyDatabases: [KeyDatabase]
+    /// EV_EFI_VARIABLE_AUTHORITY events: which db/MokList/shim entry verified a boot component.
+    public var authorities: [Authority]
+    /// Every EFI application started, in order, with its Authenticode digest per bank.
+    public var bootChain: [BootApplication]
+    public var bootOrder: [UInt16]?
+    public var bootOptions: [BootOption]
+    public var shim: ShimState?
+    public var grub: GrubState?
+    public var kernelCommandLine: String?
+    /// systemd-stub (UKI) measurements: PCR 11 sections, PCR 12 parameters, PCR 13 extensions.
+    public var uki: [UKIMeasurement]
+    public var separators: [Separator]
+    public var anomalies: [Anomaly]
+
+    public struct SecureBootState: Sendable, Codable, Hashable {
+        /// The SecureBoot variable's value as measured (nil: not measured).
+        public var enabled: Bool?
+        public var setupMode: Bool?
+        public var auditMode: Bool?
+        public var deployedMode: Bool?
+        public var eventIndex: Int?
+    }
+
+    public struct Certificate: Sendable, Codable, Hashable {
+        public var subject: String?
+        public var issuer: String?
+        public var sha256Fingerprint: String
+        public var owner: String?
+    }
+
+    public struct KeyDatabase: Sendable, Codable, Hashable {
+        public var name: String
+        public var eventIndex: Int
+        public var certificates: [Certificate]
+        /// Hash entries by signature type (EFI_CERT_SHA256_GUID: n…).
+        public var hashCounts: [String: Int]
+        public var isEmpty: Bool
+        public var sha256OfData: String
+    }
+
+    public struct Authority: Sendable, Codable, Hashable {
+        public var eventIndex: Int
+        public var pcr: UInt32
+        /// The variable the entry comes from (db, MokList, Shim, SbatLevel, MokListTrusted…).
+        public var variable: String
+        public var certificate: Certificate?
+        /// A hash entry or other data, hex.
+        public var other: String?
+    }
+
+    public struct BootApplication: Sendable, Codable, Hashable {
+        public var eventIndex: Int
+        public var pcr: UInt32
+        public var type: String
+        /// Authenticode digest per bank name.
+        public var digests: [String: String]
+        /// Claimed by the firmware; only the digest is vouched for by the replay.
+        public var devicePath: String?
+        public var filePath: String?
+        /// Authorities measured between the previous application and this one (UEFI measures
+        /// each authority once, so later images verified by the same entry show none).
+        public var authorityEvents: [Int]
+    }
+
+    public struct BootOption: Sendable, Codable, Hashable {
+        public var number: String
+        public var description: String
+        public var devicePath: String
+        public var active: Bool
+        public var eventIndex: Int
+    }
+
+    public struct ShimState: Sendable, Codable, Hashable {
+        public var mokList: KeyDatabase?
+        public var mokListX: KeyDatabase?
+        public var mokListTrusted: Bool?
+        public var sbatLevel: String?
+        public var vendorCertificate: Certificate?
+    }
+
+    public struct GrubState: Sendable, Codable, Hashable {
+        public var commands: [String]
+        /// Files grub read (PCR 9); the names are claims, the digests are of the contents.
+        public var files: [String]
+    }
+
+    public struct UKIMeasurement: Sendable, Codable, Hashable {
+        public var eventIndex: Int
+        public var pcr: UInt32
+        public var text: String
+    }
+
+    public struct Separator: Sendable, Codable, Hashable {
+        public var eventIndex: Int
+        public var pcr: UInt32
+        public var isError: Bool
+    }
+
+    public struct Anomaly: Sendable, Codable, Hashable {
+        public struct Kind: RawRepresentable, Sendable, Codable, Hashable {
+            public var rawValue: String
+            public init(rawValue: String) { self.rawValue = rawValue }
+            public static let eventAfterSeparator = Self(rawValue: "event-after-separator")
+            public static let missingSeparator = Self(rawValue: "missing-separator")
+            public static let repeatedSeparator = Self(rawValue: "repeated-separator")
+            public static let errorSeparator = Self(rawValue: "error-separator")
+            public static let digestNotOfData = Self(rawValue: "digest-not-of-data")
+            public static let unknownEventType = Self(rawValue: "unknown-event-type")
+            public static let malformedEventData = Self(rawValue: "malformed-event-data")
+        }
+        public var kind: Kind
+        public var eventIndex: Int?
+        public var pcr: UInt32?
+        public var message: String
+    }
+}
+
+extension VerifiedEventLog {
+    /// Derives the boot facts from the verified events.
+    public func explain() -> BootFacts {
+        let banks = log.banks
+        var facts = BootFacts(comparedWithTPM: comparedWithTPM, verifiedPCRs: verifiedPCRs.sorted(),
+                              secureBoot: .init(), keyDatabases: [], authorities: [], bootChain: [], bootOrder: nil,
+                              bootOptions: [], shim: nil, grub: nil, kernelCommandLine: nil, uki: [], separators: [], anomalies: [])
+        var shim = BootFacts.ShimState()
+        var sawShim = false
+        var grubCommands: [String] = []
+        var grubFiles: [String] = []
+        var pendingAuthorities: [Int] = []
+        var separatorSeen: [UInt32: Int] = [:]
+
+        for v in events {
+            let e = v.event
+            let decoded = e.decoded
+            if case .malformed(let err) = decoded {
+                facts.anomalies.append(.init(kind: .malformedEventData, eventIndex: e.index, pcr: e.pcrIndex,
+                                             message: "\(e.type) data does not decode: \(err.reason)\(err.offset.map { " (data offset \($0))" } ?? "")"))
+            }
+            if !e.type.isKnown {
+                facts.anomalies.append(.init(kind: .unknownEventType, eventIndex: e.index, pcr: e.pcrIndex, message: "unknown event type \(e.type)"))
+            }
+            if e.dataMatchesDigest(banks: banks) == false {
+                var known = ""
+                if case .authority(let v) = decoded, v.trailingBytes > 0 {
+                    known = " (an old shim's authority event with trailing bytes, rhboot/shim#184)"
+                }
+                facts.anomalies.append(.init(kind: .digestNotOfData, eventIndex: e.index, pcr: e.pcrIndex,
+                                             message: "the digest of this \(e.type) event is not the hash of its data: what it says is not what was measured\(known)"))
+            }
+            if let sepAt = separatorSeen[e.pcrIndex], e.type != .separator, !Self.allowedAfterSeparator(pcr: e.pcrIndex, type: e.type) {
+                facts.anomalies.append(.init(kind: .eventAfterSeparator, eventIndex: e.index, pcr: e.pcrIndex,
+                                             message: "\(e.type) in PCR \(e.pcrIndex) after its separator (event \(sepAt))"))
+            }
+            switch decoded {
+            case .separator(_, let isError):
+                if let first = separatorSeen[e.pcrIndex] {
+                    facts.anomalies.append(.init(kind: .repeatedSeparator, eventIndex: e.index, pcr: e.pcrIndex,
+                                                 message: "a second separator in PCR \(e.pcrIndex) (the first is event \(first))"))
+                } else {
+                    separatorSeen[e.pcrIndex] = e.index
+                }
+                facts.separators.append(.init(eventIndex: e.index, pcr: e.pcrIndex, isError: isError))
+                if isError {
+                    facts.anomalies.append(.init(kind: .errorSeparator, eventIndex: e.index, pcr: e.pcrIndex,
+                                                 message: "error separator in PCR \(e.pcrIndex): the firmware reported a measurement failure"))
+                }
+            case .variable(let variable) where v.dataMatchesDigest, .authority(let variable) where v.dataMatchesDigest:
+                explainVariable(variable, event: e, facts: &facts, shim: &shim, sawShim: &sawShim, pending: &pendingAuthorities)
+            case .imageLoad(let image) where e.type == .efiBootServicesApplication:
+                var digests: [String: String] = [:]
+                for d in e.digests { digests[PCRValues.bankName(d.algorithm)] = hexString(d.digest) }
+                facts.bootChain.append(.init(eventIndex: e.index, pcr: e.pcrIndex, type: e.type.description, digests: digests,
+                                             devicePath: image.devicePath?.description, filePath: image.devicePath?.filePath,
+                                             authorityEvents: pendingAuthorities))
+                pendingAuthorities = []
+            case .ipl(let ipl):
+                switch ipl.kind {
+                case .grubCommand:
+                    grubCommands.append(ipl.text)
+                case .kernelCommandLine:
+                    facts.kernelCommandLine = ipl.text
+                    grubCommands.append("kernel_cmdline: " + ipl.text)
+                case .file:
+                    grubFiles.append(ipl.text)
+                case .stub:
+                    facts.uki.append(.init(eventIndex: e.index, pcr: e.pcrIndex, text: ipl.text))
+                    if e.pcrIndex == 12, facts.kernelCommandLine == nil { facts.kernelCommandLine = ipl.text }
+                case .text:
+                    if e.pcrIndex == 14 { sawShim = true }
+                }
+            case .eventTag(let id, let data) where e.pcrIndex == 9 || e.pcrIndex == 11 || e.pcrIndex == 12:
+                facts.uki.append(.init(eventIndex: e.index, pcr: e.pcrIndex, text: "tag 0x\(String(id, radix: 16)): \(EventData.text(data[...]))"))
+            default:
+                break
+            }
+        }
+        // Missing separators: PCRs 0–7 with measurements but no separator (only when the
+        // log's firmware PCRs were verified; a partial verification proves nothing here).
+        for pcr in UInt32(0)...7 where verifiedPCRs.contains(pcr) && separatorSeen[pcr] == nil && events.contains(where: { $0.event.pcrIndex == pcr }) {
+            facts.anomalies.append(.init(kind: .missingSeparator, eventIndex: nil, pcr: pcr,
+                                         message: "PCR \(pcr) has measurements but no separator: the log may be cut short or the firmware did not finish"))
+        }
+        if !grubCommands.isEmpty || !grubFiles.isEmpty { facts.grub = .init(commands: grubCommands, files: grubFiles) }
+        if sawShim { facts.shim = shim }
+        return facts
+    }
+
+    private func explainVariable(_ variable: UEFIVariableData, event e: Event, facts: inout BootFacts, shim: inout BootFacts.ShimState,
+                                 sawShim: inout Bool, pending: inout [Int]) {
+        let value = e.type == .efiVariableAuthority ? variable.authorityValue : variable.value
+        if e.type == .efiVariableAuthority {
+            var a = BootFacts.Authority(eventIndex: e.index, pcr: e.pcrIndex, variable: variable.name)
+            switch value {
+            case .signatureData(let s):
+                if let c = s.certificate { a.certificate = .init(c, owner: s.owner) } else { a.other = hexString(s.data) }
+            case .certificate(let c):
+                a.certificate = .init(c, owner: nil)
+                if variable.name == "Shim" { shim.vendorCertificate = a.certificate; sawShim = true }
+            case .text(let t):
+                a.other = t
+                if variable.name.hasPrefix("SbatLevel") { shim.sbatLevel = t; sawShim = true }
+            case .boolean(let b):
+                a.other = b ? "01" : "00"
+            default:
+                a.other = hexString(variable.data)
+            }
+            facts.authorities.append(a)
+            pending.append(e.index)
+            return
+        }
+        switch (variable.name, value) {
+        case ("SecureBoot", .boolean(let b)):
+            facts.secureBoot.enabled = b
+            facts.secureBoot.eventIndex = e.index
+        case ("SecureBoot", .empty):
+            facts.secureBoot.enabled = false
+            facts.secureBoot.eventIndex = e.index
+        case ("SetupMode", .boolean(let b)): facts.secureBoot.setupMode = b
+        case ("AuditMode", .boolean(let b)): facts.secureBoot.auditMode = b
+        case ("DeployedMode", .boolean(let b)): facts.secureBoot.deployedMode = b
+        case ("BootOrder", .bootOrder(let order)): facts.bootOrder = order
+        case (_, .loadOption(let option)):
+            facts.bootOptions.append(.init(number: String(variable.name.suffix(4)), description: option.description,
+                                           devicePath: option.filePathList.map(\.description).joined(separator: ","),
+                                           active: option.isActive, eventIndex: e.index))
+        case ("MokList", _), ("MokListX", _):
+            let db = BootFacts.KeyDatabase(variable.name, value, variable.data, e.index)
+            if variable.name == "MokList" { shim.mokList = db } else { shim.mokListX = db }
+            sawShim = true
+        case ("MokListTrusted", .boolean(let b)):
+            shim.mokListTrusted = b
+            sawShim = true
+        case ("SbatLevel", .text(let t)):
+            shim.sbatLevel = t
+            sawShim = true
+        case (let name, _) where VariableValue.signatureListNames.contains(name):
+            facts.keyDatabases.append(BootFacts.KeyDatabase(name, value, variable.data, e.index))
+        default:
+            break
+        }
+    }
+
+    /// What the PFP allows after a PCR's separator: boot applications (PCR 4), GPT and
+    /// ExitBootServices actions (PCR 5), authorities (PCR 7), and EV_EFI_ACTION generally.
+    static func allowedAfterSeparator(pcr: UInt32, type: EventType) -> Bool {
+        if type == .efiAction || type == .noAction { return true }
+        switch pcr {
+        // Boot variables and configuration tables are measured at ReadyToBoot, after separators.
+        case 1: return [.efiVariableBoot, .efiVariableBoot2, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2, .platformConfigFlags].contains(type)
+        // Option ROMs and drivers loaded while booting (e.g. from the boot disk).
+        case 2: return [.efiBootServicesDriver, .efiRuntimeServicesDriver, .efiBootServicesApplication, .efiGPTEvent, .efiGPTEvent2, .efiPlatformFirmwareBlob, .efiPlatformFirmwareBlob2, .efiSPDMFirmwareBlob].contains(type)
+        case 4: return [.efiBootServicesApplication, .efiBootServicesDriver, .efiRuntimeServicesDriver, .compactHash, .ipl, .eventTag].contains(type)
+        case 5: return [.efiGPTEvent, .efiGPTEvent2, .efiVariableBoot, .efiVariableBoot2, .efiHandoffTables, .efiHandoffTables2, .compactHash].contains(type)
+        case 7: return [.efiVariableAuthority, .efiSPDMDeviceAuthority, .efiSPDMDevicePolicy, .efiVariableDriverConfig].contains(type)
+        case 0, 3, 6: return false
+        default: return true
+        }
+    }
+}
+
+extension BootFacts.Certificate {
+    init(_ c: CertificateInfo, owner: EFIGUID?) {
+        self.init(subject: c.subject, issuer: c.issuer, sha256Fingerprint: c.sha256Fingerprint, owner: owner?.description)
+    }
+}
+
+extension BootFacts.KeyDatabase {
+    init(_ name: String, _ value: VariableValue, _ data: [UInt8], _ index: Int) {
+        var certs: [BootFacts.Certificate] = []
+        var counts: [String: Int] = [:]
+        if case .signatureLists(let lists) = value {
+            for l in lists {
+                for s in l.entries {
+                    if let c = s.certificate { certs.append(.init(c, owner: s.owner)) } else { counts[l.typeName, default: 0] += 1 }
+                }
+            }
+        }
+        self.init(name: name, eventIndex: index, certificates: certs, hashCounts: counts, isEmpty: data.isEmpty,
+                  sha256OfData: hexString(EventLogHash.hash(.sha256, data) ?? []))
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import MeasuredBoot
+import TPM2
+import Testing
+
+@Suite("Measured Boot: boot facts from verified events")
+struct ExplainTests {
+    func verified(_ name: String) throws -> (EventLog, ReplayReport, [String: Any]) {
+        let object = try SharedData.json("eventlogs/\(name.replacingOccurrences(of: ".bin", with: ".expected_pcrs.json"))") as? [String: Any] ?? [:]
+        let log = try EventLog(parsing: SharedData.bytes("eventlogs/\(name)"))
+        let pcrs = try PCRValues(json: JSONSerialization.data(withJSONObject: object["pcrs"] ?? [:]))
+        return (log, log.replay(against: pcrs), object)
+    }
+
+    /// The boot chain's Authenticode digests equal the ones go-tpm-tools' tests give, on every
+    /// log that has them.
+    @Test func bootChainDigestsEqualTheSources() throws {
+        guard SharedData.require() else { return }
+        let files = try FileManager.default.contentsOfDirectory(atPath: SharedData.url("eventlogs").path).filter { $0.hasSuffix(".expected_pcrs.json") }
+        var checked = 0
+        for f in files.sorted() {
+            let object = try SharedData.json("eventlogs/\(f)") as? [String: Any] ?? [:]
+            guard let apps = object["expected_efi_app_digests"] as? [String: [String]], let log = object["log"] as? String else { continue }
+            let (_, report, _) = try verified(log)
+            #expect(report.allMatch, "\(log)")
+            let facts = report.verified.explain()
+            #expect(facts.comparedWithTPM)
+            for (bank, digests) in apps {
+                let ours = facts.bootChain.compactMap { $0.digests[bank] }
+                if log == "dell_poweredge_gdc_host_go-tpm-tools.bin" {
+                    // go-tpm-tools' GdcHost table lists application digests that occur nowhere in
+                    // this log (in no event, of any type); check that, rather than the chain.
+                    let all = Set(report.verified.log.events.flatMap { $0.digests.map { hexString($0.digest) } })
+                    #expect(digests.allSatisfy { !all.contains($0) }, "\(log)")
+                    continue
+                }
+                #expect(ours == digests, "\(log) \(bank): boot chain \(ours), expected \(digests)")
+                checked += 1
+            }
+        }
+        #expect(checked >= 10)
+    }
+
+    @Test func rhel8OnGCE() throws {
+        guard SharedData.require() else { return }
+        let (_, report, _) = try verified("gce_rhel8_secureboot_go-tpm-tools.bin")
+        let f = report.verified.explain()
+        #expect(f.secureBoot.enabled == true)
+        let db = f.keyDatabases.first { $0.name == "db" }
+        #expect(db?.certificates.contains { $0.subject?.contains("Microsoft Corporation UEFI CA 2011") == true } == true)
+        #expect(f.keyDatabases.first { $0.name == "PK" }?.certificates.first?.subject == "CN=newpk")
+        #expect(f.keyDatabases.first { $0.name == "dbx" }?.hashCounts["EFI_CERT_SHA256_GUID"] == 183)
+        #expect(f.bootChain.first?.filePath == "\\EFI\\redhat\\shimx64.efi")
+        #expect(f.bootChain.first?.devicePath == "PciRoot(0x0)/Pci(0x3,0x0)/Scsi(0x1,0x0)/HD(1,GPT,EF72374C-2630-46A1-88D6-082693781140,0x800,0x64000)/\\EFI\\redhat\\shimx64.efi")
+        // The db entry that verified shim, and shim's vendor certificate.
+        #expect(f.authorities.contains { $0.variable == "db" && $0.certificate?.subject?.contains("Microsoft Corporation UEFI CA 2011") == true })
+        #expect(f.shim?.vendorCertificate?.subject?.contains("Red Hat Secure Boot CA 5") == true)
+        #expect(f.bootOrder == [2, 0, 1])
+        #expect(f.anomalies.isEmpty, "\(f.anomalies)")
+        #expect(f.separators.filter { $0.pcr <= 7 }.count == 8)
+    }
+
+    /// Nothing is explained from a PCR whose replay did not match: with PCR 7 wrong, the Secure
+    /// Boot facts disappear; the unverified log is only explainable through `unchecked`.
+    @Test func factsComeOnlyFromMatchingPCRs() throws {
+        guard SharedData.require() else { return }
+        let (log, _, object) = try verified("gce_rhel8_secureboot_go-tpm-tools.bin")
+        var pcrs = try PCRValues(json: JSONSerialization.data(withJSONObject: object["pcrs"] ?? [:]))
+        pcrs[.sha256, 7] = [UInt8](repeating: 0x42, count: 32)
+        let report = log.replay(against: pcrs)
+        #expect(!report.allMatch)
+        let bad = report.comparisons.first { $0.bank == .sha256 && $0.pcr == 7 }
+        if case .mismatch(let last, let prefix) = bad?.status {
+            #expect(last == log.events.last { $0.pcrIndex == 7 }?.index)
+            #expect(prefix == nil)
+        } else {
+            Issue.record("PCR 7 should mismatch")
+        }
+        let f = report.verified.explain()
+        #expect(!report.verified.verifiedPCRs.contains(7))
+        #expect(f.secureBoot.enabled == nil && f.keyDatabases.isEmpty && f.authorities.isEmpty)
+        #expect(!f.bootChain.isEmpty)  // PCR 4 still matches
+        let unchecked = VerifiedEventLog.unchecked(log).explain()
+        #expect(!unchecked.comparedWithTPM && unchecked.secureBoot.enabled == true)
+    }
+
+    /// A TPM that saw fewer events than the log lists: the report names where they diverge.
+    @Test func extraEventsInTheLogAreLocated() throws {
+        var b = try EventLogBuilder(banks: [.sha256])
+        b.measure(pcr: 4, type: .efiAction, data: Array("Calling EFI Application from Boot Option".utf8))
+        b.separators()
+        let tpm = b.log.replay()
+        b.measure(pcr: 4, type: .efiBootServicesApplication, data: [], measured: Array("grub".utf8))
+        let log = try EventLog(parsing: b.encoded())
+        let report = log.replay(against: PCRValues([.sha256: [4: tpm[.sha256, 4]!]]))
+        let separator4 = log.events.first { $0.pcrIndex == 4 && $0.type == .separator }!.index
+        #expect(report.comparisons.first?.status == .mismatch(lastEvent: log.events.count - 1, matchedAfterEvent: separator4))
+    }
+
+    @Test func anomaliesAreFound() throws {
+        var b = try EventLogBuilder(banks: [.sha1, .sha256])
+        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .globalVariable, name: "SecureBoot", data: [1])
+        b.measure(pcr: 0, type: .sCRTMVersion, data: Array("v1".utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }) + [0, 0])
+        b.separators(0...6)
+        b.separators(7...7, error: true)
+        // Data that says one thing while the digest is of another.
+        b.measure(pcr: 4, type: .efiAction, data: Array("Exit Boot Services Invocation".utf8), measured: Array("something else".utf8))
+        // A measurement into PCR 0 after its separator, and an unknown type.
+        b.measure(pcr: 0, type: .postCode, data: Array("late".utf8))
+        b.measure(pcr: 2, type: EventType(rawValue: 0x0000_8401), data: [1, 2, 3])
+        let log = try EventLog(parsing: b.encoded())
+        let f = VerifiedEventLog.unchecked(log).explain()
+        let kinds = Set(f.anomalies.map(\.kind))
+        #expect(kinds == [.errorSeparator, .digestNotOfData, .eventAfterSeparator, .unknownEventType], "\(f.anomalies)")
+        #expect(f.anomalies.first { $0.kind == .digestNotOfData }?.eventIndex == log.events.count - 3)
+        #expect(f.secureBoot.enabled == true)
+        // The facts serialize to the JSON the README documents.
+        let json = try JSONEncoder().encode(f)
+        let object = try JSONSerialization.jsonObject(with: json) as? [String: Any]
+        #expect((object?["anomalies"] as? [Any])?.count == f.anomalies.count)
+        #expect((object?["secureBoot"] as? [String: Any])?["enabled"] as? Bool == true)
+    }
+
+    @Test func ukiAndGrubMeasurements() throws {
+        guard SharedData.require() else { return }
+        let sd = try EventLog(parsing: SharedData.bytes("eventlogs/qemu_ovmf_sdboot_fedora37_tpm2-tools.bin"))
+        let f = VerifiedEventLog.unchecked(sd).explain()
+        // systemd-stub: the command line in PCR 12, the initrd tag in PCR 9.
+        #expect(f.kernelCommandLine?.contains("console=ttyS0") == true)
+        #expect(f.uki.contains { $0.pcr == 12 } && f.uki.contains { $0.pcr == 9 })
+        #expect(f.bootOptions.first { $0.number == "0001" }?.devicePath.hasSuffix("\\EFI\\systemd\\systemd-bootx64.efi") == true)
+        #expect(f.secureBoot.enabled == false)
+        let inspur = try EventLog(parsing: SharedData.bytes("eventlogs/inspur_server_ubuntu_pue.bin"))
+        let g = VerifiedEventLog.unchecked(inspur).explain()
+        #expect(g.grub?.commands.contains { $0.hasPrefix("linux") } == true)
+        #expect(g.kernelCommandLine?.isEmpty == false)
+    }
+}
