@@ -16,5 +16,13 @@ let package = Package(
             name: "FuzzVTPMCommands",
             dependencies: [.product(name: "VirtualTPM", package: "TrustedLaunch")]
         ),
+        .executableTarget(
+            name: "FuzzEventLog",
+            dependencies: [.product(name: "MeasuredBoot", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
+            name: "FuzzIMALog",
+            dependencies: [.product(name: "MeasuredBoot", package: "TrustedLaunch")]
+        ),
     ]
 )

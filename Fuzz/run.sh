@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer campaign: Fuzz/run.sh TARGET SECONDS
-#   TARGET: tpm2-response | vtpm-commands
+#   TARGET: tpm2-response | vtpm-commands | eventlog | ima
 # New inputs that grow coverage are added to Fuzz/corpus/TARGET (commit the small ones; the
 # test suite replays the corpus). Crashers are written to Fuzz/artifacts/.
 set -euo pipefail
@@ -10,10 +10,31 @@ seconds="${2:-600}"
 case "$target" in
   tpm2-response) product=FuzzTPM2Response ;;
   vtpm-commands) product=FuzzVTPMCommands ;;
+  eventlog) product=FuzzEventLog ;;
+  ima) product=FuzzIMALog ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 swift build -c debug --scratch-path .build \
   -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library --product "$product"
 mkdir -p "corpus/$target" artifacts
-exec ".build/debug/$product" "corpus/$target" -max_total_time="$seconds" -max_len=4096 \
+# Real logs from ../shared/testdata seed the log parsers (read-only corpus; only permissively
+# licensed sources, so that inputs derived from them may be committed).
+seeds=()
+shared="../../shared/testdata"
+if [ -d "$shared" ] && { [ "$target" = eventlog ] || [ "$target" = ima ]; }; then
+  seeddir=$(mktemp -d)
+  if [ "$target" = eventlog ]; then
+    for f in "$shared"/eventlogs/*.bin; do
+      case "$f" in *_fwupd.bin|*_secboot*.bin|*_tcglog-parser.bin) continue ;; esac
+      cp "$f" "$seeddir/"
+    done
+  else
+    cp "$shared"/ima/*runtime_measurements* "$shared"/ima/ima_log_* "$seeddir/"
+  fi
+  seeds=("$seeddir")
+fi
+maxlen=4096
+[ "$target" = eventlog ] && maxlen=131072
+[ "$target" = ima ] && maxlen=16384
+exec ".build/debug/$product" "corpus/$target" "${seeds[@]}" -max_total_time="$seconds" -max_len="$maxlen" \
   -artifact_prefix=artifacts/ -print_final_stats=1

@@ -218,7 +218,9 @@ public struct EventLog: Sendable {
     /// True when everything from `offset` is 0x00 or everything is 0xFF.
     static func isPadding(_ bytes: [UInt8], from offset: Int) -> Bool {
         let b = bytes[offset]
-        guard b == 0 || b == 0xFF else { return false }
+        // At least a PCR index and an event type's worth, so that a log cut inside an event
+        // header (PCR 0 or a trailer's 0xFFFFFFFF) is reported as truncated, not as padding.
+        guard b == 0 || b == 0xFF, bytes.count - offset >= 8 else { return false }
         // An all-zero TCG_PCR_EVENT2 header (PCR 0, EV_PREBOOT_CERT, no digests) is not an event.
         var i = offset
         while i < bytes.count { if bytes[i] != b { return false }; i += 1 }

@@ -25,8 +25,8 @@ public struct UEFIVariableData: Hashable, Sendable {
         let nameLen = try r.u64("UnicodeNameLength")
         let dataLen = try r.u64("VariableDataLength")
         guard nameLen <= UInt64(r.remaining / 2) else {
-            throw r.error(.sizeExceedsLimit, "UnicodeNameLength \(nameLen) characters but only \(r.remaining) bytes remain",
-                          field: "UEFI_VARIABLE_DATA.UnicodeNameLength")
+            throw EventLogError(.sizeExceedsLimit, "UnicodeNameLength \(nameLen) characters but only \(r.remaining) bytes remain",
+                                offset: base + 16, field: "UEFI_VARIABLE_DATA.UnicodeNameLength")
         }
         let nameBytes = try r.bytes(Int(nameLen) * 2, "UnicodeName")
         nameUnits = Int(nameLen)
