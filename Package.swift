@@ -74,7 +74,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "TLaunchBench",
-            dependencies: ["TPM2", "VirtualTPM"],
+            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot"],
             swiftSettings: strict
         ),
         .target(

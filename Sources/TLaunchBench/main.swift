@@ -1,6 +1,7 @@
 import Foundation
 import TPM2
 import VirtualTPM
+import MeasuredBoot
 
 // Benchmarks (run in release: swift run -c release TLaunchBench [--seconds S]).
 // Reports wire-format throughput and round trips against swtpm, side by side in one run.
@@ -58,6 +59,12 @@ let rsaPublic = TPMTemplates.ekRSA2048
 
 print("TrustedLaunch benchmarks (\(seconds) s per figure; \(ProcessInfo.processInfo.activeProcessorCount) CPUs)")
 let onlyEngine = args.contains("--only-engine")
+let onlyEventLog = args.contains("--only-eventlog")
+if onlyEventLog {
+    let shared = args.firstIndex(of: "--testdata").map { args[$0 + 1] } ?? FileManager.default.currentDirectoryPath + "/../shared/testdata"
+    try eventLogBenchmarks(seconds: seconds, sharedDir: shared)
+    exit(0)
+}
 if !onlyEngine {
 print("Wire format (one core):")
 let attestDecode = try measure("TPMS_ATTEST decode (\(attestBytes.count) B quote)") { blackHole(try TPMSAttest(tpmBytes: attestBytes)) }
