@@ -39,7 +39,12 @@ public enum EventLogHash {
 
     /// PCR extend: new = H(old || digest).
     public static func extend(_ alg: TPMAlgID, _ pcr: [UInt8], _ digest: ArraySlice<UInt8>) -> [UInt8]? {
-        hash(alg, pcr[...], digest)
+        switch alg {
+        case .sha1: var h = Insecure.SHA1(); h.update(data: pcr); h.update(data: digest); return Array(h.finalize())
+        case .sha256: var h = SHA256(); h.update(data: pcr); h.update(data: digest); return Array(h.finalize())
+        case .sha384: var h = SHA384(); h.update(data: pcr); h.update(data: digest); return Array(h.finalize())
+        default: return hash(alg, pcr[...], digest)
+        }
     }
 }
 

@@ -83,9 +83,9 @@ struct LEReader {
         EventLogError(code, reason, offset: position, field: f ?? (field.isEmpty ? nil : field))
     }
 
-    mutating func need(_ n: Int, _ what: String) throws(EventLogError) {
+    mutating func need(_ n: Int, _ what: @autoclosure () -> String) throws(EventLogError) {
         guard n >= 0, n <= remaining else {
-            throw error(.truncated, "\(what) needs \(n) bytes but only \(remaining) remain")
+            throw error(.truncated, "\(what()) needs \(n) bytes but only \(remaining) remain")
         }
     }
 
@@ -112,8 +112,8 @@ struct LEReader {
         return UInt64(lo) | UInt64(hi) << 32
     }
 
-    mutating func bytes(_ n: Int, _ what: String) throws(EventLogError) -> [UInt8] {
-        try need(n, what)
+    mutating func bytes(_ n: Int, _ what: @autoclosure () -> String) throws(EventLogError) -> [UInt8] {
+        try need(n, what())
         defer { offset += n }
         return Array(bytes[offset..<offset + n])
     }
@@ -136,8 +136,8 @@ struct LEReader {
         return EFIGUID(bytes: bytes[offset..<offset + 16])
     }
 
-    mutating func skip(_ n: Int, _ what: String) throws(EventLogError) {
-        try need(n, what)
+    mutating func skip(_ n: Int, _ what: @autoclosure () -> String) throws(EventLogError) {
+        try need(n, what())
         offset += n
     }
 

@@ -4,8 +4,17 @@ public enum MeasuredBootFuzzing {
     /// TCG event logs: parsing never traps; what parses re-encodes to the same bytes; every
     /// event's data decodes (or is `.malformed`); replay and explanation run; JSON renders.
     public static func eventLog(_ bytes: [UInt8]) -> [String] {
-        guard let log = try? EventLog(parsing: bytes) else { return [] }
+        let fast = try? EventLog.replay(parsing: bytes)
+        guard let log = try? EventLog(parsing: bytes) else {
+            return fast == nil ? [] : ["the fast replay accepts a log the parser rejects"]
+        }
         var violations: [String] = []
+        if let fast {
+            if fast.pcrs != log.replay() { violations.append("the fast replay differs from the replay of the parsed events") }
+            if fast.events != log.events.count { violations.append("the fast replay counts \(fast.events) events, the parser \(log.events.count)") }
+        } else {
+            violations.append("the fast replay rejects a log the parser accepts")
+        }
         do {
             if try log.encoded() != bytes { violations.append("re-encoding differs from the parsed bytes") }
         } catch {

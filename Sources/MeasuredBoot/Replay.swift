@@ -162,15 +162,26 @@ extension EventLog {
     /// (Windows trailers) and EV_NO_ACTION events are not extended.
     public func replay() -> PCRValues {
         var out = PCRValues()
-        for bank in banks where EventLogHash.isSupported(bank.algorithm) {
-            var values: [UInt32: [UInt8]] = [:]
+        for (slot, bank) in banks.enumerated() where EventLogHash.isSupported(bank.algorithm) {
+            var values = [[UInt8]?](repeating: nil, count: 24)
             let alg = bank.algorithm
-            for e in events where e.type != .noAction && e.pcrIndex < 24 {
-                guard let d = e.digest(alg) else { continue }
-                let old = values[e.pcrIndex] ?? initialValue(pcr: e.pcrIndex, size: bank.digestSize)
-                values[e.pcrIndex] = EventLogHash.extend(alg, old, d)
+            for e in events where e.pcrIndex < 24 && e.type != .noAction {
+                // Digests are usually in the header's bank order; fall back to a search.
+                let d: ArraySlice<UInt8>
+                if slot < e.digests.count, e.digests[slot].algorithm == alg {
+                    d = e.digests[slot].digest
+                } else if let found = e.digest(alg) {
+                    d = found
+                } else {
+                    continue
+                }
+                let pcr = Int(e.pcrIndex)
+                let old = values[pcr] ?? initialValue(pcr: e.pcrIndex, size: bank.digestSize)
+                values[pcr] = EventLogHash.extend(alg, old, d)
             }
-            if !values.isEmpty { out.banks[alg] = values }
+            var dict: [UInt32: [UInt8]] = [:]
+            for (i, v) in values.enumerated() { if let v { dict[UInt32(i)] = v } }
+            if !dict.isEmpty { out.banks[alg] = dict }
         }
         return out
     }

@@ -7,6 +7,7 @@ import TPM2
 /// attestation key proven by credential activation, a verified quote, and sealing to PCRs.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "demo",
         abstract: "Run the TrustedLaunch story end to end against a TPM it starts itself."
     )
 

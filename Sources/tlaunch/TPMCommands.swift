@@ -10,7 +10,7 @@ struct TPMCommand: AsyncParsableCommand {
     )
 
     struct Info: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Manufacturer, firmware, algorithms, PCR banks and EK certificates.")
+        static let configuration = CommandConfiguration(commandName: "info", abstract: "Manufacturer, firmware, algorithms, PCR banks and EK certificates.")
         @OptionGroup var connection: TCTIOptions
         @Flag(help: "Print JSON.") var json = false
 

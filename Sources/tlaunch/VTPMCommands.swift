@@ -17,6 +17,7 @@ struct VTPMCommand: AsyncParsableCommand {
     /// `swtpm:`/`mssim:` TCTIs work against it unchanged.
     struct Socket: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "socket",
             abstract: "Run a vTPM on sockets, accepting swtpm's `socket` options.",
             discussion: """
             Example (as swtpm):

@@ -71,3 +71,37 @@ struct EventLogParseTests {
         #expect(compared >= 300)
     }
 }
+
+@Suite("Measured Boot: the fast replay equals the replay of parsed events")
+struct FastReplayTests {
+    @Test func everyRealLog() throws {
+        guard SharedData.require() else { return }
+        for name in SharedData.eventLogs {
+            let bytes = try SharedData.bytes("eventlogs/\(name)")
+            guard let log = try? EventLog(parsing: bytes) else {
+                #expect(throws: EventLogError.self, "\(name)") { try EventLog.replay(parsing: bytes) }
+                continue
+            }
+            let fast = try EventLog.replay(parsing: bytes)
+            #expect(fast.pcrs == log.replay(), "\(name)")
+            #expect(fast.events == log.events.count, "\(name)")
+        }
+    }
+
+    @Test func errorsAreTheSame() throws {
+        var b = try EventLogBuilder(banks: [.sha1, .sha256], startupLocality: 3)
+        b.measure(pcr: 0, type: .sCRTMVersion, data: [1, 0, 0, 0])
+        b.measure(pcr: 4, type: .efiAction, data: Array("x".utf8))
+        let bytes = try b.encoded()
+        for cut in 1..<bytes.count {
+            let part = Array(bytes.prefix(cut))
+            let slow: EventLogError?
+            do { _ = try EventLog(parsing: part); slow = nil } catch { slow = error }
+            let fast: EventLogError?
+            do { _ = try EventLog.replay(parsing: part); fast = nil } catch { fast = error }
+            #expect(slow == fast, "cut \(cut)")
+        }
+        // StartupLocality 3 shows in PCR 0 of both.
+        #expect(try EventLog.replay(parsing: bytes).pcrs == EventLog(parsing: bytes).replay())
+    }
+}
