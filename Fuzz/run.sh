@@ -36,5 +36,6 @@ fi
 maxlen=4096
 [ "$target" = eventlog ] && maxlen=131072
 [ "$target" = ima ] && maxlen=16384
+maxlen="${FUZZ_MAX_LEN:-$maxlen}"   # e.g. FUZZ_MAX_LEN=4096 for a faster, deeper run on small inputs
 exec ".build/debug/$product" "corpus/$target" "${seeds[@]}" -max_total_time="$seconds" -max_len="$maxlen" \
   -artifact_prefix=artifacts/ -print_final_stats=1

@@ -6,6 +6,11 @@ public struct DevicePath: Hashable, Sendable, CustomStringConvertible {
         public var type: UInt8
         public var subType: UInt8
         public var data: [UInt8]
+        public init(type: UInt8, subType: UInt8, data: [UInt8]) {
+            self.type = type
+            self.subType = subType
+            self.data = data
+        }
     }
 
     public var nodes: [Node]

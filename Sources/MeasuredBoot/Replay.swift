@@ -62,6 +62,53 @@ public struct PCRValues: Sendable, Hashable {
         self.banks = banks
     }
 
+    /// PCR values read from a TPM (`TPMClient.pcrRead`, e.g. those sent along with a quote).
+    public init(_ read: [TPMPCRBank]) {
+        var banks: [TPMAlgID: [UInt32: [UInt8]]] = [:]
+        for b in read { for (pcr, v) in b.values where pcr >= 0 && pcr < 24 { banks[b.hashAlg, default: [:]][UInt32(pcr)] = v } }
+        self.banks = banks
+    }
+
+    /// The output of `tpm2_pcrread` (YAML: a bank name per line, then `N : 0xHEX` lines).
+    public init(pcrread text: String) throws(EventLogError) {
+        var banks: [TPMAlgID: [UInt32: [UInt8]]] = [:]
+        var bank: TPMAlgID?
+        var lineNo = 0
+        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNo += 1
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty { continue }
+            let parts = line.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2, parts[1].isEmpty {
+                guard let alg = Self.bankNames[parts[0].lowercased()] else {
+                    throw EventLogError(.invalidInput, "line \(lineNo): unknown bank \"\(parts[0])\"", field: parts[0])
+                }
+                bank = alg
+                continue
+            }
+            guard parts.count == 2, let pcr = UInt32(parts[0]), pcr < 24, let value = bytesFromHex(parts[1]) else {
+                throw EventLogError(.invalidInput, "line \(lineNo): expected \"N : 0xHEX\" or a bank name, got \"\(line)\"")
+            }
+            guard let b = bank else { throw EventLogError(.invalidInput, "line \(lineNo): a PCR value before any bank name") }
+            if let size = EventLogHash.digestSize(b), size != value.count {
+                throw EventLogError(.invalidInput, "line \(lineNo): PCR \(pcr) is \(value.count) bytes; \(Self.bankName(b)) PCRs are \(size)")
+            }
+            banks[b, default: [:]][pcr] = value
+        }
+        guard !banks.isEmpty else { throw EventLogError(.invalidInput, "no PCR values found") }
+        self.banks = banks
+    }
+
+    /// A PCR file in either form: JSON (`{"sha256": {"0": "hex"}}`) or `tpm2_pcrread` output.
+    public init(file contents: [UInt8]) throws(EventLogError) {
+        let text = String(decoding: contents, as: UTF8.self)
+        if text.trimmingCharacters(in: .whitespacesAndNewlines).hasPrefix("{") {
+            try self.init(json: Data(contents))
+        } else {
+            try self.init(pcrread: text)
+        }
+    }
+
     /// `{"sha256": {"0": "hex"}}` with sorted keys.
     public var jsonObject: [String: [String: String]] {
         var out: [String: [String: String]] = [:]

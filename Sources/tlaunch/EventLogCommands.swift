@@ -34,7 +34,7 @@ func readFile(_ path: String) throws -> [UInt8] {
 
 func loadPCRs(_ path: String?) throws -> PCRValues? {
     guard let path else { return nil }
-    return try PCRValues(json: Data(readFile(path)))
+    return try PCRValues(file: readFile(path))
 }
 
 struct EventLogCommand: ParsableCommand {
@@ -113,7 +113,7 @@ struct EventLogCommand: ParsableCommand {
             commandName: "replay",
             abstract: "Replay every bank; with --pcrs, compare (exit status 0 only when every given PCR matches).")
         @Argument(help: "The event log.") var file: String
-        @Option(help: "PCR values: {\"sha256\": {\"0\": \"hex\", …}, \"sha1\": {…}}.") var pcrs: String?
+        @Option(help: "PCR values: JSON {\"sha256\": {\"0\": \"hex\", …}, \"sha1\": {…}} or the output of tpm2_pcrread.") var pcrs: String?
         @Flag(help: "JSON output (see README).") var json = false
 
         func run() throws {

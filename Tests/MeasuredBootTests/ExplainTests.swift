@@ -136,3 +136,29 @@ struct ExplainTests {
         #expect(g.kernelCommandLine?.isEmpty == false)
     }
 }
+
+@Suite("Measured Boot: device paths as UEFI text")
+struct DevicePathTextTests {
+    @Test func realPaths() throws {
+        guard SharedData.require() else { return }
+        let hirs = try EventLog(parsing: SharedData.bytes("eventlogs/dell_bootguard_sha1log_hirs.bin"))
+        guard case .imageLoad(let shim) = hirs.events[24].decoded else { Issue.record("event 24 is not an image load"); return }
+        #expect(shim.devicePath?.description == "PciRoot(0x0)/Pci(0x17,0x0)/Sata(0x1,0x8000,0x0)/HD(1,GPT,381A04DC-02F8-4099-B4E2-FF987DEF0AEF,0x800,0x100000)/\\EFI\\ubuntu\\shimx64.efi")
+        #expect(shim.devicePath?.filePath == "\\EFI\\ubuntu\\shimx64.efi")
+        // Re-encoding the decoded path gives the logged bytes.
+        let raw = hirs.events[24].data.dropFirst(32)
+        #expect(shim.devicePath?.encoded == Array(raw))
+    }
+
+    @Test func nodesOfEveryKindWeName() throws {
+        func node(_ t: UInt8, _ s: UInt8, _ d: [UInt8]) -> DevicePath.Node { DevicePath.Node(type: t, subType: s, data: d) }
+        let nvme = node(3, 23, [1, 0, 0, 0, 0xAC, 0xE4, 0x2E, 0, 0x90, 0x1E, 0x31, 0xDC])
+        let usb = node(3, 5, [6, 0])
+        let mac = node(3, 11, [0x52, 0x54, 0, 0x12, 0x34, 0x56] + [UInt8](repeating: 0, count: 26) + [1])
+        let vendor = node(1, 4, EFIGUID.globalVariable.bytes + [0xAA])
+        let unknown = node(0x42, 7, [1, 2])
+        let path = DevicePath(nodes: [nvme, usb, mac, vendor, unknown])
+        #expect(path.description == "NVMe(0x1,DC-31-1E-90-00-2E-E4-AC)/USB(0x6,0x0)/MAC(525400123456,0x1)/VenHw(8BE4DF61-93CA-11D2-AA0D-00E098032B8C,AA)/Path(66,7,0102)")
+        #expect(try DevicePath(bytes: path.encoded[...]).description == path.description)
+    }
+}

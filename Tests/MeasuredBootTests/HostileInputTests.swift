@@ -118,6 +118,14 @@ struct HostileInputTests {
         #expect(bad(#"{"sha256": {"0": "00"}}"#)?.reason.contains("32") == true)
         let ok = try PCRValues(json: Data(#"{"pcrs": {"sha1": {"7": "0x\#(String(repeating: "ab", count: 20))"}}}"#.utf8))
         #expect(ok[.sha1, 7] == [UInt8](repeating: 0xAB, count: 20))
+        // tpm2_pcrread's output.
+        let yaml = try PCRValues(file: Array("  sha256:\n    7 : 0x\(String(repeating: "CD", count: 32))\n".utf8))
+        #expect(yaml[.sha256, 7] == [UInt8](repeating: 0xCD, count: 32))
+        func badYAML(_ s: String) -> EventLogError? { #expect(throws: EventLogError.self) { try PCRValues(pcrread: s) } }
+        #expect(badYAML("    7 : 0x00")?.reason.contains("before any bank") == true)
+        #expect(badYAML("md5:\n  0 : 0x00")?.reason.contains("unknown bank") == true)
+        #expect(badYAML("sha1:\n  0 : 0x00")?.reason.contains("20") == true)
+        #expect(badYAML("")?.reason.contains("no PCR values") == true)
     }
 
     @Test func sm3KnownAnswers() {
