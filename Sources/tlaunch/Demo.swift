@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MeasuredBoot
 import TPM2
 
 /// The main job, for now: start a TPM (swtpm, manufactured with EK certificates) and show the
@@ -39,6 +40,8 @@ struct Demo: AsyncParsableCommand {
         detail("manufacturer \(info.manufacturer) \"\(info.vendorString)\", firmware \(info.firmwareVersion), TPM \(info.specFamily) rev \(info.specRevision)")
         detail("PCR banks: \(info.pcrBanks.keys.sorted().joined(separator: ", "))")
         for c in info.ekCertificates { detail("EK certificate (\(c.kind), NV \(c.nvIndex)): \(c.subject), issued by \(c.issuer)") }
+
+        try await measuredBoot(tpm)
 
         step("Measuring into PCR 16 (the debug PCR) as a boot component would")
         try await tpm.pcrReset(16)
@@ -105,6 +108,63 @@ struct Demo: AsyncParsableCommand {
         }
         await tpm.close()
         step("Done")
+    }
+
+    /// Plays the firmware and boot loaders: a boot (Secure Boot on, shim → grub → kernel) is
+    /// measured into the TPM and logged; the log is replayed against the TPM's PCRs and explained,
+    /// and a log edited afterwards is caught.
+    func measuredBoot(_ tpm: TPMClient) async throws {
+        step("Measured Boot: firmware, shim, grub and the kernel command line measured into the TPM and logged")
+        var b = try EventLogBuilder(banks: [.sha1, .sha256])
+        b.measure(pcr: 0, type: .sCRTMVersion, data: utf16le("TrustedLaunch demo firmware") + [0, 0])
+        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .globalVariable, name: "SecureBoot", data: [1])
+        b.measure(pcr: 4, type: .efiAction, data: Array("Calling EFI Application from Boot Option".utf8))
+        b.separators()
+        b.measure(pcr: 4, type: .efiBootServicesApplication, data: imageLoad("\\EFI\\debian\\shimx64.efi"), measured: Array("shimx64.efi".utf8))
+        b.measure(pcr: 4, type: .efiBootServicesApplication, data: imageLoad("\\EFI\\debian\\grubx64.efi"), measured: Array("grubx64.efi".utf8))
+        let cmdline = "/boot/vmlinuz root=/dev/vda2 ro quiet"
+        b.measure(pcr: 8, type: .ipl, data: Array("kernel_cmdline: \(cmdline)".utf8) + [0], measured: Array(cmdline.utf8))
+        for e in b.log.events where e.type != .noAction {
+            try await tpm.pcrExtend(Int(e.pcrIndex), digests: e.digests.map { TPMTHA(hashAlg: $0.algorithm, digest: Array($0.digest)) })
+        }
+        let logBytes = try b.encoded()
+        let log = try EventLog(parsing: logBytes)
+        detail("\(log.events.count) events, \(logBytes.count) bytes, banks sha1 + sha256")
+        let selection = TPMLPCRSelection([TPMSPCRSelection(hash: .sha1, pcrs: [0, 4, 7, 8]), TPMSPCRSelection(hash: .sha256, pcrs: [0, 4, 7, 8])])
+        let tpmPCRs = PCRValues(try await tpm.pcrRead(selection))
+        let report = log.replay(against: tpmPCRs)
+        detail("replay against the TPM's PCRs 0, 4, 7, 8: \(report.allMatch ? "all \(report.comparisons.count) match" : "MISMATCH")")
+        let facts = report.verified.explain()
+        detail("Secure Boot \(facts.secureBoot.enabled == true ? "enabled" : "not enabled"); boot chain: \(facts.bootChain.compactMap(\.filePath).joined(separator: " → ")); kernel command line: \(facts.kernelCommandLine ?? "-")")
+
+        // Someone edits the log afterwards to hide a boot with Secure Boot off.
+        var edited = log
+        let sb = edited.events.firstIndex { $0.type == .efiVariableDriverConfig }!
+        edited.events[sb].data = UEFIVariableData(vendorGUID: .globalVariable, name: "SecureBoot", data: [0]).encoded[...]
+        let editedFacts = edited.replay(against: tpmPCRs).verified.explain()
+        detail("a log edited to say SecureBoot=0 still replays (the digest is unchanged), but: \(editedFacts.anomalies.first?.message ?? "NOT caught — a bug")")
+        detail("and the edited claim is not among the facts: Secure Boot \(editedFacts.secureBoot.enabled.map { $0 ? "enabled" : "disabled" } ?? "unknown")")
+    }
+
+    /// UEFI_IMAGE_LOAD_EVENT whose device path is just the file path.
+    func imageLoad(_ file: String) -> [UInt8] {
+        let name = utf16le(file) + [0, 0]
+        let nodeLength = name.count + 4
+        var path: [UInt8] = [4, 4, UInt8(nodeLength & 0xFF), UInt8(nodeLength >> 8)]
+        path += name
+        path += [0x7F, 0xFF, 4, 0]
+        var out: [UInt8] = []
+        let header: [UInt64] = [0x7F00_0000, 0x10_0000, 0, UInt64(path.count)]
+        for v in header {
+            for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
+        }
+        return out + path
+    }
+
+    func utf16le(_ s: String) -> [UInt8] {
+        var out: [UInt8] = []
+        for u in s.utf16 { out += [UInt8(u & 0xFF), UInt8(u >> 8)] }
+        return out
     }
 
     func step(_ s: String) { print("==> \(s)") }

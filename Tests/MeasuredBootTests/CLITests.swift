@@ -90,3 +90,21 @@ struct CLITests {
         #expect((o?["inconsistentEntries"] as? [Int])?.isEmpty == true)
     }
 }
+
+/// The main job (`scripts/run.sh` runs `tlaunch demo`) end to end against a swtpm it starts.
+@Suite("The main job: tlaunch demo")
+struct DemoTests {
+    @Test func demoTellsTheWholeStory() throws {
+        guard Interop.tool("swtpm") != nil, Interop.tool("swtpm_setup") != nil else { return }
+        let (status, out, err) = try Interop.run(CLITests.tlaunch, ["demo"])
+        #expect(status == 0, "\(err)")
+        for line in ["replay against the TPM's PCRs 0, 4, 7, 8: all 8 match",
+                     "Secure Boot enabled; boot chain: \\EFI\\debian\\shimx64.efi → \\EFI\\debian\\grubx64.efi",
+                     "is not the hash of its data", "Secure Boot unknown",
+                     "the AK is bound to this EK", "signature, nonce and PCR digest verified",
+                     "a forged PCR 16 value is rejected", "unseal is refused", "==> Done"] {
+            #expect(out.contains(line), "missing: \(line)")
+        }
+        #expect(!out.contains("this is a bug") && !out.contains("a bug") && !out.contains("MISMATCH"))
+    }
+}
