@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "TPM2", targets: ["TPM2"]),
         .library(name: "VirtualTPM", targets: ["VirtualTPM"]),
         .library(name: "MeasuredBoot", targets: ["MeasuredBoot"]),
+        .library(name: "SecureBoot", targets: ["SecureBoot"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -62,12 +63,25 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "SecureBoot",
+            dependencies: [
+                "TPM2",
+                "MeasuredBoot",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "tlaunch",
             dependencies: [
                 "TPM2",
                 "VirtualTPM",
                 "MeasuredBoot",
+                "SecureBoot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -112,6 +126,18 @@ let package = Package(
                 "TPM2",
                 "MeasuredBoot",
                 "TLaunchTestSupport",
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SecureBootTests",
+            dependencies: [
+                "TPM2",
+                "MeasuredBoot",
+                "SecureBoot",
+                "TLaunchTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict
         ),
