@@ -150,7 +150,7 @@ struct LEReader {
 public struct EFIGUID: Hashable, Sendable, CustomStringConvertible, Codable {
     public var bytes: [UInt8]
 
-    init<C: Collection<UInt8>>(bytes c: C) { bytes = Array(c) }
+    public init<C: Collection<UInt8>>(bytes c: C) { bytes = Array(c) }
 
     /// From the registry form `8be4df61-93ca-11d2-aa0d-00e098032b8c`.
     public init?(_ text: String) {

@@ -149,6 +149,12 @@ public struct SignatureEntry: Hashable, Sendable {
     public var type: EFIGUID
     public var data: [UInt8]
 
+    public init(owner: EFIGUID, type: EFIGUID, data: [UInt8]) {
+        self.owner = owner
+        self.type = type
+        self.data = data
+    }
+
     /// The certificate, for X.509 entries.
     public var certificate: CertificateInfo? { type == .certX509 ? CertificateInfo(der: data) : nil }
     /// The hash, for hash entries (EFI_CERT_SHA256_GUID and friends).
@@ -163,6 +169,13 @@ public struct SignatureList: Hashable, Sendable {
     public var header: [UInt8]
     public var signatureSize: Int
     public var entries: [SignatureEntry]
+
+    public init(type: EFIGUID, header: [UInt8] = [], signatureSize: Int, entries: [SignatureEntry]) {
+        self.type = type
+        self.header = header
+        self.signatureSize = signatureSize
+        self.entries = entries
+    }
 
     public var typeName: String {
         switch type {

@@ -1,0 +1,109 @@
+import Foundation
+import MeasuredBoot
+import SecureBoot
+import TLaunchTestSupport
+import TPM2
+import Testing
+
+@Suite("Secure Boot: the firmware's decision against real variable stores")
+struct DecisionTests {
+    static let msVars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+
+    func image(_ path: String) throws -> PEImage { try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: path)))) }
+
+    func msStore() throws -> VariableStore? {
+        guard FileManager.default.fileExists(atPath: Self.msVars) else {
+            if Interop.required { Issue.record("\(Self.msVars) is missing; scripts/test.sh installs ovmf") }
+            return nil
+        }
+        return try VariableStore(Array(try Data(contentsOf: URL(fileURLWithPath: Self.msVars))))
+    }
+
+    @Test func microsoftStoreHasTheExpectedKeys() throws {
+        guard let store = try msStore() else { return }
+        #expect(store.isAuthenticated)
+        #expect(store.secureBootWillBeEnabled)
+        let db = store.db.certificates.map(\.certificate.subject.description)
+        #expect(db.contains { $0.contains("Microsoft Corporation UEFI CA 2011") })
+        #expect(db.contains { $0.contains("Microsoft Windows Production PCA 2011") })
+        #expect(store.kek.certificates.contains { $0.certificate.subject.description.contains("Microsoft Corporation KEK CA 2011") })
+        #expect(store.pk.certificates.count == 1)
+    }
+
+    /// Against Microsoft's db: shim (signed by the Microsoft UEFI CA) is allowed, and the authority
+    /// is that CA's db entry; grub and the kernel (signed with Debian's key, which only shim
+    /// trusts) are denied.
+    @Test func debianChainAgainstMicrosoftDb() throws {
+        guard let store = try msStore() else { return }
+        guard FileManager.default.fileExists(atPath: DebianImages.shim), let kernel = DebianImages.kernel else {
+            if Interop.required { Issue.record("Debian's signed shim/grub/kernel are missing; scripts/test.sh installs them") }
+            return
+        }
+        let shim = ImageVerifier.decide(try image(DebianImages.shim), db: store.db, dbx: store.dbx)
+        #expect(shim.verdict == .allowed, "\(shim)")
+        #expect(shim.code == .allowedBySignature)
+        #expect(shim.authority?.subject?.contains("Microsoft Corporation UEFI CA 2011") == true)
+        #expect(shim.authority?.variable == "db")
+        #expect(shim.signatures.contains { $0.valid && $0.chain.last?.contains("Microsoft Corporation UEFI CA 2011") == true })
+        for path in [DebianImages.grub, kernel] {
+            let d = ImageVerifier.decide(try image(path), db: store.db, dbx: store.dbx)
+            #expect(d.verdict == .denied, "\(path): \(d)")
+            #expect(d.code == .deniedNotInDb)
+            #expect(d.signatures.contains { $0.valid && $0.signer?.contains("Debian") == true })
+        }
+    }
+
+    @Test func tamperedAndRevokedImagesAreDenied() throws {
+        guard let store = try msStore(), FileManager.default.fileExists(atPath: DebianImages.shim) else { return }
+        let shim = try image(DebianImages.shim)
+        // One byte changed inside a section: the signed digest no longer matches.
+        var bytes = shim.bytes
+        let s = shim.sections.first { $0.sizeOfRawData > 0 }!
+        bytes[s.pointerToRawData + 100] ^= 0x01
+        let tampered = ImageVerifier.decide(try PEImage(bytes), db: store.db, dbx: store.dbx)
+        #expect(tampered.verdict == .denied)
+        #expect(tampered.signatures.allSatisfy { !$0.valid && $0.problem?.contains("changed after signing") == true })
+        // The image's digest in dbx.
+        var dbx = store.dbx
+        dbx.lists.append(SignatureList(type: .certSHA256, signatureSize: 48,
+                                       entries: [SignatureEntry(owner: .globalVariable, type: .certSHA256, data: try shim.authenticodeDigest())]))
+        let byHash = ImageVerifier.decide(shim, db: store.db, dbx: dbx)
+        #expect(byHash.verdict == .denied && byHash.code == .deniedHashInDbx && byHash.authority?.variable == "dbx")
+        // The signer's certificate in dbx.
+        let signer = try shim.signatures().first!
+        let signerCert = signer.certificates.first { $0.serialNumber == signer.signers[0].serialNumber }!
+        var dbx2 = store.dbx
+        dbx2.lists.append(SignatureList(type: .certX509SHA256, signatureSize: 16 + 48,
+                                        entries: [SignatureEntry(owner: .globalVariable, type: .certX509SHA256,
+                                                                 data: EventLogHash.hash(.sha256, Array(signerCert.tbsCertificateBytes))! + [UInt8](repeating: 0, count: 16))]))
+        let bySigner = ImageVerifier.decide(shim, db: store.db, dbx: dbx2)
+        #expect(bySigner.verdict == .denied && bySigner.code == .deniedSignerInDbx, "\(bySigner)")
+        // The image's digest in db allows an unsigned image.
+        let unsigned = try PEImage(SharedData.bytes("pe/test_pecoff_unsigned_go-uefi.efi"))
+        #expect(ImageVerifier.decide(unsigned, db: store.db, dbx: store.dbx).code == .deniedUnsigned)
+        var db = store.db
+        db.lists.append(SignatureList(type: .certSHA256, signatureSize: 48,
+                                      entries: [SignatureEntry(owner: .globalVariable, type: .certSHA256, data: try unsigned.authenticodeDigest())]))
+        let allowed = ImageVerifier.decide(unsigned, db: db, dbx: store.dbx)
+        #expect(allowed.verdict == .allowed && allowed.code == .allowedByHash)
+    }
+
+    /// go-uefi's signed test image verifies with the db certificate the source names.
+    @Test func sharedSignedImageWithItsDbCertificate() throws {
+        guard SharedData.require() else { return }
+        let pem = try String(contentsOf: SharedData.url("pe/test_pecoff_signer_db_go-uefi.pem"), encoding: .utf8)
+        let der = try PEMToDER(pem)
+        let db = SignatureDatabase(lists: [SignatureList(type: .certX509, signatureSize: 16 + der.count,
+                                                         entries: [SignatureEntry(owner: .globalVariable, type: .certX509, data: der)])])
+        let signed = try PEImage(SharedData.bytes("pe/test_pecoff_signed_go-uefi.efi"))
+        let d = ImageVerifier.decide(signed, db: db, dbx: SignatureDatabase())
+        #expect(d.verdict == .allowed, "\(d)")
+        #expect(ImageVerifier.decide(signed, db: SignatureDatabase(), dbx: SignatureDatabase()).verdict == .denied)
+    }
+}
+
+func PEMToDER(_ pem: String) throws -> [UInt8] {
+    let body = pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+    guard let d = Data(base64Encoded: body) else { throw SecureBootError(.invalidInput, "not PEM") }
+    return Array(d)
+}
