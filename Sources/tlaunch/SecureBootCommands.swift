@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import MeasuredBoot
+import SecureBoot
+import TPM2
+
+extension SecureBootError: LocalizedError {
+    public var errorDescription: String? { description }
+}
+
+struct SecureBootCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "secureboot",
+        abstract: "UEFI Secure Boot: Authenticode digests, the firmware's boot decision, variable stores.",
+        subcommands: [Digest.self, Verify.self, Vars.self]
+    )
+
+    struct Digest: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "digest", abstract: "The Authenticode digest of a PE image (what db/dbx hashes and signatures hold).")
+        @Argument(help: "The PE image (EFI application, driver, or kernel).") var image: String
+        @Option(help: "sha1, sha256, sha384 or sha512.") var alg: String = "sha256"
+
+        func run() throws {
+            guard let a = PCRValues.bankNames[alg.lowercased()], a != .sm3_256 else { throw ValidationError("--alg must be sha1, sha256, sha384 or sha512") }
+            print(hexString(try PEImage(readFile(image)).authenticodeDigest(a)))
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "verify",
+            abstract: "Decide as UEFI firmware would whether an image may boot (exit status 0 only when allowed).")
+        @Argument(help: "The PE image.") var image: String
+        @Option(help: "An OVMF variable store (OVMF_VARS*.fd) whose db and dbx decide.") var vars: String?
+        @Option(help: "db as EFI signature lists (.esl).") var db: String?
+        @Option(help: "dbx as EFI signature lists (.esl).") var dbx: String?
+        @Flag(help: "JSON output (see README).") var json = false
+
+        func run() throws {
+            let (dbValue, dbxValue): (SignatureDatabase, SignatureDatabase)
+            if let vars {
+                let store = try VariableStore(readFile(vars))
+                (dbValue, dbxValue) = (store.db, store.dbx)
+            } else if let db {
+                dbValue = try SignatureDatabase(esl: readFile(db))
+                dbxValue = try dbx.map { try SignatureDatabase(esl: readFile($0)) } ?? SignatureDatabase()
+            } else {
+                throw ValidationError("give --vars VARS.fd, or --db ESL [--dbx ESL]")
+            }
+            let decision = ImageVerifier.decide(try PEImage(readFile(image)), db: dbValue, dbx: dbxValue)
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try enc.encode(decision), as: UTF8.self))
+            } else {
+                print("\(decision.verdict.rawValue.uppercased()): \(decision.reason)")
+                if let a = decision.authority { print("authority: \(a.variable) \(a.type) \(a.subject ?? a.hash ?? "") (owner \(a.owner))") }
+                print("image sha256 Authenticode digest: \(decision.imageDigestSHA256)")
+                for s in decision.signatures {
+                    print("signature (\(s.digestAlgorithm)) by \(s.signer ?? "?") issued by \(s.issuer ?? "?"): \(s.valid ? "valid" : "INVALID")\(s.problem.map { " — \($0)" } ?? "")")
+                    if !s.chain.isEmpty { print("  chain: " + s.chain.joined(separator: " → ")) }
+                }
+            }
+            if decision.verdict != .allowed { throw ExitCode(1) }
+        }
+    }
+
+    struct Vars: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "vars", abstract: "OVMF variable stores.", subcommands: [Show.self])
+
+        struct Show: ParsableCommand {
+            static let configuration = CommandConfiguration(commandName: "show", abstract: "PK, KEK, db, dbx, Secure Boot and boot entries of an OVMF_VARS*.fd.")
+            @Argument(help: "The variable store.") var file: String
+            @Flag(help: "JSON output (see README).") var json = false
+
+            func run() throws {
+                let store = try VariableStore(readFile(file))
+                func certs(_ db: SignatureDatabase) -> [[String: Any]] {
+                    db.certificates.map { ["subject": $0.certificate.subject.description, "owner": $0.entry.owner.description,
+                                           "sha256Fingerprint": hexString(EventLogHash.hash(.sha256, $0.entry.data) ?? [])] }
+                }
+                func hashes(_ db: SignatureDatabase) -> Int { db.lists.filter { $0.type != .certX509 }.reduce(0) { $0 + $1.entries.count } }
+                let live = store.variables.filter(\.isLive)
+                if json {
+                    var o: [String: Any] = ["authenticated": store.isAuthenticated, "secureBootWillBeEnabled": store.secureBootWillBeEnabled]
+                    for (name, db) in [("PK", store.pk), ("KEK", store.kek), ("db", store.db), ("dbx", store.dbx)] {
+                        o[name] = ["certificates": certs(db), "hashes": hashes(db)] as [String: Any]
+                    }
+                    o["variables"] = live.map { ["name": $0.name, "guid": $0.vendorGUID.description, "attributes": $0.attributes, "size": $0.data.count] as [String: Any] }
+                    print(jsonText(o))
+                    return
+                }
+                print("\(store.isAuthenticated ? "authenticated" : "plain") variable store, \(live.count) live variables; Secure Boot \(store.secureBootWillBeEnabled ? "will be enabled (PK enrolled)" : "off (no PK: setup mode)")")
+                for (name, db) in [("PK", store.pk), ("KEK", store.kek), ("db", store.db), ("dbx", store.dbx)] {
+                    print("\(name): \(db.certificates.count) certificates, \(hashes(db)) hashes")
+                    for c in certs(db) { print("  \(c["subject"] as? String ?? "")") }
+                }
+                for v in live where v.name.hasPrefix("Boot") || v.name == "SecureBootEnable" || v.name == "CustomMode" {
+                    print("\(v.name) (\(v.vendorGUID)): \(v.data.count) bytes")
+                }
+            }
+        }
+    }
+}
