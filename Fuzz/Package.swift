@@ -17,6 +17,18 @@ let package = Package(
             dependencies: [.product(name: "VirtualTPM", package: "TrustedLaunch")]
         ),
         .executableTarget(
+            name: "FuzzPEImage",
+            dependencies: [.product(name: "SecureBoot", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
+            name: "FuzzSignatureLists",
+            dependencies: [.product(name: "SecureBoot", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
+            name: "FuzzVariableStore",
+            dependencies: [.product(name: "SecureBoot", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
             name: "FuzzEventLog",
             dependencies: [.product(name: "MeasuredBoot", package: "TrustedLaunch")]
         ),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer campaign: Fuzz/run.sh TARGET SECONDS
-#   TARGET: tpm2-response | vtpm-commands | eventlog | ima
+#   TARGET: tpm2-response | vtpm-commands | eventlog | ima | pe | esl | varstore
 # New inputs that grow coverage are added to Fuzz/corpus/TARGET (commit the small ones; the
 # test suite replays the corpus). Crashers are written to Fuzz/artifacts/.
 set -euo pipefail
@@ -12,6 +12,9 @@ case "$target" in
   vtpm-commands) product=FuzzVTPMCommands ;;
   eventlog) product=FuzzEventLog ;;
   ima) product=FuzzIMALog ;;
+  pe) product=FuzzPEImage ;;
+  esl) product=FuzzSignatureLists ;;
+  varstore) product=FuzzVariableStore ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 swift build -c debug --scratch-path .build \
@@ -21,9 +24,15 @@ mkdir -p "corpus/$target" artifacts
 # licensed sources, so that inputs derived from them may be committed).
 seeds=()
 shared="../../shared/testdata"
-if [ -d "$shared" ] && { [ "$target" = eventlog ] || [ "$target" = ima ]; }; then
+if [ -d "$shared" ] && { [ "$target" = eventlog ] || [ "$target" = ima ] || [ "$target" = pe ] || [ "$target" = esl ] || [ "$target" = varstore ]; }; then
   seeddir=$(mktemp -d)
-  if [ "$target" = eventlog ]; then
+  if [ "$target" = pe ]; then
+    cp "$shared"/pe/*_go-uefi.efi "$seeddir/"
+  elif [ "$target" = esl ]; then
+    cp "$shared"/uefi/signed_var_updates_go-uefi/*.esl "$shared"/uefi/signed_var_updates_go-uefi/*.siglist "$seeddir/"
+  elif [ "$target" = varstore ]; then
+    cp "$shared"/uefi/ovmf_vars_go-uefi.fd "$seeddir/"
+  elif [ "$target" = eventlog ]; then
     for f in "$shared"/eventlogs/*.bin; do
       case "$f" in *_fwupd.bin|*_secboot*.bin|*_tcglog-parser.bin) continue ;; esac
       cp "$f" "$seeddir/"
@@ -36,6 +45,8 @@ fi
 maxlen=4096
 [ "$target" = eventlog ] && maxlen=131072
 [ "$target" = ima ] && maxlen=16384
+[ "$target" = pe ] && maxlen=65536
+[ "$target" = varstore ] && maxlen=131072
 maxlen="${FUZZ_MAX_LEN:-$maxlen}"   # e.g. FUZZ_MAX_LEN=4096 for a faster, deeper run on small inputs
 exec ".build/debug/$product" "corpus/$target" "${seeds[@]}" -max_total_time="$seconds" -max_len="$maxlen" \
   -artifact_prefix=artifacts/ -print_final_stats=1

@@ -90,6 +90,11 @@ public struct PEImage: Sendable {
                     throw SecureBootError(.invalidPE, "the certificate table (\(start), \(size) bytes) is not inside the file (\(bytes.count) bytes) after the headers",
                                           offset: entry, field: "DataDirectory[SECURITY]")
                 }
+                guard start + size == bytes.count else {
+                    // Authenticode hashes everything up to FileSize − table size: the table must end the file.
+                    throw SecureBootError(.invalidPE, "the certificate table (\(start), \(size) bytes) does not end the file (\(bytes.count) bytes)",
+                                          offset: entry, field: "DataDirectory[SECURITY]")
+                }
                 guard start % 8 == 0 else {
                     throw SecureBootError(.invalidPE, "the certificate table starts at \(start), not on an 8-byte boundary", offset: entry, field: "DataDirectory[SECURITY].VirtualAddress")
                 }
@@ -117,6 +122,9 @@ public struct PEImage: Sendable {
         let ordered = sections.filter { $0.sizeOfRawData > 0 }.sorted { $0.pointerToRawData < $1.pointerToRawData }
         for (a, b) in zip(ordered, ordered.dropFirst()) where a.pointerToRawData + a.sizeOfRawData > b.pointerToRawData {
             throw SecureBootError(.invalidPE, "sections \(a.name) and \(b.name) overlap in the file", offset: b.pointerToRawData, field: "IMAGE_SECTION_HEADER")
+        }
+        if let last = ordered.last, !certificateTable.isEmpty, last.pointerToRawData + last.sizeOfRawData > certificateTable.lowerBound {
+            throw SecureBootError(.invalidPE, "section \(last.name) overlaps the certificate table", offset: last.pointerToRawData, field: "IMAGE_SECTION_HEADER")
         }
         if let first = ordered.first, first.pointerToRawData < sizeOfHeaders {
             throw SecureBootError(.invalidPE, "section \(first.name) starts inside the headers", offset: first.pointerToRawData, field: "IMAGE_SECTION_HEADER")

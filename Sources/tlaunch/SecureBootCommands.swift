@@ -12,7 +12,7 @@ struct SecureBootCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "secureboot",
         abstract: "UEFI Secure Boot: Authenticode digests, the firmware's boot decision, variable stores.",
-        subcommands: [Digest.self, Verify.self, Vars.self]
+        subcommands: [Digest.self, Verify.self, Sign.self, Vars.self]
     )
 
     struct Digest: ParsableCommand {
@@ -62,6 +62,23 @@ struct SecureBootCommand: ParsableCommand {
                 }
             }
             if decision.verdict != .allowed { throw ExitCode(1) }
+        }
+    }
+
+    struct Sign: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "sign", abstract: "Add an Authenticode signature to a PE image (like sbsign).")
+        @Argument(help: "The PE image.") var image: String
+        @Option(help: "The signer's private key (PEM, unencrypted: RSA, P-256 or P-384).") var key: String
+        @Option(help: "The signer's certificate (PEM or DER).") var cert: String
+        @Option(help: "Where to write the signed image.") var output: String
+
+        func run() throws {
+            let signer = try AuthenticodeSigner(keyPEM: String(decoding: readFile(key), as: UTF8.self), certificate: readFile(cert))
+            let signed = try signer.sign(PEImage(readFile(image)))
+            guard FileManager.default.createFile(atPath: output, contents: Data(signed)) else {
+                throw ValidationError("cannot write \(output)")
+            }
+            print("signed \(image) → \(output) (\(signed.count) bytes; signer \(signer.certificate.subject))")
         }
     }
 

@@ -1,0 +1,64 @@
+import Foundation
+import MeasuredBoot
+import SecureBoot
+import TLaunchTestSupport
+import Testing
+
+/// `tlaunch secureboot sign` with the ovmf package's snakeoil key; the results checked by our
+/// decision against OVMF_VARS_4M.snakeoil.fd and by sbverify.
+@Suite("Secure Boot: signing images as sbsign does")
+struct SigningTests {
+    static let tlaunch: String = {
+        var dir = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent(".build/debug/tlaunch").path
+    }()
+    static let snakeoilVars = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
+    static let snakeoilKey = "/usr/share/ovmf/PkKek-1-snakeoil.key"
+    static let snakeoilCert = "/usr/share/ovmf/PkKek-1-snakeoil.pem"
+
+    @Test func kernelSignedWithSnakeoilBootsAgainstTheSnakeoilStore() throws {
+        guard let openssl = Interop.tool("openssl"), let sbverify = Interop.tool("sbverify"), let kernel = DebianImages.kernel,
+              FileManager.default.fileExists(atPath: Self.snakeoilVars) else { return }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-sign-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // The packaged key is encrypted (passphrase "snakeoil", per the ovmf package).
+        let key = dir.appendingPathComponent("snakeoil.key").path
+        let (ks, _, ke) = try Interop.run(openssl, ["pkcs8", "-in", Self.snakeoilKey, "-passin", "pass:snakeoil", "-out", key])
+        #expect(ks == 0, "\(ke)")
+        // Refused with a clear message while encrypted.
+        let (es, _, ee) = try Interop.run(Self.tlaunch, ["secureboot", "sign", kernel, "--key", Self.snakeoilKey, "--cert", Self.snakeoilCert, "--output", dir.appendingPathComponent("x").path])
+        #expect(es != 0 && ee.contains("encrypted"))
+
+        let store = try VariableStore(Array(try Data(contentsOf: URL(fileURLWithPath: Self.snakeoilVars))))
+        let original = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: kernel))))
+        #expect(ImageVerifier.decide(original, db: store.db, dbx: store.dbx).verdict == .denied)
+
+        for (name, input) in [("kernel", kernel), ("unsigned", SharedData.url("pe/test_pecoff_unsigned_go-uefi.efi").path)] {
+            let out = dir.appendingPathComponent("\(name).signed").path
+            let (s, o, e) = try Interop.run(Self.tlaunch, ["secureboot", "sign", input, "--key", key, "--cert", Self.snakeoilCert, "--output", out])
+            #expect(s == 0, "\(o) \(e)")
+            let signed = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: out))))
+            let d = ImageVerifier.decide(signed, db: store.db, dbx: store.dbx)
+            #expect(d.verdict == .allowed && d.code == .allowedBySignature, "\(name): \(d)")
+            #expect(d.authority?.subject?.contains("SnakeOil") == true)
+            let (vs, _, ve) = try Interop.run(sbverify, ["--cert", Self.snakeoilCert, out])
+            #expect(vs == 0, "sbverify \(name): \(ve)")
+            // The CLI's verdict and exit status.
+            let (cs, co, _) = try Interop.run(Self.tlaunch, ["secureboot", "verify", out, "--vars", Self.snakeoilVars, "--json"])
+            #expect(cs == 0)
+            let json = try JSONSerialization.jsonObject(with: Data(co.utf8)) as? [String: Any]
+            #expect(json?["verdict"] as? String == "allowed" && (json?["authority"] as? [String: Any])?["variable"] as? String == "db")
+            let (ms, mo, _) = try Interop.run(Self.tlaunch, ["secureboot", "verify", out, "--vars", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"])
+            #expect(ms == 1 && mo.hasPrefix("DENIED"))
+        }
+        // The kernel keeps Debian's signature and gains ours; its digest is unchanged.
+        let both = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: dir.appendingPathComponent("kernel.signed").path))))
+        #expect(try both.signatures().count == 2)
+        #expect(try both.authenticodeDigest() == (try original.authenticodeDigest()))
+        let (ds, dout, _) = try Interop.run(Self.tlaunch, ["secureboot", "digest", dir.appendingPathComponent("kernel.signed").path])
+        let want = hexString(try original.authenticodeDigest())
+        #expect(ds == 0 && dout.trimmingCharacters(in: .whitespacesAndNewlines) == want)
+    }
+}
