@@ -88,7 +88,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "TLaunchBench",
-            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot"],
+            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .target(

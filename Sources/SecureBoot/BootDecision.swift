@@ -19,6 +19,18 @@ public struct SignatureDatabase: Sendable {
 
     public var encoded: [UInt8] { lists.flatMap(\.encoded) }
 
+    /// One EFI_CERT_X509 list per certificate, owned by `owner`.
+    public init(certificates: [Certificate], owner: EFIGUID = .globalVariable) throws(SecureBootError) {
+        var lists: [SignatureList] = []
+        for c in certificates {
+            var s = DER.Serializer()
+            do { try s.serialize(c) } catch { throw SecureBootError(.invalidInput, "cannot encode \(c.subject): \(error)") }
+            let der = s.serializedBytes
+            lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: owner, type: .certX509, data: der)]))
+        }
+        self.lists = lists
+    }
+
     /// X.509 entries with their certificates (entries that do not parse are skipped).
     public var certificates: [(entry: SignatureEntry, certificate: Certificate)] {
         lists.flatMap { l in l.entries.compactMap { e in
@@ -29,16 +41,25 @@ public struct SignatureDatabase: Sendable {
 
     /// The hash entry equal to `digest` of the given algorithm.
     public func hashEntry(_ alg: TPMAlgID, _ digest: [UInt8]) -> SignatureEntry? {
-        let type: EFIGUID
-        switch alg {
-        case .sha1: type = .certSHA1
-        case .sha256: type = .certSHA256
-        case .sha384: type = .certSHA384
-        case .sha512: type = .certSHA512
-        default: return nil
-        }
+        guard let type = Self.hashType(alg) else { return nil }
         for l in lists where l.type == type { for e in l.entries where e.data == digest { return e } }
         return nil
+    }
+
+    /// Whether the database holds image hashes of this algorithm (so a digest is worth computing).
+    public func hasHashes(_ alg: TPMAlgID) -> Bool {
+        guard let type = Self.hashType(alg) else { return false }
+        return lists.contains { $0.type == type && !$0.entries.isEmpty }
+    }
+
+    static func hashType(_ alg: TPMAlgID) -> EFIGUID? {
+        switch alg {
+        case .sha1: return .certSHA1
+        case .sha256: return .certSHA256
+        case .sha384: return .certSHA384
+        case .sha512: return .certSHA512
+        default: return nil
+        }
     }
 
     /// An entry revoking this certificate: the certificate itself, or the hash of its TBS
@@ -114,8 +135,8 @@ public enum ImageVerifier {
         var decision = BootDecision(verdict: .denied, code: .deniedNotInDb, reason: "", authority: nil,
                                     imageDigestSHA256: hexString(sha256), signatures: [])
         // 1. The image's digest in dbx, in any algorithm dbx uses.
-        for alg: TPMAlgID in [.sha256, .sha1, .sha384, .sha512] {
-            guard let d = try? image.authenticodeDigest(alg), let e = dbx.hashEntry(alg, d) else { continue }
+        for alg: TPMAlgID in [.sha256, .sha1, .sha384, .sha512] where dbx.hasHashes(alg) {
+            guard let d = alg == .sha256 ? sha256 : try? image.authenticodeDigest(alg), let e = dbx.hashEntry(alg, d) else { continue }
             decision.code = .deniedHashInDbx
             decision.reason = "the image's \(PCRValuesName(alg)) Authenticode digest is revoked in dbx"
             decision.authority = authority("dbx", e, hashType: alg)
@@ -133,7 +154,7 @@ public enum ImageVerifier {
                 var report = BootDecision.SignatureReport(signer: nil, issuer: s.issuer.description, digestAlgorithm: PCRValuesName(s.digestAlgorithm),
                                                           valid: false, problem: nil, chain: [])
                 defer { decision.signatures.append(report) }
-                guard let computed = try? image.authenticodeDigest(sig.digestAlgorithm), computed == sig.imageDigest else {
+                guard let computed = sig.digestAlgorithm == .sha256 ? sha256 : try? image.authenticodeDigest(sig.digestAlgorithm), computed == sig.imageDigest else {
                     report.problem = "the signed digest is not the image's \(PCRValuesName(sig.digestAlgorithm)) Authenticode digest (the image was changed after signing)"
                     continue
                 }
@@ -177,7 +198,7 @@ public enum ImageVerifier {
 
     static func hashOrDeny(_ image: PEImage, db: SignatureDatabase, _ d: BootDecision) -> BootDecision {
         var d = d
-        for alg: TPMAlgID in [.sha256, .sha1, .sha384, .sha512] {
+        for alg: TPMAlgID in [.sha256, .sha1, .sha384, .sha512] where db.hasHashes(alg) {
             guard let digest = try? image.authenticodeDigest(alg), let e = db.hashEntry(alg, digest) else { continue }
             d.verdict = .allowed
             d.code = .allowedByHash

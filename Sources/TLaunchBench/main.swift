@@ -60,6 +60,10 @@ let rsaPublic = TPMTemplates.ekRSA2048
 print("TrustedLaunch benchmarks (\(seconds) s per figure; \(ProcessInfo.processInfo.activeProcessorCount) CPUs)")
 let onlyEngine = args.contains("--only-engine")
 let onlyEventLog = args.contains("--only-eventlog")
+if args.contains("--only-secureboot") {
+    try secureBootBenchmarks(seconds: seconds)
+    exit(0)
+}
 if onlyEventLog {
     let shared = args.firstIndex(of: "--testdata").map { args[$0 + 1] } ?? FileManager.default.currentDirectoryPath + "/../shared/testdata"
     try eventLogBenchmarks(seconds: seconds, sharedDir: shared)
