@@ -83,6 +83,7 @@ let package = Package(
                 "MeasuredBoot",
                 "SecureBoot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict
         ),
@@ -135,6 +136,7 @@ let package = Package(
                 "TPM2",
                 "MeasuredBoot",
                 "SecureBoot",
+                "VirtualTPM",
                 "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),

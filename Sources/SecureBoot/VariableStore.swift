@@ -13,6 +13,8 @@ public struct VariableStore: Sendable {
         public var vendorGUID: EFIGUID
         public var name: String
         public var data: [UInt8]
+        /// Header, name and data: where the next record starts (4-byte aligned).
+        public var recordLength: Int
 
         /// EDK2: added, or added and in deleted transition.
         public var isLive: Bool { state == 0x3F || state == 0x3E }
@@ -22,7 +24,7 @@ public struct VariableStore: Sendable {
     public static let authenticatedVariableGUID = EFIGUID("aaf32c78-947b-439a-a180-2e144ec37792")!
     public static let variableGUID = EFIGUID("ddcf3616-3275-4164-98b6-fe85707ffe7d")!
 
-    public let bytes: [UInt8]
+    public private(set) var bytes: [UInt8]
     public let isAuthenticated: Bool
     /// Where the variables begin and the store ends.
     public let variablesStart: Int
@@ -83,10 +85,60 @@ public struct VariableStore: Sendable {
             let name = utf16z(bytes[nameStart..<nameStart + nameSize])
             let data = Array(bytes[nameStart + nameSize..<nameStart + nameSize + dataSize])
             variables.append(Variable(offset: o, state: state, attributes: attributes, monotonicCount: count, timestamp: time, pubKeyIndex: pk,
-                                      vendorGUID: guid, name: name, data: data))
+                                      vendorGUID: guid, name: name, data: data, recordLength: headerSize + nameSize + dataSize))
             o = (nameStart + nameSize + dataSize + 3) & ~3
         }
     }
+
+    public static let secureBootEnableGUID = EFIGUID("f0a30bc7-af08-4556-99c4-001009c93a44")!
+    public static let customModeGUID = EFIGUID("c076ec0c-7028-4399-a072-71ee5c448b9f")!
+    /// NV | BS | RT | TIME_BASED_AUTHENTICATED_WRITE_ACCESS: how PK, KEK, db and dbx are stored.
+    public static let authenticatedAttributes: UInt32 = 0x27
+
+    /// Sets a variable as EDK2 does: the live record (if any) is marked deleted and a new record
+    /// is appended after the last one. An empty `data` only deletes.
+    public mutating func set(_ name: String, _ guid: EFIGUID, attributes: UInt32, data: [UInt8]) throws(SecureBootError) {
+        for i in variables.indices where variables[i].isLive && variables[i].name == name && variables[i].vendorGUID == guid {
+            variables[i].state &= 0xFD  // VAR_DELETED
+            bytes[variables[i].offset + 2] = variables[i].state
+        }
+        guard !data.isEmpty else { return }
+        var end = variablesStart
+        if let last = variables.last { end = (last.offset + last.recordLength + 3) & ~3 }
+        var record: [UInt8] = [0xAA, 0x55, 0x3F, 0x00]
+        record += le32(attributes)
+        if isAuthenticated {
+            record += [UInt8](repeating: 0, count: 8)    // MonotonicCount
+            record += [UInt8](repeating: 0, count: 16)   // TimeStamp
+            record += le32(0)                            // PubKeyIndex
+        }
+        var nameBytes: [UInt8] = []
+        for u in name.utf16 { nameBytes += [UInt8(u & 0xFF), UInt8(u >> 8)] }
+        nameBytes += [0, 0]
+        record += le32(UInt32(nameBytes.count)) + le32(UInt32(data.count)) + guid.bytes + nameBytes + data
+        guard end + record.count <= storeEnd else {
+            throw SecureBootError(.invalidVariableStore, "the store has \(storeEnd - end) bytes free, \(name) needs \(record.count)", offset: end, field: name)
+        }
+        bytes.replaceSubrange(end..<end + record.count, with: record)
+        variables.append(Variable(offset: end, state: 0x3F, attributes: attributes, monotonicCount: 0, timestamp: isAuthenticated ? [UInt8](repeating: 0, count: 16) : [],
+                                  pubKeyIndex: 0, vendorGUID: guid, name: name, data: data, recordLength: record.count))
+    }
+
+    /// Enrolls Secure Boot keys (PK, KEK, db, dbx as signature lists) and turns Secure Boot on
+    /// (OVMF's SecureBootEnable = 1, CustomMode = 0).
+    public mutating func enroll(pk: SignatureDatabase, kek: SignatureDatabase, db: SignatureDatabase, dbx: SignatureDatabase) throws(SecureBootError) {
+        guard isAuthenticated else {
+            throw SecureBootError(.invalidVariableStore, "Secure Boot keys need an authenticated variable store (OVMF built with Secure Boot)")
+        }
+        try set("SecureBootEnable", Self.secureBootEnableGUID, attributes: 0x03, data: [1])
+        try set("CustomMode", Self.customModeGUID, attributes: 0x03, data: [0])
+        try set("db", .imageSecurityDatabase, attributes: Self.authenticatedAttributes, data: db.encoded)
+        try set("dbx", .imageSecurityDatabase, attributes: Self.authenticatedAttributes, data: dbx.encoded)
+        try set("KEK", .globalVariable, attributes: Self.authenticatedAttributes, data: kek.encoded)
+        try set("PK", .globalVariable, attributes: Self.authenticatedAttributes, data: pk.encoded)
+    }
+
+    func le32(_ v: UInt32) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 24)] }
 
     /// The live value of a variable.
     public func variable(_ name: String, _ guid: EFIGUID) -> Variable? {

@@ -3,6 +3,7 @@ import Foundation
 import MeasuredBoot
 import SecureBoot
 import TPM2
+import X509
 
 extension SecureBootError: LocalizedError {
     public var errorDescription: String? { description }
@@ -83,7 +84,50 @@ struct SecureBootCommand: ParsableCommand {
     }
 
     struct Vars: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "vars", abstract: "OVMF variable stores.", subcommands: [Show.self])
+        static let configuration = CommandConfiguration(commandName: "vars", abstract: "OVMF variable stores.", subcommands: [Show.self, Enroll.self])
+
+        struct Enroll: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "enroll",
+                abstract: "Create a VM's variable store from a template with Secure Boot keys enrolled.",
+                discussion: "Each of --pk/--kek/--db/--dbx takes certificates (PEM or DER) or signature lists (.esl); several may be given. --keys-from copies PK/KEK/db/dbx from another store (e.g. OVMF_VARS_4M.ms.fd for Microsoft's keys) before the options add to them.")
+            @Argument(help: "The template store (e.g. /usr/share/OVMF/OVMF_VARS_4M.fd).") var template: String
+            @Option(help: "Where to write the new store.") var output: String
+            @Option(help: "Take PK, KEK, db and dbx from this store first.") var keysFrom: String?
+            @Option(help: "Platform key certificate or ESL.") var pk: [String] = []
+            @Option(help: "KEK certificate or ESL.") var kek: [String] = []
+            @Option(help: "db certificate or ESL.") var db: [String] = []
+            @Option(help: "dbx ESL.") var dbx: [String] = []
+            @Option(help: "Owner GUID for the entries made from certificates.") var owner: String = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d"
+
+            func run() throws {
+                guard let ownerGUID = EFIGUID(owner) else { throw ValidationError("--owner is not a GUID") }
+                var store = try VariableStore(readFile(template))
+                var sets: [SignatureDatabase] = [SignatureDatabase(), SignatureDatabase(), SignatureDatabase(), SignatureDatabase()]
+                if let keysFrom {
+                    let from = try VariableStore(readFile(keysFrom))
+                    sets = [from.pk, from.kek, from.db, from.dbx]
+                }
+                for (i, files) in [pk, kek, db, dbx].enumerated() {
+                    for f in files { sets[i].lists += try load(f, owner: ownerGUID).lists }
+                }
+                guard !sets[0].lists.isEmpty else { throw ValidationError("no PK: give --pk (or --keys-from); without a PK the firmware stays in setup mode") }
+                try store.enroll(pk: sets[0], kek: sets[1], db: sets[2], dbx: sets[3])
+                guard FileManager.default.createFile(atPath: output, contents: Data(store.bytes)) else { throw ValidationError("cannot write \(output)") }
+                print("wrote \(output): PK \(sets[0].certificates.count), KEK \(sets[1].certificates.count), db \(sets[2].certificates.count) certificates, dbx \(sets[3].lists.reduce(0) { $0 + $1.entries.count }) entries")
+            }
+
+            func load(_ path: String, owner: EFIGUID) throws -> SignatureDatabase {
+                let bytes = try readFile(path)
+                if let text = String(bytes: bytes, encoding: .utf8), text.contains("BEGIN CERTIFICATE") {
+                    return try SignatureDatabase(certificates: [try Certificate(pemEncoded: text)], owner: owner)
+                }
+                if bytes.first == 0x30, let c = try? Certificate(derEncoded: bytes) {
+                    return try SignatureDatabase(certificates: [c], owner: owner)
+                }
+                return try SignatureDatabase(esl: bytes)
+            }
+        }
 
         struct Show: ParsableCommand {
             static let configuration = CommandConfiguration(commandName: "show", abstract: "PK, KEK, db, dbx, Secure Boot and boot entries of an OVMF_VARS*.fd.")
