@@ -84,7 +84,7 @@ struct SecureBootCommand: ParsableCommand {
     }
 
     struct Vars: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "vars", abstract: "OVMF variable stores.", subcommands: [Show.self, Enroll.self])
+        static let configuration = CommandConfiguration(commandName: "vars", abstract: "OVMF variable stores.", subcommands: [Show.self, Enroll.self, Update.self])
 
         struct Enroll: ParsableCommand {
             static let configuration = CommandConfiguration(
@@ -126,6 +126,25 @@ struct SecureBootCommand: ParsableCommand {
                     return try SignatureDatabase(certificates: [c], owner: owner)
                 }
                 return try SignatureDatabase(esl: bytes)
+            }
+        }
+
+        struct Update: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "update",
+                abstract: "Apply a signed update (e.g. a dbx update file) to a store, verified against its KEK or PK.")
+            @Argument(help: "The variable store.") var file: String
+            @Argument(help: "The signed update (EFI_VARIABLE_AUTHENTICATION_2 + signature lists).") var update: String
+            @Option(help: "The variable: PK, KEK, db or dbx.") var variable: String = "dbx"
+            @Option(help: "Where to write the updated store.") var output: String
+
+            func run() throws {
+                var store = try VariableStore(readFile(file))
+                let before = (variable == "dbx" ? store.dbx : variable == "db" ? store.db : variable == "KEK" ? store.kek : store.pk).lists.reduce(0) { $0 + $1.entries.count }
+                let signer = try store.apply(AuthenticatedVariableUpdate(readFile(update)), to: variable)
+                let after = (variable == "dbx" ? store.dbx : variable == "db" ? store.db : variable == "KEK" ? store.kek : store.pk).lists.reduce(0) { $0 + $1.entries.count }
+                guard FileManager.default.createFile(atPath: output, contents: Data(store.bytes)) else { throw ValidationError("cannot write \(output)") }
+                print("\(variable): \(before) → \(after) entries; authorised by \(signer.subject)")
             }
         }
 
