@@ -117,6 +117,7 @@ let package = Package(
                 "VirtualTPM",
                 "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict
@@ -139,6 +140,7 @@ let package = Package(
                 "VirtualTPM",
                 "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict

@@ -116,7 +116,11 @@ public struct AuthenticodeSigner: Sendable {
         } catch {
             throw SecureBootError(.signing, "cannot encode the certificate: \(error)")
         }
-        let serial = DERWriter.tagged(0x02, Array(certificate.serialNumber.bytes))
+        // A positive INTEGER: a leading zero byte when the magnitude's top bit is set.
+        var serialBytes = Array(certificate.serialNumber.bytes)
+        if let first = serialBytes.first, first >= 0x80 { serialBytes.insert(0, at: 0) }
+        if serialBytes.isEmpty { serialBytes = [0] }
+        let serial = DERWriter.tagged(0x02, serialBytes)
         let signerInfo = DERWriter.sequence(
             DERWriter.integer(1)
                 + DERWriter.sequence(issuer.serializedBytes + serial)

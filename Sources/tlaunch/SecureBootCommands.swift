@@ -13,7 +13,7 @@ struct SecureBootCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "secureboot",
         abstract: "UEFI Secure Boot: Authenticode digests, the firmware's boot decision, variable stores.",
-        subcommands: [Digest.self, Verify.self, Sign.self, Vars.self]
+        subcommands: [Keygen.self, Digest.self, Verify.self, Sign.self, Vars.self]
     )
 
     struct Digest: ParsableCommand {
@@ -63,6 +63,29 @@ struct SecureBootCommand: ParsableCommand {
                 }
             }
             if decision.verdict != .allowed { throw ExitCode(1) }
+        }
+    }
+
+    struct Keygen: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "keygen", abstract: "Create a PK/KEK/db key set (RSA-2048, self-signed) with signature lists.")
+        @Option(help: "Directory for PK/KEK/db .key, .pem and .esl files.") var output: String
+        @Option(help: "Common name prefix of the certificates.") var name: String = "TrustedLaunch"
+        @Option(help: "Owner GUID of the signature list entries.") var owner: String = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d"
+
+        func run() throws {
+            guard let ownerGUID = EFIGUID(owner) else { throw ValidationError("--owner is not a GUID") }
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            let set = try SecureBootKeySet.generate(commonName: name, owner: ownerGUID)
+            let (pk, kek, db) = try set.databases()
+            for (key, esl) in zip(set.keys, [pk, kek, db]) {
+                let base = output + "/" + key.name
+                guard FileManager.default.createFile(atPath: base + ".key", contents: Data(key.privateKeyPEM.utf8), attributes: [.posixPermissions: 0o600]),
+                      FileManager.default.createFile(atPath: base + ".pem", contents: Data(key.certificatePEM.utf8)),
+                      FileManager.default.createFile(atPath: base + ".esl", contents: Data(esl.encoded)) else {
+                    throw ValidationError("cannot write into \(output)")
+                }
+                print("\(key.name): \(key.certificate.subject) → \(base).key, .pem, .esl")
+            }
         }
     }
 

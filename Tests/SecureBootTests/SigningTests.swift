@@ -1,4 +1,7 @@
+import Crypto
+import _CryptoExtras
 import Foundation
+import X509
 import MeasuredBoot
 import SecureBoot
 import TLaunchTestSupport
@@ -60,5 +63,62 @@ struct SigningTests {
         let (ds, dout, _) = try Interop.run(Self.tlaunch, ["secureboot", "digest", dir.appendingPathComponent("kernel.signed").path])
         let want = hexString(try original.authenticodeDigest())
         #expect(ds == 0 && dout.trimmingCharacters(in: .whitespacesAndNewlines) == want)
+    }
+}
+
+@Suite("Secure Boot: a tenant's own keys, end to end")
+struct KeygenTests {
+    @Test func keygenSignEnrollVerify() throws {
+        guard let sbverify = Interop.tool("sbverify"), SharedData.require(), FileManager.default.fileExists(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd") else { return }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-keygen-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func run(_ args: [String]) throws -> String {
+            let (s, o, e) = try Interop.run(SigningTests.tlaunch, args)
+            #expect(s == 0, "\(args): \(e)")
+            return o
+        }
+        _ = try run(["secureboot", "keygen", "--output", dir.path, "--name", "Tenant"])
+        for k in ["PK", "KEK", "db"] {
+            for ext in ["key", "pem", "esl"] { #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(k).\(ext)").path)) }
+        }
+        let signed = dir.appendingPathComponent("app.efi").path, vars = dir.appendingPathComponent("vars.fd").path
+        _ = try run(["secureboot", "sign", SharedData.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key", dir.appendingPathComponent("db.key").path,
+                     "--cert", dir.appendingPathComponent("db.pem").path, "--output", signed])
+        _ = try run(["secureboot", "vars", "enroll", "/usr/share/OVMF/OVMF_VARS_4M.fd", "--output", vars, "--pk", dir.appendingPathComponent("PK.pem").path,
+                     "--kek", dir.appendingPathComponent("KEK.esl").path, "--db", dir.appendingPathComponent("db.esl").path])
+        #expect(try run(["secureboot", "verify", signed, "--vars", vars]).hasPrefix("ALLOWED"))
+        let (vs, _, _) = try Interop.run(sbverify, ["--cert", dir.appendingPathComponent("db.pem").path, signed])
+        #expect(vs == 0)
+        // Signed with the KEK instead: not in db, denied by us and by sbverify against the db cert.
+        let wrong = dir.appendingPathComponent("wrong.efi").path
+        _ = try run(["secureboot", "sign", SharedData.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key", dir.appendingPathComponent("KEK.key").path,
+                     "--cert", dir.appendingPathComponent("KEK.pem").path, "--output", wrong])
+        let (ws, wo, _) = try Interop.run(SigningTests.tlaunch, ["secureboot", "verify", wrong, "--vars", vars])
+        #expect(ws == 1 && wo.hasPrefix("DENIED"))
+        let (ss, _, _) = try Interop.run(sbverify, ["--cert", dir.appendingPathComponent("db.pem").path, wrong])
+        #expect(ss != 0)
+    }
+
+    /// Serial numbers whose top bit is set must be encoded as positive INTEGERs in SignerInfo
+    /// (sbverify and firmware look the signer up by issuer and serial).
+    @Test(arguments: [[0x01, 0x02, 0x03], [0x80, 0x01, 0x02], [0xFF, 0xFF, 0xFF, 0xFF]] as [[UInt8]])
+    func serialNumbersOfEveryShape(_ serial: [UInt8]) throws {
+        guard let sbverify = Interop.tool("sbverify"), SharedData.require() else { return }
+        let key = try _RSA.Signing.PrivateKey(keySize: .bits2048)
+        let name = try DistinguishedName { CommonName("serial test") }
+        let cert = try Certificate(version: .v3, serialNumber: .init(bytes: serial), publicKey: .init(key.publicKey),
+                                   notValidBefore: Date() - 60, notValidAfter: Date() + 86400, issuer: name, subject: name,
+                                   signatureAlgorithm: .sha256WithRSAEncryption, extensions: Certificate.Extensions(), issuerPrivateKey: .init(key))
+        let signer = AuthenticodeSigner(key: .rsa(key), certificate: cert)
+        let signed = try signer.sign(PEImage(SharedData.bytes("pe/test_pecoff_unsigned_go-uefi.efi")))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-serial-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data(signed).write(to: dir.appendingPathComponent("s.efi"))
+        try cert.serializeAsPEM().pemString.write(to: dir.appendingPathComponent("c.pem"), atomically: true, encoding: .utf8)
+        let (s, _, _) = try Interop.run(sbverify, ["--cert", dir.appendingPathComponent("c.pem").path, dir.appendingPathComponent("s.efi").path])
+        #expect(s == 0, "serial \(serial)")
+        let d = ImageVerifier.decide(try PEImage(signed), db: try SignatureDatabase(certificates: [cert]), dbx: SignatureDatabase())
+        #expect(d.verdict == .allowed)
     }
 }
