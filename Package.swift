@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "VirtualTPM", targets: ["VirtualTPM"]),
         .library(name: "MeasuredBoot", targets: ["MeasuredBoot"]),
         .library(name: "SecureBoot", targets: ["SecureBoot"]),
+        .library(name: "VirtualFirmware", targets: ["VirtualFirmware"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -75,6 +76,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "VirtualFirmware",
+            dependencies: [
+                "TPM2",
+                "VirtualTPM",
+                "MeasuredBoot",
+                "SecureBoot",
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "tlaunch",
             dependencies: [
@@ -82,6 +94,7 @@ let package = Package(
                 "VirtualTPM",
                 "MeasuredBoot",
                 "SecureBoot",
+                "VirtualFirmware",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
@@ -89,7 +102,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "TLaunchBench",
-            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", "VirtualFirmware", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .target(

@@ -367,3 +367,34 @@ public struct GPTData: Hashable, Sendable {
         try r.requireEnd("UEFI_GPT_DATA")
     }
 }
+
+extension LoadOption {
+    /// Parses an EFI_LOAD_OPTION (the value of a Boot#### variable).
+    public init(parsing bytes: [UInt8]) throws(EventLogError) { try self.init(bytes[...]) }
+
+    public init(attributes: UInt32 = 1, description: String, filePathList: [DevicePath], optionalData: [UInt8] = []) {
+        self.attributes = attributes; self.description = description; self.filePathList = filePathList; self.optionalData = optionalData
+    }
+
+    /// The EFI_LOAD_OPTION bytes (UEFI 2.10, 3.1.3).
+    public var encoded: [UInt8] {
+        let paths = filePathList.flatMap(\.encoded)
+        var out: [UInt8] = []
+        out.le32(attributes)
+        out.le16(UInt16(truncatingIfNeeded: paths.count))
+        for u in description.utf16 { out.le16(u) }
+        out.le16(0)
+        return out + paths + optionalData
+    }
+}
+
+extension DevicePath {
+    /// A media file path node (type 4, sub-type 4): a path on the partition, "\EFI\BOOT\BOOTX64.EFI".
+    public static func filePathNode(_ path: String) -> Node {
+        var d: [UInt8] = []
+        for u in String(path.map { $0 == "/" ? "\\" : $0 }).utf16 { d.le16(u) }
+        d.le16(0)
+        return Node(type: 4, subType: 4, data: d)
+    }
+
+}

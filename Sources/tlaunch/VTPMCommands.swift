@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import TPM2
 import VirtualTPM
+import MeasuredBoot
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -60,6 +62,16 @@ struct VTPMCommand: AsyncParsableCommand {
             options.notNeedInit = flagSet.contains("not-need-init")
             options.startupClear = flagSet.contains("startup-clear")
             options.terminateOnControlClose = terminate
+            if let log, let file = try kv(log, "--log")["file"], let level = try kv(log, "--log")["level"].flatMap(Int.init), level >= 5 {
+                // Level 5 and above: every command and response in hex, as swtpm logs them.
+                let handle = Mutex<FileHandle?>(FileHandle(forWritingAtPath: file) ?? (FileManager.default.createFile(atPath: file, contents: nil) ? FileHandle(forWritingAtPath: file) : nil))
+                options.trace = { command, response in
+                    handle.withLock { h in
+                        h?.seekToEndOfFile()
+                        h?.write(Data("command \(hexString(command))\nresponse \(hexString(response))\n".utf8))
+                    }
+                }
+            }
             let server = try VTPMServer(tpm: tpm, options: options)
             if let pid {
                 let file = try kv(pid, "--pid")["file"].unwrap("--pid needs file=PATH")

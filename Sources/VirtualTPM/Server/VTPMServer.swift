@@ -22,6 +22,9 @@ public final class VTPMServer: Sendable {
         public var startupClear = false
         /// Stop when the control channel's client disconnects (swtpm `--terminate`).
         public var terminateOnControlClose = false
+        /// Called with each command the TPM executes and its response (a trace, as swtpm's
+        /// `--log level=` gives).
+        public var trace: (@Sendable (_ command: [UInt8], _ response: [UInt8]) -> Void)?
         public init(data: VTPMEndpoint, control: VTPMEndpoint?) { self.data = data; self.control = control }
     }
 
@@ -135,7 +138,9 @@ public final class VTPMServer: Sendable {
     func process(_ command: [UInt8], locality: UInt8? = nil) -> [UInt8] {
         let (ready, loc) = shared.withLock { ($0.initialized, $0.locality) }
         guard ready else { return [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x01] }
-        return tpm.handle(command, locality: locality ?? loc)
+        let response = tpm.handle(command, locality: locality ?? loc)
+        options.trace?(command, response)
+        return response
     }
 
     // MARK: swtpm data channel
