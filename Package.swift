@@ -145,6 +145,19 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "VirtualFirmwareTests",
+            dependencies: [
+                "TPM2",
+                "MeasuredBoot",
+                "SecureBoot",
+                "VirtualTPM",
+                "VirtualFirmware",
+                "TLaunchTestSupport",
+                .product(name: "X509", package: "swift-certificates"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "SecureBootTests",
             dependencies: [
                 "TPM2",

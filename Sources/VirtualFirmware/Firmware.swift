@@ -248,8 +248,7 @@ struct Run {
                      DevicePath.Node(type: 1, subType: 1, data: [0x00, 0x02])]                            // Pci(0x2,0x0)
         nodes.append(DevicePath.filePathNode(path))
         measureImage(image, devicePath: DevicePath(nodes: nodes))
-        let options = String(decoding: option.optionalData.count >= 2 ? Self.utf16(option.optionalData) : [], as: UTF16.self)
-        try start(image, options: options)
+        try start(image, loadOptions: option.optionalData)
     }
 
     static func bootName(_ n: UInt16) -> String {
@@ -309,11 +308,11 @@ struct Run {
         measureAuthority(.imageSecurityDatabase, "db", Array(hex: a.signatureData) ?? [])
     }
 
-    mutating func start(_ image: BootImage, options: String) throws(FirmwareError) {
+    mutating func start(_ image: BootImage, loadOptions: [UInt8]) throws(FirmwareError) {
         switch image.kind {
         case .shim: try runShim(image)
         case .grub: try runGrub(image, cmdpathDir: Self.directory(image.path))
-        case .linux: try startKernel(image, commandLine: options)
+        case .linux: try startKernel(image, loadOptions: loadOptions)
         case .application:
             throw FirmwareError(.unsupported, stage: "firmware", "\(image.path) is an EFI application the simulation does not model (not shim, grub or a Linux kernel)", path: image.path)
         }
@@ -350,7 +349,7 @@ struct Run {
         try shimVerify(grub)
         measureImage(grub, devicePath: DevicePath(nodes: [DevicePath.filePathNode(grub.path)]))
         guard grub.kind == .grub else {
-            try start(grub, options: "")
+            try start(grub, loadOptions: [])
             return
         }
         try runGrub(grub, cmdpathDir: dir)
@@ -412,7 +411,7 @@ struct Run {
         }
         report.kernelCommandLine = g.kernelCommandLine
         report.initrds = g.initrds
-        try startKernel(kernel, commandLine: nil)
+        try startKernel(kernel, loadOptions: nil)
     }
 
     struct GrubRun {
@@ -616,21 +615,32 @@ struct Run {
 
     // MARK: the kernel
 
-    mutating func startKernel(_ kernel: BootImage, commandLine: String?) throws(FirmwareError) {
+    /// The kernel's EFI stub runs (`loadOptions` when firmware started it directly; nil when grub
+    /// booted it, passing the command line in boot_params).
+    mutating func startKernel(_ kernel: BootImage, loadOptions: [UInt8]?) throws(FirmwareError) {
         guard kernel.kind == .linux else {
             throw FirmwareError(.invalidImage, stage: "kernel", "\(kernel.path) is not a Linux kernel with an EFI stub (no \"HdrS\" setup header)", path: kernel.path)
         }
-        if let c = commandLine, report.kernel == nil {
+        if let options = loadOptions {
             report.kernel = kernel.path
-            report.kernelCommandLine = c
+            report.kernelCommandLine = String(decoding: Self.utf16(options), as: UTF16.self)
+            // The stub (Linux ≥ 5.19) measures its LoadOptions, as given, into PCR 9 as a tagged
+            // event "LOADED_IMAGE::LoadOptions" (id 0x8F3B22ED).
+            if !options.isEmpty {
+                let tag = Array("LOADED_IMAGE::LoadOptions".utf8) + [0]
+                var data: [UInt8] = []
+                data.le32(0x8F3B_22ED); data.le32(UInt32(tag.count)); data += tag
+                measure(9, .eventTag, data: data, measured: options)
+            }
         }
-        // The EFI stub of Debian 12's kernel (6.1) measures nothing itself; firmware measures
-        // ExitBootServices into PCR 5.
+        // The stub of Debian 12's kernel (6.1) measures nothing else (an initrd it loads through
+        // initrd= is not measured); firmware measures ExitBootServices into PCR 5.
         action(5, "Exit Boot Services Invocation")
         action(5, "Exit Boot Services Returned with Success")
     }
 }
 
 extension Array where Element == UInt8 {
+    mutating func le32(_ v: UInt32) { for i in 0..<4 { append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(i)))) } }
     mutating func le64(_ v: UInt64) { for i in 0..<8 { append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
 }

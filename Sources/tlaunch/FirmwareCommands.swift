@@ -129,7 +129,7 @@ struct FirmwareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "firmware",
         abstract: "The virtual UEFI firmware: launch a VM's boot into a vTPM, publish reference values.",
-        subcommands: [ReferenceValues.self, Launch.self])
+        subcommands: [ReferenceValues.self, Launch.self, BootEntry.self])
 
     struct ReferenceValues: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -149,6 +149,22 @@ struct FirmwareCommand: ParsableCommand {
                 print("\(VirtualFirmware.vendor) virtual UEFI firmware \(VirtualFirmware.version)")
                 for v in values { print("\(PCRValues.bankName(v.bank).padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(v.pcr).padding(toLength: 3, withPad: " ", startingAt: 0)) \(hexString(v.value))") }
             }
+        }
+    }
+
+    struct BootEntry: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "boot-entry",
+            abstract: "Write a variable store whose only boot entry (Boot0000, BootOrder 0000) starts a file on the ESP with a command line (a direct kernel boot).")
+        @Option(help: "The variable store to start from (OVMF_VARS*.fd).") var vars: String
+        @Option(help: "The file on the ESP.") var path: String = "\\EFI\\BOOT\\BOOTX64.EFI"
+        @Option(help: "The options passed to it (the kernel command line).") var cmdline: String = ""
+        @Option(help: "Where to write the new store.") var output: String
+
+        func run() throws {
+            var store = try VariableStore(readFile(vars))
+            try store.setDirectBoot(commandLine: cmdline, path: path)
+            try Data(store.bytes).write(to: URL(fileURLWithPath: output))
         }
     }
 

@@ -1,0 +1,168 @@
+import Foundation
+import MeasuredBoot
+import SecureBoot
+import TLaunchTestSupport
+import TPM2
+import Testing
+import VirtualFirmware
+import VirtualTPM
+
+/// The virtual firmware's prediction against real firmware: QEMU + Debian's OVMF (Secure Boot
+/// build, SMM) + swtpm (or our vTPM, whose command trace shows every measurement), booting
+/// Debian's signed shim → grub → kernel into an initramfs that prints the kernel's event log and
+/// PCRs. PCRs 4, 7, 8, 9 and 14 do not depend on OVMF's own build: they must be equal, and so
+/// must their events (type, order, digests, and the data that has a defined meaning).
+@Suite("Virtual firmware: predictions equal real OVMF boots", .serialized)
+struct FidelityTests {
+    static let comparedPCRs: [UInt32] = [4, 7, 8, 9, 14]
+
+    /// An ESP folder as a Debian installation lays it out for the removable path: shim as
+    /// BOOTX64.EFI, grub beside it, grub.cfg where Debian's signed grub looks ($prefix = /EFI/debian).
+    static func debianESP(kernel: String, in dir: URL, grubConfig: String? = nil, tamperGrub: Bool = false) throws -> URL {
+        let esp = dir.appendingPathComponent("esp")
+        try FileManager.default.createDirectory(at: esp.appendingPathComponent("EFI/BOOT"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: esp.appendingPathComponent("EFI/debian"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Debian.shim, toPath: esp.appendingPathComponent("EFI/BOOT/BOOTX64.EFI").path)
+        var grub = Array(try Data(contentsOf: URL(fileURLWithPath: Debian.grub)))
+        if tamperGrub { grub[grub.count / 2] ^= 0x01 }   // inside grub's module area: the digest changes, the signature does not
+        try Data(grub).write(to: esp.appendingPathComponent("EFI/BOOT/grubx64.efi"))
+        try FileManager.default.copyItem(atPath: kernel, toPath: esp.appendingPathComponent("vmlinuz").path)
+        try Data(try reportingInitramfs()).write(to: esp.appendingPathComponent("initrd.img"))
+        let cfg = grubConfig ?? "set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1\ninitrd /initrd.img\nboot\n"
+        try Data(cfg.utf8).write(to: esp.appendingPathComponent("EFI/debian/grub.cfg"))
+        return esp
+    }
+
+    static func tempDir() throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("tl-fid-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    static func predict(vars: String, esp: URL) throws -> LaunchReport {
+        let store = try VariableStore(Array(try Data(contentsOf: URL(fileURLWithPath: vars))))
+        let fw = VirtualFirmware(settings: FirmwareSettings(variables: store, banks: [.sha256]), model: .ovmf(reference: nil))
+        return try fw.predict(esp: ESP.load(esp.path))
+    }
+
+    /// What an event's data means, with what does not (load addresses) left out.
+    static func meaning(_ e: Event) -> String {
+        switch e.decoded {
+        case .imageLoad(let i): return "image \(i.devicePath?.filePath ?? "")"
+        default: return hexString(e.data)
+        }
+    }
+
+    static func digest(_ e: Event) -> [UInt8] { Array(e.digests.first { $0.algorithm == .sha256 }?.digest ?? []) }
+
+    /// PCR values, and the events of each compared PCR from the guest's log and/or our vTPM's trace.
+    static func compare(_ predicted: LaunchReport, _ real: RealBoot, sourceLocation: SourceLocation = #_sourceLocation) {
+        let zeros = [UInt8](repeating: 0, count: 32)
+        for p in comparedPCRs {
+            let want = real.pcrs[p]
+            #expect(want != nil, "the guest printed PCR \(p)", sourceLocation: sourceLocation)
+            #expect(predicted.pcrs[.sha256, p] ?? zeros == want ?? [],
+                    "PCR \(p): predicted \(hexString(predicted.pcrs[.sha256, p] ?? zeros)) real \(hexString(want ?? []))", sourceLocation: sourceLocation)
+            let ours = predicted.log.events.filter { $0.pcrIndex == p && $0.type != .noAction }
+            if let log = real.log {
+                let theirs = log.events.filter { $0.pcrIndex == p && $0.type != .noAction }
+                #expect(ours.count == theirs.count, "PCR \(p): \(ours.count) predicted events, \(theirs.count) real", sourceLocation: sourceLocation)
+                for (a, b) in zip(ours, theirs) {
+                    #expect(a.type == b.type && digest(a) == digest(b) && meaning(a) == meaning(b),
+                            "PCR \(p) event: predicted \(a.type) \(meaning(a).prefix(80)) \(hexString(digest(a))) real \(b.type) \(meaning(b).prefix(80)) \(hexString(digest(b)))",
+                            sourceLocation: sourceLocation)
+                }
+            }
+            if !real.extends.isEmpty {
+                let theirs = real.extends.filter { $0.pcr == p }.map(\.sha256)
+                #expect(ours.map(digest) == theirs, "PCR \(p): the measurement sequence differs from what OVMF, shim and grub extended",
+                        sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func microsoftKeysSecureBootOnDebianChain() async throws {
+        guard let (qemu, kernel) = Debian.available() else { return }
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let esp = try Self.debianESP(kernel: kernel, in: dir)
+        let predicted = try Self.predict(vars: Debian.varsMS, esp: esp)
+        #expect(predicted.succeeded && predicted.secureBootEnforced)
+        #expect(predicted.stages.map(\.verifiedBy) == ["db", "MokListRT", "MokListRT"])
+        let real = try await bootRealVM(qemu: qemu, vars: Debian.varsMS, esp: esp, tpm: .swtpm)
+        #expect(real.finished, "the VM booted to the initramfs: \(real.serial.suffix(600))")
+        #expect(real.log != nil, "the guest exposed its event log")
+        Self.compare(predicted, real)
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func noKeysSecureBootOffDebianChain() async throws {
+        guard let (qemu, kernel) = Debian.available() else { return }
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let esp = try Self.debianESP(kernel: kernel, in: dir)
+        let predicted = try Self.predict(vars: Debian.varsBlank, esp: esp)
+        #expect(predicted.succeeded && !predicted.secureBootEnforced)
+        // With Secure Boot off grub starts the kernel without its EFI stub, so the guest has no
+        // event log: the swtpm boot gives the PCRs, our vTPM's trace the measurement sequence.
+        let real = try await bootRealVM(qemu: qemu, vars: Debian.varsBlank, esp: esp, tpm: .swtpm)
+        #expect(real.finished, "the VM booted to the initramfs: \(real.serial.suffix(600))")
+        Self.compare(predicted, real)
+        let traced = try await bootRealVM(qemu: qemu, vars: Debian.varsBlank, esp: esp, tpm: .ours)
+        #expect(traced.finished && !traced.extends.isEmpty)
+        Self.compare(predicted, traced)
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func snakeoilKeysDirectKernelBoot() async throws {
+        guard let (qemu, kernel) = Debian.available(), let openssl = Interop.tool("openssl") else { return }
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // The kernel signed with the snakeoil key by `tlaunch secureboot sign`, booted by firmware
+        // directly from a boot entry whose options are the command line.
+        let key = dir.appendingPathComponent("snakeoil.key").path
+        let (ks, _, ke) = try Interop.run(openssl, ["pkcs8", "-in", Debian.snakeoilKey, "-passin", "pass:snakeoil", "-out", key])
+        #expect(ks == 0, "\(ke)")
+        let esp = dir.appendingPathComponent("esp")
+        try FileManager.default.createDirectory(at: esp.appendingPathComponent("EFI/BOOT"), withIntermediateDirectories: true)
+        let tlaunch = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent(".build/debug/tlaunch").path
+        let (ss, _, se) = try Interop.run(tlaunch, ["secureboot", "sign", kernel, "--key", key, "--cert", Debian.snakeoilCert,
+                                                    "--output", esp.appendingPathComponent("EFI/BOOT/BOOTX64.EFI").path])
+        #expect(ss == 0, "\(se)")
+        try Data(try reportingInitramfs()).write(to: esp.appendingPathComponent("initrd.img"))
+        let vars = dir.appendingPathComponent("vars.fd").path
+        let (bs, _, be) = try Interop.run(tlaunch, ["firmware", "boot-entry", "--vars", Debian.varsSnakeoil, "--cmdline",
+                                                    "console=ttyS0 initrd=\\initrd.img panic=-1", "--output", vars])
+        #expect(bs == 0, "\(be)")
+        let predicted = try Self.predict(vars: vars, esp: esp)
+        #expect(predicted.succeeded && predicted.secureBootEnforced && predicted.stages.map(\.kind) == [.linux])
+        #expect(predicted.stages.first?.authority?.contains("SnakeOil") == true)
+        let real = try await bootRealVM(qemu: qemu, vars: vars, esp: esp, tpm: .swtpm)
+        #expect(real.finished, "the VM booted to the initramfs: \(real.serial.suffix(600))")
+        #expect(real.log != nil, "the guest exposed its event log")
+        Self.compare(predicted, real)
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func tamperedGrubIsRefusedByBoth() async throws {
+        guard let (qemu, kernel) = Debian.available() else { return }
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let esp = try Self.debianESP(kernel: kernel, in: dir, tamperGrub: true)
+        let predicted = try Self.predict(vars: Debian.varsMS, esp: esp)
+        #expect(predicted.failure?.code == .securityViolation && predicted.failure?.stage == "shim")
+        #expect(predicted.kernel == nil)
+        // OVMF runs shim, and shim refuses grub with the same reason.
+        let real = try await bootRealVM(qemu: qemu, vars: Debian.varsMS, esp: esp, tpm: .ours,
+                                        until: ["Security Violation", "TLAUNCH-PCRS-END"], timeout: .seconds(180))
+        #expect(real.serial.contains("Security Violation"), "shim refused the tampered grub: \(real.serial.suffix(600))")
+        #expect(!real.serial.contains("TLAUNCH-PCRS-END"))
+        // Up to the refusal, the measurements are the predicted ones.
+        for p: UInt32 in [7, 14] {
+            #expect(predicted.log.events.filter { $0.pcrIndex == p && $0.type != .noAction }.map(Self.digest) == real.extends.filter { $0.pcr == p }.map(\.sha256),
+                    "PCR \(p) up to the refusal")
+        }
+    }
+}
