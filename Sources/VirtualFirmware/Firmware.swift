@@ -451,7 +451,7 @@ struct Run {
         guard g.depth <= 16 else { throw FirmwareError(.grubScript, stage: "grub", "`source` nests deeper than 16 (a loop?)", path: source) }
         let nodes: [GrubScript.Node]
         do { nodes = try GrubScript.parse(text) } catch {
-            throw FirmwareError(.grubScript, stage: "grub", "\(source), line \(error.line): \(error.reason)", path: source)
+            throw FirmwareError(error.unsupported ? .unsupported : .grubScript, stage: "grub", "\(source), line \(error.line): \(error.reason)", path: source)
         }
         _ = try grubRun(&g, nodes, source: source)
     }

@@ -14,7 +14,7 @@ enum GrubScript {
         var parts: [Part]
     }
 
-    struct ParseError: Error { var line: Int; var reason: String }
+    struct ParseError: Error { var line: Int; var reason: String; var unsupported = false }
 
     static func parse(_ text: String) throws(ParseError) -> [Node] {
         var lines: [(Int, [Word])] = []
@@ -104,7 +104,7 @@ enum GrubScript {
                     literal.append(c); i += 1
                 }
             case "{" where !inWord, "}" where !inWord:
-                throw ParseError(line: line, reason: "blocks ({ … }: menuentry, submenu, function) are not modelled; write the boot commands at the top level")
+                throw ParseError(line: line, reason: "blocks ({ … }: menuentry, submenu, function) are not modelled; write the boot commands at the top level", unsupported: true)
             default:
                 inWord = true
                 literal.append(c); i += 1
@@ -164,7 +164,7 @@ enum GrubScript {
             case "then", "elif", "else", "fi":
                 throw ParseError(line: line, reason: "\(first) without if")
             case "while", "until", "for", "function", "menuentry", "submenu":
-                throw ParseError(line: line, reason: "\(first) is not modelled; write the boot commands at the top level")
+                throw ParseError(line: line, reason: "\(first) is not modelled; write the boot commands at the top level", unsupported: true)
             default:
                 nodes.append(command(words, line))
             }
@@ -174,7 +174,7 @@ enum GrubScript {
 
     static func inline(_ words: [Word], _ line: Int) throws(ParseError) -> [Node] {
         if let k = keyword(words[0]), ["if", "while", "for", "menuentry"].contains(k) {
-            throw ParseError(line: line, reason: "\(k) after then/else on the same line is not modelled")
+            throw ParseError(line: line, reason: "\(k) after then/else on the same line is not modelled", unsupported: true)
         }
         return [command(words, line)]
     }
