@@ -84,6 +84,8 @@ let package = Package(
                 "MeasuredBoot",
                 "SecureBoot",
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),

@@ -29,6 +29,14 @@ let package = Package(
             dependencies: [.product(name: "SecureBoot", package: "TrustedLaunch")]
         ),
         .executableTarget(
+            name: "FuzzESPImage",
+            dependencies: [.product(name: "VirtualFirmware", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
+            name: "FuzzGrubConfig",
+            dependencies: [.product(name: "VirtualFirmware", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
             name: "FuzzEventLog",
             dependencies: [.product(name: "MeasuredBoot", package: "TrustedLaunch")]
         ),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer campaign: Fuzz/run.sh TARGET SECONDS
-#   TARGET: tpm2-response | vtpm-commands | eventlog | ima | pe | esl | varstore
+#   TARGET: tpm2-response | vtpm-commands | eventlog | ima | pe | esl | varstore | esp | grubcfg
 # New inputs that grow coverage are added to Fuzz/corpus/TARGET (commit the small ones; the
 # test suite replays the corpus). Crashers are written to Fuzz/artifacts/.
 set -euo pipefail
@@ -15,6 +15,8 @@ case "$target" in
   pe) product=FuzzPEImage ;;
   esl) product=FuzzSignatureLists ;;
   varstore) product=FuzzVariableStore ;;
+  esp) product=FuzzESPImage ;;
+  grubcfg) product=FuzzGrubConfig ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 swift build -c debug --scratch-path .build \
@@ -43,6 +45,7 @@ if [ -d "$shared" ] && { [ "$target" = eventlog ] || [ "$target" = ima ] || [ "$
   seeds=("$seeddir")
 fi
 maxlen=4096
+[ "$target" = esp ] && maxlen=262144
 [ "$target" = eventlog ] && maxlen=131072
 [ "$target" = ima ] && maxlen=16384
 [ "$target" = pe ] && maxlen=65536

@@ -13,9 +13,14 @@ public struct SecureBootKeySet: Sendable {
         public var privateKeyPEM: String
         public var certificate: Certificate
         public var certificatePEM: String
+        public init(name: String, privateKeyPEM: String, certificate: Certificate, certificatePEM: String) {
+            self.name = name; self.privateKeyPEM = privateKeyPEM; self.certificate = certificate; self.certificatePEM = certificatePEM
+        }
     }
     public var owner: EFIGUID
     public var keys: [Key]
+
+    public init(owner: EFIGUID, keys: [Key]) { self.owner = owner; self.keys = keys }
 
     public static func generate(commonName: String, owner: EFIGUID, years: Int = 10) throws(SecureBootError) -> SecureBootKeySet {
         var keys: [Key] = []

@@ -60,6 +60,10 @@ let rsaPublic = TPMTemplates.ekRSA2048
 print("TrustedLaunch benchmarks (\(seconds) s per figure; \(ProcessInfo.processInfo.activeProcessorCount) CPUs)")
 let onlyEngine = args.contains("--only-engine")
 let onlyEventLog = args.contains("--only-eventlog")
+if args.contains("--only-firmware") {
+    try firmwareBenchmarks(seconds: seconds)
+    exit(0)
+}
 if args.contains("--only-secureboot") {
     try secureBootBenchmarks(seconds: seconds)
     exit(0)

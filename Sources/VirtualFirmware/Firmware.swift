@@ -1,4 +1,6 @@
+import Crypto
 import MeasuredBoot
+import Synchronization
 import SecureBoot
 import TPM2
 import VirtualTPM
@@ -73,15 +75,18 @@ public struct VirtualFirmware: Sendable {
 
     public var settings: FirmwareSettings
     public var model: Model
+    /// Secure Boot decisions shared between launches (a host boots the same images again and again).
+    public var cache: DecisionCache?
 
-    public init(settings: FirmwareSettings, model: Model = .tlaunch) {
-        self.settings = settings; self.model = model
+    public init(settings: FirmwareSettings, model: Model = .tlaunch, cache: DecisionCache? = nil) {
+        self.settings = settings; self.model = model; self.cache = cache
     }
 
     /// Boots `esp`: every measurement goes to the event log and, when `tpm` is given, is
     /// extended into it (after TPM2_Startup, as firmware does at power-on).
     public func launch(esp: ESP, tpm: VirtualTPM? = nil) throws(FirmwareError) -> LaunchReport {
         var run = try Run(settings: settings, model: model, esp: esp, tpm: tpm)
+        run.cache = cache
         run.boot()
         return run.report
     }
@@ -103,6 +108,10 @@ struct Run {
     var tpmFailure: FirmwareError?
     /// shim's state once it runs (its verification protocol for grub's linux loader).
     var shim: BootImage?
+    var cache: DecisionCache?
+    /// db and dbx, parsed once per launch, with the digests of their bytes (the cache's key).
+    var databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?
+    var digests: [String: [TPMAlgID: [UInt8]]] = [:]
 
     init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: VirtualTPM?) throws(FirmwareError) {
         if settings.securityType == .standard {
@@ -161,7 +170,7 @@ struct Run {
         let dp = devicePath.nodes.isEmpty ? [] : devicePath.encoded
         data.le64(0x1000_0000); data.le64(UInt64(image.pe.bytes.count)); data.le64(0); data.le64(UInt64(dp.count))
         data += dp
-        let digests = builder.banks.map { TaggedDigest($0.algorithm, ((try? image.pe.authenticodeDigest($0.algorithm)) ?? [])[...]) }
+        let digests = builder.banks.map { TaggedDigest($0.algorithm, authenticode(image, $0.algorithm)[...]) }
         builder.append(pcr: 4, type: .efiBootServicesApplication, digests: digests, data: data)
         extendLast()
     }
@@ -175,6 +184,29 @@ struct Run {
     }
 
     func variable(_ name: String, _ guid: EFIGUID) -> [UInt8] { store?.variable(name, guid)?.data ?? [] }
+
+    /// An image's Authenticode digest, computed once per launch and bank.
+    mutating func authenticode(_ image: BootImage, _ alg: TPMAlgID) -> [UInt8] {
+        if let d = digests[image.path]?[alg] { return d }
+        let d = (try? image.pe.authenticodeDigest(alg)) ?? []
+        digests[image.path, default: [:]][alg] = d
+        return d
+    }
+
+    mutating func firmwareDatabases(_ store: VariableStore) -> (SignatureDatabase, SignatureDatabase, [UInt8]) {
+        if let d = databases { return d }
+        let db = store.db, dbx = store.dbx
+        let d = (db, dbx, [0] + Array(SHA256.hash(data: db.encoded + [0xFF] + dbx.encoded)))
+        databases = d
+        return d
+    }
+
+    /// The firmware's decision, from the cache when the same file was decided against the same
+    /// databases before (the key covers the whole file, signatures included).
+    func decide(_ image: BootImage, db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8]) -> BootDecision {
+        guard let cache else { return ImageVerifier.decide(image.pe, db: db, dbx: dbx) }
+        return cache.decision(file: image.pe.bytes, databases: key) { ImageVerifier.decide(image.pe, db: db, dbx: dbx) }
+    }
 
     // MARK: the boot
 
@@ -292,14 +324,15 @@ struct Run {
         }
         let image = try BootImage(path: esp.storedPath(path) ?? path, bytes: bytes)
         report.stages.append(BootStage(kind: image.kind, path: image.path, loadedBy: by,
-                                       authenticodeSHA256: hexString((try? image.pe.authenticodeDigest(.sha256)) ?? []), verifiedBy: nil, authority: nil))
+                                       authenticodeSHA256: hexString(authenticode(image, .sha256)), verifiedBy: nil, authority: nil))
         return image
     }
 
     /// UEFI image verification against db/dbx; the authority goes to PCR 7 before the image goes to PCR 4.
     mutating func firmwareVerify(_ image: BootImage) throws(FirmwareError) {
         guard report.secureBootEnforced, let store else { return }
-        let decision = ImageVerifier.decide(image.pe, db: store.db, dbx: store.dbx)
+        let (db, dbx, key) = firmwareDatabases(store)
+        let decision = decide(image, db: db, dbx: dbx, key: key)
         guard decision.verdict == .allowed, let a = decision.authority else {
             throw FirmwareError(.securityViolation, stage: "firmware", "Security Violation: the firmware refused \(image.path): \(decision.reason)", path: image.path)
         }
@@ -362,10 +395,11 @@ struct Run {
         func refuse(_ why: String) -> FirmwareError {
             FirmwareError(.securityViolation, stage: "shim", "Verification failed: (0x1A) Security Violation — \(image.path): \(why)", path: image.path)
         }
-        let firmware = ImageVerifier.decide(image.pe, db: store.db, dbx: store.dbx)
+        let (db, dbx, key) = firmwareDatabases(store)
+        let firmware = decide(image, db: db, dbx: dbx, key: key)
         if firmware.code == .deniedHashInDbx || firmware.code == .deniedSignerInDbx { throw refuse(firmware.reason) }
         if let vdbx = shim.shimVendorDbx, let list = try? SignatureDatabase(esl: vdbx) {
-            let d = ImageVerifier.decide(image.pe, db: SignatureDatabase(), dbx: list)
+            let d = decide(image, db: SignatureDatabase(), dbx: list, key: [1] + Array(SHA256.hash(data: vdbx)))
             if d.code == .deniedHashInDbx || d.code == .deniedSignerInDbx { throw refuse("revoked by shim's built-in dbx: \(d.reason)") }
         }
         if firmware.verdict == .allowed, let a = firmware.authority {
@@ -379,7 +413,7 @@ struct Run {
             mok.lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: der)]))
         }
         if let user = try? SignatureDatabase(esl: variable("MokList", .shimLock)) { mok.lists += user.lists }
-        let d = ImageVerifier.decide(image.pe, db: mok, dbx: SignatureDatabase())
+        let d = decide(image, db: mok, dbx: SignatureDatabase(), key: [2] + Array(SHA256.hash(data: mok.encoded)))
         guard d.verdict == .allowed, let a = d.authority else { throw refuse(firmware.reason) }
         report.stages[report.stages.count - 1].verifiedBy = "MokListRT"
         report.stages[report.stages.count - 1].authority = a.subject ?? a.hash
@@ -531,7 +565,7 @@ struct Run {
             do { kernel = try BootImage(path: p, bytes: bytes) } catch {
                 throw FirmwareError(.invalidImage, stage: "grub", "\(p) is not a kernel grub can boot: \(error.reason)", path: p)
             }
-            report.stages.append(BootStage(kind: kernel.kind, path: p, loadedBy: "grub", authenticodeSHA256: hexString((try? kernel.pe.authenticodeDigest(.sha256)) ?? []), verifiedBy: nil, authority: nil))
+            report.stages.append(BootStage(kind: kernel.kind, path: p, loadedBy: "grub", authenticodeSHA256: hexString(authenticode(kernel, .sha256)), verifiedBy: nil, authority: nil))
             if shim != nil {
                 // With Secure Boot on, grub verifies the kernel through shim's protocol, which
                 // measures it, and boots it through shim's image loader, which measures it again:
@@ -643,4 +677,26 @@ struct Run {
 extension Array where Element == UInt8 {
     mutating func le32(_ v: UInt32) { for i in 0..<4 { append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(i)))) } }
     mutating func le64(_ v: UInt64) { for i in 0..<8 { append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
+}
+
+/// Secure Boot decisions by (the whole image file, the databases): shared by launches on a host.
+public final class DecisionCache: Sendable {
+    struct Key: Hashable { var file: [UInt8]; var databases: [UInt8] }
+    let entries = Mutex<[Key: BootDecision]>([:])
+    public let capacity: Int
+
+    public init(capacity: Int = 4096) { self.capacity = capacity }
+
+    func decision(file: [UInt8], databases: [UInt8], _ compute: () -> BootDecision) -> BootDecision {
+        let key = Key(file: Array(SHA256.hash(data: file)), databases: databases)
+        if let d = entries.withLock({ $0[key] }) { return d }
+        let d = compute()
+        entries.withLock { e in
+            if e.count >= capacity { e.removeAll(keepingCapacity: true) }
+            e[key] = d
+        }
+        return d
+    }
+
+    public var count: Int { entries.withLock { $0.count } }
 }

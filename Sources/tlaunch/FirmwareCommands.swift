@@ -12,17 +12,37 @@ extension FirmwareError: LocalizedError {
 
 /// Options that describe a VM to boot or predict.
 struct VMOptions: ParsableArguments {
+    @Option(help: "A built-in image instead of --vars/--esp: sample-linux (built at first use, signed with the platform's keys in ~/.tlaunch/secureboot) or debian-12 (from the installed Debian packages).") var image: String?
     @Option(help: "The VM's variable store (OVMF_VARS*.fd): PK, KEK, db, dbx, boot entries. Default: an empty store.") var vars: String?
-    @Option(help: "The boot disk's EFI System Partition: a folder, a FAT image, or a GPT disk image.") var esp: String
+    @Option(help: "The boot disk's EFI System Partition: a folder, a FAT image, or a GPT disk image.") var esp: String?
     @Option(help: "Kernel command line when the boot entry is a kernel (direct kernel boot).") var cmdline: String?
     @Flag(help: "Secure Boot off (it is on by default, enforced when the store has a PK).") var noSecureBoot = false
     @Option(help: "PCR banks of the vTPM, comma-separated.") var banks: String = "sha1,sha256"
 
-    func settings() throws -> FirmwareSettings {
-        var store = try vars.map { try VariableStore(readFile($0)) }
+    func resolve() throws -> (FirmwareSettings, ESP) {
+        var store: VariableStore?
+        let disk: ESP
+        if let image {
+            guard vars == nil, esp == nil else { throw ValidationError("--image replaces --vars and --esp") }
+            switch image {
+            case "sample-linux":
+                let keys = try PlatformKeys.loadOrCreate(directory: URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".tlaunch/secureboot"))
+                (disk, store) = try SampleImages.sampleLinux(keys: keys)
+            case "debian-12":
+                guard let d = try SampleImages.debian12() else {
+                    throw ValidationError("debian-12 needs Debian's shim-signed, grub-efi-amd64-signed, linux-image-amd64 and ovmf packages installed")
+                }
+                (disk, store) = d
+            default: throw ValidationError("--image must be one of \(SampleImages.names.joined(separator: ", "))")
+            }
+        } else {
+            guard let esp else { throw ValidationError("give --esp (and --vars), or --image") }
+            store = try vars.map { try VariableStore(readFile($0)) }
+            disk = try ESP.load(esp)
+        }
         if let c = cmdline {
             // A direct kernel boot: Boot0000 names the kernel with the command line as its options.
-            guard var s = store ?? (try? VariableStore.blank()) else { throw ValidationError("--cmdline needs --vars") }
+            var s = try store ?? VariableStore(SampleImages.blankVariableStore())
             try s.setDirectBoot(commandLine: c)
             store = s
         }
@@ -30,19 +50,11 @@ struct VMOptions: ParsableArguments {
             guard let a = PCRValues.bankNames[name.trimmingCharacters(in: .whitespaces).lowercased()] else { throw ValidationError("unknown bank \(name)") }
             return a
         }
-        return FirmwareSettings(secureBoot: !noSecureBoot, variables: store, banks: b)
+        return (FirmwareSettings(secureBoot: !noSecureBoot, variables: store, banks: b), disk)
     }
 }
 
 extension VariableStore {
-    /// An empty OVMF-format store, when no --vars is given with --cmdline.
-    static func blank() throws -> VariableStore {
-        for p in ["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"] where FileManager.default.fileExists(atPath: p) {
-            return try VariableStore(Array(try Data(contentsOf: URL(fileURLWithPath: p))))
-        }
-        throw ValidationError("no blank variable store: give --vars")
-    }
-
     /// Boot0000 = \EFI\BOOT\BOOTX64.EFI with `commandLine` (UTF-16) as its optional data; BootOrder = 0000.
     mutating func setDirectBoot(commandLine: String, path: String = "\\EFI\\BOOT\\BOOTX64.EFI") throws {
         var options: [UInt8] = []
@@ -76,8 +88,8 @@ struct Predict: ParsableCommand {
         case "ovmf": model = .ovmf(reference: try reference.map { try EventLog(parsing: readFile($0)) })
         default: throw ValidationError("--firmware must be tlaunch or ovmf")
         }
-        let settings = try vm.settings()
-        let report = try VirtualFirmware(settings: settings, model: model).predict(esp: ESP.load(vm.esp))
+        let (settings, esp) = try vm.resolve()
+        let report = try VirtualFirmware(settings: settings, model: model).predict(esp: esp)
         let known: Set<UInt32> = {
             if case .ovmf(let r) = model, r == nil { return [4, 7, 8, 9, 14] }
             return Set(0...23)
@@ -183,7 +195,8 @@ struct FirmwareCommand: ParsableCommand {
             } else {
                 tpm = VirtualTPM.ephemeral()
             }
-            let report = try VirtualFirmware(settings: try vm.settings()).launch(esp: ESP.load(vm.esp), tpm: tpm)
+            let (settings, esp) = try vm.resolve()
+            let report = try VirtualFirmware(settings: settings).launch(esp: esp, tpm: tpm)
             if let logOut { try Data(try report.log.encoded()).write(to: URL(fileURLWithPath: logOut)) }
             for s in report.stages { print("\(s.kind.rawValue): \(s.path)\(s.verifiedBy.map { " (verified by \($0): \(s.authority ?? ""))" } ?? "")") }
             if let f = report.failure {
