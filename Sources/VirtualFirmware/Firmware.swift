@@ -414,7 +414,9 @@ struct Run {
         }
         if let user = try? SignatureDatabase(esl: variable("MokList", .shimLock)) { mok.lists += user.lists }
         let d = decide(image, db: mok, dbx: SignatureDatabase(), key: [2] + Array(SHA256.hash(data: mok.encoded)))
-        guard d.verdict == .allowed, let a = d.authority else { throw refuse(firmware.reason) }
+        guard d.verdict == .allowed, let a = d.authority else {
+            throw refuse("not signed by a certificate in db, shim's built-in certificate or MokList, and its digest is in none of them")
+        }
         report.stages[report.stages.count - 1].verifiedBy = "MokListRT"
         report.stages[report.stages.count - 1].authority = a.subject ?? a.hash
         measureAuthority(.shimLock, "MokListRT", Array(hex: a.signatureData) ?? [])

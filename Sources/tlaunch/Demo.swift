@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import MeasuredBoot
 import TPM2
+import VirtualFirmware
+import VirtualTPM
 
 /// The main job, for now: start a TPM (swtpm, manufactured with EK certificates) and show the
 /// TPM 2.0 library doing what the platform needs from it — identity, PCRs, measurement, an
@@ -107,6 +109,7 @@ struct Demo: AsyncParsableCommand {
             detail("after another measurement, unseal is refused: \(error.responseCode?.decoded ?? error.description)")
         }
         await tpm.close()
+        try trustedLaunch()
         step("Done")
     }
 
@@ -144,6 +147,35 @@ struct Demo: AsyncParsableCommand {
         let editedFacts = edited.replay(against: tpmPCRs).verified.explain()
         detail("a log edited to say SecureBoot=0 still replays (the digest is unchanged), but: \(editedFacts.anomalies.first?.message ?? "NOT caught — a bug")")
         detail("and the edited claim is not among the facts: Secure Boot \(editedFacts.secureBoot.enabled.map { $0 ? "enabled" : "disabled" } ?? "unknown")")
+    }
+
+    /// The trusted launch itself: the virtual firmware boots the sample-linux image (shim → grub →
+    /// kernel signed with the platform's keys) into a new vTPM with Secure Boot enforced; the
+    /// PCRs predicted before the boot are the vTPM's after it; a kernel that is not signed by a
+    /// trusted key is refused, as a real VM fails to boot.
+    func trustedLaunch() throws {
+        step("Trusted launch: the virtual firmware boots sample-linux into a new vTPM (Secure Boot, Measured Boot)")
+        let keyDir = URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".tlaunch/secureboot")
+        let keys = try PlatformKeys.loadOrCreate(directory: keyDir)
+        let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
+        let firmware = VirtualFirmware(settings: FirmwareSettings(variables: vars))
+        let predicted = try firmware.predict(esp: esp)
+        let vtpm = VirtualTPM.ephemeral()
+        let report = try firmware.launch(esp: esp, tpm: vtpm)
+        for s in report.stages {
+            detail("\(s.kind.rawValue) \(s.path): verified by \(s.verifiedBy ?? "-") (\(s.authority ?? "-"))")
+        }
+        detail("launched: \(report.kernel ?? "-") \(report.kernelCommandLine ?? ""); \(report.log.events.count) events measured into the vTPM")
+        var read = TPM2PCRRead()
+        read.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7])])
+        let response = vtpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [], parameters: read.parameterBytes()).encode())
+        let values = try TPM2PCRRead.Response(handles: [], parameters: TPMResponsePacket.decode(response, handleCount: 0, sessionCount: 0).parameters).pcrValues.digests
+        let same = zip(0..<8, values).allSatisfy { predicted.pcrs[.sha256, UInt32($0.0)] == $0.1.bytes }
+        detail("PCRs 0–7 predicted before the boot \(same ? "equal" : "DIFFER FROM") the vTPM's after it (PCR 7 \(hexString(values[7].bytes).prefix(16))…)")
+        var files = esp.files
+        files["/vmlinuz"]![files["/vmlinuz"]!.count / 3] ^= 1
+        let tampered = try firmware.predict(esp: ESP(files: files))
+        detail("a modified kernel is refused: \(tampered.failure.map { "\($0.stage): \($0.reason)" } ?? "NOT refused — a bug")")
     }
 
     /// UEFI_IMAGE_LOAD_EVENT whose device path is just the file path.
