@@ -117,8 +117,12 @@ public struct FATFileSystem: Sendable {
                 let units = lfn.keys.sorted().flatMap { lfn[$0]! }.prefix { $0 != 0 && $0 != 0xFFFF }
                 name = String(decoding: Array(units), as: UTF16.self)
             } else {
-                let base = String(decoding: e.prefix(8), as: UTF8.self).trimmingSuffixSpaces
-                let ext = String(decoding: e.dropFirst(8).prefix(3), as: UTF8.self).trimmingSuffixSpaces
+                // Windows NT's case flags (byte 12): 0x08 base name lower case, 0x10 extension lower case.
+                let flags = e[e.startIndex + 12]
+                var base = String(decoding: e.prefix(8), as: UTF8.self).trimmingSuffixSpaces
+                var ext = String(decoding: e.dropFirst(8).prefix(3), as: UTF8.self).trimmingSuffixSpaces
+                if flags & 0x08 != 0 { base = base.lowercased() }
+                if flags & 0x10 != 0 { ext = ext.lowercased() }
                 name = ext.isEmpty ? base : base + "." + ext
             }
             lfn = [:]

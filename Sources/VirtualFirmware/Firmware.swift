@@ -229,7 +229,8 @@ struct Run {
             measure(0, .sCRTMVersion, data: FirmwareReference.crtmVersion)
             measure(0, .efiPlatformFirmwareBlob2, data: FirmwareReference.blobEvent, measured: FirmwareReference.manifest)
         case .ovmf(let ref):
-            reference = (ref?.events ?? []).filter { [0, 1, 2, 3, 5, 6].contains($0.pcrIndex) && $0.type != .noAction }
+            // PCR 5 (the GPT, ExitBootServices) depends on the disk and the boot, not on OVMF's build: predicted.
+            reference = (ref?.events ?? []).filter { [0, 1, 2, 3, 6].contains($0.pcrIndex) && $0.type != .noAction }
             let banks = Set(builder.banks.map(\.algorithm))
             for e in reference where e.pcrIndex == 0 && e.type != .separator {
                 builder.append(pcr: 0, type: e.type, digests: e.digests.filter { banks.contains($0.algorithm) }, data: Array(e.data))
@@ -266,13 +267,14 @@ struct Run {
             for p: UInt32 in 0...6 { measure(p, .separator, data: [0, 0, 0, 0]) }
         case .ovmf:
             measure(4, .separator, data: [0, 0, 0, 0])
+            measure(5, .separator, data: [0, 0, 0, 0])
             let banks = Set(builder.banks.map(\.algorithm))
             for e in reference where e.pcrIndex != 0 || e.type == .separator {
                 builder.append(pcr: e.pcrIndex, type: e.type, digests: e.digests.filter { banks.contains($0.algorithm) }, data: Array(e.data))
                 extendLast()
             }
         }
-        if case .gpt(let event, _) = esp.partitioning, case .tlaunch = model { measure(5, .efiGPTEvent, data: event) }
+        if case .gpt(let event, _) = esp.partitioning { measure(5, .efiGPTEvent, data: event) }
 
         let image = try load(path, by: "firmware (\(Self.bootName(number)))")
         try firmwareVerify(image)
@@ -322,7 +324,8 @@ struct Run {
         guard let bytes = esp.file(path) else {
             throw FirmwareError(.notFound, stage: by, "\(path) is not on the ESP", path: path)
         }
-        let image = try BootImage(path: esp.storedPath(path) ?? path, bytes: bytes)
+        // The path as the loader asked for it (FAT is case-insensitive; shim and firmware measure the requested name).
+        let image = try BootImage(path: path.replacingOccurrences(of: "\\", with: "/"), bytes: bytes)
         report.stages.append(BootStage(kind: image.kind, path: image.path, loadedBy: by,
                                        authenticodeSHA256: hexString(authenticode(image, .sha256)), verifiedBy: nil, authority: nil))
         return image

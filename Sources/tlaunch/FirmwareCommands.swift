@@ -72,7 +72,7 @@ struct Predict: ParsableCommand {
         abstract: "The event log and PCR values a VM will have, without booting it.",
         discussion: """
         --firmware tlaunch (the default) predicts a VM booted by TrustedLaunch's virtual firmware: every PCR.
-        --firmware ovmf predicts OVMF: PCRs 4, 7, 8, 9 and 14 from the images and the store; PCRs 0–3, 5, 6
+        --firmware ovmf predicts OVMF: PCRs 4, 5, 7, 8, 9 and 14 from the disk, the images and the store; PCRs 0–3, 6
         from --reference (the event log of a recorded boot of the same OVMF build), or left out.
         """)
     @OptionGroup var vm: VMOptions
@@ -91,7 +91,7 @@ struct Predict: ParsableCommand {
         let (settings, esp) = try vm.resolve()
         let report = try VirtualFirmware(settings: settings, model: model).predict(esp: esp)
         let known: Set<UInt32> = {
-            if case .ovmf(let r) = model, r == nil { return [4, 7, 8, 9, 14] }
+            if case .ovmf(let r) = model, r == nil { return [4, 5, 7, 8, 9, 14] }
             return Set(0...23)
         }()
         if let logOut { try Data(try report.log.encoded()).write(to: URL(fileURLWithPath: logOut)) }

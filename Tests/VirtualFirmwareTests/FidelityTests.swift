@@ -14,7 +14,7 @@ import VirtualTPM
 /// must their events (type, order, digests, and the data that has a defined meaning).
 @Suite("Virtual firmware: predictions equal real OVMF boots", .serialized)
 struct FidelityTests {
-    static let comparedPCRs: [UInt32] = [4, 7, 8, 9, 14]
+    static let comparedPCRs: [UInt32] = [4, 5, 7, 8, 9, 14]
 
     /// An ESP folder as a Debian installation lays it out for the removable path: shim as
     /// BOOTX64.EFI, grub beside it, grub.cfg where Debian's signed grub looks ($prefix = /EFI/debian).
@@ -91,6 +91,53 @@ struct FidelityTests {
         #expect(predicted.succeeded && predicted.secureBootEnforced)
         #expect(predicted.stages.map(\.verifiedBy) == ["db", "MokListRT", "MokListRT"])
         let real = try await bootRealVM(qemu: qemu, vars: Debian.varsMS, esp: esp, tpm: .swtpm)
+        #expect(real.finished, "the VM booted to the initramfs: \(real.serial.suffix(600))")
+        #expect(real.log != nil, "the guest exposed its event log")
+        Self.compare(predicted, real)
+    }
+
+    /// The same chain on a GPT disk image with a FAT32 ESP (made by sfdisk, mkfs.fat and mtools):
+    /// OVMF measures the GPT into PCR 5 and grub names the device (hd0,gpt1).
+    @Test(.timeLimit(.minutes(5)))
+    func gptDiskImage() async throws {
+        guard let (qemu, kernel) = Debian.available(), let sfdisk = Interop.tool("sfdisk"), let mkfs = Interop.tool("mkfs.fat"),
+              let mmd = Interop.tool("mmd"), let mcopy = Interop.tool("mcopy") else { return }
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let folder = try Self.debianESP(kernel: kernel, in: dir)
+        let disk = dir.appendingPathComponent("disk.img")
+        _ = FileManager.default.createFile(atPath: disk.path, contents: nil)
+        let h = try FileHandle(forWritingTo: disk)
+        try h.truncate(atOffset: 64 << 20)
+        try h.close()
+        func run(_ tool: String, _ args: [String], stdin: String? = nil) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: tool)
+            p.arguments = args
+            p.environment = ["MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
+            let input = Pipe()
+            p.standardInput = input
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+            try input.fileHandleForWriting.close()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "\(tool) \(args)")
+        }
+        try run(sfdisk, ["-q", disk.path], stdin: "label: gpt\nstart=2048, size=120832, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n")
+        try run(mkfs, ["-F", "32", "--offset", "2048", disk.path, "60416"])
+        let fat = "\(disk.path)@@1048576"
+        try run(mmd, ["-i", fat, "::/EFI", "::/EFI/BOOT", "::/EFI/debian"])
+        for (from, to) in [("EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/"), ("EFI/BOOT/grubx64.efi", "::/EFI/BOOT/"), ("EFI/debian/grub.cfg", "::/EFI/debian/"),
+                           ("vmlinuz", "::/"), ("initrd.img", "::/")] {
+            try run(mcopy, ["-i", fat, folder.appendingPathComponent(from).path, to])
+        }
+        let predicted = try Self.predict(vars: Debian.varsMS, esp: disk)
+        #expect(predicted.succeeded)
+        #expect(predicted.log.events.contains { $0.pcrIndex == 5 && $0.type == .efiGPTEvent })
+        #expect(predicted.log.events.contains { String(decoding: $0.data, as: UTF8.self).contains("(hd0,gpt1)/EFI/debian/grub.cfg") })
+        let real = try await bootRealVM(qemu: qemu, vars: Debian.varsMS, esp: disk, tpm: .swtpm)
         #expect(real.finished, "the VM booted to the initramfs: \(real.serial.suffix(600))")
         #expect(real.log != nil, "the guest exposed its event log")
         Self.compare(predicted, real)

@@ -162,7 +162,8 @@ func bootRealVM(qemu: String, vars: String, esp: URL, tpm kind: TPMKind, until m
                    "-serial", "file:\(serial.path)", "-monitor", "none", "-no-reboot",
                    "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(Debian.ovmfCode)",
                    "-drive", "if=pflash,format=raw,unit=1,file=\(varsCopy.path)",
-                   "-drive", "file=fat:rw:\(esp.path),format=raw,if=virtio",
+                   "-drive", esp.hasDirectoryPath || (try? esp.resourceValues(forKeys: [.isDirectoryKey]).isDirectory) == true
+                       ? "file=fat:rw:\(esp.path),format=raw,if=virtio" : "file=\(esp.path),format=raw,if=virtio",
                    "-chardev", "socket,id=chrtpm,path=\(ctrl)",
                    "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]
     q.standardOutput = FileHandle.nullDevice
