@@ -169,3 +169,20 @@ struct LaunchTests {
         #expect(throws: FirmwareError.self) { _ = try ESP.image([UInt8](repeating: 0, count: 4096)) }
     }
 }
+
+@Suite("Virtual firmware: the published reference values")
+struct PublishedReferenceValuesTests {
+    @Test func theDocumentedFileIsWhatTheCodeComputes() throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let file = root.appendingPathComponent("docs/firmware/reference-values-\(VirtualFirmware.version).json")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any], "\(file.path) must exist for this version")
+        #expect(json["version"] as? String == VirtualFirmware.version)
+        let pcrs = try #require(json["pcrs"] as? [String: [String: String]])
+        let computed = try FirmwareReference.values(banks: [.sha1, .sha256, .sha384])
+        #expect(computed.count == 18)
+        for v in computed {
+            #expect(pcrs[PCRValues.bankName(v.bank)]?[String(v.pcr)] == hexString(v.value), "PCR \(v.pcr) \(v.bank)")
+        }
+    }
+}
