@@ -6,15 +6,30 @@ import X509
 
 /// A signature database (db, dbx, KEK, PK, MokList): EFI signature lists.
 public struct SignatureDatabase: Sendable {
-    public var lists: [SignatureList]
+    public var lists: [SignatureList] { didSet { certificates = Self.parseCertificates(lists) } }
 
-    public init(lists: [SignatureList] = []) { self.lists = lists }
+    /// X.509 entries with their certificates (entries that do not parse are skipped), parsed
+    /// once when the lists are set: every boot decision consults them.
+    public private(set) var certificates: [(entry: SignatureEntry, certificate: Certificate)]
+
+    public init(lists: [SignatureList] = []) {
+        self.lists = lists
+        certificates = Self.parseCertificates(lists)
+    }
 
     /// Parses EFI_SIGNATURE_LISTs (an `.esl` file or a variable's data).
     public init(esl bytes: [UInt8]) throws(SecureBootError) {
         do { lists = try SignatureList.parseAll(bytes[...]) } catch {
             throw SecureBootError(.invalidInput, error.reason, offset: error.offset, field: error.field)
         }
+        certificates = Self.parseCertificates(lists)
+    }
+
+    static func parseCertificates(_ lists: [SignatureList]) -> [(entry: SignatureEntry, certificate: Certificate)] {
+        lists.flatMap { l in l.entries.compactMap { e in
+            guard e.type == .certX509, let c = try? Certificate(derEncoded: e.data) else { return nil }
+            return (e, c)
+        } }
     }
 
     public var encoded: [UInt8] { lists.flatMap(\.encoded) }
@@ -29,14 +44,7 @@ public struct SignatureDatabase: Sendable {
             lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: owner, type: .certX509, data: der)]))
         }
         self.lists = lists
-    }
-
-    /// X.509 entries with their certificates (entries that do not parse are skipped).
-    public var certificates: [(entry: SignatureEntry, certificate: Certificate)] {
-        lists.flatMap { l in l.entries.compactMap { e in
-            guard e.type == .certX509, let c = try? Certificate(derEncoded: e.data) else { return nil }
-            return (e, c)
-        } }
+        self.certificates = Self.parseCertificates(lists)
     }
 
     /// The hash entry equal to `digest` of the given algorithm.

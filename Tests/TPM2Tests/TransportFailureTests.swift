@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TPM2
 import Testing
 import TLaunchTestSupport
@@ -11,6 +12,13 @@ import Glibc
 final class MisbehavingServer: @unchecked Sendable {
     let port: Int
     private let fd: Int32
+    /// Whether the listener is closed; closing and shutting it down happen under this lock.
+    private let closed = Flag()
+
+    final class Flag: Sendable {
+        let value = Mutex(false)
+        func withLock<R>(_ body: (inout Bool) -> R) -> R { value.withLock { body(&$0) } }
+    }
 
     init(_ behaviour: @escaping @Sendable (Int32) -> Void) throws {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -26,15 +34,41 @@ final class MisbehavingServer: @unchecked Sendable {
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
         fd = listener
         port = Int(UInt16(bigEndian: addr.sin_port))
+        // Only this thread closes the listener: closing it from deinit while the thread has yet to
+        // call accept would let the descriptor number be reused by another test's socket, and this
+        // thread would then accept that test's connection (tests run in parallel).
+        let closed = self.closed
         Thread.detachNewThread {
             let c = accept(listener, nil, nil)
+            closed.withLock { isClosed in
+                close(listener)
+                isClosed = true
+            }
             guard c >= 0 else { return }
             behaviour(c)
             close(c)
         }
     }
 
-    deinit { close(fd) }
+    /// Wakes the accept (it then fails and the thread closes the listener).
+    deinit {
+        closed.withLock { isClosed in
+            if !isClosed { shutdown(fd, Int32(SHUT_RDWR)) }
+        }
+    }
+
+    /// A loopback port nobody listens on: bound, then closed, without any thread.
+    static func unusedPort() -> Int {
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(s) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
 
     static func readSome(_ c: Int32) {
         var buf = [UInt8](repeating: 0, count: 4096)
@@ -53,8 +87,8 @@ struct TransportFailureTests {
     }
 
     @Test func nobodyListening() async throws {
-        // A listener that is closed again at once: nobody is listening on its port any more.
-        let port = try MisbehavingServer { _ in }.port
+        // A port that was bound and closed again: nobody is listening on it.
+        let port = MisbehavingServer.unusedPort()
         let tpm = client(port: port)
         let e = await #expect(throws: TPMError.self) { _ = try await tpm.getRandom(8) }
         #expect(e?.code == .transport || e?.code == .timeout)
