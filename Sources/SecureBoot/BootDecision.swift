@@ -134,12 +134,42 @@ public struct BootDecision: Sendable, Codable, Hashable {
     public var signatures: [SignatureReport]
 }
 
+/// An image ready for boot decisions: its SHA-256 Authenticode digest, its signatures and each
+/// signer's verification, computed once.
+public struct PreparedImage: Sendable {
+    public let image: PEImage
+    public let sha256: [UInt8]
+    public let signatures: Result<[AuthenticodeSignature], SecureBootError>
+    /// `signerResults[i][j]`: `verifySigner` of signature i's signer j.
+    public let signerResults: [[Result<Certificate, SecureBootError>]]
+
+    public init(_ image: PEImage) {
+        self.image = image
+        sha256 = (try? image.authenticodeDigest(.sha256)) ?? []
+        do throws(SecureBootError) {
+            let sigs = try image.signatures()
+            signatures = .success(sigs)
+            signerResults = sigs.map { sig in sig.signers.map { sig.verifySigner($0) } }
+        } catch {
+            signatures = .failure(error)
+            signerResults = []
+        }
+    }
+}
+
 public enum ImageVerifier {
     /// UEFI image verification (UEFI 2.10, 32.5.3; as EDK2's DxeImageVerificationLib does it):
     /// denied if the image's digest or a certificate of a signer's chain is in dbx; allowed if a
     /// valid signature chains to a db certificate, or the digest is in db; denied otherwise.
     public static func decide(_ image: PEImage, db: SignatureDatabase, dbx: SignatureDatabase) -> BootDecision {
-        let sha256 = (try? image.authenticodeDigest(.sha256)) ?? []
+        decide(PreparedImage(image), db: db, dbx: dbx)
+    }
+
+    /// The same decision for an image whose digest, signatures and signer checks were computed
+    /// once (firmware and shim decide the same image against several databases).
+    public static func decide(_ prepared: PreparedImage, db: SignatureDatabase, dbx: SignatureDatabase) -> BootDecision {
+        let image = prepared.image
+        let sha256 = prepared.sha256
         var decision = BootDecision(verdict: .denied, code: .deniedNotInDb, reason: "", authority: nil,
                                     imageDigestSHA256: hexString(sha256), signatures: [])
         // 1. The image's digest in dbx, in any algorithm dbx uses.
@@ -151,14 +181,14 @@ public enum ImageVerifier {
             return decision
         }
         let signatures: [AuthenticodeSignature]
-        do { signatures = try image.signatures() } catch {
+        do { signatures = try prepared.signatures.get() } catch {
             decision.reason = "the image's signature is malformed: \(error.reason)"
             decision.signatures = [BootDecision.SignatureReport(signer: nil, issuer: nil, digestAlgorithm: "-", valid: false, problem: error.description, chain: [])]
             return hashOrDeny(image, db: db, decision)
         }
         var allowed: (SignatureEntry, Certificate, [Certificate])?
-        for sig in signatures {
-            for s in sig.signers {
+        for (i, sig) in signatures.enumerated() {
+            for (j, s) in sig.signers.enumerated() {
                 var report = BootDecision.SignatureReport(signer: nil, issuer: s.issuer.description, digestAlgorithm: PCRValuesName(s.digestAlgorithm),
                                                           valid: false, problem: nil, chain: [])
                 defer { decision.signatures.append(report) }
@@ -167,7 +197,7 @@ public enum ImageVerifier {
                     continue
                 }
                 let cert: Certificate
-                switch sig.verifySigner(s) {
+                switch prepared.signerResults[i][j] {
                 case .failure(let e):
                     report.problem = e.reason
                     continue
@@ -195,7 +225,7 @@ public enum ImageVerifier {
             decision.verdict = .allowed
             decision.code = .allowedBySignature
             decision.reason = "signed by a key that chains to db certificate \(cert.subject)"
-            decision.authority = authority("db", entry, hashType: nil)
+            decision.authority = authority("db", entry, hashType: nil, certificate: cert)
             return decision
         }
         if signatures.isEmpty { decision.code = .deniedUnsigned }
@@ -240,8 +270,8 @@ public enum ImageVerifier {
         return Chain(path: path, anchor: nil)
     }
 
-    static func authority(_ variable: String, _ e: SignatureEntry, hashType: TPMAlgID?) -> BootDecision.Authority {
-        let cert = e.type == .certX509 ? try? Certificate(derEncoded: e.data) : nil
+    static func authority(_ variable: String, _ e: SignatureEntry, hashType: TPMAlgID?, certificate: Certificate? = nil) -> BootDecision.Authority {
+        let cert = certificate ?? (e.type == .certX509 ? try? Certificate(derEncoded: e.data) : nil)
         return BootDecision.Authority(variable: variable, owner: e.owner.description, type: SignatureList(type: e.type, header: [], signatureSize: 0, entries: []).typeName,
                                       subject: cert?.subject.description, sha256Fingerprint: cert.map { _ in hexString(Array(SHA256.hash(data: e.data))) },
                                       hash: cert == nil ? hexString(e.data) : nil, signatureData: hexString(e.owner.bytes + e.data))

@@ -27,10 +27,14 @@ public struct ESP: Sendable {
     }
 
     static func normalize(_ path: String) -> String {
-        var p = path.replacingOccurrences(of: "\\", with: "/")
-        while p.contains("//") { p = p.replacingOccurrences(of: "//", with: "/") }
-        if !p.hasPrefix("/") { p = "/" + p }
-        return p
+        var out = "/"
+        out.reserveCapacity(path.utf8.count + 1)
+        for c in path {
+            let c: Character = c == "\\" ? "/" : c
+            if c == "/" && out.last == "/" { continue }
+            out.append(c)
+        }
+        return out
     }
 
     /// A file's bytes (path with / or \, any case), or nil.

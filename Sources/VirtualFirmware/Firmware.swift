@@ -73,13 +73,22 @@ public struct VirtualFirmware: Sendable {
         case ovmf(reference: EventLog?)
     }
 
-    public var settings: FirmwareSettings
+    public var settings: FirmwareSettings { didSet { databases = Self.databases(settings) } }
     public var model: Model
+    /// db and dbx parsed once for all launches of these settings, with their digest.
+    var databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?
     /// Secure Boot decisions shared between launches (a host boots the same images again and again).
     public var cache: DecisionCache?
 
     public init(settings: FirmwareSettings, model: Model = .tlaunch, cache: DecisionCache? = nil) {
         self.settings = settings; self.model = model; self.cache = cache
+        databases = Self.databases(settings)
+    }
+
+    static func databases(_ settings: FirmwareSettings) -> (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])? {
+        guard let store = settings.variables else { return nil }
+        let db = store.db, dbx = store.dbx
+        return (db, dbx, [0] + Array(SHA256.hash(data: db.encoded + [0xFF] + dbx.encoded)))
     }
 
     /// Boots `esp`: every measurement goes to the event log and, when `tpm` is given, is
@@ -87,6 +96,7 @@ public struct VirtualFirmware: Sendable {
     public func launch(esp: ESP, tpm: VirtualTPM? = nil) throws(FirmwareError) -> LaunchReport {
         var run = try Run(settings: settings, model: model, esp: esp, tpm: tpm)
         run.cache = cache
+        run.databases = databases
         run.boot()
         return run.report
     }
@@ -112,6 +122,8 @@ struct Run {
     /// db and dbx, parsed once per launch, with the digests of their bytes (the cache's key).
     var databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?
     var digests: [String: [TPMAlgID: [UInt8]]] = [:]
+    var preparedImages: [String: PreparedImage] = [:]
+    var mok: (SignatureDatabase, [UInt8])?
 
     init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: VirtualTPM?) throws(FirmwareError) {
         if settings.securityType == .standard {
@@ -203,9 +215,33 @@ struct Run {
 
     /// The firmware's decision, from the cache when the same file was decided against the same
     /// databases before (the key covers the whole file, signatures included).
-    func decide(_ image: BootImage, db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8]) -> BootDecision {
-        guard let cache else { return ImageVerifier.decide(image.pe, db: db, dbx: dbx) }
-        return cache.decision(file: image.pe.bytes, databases: key) { ImageVerifier.decide(image.pe, db: db, dbx: dbx) }
+    mutating func decide(_ image: BootImage, db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8]) -> BootDecision {
+        if let cache {
+            return cache.decision(file: image.pe.bytes, databases: key) { ImageVerifier.decide(prepared(image), db: db, dbx: dbx) }
+        }
+        return ImageVerifier.decide(prepared(image), db: db, dbx: dbx)
+    }
+
+    /// The image's digest and signatures, parsed and checked once per launch.
+    mutating func prepared(_ image: BootImage) -> PreparedImage {
+        if let p = preparedImages[image.path], p.image.bytes.count == image.pe.bytes.count { return p }
+        let p = PreparedImage(image.pe)
+        preparedImages[image.path] = p
+        return p
+    }
+
+    /// shim's MokList: its built-in certificate, then the MokList variable (once per launch).
+    mutating func mokDatabase(_ shim: BootImage) -> (SignatureDatabase, [UInt8]) {
+        if let m = mok { return m }
+        var lists: [SignatureList] = []
+        if let der = shim.shimVendorCertificate {
+            lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: der)]))
+        }
+        if let user = try? SignatureDatabase(esl: variable("MokList", .shimLock)) { lists += user.lists }
+        let db = SignatureDatabase(lists: lists)
+        let m = (db, [2] + Array(SHA256.hash(data: db.encoded)))
+        mok = m
+        return m
     }
 
     // MARK: the boot
@@ -325,7 +361,7 @@ struct Run {
             throw FirmwareError(.notFound, stage: by, "\(path) is not on the ESP", path: path)
         }
         // The path as the loader asked for it (FAT is case-insensitive; shim and firmware measure the requested name).
-        let image = try BootImage(path: path.replacingOccurrences(of: "\\", with: "/"), bytes: bytes)
+        let image = try BootImage(path: String(path.map { $0 == "\\" ? "/" : $0 }), bytes: bytes)
         report.stages.append(BootStage(kind: image.kind, path: image.path, loadedBy: by,
                                        authenticodeSHA256: hexString(authenticode(image, .sha256)), verifiedBy: nil, authority: nil))
         return image
@@ -355,7 +391,7 @@ struct Run {
     }
 
     static func directory(_ path: String) -> String {
-        let p = path.replacingOccurrences(of: "\\", with: "/")
+        let p = String(path.map { $0 == "\\" ? "/" : $0 })
         guard let i = p.lastIndex(of: "/") else { return "" }
         return String(p[..<i])
     }
@@ -411,12 +447,8 @@ struct Run {
             measureAuthority(.imageSecurityDatabase, "db", Array(hex: a.signatureData) ?? [])
             return
         }
-        var mok = SignatureDatabase()
-        if let der = shim.shimVendorCertificate {
-            mok.lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: der)]))
-        }
-        if let user = try? SignatureDatabase(esl: variable("MokList", .shimLock)) { mok.lists += user.lists }
-        let d = decide(image, db: mok, dbx: SignatureDatabase(), key: [2] + Array(SHA256.hash(data: mok.encoded)))
+        let (mokDB, mokKey) = mokDatabase(shim)
+        let d = decide(image, db: mokDB, dbx: SignatureDatabase(), key: mokKey)
         guard d.verdict == .allowed, let a = d.authority else {
             throw refuse("not signed by a certificate in db, shim's built-in certificate or MokList, and its digest is in none of them")
         }
