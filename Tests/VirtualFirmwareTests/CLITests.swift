@@ -1,0 +1,51 @@
+import Foundation
+import MeasuredBoot
+import TLaunchTestSupport
+import Testing
+
+/// `tlaunch predict` and `tlaunch firmware …` as a person runs them.
+@Suite("Virtual firmware: the command line")
+struct FirmwareCLITests {
+    static var tlaunch: String {
+        var dir = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent(".build/debug/tlaunch").path
+    }
+
+    @Test func launchIntoAStateFileThenTheLogExplainsTheBoot() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let log = dir.appendingPathComponent("boot.log").path
+        let state = dir.appendingPathComponent("vm.state").path
+        let (s, out, err) = try Interop.run(Self.tlaunch, ["firmware", "launch", "--image", "sample-linux", "--vtpm-state", state, "--log-out", log])
+        #expect(s == 0, "\(err)")
+        #expect(out.contains("booted /vmlinuz") && out.contains("Secure Boot enforced"))
+        #expect(FileManager.default.fileExists(atPath: state))
+        let (es, explained, ee) = try Interop.run(Self.tlaunch, ["eventlog", "explain", log])
+        #expect(es == 0, "\(ee)")
+        #expect(explained.contains("Secure Boot") && explained.contains("grubx64.efi"), "\(explained)")
+        // The prediction is the launch's log, PCR for PCR.
+        let (ps, json, pe) = try Interop.run(Self.tlaunch, ["predict", "--image", "sample-linux", "--json"])
+        #expect(ps == 0, "\(pe)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let predicted = try #require((object["pcrs"] as? [String: [String: String]])?["sha256"])
+        let replayed = try EventLog(parsing: Array(try Data(contentsOf: URL(fileURLWithPath: log)))).replay()
+        for (pcr, value) in predicted { #expect(hexString(replayed[.sha256, UInt32(pcr)!] ?? []) == value, "PCR \(pcr)") }
+        #expect((object["stages"] as? [[String: Any]])?.compactMap { $0["verifiedBy"] as? String } == ["db", "MokListRT", "MokListRT"])
+    }
+
+    @Test func refusalsAndBadInputExitNonZeroWithAReason() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("EFI/BOOT"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data("MZ not really a PE".utf8).write(to: dir.appendingPathComponent("EFI/BOOT/BOOTX64.EFI"))
+        let (s, out, err) = try Interop.run(Self.tlaunch, ["predict", "--esp", dir.path])
+        #expect(s != 0)
+        #expect((out + err).contains("invalid-image") && (out + err).contains("BOOTX64.EFI"), "\(out)\(err)")
+        let (s2, _, e2) = try Interop.run(Self.tlaunch, ["predict", "--esp", dir.appendingPathComponent("missing").path])
+        #expect(s2 != 0 && e2.contains("does not exist"), "\(e2)")
+        let (s3, o3, _) = try Interop.run(Self.tlaunch, ["firmware", "reference-values"])
+        #expect(s3 == 0 && o3.contains("sha256   0"))
+    }
+}
