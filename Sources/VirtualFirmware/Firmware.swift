@@ -464,6 +464,12 @@ struct Run {
         g.env["cmdpath"] = "(\(esp.grubDevice))\(cmdpathDir)"
         g.env["root"] = esp.grubDevice
         g.env["prefix"] = "(\(esp.grubDevice))\(grub.grubPrefix ?? cmdpathDir)"
+        // What grub's normal mode sets before it reads a configuration.
+        for f in ["feature_chainloader_bpb", "feature_ntldr", "feature_platform_search_hint", "feature_default_font_path",
+                  "feature_all_video_module", "feature_menuentry_id", "feature_menuentry_options", "feature_200_final",
+                  "feature_nativedisk_cmd", "feature_timeout_style"] { g.env[f] = "y" }
+        g.env["grub_platform"] = "efi"
+        g.env["grub_cpu"] = "x86_64"
         if let config = grub.grubEmbeddedConfig {
             try grubExecute(&g, config, source: "grub's embedded configuration")
         } else {
@@ -474,8 +480,17 @@ struct Run {
             }
             try grubExecute(&g, String(decoding: bytes, as: UTF8.self), source: cfg)
         }
+        if !g.booted, !g.entries.isEmpty {
+            // The menu's default entry runs: setparams (its title and extra arguments), its commands, then boot.
+            let d = g.env["default"] ?? "0"
+            let entry = Int(d).flatMap { g.entries.indices.contains($0) ? g.entries[$0] : nil }
+                ?? g.entries.first { $0.title == d || $0.id == d } ?? g.entries[0]
+            _ = try grubCommand(&g, ["setparams", entry.title] + entry.extras, source: "menu", line: entry.line)
+            try grubExecute(&g, entry.body, source: "menuentry '\(entry.title)'")
+            if g.kernel != nil { g.booted = true }
+        }
         guard g.booted else {
-            throw FirmwareError(.grubScript, stage: "grub", "grub's configuration finished without `boot` (grub would wait at its menu or prompt)")
+            throw FirmwareError(.grubScript, stage: "grub", "grub's configuration finished without `boot` and without a menu entry (grub would wait at its prompt)")
         }
         guard let kernel = g.kernel else {
             throw FirmwareError(.grubScript, stage: "grub", "`boot` ran without a kernel: no `linux` command succeeded")
@@ -493,6 +508,8 @@ struct Run {
         var kernel: BootImage?
         var kernelCommandLine: String?
         var initrds: [String] = []
+        var functions: [String: String] = [:]
+        var entries: [(title: String, id: String?, extras: [String], body: String, line: Int)] = []
         init(device: String) { self.device = device }
     }
 
@@ -534,11 +551,33 @@ struct Run {
             if g.booted { return true }
             switch node {
             case .command(let words, let negated, let line):
-                let args = words.map { w in w.parts.map { p -> String in
-                    switch p { case .literal(let s): return s; case .variable(let v): return g.env[v] ?? "" }
-                }.joined() }
-                status = try grubCommand(&g, args, source: source, line: line)
+                status = try grubCommand(&g, expand(g, words), source: source, line: line)
                 if negated { status.toggle() }
+            case .function(let name, let body, _):
+                g.functions[name] = body
+                status = true
+            case .menu(let keyword, let words, let body, let line):
+                // grub measures the definition: the keyword, the expanded arguments, the block as written.
+                let args = expand(g, words)
+                measure(8, .ipl, data: Array("grub_cmd: \(([keyword] + args).joined(separator: " ")) {\(body)}".utf8) + [0],
+                        measured: Array("\(([keyword] + args).joined(separator: " ")) {\(body)}".utf8))
+                if keyword == "menuentry" {
+                    var title: String?, id: String?, extras: [String] = []
+                    var k = 0
+                    while k < args.count {
+                        let a = args[k]
+                        if ["--class", "--users", "--hotkey", "--id", "--source"].contains(a) {
+                            if a == "--id", k + 1 < args.count { id = args[k + 1] }
+                            k += 2
+                            continue
+                        }
+                        if a.hasPrefix("--") { if a.hasPrefix("--id=") { id = String(a.dropFirst(5)) }; k += 1; continue }
+                        if title == nil { title = a } else { extras.append(a) }
+                        k += 1
+                    }
+                    g.entries.append((title ?? "", id, extras, body, line))
+                }
+                status = true
             case .conditional(let branches, let otherwise):
                 var taken = false
                 for b in branches {
@@ -552,6 +591,20 @@ struct Run {
             }
         }
         return status
+    }
+
+    /// Expands words as grub does: variables substituted; an unquoted word that expands to nothing is dropped.
+    func expand(_ g: GrubRun, _ words: [GrubScript.Word]) -> [String] {
+        words.compactMap { w in
+            let text = w.parts.map { p -> String in
+                switch p {
+                case .literal(let s): return s
+                case .variable(let v): return g.env[v] ?? ""
+                case .block(let b): return "{\(b)}"
+                }
+            }.joined()
+            return text.isEmpty && !w.quoted ? nil : text
+        }
     }
 
     mutating func grubCommand(_ g: inout GrubRun, _ args: [String], source: String, line: Int) throws(FirmwareError) -> Bool {
@@ -634,14 +687,25 @@ struct Run {
         case "boot":
             g.booted = true
             return true
-        case "true", "echo", "insmod", "load_video", "terminal_output", "terminal_input", "serial", "font", "loadfont",
+        case "true", "echo", "insmod", "terminal_output", "terminal_input", "serial", "font", "loadfont",
              "gfxmode", "set_gfxpayload", "sleep", "clear":
             return true
         case "false":
             return false
-        case "menuentry", "submenu", "function", "normal", "chainloader", "reboot", "halt", "exit":
-            throw FirmwareError(.unsupported, stage: "grub", "\(source), line \(line): `\(name)` is not modelled; write the boot commands (linux, initrd, boot) at the top level", path: source)
+        case "setparams", "load_env", "save_env", "recordfail", "gfxpayload", "export", "terminal", "play", "background_image":
+            return true
+        case "normal", "chainloader", "reboot", "halt", "exit", "configfile_menu":
+            throw FirmwareError(.unsupported, stage: "grub", "\(source), line \(line): `\(name)` is not modelled", path: source)
         default:
+            if let body = g.functions[name] {
+                try grubExecute(&g, body, source: "function \(name)")
+                return true
+            }
+            if let eq = name.firstIndex(of: "="), eq != name.startIndex,
+               name[..<eq].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) {
+                g.env[String(name[..<eq])] = String(name[name.index(after: eq)...])
+                return true
+            }
             // grub reports "can't find command" and goes on.
             return false
         }

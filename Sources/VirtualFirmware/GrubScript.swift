@@ -1,17 +1,27 @@
 /// The part of grub's script language that boot configurations use: commands with quoting
 /// and `$var`/`${var}` expansion, `;` and newlines, `if/elif/else/fi` with `!`, `[ … ]` tests,
-/// `set`, `source`. Anything else that changes control flow (menuentry, functions, loops) is
-/// refused with a clear error rather than guessed.
+/// assignments, `function`, `menuentry` and `submenu` blocks (kept as their source text, as grub
+/// measures them). Loops are refused with a clear error rather than guessed.
 enum GrubScript {
     indirect enum Node: Sendable {
         case command(words: [Word], negated: Bool, line: Int)
         case conditional(branches: [(condition: [Node], body: [Node])], otherwise: [Node]?)
+        case function(name: String, body: String, line: Int)
+        /// menuentry or submenu: its arguments and its block's text.
+        case menu(keyword: String, words: [Word], body: String, line: Int)
     }
 
-    /// A word: literal and variable parts, kept apart so that expansion happens when run.
+    /// A word: literal and variable parts, kept apart so that expansion happens when run; or a
+    /// `{ … }` block's source text.
     struct Word: Sendable {
-        enum Part: Sendable { case literal(String), variable(String) }
+        enum Part: Sendable { case literal(String), variable(String), block(String) }
         var parts: [Part]
+        /// Whether any of it was quoted (an unquoted word that expands to nothing is dropped).
+        var quoted = false
+        var block: String? {
+            if parts.count == 1, case .block(let b) = parts[0] { return b }
+            return nil
+        }
     }
 
     struct ParseError: Error { var line: Int; var reason: String; var unsupported = false }
@@ -30,10 +40,11 @@ enum GrubScript {
         var parts: [Word.Part] = []
         var literal = ""
         var inWord = false
+        var quoted = false
         func endWord() {
             if !literal.isEmpty { parts.append(.literal(literal)); literal = "" }
-            if inWord { words.append(Word(parts: parts)) }
-            parts = []; inWord = false
+            if inWord { words.append(Word(parts: parts, quoted: quoted)) }
+            parts = []; inWord = false; quoted = false
         }
         func endCommand() {
             endWord()
@@ -76,12 +87,14 @@ enum GrubScript {
                 i += 2
             case "'":
                 inWord = true
+                quoted = true
                 i += 1
                 while i < chars.count, chars[i] != "'" { if chars[i] == "\n" { line += 1 }; literal.append(chars[i]); i += 1 }
                 guard i < chars.count else { throw ParseError(line: line, reason: "unterminated single quote") }
                 i += 1
             case "\"":
                 inWord = true
+                quoted = true
                 i += 1
                 while i < chars.count, chars[i] != "\"" {
                     if chars[i] == "$", let name = variable(&i) {
@@ -103,8 +116,34 @@ enum GrubScript {
                 } else {
                     literal.append(c); i += 1
                 }
-            case "{" where !inWord, "}" where !inWord:
-                throw ParseError(line: line, reason: "blocks ({ … }: menuentry, submenu, function) are not modelled; write the boot commands at the top level", unsupported: true)
+            case "{" where !inWord:
+                // A block: its source text up to the matching brace (quotes and nesting respected).
+                var depth = 1, j = i + 1
+                var quote: Character?
+                while j < chars.count {
+                    let ch = chars[j]
+                    if let q = quote {
+                        if ch == q { quote = nil } else if ch == "\\" && q == "\"" { j += 1 }
+                    } else if ch == "'" || ch == "\"" {
+                        quote = ch
+                    } else if ch == "\\" {
+                        j += 1
+                    } else if ch == "{" {
+                        depth += 1
+                    } else if ch == "}" {
+                        depth -= 1
+                        if depth == 0 { break }
+                    }
+                    j += 1
+                }
+                guard j < chars.count else { throw ParseError(line: line, reason: "{ without a matching }") }
+                let body = String(chars[(i + 1)..<j])
+                endWord()
+                words.append(Word(parts: [.block(body)]))
+                line += body.reduce(0) { $0 + ($1 == "\n" ? 1 : 0) }
+                i = j + 1
+            case "}" where !inWord:
+                throw ParseError(line: line, reason: "} without a matching {")
             default:
                 inWord = true
                 literal.append(c); i += 1
@@ -163,8 +202,18 @@ enum GrubScript {
                 nodes.append(.conditional(branches: branches, otherwise: otherwise))
             case "then", "elif", "else", "fi":
                 throw ParseError(line: line, reason: "\(first) without if")
-            case "while", "until", "for", "function", "menuentry", "submenu":
-                throw ParseError(line: line, reason: "\(first) is not modelled; write the boot commands at the top level", unsupported: true)
+            case "function":
+                guard words.count == 3, let name = keyword(words[1]), let body = words[2].block else {
+                    throw ParseError(line: line, reason: "function needs a name and a { … } block")
+                }
+                nodes.append(.function(name: name, body: body, line: line))
+            case "menuentry", "submenu":
+                guard let body = words.last?.block, words.count >= 3 else {
+                    throw ParseError(line: line, reason: "\(first) needs a title and a { … } block")
+                }
+                nodes.append(.menu(keyword: first, words: Array(words.dropFirst().dropLast()), body: body, line: line))
+            case "while", "until", "for":
+                throw ParseError(line: line, reason: "\(first) loops are not modelled; write the boot commands without loops", unsupported: true)
             default:
                 nodes.append(command(words, line))
             }

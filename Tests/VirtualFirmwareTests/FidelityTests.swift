@@ -33,6 +33,39 @@ struct FidelityTests {
         return esp
     }
 
+    /// A configuration shaped like grub-mkconfig's: a function, a feature test with an
+    /// assignment, menu entries with options, a submenu.
+    static let menuConfig = """
+    set default=0
+    set timeout=0
+    function load_video {
+      insmod all_video
+    }
+    insmod part_gpt
+    if [ x$feature_default_font_path = xy ] ; then
+       font=unicode
+    else
+       font=/usr/share/grub/unicode.pf2
+    fi
+    menuentry 'Debian GNU/Linux' --class debian --class gnu-linux $menuentry_id_option 'gnulinux-simple-1234' {
+    \tload_video
+    \tinsmod gzio
+    \techo\t'Loading Linux ...'
+    \tlinux\t/vmlinuz console=ttyS0 panic=-1
+    \tinitrd\t/initrd.img
+    }
+    menuentry 'Debian GNU/Linux (quiet)' --class debian {
+    \tlinux\t/vmlinuz console=ttyS0 quiet
+    \tinitrd\t/initrd.img
+    }
+    submenu 'Advanced options' $menuentry_id_option 'gnulinux-advanced' {
+    \tmenuentry 'Debian (recovery)' {
+    \t\tlinux /vmlinuz single
+    \t}
+    }
+
+    """
+
     static func tempDir() throws -> URL {
         let d = FileManager.default.temporaryDirectory.appendingPathComponent("tl-fid-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
@@ -146,6 +179,21 @@ struct FidelityTests {
         #expect(predicted.log.events.contains { $0.pcrIndex == 5 && $0.type == .efiGPTEvent })
         #expect(predicted.log.events.contains { String(decoding: $0.data, as: UTF8.self).contains("(hd0,gpt1)/EFI/debian/grub.cfg") })
         let real = try await bootRealVM(qemu: qemu, vars: Debian.varsMS, esp: disk, tpm: .swtpm)
+        #expect(real.finished, "the VM booted to the initramfs: \(real.serial.suffix(600))")
+        #expect(real.log != nil, "the guest exposed its event log")
+        Self.compare(predicted, real)
+    }
+
+    /// A grub-mkconfig-shaped menu: definitions measured as written, the default entry run.
+    @Test(.timeLimit(.minutes(5)))
+    func grubMenuAsGrubMkconfigWritesIt() async throws {
+        guard let (qemu, kernel) = Debian.available() else { return }
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let esp = try Self.debianESP(kernel: kernel, in: dir, grubConfig: Self.menuConfig)
+        let predicted = try Self.predict(vars: Debian.varsMS, esp: esp)
+        #expect(predicted.succeeded)
+        let real = try await bootRealVM(qemu: qemu, vars: Debian.varsMS, esp: esp, tpm: .swtpm)
         #expect(real.finished, "the VM booted to the initramfs: \(real.serial.suffix(600))")
         #expect(real.log != nil, "the guest exposed its event log")
         Self.compare(predicted, real)

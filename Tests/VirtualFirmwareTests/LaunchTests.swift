@@ -112,7 +112,7 @@ struct LaunchTests {
     @Test(arguments: [
         ("missing grub.cfg", "notFound"),
         ("unterminated quote", "grubScript"),
-        ("menuentry", "unsupported"),
+        ("loop", "unsupported"),
         ("corrupt grub", "invalidImage"),
         ("missing kernel", "notFound"),
         ("no boot", "grubScript"),
@@ -122,7 +122,7 @@ struct LaunchTests {
         let config: String
         switch c.0 {
         case "unterminated quote": config = "linux \"/vmlinuz console=ttyS0\nboot\n"
-        case "menuentry": config = "menuentry 'Debian' {\n linux /vmlinuz\n}\n"
+        case "loop": config = "for f in a b; do echo $f; done\nlinux /vmlinuz\nboot\n"
         case "missing kernel": config = "linux /boot/vmlinuz-none\nboot\n"
         case "no boot": config = "linux /vmlinuz\n"
         default: config = "linux /vmlinuz\nboot\n"
@@ -143,6 +143,24 @@ struct LaunchTests {
         #expect(!f.reason.isEmpty && !f.stage.isEmpty)
         let read = try readPCRs(tpm, Array(0...15))
         for p: UInt32 in 0...15 { #expect(read[p] == (report.pcrs[.sha256, p] ?? [UInt8](repeating: 0, count: 32)), "\(c.0): PCR \(p)") }
+    }
+
+    /// A menu as grub-mkconfig writes one: functions, assignments, menuentry and submenu blocks;
+    /// the default entry runs after the configuration.
+    @Test func menusRunTheirDefaultEntry() throws {
+        guard let esp = try debianESPInMemory(grubConfig: FidelityTests.menuConfig) else { return }
+        let report = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS))).predict(esp: esp)
+        #expect(report.succeeded, "\(report.failure.map { "\($0)" } ?? "")")
+        #expect(report.kernelCommandLine == "console=ttyS0 panic=-1" && report.initrds == ["/initrd.img"])
+        let commands = report.log.events.filter { $0.pcrIndex == 8 }.map { String(decoding: $0.data.dropLast(), as: UTF8.self) }
+        #expect(commands.contains("grub_cmd: setparams Debian GNU/Linux gnulinux-simple-1234"))
+        #expect(commands.contains("grub_cmd: insmod all_video"), "the function's body ran")
+        #expect(commands.contains("grub_cmd: font=unicode"), "the assignment in the taken branch ran")
+        #expect(!commands.contains { $0.contains("linux /vmlinuz single") && !$0.hasPrefix("grub_cmd: submenu") }, "the submenu's entry did not run")
+        // `set default=1` picks the second top-level entry.
+        guard let second = try debianESPInMemory(grubConfig: FidelityTests.menuConfig.replacingOccurrences(of: "set default=0", with: "set default=1")) else { return }
+        let r2 = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS))).predict(esp: second)
+        #expect(r2.kernelCommandLine == "console=ttyS0 quiet", "\(r2.failure.map { "\($0)" } ?? "")")
     }
 
     @Test func brokenBootEntriesAndStores() throws {
