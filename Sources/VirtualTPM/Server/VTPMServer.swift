@@ -35,6 +35,7 @@ public final class VTPMServer: Sendable {
         var terminated = false
         var hashing: [UInt8]?
         var listeners: [Int32] = []
+        var started = false
         var connections: Set<Int32> = []
     }
 
@@ -71,7 +72,11 @@ public final class VTPMServer: Sendable {
 
     /// Starts accepting connections on background threads.
     public func start() {
-        let listeners = shared.withLock { $0.listeners }
+        let listeners = shared.withLock { s -> [Int32] in
+            s.started = !s.terminated
+            return s.started ? s.listeners : []
+        }
+        guard !listeners.isEmpty else { return }
         accept(on: listeners[0]) { [self] fd in
             options.wireProtocol == .mssim ? serveMssimCommands(fd) : serveData(fd)
         }
@@ -89,14 +94,21 @@ public final class VTPMServer: Sendable {
     }
 
     public func terminate() {
-        let (first, fds) = shared.withLock { s -> (Bool, [Int32]) in
+        // Shut the sockets down (waking their threads) but leave closing to the thread that owns
+        // each one: a descriptor closed here while its thread still uses the number could be
+        // reused by another socket or file of this process, which that thread would then read,
+        // write or close.
+        let first = shared.withLock { s -> Bool in
             let first = !s.terminated
             s.terminated = true
-            let fds = s.listeners + Array(s.connections)
-            s.listeners = []
-            return (first, fds)
+            for fd in s.listeners + Array(s.connections) { shutdown(fd, Int32(SHUT_RDWR)) }
+            if !s.started {
+                // No accept thread owns the listeners: close them here.
+                for fd in s.listeners { close(fd) }
+                s.listeners = []
+            }
+            return first
         }
-        for fd in fds { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
         if case .unix(let p) = dataEndpoint { unlink(p) }
         if case .unix(let p)? = controlEndpoint { unlink(p) }
         if first { done.signal() }
@@ -110,18 +122,25 @@ public final class VTPMServer: Sendable {
                 let fd = Glibc.accept(listener, nil, nil)
                 if fd < 0 {
                     if errno == EINTR { continue }
-                    return
+                    break
                 }
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-                shared.withLock { _ = $0.connections.insert(fd) }
+                let terminated = shared.withLock { s -> Bool in
+                    s.connections.insert(fd)
+                    return s.terminated
+                }
+                if terminated { shutdown(fd, Int32(SHUT_RDWR)) }
                 Thread.detachNewThread { [self] in
                     serve(fd)
-                    let owned = shared.withLock { $0.connections.remove(fd) != nil }
-                    if owned { close(fd) }
+                    shared.withLock { _ = $0.connections.remove(fd) }
+                    close(fd)
                 }
             }
+            // This thread owns the listener: it closes it once nobody can shut it down any more.
+            shared.withLock { $0.listeners.removeAll { $0 == listener } }
+            close(listener)
         }
     }
 
