@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "MeasuredBoot", targets: ["MeasuredBoot"]),
         .library(name: "SecureBoot", targets: ["SecureBoot"]),
         .library(name: "VirtualFirmware", targets: ["VirtualFirmware"]),
+        .library(name: "Attestation", targets: ["Attestation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -89,6 +90,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "Attestation",
+            dependencies: [
+                "TPM2",
+                "MeasuredBoot",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "tlaunch",
             dependencies: [
@@ -143,6 +153,19 @@ let package = Package(
                 "TPM2",
                 "MeasuredBoot",
                 "TLaunchTestSupport",
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "AttestationTests",
+            dependencies: [
+                "TPM2",
+                "MeasuredBoot",
+                "VirtualTPM",
+                "VirtualFirmware",
+                "Attestation",
+                "TLaunchTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
