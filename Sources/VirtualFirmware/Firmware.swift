@@ -94,9 +94,7 @@ public struct VirtualFirmware: Sendable {
     /// Boots `esp`: every measurement goes to the event log and, when `tpm` is given, is
     /// extended into it (after TPM2_Startup, as firmware does at power-on).
     public func launch(esp: ESP, tpm: VirtualTPM? = nil) throws(FirmwareError) -> LaunchReport {
-        var run = try Run(settings: settings, model: model, esp: esp, tpm: tpm)
-        run.cache = cache
-        run.databases = databases
+        var run = try Run(settings: settings, model: model, esp: esp, tpm: tpm, databases: databases, cache: cache)
         run.boot()
         return run.report
     }
@@ -118,20 +116,22 @@ struct Run {
     var tpmFailure: FirmwareError?
     /// shim's state once it runs (its verification protocol for grub's linux loader).
     var shim: BootImage?
-    var cache: DecisionCache?
-    /// db and dbx, parsed once per launch, with the digests of their bytes (the cache's key).
-    var databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?
+    let cache: DecisionCache?
+    /// db and dbx as the firmware parsed them (once for all its launches), with the cache's key.
+    let databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?
     var digests: [String: [TPMAlgID: [UInt8]]] = [:]
     var preparedImages: [String: PreparedImage] = [:]
     var mok: (SignatureDatabase, [UInt8])?
 
-    init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: VirtualTPM?) throws(FirmwareError) {
+    init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: VirtualTPM?,
+         databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?, cache: DecisionCache?) throws(FirmwareError) {
         if settings.securityType == .standard {
             if settings.secureBoot { throw FirmwareError(.invalidSettings, stage: "settings", "a Standard VM has no Secure Boot: deploy it as TrustedLaunch, or turn Secure Boot off") }
             if settings.vTPM { throw FirmwareError(.invalidSettings, stage: "settings", "a Standard VM has no vTPM: deploy it as TrustedLaunch, or turn the vTPM off") }
         }
         guard !settings.banks.isEmpty else { throw FirmwareError(.invalidSettings, stage: "settings", "the vTPM needs at least one PCR bank") }
         self.settings = settings; self.model = model; self.esp = esp
+        self.databases = databases; self.cache = cache
         self.tpm = settings.vTPM ? tpm : nil
         self.store = settings.variables
         do { builder = try EventLogBuilder(banks: settings.banks) } catch {
@@ -202,14 +202,6 @@ struct Run {
         if let d = digests[image.path]?[alg] { return d }
         let d = (try? image.pe.authenticodeDigest(alg)) ?? []
         digests[image.path, default: [:]][alg] = d
-        return d
-    }
-
-    mutating func firmwareDatabases(_ store: VariableStore) -> (SignatureDatabase, SignatureDatabase, [UInt8]) {
-        if let d = databases { return d }
-        let db = store.db, dbx = store.dbx
-        let d = (db, dbx, [0] + Array(SHA256.hash(data: db.encoded + [0xFF] + dbx.encoded)))
-        databases = d
         return d
     }
 
@@ -352,8 +344,7 @@ struct Run {
             }
             return (entries, order)
         }
-        let option = LoadOption(description: "TrustedLaunch boot disk", filePathList: [DevicePath(nodes: [DevicePath.filePathNode("\\EFI\\BOOT\\BOOTX64.EFI")])])
-        return ([0: option], [0])
+        return ([0: FirmwareReference.defaultBootOption], [0])
     }
 
     mutating func load(_ path: String, by: String) throws(FirmwareError) -> BootImage {
@@ -369,8 +360,8 @@ struct Run {
 
     /// UEFI image verification against db/dbx; the authority goes to PCR 7 before the image goes to PCR 4.
     mutating func firmwareVerify(_ image: BootImage) throws(FirmwareError) {
-        guard report.secureBootEnforced, let store else { return }
-        let (db, dbx, key) = firmwareDatabases(store)
+        // Enforced implies a store, hence its parsed databases.
+        guard report.secureBootEnforced, let (db, dbx, key) = databases else { return }
         let decision = decide(image, db: db, dbx: dbx, key: key)
         guard decision.verdict == .allowed, let a = decision.authority else {
             throw FirmwareError(.securityViolation, stage: "firmware", "Security Violation: the firmware refused \(image.path): \(decision.reason)", path: image.path)
@@ -430,11 +421,10 @@ struct Run {
     /// shim's verification of the next stage: dbx and its own revocations, then db, then its
     /// built-in certificate and MokList.
     mutating func shimVerify(_ image: BootImage) throws(FirmwareError) {
-        guard report.secureBootEnforced, let store, let shim else { return }
+        guard report.secureBootEnforced, let (db, dbx, key) = databases, let shim else { return }
         func refuse(_ why: String) -> FirmwareError {
             FirmwareError(.securityViolation, stage: "shim", "Verification failed: (0x1A) Security Violation — \(image.path): \(why)", path: image.path)
         }
-        let (db, dbx, key) = firmwareDatabases(store)
         let firmware = decide(image, db: db, dbx: dbx, key: key)
         if firmware.code == .deniedHashInDbx || firmware.code == .deniedSignerInDbx { throw refuse(firmware.reason) }
         if let vdbx = shim.shimVendorDbx, let list = try? SignatureDatabase(esl: vdbx) {

@@ -5,6 +5,10 @@ import TPM2
 /// 5 and 6 of a TrustedLaunch VM against values computed from the version, not learned from a
 /// reference machine.
 public enum FirmwareReference {
+    /// The boot entry the firmware uses when the store has none: the removable-media path.
+    static let defaultBootOption = LoadOption(description: "TrustedLaunch boot disk",
+                                              filePathList: [DevicePath(nodes: [DevicePath.filePathNode("\\EFI\\BOOT\\BOOTX64.EFI")])])
+
     /// EV_S_CRTM_VERSION data: the version as a NUL-terminated UTF-16LE string (as OVMF does).
     static var crtmVersion: [UInt8] {
         var b: [UInt8] = []
@@ -39,9 +43,8 @@ public enum FirmwareReference {
         var b = try EventLogBuilder(banks: banks)
         b.measure(pcr: 0, type: .sCRTMVersion, data: crtmVersion)
         b.measure(pcr: 0, type: .efiPlatformFirmwareBlob2, data: blobEvent, measured: manifest)
-        let option = LoadOption(description: "TrustedLaunch boot disk", filePathList: [DevicePath(nodes: [DevicePath.filePathNode("\\EFI\\BOOT\\BOOTX64.EFI")])])
         b.measureVariable(pcr: 1, type: .efiVariableBoot, guid: .globalVariable, name: "BootOrder", data: [0, 0])
-        b.measureVariable(pcr: 1, type: .efiVariableBoot, guid: .globalVariable, name: "Boot0000", data: option.encoded)
+        b.measureVariable(pcr: 1, type: .efiVariableBoot, guid: .globalVariable, name: "Boot0000", data: defaultBootOption.encoded)
         b.separators(0...6)
         b.measure(pcr: 5, type: .efiAction, data: Array("Exit Boot Services Invocation".utf8))
         b.measure(pcr: 5, type: .efiAction, data: Array("Exit Boot Services Returned with Success".utf8))
