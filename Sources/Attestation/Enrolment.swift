@@ -89,7 +89,7 @@ public enum Enrolment {
 
     /// The agent's answer must be the secret.
     public static func verifyActivation(_ answer: [UInt8], secret: [UInt8]) throws(EnrolmentError) {
-        guard AttestationVerifier.constantTimeEquals(answer, secret) else {
+        guard constantTimeEqual(answer, secret) else {
             throw EnrolmentError(.activation, "credential activation returned another secret: the AK is not in the TPM of this EK")
         }
     }

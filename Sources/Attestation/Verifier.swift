@@ -75,7 +75,7 @@ public enum AttestationVerifier {
             banks.append(TPMPCRBank(hashAlg: alg, values: v))
         }
         // Freshness: the nonce is the one this verifier issued.
-        guard constantTimeEquals(nonce, expectedNonce) else {
+        guard constantTimeEqual(nonce, expectedNonce) else {
             return fail("nonce", "the evidence answers nonce \(evidence.nonce), not the one issued (\(hexString(expectedNonce))): a replayed or foreign attestation")
         }
         result.checks.append(CheckResult(name: "nonce", passed: true, reason: "answers the issued nonce"))
@@ -105,12 +105,5 @@ public enum AttestationVerifier {
         result.facts = facts
         result.checks += policy.evaluate(facts, quoted: PCRValues(verified.pcrs))
         return result
-    }
-
-    static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var d: UInt8 = 0
-        for (x, y) in zip(a, b) { d |= x ^ y }
-        return d == 0
     }
 }

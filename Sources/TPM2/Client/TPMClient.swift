@@ -247,7 +247,8 @@ struct AuthSlot {
     var entityIndex: Int?
 }
 
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+/// Byte equality in time independent of where the bytes differ (nonces, secrets, MACs).
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     guard a.count == b.count else { return false }
     var diff: UInt8 = 0
     for i in a.indices { diff |= a[i] ^ b[i] }

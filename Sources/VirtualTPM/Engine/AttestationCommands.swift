@@ -76,7 +76,7 @@ extension EngineCore {
             // A restricted key signs only digests the TPM computed itself (a hashcheck ticket).
             guard cmd.validation.tag == .hashcheck, cmd.validation.hierarchy != .null else { throw TPMRC.ticket.with(.parameter(3)) }
             let expected = try ticket(.hashcheck, hierarchy: cmd.validation.hierarchy, cmd.digest.bytes)
-            guard constantTimeEquals(expected.digest.bytes, cmd.validation.digest.bytes) else { throw TPMRC.ticket.with(.parameter(3)) }
+            guard constantTimeEqual(expected.digest.bytes, cmd.validation.digest.bytes) else { throw TPMRC.ticket.with(.parameter(3)) }
         }
         var r = TPM2Sign.Response()
         r.signature = try sign(key, digest: cmd.digest.bytes, scheme: cmd.inScheme)
@@ -90,7 +90,7 @@ extension EngineCore {
         case .hmac(let mac):
             guard case .bits(let k)? = key.sensitive?.sensitive else { throw TPMRC.signature.with(.parameter(2)) }
             let expected = try rc { try TPMCrypto.hmac(mac.hashAlg, key: k.bytes, cmd.digest.bytes) }
-            guard constantTimeEquals(expected, mac.digest) else { throw TPMRC.signature.with(.parameter(2)) }
+            guard constantTimeEqual(expected, mac.digest) else { throw TPMRC.signature.with(.parameter(2)) }
         default:
             do { try TPMSignatureVerifier.verify(cmd.signature, digest: cmd.digest.bytes, key: key.publicArea) } catch {
                 throw TPMRC.signature.with(.parameter(2))

@@ -281,7 +281,7 @@ extension EngineCore {
                 case .hmac:
                     guard e.allowsAuthValue else { throw TPMRC.authUnavailable }
                 case .policy:
-                    guard e.allowsPolicy, constantTimeEquals(s.policyDigest, e.authPolicy) else { throw TPMRC.policyFail.with(here) }
+                    guard e.allowsPolicy, constantTimeEqual(s.policyDigest, e.authPolicy) else { throw TPMRC.policyFail.with(here) }
                     if let cc = s.commandCode, cc != code { throw TPMRC.policyCC.with(here) }
                     if let counter = s.pcrCounter, counter != pcrUpdateCounter { throw TPMRC.pcrChanged }
                     if let bound = s.cpHash, bound != (try cpHash(s.authHash)) { throw TPMRC.policyFail.with(here) }
@@ -304,7 +304,7 @@ extension EngineCore {
             let expected = try rc {
                 try TPMCrypto.hmac(s.authHash, key: key, try cpHash(s.authHash), a.nonce.bytes, s.nonceTPM, nonceDecrypt, nonceEncrypt, [a.sessionAttributes.rawValue])
             }
-            guard constantTimeEquals(expected, a.hmac.bytes) else {
+            guard constantTimeEqual(expected, a.hmac.bytes) else {
                 if let e { throw authFailure(e, here) }
                 throw TPMRC.authFail.with(here)
             }
@@ -365,13 +365,6 @@ func trimZeros(_ a: [UInt8]) -> [UInt8] {
     var a = a
     while a.last == 0 { a.removeLast() }
     return a
-}
-
-func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var d: UInt8 = 0
-    for i in a.indices { d |= a[i] ^ b[i] }
-    return d == 0
 }
 
 extension TPMRC {

@@ -195,7 +195,7 @@ extension EngineCore {
         let hmac = Array(b[2..<(2 + hLen)])
         let enc = Array(b[(2 + hLen)...])
         let hmacKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "INTEGRITY", contextU: [], contextV: [], bits: hLen * 8) }
-        guard constantTimeEquals(try rc({ try TPMCrypto.hmac(nameAlg, key: hmacKey, enc, name) }), hmac) else {
+        guard constantTimeEqual(try rc({ try TPMCrypto.hmac(nameAlg, key: hmacKey, enc, name) }), hmac) else {
             throw TPMRC.integrity.with(.parameter(param))
         }
         let symKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "STORAGE", contextU: name, contextV: [], bits: keyBits) }
