@@ -1,30 +1,11 @@
 import Foundation
 import SecureBoot
+import TLaunchTestSupport
 import Testing
 
 @Suite("Secure Boot: fuzz corpora and crashers replayed")
 struct SecureBootFuzzReplayTests {
-    static var fuzz: URL {
-        var dir = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent("Fuzz")
-    }
-
-    func replay(_ target: String, _ body: ([UInt8]) -> [String]) throws -> Int {
-        var count = 0
-        for sub in ["corpus/\(target)", "crashers/\(target)"] {
-            let dir = Self.fuzz.appendingPathComponent(sub)
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { continue }
-            for n in names.sorted() where !n.hasPrefix(".") {
-                let v = body([UInt8](try Data(contentsOf: dir.appendingPathComponent(n))))
-                #expect(v.isEmpty, "\(sub)/\(n): \(v)")
-                count += 1
-            }
-        }
-        return count
-    }
-
-    @Test func peCorpus() throws { #expect(try replay("pe", SecureBootFuzzing.peImage) >= 10) }
-    @Test func signatureListCorpus() throws { #expect(try replay("esl", SecureBootFuzzing.signatureLists) >= 10) }
-    @Test func variableStoreCorpus() throws { #expect(try replay("varstore", SecureBootFuzzing.variableStore) >= 10) }
+    @Test func peCorpus() throws { #expect(try FuzzCorpus.replay("pe", SecureBootFuzzing.peImage) >= 10) }
+    @Test func signatureListCorpus() throws { #expect(try FuzzCorpus.replay("esl", SecureBootFuzzing.signatureLists) >= 10) }
+    @Test func variableStoreCorpus() throws { #expect(try FuzzCorpus.replay("varstore", SecureBootFuzzing.variableStore) >= 10) }
 }

@@ -6,26 +6,8 @@ import TLaunchTestSupport
 /// Replays the saved libFuzzer corpora (and any saved crashers) through the fuzz entry points.
 @Suite("fuzz corpora replay")
 struct FuzzCorpusTests {
-    static var fuzzDirectory: URL {
-        var dir = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent("Fuzz")
-    }
-
-    static func inputs(_ target: String) throws -> [(String, [UInt8])] {
-        var out: [(String, [UInt8])] = []
-        for sub in ["corpus/\(target)", "crashers/\(target)"] {
-            let dir = fuzzDirectory.appendingPathComponent(sub)
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { continue }
-            for n in names.sorted() where !n.hasPrefix(".") {
-                out.append(("\(sub)/\(n)", [UInt8](try Data(contentsOf: dir.appendingPathComponent(n)))))
-            }
-        }
-        return out
-    }
-
     @Test func tpm2ResponseCorpus() throws {
-        let inputs = try Self.inputs("tpm2-response")
+        let inputs = try FuzzCorpus.inputs("tpm2-response")
         #expect(inputs.count >= 20, "the seed corpus is committed")
         for (name, bytes) in inputs {
             let violations = TPMFuzzing.responseDecoding(bytes)
@@ -58,7 +40,7 @@ struct FuzzCorpusTests {
         let signer = try await tpm.createPrimary(.owner, template: TPMTemplates.signingKey(ecc: true)).object
         _ = try await tpm.sign(signer.handle, digest: [UInt8](repeating: 7, count: 32))
         await tpm.close()
-        let dir = Self.fuzzDirectory.appendingPathComponent("corpus/tpm2-response")
+        let dir = FuzzCorpus.directory.appendingPathComponent("corpus/tpm2-response")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         for (i, (code, response)) in await recorder.exchanges.enumerated() {
             guard let sel = selectors[code] else { continue }

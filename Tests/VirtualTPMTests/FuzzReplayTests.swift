@@ -8,31 +8,14 @@ import Synchronization
 /// Replays the vTPM dispatcher's fuzz corpus and crashers; records seeds on request.
 @Suite("vTPM: fuzz corpus replay")
 struct FuzzReplayTests {
-    static var fuzzDirectory: URL {
-        var dir = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent("Fuzz")
-    }
-
     @Test func vtpmCommandCorpus() throws {
-        var count = 0
-        for sub in ["corpus/vtpm-commands", "crashers/vtpm-commands"] {
-            let dir = Self.fuzzDirectory.appendingPathComponent(sub)
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { continue }
-            for n in names.sorted() where !n.hasPrefix(".") {
-                let bytes = [UInt8](try Data(contentsOf: dir.appendingPathComponent(n)))
-                let violations = VTPMFuzzing.commands(bytes)
-                #expect(violations.isEmpty, "\(sub)/\(n): \(violations)")
-                count += 1
-            }
-        }
-        #expect(count >= 10, "the seed corpus is committed")
+        #expect(try FuzzCorpus.replay("vtpm-commands", VTPMFuzzing.commands) >= 10, "the seed corpus is committed")
     }
 
     /// With TLAUNCH_RECORD_CORPUS=1, records real command streams of client flows as seeds.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["TLAUNCH_RECORD_CORPUS"] == "1"))
     func recordSeeds() async throws {
-        let dir = Self.fuzzDirectory.appendingPathComponent("corpus/vtpm-commands")
+        let dir = FuzzCorpus.directory.appendingPathComponent("corpus/vtpm-commands")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         func flow(_ name: String, _ body: (TPMClient) async throws -> Void) async throws {
             let recorder = CommandRecorder(InProcessTransport(VirtualTPM.ephemeral()))
