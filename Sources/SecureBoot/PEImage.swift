@@ -116,7 +116,7 @@ public struct PEImage: Sendable {
                                           offset: h + 16, field: "IMAGE_SECTION_HEADER[\(i)]")
                 }
             }
-            sections.append(Section(name: String(decoding: nameBytes, as: UTF8.self), virtualAddress: try r.u32(h + 12, "VirtualAddress"),
+            sections.append(Section(name: Self.sectionName(Array(nameBytes), bytes: bytes, coff: coff), virtualAddress: try r.u32(h + 12, "VirtualAddress"),
                                     virtualSize: try r.u32(h + 8, "VirtualSize"), pointerToRawData: pointer, sizeOfRawData: size))
         }
         let ordered = sections.filter { $0.sizeOfRawData > 0 }.sorted { $0.pointerToRawData < $1.pointerToRawData }
@@ -130,6 +130,20 @@ public struct PEImage: Sendable {
             throw SecureBootError(.invalidPE, "section \(first.name) starts inside the headers", offset: first.pointerToRawData, field: "IMAGE_SECTION_HEADER")
         }
         self.sections = sections
+    }
+
+    /// A section's name; "/N" names (longer than 8 bytes, as GNU toolchains write shim's
+    /// `.vendor_cert` and `.sbatlevel`) are read from the COFF string table at offset N. A
+    /// reference outside the file keeps the "/N" form.
+    static func sectionName(_ raw: [UInt8], bytes: [UInt8], coff: Int) -> String {
+        let text = String(decoding: raw, as: UTF8.self)
+        guard raw.first == UInt8(ascii: "/"), let n = Int(text.dropFirst()), coff + 16 <= bytes.count else { return text }
+        func u32(_ o: Int) -> Int { Int(bytes[o]) | Int(bytes[o + 1]) << 8 | Int(bytes[o + 2]) << 16 | Int(bytes[o + 3]) << 24 }
+        let symbols = u32(coff + 8), count = u32(coff + 12)
+        let start = symbols + count * 18 + n
+        guard n >= 0, symbols > 0, start >= 0, start < bytes.count else { return text }
+        let end = bytes[start...].prefix(256).firstIndex(of: 0) ?? min(bytes.count, start + 256)
+        return String(decoding: bytes[start..<end], as: UTF8.self)
     }
 
     public var isSigned: Bool { !certificateTable.isEmpty }

@@ -7,29 +7,13 @@ public enum BootImageKind: String, Sendable, Codable {
     case shim, grub, linux, application
 }
 
-/// Section lookup by name, including COFF long names ("/4" → the string table), which
-/// GNU toolchains give shim's `.vendor_cert` and `.sbatlevel`.
+/// A section's bytes by name.
 struct PESections {
     let image: PEImage
 
-    func name(_ s: PEImage.Section) -> String {
-        guard s.name.hasPrefix("/"), let n = Int(s.name.dropFirst()) else { return s.name }
-        let b = image.bytes
-        guard b.count >= 0x40 else { return s.name }
-        let pe = Int(b[0x3C]) | Int(b[0x3D]) << 8 | Int(b[0x3E]) << 16 | Int(b[0x3F]) << 24
-        guard pe + 24 <= b.count else { return s.name }
-        let symbols = Int(b[pe + 12]) | Int(b[pe + 13]) << 8 | Int(b[pe + 14]) << 16 | Int(b[pe + 15]) << 24
-        let count = Int(b[pe + 16]) | Int(b[pe + 17]) << 8 | Int(b[pe + 18]) << 16 | Int(b[pe + 19]) << 24
-        guard symbols > 0, count < 1 << 24 else { return s.name }
-        let o = symbols + count * 18 + n
-        guard o >= 0, o < b.count else { return s.name }
-        let end = b[o...].firstIndex(of: 0) ?? b.count
-        return String(decoding: b[o..<min(end, o + 64)], as: UTF8.self)
-    }
-
     /// The section's bytes in the file (its virtual size when smaller than the raw size).
     func data(_ wanted: String) -> [UInt8]? {
-        guard let s = image.sections.first(where: { name($0) == wanted }) else { return nil }
+        guard let s = image.sections.first(where: { $0.name == wanted }) else { return nil }
         let n = s.virtualSize > 0 ? min(Int(s.virtualSize), s.sizeOfRawData) : s.sizeOfRawData
         guard s.pointerToRawData + n <= image.bytes.count else { return nil }
         return Array(image.bytes[s.pointerToRawData..<s.pointerToRawData + n])
