@@ -628,16 +628,16 @@ struct Run {
             return true
         case "search", "search.file", "search.fs_uuid", "search.fs_label":
             // Only the ESP's disk exists: a file search finds it there, other searches find nothing.
-            var setVar = "root", file: String?, i = 0
-            while i < rest.count {
-                let a = rest[i]
-                if a.hasPrefix("--set=") { setVar = String(a.dropFirst(6)) } else if a == "--set" || a == "-s" { setVar = "root" }
-                else if a == "--file" || a == "-f" || name == "search.file" { if a.hasPrefix("-") { i += 1 }; if i < rest.count, name != "search.file" || !a.hasPrefix("-") { file = rest[i] } }
-                else if !a.hasPrefix("-") && file == nil && name == "search.file" { file = a }
-                i += 1
+            // `search [--file|-f] [--set=VAR] NAME…`: --file is a flag, the names are the operands.
+            var setVar = "root", byFile = name == "search.file", names: [String] = []
+            for a in rest {
+                if a.hasPrefix("--set=") { setVar = String(a.dropFirst(6)) }
+                else if a == "--file" || a == "-f" { byFile = true }
+                else if !a.hasPrefix("-") { names.append(a) }
             }
-            if let f = file, esp.file(f) != nil { g.env[setVar] = g.device; return true }
-            return false
+            guard byFile, names.contains(where: { esp.file($0) != nil }) else { return false }
+            g.env[setVar] = g.device
+            return true
         case "linux", "linuxefi":
             guard let p = rest.first else { throw fail("needs a kernel") }
             guard let bytes = try grubOpen(&g, p) else { throw FirmwareError(.notFound, stage: "grub", "\(source), line \(line): file \(p) not found", path: p) }

@@ -163,6 +163,15 @@ struct LaunchTests {
         #expect(r2.kernelCommandLine == "console=ttyS0 quiet", "\(r2.failure.map { "\($0)" } ?? "")")
     }
 
+    /// `search --file --set=VAR NAME` finds files on the ESP (the only disk) and names its device.
+    @Test func searchFindsFilesOnTheESP() throws {
+        let config = "if search --file --set=found /vmlinuz; then linux /vmlinuz root=$found; fi\nif search -f --set=other /nope; then set x=1; else initrd /initrd.img; fi\nboot\n"
+        guard let esp = try debianESPInMemory(grubConfig: config) else { return }
+        let report = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS))).predict(esp: esp)
+        #expect(report.kernelCommandLine == "root=hd0,msdos1", "\(report.failure.map { "\($0)" } ?? "")")
+        #expect(report.initrds == ["/initrd.img"], "a search for a missing file fails")
+    }
+
     @Test func brokenBootEntriesAndStores() throws {
         guard let esp = try debianESPInMemory() else { return }
         var s = try store(Debian.varsMS)
