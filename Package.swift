@@ -18,6 +18,9 @@ let package = Package(
         .library(name: "SecureBoot", targets: ["SecureBoot"]),
         .library(name: "VirtualFirmware", targets: ["VirtualFirmware"]),
         .library(name: "Attestation", targets: ["Attestation"]),
+        .library(name: "Storage", targets: ["Storage"]),
+        .library(name: "Server", targets: ["Server"]),
+        .library(name: "GuestAgent", targets: ["GuestAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -25,6 +28,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", exact: "1.7.4"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
         .package(url: "https://github.com/attaswift/BigInt.git", exact: "6.0.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", exact: "1.33.2"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", exact: "1.13.2"),
+        .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
     ],
     targets: [
         .target(
@@ -102,6 +109,37 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "Storage",
+            dependencies: [
+                "Attestation",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Server",
+            dependencies: [
+                "TPM2",
+                "Attestation",
+                "Storage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "GuestAgent",
+            dependencies: [
+                "TPM2",
+                "MeasuredBoot",
+                "Attestation",
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "tlaunch",
             dependencies: [
@@ -110,6 +148,10 @@ let package = Package(
                 "MeasuredBoot",
                 "SecureBoot",
                 "VirtualFirmware",
+                "Attestation",
+                "Storage",
+                "Server",
+                "GuestAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
@@ -167,6 +209,9 @@ let package = Package(
                 "VirtualTPM",
                 "VirtualFirmware",
                 "Attestation",
+                "Storage",
+                "Server",
+                "GuestAgent",
                 "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),

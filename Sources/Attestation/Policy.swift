@@ -15,18 +15,70 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
     public var expectedPCRs: [String: String]
     /// Substrings the kernel command line must not contain.
     public var forbiddenKernelArguments: [String]
+    /// Arguments the kernel command line must contain (e.g. "lockdown=integrity").
+    public var requiredKernelArguments: [String]
+    /// When non-empty: the only boot applications allowed, by Authenticode SHA-256 (hex).
+    public var allowedBootDigests: [String]
+    /// Hashes (SHA-256 hex) the measured dbx must contain: a revocation level, e.g. the entries of
+    /// a Microsoft dbx update. A boot whose dbx lacks any of them is behind on revocations.
+    public var dbxMustContain: [String]
+    /// IMA: file path → allowed SHA-256 digests (hex); files under an exclude prefix are not checked.
+    public var imaAllowlist: [String: [String]]
+    public var imaExcludes: [String]
 
     public init(id: String = "default", version: Int = 1, requireSecureBoot: Bool = true, requireVerifiedBootApplications: Bool = true,
                 forbidAnomalies: Bool = true, requiredAuthorities: [String] = [], expectedPCRs: [String: String] = [:],
-                forbiddenKernelArguments: [String] = []) {
+                forbiddenKernelArguments: [String] = [], requiredKernelArguments: [String] = [], allowedBootDigests: [String] = [],
+                dbxMustContain: [String] = [], imaAllowlist: [String: [String]] = [:], imaExcludes: [String] = []) {
         self.id = id; self.version = version; self.requireSecureBoot = requireSecureBoot
         self.requireVerifiedBootApplications = requireVerifiedBootApplications; self.forbidAnomalies = forbidAnomalies
         self.requiredAuthorities = requiredAuthorities; self.expectedPCRs = expectedPCRs; self.forbiddenKernelArguments = forbiddenKernelArguments
+        self.requiredKernelArguments = requiredKernelArguments; self.allowedBootDigests = allowedBootDigests
+        self.dbxMustContain = dbxMustContain; self.imaAllowlist = imaAllowlist; self.imaExcludes = imaExcludes
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, version, requireSecureBoot, requireVerifiedBootApplications, forbidAnomalies, requiredAuthorities, expectedPCRs
+        case forbiddenKernelArguments, requiredKernelArguments, allowedBootDigests, dbxMustContain, imaAllowlist, imaExcludes
+    }
+
+    /// A policy document: every member optional (the default's value when absent), unknown
+    /// members refused so a misspelt rule is not silently ignored.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let known = Set(CodingKeys.allStringValues)
+        if let all = try? decoder.container(keyedBy: AnyKey.self) {
+            for k in all.allKeys where !known.contains(k.stringValue) {
+                throw DecodingError.dataCorruptedError(forKey: CodingKeys.id, in: c, debugDescription: "unknown policy rule \"\(k.stringValue)\" (known: \(known.sorted().joined(separator: ", ")))")
+            }
+        }
+        let d = AttestationPolicy()
+        id = try c.decodeIfPresent(String.self, forKey: .id) ?? d.id
+        version = try c.decodeIfPresent(Int.self, forKey: .version) ?? d.version
+        requireSecureBoot = try c.decodeIfPresent(Bool.self, forKey: .requireSecureBoot) ?? d.requireSecureBoot
+        requireVerifiedBootApplications = try c.decodeIfPresent(Bool.self, forKey: .requireVerifiedBootApplications) ?? d.requireVerifiedBootApplications
+        forbidAnomalies = try c.decodeIfPresent(Bool.self, forKey: .forbidAnomalies) ?? d.forbidAnomalies
+        requiredAuthorities = try c.decodeIfPresent([String].self, forKey: .requiredAuthorities) ?? []
+        expectedPCRs = try c.decodeIfPresent([String: String].self, forKey: .expectedPCRs) ?? [:]
+        forbiddenKernelArguments = try c.decodeIfPresent([String].self, forKey: .forbiddenKernelArguments) ?? []
+        requiredKernelArguments = try c.decodeIfPresent([String].self, forKey: .requiredKernelArguments) ?? []
+        allowedBootDigests = (try c.decodeIfPresent([String].self, forKey: .allowedBootDigests) ?? []).map { $0.lowercased() }
+        dbxMustContain = (try c.decodeIfPresent([String].self, forKey: .dbxMustContain) ?? []).map { $0.lowercased() }
+        imaAllowlist = try c.decodeIfPresent([String: [String]].self, forKey: .imaAllowlist) ?? [:]
+        imaExcludes = try c.decodeIfPresent([String].self, forKey: .imaExcludes) ?? []
+        for (k, v) in expectedPCRs {
+            guard let p = Int(k), (0..<24).contains(p), v.count == 64, v.allSatisfy(\.isHexDigit) else {
+                throw DecodingError.dataCorruptedError(forKey: CodingKeys.expectedPCRs, in: c, debugDescription: "expectedPCRs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)")
+            }
+        }
+        for h in allowedBootDigests + dbxMustContain where h.count != 64 || !h.allSatisfy(\.isHexDigit) {
+            throw DecodingError.dataCorruptedError(forKey: CodingKeys.allowedBootDigests, in: c, debugDescription: "\(h) is not a SHA-256 digest (64 hex digits)")
+        }
     }
 
     public static let `default` = AttestationPolicy()
 
-    func evaluate(_ facts: BootFacts, quoted: PCRValues) -> [CheckResult] {
+    func evaluate(_ facts: BootFacts, quoted: PCRValues, ima: IMALog? = nil) -> [CheckResult] {
         var out: [CheckResult] = []
         if requireSecureBoot {
             let on = facts.secureBoot.enabled == true
@@ -69,6 +121,65 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             out.append(CheckResult(name: "kernel-command-line", passed: !cmdline.contains(arg),
                                    reason: cmdline.contains(arg) ? "the kernel command line contains \"\(arg)\"" : "the kernel command line does not contain \"\(arg)\""))
         }
+        for arg in requiredKernelArguments {
+            let cmdline = facts.kernelCommandLine ?? ""
+            let has = cmdline.split(separator: " ").contains { $0 == arg }
+            out.append(CheckResult(name: "kernel-command-line", passed: has,
+                                   reason: has ? "the kernel command line has \"\(arg)\"" : "the kernel command line lacks \"\(arg)\" (it is \"\(cmdline)\")"))
+        }
+        if !allowedBootDigests.isEmpty {
+            let apps = facts.bootChain.filter { $0.pcr == 4 }
+            let foreign = apps.filter { !allowedBootDigests.contains(($0.digests["sha256"] ?? "").lowercased()) }
+            out.append(CheckResult(name: "boot-chain", passed: !apps.isEmpty && foreign.isEmpty,
+                                   reason: foreign.isEmpty ? "every boot application (\(apps.count)) is on the allowed list"
+                                       : foreign.map { "\($0.filePath ?? $0.devicePath ?? "image") (Authenticode sha256 \($0.digests["sha256"] ?? "?")) is not an allowed boot application" }.joined(separator: "; ")))
+        }
+        if !dbxMustContain.isEmpty {
+            let present = Set(facts.dbxSHA256)
+            let missing = dbxMustContain.filter { !present.contains($0) }
+            out.append(CheckResult(name: "dbx", passed: missing.isEmpty,
+                                   reason: missing.isEmpty ? "the measured dbx has all \(dbxMustContain.count) required revocations"
+                                       : "the measured dbx lacks \(missing.count) of \(dbxMustContain.count) required revocations (first: \(missing[0])): apply the dbx update"))
+        }
+        if let ima, !imaAllowlist.isEmpty {
+            var bad: [String] = []
+            for e in ima.entries where !e.isViolation && !imaExcludes.contains(where: { e.fileName.hasPrefix($0) }) {
+                let digest = hexString(e.fileDigest)
+                if let allowed = imaAllowlist[e.fileName] {
+                    if !allowed.map({ $0.lowercased() }).contains(digest) { bad.append("\(e.fileName) has digest \(digest), not an allowed one") }
+                } else {
+                    bad.append("\(e.fileName) is not on the IMA allowlist")
+                }
+            }
+            out.append(CheckResult(name: "ima", passed: bad.isEmpty,
+                                   reason: bad.isEmpty ? "every measured file (\(ima.entries.count)) is allowed" : bad.prefix(5).joined(separator: "; ") + (bad.count > 5 ? " (and \(bad.count - 5) more)" : "")))
+        }
+        // A boot application whose digest the measured dbx revokes ran anyway.
+        let revoked = Set(facts.dbxSHA256)
+        if !revoked.isEmpty {
+            let hit = facts.bootChain.filter { revoked.contains(($0.digests["sha256"] ?? "").lowercased()) }
+            if !hit.isEmpty || requireVerifiedBootApplications {
+                out.append(CheckResult(name: "revoked", passed: hit.isEmpty,
+                                       reason: hit.isEmpty ? "no boot application is revoked by the measured dbx (\(revoked.count) hashes)"
+                                           : hit.map { "\($0.filePath ?? "image") is revoked by dbx (Authenticode sha256 \($0.digests["sha256"] ?? ""))" }.joined(separator: "; ")))
+            }
+        }
         return out
     }
+}
+
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+extension AttestationPolicy.CodingKeys: CaseIterable {
+    static var allStringValues: [String] { allCases.map(\.stringValue) }
+}
+
+extension BootFacts {
+    /// SHA-256 entries of the dbx measured into PCR 7 (hex, lower case).
+    var dbxSHA256: [String] { keyDatabases.first { $0.name == "dbx" }?.sha256Hashes ?? [] }
 }

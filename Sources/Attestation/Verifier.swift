@@ -11,6 +11,8 @@ public struct Evidence: Sendable, Codable, Hashable {
     public var pcrs: [String: [String: String]]   // bank → PCR → hex
     public var eventLog: String       // base64
     public var nonce: String          // hex
+    /// The IMA log (ascii_runtime_measurements), when the guest runs IMA.
+    public var imaLog: String?
 
     public init(quote: TPMSignedAttest, pcrs: [TPMPCRBank], eventLog: [UInt8], nonce: [UInt8]) throws {
         self.quote = hexString(quote.attestBytes)
@@ -28,6 +30,7 @@ public struct CheckResult: Sendable, Codable, Hashable {
     public var name: String
     public var passed: Bool
     public var reason: String
+    public init(name: String, passed: Bool, reason: String) { self.name = name; self.passed = passed; self.reason = reason }
 }
 
 /// An attestation's outcome: every check in order; the boot facts when the log replayed.
@@ -36,9 +39,83 @@ public struct AttestationResult: Sendable {
     public var facts: BootFacts?
     /// SHA-256 over the quoted PCR values (the quote's PCR digest), hex.
     public var pcrDigest: String?
+    /// The quote's clock, reset and restart counters.
+    public var clock: TPMSClockInfo?
+    /// The events the replay vouched for, and the quoted PCR values.
+    public var verified: VerifiedEventLog?
+    public var quoted: PCRValues?
+    public init(checks: [CheckResult], facts: BootFacts?, pcrDigest: String?) { self.checks = checks; self.facts = facts; self.pcrDigest = pcrDigest }
     public var passed: Bool { !checks.isEmpty && checks.allSatisfy(\.passed) }
     /// The first failing check's reason.
     public var failure: CheckResult? { checks.first { !$0.passed } }
+}
+
+/// Why evidence is refused before any check runs: which field, and what is wrong with it.
+public struct EvidenceError: Error, Sendable, CustomStringConvertible {
+    public var field: String
+    public var reason: String
+    public init(_ field: String, _ reason: String) { self.field = field; self.reason = reason }
+    public var description: String { "evidence field \(field): \(reason)" }
+}
+
+/// Evidence decoded and structurally checked (nothing verified yet).
+public struct DecodedEvidence: Sendable {
+    public var signed: TPMSignedAttest
+    public var banks: [TPMPCRBank]
+    public var nonce: [UInt8]
+    public var eventLog: EventLog
+    public var imaLog: IMALog?
+
+    /// Limits on what a guest may send (a 100,000-event log is ~10 MiB; real ones are < 100 KiB).
+    public static let maxEventLogBytes = 16 << 20
+    public static let maxQuoteBytes = 4096
+
+    public init(_ e: Evidence) throws(EvidenceError) {
+        guard e.quote.count <= 2 * Self.maxQuoteBytes, let attestBytes = [UInt8](hex: e.quote) else {
+            throw EvidenceError("quote", "must be the TPMS_ATTEST bytes in hex (at most \(Self.maxQuoteBytes) bytes)")
+        }
+        guard e.signature.count <= 2 * Self.maxQuoteBytes, let sigBytes = [UInt8](hex: e.signature) else {
+            throw EvidenceError("signature", "must be the TPMT_SIGNATURE bytes in hex")
+        }
+        guard let nonce = [UInt8](hex: e.nonce), (8...64).contains(nonce.count) else {
+            throw EvidenceError("nonce", "must be the nonce the service issued, in hex (8–64 bytes)")
+        }
+        guard e.eventLog.count <= Self.maxEventLogBytes * 4 / 3 + 4, let logBytes = Data(base64Encoded: e.eventLog) else {
+            throw EvidenceError("eventLog", "must be the TCG event log in base64 (at most \(Self.maxEventLogBytes >> 20) MiB)")
+        }
+        let attest: TPMSAttest, signature: TPMTSignature
+        do { attest = try TPMSAttest(tpmBytes: attestBytes) } catch {
+            throw EvidenceError("quote", "does not decode as TPMS_ATTEST: \(error)")
+        }
+        guard case .quote = attest.attested else { throw EvidenceError("quote", "is a TPMS_ATTEST of another kind than a quote") }
+        do { signature = try TPMTSignature(tpmBytes: sigBytes) } catch {
+            throw EvidenceError("signature", "does not decode as TPMT_SIGNATURE: \(error)")
+        }
+        var banks: [TPMPCRBank] = []
+        for (name, values) in e.pcrs.sorted(by: { $0.key < $1.key }) {
+            guard let alg = PCRValues.bankNames[name] else { throw EvidenceError("pcrs", "unknown PCR bank \"\(name)\"") }
+            var v: [Int: [UInt8]] = [:]
+            for (k, hex) in values {
+                guard let p = Int(k), (0..<24).contains(p), let bytes = [UInt8](hex: hex), bytes.count == ((try? TPMCrypto.digestSize(alg)) ?? -1) else {
+                    throw EvidenceError("pcrs", "\(name):\(k) is not a PCR index 0–23 with a \(name) digest in hex")
+                }
+                v[p] = bytes
+            }
+            banks.append(TPMPCRBank(hashAlg: alg, values: v))
+        }
+        let log: EventLog
+        do { log = try EventLog(parsing: Array(logBytes)) } catch {
+            throw EvidenceError("eventLog", "does not parse: \(error)")
+        }
+        var ima: IMALog?
+        if let text = e.imaLog {
+            do { ima = try IMALog(parsing: Array(text.utf8)) } catch {
+                throw EvidenceError("imaLog", "does not parse: \(error)")
+            }
+        }
+        self.signed = TPMSignedAttest(attestBytes: attestBytes, attest: attest, signature: signature)
+        self.banks = banks; self.nonce = nonce; self.eventLog = log; self.imaLog = ima
+    }
 }
 
 /// Verifies evidence: the quote's signature with the enrolled AK over the original bytes, the
@@ -47,63 +124,60 @@ public struct AttestationResult: Sendable {
 /// failure of the evidence itself (nothing after it could be trusted); policy rules all run.
 public enum AttestationVerifier {
     public static func verify(_ evidence: Evidence, akPublic: TPMTPublic, expectedNonce: [UInt8], policy: AttestationPolicy = .default) -> AttestationResult {
+        let decoded: DecodedEvidence
+        do { decoded = try DecodedEvidence(evidence) } catch {
+            return AttestationResult(checks: [CheckResult(name: "evidence", passed: false, reason: error.description)], facts: nil, pcrDigest: nil)
+        }
+        // Freshness: the nonce is the one this verifier issued.
+        guard constantTimeEqual(decoded.nonce, expectedNonce) else {
+            return AttestationResult(checks: [CheckResult(name: "nonce", passed: false,
+                reason: "the evidence answers nonce \(evidence.nonce), not the one issued (\(hexString(expectedNonce))): a replayed or foreign attestation")],
+                facts: nil, pcrDigest: nil)
+        }
+        var r = verify(decoded, akPublic: akPublic, policy: policy)
+        r.checks.insert(CheckResult(name: "nonce", passed: true, reason: "answers the issued nonce"), at: 0)
+        return r
+    }
+
+    /// The checks after freshness: quote, replay, policy.
+    public static func verify(_ d: DecodedEvidence, akPublic: TPMTPublic, policy: AttestationPolicy) -> AttestationResult {
         var result = AttestationResult(checks: [], facts: nil, pcrDigest: nil)
         func fail(_ name: String, _ reason: String) -> AttestationResult {
             result.checks.append(CheckResult(name: name, passed: false, reason: reason))
             return result
         }
-        // Decode (hostile input: every field checked).
-        guard let attestBytes = [UInt8](hex: evidence.quote), let sigBytes = [UInt8](hex: evidence.signature),
-              let nonce = [UInt8](hex: evidence.nonce), let logBytes = Data(base64Encoded: evidence.eventLog) else {
-            return fail("evidence", "the evidence is not well-formed: quote and signature must be hex, eventLog base64, nonce hex")
-        }
-        let attest: TPMSAttest, signature: TPMTSignature
-        do {
-            attest = try TPMSAttest(tpmBytes: attestBytes)
-            signature = try TPMTSignature(tpmBytes: sigBytes)
-        } catch {
-            return fail("evidence", "the quote or its signature does not decode: \(error)")
-        }
-        var banks: [TPMPCRBank] = []
-        for (name, values) in evidence.pcrs {
-            guard let alg = PCRValues.bankNames[name] else { return fail("evidence", "unknown PCR bank \"\(name)\"") }
-            var v: [Int: [UInt8]] = [:]
-            for (k, hex) in values {
-                guard let p = Int(k), (0..<24).contains(p), let bytes = [UInt8](hex: hex) else { return fail("evidence", "PCR \(name):\(k) is not a PCR index 0–23 with a hex value") }
-                v[p] = bytes
-            }
-            banks.append(TPMPCRBank(hashAlg: alg, values: v))
-        }
-        // Freshness: the nonce is the one this verifier issued.
-        guard constantTimeEqual(nonce, expectedNonce) else {
-            return fail("nonce", "the evidence answers nonce \(evidence.nonce), not the one issued (\(hexString(expectedNonce))): a replayed or foreign attestation")
-        }
-        result.checks.append(CheckResult(name: "nonce", passed: true, reason: "answers the issued nonce"))
         // The quote: signature over the original bytes, nonce in extraData, PCR digest.
         let verified: TPMVerifiedQuote
         do {
-            verified = try TPMQuoteVerifier.verify(TPMSignedAttest(attestBytes: attestBytes, attest: attest, signature: signature),
-                                                   akPublic: akPublic, nonce: expectedNonce, pcrs: banks)
+            verified = try TPMQuoteVerifier.verify(d.signed, akPublic: akPublic, nonce: d.nonce, pcrs: d.banks)
         } catch {
             return fail("quote", "the quote does not verify with the enrolled attestation key: \(error.reason)")
         }
         if case .quote(let info) = verified.attest.attested { result.pcrDigest = hexString(info.pcrDigest.bytes) }
-        result.checks.append(CheckResult(name: "quote", passed: true, reason: "signed by the enrolled AK; PCR digest matches the PCR values"))
+        result.clock = verified.attest.clockInfo
+        result.checks.append(CheckResult(name: "quote", passed: true, reason: "signed by the enrolled AK over the nonce; PCR digest matches the PCR values"))
         // The event log replays to the quoted PCRs.
-        let log: EventLog
-        do { log = try EventLog(parsing: Array(logBytes)) } catch {
-            return fail("eventlog", "the event log does not parse: \(error)")
-        }
-        let report = log.replay(against: PCRValues(verified.pcrs))
+        let quoted = PCRValues(verified.pcrs)
+        let report = d.eventLog.replay(against: quoted)
         let mismatches = report.comparisons.filter { $0.status != .match }
         guard report.allMatch else {
             let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)" }.joined(separator: ", ")
             return fail("replay", "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
         }
         result.checks.append(CheckResult(name: "replay", passed: true, reason: "the event log replays to every quoted PCR (\(report.comparisons.count) values)"))
+        if let ima = d.imaLog {
+            var state = IMAReplayState()
+            let applied = (try? state.apply(ima.entries)) != nil
+            let ok = applied && ([TPMAlgID.sha256, .sha1].contains { alg in quoted[alg, 10].map { state.matches(alg, $0) } ?? false })
+            result.checks.append(CheckResult(name: "ima", passed: ok, reason: ok ? "the IMA log (\(ima.entries.count) entries) replays to PCR 10"
+                                                : "the IMA log does not replay to the quoted PCR 10: files were measured that the log does not show"))
+            if !ok { return result }
+        }
         let facts = report.verified.explain()
         result.facts = facts
-        result.checks += policy.evaluate(facts, quoted: PCRValues(verified.pcrs))
+        result.verified = report.verified
+        result.quoted = quoted
+        result.checks += policy.evaluate(facts, quoted: quoted, ima: d.imaLog)
         return result
     }
 }

@@ -46,6 +46,8 @@ public struct BootFacts: Sendable, Codable, Hashable {
         public var certificates: [Certificate]
         /// Hash entries by signature type (EFI_CERT_SHA256_GUID: n…).
         public var hashCounts: [String: Int]
+        /// The EFI_CERT_SHA256_GUID entries, hex (what dbx revokes by image digest).
+        public var sha256Hashes: [String] = []
         public var isEmpty: Bool
         public var sha256OfData: String
     }
@@ -300,14 +302,16 @@ extension BootFacts.KeyDatabase {
     init(_ name: String, _ value: VariableValue, _ data: [UInt8], _ index: Int) {
         var certs: [BootFacts.Certificate] = []
         var counts: [String: Int] = [:]
+        var sha256: [String] = []
         if case .signatureLists(let lists) = value {
             for l in lists {
                 for s in l.entries {
                     if let c = s.certificate { certs.append(.init(c, owner: s.owner)) } else { counts[l.typeName, default: 0] += 1 }
+                    if l.type == .certSHA256, s.data.count == 32 { sha256.append(hexString(s.data)) }
                 }
             }
         }
-        self.init(name: name, eventIndex: index, certificates: certs, hashCounts: counts, isEmpty: data.isEmpty,
+        self.init(name: name, eventIndex: index, certificates: certs, hashCounts: counts, sha256Hashes: sha256, isEmpty: data.isEmpty,
                   sha256OfData: hexString(EventLogHash.hash(.sha256, data) ?? []))
     }
 }

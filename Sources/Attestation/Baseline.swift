@@ -1,0 +1,150 @@
+import Crypto
+import Foundation
+import MeasuredBoot
+import TPM2
+
+/// One measured boot component as a baseline keeps it: where it was measured, what it is, and
+/// the value that identifies it (a digest, a variable's data hash, a command line).
+public struct BaselineComponent: Sendable, Codable, Hashable {
+    /// Stable key for comparison: "PCR 4 boot application 2", "PCR 7 variable db", …
+    public var key: String
+    public var pcr: UInt32
+    /// firmware, secure-boot-configuration, boot-application, boot-loader-config, kernel, kernel-command-line, mok, other.
+    public var kind: String
+    /// What a person calls it: a file path, a variable name, the command line.
+    public var name: String
+    public var value: String
+    /// The signer that authorised it, when one was measured for it.
+    public var signer: String?
+
+    public init(key: String, pcr: UInt32, kind: String, name: String, value: String, signer: String? = nil) {
+        self.key = key; self.pcr = pcr; self.kind = kind; self.name = name; self.value = value; self.signer = signer
+    }
+}
+
+/// A difference between a boot and its baseline, event by event.
+public struct BaselineChange: Sendable, Codable, Hashable {
+    public enum Change: String, Sendable, Codable { case changed, added, removed }
+    public var change: Change
+    public var key: String
+    public var pcr: UInt32
+    public var kind: String
+    public var name: String
+    public var from: String?
+    public var to: String?
+    public var fromSigner: String?
+    public var toSigner: String?
+
+    /// "boot-application \EFI\debian\grubx64.efi (PCR 4) changed: Authenticode sha256 1a2b… signed by X → 3c4d… unsigned".
+    public var summary: String {
+        func v(_ s: String?, _ signer: String?) -> String {
+            guard let s else { return "absent" }
+            let short = s.count > 24 && s.allSatisfy(\.isHexDigit) ? String(s.prefix(16)) + "…" : "\"\(s)\""
+            return signer.map { "\(short) (signed by \($0))" } ?? short
+        }
+        switch change {
+        case .changed: return "\(kind) \(name) (PCR \(pcr)) changed from \(v(from, fromSigner)) to \(v(to, toSigner))"
+        case .added: return "\(kind) \(name) (PCR \(pcr)) is new: \(v(to, toSigner))"
+        case .removed: return "\(kind) \(name) (PCR \(pcr)) is gone (was \(v(from, fromSigner)))"
+        }
+    }
+}
+
+public enum Baseline {
+    /// The PCRs a baseline covers: firmware and its configuration (0–3), boot manager code and
+    /// data (4, 5), Secure Boot policy (7), grub's commands and files (8, 9), shim's MOK state (14).
+    public static let pcrs: Set<UInt32> = [0, 1, 2, 3, 4, 5, 7, 8, 9, 14]
+
+    /// The components of a boot whose log replayed to its quote (only the verified events).
+    public static func components(of verified: VerifiedEventLog, facts: BootFacts) -> [BaselineComponent] {
+        let alg = verified.log.banks.contains { $0.algorithm == .sha256 } ? TPMAlgID.sha256 : (verified.log.banks.first?.algorithm ?? .sha256)
+        var out: [BaselineComponent] = []
+        var ordinal: [String: Int] = [:]
+        func next(_ base: String) -> Int { ordinal[base, default: 0] += 1; return ordinal[base]! }
+        let signerByApp: [Int: String] = Dictionary(facts.bootChain.map { app in
+            (app.eventIndex, app.authorityEvents.compactMap { idx in facts.authorities.first { $0.eventIndex == idx } }
+                .map { "\($0.variable): \($0.certificate?.subject ?? $0.other ?? "?")" }.joined(separator: "; "))
+        }, uniquingKeysWith: { a, _ in a })
+        for ve in verified.events where pcrs.contains(ve.event.pcrIndex) {
+            let e = ve.event
+            let digest = e.digests.first { $0.algorithm == alg }.map { hexString($0.digest) } ?? ""
+            let pcr = e.pcrIndex
+            switch e.decoded {
+            case .separator:
+                continue
+            case .variable(let v):
+                let kind = pcr == 7 ? "secure-boot-configuration" : (pcr == 14 ? "mok" : "boot-configuration")
+                out.append(BaselineComponent(key: "PCR \(pcr) variable \(v.name) \(next("v\(pcr)\(v.name)"))", pcr: pcr, kind: kind,
+                                             name: v.name, value: hexString(Array(SHA256.hash(data: v.data)))))
+            case .authority(let v):
+                // Which authority vouched is carried on the boot applications; the event itself
+                // is kept too, so a changed signer shows even when the image digest is equal.
+                let n = next("a\(pcr)")
+                out.append(BaselineComponent(key: "PCR \(pcr) authority \(n)", pcr: pcr, kind: "secure-boot-authority",
+                                             name: "\(v.name) entry \(n)", value: digest))
+            case .imageLoad(let img):
+                let n = next("i\(pcr)")
+                let path = facts.bootChain.first { $0.eventIndex == e.index }?.filePath ?? img.devicePath?.description ?? "image \(n)"
+                let kind = pcr == 4 ? (n == 1 ? "boot-loader" : "boot-application") : "driver"
+                out.append(BaselineComponent(key: "PCR \(pcr) image \(n)", pcr: pcr, kind: kind, name: path, value: digest,
+                                             signer: signerByApp[e.index].flatMap { $0.isEmpty ? nil : $0 }))
+            case .ipl(let ipl):
+                switch ipl.kind {
+                case .kernelCommandLine:
+                    out.append(BaselineComponent(key: "PCR \(pcr) kernel command line \(next("k"))", pcr: pcr, kind: "kernel-command-line",
+                                                 name: "kernel command line", value: ipl.text))
+                case .grubCommand:
+                    out.append(BaselineComponent(key: "PCR \(pcr) grub command \(next("g"))", pcr: pcr, kind: "boot-loader-command",
+                                                 name: "grub command", value: ipl.text))
+                case .file:
+                    let isKernel = ipl.text.contains("vmlinuz") || ipl.text.contains("bzImage")
+                    let kind = isKernel ? "kernel" : (ipl.text.contains("initrd") ? "initrd" : "boot-loader-file")
+                    out.append(BaselineComponent(key: "PCR \(pcr) file \(ipl.text) \(next("f\(ipl.text)"))", pcr: pcr, kind: kind,
+                                                 name: ipl.text, value: digest))
+                default:
+                    out.append(BaselineComponent(key: "PCR \(pcr) text \(next("t\(pcr)"))", pcr: pcr, kind: pcr == 14 ? "mok" : "other",
+                                                 name: ipl.text, value: digest))
+                }
+            default:
+                let kind = pcr <= 3 ? "firmware" : "other"
+                let n = next("o\(pcr)\(e.type)")
+                out.append(BaselineComponent(key: "PCR \(pcr) \(e.type) \(n)", pcr: pcr, kind: kind, name: "\(e.type) #\(n)", value: digest))
+            }
+        }
+        return out
+    }
+
+    /// Components from expected PCR values (e.g. `tlaunch predict`): one per PCR.
+    public static func components(expectedPCRs: [String: String]) -> [BaselineComponent] {
+        expectedPCRs.compactMap { k, v -> BaselineComponent? in
+            guard let p = UInt32(k) else { return nil }
+            return BaselineComponent(key: "PCR \(p) value", pcr: p, kind: "pcr", name: "sha256 PCR \(p)", value: v.lowercased())
+        }.sorted { $0.pcr < $1.pcr }
+    }
+
+    /// The PCR-value components of a quote (compared when the baseline was set from values).
+    public static func components(quoted: PCRValues, pcrs: [UInt32]) -> [BaselineComponent] {
+        pcrs.compactMap { p in quoted[.sha256, p].map { BaselineComponent(key: "PCR \(p) value", pcr: p, kind: "pcr", name: "sha256 PCR \(p)", value: hexString($0)) } }
+    }
+
+    /// Event-level differences, in boot order.
+    public static func diff(baseline: [BaselineComponent], current: [BaselineComponent]) -> [BaselineChange] {
+        let old = Dictionary(baseline.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        let new = Dictionary(current.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        var out: [BaselineChange] = []
+        for c in current {
+            if let b = old[c.key] {
+                if b.value != c.value || b.signer != c.signer || b.name != c.name {
+                    out.append(BaselineChange(change: .changed, key: c.key, pcr: c.pcr, kind: c.kind, name: c.name == b.name ? c.name : "\(b.name) → \(c.name)",
+                                              from: b.value, to: c.value, fromSigner: b.signer, toSigner: c.signer))
+                }
+            } else {
+                out.append(BaselineChange(change: .added, key: c.key, pcr: c.pcr, kind: c.kind, name: c.name, from: nil, to: c.value, fromSigner: nil, toSigner: c.signer))
+            }
+        }
+        for b in baseline where new[b.key] == nil {
+            out.append(BaselineChange(change: .removed, key: b.key, pcr: b.pcr, kind: b.kind, name: b.name, from: b.value, to: nil, fromSigner: b.signer, toSigner: nil))
+        }
+        return out
+    }
+}

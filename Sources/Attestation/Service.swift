@@ -1,0 +1,476 @@
+import Crypto
+import Foundation
+import MeasuredBoot
+import Synchronization
+import TPM2
+import X509
+
+/// A refusal of the attestation service: its kind (an HTTP status to the API) and what to do.
+public struct AttestationServiceError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        case badRequest, unauthorized, forbidden, notFound, conflict, gone, `internal`
+        public var status: Int {
+            switch self {
+            case .badRequest: 400
+            case .unauthorized: 401
+            case .forbidden: 403
+            case .notFound: 404
+            case .conflict: 409
+            case .gone: 410
+            case .internal: 500
+            }
+        }
+    }
+    public var kind: Kind
+    public var message: String
+    /// The request field at fault, when one is.
+    public var field: String?
+    public init(_ kind: Kind, _ message: String, field: String? = nil) { self.kind = kind; self.message = message; self.field = field }
+    public var description: String { message }
+}
+
+// MARK: Requests and answers (the JSON of the HTTP API)
+
+public struct NonceGrant: Sendable, Codable, Hashable {
+    public var nonce: String
+    public var expires: String
+    public var expiresIn: Int
+}
+
+public struct EnrolmentRequest: Sendable, Codable, Hashable {
+    /// TPMT_PUBLIC of the EK and of the new AK, hex.
+    public var ekPublic: String
+    public var akPublic: String
+    /// The EK certificate as read from NV, DER in base64.
+    public var ekCertificate: String?
+    public init(ekPublic: String, akPublic: String, ekCertificate: String?) { self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate }
+}
+
+public struct EnrolmentChallenge: Sendable, Codable, Hashable {
+    public var id: String
+    /// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET (with their size prefixes), hex: ActivateCredential's inputs.
+    public var credentialBlob: String
+    public var encryptedSecret: String
+    public var expires: String
+}
+
+public struct ActivationAnswer: Sendable, Codable, Hashable {
+    public var secret: String
+    public init(secret: String) { self.secret = secret }
+}
+
+public struct EnrolmentReceipt: Sendable, Codable, Hashable {
+    public var vm: String
+    public var akName: String
+    public var akCertificate: String
+    public var ekCertificateSubject: String
+}
+
+/// What an attestation yields: every check with its reason, the baseline changes, the token.
+public struct AttestationOutcome: Sendable, Codable, Hashable {
+    public var id: String
+    public var vm: String
+    public var time: String
+    public var passed: Bool
+    public var status: String
+    public var checks: [CheckResult]
+    public var baseline: String?
+    public var changes: [BaselineChange]
+    public var rebooted: Bool?
+    public var token: String?
+    public var tokenID: String?
+    public var policy: PolicyRef
+    /// Secure Boot state, boot chain and command line as the verified log shows them.
+    public var facts: FactsSummary?
+
+    public struct PolicyRef: Sendable, Codable, Hashable { public var id: String; public var version: Int }
+    public struct FactsSummary: Sendable, Codable, Hashable {
+        public var secureBoot: Bool?
+        public var bootChain: [String]
+        public var kernelCommandLine: String?
+        public var pcrDigest: String?
+    }
+}
+
+/// What the store keeps as an attestation's result (the outcome without the token, plus the
+/// components, so a person can approve this boot as the new baseline).
+struct StoredResult: Codable {
+    var outcome: AttestationOutcome
+    var components: [BaselineComponent]?
+}
+
+/// The attestation service: enrolment, nonces, verification, baselines, tokens, history. It
+/// holds only configuration and caches that any instance can rebuild from the store.
+public final class AttestationService: Sendable {
+    public let store: any AttestationStore
+    public let anchors: TrustAnchors
+    public let akCA: AKCertificateAuthority
+    public let issuer: String
+    public let nonceLifetime: TimeInterval
+    public let tokenLifetime: TimeInterval
+    public let keepEvidence: Bool
+    /// How long a policy or key read from the store is reused before it is read again.
+    public let cacheLifetime: TimeInterval
+    private let cache = Mutex<Cache>(Cache())
+
+    struct Cache {
+        var keys: (loaded: Date, signing: TokenIssuer, published: [TokenSigningKey])?
+        var policy: (loaded: Date, policy: AttestationPolicy)?
+    }
+
+    public init(store: any AttestationStore, anchors: TrustAnchors, akCA: AKCertificateAuthority, issuer: String,
+                nonceLifetime: TimeInterval = 120, tokenLifetime: TimeInterval = 3600, keepEvidence: Bool = true, cacheLifetime: TimeInterval = 2) {
+        self.store = store; self.anchors = anchors; self.akCA = akCA; self.issuer = issuer
+        self.nonceLifetime = nonceLifetime; self.tokenLifetime = tokenLifetime; self.keepEvidence = keepEvidence; self.cacheLifetime = cacheLifetime
+    }
+
+    static func ms(_ d: Date) -> Int64 { Int64(d.timeIntervalSince1970 * 1000) }
+    static func rfc3339(_ ms: Int64) -> String {
+        let f = ISO8601DateFormatter(); f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+    }
+    static func random(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255) } }
+
+    /// VM names: 1–64 of letters, digits, '.', '_', '-'.
+    public static func checkVMName(_ vm: String) throws(AttestationServiceError) {
+        guard (1...64).contains(vm.utf8.count), vm.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x2e || $0 == 0x5f || $0 == 0x2d }),
+              vm.first != "." else {
+            throw AttestationServiceError(.badRequest, "VM name \"\(vm.prefix(80))\" must be 1–64 letters, digits, '.', '_' or '-'", field: "vm")
+        }
+    }
+
+    // MARK: Nonces
+
+    public func issueNonce(vm: String, now: Date = Date()) async throws -> NonceGrant {
+        try Self.checkVMName(vm)
+        let nonce = hexString(Self.random(32))
+        let expires = Self.ms(now.addingTimeInterval(nonceLifetime))
+        try await store.insertNonce(nonce, vm: vm, expires: expires, now: Self.ms(now))
+        return NonceGrant(nonce: nonce, expires: Self.rfc3339(expires), expiresIn: Int(nonceLifetime))
+    }
+
+    // MARK: Enrolment
+
+    static func decodePublic(_ hex: String, field: String) throws(AttestationServiceError) -> TPMTPublic {
+        guard hex.count <= 4096, let bytes = [UInt8](hex: hex) else { throw AttestationServiceError(.badRequest, "\(field) must be a TPMT_PUBLIC in hex", field: field) }
+        do { return try TPMTPublic(tpmBytes: bytes) } catch {
+            throw AttestationServiceError(.badRequest, "\(field) does not decode as TPMT_PUBLIC: \(error)", field: field)
+        }
+    }
+
+    public func beginEnrolment(vm: String, _ request: EnrolmentRequest, now: Date = Date()) async throws -> EnrolmentChallenge {
+        try Self.checkVMName(vm)
+        let ek = try Self.decodePublic(request.ekPublic, field: "ekPublic")
+        let ak = try Self.decodePublic(request.akPublic, field: "akPublic")
+        guard let certB64 = request.ekCertificate, let der = Data(base64Encoded: certB64), !der.isEmpty else {
+            throw AttestationServiceError(.badRequest, "ekCertificate (DER, base64) is required: read it from the TPM's NV index 0x01C00002 (RSA) or 0x01C0000A (ECC)", field: "ekCertificate")
+        }
+        do {
+            _ = try await Enrolment.validateEK(certificate: Array(der), ekPublic: ek, anchors: anchors)
+            let (secret, blob, enc) = try Enrolment.challenge(ekPublic: ek, akPublic: ak)
+            let id = UUID().uuidString.lowercased()
+            let expires = Self.ms(now.addingTimeInterval(300))
+            try await store.insertPendingEnrolment(PendingEnrolment(id: id, vm: vm, ekPublic: request.ekPublic.lowercased(), akPublic: request.akPublic.lowercased(),
+                                                                    ekCertificate: certB64, secretHash: hexString(Array(SHA256.hash(data: secret))), expires: expires))
+            return EnrolmentChallenge(id: id, credentialBlob: hexString(try blob.tpmBytes()), encryptedSecret: hexString(try enc.tpmBytes()),
+                                      expires: Self.rfc3339(expires))
+        } catch let e as EnrolmentError {
+            throw AttestationServiceError(.forbidden, e.description, field: e.code == .ekCertificate ? "ekCertificate" : "akPublic")
+        }
+    }
+
+    public func completeEnrolment(vm: String, id: String, _ answer: ActivationAnswer, now: Date = Date()) async throws -> EnrolmentReceipt {
+        try Self.checkVMName(vm)
+        guard let secret = [UInt8](hex: answer.secret), secret.count <= 64 else {
+            throw AttestationServiceError(.badRequest, "secret must be the activated credential in hex", field: "secret")
+        }
+        guard let pending = try await store.takePendingEnrolment(id: id) else {
+            throw AttestationServiceError(.notFound, "no enrolment \(id) is waiting: it was answered already or never began; start again")
+        }
+        guard pending.vm == vm else { throw AttestationServiceError(.forbidden, "enrolment \(id) belongs to another VM") }
+        guard pending.expires >= Self.ms(now) else { throw AttestationServiceError(.gone, "enrolment \(id) expired: start again") }
+        guard constantTimeEqual(Array(SHA256.hash(data: secret)), [UInt8](hex: pending.secretHash) ?? []) else {
+            throw AttestationServiceError(.forbidden, "enrolment refused [activation]: credential activation returned another secret: the AK is not in the TPM of this EK")
+        }
+        let ak = try Self.decodePublic(pending.akPublic, field: "akPublic")
+        let cert = try akCA.issue(vm: vm, akPublic: ak)
+        let pem = try cert.serializeAsPEM().pemString
+        try await store.upsertAgent(AgentRecord(vm: vm, ekPublic: pending.ekPublic, akPublic: pending.akPublic, ekCertificate: pending.ekCertificate,
+                                                akCertificate: pem, enrolledAt: Self.ms(now)))
+        let ekSubject = pending.ekCertificate.flatMap { Data(base64Encoded: $0) }.flatMap { try? Certificate(derEncoded: Array($0)) }
+        return EnrolmentReceipt(vm: vm, akName: hexString(try ak.name()), akCertificate: pem,
+                                ekCertificateSubject: ekSubject.map { "\($0.issuer) / serial \($0.serialNumber)" } ?? "")
+    }
+
+    // MARK: Policy
+
+    public func currentPolicy(now: Date = Date()) async throws -> AttestationPolicy {
+        if let c = cache.withLock({ $0.policy }), now.timeIntervalSince(c.loaded) < cacheLifetime { return c.policy }
+        let latest = try await store.policies().max { ($0.created, $0.version) < ($1.created, $1.version) }
+        let policy = try latest.map { try Self.parsePolicy(Data($0.document.utf8)) } ?? .default
+        cache.withLock { $0.policy = (now, policy) }
+        return policy
+    }
+
+    public static func parsePolicy(_ data: Data) throws(AttestationServiceError) -> AttestationPolicy {
+        do { return try JSONDecoder().decode(AttestationPolicy.self, from: data) } catch let DecodingError.dataCorrupted(c) {
+            throw AttestationServiceError(.badRequest, "policy: \(c.debugDescription)", field: c.codingPath.map(\.stringValue).joined(separator: "."))
+        } catch let DecodingError.typeMismatch(_, c) {
+            throw AttestationServiceError(.badRequest, "policy: \(c.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type: \(c.debugDescription)")
+        } catch {
+            throw AttestationServiceError(.badRequest, "policy is not a JSON policy document: \(error)")
+        }
+    }
+
+    /// Stores a new version of the policy; it applies to every instance within `cacheLifetime`.
+    public func putPolicy(_ p: AttestationPolicy, now: Date = Date()) async throws -> AttestationPolicy {
+        var p = p
+        let existing = try await store.policies().filter { $0.id == p.id }.map(\.version).max() ?? 0
+        p.version = max(p.version, existing + 1)
+        let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]
+        try await store.insertPolicy(PolicyRecord(id: p.id, version: p.version, document: String(decoding: try e.encode(p), as: UTF8.self), created: Self.ms(now)))
+        cache.withLock { $0.policy = nil }
+        return p
+    }
+
+    // MARK: Token keys
+
+    /// The signing key (the newest unretired one; created on first use) and the keys to publish.
+    public func keys(now: Date = Date()) async throws -> (signing: TokenIssuer, published: [TokenSigningKey]) {
+        if let c = cache.withLock({ $0.keys }), now.timeIntervalSince(c.loaded) < cacheLifetime { return (c.signing, c.published) }
+        var records = try await store.signingKeys()
+        if !records.contains(where: { $0.retired == nil }) {
+            let k = try TokenSigningKey.generate("ES256")
+            try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: k.pem, created: Self.ms(now), retired: nil))
+            records = try await store.signingKeys()
+        }
+        guard let current = records.filter({ $0.retired == nil }).max(by: { ($0.created, $0.kid) < ($1.created, $1.kid) }) else {
+            throw AttestationServiceError(.internal, "no token signing key")
+        }
+        let signing = TokenIssuer(issuer: issuer, signingKey: try TokenSigningKey(algorithm: current.algorithm, pem: current.privateKey), lifetime: tokenLifetime)
+        // A retired key stays published until every token it signed has expired.
+        let horizon = Self.ms(now) - Int64(tokenLifetime * 1000) - 60_000
+        let published = try records.filter { $0.retired == nil || $0.retired! >= horizon }.map { try TokenSigningKey(algorithm: $0.algorithm, pem: $0.privateKey) }
+        cache.withLock { $0.keys = (now, signing, published) }
+        return (signing, published)
+    }
+
+    /// A new signing key; the old ones stop signing but stay in the JWKS until their tokens expire.
+    public func rotateKey(algorithm: String = "ES256", now: Date = Date()) async throws -> String {
+        let k = try TokenSigningKey.generate(algorithm)
+        try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: k.pem, created: Self.ms(now), retired: nil))
+        try await store.retireSigningKeys(except: k.keyID, at: Self.ms(now))
+        cache.withLock { $0.keys = nil }
+        return k.keyID
+    }
+
+    public func jwks(now: Date = Date()) async throws -> [String: Any] {
+        ["keys": try await keys(now: now).published.map(\.jwk)]
+    }
+
+    // MARK: Attestation
+
+    /// Verifies evidence for `vm`, stores the result and, when it passed, returns a token.
+    public func attest(vm: String, evidence: Evidence, now: Date = Date()) async throws -> AttestationOutcome {
+        try Self.checkVMName(vm)
+        // Everything structural first: bad input is refused before anything is written.
+        let decoded: DecodedEvidence
+        do { decoded = try DecodedEvidence(evidence) } catch {
+            throw AttestationServiceError(.badRequest, error.description, field: error.field)
+        }
+        guard let agent = try await store.agent(vm: vm) else {
+            throw AttestationServiceError(.notFound, "\(vm) is not enrolled: run `tlaunch agent enroll` in the VM first")
+        }
+        let policy = try await currentPolicy(now: now)
+        var checks: [CheckResult] = []
+        // Freshness: single use, this VM's, not expired.
+        let nonceStatus = try await store.consumeNonce(hexString(decoded.nonce), vm: vm, now: Self.ms(now))
+        switch nonceStatus {
+        case .fresh: checks.append(CheckResult(name: "nonce", passed: true, reason: "answers a fresh nonce issued for \(vm), used once"))
+        case .expired(let at): checks.append(CheckResult(name: "nonce", passed: false, reason: "the nonce expired at \(Self.rfc3339(at)): evidence must answer a nonce within \(Int(nonceLifetime)) s of its issue"))
+        case .alreadyUsed(let at): checks.append(CheckResult(name: "nonce", passed: false, reason: "the nonce was already used at \(Self.rfc3339(at)): this evidence is a replay"))
+        case .issuedForAnotherVM(let other): checks.append(CheckResult(name: "nonce", passed: false, reason: "the nonce was issued for \(other), not \(vm)"))
+        case .unknown: checks.append(CheckResult(name: "nonce", passed: false, reason: "the nonce was never issued by this service: get one from POST /v1/vms/\(vm)/nonce"))
+        }
+        var result = AttestationResult(checks: checks, facts: nil, pcrDigest: nil)
+        var components: [BaselineComponent]?
+        var changes: [BaselineChange] = []
+        var baselineStatus: String?
+        var rebooted: Bool?
+        let akPublic = try Self.decodePublic(agent.akPublic, field: "akPublic")
+        if result.passed {
+            if let problem = akCA.check(pem: agent.akCertificate, vm: vm, akPublic: akPublic, now: now) {
+                result.checks.append(CheckResult(name: "ak-certificate", passed: false, reason: problem))
+            } else {
+                result.checks.append(CheckResult(name: "ak-certificate", passed: true, reason: "the AK is certified for \(vm) by this service's attestation CA"))
+            }
+        }
+        if result.passed {
+            let v = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: policy)
+            result.checks += v.checks
+            result.facts = v.facts; result.pcrDigest = v.pcrDigest; result.clock = v.clock
+            result.verified = v.verified; result.quoted = v.quoted
+            // Counters: only for a quote whose signature verified.
+            if let clock = v.clock, v.checks.contains(where: { $0.name == "quote" && $0.passed }) {
+                let moved = try await store.advanceCounters(vm: vm, clock: Int64(clock.clock), resetCount: Int64(clock.resetCount), restartCount: Int64(clock.restartCount))
+                if moved {
+                    rebooted = agent.resetCount.map { Int64(clock.resetCount) > $0 }
+                    result.checks.append(CheckResult(name: "counters", passed: true, reason: rebooted == true
+                        ? "the VM rebooted since its last attestation (TPM reset count \(agent.resetCount ?? 0) → \(clock.resetCount))"
+                        : "TPM clock \(clock.clock) ms, reset \(clock.resetCount), restart \(clock.restartCount): moving forward"))
+                } else {
+                    result.checks.append(CheckResult(name: "counters", passed: false, reason:
+                        "the quote's TPM counters (clock \(clock.clock), reset \(clock.resetCount), restart \(clock.restartCount)) are behind the last seen (clock \(agent.clock ?? 0), reset \(agent.resetCount ?? 0), restart \(agent.restartCount ?? 0)): an old quote, or the vTPM state was rolled back"))
+                }
+            }
+            // Baseline: compared only for evidence that verified (a broken log proves no components).
+            if let verified = v.verified, let facts = v.facts, let quoted = v.quoted {
+                let current = Baseline.components(of: verified, facts: facts)
+                components = current
+                if let b = try await store.baseline(vm: vm) {
+                    let mine = b.source == "predicted" ? Baseline.components(quoted: quoted, pcrs: b.components.map(\.pcr)) : current
+                    changes = Baseline.diff(baseline: b.components, current: mine)
+                    baselineStatus = changes.isEmpty ? "matches" : "changed"
+                    result.checks.append(CheckResult(name: "baseline", passed: changes.isEmpty, reason: changes.isEmpty
+                        ? "matches the \(b.source) baseline (\(b.components.count) components)"
+                        : "\(changes.count) change(s) against the \(b.source) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
+                          + ". If this was an intended update, approve this boot as the new baseline"))
+                } else if result.passed {
+                    baselineStatus = "learned"
+                }
+            }
+        }
+        let id = UUID().uuidString.lowercased()
+        if baselineStatus == "learned", let components {
+            // First healthy boot: learn it (once, even when two instances race).
+            if try await store.putBaselineIfAbsent(BaselineRecord(vm: vm, source: "learned", components: components, attestationID: id, updated: Self.ms(now))) {
+                result.checks.append(CheckResult(name: "baseline", passed: true, reason: "no baseline yet: learned from this healthy boot (\(components.count) components)"))
+            } else {
+                baselineStatus = "matches"
+            }
+        }
+        var outcome = AttestationOutcome(
+            id: id, vm: vm, time: Self.rfc3339(Self.ms(now)), passed: result.passed, status: result.passed ? "affirming" : "contraindicated",
+            checks: result.checks, baseline: baselineStatus, changes: changes, rebooted: rebooted, token: nil, tokenID: nil,
+            policy: .init(id: policy.id, version: policy.version),
+            facts: result.facts.map { f in .init(secureBoot: f.secureBoot.enabled, bootChain: f.bootChain.filter { $0.pcr == 4 }.map { $0.filePath ?? $0.devicePath ?? "?" },
+                                                 kernelCommandLine: f.kernelCommandLine, pcrDigest: result.pcrDigest) })
+        var stored = StoredResult(outcome: outcome, components: components)
+        if result.passed {
+            let ekCert = agent.ekCertificate.flatMap { Data(base64Encoded: $0) }
+            let ek = ekCert.flatMap { try? Certificate(derEncoded: Array($0)) }
+            let (signing, _) = try await keys(now: now)
+            let t = try signing.token(for: result, context: TokenContext(
+                vm: vm, nonce: hexString(decoded.nonce), policy: policy, attestationID: id,
+                ekCertificateSubject: ek.map { "\($0.issuer) / serial \($0.serialNumber)" },
+                ekCertificateFingerprint: ekCert.map { hexString(Array(SHA256.hash(data: $0))) },
+                akName: (try? akPublic.name()).map(hexString), baselineStatus: baselineStatus, rebooted: rebooted), now: now)
+            outcome.token = t.token; outcome.tokenID = t.id
+            stored.outcome.tokenID = t.id
+        }
+        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+        let evidenceJSON = try enc.encode(evidence)
+        try await store.appendAttestation(AttestationRecord(
+            id: id, vm: vm, time: Self.ms(now), passed: result.passed, evidenceDigest: hexString(Array(SHA256.hash(data: evidenceJSON))),
+            result: String(decoding: try enc.encode(stored), as: UTF8.self), tokenID: outcome.tokenID,
+            evidence: keepEvidence ? String(decoding: evidenceJSON, as: UTF8.self) : nil))
+        return outcome
+    }
+
+    /// Evaluates evidence against a draft policy (and the VM's baseline) without consuming its
+    /// nonce or storing anything.
+    public func whatIf(vm: String, evidence: Evidence, policy: AttestationPolicy) async throws -> AttestationOutcome {
+        try Self.checkVMName(vm)
+        let decoded: DecodedEvidence
+        do { decoded = try DecodedEvidence(evidence) } catch {
+            throw AttestationServiceError(.badRequest, error.description, field: error.field)
+        }
+        guard let agent = try await store.agent(vm: vm) else { throw AttestationServiceError(.notFound, "\(vm) is not enrolled") }
+        let v = AttestationVerifier.verify(decoded, akPublic: try Self.decodePublic(agent.akPublic, field: "akPublic"), policy: policy)
+        var checks = [CheckResult(name: "nonce", passed: true, reason: "not checked: a what-if evaluation consumes no nonce")] + v.checks
+        var changes: [BaselineChange] = []
+        var status: String?
+        if let verified = v.verified, let facts = v.facts, let quoted = v.quoted, let b = try await store.baseline(vm: vm) {
+            let current = Baseline.components(of: verified, facts: facts)
+            changes = Baseline.diff(baseline: b.components, current: b.source == "predicted" ? Baseline.components(quoted: quoted, pcrs: b.components.map(\.pcr)) : current)
+            status = changes.isEmpty ? "matches" : "changed"
+            checks.append(CheckResult(name: "baseline", passed: changes.isEmpty, reason: changes.isEmpty ? "matches the baseline" : changes.map(\.summary).joined(separator: "; ")))
+        }
+        let passed = checks.allSatisfy(\.passed)
+        return AttestationOutcome(id: "what-if", vm: vm, time: Self.rfc3339(Self.ms(Date())), passed: passed, status: passed ? "affirming" : "contraindicated",
+                                  checks: checks, baseline: status, changes: changes, rebooted: nil, token: nil, tokenID: nil,
+                                  policy: .init(id: policy.id, version: policy.version),
+                                  facts: v.facts.map { f in .init(secureBoot: f.secureBoot.enabled, bootChain: f.bootChain.filter { $0.pcr == 4 }.map { $0.filePath ?? "?" },
+                                                                  kernelCommandLine: f.kernelCommandLine, pcrDigest: v.pcrDigest) })
+    }
+
+    // MARK: Baselines and history
+
+    public func baseline(vm: String) async throws -> BaselineRecord {
+        try Self.checkVMName(vm)
+        guard let b = try await store.baseline(vm: vm) else { throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: its first healthy boot sets it") }
+        return b
+    }
+
+    /// Approves a boot (the VM's latest attestation by default) as the VM's baseline.
+    public func approveBaseline(vm: String, attestationID: String? = nil, now: Date = Date()) async throws -> BaselineRecord {
+        try Self.checkVMName(vm)
+        let record: AttestationRecord?
+        if let attestationID { record = try await store.attestation(id: attestationID) } else { record = try await store.attestations(vm: vm, limit: 1).first }
+        guard let record, record.vm == vm else { throw AttestationServiceError(.notFound, "no attestation \(attestationID ?? "") of \(vm) to approve") }
+        guard let stored = try? JSONDecoder().decode(StoredResult.self, from: Data(record.result.utf8)), let components = stored.components else {
+            throw AttestationServiceError(.conflict, "attestation \(record.id) has no verified boot components (its evidence did not verify): it cannot be a baseline")
+        }
+        let evidenceFailed = stored.outcome.checks.contains { !$0.passed && !["baseline"].contains($0.name) && ["nonce", "quote", "replay", "ak-certificate", "counters", "evidence"].contains($0.name) }
+        guard !evidenceFailed else { throw AttestationServiceError(.conflict, "attestation \(record.id) failed verification of its evidence: it cannot be a baseline") }
+        let b = BaselineRecord(vm: vm, source: "approved", components: components, attestationID: record.id, updated: Self.ms(now))
+        try await store.putBaseline(b)
+        return b
+    }
+
+    /// Sets the baseline from expected PCR values (e.g. `tlaunch predict`).
+    public func setPredictedBaseline(vm: String, pcrs: [String: String], now: Date = Date()) async throws -> BaselineRecord {
+        try Self.checkVMName(vm)
+        for (k, v) in pcrs {
+            guard let p = Int(k), (0..<24).contains(p), v.count == 64, v.allSatisfy(\.isHexDigit) else {
+                throw AttestationServiceError(.badRequest, "pcrs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)", field: "pcrs")
+            }
+        }
+        guard !pcrs.isEmpty else { throw AttestationServiceError(.badRequest, "pcrs must name at least one PCR", field: "pcrs") }
+        let b = BaselineRecord(vm: vm, source: "predicted", components: Baseline.components(expectedPCRs: pcrs), attestationID: nil, updated: Self.ms(now))
+        try await store.putBaseline(b)
+        return b
+    }
+
+    public func resetBaseline(vm: String) async throws {
+        try Self.checkVMName(vm)
+        try await store.deleteBaseline(vm: vm)
+    }
+
+    public func history(vm: String, limit: Int = 50) async throws -> [AttestationOutcome] {
+        try Self.checkVMName(vm)
+        return try await store.attestations(vm: vm, limit: max(1, min(limit, 1000))).compactMap {
+            try? JSONDecoder().decode(StoredResult.self, from: Data($0.result.utf8)).outcome
+        }
+    }
+
+    // MARK: API tokens
+
+    public static func hashToken(_ token: String) -> String { hexString(Array(SHA256.hash(data: Data(token.utf8)))) }
+
+    /// A new API token (printed once; only its hash is stored).
+    public static func createAPIToken(store: any AttestationStore, role: APITokenRecord.Role, vm: String?, now: Date = Date()) async throws -> String {
+        if role == .agent {
+            guard let vm else { throw AttestationServiceError(.badRequest, "an agent token is for one VM: give --vm NAME", field: "vm") }
+            try checkVMName(vm)
+        }
+        let token = "tlt_" + TokenIssuer.base64url(random(32))
+        try await store.insertAPIToken(APITokenRecord(hash: hashToken(token), role: role, vm: role == .agent ? vm : nil, created: ms(now)))
+        return token
+    }
+
+    public func authenticate(_ token: String) async throws -> APITokenRecord? {
+        guard token.hasPrefix("tlt_"), token.count < 200 else { return nil }
+        return try await store.apiToken(hash: Self.hashToken(token))
+    }
+}

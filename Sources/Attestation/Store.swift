@@ -1,0 +1,160 @@
+import Foundation
+
+/// An enrolled VM: its TPM identity and the quote counters last seen (reboots and rollbacks are
+/// judged against them).
+public struct AgentRecord: Sendable, Codable, Hashable {
+    public var vm: String
+    /// TPMT_PUBLIC of the EK and AK, hex.
+    public var ekPublic: String
+    public var akPublic: String
+    /// DER of the EK certificate, base64 (nil for an EK enrolled without one: never by this service).
+    public var ekCertificate: String?
+    /// The AK certificate this service issued, PEM.
+    public var akCertificate: String
+    public var enrolledAt: Int64
+    public var clock: Int64?
+    public var resetCount: Int64?
+    public var restartCount: Int64?
+
+    public init(vm: String, ekPublic: String, akPublic: String, ekCertificate: String?, akCertificate: String, enrolledAt: Int64,
+                clock: Int64? = nil, resetCount: Int64? = nil, restartCount: Int64? = nil) {
+        self.vm = vm; self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate
+        self.akCertificate = akCertificate; self.enrolledAt = enrolledAt
+        self.clock = clock; self.resetCount = resetCount; self.restartCount = restartCount
+    }
+}
+
+/// An enrolment waiting for the agent's ActivateCredential answer.
+public struct PendingEnrolment: Sendable, Codable, Hashable {
+    public var id: String
+    public var vm: String
+    public var ekPublic: String
+    public var akPublic: String
+    public var ekCertificate: String?
+    /// SHA-256 of the credential secret, hex (the secret itself is never stored).
+    public var secretHash: String
+    public var expires: Int64
+    public init(id: String, vm: String, ekPublic: String, akPublic: String, ekCertificate: String?, secretHash: String, expires: Int64) {
+        self.id = id; self.vm = vm; self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate; self.secretHash = secretHash; self.expires = expires
+    }
+}
+
+/// What the store knows of a nonce presented with evidence.
+public enum NonceStatus: Sendable, Hashable {
+    case fresh
+    case expired(at: Int64)
+    case alreadyUsed(at: Int64)
+    case issuedForAnotherVM(String)
+    case unknown
+}
+
+/// One attestation as kept in history.
+public struct AttestationRecord: Sendable, Codable, Hashable {
+    public var id: String
+    public var vm: String
+    public var time: Int64
+    public var passed: Bool
+    /// SHA-256 over the canonical evidence JSON, hex.
+    public var evidenceDigest: String
+    /// The stored result (checks, facts summary, baseline changes), JSON.
+    public var result: String
+    public var tokenID: String?
+    /// The evidence itself (JSON), when the service keeps evidence for re-verification.
+    public var evidence: String?
+    public init(id: String, vm: String, time: Int64, passed: Bool, evidenceDigest: String, result: String, tokenID: String?, evidence: String?) {
+        self.id = id; self.vm = vm; self.time = time; self.passed = passed; self.evidenceDigest = evidenceDigest; self.result = result; self.tokenID = tokenID; self.evidence = evidence
+    }
+}
+
+/// A VM's baseline: the boot components of a healthy boot (or predicted values), approved.
+public struct BaselineRecord: Sendable, Codable, Hashable {
+    public var vm: String
+    /// "learned" (first healthy boot), "approved" (a person approved a boot), "predicted" (set from values).
+    public var source: String
+    public var components: [BaselineComponent]
+    public var attestationID: String?
+    public var updated: Int64
+    public init(vm: String, source: String, components: [BaselineComponent], attestationID: String?, updated: Int64) {
+        self.vm = vm; self.source = source; self.components = components; self.attestationID = attestationID; self.updated = updated
+    }
+}
+
+public struct APITokenRecord: Sendable, Codable, Hashable {
+    public enum Role: String, Sendable, Codable, CaseIterable { case admin, reader, agent }
+    /// SHA-256 of the token, hex.
+    public var hash: String
+    public var role: Role
+    /// For agent tokens: the only VM the token may act for.
+    public var vm: String?
+    public var created: Int64
+    public init(hash: String, role: Role, vm: String?, created: Int64) {
+        self.hash = hash; self.role = role; self.vm = vm; self.created = created
+    }
+}
+
+public struct SigningKeyRecord: Sendable, Codable, Hashable {
+    public var kid: String
+    public var algorithm: String
+    /// The private key, PEM (PKCS#8).
+    public var privateKey: String
+    public var created: Int64
+    /// When the key stopped signing; it stays published until every token it signed expired.
+    public var retired: Int64?
+    public init(kid: String, algorithm: String, privateKey: String, created: Int64, retired: Int64?) {
+        self.kid = kid; self.algorithm = algorithm; self.privateKey = privateKey; self.created = created; self.retired = retired
+    }
+}
+
+public struct PolicyRecord: Sendable, Codable, Hashable {
+    public var id: String
+    public var version: Int
+    /// The policy document, JSON.
+    public var document: String
+    public var created: Int64
+    public init(id: String, version: Int, document: String, created: Int64) {
+        self.id = id; self.version = version; self.document = document; self.created = created
+    }
+}
+
+/// Everything the attestation service keeps. Instances of the service share one store and keep
+/// nothing another instance would need in memory, so any instance can answer any request.
+/// Every operation is a single atomic statement (or a transaction inside the implementation).
+public protocol AttestationStore: Sendable {
+    /// A short name for logs ("sqlite", "postgres").
+    var kind: String { get }
+    func ping() async throws
+
+    func insertNonce(_ nonce: String, vm: String, expires: Int64, now: Int64) async throws
+    /// Marks the nonce used (once, across every instance) and says what it was.
+    func consumeNonce(_ nonce: String, vm: String, now: Int64) async throws -> NonceStatus
+
+    func insertPendingEnrolment(_ p: PendingEnrolment) async throws
+    /// Removes and returns the pending enrolment (each challenge is answered at most once).
+    func takePendingEnrolment(id: String) async throws -> PendingEnrolment?
+
+    func upsertAgent(_ a: AgentRecord) async throws
+    func agent(vm: String) async throws -> AgentRecord?
+    func agents() async throws -> [AgentRecord]
+    /// Stores the quote counters if they move forward from the stored ones; false when they do not.
+    func advanceCounters(vm: String, clock: Int64, resetCount: Int64, restartCount: Int64) async throws -> Bool
+
+    func baseline(vm: String) async throws -> BaselineRecord?
+    func putBaseline(_ b: BaselineRecord) async throws
+    /// Sets the baseline only if the VM has none (first healthy boot, raced by two instances).
+    func putBaselineIfAbsent(_ b: BaselineRecord) async throws -> Bool
+    func deleteBaseline(vm: String) async throws
+
+    func appendAttestation(_ r: AttestationRecord) async throws
+    func attestations(vm: String, limit: Int) async throws -> [AttestationRecord]
+    func attestation(id: String) async throws -> AttestationRecord?
+
+    func insertAPIToken(_ t: APITokenRecord) async throws
+    func apiToken(hash: String) async throws -> APITokenRecord?
+
+    func signingKeys() async throws -> [SigningKeyRecord]
+    func insertSigningKey(_ k: SigningKeyRecord) async throws
+    func retireSigningKeys(except kid: String, at: Int64) async throws
+
+    func policies() async throws -> [PolicyRecord]
+    func insertPolicy(_ p: PolicyRecord) async throws
+}

@@ -1,0 +1,178 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import SQLiteNIO
+
+/// SQLite in a file (the embedded default): one connection, WAL journal, statements serialized by
+/// SQLite itself; other processes on the same file (e.g. `tlaunch token create`) wait on its lock.
+public final class SQLiteBackend: SQLBackend {
+    public let kind = "sqlite"
+    let connection: SQLiteConnection
+
+    public init(path: String) async throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        do {
+            connection = try await SQLiteConnection.open(storage: .file(path: path), logger: Logger(label: "tlaunch.sqlite"))
+        } catch {
+            throw StorageError("open \(path)", "\(error)")
+        }
+        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=ON"] {
+            _ = try await query(pragma, [])
+        }
+    }
+
+    public func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
+        let rows = RowCollector()
+        do {
+            try await connection.query(sql, binds.map { v -> SQLiteData in
+                switch v {
+                case .null: .null
+                case .int(let i): .integer(SQLiteInt64(i))
+                case .text(let s): .text(s)
+                }
+            }) { row in
+                rows.append(row.columns.map { c -> SQLValue in
+                    switch c.data {
+                    case .integer(let i): .int(Int64(i))
+                    case .text(let s): .text(s)
+                    case .float(let d): .int(Int64(d))
+                    case .blob(let b): .text(String(buffer: b))
+                    case .null: .null
+                    }
+                })
+            }
+        } catch {
+            throw StorageError(String(sql.prefix(60)), "\(error)")
+        }
+        return rows.rows
+    }
+
+    public func migrate(_ run: @Sendable ((String, [SQLValue]) async throws -> [[SQLValue]]) async throws -> Void) async throws {
+        _ = try await query("BEGIN IMMEDIATE", [])
+        do {
+            try await run { try await self.query($0, $1) }
+            _ = try await query("COMMIT", [])
+        } catch {
+            _ = try? await query("ROLLBACK", [])
+            throw error
+        }
+    }
+
+    public func close() async { try? await connection.close() }
+}
+
+/// Collects rows handed over by SQLiteNIO's row callback.
+final class RowCollector: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [[SQLValue]] = []
+    func append(_ row: [SQLValue]) { lock.lock(); storage.append(row); lock.unlock() }
+    var rows: [[SQLValue]] { lock.lock(); defer { lock.unlock() }; return storage }
+}
+
+/// PostgreSQL through a connection pool (PostgresNIO); several service instances share one database.
+public final class PostgresBackend: SQLBackend {
+    public let kind = "postgres"
+    let client: PostgresClient
+    let runner: Task<Void, Never>
+
+    /// `postgres://user:password@host:port/database[?sslmode=disable|prefer|require]`.
+    public init(url: String) throws {
+        guard let u = URLComponents(string: url), let host = u.host, !host.isEmpty else {
+            throw StorageError("open", "\(url) is not postgres://user:password@host:port/database")
+        }
+        let database = u.path.hasPrefix("/") ? String(u.path.dropFirst()) : u.path
+        let sslmode = u.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
+        let tls: PostgresClient.Configuration.TLS
+        switch sslmode {
+        case "disable": tls = .disable
+        case "prefer": tls = .prefer(.makeClientConfiguration())
+        case "require": tls = .require(.makeClientConfiguration())
+        default: throw StorageError("open", "sslmode=\(sslmode) is not one of disable, prefer, require")
+        }
+        var config = PostgresClient.Configuration(host: host, port: u.port ?? 5432, username: u.user ?? "postgres",
+                                                  password: u.password, database: database.isEmpty ? nil : database, tls: tls)
+        config.options.maximumConnections = 16
+        let client = PostgresClient(configuration: config, backgroundLogger: Logger(label: "tlaunch.postgres"))
+        self.client = client
+        self.runner = Task { await client.run() }
+    }
+
+    static func bindings(_ binds: [SQLValue]) -> PostgresBindings {
+        var b = PostgresBindings(capacity: binds.count)
+        for v in binds {
+            switch v {
+            case .null: b.appendNull()
+            case .int(let i): b.append(i)
+            case .text(let s): b.append(s)
+            }
+        }
+        return b
+    }
+
+    /// `?` → `$1, $2, …` (the statements of `SQLStore` have no `?` inside literals).
+    static func numbered(_ sql: String) -> String {
+        var out = ""
+        var n = 0
+        for ch in sql {
+            if ch == "?" { n += 1; out += "$\(n)" } else { out.append(ch) }
+        }
+        return out
+    }
+
+    static func rows(_ seq: PostgresRowSequence) async throws -> [[SQLValue]] {
+        var out: [[SQLValue]] = []
+        for try await row in seq {
+            var r: [SQLValue] = []
+            for cell in row {
+                if cell.bytes == nil { r.append(.null); continue }
+                switch cell.dataType {
+                case .int8, .int4, .int2: r.append(.int(try cell.decode(Int64.self)))
+                case .bool: r.append(.int(try cell.decode(Bool.self) ? 1 : 0))
+                default: r.append(.text(try cell.decode(String.self)))
+                }
+            }
+            out.append(r)
+        }
+        return out
+    }
+
+    public func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
+        do {
+            let q = PostgresQuery(unsafeSQL: Self.numbered(sql), binds: Self.bindings(binds))
+            return try await Self.rows(try await client.query(q))
+        } catch let e as PSQLError {
+            throw StorageError(String(sql.prefix(60)), e.serverInfo?[.message] ?? "\(e.code)")
+        } catch {
+            throw StorageError(String(sql.prefix(60)), "\(error)")
+        }
+    }
+
+    public func migrate(_ run: @Sendable ((String, [SQLValue]) async throws -> [[SQLValue]]) async throws -> Void) async throws {
+        do {
+            try await client.withConnection { (conn: PostgresConnection) async throws -> Void in
+                let logger = Logger(label: "tlaunch.postgres.migrate")
+                func q(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
+                    try await Self.rows(try await conn.query(PostgresQuery(unsafeSQL: Self.numbered(sql), binds: Self.bindings(binds)), logger: logger))
+                }
+                // One migrator at a time across every instance (an advisory lock held by this session).
+                _ = try await q("SELECT pg_advisory_lock(7427001)", [])
+                do {
+                    _ = try await q("BEGIN", [])
+                    try await run(q)
+                    _ = try await q("COMMIT", [])
+                } catch {
+                    _ = try? await q("ROLLBACK", [])
+                    _ = try? await q("SELECT pg_advisory_unlock(7427001)", [])
+                    throw error
+                }
+                _ = try await q("SELECT pg_advisory_unlock(7427001)", [])
+            }
+        } catch let e as PSQLError {
+            throw StorageError("migrate", e.serverInfo?[.message] ?? "\(e.code)")
+        }
+    }
+
+    public func close() async { runner.cancel() }
+}
