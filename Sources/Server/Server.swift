@@ -1,1 +1,346 @@
+import Attestation
+import Foundation
 import Hummingbird
+import Logging
+import Storage
+import Synchronization
+
+/// The request context: who is calling (from the API token), nothing else.
+public struct ServiceContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var caller: APITokenRecord?
+    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    /// Bodies are read with explicit limits per route; this only bounds Hummingbird's own decoding.
+    public var maxUploadSize: Int { APIServer.maxEvidenceBody }
+}
+
+/// A JSON error body: `{"error": {"status": 400, "message": "…", "field": "…"}}`.
+struct APIError: HTTPResponseError {
+    var status: HTTPResponse.Status
+    var message: String
+    var field: String?
+    init(_ status: HTTPResponse.Status, _ message: String, field: String? = nil) { self.status = status; self.message = message; self.field = field }
+    init(_ e: AttestationServiceError) {
+        self.init(HTTPResponse.Status(code: e.kind.status), e.message, field: e.field)
+    }
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var body: [String: Any] = ["status": status.code, "message": message]
+        if let field { body["field"] = field }
+        return APIServer.json(["error": body], status: status)
+    }
+}
+
+/// The attestation service over HTTP (Hummingbird 2): `/v1` JSON API, OpenAPI document, JWKS,
+/// health, readiness and Prometheus metrics.
+public enum APIServer {
+    public static let maxSmallBody = 64 << 10
+    public static let maxEvidenceBody = 24 << 20
+
+    static func json(_ object: Any, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func json(encodable value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try e.encode(value))))
+    }
+
+    /// Reads a JSON body: content type, size limit, then a decode whose failure names the field.
+    static func body<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int, optional: Bool = false) async throws -> T? {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
+            throw APIError(.contentTooLarge, "the body is \(length) bytes; the limit here is \(limit)")
+        }
+        var request = request
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: limit) } catch {
+            throw APIError(.contentTooLarge, "the body exceeds the limit of \(limit) bytes")
+        }
+        if buffer.readableBytes == 0 && optional { return nil }
+        let contentType = request.headers[.contentType] ?? ""
+        guard contentType.lowercased().hasPrefix("application/json") else {
+            throw APIError(.unsupportedMediaType, "send the body as application/json (got \(contentType.isEmpty ? "no content type" : contentType))")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
+        } catch let DecodingError.keyNotFound(key, c) {
+            throw APIError(.badRequest, "missing field \((c.codingPath + [key]).map(\.stringValue).joined(separator: "."))", field: (c.codingPath + [key]).map(\.stringValue).joined(separator: "."))
+        } catch let DecodingError.typeMismatch(_, c) {
+            throw APIError(.badRequest, "field \(c.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type: \(c.debugDescription)", field: c.codingPath.map(\.stringValue).joined(separator: "."))
+        } catch let DecodingError.valueNotFound(_, c) {
+            throw APIError(.badRequest, "field \(c.codingPath.map(\.stringValue).joined(separator: ".")) is null", field: c.codingPath.map(\.stringValue).joined(separator: "."))
+        } catch let DecodingError.dataCorrupted(c) {
+            let path = c.codingPath.map(\.stringValue).joined(separator: ".")
+            throw APIError(.badRequest, path.isEmpty ? "the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)" : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
+        }
+    }
+
+    static func require<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> T {
+        guard let v = try await body(type, request, limit: limit) else { throw APIError(.badRequest, "a JSON body is required") }
+        return v
+    }
+
+    /// The caller must hold one of `roles`; an agent only for its own VM.
+    static func authorize(_ context: ServiceContext, _ roles: Set<APITokenRecord.Role>, vm: String? = nil) throws {
+        guard let caller = context.caller else {
+            throw APIError(.unauthorized, "authenticate with Authorization: Bearer <token> (tlaunch token create)")
+        }
+        guard roles.contains(caller.role) else {
+            throw APIError(.forbidden, "a \(caller.role.rawValue) token cannot do this (needs \(roles.map(\.rawValue).sorted().joined(separator: " or ")))")
+        }
+        if caller.role == .agent, caller.vm != vm {
+            throw APIError(.forbidden, "this agent token is for VM \(caller.vm ?? "?"), not \(vm ?? "every VM")")
+        }
+    }
+
+    static func vm(_ context: ServiceContext) throws -> String {
+        let vm = try context.parameters.require("vm")
+        do { try AttestationService.checkVMName(vm) } catch { throw APIError(error) }
+        return vm
+    }
+
+    /// Builds the router for a service.
+    public static func router(service: AttestationService, metrics: Metrics, publicURL: String) -> Router<ServiceContext> {
+        let router = Router(context: ServiceContext.self)
+        router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
+        router.add(middleware: AuthMiddleware(service: service))
+
+        router.get("/healthz") { _, _ in json(["status": "ok"]) }
+        router.get("/readyz") { _, _ -> Response in
+            do { try await service.store.ping(); return json(["status": "ready", "storage": service.store.kind]) } catch {
+                return json(["status": "unavailable", "storage": service.store.kind, "reason": "\(error)"], status: .serviceUnavailable)
+            }
+        }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+        }
+        router.get("/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text(serverURL: publicURL))))
+        }
+        router.get("/.well-known/jwks.json") { _, _ in json(try await service.jwks()) }
+        router.get("/.well-known/openid-configuration") { _, _ in
+            json(["issuer": service.issuer, "jwks_uri": "\(publicURL)/.well-known/jwks.json",
+                  "id_token_signing_alg_values_supported": ["ES256", "RS256"], "response_types_supported": ["token"],
+                  "subject_types_supported": ["public"], "claims_supported": ["iss", "sub", "iat", "nbf", "exp", "jti", "eat_nonce", "eat_profile", "ear.status", "submods", "x-tlaunch"]])
+        }
+
+        let v1 = router.group("v1")
+        v1.get("vms") { _, context -> Response in
+            try authorize(context, [.admin, .reader])
+            let agents = try await service.store.agents()
+            return json(["vms": agents.map { ["vm": $0.vm, "enrolledAt": Int($0.enrolledAt)] as [String: Any] }])
+        }
+        v1.get("vms/{vm}") { _, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin, .reader, .agent], vm: vm)
+            guard let agent = try await service.store.agent(vm: vm) else { throw APIError(.notFound, "\(vm) is not enrolled") }
+            let last = try await service.history(vm: vm, limit: 1).first
+            let baseline = try await service.store.baseline(vm: vm)
+            var out: [String: Any] = ["vm": vm, "enrolledAt": Int(agent.enrolledAt), "akCertificate": agent.akCertificate,
+                                      "baseline": baseline.map { ["source": $0.source, "components": $0.components.count, "updated": Int($0.updated)] as [String: Any] } ?? NSNull()]
+            if let last { out["lastAttestation"] = ["id": last.id, "time": last.time, "passed": last.passed, "status": last.status] as [String: Any] }
+            return json(out)
+        }
+        v1.post("vms/{vm}/nonce") { _, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin, .agent], vm: vm)
+            return try json(encodable: try await service.issueNonce(vm: vm), status: .created)
+        }
+        v1.post("vms/{vm}/enrolments") { request, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin, .agent], vm: vm)
+            let body = try await require(EnrolmentRequest.self, request, limit: maxSmallBody)
+            return try json(encodable: try await service.beginEnrolment(vm: vm, body), status: .created)
+        }
+        v1.post("vms/{vm}/enrolments/{id}/activation") { request, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin, .agent], vm: vm)
+            let id = try context.parameters.require("id")
+            let body = try await require(ActivationAnswer.self, request, limit: maxSmallBody)
+            return try json(encodable: try await service.completeEnrolment(vm: vm, id: id, body))
+        }
+        v1.post("vms/{vm}/attestations") { request, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin, .agent], vm: vm)
+            let evidence = try await require(Evidence.self, request, limit: maxEvidenceBody)
+            let start = ContinuousClock.now
+            let outcome = try await service.attest(vm: vm, evidence: evidence)
+            metrics.attestation(passed: outcome.passed, seconds: (ContinuousClock.now - start).seconds)
+            context.logger.info("attestation", metadata: ["vm": .string(vm), "passed": .stringConvertible(outcome.passed), "id": .string(outcome.id),
+                                                          "failed": .string(outcome.checks.filter { !$0.passed }.map(\.name).joined(separator: ","))])
+            return try json(encodable: outcome)
+        }
+        v1.get("vms/{vm}/attestations") { request, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin, .reader, .agent], vm: vm)
+            let limit = request.uri.queryParameters.get("limit").flatMap(Int.init) ?? 50
+            return try json(encodable: ["attestations": try await service.history(vm: vm, limit: limit)])
+        }
+        v1.get("vms/{vm}/baseline") { _, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin, .reader, .agent], vm: vm)
+            return try json(encodable: try await service.baseline(vm: vm))
+        }
+        v1.post("vms/{vm}/baseline/approve") { request, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin])
+            struct Approve: Decodable { var attestationId: String? }
+            let body = try await body(Approve.self, request, limit: maxSmallBody, optional: true)
+            return try json(encodable: try await service.approveBaseline(vm: vm, attestationID: body?.attestationId))
+        }
+        v1.put("vms/{vm}/baseline") { request, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin])
+            struct Predicted: Decodable { var pcrs: [String: String] }
+            let body = try await require(Predicted.self, request, limit: maxSmallBody)
+            return try json(encodable: try await service.setPredictedBaseline(vm: vm, pcrs: body.pcrs))
+        }
+        v1.delete("vms/{vm}/baseline") { _, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin])
+            try await service.resetBaseline(vm: vm)
+            return Response(status: .noContent)
+        }
+        v1.get("policy") { _, context -> Response in
+            try authorize(context, [.admin, .reader])
+            return try json(encodable: try await service.currentPolicy())
+        }
+        v1.put("policy") { request, context -> Response in
+            try authorize(context, [.admin])
+            var request = request
+            guard (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/json") else {
+                throw APIError(.unsupportedMediaType, "send the policy as application/json")
+            }
+            let buffer: ByteBuffer
+            do { buffer = try await request.collectBody(upTo: maxSmallBody) } catch { throw APIError(.contentTooLarge, "the policy exceeds \(maxSmallBody) bytes") }
+            let policy = try AttestationService.parsePolicy(Data(buffer: buffer))
+            return try json(encodable: try await service.putPolicy(policy), status: .created)
+        }
+        v1.post("what-if") { request, context -> Response in
+            try authorize(context, [.admin, .reader])
+            struct WhatIf: Decodable { var vm: String; var evidence: Evidence; var policy: AttestationPolicy? }
+            let body = try await require(WhatIf.self, request, limit: maxEvidenceBody)
+            let policy: AttestationPolicy
+            if let p = body.policy { policy = p } else { policy = try await service.currentPolicy() }
+            return try json(encodable: try await service.whatIf(vm: body.vm, evidence: body.evidence, policy: policy))
+        }
+        v1.post("tokens") { request, context -> Response in
+            try authorize(context, [.admin])
+            struct Create: Decodable { var role: String; var vm: String? }
+            let body = try await require(Create.self, request, limit: maxSmallBody)
+            guard let role = APITokenRecord.Role(rawValue: body.role) else { throw APIError(.badRequest, "role must be admin, reader or agent", field: "role") }
+            let token = try await AttestationService.createAPIToken(store: service.store, role: role, vm: body.vm)
+            return json(["token": token, "role": role.rawValue, "vm": (body.vm as Any?) ?? NSNull()], status: .created)
+        }
+        v1.post("keys/rotate") { request, context -> Response in
+            try authorize(context, [.admin])
+            struct Rotate: Decodable { var algorithm: String? }
+            let body = try await body(Rotate.self, request, limit: maxSmallBody, optional: true)
+            let kid = try await service.rotateKey(algorithm: body?.algorithm ?? "ES256")
+            return json(["kid": kid], status: .created)
+        }
+        return router
+    }
+
+    /// The application on `host:port` (port 0: any free port, reported to `onRunning`).
+    public static func application(service: AttestationService, host: String, port: Int, publicURL: String? = nil, logger: Logger? = nil,
+                                   onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let metrics = Metrics()
+        let url = publicURL ?? "http://\(host):\(port)"
+        var log = logger ?? Logger(label: "tlaunch.serve")
+        if logger == nil { log.logLevel = .warning }
+        return Application(router: router(service: service, metrics: metrics, publicURL: url),
+                           configuration: .init(address: .hostname(host, port: port), serverName: "tlaunch"),
+                           onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
+                           logger: log)
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// Authenticates `Authorization: Bearer` tokens (a bad token is refused even where none is needed).
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = ServiceContext
+    let service: AttestationService
+    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+        var context = context
+        if let header = request.headers[.authorization] {
+            guard header.hasPrefix("Bearer "), let caller = try await service.authenticate(String(header.dropFirst(7))) else {
+                throw APIError(.unauthorized, "the API token is not valid")
+            }
+            context.caller = caller
+        }
+        return try await next(request, context)
+    }
+}
+
+/// Turns every error into a JSON error body with the right status, and counts responses.
+struct ErrorAndMetricsMiddleware: RouterMiddleware {
+    typealias Context = ServiceContext
+    let metrics: Metrics
+    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let e as APIError {
+            metrics.request(status: e.status.code)
+            return try e.response(from: request, context: context)
+        } catch let e as AttestationServiceError {
+            metrics.request(status: e.kind.status)
+            if e.kind == .internal { context.logger.error("internal error", metadata: ["error": .string(e.message)]) }
+            return try APIError(e).response(from: request, context: context)
+        } catch let e as HTTPError {
+            metrics.request(status: e.status.code)
+            return try APIError(e.status, e.body ?? e.status.reasonPhrase).response(from: request, context: context)
+        } catch let e as StorageError {
+            metrics.request(status: 503)
+            context.logger.error("storage error", metadata: ["error": .string(e.description)])
+            return try APIError(.serviceUnavailable, "the database is unavailable: \(e.reason)").response(from: request, context: context)
+        } catch {
+            metrics.request(status: 500)
+            context.logger.error("unexpected error", metadata: ["error": .string("\(error)")])
+            return try APIError(.internalServerError, "internal error: \(error)").response(from: request, context: context)
+        }
+        metrics.request(status: response.status.code)
+        return response
+    }
+}
+
+/// Prometheus counters and the attestation latency histogram (text exposition format 0.0.4).
+public final class Metrics: Sendable {
+    struct State {
+        var responses: [Int: Int] = [:]
+        var attestations: [Bool: Int] = [:]
+        var buckets = [Int](repeating: 0, count: Metrics.bounds.count)
+        var sum = 0.0
+        var count = 0
+    }
+    static let bounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+    let state = Mutex(State())
+    public init() {}
+
+    func request(status: Int) { state.withLock { $0.responses[status, default: 0] += 1 } }
+    func attestation(passed: Bool, seconds: Double) {
+        state.withLock { s in
+            s.attestations[passed, default: 0] += 1
+            for (i, b) in Self.bounds.enumerated() where seconds <= b { s.buckets[i] += 1 }
+            s.sum += seconds; s.count += 1
+        }
+    }
+
+    public func render() -> String {
+        let s = state.withLock { $0 }
+        var out = "# HELP tlaunch_http_responses_total HTTP responses by status code.\n# TYPE tlaunch_http_responses_total counter\n"
+        for (code, n) in s.responses.sorted(by: { $0.key < $1.key }) { out += "tlaunch_http_responses_total{code=\"\(code)\"} \(n)\n" }
+        out += "# HELP tlaunch_attestations_total Attestations by outcome.\n# TYPE tlaunch_attestations_total counter\n"
+        out += "tlaunch_attestations_total{outcome=\"pass\"} \(s.attestations[true] ?? 0)\n"
+        out += "tlaunch_attestations_total{outcome=\"fail\"} \(s.attestations[false] ?? 0)\n"
+        out += "# HELP tlaunch_attestation_duration_seconds Time to verify evidence and answer.\n# TYPE tlaunch_attestation_duration_seconds histogram\n"
+        for (i, b) in Self.bounds.enumerated() { out += "tlaunch_attestation_duration_seconds_bucket{le=\"\(b)\"} \(s.buckets[i])\n" }
+        out += "tlaunch_attestation_duration_seconds_bucket{le=\"+Inf\"} \(s.count)\n"
+        out += "tlaunch_attestation_duration_seconds_sum \(s.sum)\ntlaunch_attestation_duration_seconds_count \(s.count)\n"
+        return out
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+
+/// The API's OpenAPI 3.1 document (`/openapi.json`), built from one table of operations.
+enum OpenAPIDocument {
+    struct Op { var method: String; var path: String; var summary: String; var roles: String; var body: String?; var response: String; var errors: [Int] }
+
+    static let operations: [Op] = [
+        Op(method: "post", path: "/v1/vms/{vm}/nonce", summary: "Issue a single-use nonce for the VM's next evidence", roles: "admin, agent (own VM)", body: nil, response: "NonceGrant", errors: [400, 401, 403]),
+        Op(method: "post", path: "/v1/vms/{vm}/enrolments", summary: "Begin enrolment: validate the EK certificate, MakeCredential to the AK's Name", roles: "admin, agent (own VM)", body: "EnrolmentRequest", response: "EnrolmentChallenge", errors: [400, 401, 403, 413, 415]),
+        Op(method: "post", path: "/v1/vms/{vm}/enrolments/{id}/activation", summary: "Finish enrolment with the ActivateCredential secret; returns the AK certificate", roles: "admin, agent (own VM)", body: "ActivationAnswer", response: "EnrolmentReceipt", errors: [400, 401, 403, 404, 410]),
+        Op(method: "post", path: "/v1/vms/{vm}/attestations", summary: "Verify evidence (quote, PCRs, event log, IMA log) and return the result and token", roles: "admin, agent (own VM)", body: "Evidence", response: "AttestationOutcome", errors: [400, 401, 403, 404, 413, 415]),
+        Op(method: "get", path: "/v1/vms/{vm}/attestations", summary: "The VM's attestation history, newest first (?limit=N)", roles: "admin, reader, agent (own VM)", body: nil, response: "AttestationHistory", errors: [401, 403]),
+        Op(method: "get", path: "/v1/vms", summary: "Enrolled VMs", roles: "admin, reader", body: nil, response: "VMList", errors: [401, 403]),
+        Op(method: "get", path: "/v1/vms/{vm}", summary: "One enrolled VM: AK certificate, baseline, last attestation", roles: "admin, reader, agent (own VM)", body: nil, response: "VM", errors: [401, 403, 404]),
+        Op(method: "get", path: "/v1/vms/{vm}/baseline", summary: "The VM's baseline", roles: "admin, reader, agent (own VM)", body: nil, response: "Baseline", errors: [401, 403, 404]),
+        Op(method: "post", path: "/v1/vms/{vm}/baseline/approve", summary: "Approve a boot (latest by default, or {attestationId}) as the baseline", roles: "admin", body: "ApproveBaseline", response: "Baseline", errors: [401, 403, 404, 409]),
+        Op(method: "put", path: "/v1/vms/{vm}/baseline", summary: "Set the baseline from predicted PCR values ({pcrs: {\"7\": hex}})", roles: "admin", body: "PredictedBaseline", response: "Baseline", errors: [400, 401, 403]),
+        Op(method: "delete", path: "/v1/vms/{vm}/baseline", summary: "Forget the baseline; the next healthy boot is learned", roles: "admin", body: nil, response: "Empty", errors: [401, 403]),
+        Op(method: "get", path: "/v1/policy", summary: "The policy in force", roles: "admin, reader", body: nil, response: "Policy", errors: [401, 403]),
+        Op(method: "put", path: "/v1/policy", summary: "Store a new version of the policy", roles: "admin", body: "Policy", response: "Policy", errors: [400, 401, 403, 413, 415]),
+        Op(method: "post", path: "/v1/what-if", summary: "Evaluate evidence against a draft policy; stores nothing, consumes no nonce", roles: "admin, reader", body: "WhatIf", response: "AttestationOutcome", errors: [400, 401, 403, 404]),
+        Op(method: "post", path: "/v1/tokens", summary: "Create an API token ({role, vm})", roles: "admin", body: "CreateToken", response: "Token", errors: [400, 401, 403]),
+        Op(method: "post", path: "/v1/keys/rotate", summary: "Rotate the token signing key ({algorithm: ES256|RS256}); old keys stay published until their tokens expire", roles: "admin", body: "Rotate", response: "Kid", errors: [400, 401, 403]),
+        Op(method: "get", path: "/.well-known/jwks.json", summary: "Token verification keys (JWK Set)", roles: "public", body: nil, response: "JWKS", errors: []),
+        Op(method: "get", path: "/.well-known/openid-configuration", summary: "Issuer metadata", roles: "public", body: nil, response: "Discovery", errors: []),
+        Op(method: "get", path: "/healthz", summary: "Liveness", roles: "public", body: nil, response: "Status", errors: []),
+        Op(method: "get", path: "/readyz", summary: "Readiness (the database answers)", roles: "public", body: nil, response: "Status", errors: [503]),
+        Op(method: "get", path: "/metrics", summary: "Prometheus metrics", roles: "public", body: nil, response: "Text", errors: []),
+    ]
+
+    static var schemas: [String: Any] { [
+        "Error": ["type": "object", "properties": ["error": ["type": "object", "required": ["status", "message"],
+                                                              "properties": ["status": ["type": "integer"], "message": ["type": "string"], "field": ["type": "string"]]]]],
+        "NonceGrant": ["type": "object", "required": ["nonce", "expires", "expiresIn"], "properties": ["nonce": ["type": "string", "description": "32 bytes, hex"], "expires": ["type": "string", "format": "date-time"], "expiresIn": ["type": "integer"]]],
+        "EnrolmentRequest": ["type": "object", "required": ["ekPublic", "akPublic", "ekCertificate"], "properties": ["ekPublic": ["type": "string", "description": "TPMT_PUBLIC, hex"], "akPublic": ["type": "string", "description": "TPMT_PUBLIC, hex"], "ekCertificate": ["type": "string", "description": "DER, base64"]]],
+        "EnrolmentChallenge": ["type": "object", "properties": ["id": ["type": "string"], "credentialBlob": ["type": "string", "description": "TPM2B_ID_OBJECT, hex"], "encryptedSecret": ["type": "string", "description": "TPM2B_ENCRYPTED_SECRET, hex"], "expires": ["type": "string"]]],
+        "ActivationAnswer": ["type": "object", "required": ["secret"], "properties": ["secret": ["type": "string", "description": "hex"]]],
+        "EnrolmentReceipt": ["type": "object", "properties": ["vm": ["type": "string"], "akName": ["type": "string"], "akCertificate": ["type": "string", "description": "PEM"], "ekCertificateSubject": ["type": "string"]]],
+        "Evidence": ["type": "object", "required": ["quote", "signature", "pcrs", "eventLog", "nonce"], "properties": [
+            "quote": ["type": "string", "description": "TPMS_ATTEST exactly as signed, hex"], "signature": ["type": "string", "description": "TPMT_SIGNATURE, hex"],
+            "pcrs": ["type": "object", "description": "bank → PCR index → hex", "additionalProperties": ["type": "object", "additionalProperties": ["type": "string"]]],
+            "eventLog": ["type": "string", "description": "TCG event log, base64"], "nonce": ["type": "string", "description": "the issued nonce, hex"],
+            "imaLog": ["type": "string", "description": "IMA ascii_runtime_measurements"]]],
+        "CheckResult": ["type": "object", "properties": ["name": ["type": "string"], "passed": ["type": "boolean"], "reason": ["type": "string"]]],
+        "AttestationOutcome": ["type": "object", "properties": [
+            "id": ["type": "string"], "vm": ["type": "string"], "time": ["type": "string", "format": "date-time"], "passed": ["type": "boolean"],
+            "status": ["type": "string", "enum": ["affirming", "contraindicated"]], "checks": ["type": "array", "items": ["$ref": "#/components/schemas/CheckResult"]],
+            "baseline": ["type": "string", "enum": ["learned", "matches", "changed"]], "changes": ["type": "array", "items": ["type": "object"]],
+            "token": ["type": "string", "description": "EAR JWT (ES256/RS256), present when passed"], "tokenID": ["type": "string"]]],
+        "Policy": ["type": "object", "properties": [
+            "id": ["type": "string"], "version": ["type": "integer"], "requireSecureBoot": ["type": "boolean"], "requireVerifiedBootApplications": ["type": "boolean"],
+            "forbidAnomalies": ["type": "boolean"], "requiredAuthorities": ["type": "array", "items": ["type": "string"]],
+            "expectedPCRs": ["type": "object", "additionalProperties": ["type": "string"]], "forbiddenKernelArguments": ["type": "array", "items": ["type": "string"]],
+            "requiredKernelArguments": ["type": "array", "items": ["type": "string"]], "allowedBootDigests": ["type": "array", "items": ["type": "string"]],
+            "dbxMustContain": ["type": "array", "items": ["type": "string"]], "imaAllowlist": ["type": "object", "additionalProperties": ["type": "array", "items": ["type": "string"]]],
+            "imaExcludes": ["type": "array", "items": ["type": "string"]]], "additionalProperties": false],
+    ] }
+
+    static func text(serverURL: String) -> String {
+        let schemas = Self.schemas
+        var paths: [String: [String: Any]] = [:]
+        for op in operations {
+            var o: [String: Any] = ["summary": op.summary, "description": "Roles: \(op.roles).", "operationId": "\(op.method)\(op.path.replacingOccurrences(of: "/", with: "_"))"]
+            let params = op.path.split(separator: "/").filter { $0.hasPrefix("{") }.map { p -> [String: Any] in
+                ["name": String(p.dropFirst().dropLast()), "in": "path", "required": true, "schema": ["type": "string"]]
+            }
+            if !params.isEmpty { o["parameters"] = params }
+            if let b = op.body {
+                let ref: [String: Any] = schemas[b] != nil ? ["$ref": "#/components/schemas/\(b)"] : ["type": "object"]
+                o["requestBody"] = ["required": !["ApproveBaseline", "Rotate"].contains(b), "content": ["application/json": ["schema": ref]]]
+            }
+            var responses: [String: Any] = [:]
+            let ok = op.method == "post" && !op.path.hasSuffix("attestations") && !op.path.hasSuffix("activation") && !op.path.hasSuffix("approve") && op.path != "/v1/what-if" ? "201" : (op.method == "delete" ? "204" : "200")
+            responses[ok] = ["description": op.response, "content": ["application/json": ["schema": schemas[op.response] != nil ? ["$ref": "#/components/schemas/\(op.response)"] : ["type": "object"]]]]
+            for e in op.errors { responses[String(e)] = ["description": "error", "content": ["application/json": ["schema": ["$ref": "#/components/schemas/Error"]]]] }
+            o["responses"] = responses
+            if op.roles != "public" { o["security"] = [["bearer": [String]()]] }
+            paths[op.path, default: [:]][op.method] = o
+        }
+        let doc: [String: Any] = [
+            "openapi": "3.1.0",
+            "info": ["title": "TrustedLaunch attestation service", "version": "1.0.0",
+                     "description": "Enrolment (EK certificate, MakeCredential/ActivateCredential, AK certificates), nonces, evidence verification with policy and baselines, EAR tokens."],
+            "servers": [["url": serverURL]],
+            "paths": paths,
+            "components": ["schemas": schemas, "securitySchemes": ["bearer": ["type": "http", "scheme": "bearer", "description": "tlaunch token create --role admin|reader|agent"]]],
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
