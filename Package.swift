@@ -123,6 +123,7 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "TPM2",
+                "MeasuredBoot",
                 "Attestation",
                 "Storage",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,1 +1,214 @@
 import Attestation
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import MeasuredBoot
+import TPM2
+
+/// Why the agent stopped: the step, and the service's or the TPM's answer.
+public struct AgentError: Error, Sendable, CustomStringConvertible {
+    public var step: String
+    public var message: String
+    public var status: Int?
+    public init(_ step: String, _ message: String, status: Int? = nil) { self.step = step; self.message = message; self.status = status }
+    public var description: String { "\(step): \(message)" }
+}
+
+/// The service's HTTP API, as the agent and the CLI call it.
+public struct ServiceClient: Sendable {
+    public let baseURL: String
+    public let token: String?
+    public init(baseURL: String, token: String?) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.token = token
+    }
+
+    static let session: URLSession = {
+        let c = URLSessionConfiguration.ephemeral
+        c.timeoutIntervalForRequest = 60
+        c.httpMaximumConnectionsPerHost = 4
+        return URLSession(configuration: c)
+    }()
+
+    /// Sends a request; returns the status and body. Errors carry the service's message.
+    public func send(_ method: String, _ path: String, json body: Data? = nil, step: String) async throws -> (status: Int, body: Data) {
+        guard let url = URL(string: baseURL + path) else { throw AgentError(step, "\(baseURL + path) is not a URL") }
+        var r = URLRequest(url: url)
+        r.httpMethod = method
+        if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body { r.httpBody = body; r.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        let (data, response): (Data, URLResponse)
+        do { (data, response) = try await Self.session.data(for: r) } catch {
+            throw AgentError(step, "cannot reach the attestation service at \(baseURL): \(error.localizedDescription)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        return (status, data)
+    }
+
+    public func call<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none, as: T.Type, step: String) async throws -> T {
+        let data = try body.map { try JSONEncoder().encode($0) }
+        let (status, answer) = try await send(method, path, json: data, step: step)
+        guard (200..<300).contains(status) else {
+            let message = (try? JSONSerialization.jsonObject(with: answer) as? [String: Any]).flatMap { ($0["error"] as? [String: Any])?["message"] as? String }
+                ?? String(decoding: answer.prefix(500), as: UTF8.self)
+            throw AgentError(step, "the service answered \(status): \(message)", status: status)
+        }
+        do { return try JSONDecoder().decode(T.self, from: answer) } catch {
+            throw AgentError(step, "the service's answer does not decode: \(error)")
+        }
+    }
+}
+
+/// The guest attestation agent: proves its AK lives in the VM's vTPM (enrolment), then answers
+/// the service's nonces with quotes, PCR values and the event log.
+///
+/// The AK is a primary key in the endorsement hierarchy from a fixed template: the TPM derives
+/// the same key from its endorsement seed every time, so the agent keeps no key files and a
+/// new AK appears only when the vTPM's identity changes.
+public struct GuestAgent: Sendable {
+    public let tpm: TPMClient
+    public let service: ServiceClient
+    public let vm: String
+    /// The TCG event log: a file path (read at each attestation) or bytes.
+    public var eventLogPath: String?
+    public var eventLog: [UInt8]?
+    public var imaLogPath: String?
+    /// sha256 PCRs quoted: 0–15 (10 is IMA's).
+    public var pcrs: [Int] = Array(0...15)
+
+    public init(tpm: TPMClient, service: ServiceClient, vm: String, eventLogPath: String? = nil, eventLog: [UInt8]? = nil, imaLogPath: String? = nil) {
+        self.tpm = tpm; self.service = service; self.vm = vm; self.eventLogPath = eventLogPath; self.eventLog = eventLog; self.imaLogPath = imaLogPath
+    }
+
+    /// The AK template: ECC P-256 restricted signing key, with a TrustedLaunch label as its
+    /// unique value so it does not collide with other software's primaries.
+    public static var akTemplate: TPMTPublic {
+        var t = TPMTemplates.akECCP256
+        t.unique = .ecc(TPMSECCPoint(x: Array("TrustedLaunch attestation key".utf8), y: []))
+        return t
+    }
+
+    func withTPM<T>(_ step: String, _ body: () async throws(TPMError) -> T) async throws -> T {
+        do { return try await body() } catch { throw AgentError(step, "the TPM refused: \(error)") }
+    }
+
+    /// The EK (the kind whose certificate is in NV; ECC preferred) and its certificate.
+    public func endorsementKey() async throws -> (ek: TPMObject, certificate: [UInt8]) {
+        for kind in [TPMEKKind.eccP256, .rsa2048] {
+            if let cert = try await withTPM("read EK certificate", { () async throws(TPMError) in try await tpm.readEKCertificate(kind) }) {
+                let ek = try await withTPM("create EK", { () async throws(TPMError) in try await tpm.createEK(kind) })
+                return (ek, cert)
+            }
+        }
+        throw AgentError("read EK certificate", "the TPM has no EK certificate in NV (0x01C0000A for ECC, 0x01C00002 for RSA): it was not provisioned by a CA the service can trust")
+    }
+
+    public func attestationKey() async throws -> TPMObject {
+        try await withTPM("create AK", { () async throws(TPMError) in try await tpm.createPrimary(.endorsement, template: Self.akTemplate).object })
+    }
+
+    func flush(_ o: TPMObject) async { try? await tpm.flushContext(o.handle) }
+
+    /// Enrols: EK certificate and AK to the service, ActivateCredential on its challenge.
+    public func enroll() async throws -> EnrolmentReceipt {
+        let (ek, cert) = try await endorsementKey()
+        let ak: TPMObject
+        do { ak = try await attestationKey() } catch { await flush(ek); throw error }
+        do {
+            let receipt = try await enroll(ek: ek, certificate: cert, ak: ak)
+            await flush(ek); await flush(ak)
+            return receipt
+        } catch {
+            await flush(ek); await flush(ak)
+            throw error
+        }
+    }
+
+    func enroll(ek: TPMObject, certificate cert: [UInt8], ak: TPMObject) async throws -> EnrolmentReceipt {
+        let request = EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
+                                       ekCertificate: Data(cert).base64EncodedString())
+        let challenge = try await service.call("POST", "/v1/vms/\(vm)/enrolments", body: request, as: EnrolmentChallenge.self, step: "enrol")
+        guard let blobBytes = [UInt8](hex: challenge.credentialBlob), let secretBytes = [UInt8](hex: challenge.encryptedSecret),
+              let blob = try? TPM2BIDObject(tpmBytes: blobBytes), let enc = try? TPM2BEncryptedSecret(tpmBytes: secretBytes) else {
+            throw AgentError("enrol", "the service's credential challenge does not decode")
+        }
+        let secret = try await withTPM("activate credential", { () async throws(TPMError) in try await tpm.activateCredential(ak: ak, ek: ek, blob: blob, secret: enc) })
+        return try await service.call("POST", "/v1/vms/\(vm)/enrolments/\(challenge.id)/activation", body: ActivationAnswer(secret: hexString(secret)),
+                                      as: EnrolmentReceipt.self, step: "enrol")
+    }
+
+    /// Whether the service has this TPM's AK enrolled for the VM.
+    public func isEnrolled() async throws -> Bool {
+        let (status, body) = try await service.send("GET", "/v1/vms/\(vm)", step: "look up enrolment")
+        if status == 404 { return false }
+        guard status == 200, let obj = try JSONSerialization.jsonObject(with: body) as? [String: Any] else {
+            throw AgentError("look up enrolment", "the service answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))", status: status)
+        }
+        let ak = try await attestationKey()
+        await flush(ak)
+        return (obj["akName"] as? String) == hexString(try ak.publicArea.name())
+    }
+
+    /// Gathers evidence for `nonce`: quote over sha256 PCRs, their values, the logs. The PCRs are
+    /// read after the quote; if something extended them in between, the agent quotes again.
+    public func evidence(nonce: [UInt8]) async throws -> Evidence {
+        let ak = try await attestationKey()
+        do {
+            let e = try await evidence(nonce: nonce, ak: ak)
+            await flush(ak)
+            return e
+        } catch {
+            await flush(ak)
+            throw error
+        }
+    }
+
+    func evidence(nonce: [UInt8], ak: TPMObject) async throws -> Evidence {
+        let log: [UInt8]
+        if let eventLog { log = eventLog } else {
+            let path = eventLogPath ?? "/sys/kernel/security/tpm0/binary_bios_measurements"
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw AgentError("read event log", "cannot read \(path) (is securityfs mounted, and is the agent root?)")
+            }
+            log = Array(data)
+        }
+        let ima = imaLogPath.flatMap { FileManager.default.contents(atPath: $0) }.map { String(decoding: $0, as: UTF8.self) }
+        let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: pcrs)])
+        for _ in 0..<4 {
+            let quote = try await withTPM("quote", { () async throws(TPMError) in try await tpm.quote(ak.handle, qualifyingData: nonce, pcrs: sel) })
+            let banks = try await withTPM("read PCRs", { () async throws(TPMError) in try await tpm.pcrRead(sel) })
+            var e = try Evidence(quote: quote, pcrs: banks, eventLog: log, nonce: nonce)
+            e.imaLog = ima
+            // Consistent when the quoted digest is the digest of the values read.
+            if (try? TPMQuoteVerifier.verify(quote, akPublic: ak.publicArea, nonce: nonce, pcrs: banks)) != nil { return e }
+        }
+        throw AgentError("quote", "the PCRs kept changing between quote and read")
+    }
+
+    /// One attestation: enrol if needed, get a nonce, send evidence, return the outcome.
+    public func attest(enrollIfNeeded: Bool = true) async throws -> AttestationOutcome {
+        if enrollIfNeeded, try await !isEnrolled() { _ = try await enroll() }
+        let grant = try await service.call("POST", "/v1/vms/\(vm)/nonce", as: NonceGrant.self, step: "get nonce")
+        guard let nonce = [UInt8](hex: grant.nonce) else { throw AgentError("get nonce", "the nonce is not hex") }
+        let e = try await evidence(nonce: nonce)
+        return try await service.call("POST", "/v1/vms/\(vm)/attestations", body: e, as: AttestationOutcome.self, step: "attest")
+    }
+
+    /// Attests at start and every `interval`; failures to reach the service back off (1 s, 2 s,
+    /// … up to the interval) and retry. Runs until the task is cancelled.
+    public func run(interval: Duration, report: @Sendable (Result<AttestationOutcome, any Error>) -> Void) async {
+        var backoff: Duration = .seconds(1)
+        while !Task.isCancelled {
+            do {
+                report(.success(try await attest()))
+                backoff = .seconds(1)
+                try? await Task.sleep(for: interval)
+            } catch {
+                report(.failure(error))
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, interval)
+            }
+        }
+    }
+}

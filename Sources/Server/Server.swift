@@ -4,6 +4,8 @@ import Hummingbird
 import Logging
 import Storage
 import Synchronization
+import TPM2
+import MeasuredBoot
 
 /// The request context: who is calling (from the API token), nothing else.
 public struct ServiceContext: RequestContext {
@@ -136,7 +138,8 @@ public enum APIServer {
             guard let agent = try await service.store.agent(vm: vm) else { throw APIError(.notFound, "\(vm) is not enrolled") }
             let last = try await service.history(vm: vm, limit: 1).first
             let baseline = try await service.store.baseline(vm: vm)
-            var out: [String: Any] = ["vm": vm, "enrolledAt": Int(agent.enrolledAt), "akCertificate": agent.akCertificate,
+            let akName = [UInt8](hex: agent.akPublic).flatMap { try? TPMTPublic(tpmBytes: $0).name() }.map(hexString) ?? ""
+            var out: [String: Any] = ["vm": vm, "enrolledAt": Int(agent.enrolledAt), "akCertificate": agent.akCertificate, "akName": akName,
                                       "baseline": baseline.map { ["source": $0.source, "components": $0.components.count, "updated": Int($0.updated)] as [String: Any] } ?? NSNull()]
             if let last { out["lastAttestation"] = ["id": last.id, "time": last.time, "passed": last.passed, "status": last.status] as [String: Any] }
             return json(out)
