@@ -48,16 +48,17 @@ public struct AKCertificateAuthority: Sendable {
             return AKCertificateAuthority(certificate: try Certificate(pemEncoded: String(contentsOf: certPath, encoding: .utf8)),
                                           key: try P256.Signing.PrivateKey(pemRepresentation: String(contentsOf: keyPath, encoding: .utf8)))
         }
-        try fm.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let ca = try create()
-        // Written key-last: a half-written folder is recreated, never read half.
-        try ca.certificate.serializeAsPEM().pemString.write(to: certPath, atomically: true, encoding: .utf8)
-        let tmp = keyPath.appendingPathExtension("tmp")
-        try ca.key.pemRepresentation.write(to: tmp, atomically: true, encoding: .utf8)
-        try fm.setAttributes([.posixPermissions: 0o600], ofItemAtPath: tmp.path)
-        _ = try? fm.removeItem(at: keyPath)
-        try fm.moveItem(at: tmp, to: keyPath)
-        return ca
+        let created = try AtomicDirectory.create(at: directory) { dir in
+            try ca.certificate.serializeAsPEM().pemString.write(to: dir.appendingPathComponent("ak-ca.pem"), atomically: true, encoding: .utf8)
+            let key = dir.appendingPathComponent("ak-ca-key.pem")
+            try ca.key.pemRepresentation.write(to: key, atomically: true, encoding: .utf8)
+            try fm.setAttributes([.posixPermissions: 0o600], ofItemAtPath: key.path)
+        }
+        guard created || fm.fileExists(atPath: keyPath.path) else {
+            throw EnrolmentError(.issuance, "\(directory.path) exists but holds no attestation CA: move it away")
+        }
+        return created ? ca : try loadOrCreate(directory: directory)
     }
 
     public static func create(name: String = "TrustedLaunch") throws -> AKCertificateAuthority {

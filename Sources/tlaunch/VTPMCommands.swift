@@ -1,4 +1,5 @@
 import ArgumentParser
+import Attestation
 import Foundation
 import TPM2
 import VirtualTPM
@@ -41,7 +42,8 @@ struct VTPMCommand: AsyncParsableCommand {
         @Flag(help: "Run in the background once listening.") var daemon = false
         @Flag(help: "Speak the Microsoft simulator protocol (mssim: TCTI) instead of swtpm's.") var mssim = false
         @Option(help: "file=PATH[,format=hex|binary]: the 32-byte host key (default ~/.tlaunch/host.key, created if missing).") var key: String?
-        @Option(help: "dir=DIR: the platform's vTPM CA (default ~/.tlaunch/vtpm-ca, created if missing).") var ca: String?
+        @Option(help: "dir=DIR: the platform's vTPM CA (default DATA/vtpm-ca, created if missing).") var ca: String?
+        @Option(help: "The platform data folder (vTPM CA, host key). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
 
         func run() async throws {
             let stateDir = try kv(tpmstate, "--tpmstate")["dir"].unwrap("--tpmstate needs dir=DIR")
@@ -100,7 +102,7 @@ struct VTPMCommand: AsyncParsableCommand {
 
         func caDirectory() throws -> URL {
             if let ca { return URL(fileURLWithPath: try kv(ca, "--ca")["dir"].unwrap("--ca needs dir=DIR")) }
-            return URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".tlaunch/vtpm-ca")
+            return DataFolder.resolve(data).vtpmCA
         }
 
         func loadHostKey() throws -> [UInt8] {
@@ -117,7 +119,7 @@ struct VTPMCommand: AsyncParsableCommand {
                 guard data.count == 32 else { throw ValidationError("--key \(file): expected 32 bytes, found \(data.count)") }
                 return [UInt8](data)
             }
-            return try HostKey.loadOrCreate()
+            return try HostKey.loadOrCreate(folder: DataFolder.resolve(data))
         }
 
         /// Re-runs this command in the background (a new session, stdio on /dev/null) and
@@ -146,10 +148,10 @@ struct VTPMCommand: AsyncParsableCommand {
 
     struct CA: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "ca", abstract: "Show (creating if needed) the platform's vTPM CA.")
-        @Option(help: "dir=DIR (default ~/.tlaunch/vtpm-ca).") var ca: String?
+        @Option(help: "dir=DIR (default DATA/vtpm-ca).") var ca: String?
+        @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
         func run() throws {
-            let dir = try ca.map { URL(fileURLWithPath: try kv($0, "--ca")["dir"].unwrap("--ca needs dir=DIR")) }
-                ?? URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".tlaunch/vtpm-ca")
+            let dir = try ca.map { URL(fileURLWithPath: try kv($0, "--ca")["dir"].unwrap("--ca needs dir=DIR")) } ?? DataFolder.resolve(data).vtpmCA
             let authority = try VTPMCertificateAuthority.loadOrCreate(directory: dir)
             print("Root CA:         \(authority.root.subject) (\(dir.appendingPathComponent(VTPMCertificateAuthority.File.rootCertificate.rawValue).path))")
             print("Issuing CA:      \(authority.intermediate.subject) (\(dir.appendingPathComponent(VTPMCertificateAuthority.File.intermediateCertificate.rawValue).path))")
@@ -157,11 +159,11 @@ struct VTPMCommand: AsyncParsableCommand {
     }
 }
 
-/// The host key that encrypts vTPM state at rest: `~/.tlaunch/host.key` (0600), created once.
+/// The host key that encrypts vTPM state at rest: `DATA/host.key` (0600), created once.
 enum HostKey {
-    static func loadOrCreate() throws -> [UInt8] {
-        let dir = URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".tlaunch")
-        let file = dir.appendingPathComponent("host.key")
+    static func loadOrCreate(folder: DataFolder = .resolve(nil)) throws -> [UInt8] {
+        let dir = folder.root
+        let file = folder.hostKey
         if let data = FileManager.default.contents(atPath: file.path) {
             guard data.count == 32 else { throw ValidationError("\(file.path) must hold 32 bytes") }
             return [UInt8](data)

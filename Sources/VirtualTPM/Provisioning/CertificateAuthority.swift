@@ -35,18 +35,23 @@ public struct VTPMCertificateAuthority: Sendable {
             }
         }
         do {
-            try fm.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let ca = try create()
-            let rootKey = ca.1
-            func write(_ s: String, _ f: File, secret: Bool) throws {
-                try s.write(to: path(f), atomically: true, encoding: .utf8)
-                try fm.setAttributes([.posixPermissions: secret ? 0o600 : 0o644], ofItemAtPath: path(f).path)
+            let created = try AtomicDirectory.create(at: directory) { dir in
+                func write(_ s: String, _ f: File, secret: Bool) throws {
+                    let url = dir.appendingPathComponent(f.rawValue)
+                    try s.write(to: url, atomically: true, encoding: .utf8)
+                    try fm.setAttributes([.posixPermissions: secret ? 0o600 : 0o644], ofItemAtPath: url.path)
+                }
+                try write(try ca.0.root.serializeAsPEM().pemString, .rootCertificate, secret: false)
+                try write(ca.1.pemRepresentation, .rootKey, secret: true)
+                try write(try ca.0.intermediate.serializeAsPEM().pemString, .intermediateCertificate, secret: false)
+                try write(ca.0.intermediateKey.pemRepresentation, .intermediateKey, secret: true)
             }
-            try write(try ca.0.root.serializeAsPEM().pemString, .rootCertificate, secret: false)
-            try write(rootKey.pemRepresentation, .rootKey, secret: true)
-            try write(try ca.0.intermediate.serializeAsPEM().pemString, .intermediateCertificate, secret: false)
-            try write(ca.0.intermediateKey.pemRepresentation, .intermediateKey, secret: true)
-            return ca.0
+            // Another process created the CA first: use theirs.
+            guard created || fm.fileExists(atPath: path(.intermediateKey).path) else {
+                throw VTPMError(.provisioning, "\(directory.path) exists but holds no vTPM CA: move it away")
+            }
+            return created ? ca.0 : try loadOrCreate(directory: directory)
         } catch let e as VTPMError {
             throw e
         } catch {

@@ -1,0 +1,200 @@
+import ArgumentParser
+import Attestation
+import Foundation
+import GuestAgent
+import Hummingbird
+import Server
+import Storage
+import TPM2
+import VirtualTPM
+import X509
+import Logging
+import SwiftASN1
+
+/// Where the platform keeps its state, and the database the service uses.
+struct DataOptions: ParsableArguments {
+    @Option(help: "The platform data folder (vTPM CA, attestation CA, database, admin token). Default: $TLAUNCH_DATA, else ~/.tlaunch.")
+    var data: String?
+    @Option(help: "postgres://user:password@host:port/database, or a SQLite file (default: DATA/tlaunch.sqlite).")
+    var database: String?
+
+    var folder: DataFolder { DataFolder.resolve(data) }
+
+    func openStore() async throws -> SQLStore {
+        let f = folder
+        try f.create()
+        return try await StorageLocation.open(database ?? f.database.path)
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the attestation service (HTTP API under /v1, JWKS, metrics).",
+        discussion: """
+        A vTPM manufactured under the same data folder enrols with no configuration: its EK certificate chains to the
+        folder's vTPM CA. Several instances on one PostgreSQL database serve one fleet (no state is kept in memory).
+        """)
+    @Option(help: "HOST:PORT to listen on.") var listen = "127.0.0.1:8080"
+    @OptionGroup var storage: DataOptions
+    @Option(name: .customLong("trust-ek-ca"), help: "A PEM file of EK CA certificates (roots and intermediates) to trust besides the platform's vTPM CA; repeatable.")
+    var trustEKCA: [String] = []
+    @Option(help: "The token issuer (iss) and public URL. Default: http://LISTEN.") var issuer: String?
+    @Option(help: "Token lifetime in seconds.") var tokenLifetime: Int = 3600
+    @Option(help: "Nonce lifetime in seconds.") var nonceLifetime: Int = 120
+    @Flag(help: "Do not keep evidence in history (only its digest).") var noKeepEvidence = false
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() async throws {
+        let parts = listen.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8080") }
+        let host = String(parts[0])
+        let folder = storage.folder
+        try folder.create()
+        let service = try await Self.makeService(storage: storage, trustEKCA: trustEKCA, issuer: issuer ?? "http://\(listen)",
+                                                 tokenLifetime: tokenLifetime, nonceLifetime: nonceLifetime, keepEvidence: !noKeepEvidence)
+        // The local admin token: created once, readable only by this user.
+        if !FileManager.default.fileExists(atPath: folder.adminToken.path) {
+            let token = try await AttestationService.createAPIToken(store: service.store, role: .admin, vm: nil)
+            _ = FileManager.default.createFile(atPath: folder.adminToken.path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        }
+        var logger = Logger(label: "tlaunch.serve")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let app = APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger) { actual in
+            FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on http://\(host):\(actual) (storage: \(service.store.kind); admin token: \(folder.adminToken.path))\n".utf8))
+        }
+        try await app.runService()
+    }
+
+    static func makeService(storage: DataOptions, trustEKCA: [String], issuer: String, tokenLifetime: Int = 3600, nonceLifetime: Int = 120,
+                            keepEvidence: Bool = true) async throws -> AttestationService {
+        let folder = storage.folder
+        let vtpmCA = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
+        var roots = [vtpmCA.root], intermediates = [vtpmCA.intermediate]
+        for file in trustEKCA {
+            let text: String
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch { throw ValidationError("--trust-ek-ca \(file): cannot read it") }
+            let certs: [Certificate]
+            do { certs = try PEMDocument.parseMultiple(pemString: text).map { try Certificate(pemDocument: $0) } } catch {
+                throw ValidationError("--trust-ek-ca \(file): not PEM certificates: \(error)")
+            }
+            guard !certs.isEmpty else { throw ValidationError("--trust-ek-ca \(file): no certificate in it") }
+            for c in certs { if c.subject == c.issuer { roots.append(c) } else { intermediates.append(c) } }
+        }
+        let store = try await storage.openStore()
+        let akCA = try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA)
+        return AttestationService(store: store, anchors: TrustAnchors(roots: roots, intermediates: intermediates), akCA: akCA, issuer: issuer,
+                                  nonceLifetime: TimeInterval(nonceLifetime), tokenLifetime: TimeInterval(tokenLifetime), keepEvidence: keepEvidence)
+    }
+}
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "API tokens for the attestation service.", subcommands: [Create.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a new API token (only its hash is stored).")
+        @Option(help: "admin, reader or agent.") var role: String
+        @Option(help: "For an agent token: the one VM it may act for.") var vm: String?
+        @OptionGroup var storage: DataOptions
+        func run() async throws {
+            guard let r = APITokenRecord.Role(rawValue: role) else { throw ValidationError("--role must be admin, reader or agent") }
+            if r != .agent, vm != nil { throw ValidationError("--vm applies to agent tokens only") }
+            let store = try await storage.openStore()
+            do {
+                print(try await AttestationService.createAPIToken(store: store, role: r, vm: vm))
+            } catch let e as AttestationServiceError {
+                throw ValidationError(e.message)
+            }
+            await store.backend.close()
+        }
+    }
+}
+
+/// How a client finds the service and its credential.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "The attestation service. Default: $TLAUNCH_SERVER, else http://127.0.0.1:8080.") var server: String?
+    @Option(help: "API token. Default: $TLAUNCH_TOKEN, else the admin token in the data folder.") var token: String?
+    @Option(help: "The platform data folder (for its admin token). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
+
+    var client: ServiceClient {
+        let env = ProcessInfo.processInfo.environment
+        let url = server ?? env["TLAUNCH_SERVER"] ?? "http://127.0.0.1:8080"
+        let t = token ?? env["TLAUNCH_TOKEN"]
+            ?? (try? String(contentsOf: DataFolder.resolve(data).adminToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        return ServiceClient(baseURL: url, token: t)
+    }
+}
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent", abstract: "The guest attestation agent: enrol this VM's vTPM and attest its boot.",
+        subcommands: [Enroll.self, Attest.self, Run.self])
+
+    struct Options: ParsableArguments {
+        @OptionGroup var client: ClientOptions
+        @OptionGroup var tcti: TCTIOptions
+        @Option(help: "This VM's name at the service. Default: the host name.") var vm: String?
+        @Option(help: "The TCG event log.") var eventlog = "/sys/kernel/security/tpm0/binary_bios_measurements"
+        @Option(help: "The IMA log (sent when readable).") var ima = "/sys/kernel/security/ima/ascii_runtime_measurements"
+        @Flag(help: "Print JSON.") var json = false
+
+        func agent() throws -> GuestAgent {
+            let name = vm ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "vm"
+            return GuestAgent(tpm: try tcti.client(), service: client.client, vm: name, eventLogPath: eventlog,
+                              imaLogPath: FileManager.default.isReadableFile(atPath: ima) ? ima : nil)
+        }
+    }
+
+    static func printJSON(_ v: some Encodable) throws {
+        let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        print(String(decoding: try e.encode(v), as: UTF8.self))
+    }
+
+    static func show(_ o: AttestationOutcome) {
+        print("Attestation \(o.passed ? "PASSED" : "FAILED") for \(o.vm) at \(o.time) (policy \(o.policy.id) v\(o.policy.version), id \(o.id))")
+        for c in o.checks { print("  \(c.passed ? "✓" : "✗") \(c.name): \(c.reason)") }
+        for ch in o.changes { print("    · \(ch.summary)") }
+        if let t = o.token { print("Token: \(t)") }
+    }
+
+    struct Enroll: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enrol the vTPM: EK certificate, AK, credential activation; prints the AK certificate.")
+        @OptionGroup var options: Options
+        func run() async throws {
+            let receipt = try await options.agent().enroll()
+            if options.json { try AgentCommand.printJSON(receipt) } else {
+                print("Enrolled \(receipt.vm): AK \(receipt.akName)\nEK certificate: \(receipt.ekCertificateSubject)")
+                print(receipt.akCertificate)
+            }
+        }
+    }
+
+    struct Attest: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Attest once (enrolling first if needed); exits 0 only when the attestation passed.")
+        @OptionGroup var options: Options
+        func run() async throws {
+            let o = try await options.agent().attest()
+            if options.json { try AgentCommand.printJSON(o) } else { AgentCommand.show(o) }
+            if !o.passed { throw ExitCode(1) }
+        }
+    }
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Attest at start and every --interval seconds, retrying with backoff.")
+        @OptionGroup var options: Options
+        @Option(help: "Seconds between attestations.") var interval: Int = 300
+        func run() async throws {
+            let json = options.json
+            await (try options.agent()).run(interval: .seconds(max(1, interval))) { r in
+                switch r {
+                case .success(let o): if json { try? AgentCommand.printJSON(o) } else { AgentCommand.show(o) }
+                case .failure(let e): FileHandle.standardError.write(Data("attestation failed: \(e)\n".utf8))
+                }
+            }
+        }
+    }
+}
+
+extension AgentError: LocalizedError { public var errorDescription: String? { description } }
+extension AttestationServiceError: LocalizedError { public var errorDescription: String? { message } }
+extension StorageError: LocalizedError { public var errorDescription: String? { description } }
