@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need, builds with warnings as errors,
-# replays the fuzz corpora, and runs unit and interop tests (swtpm, tpm2-tools).
+# replays the fuzz corpora, and runs unit and interop tests (swtpm, tpm2-tools, PostgreSQL).
 # Interop tests fail rather than skip when TLAUNCH_REQUIRE_INTEROP=1 (CI sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
+# The attestation store's tests run against a real PostgreSQL too (and two service instances on it).
+if [ -z "${TLAUNCH_TEST_POSTGRES:-}" ]; then
+  TLAUNCH_TEST_POSTGRES=$(scripts/postgres.sh) || { [ "${TLAUNCH_REQUIRE_INTEROP:-}" = 1 ] && exit 1; TLAUNCH_TEST_POSTGRES=""; }
+  export TLAUNCH_TEST_POSTGRES
+fi
 swift build --build-tests
 swift test --skip-build --parallel "$@"

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Storage
+import ServiceLifecycle
 import Synchronization
 import TPM2
 import MeasuredBoot
@@ -102,7 +103,11 @@ public enum APIServer {
     }
 
     /// Builds the router for a service.
-    public static func router(service: AttestationService, metrics: Metrics, publicURL: String) -> Router<ServiceContext> {
+    public static func router(service: AttestationService, metrics: Metrics, publicURL: String?) -> Router<ServiceContext> {
+        /// The URL clients reach us at: configured, else what the request's Host says.
+        @Sendable func base(_ request: Request) -> String {
+            publicURL ?? "http://\(request.head.authority ?? "127.0.0.1")"
+        }
         let router = Router(context: ServiceContext.self)
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
         router.add(middleware: AuthMiddleware(service: service))
@@ -116,12 +121,12 @@ public enum APIServer {
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
         }
-        router.get("/openapi.json") { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text(serverURL: publicURL))))
+        router.get("/openapi.json") { request, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text(serverURL: base(request)))))
         }
         router.get("/.well-known/jwks.json") { _, _ in json(try await service.jwks()) }
-        router.get("/.well-known/openid-configuration") { _, _ in
-            json(["issuer": service.issuer, "jwks_uri": "\(publicURL)/.well-known/jwks.json",
+        router.get("/.well-known/openid-configuration") { request, _ in
+            json(["issuer": service.issuer, "jwks_uri": "\(base(request))/.well-known/jwks.json",
                   "id_token_signing_alg_values_supported": ["ES256", "RS256"], "response_types_supported": ["token"],
                   "subject_types_supported": ["public"], "claims_supported": ["iss", "sub", "iat", "nbf", "exp", "jti", "eat_nonce", "eat_profile", "ear.status", "submods", "x-tlaunch"]])
         }
@@ -249,10 +254,9 @@ public enum APIServer {
     public static func application(service: AttestationService, host: String, port: Int, publicURL: String? = nil, logger: Logger? = nil,
                                    onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let metrics = Metrics()
-        let url = publicURL ?? "http://\(host):\(port)"
         var log = logger ?? Logger(label: "tlaunch.serve")
         if logger == nil { log.logLevel = .warning }
-        return Application(router: router(service: service, metrics: metrics, publicURL: url),
+        return Application(router: router(service: service, metrics: metrics, publicURL: publicURL),
                            configuration: .init(address: .hostname(host, port: port), serverName: "tlaunch"),
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
                            logger: log)
@@ -345,5 +349,33 @@ public final class Metrics: Sendable {
         out += "tlaunch_attestation_duration_seconds_bucket{le=\"+Inf\"} \(s.count)\n"
         out += "tlaunch_attestation_duration_seconds_sum \(s.sum)\ntlaunch_attestation_duration_seconds_count \(s.count)\n"
         return out
+    }
+}
+
+/// A service running in this process (tests, `tlaunch up`): its URL, and a way to stop it.
+public final class RunningServer: Sendable {
+    public let url: String
+    public let port: Int
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+
+    init(url: String, port: Int, group: ServiceGroup, task: Task<Void, any Error>) { self.url = url; self.port = port; self.group = group; self.task = task }
+
+    /// Starts on `host` and a free port (or `port`); returns once it listens.
+    public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil) async throws -> RunningServer {
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let app = APIServer.application(service: service, host: host, port: port, logger: logger) { continuation.yield($0) }
+        var log = Logger(label: "tlaunch.serve.group"); log.logLevel = .error
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: log))
+        let task = Task { try await group.run() }
+        var it = ports.makeAsyncIterator()
+        guard let actual = await it.next() else { throw AttestationServiceError(.internal, "the server did not start") }
+        continuation.finish()
+        return RunningServer(url: "http://\(host):\(actual)", port: actual, group: group, task: task)
+    }
+
+    public func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = try? await task.value
     }
 }
