@@ -313,14 +313,15 @@ public final class AttestationService: Sendable {
             // Counters: only for a quote whose signature verified.
             if let clock = v.clock, v.checks.contains(where: { $0.name == "quote" && $0.passed }) {
                 let moved = try await store.advanceCounters(vm: vm, clock: Int64(clock.clock), resetCount: Int64(clock.resetCount), restartCount: Int64(clock.restartCount))
+                let at = (result.checks.firstIndex { $0.name == "quote" } ?? result.checks.count - 1) + 1
                 if moved {
                     rebooted = agent.resetCount.map { Int64(clock.resetCount) > $0 }
-                    result.checks.append(CheckResult(name: "counters", passed: true, reason: rebooted == true
+                    result.checks.insert(CheckResult(name: "counters", passed: true, reason: rebooted == true
                         ? "the VM rebooted since its last attestation (TPM reset count \(agent.resetCount ?? 0) → \(clock.resetCount))"
-                        : "TPM clock \(clock.clock) ms, reset \(clock.resetCount), restart \(clock.restartCount): moving forward"))
+                        : "TPM clock \(clock.clock) ms, reset \(clock.resetCount), restart \(clock.restartCount): moving forward"), at: at)
                 } else {
-                    result.checks.append(CheckResult(name: "counters", passed: false, reason:
-                        "the quote's TPM counters (clock \(clock.clock), reset \(clock.resetCount), restart \(clock.restartCount)) are behind the last seen (clock \(agent.clock ?? 0), reset \(agent.resetCount ?? 0), restart \(agent.restartCount ?? 0)): an old quote, or the vTPM state was rolled back"))
+                    result.checks.insert(CheckResult(name: "counters", passed: false, reason:
+                        "the quote's TPM counters (clock \(clock.clock), reset \(clock.resetCount), restart \(clock.restartCount)) are behind the last seen (clock \(agent.clock ?? 0), reset \(agent.resetCount ?? 0), restart \(agent.restartCount ?? 0)): an old quote, or the vTPM state was rolled back"), at: at)
                 }
             }
             // Baseline: compared only for evidence that verified (a broken log proves no components).
