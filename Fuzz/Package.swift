@@ -41,6 +41,10 @@ let package = Package(
             dependencies: [.product(name: "MeasuredBoot", package: "TrustedLaunch")]
         ),
         .executableTarget(
+            name: "FuzzEvidence",
+            dependencies: [.product(name: "Attestation", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
             name: "FuzzIMALog",
             dependencies: [.product(name: "MeasuredBoot", package: "TrustedLaunch")]
         ),

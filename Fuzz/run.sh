@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer campaign: Fuzz/run.sh TARGET SECONDS
-#   TARGET: tpm2-response | vtpm-commands | eventlog | ima | pe | esl | varstore | esp | grubcfg
+#   TARGET: tpm2-response | vtpm-commands | eventlog | ima | pe | esl | varstore | esp | grubcfg | evidence
 # New inputs that grow coverage are added to Fuzz/corpus/TARGET (commit the small ones; the
 # test suite replays the corpus). Crashers are written to Fuzz/artifacts/.
 set -euo pipefail
@@ -17,6 +17,7 @@ case "$target" in
   varstore) product=FuzzVariableStore ;;
   esp) product=FuzzESPImage ;;
   grubcfg) product=FuzzGrubConfig ;;
+  evidence) product=FuzzEvidence ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 swift build -c debug --scratch-path .build \
