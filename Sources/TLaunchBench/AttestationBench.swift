@@ -1,0 +1,206 @@
+import Attestation
+import Foundation
+import GuestAgent
+import MeasuredBoot
+import TPM2
+import VirtualFirmware
+import VirtualTPM
+
+/// A blocking HTTP/1.1 keep-alive connection: the load generator's client (light enough that
+/// one core drives the server's core).
+final class BenchHTTP {
+    let fd: Int32
+    var buffer: [UInt8] = []
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard r == 0 else { throw AgentError("bench", "cannot connect to 127.0.0.1:\(port)") }
+    }
+    deinit { close(fd) }
+
+    func request(_ method: String, _ path: String, body: [UInt8] = [], token: String) throws -> (Int, [UInt8]) {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nContent-Length: \(body.count)\r\n"
+        if !body.isEmpty { head += "Content-Type: application/json\r\n" }
+        head += "\r\n"
+        let out = Array(head.utf8) + body
+        var sent = 0
+        while sent < out.count {
+            let n = out[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw AgentError("bench", "send failed") }
+            sent += n
+        }
+        // Headers, then Content-Length bytes of body.
+        var headerEnd: Int?
+        while headerEnd == nil {
+            if let r = find(Array("\r\n\r\n".utf8)) { headerEnd = r } else { try fill() }
+        }
+        let headers = String(decoding: buffer[..<headerEnd!], as: UTF8.self)
+        let status = Int(headers.split(separator: " ").dropFirst().first ?? "") ?? 0
+        let length = headers.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+            .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+        let start = headerEnd! + 4
+        while buffer.count < start + length { try fill() }
+        let responseBody = Array(buffer[start..<(start + length)])
+        buffer.removeFirst(start + length)
+        return (status, responseBody)
+    }
+
+    private func find(_ needle: [UInt8]) -> Int? {
+        guard buffer.count >= needle.count else { return nil }
+        for i in 0...(buffer.count - needle.count) where buffer[i] == needle[0] && Array(buffer[i..<(i + needle.count)]) == needle { return i }
+        return nil
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { throw AgentError("bench", "connection closed") }
+        buffer += chunk[..<n]
+    }
+}
+
+/// Attestations per second on one server core, end to end over HTTP on loopback (a separate
+/// `tlaunch serve` process pinned to one CPU, SQLite in a temporary data folder), side by side
+/// with `openssl speed ecdsap256` on the same CPU; then the latency at half that load.
+func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async throws {
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tlaunch").path
+    guard FileManager.default.isExecutableFile(atPath: exe) else { print("  \(exe) is missing: swift build -c release"); return }
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-att-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let port = 18_000 + Int(getpid() % 1000)
+    let server = Process()
+    server.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
+    server.arguments = ["-c", "\(serverCPU)", exe, "serve", "--listen", "127.0.0.1:\(port)", "--data", dir.path, "--nonce-lifetime", "3600", "--log-level", "error"]
+    server.standardOutput = FileHandle.nullDevice
+    try server.run()
+    defer { server.terminate(); server.waitUntilExit() }
+    let tokenFile = dir.appendingPathComponent("admin.token")
+    for _ in 0..<200 where !FileManager.default.fileExists(atPath: tokenFile.path) || (try? BenchHTTP(port: port)) == nil { usleep(50_000) }
+    let token = try String(contentsOf: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+
+    // The fleet: vTPMs manufactured under the same data folder's CA, booted by the virtual
+    // firmware (sample-linux), enrolled through the API.
+    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: DataFolder(root: dir).vtpmCA)
+    let keys = try PlatformKeys.loadOrCreate(directory: dir.appendingPathComponent("secureboot"))
+    let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
+    let firmware = VirtualFirmware(settings: FirmwareSettings(variables: vars, banks: [.sha1, .sha256]))
+    var agents: [GuestAgent] = []
+    var events = 0
+    for i in 0..<clients {
+        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm\(i).state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
+        let report = try firmware.launch(esp: esp, tpm: tpm)
+        events = report.log.events.count
+        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: ServiceClient(baseURL: "http://127.0.0.1:\(port)", token: token),
+                               vm: "bench-\(i)", eventLog: try report.log.encoded())
+        _ = try await agent.enroll()
+        agents.append(agent)
+    }
+
+    /// Evidence for `count` attestations per VM, each answering a nonce the server issued.
+    func prepare(_ count: Int) async throws -> [[[UInt8]]] {
+        var all: [[[UInt8]]] = []
+        for (i, agent) in agents.enumerated() {
+            let http = try BenchHTTP(port: port)
+            var mine: [[UInt8]] = []
+            for _ in 0..<count {
+                let (_, body) = try http.request("POST", "/v1/vms/bench-\(i)/nonce", token: token)
+                let grant = try JSONDecoder().decode(NonceGrant.self, from: Data(body))
+                mine.append(Array(try JSONEncoder().encode(try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!))))
+            }
+            all.append(mine)
+        }
+        return all
+    }
+
+    // The ceiling: raw ECDSA P-256 on the server's CPU.
+    let openssl = Process()
+    openssl.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
+    openssl.arguments = ["-c", "\(serverCPU)", "openssl", "speed", "-seconds", "\(max(1, Int(seconds)))", "ecdsap256"]
+    let pipe = Pipe()
+    openssl.standardOutput = pipe
+    openssl.standardError = FileHandle.nullDevice
+    try openssl.run()
+    let speed = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    openssl.waitUntilExit()
+    let fields = speed.split(separator: "\n").first { $0.contains("ecdsa (nistp256)") }?.split(separator: " ").compactMap { Double($0) } ?? []
+    let (sign, verify) = fields.count >= 4 ? (fields[fields.count - 2], fields[fields.count - 1]) : (0, 0)
+
+    print("Attestation service: one server core (CPU \(serverCPU)), SQLite, HTTP/1.1 on loopback, \(clients) VMs")
+    print("  evidence: quote over sha256 PCRs 0–15 + \(events)-event log; default policy; ES256 token; history kept")
+    report("openssl speed ecdsap256: verify (ceiling)", verify)
+    report("openssl speed ecdsap256: sign", sign)
+
+    // Throughput: every client posts its prepared evidence as fast as the server answers.
+    let perClient = max(200, Int(3000 * seconds) / clients)
+    let prepared = try await prepare(perClient + 20)
+    let failures = Counter()
+    let clock = ContinuousClock()
+    func blast(_ items: [[[UInt8]]], range: Range<Int>, pace: Duration?, latencies: LatencyLog?) throws -> Duration {
+        let start = clock.now
+        let group = DispatchGroup()
+        for (i, mine) in items.enumerated() {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                guard let http = try? BenchHTTP(port: port) else { failures.add(); return }
+                for (k, j) in range.enumerated() {
+                    let scheduled = pace.map { start + $0 * (k * items.count + i) }
+                    if let scheduled, clock.now < scheduled { Thread.sleep(forTimeInterval: (scheduled - clock.now).seconds) }
+                    let sent = scheduled ?? clock.now
+                    guard let (status, body) = try? http.request("POST", "/v1/vms/bench-\(i)/attestations", body: mine[j], token: token),
+                          status == 200, body.count > 20, String(decoding: body.prefix(4096), as: UTF8.self).contains("\"passed\":true") else { failures.add(); continue }
+                    latencies?.add(clock.now - sent)
+                }
+            }
+        }
+        group.wait()
+        return clock.now - start
+    }
+    _ = try blast(prepared, range: 0..<20, pace: nil, latencies: nil)   // warm-up (learns baselines)
+    let elapsed = try blast(prepared, range: 20..<(perClient + 20), pace: nil, latencies: nil)
+    let rate = Double(clients * perClient) / elapsed.seconds
+    report("attestations/s, one core (verify + replay + policy + token + 5 SQL statements)", rate)
+    print(String(format: "  = %.1f %% of the raw ECDSA P-256 verify rate; failures: %d", 100 * rate / max(verify, 1), failures.value))
+
+    // Latency at half the measured load (open loop: each request's latency counts from its
+    // scheduled time, so a stall is not hidden).
+    let halfCount = max(100, Int(rate / 2 * seconds) / clients)
+    let paced = try await prepare(halfCount)
+    let latencies = LatencyLog()
+    let interval = Duration.seconds(1.0 / (rate / 2))
+    _ = try blast(paced, range: 0..<halfCount, pace: interval, latencies: latencies)
+    let sorted = latencies.values.sorted()
+    if !sorted.isEmpty {
+        func pct(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))].seconds * 1000 }
+        print(String(format: "  at %.0f attestations/s (half load), %d requests: p50 %.2f ms, p99 %.2f ms, max %.2f ms; failures: %d",
+                     rate / 2, sorted.count, pct(0.5), pct(0.99), sorted.last!.seconds * 1000, failures.value))
+    }
+    if let rss = try? String(contentsOfFile: "/proc/\(server.processIdentifier)/status", encoding: .utf8).split(separator: "\n").first(where: { $0.hasPrefix("VmRSS") }) {
+        print("  server \(rss.replacingOccurrences(of: "\t", with: " "))")
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func add() { lock.lock(); n += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+}
+
+final class LatencyLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var all: [Duration] = []
+    func add(_ d: Duration) { lock.lock(); all.append(d); lock.unlock() }
+    var values: [Duration] { lock.lock(); defer { lock.unlock() }; return all }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
