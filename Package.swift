@@ -165,7 +165,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "TLaunchBench",
-            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", "VirtualFirmware", "Attestation", "GuestAgent", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", "VirtualFirmware", "Attestation", "Storage", "GuestAgent", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .target(

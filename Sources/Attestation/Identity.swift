@@ -3,6 +3,7 @@ import _CryptoExtras
 import Foundation
 import MeasuredBoot
 import SwiftASN1
+import Synchronization
 import TPM2
 import X509
 
@@ -37,6 +38,9 @@ public struct DataFolder: Sendable {
 public struct AKCertificateAuthority: Sendable {
     public let certificate: Certificate
     let key: P256.Signing.PrivateKey
+    /// Certificates already checked (by SHA-256 of the PEM, VM and AK): their validity period,
+    /// so a repeated attestation only compares dates.
+    let checked = CheckedCertificates()
 
     /// TCG OID for AK certificates' extended key usage (tcg-kp-AIKCertificate).
     public static let akCertificateEKU: ASN1ObjectIdentifier = [2, 23, 133, 8, 3]
@@ -119,11 +123,32 @@ public struct AKCertificateAuthority: Sendable {
     /// Checks an AK certificate this authority issued: signature, validity now, and that it
     /// certifies `akPublic` for `vm`.
     public func check(pem: String, vm: String, akPublic: TPMTPublic, now: Date = Date()) -> String? {
+        let key = Array(SHA256.hash(data: Data((pem + "\u{0}" + vm + "\u{0}" + ((try? hexString(akPublic.tpmBytes())) ?? "")).utf8)))
+        if let (from, until) = checked.lookup(key) {
+            return from <= now && now <= until ? nil : "the AK certificate expired on \(until): enrol again"
+        }
+        let problem = checkFully(pem: pem, vm: vm, akPublic: akPublic, now: now)
+        if problem == nil, let cert = try? Certificate(pemEncoded: pem) { checked.store(key, (cert.notValidBefore, cert.notValidAfter)) }
+        return problem
+    }
+
+    func checkFully(pem: String, vm: String, akPublic: TPMTPublic, now: Date) -> String? {
         guard let cert = try? Certificate(pemEncoded: pem) else { return "the stored AK certificate does not parse" }
         guard certificate.publicKey.isValidSignature(cert.signature, for: cert) else { return "the AK certificate is not signed by this service's attestation CA" }
         guard cert.notValidBefore <= now, now <= cert.notValidAfter else { return "the AK certificate expired on \(cert.notValidAfter): enrol again" }
         guard let key = try? Self.publicKey(akPublic), key == cert.publicKey else { return "the AK certificate certifies another key" }
         guard cert.subject.description.contains("CN=\(vm)") else { return "the AK certificate was issued for \(cert.subject), not \(vm)" }
         return nil
+    }
+}
+
+final class CheckedCertificates: Sendable {
+    private let entries = Mutex<[[UInt8]: (Date, Date)]>([:])
+    func lookup(_ key: [UInt8]) -> (Date, Date)? { entries.withLock { $0[key] } }
+    func store(_ key: [UInt8], _ value: (Date, Date)) {
+        entries.withLock { e in
+            if e.count >= 65536 { e.removeAll(keepingCapacity: true) }
+            e[key] = value
+        }
     }
 }

@@ -112,6 +112,7 @@ public final class AttestationService: Sendable {
     /// How long a policy or key read from the store is reused before it is read again.
     public let cacheLifetime: TimeInterval
     private let cache = Mutex<Cache>(Cache())
+    private let factsCache = BootFactsCache()
 
     struct Cache {
         var keys: (loaded: Date, signing: TokenIssuer, published: [TokenSigningKey])?
@@ -125,11 +126,21 @@ public final class AttestationService: Sendable {
     }
 
     static func ms(_ d: Date) -> Int64 { Int64(d.timeIntervalSince1970 * 1000) }
+    /// RFC 3339 UTC with milliseconds, e.g. 2026-12-01T15:46:52.123Z (formatted directly: a
+    /// Foundation date formatter costs hundreds of microseconds to create on Linux).
     static func rfc3339(_ ms: Int64) -> String {
-        let f = ISO8601DateFormatter(); f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+        var t = time_t(ms / 1000)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        func pad(_ v: Int32, _ n: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, n - s.count)) + s }
+        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ms % 1000), 3))Z"
     }
-    static func random(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255) } }
+    static func random(_ n: Int) -> [UInt8] {
+        var g = SystemRandomNumberGenerator()
+        var out = [UInt8](); out.reserveCapacity(n)
+        while out.count < n { withUnsafeBytes(of: g.next() as UInt64) { out += $0.prefix(n - out.count) } }
+        return out
+    }
 
     /// VM names: 1–64 of letters, digits, '.', '_', '-'.
     public static func checkVMName(_ vm: String) throws(AttestationServiceError) {
@@ -271,7 +282,8 @@ public final class AttestationService: Sendable {
     // MARK: Attestation
 
     /// Verifies evidence for `vm`, stores the result and, when it passed, returns a token.
-    public func attest(vm: String, evidence: Evidence, now: Date = Date()) async throws -> AttestationOutcome {
+    /// `raw`: the evidence as received (kept and digested as is; re-encoded when absent).
+    public func attest(vm: String, evidence: Evidence, raw: Data? = nil, now: Date = Date()) async throws -> AttestationOutcome {
         try Self.checkVMName(vm)
         // Everything structural first: bad input is refused before anything is written.
         let decoded: DecodedEvidence
@@ -306,10 +318,10 @@ public final class AttestationService: Sendable {
             }
         }
         if result.passed {
-            let v = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: policy)
+            let v = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: policy, cache: factsCache)
             result.checks += v.checks
             result.facts = v.facts; result.pcrDigest = v.pcrDigest; result.clock = v.clock
-            result.verified = v.verified; result.quoted = v.quoted
+            result.verified = v.verified; result.quoted = v.quoted; result.components = v.components
             // Counters: only for a quote whose signature verified.
             if let clock = v.clock, v.checks.contains(where: { $0.name == "quote" && $0.passed }) {
                 let moved = try await store.advanceCounters(vm: vm, clock: Int64(clock.clock), resetCount: Int64(clock.resetCount), restartCount: Int64(clock.restartCount))
@@ -325,8 +337,7 @@ public final class AttestationService: Sendable {
                 }
             }
             // Baseline: compared only for evidence that verified (a broken log proves no components).
-            if let verified = v.verified, let facts = v.facts, let quoted = v.quoted {
-                let current = Baseline.components(of: verified, facts: facts)
+            if let current = v.components, let quoted = v.quoted {
                 components = current
                 if let b = try await store.baseline(vm: vm) {
                     let mine = b.source == "predicted" ? Baseline.components(quoted: quoted, pcrs: b.components.map(\.pcr)) : current
@@ -370,7 +381,7 @@ public final class AttestationService: Sendable {
             stored.outcome.tokenID = t.id
         }
         let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
-        let evidenceJSON = try enc.encode(evidence)
+        let evidenceJSON = try raw ?? enc.encode(evidence)
         try await store.appendAttestation(AttestationRecord(
             id: id, vm: vm, time: Self.ms(now), passed: result.passed, evidenceDigest: hexString(Array(SHA256.hash(data: evidenceJSON))),
             result: String(decoding: try enc.encode(stored), as: UTF8.self), tokenID: outcome.tokenID,
@@ -387,12 +398,11 @@ public final class AttestationService: Sendable {
             throw AttestationServiceError(.badRequest, error.description, field: error.field)
         }
         guard let agent = try await store.agent(vm: vm) else { throw AttestationServiceError(.notFound, "\(vm) is not enrolled") }
-        let v = AttestationVerifier.verify(decoded, akPublic: try Self.decodePublic(agent.akPublic, field: "akPublic"), policy: policy)
+        let v = AttestationVerifier.verify(decoded, akPublic: try Self.decodePublic(agent.akPublic, field: "akPublic"), policy: policy, cache: factsCache)
         var checks = [CheckResult(name: "nonce", passed: true, reason: "not checked: a what-if evaluation consumes no nonce")] + v.checks
         var changes: [BaselineChange] = []
         var status: String?
-        if let verified = v.verified, let facts = v.facts, let quoted = v.quoted, let b = try await store.baseline(vm: vm) {
-            let current = Baseline.components(of: verified, facts: facts)
+        if let current = v.components, let quoted = v.quoted, let b = try await store.baseline(vm: vm) {
             changes = Baseline.diff(baseline: b.components, current: b.source == "predicted" ? Baseline.components(quoted: quoted, pcrs: b.components.map(\.pcr)) : current)
             status = changes.isEmpty ? "matches" : "changed"
             checks.append(CheckResult(name: "baseline", passed: changes.isEmpty, reason: changes.isEmpty ? "matches the baseline" : changes.map(\.summary).joined(separator: "; ")))

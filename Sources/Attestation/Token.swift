@@ -88,21 +88,33 @@ public struct TokenIssuer: Sendable {
     public let issuer: String
     public let signingKey: TokenSigningKey
     public let lifetime: TimeInterval
+    /// The key's RFC 7638 thumbprint, computed once.
+    public let keyID: String
 
     public init(issuer: String, signingKey: TokenSigningKey, lifetime: TimeInterval = 3600) {
-        self.issuer = issuer; self.signingKey = signingKey; self.lifetime = lifetime
+        self.issuer = issuer; self.signingKey = signingKey; self.lifetime = lifetime; self.keyID = signingKey.keyID
     }
 
     public init(issuer: String, key: P256.Signing.PrivateKey = P256.Signing.PrivateKey(), lifetime: TimeInterval = 3600) {
         self.init(issuer: issuer, signingKey: .es256(key), lifetime: lifetime)
     }
 
+    /// Base64url without padding (RFC 4648 §5), byte by byte (Foundation's string replacing
+    /// goes through ICU on Linux and costs more than the signature).
     static func base64url(_ d: some DataProtocol) -> String {
-        Data(d).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        var out = [UInt8]()
+        for c in Data(d).base64EncodedData() {
+            switch c {
+            case UInt8(ascii: "+"): out.append(UInt8(ascii: "-"))
+            case UInt8(ascii: "/"): out.append(UInt8(ascii: "_"))
+            case UInt8(ascii: "="): continue
+            default: out.append(c)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     public var jwk: [String: String] { signingKey.jwk }
-    public var keyID: String { signingKey.keyID }
 
     /// `/.well-known/jwks.json`.
     public func jwks(also previous: [TokenIssuer] = []) -> [String: Any] { ["keys": ([self] + previous).map(\.jwk)] }
@@ -113,49 +125,87 @@ public struct TokenIssuer: Sendable {
 
     /// A signed token for a result; returns it with its `jti`.
     public func token(for result: AttestationResult, context c: TokenContext, now: Date = Date()) throws -> (token: String, id: String) {
-        let header: [String: Any] = ["alg": signingKey.algorithm, "typ": "JWT", "kid": keyID]
         let t = Int(now.timeIntervalSince1970)
         let jti = UUID().uuidString.lowercased()
         let facts = result.facts
-        // AR4SI trustworthiness claims: 2 affirming, 32 warning, 96 contraindicated, 99 cryptographic-validation failure.
+        // AR4SI trustworthiness claims: 2 affirming, 96 contraindicated.
         let failed = Set(result.checks.filter { !$0.passed }.map(\.name))
         func tier(_ names: Set<String>) -> Int { names.isDisjoint(with: failed) ? 2 : 96 }
-        var tlaunch: [String: Any] = [
-            "secureboot": facts?.secureBoot.enabled ?? false,
-            "bootChain": facts?.bootChain.filter { $0.pcr == 4 }.map { app -> [String: Any] in
-                ["path": app.filePath ?? app.devicePath ?? "", "sha256": app.digests["sha256"] ?? ""]
-            } ?? [],
-            "kernelCommandLine": facts?.kernelCommandLine ?? "",
-            "pcrDigest": result.pcrDigest ?? "",
-            "policy": ["id": c.policy.id, "version": c.policy.version] as [String: Any],
-            "checks": result.checks.map { ["name": $0.name, "passed": $0.passed] as [String: Any] },
-            "vtpm": ["ekCertificateSubject": c.ekCertificateSubject ?? "", "ekCertificateSha256": c.ekCertificateFingerprint ?? "",
-                     "akName": c.akName ?? ""] as [String: Any],
-        ]
-        if let b = c.baselineStatus { tlaunch["baseline"] = b }
-        if let r = c.rebooted { tlaunch["rebooted"] = r }
-        if let id = c.attestationID { tlaunch["attestationId"] = id }
         let status = result.passed ? "affirming" : "contraindicated"
-        let claims: [String: Any] = [
-            "iss": issuer, "sub": c.vm, "iat": t, "nbf": t, "exp": t + Int(lifetime), "jti": jti,
-            "eat_profile": "tag:github.com,2023:veraison/ear", "eat_nonce": c.nonce,
-            "ear.status": status,
-            "ear.verifier-id": ["developer": "TrustedLaunch", "build": "tlaunch attestation 1"],
-            "submods": ["trusted-launch": [
-                "ear.status": status,
-                "ear.trustworthiness-vector": [
-                    "instance-identity": tier(["quote", "nonce", "ak-certificate", "counters"]),
-                    "hardware": 2,
-                    "executables": tier(["boot-applications", "authority", "baseline", "replay"]),
-                    "configuration": tier(["secure-boot", "kernel-command-line", "anomalies", "dbx"]),
-                    "file-system": tier(["ima"]),
-                ] as [String: Any],
-            ] as [String: Any]],
-            "x-tlaunch": tlaunch,
-        ]
-        let h = Self.base64url(try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]))
-        let p = Self.base64url(try JSONSerialization.data(withJSONObject: claims, options: [.sortedKeys]))
+        let claims = EARClaims(
+            iss: issuer, sub: c.vm, iat: t, nbf: t, exp: t + Int(lifetime), jti: jti, eatNonce: c.nonce, earStatus: status,
+            submods: ["trusted-launch": .init(earStatus: status, vector: .init(
+                instanceIdentity: tier(["quote", "nonce", "ak-certificate", "counters"]), hardware: 2,
+                executables: tier(["boot-applications", "authority", "baseline", "replay", "boot-chain", "revoked"]),
+                configuration: tier(["secure-boot", "kernel-command-line", "anomalies", "dbx"]), fileSystem: tier(["ima"])))],
+            tlaunch: .init(
+                secureboot: facts?.secureBoot.enabled ?? false,
+                bootChain: facts?.bootChain.filter { $0.pcr == 4 }.map { .init(path: $0.filePath ?? $0.devicePath ?? "", sha256: $0.digests["sha256"] ?? "") } ?? [],
+                kernelCommandLine: facts?.kernelCommandLine ?? "", pcrDigest: result.pcrDigest ?? "",
+                policy: .init(id: c.policy.id, version: c.policy.version),
+                checks: result.checks.map { .init(name: $0.name, passed: $0.passed) },
+                vtpm: .init(ekCertificateSubject: c.ekCertificateSubject ?? "", ekCertificateSha256: c.ekCertificateFingerprint ?? "", akName: c.akName ?? ""),
+                baseline: c.baselineStatus, rebooted: c.rebooted, attestationId: c.attestationID))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        let h = Self.base64url(try encoder.encode(["alg": signingKey.algorithm, "typ": "JWT", "kid": keyID]))
+        let p = Self.base64url(try encoder.encode(claims))
         let sig = try signingKey.sign(Data("\(h).\(p)".utf8))
         return ("\(h).\(p).\(Self.base64url(sig))", jti)
+    }
+}
+
+/// The claims of a token (an EAR: EAT Attestation Result), encoded in this order.
+struct EARClaims: Encodable {
+    var iss: String
+    var sub: String
+    var iat: Int
+    var nbf: Int
+    var exp: Int
+    var jti: String
+    var eatProfile = "tag:github.com,2023:veraison/ear"
+    var eatNonce: String
+    var earStatus: String
+    var verifierID = ["developer": "TrustedLaunch", "build": "tlaunch attestation 1"]
+    var submods: [String: Submod]
+    var tlaunch: TrustedLaunchClaims
+
+    enum CodingKeys: String, CodingKey {
+        case iss, sub, iat, nbf, exp, jti, eatProfile = "eat_profile", eatNonce = "eat_nonce", earStatus = "ear.status"
+        case verifierID = "ear.verifier-id", submods, tlaunch = "x-tlaunch"
+    }
+
+    struct Submod: Encodable {
+        var earStatus: String
+        var vector: Vector
+        enum CodingKeys: String, CodingKey { case earStatus = "ear.status", vector = "ear.trustworthiness-vector" }
+    }
+
+    struct Vector: Encodable {
+        var instanceIdentity: Int
+        var hardware: Int
+        var executables: Int
+        var configuration: Int
+        var fileSystem: Int
+        enum CodingKeys: String, CodingKey {
+            case instanceIdentity = "instance-identity", hardware, executables, configuration, fileSystem = "file-system"
+        }
+    }
+
+    struct TrustedLaunchClaims: Encodable {
+        var secureboot: Bool
+        var bootChain: [Stage]
+        var kernelCommandLine: String
+        var pcrDigest: String
+        var policy: PolicyRef
+        var checks: [Check]
+        var vtpm: VTPM
+        var baseline: String?
+        var rebooted: Bool?
+        var attestationId: String?
+        struct Stage: Encodable { var path: String; var sha256: String }
+        struct PolicyRef: Encodable { var id: String; var version: Int }
+        struct Check: Encodable { var name: String; var passed: Bool }
+        struct VTPM: Encodable { var ekCertificateSubject: String; var ekCertificateSha256: String; var akName: String }
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import MeasuredBoot
+import Synchronization
 import TPM2
 
 /// What a guest attestation agent sends: a quote (the TPMS_ATTEST bytes exactly as signed, and
@@ -44,6 +45,8 @@ public struct AttestationResult: Sendable {
     /// The events the replay vouched for, and the quoted PCR values.
     public var verified: VerifiedEventLog?
     public var quoted: PCRValues?
+    /// The boot's components for baselines (from the replay-verified events).
+    public var components: [BaselineComponent]?
     public init(checks: [CheckResult], facts: BootFacts?, pcrDigest: String?) { self.checks = checks; self.facts = facts; self.pcrDigest = pcrDigest }
     public var passed: Bool { !checks.isEmpty && checks.allSatisfy(\.passed) }
     /// The first failing check's reason.
@@ -64,6 +67,8 @@ public struct DecodedEvidence: Sendable {
     public var banks: [TPMPCRBank]
     public var nonce: [UInt8]
     public var eventLog: EventLog
+    /// SHA-256 of the event log's bytes (the key of the boot-facts cache).
+    public var eventLogDigest: [UInt8]
     public var imaLog: IMALog?
 
     /// Limits on what a guest may send (a 100,000-event log is ~10 MiB; real ones are < 100 KiB).
@@ -115,6 +120,7 @@ public struct DecodedEvidence: Sendable {
         }
         self.signed = TPMSignedAttest(attestBytes: attestBytes, attest: attest, signature: signature)
         self.banks = banks; self.nonce = nonce; self.eventLog = log; self.imaLog = ima
+        self.eventLogDigest = Array(SHA256.hash(data: logBytes))
     }
 }
 
@@ -140,7 +146,7 @@ public enum AttestationVerifier {
     }
 
     /// The checks after freshness: quote, replay, policy.
-    public static func verify(_ d: DecodedEvidence, akPublic: TPMTPublic, policy: AttestationPolicy) -> AttestationResult {
+    public static func verify(_ d: DecodedEvidence, akPublic: TPMTPublic, policy: AttestationPolicy, cache: BootFactsCache? = nil) -> AttestationResult {
         var result = AttestationResult(checks: [], facts: nil, pcrDigest: nil)
         func fail(_ name: String, _ reason: String) -> AttestationResult {
             result.checks.append(CheckResult(name: name, passed: false, reason: reason))
@@ -173,11 +179,38 @@ public enum AttestationVerifier {
                                                 : "the IMA log does not replay to the quoted PCR 10: files were measured that the log does not show"))
             if !ok { return result }
         }
-        let facts = report.verified.explain()
+        // The facts follow from the log's bytes and which PCRs it was verified for: a VM that
+        // attests the same boot again reuses them (the replay above still ran against this quote).
+        let key = d.eventLogDigest + report.verified.verifiedPCRs.sorted().map { UInt8(truncatingIfNeeded: $0) }
+        let facts: BootFacts, components: [BaselineComponent]
+        if let hit = cache?.lookup(key) {
+            (facts, components) = hit
+        } else {
+            facts = report.verified.explain()
+            components = Baseline.components(of: report.verified, facts: facts)
+            cache?.store(key, (facts, components))
+            result.verified = report.verified
+        }
         result.facts = facts
-        result.verified = report.verified
+        result.components = components
         result.quoted = quoted
         result.checks += policy.evaluate(facts, quoted: quoted, ima: d.imaLog)
         return result
+    }
+}
+
+/// Boot facts and baseline components by event log (bytes digest and verified PCRs): a pure
+/// function's results, kept so that repeated attestations of one boot do not parse its
+/// certificates again. Bounded; emptied when full.
+public final class BootFactsCache: Sendable {
+    private let entries = Mutex<[[UInt8]: (BootFacts, [BaselineComponent])]>([:])
+    public let capacity: Int
+    public init(capacity: Int = 4096) { self.capacity = capacity }
+    func lookup(_ key: [UInt8]) -> (BootFacts, [BaselineComponent])? { entries.withLock { $0[key] } }
+    func store(_ key: [UInt8], _ value: (BootFacts, [BaselineComponent])) {
+        entries.withLock { e in
+            if e.count >= capacity { e.removeAll(keepingCapacity: true) }
+            e[key] = value
+        }
     }
 }

@@ -50,7 +50,9 @@ public enum APIServer {
     }
 
     /// Reads a JSON body: content type, size limit, then a decode whose failure names the field.
-    static func body<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int, optional: Bool = false) async throws -> T? {
+    final class RawBox: @unchecked Sendable { var data = Data() }
+
+    static func body<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int, optional: Bool = false, keep: RawBox? = nil) async throws -> T? {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
             throw APIError(.contentTooLarge, "the body is \(length) bytes; the limit here is \(limit)")
         }
@@ -65,7 +67,9 @@ public enum APIServer {
             throw APIError(.unsupportedMediaType, "send the body as application/json (got \(contentType.isEmpty ? "no content type" : contentType))")
         }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
+            let data = Data(buffer: buffer)
+            keep?.data = data
+            return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, c) {
             throw APIError(.badRequest, "missing field \((c.codingPath + [key]).map(\.stringValue).joined(separator: "."))", field: (c.codingPath + [key]).map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.typeMismatch(_, c) {
@@ -76,6 +80,13 @@ public enum APIServer {
             let path = c.codingPath.map(\.stringValue).joined(separator: ".")
             throw APIError(.badRequest, path.isEmpty ? "the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)" : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
         }
+    }
+
+    /// A required JSON body and its bytes.
+    static func bodyWithBytes<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> (T, Data) {
+        let box = RawBox()
+        guard let v = try await body(type, request, limit: limit, keep: box) else { throw APIError(.badRequest, "a JSON body is required") }
+        return (v, box.data)
     }
 
     static func require<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> T {
@@ -170,9 +181,9 @@ public enum APIServer {
         v1.post("vms/{vm}/attestations") { request, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin, .agent], vm: vm)
-            let evidence = try await require(Evidence.self, request, limit: maxEvidenceBody)
+            let (evidence, raw) = try await bodyWithBytes(Evidence.self, request, limit: maxEvidenceBody)
             let start = ContinuousClock.now
-            let outcome = try await service.attest(vm: vm, evidence: evidence)
+            let outcome = try await service.attest(vm: vm, evidence: evidence, raw: raw)
             metrics.attestation(passed: outcome.passed, seconds: (ContinuousClock.now - start).seconds)
             context.logger.info("attestation", metadata: ["vm": .string(vm), "passed": .stringConvertible(outcome.passed), "id": .string(outcome.id),
                                                           "failed": .string(outcome.checks.filter { !$0.passed }.map(\.name).joined(separator: ","))])

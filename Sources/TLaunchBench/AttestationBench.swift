@@ -1,4 +1,5 @@
 import Attestation
+import Storage
 import Foundation
 import GuestAgent
 import MeasuredBoot
@@ -120,9 +121,12 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
     }
 
     // The ceiling: raw ECDSA P-256 on the server's CPU.
+    // openssl speed times itself with SIGALRM, which this process's threads block and a spawned
+    // child inherits blocked: unblock it in the child before exec.
     let openssl = Process()
-    openssl.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
-    openssl.arguments = ["-c", "\(serverCPU)", "openssl", "speed", "-seconds", "\(max(1, Int(seconds)))", "ecdsap256"]
+    openssl.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+    openssl.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execvp(sys.argv[1], sys.argv[1:])",
+                         "taskset", "-c", "\(serverCPU)", "openssl", "speed", "-seconds", "\(max(1, Int(seconds)))", "ecdsap256"]
     let pipe = Pipe()
     openssl.standardOutput = pipe
     openssl.standardError = FileHandle.nullDevice
@@ -182,6 +186,9 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
         print(String(format: "  at %.0f attestations/s (half load), %d requests: p50 %.2f ms, p99 %.2f ms, max %.2f ms; failures: %d",
                      rate / 2, sorted.count, pct(0.5), pct(0.99), sorted.last!.seconds * 1000, failures.value))
     }
+    if args.contains("--metrics"), let (_, m) = try? BenchHTTP(port: port).request("GET", "/metrics", token: token) {
+        print(String(decoding: m, as: UTF8.self).split(separator: "\n").filter { $0.contains("duration") }.joined(separator: "\n"))
+    }
     if let rss = try? String(contentsOfFile: "/proc/\(server.processIdentifier)/status", encoding: .utf8).split(separator: "\n").first(where: { $0.hasPrefix("VmRSS") }) {
         print("  server \(rss.replacingOccurrences(of: "\t", with: " "))")
     }
@@ -203,4 +210,61 @@ final class LatencyLog: @unchecked Sendable {
 
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// The attestation path in-process, piece by piece (no HTTP): where a server core's time goes.
+func attestationBreakdown(seconds: Double) async throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-brk-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let folder = DataFolder(root: dir)
+    try folder.create()
+    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
+    let store = try await StorageLocation.open(folder.database.path)
+    let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
+                                     akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench")
+    let keys = try PlatformKeys.loadOrCreate(directory: dir.appendingPathComponent("secureboot"))
+    let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
+    let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm.state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
+    let report = try VirtualFirmware(settings: FirmwareSettings(variables: vars, banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
+    let client = TPMClient(transport: InProcessTransport(tpm))
+    let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "b", eventLog: try report.log.encoded())
+    // Enrol in-process.
+    let (ek, cert) = try await agent.endorsementKey()
+    let ak = try await agent.attestationKey()
+    let ch = try await service.beginEnrolment(vm: "b", EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()), ekCertificate: Data(cert).base64EncodedString()))
+    let secret = try await client.activateCredential(ak: ak, ek: ek, blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!), secret: try TPM2BEncryptedSecret(tpmBytes: [UInt8](hex: ch.encryptedSecret)!))
+    _ = try await service.completeEnrolment(vm: "b", id: ch.id, ActivationAnswer(secret: hexString(secret)))
+    let n = 400
+    var evidences: [Evidence] = []
+    for _ in 0..<n { evidences.append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: "b").nonce)!)) }
+    let wire = try evidences.map { try JSONEncoder().encode($0) }
+    print("Attestation path in-process (\(n) attestations, one VM, SQLite):")
+    _ = try measure("  JSON decode of the evidence") { blackHole(try JSONDecoder().decode(Evidence.self, from: wire[0])) }
+    let decoded = try DecodedEvidence(evidences[0])
+    _ = try measure("  evidence structural decode (hex, TPMS_ATTEST, event log)") { blackHole(try DecodedEvidence(evidences[0])) }
+    let akPublic = ak.publicArea
+    _ = measure("  verify: quote + replay + explain + default policy") { blackHole(AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default)) }
+    let signing = try await service.keys().signing
+    let result = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default)
+    _ = try measure("  token (ES256 sign + JSON)") { blackHole(try signing.token(for: result, context: TokenContext(vm: "b", nonce: "00", policy: .default))) }
+    _ = try await measureAsync("  store: issue a nonce (INSERT)", iterations: 500) { blackHole(try await service.issueNonce(vm: "b")) }
+    _ = try await measureAsync("  store: read the agent (SELECT)", iterations: 500) { blackHole(try await store.agent(vm: "b")) }
+    _ = try await measureAsync("  store: read the baseline (SELECT + JSON)", iterations: 300) { blackHole(try await store.baseline(vm: "b")) }
+    let agentRecord = try await store.agent(vm: "b")!
+    _ = measure("  AK certificate check (PEM parse + ECDSA verify)") { blackHole(service.akCA.check(pem: agentRecord.akCertificate, vm: "b", akPublic: akPublic)) }
+    var c: Int64 = 1_000_000_000
+    _ = try await measureAsync("  store: advance counters (conditional UPDATE)", iterations: 300) { c += 1; blackHole(try await store.advanceCounters(vm: "b", clock: c, resetCount: 99, restartCount: 0)) }
+    let big = String(decoding: wire[0], as: UTF8.self)
+    var k = 0
+    _ = try await measureAsync("  store: append history (INSERT, evidence kept)", iterations: 300) {
+        k += 1
+        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}", tokenID: nil, evidence: big))
+    }
+    _ = try measure("  JSON encode of the evidence") { blackHole(try JSONEncoder().encode(evidences[0])) }
+    try await store.deleteBaseline(vm: "b")
+    _ = try await service.attest(vm: "b", evidence: evidences[0])
+    var i = 1
+    _ = try await measureAsync("  whole service.attest (in-process)", iterations: n - 60) {
+        blackHole(try await service.attest(vm: "b", evidence: evidences[i])); i += 1
+    }
 }

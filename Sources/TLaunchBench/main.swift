@@ -64,6 +64,10 @@ if args.contains("--only-firmware") {
     try firmwareBenchmarks(seconds: seconds)
     exit(0)
 }
+if args.contains("--attestation-breakdown") {
+    try await attestationBreakdown(seconds: seconds)
+    exit(0)
+}
 if args.contains("--only-attestation") {
     let cpu = args.firstIndex(of: "--server-cpu").flatMap { Int(args[$0 + 1]) } ?? 1
     let clients = args.firstIndex(of: "--clients").flatMap { Int(args[$0 + 1]) } ?? 8
