@@ -140,14 +140,18 @@ public struct GuestAgent: Sendable {
 
     /// Whether the service has this TPM's AK enrolled for the VM.
     public func isEnrolled() async throws -> Bool {
+        let ak = try await attestationKey()
+        await flush(ak)
+        return try await isEnrolled(akName: try ak.publicArea.name())
+    }
+
+    func isEnrolled(akName: [UInt8]) async throws -> Bool {
         let (status, body) = try await service.send("GET", "/v1/vms/\(vm)", step: "look up enrolment")
         if status == 404 { return false }
         guard status == 200, let obj = try JSONSerialization.jsonObject(with: body) as? [String: Any] else {
             throw AgentError("look up enrolment", "the service answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))", status: status)
         }
-        let ak = try await attestationKey()
-        await flush(ak)
-        return (obj["akName"] as? String) == hexString(try ak.publicArea.name())
+        return (obj["akName"] as? String) == hexString(akName)
     }
 
     /// Gathers evidence for `nonce`: quote over sha256 PCRs, their values, the logs. The PCRs are
@@ -187,12 +191,25 @@ public struct GuestAgent: Sendable {
     }
 
     /// One attestation: enrol if needed, get a nonce, send evidence, return the outcome.
+    /// The AK is derived once for both the enrolment check and the quote (a hardware TPM takes
+    /// tens of milliseconds per primary key); enrolment, when needed, uses its own handles.
     public func attest(enrollIfNeeded: Bool = true) async throws -> AttestationOutcome {
-        if enrollIfNeeded, try await !isEnrolled() { _ = try await enroll() }
-        let grant = try await service.call("POST", "/v1/vms/\(vm)/nonce", as: NonceGrant.self, step: "get nonce")
-        guard let nonce = [UInt8](hex: grant.nonce) else { throw AgentError("get nonce", "the nonce is not hex") }
-        let e = try await evidence(nonce: nonce)
-        return try await service.call("POST", "/v1/vms/\(vm)/attestations", body: e, as: AttestationOutcome.self, step: "attest")
+        var ak = try await attestationKey()
+        do {
+            if enrollIfNeeded, try await !isEnrolled(akName: try ak.publicArea.name()) {
+                await flush(ak)
+                _ = try await enroll()
+                ak = try await attestationKey()
+            }
+            let grant = try await service.call("POST", "/v1/vms/\(vm)/nonce", as: NonceGrant.self, step: "get nonce")
+            guard let nonce = [UInt8](hex: grant.nonce) else { throw AgentError("get nonce", "the nonce is not hex") }
+            let e = try await evidence(nonce: nonce, ak: ak)
+            await flush(ak)
+            return try await service.call("POST", "/v1/vms/\(vm)/attestations", body: e, as: AttestationOutcome.self, step: "attest")
+        } catch {
+            await flush(ak)
+            throw error
+        }
     }
 
     /// Attests at start and every `interval`; failures to reach the service back off (1 s, 2 s,
