@@ -49,10 +49,9 @@ public enum APIServer {
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try e.encode(value))))
     }
 
-    /// Reads a JSON body: content type, size limit, then a decode whose failure names the field.
-    final class RawBox: @unchecked Sendable { var data = Data() }
-
-    static func body<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int, optional: Bool = false, keep: RawBox? = nil) async throws -> T? {
+    /// A request body within `limit` bytes, sent as application/json (empty bodies pass: the
+    /// caller decides whether one is required).
+    static func jsonBytes(_ request: Request, limit: Int) async throws -> Data {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
             throw APIError(.contentTooLarge, "the body is \(length) bytes; the limit here is \(limit)")
         }
@@ -61,14 +60,23 @@ public enum APIServer {
         do { buffer = try await request.collectBody(upTo: limit) } catch {
             throw APIError(.contentTooLarge, "the body exceeds the limit of \(limit) bytes")
         }
-        if buffer.readableBytes == 0 && optional { return nil }
+        if buffer.readableBytes == 0 { return Data() }
         let contentType = request.headers[.contentType] ?? ""
         guard contentType.lowercased().hasPrefix("application/json") else {
             throw APIError(.unsupportedMediaType, "send the body as application/json (got \(contentType.isEmpty ? "no content type" : contentType))")
         }
+        return Data(buffer: buffer)
+    }
+
+    /// Reads a JSON body: size limit, content type, then a decode whose failure names the field.
+    static func body<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int, optional: Bool = false) async throws -> T? {
+        let data = try await jsonBytes(request, limit: limit)
+        if data.isEmpty && optional { return nil }
+        return try decode(type, data)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
         do {
-            let data = Data(buffer: buffer)
-            keep?.data = data
             return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, c) {
             throw APIError(.badRequest, "missing field \((c.codingPath + [key]).map(\.stringValue).joined(separator: "."))", field: (c.codingPath + [key]).map(\.stringValue).joined(separator: "."))
@@ -84,9 +92,9 @@ public enum APIServer {
 
     /// A required JSON body and its bytes.
     static func bodyWithBytes<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> (T, Data) {
-        let box = RawBox()
-        guard let v = try await body(type, request, limit: limit, keep: box) else { throw APIError(.badRequest, "a JSON body is required") }
-        return (v, box.data)
+        let data = try await jsonBytes(request, limit: limit)
+        guard !data.isEmpty else { throw APIError(.badRequest, "a JSON body is required") }
+        return (try decode(type, data), data)
     }
 
     static func require<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> T {
@@ -226,13 +234,7 @@ public enum APIServer {
         }
         v1.put("policy") { request, context -> Response in
             try authorize(context, [.admin])
-            var request = request
-            guard (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/json") else {
-                throw APIError(.unsupportedMediaType, "send the policy as application/json")
-            }
-            let buffer: ByteBuffer
-            do { buffer = try await request.collectBody(upTo: maxSmallBody) } catch { throw APIError(.contentTooLarge, "the policy exceeds \(maxSmallBody) bytes") }
-            let policy = try AttestationService.parsePolicy(Data(buffer: buffer))
+            let policy = try AttestationService.parsePolicy(try await jsonBytes(request, limit: maxSmallBody))
             return try json(encodable: try await service.putPolicy(policy), status: .created)
         }
         v1.post("what-if") { request, context -> Response in
