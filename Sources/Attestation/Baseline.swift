@@ -127,6 +127,20 @@ public enum Baseline {
         pcrs.compactMap { p in quoted[.sha256, p].map { BaselineComponent(key: "PCR \(p) value", pcr: p, kind: "pcr", name: "sha256 PCR \(p)", value: hexString($0)) } }
     }
 
+    /// A boot against a VM's baseline: component by component, or by PCR value when the
+    /// baseline was set from predicted values.
+    public static func diff(_ b: BaselineRecord, current: [BaselineComponent], quoted: PCRValues) -> [BaselineChange] {
+        diff(baseline: b.components, current: b.source == "predicted" ? components(quoted: quoted, pcrs: b.components.map(\.pcr)) : current)
+    }
+
+    /// The baseline check, naming the first changes and what to do about them.
+    static func check(_ b: BaselineRecord, changes: [BaselineChange]) -> CheckResult {
+        CheckResult(name: "baseline", passed: changes.isEmpty, reason: changes.isEmpty
+            ? "matches the \(b.source) baseline (\(b.components.count) components)"
+            : "\(changes.count) change(s) against the \(b.source) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
+              + ". If this was an intended update, approve this boot as the new baseline")
+    }
+
     /// Event-level differences, in boot order.
     public static func diff(baseline: [BaselineComponent], current: [BaselineComponent]) -> [BaselineChange] {
         let old = Dictionary(baseline.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })

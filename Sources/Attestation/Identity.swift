@@ -3,7 +3,6 @@ import _CryptoExtras
 import Foundation
 import MeasuredBoot
 import SwiftASN1
-import Synchronization
 import TPM2
 import X509
 
@@ -40,7 +39,7 @@ public struct AKCertificateAuthority: Sendable {
     let key: P256.Signing.PrivateKey
     /// Certificates already checked (by SHA-256 of the PEM, VM and AK): their validity period,
     /// so a repeated attestation only compares dates.
-    let checked = CheckedCertificates()
+    let checked = BoundedMemo<[UInt8], (Date, Date)>(capacity: 65536)
 
     /// TCG OID for AK certificates' extended key usage (tcg-kp-AIKCertificate).
     public static let akCertificateEKU: ASN1ObjectIdentifier = [2, 23, 133, 8, 3]
@@ -139,16 +138,5 @@ public struct AKCertificateAuthority: Sendable {
         guard let key = try? Self.publicKey(akPublic), key == cert.publicKey else { return "the AK certificate certifies another key" }
         guard cert.subject.description.contains("CN=\(vm)") else { return "the AK certificate was issued for \(cert.subject), not \(vm)" }
         return nil
-    }
-}
-
-final class CheckedCertificates: Sendable {
-    private let entries = Mutex<[[UInt8]: (Date, Date)]>([:])
-    func lookup(_ key: [UInt8]) -> (Date, Date)? { entries.withLock { $0[key] } }
-    func store(_ key: [UInt8], _ value: (Date, Date)) {
-        entries.withLock { e in
-            if e.count >= 65536 { e.removeAll(keepingCapacity: true) }
-            e[key] = value
-        }
     }
 }

@@ -89,6 +89,13 @@ public struct AttestationOutcome: Sendable, Codable, Hashable {
         public var bootChain: [String]
         public var kernelCommandLine: String?
         public var pcrDigest: String?
+        /// The boot applications (PCR 4) by file path, else device path.
+        init(_ f: BootFacts, pcrDigest: String?) {
+            secureBoot = f.secureBoot.enabled
+            bootChain = f.bootChain.filter { $0.pcr == 4 }.map { $0.filePath ?? $0.devicePath ?? "?" }
+            kernelCommandLine = f.kernelCommandLine
+            self.pcrDigest = pcrDigest
+        }
     }
 }
 
@@ -112,7 +119,7 @@ public final class AttestationService: Sendable {
     /// How long a policy or key read from the store is reused before it is read again.
     public let cacheLifetime: TimeInterval
     private let cache = Mutex<Cache>(Cache())
-    private let factsCache = BootFactsCache()
+    private let factsCache = BootFactsCache(capacity: 4096)
 
     struct Cache {
         var keys: (loaded: Date, signing: TokenIssuer, published: [TokenSigningKey])?
@@ -340,13 +347,9 @@ public final class AttestationService: Sendable {
             if let current = v.components, let quoted = v.quoted {
                 components = current
                 if let b = try await store.baseline(vm: vm) {
-                    let mine = b.source == "predicted" ? Baseline.components(quoted: quoted, pcrs: b.components.map(\.pcr)) : current
-                    changes = Baseline.diff(baseline: b.components, current: mine)
+                    changes = Baseline.diff(b, current: current, quoted: quoted)
                     baselineStatus = changes.isEmpty ? "matches" : "changed"
-                    result.checks.append(CheckResult(name: "baseline", passed: changes.isEmpty, reason: changes.isEmpty
-                        ? "matches the \(b.source) baseline (\(b.components.count) components)"
-                        : "\(changes.count) change(s) against the \(b.source) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
-                          + ". If this was an intended update, approve this boot as the new baseline"))
+                    result.checks.append(Baseline.check(b, changes: changes))
                 } else if result.passed {
                     baselineStatus = "learned"
                 }
@@ -365,8 +368,7 @@ public final class AttestationService: Sendable {
             id: id, vm: vm, time: Self.rfc3339(Self.ms(now)), passed: result.passed, status: result.passed ? "affirming" : "contraindicated",
             checks: result.checks, baseline: baselineStatus, changes: changes, rebooted: rebooted, token: nil, tokenID: nil,
             policy: .init(id: policy.id, version: policy.version),
-            facts: result.facts.map { f in .init(secureBoot: f.secureBoot.enabled, bootChain: f.bootChain.filter { $0.pcr == 4 }.map { $0.filePath ?? $0.devicePath ?? "?" },
-                                                 kernelCommandLine: f.kernelCommandLine, pcrDigest: result.pcrDigest) })
+            facts: result.facts.map { .init($0, pcrDigest: result.pcrDigest) })
         var stored = StoredResult(outcome: outcome, components: components)
         if result.passed {
             let ekCert = agent.ekCertificate.flatMap { Data(base64Encoded: $0) }
@@ -403,16 +405,15 @@ public final class AttestationService: Sendable {
         var changes: [BaselineChange] = []
         var status: String?
         if let current = v.components, let quoted = v.quoted, let b = try await store.baseline(vm: vm) {
-            changes = Baseline.diff(baseline: b.components, current: b.source == "predicted" ? Baseline.components(quoted: quoted, pcrs: b.components.map(\.pcr)) : current)
+            changes = Baseline.diff(b, current: current, quoted: quoted)
             status = changes.isEmpty ? "matches" : "changed"
-            checks.append(CheckResult(name: "baseline", passed: changes.isEmpty, reason: changes.isEmpty ? "matches the baseline" : changes.map(\.summary).joined(separator: "; ")))
+            checks.append(Baseline.check(b, changes: changes))
         }
         let passed = checks.allSatisfy(\.passed)
         return AttestationOutcome(id: "what-if", vm: vm, time: Self.rfc3339(Self.ms(Date())), passed: passed, status: passed ? "affirming" : "contraindicated",
                                   checks: checks, baseline: status, changes: changes, rebooted: nil, token: nil, tokenID: nil,
                                   policy: .init(id: policy.id, version: policy.version),
-                                  facts: v.facts.map { f in .init(secureBoot: f.secureBoot.enabled, bootChain: f.bootChain.filter { $0.pcr == 4 }.map { $0.filePath ?? "?" },
-                                                                  kernelCommandLine: f.kernelCommandLine, pcrDigest: v.pcrDigest) })
+                                  facts: v.facts.map { .init($0, pcrDigest: v.pcrDigest) })
     }
 
     // MARK: Baselines and history

@@ -199,18 +199,21 @@ public enum AttestationVerifier {
     }
 }
 
-/// Boot facts and baseline components by event log (bytes digest and verified PCRs): a pure
-/// function's results, kept so that repeated attestations of one boot do not parse its
-/// certificates again. Bounded; emptied when full.
-public final class BootFactsCache: Sendable {
-    private let entries = Mutex<[[UInt8]: (BootFacts, [BaselineComponent])]>([:])
+/// A bounded memo of a pure function's results, shared by concurrent requests; emptied when full
+/// (the values are recomputed on the next miss, so dropping them only costs time).
+public final class BoundedMemo<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+    private let entries = Mutex<[Key: Value]>([:])
     public let capacity: Int
-    public init(capacity: Int = 4096) { self.capacity = capacity }
-    func lookup(_ key: [UInt8]) -> (BootFacts, [BaselineComponent])? { entries.withLock { $0[key] } }
-    func store(_ key: [UInt8], _ value: (BootFacts, [BaselineComponent])) {
+    public init(capacity: Int) { self.capacity = capacity }
+    func lookup(_ key: Key) -> Value? { entries.withLock { $0[key] } }
+    func store(_ key: Key, _ value: Value) {
         entries.withLock { e in
             if e.count >= capacity { e.removeAll(keepingCapacity: true) }
             e[key] = value
         }
     }
 }
+
+/// Boot facts and baseline components by event log (bytes digest and verified PCRs), so that
+/// repeated attestations of one boot do not parse its certificates again.
+public typealias BootFactsCache = BoundedMemo<[UInt8], (BootFacts, [BaselineComponent])>
