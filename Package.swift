@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "Storage", targets: ["Storage"]),
         .library(name: "Server", targets: ["Server"]),
         .library(name: "GuestAgent", targets: ["GuestAgent"]),
+        .library(name: "Fleet", targets: ["Fleet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -127,6 +128,7 @@ let package = Package(
                 "MeasuredBoot",
                 "Attestation",
                 "Storage",
+                "Fleet",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -143,6 +145,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "Fleet",
+            dependencies: [
+                "TPM2",
+                "VirtualTPM",
+                "MeasuredBoot",
+                "SecureBoot",
+                "VirtualFirmware",
+                "Attestation",
+                "Storage",
+                "GuestAgent",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "tlaunch",
             dependencies: [
@@ -155,6 +172,7 @@ let package = Package(
                 "Storage",
                 "Server",
                 "GuestAgent",
+                "Fleet",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -146,7 +146,7 @@ public struct GuestAgent: Sendable {
     }
 
     func isEnrolled(akName: [UInt8]) async throws -> Bool {
-        let (status, body) = try await service.send("GET", "/v1/vms/\(vm)", step: "look up enrolment")
+        let (status, body) = try await service.send("GET", "/v1/vms/\(vm)/enrolment", step: "look up enrolment")
         if status == 404 { return false }
         guard status == 200, let obj = try JSONSerialization.jsonObject(with: body) as? [String: Any] else {
             throw AgentError("look up enrolment", "the service answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))", status: status)
@@ -227,5 +227,103 @@ public struct GuestAgent: Sendable {
                 backoff = min(backoff * 2, interval)
             }
         }
+    }
+}
+
+/// The guest's own view of its security (as Windows shows "Secure Boot State" in msinfo32 and
+/// "Device security"): Secure Boot as the firmware measured it, the TPM and its versions, the
+/// measured boot log, and the last attestation.
+public struct GuestStatus: Sendable, Codable, Hashable {
+    public struct TPM: Sendable, Codable, Hashable {
+        public var present: Bool
+        public var specVersion: String?
+        public var manufacturer: String?
+        public var firmwareVersion: String?
+        public var pcrBanks: [String]
+        public var ekCertificate: String?
+        public var error: String?
+        public init(present: Bool, specVersion: String?, manufacturer: String?, firmwareVersion: String?, pcrBanks: [String], ekCertificate: String?, error: String?) {
+            self.present = present; self.specVersion = specVersion; self.manufacturer = manufacturer; self.firmwareVersion = firmwareVersion
+            self.pcrBanks = pcrBanks; self.ekCertificate = ekCertificate; self.error = error
+        }
+    }
+    public struct MeasuredBootLog: Sendable, Codable, Hashable {
+        public var present: Bool
+        public var path: String?
+        public var events: Int
+        public var matchesTPM: Bool?
+        public var error: String?
+        public init(present: Bool, path: String?, events: Int, matchesTPM: Bool?, error: String?) {
+            self.present = present; self.path = path; self.events = events; self.matchesTPM = matchesTPM; self.error = error
+        }
+    }
+    public struct LastAttestation: Sendable, Codable, Hashable {
+        public var time: String
+        public var passed: Bool
+        public var status: String
+        public var id: String
+    }
+    public var vm: String
+    /// "On", "Off" or "Unknown" (no measured SecureBoot variable).
+    public var secureBootState: String
+    public var tpm: TPM
+    public var measuredBootLog: MeasuredBootLog
+    public var lastAttestation: LastAttestation?
+    public var serviceError: String?
+    public init(vm: String, secureBootState: String, tpm: TPM, measuredBootLog: MeasuredBootLog, lastAttestation: LastAttestation?, serviceError: String?) {
+        self.vm = vm; self.secureBootState = secureBootState; self.tpm = tpm; self.measuredBootLog = measuredBootLog
+        self.lastAttestation = lastAttestation; self.serviceError = serviceError
+    }
+}
+
+extension GuestAgent {
+    /// What the guest can see of its own security; nothing here fails as a whole (each part
+    /// says what it could not read).
+    public func status() async -> GuestStatus {
+        var tpmStatus = GuestStatus.TPM(present: false, specVersion: nil, manufacturer: nil, firmwareVersion: nil, pcrBanks: [], ekCertificate: nil, error: nil)
+        do {
+            let info = try await tpm.info()
+            tpmStatus = GuestStatus.TPM(present: true, specVersion: "\(info.specFamily) (level \(info.specLevel), revision \(info.specRevision))",
+                                        manufacturer: "\(info.manufacturer) \(info.vendorString)".trimmingCharacters(in: .whitespaces),
+                                        firmwareVersion: info.firmwareVersion, pcrBanks: info.pcrBanks.filter { !$0.value.isEmpty }.keys.sorted(),
+                                        ekCertificate: info.ekCertificates.first.map { "\($0.kind): \($0.subject), issued by \($0.issuer)" }, error: nil)
+        } catch {
+            tpmStatus.error = "\(error)"
+        }
+        var logStatus = GuestStatus.MeasuredBootLog(present: false, path: eventLog == nil ? eventLogPath : nil, events: 0, matchesTPM: nil, error: nil)
+        var secureBoot = "Unknown"
+        let bytes: [UInt8]? = eventLog ?? (eventLogPath.flatMap { FileManager.default.contents(atPath: $0) }.map { Array($0) })
+        if let bytes {
+            do {
+                let log = try EventLog(parsing: bytes)
+                logStatus.present = true
+                logStatus.events = log.events.count
+                var verifiedFacts: BootFacts?
+                if tpmStatus.present {
+                    let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: Array(0...15))])
+                    if let banks = try? await tpm.pcrRead(sel) {
+                        let report = log.replay(against: PCRValues(banks))
+                        logStatus.matchesTPM = report.allMatch
+                        verifiedFacts = report.verified.explain()
+                    }
+                }
+                let facts = verifiedFacts ?? log.replay(against: log.replay()).verified.explain()
+                secureBoot = facts.secureBoot.enabled.map { $0 ? "On" : "Off" } ?? "Unknown"
+            } catch {
+                logStatus.error = "\(error)"
+            }
+        } else {
+            logStatus.error = "no event log at \(eventLogPath ?? "-")"
+        }
+        var last: GuestStatus.LastAttestation?
+        var serviceError: String?
+        do {
+            struct History: Decodable { var attestations: [AttestationOutcome] }
+            let h = try await service.call("GET", "/v1/vms/\(vm)/attestations?limit=1", as: History.self, step: "last attestation")
+            last = h.attestations.first.map { .init(time: $0.time, passed: $0.passed, status: $0.status, id: $0.id) }
+        } catch {
+            serviceError = "\(error)"
+        }
+        return GuestStatus(vm: vm, secureBootState: secureBoot, tpm: tpmStatus, measuredBootLog: logStatus, lastAttestation: last, serviceError: serviceError)
     }
 }

@@ -10,8 +10,26 @@ enum OpenAPIDocument {
         Op(method: "post", path: "/v1/vms/{vm}/enrolments/{id}/activation", summary: "Finish enrolment with the ActivateCredential secret; returns the AK certificate", roles: "admin, agent (own VM)", body: "ActivationAnswer", response: "EnrolmentReceipt", errors: [400, 401, 403, 404, 410]),
         Op(method: "post", path: "/v1/vms/{vm}/attestations", summary: "Verify evidence (quote, PCRs, event log, IMA log) and return the result and token", roles: "admin, agent (own VM)", body: "Evidence", response: "AttestationOutcome", errors: [400, 401, 403, 404, 413, 415]),
         Op(method: "get", path: "/v1/vms/{vm}/attestations", summary: "The VM's attestation history, newest first (?limit=N)", roles: "admin, reader, agent (own VM)", body: nil, response: "AttestationHistory", errors: [401, 403]),
-        Op(method: "get", path: "/v1/vms", summary: "Enrolled VMs", roles: "admin, reader", body: nil, response: "VMList", errors: [401, 403]),
-        Op(method: "get", path: "/v1/vms/{vm}", summary: "One enrolled VM: AK certificate, baseline, last attestation", roles: "admin, reader, agent (own VM)", body: nil, response: "VM", errors: [401, 403, 404]),
+        Op(method: "get", path: "/v1/agents", summary: "Enrolled agents (VMs whose vTPM has an AK certificate)", roles: "admin, reader", body: nil, response: "AgentList", errors: [401, 403]),
+        Op(method: "get", path: "/v1/vms/{vm}/enrolment", summary: "One enrolled VM: AK certificate, baseline, last attestation", roles: "admin, reader, agent (own VM)", body: nil, response: "Enrolment", errors: [401, 403, 404]),
+        Op(method: "get", path: "/v1/vms", summary: "The fleet: every VM in the ARM shape (securityProfile, uefiSettings, integrityMonitoring, alerts)", roles: "admin, reader", body: nil, response: "VMList", errors: [401, 403]),
+        Op(method: "post", path: "/v1/vms", summary: "Deploy a VM ({name, image, securityType, secureBoot, vTpm, integrityMonitoring, hypervisor, start})", roles: "admin", body: "DeployRequest", response: "VM", errors: [400, 401, 403, 404, 409, 413, 415]),
+        Op(method: "get", path: "/v1/vms/{vm}", summary: "One VM in the ARM shape", roles: "admin, reader, agent (own VM)", body: nil, response: "VM", errors: [401, 403, 404]),
+        Op(method: "get", path: "/v1/vms/{vm}/overview", summary: "The VM's overview: view, Secured-core checklist, recommendations, timeline, attestations", roles: "admin, reader", body: nil, response: "VMOverview", errors: [401, 403, 404]),
+        Op(method: "patch", path: "/v1/vms/{vm}", summary: "Change settings ({secureBoot, vTpm, integrityMonitoring, guestAgent, attestationInterval, version}); If-Match: version", roles: "admin", body: "UpdateRequest", response: "VM", errors: [400, 401, 403, 404, 409]),
+        Op(method: "delete", path: "/v1/vms/{vm}", summary: "Delete the VM and destroy its vTPM state", roles: "admin", body: nil, response: "Empty", errors: [401, 403, 404]),
+        Op(method: "post", path: "/v1/vms/{vm}/start", summary: "Start (a new measured boot; with monitoring, an attestation)", roles: "admin", body: nil, response: "VM", errors: [401, 403, 404, 409]),
+        Op(method: "post", path: "/v1/vms/{vm}/stop", summary: "Stop", roles: "admin", body: nil, response: "VM", errors: [401, 403, 404, 409]),
+        Op(method: "post", path: "/v1/vms/{vm}/restart", summary: "Restart (power-cycle the vTPM, boot again)", roles: "admin", body: nil, response: "VM", errors: [401, 403, 404, 409]),
+        Op(method: "post", path: "/v1/vms/{vm}/attest", summary: "Run the VM's guest attestation agent now", roles: "admin", body: nil, response: "AttestationOutcome", errors: [401, 403, 404, 409, 502]),
+        Op(method: "put", path: "/v1/vms/{vm}/disk", summary: "Write a file onto the VM's boot disk (?path=/EFI/…; body: the bytes)", roles: "admin", body: "Bytes", response: "VM", errors: [400, 401, 403, 404, 413]),
+        Op(method: "get", path: "/v1/vms/{vm}/guest", summary: "The guest's own view: Secure Boot state, TPM, measured boot log, last attestation", roles: "admin, reader", body: nil, response: "GuestStatus", errors: [401, 403, 404, 409]),
+        Op(method: "get", path: "/v1/images", summary: "Images (generation, source)", roles: "admin, reader", body: nil, response: "ImageList", errors: [401, 403]),
+        Op(method: "get", path: "/v1/images/{image}", summary: "One image: boot chain, signers, db authorities", roles: "admin, reader", body: nil, response: "ImageDetails", errors: [401, 403, 404]),
+        Op(method: "post", path: "/v1/images", summary: "Import an ESP folder or BIOS boot sector ({name, path, generation, keys})", roles: "admin", body: "ImportImage", response: "Image", errors: [400, 401, 403, 409]),
+        Op(method: "get", path: "/v1/alerts", summary: "Alerts, newest first (?vm=, ?status=active|resolved|dismissed)", roles: "admin, reader", body: nil, response: "AlertList", errors: [400, 401, 403]),
+        Op(method: "get", path: "/v1/alerts/{id}", summary: "One alert: evidence, recommendations, mitigations", roles: "admin, reader", body: nil, response: "Alert", errors: [401, 403, 404]),
+        Op(method: "post", path: "/v1/alerts/{id}/dismiss", summary: "Dismiss an active alert ({reason})", roles: "admin", body: "Dismiss", response: "Alert", errors: [401, 403, 404, 409]),
         Op(method: "get", path: "/v1/vms/{vm}/baseline", summary: "The VM's baseline", roles: "admin, reader, agent (own VM)", body: nil, response: "Baseline", errors: [401, 403, 404]),
         Op(method: "post", path: "/v1/vms/{vm}/baseline/approve", summary: "Approve a boot (latest by default, or {attestationId}) as the baseline", roles: "admin", body: "ApproveBaseline", response: "Baseline", errors: [401, 403, 404, 409]),
         Op(method: "put", path: "/v1/vms/{vm}/baseline", summary: "Set the baseline from predicted PCR values ({pcrs: {\"7\": hex}})", roles: "admin", body: "PredictedBaseline", response: "Baseline", errors: [400, 401, 403]),
@@ -70,7 +88,8 @@ enum OpenAPIDocument {
                 o["requestBody"] = ["required": !["ApproveBaseline", "Rotate"].contains(b), "content": ["application/json": ["schema": ref]]]
             }
             var responses: [String: Any] = [:]
-            let ok = op.method == "post" && !op.path.hasSuffix("attestations") && !op.path.hasSuffix("activation") && !op.path.hasSuffix("approve") && op.path != "/v1/what-if" ? "201" : (op.method == "delete" ? "204" : "200")
+            let creates: Set<String> = ["/v1/vms/{vm}/nonce", "/v1/vms/{vm}/enrolments", "/v1/tokens", "/v1/keys/rotate", "/v1/vms", "/v1/images"]
+            let ok = op.method == "post" && creates.contains(op.path) ? "201" : (op.method == "delete" ? "204" : "200")
             responses[ok] = ["description": op.response, "content": ["application/json": ["schema": schemas[op.response] != nil ? ["$ref": "#/components/schemas/\(op.response)"] : ["type": "object"]]]]
             for e in op.errors { responses[String(e)] = ["description": "error", "content": ["application/json": ["schema": ["$ref": "#/components/schemas/Error"]]]] }
             o["responses"] = responses
@@ -79,7 +98,7 @@ enum OpenAPIDocument {
         }
         let doc: [String: Any] = [
             "openapi": "3.1.0",
-            "info": ["title": "TrustedLaunch attestation service", "version": "1.0.0",
+            "info": ["title": "TrustedLaunch platform and attestation service", "version": "1.0.0",
                      "description": "Enrolment (EK certificate, MakeCredential/ActivateCredential, AK certificates), nonces, evidence verification with policy and baselines, EAR tokens."],
             "servers": [["url": serverURL]],
             "paths": paths,

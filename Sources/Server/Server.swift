@@ -7,6 +7,7 @@ import ServiceLifecycle
 import Synchronization
 import TPM2
 import MeasuredBoot
+import Fleet
 
 /// The request context: who is calling (from the API token), nothing else.
 public struct ServiceContext: RequestContext {
@@ -122,7 +123,7 @@ public enum APIServer {
     }
 
     /// Builds the router for a service.
-    public static func router(service: AttestationService, metrics: Metrics, publicURL: String?) -> Router<ServiceContext> {
+    public static func router(service: AttestationService, metrics: Metrics, publicURL: String?, fleet: Fleet? = nil) -> Router<ServiceContext> {
         /// The URL clients reach us at: configured, else what the request's Host says.
         @Sendable func base(_ request: Request) -> String {
             publicURL ?? "http://\(request.head.authority ?? "127.0.0.1")"
@@ -151,12 +152,12 @@ public enum APIServer {
         }
 
         let v1 = router.group("v1")
-        v1.get("vms") { _, context -> Response in
+        v1.get("agents") { _, context -> Response in
             try authorize(context, [.admin, .reader])
             let agents = try await service.store.agents()
-            return json(["vms": agents.map { ["vm": $0.vm, "enrolledAt": Int($0.enrolledAt)] as [String: Any] }])
+            return json(["agents": agents.map { ["vm": $0.vm, "enrolledAt": Int($0.enrolledAt)] as [String: Any] }])
         }
-        v1.get("vms/{vm}") { _, context -> Response in
+        v1.get("vms/{vm}/enrolment") { _, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin, .reader, .agent], vm: vm)
             guard let agent = try await service.store.agent(vm: vm) else { throw APIError(.notFound, "\(vm) is not enrolled") }
@@ -193,6 +194,11 @@ public enum APIServer {
             let start = ContinuousClock.now
             let outcome = try await service.attest(vm: vm, evidence: evidence, raw: raw)
             metrics.attestation(passed: outcome.passed, seconds: (ContinuousClock.now - start).seconds)
+            if let fleet {
+                do { try await fleet.record(vm: vm, outcome: outcome) } catch {
+                    context.logger.error("integrity monitoring could not record an attestation", metadata: ["vm": .string(vm), "error": .string("\(error)")])
+                }
+            }
             context.logger.info("attestation", metadata: ["vm": .string(vm), "passed": .stringConvertible(outcome.passed), "id": .string(outcome.id),
                                                           "failed": .string(outcome.checks.filter { !$0.passed }.map(\.name).joined(separator: ","))])
             return try json(encodable: outcome)
@@ -213,6 +219,9 @@ public enum APIServer {
             try authorize(context, [.admin])
             struct Approve: Decodable { var attestationId: String? }
             let body = try await body(Approve.self, request, limit: maxSmallBody, optional: true)
+            if let fleet, try await fleet.store.vm(vm) != nil {
+                return try json(encodable: try await fleet.approveBaseline(vm, attestationID: body?.attestationId))
+            }
             return try json(encodable: try await service.approveBaseline(vm: vm, attestationID: body?.attestationId))
         }
         v1.put("vms/{vm}/baseline") { request, context -> Response in
@@ -225,7 +234,7 @@ public enum APIServer {
         v1.delete("vms/{vm}/baseline") { _, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin])
-            try await service.resetBaseline(vm: vm)
+            if let fleet, try await fleet.store.vm(vm) != nil { try await fleet.resetBaseline(vm) } else { try await service.resetBaseline(vm: vm) }
             return Response(status: .noContent)
         }
         v1.get("policy") { _, context -> Response in
@@ -260,16 +269,20 @@ public enum APIServer {
             let kid = try await service.rotateKey(algorithm: body?.algorithm ?? "ES256")
             return json(["kid": kid], status: .created)
         }
+        if let fleet {
+            addFleetRoutes(v1, fleet: fleet)
+            Dashboard.addRoutes(router, fleet: fleet)
+        }
         return router
     }
 
     /// The application on `host:port` (port 0: any free port, reported to `onRunning`).
-    public static func application(service: AttestationService, host: String, port: Int, publicURL: String? = nil, logger: Logger? = nil,
+    public static func application(service: AttestationService, host: String, port: Int, publicURL: String? = nil, logger: Logger? = nil, fleet: Fleet? = nil,
                                    onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let metrics = Metrics()
         var log = logger ?? Logger(label: "tlaunch.serve")
         if logger == nil { log.logLevel = .warning }
-        return Application(router: router(service: service, metrics: metrics, publicURL: publicURL),
+        return Application(router: router(service: service, metrics: metrics, publicURL: publicURL, fleet: fleet),
                            configuration: .init(address: .hostname(host, port: port), serverName: "tlaunch"),
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
                            logger: log)
@@ -291,6 +304,9 @@ struct AuthMiddleware: RouterMiddleware {
                 throw APIError(.unauthorized, "the API token is not valid")
             }
             context.caller = caller
+        } else if let token = Dashboard.sessionToken(request) {
+            // The dashboard's session cookie (set by /login); a stale one is just ignored.
+            context.caller = try await service.authenticate(token)
         }
         return try await next(request, context)
     }
@@ -307,6 +323,10 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
         } catch let e as APIError {
             metrics.request(status: e.status.code)
             return try e.response(from: request, context: context)
+        } catch let e as FleetError {
+            metrics.request(status: e.kind.status)
+            if e.kind == .failed { context.logger.error("fleet error", metadata: ["error": .string(e.message)]) }
+            return try APIError(e).response(from: request, context: context)
         } catch let e as AttestationServiceError {
             metrics.request(status: e.kind.status)
             if e.kind == .internal { context.logger.error("internal error", metadata: ["error": .string(e.message)]) }
@@ -375,9 +395,9 @@ public final class RunningServer: Sendable {
     init(url: String, port: Int, group: ServiceGroup, task: Task<Void, any Error>) { self.url = url; self.port = port; self.group = group; self.task = task }
 
     /// Starts on `host` and a free port (or `port`); returns once it listens.
-    public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil) async throws -> RunningServer {
+    public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil, fleet: Fleet? = nil) async throws -> RunningServer {
         let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let app = APIServer.application(service: service, host: host, port: port, logger: logger) { continuation.yield($0) }
+        let app = APIServer.application(service: service, host: host, port: port, logger: logger, fleet: fleet) { continuation.yield($0) }
         var log = Logger(label: "tlaunch.serve.group"); log.logLevel = .error
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: log))
         let task = Task { try await group.run() }

@@ -43,6 +43,24 @@ public final class SQLStore: AttestationStore {
                                    PRIMARY KEY (id, version))
             """,
         ],
+        // The fleet (issue 8): VMs, images, alerts, each VM's timeline. The record is kept as JSON
+        // beside the columns that queries and conditional updates need.
+        [
+            """
+            CREATE TABLE fleet_vms (name TEXT PRIMARY KEY, power_state TEXT NOT NULL, monitoring BIGINT NOT NULL,
+                                    last_attestation BIGINT, version BIGINT NOT NULL, body TEXT NOT NULL)
+            """,
+            "CREATE TABLE fleet_images (name TEXT PRIMARY KEY, body TEXT NOT NULL, created BIGINT NOT NULL)",
+            """
+            CREATE TABLE fleet_alerts (id TEXT PRIMARY KEY, vm TEXT NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT NULL,
+                                       created BIGINT NOT NULL, body TEXT NOT NULL)
+            """,
+            // At most one active alert per VM and problem: a repeat updates it (across instances too).
+            "CREATE UNIQUE INDEX fleet_alerts_active ON fleet_alerts (vm, fingerprint) WHERE status = 'Active'",
+            "CREATE INDEX fleet_alerts_created ON fleet_alerts (created)",
+            "CREATE TABLE fleet_events (id TEXT PRIMARY KEY, vm TEXT NOT NULL, time BIGINT NOT NULL, body TEXT NOT NULL)",
+            "CREATE INDEX fleet_events_vm_time ON fleet_events (vm, time)",
+        ],
     ]
 
     public static var schemaVersion: Int { migrations.count }

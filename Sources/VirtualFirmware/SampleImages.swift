@@ -162,9 +162,23 @@ public enum SampleImages {
         return (esp, vars)
     }
 
+    /// Another build of sample-linux's grub (`version` in its SBAT data), signed with the vendor
+    /// key shim trusts: Secure Boot lets it run, only measurement shows it is not the one deployed
+    /// (an older, vulnerable but still signed boot loader is the classic rollback).
+    public static func signedGrub(keys: PlatformKeys, version: String) throws -> [UInt8] {
+        let grub = unsignedChain(vendorCertificate: try keys.vendor.certificate.derBytes, grubVersion: version).grub
+        return try AuthenticodeSigner(keyPEM: keys.vendor.privateKeyPEM, certificate: try keys.vendor.certificate.derBytes).sign(try PEImage(grub))
+    }
+
+    /// Another sample kernel build (an OS update), signed with the vendor key.
+    public static func signedKernel(keys: PlatformKeys, build: UInt8) throws -> [UInt8] {
+        let kernel = unsignedChain(vendorCertificate: try keys.vendor.certificate.derBytes, kernelFill: build).kernel
+        return try AuthenticodeSigner(keyPEM: keys.vendor.privateKeyPEM, certificate: try keys.vendor.certificate.derBytes).sign(try PEImage(kernel))
+    }
+
     /// The sample chain before signing: shim (carrying `vendorCertificate`), grub (prefix
     /// /EFI/tlaunch, embedded `source $prefix/grub.cfg`) and a kernel.
-    static func unsignedChain(vendorCertificate vendorDER: [UInt8]) -> (shim: [UInt8], grub: [UInt8], kernel: [UInt8]) {
+    static func unsignedChain(vendorCertificate vendorDER: [UInt8], grubVersion: String = "2.12", kernelFill: UInt8 = 0x90) -> (shim: [UInt8], grub: [UInt8], kernel: [UInt8]) {
         // shim: SBAT metadata, its built-in certificate (cert_table header then the DER), SBAT levels.
         var certTable: [UInt8] = []
         certTable.le32(UInt32(vendorDER.count)); certTable.le32(0); certTable.le32(16); certTable.le32(UInt32(16 + vendorDER.count))
@@ -190,10 +204,10 @@ public enum SampleImages {
         mods.le32(3); mods.le32(UInt32(8 + prefix.count)); mods += prefix
         let grub = PEWriter.image(sections: [
             (".text", PEWriter.returnSuccess),
-            (".sbat", Array("sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\ngrub,4,TrustedLaunch sample grub,grub,2.12,https://trustedlaunch.invalid\n".utf8)),
+            (".sbat", Array("sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\ngrub,4,TrustedLaunch sample grub,grub,\(grubVersion),https://trustedlaunch.invalid\n".utf8)),
             ("mods", mods),
         ])
-        let kernel = PEWriter.image(sections: [(".text", PEWriter.returnSuccess), (".linux", [UInt8](repeating: 0x90, count: 4096))], linuxHeader: true)
+        let kernel = PEWriter.image(sections: [(".text", PEWriter.returnSuccess), (".linux", [UInt8](repeating: kernelFill, count: 4096))], linuxHeader: true)
         return (shim, grub, kernel)
     }
 

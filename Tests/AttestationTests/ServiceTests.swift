@@ -321,7 +321,7 @@ struct ServiceTests {
             (e as? AgentError)?.status == 404
         }
         // Nothing was enrolled: attestation for the VM is refused as not enrolled.
-        let (status, _) = try await p.get("/v1/vms/\(vm)")
+        let (status, _) = try await p.get("/v1/vms/\(vm)/enrolment")
         #expect(status == 404)
     }
 
@@ -416,7 +416,7 @@ struct ServiceTests {
         #expect(s == 403)
         (s, _) = try await status("POST", "/v1/vms/\(vm)/baseline/approve", nil, token: agentToken)
         #expect(s == 403)
-        (s, _) = try await status("GET", "/v1/vms", nil, token: nil)
+        (s, _) = try await status("GET", "/v1/agents", nil, token: nil)
         #expect(s == 401)
         (s, body) = try await status("POST", "/v1/vms/..%2Fetc/nonce", nil, token: p.admin)
         #expect(s == 400 || s == 404)

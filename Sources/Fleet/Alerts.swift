@@ -1,0 +1,153 @@
+import Attestation
+import Foundation
+
+/// Turns what integrity monitoring saw into alerts a person can act on: which component changed,
+/// from what to what, where it was measured, and what to do.
+public enum AlertBuilder {
+    /// The component a baseline change belongs to, as a person names it.
+    static func component(_ c: BaselineChange) -> String {
+        switch c.kind {
+        case "firmware": return "firmware"
+        case "secure-boot-configuration", "secure-boot-authority", "mok": return "secure-boot-configuration"
+        case "boot-loader": return "boot-loader"
+        case "boot-application":
+            let n = c.name.lowercased()
+            return n.contains("vmlinuz") || n.contains("bzimage") || n.contains("linux") ? "kernel" : "boot-loader"
+        case "kernel": return "kernel"
+        case "initrd": return "initrd"
+        case "kernel-command-line": return "kernel-command-line"
+        case "boot-loader-command", "boot-loader-file": return "boot-loader-configuration"
+        case "pcr": return "pcr-value"
+        default: return c.kind
+        }
+    }
+
+    static func name(_ component: String) -> String {
+        switch component {
+        case "firmware": "firmware"
+        case "secure-boot-configuration": "Secure Boot configuration"
+        case "boot-loader": "boot loader"
+        case "kernel": "kernel"
+        case "initrd": "initial RAM disk"
+        case "kernel-command-line": "kernel command line"
+        case "boot-loader-configuration": "boot loader configuration"
+        case "pcr-value": "measured boot (PCR values)"
+        case "ima-file": "file measured by IMA"
+        default: component
+        }
+    }
+
+    static func short(_ s: String?) -> String? {
+        guard let s else { return nil }
+        return s.count == 64 && s.allSatisfy(\.isHexDigit) ? "sha256:" + s.prefix(16) + "…" : s
+    }
+
+    /// The alert for a failed attestation of `vm` (nil when it passed).
+    public static func attestation(_ o: AttestationOutcome, vm: VMRecord, now: String = Time.now()) -> Alert? {
+        guard !o.passed else { return nil }
+        var evidence: [AlertEvidence] = o.changes.map { c in
+            let comp = component(c)
+            let detail: String
+            switch c.change {
+            case .changed: detail = "\(name(comp)) \(c.name) (PCR \(c.pcr)) changed from \(short(c.from) ?? "?")\(c.fromSigner.map { " signed by \($0)" } ?? "") to \(short(c.to) ?? "?")\(c.toSigner.map { " signed by \($0)" } ?? "")"
+            case .added: detail = "\(name(comp)) \(c.name) (PCR \(c.pcr)) was not in the baseline: \(short(c.to) ?? "?")\(c.toSigner.map { " signed by \($0)" } ?? "")"
+            case .removed: detail = "\(name(comp)) \(c.name) (PCR \(c.pcr)) from the baseline did not run (was \(short(c.from) ?? "?"))"
+            }
+            return AlertEvidence(component: comp, name: c.name, change: c.change.rawValue, from: c.from, to: c.to, fromSigner: c.fromSigner,
+                                 toSigner: c.toSigner, pcr: Int(c.pcr), detail: detail)
+        }
+        for check in o.checks where !check.passed && check.name != "baseline" {
+            let comp: String
+            switch check.name {
+            case "quote", "ak-certificate", "nonce", "replay", "evidence", "counters": comp = "attestation-evidence"
+            case "ima": comp = "ima-file"
+            default: comp = "policy"
+            }
+            evidence.append(AlertEvidence(component: comp, name: check.name, change: "failed", from: nil, to: nil, fromSigner: nil, toSigner: nil,
+                                          pcr: nil, detail: "\(check.name): \(check.reason)"))
+        }
+        let components = Array(Set(evidence.map(\.component))).sorted()
+        let severe: Set<String> = ["firmware", "secure-boot-configuration", "boot-loader", "attestation-evidence", "policy", "ima-file"]
+        let severity: AlertSeverity = components.contains(where: severe.contains) ? .high : .medium
+        let title: String
+        let changed = evidence.filter { $0.change != "failed" }
+        if changed.count == 1, let e = changed.first, evidence.count == 1 {
+            title = "\(name(e.component).prefix(1).uppercased() + name(e.component).dropFirst()) changed: \(e.name)"
+        } else if !changed.isEmpty {
+            title = "Boot changed: " + Array(Set(changed.map { name($0.component) })).sorted().joined(separator: ", ")
+        } else if evidence.contains(where: { $0.component == "attestation-evidence" }) {
+            title = "Attestation evidence failed verification"
+        } else {
+            title = "Boot violates the attestation policy: " + evidence.map(\.name).joined(separator: ", ")
+        }
+        let boot = vm.lastBoot.map { "boot \($0.number) at \($0.time)" } ?? "its boot"
+        var description = "Integrity monitoring found that \(boot) of \(vm.name) is not what it should be (attestation \(o.id), \(o.status))."
+        if let b = o.baseline { description += " Baseline: \(b)." }
+        description += " " + evidence.map(\.detail).joined(separator: "; ") + "."
+
+        var recommendations: [String] = [], mitigations: [String] = []
+        let paths = changed.filter { ["boot-loader", "kernel", "initrd"].contains($0.component) }.map(\.name)
+        if components.contains(where: { ["kernel", "initrd", "kernel-command-line", "boot-loader", "boot-loader-configuration"].contains($0) }) {
+            let what = components.contains("boot-loader") ? "a boot loader update (shim or grub package)" : "an OS update (new kernel, initrd or command line)"
+            recommendations.append("If you installed \(what), approve this boot as the new baseline: `tlaunch vm baseline approve \(vm.name)`.")
+            recommendations.append("Otherwise stop the VM, keep its disk for investigation, and check who changed \(paths.isEmpty ? "the boot configuration" : paths.joined(separator: ", ")).")
+        }
+        if components.contains("firmware") {
+            recommendations.append("The firmware is the platform's, not the guest's: unless the platform was updated, report this to the platform operator and move the VM to another host.")
+        }
+        if components.contains("secure-boot-configuration") {
+            recommendations.append("Compare the VM's Secure Boot databases with the image's (`tlaunch vm show \(vm.name)`); a dbx update is expected after revocations, a new db or KEK entry is not.")
+        }
+        if components.contains("policy") {
+            recommendations.append("Read the failed policy checks above: the boot ran something the policy does not allow. Fix the VM, or if the policy is wrong, change it (`PUT /v1/policy`) after checking it with `POST /v1/what-if`.")
+        }
+        if components.contains("attestation-evidence") {
+            recommendations.append("The evidence itself did not verify (quote, log or counters): treat the VM as compromised until it attests again from a clean boot.")
+        }
+        if components.contains("pcr-value") {
+            recommendations.append("The baseline was set from predicted PCR values: predict again for the new image (`tlaunch predict`) or approve this boot: `tlaunch vm baseline approve \(vm.name)`.")
+        }
+        let signers = Set(changed.compactMap(\.toSigner))
+        if !signers.isEmpty, components.contains("boot-loader") {
+            mitigations.append("The new boot loader is signed by \(signers.sorted().joined(separator: "; ")), which the VM's db trusts: if it is an older, vulnerable build, revoke it (dbx or SBAT update) so no VM can boot it.")
+        }
+        mitigations.append("Stop the VM until the change is explained: `tlaunch vm stop \(vm.name)`.")
+        mitigations.append("Do not release secrets to this VM: tokens for it are no longer issued while it fails attestation.")
+        let fingerprint = "boot-integrity:" + evidence.map { "\($0.component)|\($0.name)|\($0.to ?? $0.detail)" }.sorted().joined(separator: ",")
+        return Alert(id: newID(), vm: vm.name, kind: "boot-integrity", severity: severity, status: .active, title: title, description: description,
+                     evidence: evidence, recommendations: recommendations, mitigations: mitigations, attestationID: o.id,
+                     created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: String(fingerprint.prefix(2000)))
+    }
+
+    /// A boot the firmware refused (e.g. a boot loader Secure Boot does not trust).
+    public static func bootFailure(_ b: BootSummary, vm: VMRecord, now: String = Time.now()) -> Alert {
+        let reason = b.failure ?? "unknown"
+        let secureBoot = reason.lowercased().contains("secure boot") || reason.lowercased().contains("not signed") || reason.lowercased().contains("signature") || reason.lowercased().contains("dbx")
+        let ev = AlertEvidence(component: "boot-failure", name: "boot \(b.number)", change: "failed", from: nil, to: nil, fromSigner: nil, toSigner: nil,
+                               pcr: nil, detail: reason)
+        var recs = ["Read the console of boot \(b.number): the firmware stopped at \(reason)."]
+        if secureBoot {
+            recs.append("Secure Boot refused an image that is not signed by a key in the VM's db, or that dbx revokes. If you replaced it, restore the signed file (`tlaunch vm disk put \(vm.name) PATH FILE`); if the change was not yours, keep the disk for investigation.")
+        }
+        return Alert(id: newID(), vm: vm.name, kind: "boot-failure", severity: .high, status: .active, title: "Boot failed\(secureBoot ? ": Secure Boot violation" : "")",
+                     description: "Boot \(b.number) of \(vm.name) at \(b.time) did not reach the operating system: \(reason).",
+                     evidence: [ev], recommendations: recs, mitigations: ["The VM is not running: nothing the refused image would have done has happened."],
+                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "boot-failure:" + reason)
+    }
+
+    /// A monitored VM whose agent has not attested for longer than it should.
+    public static func notReporting(_ vm: VMRecord, silentSeconds: Int, now: String = Time.now()) -> Alert {
+        let last = vm.lastAttestation.map { Time.rfc3339($0) } ?? "never (since boot \(vm.lastBoot?.number ?? 0))"
+        let ev = AlertEvidence(component: "agent", name: "guest attestation agent", change: "silent", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+                               detail: "last attestation \(last); nothing for \(silentSeconds) s while it should attest every \(vm.attestationInterval) s")
+        return Alert(id: newID(), vm: vm.name, kind: "not-reporting", severity: .medium, status: .active, title: "VM stopped reporting",
+                     description: "\(vm.name) is running with integrity monitoring but its guest attestation agent has not attested for \(silentSeconds) s (last: \(last)). Its boot integrity is unknown.",
+                     evidence: [ev],
+                     recommendations: ["Check the agent inside the guest (`tlaunch agent status`; the tlaunch-agent service) and that the guest reaches the attestation service.",
+                                       "If the agent was stopped on purpose, switch integrity monitoring off: `tlaunch vm update \(vm.name) --integrity-monitoring false`."],
+                     mitigations: ["Treat the VM as unverified: do not release secrets to it until it attests again."],
+                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "not-reporting")
+    }
+
+    static func newID() -> String { "alert-" + UUID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: "") }
+}

@@ -1,0 +1,181 @@
+import Attestation
+import Foundation
+import VirtualFirmware
+
+/// Why a fleet operation was refused or failed: what kind (mapped to an HTTP status), what went
+/// wrong, the field or flag it concerns, and what to do instead.
+public struct FleetError: Error, Sendable, CustomStringConvertible, Equatable {
+    public enum Kind: String, Sendable, Codable {
+        case invalid, notFound, conflict, failed
+        public var status: Int {
+            switch self {
+            case .invalid: 400
+            case .notFound: 404
+            case .conflict: 409
+            case .failed: 500
+            }
+        }
+    }
+    public var kind: Kind
+    public var message: String
+    public var field: String?
+    public init(_ kind: Kind, _ message: String, field: String? = nil) { self.kind = kind; self.message = message; self.field = field }
+    public var description: String { message }
+}
+
+public typealias SecurityType = FirmwareSettings.SecurityType
+
+/// Power state of a VM (ARM's PowerState/running and PowerState/stopped, shortened).
+public enum PowerState: String, Sendable, Codable, CaseIterable {
+    case running = "Running"
+    case stopped = "Stopped"
+    case failed = "Failed"
+}
+
+/// Boot integrity as integrity monitoring last saw it.
+public enum BootIntegrity: String, Sendable, Codable, CaseIterable {
+    case healthy = "Healthy"
+    case unhealthy = "Unhealthy"
+    case pending = "Pending"
+    case notMonitored = "NotMonitored"
+
+    public var display: String {
+        switch self {
+        case .healthy: "Healthy"
+        case .unhealthy: "Unhealthy"
+        case .pending: "Pending"
+        case .notMonitored: "Not monitored"
+        }
+    }
+}
+
+/// What the simulated guest's attestation agent is doing (a guest administrator can stop it).
+public enum GuestAgentState: String, Sendable, Codable, CaseIterable {
+    case running, stopped
+}
+
+/// One boot stage as the VM's last boot ran it.
+public struct BootStageSummary: Sendable, Codable, Hashable {
+    public var kind: String
+    public var path: String
+    public var sha256: String
+    public var verifiedBy: String?
+    public var authority: String?
+}
+
+/// What the VM's last boot did.
+public struct BootSummary: Sendable, Codable, Hashable {
+    public var number: Int
+    public var time: String
+    public var firmware: String
+    public var succeeded: Bool
+    public var failure: String?
+    public var secureBootEnforced: Bool
+    public var measured: Bool
+    public var events: Int
+    public var stages: [BootStageSummary]
+    public var kernel: String?
+    public var kernelCommandLine: String?
+}
+
+/// A VM as the fleet stores it.
+public struct VMRecord: Sendable, Codable, Hashable {
+    public var name: String
+    public var image: String
+    public var hypervisor: String
+    public var securityType: SecurityType
+    public var secureBoot: Bool
+    public var vTPM: Bool
+    public var integrityMonitoring: Bool
+    public var powerState: PowerState
+    public var bootIntegrity: BootIntegrity
+    public var lastAttestation: Int64?
+    public var lastAttestationID: String?
+    public var created: Int64
+    public var updated: Int64
+    /// Bumped by every change; an update names the version it read (optimistic concurrency).
+    public var version: Int64
+    public var bootCount: Int
+    public var lastBoot: BootSummary?
+    public var guestAgent: GuestAgentState
+    /// Seconds between periodic attestations.
+    public var attestationInterval: Int
+}
+
+public enum AlertSeverity: String, Sendable, Codable, CaseIterable {
+    case high = "High", medium = "Medium", low = "Low"
+}
+
+public enum AlertStatus: String, Sendable, Codable, CaseIterable {
+    case active = "Active", resolved = "Resolved", dismissed = "Dismissed"
+}
+
+/// One piece of evidence: which component changed, from what to what, where it was measured.
+public struct AlertEvidence: Sendable, Codable, Hashable {
+    /// firmware, secure-boot-configuration, boot-loader, kernel, kernel-command-line, initrd,
+    /// ima-file, boot-failure, policy, attestation, agent.
+    public var component: String
+    public var name: String
+    public var change: String
+    public var from: String?
+    public var to: String?
+    public var fromSigner: String?
+    public var toSigner: String?
+    public var pcr: Int?
+    public var detail: String
+}
+
+/// An integrity-monitoring alert.
+public struct Alert: Sendable, Codable, Hashable {
+    public var id: String
+    public var vm: String
+    /// boot-integrity, boot-failure, not-reporting.
+    public var kind: String
+    public var severity: AlertSeverity
+    public var status: AlertStatus
+    public var title: String
+    public var description: String
+    public var evidence: [AlertEvidence]
+    public var recommendations: [String]
+    public var mitigations: [String]
+    /// The attestation that raised it (and the latest that repeated it).
+    public var attestationID: String?
+    public var created: String
+    public var updated: String
+    /// How many attestations or checks saw the same problem while it was active.
+    public var occurrences: Int
+    public var resolution: String?
+    /// Identifies "the same problem" so a repeat updates the active alert instead of adding one.
+    public var fingerprint: String
+}
+
+/// A change in a VM's life, for its timeline.
+public struct VMEvent: Sendable, Codable, Hashable {
+    public var time: String
+    public var kind: String
+    public var message: String
+}
+
+/// An image VMs are deployed from.
+public struct ImageInfo: Sendable, Codable, Hashable {
+    public var name: String
+    /// 2: UEFI (can be Trusted Launch); 1: BIOS only (Standard only).
+    public var generation: Int
+    public var source: String
+    public var description: String
+    public var builtIn: Bool
+}
+
+public enum Time {
+    public static func millis(_ d: Date = Date()) -> Int64 { Int64((d.timeIntervalSince1970 * 1000).rounded()) }
+    /// RFC 3339 in UTC with milliseconds.
+    public static func rfc3339(_ ms: Int64) -> String {
+        let secs = ms / 1000, milli = Int(ms % 1000)
+        var t = time_t(secs)
+        var tmv = tm()
+        gmtime_r(&t, &tmv)
+        func pad(_ v: Int32, _ n: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, n - s.count)) + s }
+        return "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2)).\(pad(Int32(milli), 3))Z"
+    }
+    public static func now() -> String { rfc3339(millis()) }
+}

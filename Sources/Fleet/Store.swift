@@ -1,0 +1,145 @@
+import Foundation
+import Storage
+
+/// The fleet's tables (schema version 2 of `SQLStore`'s migrations) on the same database as the
+/// attestation service: SQLite embedded, or PostgreSQL.
+public final class FleetStore: Sendable {
+    public let db: any SQLBackend
+    public init(backend: any SQLBackend) { db = backend }
+
+    static let encoder: JSONEncoder = { let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]; return e }()
+    static func json(_ v: some Encodable) throws -> String { String(decoding: try encoder.encode(v), as: UTF8.self) }
+    static func decode<T: Decodable>(_ t: T.Type, _ v: SQLValue?) throws -> T {
+        guard case .text(let s)? = v else { throw StorageError("decode \(T.self)", "missing body") }
+        return try JSONDecoder().decode(T.self, from: Data(s.utf8))
+    }
+    static func opt(_ v: Int64?) -> SQLValue { v.map { .int($0) } ?? .null }
+
+    // MARK: VMs
+
+    func vmBinds(_ vm: VMRecord) throws -> [SQLValue] {
+        [.text(vm.powerState.rawValue), .int(vm.integrityMonitoring ? 1 : 0), Self.opt(vm.lastAttestation), .int(vm.version), .text(try Self.json(vm))]
+    }
+
+    /// Inserts a new VM; false when the name is taken.
+    public func insertVM(_ vm: VMRecord) async throws -> Bool {
+        let rows = try await db.query("""
+            INSERT INTO fleet_vms (name, power_state, monitoring, last_attestation, version, body) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (name) DO NOTHING RETURNING name
+            """, [.text(vm.name)] + (try vmBinds(vm)))
+        return !rows.isEmpty
+    }
+
+    public func vm(_ name: String) async throws -> VMRecord? {
+        guard let row = try await db.query("SELECT body FROM fleet_vms WHERE name = ?", [.text(name)]).first else { return nil }
+        return try Self.decode(VMRecord.self, row.first)
+    }
+
+    public func vms() async throws -> [VMRecord] {
+        try await db.query("SELECT body FROM fleet_vms ORDER BY name", []).map { try Self.decode(VMRecord.self, $0.first) }
+    }
+
+    public func vmCount() async throws -> Int {
+        let v = try await db.query("SELECT COUNT(*) FROM fleet_vms", []).first?.first
+        if case .int(let i)? = v { return Int(i) }
+        return 0
+    }
+
+    /// Monitored, running VMs whose last attestation is older than `before` (or missing).
+    public func monitoredRunning() async throws -> [VMRecord] {
+        try await db.query("SELECT body FROM fleet_vms WHERE monitoring = 1 AND power_state = ?", [.text(PowerState.running.rawValue)])
+            .map { try Self.decode(VMRecord.self, $0.first) }
+    }
+
+    /// Writes `vm` if the stored version is still `expected` (then version = expected + 1).
+    public func updateVM(_ vm: VMRecord, expected: Int64) async throws -> Bool {
+        var next = vm
+        next.version = expected + 1
+        let b = try vmBinds(next)
+        let rows = try await db.query("""
+            UPDATE fleet_vms SET power_state = ?, monitoring = ?, last_attestation = ?, version = ?, body = ? WHERE name = ? AND version = ? RETURNING name
+            """, b + [.text(vm.name), .int(expected)])
+        return !rows.isEmpty
+    }
+
+    public func deleteVM(_ name: String) async throws -> Bool {
+        !(try await db.query("DELETE FROM fleet_vms WHERE name = ? RETURNING name", [.text(name)])).isEmpty
+    }
+
+    // MARK: Images
+
+    public func insertImage(_ image: ImageInfo) async throws -> Bool {
+        !(try await db.query("INSERT INTO fleet_images (name, body, created) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
+                             [.text(image.name), .text(try Self.json(image)), .int(Time.millis())])).isEmpty
+    }
+
+    public func images() async throws -> [ImageInfo] {
+        try await db.query("SELECT body FROM fleet_images ORDER BY name", []).map { try Self.decode(ImageInfo.self, $0.first) }
+    }
+
+    // MARK: Alerts
+
+    /// Raises `alert`, or — when the VM already has an active alert with its fingerprint —
+    /// counts one more occurrence on that one. Returns the stored alert and whether it is new.
+    public func raise(_ alert: Alert) async throws -> (Alert, new: Bool) {
+        let inserted = try await db.query("""
+            INSERT INTO fleet_alerts (id, vm, fingerprint, status, created, body) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id
+            """, [.text(alert.id), .text(alert.vm), .text(alert.fingerprint), .text(AlertStatus.active.rawValue), .int(Time.millis()), .text(try Self.json(alert))])
+        if !inserted.isEmpty { return (alert, true) }
+        for _ in 0..<8 {
+            guard let row = try await db.query("SELECT body FROM fleet_alerts WHERE vm = ? AND fingerprint = ? AND status = ?",
+                                               [.text(alert.vm), .text(alert.fingerprint), .text(AlertStatus.active.rawValue)]).first else {
+                // Resolved in between: raise it again as a new alert.
+                return try await raise(alert)
+            }
+            let old = try Self.decode(Alert.self, row.first)
+            var next = old
+            next.occurrences += 1
+            next.updated = alert.updated
+            next.attestationID = alert.attestationID ?? old.attestationID
+            next.evidence = alert.evidence
+            if try await replaceAlert(next, expected: old) { return (next, false) }
+        }
+        throw StorageError("raise alert", "the alert kept changing underneath")
+    }
+
+    /// Compare-and-set on the whole record.
+    public func replaceAlert(_ alert: Alert, expected: Alert) async throws -> Bool {
+        !(try await db.query("UPDATE fleet_alerts SET status = ?, body = ? WHERE id = ? AND body = ? RETURNING id",
+                             [.text(alert.status.rawValue), .text(try Self.json(alert)), .text(alert.id), .text(try Self.json(expected))])).isEmpty
+    }
+
+    public func alert(_ id: String) async throws -> Alert? {
+        guard let row = try await db.query("SELECT body FROM fleet_alerts WHERE id = ?", [.text(id)]).first else { return nil }
+        return try Self.decode(Alert.self, row.first)
+    }
+
+    public func alerts(vm: String? = nil, status: AlertStatus? = nil, limit: Int = 500) async throws -> [Alert] {
+        var sql = "SELECT body FROM fleet_alerts WHERE 1 = 1"
+        var binds: [SQLValue] = []
+        if let vm { sql += " AND vm = ?"; binds.append(.text(vm)) }
+        if let status { sql += " AND status = ?"; binds.append(.text(status.rawValue)) }
+        sql += " ORDER BY created DESC LIMIT \(max(1, min(limit, 10000)))"
+        return try await db.query(sql, binds).map { try Self.decode(Alert.self, $0.first) }
+    }
+
+    // MARK: Timeline
+
+    public func appendEvent(vm: String, kind: String, message: String, at ms: Int64 = Time.millis()) async throws {
+        let e = VMEvent(time: Time.rfc3339(ms), kind: kind, message: message)
+        _ = try await db.query("INSERT INTO fleet_events (id, vm, time, body) VALUES (?, ?, ?, ?)",
+                               [.text(UUID().uuidString.lowercased()), .text(vm), .int(ms), .text(try Self.json(e))])
+    }
+
+    public func events(vm: String, limit: Int = 100) async throws -> [VMEvent] {
+        try await db.query("SELECT body FROM fleet_events WHERE vm = ? ORDER BY time DESC LIMIT \(max(1, min(limit, 1000)))", [.text(vm)])
+            .map { try Self.decode(VMEvent.self, $0.first) }
+    }
+
+    /// Removes what the attestation service knew about a deleted VM (its AK, counters, baseline).
+    public func forgetAttestationState(vm: String) async throws {
+        _ = try await db.query("DELETE FROM agents WHERE vm = ?", [.text(vm)])
+        _ = try await db.query("DELETE FROM baselines WHERE vm = ?", [.text(vm)])
+        _ = try await db.query("DELETE FROM api_tokens WHERE vm = ?", [.text(vm)])
+    }
+}

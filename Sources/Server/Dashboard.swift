@@ -1,0 +1,312 @@
+import Attestation
+import Fleet
+import Foundation
+import Hummingbird
+
+/// The dashboard: server-rendered HTML on the API's port, readable without JavaScript — the
+/// fleet with its security columns, each VM's overview and attestation timeline, the alerts with
+/// their evidence and recommendations, the images, and a deploy form with Trusted Launch chosen.
+/// Signing in stores an API token in an HttpOnly, SameSite=Strict cookie.
+enum Dashboard {
+    static let cookie = "tlaunch_session"
+
+    static func sessionToken(_ request: Request) -> String? {
+        guard let header = request.headers[.cookie] else { return nil }
+        for part in header.split(separator: ";") {
+            let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            if kv.count == 2, kv[0] == cookie { return String(kv[1]) }
+        }
+        return nil
+    }
+
+    static func escape(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.count)
+        for c in s {
+            switch c {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+
+    /// `a=b&c=d` (application/x-www-form-urlencoded).
+    static func form(_ body: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in body.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            if let k = kv.first, !k.isEmpty { out[k] = kv.count > 1 ? kv[1] : "" }
+        }
+        return out
+    }
+
+    static func page(_ title: String, _ body: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        let html = """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>\(escape(title)) · TrustedLaunch</title>
+        <style>
+        body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}
+        header{background:#0f3a5f;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:center}
+        header a{color:#fff;text-decoration:none;font-weight:600} header .brand{font-size:1.15em;margin-right:16px}
+        main{padding:20px 24px;max-width:1300px}
+        table{border-collapse:collapse;background:#fff;width:100%;margin:8px 0 20px}
+        th,td{border:1px solid #d0d7de;padding:6px 10px;text-align:left;vertical-align:top;font-size:.93em}
+        th{background:#eef2f6}
+        .ok{color:#116329;font-weight:600} .bad{color:#b3261e;font-weight:600} .warn{color:#9a6700;font-weight:600} .muted{color:#57606a}
+        .sev-High{background:#ffebe9} .sev-Medium{background:#fff8c5}
+        code{background:#eef2f6;padding:1px 4px;border-radius:3px;word-break:break-all}
+        form.inline{display:inline} button{margin:2px 4px 2px 0;padding:4px 10px}
+        .card{background:#fff;border:1px solid #d0d7de;padding:12px 16px;margin:0 0 16px}
+        .error{background:#ffebe9;border:1px solid #b3261e;padding:10px;margin:10px 0}
+        </style></head><body>
+        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a></header>
+        <main>\(body)</main></body></html>
+        """
+        var h = headers
+        h[.contentType] = "text/html; charset=utf-8"
+        h[.cacheControl] = "no-store"
+        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(string: html)))
+    }
+
+    static func redirect(_ to: String, headers: HTTPFields = [:]) -> Response {
+        var h = headers
+        h[.location] = to
+        return Response(status: .seeOther, headers: h)
+    }
+
+    static func integrity(_ v: VMView) -> String {
+        let b = BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored
+        let cls = b == .healthy ? "ok" : (b == .unhealthy ? "bad" : (b == .pending ? "warn" : "muted"))
+        return "<span class=\"\(cls)\">\(b.display)</span>"
+    }
+
+    static func onOff(_ b: Bool) -> String { b ? "<span class=\"ok\">Enabled</span>" : "<span class=\"muted\">Disabled</span>" }
+    static func securityType(_ s: String) -> String { s == "TrustedLaunch" ? "Trusted launch" : "Standard" }
+
+    static func fleetTable(_ vms: [VMView]) -> String {
+        var rows = ""
+        for v in vms {
+            let alerts = v.alerts.isEmpty ? "<span class=\"muted\">none</span>" : v.alerts.map { "<a class=\"bad\" href=\"/alerts/\(escape($0.id))\">\(escape($0.severity)): \(escape($0.title))</a>" }.joined(separator: "<br>")
+            rows += """
+            <tr id="vm-\(escape(v.name))"><td><a href="/vms/\(escape(v.name))">\(escape(v.name))</a></td><td>\(escape(v.powerState))</td><td>\(securityType(v.securityProfile.securityType))</td>
+            <td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td>
+            <td>\(onOff(v.integrityMonitoring.enabled))</td><td>\(integrity(v))</td><td>\(escape(v.integrityMonitoring.lastAttestation ?? "-"))</td>
+            <td>\(escape(v.image))</td><td>\(alerts)</td></tr>
+            """
+        }
+        return """
+        <table id="fleet"><thead><tr><th>Name</th><th>Power state</th><th>Security type</th><th>Secure Boot</th><th>vTPM</th><th>Integrity monitoring</th>
+        <th>Boot integrity</th><th>Last attestation</th><th>Image</th><th>Active alerts</th></tr></thead><tbody>\(rows)</tbody></table>
+        """
+    }
+
+    static func addRoutes(_ router: Router<ServiceContext>, fleet: Fleet) {
+        /// Dashboard pages need a signed-in admin or reader; others are sent to sign in.
+        @Sendable func signedIn(_ context: ServiceContext, admin: Bool = false) -> Response? {
+            guard let c = context.caller else { return redirect("/login") }
+            if c.role == .agent || (admin && c.role != .admin) {
+                return page("Not allowed", "<div class=\"error\">A \(c.role.rawValue) token cannot \(admin ? "change the fleet" : "read the dashboard"). <a href=\"/login\">Sign in</a> with an admin token.</div>", status: .forbidden)
+            }
+            return nil
+        }
+        @Sendable func formBody(_ request: Request) async throws -> [String: String] {
+            var r = request
+            let buffer = try await r.collectBody(upTo: 64 << 10)
+            return form(String(buffer: buffer))
+        }
+
+        router.get("/login") { request, _ -> Response in
+            if let token = request.uri.queryParameters.get("token") {
+                return redirect("/", headers: [.setCookie: "\(cookie)=\(token); HttpOnly; SameSite=Strict; Path=/"])
+            }
+            return page("Sign in", """
+            <h1>Sign in</h1><form method="post" action="/login"><p><label>API token (admin or reader; <code>tlaunch token create --role reader</code>, or the admin token in the data folder)<br>
+            <input name="token" type="password" size="70" required></label></p><button type="submit">Sign in</button></form>
+            """)
+        }
+        router.post("/login") { request, _ -> Response in
+            let f = try await formBody(request)
+            guard let token = f["token"], !token.isEmpty, token.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }),
+                  try await fleet.service.authenticate(token) != nil else {
+                return page("Sign in", "<div class=\"error\">That token is not valid.</div><p><a href=\"/login\">Try again</a></p>", status: .unauthorized)
+            }
+            return redirect("/", headers: [.setCookie: "\(cookie)=\(token); HttpOnly; SameSite=Strict; Path=/"])
+        }
+
+        router.get("/") { _, context -> Response in
+            if let r = signedIn(context) { return r }
+            let vms = try await fleet.list()
+            let active = try await fleet.store.alerts(status: .active, limit: 10000)
+            let tl = vms.filter { $0.securityProfile.securityType == "TrustedLaunch" }.count
+            let summary = "<p>\(vms.count) VMs · \(tl) Trusted launch · \(vms.filter { $0.integrityMonitoring.bootIntegrity == "Healthy" }.count) healthy · "
+                + "<a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a></p>"
+            return page("Fleet", "<h1>Fleet</h1>\(summary)\(fleetTable(vms))<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>")
+        }
+
+        router.get("/vms/{vm}") { _, context -> Response in
+            if let r = signedIn(context) { return r }
+            let name = try context.parameters.require("vm")
+            let o: VMOverview
+            do { o = try await fleet.overview(name) } catch let e as FleetError {
+                return page("Not found", "<div class=\"error\">\(escape(e.message))</div>", status: .init(code: e.kind.status))
+            }
+            let v = o.vm
+            var body = "<h1>\(escape(v.name))</h1>"
+            body += """
+            <div class="card"><table id="overview"><tbody>
+            <tr><th>Security type</th><td>\(securityType(v.securityProfile.securityType))</td></tr>
+            <tr><th>Secure Boot</th><td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td></tr>
+            <tr><th>vTPM</th><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td></tr>
+            <tr><th>Integrity monitoring</th><td>\(onOff(v.integrityMonitoring.enabled))</td></tr>
+            <tr><th>Boot integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(escape($0))" } ?? "")</td></tr>
+            <tr><th>Power state</th><td>\(escape(v.powerState)) (boot \(v.bootCount))</td></tr>
+            <tr><th>Image</th><td>\(escape(v.image)) · hypervisor \(escape(v.hypervisor))</td></tr>
+            </tbody></table>
+            <form class="inline" method="post" action="/vms/\(escape(v.name))/action"><button name="action" value="start">Start</button><button name="action" value="restart">Restart</button><button name="action" value="stop">Stop</button>
+            \(v.securityProfile.uefiSettings.vTpmEnabled ? "<button name=\"action\" value=\"\(v.integrityMonitoring.enabled ? "monitoring-off" : "monitoring-on")\">Turn integrity monitoring \(v.integrityMonitoring.enabled ? "off" : "on")</button>" : "")
+            \(v.integrityMonitoring.bootIntegrity == "Unhealthy" ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
+            """
+            if !v.alerts.isEmpty {
+                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(escape($0.severity))\"><a href=\"/alerts/\(escape($0.id))\">\(escape($0.severity)): \(escape($0.title))</a> (\(escape($0.created)))</li>" }.joined() + "</ul>"
+            }
+            if !o.recommendations.isEmpty {
+                body += "<h2>Recommendations</h2><ul>" + o.recommendations.map { "<li>\(escape($0))</li>" }.joined() + "</ul>"
+            }
+            body += "<h2>Security readiness (Secured-core checklist)</h2><table id=\"checklist\"><thead><tr><th>Requirement</th><th>State</th><th>Why</th></tr></thead><tbody>"
+            for c in o.checklist {
+                let cls = c.state == .met ? "ok" : (c.state == .notMet ? "bad" : "muted")
+                body += "<tr><td>\(escape(c.requirement))</td><td class=\"\(cls)\">\(c.state.rawValue)</td><td>\(escape(c.why))</td></tr>"
+            }
+            body += "</tbody></table>"
+            if let b = v.lastBoot {
+                body += "<h2>Last boot (\(b.number), \(escape(b.time)))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(escape(b.kernel ?? "the OS"))</span>" : "<span class=\"bad\">failed: \(escape(b.failure ?? "?"))</span>") · \(escape(b.firmware)) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(escape($0))</code>" } ?? "")</p>"
+                if !b.stages.isEmpty {
+                    body += "<table><thead><tr><th>Stage</th><th>Path</th><th>Authenticode SHA-256</th><th>Verified by</th></tr></thead><tbody>"
+                        + b.stages.map { "<tr><td>\(escape($0.kind))</td><td>\(escape($0.path))</td><td><code>\(escape($0.sha256))</code></td><td>\(escape([$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": ")))</td></tr>" }.joined()
+                        + "</tbody></table>"
+                }
+            }
+            body += "<h2>Attestation timeline</h2><table id=\"timeline\"><thead><tr><th>Time</th><th>Event</th><th>What happened</th></tr></thead><tbody>"
+                + o.timeline.map { "<tr><td>\(escape($0.time))</td><td>\(escape($0.kind))</td><td>\(escape($0.message))</td></tr>" }.joined() + "</tbody></table>"
+            if !o.attestations.isEmpty {
+                body += "<h2>Attestations</h2><table id=\"attestations\"><thead><tr><th>Time</th><th>Result</th><th>Baseline</th><th>Failed checks</th></tr></thead><tbody>"
+                    + o.attestations.map { a in "<tr><td>\(escape(a.time))</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(escape(a.status)))</td><td>\(escape(a.baseline ?? "-"))</td><td>\(escape(a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; ")))</td></tr>" }.joined()
+                    + "</tbody></table>"
+            }
+            return page(v.name, body)
+        }
+
+        router.post("/vms/{vm}/action") { request, context -> Response in
+            if let r = signedIn(context, admin: true) { return r }
+            let name = try context.parameters.require("vm")
+            let f = try await formBody(request)
+            do {
+                switch f["action"] ?? "" {
+                case "start": _ = try await fleet.start(name)
+                case "stop": _ = try await fleet.stop(name)
+                case "restart": _ = try await fleet.restart(name)
+                case "approve": _ = try await fleet.approveBaseline(name)
+                case "monitoring-on": _ = try await fleet.update(name, UpdateRequest(integrityMonitoring: true))
+                case "monitoring-off": _ = try await fleet.update(name, UpdateRequest(integrityMonitoring: false))
+                default: return page("Bad request", "<div class=\"error\">Unknown action.</div>", status: .badRequest)
+                }
+            } catch let e as FleetError {
+                return page("Refused", "<div class=\"error\">\(escape(e.message))</div><p><a href=\"/vms/\(escape(name))\">Back to \(escape(name))</a></p>", status: .init(code: e.kind.status))
+            } catch let e as AttestationServiceError {
+                return page("Refused", "<div class=\"error\">\(escape(e.message))</div><p><a href=\"/vms/\(escape(name))\">Back to \(escape(name))</a></p>", status: .init(code: e.kind.status))
+            }
+            return redirect("/vms/\(name)")
+        }
+
+        router.get("/alerts") { request, context -> Response in
+            if let r = signedIn(context) { return r }
+            let all = try await fleet.store.alerts(limit: 500)
+            var rows = ""
+            for a in all {
+                rows += "<tr class=\"sev-\(a.status == .active ? a.severity.rawValue : "")\"><td><a href=\"/alerts/\(escape(a.id))\">\(escape(a.title))</a></td><td><a href=\"/vms/\(escape(a.vm))\">\(escape(a.vm))</a></td><td>\(a.severity.rawValue)</td><td>\(a.status.rawValue)</td><td>\(escape(a.created))</td><td>\(a.occurrences)</td><td>\(escape(a.resolution ?? ""))</td></tr>"
+            }
+            return page("Alerts", "<h1>Alerts</h1><table id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>")
+        }
+
+        router.get("/alerts/{id}") { _, context -> Response in
+            if let r = signedIn(context) { return r }
+            let id = try context.parameters.require("id")
+            guard id.count <= 64, let a = try await fleet.store.alert(id) else { return page("Not found", "<div class=\"error\">No alert \(escape(id)).</div>", status: .notFound) }
+            var body = "<h1 class=\"sev-\(a.severity.rawValue)\">\(escape(a.title))</h1>"
+            body += "<p><b>\(a.severity.rawValue)</b> severity · <b>\(a.status.rawValue)</b> · VM <a href=\"/vms/\(escape(a.vm))\">\(escape(a.vm))</a> · raised \(escape(a.created)) · seen \(a.occurrences)× · last \(escape(a.updated))\(a.attestationID.map { " · attestation <code>\(escape($0))</code>" } ?? "")</p>"
+            if let r = a.resolution { body += "<p class=\"muted\">\(escape(r))</p>" }
+            body += "<div class=\"card\"><p id=\"description\">\(escape(a.description))</p></div>"
+            body += "<h2>Evidence</h2><table id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>"
+            for e in a.evidence {
+                body += "<tr><td>\(escape(e.component))</td><td>\(escape(e.name))</td><td>\(e.pcr.map(String.init) ?? "-")</td><td><code>\(escape(e.from ?? "-"))</code>\(e.fromSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td><code>\(escape(e.to ?? "-"))</code>\(e.toSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td>\(escape(e.detail))</td></tr>"
+            }
+            body += "</tbody></table><h2>Recommendations</h2><ul id=\"recommendations\">" + a.recommendations.map { "<li>\(escape($0))</li>" }.joined() + "</ul>"
+            body += "<h2>Mitigations</h2><ul>" + a.mitigations.map { "<li>\(escape($0))</li>" }.joined() + "</ul>"
+            if a.status == .active {
+                body += "<form method=\"post\" action=\"/alerts/\(escape(a.id))/dismiss\"><label>Reason <input name=\"reason\" size=\"50\"></label> <button type=\"submit\">Dismiss</button></form>"
+            }
+            return page(a.title, body)
+        }
+
+        router.post("/alerts/{id}/dismiss") { request, context -> Response in
+            if let r = signedIn(context, admin: true) { return r }
+            let id = try context.parameters.require("id")
+            let f = try await formBody(request)
+            do { _ = try await fleet.dismiss(alert: id, by: "dashboard", reason: f["reason"].flatMap { $0.isEmpty ? nil : String($0.prefix(500)) }) } catch let e as FleetError {
+                return page("Refused", "<div class=\"error\">\(escape(e.message))</div>", status: .init(code: e.kind.status))
+            }
+            return redirect("/alerts/\(id)")
+        }
+
+        router.get("/images") { _, context -> Response in
+            if let r = signedIn(context) { return r }
+            var rows = ""
+            for i in try await fleet.imageList() {
+                rows += "<tr><td>\(escape(i.name))</td><td>Gen \(i.generation) (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(escape(i.description))</td><td>\(escape(i.source))</td></tr>"
+            }
+            return page("Images", "<h1>Images</h1><table id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>")
+        }
+
+        router.get("/deploy") { _, context -> Response in
+            if let r = signedIn(context, admin: true) { return r }
+            return page("Deploy a VM", try await deployForm(fleet, error: nil))
+        }
+        router.post("/deploy") { request, context -> Response in
+            if let r = signedIn(context, admin: true) { return r }
+            let f = try await formBody(request)
+            let tl = (f["securityType"] ?? "TrustedLaunch") == "TrustedLaunch"
+            let req = DeployRequest(name: f["name"] ?? "", image: f["image"], securityType: f["securityType"],
+                                    secureBoot: tl ? f["secureBoot"] == "on" : nil, vTpm: tl ? f["vTpm"] == "on" : nil,
+                                    integrityMonitoring: tl ? f["integrityMonitoring"] == "on" : nil, hypervisor: "simulated")
+            do {
+                let vm = try await fleet.deploy(req)
+                return redirect("/vms/\(vm.name)")
+            } catch let e as FleetError {
+                return page("Deploy a VM", try await deployForm(fleet, error: e.message), status: .init(code: e.kind.status))
+            }
+        }
+    }
+
+    static func deployForm(_ fleet: Fleet, error: String?) async throws -> String {
+        let images = try await fleet.imageList().map { "<option value=\"\(escape($0.name))\"\($0.name == "sample-linux" ? " selected" : "")>\(escape($0.name)) (Gen \($0.generation))</option>" }.joined()
+        return """
+        <h1>Deploy a VM</h1>\(error.map { "<div class=\"error\" id=\"error\">\(escape($0))</div>" } ?? "")
+        <form method="post" action="/deploy" class="card">
+        <p><label>Name <input name="name" required pattern="[a-zA-Z0-9][a-zA-Z0-9._-]*" maxlength="64"></label></p>
+        <p><label>Image <select name="image">\(images)</select></label></p>
+        <fieldset><legend>Security type</legend>
+        <label><input type="radio" name="securityType" value="TrustedLaunch" checked> Trusted launch (Secure Boot, vTPM, measured boot)</label><br>
+        <label><input type="radio" name="securityType" value="Standard"> Standard (no Secure Boot, no vTPM; cannot be changed to Trusted launch later)</label></fieldset>
+        <p><label><input type="checkbox" name="secureBoot" checked> Secure Boot</label> <label><input type="checkbox" name="vTpm" checked> vTPM</label>
+        <label><input type="checkbox" name="integrityMonitoring"> Integrity monitoring</label>
+        <br><span class="muted">Recommended: turn on integrity monitoring to be alerted when a boot changes (it can be switched on later too).</span></p>
+        <button type="submit">Deploy</button></form>
+        """
+    }
+}
