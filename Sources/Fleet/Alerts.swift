@@ -37,6 +37,13 @@ public enum AlertBuilder {
         }
     }
 
+    /// The authorities that verified an image, without shim's SBAT level (not a signer).
+    static func signer(_ s: String?) -> String? {
+        guard let s else { return nil }
+        let parts = s.components(separatedBy: "; ").filter { !$0.hasPrefix("SbatLevel") }.map { $0.replacingOccurrences(of: "\n", with: " ") }
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+    }
+
     static func short(_ s: String?) -> String? {
         guard let s else { return nil }
         return s.count == 64 && s.allSatisfy(\.isHexDigit) ? "sha256:" + s.prefix(16) + "…" : s
@@ -45,8 +52,20 @@ public enum AlertBuilder {
     /// The alert for a failed attestation of `vm` (nil when it passed).
     public static func attestation(_ o: AttestationOutcome, vm: VMRecord, now: String = Time.now()) -> Alert? {
         guard !o.passed else { return nil }
-        var evidence: [AlertEvidence] = o.changes.map { c in
-            let comp = component(c)
+        // Images the boot ran, by Authenticode digest (the PCR 4 event digest): names an image
+        // load whose event carries no file path (e.g. a kernel loaded from memory).
+        let stages = Dictionary((vm.lastBoot?.stages ?? []).map { ($0.sha256, $0) }, uniquingKeysWith: { a, _ in a })
+        var seen = Set<String>()
+        var evidence: [AlertEvidence] = o.changes.compactMap { change -> AlertEvidence? in
+            var c = change
+            c.fromSigner = signer(c.fromSigner)
+            c.toSigner = signer(c.toSigner)
+            var comp = component(c)
+            if c.pcr == 4, let stage = c.to.flatMap({ stages[$0] }) {
+                comp = stage.kind == "linux" ? "kernel" : (["shim", "grub"].contains(stage.kind) ? "boot-loader" : comp)
+                if c.name.isEmpty || c.name.hasPrefix("image ") { c.name = stage.path }
+            }
+            guard seen.insert("\(comp)|\(c.name)|\(c.from ?? "")|\(c.to ?? "")").inserted else { return nil }
             let detail: String
             switch c.change {
             case .changed: detail = "\(name(comp)) \(c.name) (PCR \(c.pcr)) changed from \(short(c.from) ?? "?")\(c.fromSigner.map { " signed by \($0)" } ?? "") to \(short(c.to) ?? "?")\(c.toSigner.map { " signed by \($0)" } ?? "")"

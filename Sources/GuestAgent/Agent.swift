@@ -32,12 +32,12 @@ public struct ServiceClient: Sendable {
     }()
 
     /// Sends a request; returns the status and body. Errors carry the service's message.
-    public func send(_ method: String, _ path: String, json body: Data? = nil, step: String) async throws -> (status: Int, body: Data) {
+    public func send(_ method: String, _ path: String, json body: Data? = nil, contentType: String = "application/json", step: String) async throws -> (status: Int, body: Data) {
         guard let url = URL(string: baseURL + path) else { throw AgentError(step, "\(baseURL + path) is not a URL") }
         var r = URLRequest(url: url)
         r.httpMethod = method
         if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body { r.httpBody = body; r.setValue("application/json", forHTTPHeaderField: "Content-Type") }
+        if let body { r.httpBody = body; r.setValue(contentType, forHTTPHeaderField: "Content-Type") }
         let (data, response): (Data, URLResponse)
         do { (data, response) = try await Self.session.data(for: r) } catch {
             throw AgentError(step, "cannot reach the attestation service at \(baseURL): \(error.localizedDescription)")
@@ -286,7 +286,7 @@ extension GuestAgent {
             tpmStatus = GuestStatus.TPM(present: true, specVersion: "\(info.specFamily) (level \(info.specLevel), revision \(info.specRevision))",
                                         manufacturer: "\(info.manufacturer) \(info.vendorString)".trimmingCharacters(in: .whitespaces),
                                         firmwareVersion: info.firmwareVersion, pcrBanks: info.pcrBanks.filter { !$0.value.isEmpty }.keys.sorted(),
-                                        ekCertificate: info.ekCertificates.first.map { "\($0.kind): \($0.subject), issued by \($0.issuer)" }, error: nil)
+                                        ekCertificate: info.ekCertificates.first.map { "\($0.kind)\($0.subject.isEmpty ? "" : " \($0.subject)"), issued by \($0.issuer)" }, error: nil)
         } catch {
             tpmStatus.error = "\(error)"
         }

@@ -11,7 +11,7 @@ import VirtualTPM
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Run the TrustedLaunch story end to end against a TPM it starts itself."
+        abstract: "Run the TPM 2.0 story (identity, measured boot, AK, quote, sealing) against a TPM it starts itself."
     )
 
     @Option(help: "Use this TPM instead of starting swtpm (tpm2-tools TCTI syntax).")

@@ -128,7 +128,7 @@ struct ClientOptions: ParsableArguments {
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent", abstract: "The guest attestation agent: enrol this VM's vTPM and attest its boot.",
-        subcommands: [Enroll.self, Attest.self, Run.self])
+        subcommands: [Enroll.self, Attest.self, Run.self, Status.self])
 
     struct Options: ParsableArguments {
         @OptionGroup var client: ClientOptions
@@ -176,6 +176,39 @@ struct AgentCommand: AsyncParsableCommand {
             let o = try await options.agent().attest()
             if options.json { try AgentCommand.printJSON(o) } else { AgentCommand.show(o) }
             if !o.passed { throw ExitCode(1) }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The guest's own view: Secure Boot state, TPM 2.0 and its versions, measured boot log, last attestation.")
+        @OptionGroup var options: Options
+        func run() async throws {
+            let s = try await options.agent().status()
+            if options.json { try printJSON(s) } else { print(Self.render(s), terminator: "") }
+            if !s.tpm.present { throw ExitCode(1) }
+        }
+
+        static func render(_ s: GuestStatus) -> String {
+            var out = "Device security of \(s.vm)\n"
+            out += "  Secure Boot State:     \(s.secureBootState)\n"
+            if s.tpm.present {
+                out += "  TPM 2.0:               present — \(s.tpm.specVersion ?? "?"), \(s.tpm.manufacturer ?? "?"), firmware \(s.tpm.firmwareVersion ?? "?")\n"
+                out += "  PCR banks:             \(s.tpm.pcrBanks.joined(separator: ", "))\n"
+                if let ek = s.tpm.ekCertificate { out += "  EK certificate:        \(ek)\n" }
+            } else {
+                out += "  TPM 2.0:               not present\(s.tpm.error.map { " (\($0))" } ?? "")\n"
+            }
+            if s.measuredBootLog.present {
+                out += "  Measured boot log:     present, \(s.measuredBootLog.events) events\(s.measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n"
+            } else {
+                out += "  Measured boot log:     not present\(s.measuredBootLog.error.map { " (\($0))" } ?? "")\n"
+            }
+            if let a = s.lastAttestation {
+                out += "  Last attestation:      \(a.time) \(a.passed ? "passed" : "FAILED") (\(a.status), \(a.id))\n"
+            } else {
+                out += "  Last attestation:      none\(s.serviceError.map { " (\($0))" } ?? "")\n"
+            }
+            return out
         }
     }
 

@@ -6,7 +6,7 @@ struct TPMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tpm",
         abstract: "Talk to a TPM 2.0 (hardware, swtpm, the Microsoft simulator or a TrustedLaunch vTPM).",
-        subcommands: [Info.self, PCRs.self, RCDecode.self]
+        subcommands: [Info.self, PCRs.self, RCDecode.self, Demo.self]
     )
 
     struct Info: AsyncParsableCommand {

@@ -91,12 +91,12 @@ struct CLITests {
     }
 }
 
-/// The main job (`scripts/run.sh` runs `tlaunch demo`) end to end against a swtpm it starts.
-@Suite("The main job: tlaunch demo")
+/// The TPM story (`tlaunch tpm demo`) end to end against a swtpm it starts.
+@Suite("tlaunch tpm demo")
 struct DemoTests {
     @Test func demoTellsTheWholeStory() throws {
         guard Interop.tool("swtpm") != nil, Interop.tool("swtpm_setup") != nil else { return }
-        let (status, out, err) = try Interop.run(CLITests.tlaunch, ["demo"])
+        let (status, out, err) = try Interop.run(CLITests.tlaunch, ["tpm", "demo"])
         #expect(status == 0, "\(err)")
         for line in ["replay against the TPM's PCRs 0, 4, 7, 8: all 8 match",
                      "Secure Boot enabled; boot chain: \\EFI\\debian\\shimx64.efi → \\EFI\\debian\\grubx64.efi",

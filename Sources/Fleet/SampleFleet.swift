@@ -1,0 +1,36 @@
+import Foundation
+import VirtualFirmware
+
+/// The sample fleet `tlaunch up` deploys on first start and `tlaunch demo` walks through: a
+/// healthy Trusted Launch VM with integrity monitoring, one whose boot loader is then replaced
+/// by another signed grub (Secure Boot lets it run; measurement catches it), and a Standard VM.
+public enum SampleFleet {
+    public static let healthy = "web-01"
+    public static let tampered = "app-02"
+    public static let standard = "legacy-03"
+    public static let grubPath = "/EFI/BOOT/grubx64.efi"
+
+    /// Deploys the three VMs and replaces app-02's boot loader; returns the alert that raised.
+    @discardableResult
+    public static func deploy(_ fleet: Fleet, interval: Int = 300, say: @Sendable (String) -> Void) async throws -> Alert? {
+        say("deploying \(healthy): Trusted Launch (the default) with integrity monitoring")
+        _ = try await fleet.deploy(DeployRequest(name: healthy, integrityMonitoring: true, attestationInterval: interval))
+        say("deploying \(tampered): Trusted Launch with integrity monitoring")
+        _ = try await fleet.deploy(DeployRequest(name: tampered, integrityMonitoring: true, attestationInterval: interval))
+        say("deploying \(standard): security type Standard (chosen explicitly), a Generation 1 image")
+        _ = try await fleet.deploy(DeployRequest(name: standard, image: "legacy-bios", securityType: "Standard", attestationInterval: interval))
+        return try await replaceBootLoader(fleet, say: say)
+    }
+
+    /// Puts an older grub build — still signed by the vendor key shim trusts — on app-02's disk
+    /// and restarts it: the boot succeeds under Secure Boot, and the attestation shows the change.
+    @discardableResult
+    public static func replaceBootLoader(_ fleet: Fleet, say: @Sendable (String) -> Void) async throws -> Alert? {
+        let keys = try PlatformKeys.loadOrCreate(directory: fleet.images.keysDirectory)
+        let grub = try SampleImages.signedGrub(keys: keys, version: "2.06")
+        say("replacing \(grubPath) on \(tampered) with an older grub (2.06) that is still signed by the vendor key, and restarting it")
+        _ = try await fleet.putFile(tampered, path: grubPath, bytes: grub)
+        _ = try await fleet.restart(tampered)
+        return try await fleet.store.alerts(vm: tampered, status: .active).first
+    }
+}

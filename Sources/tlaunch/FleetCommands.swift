@@ -1,0 +1,431 @@
+import ArgumentParser
+import Attestation
+import Fleet
+import Foundation
+import GuestAgent
+
+/// An error the command line prints as it is (the server's message says what to do).
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Talks to the platform's API for the `vm`, `image` and `alert` commands.
+struct API {
+    let client: ServiceClient
+
+    init(_ options: ClientOptions) { client = options.client }
+
+    func send(_ method: String, _ path: String, body: Data? = nil, contentType: String = "application/json") async throws -> Data {
+        let (status, data): (Int, Data)
+        do { (status, data) = try await client.send(method, path, json: body, contentType: contentType, step: "\(method) \(path)") } catch let e as AgentError {
+            throw CLIError("\(e.message) — is the platform running? (tlaunch up, or --server / TLAUNCH_SERVER)")
+        }
+        guard (200..<300).contains(status) else {
+            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            let err = obj?["error"] as? [String: Any]
+            let message = err?["message"] as? String ?? String(decoding: data.prefix(400), as: UTF8.self)
+            if status == 401 { throw CLIError("\(message) (give --token, set TLAUNCH_TOKEN, or use --data for the folder with admin.token)") }
+            throw CLIError(message)
+        }
+        return data
+    }
+
+    func get<T: Decodable>(_ path: String, as: T.Type) async throws -> T { try decode(T.self, try await send("GET", path)) }
+
+    func call<T: Decodable>(_ method: String, _ path: String, _ body: some Encodable, as: T.Type) async throws -> T {
+        try decode(T.self, try await send(method, path, body: try JSONEncoder().encode(body)))
+    }
+
+    func decode<T: Decodable>(_ t: T.Type, _ data: Data) throws -> T {
+        do { return try JSONDecoder().decode(T.self, from: data) } catch { throw CLIError("the server's answer does not decode as \(T.self): \(error)") }
+    }
+
+    static func escape(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? s }
+}
+
+func printJSON(_ v: some Encodable) throws {
+    let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+    print(String(decoding: try e.encode(v), as: UTF8.self))
+}
+
+/// `true`/`false` (also on/off, yes/no) for the settings flags.
+func parseBool(_ s: String?, _ flag: String) throws -> Bool? {
+    guard let s else { return nil }
+    switch s.lowercased() {
+    case "true", "on", "yes", "1", "enabled": return true
+    case "false", "off", "no", "0", "disabled": return false
+    default: throw ValidationError("\(flag) takes true or false (got \"\(s)\")")
+    }
+}
+
+enum Render {
+    static func table(_ rows: [[String]]) -> String {
+        guard let first = rows.first else { return "" }
+        var widths = first.map(\.count)
+        for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        return rows.map { r in r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+            .joined(separator: "\n")
+    }
+
+    static func enabled(_ b: Bool) -> String { b ? "Enabled" : "Disabled" }
+    static func securityType(_ s: String) -> String { s == "TrustedLaunch" ? "Trusted launch" : "Standard" }
+
+    static func fleet(_ vms: [VMView]) -> String {
+        var rows = [["NAME", "POWER", "SECURITY TYPE", "SECURE BOOT", "VTPM", "INTEGRITY MONITORING", "BOOT INTEGRITY", "LAST ATTESTATION", "ALERTS"]]
+        for v in vms {
+            rows.append([v.name, v.powerState, securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
+                         enabled(v.securityProfile.uefiSettings.vTpmEnabled), enabled(v.integrityMonitoring.enabled),
+                         (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display, v.integrityMonitoring.lastAttestation ?? "-",
+                         v.alerts.isEmpty ? "-" : "\(v.alerts.count) active"])
+        }
+        return table(rows)
+    }
+
+    static func overview(_ o: VMOverview) -> String {
+        let v = o.vm
+        var out = "\(v.name) — \(v.powerState), image \(v.image), hypervisor \(v.hypervisor), version \(v.version)\n"
+        let bi = (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display
+        out += table([
+            ["  Security type", securityType(v.securityProfile.securityType)],
+            ["  Secure Boot", enabled(v.securityProfile.uefiSettings.secureBootEnabled)],
+            ["  vTPM", enabled(v.securityProfile.uefiSettings.vTpmEnabled)],
+            ["  Integrity monitoring", enabled(v.integrityMonitoring.enabled)],
+            ["  Boot integrity", bi + (v.integrityMonitoring.lastAttestation.map { " (last attestation \($0))" } ?? "")],
+        ]) + "\n"
+        if let b = v.lastBoot {
+            out += "  Last boot: \(b.number) at \(b.time): " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")")
+                + " (\(b.firmware); Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced"); \(b.measured ? "\(b.events) events measured" : "not measured"))\n"
+            for s in b.stages { out += "    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \(s.path)\(s.verifiedBy.map { "  verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")\n" }
+            if let c = b.kernelCommandLine { out += "    command line: \(c)\n" }
+        }
+        if v.alerts.isEmpty { out += "  Active alerts: none\n" } else {
+            out += "  Active alerts:\n" + v.alerts.map { "    \($0.id)  \($0.severity)  \($0.title)\n" }.joined()
+        }
+        out += "  Security readiness (Secured-core checklist):\n"
+        let w = o.checklist.map(\.requirement.count).max() ?? 0
+        for c in o.checklist { out += "    \(c.requirement.padding(toLength: w, withPad: " ", startingAt: 0))  \(c.state.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0))  \(c.why)\n" }
+        if !o.recommendations.isEmpty { out += "  Recommendations:\n" + o.recommendations.map { "    - \($0)\n" }.joined() }
+        return out
+    }
+
+    static func alert(_ a: Alert) -> String {
+        var out = "\(a.id)  [\(a.severity.rawValue)] \(a.title)\n"
+        out += "  VM \(a.vm) · \(a.status.rawValue) · raised \(a.created) · seen \(a.occurrences)× · last \(a.updated)\(a.attestationID.map { " · attestation \($0)" } ?? "")\n"
+        if let r = a.resolution { out += "  Resolution: \(r)\n" }
+        out += "  \(a.description)\n  Evidence:\n"
+        for e in a.evidence { out += "    - [\(e.component)] \(e.detail)\n" }
+        out += "  Recommendations:\n" + a.recommendations.map { "    - \($0)\n" }.joined()
+        out += "  Mitigations:\n" + a.mitigations.map { "    - \($0)\n" }.joined()
+        return out
+    }
+}
+
+struct VMCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vm", abstract: "Deploy and run VMs (Trusted Launch by default) and see their security.",
+        subcommands: [Create.self, List.self, Show.self, Start.self, Stop.self, Restart.self, Delete.self, Update.self, Disk.self, Baseline.self, Attest.self, Guest.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Deploy a VM. Trusted Launch (Secure Boot + vTPM) unless --security-type Standard.")
+        @Argument var name: String
+        @Option(help: "The image (tlaunch image list). Default: sample-linux.") var image: String?
+        @Option(help: "TrustedLaunch (default) or Standard. Chosen now: it cannot be changed later.") var securityType: String?
+        @Option(help: "true (default for TrustedLaunch) or false.") var secureBoot: String?
+        @Option(name: .customLong("vtpm"), help: "true (default for TrustedLaunch) or false.") var vtpm: String?
+        @Option(help: "true or false (default); can be switched later.") var integrityMonitoring: String?
+        @Option(help: "simulated (the built-in hypervisor).") var hypervisor: String?
+        @Option(help: "Seconds between periodic attestations (default 300).") var attestationInterval: Int?
+        @Flag(help: "Do not start it.") var noStart = false
+        @Flag(help: "Print the VM as JSON (ARM shape).") var json = false
+        @OptionGroup var client: ClientOptions
+
+        func run() async throws {
+            let req = DeployRequest(name: name, image: image, securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"),
+                                    vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
+                                    hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval)
+            let api = API(client)
+            let vm = try await api.call("POST", "/v1/vms", req, as: VMView.self)
+            if json { try printJSON(vm); return }
+            print("Deployed \(vm.name): \(Render.securityType(vm.securityProfile.securityType)), \(vm.powerState)")
+            let o = try await api.get("/v1/vms/\(API.escape(vm.name))/overview", as: VMOverview.self)
+            print(Render.overview(o), terminator: "")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The fleet with its security columns.")
+        @Flag(help: "JSON: an array of VMs in the ARM shape.") var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let vms = try await API(client).get("/v1/vms", as: [VMView].self)
+            if json { try printJSON(vms) } else { print(vms.isEmpty ? "No VMs (tlaunch vm create NAME)" : Render.fleet(vms)) }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The VM's overview: security settings, boot integrity, alerts, readiness checklist.")
+        @Argument var name: String
+        @Flag(help: "JSON (the ARM shape; --overview adds checklist, timeline and attestations).") var json = false
+        @Flag(help: "With --json: the whole overview.") var overview = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let api = API(client)
+            if json && !overview { try printJSON(try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self)); return }
+            let o = try await api.get("/v1/vms/\(API.escape(name))/overview", as: VMOverview.self)
+            if json { try printJSON(o) } else { print(Render.overview(o), terminator: "") }
+        }
+    }
+
+    struct Lifecycle: ParsableArguments {
+        @Argument var name: String
+        @Flag(help: "Print the VM as JSON.") var json = false
+        @OptionGroup var client: ClientOptions
+        func run(_ action: String) async throws {
+            let api = API(client)
+            let vm = try decodeVM(try await api.send("POST", "/v1/vms/\(API.escape(name))/\(action)"), api)
+            if json { try printJSON(vm); return }
+            print("\(vm.name): \(vm.powerState)" + (vm.lastBoot.map { b in " — boot \(b.number) " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")") } ?? "")
+                  + (vm.integrityMonitoring.enabled ? "; boot integrity \((BootIntegrity(rawValue: vm.integrityMonitoring.bootIntegrity) ?? .pending).display)" : ""))
+            for a in vm.alerts { print("  alert \(a.id) [\(a.severity)] \(a.title) — tlaunch alert show \(a.id)") }
+        }
+        func decodeVM(_ d: Data, _ api: API) throws -> VMView { try api.decode(VMView.self, d) }
+    }
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start: a new measured boot (and, with integrity monitoring, an attestation).")
+        @OptionGroup var l: Lifecycle
+        func run() async throws { try await l.run("start") }
+    }
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop the VM (its vTPM state is kept).")
+        @OptionGroup var l: Lifecycle
+        func run() async throws { try await l.run("stop") }
+    }
+    struct Restart: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Restart: power-cycle the vTPM and boot again.")
+        @OptionGroup var l: Lifecycle
+        func run() async throws { try await l.run("restart") }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete the VM: its disk and its vTPM state are destroyed.")
+        @Argument var name: String
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            _ = try await API(client).send("DELETE", "/v1/vms/\(API.escape(name))")
+            print("Deleted \(name) (its vTPM state is destroyed)")
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a VM's settings (integrity monitoring at any time; Secure Boot and vTPM while stopped).")
+        @Argument var name: String
+        @Option(help: "Refused: the security type is chosen at deployment.") var securityType: String?
+        @Option(help: "true or false (TrustedLaunch VMs, while stopped).") var secureBoot: String?
+        @Option(name: .customLong("vtpm"), help: "true or false (TrustedLaunch VMs, while stopped).") var vtpm: String?
+        @Option(help: "true or false (needs the vTPM).") var integrityMonitoring: String?
+        @Option(help: "running or stopped: the simulated guest's attestation agent.") var guestAgent: String?
+        @Option(help: "Seconds between periodic attestations.") var attestationInterval: Int?
+        @Option(help: "Only if the VM is still at this version (from vm show --json).") var ifVersion: Int64?
+        @Flag(help: "Print the VM as JSON.") var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let req = UpdateRequest(securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"), vTpm: try parseBool(vtpm, "--vtpm"),
+                                    integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"), guestAgent: guestAgent,
+                                    attestationInterval: attestationInterval, version: ifVersion)
+            guard req != UpdateRequest(version: ifVersion) else { throw ValidationError("nothing to change: give --secure-boot, --vtpm, --integrity-monitoring, --guest-agent or --attestation-interval") }
+            let vm = try await API(client).call("PATCH", "/v1/vms/\(API.escape(name))", req, as: VMView.self)
+            if json { try printJSON(vm); return }
+            print("\(vm.name) updated: Secure Boot \(Render.enabled(vm.securityProfile.uefiSettings.secureBootEnabled)), vTPM \(Render.enabled(vm.securityProfile.uefiSettings.vTpmEnabled)), integrity monitoring \(Render.enabled(vm.integrityMonitoring.enabled)) (boot integrity \((BootIntegrity(rawValue: vm.integrityMonitoring.bootIntegrity) ?? .notMonitored).display))")
+        }
+    }
+
+    struct Disk: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change what is on a VM's boot disk.", subcommands: [Put.self])
+        struct Put: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Write FILE to PATH on the VM's EFI System Partition (takes effect at the next boot).")
+            @Argument var name: String
+            @Argument(help: "The path on the disk, e.g. /EFI/BOOT/grubx64.efi.") var path: String
+            @Argument(help: "The local file to write.") var file: String
+            @OptionGroup var client: ClientOptions
+            func run() async throws {
+                guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+                var allowed = CharacterSet.urlQueryAllowed
+                allowed.remove(charactersIn: "&=+#")
+                let q = path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path
+                _ = try await API(client).send("PUT", "/v1/vms/\(API.escape(name))/disk?path=\(q)", body: data, contentType: "application/octet-stream")
+                print("Wrote \(data.count) bytes to \(path) on \(name); it takes effect at the next boot (tlaunch vm restart \(name))")
+            }
+        }
+    }
+
+    struct Baseline: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The VM's boot baseline (what integrity monitoring compares each boot with).",
+                                                        subcommands: [Show.self, Approve.self, Reset.self])
+        struct Show: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "The baseline's components.")
+            @Argument var name: String
+            @Flag var json = false
+            @OptionGroup var client: ClientOptions
+            func run() async throws {
+                let b = try await API(client).get("/v1/vms/\(API.escape(name))/baseline", as: BaselineRecord.self)
+                if json { try printJSON(b); return }
+                print("Baseline of \(b.vm): \(b.source), \(b.components.count) components\(b.attestationID.map { ", from attestation \($0)" } ?? "")")
+                for c in b.components {
+                    let v = c.value.count == 64 ? String(c.value.prefix(16)) + "…" : c.value
+                    print("  PCR \(String(c.pcr).padding(toLength: 2, withPad: " ", startingAt: 0))  \(c.kind.padding(toLength: 26, withPad: " ", startingAt: 0))  \(c.name)  \(v)\(c.signer.map { "  (\($0))" } ?? "")")
+                }
+            }
+        }
+        struct Approve: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Approve the VM's last boot as its baseline (after an update you made).")
+            @Argument var name: String
+            @Option(help: "Approve this attestation instead of the latest.") var attestation: String?
+            @OptionGroup var client: ClientOptions
+            func run() async throws {
+                struct Body: Encodable { var attestationId: String? }
+                let api = API(client)
+                let b = try await api.call("POST", "/v1/vms/\(API.escape(name))/baseline/approve", Body(attestationId: attestation), as: BaselineRecord.self)
+                print("Approved attestation \(b.attestationID ?? "?") as the baseline of \(name) (\(b.components.count) components)")
+                let vm = try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self)
+                print("Boot integrity: \((BootIntegrity(rawValue: vm.integrityMonitoring.bootIntegrity) ?? .pending).display); active alerts: \(vm.alerts.count)")
+            }
+        }
+        struct Reset: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Forget the baseline: the next healthy boot is learned.")
+            @Argument var name: String
+            @OptionGroup var client: ClientOptions
+            func run() async throws {
+                _ = try await API(client).send("DELETE", "/v1/vms/\(API.escape(name))/baseline")
+                print("Baseline of \(name) reset: the next healthy boot becomes the baseline")
+            }
+        }
+    }
+
+    struct Attest: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run the VM's guest attestation agent now and print each check.")
+        @Argument var name: String
+        @Flag var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let api = API(client)
+            let data = try await api.send("POST", "/v1/vms/\(API.escape(name))/attest")
+            let o = try api.decode(AttestationOutcome.self, data)
+            if json { try printJSON(o) } else {
+                print("\(o.vm): \(o.passed ? "PASSED" : "FAILED") (\(o.status)) attestation \(o.id)")
+                for c in o.checks { print("  \(c.passed ? "ok  " : "FAIL") \(c.name): \(c.reason)") }
+            }
+            if !o.passed { throw ExitCode(1) }
+        }
+    }
+
+    struct Guest: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "What `tlaunch agent status` shows inside the (simulated) guest.")
+        @Argument var name: String
+        @Flag var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let s = try await API(client).get("/v1/vms/\(API.escape(name))/guest", as: GuestStatus.self)
+            if json { try printJSON(s) } else { print(AgentCommand.Status.render(s), terminator: "") }
+        }
+    }
+}
+
+struct ImageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "image", abstract: "Images VMs are deployed from.", subcommands: [List.self, Show.self, Import.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The images, with their generation.")
+        @Flag var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let images = try await API(client).get("/v1/images", as: [ImageInfo].self)
+            if json { try printJSON(images); return }
+            print(Render.table([["NAME", "GENERATION", "SECURITY TYPES", "DESCRIPTION"]] + images.map {
+                [$0.name, "Gen \($0.generation) (\($0.generation == 2 ? "UEFI" : "BIOS"))", $0.generation == 2 ? "TrustedLaunch, Standard" : "Standard", $0.description]
+            }))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "An image: generation, the boot chain the firmware runs, who signed each stage.")
+        @Argument var name: String
+        @Flag var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let d = try await API(client).get("/v1/images/\(API.escape(name))", as: ImageDetails.self)
+            if json { try printJSON(d); return }
+            print("\(d.image.name): Generation \(d.image.generation) (\(d.image.generation == 2 ? "UEFI; can be deployed as TrustedLaunch" : "BIOS; Standard only"))")
+            print("  \(d.image.description)\n  source: \(d.image.source); \(d.files) file(s), \(d.bytes) bytes")
+            if !d.bootChain.isEmpty {
+                print("  Boot chain (Secure Boot on):")
+                for s in d.bootChain { print("    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \(s.path)  sha256 \(s.sha256.prefix(16))…  \(s.verifiedBy.map { "verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")") }
+            }
+            if let c = d.kernelCommandLine { print("  Kernel command line: \(c)") }
+            if !d.signers.isEmpty { print("  Signers: " + d.signers.joined(separator: "; ")) }
+            if !d.dbAuthorities.isEmpty { print("  db authorities: " + d.dbAuthorities.joined(separator: "; ")) }
+            if !d.bootable { print("  NOT BOOTABLE with Secure Boot: \(d.bootFailure ?? "?")") }
+        }
+    }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Import an EFI System Partition folder (Gen 2) or a BIOS boot sector (Gen 1).")
+        @Argument var name: String
+        @Option(help: "The ESP folder (Gen 2) or boot sector file (Gen 1), on the platform's machine.") var from: String
+        @Option(help: "1 or 2 (default).") var generation: Int = 2
+        @Option(help: "Secure Boot keys for Gen 2: platform (default) or microsoft.") var keys: String = "platform"
+        @Option var description: String?
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            struct Body: Encodable { var name: String; var path: String; var generation: Int; var keys: String; var description: String? }
+            let path = URL(fileURLWithPath: from).standardizedFileURL.path
+            let i = try await API(client).call("POST", "/v1/images", Body(name: name, path: path, generation: generation, keys: keys, description: description), as: ImageInfo.self)
+            print("Imported \(i.name): Generation \(i.generation) — \(i.description)")
+        }
+    }
+}
+
+struct AlertCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "alert", abstract: "Integrity monitoring's alerts.", subcommands: [List.self, Show.self, Dismiss.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Alerts, newest first.")
+        @Option(help: "Only this VM's.") var vm: String?
+        @Option(help: "active, resolved or dismissed.") var status: String?
+        @Flag var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            var q: [String] = []
+            if let vm { q.append("vm=\(API.escape(vm))") }
+            if let status { q.append("status=\(API.escape(status))") }
+            let alerts = try await API(client).get("/v1/alerts" + (q.isEmpty ? "" : "?" + q.joined(separator: "&")), as: [Alert].self)
+            if json { try printJSON(alerts); return }
+            if alerts.isEmpty { print("No alerts"); return }
+            print(Render.table([["ID", "VM", "SEVERITY", "STATUS", "RAISED", "TITLE"]] + alerts.map { [$0.id, $0.vm, $0.severity.rawValue, $0.status.rawValue, $0.created, $0.title] }))
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "An alert: the evidence, recommendations and mitigations.")
+        @Argument var id: String
+        @Flag var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let a = try await API(client).get("/v1/alerts/\(API.escape(id))", as: Alert.self)
+            if json { try printJSON(a) } else { print(Render.alert(a), terminator: "") }
+        }
+    }
+
+    struct Dismiss: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Dismiss an active alert.")
+        @Argument var id: String
+        @Option var reason: String?
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            struct Body: Encodable { var reason: String? }
+            let a = try await API(client).call("POST", "/v1/alerts/\(API.escape(id))/dismiss", Body(reason: reason), as: Alert.self)
+            print("\(a.id): \(a.status.rawValue) — \(a.resolution ?? "")")
+        }
+    }
+}

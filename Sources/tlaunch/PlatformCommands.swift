@@ -1,0 +1,223 @@
+import ArgumentParser
+@preconcurrency import Dispatch
+import Attestation
+import Fleet
+import Foundation
+import GuestAgent
+import Logging
+import Server
+import VirtualTPM
+import VirtualFirmware
+import Storage
+
+/// Everything in one process: SQLite in the data folder, the attestation service, the fleet on
+/// the simulated hypervisor with its vTPMs, the API and the dashboard on one port, the monitor.
+struct EmbeddedPlatform {
+    let folder: DataFolder
+    let service: AttestationService
+    let fleet: Fleet
+    let server: RunningServer
+    let monitor: Task<Void, Never>
+    let admin: String
+
+    static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level,
+                      say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
+        try folder.create()
+        let storage = try DataOptions.parse(["--data", folder.root.path])
+        let issuer = "http://\(host):\(port)"
+        let service = try await Serve.makeService(storage: storage, trustEKCA: [], issuer: issuer)
+        guard let sql = service.store as? SQLStore else { throw CLIError("the embedded platform needs a SQL store") }
+        var urls: [URL] = []
+        for w in webhooks {
+            guard let u = URL(string: w), u.scheme == "http" || u.scheme == "https", u.host != nil else { throw ValidationError("--webhook \(w) is not an http(s) URL") }
+            urls.append(u)
+        }
+        var logger = Logger(label: "tlaunch.platform")
+        logger.logLevel = logLevel
+        let fleet = Fleet(store: FleetStore(backend: sql.backend), service: service, dataFolder: folder, hostKey: try HostKey.loadOrCreate(folder: folder),
+                          authority: try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA),
+                          webhooks: WebhookNotifier(urls: urls, logger: logger), logger: logger, progress: { say($0) })
+        if !FileManager.default.fileExists(atPath: folder.adminToken.path) {
+            let token = try await AttestationService.createAPIToken(store: service.store, role: .admin, vm: nil)
+            _ = FileManager.default.createFile(atPath: folder.adminToken.path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        }
+        let admin = try String(contentsOf: folder.adminToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        var httpLog = Logger(label: "tlaunch.http")
+        httpLog.logLevel = logLevel
+        let server: RunningServer
+        do { server = try await RunningServer.start(service: service, host: host, port: port, logger: httpLog, fleet: fleet) } catch {
+            throw CLIError("cannot listen on \(host):\(port): \(error) — is another tlaunch running? Use --listen HOST:PORT")
+        }
+        fleet.attach(serviceURL: server.url)
+        let monitor = Task { await fleet.monitor() }
+        return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, monitor: monitor, admin: admin)
+    }
+
+    func stop() async {
+        monitor.cancel()
+        await server.stop()
+        while fleet.webhooks.inFlight > 0 { try? await Task.sleep(for: .milliseconds(50)) }
+        await (service.store as? SQLStore)?.backend.close()
+    }
+}
+
+
+func parseListen(_ listen: String) throws -> (String, Int) {
+    let parts = listen.split(separator: ":")
+    guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8080") }
+    return (String(parts[0]), port)
+}
+
+func say(_ s: String) { emit("==> \(s)") }
+func detail(_ s: String) { emit("    \(s)") }
+/// Unbuffered output, so progress from other tasks stays in order with the story.
+func emit(_ s: String, terminator: String = "\n") { FileHandle.standardOutput.write(Data((s + terminator).utf8)) }
+func emitJSON(_ v: some Encodable) throws {
+    let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+    emit(String(decoding: try e.encode(v), as: UTF8.self))
+}
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Start everything embedded (SQLite, simulated hypervisor, vTPMs, attestation service, dashboard) and deploy the sample fleet on first start.")
+    @Option(help: "HOST:PORT for the API and the dashboard.") var listen = "127.0.0.1:8080"
+    @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
+    @Option(help: "POST alerts to this URL (JSON; retried with backoff); repeatable.") var webhook: [String] = []
+    @Flag(help: "Do not deploy the sample fleet on first start.") var noSampleFleet = false
+    @Option(help: "Seconds between periodic attestations of the sample fleet.") var attestationInterval: Int = 300
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "notice"
+
+    func run() async throws {
+        let (host, port) = try parseListen(listen)
+        let folder = DataFolder.resolve(data)
+        say("Starting TrustedLaunch (data folder \(folder.root.path))")
+        let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: webhook,
+                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, say: { detail($0) })
+        detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.store.kind))")
+        if try await p.fleet.store.vmCount() == 0 && !noSampleFleet {
+            say("First start: deploying the sample fleet")
+            if let alert = try await SampleFleet.deploy(p.fleet, interval: attestationInterval, say: { detail($0) }) {
+                detail("integrity monitoring raised \(alert.severity.rawValue) alert \(alert.id): \(alert.title)")
+            }
+        } else {
+            say("Resuming the fleet (VMs that were running boot again)")
+            await p.fleet.resume()
+        }
+        emit(Render.fleet(try await p.fleet.list()))
+        say("Ready")
+        detail("Dashboard: \(p.server.url)/login?token=\(p.admin)")
+        detail("CLI:       tlaunch vm list · tlaunch vm show \(SampleFleet.tampered) · tlaunch alert list · tlaunch vm create NAME --integrity-monitoring true")
+        detail("Stop with Ctrl-C (the fleet's state stays in \(folder.root.path))")
+        await waitForSignal()
+        say("Stopping")
+        await p.stop()
+    }
+
+    func waitForSignal() async {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let (stream, c) = AsyncStream<Void>.makeStream()
+        let sources = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
+        for s in sources { s.setEventHandler { c.yield() }; s.resume() }
+        for await _ in stream { break }
+        for s in sources { s.cancel() }
+    }
+}
+
+/// The platform story, non-interactively: deploy with the defaults, the rules refusing what
+/// cannot be, a replaced boot loader caught and explained, an OS update approved, the guest's
+/// own view — printed as a user sees it.
+struct PlatformDemo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Run the TrustedLaunch platform story end to end (a temporary platform; prints the overviews and the alert).")
+    @Option(help: "HOST:PORT (default: a free port on 127.0.0.1).") var listen = "127.0.0.1:0"
+    @Option(help: "Keep the platform's data in this folder (default: a temporary folder, removed at the end).") var data: String?
+
+    func run() async throws {
+        let (host, port) = try parseListen(listen)
+        let root = data.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-demo-\(UUID().uuidString.prefix(8))")
+        let folder = DataFolder(root: root)
+        say("Starting an embedded platform (SQLite, simulated hypervisor, vTPMs, attestation service) in \(root.path)")
+        let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: [], logLevel: .error, say: { detail($0) })
+        defer { if data == nil { try? FileManager.default.removeItem(at: root) } }
+        do {
+            try await story(p)
+        } catch {
+            await p.stop()
+            throw error
+        }
+        await p.stop()
+        say("Done")
+    }
+
+    func story(_ p: EmbeddedPlatform) async throws {
+        let fleet = p.fleet
+        detail("API and dashboard on \(p.server.url)")
+        say("Images")
+        for i in try await fleet.imageList() { detail("\(i.name): Generation \(i.generation) — \(i.description)") }
+
+        say("tlaunch vm create \(SampleFleet.healthy) --integrity-monitoring true   (Trusted Launch is the default)")
+        _ = try await fleet.deploy(DeployRequest(name: SampleFleet.healthy, integrityMonitoring: true))
+        emit(Render.overview(try await fleet.overview(SampleFleet.healthy)), terminator: "")
+
+        say("The deployment rules")
+        func refused(_ what: String, _ body: () async throws -> Void) async {
+            do { try await body(); detail("\(what): ACCEPTED — a bug") } catch let e as FleetError { detail("\(what): refused — \(e.message)") } catch { detail("\(what): \(error)") }
+        }
+        await refused("vm create old --image legacy-bios (Trusted Launch by default)") { _ = try await fleet.deploy(DeployRequest(name: "old", image: "legacy-bios")) }
+        await refused("vm create plain --security-type Standard --vtpm true") { _ = try await fleet.deploy(DeployRequest(name: "plain", securityType: "Standard", vTpm: true)) }
+        await refused("vm create \(SampleFleet.healthy) (again)") { _ = try await fleet.deploy(DeployRequest(name: SampleFleet.healthy)) }
+
+        say("tlaunch vm create \(SampleFleet.tampered) --integrity-monitoring true; tlaunch vm create \(SampleFleet.standard) --image legacy-bios --security-type Standard")
+        _ = try await fleet.deploy(DeployRequest(name: SampleFleet.tampered, integrityMonitoring: true))
+        _ = try await fleet.deploy(DeployRequest(name: SampleFleet.standard, image: "legacy-bios", securityType: "Standard"))
+        await refused("vm update \(SampleFleet.standard) --security-type TrustedLaunch") { _ = try await fleet.update(SampleFleet.standard, UpdateRequest(securityType: "TrustedLaunch")) }
+        await refused("vm update \(SampleFleet.standard) --integrity-monitoring true") { _ = try await fleet.update(SampleFleet.standard, UpdateRequest(integrityMonitoring: true)) }
+        say("tlaunch vm list")
+        emit(Render.fleet(try await fleet.list()))
+
+        say("Someone replaces the boot loader of \(SampleFleet.tampered)")
+        guard let alert = try await SampleFleet.replaceBootLoader(fleet, say: { detail($0) }) else {
+            throw CLIError("no alert was raised for the replaced boot loader — a bug")
+        }
+        say("tlaunch alert show \(alert.id)")
+        emit(Render.alert(alert), terminator: "")
+        say("tlaunch vm show \(SampleFleet.tampered)")
+        emit(Render.overview(try await fleet.overview(SampleFleet.tampered)), terminator: "")
+
+        say("An OS update on \(SampleFleet.healthy): a new kernel, then the approval")
+        let keys = try VirtualFirmwarePlatformKeys.load(fleet)
+        _ = try await fleet.putFile(SampleFleet.healthy, path: "/vmlinuz", bytes: keys)
+        let after = try await fleet.restart(SampleFleet.healthy)
+        let kernelAlert = try await fleet.store.alerts(vm: SampleFleet.healthy, status: .active).first
+        detail("after the restart: boot integrity \(after.bootIntegrity.display)" + (kernelAlert.map { "; alert \($0.id) [\($0.severity.rawValue)] \($0.title)" } ?? ""))
+        if let k = kernelAlert {
+            for e in k.evidence { detail("evidence: [\(e.component)] \(e.detail)") }
+            for r in k.recommendations.prefix(1) { detail("recommendation: \(r)") }
+        }
+        say("tlaunch vm baseline approve \(SampleFleet.healthy)")
+        let b = try await fleet.approveBaseline(SampleFleet.healthy)
+        let now = try await fleet.require(SampleFleet.healthy)
+        var resolved: Alert?
+        if let k = kernelAlert { resolved = try await fleet.store.alert(k.id) }
+        detail("approved attestation \(b.attestationID ?? "?"); boot integrity \(now.bootIntegrity.display); the alert is \(resolved?.status.rawValue.lowercased() ?? "-")\(resolved?.resolution.map { " (\($0))" } ?? "")")
+
+        say("tlaunch agent status, inside \(SampleFleet.healthy)")
+        if let s = await fleet.guestStatus(SampleFleet.healthy) { emit(AgentCommand.Status.render(s), terminator: "") }
+
+        say("tlaunch vm list")
+        emit(Render.fleet(try await fleet.list()))
+        say("tlaunch vm show \(SampleFleet.healthy) --json")
+        try emitJSON(try await fleet.view(try await fleet.require(SampleFleet.healthy)))
+    }
+}
+
+/// A new signed sample kernel (an OS update) for the demo.
+enum VirtualFirmwarePlatformKeys {
+    static func load(_ fleet: Fleet) throws -> [UInt8] {
+        let keys = try PlatformKeys.loadOrCreate(directory: fleet.images.keysDirectory)
+        return try SampleImages.signedKernel(keys: keys, build: 0x91)
+    }
+}
