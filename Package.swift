@@ -243,6 +243,22 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "FleetTests",
+            dependencies: [
+                "TPM2",
+                "VirtualTPM",
+                "VirtualFirmware",
+                "Attestation",
+                "Storage",
+                "Server",
+                "GuestAgent",
+                "Fleet",
+                "TLaunchTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "VirtualFirmwareTests",
             dependencies: [
                 "TPM2",

@@ -60,6 +60,16 @@ public struct VMView: Sendable, Codable, Hashable {
         public var lastAttestation: String?
         public var attestationIntervalSeconds: Int
         public var guestAgent: String
+        enum CodingKeys: String, CodingKey { case enabled, bootIntegrity, lastAttestation, attestationIntervalSeconds, guestAgent }
+        /// `lastAttestation` is null (not absent) before the first attestation, as ARM writes it.
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(enabled, forKey: .enabled)
+            try c.encode(bootIntegrity, forKey: .bootIntegrity)
+            try c.encode(lastAttestation, forKey: .lastAttestation)
+            try c.encode(attestationIntervalSeconds, forKey: .attestationIntervalSeconds)
+            try c.encode(guestAgent, forKey: .guestAgent)
+        }
     }
     public struct AlertRef: Sendable, Codable, Hashable {
         public var id: String; public var severity: String; public var status: String; public var title: String; public var created: String
@@ -559,7 +569,7 @@ public final class Fleet: Sendable {
                 await attestNow(vm.name)
                 continue
             }
-            if silentFor > vm.attestationInterval * silentIntervals {
+            if now - since >= Int64(vm.attestationInterval * silentIntervals) * 1000 {
                 try? await raise(AlertBuilder.notReporting(vm, silentSeconds: silentFor))
             }
         }

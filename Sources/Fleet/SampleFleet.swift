@@ -25,7 +25,7 @@ public enum SampleFleet {
     /// Puts an older grub build — still signed by the vendor key shim trusts — on app-02's disk
     /// and restarts it: the boot succeeds under Secure Boot, and the attestation shows the change.
     @discardableResult
-    public static func replaceBootLoader(_ fleet: Fleet, say: @Sendable (String) -> Void) async throws -> Alert? {
+    public static func replaceBootLoader(_ fleet: Fleet, vm tampered: String = tampered, say: @Sendable (String) -> Void) async throws -> Alert? {
         let keys = try PlatformKeys.loadOrCreate(directory: fleet.images.keysDirectory)
         let grub = try SampleImages.signedGrub(keys: keys, version: "2.06")
         say("replacing \(grubPath) on \(tampered) with an older grub (2.06) that is still signed by the vendor key, and restarting it")

@@ -1,0 +1,68 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Attestation
+import Fleet
+import GuestAgent
+import Server
+import Storage
+import TLaunchTestSupport
+import Testing
+import VirtualTPM
+
+/// A whole platform in this process, as `tlaunch up` builds it: SQLite in a fresh data folder,
+/// the attestation service, the fleet on the simulated hypervisor, the API and dashboard on a
+/// free port, monitoring attached.
+struct TestPlatform {
+    let dir: URL
+    let folder: DataFolder
+    let service: AttestationService
+    let fleet: Fleet
+    let server: RunningServer
+    let admin: String
+
+    static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3) async throws -> TestPlatform {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-fleet-\(UUID().uuidString.prefix(8))")
+        let folder = DataFolder(root: dir)
+        try folder.create()
+        let store = try await StorageLocation.open(folder.database.path)
+        let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
+        let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
+                                         akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "https://attest.tlaunch.test")
+        let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 9, count: 32),
+                          authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff), silentIntervals: silentIntervals)
+        let server = try await RunningServer.start(service: service, fleet: fleet)
+        fleet.attach(serviceURL: server.url)
+        let admin = try await AttestationService.createAPIToken(store: store, role: .admin, vm: nil)
+        return TestPlatform(dir: dir, folder: folder, service: service, fleet: fleet, server: server, admin: admin)
+    }
+
+    func stop() async {
+        await server.stop()
+        for _ in 0..<100 where fleet.webhooks.inFlight > 0 { try? await Task.sleep(for: .milliseconds(50)) }
+        await (service.store as? SQLStore)?.backend.close()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    var client: ServiceClient { ServiceClient(baseURL: server.url, token: admin) }
+
+    /// A request with the admin token (or `token`); the status and the JSON body.
+    func request(_ method: String, _ path: String, _ body: [String: Any]? = nil, token: String? = nil) async throws -> (Int, Any?) {
+        let data = try body.map { try JSONSerialization.data(withJSONObject: $0) }
+        let (status, answer) = try await ServiceClient(baseURL: server.url, token: token ?? admin).send(method, path, json: data, step: "test")
+        return (status, try? JSONSerialization.jsonObject(with: answer))
+    }
+
+    /// The error message of a JSON error body.
+    static func message(_ body: Any?) -> String { ((body as? [String: Any])?["error"] as? [String: Any])?["message"] as? String ?? "" }
+}
+
+func uniqueName(_ prefix: String = "vm") -> String { "\(prefix)-\(UUID().uuidString.prefix(6).lowercased())" }
+
+/// The tlaunch executable this package built.
+var tlaunchPath: String {
+    var dir = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { dir.deleteLastPathComponent() }
+    return dir.appendingPathComponent(".build/debug/tlaunch").path
+}
