@@ -34,3 +34,10 @@ public enum SampleFleet {
         return try await fleet.store.alerts(vm: tampered, status: .active).first
     }
 }
+
+/// The older signed grub the sample fleet's story uses, for tests and tools.
+public enum SampleFleetGrub {
+    public static func make(_ keysDirectory: URL, version: String = "2.06") throws -> [UInt8] {
+        try SampleImages.signedGrub(keys: try PlatformKeys.loadOrCreate(directory: keysDirectory), version: version)
+    }
+}

@@ -122,8 +122,10 @@ enum Dashboard {
         }
 
         router.get("/login") { request, _ -> Response in
-            if let token = request.uri.queryParameters.get("token") {
-                return redirect("/", headers: [.setCookie: "\(cookie)=\(token); HttpOnly; SameSite=Strict; Path=/"])
+            if let token = request.uri.queryParameters.get("token"), token.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) {
+                // Only a local path to go on to (no open redirect).
+                let next = request.uri.queryParameters.get("next").map { String($0) }.flatMap { $0.hasPrefix("/") && !$0.hasPrefix("//") && !$0.contains("\\") ? $0 : nil } ?? "/"
+                return redirect(next, headers: [.setCookie: "\(cookie)=\(token); HttpOnly; SameSite=Strict; Path=/"])
             }
             return page("Sign in", """
             <h1>Sign in</h1><form method="post" action="/login"><p><label>API token (admin or reader; <code>tlaunch token create --role reader</code>, or the admin token in the data folder)<br>

@@ -1,0 +1,216 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Attestation
+import Fleet
+import GuestAgent
+import Server
+import TLaunchTestSupport
+import Testing
+
+/// Runs a program on a thread outside Swift's cooperative pool: the program may call back into
+/// this process's server, whose handlers need the pool.
+func runOffPool(_ path: String, _ args: [String], environment: [String: String] = [:]) async throws -> (Int32, String, String) {
+    try await withCheckedThrowingContinuation { c in
+        Thread.detachNewThread {
+            do { c.resume(returning: try Interop.run(path, args, environment: environment)) } catch { c.resume(throwing: error) }
+        }
+    }
+}
+
+/// Where test artefacts (the dashboard screenshots) are kept: .build/test-artifacts.
+var artifacts: URL {
+    var dir = URL(fileURLWithPath: #filePath)
+    for _ in 0..<3 { dir.deleteLastPathComponent() }
+    let out = dir.appendingPathComponent(".build/test-artifacts")
+    try? FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+    return out
+}
+
+@Suite("The dashboard in headless Chromium")
+struct DashboardTests {
+    static func chromium() -> String? {
+        for name in ["chromium", "chromium-browser", "google-chrome"] { if let p = Interop.tool(name == "chromium" ? name : name) { return p } }
+        return nil
+    }
+
+    /// The page's DOM after Chromium loaded and rendered it (signed in through /login).
+    static func dom(_ browser: String, _ p: TestPlatform, _ path: String, screenshot: String? = nil) async throws -> String {
+        let url = "\(p.server.url)/login?token=\(p.admin)&next=\(path)"
+        let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: profile) }
+        let common = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--user-data-dir=\(profile)", "--hide-scrollbars"]
+        if let screenshot {
+            let (status, _, err) = try await runOffPool(browser, common + ["--window-size=1400,1200", "--screenshot=\(artifacts.appendingPathComponent(screenshot).path)", url])
+            #expect(status == 0, "\(err.suffix(500))")
+        }
+        let (status, out, err) = try await runOffPool(browser, common + ["--dump-dom", url])
+        #expect(status == 0, "\(err.suffix(500))")
+        return out
+    }
+
+    @Test func fleetOverviewAlertAndDeployPagesRender() async throws {
+        guard let browser = Self.chromium() else { return }
+        let p = try await TestPlatform.start()
+        defer { Task { await p.stop() } }
+        let alert = try #require(try await SampleFleet.deploy(p.fleet, say: { _ in }))
+
+        let fleet = try await Self.dom(browser, p, "/", screenshot: "dashboard-fleet.png")
+        #expect(fleet.contains("<table id=\"fleet\">"))
+        for vm in [SampleFleet.healthy, SampleFleet.tampered, SampleFleet.standard] { #expect(fleet.contains("id=\"vm-\(vm)\""), "\(vm) not listed") }
+        #expect(fleet.contains("Trusted launch") && fleet.contains("Standard") && fleet.contains("Unhealthy") && fleet.contains("Healthy"))
+        #expect(fleet.contains("1 active alert"))
+
+        let vm = try await Self.dom(browser, p, "/vms/\(SampleFleet.tampered)", screenshot: "dashboard-vm.png")
+        #expect(vm.contains("id=\"checklist\"") && vm.contains("System Guard (DRTM)") && vm.contains("id=\"timeline\""))
+        #expect(vm.contains(alert.id) && vm.contains("Approve this boot as the baseline"))
+
+        let page = try await Self.dom(browser, p, "/alerts/\(alert.id)", screenshot: "dashboard-alert.png")
+        let e = try #require(alert.evidence.first)
+        let from = try #require(e.from), to = try #require(e.to)
+        #expect(page.contains("id=\"evidence\"") && page.contains(to) && page.contains(from))
+        #expect(page.contains("grubx64.efi") && page.contains("tlaunch vm baseline approve \(SampleFleet.tampered)"))
+        #expect(FileManager.default.fileExists(atPath: artifacts.appendingPathComponent("dashboard-alert.png").path))
+
+        let deploy = try await Self.dom(browser, p, "/deploy")
+        #expect(deploy.contains("value=\"TrustedLaunch\" checked") && deploy.contains("name=\"secureBoot\" checked"))
+
+        // Not signed in: sent to the sign-in page; a bad token is refused.
+        let (s, _) = try await ServiceClient(baseURL: p.server.url, token: nil).send("GET", "/", step: "t")
+        #expect(s == 200 || s == 303)
+        let (status, out, _) = try await runOffPool(browser, ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "\(p.server.url)/"])
+        #expect(status == 0 && out.contains("Sign in") && !out.contains("id=\"fleet\""))
+    }
+
+    @Test func theDeployFormDeploysAndReportsRefusals() async throws {
+        let p = try await TestPlatform.start()
+        defer { Task { await p.stop() } }
+        func post(_ path: String, _ form: String) async throws -> (Int, String, String?) {
+            var r = URLRequest(url: URL(string: p.server.url + path)!)
+            r.httpMethod = "POST"
+            r.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
+            r.setValue("tlaunch_session=\(p.admin)", forHTTPHeaderField: "Cookie")
+            r.httpBody = Data(form.utf8)
+            let session = URLSession(configuration: .ephemeral, delegate: NoRedirect(), delegateQueue: nil)
+            let (data, response) = try await session.data(for: r)
+            let h = response as! HTTPURLResponse
+            return (h.statusCode, String(decoding: data, as: UTF8.self), h.value(forHTTPHeaderField: "Location"))
+        }
+        var (s, body, location) = try await post("/deploy", "name=form-vm&image=sample-linux&securityType=TrustedLaunch&secureBoot=on&vTpm=on&integrityMonitoring=on")
+        // Redirected to the new VM's page (FoundationNetworking may follow the 303 itself).
+        #expect((s == 303 && location == "/vms/form-vm") || (s == 200 && body.contains("<h1>form-vm</h1>")), "\(s) \(location ?? "-")")
+        let vm = try await p.fleet.require("form-vm")
+        #expect(vm.securityType == .trustedLaunch && vm.secureBoot && vm.vTPM && vm.integrityMonitoring && vm.bootIntegrity == .healthy)
+        (s, body, _) = try await post("/deploy", "name=form-old&image=legacy-bios&securityType=TrustedLaunch&secureBoot=on&vTpm=on")
+        #expect(s == 400 && body.contains("id=\"error\"") && body.contains("--security-type Standard"))
+        (s, body, _) = try await post("/deploy", "name=form-vm&image=sample-linux&securityType=Standard")
+        #expect(s == 409 && body.contains("exists"))
+        #expect(try await p.fleet.store.vmCount() == 1)
+        // A reader cannot deploy from the form.
+        let reader = try await AttestationService.createAPIToken(store: p.service.store, role: .reader, vm: nil)
+        var r = URLRequest(url: URL(string: p.server.url + "/deploy")!)
+        r.httpMethod = "POST"
+        r.setValue("tlaunch_session=\(reader)", forHTTPHeaderField: "Cookie")
+        r.httpBody = Data("name=x".utf8)
+        let (_, response) = try await URLSession.shared.data(for: r)
+        #expect((response as? HTTPURLResponse)?.statusCode == 403)
+    }
+}
+
+final class NoRedirect: NSObject, URLSessionTaskDelegate, Sendable {
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse, newRequest request: URLRequest) async -> URLRequest? { nil }
+}
+
+@Suite("The command line: tlaunch vm/image/alert against the server, and tlaunch demo")
+struct CommandLineTests {
+    @Test func vmCommandsPrintTheOverviewAndRefuseBadInputWithAClearMessage() async throws {
+        let p = try await TestPlatform.start()
+        defer { Task { await p.stop() } }
+        let env = ["TLAUNCH_SERVER": p.server.url, "TLAUNCH_TOKEN": p.admin]
+        func run(_ args: [String]) async throws -> (Int32, String, String) { try await runOffPool(tlaunchPath, args, environment: env) }
+
+        var (status, out, err) = try await run(["vm", "create", "cli-vm", "--integrity-monitoring", "true"])
+        #expect(status == 0, "\(err)")
+        for line in ["Security type         Trusted launch", "Secure Boot           Enabled", "vTPM                  Enabled", "Integrity monitoring  Enabled",
+                     "Boot integrity        Healthy (last attestation", "TPM 2.0                   Met", "DMA protection            Not applicable"] {
+            #expect(out.contains(line), "missing: \(line)\n\(out)")
+        }
+        (status, out, err) = try await run(["vm", "list", "--json"])
+        #expect(status == 0)
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]])
+        #expect(list.count == 1 && (list[0]["securityProfile"] as? [String: Any])?["securityType"] as? String == "TrustedLaunch")
+        (status, out, err) = try await run(["vm", "list"])
+        #expect(status == 0 && out.contains("NAME") && out.contains("cli-vm") && out.contains("Healthy"))
+
+        // Refusals: non-zero exit, the server's message on stderr, nothing created.
+        let bad: [([String], String)] = [
+            (["vm", "create", "x", "--image", "legacy-bios"], "--security-type Standard"),
+            (["vm", "create", "x", "--security-type", "Standard", "--secure-boot", "true"], "only for TrustedLaunch"),
+            (["vm", "create", "x", "--secure-boot", "maybe"], "takes true or false"),
+            (["vm", "create", "cli-vm"], "exists"),
+            (["vm", "show", "nosuch"], "no VM named nosuch"),
+            (["vm", "update", "cli-vm", "--security-type", "Standard"], "cannot be changed after deployment"),
+            (["vm", "update", "cli-vm"], "nothing to change"),
+            (["vm", "start", "cli-vm"], "already running"),
+            (["alert", "show", "alert-nosuch"], "no alert"),
+            (["image", "show", "nosuch"], "no image named nosuch"),
+            (["vm", "disk", "put", "cli-vm", "/EFI/x", "/nonexistent/file"], "cannot read"),
+        ]
+        for (args, words) in bad {
+            let (s, o, e) = try await run(args)
+            #expect(s != 0 && (e + o).contains(words), "\(args): \(s) \(e)")
+        }
+        #expect(try await p.fleet.store.vmCount() == 1)
+        let (s401, _, e401) = try await runOffPool(tlaunchPath, ["vm", "list"], environment: ["TLAUNCH_SERVER": p.server.url, "TLAUNCH_TOKEN": "tlt_wrong"])
+        #expect(s401 != 0 && e401.contains("not valid"))
+
+        // A boot loader replaced through the CLI, the alert shown, approved.
+        let keys = try VirtualFirmwareKeys.grub(p)
+        let file = p.dir.appendingPathComponent("grub-2.06.efi")
+        try Data(keys).write(to: file)
+        (status, out, err) = try await run(["vm", "disk", "put", "cli-vm", "/EFI/BOOT/grubx64.efi", file.path])
+        #expect(status == 0, "\(err)")
+        (status, out, err) = try await run(["vm", "restart", "cli-vm"])
+        #expect(status == 0 && out.contains("boot integrity Unhealthy") && out.contains("alert "), "\(out)\(err)")
+        let id = try #require(try await p.fleet.store.alerts(vm: "cli-vm", status: .active).first?.id)
+        (status, out, err) = try await run(["alert", "show", id])
+        #expect(status == 0 && out.contains("[boot-loader]") && out.contains("grubx64.efi") && out.contains("tlaunch vm baseline approve cli-vm"))
+        (status, out, err) = try await run(["vm", "baseline", "approve", "cli-vm"])
+        #expect(status == 0 && out.contains("Boot integrity: Healthy; active alerts: 0"), "\(out)\(err)")
+        (status, out, _) = try await run(["vm", "baseline", "show", "cli-vm"])
+        #expect(status == 0 && out.contains("approved"))
+        (status, out, _) = try await run(["vm", "guest", "cli-vm"])
+        #expect(status == 0 && out.contains("Secure Boot State:     On") && out.contains("replays to the TPM's PCRs"))
+        (status, out, _) = try await run(["image", "show", "sample-linux"])
+        #expect(status == 0 && out.contains("Generation 2") && out.contains("verified by db") && out.contains("Signers:"))
+        (status, out, _) = try await run(["vm", "delete", "cli-vm"])
+        #expect(status == 0 && out.contains("destroyed"))
+    }
+
+    @Test func demoPrintsTheOverviewsAndTheAlert() async throws {
+        let (status, out, err) = try await runOffPool(tlaunchPath, ["demo"])
+        #expect(status == 0, "\(err.suffix(800))")
+        for line in ["Generation 1 (BIOS) only, and Trusted Launch needs a Generation 2 (UEFI) image",
+                     "cannot be changed after deployment",
+                     "Boot integrity        Healthy",
+                     "[High] Boot loader changed",
+                     "[boot-loader] boot loader \\EFI\\BOOT\\grubx64.efi (PCR 4) changed from sha256:",
+                     "tlaunch vm baseline approve app-02",
+                     "Boot integrity        Unhealthy",
+                     "alert is resolved",
+                     "Secure Boot State:     On",
+                     "\"securityType\" : \"TrustedLaunch\"",
+                     "==> Done"] {
+            #expect(out.contains(line), "missing: \(line)")
+        }
+        #expect(!out.contains("a bug"))
+    }
+}
+
+enum VirtualFirmwareKeys {
+    /// An older sample grub, signed by the vendor key (what an attacker with an old signed build would use).
+    static func grub(_ p: TestPlatform) throws -> [UInt8] {
+        try SampleFleetGrub.make(p.folder.secureBootKeys)
+    }
+}
