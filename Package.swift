@@ -183,7 +183,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "TLaunchBench",
-            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", "VirtualFirmware", "Attestation", "Storage", "GuestAgent", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", "VirtualFirmware", "Attestation", "Storage", "GuestAgent", "Fleet", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(

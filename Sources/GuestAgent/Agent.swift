@@ -31,6 +31,17 @@ public struct ServiceClient: Sendable {
         return URLSession(configuration: c)
     }()
 
+    /// For operations that boot VMs (deploy, start, restart): the answer comes after the boot
+    /// and its first attestation.
+    static let patientSession: URLSession = {
+        let c = URLSessionConfiguration.ephemeral
+        c.timeoutIntervalForRequest = 600
+        return URLSession(configuration: c)
+    }()
+
+    /// Wait up to 10 minutes for answers (the default is 60 s).
+    public var patient = false
+
     /// Sends a request; returns the status and body. Errors carry the service's message.
     public func send(_ method: String, _ path: String, json body: Data? = nil, contentType: String = "application/json", step: String) async throws -> (status: Int, body: Data) {
         guard let url = URL(string: baseURL + path) else { throw AgentError(step, "\(baseURL + path) is not a URL") }
@@ -39,7 +50,7 @@ public struct ServiceClient: Sendable {
         if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body { r.httpBody = body; r.setValue(contentType, forHTTPHeaderField: "Content-Type") }
         let (data, response): (Data, URLResponse)
-        do { (data, response) = try await Self.session.data(for: r) } catch {
+        do { (data, response) = try await (patient ? Self.patientSession : Self.session).data(for: r) } catch {
             throw AgentError(step, "cannot reach the attestation service at \(baseURL): \(error.localizedDescription)")
         }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0

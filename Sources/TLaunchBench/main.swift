@@ -64,6 +64,13 @@ if args.contains("--only-firmware") {
     try firmwareBenchmarks(seconds: seconds)
     exit(0)
 }
+if args.contains("--fleet") {
+    let vms = args.firstIndex(of: "--vms").flatMap { Int(args[$0 + 1]) } ?? 100_000
+    let rate = args.firstIndex(of: "--rate").flatMap { Double(args[$0 + 1]) } ?? Double(vms) / 300
+    let tpms = args.firstIndex(of: "--tpms").flatMap { Int(args[$0 + 1]) } ?? 32
+    try await fleetBenchmark(vms: vms, rate: rate, seconds: seconds, tpms: tpms)
+    exit(0)
+}
 if args.contains("--attestation-breakdown") {
     try await attestationBreakdown(seconds: seconds)
     exit(0)

@@ -14,7 +14,11 @@ struct CLIError: Error, CustomStringConvertible {
 struct API {
     let client: ServiceClient
 
-    init(_ options: ClientOptions) { client = options.client }
+    init(_ options: ClientOptions) {
+        var c = options.client
+        c.patient = true
+        client = c
+    }
 
     func send(_ method: String, _ path: String, body: Data? = nil, contentType: String = "application/json") async throws -> Data {
         let (status, data): (Int, Data)

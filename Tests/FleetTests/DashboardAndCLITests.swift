@@ -134,7 +134,7 @@ struct CommandLineTests {
         #expect(status == 0, "\(err)")
         for line in ["Security type         Trusted launch", "Secure Boot           Enabled", "vTPM                  Enabled", "Integrity monitoring  Enabled",
                      "Boot integrity        Healthy (last attestation", "TPM 2.0                   Met", "DMA protection            Not applicable"] {
-            #expect(out.contains(line), "missing: \(line)\n\(out)")
+            #expect(out.contains(line), "missing: \(line)\n\(out)\n\(err)")
         }
         (status, out, err) = try await run(["vm", "list", "--json"])
         #expect(status == 0)

@@ -1,0 +1,146 @@
+import Attestation
+import Fleet
+import Foundation
+import Logging
+import GuestAgent
+import MeasuredBoot
+import Storage
+import Synchronization
+import TPM2
+import VirtualFirmware
+import VirtualTPM
+
+/// Peak and current resident memory of this process (VmHWM, VmRSS), in MiB.
+func residentMemory() -> (peak: Double, now: Double) {
+    let s = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    func kib(_ key: String) -> Double {
+        s.split(separator: "\n").first { $0.hasPrefix(key) }.flatMap { $0.split(separator: " ").compactMap { Double($0) }.first } ?? 0
+    }
+    return (kib("VmHWM:") / 1024, kib("VmRSS:") / 1024)
+}
+
+/// A fleet of `vms` Trusted Launch VMs with integrity monitoring on the embedded platform
+/// (SQLite): deployed through `Fleet.deploy`, each enrolled with its own AK certificate, then
+/// attesting at `rate` per second (100,000 VMs every 5 minutes ≈ 333/s) for `seconds`: a fresh
+/// nonce, a fresh quote from a vTPM, full verification, an ES256 token, history, and the fleet's
+/// record of it (boot integrity, timeline, alerts). The evidence comes from `tpms` vTPMs booted
+/// by the virtual firmware and shared round-robin (a vTPM per VM would mean `vms` EK derivations
+/// before the run); everything the service and the fleet keep is per VM.
+func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-fleet-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let folder = DataFolder(root: dir)
+    try folder.create()
+    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
+    let store = try await StorageLocation.open(folder.database.path)
+    let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
+                                     akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
+                                     nonceLifetime: 3600, keepEvidence: false)
+    var quiet = Logger(label: "tlaunch.fleet")
+    quiet.logLevel = .warning
+    let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 3, count: 32), authority: authority, logger: quiet)
+    let clock = ContinuousClock()
+    print("Fleet at scale: \(vms) Trusted Launch VMs with integrity monitoring, SQLite, one process on \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
+
+    // Deploy: the record, the VM's folder and agent token, the timeline (no boot: see below).
+    let t0 = clock.now
+    let width = 2
+    try await withThrowingTaskGroup(of: Void.self) { g in
+        for w in 0..<width {
+            g.addTask {
+                for i in stride(from: w, to: vms, by: width) {
+                    _ = try await fleet.deploy(DeployRequest(name: "vm-\(i)", integrityMonitoring: true, start: false))
+                }
+            }
+        }
+        try await g.waitForAll()
+    }
+    let deployTime = clock.now - t0
+    print("  deploy \(vms) VMs (record, folder, agent token, timeline): \(fmt(deployTime)) (\(Int(Double(vms) / deployTime.seconds))/s)")
+
+    // Boot the shared vTPMs with the virtual firmware; every VM is marked running from them.
+    let keys = try PlatformKeys.loadOrCreate(directory: folder.secureBootKeys)
+    let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
+    let firmware = VirtualFirmware(settings: FirmwareSettings(variables: vars, banks: [.sha1, .sha256]))
+    var booted: [(TPMClient, [UInt8], TPMObject, TPMObject, [UInt8])] = []
+    for k in 0..<tpms {
+        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("tpm\(k).state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
+        let report = try firmware.launch(esp: esp, tpm: tpm)
+        let client = TPMClient(transport: InProcessTransport(tpm))
+        let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "x", eventLog: try report.log.encoded())
+        let (ek, cert) = try await agent.endorsementKey()
+        let ak = try await agent.attestationKey()
+        booted.append((client, try report.log.encoded(), ek, ak, cert))
+    }
+    let shared = booted
+    let bootTemplate = try await fleet.require("vm-0")
+    _ = bootTemplate
+
+    // Enrol each VM (its own challenge, ActivateCredential in the vTPM, its own AK certificate).
+    let t1 = clock.now
+    try await withThrowingTaskGroup(of: Void.self) { g in
+        for w in 0..<width {
+            g.addTask {
+                for i in stride(from: w, to: vms, by: width) {
+                    let (client, _, ek, ak, cert) = shared[i % tpms]
+                    let name = "vm-\(i)"
+                    let ch = try await service.beginEnrolment(vm: name, EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
+                                                                                          ekCertificate: Data(cert).base64EncodedString()))
+                    let secret = try await client.activateCredential(ak: ak, ek: ek, blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!),
+                                                                     secret: try TPM2BEncryptedSecret(tpmBytes: [UInt8](hex: ch.encryptedSecret)!))
+                    _ = try await service.completeEnrolment(vm: name, id: ch.id, ActivationAnswer(secret: hexString(secret)))
+                }
+            }
+        }
+        try await g.waitForAll()
+    }
+    let enrolTime = clock.now - t1
+    print("  enrol \(vms) VMs (EK chain, MakeCredential, ActivateCredential, AK certificate): \(fmt(enrolTime)) (\(Int(Double(vms) / enrolTime.seconds))/s)")
+    print("  memory after deployment: RSS \(Int(residentMemory().now)) MiB")
+
+    // Attest: open loop at `rate`; VM after VM (round robin), each from its vTPM.
+    let total = Int(rate * seconds)
+    let r = FleetRecorder()
+    let start = clock.now
+    try await withThrowingTaskGroup(of: Void.self) { g in
+        for n in 0..<total {
+            let due = start + .seconds(Double(n) / rate)
+            try await clock.sleep(until: due)
+            if clock.now - due > .milliseconds(50) { r.late.add(1, ordering: .relaxed) }
+            g.addTask {
+                let i = n % vms
+                let (client, log, _, _, _) = shared[i % tpms]
+                let name = "vm-\(i)"
+                let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: name, eventLog: log)
+                let grant = try await service.issueNonce(vm: name)
+                let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!)
+                let s = clock.now
+                let outcome = try await service.attest(vm: name, evidence: evidence)
+                try await fleet.record(vm: name, outcome: outcome)
+                let end = clock.now
+                r.server.withLock { $0.append(end - s) }
+                r.whole.withLock { $0.append(end - due) }
+                if !outcome.passed { r.failed.add(1, ordering: .relaxed) }
+            }
+        }
+        try await g.waitForAll()
+    }
+    let elapsed = clock.now - start
+    func pct(_ a: [Duration], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))].seconds * 1000 }
+    let w = r.whole.withLock { $0 }, sv = r.server.withLock { $0 }
+    print("  attestations: \(w.count) in \(fmt(elapsed)) = \(String(format: "%.0f", Double(w.count) / elapsed.seconds))/s sustained (target \(String(format: "%.0f", rate))/s); \(r.failed.load(ordering: .relaxed)) failed; \(r.late.load(ordering: .relaxed)) started >50 ms late")
+    print("  latency, nonce → recorded (quote included): p50 \(String(format: "%.1f", pct(w, 0.5))) ms, p99 \(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1)))")
+    print("  latency, service + fleet (verify, token, history, boot integrity, timeline): p50 \(String(format: "%.1f", pct(sv, 0.5))) ms, p99 \(String(format: "%.1f", pct(sv, 0.99))) ms")
+    let mem = residentMemory()
+    print("  memory: peak RSS \(Int(mem.peak)) MiB, now \(Int(mem.now)) MiB (target < 8 GiB)")
+    let healthy = try await store.backend.query("SELECT COUNT(*) FROM fleet_vms WHERE last_attestation IS NOT NULL", [])
+    print("  VMs with a recorded attestation: \(healthy.first?.first.map { "\($0)" } ?? "?")")
+    await store.backend.close()
+}
+
+func fmt(_ d: Duration) -> String { String(format: "%.1f s", d.seconds) }
+
+final class FleetRecorder: Sendable {
+    let whole = Mutex<[Duration]>([]), server = Mutex<[Duration]>([])
+    let failed = Atomic<Int>(0), late = Atomic<Int>(0)
+}
