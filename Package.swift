@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "Server", targets: ["Server"]),
         .library(name: "GuestAgent", targets: ["GuestAgent"]),
         .library(name: "Fleet", targets: ["Fleet"]),
+        .library(name: "FleetCore", targets: ["FleetCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -146,8 +147,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "FleetCore",
+            dependencies: ["Attestation", "VirtualFirmware"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "Fleet",
             dependencies: [
+                "FleetCore",
                 "TPM2",
                 "VirtualTPM",
                 "MeasuredBoot",
@@ -253,6 +260,7 @@ let package = Package(
                 "Server",
                 "GuestAgent",
                 "Fleet",
+                "FleetCore",
                 "TLaunchTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],

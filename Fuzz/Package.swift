@@ -45,6 +45,10 @@ let package = Package(
             dependencies: [.product(name: "Attestation", package: "TrustedLaunch")]
         ),
         .executableTarget(
+            name: "FuzzFleetRequest",
+            dependencies: [.product(name: "FleetCore", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
             name: "FuzzIMALog",
             dependencies: [.product(name: "MeasuredBoot", package: "TrustedLaunch")]
         ),

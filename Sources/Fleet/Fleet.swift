@@ -1,6 +1,7 @@
 import Attestation
 import Foundation
 import GuestAgent
+@_exported import FleetCore
 import MeasuredBoot
 import Logging
 import Storage
@@ -8,44 +9,6 @@ import Synchronization
 import TPM2
 import VirtualFirmware
 import VirtualTPM
-
-/// `POST /v1/vms`: what to deploy. Unset fields take the defaults (Trusted Launch, Secure Boot
-/// and vTPM on, integrity monitoring off).
-public struct DeployRequest: Sendable, Codable, Hashable {
-    public var name: String
-    public var image: String?
-    public var securityType: String?
-    public var secureBoot: Bool?
-    public var vTpm: Bool?
-    public var integrityMonitoring: Bool?
-    public var hypervisor: String?
-    /// Start it once deployed (default true).
-    public var start: Bool?
-    public var attestationInterval: Int?
-    public init(name: String, image: String? = nil, securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil,
-                integrityMonitoring: Bool? = nil, hypervisor: String? = nil, start: Bool? = nil, attestationInterval: Int? = nil) {
-        self.name = name; self.image = image; self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm
-        self.integrityMonitoring = integrityMonitoring; self.hypervisor = hypervisor; self.start = start; self.attestationInterval = attestationInterval
-    }
-}
-
-/// `PATCH /v1/vms/NAME`: the settings to change; `version` (optional) must be the version read.
-public struct UpdateRequest: Sendable, Codable, Hashable {
-    public var securityType: String?
-    public var secureBoot: Bool?
-    public var vTpm: Bool?
-    public var integrityMonitoring: Bool?
-    public var guestAgent: String?
-    public var attestationInterval: Int?
-    public var image: String?
-    public var hypervisor: String?
-    public var version: Int64?
-    public init(securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil, integrityMonitoring: Bool? = nil, guestAgent: String? = nil,
-                attestationInterval: Int? = nil, image: String? = nil, hypervisor: String? = nil, version: Int64? = nil) {
-        self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm; self.integrityMonitoring = integrityMonitoring
-        self.guestAgent = guestAgent; self.attestationInterval = attestationInterval; self.image = image; self.hypervisor = hypervisor; self.version = version
-    }
-}
 
 /// A VM as the API and `--json` show it: the Azure Resource Manager shape cloud users know.
 public struct VMView: Sendable, Codable, Hashable {
@@ -157,7 +120,7 @@ public final class Fleet: Sendable {
     }
 
     public func importImage(name: String, from path: String, generation: Int, keys: String, description: String?) async throws -> ImageInfo {
-        try Self.checkName(name, what: "image")
+        try FleetRules.checkName(name, what: "image")
         guard generation == 1 || generation == 2 else { throw FleetError(.invalid, "--generation must be 1 (BIOS) or 2 (UEFI)", field: "generation") }
         let existing = try await store.images()
         if ImageCatalog.builtIn.contains(where: { $0.name == name }) || existing.contains(where: { $0.name == name }) {
@@ -175,59 +138,10 @@ public final class Fleet: Sendable {
 
     // MARK: Deployment
 
-    static func checkName(_ name: String, what: String = "VM") throws {
-        do { try AttestationService.checkVMName(name) } catch {
-            throw FleetError(.invalid, "\(what) name \"\(name)\": \(error.message)", field: "name")
-        }
-    }
-
-    static func securityType(_ s: String?) throws -> SecurityType? {
-        guard let s else { return nil }
-        switch s.lowercased() {
-        case "trustedlaunch", "trusted-launch", "trusted_launch": return .trustedLaunch
-        case "standard": return .standard
-        default: throw FleetError(.invalid, "security type \"\(s)\" is not one of TrustedLaunch, Standard", field: "securityType")
-        }
-    }
-
-    static func checkHypervisor(_ h: String?) throws -> String {
-        let h = h ?? SimulatedHypervisor.name
-        guard h == SimulatedHypervisor.name else {
-            throw FleetError(.invalid, "hypervisor \"\(h)\" is not available: this platform runs VMs on the built-in \(SimulatedHypervisor.name) hypervisor (--hypervisor simulated); real QEMU/OVMF VMs are driven by the test suite and `tlaunch firmware`", field: "hypervisor")
-        }
-        return h
-    }
-
-    static func checkInterval(_ i: Int?) throws -> Int {
-        let i = i ?? 300
-        guard (1...86400).contains(i) else { throw FleetError(.invalid, "the attestation interval is \(i) s; give 1 to 86400 seconds", field: "attestationInterval") }
-        return i
-    }
-
-    /// The deployment rules, each refusal saying what to do instead. Returns the record to create.
+    /// The deployment rules (`FleetRules.deploy`) against the named image.
     public func plan(_ r: DeployRequest) async throws -> VMRecord {
-        try Self.checkName(r.name)
-        let hypervisor = try Self.checkHypervisor(r.hypervisor)
-        let type = try Self.securityType(r.securityType) ?? .trustedLaunch
-        let image = try await image(r.image ?? "sample-linux")
-        if type == .trustedLaunch, image.generation != 2 {
-            throw FleetError(.invalid, "image \(image.name) is Generation \(image.generation) (BIOS) only, and Trusted Launch needs a Generation 2 (UEFI) image: deploy it with --security-type Standard, or choose a Generation 2 image such as sample-linux", field: "image")
-        }
-        if type == .standard {
-            if r.secureBoot == true { throw FleetError(.invalid, "Secure Boot exists only for TrustedLaunch VMs: drop --secure-boot, or deploy with --security-type TrustedLaunch", field: "secureBoot") }
-            if r.vTpm == true { throw FleetError(.invalid, "a vTPM exists only for TrustedLaunch VMs: drop --vtpm, or deploy with --security-type TrustedLaunch", field: "vTpm") }
-            if r.integrityMonitoring == true { throw FleetError(.invalid, "integrity monitoring needs a vTPM, which Standard VMs do not have: deploy with --security-type TrustedLaunch", field: "integrityMonitoring") }
-        }
-        let vtpm = type == .trustedLaunch && (r.vTpm ?? true)
-        if r.integrityMonitoring == true, !vtpm {
-            throw FleetError(.invalid, "integrity monitoring attests with the VM's vTPM: keep --vtpm true, or leave integrity monitoring off", field: "integrityMonitoring")
-        }
-        let now = Time.millis()
-        return VMRecord(name: r.name, image: image.name, hypervisor: hypervisor, securityType: type, secureBoot: type == .trustedLaunch && (r.secureBoot ?? true),
-                        vTPM: vtpm, integrityMonitoring: r.integrityMonitoring ?? false, powerState: .stopped,
-                        bootIntegrity: (r.integrityMonitoring ?? false) ? .pending : .notMonitored, lastAttestation: nil, lastAttestationID: nil,
-                        created: now, updated: now, version: 1, bootCount: 0, lastBoot: nil, guestAgent: .running,
-                        attestationInterval: try Self.checkInterval(r.attestationInterval))
+        try FleetRules.checkName(r.name)
+        return try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"))
     }
 
     /// Deploys a VM: the record and its folder appear together or not at all; then it starts
@@ -265,7 +179,7 @@ public final class Fleet: Sendable {
     }
 
     public func require(_ name: String) async throws -> VMRecord {
-        try Self.checkName(name)
+        try FleetRules.checkName(name)
         guard let vm = try await store.vm(name) else {
             throw FleetError(.notFound, "no VM named \(name) (tlaunch vm list shows the fleet)", field: "name")
         }
@@ -289,58 +203,20 @@ public final class Fleet: Sendable {
         var attestAfter = false
         let result: VMRecord = try await locks.with(name) {
             let vm = try await require(name)
-            if let v = u.version, v != vm.version {
-                throw FleetError(.conflict, "\(name) changed since you read it (you sent version \(v), it is now \(vm.version)): read it again and retry", field: "version")
-            }
-            if let t = try Self.securityType(u.securityType), t != vm.securityType {
-                throw FleetError(.invalid, "the security type of \(name) is \(vm.securityType.rawValue) and cannot be changed after deployment (Trusted Launch must be chosen at deployment): delete the VM and deploy it again with --security-type \(t.rawValue)", field: "securityType")
-            }
-            if let i = u.image, i != vm.image {
-                throw FleetError(.invalid, "the image of \(name) cannot be changed: put new files on its disk (tlaunch vm disk put), or deploy a new VM from \(i)", field: "image")
-            }
-            if let h = u.hypervisor, h != vm.hypervisor { throw FleetError(.invalid, "the hypervisor of \(name) cannot be changed", field: "hypervisor") }
-            if vm.securityType == .standard {
-                if u.secureBoot != nil { throw FleetError(.invalid, "\(name) is a Standard VM: Secure Boot exists only for TrustedLaunch VMs (redeploy it as TrustedLaunch)", field: "secureBoot") }
-                if u.vTpm != nil { throw FleetError(.invalid, "\(name) is a Standard VM: a vTPM exists only for TrustedLaunch VMs (redeploy it as TrustedLaunch)", field: "vTpm") }
-                if u.integrityMonitoring == true { throw FleetError(.invalid, "\(name) is a Standard VM without a vTPM, so integrity monitoring cannot attest it: redeploy it as TrustedLaunch", field: "integrityMonitoring") }
-            }
-            let firmwareChange = (u.secureBoot.map { $0 != vm.secureBoot } ?? false) || (u.vTpm.map { $0 != vm.vTPM } ?? false)
-            if firmwareChange, vm.powerState == .running {
-                throw FleetError(.conflict, "Secure Boot and vTPM settings change the firmware, so \(name) must be stopped first: tlaunch vm stop \(name)", field: u.secureBoot != nil ? "secureBoot" : "vTpm")
-            }
-            let vtpm = u.vTpm ?? vm.vTPM
-            let monitoring = u.integrityMonitoring ?? vm.integrityMonitoring
-            if monitoring, !vtpm {
-                throw FleetError(.invalid, u.vTpm == false ? "integrity monitoring is on and needs the vTPM: switch it off first (--integrity-monitoring false)" : "integrity monitoring needs the vTPM: turn the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
-            }
-            let agent: GuestAgentState?
-            if let g = u.guestAgent {
-                guard let a = GuestAgentState(rawValue: g) else { throw FleetError(.invalid, "guest agent must be running or stopped", field: "guestAgent") }
-                agent = a
-            } else { agent = nil }
-            let interval = try u.attestationInterval.map { try Self.checkInterval($0) }
-            let monitoringOn = monitoring && !vm.integrityMonitoring, monitoringOff = !monitoring && vm.integrityMonitoring
+            let plan = try FleetRules.update(u, vm: vm)
+            let vtpm = plan.record.vTPM, agent = u.guestAgent.flatMap(GuestAgentState.init(rawValue:))
+            let monitoringOn = plan.monitoringOn, monitoringOff = plan.monitoringOff
             if vtpm, !vm.vTPM, !FileManager.default.fileExists(atPath: folder(name).agentToken.path) {
                 let token = try await AttestationService.createAPIToken(store: service.store, role: .agent, vm: name)
                 _ = FileManager.default.createFile(atPath: folder(name).agentToken.path, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600])
             }
             let updated = try await mutate(name) { v in
                 guard v.version == vm.version else { throw FleetError(.conflict, "\(name) changed meanwhile: retry") }
-                if let s = u.secureBoot { v.secureBoot = s }
-                v.vTPM = vtpm
-                v.integrityMonitoring = monitoring
-                if let agent { v.guestAgent = agent }
-                if let interval { v.attestationInterval = interval }
-                if monitoringOn { v.bootIntegrity = .pending }
-                if monitoringOff { v.bootIntegrity = .notMonitored }
+                let version = v.version
+                v = plan.record
+                v.version = version
             }
-            var changes: [String] = []
-            if let s = u.secureBoot, s != vm.secureBoot { changes.append("Secure Boot \(s ? "on" : "off") (from the next boot)") }
-            if vtpm != vm.vTPM { changes.append("vTPM \(vtpm ? "on" : "off") (from the next boot)") }
-            if monitoringOn { changes.append("integrity monitoring on (guest attestation agent enabled)") }
-            if monitoringOff { changes.append("integrity monitoring off") }
-            if let agent, agent != vm.guestAgent { changes.append("guest attestation agent \(agent.rawValue)") }
-            if let interval, interval != vm.attestationInterval { changes.append("attestation every \(interval) s") }
+            let changes = plan.changes
             if !changes.isEmpty { try await store.appendEvent(vm: name, kind: "updated", message: changes.joined(separator: "; ")) }
             if monitoringOff { try await resolve(vm: name, kinds: ["not-reporting"], resolution: "integrity monitoring was switched off") }
             attestAfter = updated.powerState == .running && updated.integrityMonitoring && updated.guestAgent == .running
@@ -550,6 +426,34 @@ public final class Fleet: Sendable {
         } else if vm.integrityMonitoring {
             try await mutate(name) { $0.bootIntegrity = .pending }
         }
+        return b
+    }
+
+    /// Sets the VM's baseline from the PCR values the virtual firmware predicts for its disk and
+    /// settings, before (or instead of) learning it from a boot: PCRs 0–5, 7 (firmware, boot
+    /// applications, Secure Boot policy) and 8, 9 (grub's commands and files, the kernel command line).
+    public func predictBaseline(_ name: String) async throws -> BaselineRecord {
+        let vm = try await require(name)
+        guard vm.securityType == .trustedLaunch, vm.vTPM else {
+            throw FleetError(.invalid, "\(name) has no vTPM: nothing is measured, so there is no baseline to predict", field: "name")
+        }
+        let image = try images.disk(try await image(vm.image))
+        guard let esp = try SimulatedHypervisor.disk(image, folder: folder(name)) else {
+            throw FleetError(.invalid, "\(name)'s image is a BIOS disk: nothing to predict")
+        }
+        let report: LaunchReport
+        do {
+            report = try VirtualFirmware(settings: FirmwareSettings(securityType: vm.securityType, secureBoot: vm.secureBoot, vTPM: true, variables: image.variables),
+                                         cache: hypervisor.cache).predict(esp: esp)
+        } catch { throw FleetError(.failed, "prediction failed: \(error)") }
+        guard report.succeeded else {
+            throw FleetError(.conflict, "the firmware would not boot \(name)'s disk (\(report.failure.map { "\($0)" } ?? "?")): fix the disk first")
+        }
+        let values = report.pcrs
+        var pcrs: [String: String] = [:]
+        for p: UInt32 in [0, 1, 2, 3, 4, 5, 7, 8, 9] { if let v = values[.sha256, p] { pcrs[String(p)] = hexString(v) } }
+        let b = try await service.setPredictedBaseline(vm: name, pcrs: pcrs)
+        try await store.appendEvent(vm: name, kind: "baseline", message: "baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
         return b
     }
 

@@ -179,7 +179,8 @@ public struct GuestAgent: Sendable {
         }
     }
 
-    func evidence(nonce: [UInt8], ak: TPMObject) async throws -> Evidence {
+    /// Evidence quoted by `ak`, an AK the caller holds loaded (it is not flushed).
+    public func evidence(nonce: [UInt8], ak: TPMObject) async throws -> Evidence {
         let log: [UInt8]
         if let eventLog { log = eventLog } else {
             let path = eventLogPath ?? "/sys/kernel/security/tpm0/binary_bios_measurements"

@@ -11,12 +11,7 @@ enum Dashboard {
     static let cookie = "tlaunch_session"
 
     static func sessionToken(_ request: Request) -> String? {
-        guard let header = request.headers[.cookie] else { return nil }
-        for part in header.split(separator: ";") {
-            let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-            if kv.count == 2, kv[0] == cookie { return String(kv[1]) }
-        }
-        return nil
+        request.headers[.cookie].flatMap { FormBody.cookie($0, name: cookie) }
     }
 
     static func escape(_ s: String) -> String {
@@ -35,15 +30,7 @@ enum Dashboard {
         return out
     }
 
-    /// `a=b&c=d` (application/x-www-form-urlencoded).
-    static func form(_ body: String) -> [String: String] {
-        var out: [String: String] = [:]
-        for pair in body.split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
-            if let k = kv.first, !k.isEmpty { out[k] = kv.count > 1 ? kv[1] : "" }
-        }
-        return out
-    }
+    static func form(_ body: String) -> [String: String] { FormBody.parse(body) }
 
     static func page(_ title: String, _ body: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         let html = """

@@ -79,6 +79,11 @@ extension APIServer {
             case .failure(let e): throw APIError(.badGateway, "the guest agent could not attest: \(e)")
             }
         }
+        v1.post("vms/{vm}/baseline/predict") { _, context -> Response in
+            let n = try name(context)
+            try authorize(context, [.admin])
+            return try json(encodable: try await fleet.predictBaseline(n))
+        }
         v1.put("vms/{vm}/disk") { request, context -> Response in
             let n = try name(context)
             try authorize(context, [.admin])

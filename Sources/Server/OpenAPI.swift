@@ -22,6 +22,7 @@ enum OpenAPIDocument {
         Op(method: "post", path: "/v1/vms/{vm}/stop", summary: "Stop", roles: "admin", body: nil, response: "VM", errors: [401, 403, 404, 409]),
         Op(method: "post", path: "/v1/vms/{vm}/restart", summary: "Restart (power-cycle the vTPM, boot again)", roles: "admin", body: nil, response: "VM", errors: [401, 403, 404, 409]),
         Op(method: "post", path: "/v1/vms/{vm}/attest", summary: "Run the VM's guest attestation agent now", roles: "admin", body: nil, response: "AttestationOutcome", errors: [401, 403, 404, 409, 502]),
+        Op(method: "post", path: "/v1/vms/{vm}/baseline/predict", summary: "Set the baseline from the PCRs the virtual firmware predicts for the VM's disk", roles: "admin", body: nil, response: "Baseline", errors: [400, 401, 403, 404, 409]),
         Op(method: "put", path: "/v1/vms/{vm}/disk", summary: "Write a file onto the VM's boot disk (?path=/EFI/…; body: the bytes)", roles: "admin", body: "Bytes", response: "VM", errors: [400, 401, 403, 404, 413]),
         Op(method: "get", path: "/v1/vms/{vm}/guest", summary: "The guest's own view: Secure Boot state, TPM, measured boot log, last attestation", roles: "admin, reader", body: nil, response: "GuestStatus", errors: [401, 403, 404, 409]),
         Op(method: "get", path: "/v1/images", summary: "Images (generation, source)", roles: "admin, reader", body: nil, response: "ImageList", errors: [401, 403]),

@@ -40,7 +40,7 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
     quiet.logLevel = .warning
     let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 3, count: 32), authority: authority, logger: quiet)
     let clock = ContinuousClock()
-    print("Fleet at scale: \(vms) Trusted Launch VMs with integrity monitoring, SQLite, one process on \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
+    out("Fleet at scale: \(vms) Trusted Launch VMs with integrity monitoring, SQLite, one process on \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
 
     // Deploy: the record, the VM's folder and agent token, the timeline (no boot: see below).
     let t0 = clock.now
@@ -56,7 +56,7 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
         try await g.waitForAll()
     }
     let deployTime = clock.now - t0
-    print("  deploy \(vms) VMs (record, folder, agent token, timeline): \(fmt(deployTime)) (\(Int(Double(vms) / deployTime.seconds))/s)")
+    out("  deploy \(vms) VMs (record, folder, agent token, timeline): \(fmt(deployTime)) (\(Int(Double(vms) / deployTime.seconds))/s)")
 
     // Boot the shared vTPMs with the virtual firmware; every VM is marked running from them.
     let keys = try PlatformKeys.loadOrCreate(directory: folder.secureBootKeys)
@@ -95,8 +95,8 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
         try await g.waitForAll()
     }
     let enrolTime = clock.now - t1
-    print("  enrol \(vms) VMs (EK chain, MakeCredential, ActivateCredential, AK certificate): \(fmt(enrolTime)) (\(Int(Double(vms) / enrolTime.seconds))/s)")
-    print("  memory after deployment: RSS \(Int(residentMemory().now)) MiB")
+    out("  enrol \(vms) VMs (EK chain, MakeCredential, ActivateCredential, AK certificate): \(fmt(enrolTime)) (\(Int(Double(vms) / enrolTime.seconds))/s)")
+    out("  memory after deployment: RSS \(Int(residentMemory().now)) MiB")
 
     // Attest: open loop at `rate`; VM after VM (round robin), each from its vTPM.
     let total = Int(rate * seconds)
@@ -109,11 +109,11 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
             if clock.now - due > .milliseconds(50) { r.late.add(1, ordering: .relaxed) }
             g.addTask {
                 let i = n % vms
-                let (client, log, _, _, _) = shared[i % tpms]
+                let (client, log, _, ak, _) = shared[i % tpms]
                 let name = "vm-\(i)"
                 let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: name, eventLog: log)
                 let grant = try await service.issueNonce(vm: name)
-                let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!)
+                let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!, ak: ak)
                 let s = clock.now
                 let outcome = try await service.attest(vm: name, evidence: evidence)
                 try await fleet.record(vm: name, outcome: outcome)
@@ -128,13 +128,13 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
     let elapsed = clock.now - start
     func pct(_ a: [Duration], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))].seconds * 1000 }
     let w = r.whole.withLock { $0 }, sv = r.server.withLock { $0 }
-    print("  attestations: \(w.count) in \(fmt(elapsed)) = \(String(format: "%.0f", Double(w.count) / elapsed.seconds))/s sustained (target \(String(format: "%.0f", rate))/s); \(r.failed.load(ordering: .relaxed)) failed; \(r.late.load(ordering: .relaxed)) started >50 ms late")
-    print("  latency, nonce → recorded (quote included): p50 \(String(format: "%.1f", pct(w, 0.5))) ms, p99 \(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1)))")
-    print("  latency, service + fleet (verify, token, history, boot integrity, timeline): p50 \(String(format: "%.1f", pct(sv, 0.5))) ms, p99 \(String(format: "%.1f", pct(sv, 0.99))) ms")
+    out("  attestations: \(w.count) in \(fmt(elapsed)) = \(String(format: "%.0f", Double(w.count) / elapsed.seconds))/s sustained (target \(String(format: "%.0f", rate))/s); \(r.failed.load(ordering: .relaxed)) failed; \(r.late.load(ordering: .relaxed)) started >50 ms late")
+    out("  latency, nonce → recorded (quote included): p50 \(String(format: "%.1f", pct(w, 0.5))) ms, p99 \(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1)))")
+    out("  latency, service + fleet (verify, token, history, boot integrity, timeline): p50 \(String(format: "%.1f", pct(sv, 0.5))) ms, p99 \(String(format: "%.1f", pct(sv, 0.99))) ms")
     let mem = residentMemory()
-    print("  memory: peak RSS \(Int(mem.peak)) MiB, now \(Int(mem.now)) MiB (target < 8 GiB)")
+    out("  memory: peak RSS \(Int(mem.peak)) MiB, now \(Int(mem.now)) MiB (target < 8 GiB)")
     let healthy = try await store.backend.query("SELECT COUNT(*) FROM fleet_vms WHERE last_attestation IS NOT NULL", [])
-    print("  VMs with a recorded attestation: \(healthy.first?.first.map { "\($0)" } ?? "?")")
+    out("  VMs with a recorded attestation: \(healthy.first?.first.map { "\($0)" } ?? "?")")
     await store.backend.close()
 }
 
@@ -144,3 +144,6 @@ final class FleetRecorder: Sendable {
     let whole = Mutex<[Duration]>([]), server = Mutex<[Duration]>([])
     let failed = Atomic<Int>(0), late = Atomic<Int>(0)
 }
+
+/// Unbuffered, so progress shows while a long run goes on.
+func out(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }

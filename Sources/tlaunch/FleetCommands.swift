@@ -266,7 +266,7 @@ struct VMCommand: AsyncParsableCommand {
 
     struct Baseline: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The VM's boot baseline (what integrity monitoring compares each boot with).",
-                                                        subcommands: [Show.self, Approve.self, Reset.self])
+                                                        subcommands: [Show.self, Approve.self, Predict.self, Reset.self])
         struct Show: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "The baseline's components.")
             @Argument var name: String
@@ -294,6 +294,15 @@ struct VMCommand: AsyncParsableCommand {
                 print("Approved attestation \(b.attestationID ?? "?") as the baseline of \(name) (\(b.components.count) components)")
                 let vm = try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self)
                 print("Boot integrity: \((BootIntegrity(rawValue: vm.integrityMonitoring.bootIntegrity) ?? .pending).display); active alerts: \(vm.alerts.count)")
+            }
+        }
+        struct Predict: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Set the baseline from the PCRs the virtual firmware predicts for the VM's disk.")
+            @Argument var name: String
+            @OptionGroup var client: ClientOptions
+            func run() async throws {
+                let b = try await API(client).decode(BaselineRecord.self, try await API(client).send("POST", "/v1/vms/\(API.escape(name))/baseline/predict"))
+                print("Baseline of \(name) set from predicted PCRs: " + b.components.map { "\($0.pcr)" }.joined(separator: ", "))
             }
         }
         struct Reset: AsyncParsableCommand {

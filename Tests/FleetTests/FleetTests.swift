@@ -270,6 +270,24 @@ struct MonitoringTests {
         #expect(all.count == 2 && all.allSatisfy { $0.status == .resolved && $0.resolution?.contains("attested healthy") == true })
     }
 
+    @Test func aPredictedBaselineIsMetByTheFirstBootAndABootLoaderChangeBreaksIt() async throws {
+        let p = try await TestPlatform.start()
+        defer { Task { await p.stop() } }
+        _ = try await p.fleet.deploy(DeployRequest(name: "pred", integrityMonitoring: true, start: false))
+        let (s, body) = try await p.request("POST", "/v1/vms/pred/baseline/predict")
+        #expect(s == 200 && (body as? [String: Any])?["source"] as? String == "predicted")
+        let vm = try await p.fleet.start("pred")
+        #expect(vm.bootIntegrity == .healthy)
+        #expect(try await p.service.history(vm: "pred", limit: 1).first?.checks.contains { $0.name == "baseline" && $0.reason.contains("predicted") } == true)
+        _ = try await SampleFleet.replaceBootLoader(p.fleet, vm: "pred", say: { _ in })
+        let alert = try #require(try await p.fleet.store.alerts(vm: "pred", status: .active).first)
+        #expect(alert.evidence.contains { $0.component == "pcr-value" && $0.pcr == 4 })
+        #expect(alert.recommendations.contains { $0.contains("predicted PCR values") })
+        // A Standard VM has nothing to predict.
+        _ = try await p.fleet.deploy(DeployRequest(name: "plain", image: "legacy-bios", securityType: "Standard", start: false))
+        #expect(try await p.request("POST", "/v1/vms/plain/baseline/predict").0 == 400)
+    }
+
     @Test func anUnsignedBootLoaderIsRefusedAndRaisesABootFailure() async throws {
         let p = try await TestPlatform.start()
         defer { Task { await p.stop() } }

@@ -61,6 +61,9 @@ public struct BootStageSummary: Sendable, Codable, Hashable {
     public var sha256: String
     public var verifiedBy: String?
     public var authority: String?
+    public init(kind: String, path: String, sha256: String, verifiedBy: String?, authority: String?) {
+        self.kind = kind; self.path = path; self.sha256 = sha256; self.verifiedBy = verifiedBy; self.authority = authority
+    }
 }
 
 /// What the VM's last boot did.
@@ -76,6 +79,9 @@ public struct BootSummary: Sendable, Codable, Hashable {
     public var stages: [BootStageSummary]
     public var kernel: String?
     public var kernelCommandLine: String?
+    public init(number: Int, time: String, firmware: String, succeeded: Bool, failure: String?, secureBootEnforced: Bool, measured: Bool, events: Int, stages: [BootStageSummary], kernel: String?, kernelCommandLine: String?) {
+        self.number = number; self.time = time; self.firmware = firmware; self.succeeded = succeeded; self.failure = failure; self.secureBootEnforced = secureBootEnforced; self.measured = measured; self.events = events; self.stages = stages; self.kernel = kernel; self.kernelCommandLine = kernelCommandLine
+    }
 }
 
 /// A VM as the fleet stores it.
@@ -100,6 +106,9 @@ public struct VMRecord: Sendable, Codable, Hashable {
     public var guestAgent: GuestAgentState
     /// Seconds between periodic attestations.
     public var attestationInterval: Int
+    public init(name: String, image: String, hypervisor: String, securityType: SecurityType, secureBoot: Bool, vTPM: Bool, integrityMonitoring: Bool, powerState: PowerState, bootIntegrity: BootIntegrity, lastAttestation: Int64?, lastAttestationID: String?, created: Int64, updated: Int64, version: Int64, bootCount: Int, lastBoot: BootSummary?, guestAgent: GuestAgentState, attestationInterval: Int) {
+        self.name = name; self.image = image; self.hypervisor = hypervisor; self.securityType = securityType; self.secureBoot = secureBoot; self.vTPM = vTPM; self.integrityMonitoring = integrityMonitoring; self.powerState = powerState; self.bootIntegrity = bootIntegrity; self.lastAttestation = lastAttestation; self.lastAttestationID = lastAttestationID; self.created = created; self.updated = updated; self.version = version; self.bootCount = bootCount; self.lastBoot = lastBoot; self.guestAgent = guestAgent; self.attestationInterval = attestationInterval
+    }
 }
 
 public enum AlertSeverity: String, Sendable, Codable, CaseIterable {
@@ -123,6 +132,9 @@ public struct AlertEvidence: Sendable, Codable, Hashable {
     public var toSigner: String?
     public var pcr: Int?
     public var detail: String
+    public init(component: String, name: String, change: String, from: String?, to: String?, fromSigner: String?, toSigner: String?, pcr: Int?, detail: String) {
+        self.component = component; self.name = name; self.change = change; self.from = from; self.to = to; self.fromSigner = fromSigner; self.toSigner = toSigner; self.pcr = pcr; self.detail = detail
+    }
 }
 
 /// An integrity-monitoring alert.
@@ -147,6 +159,9 @@ public struct Alert: Sendable, Codable, Hashable {
     public var resolution: String?
     /// Identifies "the same problem" so a repeat updates the active alert instead of adding one.
     public var fingerprint: String
+    public init(id: String, vm: String, kind: String, severity: AlertSeverity, status: AlertStatus, title: String, description: String, evidence: [AlertEvidence], recommendations: [String], mitigations: [String], attestationID: String?, created: String, updated: String, occurrences: Int, resolution: String?, fingerprint: String) {
+        self.id = id; self.vm = vm; self.kind = kind; self.severity = severity; self.status = status; self.title = title; self.description = description; self.evidence = evidence; self.recommendations = recommendations; self.mitigations = mitigations; self.attestationID = attestationID; self.created = created; self.updated = updated; self.occurrences = occurrences; self.resolution = resolution; self.fingerprint = fingerprint
+    }
 }
 
 /// A change in a VM's life, for its timeline.
@@ -154,6 +169,9 @@ public struct VMEvent: Sendable, Codable, Hashable {
     public var time: String
     public var kind: String
     public var message: String
+    public init(time: String, kind: String, message: String) {
+        self.time = time; self.kind = kind; self.message = message
+    }
 }
 
 /// An image VMs are deployed from.
@@ -164,6 +182,9 @@ public struct ImageInfo: Sendable, Codable, Hashable {
     public var source: String
     public var description: String
     public var builtIn: Bool
+    public init(name: String, generation: Int, source: String, description: String, builtIn: Bool) {
+        self.name = name; self.generation = generation; self.source = source; self.description = description; self.builtIn = builtIn
+    }
 }
 
 public enum Time {

@@ -1,0 +1,231 @@
+import Attestation
+import Foundation
+
+/// `POST /v1/vms`: what to deploy. Unset fields take the defaults (Trusted Launch, Secure Boot
+/// and vTPM on, integrity monitoring off).
+public struct DeployRequest: Sendable, Codable, Hashable {
+    public var name: String
+    public var image: String?
+    public var securityType: String?
+    public var secureBoot: Bool?
+    public var vTpm: Bool?
+    public var integrityMonitoring: Bool?
+    public var hypervisor: String?
+    /// Start it once deployed (default true).
+    public var start: Bool?
+    public var attestationInterval: Int?
+    public init(name: String, image: String? = nil, securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil,
+                integrityMonitoring: Bool? = nil, hypervisor: String? = nil, start: Bool? = nil, attestationInterval: Int? = nil) {
+        self.name = name; self.image = image; self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm
+        self.integrityMonitoring = integrityMonitoring; self.hypervisor = hypervisor; self.start = start; self.attestationInterval = attestationInterval
+    }
+}
+
+/// `PATCH /v1/vms/NAME`: the settings to change; `version` (optional) must be the version read.
+public struct UpdateRequest: Sendable, Codable, Hashable {
+    public var securityType: String?
+    public var secureBoot: Bool?
+    public var vTpm: Bool?
+    public var integrityMonitoring: Bool?
+    public var guestAgent: String?
+    public var attestationInterval: Int?
+    public var image: String?
+    public var hypervisor: String?
+    public var version: Int64?
+    public init(securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil, integrityMonitoring: Bool? = nil, guestAgent: String? = nil,
+                attestationInterval: Int? = nil, image: String? = nil, hypervisor: String? = nil, version: Int64? = nil) {
+        self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm; self.integrityMonitoring = integrityMonitoring
+        self.guestAgent = guestAgent; self.attestationInterval = attestationInterval; self.image = image; self.hypervisor = hypervisor; self.version = version
+    }
+}
+
+/// What an update will do: the record after it, and what changed (for the timeline).
+public struct UpdatePlan: Sendable, Hashable {
+    public var record: VMRecord
+    public var changes: [String]
+    public var monitoringOn: Bool
+    public var monitoringOff: Bool
+}
+
+/// The deployment and update rules, as pure functions of the request and the VM: each refusal
+/// is a `FleetError` naming the field and what to do instead.
+public enum FleetRules {
+    public static let hypervisor = "simulated"
+
+    public static func checkName(_ name: String, what: String = "VM") throws {
+        do { try AttestationService.checkVMName(name) } catch {
+            throw FleetError(.invalid, "\(what) name \"\(name)\": \(error.message)", field: "name")
+        }
+    }
+
+    public static func securityType(_ s: String?) throws -> SecurityType? {
+        guard let s else { return nil }
+        switch s.lowercased() {
+        case "trustedlaunch", "trusted-launch", "trusted_launch": return .trustedLaunch
+        case "standard": return .standard
+        default: throw FleetError(.invalid, "security type \"\(s.prefix(64))\" is not one of TrustedLaunch, Standard", field: "securityType")
+        }
+    }
+
+    public static func checkHypervisor(_ h: String?) throws -> String {
+        let h = h ?? hypervisor
+        guard h == hypervisor else {
+            throw FleetError(.invalid, "hypervisor \"\(h.prefix(64))\" is not available: this platform runs VMs on the built-in \(hypervisor) hypervisor (--hypervisor simulated); real QEMU/OVMF VMs are driven by the test suite and `tlaunch firmware`", field: "hypervisor")
+        }
+        return h
+    }
+
+    public static func checkInterval(_ i: Int?) throws -> Int {
+        let i = i ?? 300
+        guard (1...86400).contains(i) else { throw FleetError(.invalid, "the attestation interval is \(i) s; give 1 to 86400 seconds", field: "attestationInterval") }
+        return i
+    }
+
+    /// The record a deployment creates from `image`, or the rule it breaks.
+    public static func deploy(_ r: DeployRequest, image: ImageInfo, now: Int64 = Time.millis()) throws -> VMRecord {
+        try checkName(r.name)
+        let hypervisor = try checkHypervisor(r.hypervisor)
+        let type = try securityType(r.securityType) ?? .trustedLaunch
+        if type == .trustedLaunch, image.generation != 2 {
+            throw FleetError(.invalid, "image \(image.name) is Generation \(image.generation) (BIOS) only, and Trusted Launch needs a Generation 2 (UEFI) image: deploy it with --security-type Standard, or choose a Generation 2 image such as sample-linux", field: "image")
+        }
+        if type == .standard {
+            if r.secureBoot == true { throw FleetError(.invalid, "Secure Boot exists only for TrustedLaunch VMs: drop --secure-boot, or deploy with --security-type TrustedLaunch", field: "secureBoot") }
+            if r.vTpm == true { throw FleetError(.invalid, "a vTPM exists only for TrustedLaunch VMs: drop --vtpm, or deploy with --security-type TrustedLaunch", field: "vTpm") }
+            if r.integrityMonitoring == true { throw FleetError(.invalid, "integrity monitoring needs a vTPM, which Standard VMs do not have: deploy with --security-type TrustedLaunch", field: "integrityMonitoring") }
+        }
+        let vtpm = type == .trustedLaunch && (r.vTpm ?? true)
+        if r.integrityMonitoring == true, !vtpm {
+            throw FleetError(.invalid, "integrity monitoring attests with the VM's vTPM: keep --vtpm true, or leave integrity monitoring off", field: "integrityMonitoring")
+        }
+        let monitoring = r.integrityMonitoring ?? false
+        return VMRecord(name: r.name, image: image.name, hypervisor: hypervisor, securityType: type, secureBoot: type == .trustedLaunch && (r.secureBoot ?? true),
+                        vTPM: vtpm, integrityMonitoring: monitoring, powerState: .stopped,
+                        bootIntegrity: monitoring ? .pending : .notMonitored, lastAttestation: nil, lastAttestationID: nil,
+                        created: now, updated: now, version: 1, bootCount: 0, lastBoot: nil, guestAgent: .running,
+                        attestationInterval: try checkInterval(r.attestationInterval))
+    }
+
+    /// What `u` does to `vm`, or the rule it breaks.
+    public static func update(_ u: UpdateRequest, vm: VMRecord) throws -> UpdatePlan {
+        let name = vm.name
+        if let v = u.version, v != vm.version {
+            throw FleetError(.conflict, "\(name) changed since you read it (you sent version \(v), it is now \(vm.version)): read it again and retry", field: "version")
+        }
+        if let t = try securityType(u.securityType), t != vm.securityType {
+            throw FleetError(.invalid, "the security type of \(name) is \(vm.securityType.rawValue) and cannot be changed after deployment (Trusted Launch must be chosen at deployment): delete the VM and deploy it again with --security-type \(t.rawValue)", field: "securityType")
+        }
+        if let i = u.image, i != vm.image {
+            throw FleetError(.invalid, "the image of \(name) cannot be changed: put new files on its disk (tlaunch vm disk put), or deploy a new VM from \(i.prefix(64))", field: "image")
+        }
+        if let h = u.hypervisor, h != vm.hypervisor { throw FleetError(.invalid, "the hypervisor of \(name) cannot be changed", field: "hypervisor") }
+        if vm.securityType == .standard {
+            if u.secureBoot != nil { throw FleetError(.invalid, "\(name) is a Standard VM: Secure Boot exists only for TrustedLaunch VMs (redeploy it as TrustedLaunch)", field: "secureBoot") }
+            if u.vTpm != nil { throw FleetError(.invalid, "\(name) is a Standard VM: a vTPM exists only for TrustedLaunch VMs (redeploy it as TrustedLaunch)", field: "vTpm") }
+            if u.integrityMonitoring == true { throw FleetError(.invalid, "\(name) is a Standard VM without a vTPM, so integrity monitoring cannot attest it: redeploy it as TrustedLaunch", field: "integrityMonitoring") }
+        }
+        let firmwareChange = (u.secureBoot.map { $0 != vm.secureBoot } ?? false) || (u.vTpm.map { $0 != vm.vTPM } ?? false)
+        if firmwareChange, vm.powerState == .running {
+            throw FleetError(.conflict, "Secure Boot and vTPM settings change the firmware, so \(name) must be stopped first: tlaunch vm stop \(name)", field: u.secureBoot != nil ? "secureBoot" : "vTpm")
+        }
+        let vtpm = u.vTpm ?? vm.vTPM
+        let monitoring = u.integrityMonitoring ?? vm.integrityMonitoring
+        if monitoring, !vtpm {
+            throw FleetError(.invalid, u.vTpm == false ? "integrity monitoring is on and needs the vTPM: switch it off first (--integrity-monitoring false)" : "integrity monitoring needs the vTPM: turn the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
+        }
+        var agent: GuestAgentState?
+        if let g = u.guestAgent {
+            guard let a = GuestAgentState(rawValue: g) else { throw FleetError(.invalid, "guest agent must be running or stopped", field: "guestAgent") }
+            agent = a
+        }
+        let interval = try u.attestationInterval.map { try checkInterval($0) }
+        let on = monitoring && !vm.integrityMonitoring, off = !monitoring && vm.integrityMonitoring
+        var v = vm
+        if let s = u.secureBoot { v.secureBoot = s }
+        v.vTPM = vtpm
+        v.integrityMonitoring = monitoring
+        if let agent { v.guestAgent = agent }
+        if let interval { v.attestationInterval = interval }
+        if on { v.bootIntegrity = .pending }
+        if off { v.bootIntegrity = .notMonitored }
+        var changes: [String] = []
+        if let s = u.secureBoot, s != vm.secureBoot { changes.append("Secure Boot \(s ? "on" : "off") (from the next boot)") }
+        if vtpm != vm.vTPM { changes.append("vTPM \(vtpm ? "on" : "off") (from the next boot)") }
+        if on { changes.append("integrity monitoring on (guest attestation agent enabled)") }
+        if off { changes.append("integrity monitoring off") }
+        if let agent, agent != vm.guestAgent { changes.append("guest attestation agent \(agent.rawValue)") }
+        if let interval, interval != vm.attestationInterval { changes.append("attestation every \(interval) s") }
+        return UpdatePlan(record: v, changes: changes, monitoringOn: on, monitoringOff: off)
+    }
+}
+
+/// `application/x-www-form-urlencoded` bodies and `Cookie` headers, as the dashboard receives them.
+public enum FormBody {
+    /// `a=b&c=d`: `+` is a space, `%XX` a byte; a malformed escape leaves the value empty; the
+    /// first occurrence of a key wins.
+    public static func parse(_ body: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in body.split(separator: "&", omittingEmptySubsequences: true) {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                .map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "" }
+            guard let k = kv.first, !k.isEmpty, out[k] == nil else { continue }
+            out[k] = kv.count > 1 ? kv[1] : ""
+        }
+        return out
+    }
+
+    /// The value of cookie `name` in a `Cookie:` header.
+    public static func cookie(_ header: String, name: String) -> String? {
+        for part in header.split(separator: ";") {
+            let kv = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            if kv.count == 2, kv[0] == name { return String(kv[1]) }
+        }
+        return nil
+    }
+}
+
+/// The fuzz entry for the fleet's untrusted inputs (`Fuzz/run.sh fleet-request`; the test suite
+/// replays its corpus): bytes as a deploy request, an update request, a form body and a cookie
+/// header. Returns invariant violations.
+public enum FleetFuzzing {
+    public static func request(_ bytes: [UInt8]) -> [String] {
+        var problems: [String] = []
+        let data = Data(bytes)
+        let images = [ImageInfo(name: "uefi", generation: 2, source: "", description: "", builtIn: true),
+                      ImageInfo(name: "bios", generation: 1, source: "", description: "", builtIn: true)]
+        if let r = try? JSONDecoder().decode(DeployRequest.self, from: data) {
+            for image in images {
+                do {
+                    let vm = try FleetRules.deploy(r, image: image, now: 0)
+                    // What a deployment creates always obeys the rules.
+                    if vm.securityType == .standard && (vm.secureBoot || vm.vTPM || vm.integrityMonitoring) { problems.append("a Standard VM with TrustedLaunch features") }
+                    if vm.securityType == .trustedLaunch && image.generation != 2 { problems.append("Trusted Launch on a Generation 1 image") }
+                    if vm.integrityMonitoring && !vm.vTPM { problems.append("monitoring without a vTPM") }
+                    let probe = try? FleetRules.update(UpdateRequest(securityType: vm.securityType == .standard ? "TrustedLaunch" : "Standard"), vm: vm)
+                    if probe != nil { problems.append("the security type changed after deployment") }
+                } catch let e as FleetError {
+                    if e.message.isEmpty || e.field == nil { problems.append("a refusal without a message or field") }
+                } catch {
+                    problems.append("an untyped error: \(error)")
+                }
+            }
+        }
+        if let u = try? JSONDecoder().decode(UpdateRequest.self, from: data) {
+            let base = VMRecord(name: "vm", image: "uefi", hypervisor: FleetRules.hypervisor, securityType: .trustedLaunch, secureBoot: true, vTPM: true,
+                                integrityMonitoring: true, powerState: .running, bootIntegrity: .healthy, lastAttestation: nil, lastAttestationID: nil,
+                                created: 0, updated: 0, version: 3, bootCount: 1, lastBoot: nil, guestAgent: .running, attestationInterval: 300)
+            for start in [base, { var s = base; s.securityType = .standard; s.secureBoot = false; s.vTPM = false; s.integrityMonitoring = false; s.powerState = .stopped; return s }()] {
+                if let plan = try? FleetRules.update(u, vm: start) {
+                    if plan.record.securityType != start.securityType { problems.append("the security type changed") }
+                    if plan.record.integrityMonitoring && !plan.record.vTPM { problems.append("monitoring without a vTPM after an update") }
+                    if start.powerState == .running && (plan.record.secureBoot != start.secureBoot || plan.record.vTPM != start.vTPM) { problems.append("firmware settings changed while running") }
+                }
+            }
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        let form = FormBody.parse(text)
+        if form.keys.contains("") { problems.append("an empty form key") }
+        _ = FormBody.cookie(text, name: "tlaunch_session")
+        return problems
+    }
+}
