@@ -301,7 +301,9 @@ struct VMCommand: AsyncParsableCommand {
             @Argument var name: String
             @OptionGroup var client: ClientOptions
             func run() async throws {
-                let b = try await API(client).decode(BaselineRecord.self, try await API(client).send("POST", "/v1/vms/\(API.escape(name))/baseline/predict"))
+                let api = API(client)
+                let data = try await api.send("POST", "/v1/vms/\(API.escape(name))/baseline/predict")
+                let b = try api.decode(BaselineRecord.self, data)
                 print("Baseline of \(name) set from predicted PCRs: " + b.components.map { "\($0.pcr)" }.joined(separator: ", "))
             }
         }
