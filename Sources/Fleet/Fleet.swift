@@ -347,7 +347,9 @@ public final class Fleet: Sendable {
         }
         guard let url = serviceURL.withLock({ $0 }) else { return .failure(FleetError(.failed, "the attestation service is not attached")) }
         let token = (try? String(contentsOf: folder(name).agentToken, encoding: .utf8)) ?? ""
-        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: ServiceClient(baseURL: url, token: token), vm: name, eventLog: log)
+        var client = ServiceClient(baseURL: url, token: token)
+        client.patient = true   // the service is in this process; under load it answers late, not never
+        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: client, vm: name, eventLog: log)
         do {
             return .success(try await agent.attest())
         } catch {

@@ -92,6 +92,7 @@ struct DashboardTests {
             r.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
             r.setValue("tlaunch_session=\(p.admin)", forHTTPHeaderField: "Cookie")
             r.httpBody = Data(form.utf8)
+            r.timeoutInterval = 600
             let session = URLSession(configuration: .ephemeral, delegate: NoRedirect(), delegateQueue: nil)
             let (data, response) = try await session.data(for: r)
             let h = response as! HTTPURLResponse
@@ -113,6 +114,7 @@ struct DashboardTests {
         r.httpMethod = "POST"
         r.setValue("tlaunch_session=\(reader)", forHTTPHeaderField: "Cookie")
         r.httpBody = Data("name=x".utf8)
+        r.timeoutInterval = 600
         let (_, response) = try await URLSession.shared.data(for: r)
         #expect((response as? HTTPURLResponse)?.statusCode == 403)
     }

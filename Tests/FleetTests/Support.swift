@@ -45,12 +45,15 @@ struct TestPlatform {
         try? FileManager.default.removeItem(at: dir)
     }
 
-    var client: ServiceClient { ServiceClient(baseURL: server.url, token: admin) }
+    /// Clients wait up to 10 minutes: the full suite runs QEMU next to these tests on two cores.
+    var client: ServiceClient { var c = ServiceClient(baseURL: server.url, token: admin); c.patient = true; return c }
 
     /// A request with the admin token (or `token`); the status and the JSON body.
     func request(_ method: String, _ path: String, _ body: [String: Any]? = nil, token: String? = nil) async throws -> (Int, Any?) {
         let data = try body.map { try JSONSerialization.data(withJSONObject: $0) }
-        let (status, answer) = try await ServiceClient(baseURL: server.url, token: token ?? admin).send(method, path, json: data, step: "test")
+        var c = ServiceClient(baseURL: server.url, token: token ?? admin)
+        c.patient = true
+        let (status, answer) = try await c.send(method, path, json: data, step: "test")
         return (status, try? JSONSerialization.jsonObject(with: answer))
     }
 

@@ -82,7 +82,11 @@ public final class SwtpmProcess: Sendable {
             while ContinuousClock.now < deadline && p.isRunning {
                 if let s = try? DeadlineSocket.connect(host: "127.0.0.1", port: port + 1, timeout: .milliseconds(200)) {
                     s.close()
-                    return SwtpmProcess(port: port, stateDirectory: dir, process: p)
+                    // A swtpm that lost the port race to another one exits at once; the probe
+                    // may have reached the other one's control port.
+                    try? await Task.sleep(for: .milliseconds(30))
+                    if p.isRunning { return SwtpmProcess(port: port, stateDirectory: dir, process: p) }
+                    break
                 }
                 try? await Task.sleep(for: .milliseconds(20))
             }
@@ -108,7 +112,9 @@ public final class SwtpmProcess: Sendable {
     /// A loopback port P such that P and P+1 were both free a moment ago.
     public static func freePortPair() throws(TPMError) -> Int {
         for _ in 0..<50 {
-            let p = Int.random(in: 20000...60000)
+            // Below Linux's ephemeral range (32768–60999), so outgoing connections and servers
+            // on port 0 in this process cannot take the port between this check and swtpm's bind.
+            let p = Int.random(in: 20000...32000)
             if portFree(p) && portFree(p + 1) { return p }
         }
         throw TPMError(.transport, reason: "no free loopback port pair found")
