@@ -59,7 +59,7 @@ public struct SimulatedHypervisor: Sendable {
             // Generation 1: BIOS boot, no UEFI, nothing measured.
             return BootResult(summary: BootSummary(number: number, time: time, firmware: "BIOS (simulated)", succeeded: true, failure: nil,
                                                    secureBootEnforced: false, measured: false, events: 0,
-                                                   stages: [BootStageSummary(kind: "mbr", path: "MBR boot sector", sha256: hexString(Array(SHA256Digest(image.bootSector ?? []))), verifiedBy: nil, authority: nil)],
+                                                   stages: [BootStageSummary(kind: "mbr", path: "MBR boot sector", sha256: hexString((try? TPMCrypto.hash(.sha256, image.bootSector ?? [])) ?? []), verifiedBy: nil, authority: nil)],
                                                    kernel: nil, kernelCommandLine: nil))
         }
         var tpm: VirtualTPM?
@@ -88,11 +88,4 @@ public struct SimulatedHypervisor: Sendable {
                                   stages: report.stages.map(BootStageSummary.init), kernel: report.kernel, kernelCommandLine: report.kernelCommandLine)
         return BootResult(summary: summary, eventLog: log, tpm: tpm)
     }
-}
-
-/// SHA-256 of bytes as hex, for the boot-sector stage.
-struct SHA256Digest: Sequence {
-    let bytes: [UInt8]
-    init(_ b: [UInt8]) { bytes = (try? TPMCrypto.hash(.sha256, b)) ?? [] }
-    func makeIterator() -> IndexingIterator<[UInt8]> { bytes.makeIterator() }
 }

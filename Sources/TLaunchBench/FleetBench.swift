@@ -73,8 +73,6 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
         booted.append((client, try report.log.encoded(), ek, ak, cert))
     }
     let shared = booted
-    let bootTemplate = try await fleet.require("vm-0")
-    _ = bootTemplate
 
     // Enrol each VM (its own challenge, ActivateCredential in the vTPM, its own AK certificate).
     let t1 = clock.now

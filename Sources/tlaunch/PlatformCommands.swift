@@ -188,8 +188,8 @@ struct PlatformDemo: AsyncParsableCommand {
         emit(Render.overview(try await fleet.overview(SampleFleet.tampered)), terminator: "")
 
         say("An OS update on \(SampleFleet.healthy): a new kernel, then the approval")
-        let keys = try VirtualFirmwarePlatformKeys.load(fleet)
-        _ = try await fleet.putFile(SampleFleet.healthy, path: "/vmlinuz", bytes: keys)
+        let kernel = try SampleImages.signedKernel(keys: try PlatformKeys.loadOrCreate(directory: fleet.images.keysDirectory), build: 0x91)
+        _ = try await fleet.putFile(SampleFleet.healthy, path: "/vmlinuz", bytes: kernel)
         let after = try await fleet.restart(SampleFleet.healthy)
         let kernelAlert = try await fleet.store.alerts(vm: SampleFleet.healthy, status: .active).first
         detail("after the restart: boot integrity \(after.bootIntegrity.display)" + (kernelAlert.map { "; alert \($0.id) [\($0.severity.rawValue)] \($0.title)" } ?? ""))
@@ -211,13 +211,5 @@ struct PlatformDemo: AsyncParsableCommand {
         emit(Render.fleet(try await fleet.list()))
         say("tlaunch vm show \(SampleFleet.healthy) --json")
         try emitJSON(try await fleet.view(try await fleet.require(SampleFleet.healthy)))
-    }
-}
-
-/// A new signed sample kernel (an OS update) for the demo.
-enum VirtualFirmwarePlatformKeys {
-    static func load(_ fleet: Fleet) throws -> [UInt8] {
-        let keys = try PlatformKeys.loadOrCreate(directory: fleet.images.keysDirectory)
-        return try SampleImages.signedKernel(keys: keys, build: 0x91)
     }
 }
