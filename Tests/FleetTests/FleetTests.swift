@@ -103,6 +103,56 @@ struct DeploymentTests {
         #expect(s == 409 || s == 400)
     }
 
+    @Test func importedImagesDeployAndBadImportsAreRefused() async throws {
+        let p = try await TestPlatform.start()
+        defer { Task { await p.stop() } }
+        // An ESP folder: the sample chain written out as files (as a user's image would be).
+        let keys = try PlatformKeys.loadOrCreate(directory: p.folder.secureBootKeys)
+        let (esp, _) = try SampleImages.sampleLinux(keys: keys, commandLine: "console=ttyS0 root=/dev/vda1 ro quiet")
+        let folder = p.dir.appendingPathComponent("my-esp")
+        for (path, bytes) in esp.files {
+            let f = folder.appendingPathComponent(String(path.dropFirst()))
+            try FileManager.default.createDirectory(at: f.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(bytes).write(to: f)
+        }
+        var (s, body) = try await p.request("POST", "/v1/images", ["name": "my-linux", "path": folder.path])
+        #expect(s == 201 && (body as? [String: Any])?["generation"] as? Int == 2, "\(TestPlatform.message(body))")
+        let details = try await p.fleet.imageDetails("my-linux")
+        #expect(details.bootable && details.bootChain.map(\.kind) == ["shim", "grub", "linux"] && details.kernelCommandLine == "console=ttyS0 root=/dev/vda1 ro quiet")
+        #expect(details.signers.contains { $0.contains("TrustedLaunch platform db") } && !details.dbAuthorities.isEmpty)
+        let vm = try await p.fleet.deploy(DeployRequest(name: "mine", image: "my-linux", integrityMonitoring: true))
+        #expect(vm.bootIntegrity == .healthy && vm.lastBoot?.kernelCommandLine == "console=ttyS0 root=/dev/vda1 ro quiet")
+        // A BIOS boot sector as a Gen 1 image: Standard only.
+        var sector = [UInt8](repeating: 0, count: 512); sector[510] = 0x55; sector[511] = 0xAA
+        let mbr = p.dir.appendingPathComponent("boot.img")
+        try Data(sector).write(to: mbr)
+        (s, _) = try await p.request("POST", "/v1/images", ["name": "my-bios", "path": mbr.path, "generation": 1])
+        #expect(s == 201)
+        (s, body) = try await p.request("POST", "/v1/vms", ["name": "bios-tl", "image": "my-bios"])
+        #expect(s == 400 && TestPlatform.message(body).contains("--security-type Standard"))
+        // Refused imports: the name taken (built in or imported), not an ESP, not a boot sector, bad keys.
+        let empty = p.dir.appendingPathComponent("empty")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        let refused: [([String: Any], Int, String)] = [
+            (["name": "sample-linux", "path": folder.path], 409, "exists"),
+            (["name": "my-linux", "path": folder.path], 409, "exists"),
+            (["name": "x1", "path": empty.path], 400, "BOOTX64.EFI"),
+            (["name": "x2", "path": "/nonexistent"], 400, "EFI System Partition"),
+            (["name": "x3", "path": folder.path, "generation": 1], 400, "boot sector"),
+            (["name": "x4", "path": folder.path, "keys": "someone"], 400, "platform or microsoft"),
+            (["name": "x5", "path": folder.path, "generation": 3], 400, "1 (BIOS) or 2 (UEFI)"),
+            (["name": "../x", "path": folder.path], 400, "name"),
+        ]
+        for (b, status, words) in refused {
+            let (s, body) = try await p.request("POST", "/v1/images", b)
+            #expect(s == status && TestPlatform.message(body).contains(words), "\(b): \(s) \(TestPlatform.message(body))")
+        }
+        let names = try await p.fleet.imageList().map(\.name)
+        #expect(names.filter { $0.hasPrefix("x") }.isEmpty && names.contains("my-linux") && names.contains("my-bios"))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: p.dir.appendingPathComponent("images").path).filter { $0.hasPrefix(".import") }
+        #expect(leftovers.isEmpty)
+    }
+
     @Test func concurrentUpdatesOfOneVMOneWinsTheOtherIsToldToReread() async throws {
         let p = try await TestPlatform.start()
         defer { Task { await p.stop() } }
