@@ -8,6 +8,8 @@ import GuestAgent
 import Server
 import TLaunchTestSupport
 import Testing
+import TPM2
+import VirtualFirmware
 
 /// Runs a program on a thread outside Swift's cooperative pool: the program may call back into
 /// this process's server, whose handlers need the pool.
@@ -187,6 +189,40 @@ struct CommandLineTests {
         #expect(status == 0 && out.contains("Generation 2") && out.contains("verified by db") && out.contains("Signers:"))
         (status, out, _) = try await run(["vm", "delete", "cli-vm"])
         #expect(status == 0 && out.contains("destroyed"))
+    }
+
+    @Test func agentStatusInAGuestShowsSecureBootTheTPMAndTheMeasuredBootLog() async throws {
+        guard let sw = try await Interop.swtpm() else { return }
+        defer { sw.stop(); sw.removeState() }
+        // A guest: swtpm as its TPM, the virtual firmware's sample-linux boot extended into it.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-guest-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keys = try PlatformKeys.loadOrCreate(directory: dir.appendingPathComponent("keys"))
+        let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
+        let report = try VirtualFirmware(settings: FirmwareSettings(variables: vars)).predict(esp: esp)
+        let client = try TPMClient(tcti: sw.tcti)
+        for e in report.log.events where e.type != .noAction {
+            try await client.pcrExtend(Int(e.pcrIndex), digests: e.digests.map { TPMTHA(hashAlg: $0.algorithm, digest: Array($0.digest)) })
+        }
+        await client.close()
+        let log = dir.appendingPathComponent("binary_bios_measurements")
+        try Data(try report.log.encoded()).write(to: log)
+        let args = ["agent", "status", "--tcti", sw.tcti, "--eventlog", log.path, "--vm", "guest-1", "--server", "http://127.0.0.1:1", "--token", "x"]
+        var (status, out, err) = try await runOffPool(tlaunchPath, args)
+        #expect(status == 0, "\(err)")
+        for line in ["Secure Boot State:     On", "TPM 2.0:               present — 2.0", "PCR banks:             sha1, sha256",
+                     "Measured boot log:     present, \(report.log.events.count) events, replays to the TPM's PCRs", "Last attestation:      none ("] {
+            #expect(out.contains(line), "missing: \(line)\n\(out)")
+        }
+        // A log that is not this TPM's boot: present, but it does not replay.
+        let other = try VirtualFirmware(settings: FirmwareSettings(secureBoot: false, variables: vars)).predict(esp: esp)
+        try Data(try other.log.encoded()).write(to: log)
+        (status, out, err) = try await runOffPool(tlaunchPath, args)
+        #expect(status == 0 && out.contains("DOES NOT replay to the TPM's PCRs"), "\(out)\(err)")
+        // No TPM: reported, exit 1.
+        (status, out, _) = try await runOffPool(tlaunchPath, ["agent", "status", "--tcti", "swtpm:host=127.0.0.1,port=1", "--eventlog", log.path, "--vm", "g", "--server", "http://127.0.0.1:1", "--token", "x"])
+        #expect(status != 0 && out.contains("TPM 2.0:               not present"))
     }
 
     @Test func demoPrintsTheOverviewsAndTheAlert() async throws {
