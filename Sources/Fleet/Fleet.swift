@@ -385,8 +385,51 @@ public final class Fleet: Sendable {
             logger.warning("alert raised", metadata: ["vm": .string(stored.vm), "alert": .string(stored.id), "severity": .string(stored.severity.rawValue), "title": .string(stored.title)])
             try await store.appendEvent(vm: stored.vm, kind: "alert", message: "\(stored.severity.rawValue) alert \(stored.id): \(stored.title)")
         }
-        webhooks.notify(WebhookPayload(event: new ? "alert.raised" : "alert.repeated", time: Time.now(), alert: stored))
+        await notify(WebhookPayload(event: new ? "alert.raised" : "alert.repeated", time: Time.now(), alert: stored))
     }
+
+    /// Queues the change for every webhook (in the database) and starts delivering.
+    func notify(_ payload: WebhookPayload) async {
+        guard !webhooks.urls.isEmpty, let body = try? FleetStore.encoder.encode(payload) else { return }
+        let now = Time.millis()
+        for url in webhooks.urls {
+            do {
+                try await store.enqueueDelivery(url: url.absoluteString, event: payload.event, alert: payload.alert.id, body: String(decoding: body, as: UTF8.self), now: now)
+            } catch {
+                logger.error("webhook delivery not queued", metadata: ["url": .string(url.absoluteString), "alert": .string(payload.alert.id), "error": .string("\(error)")])
+            }
+        }
+        Task { await self.deliverDue() }
+    }
+
+    /// Sends the deliveries that are due (each claimed first, so instances sharing a database do
+    /// not send one twice); a failure is scheduled again with backoff, or dropped as lost after
+    /// the last attempt. Runs after every change, after each backoff, and on every monitor pass
+    /// (which picks up what a previous run left).
+    public func deliverDue() async {
+        guard let due = try? await store.dueDeliveries(now: Time.millis()) else { return }
+        for d in due {
+            guard let url = URL(string: d.url), (try? await store.claimDelivery(d, until: Time.millis() + 60_000)) == true else { continue }
+            let attempt = d.attempts + 1
+            if await webhooks.post(Data(d.body.utf8), to: url, attempt: attempt, event: d.event, alert: d.alert) {
+                try? await store.finishDelivery(d.id)
+            } else if attempt >= webhooks.attempts {
+                try? await store.finishDelivery(d.id)
+                webhooks.lost.add(1, ordering: .relaxed)
+                logger.error("webhook gave up", metadata: ["url": .string(d.url), "event": .string(d.event), "alert": .string(d.alert), "attempts": .stringConvertible(attempt)])
+            } else {
+                let wait = webhooks.backoff(after: attempt)
+                try? await store.retryDelivery(d.id, attempts: attempt, at: Time.millis() + Int64(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
+                Task {
+                    try? await Task.sleep(for: wait)
+                    await self.deliverDue()
+                }
+            }
+        }
+    }
+
+    /// Webhook deliveries not yet made.
+    public func pendingDeliveries() async -> Int { (try? await store.pendingDeliveries()) ?? 0 }
 
     /// Resolves the VM's active alerts of `kinds` (nil: all).
     func resolve(vm: String, kinds: Set<String>?, resolution: String) async throws {
@@ -398,7 +441,7 @@ public final class Fleet: Sendable {
             if try await store.replaceAlert(next, expected: a) {
                 logger.info("alert resolved", metadata: ["vm": .string(vm), "alert": .string(a.id), "resolution": .string(resolution)])
                 try await store.appendEvent(vm: vm, kind: "alert-resolved", message: "alert \(a.id) resolved: \(resolution)")
-                webhooks.notify(WebhookPayload(event: "alert.resolved", time: next.updated, alert: next))
+                await notify(WebhookPayload(event: "alert.resolved", time: next.updated, alert: next))
             }
         }
     }
@@ -412,7 +455,7 @@ public final class Fleet: Sendable {
         next.updated = Time.now()
         guard try await store.replaceAlert(next, expected: a) else { throw FleetError(.conflict, "alert \(id) changed meanwhile: read it again") }
         try? await store.appendEvent(vm: a.vm, kind: "alert-dismissed", message: "alert \(id) \(next.resolution!)")
-        webhooks.notify(WebhookPayload(event: "alert.dismissed", time: next.updated, alert: next))
+        await notify(WebhookPayload(event: "alert.dismissed", time: next.updated, alert: next))
         return next
     }
 
@@ -467,6 +510,7 @@ public final class Fleet: Sendable {
 
     /// One pass of the monitor: periodic attestations that are due, and silent VMs.
     public func monitorOnce(now: Int64 = Time.millis()) async {
+        if !webhooks.urls.isEmpty { await deliverDue() }
         guard let vms = try? await store.monitoredRunning() else { return }
         for vm in vms {
             let since = vm.lastAttestation ?? vm.lastBoot.flatMap { Self.parse($0.time) } ?? vm.updated

@@ -136,6 +136,48 @@ public final class FleetStore: Sendable {
             .map { try Self.decode(VMEvent.self, $0.first) }
     }
 
+    // MARK: Webhook outbox
+
+    public struct Delivery: Sendable {
+        public var id: String, url: String, event: String, alert: String, body: String, attempts: Int, nextAttempt: Int64
+    }
+
+    public func enqueueDelivery(url: String, event: String, alert: String, body: String, now: Int64) async throws {
+        _ = try await db.query("""
+            INSERT INTO fleet_webhook_deliveries (id, url, event, alert, body, attempts, next_attempt, created) VALUES (?, ?, ?, ?, ?, 0, ?, ?)
+            """, [.text(UUID().uuidString.lowercased()), .text(url), .text(event), .text(alert), .text(body), .int(now), .int(now)])
+    }
+
+    public func dueDeliveries(now: Int64, limit: Int = 64) async throws -> [Delivery] {
+        try await db.query("""
+            SELECT id, url, event, alert, body, attempts, next_attempt FROM fleet_webhook_deliveries WHERE next_attempt <= ? ORDER BY next_attempt LIMIT \(limit)
+            """, [.int(now)]).map { r in
+            func t(_ i: Int) -> String { if case .text(let v) = r[i] { v } else { "" } }
+            func n(_ i: Int) -> Int64 { if case .int(let v) = r[i] { v } else { 0 } }
+            return Delivery(id: t(0), url: t(1), event: t(2), alert: t(3), body: t(4), attempts: Int(n(5)), nextAttempt: n(6))
+        }
+    }
+
+    /// Takes a due delivery for `lease` ms (so one instance sends it); false when another took it.
+    public func claimDelivery(_ d: Delivery, until: Int64) async throws -> Bool {
+        !(try await db.query("UPDATE fleet_webhook_deliveries SET next_attempt = ? WHERE id = ? AND next_attempt = ? RETURNING id",
+                             [.int(until), .text(d.id), .int(d.nextAttempt)])).isEmpty
+    }
+
+    public func finishDelivery(_ id: String) async throws {
+        _ = try await db.query("DELETE FROM fleet_webhook_deliveries WHERE id = ?", [.text(id)])
+    }
+
+    public func retryDelivery(_ id: String, attempts: Int, at: Int64) async throws {
+        _ = try await db.query("UPDATE fleet_webhook_deliveries SET attempts = ?, next_attempt = ? WHERE id = ?", [.int(Int64(attempts)), .int(at), .text(id)])
+    }
+
+    public func pendingDeliveries() async throws -> Int {
+        let v = try await db.query("SELECT COUNT(*) FROM fleet_webhook_deliveries", []).first?.first
+        if case .int(let i)? = v { return Int(i) }
+        return 0
+    }
+
     /// Removes what the attestation service knew about a deleted VM (its AK, counters, baseline).
     public func forgetAttestationState(vm: String) async throws {
         _ = try await db.query("DELETE FROM agents WHERE vm = ?", [.text(vm)])

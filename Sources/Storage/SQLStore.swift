@@ -61,6 +61,14 @@ public final class SQLStore: AttestationStore {
             "CREATE TABLE fleet_events (id TEXT PRIMARY KEY, vm TEXT NOT NULL, time BIGINT NOT NULL, body TEXT NOT NULL)",
             "CREATE INDEX fleet_events_vm_time ON fleet_events (vm, time)",
         ],
+        // Webhook deliveries waiting for their next attempt (an outbox: they survive restarts).
+        [
+            """
+            CREATE TABLE fleet_webhook_deliveries (id TEXT PRIMARY KEY, url TEXT NOT NULL, event TEXT NOT NULL, alert TEXT NOT NULL,
+                                                   body TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt BIGINT NOT NULL, created BIGINT NOT NULL)
+            """,
+            "CREATE INDEX fleet_webhook_deliveries_next ON fleet_webhook_deliveries (next_attempt)",
+        ],
     ]
 
     public static var schemaVersion: Int { migrations.count }

@@ -56,7 +56,8 @@ struct EmbeddedPlatform {
     func stop() async {
         monitor.cancel()
         await server.stop()
-        while fleet.webhooks.inFlight > 0 { try? await Task.sleep(for: .milliseconds(50)) }
+        // Give deliveries under way a moment; the rest wait in the database for the next start.
+        for _ in 0..<40 where await fleet.pendingDeliveries() > 0 { try? await Task.sleep(for: .milliseconds(50)) }
         await (service.store as? SQLStore)?.backend.close()
     }
 }

@@ -8,6 +8,7 @@ import Storage
 import Synchronization
 import TLaunchTestSupport
 import Testing
+import TPM2
 import VirtualFirmware
 
 @Suite("Fleet: deployment rules, lifecycle, the ARM JSON shape")
@@ -414,12 +415,51 @@ struct MonitoringTests {
         defer { Task { await p.stop() } }
         _ = try await p.fleet.deploy(DeployRequest(name: "hooked", integrityMonitoring: true))
         let alert = try #require(try await SampleFleet.replaceBootLoader(p.fleet, vm: "hooked", say: { _ in }))
-        for _ in 0..<100 where p.fleet.webhooks.inFlight > 0 { try await Task.sleep(for: .milliseconds(50)) }
+        for _ in 0..<100 where await p.fleet.pendingDeliveries() > 0 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(await p.fleet.pendingDeliveries() == 0)
         #expect(p.fleet.webhooks.delivered.load(ordering: .relaxed) == 1)
         #expect(p.fleet.webhooks.failedAttempts.load(ordering: .relaxed) == 2)
         let got = received.withLock { $0 }
         #expect(got.map(\.attempt) == ["1", "2", "3"])
         let payload = try JSONDecoder().decode(WebhookPayload.self, from: try #require(got.last?.body))
         #expect(payload.event == "alert.raised" && payload.alert.id == alert.id && payload.alert.evidence.contains { $0.component == "boot-loader" })
+    }
+
+    @Test func webhookDeliveriesWaitInTheDatabaseAcrossARestart() async throws {
+        // A receiver that is down while the alert is raised: the delivery waits in the outbox.
+        let probe = Router()
+        let received = Mutex<[Data]>([])
+        probe.post("/hook") { request, _ -> Response in
+            var r = request
+            let body = try await r.collectBody(upTo: 1 << 20)
+            received.withLock { $0.append(Data(buffer: body)) }
+            return Response(status: .ok)
+        }
+        let port = try SwtpmProcess.freePortPair()
+        let url = URL(string: "http://127.0.0.1:\(port)/hook")!
+        let first = try await TestPlatform.start(webhooks: [url], webhookBackoff: .seconds(1))
+        _ = try await first.fleet.deploy(DeployRequest(name: "later", integrityMonitoring: true))
+        let alert = try #require(try await SampleFleet.replaceBootLoader(first.fleet, vm: "later", say: { _ in }))
+        for _ in 0..<100 where first.fleet.webhooks.failedAttempts.load(ordering: .relaxed) < 1 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(await first.fleet.pendingDeliveries() == 1)
+        await first.stop(keepData: true)
+
+        // The receiver is up; the platform starts again on the same data folder and delivers.
+        let (ports, c) = AsyncStream<Int>.makeStream()
+        let app = Application(router: probe, configuration: .init(address: .hostname("127.0.0.1", port: port)), onServerRunning: { c.yield($0.localAddress?.port ?? 0) })
+        let task = Task { try await app.runService() }
+        defer { task.cancel() }
+        var it = ports.makeAsyncIterator()
+        #expect(await it.next() == port)
+        let second = try await TestPlatform.start(webhooks: [url], webhookBackoff: .milliseconds(50), dir: first.dir)
+        defer { Task { await second.stop() } }
+        try await Task.sleep(for: .milliseconds(1200))   // the retry's backoff
+        await second.fleet.monitorOnce()
+        for _ in 0..<100 where await second.fleet.pendingDeliveries() > 0 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(await second.fleet.pendingDeliveries() == 0)
+        let got = received.withLock { $0 }
+        #expect(got.count == 1)
+        let payload = try JSONDecoder().decode(WebhookPayload.self, from: try #require(got.first))
+        #expect(payload.alert.id == alert.id && payload.event == "alert.raised")
     }
 }

@@ -22,8 +22,8 @@ struct TestPlatform {
     let server: RunningServer
     let admin: String
 
-    static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3) async throws -> TestPlatform {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-fleet-\(UUID().uuidString.prefix(8))")
+    static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3, dir existing: URL? = nil) async throws -> TestPlatform {
+        let dir = existing ?? FileManager.default.temporaryDirectory.appendingPathComponent("tl-fleet-\(UUID().uuidString.prefix(8))")
         let folder = DataFolder(root: dir)
         try folder.create()
         let store = try await StorageLocation.open(folder.database.path)
@@ -38,11 +38,11 @@ struct TestPlatform {
         return TestPlatform(dir: dir, folder: folder, service: service, fleet: fleet, server: server, admin: admin)
     }
 
-    func stop() async {
+    func stop(keepData: Bool = false) async {
         await server.stop()
-        for _ in 0..<100 where fleet.webhooks.inFlight > 0 { try? await Task.sleep(for: .milliseconds(50)) }
+        if !keepData { for _ in 0..<40 where await fleet.pendingDeliveries() > 0 { try? await Task.sleep(for: .milliseconds(50)) } }
         await (service.store as? SQLStore)?.backend.close()
-        try? FileManager.default.removeItem(at: dir)
+        if !keepData { try? FileManager.default.removeItem(at: dir) }
     }
 
     /// Clients wait up to 10 minutes: the full suite runs QEMU next to these tests on two cores.
