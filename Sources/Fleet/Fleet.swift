@@ -563,12 +563,18 @@ public final class Fleet: Sendable {
                       version: vm.version, created: Time.rfc3339(vm.created), bootCount: vm.bootCount, lastBoot: vm.lastBoot)
     }
 
-    public func list() async throws -> [VMView] {
-        let vms = try await store.vms()
-        let active = try await store.alerts(status: .active, limit: 10000)
-        let byVM = Dictionary(grouping: active, by: \.vm)
+    /// The fleet by name: all of it, or a page of `limit` VMs after `after`.
+    public func list(after: String? = nil, limit: Int? = nil) async throws -> [VMView] {
+        let vms = limit == nil && after == nil ? try await store.vms() : try await store.vms(after: after, limit: limit ?? 1000)
         var out: [VMView] = []
-        for vm in vms { out.append(try await view(vm, alerts: byVM[vm.name] ?? [])) }
+        if vms.count > 200 {
+            // One query for the active alerts of the page instead of one per VM.
+            let active = try await store.alerts(status: .active, limit: 10000)
+            let byVM = Dictionary(grouping: active, by: \.vm)
+            for vm in vms { out.append(try await view(vm, alerts: byVM[vm.name] ?? [])) }
+        } else {
+            for vm in vms { out.append(try await view(vm)) }
+        }
         return out
     }
 

@@ -39,6 +39,12 @@ public final class FleetStore: Sendable {
         try await db.query("SELECT body FROM fleet_vms ORDER BY name", []).map { try Self.decode(VMRecord.self, $0.first) }
     }
 
+    /// One page of VMs by name, after `after` (keyset pagination: stable while VMs come and go).
+    public func vms(after: String?, limit: Int) async throws -> [VMRecord] {
+        try await db.query("SELECT body FROM fleet_vms WHERE name > ? ORDER BY name LIMIT \(max(1, min(limit, 100_000)))", [.text(after ?? "")])
+            .map { try Self.decode(VMRecord.self, $0.first) }
+    }
+
     public func vmCount() async throws -> Int {
         let v = try await db.query("SELECT COUNT(*) FROM fleet_vms", []).first?.first
         if case .int(let i)? = v { return Int(i) }

@@ -128,14 +128,18 @@ enum Dashboard {
             return redirect("/", headers: [.setCookie: "\(cookie)=\(token); HttpOnly; SameSite=Strict; Path=/"])
         }
 
-        router.get("/") { _, context -> Response in
+        router.get("/") { request, context -> Response in
             if let r = signedIn(context) { return r }
-            let vms = try await fleet.list()
+            let pageSize = 200
+            let after = request.uri.queryParameters.get("after").map { String($0) }
+            let vms = try await fleet.list(after: after, limit: pageSize + 1)
+            let shown = Array(vms.prefix(pageSize))
             let active = try await fleet.store.alerts(status: .active, limit: 10000)
-            let tl = vms.filter { $0.securityProfile.securityType == "TrustedLaunch" }.count
-            let summary = "<p>\(vms.count) VMs · \(tl) Trusted launch · \(vms.filter { $0.integrityMonitoring.bootIntegrity == "Healthy" }.count) healthy · "
-                + "<a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a></p>"
-            return page("Fleet", "<h1>Fleet</h1>\(summary)\(fleetTable(vms))<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>")
+            let total = try await fleet.store.vmCount()
+            let summary = "<p>\(total) VMs · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a>"
+                + (after == nil ? "" : " · <a href=\"/\">first page</a>") + "</p>"
+            let next = vms.count > pageSize ? "<p><a id=\"next\" href=\"/?after=\(escape(shown.last?.name ?? ""))\">Next \(pageSize) VMs</a></p>" : ""
+            return page("Fleet", "<h1>Fleet</h1>\(summary)\(fleetTable(shown))\(next)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>")
         }
 
         router.get("/vms/{vm}") { _, context -> Response in

@@ -18,9 +18,23 @@ extension APIServer {
             do { try AttestationService.checkVMName(n) } catch { throw APIError(error) }
             return n
         }
-        v1.get("vms") { _, context -> Response in
+        v1.get("vms") { request, context -> Response in
             try authorize(context, [.admin, .reader])
-            return try json(encodable: try await fleet.list())
+            // Pages of ?limit= VMs (default 1000, at most 5000) by name, ?after= the last name of
+            // the previous page; a `Link: <…>; rel="next"` header names the next page.
+            let q = request.uri.queryParameters
+            var limit = 1000
+            if let l = q.get("limit") {
+                guard let n = Int(l), (1...5000).contains(n) else { throw APIError(.badRequest, "limit must be 1 to 5000", field: "limit") }
+                limit = n
+            }
+            let after = q.get("after").map { String($0) }
+            let page = try await fleet.list(after: after, limit: limit + 1)
+            var response = try json(encodable: Array(page.prefix(limit)))
+            if page.count > limit, let last = page.prefix(limit).last?.name {
+                response.headers[.init("Link")!] = "</v1/vms?limit=\(limit)&after=\(last)>; rel=\"next\""
+            }
+            return response
         }
         v1.post("vms") { request, context -> Response in
             try authorize(context, [.admin])

@@ -162,7 +162,15 @@ struct VMCommand: AsyncParsableCommand {
         @Flag(help: "JSON: an array of VMs in the ARM shape.") var json = false
         @OptionGroup var client: ClientOptions
         func run() async throws {
-            let vms = try await API(client).get("/v1/vms", as: [VMView].self)
+            // Every page (the server answers 1000 VMs at a time).
+            let api = API(client)
+            var vms: [VMView] = []
+            var after: String?
+            repeat {
+                let page = try await api.get("/v1/vms?limit=1000" + (after.map { "&after=\(API.escape($0))" } ?? ""), as: [VMView].self)
+                vms += page
+                after = page.count == 1000 ? page.last?.name : nil
+            } while after != nil
             if json { try printJSON(vms) } else { print(vms.isEmpty ? "No VMs (tlaunch vm create NAME)" : Render.fleet(vms)) }
         }
     }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Attestation
 import Fleet
 import GuestAgent
@@ -243,6 +246,21 @@ struct DeploymentTests {
         // RFC 3339 in UTC.
         let f = ISO8601DateFormatter(); f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         #expect(f.date(from: last) != nil)
+        // Pages: ?limit= with a Link to the next page, ?after= the last name.
+        func page(_ query: String) async throws -> (Int, [String], String?) {
+            var r = URLRequest(url: URL(string: p.server.url + "/v1/vms" + query)!)
+            r.setValue("Bearer \(p.admin)", forHTTPHeaderField: "Authorization")
+            let (data, response) = try await URLSession.shared.data(for: r)
+            let h = response as! HTTPURLResponse
+            let names = ((try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
+            return (h.statusCode, names, h.value(forHTTPHeaderField: "Link"))
+        }
+        var (ps, names, link) = try await page("?limit=1")
+        #expect(ps == 200 && names == ["a"] && link == "</v1/vms?limit=1&after=a>; rel=\"next\"")
+        (ps, names, link) = try await page("?limit=1&after=a")
+        #expect(ps == 200 && names == ["b"] && link == nil)
+        (ps, _, _) = try await page("?limit=0")
+        #expect(ps == 400)
         // A reader may read, not deploy; no token: 401.
         let reader = try await AttestationService.createAPIToken(store: p.service.store, role: .reader, vm: nil)
         #expect(try await p.request("GET", "/v1/vms", token: reader).0 == 200)
