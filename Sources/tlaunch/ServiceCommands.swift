@@ -117,7 +117,8 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "The platform data folder (for its admin token). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
 
     var client: ServiceClient {
-        let env = ProcessInfo.processInfo.environment
+        // An empty variable counts as unset.
+        let env = ProcessInfo.processInfo.environment.filter { !$0.value.isEmpty }
         let url = server ?? env["TLAUNCH_SERVER"] ?? "http://127.0.0.1:8080"
         let t = token ?? env["TLAUNCH_TOKEN"]
             ?? (try? String(contentsOf: DataFolder.resolve(data).adminToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)

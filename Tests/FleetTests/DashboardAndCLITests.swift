@@ -225,6 +225,55 @@ struct CommandLineTests {
         #expect(status != 0 && out.contains("TPM 2.0:               not present"))
     }
 
+    @Test func upDeploysTheSampleFleetOnceAndResumesItAfterARestart() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-up-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let port = try SwtpmProcess.freePortPair()
+        /// Starts `tlaunch up`, waits for "Ready", runs `body`, stops it with SIGINT; the output.
+        func up(_ body: () async throws -> Void) async throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: tlaunchPath)
+            p.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:\(port)", "--log-level", "error"]
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("up-\(UUID().uuidString.prefix(8)).log")
+            _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+            p.standardOutput = try FileHandle(forWritingTo: out)
+            p.standardError = p.standardOutput
+            try p.run()
+            defer { try? FileManager.default.removeItem(at: out) }
+            var text = ""
+            for _ in 0..<1200 where !text.contains("==> Ready") && p.isRunning {
+                try await Task.sleep(for: .milliseconds(250))
+                text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+            }
+            #expect(text.contains("==> Ready"), "\(text)")
+            try await body()
+            kill(p.processIdentifier, SIGINT)
+            for _ in 0..<200 where p.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+            if p.isRunning { p.terminate() }
+            p.waitUntilExit()
+            return (p.terminationStatus, (try? String(contentsOf: out, encoding: .utf8)) ?? "")
+        }
+        let env = ["TLAUNCH_SERVER": "http://127.0.0.1:\(port)", "TLAUNCH_DATA": dir.path, "TLAUNCH_TOKEN": ""]
+        var (status, out) = try await up {
+            let (s, list, err) = try await runOffPool(tlaunchPath, ["vm", "list", "--json", "--data", dir.path], environment: env)
+            #expect(s == 0, "\(err)")
+            let vms = try #require(try JSONSerialization.jsonObject(with: Data(list.utf8)) as? [[String: Any]])
+            let integrity = Dictionary(uniqueKeysWithValues: vms.map { ($0["name"] as! String, ($0["integrityMonitoring"] as! [String: Any])["bootIntegrity"] as! String) })
+            #expect(integrity == [SampleFleet.healthy: "Healthy", SampleFleet.tampered: "Unhealthy", SampleFleet.standard: "NotMonitored"])
+            let (s2, alerts, _) = try await runOffPool(tlaunchPath, ["alert", "list", "--data", dir.path], environment: env)
+            #expect(s2 == 0 && alerts.contains("Boot loader changed") && alerts.contains(SampleFleet.tampered))
+        }
+        #expect(status == 0, "\(out)")
+        #expect(out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux") && out.contains("Dashboard: http://127.0.0.1:\(port)/login?token="))
+        // The second start deploys nothing new and boots the running VMs again (new boots, attested).
+        (status, out) = try await up {
+            let (s, list, _) = try await runOffPool(tlaunchPath, ["vm", "show", SampleFleet.healthy, "--json", "--data", dir.path], environment: env)
+            let vm = try #require(try JSONSerialization.jsonObject(with: Data(list.utf8)) as? [String: Any])
+            #expect(s == 0 && vm["bootCount"] as? Int == 2 && (vm["integrityMonitoring"] as? [String: Any])?["bootIntegrity"] as? String == "Healthy")
+        }
+        #expect(status == 0 && out.contains("Resuming the fleet") && !out.contains("First start"), "\(out)")
+    }
+
     @Test func demoPrintsTheOverviewsAndTheAlert() async throws {
         let (status, out, err) = try await runOffPool(tlaunchPath, ["demo"])
         #expect(status == 0, "\(err.suffix(800))")
