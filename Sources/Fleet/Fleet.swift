@@ -566,15 +566,10 @@ public final class Fleet: Sendable {
     /// The fleet by name: all of it, or a page of `limit` VMs after `after`.
     public func list(after: String? = nil, limit: Int? = nil) async throws -> [VMView] {
         let vms = limit == nil && after == nil ? try await store.vms() : try await store.vms(after: after, limit: limit ?? 1000)
+        // One query for the active alerts, not one per VM.
+        let byVM = Dictionary(grouping: try await store.alerts(status: .active, limit: 10000), by: \.vm)
         var out: [VMView] = []
-        if vms.count > 200 {
-            // One query for the active alerts of the page instead of one per VM.
-            let active = try await store.alerts(status: .active, limit: 10000)
-            let byVM = Dictionary(grouping: active, by: \.vm)
-            for vm in vms { out.append(try await view(vm, alerts: byVM[vm.name] ?? [])) }
-        } else {
-            for vm in vms { out.append(try await view(vm)) }
-        }
+        for vm in vms { out.append(try await view(vm, alerts: byVM[vm.name] ?? [])) }
         return out
     }
 

@@ -45,11 +45,13 @@ public final class FleetStore: Sendable {
             .map { try Self.decode(VMRecord.self, $0.first) }
     }
 
-    public func vmCount() async throws -> Int {
-        let v = try await db.query("SELECT COUNT(*) FROM fleet_vms", []).first?.first
-        if case .int(let i)? = v { return Int(i) }
+    /// The single integer a `SELECT COUNT(*) …` answers.
+    func count(_ sql: String) async throws -> Int {
+        if case .int(let i)? = try await db.query(sql, []).first?.first { return Int(i) }
         return 0
     }
+
+    public func vmCount() async throws -> Int { try await count("SELECT COUNT(*) FROM fleet_vms") }
 
     /// Monitored, running VMs whose last attestation is older than `before` (or missing).
     public func monitoredRunning() async throws -> [VMRecord] {
@@ -178,11 +180,7 @@ public final class FleetStore: Sendable {
         _ = try await db.query("UPDATE fleet_webhook_deliveries SET attempts = ?, next_attempt = ? WHERE id = ?", [.int(Int64(attempts)), .int(at), .text(id)])
     }
 
-    public func pendingDeliveries() async throws -> Int {
-        let v = try await db.query("SELECT COUNT(*) FROM fleet_webhook_deliveries", []).first?.first
-        if case .int(let i)? = v { return Int(i) }
-        return 0
-    }
+    public func pendingDeliveries() async throws -> Int { try await count("SELECT COUNT(*) FROM fleet_webhook_deliveries") }
 
     /// Removes what the attestation service knew about a deleted VM (its AK, counters, baseline).
     public func forgetAttestationState(vm: String) async throws {

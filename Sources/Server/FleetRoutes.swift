@@ -13,11 +13,6 @@ extension APIError {
 extension APIServer {
     /// The fleet's API: VMs (deploy, read, update, lifecycle, disk), images, alerts.
     static func addFleetRoutes(_ v1: RouterGroup<ServiceContext>, fleet: Fleet) {
-        @Sendable func name(_ context: ServiceContext) throws -> String {
-            let n = try context.parameters.require("vm")
-            do { try AttestationService.checkVMName(n) } catch { throw APIError(error) }
-            return n
-        }
         v1.get("vms") { request, context -> Response in
             try authorize(context, [.admin, .reader])
             // Pages of ?limit= VMs (default 1000, at most 5000) by name, ?after= the last name of
@@ -43,17 +38,17 @@ extension APIServer {
             return try json(encodable: try await fleet.view(vm), status: .created)
         }
         v1.get("vms/{vm}") { _, context -> Response in
-            let n = try name(context)
+            let n = try vm(context)
             try authorize(context, [.admin, .reader, .agent], vm: n)
             return try json(encodable: try await fleet.view(try await fleet.require(n)))
         }
         v1.get("vms/{vm}/overview") { _, context -> Response in
-            let n = try name(context)
+            let n = try vm(context)
             try authorize(context, [.admin, .reader])
             return try json(encodable: try await fleet.overview(n))
         }
         v1.patch("vms/{vm}") { request, context -> Response in
-            let n = try name(context)
+            let n = try vm(context)
             try authorize(context, [.admin])
             var body = try await require(UpdateRequest.self, request, limit: maxSmallBody)
             if body.version == nil, let tag = request.headers[.ifMatch] {
@@ -65,14 +60,14 @@ extension APIServer {
             return try json(encodable: try await fleet.view(try await fleet.update(n, body)))
         }
         v1.delete("vms/{vm}") { _, context -> Response in
-            let n = try name(context)
+            let n = try vm(context)
             try authorize(context, [.admin])
             try await fleet.delete(n)
             return Response(status: .noContent)
         }
         for action in ["start", "stop", "restart"] {
             v1.post("vms/{vm}/\(action)") { _, context -> Response in
-                let n = try name(context)
+                let n = try vm(context)
                 try authorize(context, [.admin])
                 let vm: VMRecord
                 switch action {
@@ -84,7 +79,7 @@ extension APIServer {
             }
         }
         v1.post("vms/{vm}/attest") { _, context -> Response in
-            let n = try name(context)
+            let n = try vm(context)
             try authorize(context, [.admin])
             _ = try await fleet.require(n)
             switch await fleet.attestNow(n) {
@@ -94,12 +89,12 @@ extension APIServer {
             }
         }
         v1.post("vms/{vm}/baseline/predict") { _, context -> Response in
-            let n = try name(context)
+            let n = try vm(context)
             try authorize(context, [.admin])
             return try json(encodable: try await fleet.predictBaseline(n))
         }
         v1.put("vms/{vm}/disk") { request, context -> Response in
-            let n = try name(context)
+            let n = try vm(context)
             try authorize(context, [.admin])
             guard let path = request.uri.queryParameters.get("path"), !path.isEmpty else {
                 throw APIError(.badRequest, "give the file's path on the disk: ?path=/EFI/BOOT/grubx64.efi", field: "path")
@@ -115,7 +110,7 @@ extension APIServer {
             return try json(encodable: try await fleet.view(vm))
         }
         v1.get("vms/{vm}/guest") { _, context -> Response in
-            let n = try name(context)
+            let n = try vm(context)
             try authorize(context, [.admin, .reader])
             let vm = try await fleet.require(n)
             guard let status = await fleet.guestStatus(n) else {

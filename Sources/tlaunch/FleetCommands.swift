@@ -48,10 +48,13 @@ struct API {
     static func escape(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? s }
 }
 
-func printJSON(_ v: some Encodable) throws {
+/// Pretty, sorted JSON as the CLI prints it.
+func prettyJSON(_ v: some Encodable) throws -> String {
     let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-    print(String(decoding: try e.encode(v), as: UTF8.self))
+    return String(decoding: try e.encode(v), as: UTF8.self)
 }
+
+func printJSON(_ v: some Encodable) throws { print(try prettyJSON(v)) }
 
 /// `true`/`false` (also on/off, yes/no) for the settings flags.
 func parseBool(_ s: String?, _ flag: String) throws -> Bool? {

@@ -37,11 +37,7 @@ struct EmbeddedPlatform {
         let fleet = Fleet(store: FleetStore(backend: sql.backend), service: service, dataFolder: folder, hostKey: try HostKey.loadOrCreate(folder: folder),
                           authority: try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA),
                           webhooks: WebhookNotifier(urls: urls, logger: logger), logger: logger, progress: { say($0) })
-        if !FileManager.default.fileExists(atPath: folder.adminToken.path) {
-            let token = try await AttestationService.createAPIToken(store: service.store, role: .admin, vm: nil)
-            _ = FileManager.default.createFile(atPath: folder.adminToken.path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
-        }
-        let admin = try String(contentsOf: folder.adminToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let admin = try await Serve.adminToken(folder: folder, service: service)
         var httpLog = Logger(label: "tlaunch.http")
         httpLog.logLevel = logLevel
         let server: RunningServer
@@ -73,10 +69,7 @@ func say(_ s: String) { emit("==> \(s)") }
 func detail(_ s: String) { emit("    \(s)") }
 /// Unbuffered output, so progress from other tasks stays in order with the story.
 func emit(_ s: String, terminator: String = "\n") { FileHandle.standardOutput.write(Data((s + terminator).utf8)) }
-func emitJSON(_ v: some Encodable) throws {
-    let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-    emit(String(decoding: try e.encode(v), as: UTF8.self))
-}
+func emitJSON(_ v: some Encodable) throws { emit(try prettyJSON(v)) }
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

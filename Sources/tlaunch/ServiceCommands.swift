@@ -53,17 +53,22 @@ struct Serve: AsyncParsableCommand {
         try folder.create()
         let service = try await Self.makeService(storage: storage, trustEKCA: trustEKCA, issuer: issuer ?? "http://\(listen)",
                                                  tokenLifetime: tokenLifetime, nonceLifetime: nonceLifetime, keepEvidence: !noKeepEvidence)
-        // The local admin token: created once, readable only by this user.
-        if !FileManager.default.fileExists(atPath: folder.adminToken.path) {
-            let token = try await AttestationService.createAPIToken(store: service.store, role: .admin, vm: nil)
-            _ = FileManager.default.createFile(atPath: folder.adminToken.path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
-        }
+        _ = try await Self.adminToken(folder: folder, service: service)
         var logger = Logger(label: "tlaunch.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let app = APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger) { actual in
             FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on http://\(host):\(actual) (storage: \(service.store.kind); admin token: \(folder.adminToken.path))\n".utf8))
         }
         try await app.runService()
+    }
+
+    /// The local admin token: created once (0600, readable only by this user), then read.
+    static func adminToken(folder: DataFolder, service: AttestationService) async throws -> String {
+        if !FileManager.default.fileExists(atPath: folder.adminToken.path) {
+            let token = try await AttestationService.createAPIToken(store: service.store, role: .admin, vm: nil)
+            _ = FileManager.default.createFile(atPath: folder.adminToken.path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
+        }
+        return try String(contentsOf: folder.adminToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     static func makeService(storage: DataOptions, trustEKCA: [String], issuer: String, tokenLifetime: Int = 3600, nonceLifetime: Int = 120,
@@ -146,10 +151,6 @@ struct AgentCommand: AsyncParsableCommand {
         }
     }
 
-    static func printJSON(_ v: some Encodable) throws {
-        let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        print(String(decoding: try e.encode(v), as: UTF8.self))
-    }
 
     static func show(_ o: AttestationOutcome) {
         print("Attestation \(o.passed ? "PASSED" : "FAILED") for \(o.vm) at \(o.time) (policy \(o.policy.id) v\(o.policy.version), id \(o.id))")
@@ -163,7 +164,7 @@ struct AgentCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
         func run() async throws {
             let receipt = try await options.agent().enroll()
-            if options.json { try AgentCommand.printJSON(receipt) } else {
+            if options.json { try printJSON(receipt) } else {
                 print("Enrolled \(receipt.vm): AK \(receipt.akName)\nEK certificate: \(receipt.ekCertificateSubject)")
                 print(receipt.akCertificate)
             }
@@ -175,7 +176,7 @@ struct AgentCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
         func run() async throws {
             let o = try await options.agent().attest()
-            if options.json { try AgentCommand.printJSON(o) } else { AgentCommand.show(o) }
+            if options.json { try printJSON(o) } else { AgentCommand.show(o) }
             if !o.passed { throw ExitCode(1) }
         }
     }
@@ -221,7 +222,7 @@ struct AgentCommand: AsyncParsableCommand {
             let json = options.json
             await (try options.agent()).run(interval: .seconds(max(1, interval))) { r in
                 switch r {
-                case .success(let o): if json { try? AgentCommand.printJSON(o) } else { AgentCommand.show(o) }
+                case .success(let o): if json { try? printJSON(o) } else { AgentCommand.show(o) }
                 case .failure(let e): FileHandle.standardError.write(Data("attestation failed: \(e)\n".utf8))
                 }
             }
