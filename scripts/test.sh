@@ -12,4 +12,16 @@ if [ -z "${TLAUNCH_TEST_POSTGRES:-}" ]; then
   export TLAUNCH_TEST_POSTGRES
 fi
 swift build --build-tests
-swift test --skip-build --parallel "$@"
+# Tests that read the real-world corpus (TLAUNCH_TESTDATA, else ../shared/testdata) are skipped
+# when it is absent, and counted in one line at the end; CI (TLAUNCH_REQUIRE_INTEROP=1) runs them.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+swift test --skip-build --parallel "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+skipped=$(grep -c 'skipped: "needs the real-world corpus' "$log" || true)
+if [ "$skipped" -gt 0 ]; then
+  echo "==> $skipped tests skipped: the real-world corpus is absent (set TLAUNCH_TESTDATA to its folder, or put it at ../shared/testdata; README: \"The real-world corpus\")"
+fi
+exit "$status"

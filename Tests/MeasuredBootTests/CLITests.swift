@@ -21,22 +21,22 @@ struct CLITests {
         return path
     }
 
-    @Test func replayPrintsEveryBankExactly() throws {
-        guard SharedData.require() else { return }
-        let (status, out, _) = try run(["eventlog", "replay", SharedData.url("eventlogs/fragment_uefiaction_tpm2-tools.bin").path])
+    @Test(.corpus) func replayPrintsEveryBankExactly() throws {
+        guard Corpus.require() else { return }
+        let (status, out, _) = try run(["eventlog", "replay", Corpus.url("eventlogs/fragment_uefiaction_tpm2-tools.bin").path])
         #expect(status == 0)
         #expect(out == "sha1     4   ee01a03529a6b38b5ded18ab6ae8d771aaac1925\n"
                      + "sha256   4   3f263b96ccbc33bb53d808771f9ab1e02d4dec8854f9530f749cde853a723273\n")
     }
 
-    @Test func replayAgainstPCRsSetsTheExitStatus() throws {
-        guard SharedData.require() else { return }
-        let log = SharedData.url("eventlogs/gce_ubuntu2104_nodbx_go-tpm-tools.bin").path
-        let good = SharedData.url("eventlogs/gce_ubuntu2104_nodbx_go-tpm-tools.expected_pcrs.json").path
+    @Test(.corpus) func replayAgainstPCRsSetsTheExitStatus() throws {
+        guard Corpus.require() else { return }
+        let log = Corpus.url("eventlogs/gce_ubuntu2104_nodbx_go-tpm-tools.bin").path
+        let good = Corpus.url("eventlogs/gce_ubuntu2104_nodbx_go-tpm-tools.expected_pcrs.json").path
         let (s1, o1, e1) = try run(["eventlog", "replay", log, "--pcrs", good])
         #expect(s1 == 0, "\(e1)")
         #expect(o1.contains("PCRs match") && !o1.contains("MISMATCH"))
-        let object = try SharedData.json("eventlogs/gce_ubuntu2104_nodbx_go-tpm-tools.expected_pcrs.json") as? [String: Any]
+        let object = try Corpus.json("eventlogs/gce_ubuntu2104_nodbx_go-tpm-tools.expected_pcrs.json") as? [String: Any]
         var pcrs = object?["pcrs"] as? [String: [String: String]] ?? [:]
         pcrs["sha256"]?["4"] = String(repeating: "00", count: 32)
         let bad = try tempFile(String(decoding: try JSONSerialization.data(withJSONObject: pcrs), as: UTF8.self))
@@ -52,16 +52,16 @@ struct CLITests {
         #expect(rows.contains { $0["pcr"] as? Int == 4 && $0["status"] as? String == "mismatch" && $0["lastEvent"] is Int })
     }
 
-    @Test func showAndExplainJSON() throws {
-        guard SharedData.require() else { return }
-        let log = SharedData.url("eventlogs/gce_rhel8_secureboot_go-tpm-tools.bin").path
+    @Test(.corpus) func showAndExplainJSON() throws {
+        guard Corpus.require() else { return }
+        let log = Corpus.url("eventlogs/gce_rhel8_secureboot_go-tpm-tools.bin").path
         let (s1, o1, _) = try run(["eventlog", "show", log, "--json", "--pcr", "7"])
         #expect(s1 == 0)
         let shown = try JSONSerialization.jsonObject(with: Data(o1.utf8)) as? [String: Any]
         let events = shown?["events"] as? [[String: Any]] ?? []
         #expect(!events.isEmpty && events.allSatisfy { $0["pcr"] as? Int == 7 })
         #expect(events.contains { ($0["data"] as? [String: Any])?["name"] as? String == "SecureBoot" })
-        let (s2, o2, _) = try run(["eventlog", "explain", log, "--json", "--pcrs", SharedData.url("eventlogs/gce_rhel8_secureboot_go-tpm-tools.expected_pcrs.json").path])
+        let (s2, o2, _) = try run(["eventlog", "explain", log, "--json", "--pcrs", Corpus.url("eventlogs/gce_rhel8_secureboot_go-tpm-tools.expected_pcrs.json").path])
         #expect(s2 == 0)
         let facts = try JSONSerialization.jsonObject(with: Data(o2.utf8)) as? [String: Any]
         #expect((facts?["secureBoot"] as? [String: Any])?["enabled"] as? Bool == true)
@@ -80,9 +80,9 @@ struct CLITests {
         #expect(err.contains("event 0") && err.contains("byte offset") && err.contains("truncated"))
     }
 
-    @Test func imaReplay() throws {
-        guard SharedData.require() else { return }
-        let (status, out, _) = try run(["ima", "replay", SharedData.url("ima/ascii_runtime_measurements_ima-ng_sha1_rust-keylime.txt").path, "--json"])
+    @Test(.corpus) func imaReplay() throws {
+        guard Corpus.require() else { return }
+        let (status, out, _) = try run(["ima", "replay", Corpus.url("ima/ascii_runtime_measurements_ima-ng_sha1_rust-keylime.txt").path, "--json"])
         #expect(status == 0)
         let o = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
         #expect(o?["entries"] as? Int ?? 0 > 800)

@@ -1,16 +1,17 @@
 import Foundation
 import MeasuredBoot
 import TPM2
+import TLaunchTestSupport
 import Testing
 
 @Suite("Measured Boot: every real log parses, re-encodes to its bytes and replays to its PCRs")
 struct EventLogParseTests {
-    @Test func everyRealLogParsesAndReencodesExactly() throws {
-        guard SharedData.require() else { return }
-        let logs = SharedData.eventLogs
+    @Test(.corpus) func everyRealLogParsesAndReencodesExactly() throws {
+        guard Corpus.require() else { return }
+        let logs = Corpus.eventLogs
         #expect(logs.count >= 50)
         for name in logs where !SharedData.malformed.contains(name) {
-            let bytes = try SharedData.bytes("eventlogs/\(name)")
+            let bytes = try Corpus.bytes("eventlogs/\(name)")
             let log: EventLog
             do { log = try EventLog(parsing: bytes) } catch {
                 Issue.record("\(name): \(error)")
@@ -22,11 +23,11 @@ struct EventLogParseTests {
         }
     }
 
-    @Test func malformedLogsFailWithPreciseErrors() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func malformedLogsFailWithPreciseErrors() throws {
+        guard Corpus.require() else { return }
         // go-attestation's "short EV_NO_ACTION" log is one well-framed TCG_PCR_EVENT (a
         // StartupLocality payload without a Spec ID header): it parses, as go-attestation expects.
-        let short = try SharedData.bytes("eventlogs/edge_short_no_action_go-attestation.bin")
+        let short = try Corpus.bytes("eventlogs/edge_short_no_action_go-attestation.bin")
         let one = try EventLog(parsing: short)
         #expect(one.format == .sha1 && one.events.count == 1 && one.events[0].type == .noAction)
         #expect(try one.encoded() == short)
@@ -37,7 +38,7 @@ struct EventLogParseTests {
         }
         // tpm2-tools' vendor-data fixture: the Spec ID event says 37 bytes but its vendorInfoSize
         // asks for 4 more, which lie outside the event.
-        let vendor = try SharedData.bytes("eventlogs/fragment_specid_vendordata_tpm2-tools.bin")
+        let vendor = try Corpus.bytes("eventlogs/fragment_specid_vendordata_tpm2-tools.bin")
         let e2 = #expect(throws: EventLogError.self) { try EventLog(parsing: vendor) }
         #expect(e2?.eventIndex == 0)
         #expect(e2?.offset == vendor.count - 4)
@@ -45,16 +46,16 @@ struct EventLogParseTests {
         #expect(e2?.description.contains("vendorInfo") == true)
     }
 
-    @Test func replayEqualsTheSourcesPCRs() throws {
-        guard SharedData.require() else { return }
-        let files = try FileManager.default.contentsOfDirectory(atPath: SharedData.url("eventlogs").path)
+    @Test(.corpus) func replayEqualsTheSourcesPCRs() throws {
+        guard Corpus.require() else { return }
+        let files = try FileManager.default.contentsOfDirectory(atPath: Corpus.url("eventlogs").path)
             .filter { $0.hasSuffix(".expected_pcrs.json") }.sorted()
         #expect(files.count >= 25)
         var compared = 0
         for file in files {
-            let object = try SharedData.json("eventlogs/\(file)") as? [String: Any] ?? [:]
+            let object = try Corpus.json("eventlogs/\(file)") as? [String: Any] ?? [:]
             guard let logName = object["log"] as? String else { Issue.record("\(file): no log"); continue }
-            let log = try EventLog(parsing: SharedData.bytes("eventlogs/\(logName)"))
+            let log = try EventLog(parsing: Corpus.bytes("eventlogs/\(logName)"))
             var expected = try PCRValues(json: JSONSerialization.data(withJSONObject: object["pcrs"] ?? [:]))
             // PCR 10 of the TPM 1.2 machine is extended by Linux IMA, not by this firmware log.
             if (object["note"] as? String)?.contains("IMA") == true {
@@ -74,10 +75,10 @@ struct EventLogParseTests {
 
 @Suite("Measured Boot: the fast replay equals the replay of parsed events")
 struct FastReplayTests {
-    @Test func everyRealLog() throws {
-        guard SharedData.require() else { return }
-        for name in SharedData.eventLogs {
-            let bytes = try SharedData.bytes("eventlogs/\(name)")
+    @Test(.corpus) func everyRealLog() throws {
+        guard Corpus.require() else { return }
+        for name in Corpus.eventLogs {
+            let bytes = try Corpus.bytes("eventlogs/\(name)")
             guard let log = try? EventLog(parsing: bytes) else {
                 #expect(throws: EventLogError.self, "\(name)") { try EventLog.replay(parsing: bytes) }
                 continue

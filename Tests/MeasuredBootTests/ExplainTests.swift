@@ -1,25 +1,26 @@
 import Foundation
 import MeasuredBoot
 import TPM2
+import TLaunchTestSupport
 import Testing
 
 @Suite("Measured Boot: boot facts from verified events")
 struct ExplainTests {
     func verified(_ name: String) throws -> (EventLog, ReplayReport, [String: Any]) {
-        let object = try SharedData.json("eventlogs/\(name.replacingOccurrences(of: ".bin", with: ".expected_pcrs.json"))") as? [String: Any] ?? [:]
-        let log = try EventLog(parsing: SharedData.bytes("eventlogs/\(name)"))
+        let object = try Corpus.json("eventlogs/\(name.replacingOccurrences(of: ".bin", with: ".expected_pcrs.json"))") as? [String: Any] ?? [:]
+        let log = try EventLog(parsing: Corpus.bytes("eventlogs/\(name)"))
         let pcrs = try PCRValues(json: JSONSerialization.data(withJSONObject: object["pcrs"] ?? [:]))
         return (log, log.replay(against: pcrs), object)
     }
 
     /// The boot chain's Authenticode digests equal the ones go-tpm-tools' tests give, on every
     /// log that has them.
-    @Test func bootChainDigestsEqualTheSources() throws {
-        guard SharedData.require() else { return }
-        let files = try FileManager.default.contentsOfDirectory(atPath: SharedData.url("eventlogs").path).filter { $0.hasSuffix(".expected_pcrs.json") }
+    @Test(.corpus) func bootChainDigestsEqualTheSources() throws {
+        guard Corpus.require() else { return }
+        let files = try FileManager.default.contentsOfDirectory(atPath: Corpus.url("eventlogs").path).filter { $0.hasSuffix(".expected_pcrs.json") }
         var checked = 0
         for f in files.sorted() {
-            let object = try SharedData.json("eventlogs/\(f)") as? [String: Any] ?? [:]
+            let object = try Corpus.json("eventlogs/\(f)") as? [String: Any] ?? [:]
             guard let apps = object["expected_efi_app_digests"] as? [String: [String]], let log = object["log"] as? String else { continue }
             let (_, report, _) = try verified(log)
             #expect(report.allMatch, "\(log)")
@@ -41,8 +42,8 @@ struct ExplainTests {
         #expect(checked >= 10)
     }
 
-    @Test func rhel8OnGCE() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func rhel8OnGCE() throws {
+        guard Corpus.require() else { return }
         let (_, report, _) = try verified("gce_rhel8_secureboot_go-tpm-tools.bin")
         let f = report.verified.explain()
         #expect(f.secureBoot.enabled == true)
@@ -62,8 +63,8 @@ struct ExplainTests {
 
     /// Nothing is explained from a PCR whose replay did not match: with PCR 7 wrong, the Secure
     /// Boot facts disappear; the unverified log is only explainable through `unchecked`.
-    @Test func factsComeOnlyFromMatchingPCRs() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func factsComeOnlyFromMatchingPCRs() throws {
+        guard Corpus.require() else { return }
         let (log, _, object) = try verified("gce_rhel8_secureboot_go-tpm-tools.bin")
         var pcrs = try PCRValues(json: JSONSerialization.data(withJSONObject: object["pcrs"] ?? [:]))
         pcrs[.sha256, 7] = [UInt8](repeating: 0x42, count: 32)
@@ -121,16 +122,16 @@ struct ExplainTests {
         #expect((object?["secureBoot"] as? [String: Any])?["enabled"] as? Bool == true)
     }
 
-    @Test func ukiAndGrubMeasurements() throws {
-        guard SharedData.require() else { return }
-        let sd = try EventLog(parsing: SharedData.bytes("eventlogs/qemu_ovmf_sdboot_fedora37_tpm2-tools.bin"))
+    @Test(.corpus) func ukiAndGrubMeasurements() throws {
+        guard Corpus.require() else { return }
+        let sd = try EventLog(parsing: Corpus.bytes("eventlogs/qemu_ovmf_sdboot_fedora37_tpm2-tools.bin"))
         let f = VerifiedEventLog.unchecked(sd).explain()
         // systemd-stub: the command line in PCR 12, the initrd tag in PCR 9.
         #expect(f.kernelCommandLine?.contains("console=ttyS0") == true)
         #expect(f.uki.contains { $0.pcr == 12 } && f.uki.contains { $0.pcr == 9 })
         #expect(f.bootOptions.first { $0.number == "0001" }?.devicePath.hasSuffix("\\EFI\\systemd\\systemd-bootx64.efi") == true)
         #expect(f.secureBoot.enabled == false)
-        let inspur = try EventLog(parsing: SharedData.bytes("eventlogs/inspur_server_ubuntu_pue.bin"))
+        let inspur = try EventLog(parsing: Corpus.bytes("eventlogs/inspur_server_ubuntu_pue.bin"))
         let g = VerifiedEventLog.unchecked(inspur).explain()
         #expect(g.grub?.commands.contains { $0.hasPrefix("linux") } == true)
         #expect(g.kernelCommandLine?.isEmpty == false)
@@ -139,9 +140,9 @@ struct ExplainTests {
 
 @Suite("Measured Boot: device paths as UEFI text")
 struct DevicePathTextTests {
-    @Test func realPaths() throws {
-        guard SharedData.require() else { return }
-        let hirs = try EventLog(parsing: SharedData.bytes("eventlogs/dell_bootguard_sha1log_hirs.bin"))
+    @Test(.corpus) func realPaths() throws {
+        guard Corpus.require() else { return }
+        let hirs = try EventLog(parsing: Corpus.bytes("eventlogs/dell_bootguard_sha1log_hirs.bin"))
         guard case .imageLoad(let shim) = hirs.events[24].decoded else { Issue.record("event 24 is not an image load"); return }
         #expect(shim.devicePath?.description == "PciRoot(0x0)/Pci(0x17,0x0)/Sata(0x1,0x8000,0x0)/HD(1,GPT,381A04DC-02F8-4099-B4E2-FF987DEF0AEF,0x800,0x100000)/\\EFI\\ubuntu\\shimx64.efi")
         #expect(shim.devicePath?.filePath == "\\EFI\\ubuntu\\shimx64.efi")

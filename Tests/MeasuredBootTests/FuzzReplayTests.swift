@@ -13,14 +13,14 @@ struct FuzzReplayTests {
         #expect(try FuzzCorpus.replay("ima", MeasuredBootFuzzing.imaLog) >= 10, "the corpus is committed")
     }
 
-    @Test func realLogsKeepTheFuzzInvariants() throws {
-        guard SharedData.require() else { return }
-        for name in SharedData.eventLogs {
-            let bytes = try SharedData.bytes("eventlogs/\(name)")
+    @Test(.corpus) func realLogsKeepTheFuzzInvariants() throws {
+        guard Corpus.require() else { return }
+        for name in Corpus.eventLogs {
+            let bytes = try Corpus.bytes("eventlogs/\(name)")
             #expect(MeasuredBootFuzzing.eventLog(bytes).isEmpty, "\(name)")
         }
-        for name in try FileManager.default.contentsOfDirectory(atPath: SharedData.url("ima").path) where name.contains("runtime_measurements") || name.hasPrefix("ima_log") {
-            #expect(MeasuredBootFuzzing.imaLog(try SharedData.bytes("ima/\(name)")).isEmpty, "\(name)")
+        for name in try FileManager.default.contentsOfDirectory(atPath: Corpus.url("ima").path) where name.contains("runtime_measurements") || name.hasPrefix("ima_log") {
+            #expect(MeasuredBootFuzzing.imaLog(try Corpus.bytes("ima/\(name)")).isEmpty, "\(name)")
         }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import MeasuredBoot
 import TPM2
+import TLaunchTestSupport
 import Testing
 
 @Suite("Measured Boot: Linux IMA lists parse and replay")
@@ -9,11 +10,11 @@ struct IMATests {
                                 "binary_runtime_measurements_sml_ima_sha1_tpm2-tss",
                                 "binary_runtime_measurements_sml_ima_sig_sha256_tpm2-tss"]
 
-    @Test(arguments: expectedFiles)
+    @Test(.corpus, arguments: expectedFiles)
     func binaryListsHaveTheSourcesTemplateHashes(_ base: String) throws {
-        guard SharedData.require() else { return }
-        let log = try IMALog(parsing: SharedData.bytes("ima/\(base).bin"))
-        let object = try SharedData.json("ima/\(base).expected.json") as? [String: Any]
+        guard Corpus.require() else { return }
+        let log = try IMALog(parsing: Corpus.bytes("ima/\(base).bin"))
+        let object = try Corpus.json("ima/\(base).expected.json") as? [String: Any]
         let expected = object?["entries"] as? [[String: String]] ?? []
         #expect(!expected.isEmpty)
         #expect(log.entries.count == expected.count, "\(base): \(log.entries.count) entries, tail \(String(describing: log.incompleteTail))")
@@ -25,11 +26,11 @@ struct IMATests {
         }
     }
 
-    @Test(arguments: expectedFiles)
+    @Test(.corpus, arguments: expectedFiles)
     func invalidatedListsAreCaught(_ base: String) throws {
-        guard SharedData.require() else { return }
-        let good = try IMALog(parsing: SharedData.bytes("ima/\(base).bin"))
-        let bad = try IMALog(parsing: SharedData.bytes("ima/\(base.replacingOccurrences(of: "_tpm2-tss", with: "_invalidated_tpm2-tss")).bin"))
+        guard Corpus.require() else { return }
+        let good = try IMALog(parsing: Corpus.bytes("ima/\(base).bin"))
+        let bad = try IMALog(parsing: Corpus.bytes("ima/\(base.replacingOccurrences(of: "_tpm2-tss", with: "_invalidated_tpm2-tss")).bin"))
         var g = IMAReplayState(), b = IMAReplayState()
         try g.apply(good.entries)
         try b.apply(bad.entries)
@@ -39,10 +40,10 @@ struct IMATests {
         #expect(!b.violations.isEmpty || !b.inconsistentEntries.isEmpty || (bad.entries.isEmpty && bad.incompleteTail != nil))
     }
 
-    @Test func asciiListsAreConsistentAndReplayIncrementally() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func asciiListsAreConsistentAndReplayIncrementally() throws {
+        guard Corpus.require() else { return }
         for name in ["ascii_runtime_measurements_ima-ng_sha1_rust-keylime.txt", "ascii_runtime_measurements_ima-template_sha1_keylime.txt"] {
-            let log = try IMALog(parsing: SharedData.bytes("ima/\(name)"))
+            let log = try IMALog(parsing: Corpus.bytes("ima/\(name)"))
             #expect(log.entries.count > 800, "\(name)")
             let bad = log.entries.filter { !$0.isConsistent }
             #expect(bad.isEmpty, "\(name): inconsistent entries \(bad.prefix(3).map { "\($0.position): \($0.fileName)" })")
@@ -64,19 +65,19 @@ struct IMATests {
         }
     }
 
-    @Test func boundaryCases() throws {
+    @Test(.corpus) func boundaryCases() throws {
         // A sha256 ima-ng line; its template hash is SHA-1 over the fields.
-        guard SharedData.require() else { return }
-        let log = try IMALog(parsing: SharedData.bytes("ima/ima_log_sha256_boot_aggregate_rust-keylime.txt"))
+        guard Corpus.require() else { return }
+        let log = try IMALog(parsing: Corpus.bytes("ima/ima_log_sha256_boot_aggregate_rust-keylime.txt"))
         #expect(log.entries.count == 1)
         #expect(log.entries[0].fileDigestAlgorithm == "sha256" && log.entries[0].fileDigest.count == 32)
         #expect(log.entries[0].isConsistent)
         // Altering a file digest breaks consistency.
-        var text = try String(contentsOf: SharedData.url("ima/ima_log_sha256_boot_aggregate_rust-keylime.txt"), encoding: .utf8)
+        var text = try String(contentsOf: Corpus.url("ima/ima_log_sha256_boot_aggregate_rust-keylime.txt"), encoding: .utf8)
         text = text.replacingOccurrences(of: "sha256:fe", with: "sha256:ff")
         #expect(try IMALog(ascii: text).entries[0].isConsistent == false)
         // Truncated binary lists keep the whole entries and say where the tail starts.
-        let bin = try SharedData.bytes("ima/binary_runtime_measurements_sml_ima_ng_sha1_tpm2-tss.bin")
+        let bin = try Corpus.bytes("ima/binary_runtime_measurements_sml_ima_ng_sha1_tpm2-tss.bin")
         let full = try IMALog(parsing: bin)
         for cut in stride(from: 5, to: bin.count, by: 7) {
             let part = try IMALog(parsing: Array(bin.prefix(cut)))

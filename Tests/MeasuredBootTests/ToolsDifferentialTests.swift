@@ -6,15 +6,15 @@ import Testing
 
 @Suite("Measured Boot: same events and PCRs as tpm2_eventlog and the sources' parses")
 struct ToolsDifferentialTests {
-    @Test func recordedTpm2ToolsOutputAgrees() throws {
-        guard SharedData.require() else { return }
-        let dir = SharedData.url("eventlogs").path
+    @Test(.corpus) func recordedTpm2ToolsOutputAgrees() throws {
+        guard Corpus.require() else { return }
+        let dir = Corpus.url("eventlogs").path
         let yamls = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".tpm2-tools.yaml") }.sorted()
         #expect(yamls.count >= 8)
         for y in yamls {
             let logName = y.replacingOccurrences(of: ".tpm2-tools.yaml", with: ".bin")
-            let tool = ToolEvents(yaml: try String(contentsOf: SharedData.url("eventlogs/\(y)"), encoding: .utf8))
-            let bytes = try SharedData.bytes("eventlogs/\(logName)")
+            let tool = ToolEvents(yaml: try String(contentsOf: Corpus.url("eventlogs/\(y)"), encoding: .utf8))
+            let bytes = try Corpus.bytes("eventlogs/\(logName)")
             guard let log = try? EventLog(parsing: bytes) else {
                 // The vendor-data fixture is malformed: tpm2-tools reads vendorInfo past the event.
                 #expect(SharedData.malformed.contains(logName), "\(logName) does not parse")
@@ -25,15 +25,15 @@ struct ToolsDifferentialTests {
         }
     }
 
-    @Test func keylimesTpm2Tools55ParsesAgree() throws {
-        guard SharedData.require() else { return }
-        let dir = SharedData.url("eventlogs").path
+    @Test(.corpus) func keylimesTpm2Tools55ParsesAgree() throws {
+        guard Corpus.require() else { return }
+        let dir = Corpus.url("eventlogs").path
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".pue-tpm2-tools55.json") }.sorted()
         #expect(files.count >= 8)
         for f in files {
             let logName = f.replacingOccurrences(of: ".pue-tpm2-tools55.json", with: ".bin")
-            let tool = ToolEvents(pueJSON: try SharedData.json("eventlogs/\(f)"))
-            let log = try EventLog(parsing: SharedData.bytes("eventlogs/\(logName)"))
+            let tool = ToolEvents(pueJSON: try Corpus.json("eventlogs/\(f)"))
+            let log = try EventLog(parsing: Corpus.bytes("eventlogs/\(logName)"))
             // Known tpm2-tools 5.5 bug: it drops the Windows WBCL trailer (PCR index 0xFFFFFFFF).
             let trailers = Set(log.events.filter { $0.pcrIndex == 0xFFFF_FFFF }.map(\.index))
             #expect(tool.differences(from: log, skipping: trailers).isEmpty, "\(logName): \(tool.differences(from: log, skipping: trailers))")
@@ -42,13 +42,13 @@ struct ToolsDifferentialTests {
 
     /// tpm2_eventlog (tpm2-tools, installed by the test command) run on every shared log. Where
     /// they disagree, the test shows it is one of tpm2-tools 5.4's known bugs, by name.
-    @Test func liveTpm2EventlogAgreesOnEveryLog() throws {
-        guard SharedData.require(), let tool = Interop.tool("tpm2_eventlog") else { return }
+    @Test(.corpus) func liveTpm2EventlogAgreesOnEveryLog() throws {
+        guard Corpus.require(), let tool = Interop.tool("tpm2_eventlog") else { return }
         var compared = 0
-        for name in SharedData.eventLogs {
-            let path = SharedData.url("eventlogs/\(name)").path
+        for name in Corpus.eventLogs {
+            let path = Corpus.url("eventlogs/\(name)").path
             let (status, out, err) = try Interop.run(tool, [path])
-            guard let log = try? EventLog(parsing: SharedData.bytes("eventlogs/\(name)")) else {
+            guard let log = try? EventLog(parsing: Corpus.bytes("eventlogs/\(name)")) else {
                 #expect(SharedData.malformed.contains(name), "\(name) does not parse")
                 continue
             }

@@ -1,20 +1,21 @@
 import Foundation
 import MeasuredBoot
 import SecureBoot
+import TLaunchTestSupport
 import Testing
 import X509
 
 @Suite("Secure Boot: authenticated variable updates (dbx updates, enrolment files)")
 struct AuthenticatedVariableTests {
     func microsoftKEK() throws -> SignatureDatabase {
-        try SignatureDatabase(certificates: [Certificate(derEncoded: SharedData.bytes("uefi/certs/MicCorKEKCA2011_2011-06-24.der"))])
+        try SignatureDatabase(certificates: [Certificate(derEncoded: Corpus.bytes("uefi/certs/MicCorKEKCA2011_2011-06-24.der"))])
     }
 
-    @Test(arguments: ["ms_DBXUpdate2024_secureboot_objects.bin", "ms_DBXUpdate_amd64_secureboot_objects.bin",
+    @Test(.corpus, arguments: ["ms_DBXUpdate2024_secureboot_objects.bin", "ms_DBXUpdate_amd64_secureboot_objects.bin",
                       "uefi_org_dbxupdate_x64_2021-04-29_go-tpm-tools.bin", "uefi_org_dbxupdate_x64_2020-10-12_go-tpm-tools.bin"])
     func microsoftDbxUpdatesVerifyAgainstTheirKEKAndApply(_ file: String) throws {
-        guard SharedData.require() else { return }
-        let update = try AuthenticatedVariableUpdate(SharedData.bytes("uefi/\(file)"))
+        guard Corpus.require() else { return }
+        let update = try AuthenticatedVariableUpdate(Corpus.bytes("uefi/\(file)"))
         let result = update.verify(name: "dbx", guid: .imageSecurityDatabase, authorities: try microsoftKEK())
         guard case .success(let (anchor, _)) = result else { Issue.record("\(file): \(result)"); return }
         #expect(anchor.subject.description.contains("Microsoft Corporation KEK CA 2011"))
@@ -28,9 +29,9 @@ struct AuthenticatedVariableTests {
         #expect(dbx.lists.reduce(0) { $0 + $1.entries.count } == once)
         // Not for db, not with another authority, not tampered.
         if case .success = update.verify(name: "db", guid: .imageSecurityDatabase, authorities: try microsoftKEK()) { Issue.record("verified as db") }
-        let other = try SignatureDatabase(certificates: [Certificate(derEncoded: SharedData.bytes("uefi/certs/PkKek-1-snakeoil.der"))])
+        let other = try SignatureDatabase(certificates: [Certificate(derEncoded: Corpus.bytes("uefi/certs/PkKek-1-snakeoil.der"))])
         if case .success = update.verify(name: "dbx", guid: .imageSecurityDatabase, authorities: other) { Issue.record("verified with snakeoil") }
-        var tampered = try SharedData.bytes("uefi/\(file)")
+        var tampered = try Corpus.bytes("uefi/\(file)")
         tampered[tampered.count - 1] ^= 1
         if case .success = try AuthenticatedVariableUpdate(tampered).verify(name: "dbx", guid: .imageSecurityDatabase, authorities: try microsoftKEK()) {
             Issue.record("tampered payload verified")
@@ -40,22 +41,22 @@ struct AuthenticatedVariableTests {
     /// go-uefi's enrolment files: PK.auth self-signed by the PK, db.auth by the KEK. (Its KEK.auth
     /// comes from another key generation: it carries a different KEK certificate than KEK.der and
     /// its signer is not PK.der's key — so it must not verify against PK.der.)
-    @Test func enrolmentChain() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func enrolmentChain() throws {
+        guard Corpus.require() else { return }
         func cert(_ n: String) throws -> SignatureDatabase {
-            try SignatureDatabase(certificates: [Certificate(derEncoded: SharedData.bytes("uefi/signed_var_updates_go-uefi/\(n).der"))])
+            try SignatureDatabase(certificates: [Certificate(derEncoded: Corpus.bytes("uefi/signed_var_updates_go-uefi/\(n).der"))])
         }
         let pk = try cert("PK"), kek = try cert("KEK")
-        let kekAuth = try AuthenticatedVariableUpdate(SharedData.bytes("uefi/signed_var_updates_go-uefi/KEK.auth"))
-        #expect(kekAuth.payload != (try SharedData.bytes("uefi/signed_var_updates_go-uefi/KEK.der.esl")))
+        let kekAuth = try AuthenticatedVariableUpdate(Corpus.bytes("uefi/signed_var_updates_go-uefi/KEK.auth"))
+        #expect(kekAuth.payload != (try Corpus.bytes("uefi/signed_var_updates_go-uefi/KEK.der.esl")))
         if case .success = kekAuth.verify(name: "KEK", guid: .globalVariable, authorities: pk) { Issue.record("KEK.auth verified against an unrelated PK") }
         for (name, file, authority, guid) in [("PK", "PK.auth", pk, EFIGUID.globalVariable), ("db", "db.auth", kek, .imageSecurityDatabase)] {
-            let u = try AuthenticatedVariableUpdate(SharedData.bytes("uefi/signed_var_updates_go-uefi/\(file)"))
+            let u = try AuthenticatedVariableUpdate(Corpus.bytes("uefi/signed_var_updates_go-uefi/\(file)"))
             if case .failure(let e) = u.verify(name: name, guid: guid, authorities: authority) { Issue.record("\(file): \(e)") }
-            #expect(u.payload == (try SharedData.bytes("uefi/signed_var_updates_go-uefi/\(name).der.esl")), "\(file) payload")
+            #expect(u.payload == (try Corpus.bytes("uefi/signed_var_updates_go-uefi/\(name).der.esl")), "\(file) payload")
         }
         // db.auth is not signed by the PK.
-        let db = try AuthenticatedVariableUpdate(SharedData.bytes("uefi/signed_var_updates_go-uefi/db.auth"))
+        let db = try AuthenticatedVariableUpdate(Corpus.bytes("uefi/signed_var_updates_go-uefi/db.auth"))
         if case .success = db.verify(name: "db", guid: .imageSecurityDatabase, authorities: pk) { Issue.record("db.auth verified with the PK") }
     }
 
@@ -73,11 +74,11 @@ struct AuthenticatedVariableTests {
 
 @Suite("Secure Boot: applying a dbx update to a real store")
 struct ApplyUpdateTests {
-    @Test func dbxUpdateOnTheMicrosoftStore() throws {
-        guard SharedData.require(), FileManager.default.fileExists(atPath: DecisionTests.msVars) else { return }
+    @Test(.corpus) func dbxUpdateOnTheMicrosoftStore() throws {
+        guard Corpus.require(), FileManager.default.fileExists(atPath: DecisionTests.msVars) else { return }
         var store = try VariableStore(Array(try Data(contentsOf: URL(fileURLWithPath: DecisionTests.msVars))))
         let before = store.dbx.lists.reduce(0) { $0 + $1.entries.count }
-        let update = try AuthenticatedVariableUpdate(SharedData.bytes("uefi/ms_DBXUpdate_amd64_secureboot_objects.bin"))
+        let update = try AuthenticatedVariableUpdate(Corpus.bytes("uefi/ms_DBXUpdate_amd64_secureboot_objects.bin"))
         let signer = try store.apply(update, to: "dbx")
         #expect(signer.subject.description.contains("Microsoft Corporation KEK CA 2011"))
         let after = store.dbx.lists.reduce(0) { $0 + $1.entries.count }

@@ -7,14 +7,14 @@ import Testing
 
 @Suite("Secure Boot: Authenticode digests of real images")
 struct AuthenticodeDigestTests {
-    @Test func sharedImagesHaveTheSourcesDigests() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func sharedImagesHaveTheSourcesDigests() throws {
+        guard Corpus.require() else { return }
         var checked = 0
         for file in ["go-uefi.expected_authenticode.json", "go-efilib.expected_authenticode.json", "fwupd.expected_authenticode.json"] {
-            let object = try SharedData.json("pe/\(file)") as? [String: Any]
+            let object = try Corpus.json("pe/\(file)") as? [String: Any]
             let files = object?["files"] as? [String: [String: Any]] ?? [:]
             for (name, expected) in files.sorted(by: { $0.key < $1.key }) {
-                let image = try PEImage(SharedData.bytes("pe/\(name)"))
+                let image = try PEImage(Corpus.bytes("pe/\(name)"))
                 for (key, alg) in [("sha256", TPMAlgID.sha256), ("sha1", .sha1)] {
                     guard let want = expected[key] as? String else { continue }
                     #expect(hexString(try image.authenticodeDigest(alg)) == want, "\(name) \(key)")

@@ -53,7 +53,7 @@ struct DecisionTests {
         }
     }
 
-    @Test func tamperedAndRevokedImagesAreDenied() throws {
+    @Test(.corpus) func tamperedAndRevokedImagesAreDenied() throws {
         guard let store = try msStore(), FileManager.default.fileExists(atPath: DebianImages.shim) else { return }
         let shim = try image(DebianImages.shim)
         // One byte changed inside a section: the signed digest no longer matches.
@@ -79,7 +79,7 @@ struct DecisionTests {
         let bySigner = ImageVerifier.decide(shim, db: store.db, dbx: dbx2)
         #expect(bySigner.verdict == .denied && bySigner.code == .deniedSignerInDbx, "\(bySigner)")
         // The image's digest in db allows an unsigned image.
-        let unsigned = try PEImage(SharedData.bytes("pe/test_pecoff_unsigned_go-uefi.efi"))
+        let unsigned = try PEImage(Corpus.bytes("pe/test_pecoff_unsigned_go-uefi.efi"))
         #expect(ImageVerifier.decide(unsigned, db: store.db, dbx: store.dbx).code == .deniedUnsigned)
         var db = store.db
         db.lists.append(SignatureList(type: .certSHA256, signatureSize: 48,
@@ -89,13 +89,13 @@ struct DecisionTests {
     }
 
     /// go-uefi's signed test image verifies with the db certificate the source names.
-    @Test func sharedSignedImageWithItsDbCertificate() throws {
-        guard SharedData.require() else { return }
-        let pem = try String(contentsOf: SharedData.url("pe/test_pecoff_signer_db_go-uefi.pem"), encoding: .utf8)
+    @Test(.corpus) func sharedSignedImageWithItsDbCertificate() throws {
+        guard Corpus.require() else { return }
+        let pem = try String(contentsOf: Corpus.url("pe/test_pecoff_signer_db_go-uefi.pem"), encoding: .utf8)
         let der = try PEMToDER(pem)
         let db = SignatureDatabase(lists: [SignatureList(type: .certX509, signatureSize: 16 + der.count,
                                                          entries: [SignatureEntry(owner: .globalVariable, type: .certX509, data: der)])])
-        let signed = try PEImage(SharedData.bytes("pe/test_pecoff_signed_go-uefi.efi"))
+        let signed = try PEImage(Corpus.bytes("pe/test_pecoff_signed_go-uefi.efi"))
         let d = ImageVerifier.decide(signed, db: db, dbx: SignatureDatabase())
         #expect(d.verdict == .allowed, "\(d)")
         #expect(ImageVerifier.decide(signed, db: SignatureDatabase(), dbx: SignatureDatabase()).verdict == .denied)

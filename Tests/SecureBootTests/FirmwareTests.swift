@@ -18,7 +18,7 @@ struct FirmwareTests {
     static let code = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
     static let blank = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
-    @Test(.timeLimit(.minutes(4)))
+    @Test(.corpus, .timeLimit(.minutes(4)))
     func enrolledStoreIsEnforcedAndMeasured() async throws {
         guard let qemu = Interop.tool("qemu-system-x86_64") else { return }
         guard FileManager.default.fileExists(atPath: Self.code), FileManager.default.fileExists(atPath: Self.blank) else {
@@ -30,7 +30,7 @@ struct FirmwareTests {
         defer { try? FileManager.default.removeItem(at: dir) }
 
         // A per-VM store: the snakeoil certificate as PK, KEK and db; one revoked hash in dbx.
-        let cert = try Certificate(derEncoded: SharedData.bytes("uefi/certs/PkKek-1-snakeoil.der"))
+        let cert = try Certificate(derEncoded: Corpus.bytes("uefi/certs/PkKek-1-snakeoil.der"))
         let owner = EFIGUID("a0baa8a3-041d-48a8-bc87-c36d121b5e3d")!
         let keys = try SignatureDatabase(certificates: [cert], owner: owner)
         let dbx = SignatureDatabase(lists: [SignatureList(type: .certSHA256, signatureSize: 48,

@@ -1,16 +1,17 @@
 import Foundation
 import MeasuredBoot
 import SecureBoot
+import TLaunchTestSupport
 import Testing
 
 @Suite("Secure Boot: hostile images, signatures and stores give typed errors")
 struct SecureBootHostileInputTests {
-    func image() throws -> [UInt8] { try SharedData.bytes("pe/test_pecoff_signed_go-uefi.efi") }
+    func image() throws -> [UInt8] { try Corpus.bytes("pe/test_pecoff_signed_go-uefi.efi") }
     func le32(_ b: inout [UInt8], _ at: Int, _ v: UInt32) { for i in 0..<4 { b[at + i] = UInt8(v >> (8 * UInt32(i)) & 0xFF) } }
     func le16(_ b: inout [UInt8], _ at: Int, _ v: UInt16) { b[at] = UInt8(v & 0xFF); b[at + 1] = UInt8(v >> 8) }
 
-    @Test func malformedHeaders() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func malformedHeaders() throws {
+        guard Corpus.require() else { return }
         let good = try image()
         let pe = Int(UInt32(good[0x3C]) | UInt32(good[0x3D]) << 8)
         func fails(_ mutate: (inout [UInt8]) -> Void) -> SecureBootError? {
@@ -39,8 +40,8 @@ struct SecureBootHostileInputTests {
         #expect(fails { $0.append(0) }?.reason.contains("does not end the file") == true)
     }
 
-    @Test func everyTruncationIsAnError() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func everyTruncationIsAnError() throws {
+        guard Corpus.require() else { return }
         let good = try image()
         var failures = 0
         for cut in stride(from: 0, to: good.count, by: 37) {
@@ -49,13 +50,13 @@ struct SecureBootHostileInputTests {
         #expect(failures > 0)
     }
 
-    @Test func malformedSignatures() throws {
+    @Test(.corpus) func malformedSignatures() throws {
         #expect(throws: SecureBootError.self) { try AuthenticodeSignature(pkcs7: []) }
         #expect(throws: SecureBootError.self) { try AuthenticodeSignature(pkcs7: [0x30, 0x84, 0x7F, 0xFF, 0xFF, 0xFF, 0x02]) }
         let e = #expect(throws: SecureBootError.self) { try AuthenticodeSignature(pkcs7: [0x30, 0x03, 0x02, 0x01, 0x01]) }
         #expect(e?.code == .invalidSignature)
         // A real signature with one byte of its certificate changed still parses or fails typed.
-        guard SharedData.require() else { return }
+        guard Corpus.require() else { return }
         let img = try PEImage(try image())
         let sig = try img.certificates()[0].data
         for i in stride(from: 0, to: sig.count, by: 97) {

@@ -8,18 +8,18 @@ import X509
 /// Our decision with db = {one certificate} against `sbverify --cert` for each pair.
 @Suite("Secure Boot: decisions compared with sbverify")
 struct SbverifyTests {
-    @Test func everyImageCertificatePair() throws {
-        guard SharedData.require(), let sbverify = Interop.tool("sbverify"), let kernel = DebianImages.kernel else { return }
+    @Test(.corpus) func everyImageCertificatePair() throws {
+        guard Corpus.require(), let sbverify = Interop.tool("sbverify"), let kernel = DebianImages.kernel else { return }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-sbverify-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         var certs: [(String, [UInt8])] = []
         for name in ["MicCorUEFCA2011_2011-06-27", "microsoft_uefi_ca_2023", "MicWinProPCA2011_2011-10-19", "canonical-uefi-ca", "PkKek-1-snakeoil"] {
-            certs.append((name, try SharedData.bytes("uefi/certs/\(name).der")))
+            certs.append((name, try Corpus.bytes("uefi/certs/\(name).der")))
         }
-        let pem = try String(contentsOf: SharedData.url("pe/test_pecoff_signer_db_go-uefi.pem"), encoding: .utf8)
+        let pem = try String(contentsOf: Corpus.url("pe/test_pecoff_signer_db_go-uefi.pem"), encoding: .utf8)
         certs.append(("go-uefi test db", try PEMToDER(pem)))
-        let images = [DebianImages.shim, DebianImages.grub, kernel, SharedData.url("pe/test_pecoff_signed_go-uefi.efi").path]
+        let images = [DebianImages.shim, DebianImages.grub, kernel, Corpus.url("pe/test_pecoff_signed_go-uefi.efi").path]
         var agreed = 0, sbverifyBug = 0
         for (certName, der) in certs {
             let certPath = dir.appendingPathComponent("\(certName).pem").path

@@ -1,19 +1,20 @@
 import Foundation
 import MeasuredBoot
 import SecureBoot
+import TLaunchTestSupport
 import Testing
 
 @Suite("Secure Boot: EFI signature lists from real machines")
 struct SignatureListTests {
     static let typeNames: [String: EFIGUID] = ["x509": .certX509, "sha256": .certSHA256, "sha1": .certSHA1, "x509_sha256": .certX509SHA256]
 
-    @Test func everyListHasItsExpectedContents() throws {
-        guard SharedData.require() else { return }
-        let files = try FileManager.default.contentsOfDirectory(atPath: SharedData.url("uefi").path).filter { $0.hasPrefix("esl_") && $0.hasSuffix(".expected.json") }.sorted()
+    @Test(.corpus) func everyListHasItsExpectedContents() throws {
+        guard Corpus.require() else { return }
+        let files = try FileManager.default.contentsOfDirectory(atPath: Corpus.url("uefi").path).filter { $0.hasPrefix("esl_") && $0.hasSuffix(".expected.json") }.sorted()
         #expect(files.count >= 4)
         for f in files {
-            let x = try SharedData.json("uefi/\(f)") as? [String: Any] ?? [:]
-            let bytes = try SharedData.bytes("uefi/\(x["file"] as? String ?? "")")
+            let x = try Corpus.json("uefi/\(f)") as? [String: Any] ?? [:]
+            let bytes = try Corpus.bytes("uefi/\(x["file"] as? String ?? "")")
             let db = try SignatureDatabase(esl: bytes)
             let lists = x["lists"] as? [[String: Any]] ?? []
             #expect(db.lists.count == lists.count, "\(f)")
@@ -38,8 +39,8 @@ struct SignatureListTests {
         }
     }
 
-    @Test func brokenListsFailPrecisely() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func brokenListsFailPrecisely() throws {
+        guard Corpus.require() else { return }
         let cases: [(String, String)] = [
             ("esl_invalid_inconsistent_sizes1_go-efilib.siglist", "EFI_SIGNATURE_LIST[0].Signature"),
             ("esl_invalid_invalid_sigheader_size_go-efilib.siglist", "SignatureHeaderSize"),
@@ -47,20 +48,20 @@ struct SignatureListTests {
             ("esl_invalid_invalid_signature_size_go-efilib.siglist", "SignatureSize"),
         ]
         for (file, field) in cases {
-            let e = #expect(throws: SecureBootError.self) { try SignatureDatabase(esl: SharedData.bytes("uefi/\(file)")) }
+            let e = #expect(throws: SecureBootError.self) { try SignatureDatabase(esl: Corpus.bytes("uefi/\(file)")) }
             #expect(e?.field?.contains(field) == true, "\(file): \(String(describing: e))")
             #expect(e?.offset != nil, "\(file)")
         }
     }
 
-    @Test func realDatabasesAndCertificates() throws {
-        guard SharedData.require() else { return }
+    @Test(.corpus) func realDatabasesAndCertificates() throws {
+        guard Corpus.require() else { return }
         // A Dell laptop's db (efivarfs: 4 attribute bytes, then the lists) holds Microsoft's CAs.
-        let raw = try SharedData.bytes("uefi/efivars_dell_precision_7510_secboot/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f")
+        let raw = try Corpus.bytes("uefi/efivars_dell_precision_7510_secboot/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f")
         let db = try SignatureDatabase(esl: Array(raw.dropFirst(4)))
         let subjects = db.certificates.map(\.certificate.subject.description)
         #expect(subjects.contains { $0.contains("Microsoft Corporation UEFI CA 2011") })
-        let dbx = try SignatureDatabase(esl: Array(try SharedData.bytes("uefi/efivars_dell_precision_7510_secboot/dbx-d719b2cb-3d3a-4596-a3bc-dad00e67656f").dropFirst(4)))
+        let dbx = try SignatureDatabase(esl: Array(try Corpus.bytes("uefi/efivars_dell_precision_7510_secboot/dbx-d719b2cb-3d3a-4596-a3bc-dad00e67656f").dropFirst(4)))
         #expect(dbx.lists.reduce(0) { $0 + $1.entries.count } > 10)
     }
 }

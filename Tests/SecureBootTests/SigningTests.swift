@@ -20,7 +20,7 @@ struct SigningTests {
     static let snakeoilKey = "/usr/share/ovmf/PkKek-1-snakeoil.key"
     static let snakeoilCert = "/usr/share/ovmf/PkKek-1-snakeoil.pem"
 
-    @Test func kernelSignedWithSnakeoilBootsAgainstTheSnakeoilStore() throws {
+    @Test(.corpus) func kernelSignedWithSnakeoilBootsAgainstTheSnakeoilStore() throws {
         guard let openssl = Interop.tool("openssl"), let sbverify = Interop.tool("sbverify"), let kernel = DebianImages.kernel,
               FileManager.default.fileExists(atPath: Self.snakeoilVars) else { return }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-sign-\(UUID().uuidString)")
@@ -38,7 +38,7 @@ struct SigningTests {
         let original = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: kernel))))
         #expect(ImageVerifier.decide(original, db: store.db, dbx: store.dbx).verdict == .denied)
 
-        for (name, input) in [("kernel", kernel), ("unsigned", SharedData.url("pe/test_pecoff_unsigned_go-uefi.efi").path)] {
+        for (name, input) in [("kernel", kernel), ("unsigned", Corpus.url("pe/test_pecoff_unsigned_go-uefi.efi").path)] {
             let out = dir.appendingPathComponent("\(name).signed").path
             let (s, o, e) = try Interop.run(Self.tlaunch, ["secureboot", "sign", input, "--key", key, "--cert", Self.snakeoilCert, "--output", out])
             #expect(s == 0, "\(o) \(e)")
@@ -68,8 +68,8 @@ struct SigningTests {
 
 @Suite("Secure Boot: a tenant's own keys, end to end")
 struct KeygenTests {
-    @Test func keygenSignEnrollVerify() throws {
-        guard let sbverify = Interop.tool("sbverify"), SharedData.require(), FileManager.default.fileExists(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd") else { return }
+    @Test(.corpus) func keygenSignEnrollVerify() throws {
+        guard let sbverify = Interop.tool("sbverify"), Corpus.require(), FileManager.default.fileExists(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd") else { return }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-keygen-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         func run(_ args: [String]) throws -> String {
@@ -82,7 +82,7 @@ struct KeygenTests {
             for ext in ["key", "pem", "esl"] { #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(k).\(ext)").path)) }
         }
         let signed = dir.appendingPathComponent("app.efi").path, vars = dir.appendingPathComponent("vars.fd").path
-        _ = try run(["secureboot", "sign", SharedData.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key", dir.appendingPathComponent("db.key").path,
+        _ = try run(["secureboot", "sign", Corpus.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key", dir.appendingPathComponent("db.key").path,
                      "--cert", dir.appendingPathComponent("db.pem").path, "--output", signed])
         _ = try run(["secureboot", "vars", "enroll", "/usr/share/OVMF/OVMF_VARS_4M.fd", "--output", vars, "--pk", dir.appendingPathComponent("PK.pem").path,
                      "--kek", dir.appendingPathComponent("KEK.esl").path, "--db", dir.appendingPathComponent("db.esl").path])
@@ -91,7 +91,7 @@ struct KeygenTests {
         #expect(vs == 0)
         // Signed with the KEK instead: not in db, denied by us and by sbverify against the db cert.
         let wrong = dir.appendingPathComponent("wrong.efi").path
-        _ = try run(["secureboot", "sign", SharedData.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key", dir.appendingPathComponent("KEK.key").path,
+        _ = try run(["secureboot", "sign", Corpus.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key", dir.appendingPathComponent("KEK.key").path,
                      "--cert", dir.appendingPathComponent("KEK.pem").path, "--output", wrong])
         let (ws, wo, _) = try Interop.run(SigningTests.tlaunch, ["secureboot", "verify", wrong, "--vars", vars])
         #expect(ws == 1 && wo.hasPrefix("DENIED"))
@@ -101,16 +101,16 @@ struct KeygenTests {
 
     /// Serial numbers whose top bit is set must be encoded as positive INTEGERs in SignerInfo
     /// (sbverify and firmware look the signer up by issuer and serial).
-    @Test(arguments: [[0x01, 0x02, 0x03], [0x80, 0x01, 0x02], [0xFF, 0xFF, 0xFF, 0xFF]] as [[UInt8]])
+    @Test(.corpus, arguments: [[0x01, 0x02, 0x03], [0x80, 0x01, 0x02], [0xFF, 0xFF, 0xFF, 0xFF]] as [[UInt8]])
     func serialNumbersOfEveryShape(_ serial: [UInt8]) throws {
-        guard let sbverify = Interop.tool("sbverify"), SharedData.require() else { return }
+        guard let sbverify = Interop.tool("sbverify"), Corpus.require() else { return }
         let key = try _RSA.Signing.PrivateKey(keySize: .bits2048)
         let name = try DistinguishedName { CommonName("serial test") }
         let cert = try Certificate(version: .v3, serialNumber: .init(bytes: serial), publicKey: .init(key.publicKey),
                                    notValidBefore: Date() - 60, notValidAfter: Date() + 86400, issuer: name, subject: name,
                                    signatureAlgorithm: .sha256WithRSAEncryption, extensions: Certificate.Extensions(), issuerPrivateKey: .init(key))
         let signer = AuthenticodeSigner(key: .rsa(key), certificate: cert)
-        let signed = try signer.sign(PEImage(SharedData.bytes("pe/test_pecoff_unsigned_go-uefi.efi")))
+        let signed = try signer.sign(PEImage(Corpus.bytes("pe/test_pecoff_unsigned_go-uefi.efi")))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-serial-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -96,12 +96,12 @@ struct WireVectorTests {
         #expect(back == reset)
     }
 
-    @Test func realSwtpmQuoteFromSharedTestData() throws {
+    @Test(.corpus) func realSwtpmQuoteFromSharedTestData() throws {
         // keylime's swtpm quote: TPMS_ATTEST, TPMT_SIGNATURE, the AK's TPM2B_PUBLIC and Name.
-        let attest = [UInt8](try sharedTestData("quotes/swtpm_quote_keylime/quote.out"))
-        let sig = try TPMTSignature(tpmBytes: [UInt8](try sharedTestData("quotes/swtpm_quote_keylime/quotesig.out")))
-        let ak = try TPM2BPublic(tpmBytes: [UInt8](try sharedTestData("quotes/swtpm_quote_keylime/ak.pub"))).content
-        let name = [UInt8](try sharedTestData("quotes/swtpm_quote_keylime/ak.name"))
+        let attest = [UInt8](try Corpus.data("quotes/swtpm_quote_keylime/quote.out"))
+        let sig = try TPMTSignature(tpmBytes: [UInt8](try Corpus.data("quotes/swtpm_quote_keylime/quotesig.out")))
+        let ak = try TPM2BPublic(tpmBytes: [UInt8](try Corpus.data("quotes/swtpm_quote_keylime/ak.pub"))).content
+        let name = [UInt8](try Corpus.data("quotes/swtpm_quote_keylime/ak.name"))
         #expect(try ak.name() == name)
         #expect(sig.sigAlg == .rsassa && sig.hashAlg == .sha256)
         try TPMSignatureVerifier.verify(sig, message: attest, key: ak)
@@ -111,22 +111,22 @@ struct WireVectorTests {
         let parsed = try TPMSAttest(tpmBytes: attest)
         #expect(parsed.qualifiedSigner.bytes.count == 34)
         #expect(try parsed.tpmBytes() == attest)
-        let ekPub = try TPM2BPublic(tpmBytes: [UInt8](try sharedTestData("quotes/swtpm_quote_keylime/ek.pub"))).content
+        let ekPub = try TPM2BPublic(tpmBytes: [UInt8](try Corpus.data("quotes/swtpm_quote_keylime/ek.pub"))).content
         #expect(ekPub.objectAttributes.contains([.restricted, .decrypt]))
     }
 
-    @Test func realAzureQuoteFromSharedTestData() throws {
+    @Test(.corpus) func realAzureQuoteFromSharedTestData() throws {
         // An Azure confidential VM's vTPM quote: PCR digest over all 24 sha256 PCRs, RSASSA-SHA256.
-        let attest = [UInt8](try sharedTestData("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.attest.bin"))
-        let rawSig = [UInt8](try sharedTestData("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.sig.bin"))
+        let attest = [UInt8](try Corpus.data("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.attest.bin"))
+        let rawSig = [UInt8](try Corpus.data("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.sig.bin"))
         let parsed = try TPMSAttest(tpmBytes: attest)
         #expect(String(decoding: parsed.extraData.bytes, as: UTF8.self) == "challenge")
         guard case .quote(let q) = parsed.attested else { Issue.record("not a quote"); return }
         #expect(q.pcrSelect.pcrSelections.first?.pcrs == Array(0..<24))
-        let json = try JSONSerialization.jsonObject(with: try sharedTestData("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.pcrs.json")) as! [String: Any]
+        let json = try JSONSerialization.jsonObject(with: try Corpus.data("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.pcrs.json")) as! [String: Any]
         let pcrs = (json["pcrs"] as! [String: Any])["sha256"] as! [String: String]
         let bank = TPMPCRBank(hashAlg: .sha256, values: Dictionary(uniqueKeysWithValues: pcrs.map { (Int($0.key)!, [UInt8](hex: $0.value)!) }))
-        let pem = String(decoding: try sharedTestData("quotes/azure_cvm_vtpm_akpub_azure-cvm-tooling.pem"), as: UTF8.self)
+        let pem = String(decoding: try Corpus.data("quotes/azure_cvm_vtpm_akpub_azure-cvm-tooling.pem"), as: UTF8.self)
         let ak = try TPMTPublic.fromRSAPublicKeyPEM(pem)
         let verified = try TPMQuoteVerifier.verify(TPMSignedAttest(attestBytes: attest, attest: parsed, signature: .rsassa(TPMSSignatureRSA(hash: .sha256, sig: rawSig))),
                                                    akPublic: ak, nonce: Array("challenge".utf8), pcrs: [bank])

@@ -13,11 +13,3 @@ func vector(_ name: String) throws -> [UInt8] {
 }
 
 struct VectorError: Error { var message: String }
-
-/// A file from the shared test data (real captures; see ../shared/testdata/SOURCES.md).
-func sharedTestData(_ path: String) throws -> Data {
-    var dir = URL(fileURLWithPath: #filePath)
-    for _ in 0..<4 { dir.deleteLastPathComponent() }
-    let url = dir.deletingLastPathComponent().appendingPathComponent("shared/testdata/\(path)")
-    return try Data(contentsOf: url)
-}
