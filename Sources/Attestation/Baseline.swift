@@ -57,7 +57,8 @@ public enum Baseline {
 
     /// The components of a boot whose log replayed to its quote (only the verified events).
     public static func components(of verified: VerifiedEventLog, facts: BootFacts) -> [BaselineComponent] {
-        let alg = verified.log.banks.contains { $0.algorithm == .sha256 } ? TPMAlgID.sha256 : (verified.log.banks.first?.algorithm ?? .sha256)
+        // Values come from the verified reference bank only (digests in other banks are claims).
+        let alg = verified.referenceBank ?? .sha256
         var out: [BaselineComponent] = []
         var ordinal: [String: Int] = [:]
         func next(_ base: String) -> Int { ordinal[base, default: 0] += 1; return ordinal[base]! }
@@ -67,12 +68,12 @@ public enum Baseline {
         }, uniquingKeysWith: { a, _ in a })
         for ve in verified.events where pcrs.contains(ve.event.pcrIndex) {
             let e = ve.event
-            let digest = e.digests.first { $0.algorithm == alg }.map { hexString($0.digest) } ?? ""
+            let digest = ve.digest(alg).map { hexString($0) } ?? ""
             let pcr = e.pcrIndex
             switch e.decoded {
             case .separator:
                 continue
-            case .variable(let v):
+            case .variable(let v) where ve.dataMatchesDigest:
                 let kind = pcr == 7 ? "secure-boot-configuration" : (pcr == 14 ? "mok" : "boot-configuration")
                 out.append(BaselineComponent(key: "PCR \(pcr) variable \(v.name) \(next("v\(pcr)\(v.name)"))", pcr: pcr, kind: kind,
                                              name: v.name, value: hexString(Array(SHA256.hash(data: v.data)))))
@@ -88,7 +89,7 @@ public enum Baseline {
                 let kind = pcr == 4 ? (n == 1 ? "boot-loader" : "boot-application") : "driver"
                 out.append(BaselineComponent(key: "PCR \(pcr) image \(n)", pcr: pcr, kind: kind, name: path, value: digest,
                                              signer: signerByApp[e.index].flatMap { $0.isEmpty ? nil : $0 }))
-            case .ipl(let ipl):
+            case .ipl(let ipl) where ve.dataMatchesDigest || ipl.kind == .file:
                 switch ipl.kind {
                 case .kernelCommandLine:
                     out.append(BaselineComponent(key: "PCR \(pcr) kernel command line \(next("k"))", pcr: pcr, kind: "kernel-command-line",
@@ -134,8 +135,8 @@ public enum Baseline {
     }
 
     /// The baseline check, naming the first changes and what to do about them.
-    static func check(_ b: BaselineRecord, changes: [BaselineChange]) -> CheckResult {
-        CheckResult(name: "baseline", passed: changes.isEmpty, reason: changes.isEmpty
+    static func check(_ b: BaselineRecord, changes: [BaselineChange]) -> Check {
+        Check(.baseline, passed: changes.isEmpty, changes.isEmpty
             ? "matches the \(b.source) baseline (\(b.components.count) components)"
             : "\(changes.count) change(s) against the \(b.source) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
               + ". If this was an intended update, approve this boot as the new baseline")

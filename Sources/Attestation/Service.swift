@@ -35,6 +35,22 @@ public struct NonceGrant: Sendable, Codable, Hashable {
     public var nonce: String
     public var expires: String
     public var expiresIn: Int
+    /// What the quote must cover for the current policy (the agent quotes at least this).
+    public var quote: QuoteRequest?
+    /// The audience the token will be issued for.
+    public var audience: String?
+
+    public struct QuoteRequest: Sendable, Codable, Hashable {
+        /// Bank names (sha256, …) and the PCRs to quote in each.
+        public var banks: [String]
+        public var pcrs: [Int]
+    }
+}
+
+/// Asking for a nonce: a relying party names the audience its token must carry (`aud`).
+public struct NonceRequest: Sendable, Codable, Hashable {
+    public var audience: String?
+    public init(audience: String?) { self.audience = audience }
 }
 
 public struct EnrolmentRequest: Sendable, Codable, Hashable {
@@ -73,8 +89,12 @@ public struct AttestationOutcome: Sendable, Codable, Hashable {
     public var time: String
     public var passed: Bool
     public var status: String
-    public var checks: [CheckResult]
+    public var checks: [Check]
+    /// The baseline status: learned (this boot became it), matches, changed, pending (none yet:
+    /// waiting for approval, a prediction, or a boot with complete evidence).
     public var baseline: String?
+    /// Where the VM's baseline came from and since when (nil when it has none).
+    public var baselineSource: BaselineInfo?
     public var changes: [BaselineChange]
     public var rebooted: Bool?
     public var token: String?
@@ -84,6 +104,13 @@ public struct AttestationOutcome: Sendable, Codable, Hashable {
     public var facts: FactsSummary?
 
     public struct PolicyRef: Sendable, Codable, Hashable { public var id: String; public var version: Int }
+    public struct BaselineInfo: Sendable, Codable, Hashable {
+        /// learned (trust on first use), approved (by a person), predicted (from the disk).
+        public var source: String
+        /// When it was set (RFC 3339) and from which attestation.
+        public var since: String
+        public var attestationId: String?
+    }
     public struct FactsSummary: Sendable, Codable, Hashable {
         public var secureBoot: Bool?
         public var bootChain: [String]
@@ -104,6 +131,9 @@ public struct AttestationOutcome: Sendable, Codable, Hashable {
 struct StoredResult: Codable {
     var outcome: AttestationOutcome
     var components: [BaselineComponent]?
+    /// The Name of the AK that signed the quote: a boot is approved as a baseline only for the
+    /// TPM the VM is bound to now.
+    var akName: String?
 }
 
 /// The attestation service: enrolment, nonces, verification, baselines, tokens, history. It
@@ -115,6 +145,8 @@ public final class AttestationService: Sendable {
     public let issuer: String
     public let nonceLifetime: TimeInterval
     public let tokenLifetime: TimeInterval
+    /// The token audience when the relying party named none.
+    public let tokenAudience: String
     public let keepEvidence: Bool
     /// How long a policy or key read from the store is reused before it is read again.
     public let cacheLifetime: TimeInterval
@@ -127,10 +159,15 @@ public final class AttestationService: Sendable {
     }
 
     public init(store: any AttestationStore, anchors: TrustAnchors, akCA: AKCertificateAuthority, issuer: String,
-                nonceLifetime: TimeInterval = 120, tokenLifetime: TimeInterval = 3600, keepEvidence: Bool = true, cacheLifetime: TimeInterval = 2) {
+                nonceLifetime: TimeInterval = 120, tokenLifetime: TimeInterval = 300, tokenAudience: String = AttestationService.defaultAudience,
+                keepEvidence: Bool = true, cacheLifetime: TimeInterval = 2) {
         self.store = store; self.anchors = anchors; self.akCA = akCA; self.issuer = issuer
-        self.nonceLifetime = nonceLifetime; self.tokenLifetime = tokenLifetime; self.keepEvidence = keepEvidence; self.cacheLifetime = cacheLifetime
+        self.nonceLifetime = nonceLifetime; self.tokenLifetime = tokenLifetime; self.tokenAudience = tokenAudience
+        self.keepEvidence = keepEvidence; self.cacheLifetime = cacheLifetime
     }
+
+    /// The audience of tokens nobody asked a particular audience for: the platform itself.
+    public static let defaultAudience = "urn:tlaunch:platform"
 
     static func ms(_ d: Date) -> Int64 { Int64(d.timeIntervalSince1970 * 1000) }
     /// RFC 3339 UTC with milliseconds, e.g. 2026-12-01T15:46:52.123Z (formatted directly: a
@@ -159,12 +196,22 @@ public final class AttestationService: Sendable {
 
     // MARK: Nonces
 
-    public func issueNonce(vm: String, now: Date = Date()) async throws -> NonceGrant {
+    /// An audience: a URI or name of at most 256 printable characters.
+    static func checkAudience(_ a: String) throws(AttestationServiceError) {
+        guard (1...256).contains(a.utf8.count), a.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
+            throw AttestationServiceError(.badRequest, "audience must be 1–256 printable characters without spaces (the relying party's URI or name)", field: "audience")
+        }
+    }
+
+    public func issueNonce(vm: String, audience: String? = nil, now: Date = Date()) async throws -> NonceGrant {
         try Self.checkVMName(vm)
+        if let audience { try Self.checkAudience(audience) }
         let nonce = hexString(Self.random(32))
         let expires = Self.ms(now.addingTimeInterval(nonceLifetime))
-        try await store.insertNonce(nonce, vm: vm, expires: expires, now: Self.ms(now))
-        return NonceGrant(nonce: nonce, expires: Self.rfc3339(expires), expiresIn: Int(nonceLifetime))
+        try await store.insertNonce(nonce, vm: vm, audience: audience, expires: expires, now: Self.ms(now))
+        let coverage = try await currentPolicy(now: now).coverage
+        return NonceGrant(nonce: nonce, expires: Self.rfc3339(expires), expiresIn: Int(nonceLifetime),
+                          quote: .init(banks: coverage.banks.map(PCRValues.bankName), pcrs: coverage.pcrs), audience: audience ?? tokenAudience)
     }
 
     // MARK: Enrolment
@@ -176,6 +223,14 @@ public final class AttestationService: Sendable {
         }
     }
 
+    /// Whether `vm` may enrol the TPM of `ekPublic` (canonical hex): a VM is bound to the TPM of
+    /// its first enrolment; the same TPM may enrol again (a new AK, the counters kept); another
+    /// TPM only after an admin allowed a rebind.
+    func checkBinding(vm: String, ekPublic: String) async throws {
+        guard let bound = try await store.agent(vm: vm), bound.ekPublic != ekPublic, !bound.rebindAllowed else { return }
+        throw AttestationServiceError(.conflict, "enrolment refused [identity]: \(vm) is bound to another TPM (EK first enrolled at \(Self.rfc3339(bound.enrolledAt))): a VM's vTPM does not change. If it was replaced on purpose, an admin allows the new one: `tlaunch vm rebind-tpm \(vm)` (POST /v1/vms/\(vm)/enrolment/rebind); that raises an alert and resets the baseline", field: "ekPublic")
+    }
+
     public func beginEnrolment(vm: String, _ request: EnrolmentRequest, now: Date = Date()) async throws -> EnrolmentChallenge {
         try Self.checkVMName(vm)
         let ek = try Self.decodePublic(request.ekPublic, field: "ekPublic")
@@ -184,16 +239,21 @@ public final class AttestationService: Sendable {
             throw AttestationServiceError(.badRequest, "ekCertificate (DER, base64) is required: read it from the TPM's NV index 0x01C00002 (RSA) or 0x01C0000A (ECC)", field: "ekCertificate")
         }
         do {
-            _ = try await Enrolment.validateEK(certificate: Array(der), ekPublic: ek, anchors: anchors)
-            let (secret, blob, enc) = try Enrolment.challenge(ekPublic: ek, akPublic: ak)
+            // The EK MakeCredential encrypts to is the certificate's key in the TCG template.
+            let (_, certified) = try await Enrolment.validateEK(certificate: Array(der), ekPublic: ek, anchors: anchors)
+            let ekHex = hexString(try certified.tpmBytes())
+            try await checkBinding(vm: vm, ekPublic: ekHex)
+            let (secret, blob, enc) = try Enrolment.challenge(ekPublic: certified, akPublic: ak)
             let id = UUID().uuidString.lowercased()
             let expires = Self.ms(now.addingTimeInterval(300))
-            try await store.insertPendingEnrolment(PendingEnrolment(id: id, vm: vm, ekPublic: request.ekPublic.lowercased(), akPublic: request.akPublic.lowercased(),
+            try await store.insertPendingEnrolment(PendingEnrolment(id: id, vm: vm, ekPublic: ekHex, akPublic: request.akPublic.lowercased(),
                                                                     ekCertificate: certB64, secretHash: hexString(Array(SHA256.hash(data: secret))), expires: expires))
             return EnrolmentChallenge(id: id, credentialBlob: hexString(try blob.tpmBytes()), encryptedSecret: hexString(try enc.tpmBytes()),
                                       expires: Self.rfc3339(expires))
         } catch let e as EnrolmentError {
-            throw AttestationServiceError(.forbidden, e.description, field: e.code == .ekCertificate ? "ekCertificate" : "akPublic")
+            throw AttestationServiceError(.forbidden, e.description, field: [.ekCertificate, .endorsementKey].contains(e.code) ? (e.code == .ekCertificate ? "ekCertificate" : "ekPublic") : "akPublic")
+        } catch let e as TPMError {
+            throw AttestationServiceError(.badRequest, "the EK cannot be encoded: \(e.reason)", field: "ekPublic")
         }
     }
 
@@ -202,10 +262,9 @@ public final class AttestationService: Sendable {
         guard let secret = [UInt8](hex: answer.secret), secret.count <= 64 else {
             throw AttestationServiceError(.badRequest, "secret must be the activated credential in hex", field: "secret")
         }
-        guard let pending = try await store.takePendingEnrolment(id: id) else {
-            throw AttestationServiceError(.notFound, "no enrolment \(id) is waiting: it was answered already or never began; start again")
+        guard id.count <= 64, let pending = try await store.takePendingEnrolment(id: id, vm: vm) else {
+            throw AttestationServiceError(.notFound, "no enrolment \(id.prefix(64)) of \(vm) is waiting: it was answered already, belongs to another VM, or never began; start again")
         }
-        guard pending.vm == vm else { throw AttestationServiceError(.forbidden, "enrolment \(id) belongs to another VM") }
         guard pending.expires >= Self.ms(now) else { throw AttestationServiceError(.gone, "enrolment \(id) expired: start again") }
         guard constantTimeEqual(Array(SHA256.hash(data: secret)), [UInt8](hex: pending.secretHash) ?? []) else {
             throw AttestationServiceError(.forbidden, "enrolment refused [activation]: credential activation returned another secret: the AK is not in the TPM of this EK")
@@ -213,11 +272,61 @@ public final class AttestationService: Sendable {
         let ak = try Self.decodePublic(pending.akPublic, field: "akPublic")
         let cert = try akCA.issue(vm: vm, akPublic: ak)
         let pem = try cert.serializeAsPEM().pemString
-        try await store.upsertAgent(AgentRecord(vm: vm, ekPublic: pending.ekPublic, akPublic: pending.akPublic, ekCertificate: pending.ekCertificate,
-                                                akCertificate: pem, enrolledAt: Self.ms(now)))
+        let record = AgentRecord(vm: vm, ekPublic: pending.ekPublic, akPublic: pending.akPublic, ekCertificate: pending.ekCertificate,
+                                 akCertificate: pem, enrolledAt: Self.ms(now))
+        // Bind (first enrolment), re-enrol the bound TPM, or rebind when an admin allowed it;
+        // each a single conditional statement, so a race between two TPMs binds one.
+        if try await store.insertAgentIfAbsent(record) {
+            // bound on first enrolment
+        } else if try await store.reenrolAgent(record) {
+            // the same TPM again: a new AK, the counters kept
+        } else if try await store.rebindAgent(record) {
+            try await store.deleteBaseline(vm: vm)
+        } else {
+            try await checkBinding(vm: vm, ekPublic: pending.ekPublic)
+            throw AttestationServiceError(.conflict, "enrolment of \(vm) changed meanwhile: start again")
+        }
         let ekSubject = pending.ekCertificate.flatMap { Data(base64Encoded: $0) }.flatMap { try? Certificate(derEncoded: Array($0)) }
         return EnrolmentReceipt(vm: vm, akName: hexString(try ak.name()), akCertificate: pem,
                                 ekCertificateSubject: ekSubject.map { "\($0.issuer) / serial \($0.serialNumber)" } ?? "")
+    }
+
+    /// Lets the VM's next enrolment bind another TPM (an admin's decision: the vTPM was replaced);
+    /// the baseline is reset when the new TPM enrols. Callers raise an alert.
+    public func allowRebind(vm: String) async throws {
+        try Self.checkVMName(vm)
+        guard try await store.allowRebind(vm: vm) else {
+            throw AttestationServiceError(.notFound, "\(vm) is not enrolled: its first enrolment binds any TPM whose EK certificate chains to a trusted CA")
+        }
+    }
+
+    /// Forgets a deleted VM (nonces, enrolments, binding, baseline, settings, agent tokens); its
+    /// attestations stay in history under `NAME#deleted-<ms>`, which no new VM can be called.
+    public func forget(vm: String, now: Date = Date()) async throws {
+        try Self.checkVMName(vm)
+        try await store.forget(vm: vm, archivedAs: "\(vm)#deleted-\(Self.ms(now))")
+    }
+
+    // MARK: Baseline modes
+
+    /// How a VM's first baseline is set.
+    public enum BaselineMode: String, Sendable, Codable, CaseIterable {
+        /// Trust on first use: the first boot with complete evidence that passes the policy.
+        case learn
+        /// The first baseline waits for a person to approve a boot.
+        case approve
+        /// Set from the VM's disk before it boots (`vm baseline predict`); nothing is learned.
+        case predicted
+    }
+
+    public func baselineMode(vm: String) async throws -> BaselineMode {
+        try Self.checkVMName(vm)
+        return try await store.baselineMode(vm: vm).flatMap(BaselineMode.init(rawValue:)) ?? .learn
+    }
+
+    public func setBaselineMode(vm: String, _ mode: BaselineMode) async throws {
+        try Self.checkVMName(vm)
+        try await store.setBaselineMode(vm: vm, mode: mode.rawValue)
     }
 
     // MARK: Policy
@@ -301,84 +410,84 @@ public final class AttestationService: Sendable {
             throw AttestationServiceError(.notFound, "\(vm) is not enrolled: run `tlaunch agent enroll` in the VM first")
         }
         let policy = try await currentPolicy(now: now)
-        var checks: [CheckResult] = []
+        var checks: [Check] = []
+        var audience: String?
         // Freshness: single use, this VM's, not expired.
-        let nonceStatus = try await store.consumeNonce(hexString(decoded.nonce), vm: vm, now: Self.ms(now))
-        switch nonceStatus {
-        case .fresh: checks.append(CheckResult(name: "nonce", passed: true, reason: "answers a fresh nonce issued for \(vm), used once"))
-        case .expired(let at): checks.append(CheckResult(name: "nonce", passed: false, reason: "the nonce expired at \(Self.rfc3339(at)): evidence must answer a nonce within \(Int(nonceLifetime)) s of its issue"))
-        case .alreadyUsed(let at): checks.append(CheckResult(name: "nonce", passed: false, reason: "the nonce was already used at \(Self.rfc3339(at)): this evidence is a replay"))
-        case .issuedForAnotherVM(let other): checks.append(CheckResult(name: "nonce", passed: false, reason: "the nonce was issued for \(other), not \(vm)"))
-        case .unknown: checks.append(CheckResult(name: "nonce", passed: false, reason: "the nonce was never issued by this service: get one from POST /v1/vms/\(vm)/nonce"))
+        switch try await store.consumeNonce(hexString(decoded.nonce), vm: vm, now: Self.ms(now)) {
+        case .fresh(let a):
+            audience = a
+            checks.append(Check(.nonce, passed: true, "answers a fresh nonce issued for \(vm), used once"))
+        case .expired(let at): checks.append(Check(.nonce, passed: false, "the nonce expired at \(Self.rfc3339(at)): evidence must answer a nonce within \(Int(nonceLifetime)) s of its issue"))
+        case .alreadyUsed(let at): checks.append(Check(.nonce, passed: false, "the nonce was already used at \(Self.rfc3339(at)): this evidence is a replay"))
+        case .issuedForAnotherVM(let other): checks.append(Check(.nonce, passed: false, "the nonce was issued for \(other), not \(vm) (it stays unused for \(other))"))
+        case .unknown: checks.append(Check(.nonce, passed: false, "the nonce was never issued by this service: get one from POST /v1/vms/\(vm)/nonce"))
         }
         var result = AttestationResult(checks: checks, facts: nil, pcrDigest: nil)
         var components: [BaselineComponent]?
         var changes: [BaselineChange] = []
         var baselineStatus: String?
+        var baselineInfo: AttestationOutcome.BaselineInfo?
         var rebooted: Bool?
         let akPublic = try Self.decodePublic(agent.akPublic, field: "akPublic")
         if result.passed {
             if let problem = akCA.check(pem: agent.akCertificate, vm: vm, akPublic: akPublic, now: now) {
-                result.checks.append(CheckResult(name: "ak-certificate", passed: false, reason: problem))
+                result.checks.append(Check(.akCertificate, passed: false, problem))
             } else {
-                result.checks.append(CheckResult(name: "ak-certificate", passed: true, reason: "the AK is certified for \(vm) by this service's attestation CA"))
+                result.checks.append(Check(.akCertificate, passed: true, "the AK is certified for \(vm) by this service's attestation CA"))
             }
         }
+        let id = UUID().uuidString.lowercased()
         if result.passed {
             let v = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: policy, cache: factsCache)
             result.checks += v.checks
             result.facts = v.facts; result.pcrDigest = v.pcrDigest; result.clock = v.clock
             result.verified = v.verified; result.quoted = v.quoted; result.components = v.components
             // Counters: only for a quote whose signature verified.
-            if let clock = v.clock, v.checks.contains(where: { $0.name == "quote" && $0.passed }) {
+            if let clock = v.clock, v.checks.contains(where: { $0.name == .quote && $0.passed }) {
                 let moved = try await store.advanceCounters(vm: vm, clock: Int64(clock.clock), resetCount: Int64(clock.resetCount), restartCount: Int64(clock.restartCount))
-                let at = (result.checks.firstIndex { $0.name == "quote" } ?? result.checks.count - 1) + 1
+                let at = (result.checks.firstIndex { $0.name == .quote } ?? result.checks.count - 1) + 1
                 if moved {
                     rebooted = agent.resetCount.map { Int64(clock.resetCount) > $0 }
-                    result.checks.insert(CheckResult(name: "counters", passed: true, reason: rebooted == true
+                    result.checks.insert(Check(.counters, passed: true, rebooted == true
                         ? "the VM rebooted since its last attestation (TPM reset count \(agent.resetCount ?? 0) → \(clock.resetCount))"
                         : "TPM clock \(clock.clock) ms, reset \(clock.resetCount), restart \(clock.restartCount): moving forward"), at: at)
                 } else {
-                    result.checks.insert(CheckResult(name: "counters", passed: false, reason:
+                    result.checks.insert(Check(.counters, passed: false,
                         "the quote's TPM counters (clock \(clock.clock), reset \(clock.resetCount), restart \(clock.restartCount)) are behind the last seen (clock \(agent.clock ?? 0), reset \(agent.resetCount ?? 0), restart \(agent.restartCount ?? 0)): an old quote, or the vTPM state was rolled back"), at: at)
                 }
             }
             // Baseline: compared only for evidence that verified (a broken log proves no components).
-            if let current = v.components, let quoted = v.quoted {
+            if let current = v.components, let quoted = v.quoted, result.checks.passed(.evidence) {
                 components = current
                 if let b = try await store.baseline(vm: vm) {
                     changes = Baseline.diff(b, current: current, quoted: quoted)
                     baselineStatus = changes.isEmpty ? "matches" : "changed"
+                    baselineInfo = .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID)
                     result.checks.append(Baseline.check(b, changes: changes))
-                } else if result.passed {
-                    baselineStatus = "learned"
+                } else {
+                    let first = try await firstBaseline(vm: vm, id: id, result: result, components: current, now: now)
+                    result.checks.append(first.check)
+                    baselineStatus = first.status
+                    baselineInfo = first.info
                 }
-            }
-        }
-        let id = UUID().uuidString.lowercased()
-        if baselineStatus == "learned", let components {
-            // First healthy boot: learn it (once, even when two instances race).
-            if try await store.putBaselineIfAbsent(BaselineRecord(vm: vm, source: "learned", components: components, attestationID: id, updated: Self.ms(now))) {
-                result.checks.append(CheckResult(name: "baseline", passed: true, reason: "no baseline yet: learned from this healthy boot (\(components.count) components)"))
-            } else {
-                baselineStatus = "matches"
             }
         }
         var outcome = AttestationOutcome(
             id: id, vm: vm, time: Self.rfc3339(Self.ms(now)), passed: result.passed, status: result.passed ? "affirming" : "contraindicated",
-            checks: result.checks, baseline: baselineStatus, changes: changes, rebooted: rebooted, token: nil, tokenID: nil,
+            checks: result.checks, baseline: baselineStatus, baselineSource: baselineInfo, changes: changes, rebooted: rebooted, token: nil, tokenID: nil,
             policy: .init(id: policy.id, version: policy.version),
             facts: result.facts.map { .init($0, pcrDigest: result.pcrDigest) })
-        var stored = StoredResult(outcome: outcome, components: components)
+        let akName = (try? akPublic.name()).map(hexString)
+        var stored = StoredResult(outcome: outcome, components: components, akName: akName)
         if result.passed {
             let ekCert = agent.ekCertificate.flatMap { Data(base64Encoded: $0) }
             let ek = ekCert.flatMap { try? Certificate(derEncoded: Array($0)) }
             let (signing, _) = try await keys(now: now)
             let t = try signing.token(for: result, context: TokenContext(
-                vm: vm, nonce: hexString(decoded.nonce), policy: policy, attestationID: id,
+                vm: vm, nonce: hexString(decoded.nonce), audience: audience ?? tokenAudience, policy: policy, attestationID: id,
                 ekCertificateSubject: ek.map { "\($0.issuer) / serial \($0.serialNumber)" },
                 ekCertificateFingerprint: ekCert.map { hexString(Array(SHA256.hash(data: $0))) },
-                akName: (try? akPublic.name()).map(hexString), baselineStatus: baselineStatus, rebooted: rebooted), now: now)
+                akName: akName, baselineStatus: baselineStatus, baseline: baselineInfo, rebooted: rebooted), now: now)
             outcome.token = t.token; outcome.tokenID = t.id
             stored.outcome.tokenID = t.id
         }
@@ -391,6 +500,39 @@ public final class AttestationService: Sendable {
         return outcome
     }
 
+    /// A VM without a baseline: learned on first use from a boot that passed the policy with
+    /// complete evidence (every required PCR quoted, the log replayed, no anomaly — whatever the
+    /// policy says of anomalies), unless the VM's first baseline waits for a person or a
+    /// prediction. Without a baseline the boot does not pass: nothing vouches for what it ran.
+    func firstBaseline(vm: String, id: String, result: AttestationResult, components: [BaselineComponent], now: Date) async throws
+        -> (check: Check, status: String, info: AttestationOutcome.BaselineInfo?) {
+        switch try await baselineMode(vm: vm) {
+        case .approve:
+            return (.unknown(.baseline, "\(vm) has no baseline yet and its first one waits for a person: check this boot and approve it (`tlaunch vm baseline approve \(vm)`)"), "pending", nil)
+        case .predicted:
+            return (.unknown(.baseline, "\(vm) has no baseline yet and its baseline is predicted from its disk: set it (`tlaunch vm baseline predict \(vm)`)"), "pending", nil)
+        case .learn:
+            guard result.passed else {
+                return (.unknown(.baseline, "\(vm) has no baseline yet; a boot that fails the policy is not learned"), "pending", nil)
+            }
+            guard result.completeEvidence else {
+                let why = result.facts.map { $0.anomalies.map(\.message).prefix(3).joined(separator: "; ") } ?? ""
+                return (.unknown(.baseline, "\(vm) has no baseline yet, and this boot's evidence is incomplete, so it is not learned on first use\(why.isEmpty ? "" : " (\(why))"): approve a boot explicitly if it is the one you expect"), "pending", nil)
+            }
+            let record = BaselineRecord(vm: vm, source: "learned", components: components, attestationID: id, updated: Self.ms(now))
+            if try await store.putBaselineIfAbsent(record) {
+                return (Check(.baseline, passed: true, "no baseline yet: learned on first use from this boot (\(components.count) components) at \(Self.rfc3339(record.updated)); approve or predict one to replace it"),
+                        "learned", .init(source: "learned", since: Self.rfc3339(record.updated), attestationId: id))
+            }
+            // Another instance learned it meanwhile: compare with that one.
+            guard let b = try await store.baseline(vm: vm), let quoted = result.quoted else {
+                return (.unknown(.baseline, "\(vm)'s baseline changed meanwhile: attest again"), "pending", nil)
+            }
+            let changes = Baseline.diff(b, current: components, quoted: quoted)
+            return (Baseline.check(b, changes: changes), changes.isEmpty ? "matches" : "changed", .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID))
+        }
+    }
+
     /// Evaluates evidence against a draft policy (and the VM's baseline) without consuming its
     /// nonce or storing anything.
     public func whatIf(vm: String, evidence: Evidence, policy: AttestationPolicy) async throws -> AttestationOutcome {
@@ -401,17 +543,19 @@ public final class AttestationService: Sendable {
         }
         guard let agent = try await store.agent(vm: vm) else { throw AttestationServiceError(.notFound, "\(vm) is not enrolled") }
         let v = AttestationVerifier.verify(decoded, akPublic: try Self.decodePublic(agent.akPublic, field: "akPublic"), policy: policy, cache: factsCache)
-        var checks = [CheckResult(name: "nonce", passed: true, reason: "not checked: a what-if evaluation consumes no nonce")] + v.checks
+        var checks = [Check(.nonce, passed: true, "not checked: a what-if evaluation consumes no nonce")] + v.checks
         var changes: [BaselineChange] = []
         var status: String?
-        if let current = v.components, let quoted = v.quoted, let b = try await store.baseline(vm: vm) {
+        var info: AttestationOutcome.BaselineInfo?
+        if let current = v.components, let quoted = v.quoted, v.checks.passed(.evidence), let b = try await store.baseline(vm: vm) {
             changes = Baseline.diff(b, current: current, quoted: quoted)
             status = changes.isEmpty ? "matches" : "changed"
+            info = .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID)
             checks.append(Baseline.check(b, changes: changes))
         }
-        let passed = checks.allSatisfy(\.passed)
+        let passed = checks.allPassed
         return AttestationOutcome(id: "what-if", vm: vm, time: Self.rfc3339(Self.ms(Date())), passed: passed, status: passed ? "affirming" : "contraindicated",
-                                  checks: checks, baseline: status, changes: changes, rebooted: nil, token: nil, tokenID: nil,
+                                  checks: checks, baseline: status, baselineSource: info, changes: changes, rebooted: nil, token: nil, tokenID: nil,
                                   policy: .init(id: policy.id, version: policy.version),
                                   facts: v.facts.map { .init($0, pcrDigest: v.pcrDigest) })
     }
@@ -420,11 +564,16 @@ public final class AttestationService: Sendable {
 
     public func baseline(vm: String) async throws -> BaselineRecord {
         try Self.checkVMName(vm)
-        guard let b = try await store.baseline(vm: vm) else { throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: its first healthy boot sets it") }
+        guard let b = try await store.baseline(vm: vm) else {
+            let mode = try await baselineMode(vm: vm)
+            throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: " + (mode == .learn ? "its first boot with complete evidence that passes the policy sets it"
+                : mode == .approve ? "approve a boot (tlaunch vm baseline approve \(vm))" : "predict it from its disk (tlaunch vm baseline predict \(vm))"))
+        }
         return b
     }
 
-    /// Approves a boot (the VM's latest attestation by default) as the VM's baseline.
+    /// Approves a boot (the VM's latest attestation by default) as the VM's baseline: only a boot
+    /// whose evidence verified, attested by the TPM the VM is bound to now.
     public func approveBaseline(vm: String, attestationID: String? = nil, now: Date = Date()) async throws -> BaselineRecord {
         try Self.checkVMName(vm)
         let record: AttestationRecord?
@@ -433,8 +582,13 @@ public final class AttestationService: Sendable {
         guard let stored = try? JSONDecoder().decode(StoredResult.self, from: Data(record.result.utf8)), let components = stored.components else {
             throw AttestationServiceError(.conflict, "attestation \(record.id) has no verified boot components (its evidence did not verify): it cannot be a baseline")
         }
-        let evidenceFailed = stored.outcome.checks.contains { !$0.passed && !["baseline"].contains($0.name) && ["nonce", "quote", "replay", "ak-certificate", "counters", "evidence"].contains($0.name) }
-        guard !evidenceFailed else { throw AttestationServiceError(.conflict, "attestation \(record.id) failed verification of its evidence: it cannot be a baseline") }
+        guard stored.outcome.checks.passed(.evidence) else {
+            throw AttestationServiceError(.conflict, "attestation \(record.id) failed verification of its evidence (\(stored.outcome.checks.first { $0.category == .evidence && !$0.passed }?.name.rawValue ?? "?")): it cannot be a baseline")
+        }
+        guard let agent = try await store.agent(vm: vm), let current = try? Self.decodePublic(agent.akPublic, field: "akPublic").name(),
+              stored.akName == hexString(current) else {
+            throw AttestationServiceError(.conflict, "attestation \(record.id) was made by another TPM identity than the one \(vm) is bound to now: it cannot be its baseline")
+        }
         let b = BaselineRecord(vm: vm, source: "approved", components: components, attestationID: record.id, updated: Self.ms(now))
         try await store.putBaseline(b)
         return b

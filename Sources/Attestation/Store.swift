@@ -15,12 +15,14 @@ public struct AgentRecord: Sendable, Codable, Hashable {
     public var clock: Int64?
     public var resetCount: Int64?
     public var restartCount: Int64?
+    /// An admin allowed the next enrolment to bind another TPM (EK) to this VM.
+    public var rebindAllowed: Bool
 
     public init(vm: String, ekPublic: String, akPublic: String, ekCertificate: String?, akCertificate: String, enrolledAt: Int64,
-                clock: Int64? = nil, resetCount: Int64? = nil, restartCount: Int64? = nil) {
+                clock: Int64? = nil, resetCount: Int64? = nil, restartCount: Int64? = nil, rebindAllowed: Bool = false) {
         self.vm = vm; self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate
         self.akCertificate = akCertificate; self.enrolledAt = enrolledAt
-        self.clock = clock; self.resetCount = resetCount; self.restartCount = restartCount
+        self.clock = clock; self.resetCount = resetCount; self.restartCount = restartCount; self.rebindAllowed = rebindAllowed
     }
 }
 
@@ -41,7 +43,9 @@ public struct PendingEnrolment: Sendable, Codable, Hashable {
 
 /// What the store knows of a nonce presented with evidence.
 public enum NonceStatus: Sendable, Hashable {
-    case fresh
+    /// Issued for this VM, unused until now (now used), not expired; with the audience the
+    /// relying party asked for when it was issued.
+    case fresh(audience: String?)
     case expired(at: Int64)
     case alreadyUsed(at: Int64)
     case issuedForAnotherVM(String)
@@ -124,15 +128,26 @@ public protocol AttestationStore: Sendable {
     var kind: String { get }
     func ping() async throws
 
-    func insertNonce(_ nonce: String, vm: String, expires: Int64, now: Int64) async throws
-    /// Marks the nonce used (once, across every instance) and says what it was.
+    func insertNonce(_ nonce: String, vm: String, audience: String?, expires: Int64, now: Int64) async throws
+    /// Marks the nonce used if it was issued for `vm` (once, across every instance) and says what
+    /// it was; another VM's nonce is left unused.
     func consumeNonce(_ nonce: String, vm: String, now: Int64) async throws -> NonceStatus
 
     func insertPendingEnrolment(_ p: PendingEnrolment) async throws
-    /// Removes and returns the pending enrolment (each challenge is answered at most once).
-    func takePendingEnrolment(id: String) async throws -> PendingEnrolment?
+    /// Removes and returns `vm`'s pending enrolment `id` (each challenge is answered at most once,
+    /// and only for its VM).
+    func takePendingEnrolment(id: String, vm: String) async throws -> PendingEnrolment?
 
-    func upsertAgent(_ a: AgentRecord) async throws
+    /// Binds a VM to its TPM on first enrolment; false when the VM is enrolled already.
+    func insertAgentIfAbsent(_ a: AgentRecord) async throws -> Bool
+    /// A new AK (and certificates) for the TPM the VM is bound to: only when `a.ekPublic` is that
+    /// TPM's EK; the TPM counters are kept. False when the VM is bound to another EK.
+    func reenrolAgent(_ a: AgentRecord) async throws -> Bool
+    /// Binds the VM to another TPM: only when an admin allowed it (the flag is consumed, the
+    /// counters start afresh). False otherwise.
+    func rebindAgent(_ a: AgentRecord) async throws -> Bool
+    /// Lets the VM's next enrolment bind another TPM; false when the VM is not enrolled.
+    func allowRebind(vm: String) async throws -> Bool
     func agent(vm: String) async throws -> AgentRecord?
     func agents() async throws -> [AgentRecord]
     /// Stores the quote counters if they move forward from the stored ones; false when they do not.
@@ -143,6 +158,15 @@ public protocol AttestationStore: Sendable {
     /// Sets the baseline only if the VM has none (first healthy boot, raced by two instances).
     func putBaselineIfAbsent(_ b: BaselineRecord) async throws -> Bool
     func deleteBaseline(vm: String) async throws
+
+    /// How the VM's first baseline is set: "learn" (default), "approve", "predicted".
+    func baselineMode(vm: String) async throws -> String?
+    func setBaselineMode(vm: String, mode: String) async throws
+
+    /// Forgets a deleted VM: its nonces, pending enrolments, TPM binding, baseline, settings and
+    /// agent tokens go; its attestations stay in history under `archivedAs` (a name no VM can
+    /// have), so a new VM of the same name starts with nothing of the old one.
+    func forget(vm: String, archivedAs: String) async throws
 
     func appendAttestation(_ r: AttestationRecord) async throws
     func attestations(vm: String, limit: Int) async throws -> [AttestationRecord]

@@ -65,19 +65,23 @@ public enum TokenSigningKey: Sendable {
 public struct TokenContext: Sendable {
     public var vm: String
     public var nonce: String
+    /// The relying party the token is for (`aud`).
+    public var audience: String
     public var policy: AttestationPolicy
     public var attestationID: String?
     public var ekCertificateSubject: String?
     public var ekCertificateFingerprint: String?
     public var akName: String?
     public var baselineStatus: String?
+    public var baseline: AttestationOutcome.BaselineInfo?
     public var rebooted: Bool?
 
-    public init(vm: String, nonce: String, policy: AttestationPolicy, attestationID: String? = nil, ekCertificateSubject: String? = nil,
-                ekCertificateFingerprint: String? = nil, akName: String? = nil, baselineStatus: String? = nil, rebooted: Bool? = nil) {
-        self.vm = vm; self.nonce = nonce; self.policy = policy; self.attestationID = attestationID
+    public init(vm: String, nonce: String, audience: String = AttestationService.defaultAudience, policy: AttestationPolicy, attestationID: String? = nil,
+                ekCertificateSubject: String? = nil, ekCertificateFingerprint: String? = nil, akName: String? = nil, baselineStatus: String? = nil,
+                baseline: AttestationOutcome.BaselineInfo? = nil, rebooted: Bool? = nil) {
+        self.vm = vm; self.nonce = nonce; self.audience = audience; self.policy = policy; self.attestationID = attestationID
         self.ekCertificateSubject = ekCertificateSubject; self.ekCertificateFingerprint = ekCertificateFingerprint
-        self.akName = akName; self.baselineStatus = baselineStatus; self.rebooted = rebooted
+        self.akName = akName; self.baselineStatus = baselineStatus; self.baseline = baseline; self.rebooted = rebooted
     }
 }
 
@@ -91,11 +95,11 @@ public struct TokenIssuer: Sendable {
     /// The key's RFC 7638 thumbprint, computed once.
     public let keyID: String
 
-    public init(issuer: String, signingKey: TokenSigningKey, lifetime: TimeInterval = 3600) {
+    public init(issuer: String, signingKey: TokenSigningKey, lifetime: TimeInterval = 300) {
         self.issuer = issuer; self.signingKey = signingKey; self.lifetime = lifetime; self.keyID = signingKey.keyID
     }
 
-    public init(issuer: String, key: P256.Signing.PrivateKey = P256.Signing.PrivateKey(), lifetime: TimeInterval = 3600) {
+    public init(issuer: String, key: P256.Signing.PrivateKey = P256.Signing.PrivateKey(), lifetime: TimeInterval = 300) {
         self.init(issuer: issuer, signingKey: .es256(key), lifetime: lifetime)
     }
 
@@ -119,8 +123,8 @@ public struct TokenIssuer: Sendable {
     /// `/.well-known/jwks.json`.
     public func jwks(also previous: [TokenIssuer] = []) -> [String: Any] { ["keys": ([self] + previous).map(\.jwk)] }
 
-    public func token(for result: AttestationResult, vm: String, nonce: String, policy: AttestationPolicy, now: Date = Date()) throws -> String {
-        try token(for: result, context: TokenContext(vm: vm, nonce: nonce, policy: policy), now: now).token
+    public func token(for result: AttestationResult, vm: String, nonce: String, audience: String = AttestationService.defaultAudience, policy: AttestationPolicy, now: Date = Date()) throws -> String {
+        try token(for: result, context: TokenContext(vm: vm, nonce: nonce, audience: audience, policy: policy), now: now).token
     }
 
     /// A signed token for a result; returns it with its `jti`.
@@ -128,24 +132,27 @@ public struct TokenIssuer: Sendable {
         let t = Int(now.timeIntervalSince1970)
         let jti = UUID().uuidString.lowercased()
         let facts = result.facts
-        // AR4SI trustworthiness claims: 2 affirming, 96 contraindicated.
-        let failed = Set(result.checks.filter { !$0.passed }.map(\.name))
-        func tier(_ names: Set<String>) -> Int { names.isDisjoint(with: failed) ? 2 : 96 }
+        // AR4SI trustworthiness claims from the checks' categories: 0 no claim (nothing of that
+        // category was checked), 2 affirming, 96 contraindicated (a failure or an unknown).
+        func tier(_ categories: Set<CheckCategory>) -> Int {
+            let relevant = result.checks.filter { categories.contains($0.category) }
+            return relevant.isEmpty ? 0 : (relevant.allSatisfy(\.passed) ? 2 : 96)
+        }
         let status = result.passed ? "affirming" : "contraindicated"
         let claims = EARClaims(
-            iss: issuer, sub: c.vm, iat: t, nbf: t, exp: t + Int(lifetime), jti: jti, eatNonce: c.nonce, earStatus: status,
+            iss: issuer, sub: c.vm, aud: c.audience, iat: t, nbf: t, exp: t + Int(lifetime), jti: jti, eatNonce: c.nonce, earStatus: status,
             submods: ["trusted-launch": .init(earStatus: status, vector: .init(
-                instanceIdentity: tier(["quote", "nonce", "ak-certificate", "counters"]), hardware: 2,
-                executables: tier(["boot-applications", "authority", "baseline", "replay", "boot-chain", "revoked"]),
-                configuration: tier(["secure-boot", "kernel-command-line", "anomalies", "dbx"]), fileSystem: tier(["ima"])))],
+                instanceIdentity: tier([.evidence]), hardware: tier([.evidence]) == 2 ? 2 : 96,
+                executables: tier([.executables, .baseline]), configuration: tier([.configuration]), fileSystem: tier([.fileSystem])))],
             tlaunch: .init(
                 secureboot: facts?.secureBoot.enabled ?? false,
                 bootChain: facts?.bootChain.filter { $0.pcr == 4 }.map { .init(path: $0.filePath ?? $0.devicePath ?? "", sha256: $0.digests["sha256"] ?? "") } ?? [],
                 kernelCommandLine: facts?.kernelCommandLine ?? "", pcrDigest: result.pcrDigest ?? "",
                 policy: .init(id: c.policy.id, version: c.policy.version),
-                checks: result.checks.map { .init(name: $0.name, passed: $0.passed) },
+                checks: result.checks.map { .init(name: $0.name.rawValue, category: $0.category.rawValue, outcome: $0.outcome.rawValue) },
                 vtpm: .init(ekCertificateSubject: c.ekCertificateSubject ?? "", ekCertificateSha256: c.ekCertificateFingerprint ?? "", akName: c.akName ?? ""),
-                baseline: c.baselineStatus, rebooted: c.rebooted, attestationId: c.attestationID))
+                baseline: c.baselineStatus, baselineSource: c.baseline.map { .init(source: $0.source, since: $0.since, firstUse: $0.source == "learned", attestationId: $0.attestationId) },
+                rebooted: c.rebooted, attestationId: c.attestationID))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
         let h = Self.base64url(try encoder.encode(["alg": signingKey.algorithm, "typ": "JWT", "kid": keyID]))
@@ -159,6 +166,7 @@ public struct TokenIssuer: Sendable {
 struct EARClaims: Encodable {
     var iss: String
     var sub: String
+    var aud: String
     var iat: Int
     var nbf: Int
     var exp: Int
@@ -171,7 +179,7 @@ struct EARClaims: Encodable {
     var tlaunch: TrustedLaunchClaims
 
     enum CodingKeys: String, CodingKey {
-        case iss, sub, iat, nbf, exp, jti, eatProfile = "eat_profile", eatNonce = "eat_nonce", earStatus = "ear.status"
+        case iss, sub, aud, iat, nbf, exp, jti, eatProfile = "eat_profile", eatNonce = "eat_nonce", earStatus = "ear.status"
         case verifierID = "ear.verifier-id", submods, tlaunch = "x-tlaunch"
     }
 
@@ -201,11 +209,14 @@ struct EARClaims: Encodable {
         var checks: [Check]
         var vtpm: VTPM
         var baseline: String?
+        /// Where the baseline came from: `learned` with `firstUse` true is trust on first use.
+        var baselineSource: BaselineSource?
         var rebooted: Bool?
         var attestationId: String?
         struct Stage: Encodable { var path: String; var sha256: String }
         struct PolicyRef: Encodable { var id: String; var version: Int }
-        struct Check: Encodable { var name: String; var passed: Bool }
+        struct Check: Encodable { var name: String; var category: String; var outcome: String }
+        struct BaselineSource: Encodable { var source: String; var since: String; var firstUse: Bool; var attestationId: String? }
         struct VTPM: Encodable { var ekCertificateSubject: String; var ekCertificateSha256: String; var akName: String }
     }
 }

@@ -26,17 +26,9 @@ public struct Evidence: Sendable, Codable, Hashable {
     }
 }
 
-/// The verdict of one check, with a reason a person can act on.
-public struct CheckResult: Sendable, Codable, Hashable {
-    public var name: String
-    public var passed: Bool
-    public var reason: String
-    public init(name: String, passed: Bool, reason: String) { self.name = name; self.passed = passed; self.reason = reason }
-}
-
 /// An attestation's outcome: every check in order; the boot facts when the log replayed.
 public struct AttestationResult: Sendable {
-    public var checks: [CheckResult]
+    public var checks: [Check]
     public var facts: BootFacts?
     /// SHA-256 over the quoted PCR values (the quote's PCR digest), hex.
     public var pcrDigest: String?
@@ -47,10 +39,17 @@ public struct AttestationResult: Sendable {
     public var quoted: PCRValues?
     /// The boot's components for baselines (from the replay-verified events).
     public var components: [BaselineComponent]?
-    public init(checks: [CheckResult], facts: BootFacts?, pcrDigest: String?) { self.checks = checks; self.facts = facts; self.pcrDigest = pcrDigest }
-    public var passed: Bool { !checks.isEmpty && checks.allSatisfy(\.passed) }
-    /// The first failing check's reason.
-    public var failure: CheckResult? { checks.first { !$0.passed } }
+    /// Whether the evidence is complete enough to learn a baseline from on first use: the quote
+    /// covered what the policy reads, the log replayed, and the facts show no anomaly (whatever
+    /// the policy says of anomalies).
+    public var completeEvidence: Bool {
+        checks.contains { $0.name == .coverage && $0.passed } && checks.contains { $0.name == .replay && $0.passed }
+            && checks.passed(.evidence) && facts.map { $0.anomalies.isEmpty } == true
+    }
+    public init(checks: [Check], facts: BootFacts?, pcrDigest: String?) { self.checks = checks; self.facts = facts; self.pcrDigest = pcrDigest }
+    public var passed: Bool { checks.allPassed }
+    /// The first check that did not pass.
+    public var failure: Check? { checks.firstFailure }
 }
 
 /// Why evidence is refused before any check runs: which field, and what is wrong with it.
@@ -132,24 +131,24 @@ public enum AttestationVerifier {
     public static func verify(_ evidence: Evidence, akPublic: TPMTPublic, expectedNonce: [UInt8], policy: AttestationPolicy = .default) -> AttestationResult {
         let decoded: DecodedEvidence
         do { decoded = try DecodedEvidence(evidence) } catch {
-            return AttestationResult(checks: [CheckResult(name: "evidence", passed: false, reason: error.description)], facts: nil, pcrDigest: nil)
+            return AttestationResult(checks: [Check(.evidence, passed: false, error.description)], facts: nil, pcrDigest: nil)
         }
         // Freshness: the nonce is the one this verifier issued.
         guard constantTimeEqual(decoded.nonce, expectedNonce) else {
-            return AttestationResult(checks: [CheckResult(name: "nonce", passed: false,
-                reason: "the evidence answers nonce \(evidence.nonce), not the one issued (\(hexString(expectedNonce))): a replayed or foreign attestation")],
+            return AttestationResult(checks: [Check(.nonce, passed: false,
+                "the evidence answers nonce \(evidence.nonce), not the one issued (\(hexString(expectedNonce))): a replayed or foreign attestation")],
                 facts: nil, pcrDigest: nil)
         }
         var r = verify(decoded, akPublic: akPublic, policy: policy)
-        r.checks.insert(CheckResult(name: "nonce", passed: true, reason: "answers the issued nonce"), at: 0)
+        r.checks.insert(Check(.nonce, passed: true, "answers the issued nonce"), at: 0)
         return r
     }
 
-    /// The checks after freshness: quote, replay, policy.
+    /// The checks after freshness: quote, its coverage of what the policy reads, replay, policy.
     public static func verify(_ d: DecodedEvidence, akPublic: TPMTPublic, policy: AttestationPolicy, cache: BootFactsCache? = nil) -> AttestationResult {
         var result = AttestationResult(checks: [], facts: nil, pcrDigest: nil)
-        func fail(_ name: String, _ reason: String) -> AttestationResult {
-            result.checks.append(CheckResult(name: name, passed: false, reason: reason))
+        func fail(_ name: CheckName, _ reason: String) -> AttestationResult {
+            result.checks.append(Check(name, passed: false, reason))
             return result
         }
         // The quote: signature over the original bytes, nonce in extraData, PCR digest.
@@ -157,31 +156,36 @@ public enum AttestationVerifier {
         do {
             verified = try TPMQuoteVerifier.verify(d.signed, akPublic: akPublic, nonce: d.nonce, pcrs: d.banks)
         } catch {
-            return fail("quote", "the quote does not verify with the enrolled attestation key: \(error.reason)")
+            return fail(.quote, "the quote does not verify with the enrolled attestation key: \(error.reason)")
         }
-        if case .quote(let info) = verified.attest.attested { result.pcrDigest = hexString(info.pcrDigest.bytes) }
+        result.pcrDigest = hexString(verified.quoteInfo.pcrDigest.bytes)
         result.clock = verified.attest.clockInfo
-        result.checks.append(CheckResult(name: "quote", passed: true, reason: "signed by the enrolled AK over the nonce; PCR digest matches the PCR values"))
-        // The event log replays to the quoted PCRs.
+        result.checks.append(Check(.quote, passed: true, "signed by the enrolled AK over the nonce; PCR digest matches the PCR values"))
+        // Complete: the quote covers every bank and PCR the policy reads (missing is never a pass).
+        let coverage = policy.checkCoverage(verified.quoteInfo.pcrSelect)
+        result.checks.append(coverage)
+        guard coverage.passed else { return result }
+        // The event log replays to the quoted PCRs; only the quoted (verified) banks vouch.
         let quoted = PCRValues(verified.pcrs)
         let report = d.eventLog.replay(against: quoted)
         let mismatches = report.comparisons.filter { $0.status != .match }
         guard report.allMatch else {
-            let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)" }.joined(separator: ", ")
-            return fail("replay", "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
+            let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
+            return fail(.replay, "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
         }
-        result.checks.append(CheckResult(name: "replay", passed: true, reason: "the event log replays to every quoted PCR (\(report.comparisons.count) values)"))
+        result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(report.comparisons.count) values in \(report.verified.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))
         if let ima = d.imaLog {
             var state = IMAReplayState()
             let applied = (try? state.apply(ima.entries)) != nil
-            let ok = applied && ([TPMAlgID.sha256, .sha1].contains { alg in quoted[alg, 10].map { state.matches(alg, $0) } ?? false })
-            result.checks.append(CheckResult(name: "ima", passed: ok, reason: ok ? "the IMA log (\(ima.entries.count) entries) replays to PCR 10"
-                                                : "the IMA log does not replay to the quoted PCR 10: files were measured that the log does not show"))
+            let ok = applied && report.verified.verifiedBanks.contains { alg in quoted[alg, 10].map { state.matches(alg, $0) } ?? false }
+            result.checks.append(Check(.imaReplay, passed: ok, ok ? "the IMA log (\(ima.entries.count) entries) replays to the quoted PCR 10"
+                                       : "the IMA log does not replay to the quoted PCR 10: files were measured that the log does not show (or PCR 10 was not quoted)"))
             if !ok { return result }
         }
-        // The facts follow from the log's bytes and which PCRs it was verified for: a VM that
+        // The facts follow from the log's bytes and which PCRs and banks verified it: a VM that
         // attests the same boot again reuses them (the replay above still ran against this quote).
-        let key = d.eventLogDigest + report.verified.verifiedPCRs.sorted().map { UInt8(truncatingIfNeeded: $0) }
+        let key = d.eventLogDigest + report.verified.verifiedPCRs.sorted().map { UInt8(truncatingIfNeeded: $0) } + [0xFF]
+            + report.verified.verifiedBanks.map(\.rawValue).sorted().flatMap { [UInt8(truncatingIfNeeded: $0 >> 8), UInt8(truncatingIfNeeded: $0)] }
         let facts: BootFacts, components: [BaselineComponent]
         if let hit = cache?.lookup(key) {
             (facts, components) = hit

@@ -169,11 +169,19 @@ public final class Fleet: Sendable {
                 try? fm.removeItem(at: dir.url)
                 throw error
             }
+            if let mode = r.baseline.flatMap(AttestationService.BaselineMode.init(rawValue:)) {
+                do { try await service.setBaselineMode(vm: vm.name, mode) } catch {
+                    _ = try? await store.deleteVM(vm.name)
+                    try? fm.removeItem(at: dir.url)
+                    throw error
+                }
+            }
             try await store.appendEvent(vm: vm.name, kind: "deployed",
                                         message: "deployed from \(vm.image) as \(vm.securityType.rawValue)" + (vm.securityType == .trustedLaunch
                                             ? " (Secure Boot \(vm.secureBoot ? "on" : "off"), vTPM \(vm.vTPM ? "on" : "off"), integrity monitoring \(vm.integrityMonitoring ? "on" : "off"))" : ""))
         }
         logger.info("deployed", metadata: ["vm": .string(vm.name), "securityType": .string(vm.securityType.rawValue)])
+        if r.baseline == "predicted" { _ = try await predictBaseline(vm.name) }
         if r.start ?? true { return try await start(vm.name) }
         return try await require(vm.name)
     }
@@ -308,7 +316,7 @@ public final class Fleet: Sendable {
             running.withLock { $0[name] = nil }
             guard try await store.deleteVM(name) else { throw FleetError(.notFound, "no VM named \(name)") }
             try? FileManager.default.removeItem(at: folder(name).url)
-            try await store.forgetAttestationState(vm: name)
+            try await service.forget(vm: name)
             try await resolve(vm: name, kinds: nil, resolution: "the VM was deleted")
             _ = try await store.db.query("DELETE FROM fleet_events WHERE vm = ?", [.text(name)])
             logger.info("deleted", metadata: ["vm": .string(name)])
@@ -366,7 +374,8 @@ public final class Fleet: Sendable {
         let vm = try await mutate(name) { v in
             v.lastAttestation = Time.millis()
             v.lastAttestationID = o.id
-            v.bootIntegrity = v.integrityMonitoring ? (o.passed ? .healthy : .unhealthy) : .notMonitored
+            let waiting = !o.passed && o.checks.allSatisfy { $0.passed || ($0.category == .baseline && $0.outcome == .unknown) }
+            v.bootIntegrity = v.integrityMonitoring ? (o.passed ? .healthy : (waiting ? .pending : .unhealthy)) : .notMonitored
         }
         try await store.appendEvent(vm: name, kind: o.passed ? "attested" : "attestation-failed",
                                     message: o.passed ? "attestation \(o.id) passed (\(o.baseline ?? o.status))"
@@ -457,6 +466,15 @@ public final class Fleet: Sendable {
         try? await store.appendEvent(vm: a.vm, kind: "alert-dismissed", message: "alert \(id) \(next.resolution!)")
         await notify(WebhookPayload(event: "alert.dismissed", time: next.updated, alert: next))
         return next
+    }
+
+    /// Lets the VM's next enrolment bind another TPM (its vTPM was replaced on purpose): an alert
+    /// says so, and the baseline is reset when the new TPM enrols.
+    public func allowRebind(_ name: String, by who: String) async throws {
+        let vm = try await require(name)
+        try await service.allowRebind(vm: name)
+        try await store.appendEvent(vm: name, kind: "identity", message: "\(who) allowed the next enrolment to bind another TPM; the baseline is reset when it enrols")
+        try await raise(AlertBuilder.rebind(vm, by: who))
     }
 
     /// Approves the VM's last boot as its baseline; its boot-integrity alerts are resolved and,

@@ -181,11 +181,4 @@ public final class FleetStore: Sendable {
     }
 
     public func pendingDeliveries() async throws -> Int { try await count("SELECT COUNT(*) FROM fleet_webhook_deliveries") }
-
-    /// Removes what the attestation service knew about a deleted VM (its AK, counters, baseline).
-    public func forgetAttestationState(vm: String) async throws {
-        _ = try await db.query("DELETE FROM agents WHERE vm = ?", [.text(vm)])
-        _ = try await db.query("DELETE FROM baselines WHERE vm = ?", [.text(vm)])
-        _ = try await db.query("DELETE FROM api_tokens WHERE vm = ?", [.text(vm)])
-    }
 }

@@ -75,19 +75,20 @@ public enum AlertBuilder {
             return AlertEvidence(component: comp, name: c.name, change: c.change.rawValue, from: c.from, to: c.to, fromSigner: c.fromSigner,
                                  toSigner: c.toSigner, pcr: Int(c.pcr), detail: detail)
         }
-        for check in o.checks where !check.passed && check.name != "baseline" {
+        for check in o.checks where !check.passed && (check.category != .baseline || o.changes.isEmpty) {
             let comp: String
-            switch check.name {
-            case "quote", "ak-certificate", "nonce", "replay", "evidence", "counters": comp = "attestation-evidence"
-            case "ima": comp = "ima-file"
-            default: comp = "policy"
+            switch check.category {
+            case .evidence: comp = "attestation-evidence"
+            case .fileSystem: comp = "ima-file"
+            case .baseline: comp = "baseline"
+            case .executables, .configuration: comp = "policy"
             }
-            evidence.append(AlertEvidence(component: comp, name: check.name, change: "failed", from: nil, to: nil, fromSigner: nil, toSigner: nil,
-                                          pcr: nil, detail: "\(check.name): \(check.reason)"))
+            evidence.append(AlertEvidence(component: comp, name: check.name.rawValue, change: check.outcome == .unknown ? "unknown" : "failed", from: nil, to: nil,
+                                          fromSigner: nil, toSigner: nil, pcr: nil, detail: "\(check.name): \(check.reason)"))
         }
         let components = Array(Set(evidence.map(\.component))).sorted()
         let severe: Set<String> = ["firmware", "secure-boot-configuration", "boot-loader", "attestation-evidence", "policy", "ima-file"]
-        let severity: AlertSeverity = components.contains(where: severe.contains) ? .high : .medium
+        let severity: AlertSeverity = components.contains(where: severe.contains) ? .high : (components == ["baseline"] ? .low : .medium)
         let title: String
         let changed = evidence.filter { $0.change != "failed" }
         if changed.count == 1, let e = changed.first, evidence.count == 1 {
@@ -96,6 +97,8 @@ public enum AlertBuilder {
             title = "Boot changed: " + Array(Set(changed.map { name($0.component) })).sorted().joined(separator: ", ")
         } else if evidence.contains(where: { $0.component == "attestation-evidence" }) {
             title = "Attestation evidence failed verification"
+        } else if components == ["baseline"] {
+            title = "No baseline yet: the boot waits for approval"
         } else {
             title = "Boot violates the attestation policy: " + evidence.map(\.name).joined(separator: ", ")
         }
@@ -122,6 +125,9 @@ public enum AlertBuilder {
         }
         if components.contains("attestation-evidence") {
             recommendations.append("The evidence itself did not verify (quote, log or counters): treat the VM as compromised until it attests again from a clean boot.")
+        }
+        if components.contains("baseline") {
+            recommendations.append("Check the boot (`tlaunch vm show \(vm.name)`, its boot chain and Secure Boot state) and approve it as the VM's first baseline: `tlaunch vm baseline approve \(vm.name)`; or set one from its disk: `tlaunch vm baseline predict \(vm.name)`.")
         }
         if components.contains("pcr-value") {
             recommendations.append("The baseline was set from predicted PCR values: predict again for the new image (`tlaunch predict`) or approve this boot: `tlaunch vm baseline approve \(vm.name)`.")
@@ -166,6 +172,20 @@ public enum AlertBuilder {
                                        "If the agent was stopped on purpose, switch integrity monitoring off: `tlaunch vm update \(vm.name) --integrity-monitoring false`."],
                      mitigations: ["Treat the VM as unverified: do not release secrets to it until it attests again."],
                      attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "not-reporting")
+    }
+
+    /// An admin allowed the VM to bind another TPM: whoever enrols next with a trusted EK
+    /// becomes the VM's identity, so a person should know it happened.
+    public static func rebind(_ vm: VMRecord, by who: String, now: String = Time.now()) -> Alert {
+        let ev = AlertEvidence(component: "vtpm-identity", name: "vTPM binding", change: "rebind-allowed", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+                               detail: "\(who) allowed \(vm.name)'s next enrolment to present another TPM (EK) than the one it is bound to")
+        return Alert(id: newID(), vm: vm.name, kind: "identity", severity: .medium, status: .active, title: "vTPM identity may change",
+                     description: "\(vm.name) will accept a different TPM at its next enrolment (allowed by \(who)); its baseline is reset when that TPM enrols, and its next boot is learned or approved again.",
+                     evidence: [ev],
+                     recommendations: ["If the VM's vTPM was not replaced on purpose, delete the VM's agent token and deploy it again: an unexpected TPM is an attacker's.",
+                                       "After the new TPM enrolled, check its first boot (`tlaunch vm show \(vm.name)`) and dismiss this alert."],
+                     mitigations: ["Do not release secrets to the VM until its new TPM attests a boot you approved."],
+                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "identity:rebind")
     }
 
     static func newID() -> String { "alert-" + UUID().uuidString.lowercased().prefix(13).replacingOccurrences(of: "-", with: "") }

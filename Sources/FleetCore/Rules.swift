@@ -14,10 +14,14 @@ public struct DeployRequest: Sendable, Codable, Hashable {
     /// Start it once deployed (default true).
     public var start: Bool?
     public var attestationInterval: Int?
+    /// How the VM's first baseline is set: learn (trust on first use, the default), approve (a
+    /// person approves the first boot), predicted (from the disk, before the first boot).
+    public var baseline: String?
     public init(name: String, image: String? = nil, securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil,
-                integrityMonitoring: Bool? = nil, hypervisor: String? = nil, start: Bool? = nil, attestationInterval: Int? = nil) {
+                integrityMonitoring: Bool? = nil, hypervisor: String? = nil, start: Bool? = nil, attestationInterval: Int? = nil, baseline: String? = nil) {
         self.name = name; self.image = image; self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm
         self.integrityMonitoring = integrityMonitoring; self.hypervisor = hypervisor; self.start = start; self.attestationInterval = attestationInterval
+        self.baseline = baseline
     }
 }
 
@@ -97,6 +101,12 @@ public enum FleetRules {
         let vtpm = type == .trustedLaunch && (r.vTpm ?? true)
         if r.integrityMonitoring == true, !vtpm {
             throw FleetError(.invalid, "integrity monitoring attests with the VM's vTPM: keep --vtpm true, or leave integrity monitoring off", field: "integrityMonitoring")
+        }
+        if let b = r.baseline {
+            guard ["learn", "approve", "predicted"].contains(b) else {
+                throw FleetError(.invalid, "baseline must be learn (trust on first use), approve (a person approves the first boot) or predicted (from the disk)", field: "baseline")
+            }
+            guard vtpm else { throw FleetError(.invalid, "a baseline is what the vTPM's measurements are compared with: without a vTPM there is none to set", field: "baseline") }
         }
         let monitoring = r.integrityMonitoring ?? false
         return VMRecord(name: r.name, image: image.name, hypervisor: hypervisor, securityType: type, secureBoot: type == .trustedLaunch && (r.secureBoot ?? true),

@@ -85,8 +85,10 @@ public struct GuestAgent: Sendable {
     public var eventLogPath: String?
     public var eventLog: [UInt8]?
     public var imaLogPath: String?
-    /// sha256 PCRs quoted: 0–15 (10 is IMA's).
+    /// PCRs quoted in each bank: 0–15 (10 is IMA's), plus what a nonce grant asks for.
     public var pcrs: [Int] = Array(0...15)
+    /// Banks quoted: SHA-256, plus what a nonce grant asks for.
+    public var banks: [TPMAlgID] = [.sha256]
 
     public init(tpm: TPMClient, service: ServiceClient, vm: String, eventLogPath: String? = nil, eventLog: [UInt8]? = nil, imaLogPath: String? = nil) {
         self.tpm = tpm; self.service = service; self.vm = vm; self.eventLogPath = eventLogPath; self.eventLog = eventLog; self.imaLogPath = imaLogPath
@@ -190,7 +192,7 @@ public struct GuestAgent: Sendable {
             log = Array(data)
         }
         let ima = imaLogPath.flatMap { FileManager.default.contents(atPath: $0) }.map { String(decoding: $0, as: UTF8.self) }
-        let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: pcrs)])
+        let sel = TPMLPCRSelection(banks.map { TPMSPCRSelection(hash: $0, pcrs: pcrs) })
         for _ in 0..<4 {
             let quote = try await withTPM("quote", { () async throws(TPMError) in try await tpm.quote(ak.handle, qualifyingData: nonce, pcrs: sel) })
             let banks = try await withTPM("read PCRs", { () async throws(TPMError) in try await tpm.pcrRead(sel) })
@@ -215,7 +217,13 @@ public struct GuestAgent: Sendable {
             }
             let grant = try await service.call("POST", "/v1/vms/\(vm)/nonce", as: NonceGrant.self, step: "get nonce")
             guard let nonce = [UInt8](hex: grant.nonce) else { throw AgentError("get nonce", "the nonce is not hex") }
-            let e = try await evidence(nonce: nonce, ak: ak)
+            // Quote at least what the service's policy reads.
+            var me = self
+            if let q = grant.quote {
+                me.banks += q.banks.compactMap { PCRValues.bankNames[$0] }.filter { !me.banks.contains($0) }
+                me.pcrs = Array(Set(me.pcrs).union(q.pcrs.filter { (0..<24).contains($0) })).sorted()
+            }
+            let e = try await me.evidence(nonce: nonce, ak: ak)
             await flush(ak)
             return try await service.call("POST", "/v1/vms/\(vm)/attestations", body: e, as: AttestationOutcome.self, step: "attest")
         } catch {

@@ -221,12 +221,17 @@ public struct IPLEvent: Hashable, Sendable {
             text = String(decoding: data.prefix { $0 != 0 }, as: UTF8.self)
             isUTF16 = false
         }
-        if text.hasPrefix("grub_cmd: ") {
+        // grub 2.04+ writes `grub_cmd: ` and `kernel_cmdline: `; Red Hat's older patches
+        // `grub_cmd ` and `grub_kernel_cmdline ` (PCR 8).
+        let decoded = text
+        let command = ["grub_cmd: ", "grub_cmd "].first { decoded.hasPrefix($0) && (pcrIndex == 8 || $0 == "grub_cmd: ") }
+        let cmdline = ["kernel_cmdline: ", "grub_kernel_cmdline "].first { decoded.hasPrefix($0) && (pcrIndex == 8 || $0 == "kernel_cmdline: ") }
+        if let p = command {
             kind = .grubCommand
-            text.removeFirst("grub_cmd: ".count)
-        } else if text.hasPrefix("kernel_cmdline: ") {
+            text.removeFirst(p.count)
+        } else if let p = cmdline {
             kind = .kernelCommandLine
-            text.removeFirst("kernel_cmdline: ".count)
+            text.removeFirst(p.count)
         } else if pcrIndex == 9 && (text.hasPrefix("(") || text.hasPrefix("/")) {
             kind = .file
         } else if pcrIndex == 11 || pcrIndex == 12 || pcrIndex == 13 {

@@ -7,6 +7,9 @@ public struct BootFacts: Sendable, Codable, Hashable {
     /// False when the log was explained without comparing it with TPM PCRs (`unchecked`).
     public var comparedWithTPM: Bool
     public var verifiedPCRs: [UInt32]
+    /// The banks whose digests the replay compared with the TPM (bank names); digests and
+    /// data checks come only from these.
+    public var verifiedBanks: [String] = []
     public var secureBoot: SecureBootState
     /// PK, KEK, db, dbx (and dbt/dbr) as measured into PCR 7.
     public var keyDatabases: [KeyDatabase]
@@ -18,7 +21,13 @@ public struct BootFacts: Sendable, Codable, Hashable {
     public var bootOptions: [BootOption]
     public var shim: ShimState?
     public var grub: GrubState?
+    /// The command line of the kernel that was started: the last of `kernelCommandLines`, nil
+    /// when none was measured or when what was measured does not establish it (an anomaly says why).
     public var kernelCommandLine: String?
+    /// Every kernel command line the boot loader produced, in order (grub's `kernel_cmdline`
+    /// bound to the `linux` command before it; systemd-stub's command line), each vouched for by
+    /// its digest. Empty with `kernelCommandLine == nil` when the command line is unknown.
+    public var kernelCommandLines: [String] = []
     /// systemd-stub (UKI) measurements: PCR 11 sections, PCR 12 parameters, PCR 13 extensions.
     public var uki: [UKIMeasurement]
     public var separators: [Separator]
@@ -102,6 +111,9 @@ public struct BootFacts: Sendable, Codable, Hashable {
         public var eventIndex: Int
         public var pcr: UInt32
         public var text: String
+        /// True when the digest is of this text; false when the text names what was measured
+        /// (a section, a credential): then it is a claim.
+        public var vouched: Bool = false
     }
 
     public struct Separator: Sendable, Codable, Hashable {
@@ -121,6 +133,21 @@ public struct BootFacts: Sendable, Codable, Hashable {
             public static let digestNotOfData = Self(rawValue: "digest-not-of-data")
             public static let unknownEventType = Self(rawValue: "unknown-event-type")
             public static let malformedEventData = Self(rawValue: "malformed-event-data")
+            /// Secure Boot configuration (SecureBoot, PK, KEK, db, dbx, dbt, dbr, AuditMode,
+            /// DeployedMode) measured into PCR 7 after its separator: the firmware measures it
+            /// before; this was added later (by the OS), and is not the configuration that booted.
+            public static let configurationAfterSeparator = Self(rawValue: "secure-boot-configuration-after-separator")
+            /// A second measurement of one configuration variable before the separator.
+            public static let repeatedConfiguration = Self(rawValue: "repeated-secure-boot-configuration")
+            /// SecureBoot, PK, KEK, db, dbx not in the firmware's order (PFP 3.3.4.8).
+            public static let configurationOutOfOrder = Self(rawValue: "secure-boot-configuration-out-of-order")
+            /// Some of SecureBoot, PK, KEK, db, dbx measured, not all (the PFP requires all, empty or not).
+            public static let incompleteConfiguration = Self(rawValue: "incomplete-secure-boot-configuration")
+            /// A configuration variable's name under another vendor GUID than the UEFI one.
+            public static let foreignConfigurationVariable = Self(rawValue: "foreign-secure-boot-configuration-variable")
+            /// A kernel command line that is not bound to the boot loader command that produced
+            /// it, or a `linux` command without its command line: the command line is unknown.
+            public static let unboundKernelCommandLine = Self(rawValue: "unbound-kernel-command-line")
         }
         public var kind: Kind
         public var eventIndex: Int?
@@ -130,18 +157,22 @@ public struct BootFacts: Sendable, Codable, Hashable {
 }
 
 extension VerifiedEventLog {
-    /// Derives the boot facts from the verified events.
+    /// Derives the boot facts from the verified events. Text feeds a fact only when its digest
+    /// vouches for it in a verified bank; Secure Boot state comes only from the configuration the
+    /// firmware measured into PCR 7 before its separator.
     public func explain() -> BootFacts {
-        let banks = log.banks
         var facts = BootFacts(comparedWithTPM: comparedWithTPM, verifiedPCRs: verifiedPCRs.sorted(),
                               secureBoot: .init(), keyDatabases: [], authorities: [], bootChain: [], bootOrder: nil,
                               bootOptions: [], shim: nil, grub: nil, kernelCommandLine: nil, uki: [], separators: [], anomalies: [])
+        facts.verifiedBanks = verifiedBanks.sorted { $0.rawValue < $1.rawValue }.map(PCRValues.bankName)
         var shim = BootFacts.ShimState()
         var sawShim = false
         var grubCommands: [String] = []
         var grubFiles: [String] = []
         var pendingAuthorities: [Int] = []
         var separatorSeen: [UInt32: Int] = [:]
+        var config = SecureBootConfiguration()
+        var cmdline = CommandLineBinding()
 
         for v in events {
             let e = v.event
@@ -153,7 +184,7 @@ extension VerifiedEventLog {
             if !e.type.isKnown {
                 facts.anomalies.append(.init(kind: .unknownEventType, eventIndex: e.index, pcr: e.pcrIndex, message: "unknown event type \(e.type)"))
             }
-            if e.dataMatchesDigest(banks: banks) == false {
+            if v.dataVouching == .contradicted {
                 var known = ""
                 if case .authority(let v) = decoded, v.trailingBytes > 0 {
                     known = " (an old shim's authority event with trailing bytes, rhboot/shim#184)"
@@ -161,10 +192,12 @@ extension VerifiedEventLog {
                 facts.anomalies.append(.init(kind: .digestNotOfData, eventIndex: e.index, pcr: e.pcrIndex,
                                              message: "the digest of this \(e.type) event is not the hash of its data: what it says is not what was measured\(known)"))
             }
-            if let sepAt = separatorSeen[e.pcrIndex], e.type != .separator, !Self.allowedAfterSeparator(pcr: e.pcrIndex, type: e.type) {
+            let configVariable = config.isConfiguration(e)
+            if let sepAt = separatorSeen[e.pcrIndex], e.type != .separator, configVariable == nil, !Self.allowedAfterSeparator(pcr: e.pcrIndex, type: e.type) {
                 facts.anomalies.append(.init(kind: .eventAfterSeparator, eventIndex: e.index, pcr: e.pcrIndex,
                                              message: "\(e.type) in PCR \(e.pcrIndex) after its separator (event \(sepAt))"))
             }
+            if e.pcrIndex == 8 { cmdline.see(v, facts: &facts) }
             switch decoded {
             case .separator(_, let isError):
                 if let first = separatorSeen[e.pcrIndex] {
@@ -172,35 +205,39 @@ extension VerifiedEventLog {
                                                  message: "a second separator in PCR \(e.pcrIndex) (the first is event \(first))"))
                 } else {
                     separatorSeen[e.pcrIndex] = e.index
+                    if e.pcrIndex == 7 { config.commit(into: &facts) }
                 }
                 facts.separators.append(.init(eventIndex: e.index, pcr: e.pcrIndex, isError: isError))
                 if isError {
                     facts.anomalies.append(.init(kind: .errorSeparator, eventIndex: e.index, pcr: e.pcrIndex,
                                                  message: "error separator in PCR \(e.pcrIndex): the firmware reported a measurement failure"))
                 }
+            case .variable(let variable) where v.dataMatchesDigest && configVariable != nil:
+                config.see(variable, event: e, afterSeparator: separatorSeen[7], facts: &facts)
             case .variable(let variable) where v.dataMatchesDigest, .authority(let variable) where v.dataMatchesDigest:
                 explainVariable(variable, event: e, facts: &facts, shim: &shim, sawShim: &sawShim, pending: &pendingAuthorities)
             case .imageLoad(let image) where e.type == .efiBootServicesApplication:
                 var digests: [String: String] = [:]
-                for d in e.digests { digests[PCRValues.bankName(d.algorithm)] = hexString(d.digest) }
+                for d in v.digests { digests[PCRValues.bankName(d.algorithm)] = hexString(d.digest) }
                 facts.bootChain.append(.init(eventIndex: e.index, pcr: e.pcrIndex, type: e.type.description, digests: digests,
                                              devicePath: image.devicePath?.description, filePath: image.devicePath?.filePath,
                                              authorityEvents: pendingAuthorities))
                 pendingAuthorities = []
             case .ipl(let ipl):
                 switch ipl.kind {
-                case .grubCommand:
+                case .grubCommand where v.dataMatchesDigest && e.pcrIndex == 8:
                     grubCommands.append(ipl.text)
-                case .kernelCommandLine:
-                    facts.kernelCommandLine = ipl.text
+                case .kernelCommandLine where v.dataMatchesDigest && e.pcrIndex == 8:
                     grubCommands.append("kernel_cmdline: " + ipl.text)
                 case .file:
                     grubFiles.append(ipl.text)
                 case .stub:
-                    facts.uki.append(.init(eventIndex: e.index, pcr: e.pcrIndex, text: ipl.text))
-                    if e.pcrIndex == 12, facts.kernelCommandLine == nil { facts.kernelCommandLine = ipl.text }
+                    facts.uki.append(.init(eventIndex: e.index, pcr: e.pcrIndex, text: ipl.text, vouched: v.dataMatchesDigest))
+                    if e.pcrIndex == 12, v.dataMatchesDigest { cmdline.stub(ipl.text) }
                 case .text:
                     if e.pcrIndex == 14 { sawShim = true }
+                default:
+                    break
                 }
             case .eventTag(let id, let data) where e.pcrIndex == 9 || e.pcrIndex == 11 || e.pcrIndex == 12:
                 facts.uki.append(.init(eventIndex: e.index, pcr: e.pcrIndex, text: "tag 0x\(String(id, radix: 16)): \(EventData.text(data[...]))"))
@@ -214,6 +251,8 @@ extension VerifiedEventLog {
             facts.anomalies.append(.init(kind: .missingSeparator, eventIndex: nil, pcr: pcr,
                                          message: "PCR \(pcr) has measurements but no separator: the log may be cut short or the firmware did not finish"))
         }
+        if verifiedPCRs.contains(7) { config.finish(facts: &facts) }
+        if verifiedPCRs.contains(8) || verifiedPCRs.contains(12) { cmdline.finish(facts: &facts) }
         if !grubCommands.isEmpty || !grubFiles.isEmpty { facts.grub = .init(commands: grubCommands, files: grubFiles) }
         if sawShim { facts.shim = shim }
         return facts
@@ -243,15 +282,7 @@ extension VerifiedEventLog {
             return
         }
         switch (variable.name, value) {
-        case ("SecureBoot", .boolean(let b)):
-            facts.secureBoot.enabled = b
-            facts.secureBoot.eventIndex = e.index
-        case ("SecureBoot", .empty):
-            facts.secureBoot.enabled = false
-            facts.secureBoot.eventIndex = e.index
-        case ("SetupMode", .boolean(let b)): facts.secureBoot.setupMode = b
-        case ("AuditMode", .boolean(let b)): facts.secureBoot.auditMode = b
-        case ("DeployedMode", .boolean(let b)): facts.secureBoot.deployedMode = b
+        case ("SetupMode", .boolean(let b)) where e.pcrIndex == 7: facts.secureBoot.setupMode = b
         case ("BootOrder", .bootOrder(let order)): facts.bootOrder = order
         case (_, .loadOption(let option)):
             facts.bootOptions.append(.init(number: String(variable.name.suffix(4)), description: option.description,
@@ -267,8 +298,6 @@ extension VerifiedEventLog {
         case ("SbatLevel", .text(let t)):
             shim.sbatLevel = t
             sawShim = true
-        case (let name, _) where VariableValue.signatureListNames.contains(name):
-            facts.keyDatabases.append(BootFacts.KeyDatabase(name, value, variable.data, e.index))
         default:
             break
         }
@@ -285,7 +314,7 @@ extension VerifiedEventLog {
         case 2: return [.efiBootServicesDriver, .efiRuntimeServicesDriver, .efiBootServicesApplication, .efiGPTEvent, .efiGPTEvent2, .efiPlatformFirmwareBlob, .efiPlatformFirmwareBlob2, .efiSPDMFirmwareBlob].contains(type)
         case 4: return [.efiBootServicesApplication, .efiBootServicesDriver, .efiRuntimeServicesDriver, .compactHash, .ipl, .eventTag].contains(type)
         case 5: return [.efiGPTEvent, .efiGPTEvent2, .efiVariableBoot, .efiVariableBoot2, .efiHandoffTables, .efiHandoffTables2, .compactHash].contains(type)
-        case 7: return [.efiVariableAuthority, .efiSPDMDeviceAuthority, .efiSPDMDevicePolicy, .efiVariableDriverConfig].contains(type)
+        case 7: return [.efiVariableAuthority, .efiSPDMDeviceAuthority, .efiSPDMDevicePolicy].contains(type)
         case 0, 3, 6: return false
         default: return true
         }
@@ -313,5 +342,147 @@ extension BootFacts.KeyDatabase {
         }
         self.init(name: name, eventIndex: index, certificates: certs, hashCounts: counts, sha256Hashes: sha256, isEmpty: data.isEmpty,
                   sha256OfData: hexString(EventLogHash.hash(.sha256, data) ?? []))
+    }
+}
+
+/// The Secure Boot configuration the firmware measures into PCR 7 before its separator (PFP
+/// 3.3.4.8: SecureBoot, PK, KEK, db, dbx in this order, each once, empty or not; then dbt, dbr and
+/// the mode variables where the firmware has them). It becomes facts only at PCR 7's separator:
+/// what comes after the separator was not measured by the firmware, and a PCR 7 without a
+/// separator establishes no state.
+struct SecureBootConfiguration {
+    static let order = ["SecureBoot", "PK", "KEK", "db", "dbx"]
+    static let optional: Set<String> = ["dbt", "dbr", "AuditMode", "DeployedMode"]
+    static let databases: Set<String> = ["db", "dbx", "dbt", "dbr"]
+
+    var seen: [String: Int] = [:]
+    var rank = -1
+    var pending = BootFacts.SecureBootState()
+    var databases: [BootFacts.KeyDatabase] = []
+    var committed = false
+
+    /// The configuration variable this event measures (EV_EFI_VARIABLE_DRIVER_CONFIG in PCR 7
+    /// naming one), or nil.
+    func isConfiguration(_ e: Event) -> String? {
+        guard e.pcrIndex == 7, e.type == .efiVariableDriverConfig, case .variable(let v) = e.decoded else { return nil }
+        return Self.order.contains(v.name) || Self.optional.contains(v.name) ? v.name : nil
+    }
+
+    mutating func see(_ v: UEFIVariableData, event e: Event, afterSeparator separator: Int?, facts: inout BootFacts) {
+        if let separator {
+            facts.anomalies.append(.init(kind: .configurationAfterSeparator, eventIndex: e.index, pcr: 7,
+                message: "\(v.name) was measured into PCR 7 after its separator (event \(separator)): the firmware measures the Secure Boot configuration before it, so this was added later and is not the configuration that booted"))
+            return
+        }
+        let guid: EFIGUID = Self.databases.contains(v.name) ? .imageSecurityDatabase : .globalVariable
+        guard v.vendorGUID == guid else {
+            facts.anomalies.append(.init(kind: .foreignConfigurationVariable, eventIndex: e.index, pcr: 7,
+                message: "\(v.name) was measured under vendor \(v.vendorGUID), not \(guid): it is not the UEFI variable of that name"))
+            return
+        }
+        if let first = seen[v.name] {
+            facts.anomalies.append(.init(kind: .repeatedConfiguration, eventIndex: e.index, pcr: 7,
+                message: "\(v.name) was measured twice into PCR 7 (first at event \(first)): the firmware measures it once"))
+            return
+        }
+        seen[v.name] = e.index
+        if let r = Self.order.firstIndex(of: v.name) {
+            if r < rank {
+                facts.anomalies.append(.init(kind: .configurationOutOfOrder, eventIndex: e.index, pcr: 7,
+                    message: "\(v.name) was measured after \(Self.order[rank]): the firmware measures SecureBoot, PK, KEK, db, dbx in this order"))
+            }
+            rank = max(rank, r)
+        }
+        let value = v.value
+        switch (v.name, value) {
+        case ("SecureBoot", .boolean(let b)): pending.enabled = b; pending.eventIndex = e.index
+        case ("SecureBoot", .empty): pending.enabled = false; pending.eventIndex = e.index
+        case ("SecureBoot", _): pending.eventIndex = e.index
+        case ("AuditMode", .boolean(let b)): pending.auditMode = b
+        case ("DeployedMode", .boolean(let b)): pending.deployedMode = b
+        case (let name, _) where Self.databases.contains(name) || name == "PK" || name == "KEK":
+            databases.append(BootFacts.KeyDatabase(name, value, v.data, e.index))
+        default: break
+        }
+    }
+
+    /// At PCR 7's separator: the configuration that booted.
+    mutating func commit(into facts: inout BootFacts) {
+        guard !committed else { return }
+        committed = true
+        let setup = facts.secureBoot.setupMode
+        facts.secureBoot = pending
+        facts.secureBoot.setupMode = setup
+        facts.keyDatabases = databases
+    }
+
+    func finish(facts: inout BootFacts) {
+        let missing = Self.order.filter { seen[$0] == nil }
+        if !missing.isEmpty && missing.count < Self.order.count {
+            facts.anomalies.append(.init(kind: .incompleteConfiguration, eventIndex: nil, pcr: 7,
+                message: "PCR 7 lacks \(missing.joined(separator: ", ")) before its separator: the firmware measures SecureBoot, PK, KEK, db and dbx, empty or not"))
+        }
+    }
+}
+
+/// Binds kernel command lines to what produced them. grub's digest covers the string only, not
+/// its `grub_cmd`/`kernel_cmdline` label, so a label alone proves nothing: a command line counts
+/// only when it follows (next in PCR 8) the `linux` command whose arguments it repeats, and every
+/// `linux` command must be followed by its command line. Anything else makes the command line
+/// unknown, with an anomaly.
+struct CommandLineBinding {
+    static let linuxCommands: Set<String> = ["linux", "linuxefi", "linux16", "linux32"]
+    var pendingLinux: (index: Int, args: [Substring])?
+    var lines: [String] = []
+    var unknown = false
+
+    static func words(_ s: String) -> [Substring] {
+        s.filter { $0 != "\"" }.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
+    }
+
+    mutating func see(_ v: VerifiedEvent, facts: inout BootFacts) {
+        let e = v.event
+        let ipl: IPLEvent? = if case .ipl(let i) = e.decoded { i } else { nil }
+        let vouched = v.dataMatchesDigest
+        if v.dataVouching == .contradicted { unknown = true }
+        if let linux = pendingLinux {
+            pendingLinux = nil
+            if let ipl, vouched, ipl.kind == .kernelCommandLine, Self.words(ipl.text) == linux.args {
+                lines.append(ipl.text)
+                return
+            }
+            unbound(facts: &facts, at: linux.index, "grub's linux command (event \(linux.index)) is not followed by the kernel command line it produced")
+        }
+        guard let ipl, vouched else { return }
+        switch ipl.kind {
+        case .grubCommand:
+            let w = Self.words(ipl.text)
+            if let first = w.first, Self.linuxCommands.contains(String(first)) { pendingLinux = (e.index, Array(w.dropFirst())) }
+        case .kernelCommandLine:
+            unbound(facts: &facts, at: e.index, "the kernel command line (event \(e.index)) does not follow the grub linux command that produced it")
+        default:
+            break
+        }
+    }
+
+    mutating func stub(_ text: String) { lines.append(text) }
+
+    mutating func unbound(facts: inout BootFacts, at index: Int, _ message: String) {
+        unknown = true
+        facts.anomalies.append(.init(kind: .unboundKernelCommandLine, eventIndex: index, pcr: 8, message: message + ": the kernel command line is unknown"))
+    }
+
+    mutating func finish(facts: inout BootFacts) {
+        if let linux = pendingLinux {
+            pendingLinux = nil
+            unbound(facts: &facts, at: linux.index, "grub's linux command (event \(linux.index)) is not followed by the kernel command line it produced")
+        }
+        if unknown {
+            facts.kernelCommandLines = []
+            facts.kernelCommandLine = nil
+        } else {
+            facts.kernelCommandLines = lines
+            facts.kernelCommandLine = lines.last
+        }
     }
 }

@@ -151,13 +151,34 @@ public struct ReplayReport: Sendable {
     public var allMatch: Bool { !comparisons.isEmpty && comparisons.allSatisfy { $0.status == .match } }
 }
 
+/// How far an event's data is vouched for by its digest.
+public enum DataVouching: Sendable, Hashable {
+    /// The digest is defined over the data (or, by the measuring component's documented
+    /// convention, over a part of it) and equals its hash in every verified bank: what the data
+    /// says is what was measured.
+    case vouched
+    /// The digest is defined over the data but is not its hash: the data says something that was
+    /// not measured (an edited log, or a firmware bug).
+    case contradicted
+    /// The digest is of something else (an image, a file, a firmware volume, a variable the
+    /// text only names): the data is the measuring component's description — a claim.
+    case claim
+}
+
 /// An event whose digests a replay has matched against TPM PCR values. Only `EventLog.replay`
 /// makes these (or `VerifiedEventLog.unchecked`, spelled so that a bypass shows).
 public struct VerifiedEvent: Sendable {
     public let event: Event
-    /// Whether the event's data is itself vouched for: its digest is the hash of its data (as for
-    /// separators, actions, variables). When false only the digest is; the data is a claim.
-    public let dataMatchesDigest: Bool
+    /// Whether the event's data is itself vouched for, judged only in the verified banks.
+    public let dataVouching: DataVouching
+    /// The event's digests in the banks the replay verified (digests in other banks are claims).
+    public let digests: [TaggedDigest]
+
+    /// True when the data is vouched for (`dataVouching == .vouched`).
+    public var dataMatchesDigest: Bool { dataVouching == .vouched }
+
+    /// The verified digest of `alg`, hex (nil when that bank was not verified).
+    public func digest(_ alg: TPMAlgID) -> [UInt8]? { digests.first { $0.algorithm == alg }.map { Array($0.digest) } }
 }
 
 /// The part of a log a replay vouched for.
@@ -165,24 +186,34 @@ public struct VerifiedEventLog: Sendable {
     public let log: EventLog
     /// The PCRs (of the log's reference bank) whose events are included.
     public let verifiedPCRs: Set<UInt32>
+    /// The banks the replay compared with the TPM (all of them matched for `verifiedPCRs`): only
+    /// their digests vouch for anything.
+    public let verifiedBanks: Set<TPMAlgID>
     public let events: [VerifiedEvent]
     /// False when the log was trusted without comparison (`unchecked`).
     public let comparedWithTPM: Bool
 
-    fileprivate init(log: EventLog, pcrs: Set<UInt32>, compared: Bool) {
+    fileprivate init(log: EventLog, pcrs: Set<UInt32>, banks: Set<TPMAlgID>, compared: Bool) {
         self.log = log
         self.verifiedPCRs = pcrs
+        self.verifiedBanks = banks
         self.comparedWithTPM = compared
         self.events = log.events.compactMap { e in
             guard e.type != .noAction, pcrs.contains(e.pcrIndex) else { return nil }
-            return VerifiedEvent(event: e, dataMatchesDigest: e.dataMatchesDigest(banks: log.banks) == true)
+            return VerifiedEvent(event: e, dataVouching: e.dataVouching(in: banks), digests: e.digests.filter { banks.contains($0.algorithm) })
         }
     }
 
     /// Trusts every event of a log without comparing it with a TPM (for showing what a log
     /// claims; never for a decision).
     public static func unchecked(_ log: EventLog) -> VerifiedEventLog {
-        VerifiedEventLog(log: log, pcrs: Set(log.events.map(\.pcrIndex).filter { $0 < 24 }), compared: false)
+        VerifiedEventLog(log: log, pcrs: Set(log.events.map(\.pcrIndex).filter { $0 < 24 }), banks: Set(log.banks.map(\.algorithm)), compared: false)
+    }
+
+    /// The bank facts are taken from: SHA-256 when verified, else the strongest verified one.
+    public var referenceBank: TPMAlgID? {
+        for alg in [TPMAlgID.sha256, .sha384, .sha512, .sm3_256, .sha1] where verifiedBanks.contains(alg) { return alg }
+        return verifiedBanks.first
     }
 }
 
@@ -260,8 +291,10 @@ extension EventLog {
             }
         }
         let pcrs = Set(matched.filter(\.value).keys)
+        // A bank vouches only when every PCR given for it could be compared (it is in the log).
+        let banks = Set(expected.banks.keys.filter { alg in comparisons.allSatisfy { $0.bank != alg || $0.status != .bankNotReplayable } })
         return ReplayReport(replayed: replayed, comparisons: comparisons,
-                            verified: VerifiedEventLog(log: self, pcrs: pcrs, compared: true))
+                            verified: VerifiedEventLog(log: self, pcrs: pcrs, banks: banks, compared: true))
     }
 
     private func explainMismatch(alg: TPMAlgID, pcr: UInt32, expected: [UInt8], size: Int) -> (Int?, Int?) {
@@ -286,19 +319,61 @@ extension Event {
         .efiVariableAuthority, .efiGPTEvent, .efiGPTEvent2, .sCRTMVersion,
     ]
 
-    /// Whether the digest equals the hash of the data in every computable bank: nil when the
-    /// type does not define its digest that way (or no bank is computable).
-    public func dataMatchesDigest(banks: [AlgorithmSize]) -> Bool? {
-        guard Self.dataHashedTypes.contains(type) else { return nil }
-        var checked = false
-        for d in digests where EventLogHash.isSupported(d.algorithm) {
-            guard let h = EventLogHash.hash(d.algorithm, data) else { continue }
-            checked = true
-            if h[...] == d.digest { continue }
+    /// grub's string measurements into PCR 8 (grub 2.04+ `grub_cmd: `/`kernel_cmdline: `, Red Hat's
+    /// older patches `grub_cmd `/`grub_kernel_cmdline `): the event data is the prefix and the
+    /// string (with its NUL), the digest is of the string alone — without its NUL upstream, with
+    /// it in Red Hat's patches (both seen in the shared real logs).
+    static let grubStringPrefixes: [[UInt8]] = ["grub_cmd: ", "kernel_cmdline: ", "grub_kernel_cmdline ", "grub_cmd "].map { Array($0.utf8) }
+
+    /// The byte strings the digest may be the hash of, by the measuring component's convention,
+    /// and whether that convention is certain (`strict`: any other digest contradicts the data).
+    /// Nil: the digest is of something else, the data is a claim.
+    func measuredData() -> (candidates: [ArraySlice<UInt8>], strict: Bool)? {
+        if Self.dataHashedTypes.contains(type) {
+            var c = [data]
             // EV_EFI_VARIABLE_BOOT: older firmware hashes only VariableData (PFP errata).
-            if type == .efiVariableBoot, case .variable(let v) = decoded, EventLogHash.hash(d.algorithm, v.data)?[...] == d.digest { continue }
-            return false
+            if type == .efiVariableBoot, case .variable(let v) = decoded { c.append(v.data[...]) }
+            return (c, true)
         }
-        return checked ? true : nil
+        guard type == .ipl else { return nil }
+        switch pcrIndex {
+        case 8:
+            for p in Self.grubStringPrefixes where data.starts(with: p) {
+                var text = data.dropFirst(p.count)
+                let withNUL = text
+                while text.last == 0 { text = text.dropLast() }
+                return ([text, withNUL], true)
+            }
+            return nil
+        case 12:
+            // systemd-stub measures the command line it passes (UTF-16, with its NUL) as the data
+            // itself; its other PCR 12 events (credentials, sysexts) are digests of files.
+            return ([data], false)
+        default:
+            return nil
+        }
+    }
+
+    /// Whether the event's data is vouched for by its digests in `banks` (the banks a replay
+    /// verified; digests in other banks prove nothing).
+    public func dataVouching(in banks: Set<TPMAlgID>) -> DataVouching {
+        guard let (candidates, strict) = measuredData() else { return .claim }
+        var checked = false
+        for d in digests where banks.contains(d.algorithm) && EventLogHash.isSupported(d.algorithm) {
+            checked = true
+            let matches = candidates.contains { EventLogHash.hash(d.algorithm, $0)?[...] == d.digest }
+            if !matches { return strict ? .contradicted : .claim }
+        }
+        return checked ? .vouched : .claim
+    }
+
+    /// Whether the digest equals the hash of the data in every computable bank of the log: nil
+    /// when the type does not define its digest that way (or no bank is computable).
+    public func dataMatchesDigest(banks: [AlgorithmSize]) -> Bool? {
+        switch dataVouching(in: Set(banks.map(\.algorithm))) {
+        case .vouched: true
+        case .contradicted: false
+        case .claim: nil
+        }
     }
 }

@@ -5,7 +5,10 @@ enum OpenAPIDocument {
     struct Op { var method: String; var path: String; var summary: String; var roles: String; var body: String?; var response: String; var errors: [Int] }
 
     static let operations: [Op] = [
-        Op(method: "post", path: "/v1/vms/{vm}/nonce", summary: "Issue a single-use nonce for the VM's next evidence", roles: "admin, agent (own VM)", body: nil, response: "NonceGrant", errors: [400, 401, 403]),
+        Op(method: "post", path: "/v1/vms/{vm}/nonce", summary: "Issue a single-use nonce for the VM's next evidence ({audience}: the token's aud); says what the quote must cover", roles: "admin, agent (own VM)", body: "NonceRequest", response: "NonceGrant", errors: [400, 401, 403]),
+        Op(method: "post", path: "/v1/vms/{vm}/enrolment/rebind", summary: "Allow the VM's next enrolment to bind another TPM (its vTPM was replaced); resets the baseline, raises an alert", roles: "admin", body: nil, response: "Rebind", errors: [401, 403, 404]),
+        Op(method: "get", path: "/v1/vms/{vm}/baseline/mode", summary: "How the VM's first baseline is set: learn (trust on first use), approve, predicted", roles: "admin, reader, agent (own VM)", body: nil, response: "BaselineMode", errors: [401, 403]),
+        Op(method: "put", path: "/v1/vms/{vm}/baseline/mode", summary: "Set how the VM's first baseline is set ({mode})", roles: "admin", body: "BaselineMode", response: "BaselineMode", errors: [400, 401, 403]),
         Op(method: "post", path: "/v1/vms/{vm}/enrolments", summary: "Begin enrolment: validate the EK certificate, MakeCredential to the AK's Name", roles: "admin, agent (own VM)", body: "EnrolmentRequest", response: "EnrolmentChallenge", errors: [400, 401, 403, 413, 415]),
         Op(method: "post", path: "/v1/vms/{vm}/enrolments/{id}/activation", summary: "Finish enrolment with the ActivateCredential secret; returns the AK certificate", roles: "admin, agent (own VM)", body: "ActivationAnswer", response: "EnrolmentReceipt", errors: [400, 401, 403, 404, 410]),
         Op(method: "post", path: "/v1/vms/{vm}/attestations", summary: "Verify evidence (quote, PCRs, event log, IMA log) and return the result and token", roles: "admin, agent (own VM)", body: "Evidence", response: "AttestationOutcome", errors: [400, 401, 403, 404, 413, 415]),
@@ -50,6 +53,9 @@ enum OpenAPIDocument {
     static var schemas: [String: Any] { [
         "Error": ["type": "object", "properties": ["error": ["type": "object", "required": ["status", "message"],
                                                               "properties": ["status": ["type": "integer"], "message": ["type": "string"], "field": ["type": "string"]]]]],
+        "NonceRequest": ["type": "object", "properties": ["audience": ["type": "string", "description": "the relying party the token is for (aud); default urn:tlaunch:platform"]]],
+        "Rebind": ["type": "object", "properties": ["vm": ["type": "string"], "rebindAllowed": ["type": "boolean"]]],
+        "BaselineMode": ["type": "object", "required": ["mode"], "properties": ["vm": ["type": "string"], "mode": ["type": "string", "enum": ["learn", "approve", "predicted"]]]],
         "NonceGrant": ["type": "object", "required": ["nonce", "expires", "expiresIn"], "properties": ["nonce": ["type": "string", "description": "32 bytes, hex"], "expires": ["type": "string", "format": "date-time"], "expiresIn": ["type": "integer"]]],
         "EnrolmentRequest": ["type": "object", "required": ["ekPublic", "akPublic", "ekCertificate"], "properties": ["ekPublic": ["type": "string", "description": "TPMT_PUBLIC, hex"], "akPublic": ["type": "string", "description": "TPMT_PUBLIC, hex"], "ekCertificate": ["type": "string", "description": "DER, base64"]]],
         "EnrolmentChallenge": ["type": "object", "properties": ["id": ["type": "string"], "credentialBlob": ["type": "string", "description": "TPM2B_ID_OBJECT, hex"], "encryptedSecret": ["type": "string", "description": "TPM2B_ENCRYPTED_SECRET, hex"], "expires": ["type": "string"]]],
@@ -60,10 +66,10 @@ enum OpenAPIDocument {
             "pcrs": ["type": "object", "description": "bank → PCR index → hex", "additionalProperties": ["type": "object", "additionalProperties": ["type": "string"]]],
             "eventLog": ["type": "string", "description": "TCG event log, base64"], "nonce": ["type": "string", "description": "the issued nonce, hex"],
             "imaLog": ["type": "string", "description": "IMA ascii_runtime_measurements"]]],
-        "CheckResult": ["type": "object", "properties": ["name": ["type": "string"], "passed": ["type": "boolean"], "reason": ["type": "string"]]],
+        "Check": ["type": "object", "required": ["name", "category", "outcome", "passed", "reason"], "properties": ["name": ["type": "string"], "category": ["type": "string", "enum": ["evidence", "executables", "configuration", "file-system", "baseline"]], "outcome": ["type": "string", "enum": ["pass", "fail", "unknown"]], "passed": ["type": "boolean"], "reason": ["type": "string"]]],
         "AttestationOutcome": ["type": "object", "properties": [
             "id": ["type": "string"], "vm": ["type": "string"], "time": ["type": "string", "format": "date-time"], "passed": ["type": "boolean"],
-            "status": ["type": "string", "enum": ["affirming", "contraindicated"]], "checks": ["type": "array", "items": ["$ref": "#/components/schemas/CheckResult"]],
+            "status": ["type": "string", "enum": ["affirming", "contraindicated"]], "checks": ["type": "array", "items": ["$ref": "#/components/schemas/Check"]],
             "baseline": ["type": "string", "enum": ["learned", "matches", "changed"]], "changes": ["type": "array", "items": ["type": "object"]],
             "token": ["type": "string", "description": "EAR JWT (ES256/RS256), present when passed"], "tokenID": ["type": "string"]]],
         "Policy": ["type": "object", "properties": [

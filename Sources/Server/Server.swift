@@ -169,10 +169,38 @@ public enum APIServer {
             if let last { out["lastAttestation"] = ["id": last.id, "time": last.time, "passed": last.passed, "status": last.status] as [String: Any] }
             return json(out)
         }
-        v1.post("vms/{vm}/nonce") { _, context -> Response in
+        v1.post("vms/{vm}/nonce") { request, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin, .agent], vm: vm)
-            return try json(encodable: try await service.issueNonce(vm: vm), status: .created)
+            // A relying party may name the audience its token must carry.
+            let body = try await body(NonceRequest.self, request, limit: maxSmallBody, optional: true)
+            return try json(encodable: try await service.issueNonce(vm: vm, audience: body?.audience), status: .created)
+        }
+        v1.post("vms/{vm}/enrolment/rebind") { _, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin])
+            if let fleet, try await fleet.store.vm(vm) != nil {
+                try await fleet.allowRebind(vm, by: context.caller.map { "an \($0.role.rawValue) token" } ?? "an admin")
+            } else {
+                try await service.allowRebind(vm: vm)
+            }
+            return json(["vm": vm, "rebindAllowed": true])
+        }
+        v1.get("vms/{vm}/baseline/mode") { _, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin, .reader, .agent], vm: vm)
+            return json(["vm": vm, "mode": try await service.baselineMode(vm: vm).rawValue])
+        }
+        v1.put("vms/{vm}/baseline/mode") { request, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin])
+            struct Mode: Decodable { var mode: String }
+            let body = try await require(Mode.self, request, limit: maxSmallBody)
+            guard let mode = AttestationService.BaselineMode(rawValue: body.mode) else {
+                throw APIError(.badRequest, "mode must be learn (trust on first use), approve (a person approves the first baseline) or predicted (from the disk)", field: "mode")
+            }
+            try await service.setBaselineMode(vm: vm, mode)
+            return json(["vm": vm, "mode": mode.rawValue])
         }
         v1.post("vms/{vm}/enrolments") { request, context -> Response in
             let vm = try vm(context)
@@ -200,7 +228,7 @@ public enum APIServer {
                 }
             }
             context.logger.info("attestation", metadata: ["vm": .string(vm), "passed": .stringConvertible(outcome.passed), "id": .string(outcome.id),
-                                                          "failed": .string(outcome.checks.filter { !$0.passed }.map(\.name).joined(separator: ","))])
+                                                          "failed": .string(outcome.checks.filter { !$0.passed }.map(\.name.rawValue).joined(separator: ","))])
             return try json(encodable: outcome)
         }
         v1.get("vms/{vm}/attestations") { request, context -> Response in

@@ -69,6 +69,15 @@ public final class SQLStore: AttestationStore {
             """,
             "CREATE INDEX fleet_webhook_deliveries_next ON fleet_webhook_deliveries (next_attempt)",
         ],
+        // Attestation soundness (issue 13): nonces carry the relying party's audience; a VM is
+        // bound to its TPM (a rebind needs an admin); how each VM's first baseline is set.
+        [
+            "ALTER TABLE nonces ADD COLUMN audience TEXT",
+            "CREATE INDEX nonces_vm ON nonces (vm)",
+            "CREATE INDEX pending_enrolments_vm ON pending_enrolments (vm)",
+            "ALTER TABLE agents ADD COLUMN rebind_allowed BIGINT NOT NULL DEFAULT 0",
+            "CREATE TABLE vm_settings (vm TEXT PRIMARY KEY, baseline_mode TEXT NOT NULL)",
+        ],
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -99,8 +108,9 @@ public final class SQLStore: AttestationStore {
 
     // MARK: Nonces
 
-    public func insertNonce(_ nonce: String, vm: String, expires: Int64, now: Int64) async throws {
-        _ = try await run("INSERT INTO nonces (nonce, vm, expires, issued) VALUES (?, ?, ?, ?)", [.text(nonce), .text(vm), .int(expires), .int(now)])
+    public func insertNonce(_ nonce: String, vm: String, audience: String?, expires: Int64, now: Int64) async throws {
+        _ = try await run("INSERT INTO nonces (nonce, vm, audience, expires, issued) VALUES (?, ?, ?, ?, ?)",
+                          [.text(nonce), .text(vm), Self.opt(audience), .int(expires), .int(now)])
         // Used and expired nonces are kept a day (a replay is then named as such), then dropped.
         if Int.random(in: 0..<256) == 0 {
             _ = try await run("DELETE FROM nonces WHERE expires < ?", [.int(now - 86_400_000)])
@@ -108,16 +118,19 @@ public final class SQLStore: AttestationStore {
     }
 
     public func consumeNonce(_ nonce: String, vm: String, now: Int64) async throws -> NonceStatus {
-        // The one atomic step: only the first presenter of an unused nonce gets a row back.
-        let taken = try await run("UPDATE nonces SET used = ? WHERE nonce = ? AND used IS NULL RETURNING vm, expires", [.int(now), .text(nonce)])
+        // The one atomic step: only the first presenter of an unused nonce of this VM gets a row
+        // back; another VM's presentation leaves it unused for its owner.
+        let taken = try await run("UPDATE nonces SET used = ? WHERE nonce = ? AND vm = ? AND used IS NULL RETURNING expires, audience",
+                                  [.int(now), .text(nonce), .text(vm)])
         if let row = taken.first {
-            let owner = row[0].text ?? "", expires = row[1].int ?? 0
-            if owner != vm { return .issuedForAnotherVM(owner) }
+            let expires = row[0].int ?? 0
             if expires < now { return .expired(at: expires) }
-            return .fresh
+            return .fresh(audience: row[1].text)
         }
-        let seen = try await run("SELECT used, expires FROM nonces WHERE nonce = ?", [.text(nonce)])
-        if let row = seen.first, let used = row[0].int { return .alreadyUsed(at: used) }
+        let seen = try await run("SELECT vm, used FROM nonces WHERE nonce = ?", [.text(nonce)])
+        guard let row = seen.first else { return .unknown }
+        if let owner = row[0].text, owner != vm { return .issuedForAnotherVM(owner) }
+        if let used = row[1].int { return .alreadyUsed(at: used) }
         return .unknown
     }
 
@@ -129,28 +142,71 @@ public final class SQLStore: AttestationStore {
             """, [.text(p.id), .text(p.vm), .text(p.ekPublic), .text(p.akPublic), Self.opt(p.ekCertificate), .text(p.secretHash), .int(p.expires)])
     }
 
-    public func takePendingEnrolment(id: String) async throws -> PendingEnrolment? {
-        let rows = try await run("DELETE FROM pending_enrolments WHERE id = ? RETURNING id, vm, ek_public, ak_public, ek_certificate, secret_hash, expires", [.text(id)])
+    public func takePendingEnrolment(id: String, vm: String) async throws -> PendingEnrolment? {
+        let rows = try await run("DELETE FROM pending_enrolments WHERE id = ? AND vm = ? RETURNING id, vm, ek_public, ak_public, ek_certificate, secret_hash, expires",
+                                 [.text(id), .text(vm)])
         guard let r = rows.first else { return nil }
         return PendingEnrolment(id: r[0].text ?? "", vm: r[1].text ?? "", ekPublic: r[2].text ?? "", akPublic: r[3].text ?? "",
                                 ekCertificate: r[4].text, secretHash: r[5].text ?? "", expires: r[6].int ?? 0)
     }
 
-    static let agentColumns = "vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, clock, reset_count, restart_count"
+    static let agentColumns = "vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, clock, reset_count, restart_count, rebind_allowed"
 
     static func agent(_ r: [SQLValue]) -> AgentRecord {
         AgentRecord(vm: r[0].text ?? "", ekPublic: r[1].text ?? "", akPublic: r[2].text ?? "", ekCertificate: r[3].text,
-                    akCertificate: r[4].text ?? "", enrolledAt: r[5].int ?? 0, clock: r[6].int, resetCount: r[7].int, restartCount: r[8].int)
+                    akCertificate: r[4].text ?? "", enrolledAt: r[5].int ?? 0, clock: r[6].int, resetCount: r[7].int, restartCount: r[8].int,
+                    rebindAllowed: r[9].int == 1)
     }
 
-    public func upsertAgent(_ a: AgentRecord) async throws {
+    public func insertAgentIfAbsent(_ a: AgentRecord) async throws -> Bool {
+        let rows = try await run("""
+            INSERT INTO agents (vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, rebind_allowed) VALUES (?, ?, ?, ?, ?, ?, 0)
+            ON CONFLICT (vm) DO NOTHING RETURNING vm
+            """, [.text(a.vm), .text(a.ekPublic), .text(a.akPublic), Self.opt(a.ekCertificate), .text(a.akCertificate), .int(a.enrolledAt)])
+        return !rows.isEmpty
+    }
+
+    public func reenrolAgent(_ a: AgentRecord) async throws -> Bool {
+        // Same TPM: a new AK and certificates; the counters stay (a rolled-back vTPM must not pass).
+        let rows = try await run("""
+            UPDATE agents SET ak_public = ?, ek_certificate = ?, ak_certificate = ?, enrolled_at = ?, rebind_allowed = 0
+            WHERE vm = ? AND ek_public = ? RETURNING vm
+            """, [.text(a.akPublic), Self.opt(a.ekCertificate), .text(a.akCertificate), .int(a.enrolledAt), .text(a.vm), .text(a.ekPublic)])
+        return !rows.isEmpty
+    }
+
+    public func rebindAgent(_ a: AgentRecord) async throws -> Bool {
+        let rows = try await run("""
+            UPDATE agents SET ek_public = ?, ak_public = ?, ek_certificate = ?, ak_certificate = ?, enrolled_at = ?,
+              clock = NULL, reset_count = NULL, restart_count = NULL, rebind_allowed = 0
+            WHERE vm = ? AND rebind_allowed = 1 RETURNING vm
+            """, [.text(a.ekPublic), .text(a.akPublic), Self.opt(a.ekCertificate), .text(a.akCertificate), .int(a.enrolledAt), .text(a.vm)])
+        return !rows.isEmpty
+    }
+
+    public func allowRebind(vm: String) async throws -> Bool {
+        !(try await run("UPDATE agents SET rebind_allowed = 1 WHERE vm = ? RETURNING vm", [.text(vm)])).isEmpty
+    }
+
+    public func baselineMode(vm: String) async throws -> String? {
+        try await run("SELECT baseline_mode FROM vm_settings WHERE vm = ?", [.text(vm)]).first?.first?.text
+    }
+
+    public func setBaselineMode(vm: String, mode: String) async throws {
         _ = try await run("""
-            INSERT INTO agents (\(Self.agentColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (vm) DO UPDATE SET ek_public = excluded.ek_public, ak_public = excluded.ak_public,
-              ek_certificate = excluded.ek_certificate, ak_certificate = excluded.ak_certificate, enrolled_at = excluded.enrolled_at,
-              clock = excluded.clock, reset_count = excluded.reset_count, restart_count = excluded.restart_count
-            """, [.text(a.vm), .text(a.ekPublic), .text(a.akPublic), Self.opt(a.ekCertificate), .text(a.akCertificate), .int(a.enrolledAt),
-                  Self.opt(a.clock), Self.opt(a.resetCount), Self.opt(a.restartCount)])
+            INSERT INTO vm_settings (vm, baseline_mode) VALUES (?, ?) ON CONFLICT (vm) DO UPDATE SET baseline_mode = excluded.baseline_mode
+            """, [.text(vm), .text(mode)])
+    }
+
+    public func forget(vm: String, archivedAs: String) async throws {
+        // Each statement is idempotent: a forget cut short is completed by running it again.
+        _ = try await run("DELETE FROM nonces WHERE vm = ?", [.text(vm)])
+        _ = try await run("DELETE FROM pending_enrolments WHERE vm = ?", [.text(vm)])
+        _ = try await run("DELETE FROM api_tokens WHERE vm = ?", [.text(vm)])
+        _ = try await run("DELETE FROM baselines WHERE vm = ?", [.text(vm)])
+        _ = try await run("DELETE FROM vm_settings WHERE vm = ?", [.text(vm)])
+        _ = try await run("UPDATE attestations SET vm = ? WHERE vm = ?", [.text(archivedAs), .text(vm)])
+        _ = try await run("DELETE FROM agents WHERE vm = ?", [.text(vm)])
     }
 
     public func agent(vm: String) async throws -> AgentRecord? {

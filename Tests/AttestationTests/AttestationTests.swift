@@ -57,7 +57,7 @@ struct AttestationTests {
         let wire = try JSONDecoder().decode(Evidence.self, from: JSONEncoder().encode(evidence))
         let result = AttestationVerifier.verify(wire, akPublic: vm.ak.publicArea, expectedNonce: nonce)
         #expect(result.passed, "\(result.failure.map { "\($0.name): \($0.reason)" } ?? "")")
-        #expect(result.checks.map(\.name) == ["nonce", "quote", "replay", "secure-boot", "boot-applications", "anomalies"])
+        #expect(result.checks.map(\.name) == ["nonce", "quote", "coverage", "replay", "secure-boot", "boot-applications", "anomalies"])
         #expect(result.facts?.secureBoot.enabled == true)
 
         // A token: ES256, verified by PyJWT (an ordinary JWT library) against the published JWK Set.
@@ -79,7 +79,7 @@ struct AttestationTests {
         token = sys.argv[2]
         kid = jwt.get_unverified_header(token)["kid"]
         key = jwt.PyJWK([k for k in jwks["keys"] if k["kid"] == kid][0])
-        claims = jwt.decode(token, key.key, algorithms=["ES256"], issuer="https://attest.tlaunch.test")
+        claims = jwt.decode(token, key.key, algorithms=["ES256"], issuer="https://attest.tlaunch.test", audience="urn:tlaunch:platform")
         print(json.dumps({"status": claims["ear.status"], "secureboot": claims["x-tlaunch"]["secureboot"], "nonce": claims["eat_nonce"]}))
         """
         let (status, out, err) = try Interop.run(python, ["-c", script, jwksFile.path, token])

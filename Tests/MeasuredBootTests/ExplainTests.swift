@@ -35,8 +35,14 @@ struct ExplainTests {
                     #expect(digests.allSatisfy { !all.contains($0) }, "\(log)")
                     continue
                 }
-                #expect(ours == digests, "\(log) \(bank): boot chain \(ours), expected \(digests)")
-                checked += 1
+                // Only banks the replay compared with PCRs vouch for digests; the others' are claims
+                // and stay out of the facts.
+                if let alg = PCRValues.bankNames[bank], report.verified.verifiedBanks.contains(alg) {
+                    #expect(ours == digests, "\(log) \(bank): boot chain \(ours), expected \(digests)")
+                    checked += 1
+                } else {
+                    #expect(ours.isEmpty, "\(log) \(bank) was not verified, yet the facts carry its digests")
+                }
             }
         }
         #expect(checked >= 10)
@@ -112,7 +118,8 @@ struct ExplainTests {
         let log = try EventLog(parsing: b.encoded())
         let f = VerifiedEventLog.unchecked(log).explain()
         let kinds = Set(f.anomalies.map(\.kind))
-        #expect(kinds == [.errorSeparator, .digestNotOfData, .eventAfterSeparator, .unknownEventType], "\(f.anomalies)")
+        // PK, KEK, db and dbx are missing from PCR 7: the configuration is incomplete.
+        #expect(kinds == [.errorSeparator, .digestNotOfData, .eventAfterSeparator, .unknownEventType, .incompleteConfiguration], "\(f.anomalies)")
         #expect(f.anomalies.first { $0.kind == .digestNotOfData }?.eventIndex == log.events.count - 3)
         #expect(f.secureBoot.enabled == true)
         // The facts serialize to the JSON the README documents.
