@@ -245,6 +245,7 @@ let package = Package(
                 "GuestAgent",
                 "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict

@@ -186,6 +186,15 @@ public enum APIServer {
             }
             return json(["vm": vm, "rebindAllowed": true])
         }
+        v1.delete("vms/{vm}/enrolment") { _, context -> Response in
+            let vm = try vm(context)
+            try authorize(context, [.admin])
+            if let fleet, try await fleet.store.vm(vm) != nil {
+                throw APIError(.conflict, "\(vm) is a VM of this platform: delete the VM (tlaunch vm delete \(vm)), which forgets its enrolment too")
+            }
+            try await service.forget(vm: vm)
+            return Response(status: .noContent)
+        }
         v1.get("vms/{vm}/baseline/mode") { _, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin, .reader, .agent], vm: vm)

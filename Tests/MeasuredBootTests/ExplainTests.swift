@@ -170,3 +170,36 @@ struct DevicePathTextTests {
         #expect(try DevicePath(bytes: path.encoded[...]).description == path.description)
     }
 }
+
+@Suite("Measured Boot: what the verifier vouches for, on real logs")
+struct VouchingOnRealLogsTests {
+    /// Every real log explained as its own TPM would have verified it (replayed against itself):
+    /// genuine firmware and boot loaders never trip the soundness rules — no configuration after
+    /// PCR 7's separator, none repeated or out of order, grub's strings hash by grub's convention,
+    /// and every grub kernel command line is bound to its linux command.
+    @Test(.corpus) func genuineLogsTripNoSoundnessRule() throws {
+        guard Corpus.require() else { return }
+        let newKinds: Set<BootFacts.Anomaly.Kind> = [.configurationAfterSeparator, .repeatedConfiguration, .configurationOutOfOrder,
+                                                     .foreignConfigurationVariable, .unboundKernelCommandLine]
+        var cmdlines = 0, grubStrings = 0
+        for name in Corpus.eventLogs where !SharedData.malformed.contains(name) {
+            guard let log = try? EventLog(parsing: Corpus.bytes("eventlogs/\(name)")) else { continue }
+            let report = log.replay(against: log.replay())
+            let facts = report.verified.explain()
+            let tripped = facts.anomalies.filter { newKinds.contains($0.kind) }
+            #expect(tripped.isEmpty, "\(name): \(tripped.map(\.message))")
+            let contradictedGrub = report.verified.events.filter { $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .contradicted }
+            #expect(contradictedGrub.isEmpty, "\(name): grub strings that do not hash by grub's convention: \(contradictedGrub.map(\.event.index))")
+            grubStrings += report.verified.events.filter { $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .vouched }.count
+            // (A TDX CCEL log counts RTMRs, not PCRs: grub's strings are not in its "PCR 8".)
+            if log.events.contains(where: { if case .ipl(let i) = $0.decoded { i.kind == .kernelCommandLine && $0.pcrIndex == 8 } else { false } }) {
+                #expect(facts.kernelCommandLine != nil, "\(name): a grub command line that did not bind: \(facts.anomalies.map(\.message))")
+                if facts.kernelCommandLine != nil { cmdlines += 1 }
+            }
+            if facts.secureBoot.enabled != nil {
+                #expect(facts.keyDatabases.map(\.name).starts(with: ["PK", "KEK", "db", "dbx"]), "\(name): \(facts.keyDatabases.map(\.name))")
+            }
+        }
+        #expect(cmdlines >= 25 && grubStrings >= 1000, "\(cmdlines) bound command lines, \(grubStrings) vouched grub strings")
+    }
+}
