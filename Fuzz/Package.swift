@@ -45,6 +45,10 @@ let package = Package(
             dependencies: [.product(name: "Attestation", package: "TrustedLaunch")]
         ),
         .executableTarget(
+            name: "FuzzEvidenceMutation",
+            dependencies: [.product(name: "Attestation", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
             name: "FuzzFleetRequest",
             dependencies: [.product(name: "FleetCore", package: "TrustedLaunch")]
         ),

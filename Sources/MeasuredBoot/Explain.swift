@@ -148,11 +148,44 @@ public struct BootFacts: Sendable, Codable, Hashable {
             /// A kernel command line that is not bound to the boot loader command that produced
             /// it, or a `linux` command without its command line: the command line is unknown.
             public static let unboundKernelCommandLine = Self(rawValue: "unbound-kernel-command-line")
+            /// An event type that does not belong in its PCR (an event's type is not covered by
+            /// its digest: a boot application relabelled as a string would leave the boot chain).
+            public static let unexpectedEventType = Self(rawValue: "unexpected-event-type")
+            /// A boot loader string in PCR 8 that no known convention vouches for: what it
+            /// measured is unknown.
+            public static let unverifiedMeasurement = Self(rawValue: "unverified-measurement")
         }
         public var kind: Kind
         public var eventIndex: Int?
         public var pcr: UInt32?
         public var message: String
+    }
+}
+
+extension BootFacts {
+    /// The facts without what no digest vouches for (device and file paths of images, grub's
+    /// file names, systemd-stub texts that name what was measured) and without event positions:
+    /// two logs that a TPM's PCRs verify to equal `withoutClaims()` describe the same boot.
+    public func withoutClaims() -> BootFacts {
+        var f = self
+        f.secureBoot.eventIndex = nil
+        f.keyDatabases = keyDatabases.map { var d = $0; d.eventIndex = 0; return d }
+        f.authorities = authorities.map { var a = $0; a.eventIndex = 0; return a }
+        // The order of events across PCRs is not measured (only each PCR's own order is), so
+        // neither is which authority a firmware measured "before" an image in another PCR.
+        f.bootChain = bootChain.map { var b = $0; b.eventIndex = 0; b.devicePath = nil; b.filePath = nil; b.type = ""; b.authorityEvents = []; return b }
+        f.bootChain = f.bootChain.enumerated().sorted { ($0.element.pcr, $0.offset) < ($1.element.pcr, $1.offset) }.map(\.element)
+        f.bootOptions = bootOptions.map { var o = $0; o.eventIndex = 0; return o }
+        f.grub = grub.map { GrubState(commands: $0.commands, files: []) }
+        f.uki = uki.filter(\.vouched).map { var u = $0; u.eventIndex = 0; return u }
+        f.separators = separators.map { var s = $0; s.eventIndex = 0; return s }.sorted { ($0.pcr, $0.isError ? 1 : 0) < ($1.pcr, $1.isError ? 1 : 0) }
+        f.anomalies = anomalies.map { var a = $0; a.eventIndex = nil; return a }
+        if var shim = f.shim {
+            shim.mokList?.eventIndex = 0
+            shim.mokListX?.eventIndex = 0
+            f.shim = shim
+        }
+        return f
     }
 }
 
@@ -197,6 +230,14 @@ extension VerifiedEventLog {
                 facts.anomalies.append(.init(kind: .eventAfterSeparator, eventIndex: e.index, pcr: e.pcrIndex,
                                              message: "\(e.type) in PCR \(e.pcrIndex) after its separator (event \(sepAt))"))
             }
+            if let expected = Self.expectedTypes[e.pcrIndex], !expected.contains(e.type), e.type.isKnown {
+                facts.anomalies.append(.init(kind: .unexpectedEventType, eventIndex: e.index, pcr: e.pcrIndex,
+                    message: "\(e.type) in PCR \(e.pcrIndex), where only \(expected.map(\.description).sorted().joined(separator: ", ")) belong: an event's type is not covered by its digest, so this may be a relabelled measurement"))
+            }
+            if e.pcrIndex == 8, e.type == .ipl, v.dataVouching == .claim {
+                facts.anomalies.append(.init(kind: .unverifiedMeasurement, eventIndex: e.index, pcr: 8,
+                    message: "an EV_IPL in PCR 8 that follows no known boot loader convention (grub's `grub_cmd:`/`kernel_cmdline:` strings): what it measured is unknown"))
+            }
             if e.pcrIndex == 8 { cmdline.see(v, facts: &facts) }
             switch decoded {
             case .separator(_, let isError):
@@ -216,7 +257,7 @@ extension VerifiedEventLog {
                 config.see(variable, event: e, afterSeparator: separatorSeen[7], facts: &facts)
             case .variable(let variable) where v.dataMatchesDigest, .authority(let variable) where v.dataMatchesDigest:
                 explainVariable(variable, event: e, facts: &facts, shim: &shim, sawShim: &sawShim, pending: &pendingAuthorities)
-            case .imageLoad(let image) where e.type == .efiBootServicesApplication:
+            case .imageLoad(let image) where e.type == .efiBootServicesApplication || e.pcrIndex == 4:
                 var digests: [String: String] = [:]
                 for d in v.digests { digests[PCRValues.bankName(d.algorithm)] = hexString(d.digest) }
                 facts.bootChain.append(.init(eventIndex: e.index, pcr: e.pcrIndex, type: e.type.description, digests: digests,
@@ -224,6 +265,8 @@ extension VerifiedEventLog {
                                              authorityEvents: pendingAuthorities))
                 pendingAuthorities = []
             case .ipl(let ipl):
+                // shim measures its MOK state into PCR 14 (the text names it, the digest is of the data).
+                if e.pcrIndex == 14 { sawShim = true }
                 switch ipl.kind {
                 case .grubCommand where v.dataMatchesDigest && e.pcrIndex == 8:
                     grubCommands.append(ipl.text)
@@ -234,8 +277,6 @@ extension VerifiedEventLog {
                 case .stub:
                     facts.uki.append(.init(eventIndex: e.index, pcr: e.pcrIndex, text: ipl.text, vouched: v.dataMatchesDigest))
                     if e.pcrIndex == 12, v.dataMatchesDigest { cmdline.stub(ipl.text) }
-                case .text:
-                    if e.pcrIndex == 14 { sawShim = true }
                 default:
                     break
                 }
@@ -302,6 +343,16 @@ extension VerifiedEventLog {
             break
         }
     }
+
+    /// The event types that belong in the PCRs whose events become facts (seen in every real log
+    /// of the shared corpus): anything else there is an anomaly, since a type is only a label.
+    static let expectedTypes: [UInt32: Set<EventType>] = [
+        4: [.separator, .efiBootServicesApplication, .efiBootServicesDriver, .efiRuntimeServicesDriver, .efiAction, .action],
+        7: [.separator, .efiVariableDriverConfig, .efiVariableAuthority, .efiAction, .efiSPDMDeviceAuthority, .efiSPDMDevicePolicy],
+        8: [.ipl, .separator, .efiAction],
+        9: [.ipl, .eventTag, .separator],
+        14: [.ipl, .eventTag, .separator],
+    ]
 
     /// What the PFP allows after a PCR's separator: boot applications (PCR 4), GPT and
     /// ExitBootServices actions (PCR 5), authorities (PCR 7), and EV_EFI_ACTION generally.

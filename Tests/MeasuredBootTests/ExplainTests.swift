@@ -180,13 +180,16 @@ struct VouchingOnRealLogsTests {
     @Test(.corpus) func genuineLogsTripNoSoundnessRule() throws {
         guard Corpus.require() else { return }
         let newKinds: Set<BootFacts.Anomaly.Kind> = [.configurationAfterSeparator, .repeatedConfiguration, .configurationOutOfOrder,
-                                                     .foreignConfigurationVariable, .unboundKernelCommandLine]
+                                                     .foreignConfigurationVariable, .unboundKernelCommandLine, .unexpectedEventType, .unverifiedMeasurement]
+        // systemd-boot before v251 measured its UTF-16 command line into PCR 8 with a digest we
+        // cannot relate to the event data: unverified, so reported.
+        let unverifiable: [String: Set<BootFacts.Anomaly.Kind>] = ["workstation_archlinux_sdboot_tpm2-tools.bin": [.unverifiedMeasurement]]
         var cmdlines = 0, grubStrings = 0
         for name in Corpus.eventLogs where !SharedData.malformed.contains(name) {
             guard let log = try? EventLog(parsing: Corpus.bytes("eventlogs/\(name)")) else { continue }
             let report = log.replay(against: log.replay())
             let facts = report.verified.explain()
-            let tripped = facts.anomalies.filter { newKinds.contains($0.kind) }
+            let tripped = facts.anomalies.filter { newKinds.contains($0.kind) && !(unverifiable[name]?.contains($0.kind) ?? false) }
             #expect(tripped.isEmpty, "\(name): \(tripped.map(\.message))")
             let contradictedGrub = report.verified.events.filter { $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .contradicted }
             #expect(contradictedGrub.isEmpty, "\(name): grub strings that do not hash by grub's convention: \(contradictedGrub.map(\.event.index))")
