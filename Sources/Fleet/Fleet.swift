@@ -58,9 +58,23 @@ public struct ChecklistItem: Sendable, Codable, Hashable {
     public var why: String
 }
 
+/// Where a VM's baseline comes from, in words: trust on first use is shown, never silent.
+public struct BaselineSummary: Sendable, Codable, Hashable {
+    /// learn, approve or predicted: how the first baseline is set.
+    public var mode: String
+    /// learned, approved, predicted; nil when the VM has none yet.
+    public var source: String?
+    public var since: String?
+    public var attestationId: String?
+    public var components: Int?
+    public var description: String
+}
+
 /// The VM's overview: its view, the checklist, recommendations, timeline and attestations.
 public struct VMOverview: Sendable, Codable, Hashable {
     public var vm: VMView
+    /// The VM's boot baseline: how the first one is set, where the current one came from.
+    public var baseline: BaselineSummary?
     public var checklist: [ChecklistItem]
     public var recommendations: [String]
     public var timeline: [VMEvent]
@@ -594,8 +608,28 @@ public final class Fleet: Sendable {
     public func overview(_ name: String) async throws -> VMOverview {
         let vm = try await require(name)
         let history = (try? await service.history(vm: name, limit: 20)) ?? []
-        return VMOverview(vm: try await view(vm), checklist: Self.checklist(vm), recommendations: Self.recommendations(vm),
-                          timeline: try await store.events(vm: name, limit: 50), attestations: history)
+        return VMOverview(vm: try await view(vm), baseline: vm.vTPM ? try await baselineSummary(name) : nil, checklist: Self.checklist(vm),
+                          recommendations: Self.recommendations(vm), timeline: try await store.events(vm: name, limit: 50), attestations: history)
+    }
+
+    func baselineSummary(_ name: String) async throws -> BaselineSummary {
+        let mode = try await service.baselineMode(vm: name)
+        guard let b = try await service.store.baseline(vm: name) else {
+            let description = switch mode {
+            case .learn: "none yet: the first boot with complete evidence that passes the policy becomes it (trust on first use)"
+            case .approve: "none yet: the first baseline waits for a person (tlaunch vm baseline approve \(name))"
+            case .predicted: "none yet: predicted from the disk (tlaunch vm baseline predict \(name))"
+            }
+            return BaselineSummary(mode: mode.rawValue, source: nil, since: nil, attestationId: nil, components: nil, description: description)
+        }
+        let since = Time.rfc3339(b.updated)
+        let description = switch b.source {
+        case "learned": "learned on first use at \(since) from attestation \(b.attestationID ?? "?") — approve or predict one to replace it"
+        case "approved": "approved at \(since) from attestation \(b.attestationID ?? "?")"
+        case "predicted": "predicted from the disk at \(since) (\(b.components.count) PCR values)"
+        default: "\(b.source) at \(since)"
+        }
+        return BaselineSummary(mode: mode.rawValue, source: b.source, since: since, attestationId: b.attestationID, components: b.components.count, description: description)
     }
 
     public static func recommendations(_ vm: VMRecord) -> [String] {

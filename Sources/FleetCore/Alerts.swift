@@ -90,7 +90,7 @@ public enum AlertBuilder {
         let severe: Set<String> = ["firmware", "secure-boot-configuration", "boot-loader", "attestation-evidence", "policy", "ima-file"]
         let severity: AlertSeverity = components.contains(where: severe.contains) ? .high : (components == ["baseline"] ? .low : .medium)
         let title: String
-        let changed = evidence.filter { $0.change != "failed" }
+        let changed = evidence.filter { $0.change != "failed" && $0.change != "unknown" }
         if changed.count == 1, let e = changed.first, evidence.count == 1 {
             title = "\(name(e.component).prefix(1).uppercased() + name(e.component).dropFirst()) changed: \(e.name)"
         } else if !changed.isEmpty {

@@ -157,7 +157,7 @@ enum Dashboard {
             <tr><th>Secure Boot</th><td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td></tr>
             <tr><th>vTPM</th><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td></tr>
             <tr><th>Integrity monitoring</th><td>\(onOff(v.integrityMonitoring.enabled))</td></tr>
-            <tr><th>Boot integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(escape($0))" } ?? "")</td></tr>
+            <tr><th>Boot integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(escape($0))" } ?? "")</td></tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(escape($0.description))</td></tr>" } ?? "")
             <tr><th>Power state</th><td>\(escape(v.powerState)) (boot \(v.bootCount))</td></tr>
             <tr><th>Image</th><td>\(escape(v.image)) · hypervisor \(escape(v.hypervisor))</td></tr>
             </tbody></table>

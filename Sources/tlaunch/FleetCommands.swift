@@ -99,7 +99,7 @@ enum Render {
             ["  vTPM", enabled(v.securityProfile.uefiSettings.vTpmEnabled)],
             ["  Integrity monitoring", enabled(v.integrityMonitoring.enabled)],
             ["  Boot integrity", bi + (v.integrityMonitoring.lastAttestation.map { " (last attestation \($0))" } ?? "")],
-        ]) + "\n"
+        ] + (o.baseline.map { [["  Baseline", $0.description]] } ?? [])) + "\n"
         if let b = v.lastBoot {
             out += "  Last boot: \(b.number) at \(b.time): " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")")
                 + " (\(b.firmware); Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced"); \(b.measured ? "\(b.events) events measured" : "not measured"))\n"
@@ -131,7 +131,8 @@ enum Render {
 struct VMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vm", abstract: "Deploy and run VMs (Trusted Launch by default) and see their security.",
-        subcommands: [Create.self, List.self, Show.self, Start.self, Stop.self, Restart.self, Delete.self, Update.self, Disk.self, Baseline.self, Attest.self, Guest.self])
+        subcommands: [Create.self, List.self, Show.self, Start.self, Stop.self, Restart.self, Delete.self, Update.self, Disk.self, Baseline.self, Attest.self, Guest.self,
+                                   RebindTPM.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Deploy a VM. Trusted Launch (Secure Boot + vTPM) unless --security-type Standard.")
@@ -143,6 +144,8 @@ struct VMCommand: AsyncParsableCommand {
         @Option(help: "true or false (default); can be switched later.") var integrityMonitoring: String?
         @Option(help: "simulated (the built-in hypervisor).") var hypervisor: String?
         @Option(help: "Seconds between periodic attestations (default 300).") var attestationInterval: Int?
+        @Option(help: "How the first baseline is set: learn (trust on first use: the first boot with complete evidence that passes the policy; default), approve (a person approves the first boot), predicted (from the disk, before it boots).")
+        var baseline: String?
         @Flag(help: "Do not start it.") var noStart = false
         @Flag(help: "Print the VM as JSON (ARM shape).") var json = false
         @OptionGroup var client: ClientOptions
@@ -150,7 +153,7 @@ struct VMCommand: AsyncParsableCommand {
         func run() async throws {
             let req = DeployRequest(name: name, image: image, securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"),
                                     vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
-                                    hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval)
+                                    hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline)
             let api = API(client)
             let vm = try await api.call("POST", "/v1/vms", req, as: VMView.self)
             if json { try printJSON(vm); return }
@@ -272,6 +275,17 @@ struct VMCommand: AsyncParsableCommand {
                 _ = try await API(client).send("PUT", "/v1/vms/\(API.escape(name))/disk?path=\(q)", body: data, contentType: "application/octet-stream")
                 print("Wrote \(data.count) bytes to \(path) on \(name); it takes effect at the next boot (tlaunch vm restart \(name))")
             }
+        }
+    }
+
+    struct RebindTPM: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "rebind-tpm",
+            abstract: "Let the VM's next enrolment bind another TPM (its vTPM was replaced on purpose); raises an alert, resets the baseline.")
+        @Argument var name: String
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            _ = try await API(client).send("POST", "/v1/vms/\(API.escape(name))/enrolment/rebind")
+            print("\(name) may now enrol another TPM; its baseline is reset when that TPM enrols (an alert says so: tlaunch alert list --vm \(name))")
         }
     }
 

@@ -40,7 +40,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("trust-ek-ca"), help: "A PEM file of EK CA certificates (roots and intermediates) to trust besides the platform's vTPM CA; repeatable.")
     var trustEKCA: [String] = []
     @Option(help: "The token issuer (iss) and public URL. Default: http://LISTEN.") var issuer: String?
-    @Option(help: "Token lifetime in seconds.") var tokenLifetime: Int = 3600
+    @Option(help: "Token lifetime in seconds (short: a token says what booted, not what runs now).") var tokenLifetime: Int = 300
+    @Option(help: "The token audience (aud) when a relying party names none in its nonce request.") var tokenAudience: String = AttestationService.defaultAudience
     @Option(help: "Nonce lifetime in seconds.") var nonceLifetime: Int = 120
     @Flag(help: "Do not keep evidence in history (only its digest).") var noKeepEvidence = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
@@ -52,7 +53,7 @@ struct Serve: AsyncParsableCommand {
         let folder = storage.folder
         try folder.create()
         let service = try await Self.makeService(storage: storage, trustEKCA: trustEKCA, issuer: issuer ?? "http://\(listen)",
-                                                 tokenLifetime: tokenLifetime, nonceLifetime: nonceLifetime, keepEvidence: !noKeepEvidence)
+                                                 tokenLifetime: tokenLifetime, tokenAudience: tokenAudience, nonceLifetime: nonceLifetime, keepEvidence: !noKeepEvidence)
         _ = try await Self.adminToken(folder: folder, service: service)
         var logger = Logger(label: "tlaunch.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -71,7 +72,8 @@ struct Serve: AsyncParsableCommand {
         return try String(contentsOf: folder.adminToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    static func makeService(storage: DataOptions, trustEKCA: [String], issuer: String, tokenLifetime: Int = 3600, nonceLifetime: Int = 120,
+    static func makeService(storage: DataOptions, trustEKCA: [String], issuer: String, tokenLifetime: Int = 300,
+                            tokenAudience: String = AttestationService.defaultAudience, nonceLifetime: Int = 120,
                             keepEvidence: Bool = true) async throws -> AttestationService {
         let folder = storage.folder
         let vtpmCA = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
@@ -89,7 +91,8 @@ struct Serve: AsyncParsableCommand {
         let store = try await storage.openStore()
         let akCA = try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA)
         return AttestationService(store: store, anchors: TrustAnchors(roots: roots, intermediates: intermediates), akCA: akCA, issuer: issuer,
-                                  nonceLifetime: TimeInterval(nonceLifetime), tokenLifetime: TimeInterval(tokenLifetime), keepEvidence: keepEvidence)
+                                  nonceLifetime: TimeInterval(nonceLifetime), tokenLifetime: TimeInterval(tokenLifetime), tokenAudience: tokenAudience,
+                                  keepEvidence: keepEvidence)
     }
 }
 

@@ -357,6 +357,44 @@ struct MonitoringTests {
         #expect(try await p.request("POST", "/v1/vms/plain/baseline/predict").0 == 400)
     }
 
+    @Test func baselineModesAreChosenAtDeploymentAndTrustOnFirstUseIsShown() async throws {
+        let p = try await TestPlatform.start()
+        defer { Task { await p.stop() } }
+        // Default: trust on first use, and the overview says so.
+        _ = try await p.fleet.deploy(DeployRequest(name: "tofu", integrityMonitoring: true))
+        let tofu = try await p.fleet.overview("tofu")
+        #expect(tofu.vm.integrityMonitoring.bootIntegrity == "Healthy")
+        #expect(tofu.baseline?.source == "learned" && tofu.baseline?.description.contains("learned on first use at") == true, "\(String(describing: tofu.baseline))")
+        // approve: the first boot waits for a person — Pending, a Low alert that says what to do.
+        _ = try await p.fleet.deploy(DeployRequest(name: "careful", integrityMonitoring: true, baseline: "approve"))
+        var vm = try await p.fleet.require("careful")
+        #expect(vm.bootIntegrity == .pending)
+        let alert = try #require(try await p.fleet.store.alerts(vm: "careful", status: .active).first)
+        #expect(alert.severity == .low && alert.title.contains("waits for approval") && alert.recommendations.contains { $0.contains("tlaunch vm baseline approve careful") })
+        #expect(try await p.fleet.overview("careful").baseline?.description.contains("waits for a person") == true)
+        _ = try await p.fleet.approveBaseline("careful")
+        vm = try await p.fleet.require("careful")
+        #expect(vm.bootIntegrity == .healthy)
+        #expect(try await p.fleet.store.alerts(vm: "careful", status: .active).isEmpty)
+        #expect(try await p.fleet.overview("careful").baseline?.source == "approved")
+        // predicted: set from the disk before the first boot, which meets it.
+        _ = try await p.fleet.deploy(DeployRequest(name: "foreseen", integrityMonitoring: true, baseline: "predicted"))
+        #expect(try await p.fleet.require("foreseen").bootIntegrity == .healthy)
+        #expect(try await p.fleet.overview("foreseen").baseline?.source == "predicted")
+        // The rule: a mode needs the vTPM; an unknown mode is refused by name.
+        var (s, body) = try await p.request("POST", "/v1/vms", ["name": "nomode", "baseline": "sometimes"])
+        #expect(s == 400 && (body as? [String: Any]).map { (($0["error"] as? [String: Any])?["field"] as? String) == "baseline" } == true)
+        (s, _) = try await p.request("POST", "/v1/vms", ["name": "novtpm", "vTpm": false, "baseline": "approve"])
+        #expect(s == 400)
+        // An admin lets a VM enrol another TPM: an alert says so.
+        (s, _) = try await p.request("POST", "/v1/vms/tofu/enrolment/rebind")
+        #expect(s == 200)
+        #expect(try await p.fleet.store.alerts(vm: "tofu", status: .active).contains { $0.kind == "identity" && $0.title.contains("vTPM identity") })
+        // DELETE …/enrolment is for VMs the service alone knows; a fleet VM is deleted as a whole.
+        (s, _) = try await p.request("DELETE", "/v1/vms/tofu/enrolment")
+        #expect(s == 409)
+    }
+
     @Test func anUnsignedBootLoaderIsRefusedAndRaisesABootFailure() async throws {
         let p = try await TestPlatform.start()
         defer { Task { await p.stop() } }
