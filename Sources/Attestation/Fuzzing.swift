@@ -245,12 +245,30 @@ extension AttestationFuzzing {
         var violations: [String] = []
         if result.checks.contains(where: { $0.reason.isEmpty }) { violations.append("a check has no reason") }
         if result.passed {
-            if let facts = result.facts, facts.withoutClaims() != f.facts.withoutClaims() {
+            if let facts = result.facts, !Self.sameOrFewer(facts, than: f.facts) {
                 violations.append("a mutated evidence passed with other facts than the signed boot's")
             }
             if result.facts == nil { violations.append("a pass without facts") }
         }
         return MutationReport(passed: result.passed, changed: changed, violations: violations)
+    }
+}
+
+extension AttestationFuzzing {
+    /// Whether `mutated` says nothing the signed boot did not: every fact a verdict can depend on
+    /// (Secure Boot state and configuration, authorities, the boot chain's digests, kernel command
+    /// lines, grub's commands, anomalies) is equal; informational facts that rest on an event's
+    /// type — a label the TPM does not sign — may be missing (BootOrder and boot options, shim's
+    /// MOK state, systemd-stub records), never different. Claims and positions are set aside
+    /// (`BootFacts.withoutClaims`).
+    public static func sameOrFewer(_ mutated: BootFacts, than genuine: BootFacts) -> Bool {
+        var m = mutated.withoutClaims()
+        let g = genuine.withoutClaims()
+        if m.bootOrder == nil { m.bootOrder = g.bootOrder }
+        if m.bootOptions.allSatisfy(g.bootOptions.contains) { m.bootOptions = g.bootOptions }
+        if m.shim == nil { m.shim = g.shim }
+        if m.uki.allSatisfy(g.uki.contains) { m.uki = g.uki }
+        return m == g
     }
 }
 

@@ -347,6 +347,15 @@ extension VerifiedEventLog {
     /// The event types that belong in the PCRs whose events become facts (seen in every real log
     /// of the shared corpus): anything else there is an anomaly, since a type is only a label.
     static let expectedTypes: [UInt32: Set<EventType>] = [
+        // PFP 3.3.4: host platform configuration, option ROM code and configuration, GPT and boot
+        // variables, state transitions.
+        1: [.separator, .efiVariableBoot, .efiVariableBoot2, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2, .platformConfigFlags,
+            .tableOfDevices, .cpuMicrocode, .nonhostConfig, .nonhostInfo, .efiAction, .action, .efiSPDMFirmwareConfig],
+        2: [.separator, .efiBootServicesDriver, .efiRuntimeServicesDriver, .efiBootServicesApplication, .efiPlatformFirmwareBlob, .efiPlatformFirmwareBlob2,
+            .nonhostCode, .nonhostInfo, .efiAction, .action, .efiSPDMFirmwareBlob, .efiGPTEvent, .efiGPTEvent2],
+        3: [.separator, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2, .nonhostConfig, .nonhostInfo, .efiAction, .action, .efiSPDMFirmwareConfig],
+        5: [.separator, .efiGPTEvent, .efiGPTEvent2, .efiVariableBoot, .efiVariableBoot2, .efiAction, .action, .efiHandoffTables, .efiHandoffTables2, .omitBootDeviceEvents],
+        6: [.separator, .compactHash, .efiAction, .action],
         4: [.separator, .efiBootServicesApplication, .efiBootServicesDriver, .efiRuntimeServicesDriver, .efiAction, .action],
         7: [.separator, .efiVariableDriverConfig, .efiVariableAuthority, .efiAction, .efiSPDMDeviceAuthority, .efiSPDMDevicePolicy],
         8: [.ipl, .separator, .efiAction],
