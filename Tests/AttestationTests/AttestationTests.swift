@@ -82,13 +82,13 @@ struct AttestationTests {
         claims = jwt.decode(token, key.key, algorithms=["ES256"], issuer="https://attest.tlaunch.test", audience="urn:tlaunch:platform")
         print(json.dumps({"status": claims["ear.status"], "secureboot": claims["x-tlaunch"]["secureboot"], "nonce": claims["eat_nonce"]}))
         """
-        let (status, out, err) = try Interop.run(python, ["-c", script, jwksFile.path, token])
+        let (status, out, err) = try await Interop.run(python, ["-c", script, jwksFile.path, token])
         #expect(status == 0, "PyJWT: \(err)")
         #expect(out.contains("\"status\": \"affirming\"") && out.contains("\"secureboot\": true") && out.contains(evidence.nonce), "\(out)")
         // A token whose payload was changed does not verify.
         var parts = token.split(separator: ".").map(String.init)
         parts[1] = TokenIssuer.base64url(Data("{\"iss\":\"https://attest.tlaunch.test\",\"ear.status\":\"affirming\"}".utf8))
-        let (forged, _, _) = try Interop.run(python, ["-c", script, jwksFile.path, parts.joined(separator: ".")])
+        let (forged, _, _) = try await Interop.run(python, ["-c", script, jwksFile.path, parts.joined(separator: ".")])
         #expect(forged != 0)
     }
 

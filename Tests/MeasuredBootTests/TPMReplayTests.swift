@@ -40,14 +40,14 @@ struct TPMReplayTests {
             // swtpm serves one client at a time: let go of ours while the tool runs.
             func pcrFile() async throws -> String {
                 await tpm.close()
-                let (s, out, err) = try Interop.run(pcrread, ["-T", sw.tcti, "sha1:0,1,2,3,4,5,6,7,8+sha256:0,1,2,3,4,5,6,7,8"])
+                let (s, out, err) = try await Interop.run(pcrread, ["-T", sw.tcti, "sha1:0,1,2,3,4,5,6,7,8+sha256:0,1,2,3,4,5,6,7,8"])
                 #expect(s == 0, "tpm2_pcrread: \(err)")
                 let path = dir.appendingPathComponent("pcrs-\(UUID().uuidString).yaml").path
                 try out.write(toFile: path, atomically: true, encoding: .utf8)
                 return path
             }
             let good = try await pcrFile()
-            let (s1, o1, e1) = try Interop.run(CLITests.tlaunch, ["eventlog", "replay", logPath, "--pcrs", good])
+            let (s1, o1, e1) = try await Interop.run(CLITests.tlaunch, ["eventlog", "replay", logPath, "--pcrs", good])
             #expect(s1 == 0, "\(o1) \(e1)")
             #expect(o1.contains("all 18 PCRs match"))
 
@@ -60,7 +60,7 @@ struct TPMReplayTests {
             #expect(after.comparisons.filter { $0.status != .match }.map(\.pcr) == [4, 4])
             #expect(after.comparisons.first { $0.pcr == 4 }?.status == .mismatch(lastEvent: last4, matchedAfterEvent: nil))
             #expect(!after.verified.verifiedPCRs.contains(4) && after.verified.verifiedPCRs.contains(7))
-            let (s2, o2, _) = try Interop.run(CLITests.tlaunch, ["eventlog", "replay", logPath, "--pcrs", try await pcrFile()])
+            let (s2, o2, _) = try await Interop.run(CLITests.tlaunch, ["eventlog", "replay", logPath, "--pcrs", try await pcrFile()])
             #expect(s2 == 1)
             #expect(o2.contains("MISMATCH") && o2.contains("#\(last4)"))
         }

@@ -42,12 +42,12 @@ struct ToolsDifferentialTests {
 
     /// tpm2_eventlog (tpm2-tools, installed by the test command) run on every shared log. Where
     /// they disagree, the test shows it is one of tpm2-tools 5.4's known bugs, by name.
-    @Test(.corpus) func liveTpm2EventlogAgreesOnEveryLog() throws {
+    @Test(.corpus) func liveTpm2EventlogAgreesOnEveryLog() async throws {
         guard Corpus.require(), let tool = Interop.tool("tpm2_eventlog") else { return }
         var compared = 0
         for name in Corpus.eventLogs {
             let path = Corpus.url("eventlogs/\(name)").path
-            let (status, out, err) = try Interop.run(tool, [path])
+            let (status, out, err) = try await Interop.run(tool, [path])
             guard let log = try? EventLog(parsing: Corpus.bytes("eventlogs/\(name)")) else {
                 #expect(SharedData.malformed.contains(name), "\(name) does not parse")
                 continue

@@ -35,7 +35,7 @@ struct AuthenticodeDigestTests {
     /// Debian's signed shim, grub and kernel: our digests equal pesign's, and the digest inside
     /// each image's own signature.
     @Test(arguments: ["shim", "grub", "kernel"])
-    func debianImagesAgreeWithPesign(_ which: String) throws {
+    func debianImagesAgreeWithPesign(_ which: String) async throws {
         guard let pesign = Interop.tool("pesign") else { return }
         let path = which == "shim" ? DebianImages.shim : which == "grub" ? DebianImages.grub : DebianImages.kernel
         guard let path, FileManager.default.fileExists(atPath: path) else {
@@ -45,7 +45,7 @@ struct AuthenticodeDigestTests {
         let image = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
         #expect(image.isSigned)
         for (alg, name) in [(TPMAlgID.sha256, "sha256"), (.sha1, "sha1")] {
-            let (status, out, err) = try Interop.run(pesign, ["-i", path, "-h", "-d", name])
+            let (status, out, err) = try await Interop.run(pesign, ["-i", path, "-h", "-d", name])
             #expect(status == 0, "\(err)")
             let theirs = out.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
             #expect(hexString(try image.authenticodeDigest(alg)) == theirs, "\(which) \(name)")

@@ -8,7 +8,7 @@ import X509
 /// Our decision with db = {one certificate} against `sbverify --cert` for each pair.
 @Suite("Secure Boot: decisions compared with sbverify")
 struct SbverifyTests {
-    @Test(.corpus) func everyImageCertificatePair() throws {
+    @Test(.corpus) func everyImageCertificatePair() async throws {
         guard Corpus.require(), let sbverify = Interop.tool("sbverify"), let kernel = DebianImages.kernel else { return }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-sbverify-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -30,7 +30,7 @@ struct SbverifyTests {
             for path in images {
                 let image = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
                 let ours = ImageVerifier.decide(image, db: db, dbx: SignatureDatabase()).verdict == .allowed
-                let (status, _, _) = try Interop.run(sbverify, ["--cert", certPath, path])
+                let (status, _, _) = try await Interop.run(sbverify, ["--cert", certPath, path])
                 let theirs = status == 0
                 if ours == theirs { agreed += 1; continue }
                 // sbverify bug: when a signature embeds an intermediate whose issuer is absent (shim's

@@ -17,17 +17,17 @@ struct ToolsInteropTests {
         guard let sw = try await Interop.swtpm() else { return }
         defer { sw.stop(); sw.removeState() }
         let env = ["TPM2TOOLS_TCTI": sw.tcti]
-        let (s1, _, e1) = try Interop.run(extend, ["16:sha256=" + String(repeating: "ab", count: 32) + ",sha1=" + String(repeating: "cd", count: 20)], environment: env)
+        let (s1, _, e1) = try await Interop.run(extend, ["16:sha256=" + String(repeating: "ab", count: 32) + ",sha1=" + String(repeating: "cd", count: 20)], environment: env)
         #expect(s1 == 0, "tpm2_pcrextend: \(e1)")
-        let (s2, theirs, e2) = try Interop.run(pcrread, ["sha256:0,7,16,23"], environment: env)
+        let (s2, theirs, e2) = try await Interop.run(pcrread, ["sha256:0,7,16,23"], environment: env)
         #expect(s2 == 0, "tpm2_pcrread: \(e2)")
-        let (s3, ours, e3) = try Interop.run(Self.tlaunch, ["tpm", "pcrs", "--bank", "sha256", "--pcrs", "0,7,16,23"], environment: env)
+        let (s3, ours, e3) = try await Interop.run(Self.tlaunch, ["tpm", "pcrs", "--bank", "sha256", "--pcrs", "0,7,16,23"], environment: env)
         #expect(s3 == 0, "tlaunch tpm pcrs: \(e3)")
         #expect(ours.trimmingCharacters(in: .whitespacesAndNewlines) == theirs.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(theirs.contains("16: 0x"))
 
         // JSON output, and both banks, against the library reading directly.
-        let (_, json, _) = try Interop.run(Self.tlaunch, ["tpm", "pcrs", "--json", "--tcti", sw.tcti])
+        let (_, json, _) = try await Interop.run(Self.tlaunch, ["tpm", "pcrs", "--json", "--tcti", sw.tcti])
         let parsed = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: [String: String]]
         let tpm = try TPMClient(tcti: sw.tcti)
         let direct = try await tpm.pcrRead(TPMLPCRSelection([TPMSPCRSelection(hash: .sha1, pcrs: [16])]))
@@ -38,7 +38,7 @@ struct ToolsInteropTests {
         #expect(parsed["sha256"]?["16"] == expected.hexString)
     }
 
-    @Test func responseCodesDecodeAsTpm2RcDecode() throws {
+    @Test func responseCodesDecodeAsTpm2RcDecode() async throws {
         guard let rcDecode = Interop.tool("tpm2_rc_decode") else { return }
         var identical = 0
         // Parameter numbers above 7 are left out: tpm2-tools reads three bits of the number, the
@@ -47,7 +47,7 @@ struct ToolsInteropTests {
                                0x8E, 0x98E, 0x9A2, 0x1D5, 0x2D2, 0x18B, 0x28B, 0x7D0, 0xA9D, 0x3C4, 0x7F, 0xB0922,
                                0x80005, 0x70001, 0x90001, 0xA000A, 0x60001]
         for code in codes {
-            let (status, out, _) = try Interop.run(rcDecode, [String(code)])
+            let (status, out, _) = try await Interop.run(rcDecode, [String(code)])
             #expect(status == 0)
             let theirs = out.trimmingCharacters(in: .whitespacesAndNewlines)
             let ours = TPMRC(rawValue: code).decoded
@@ -77,12 +77,12 @@ struct ToolsInteropTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let env = ["TPM2TOOLS_TCTI": sw.tcti]
         func p(_ n: String) -> String { dir.appendingPathComponent(n).path }
-        var r = try Interop.run(createek, ["-c", p("ek.ctx"), "-G", "rsa", "-u", p("ek.pub")], environment: env)
+        var r = try await Interop.run(createek, ["-c", p("ek.ctx"), "-G", "rsa", "-u", p("ek.pub")], environment: env)
         #expect(r.0 == 0, "\(r.2)")
-        r = try Interop.run(createak, ["-C", p("ek.ctx"), "-c", p("ak.ctx"), "-G", "ecc", "-g", "sha256", "-s", "ecdsa", "-u", p("ak.pub"), "-n", p("ak.name")], environment: env)
+        r = try await Interop.run(createak, ["-C", p("ek.ctx"), "-c", p("ak.ctx"), "-G", "ecc", "-g", "sha256", "-s", "ecdsa", "-u", p("ak.pub"), "-n", p("ak.name")], environment: env)
         #expect(r.0 == 0, "\(r.2)")
-        r = try Interop.run(flush, ["-t"], environment: env)
-        r = try Interop.run(quoteTool, ["-c", p("ak.ctx"), "-l", "sha256:0,1,2,16", "-q", "aabbccdd", "-m", p("q.msg"), "-s", p("q.sig"), "-o", p("q.pcrs"), "-g", "sha256"], environment: env)
+        r = try await Interop.run(flush, ["-t"], environment: env)
+        r = try await Interop.run(quoteTool, ["-c", p("ak.ctx"), "-l", "sha256:0,1,2,16", "-q", "aabbccdd", "-m", p("q.msg"), "-s", p("q.sig"), "-o", p("q.pcrs"), "-g", "sha256"], environment: env)
         #expect(r.0 == 0, "\(r.2)")
         let msg = [UInt8](try Data(contentsOf: URL(fileURLWithPath: p("q.msg"))))
         let sig = try TPMTSignature(tpmBytes: [UInt8](try Data(contentsOf: URL(fileURLWithPath: p("q.sig")))))

@@ -23,9 +23,26 @@ public enum Interop {
         return try await SwtpmProcess.start(manufacture: manufacture)
     }
 
-    /// Runs a program; returns (status, stdout, stderr).
+    /// Runs a program off Swift's cooperative pool (on a thread of its own) and returns (status,
+    /// stdout, stderr): a test waiting for a process must not take one of the pool's few threads
+    /// from the in-process servers the process may be talking to.
     @discardableResult
-    public static func run(_ path: String, _ args: [String], environment: [String: String] = [:]) throws -> (Int32, String, String) {
+    public static func run(_ path: String, _ args: [String], environment: [String: String] = [:]) async throws -> (Int32, String, String) {
+        try await offPool { try runBlocking(path, args, environment: environment) }
+    }
+
+    /// Runs `work` (which blocks: a process, a file descriptor) on a thread of its own.
+    public static func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            Thread.detachNewThread {
+                do { c.resume(returning: try work()) } catch { c.resume(throwing: error) }
+            }
+        }
+    }
+
+    /// Runs a program, blocking the calling thread (for synchronous contexts only).
+    @discardableResult
+    public static func runBlocking(_ path: String, _ args: [String], environment: [String: String] = [:]) throws -> (Int32, String, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args

@@ -12,21 +12,21 @@ struct FirmwareCLITests {
         return dir.appendingPathComponent(".build/debug/tlaunch").path
     }
 
-    @Test func launchIntoAStateFileThenTheLogExplainsTheBoot() throws {
+    @Test func launchIntoAStateFileThenTheLogExplainsTheBoot() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let log = dir.appendingPathComponent("boot.log").path
         let state = dir.appendingPathComponent("vm.state").path
-        let (s, out, err) = try Interop.run(Self.tlaunch, ["firmware", "launch", "--image", "sample-linux", "--vtpm-state", state, "--log-out", log])
+        let (s, out, err) = try await Interop.run(Self.tlaunch, ["firmware", "launch", "--image", "sample-linux", "--vtpm-state", state, "--log-out", log])
         #expect(s == 0, "\(err)")
         #expect(out.contains("booted /vmlinuz") && out.contains("Secure Boot enforced"))
         #expect(FileManager.default.fileExists(atPath: state))
-        let (es, explained, ee) = try Interop.run(Self.tlaunch, ["eventlog", "explain", log])
+        let (es, explained, ee) = try await Interop.run(Self.tlaunch, ["eventlog", "explain", log])
         #expect(es == 0, "\(ee)")
         #expect(explained.contains("Secure Boot") && explained.contains("grubx64.efi"), "\(explained)")
         // The prediction is the launch's log, PCR for PCR.
-        let (ps, json, pe) = try Interop.run(Self.tlaunch, ["predict", "--image", "sample-linux", "--json"])
+        let (ps, json, pe) = try await Interop.run(Self.tlaunch, ["predict", "--image", "sample-linux", "--json"])
         #expect(ps == 0, "\(pe)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
         let predicted = try #require((object["pcrs"] as? [String: [String: String]])?["sha256"])
@@ -35,17 +35,17 @@ struct FirmwareCLITests {
         #expect((object["stages"] as? [[String: Any]])?.compactMap { $0["verifiedBy"] as? String } == ["db", "MokListRT", "MokListRT"])
     }
 
-    @Test func refusalsAndBadInputExitNonZeroWithAReason() throws {
+    @Test func refusalsAndBadInputExitNonZeroWithAReason() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("EFI/BOOT"), withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         try Data("MZ not really a PE".utf8).write(to: dir.appendingPathComponent("EFI/BOOT/BOOTX64.EFI"))
-        let (s, out, err) = try Interop.run(Self.tlaunch, ["predict", "--esp", dir.path])
+        let (s, out, err) = try await Interop.run(Self.tlaunch, ["predict", "--esp", dir.path])
         #expect(s != 0)
         #expect((out + err).contains("invalid-image") && (out + err).contains("BOOTX64.EFI"), "\(out)\(err)")
-        let (s2, _, e2) = try Interop.run(Self.tlaunch, ["predict", "--esp", dir.appendingPathComponent("missing").path])
+        let (s2, _, e2) = try await Interop.run(Self.tlaunch, ["predict", "--esp", dir.appendingPathComponent("missing").path])
         #expect(s2 != 0 && e2.contains("does not exist"), "\(e2)")
-        let (s3, o3, _) = try Interop.run(Self.tlaunch, ["firmware", "reference-values"])
+        let (s3, o3, _) = try await Interop.run(Self.tlaunch, ["firmware", "reference-values"])
         #expect(s3 == 0 && o3.contains("sha256   0"))
     }
 }

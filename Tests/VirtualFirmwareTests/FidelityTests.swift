@@ -225,18 +225,18 @@ struct FidelityTests {
         // The kernel signed with the snakeoil key by `tlaunch secureboot sign`, booted by firmware
         // directly from a boot entry whose options are the command line.
         let key = dir.appendingPathComponent("snakeoil.key").path
-        let (ks, _, ke) = try Interop.run(openssl, ["pkcs8", "-in", Debian.snakeoilKey, "-passin", "pass:snakeoil", "-out", key])
+        let (ks, _, ke) = try await Interop.run(openssl, ["pkcs8", "-in", Debian.snakeoilKey, "-passin", "pass:snakeoil", "-out", key])
         #expect(ks == 0, "\(ke)")
         let esp = dir.appendingPathComponent("esp")
         try FileManager.default.createDirectory(at: esp.appendingPathComponent("EFI/BOOT"), withIntermediateDirectories: true)
         let tlaunch = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent(".build/debug/tlaunch").path
-        let (ss, _, se) = try Interop.run(tlaunch, ["secureboot", "sign", kernel, "--key", key, "--cert", Debian.snakeoilCert,
+        let (ss, _, se) = try await Interop.run(tlaunch, ["secureboot", "sign", kernel, "--key", key, "--cert", Debian.snakeoilCert,
                                                     "--output", esp.appendingPathComponent("EFI/BOOT/BOOTX64.EFI").path])
         #expect(ss == 0, "\(se)")
         try Data(try reportingInitramfs()).write(to: esp.appendingPathComponent("initrd.img"))
         let vars = dir.appendingPathComponent("vars.fd").path
-        let (bs, _, be) = try Interop.run(tlaunch, ["firmware", "boot-entry", "--vars", Debian.varsSnakeoil, "--cmdline",
+        let (bs, _, be) = try await Interop.run(tlaunch, ["firmware", "boot-entry", "--vars", Debian.varsSnakeoil, "--cmdline",
                                                     "console=ttyS0 initrd=\\initrd.img panic=-1", "--output", vars])
         #expect(bs == 0, "\(be)")
         let predicted = try Self.predict(vars: vars, esp: esp)

@@ -48,9 +48,9 @@ struct SocketServerTests {
         await tpm.close()
         // tpm2-tools' mssim TCTI (power-on is a no-op on a powered TPM, so the startup holds).
         guard Interop.tool("tpm2_getrandom") != nil else { return }
-        let out = try tool("tpm2_getrandom", ["8", "--hex"], tcti: "mssim:host=127.0.0.1,port=\(served.port)", in: served.directory)
+        let out = try await tool("tpm2_getrandom", ["8", "--hex"], tcti: "mssim:host=127.0.0.1,port=\(served.port)", in: served.directory)
         #expect(out.1.count == 16)
-        let pcrs = try tool("tpm2_pcrread", ["sha256:0"], tcti: "mssim:host=127.0.0.1,port=\(served.port)", in: served.directory)
+        let pcrs = try await tool("tpm2_pcrread", ["sha256:0"], tcti: "mssim:host=127.0.0.1,port=\(served.port)", in: served.directory)
         #expect(pcrs.1.contains("0 : 0x0000"))
     }
 

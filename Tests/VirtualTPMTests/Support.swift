@@ -45,26 +45,29 @@ final class ServedVTPM: @unchecked Sendable {
     }
 }
 
-/// Runs a tpm2-tools command against `tcti`; the test fails with its output when it fails.
+/// Runs a tpm2-tools command against `tcti` (off the cooperative pool: the vTPM it talks to may be
+/// served by this process); the test fails with its output when it fails.
 @discardableResult
 func tool(_ name: String, _ args: [String], tcti: String, in dir: URL, expectSuccess: Bool = true,
-          sourceLocation: SourceLocation = #_sourceLocation) throws -> (Int32, String, String) {
+          sourceLocation: SourceLocation = #_sourceLocation) async throws -> (Int32, String, String) {
     guard let path = Interop.tool(name, sourceLocation: sourceLocation) else { throw SkipPeer() }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    p.currentDirectoryURL = dir
-    var env = ProcessInfo.processInfo.environment
-    env["TPM2TOOLS_TCTI"] = tcti
-    p.environment = env
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let result = (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    let result = try await Interop.offPool { () throws -> (Int32, String, String) in
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        p.currentDirectoryURL = dir
+        var env = ProcessInfo.processInfo.environment
+        env["TPM2TOOLS_TCTI"] = tcti
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
     if expectSuccess {
         #expect(result.0 == 0, "\(name) \(args.joined(separator: " ")) failed: \(result.2)", sourceLocation: sourceLocation)
     }

@@ -60,10 +60,18 @@ public final class SwtpmProcess: Sendable {
             let errPipe = Pipe()
             p.standardError = errPipe
             do { try p.run() } catch { throw TPMError(.transport, reason: "cannot run swtpm_setup: \(error)") }
-            p.waitUntilExit()
-            guard p.terminationStatus == 0 else {
-                let err = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                throw TPMError(.transport, reason: "swtpm_setup failed (\(p.terminationStatus)): \(err.suffix(500))")
+            // Wait on a thread of its own: blocking one of the cooperative pool's few threads for
+            // the seconds swtpm_setup takes would stall every other task of the process.
+            let setupProcess = p
+            let (status, err): (Int32, String) = await withCheckedContinuation { c in
+                Thread.detachNewThread {
+                    let err = String(decoding: errPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                    setupProcess.waitUntilExit()
+                    c.resume(returning: (setupProcess.terminationStatus, err))
+                }
+            }
+            guard status == 0 else {
+                throw TPMError(.transport, reason: "swtpm_setup failed (\(status)): \(err.suffix(500))")
             }
         }
         var lastError = TPMError(.transport, reason: "swtpm did not start")
@@ -78,7 +86,8 @@ public final class SwtpmProcess: Sendable {
             ])
             // Wait until the data port accepts connections (probe the control port, which
             // does not occupy swtpm's single data connection).
-            let deadline = ContinuousClock.now + .seconds(10)
+            // Generous: on a loaded machine a process can take seconds to reach listen().
+            let deadline = ContinuousClock.now + .seconds(60)
             while ContinuousClock.now < deadline && p.isRunning {
                 if let s = try? DeadlineSocket.connect(host: "127.0.0.1", port: port + 1, timeout: .milliseconds(200)) {
                     s.close()
