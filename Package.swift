@@ -12,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "tlaunch", targets: ["tlaunch"]),
+        .executable(name: "tlaunch-agent", targets: ["tlaunch-agent"]),
         .library(name: "TPM2", targets: ["TPM2"]),
         .library(name: "VirtualTPM", targets: ["VirtualTPM"]),
         .library(name: "MeasuredBoot", targets: ["MeasuredBoot"]),
@@ -186,6 +187,12 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // The guest attestation agent as it runs inside a VM (in its initramfs): small, no server stack.
+        .executableTarget(
+            name: "tlaunch-agent",
+            dependencies: ["GuestAgent", "TPM2"],
             swiftSettings: strict
         ),
         .executableTarget(

@@ -128,6 +128,10 @@ public struct DecodedEvidence: Sendable {
 /// then the policy over the boot facts the replay vouches for. Verification stops at the first
 /// failure of the evidence itself (nothing after it could be trusted); policy rules all run.
 public enum AttestationVerifier {
+    /// PCRs the OS extends after boot, with logs of their own (IMA's PCR 10; systemd's 11–13, 15;
+    /// the debug and application PCRs 16–23).
+    public static let osPCRs: Set<UInt32> = Set([10, 11, 12, 13, 15]).union(16...23)
+
     public static func verify(_ evidence: Evidence, akPublic: TPMTPublic, expectedNonce: [UInt8], policy: AttestationPolicy = .default) -> AttestationResult {
         let decoded: DecodedEvidence
         do { decoded = try DecodedEvidence(evidence) } catch {
@@ -167,7 +171,16 @@ public enum AttestationVerifier {
         guard coverage.passed else { return result }
         // The event log replays to the quoted PCRs; only the quoted (verified) banks vouch.
         let quoted = PCRValues(verified.pcrs)
-        let report = d.eventLog.replay(against: quoted)
+        // The boot's event log describes the PCRs the firmware and boot loaders extend. PCRs the
+        // running OS extends with logs of their own (10: IMA; 11–13, 15, 16–23 where nothing
+        // before ExitBootServices used them) are compared only when this log has events for
+        // them; otherwise they are no fact of this log (PCR 10 is the IMA log's to prove).
+        let described = Set(d.eventLog.events.map(\.pcrIndex))
+        var forLog = quoted
+        for (alg, pcrs) in quoted.banks {
+            for p in pcrs.keys where AttestationVerifier.osPCRs.contains(p) && !described.contains(p) { forLog.banks[alg]?[p] = nil }
+        }
+        let report = d.eventLog.replay(against: forLog)
         let mismatches = report.comparisons.filter { $0.status != .match }
         guard report.allMatch else {
             let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")

@@ -100,10 +100,18 @@ public final class Fleet: Sendable {
     let running = Mutex<[String: Running]>([:])
     let locks = KeyedLocks()
     let progress: @Sendable (String) -> Void
+    /// QEMU and OVMF, when this host runs real VMs (`--hypervisor qemu`).
+    public let qemu: QEMUInstallation?
+    /// Real VMs running in this process.
+    let machines = Mutex<[String: QEMUMachine]>([:])
+    /// How long a real VM's boot may take until its agent attested.
+    public let bootTimeout: Duration
 
     public init(store: FleetStore, service: AttestationService, dataFolder: DataFolder, hostKey: [UInt8], authority: VTPMCertificateAuthority,
                 webhooks: WebhookNotifier = WebhookNotifier(urls: []), silentIntervals: Int = 3, logger: Logger = Logger(label: "tlaunch.fleet"),
+                qemu: QEMUInstallation? = nil, bootTimeout: Duration = .seconds(300),
                 progress: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.qemu = qemu; self.bootTimeout = bootTimeout
         self.store = store; self.service = service; self.root = dataFolder.root
         self.images = ImageCatalog(dataFolder: dataFolder.root, keysDirectory: dataFolder.secureBootKeys, progress: progress)
         self.hypervisor = SimulatedHypervisor(hostKey: hostKey, authority: authority)
@@ -155,7 +163,7 @@ public final class Fleet: Sendable {
     /// The deployment rules (`FleetRules.deploy`) against the named image.
     public func plan(_ r: DeployRequest) async throws -> VMRecord {
         try FleetRules.checkName(r.name)
-        return try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"))
+        return try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"), hypervisors: qemu == nil ? ["simulated"] : ["simulated", "qemu"])
     }
 
     /// Deploys a VM: the record and its folder appear together or not at all; then it starts
@@ -245,7 +253,7 @@ public final class Fleet: Sendable {
                 && (monitoringOn || (agent == .running && vm.guestAgent == .stopped))
             return updated
         }
-        if attestAfter { _ = await attestNow(name) ; return try await require(name) }
+        if attestAfter, result.hypervisor != "qemu" { _ = await attestNow(name) ; return try await require(name) }
         return result
     }
 
@@ -266,12 +274,15 @@ public final class Fleet: Sendable {
         let vm: VMRecord = try await locks.with(name) {
             let vm = try await require(name)
             guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(name) is stopped: tlaunch vm start \(name)") }
+            // A real VM is powered off and on again: its disk's new files and a TPM reset take effect.
             return try await boot(vm, tpm: running.withLock { $0[name]?.tpm }, verb: "restart")
         }
         return try await afterBoot(vm)
     }
 
     func afterBoot(_ vm: VMRecord) async throws -> VMRecord {
+        // A real VM's own agent attested during its boot.
+        if vm.hypervisor == "qemu" { return try await require(vm.name) }
         if vm.powerState == .running, vm.integrityMonitoring, vm.guestAgent == .running {
             _ = await attestNow(vm.name)
             return try await require(vm.name)
@@ -283,9 +294,16 @@ public final class Fleet: Sendable {
     func boot(_ vm: VMRecord, tpm: VirtualTPM?, verb: String) async throws -> VMRecord {
         let image = try images.disk(try await image(vm.image))
         progress("booting \(vm.name) (\(vm.securityType.rawValue), \(vm.image))")
-        let result = try await hypervisor.boot(vm, image: image, folder: folder(vm.name), tpm: tpm, number: vm.bootCount + 1)
+        let result: BootResult
+        if vm.hypervisor == "qemu" {
+            result = try await bootQEMU(vm, image: image, verb: verb)
+        } else {
+            result = try await hypervisor.boot(vm, image: image, folder: folder(vm.name), tpm: tpm, number: vm.bootCount + 1)
+        }
         let b = result.summary
-        if b.succeeded {
+        if vm.hypervisor == "qemu" {
+            // The machine is tracked in `machines`; nothing runs in process.
+        } else if b.succeeded {
             running.withLock { $0[vm.name] = Running(tpm: result.tpm, log: result.eventLog) }
             if let log = result.eventLog { try? Data(log).write(to: folder(vm.name).eventLog) }
         } else {
@@ -295,7 +313,11 @@ public final class Fleet: Sendable {
             v.bootCount = b.number
             v.lastBoot = b
             v.powerState = b.succeeded ? .running : .failed
-            v.bootIntegrity = v.integrityMonitoring ? .pending : .notMonitored
+            // A real VM's own agent already attested this boot while the platform waited for it.
+            let started = Self.parse(b.time) ?? Int64.max
+            if !(vm.hypervisor == "qemu" && b.succeeded && (v.lastAttestation ?? 0) >= started) {
+                v.bootIntegrity = v.integrityMonitoring ? .pending : .notMonitored
+            }
         }
         let chain = b.stages.map { ($0.path as NSString).lastPathComponent }.joined(separator: " → ")
         if b.succeeded {
@@ -315,6 +337,7 @@ public final class Fleet: Sendable {
             let vm = try await require(name)
             guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(name) is already stopped") }
             running.withLock { $0[name] = nil }
+            await stopMachine(name, timeout: .seconds(10))
             let updated = try await mutate(name) { $0.powerState = .stopped }
             try await store.appendEvent(vm: name, kind: "stopped", message: "stopped (vTPM state kept, encrypted, for the next start)")
             try await resolve(vm: name, kinds: ["not-reporting"], resolution: "the VM was stopped")
@@ -328,7 +351,9 @@ public final class Fleet: Sendable {
         try await locks.with(name) {
             _ = try await require(name)
             running.withLock { $0[name] = nil }
+            await stopMachine(name, timeout: nil)
             guard try await store.deleteVM(name) else { throw FleetError(.notFound, "no VM named \(name)") }
+            try? FileManager.default.removeItem(at: paths(name).run)
             try? FileManager.default.removeItem(at: folder(name).url)
             try await service.forget(vm: name)
             try await resolve(vm: name, kinds: nil, resolution: "the VM was deleted")
@@ -520,15 +545,18 @@ public final class Fleet: Sendable {
         }
         let report: LaunchReport
         do {
+            // A real VM runs OVMF, whose own measurements (PCRs 0–3, 6) depend on its build: the
+            // prediction models it and predicts what the disk and keys decide.
             report = try VirtualFirmware(settings: FirmwareSettings(securityType: vm.securityType, secureBoot: vm.secureBoot, vTPM: true, variables: image.variables),
-                                         cache: hypervisor.cache).predict(esp: esp)
+                                         model: vm.hypervisor == "qemu" ? .ovmf(reference: nil) : .tlaunch, cache: hypervisor.cache).predict(esp: esp)
         } catch { throw FleetError(.failed, "prediction failed: \(error)") }
         guard report.succeeded else {
             throw FleetError(.conflict, "the firmware would not boot \(name)'s disk (\(report.failure.map { "\($0)" } ?? "?")): fix the disk first")
         }
         let values = report.pcrs
         var pcrs: [String: String] = [:]
-        for p: UInt32 in [0, 1, 2, 3, 4, 5, 7, 8, 9] { if let v = values[.sha256, p] { pcrs[String(p)] = hexString(v) } }
+        let predicted: [UInt32] = vm.hypervisor == "qemu" ? [4, 5, 7, 8, 9, 14] : [0, 1, 2, 3, 4, 5, 7, 8, 9]
+        for p in predicted { if let v = values[.sha256, p] { pcrs[String(p)] = hexString(v) } }
         let b = try await service.setPredictedBaseline(vm: name, pcrs: pcrs)
         try await store.appendEvent(vm: name, kind: "baseline", message: "baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
         return b
@@ -569,7 +597,11 @@ public final class Fleet: Sendable {
     /// (after a restart of the platform, its VMs restart).
     public func resume() async {
         guard let vms = try? await store.vms() else { return }
-        for vm in vms where vm.powerState == .running && running.withLock({ $0[vm.name] }) == nil {
+        for vm in vms where vm.powerState == .running && running.withLock({ $0[vm.name] }) == nil && machines.withLock({ $0[vm.name] }) == nil {
+            if vm.hypervisor == "qemu", let done = reapOrphan(vm.name) {
+                logger.notice("\(done)", metadata: ["vm": .string(vm.name)])
+                try? await store.appendEvent(vm: vm.name, kind: "resumed", message: "\(done); booting it again")
+            }
             _ = try? await locks.with(vm.name) { try await boot(vm, tpm: nil, verb: "resume after platform restart") }
             if let v = try? await require(vm.name) { _ = try? await afterBoot(v) }
         }
@@ -723,6 +755,7 @@ actor KeyedLocks {
 extension Fleet {
     /// The guest's own view, run inside the simulated guest (its vTPM and event log).
     public func guestStatus(_ name: String) async -> GuestStatus? {
+        if let s = reportedGuestStatus(name) { return s }
         guard let r = running.withLock({ $0[name] }) else { return nil }
         let token = (try? String(contentsOf: folder(name).agentToken, encoding: .utf8)) ?? ""
         let url = serviceURL.withLock { $0 } ?? "http://127.0.0.1:1"

@@ -67,8 +67,17 @@ public final class ImageCatalog: Sendable {
             d = ImageDisk(info: info, esp: esp, variables: vars)
         case "debian-12":
             progress("reading image debian-12 from Debian's signed packages")
-            guard let (esp, vars) = try SampleImages.debian12() else {
+            guard let (imageESP, vars) = try SampleImages.debian12() else {
                 throw FleetError(.invalid, "debian-12 needs Debian's shim-signed, grub-efi-amd64-signed, linux-image-amd64 and ovmf packages: install them, or use sample-linux", field: "image")
+            }
+            // Its initramfs is the guest kit (busybox, the attestation agent), so that a real VM
+            // booted from it runs its own agent; the host's initramfs would look for a root disk.
+            var esp = imageESP
+            if case .success(let kit) = GuestKit.detect() {
+                progress("building the guest's initramfs (busybox, tlaunch-agent)")
+                var files = esp.files
+                files["/initrd.img"] = try kit.initramfs(cache: root.deletingLastPathComponent().appendingPathComponent("guest"))
+                esp = ESP(files: files, partitioning: esp.partitioning)
             }
             d = ImageDisk(info: info, esp: esp, variables: vars)
         case "legacy-bios":

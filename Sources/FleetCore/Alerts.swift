@@ -160,6 +160,19 @@ public enum AlertBuilder {
                      attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "boot-failure:" + reason)
     }
 
+    /// A real VM's QEMU exited without the platform asking (killed, crashed, out of memory).
+    public static func crashed(_ vm: VMRecord, how: String, console: String, now: String = Time.now()) -> Alert {
+        let ev = AlertEvidence(component: "hypervisor", name: "QEMU of \(vm.name)", change: "exited", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+                               detail: "QEMU \(how); the console's last lines: \(console.isEmpty ? "(empty)" : console)")
+        return Alert(id: newID(), vm: vm.name, kind: "vm-failed", severity: .high, status: .active, title: "VM stopped unexpectedly",
+                     description: "\(vm.name)'s QEMU \(how) while it ran boot \(vm.lastBoot?.number ?? 0); the VM is off (power state Failed).",
+                     evidence: [ev],
+                     recommendations: ["Read the console (`tlaunch vm console \(vm.name)`) and the host's log (dmesg: the OOM killer?) for why it stopped.",
+                                       "Start it again when the cause is understood: `tlaunch vm start \(vm.name)` (a new measured boot, attested as any other)."],
+                     mitigations: ["Nothing runs in the VM now; its vTPM state is kept, encrypted, for its next boot."],
+                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "vm-failed")
+    }
+
     /// A monitored VM whose agent has not attested for longer than it should.
     public static func notReporting(_ vm: VMRecord, silentSeconds: Int, now: String = Time.now()) -> Alert {
         let last = vm.lastAttestation.map { Time.rfc3339($0) } ?? "never (since boot \(vm.lastBoot?.number ?? 0))"

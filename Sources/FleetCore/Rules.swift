@@ -71,10 +71,16 @@ public enum FleetRules {
         }
     }
 
-    public static func checkHypervisor(_ h: String?) throws -> String {
+    /// The hypervisors: the built-in simulated one, and real QEMU + OVMF VMs.
+    public static let hypervisors = ["simulated", "qemu"]
+
+    public static func checkHypervisor(_ h: String?, available: Set<String> = [hypervisor]) throws -> String {
         let h = h ?? hypervisor
-        guard h == hypervisor else {
-            throw FleetError(.invalid, "hypervisor \"\(h.prefix(64))\" is not available: this platform runs VMs on the built-in \(hypervisor) hypervisor (--hypervisor simulated); real QEMU/OVMF VMs are driven by the test suite and `tlaunch firmware`", field: "hypervisor")
+        guard hypervisors.contains(h) else {
+            throw FleetError(.invalid, "hypervisor \"\(h.prefix(64))\" is not one of \(hypervisors.joined(separator: ", "))", field: "hypervisor")
+        }
+        guard available.contains(h) else {
+            throw FleetError(.invalid, "hypervisor \(h) is not available here: real VMs need QEMU and Debian's OVMF (apt-get install qemu-system-x86 ovmf) and the guest kit (busybox-static, linux-image-amd64, tlaunch-agent built beside tlaunch); use --hypervisor simulated", field: "hypervisor")
         }
         return h
     }
@@ -86,9 +92,9 @@ public enum FleetRules {
     }
 
     /// The record a deployment creates from `image`, or the rule it breaks.
-    public static func deploy(_ r: DeployRequest, image: ImageInfo, now: Int64 = Time.millis()) throws -> VMRecord {
+    public static func deploy(_ r: DeployRequest, image: ImageInfo, hypervisors available: Set<String> = [hypervisor], now: Int64 = Time.millis()) throws -> VMRecord {
         try checkName(r.name)
-        let hypervisor = try checkHypervisor(r.hypervisor)
+        let hypervisor = try checkHypervisor(r.hypervisor, available: available)
         let type = try securityType(r.securityType) ?? .trustedLaunch
         if type == .trustedLaunch, image.generation != 2 {
             throw FleetError(.invalid, "image \(image.name) is Generation \(image.generation) (BIOS) only, and Trusted Launch needs a Generation 2 (UEFI) image: deploy it with --security-type Standard, or choose a Generation 2 image such as sample-linux", field: "image")

@@ -5,6 +5,9 @@ import FoundationNetworking
 #endif
 import MeasuredBoot
 import TPM2
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Why the agent stopped: the step, and the service's or the TPM's answer.
 public struct AgentError: Error, Sendable, CustomStringConvertible {
@@ -42,8 +45,27 @@ public struct ServiceClient: Sendable {
     /// Wait up to 10 minutes for answers (the default is 60 s).
     public var patient = false
 
+    /// When set, requests go through this channel (the host's relay) instead of HTTP; the
+    /// relay, not the guest, holds the VM's token.
+    public var channel: (any ServiceChannel)?
+
+    /// A client that reaches the service through the host's relay.
+    public init(channel: any ServiceChannel) {
+        self.baseURL = "relay:"
+        self.token = nil
+        self.channel = channel
+    }
+
     /// Sends a request; returns the status and body. Errors carry the service's message.
     public func send(_ method: String, _ path: String, json body: Data? = nil, contentType: String = "application/json", step: String) async throws -> (status: Int, body: Data) {
+        if let channel {
+            let answer: RelayFrame.Response
+            do {
+                answer = try await channel.exchange(RelayFrame.Request(id: 0, method: method, path: path, contentType: body == nil ? nil : contentType, body: body),
+                                                    timeout: patient ? .seconds(600) : .seconds(120))
+            } catch { throw AgentError(step, "cannot reach the attestation service through the host's relay: \(error)") }
+            return (answer.status, answer.body)
+        }
         guard let url = URL(string: baseURL + path) else { throw AgentError(step, "\(baseURL + path) is not a URL") }
         var r = URLRequest(url: url)
         r.httpMethod = method
@@ -186,12 +208,12 @@ public struct GuestAgent: Sendable {
         let log: [UInt8]
         if let eventLog { log = eventLog } else {
             let path = eventLogPath ?? "/sys/kernel/security/tpm0/binary_bios_measurements"
-            guard let data = FileManager.default.contents(atPath: path) else {
+            guard let data = GuestFiles.read(path) else {
                 throw AgentError("read event log", "cannot read \(path) (is securityfs mounted, and is the agent root?)")
             }
             log = Array(data)
         }
-        let ima = imaLogPath.flatMap { FileManager.default.contents(atPath: $0) }.map { String(decoding: $0, as: UTF8.self) }
+        let ima = imaLogPath.flatMap { GuestFiles.read($0) }.map { String(decoding: $0, as: UTF8.self) }
         let sel = TPMLPCRSelection(banks.map { TPMSPCRSelection(hash: $0, pcrs: pcrs) })
         for _ in 0..<4 {
             let quote = try await withTPM("quote", { () async throws(TPMError) in try await tpm.quote(ak.handle, qualifyingData: nonce, pcrs: sel) })
@@ -312,7 +334,7 @@ extension GuestAgent {
         }
         var logStatus = GuestStatus.MeasuredBootLog(present: false, path: eventLog == nil ? eventLogPath : nil, events: 0, matchesTPM: nil, error: nil)
         var secureBoot = "Unknown"
-        let bytes: [UInt8]? = eventLog ?? (eventLogPath.flatMap { FileManager.default.contents(atPath: $0) }.map { Array($0) })
+        let bytes: [UInt8]? = eventLog ?? (eventLogPath.flatMap { GuestFiles.read($0) }.map { Array($0) })
         if let bytes {
             do {
                 let log = try EventLog(parsing: bytes)
@@ -345,5 +367,62 @@ extension GuestAgent {
             serviceError = "\(error)"
         }
         return GuestStatus(vm: vm, secureBootState: secureBoot, tpm: tpmStatus, measuredBootLog: logStatus, lastAttestation: last, serviceError: serviceError)
+    }
+}
+
+extension GuestStatus {
+    /// As `tlaunch agent status` prints it.
+    public var text: String {
+        var out = "Device security of \(vm)\n"
+        out += "  Secure Boot State:     \(secureBootState)\n"
+        if tpm.present {
+            out += "  TPM 2.0:               present — \(tpm.specVersion ?? "?"), \(tpm.manufacturer ?? "?"), firmware \(tpm.firmwareVersion ?? "?")\n"
+            out += "  PCR banks:             \(tpm.pcrBanks.joined(separator: ", "))\n"
+            if let ek = tpm.ekCertificate { out += "  EK certificate:        \(ek)\n" }
+        } else {
+            out += "  TPM 2.0:               not present\(tpm.error.map { " (\($0))" } ?? "")\n"
+        }
+        if measuredBootLog.present {
+            out += "  Measured boot log:     present, \(measuredBootLog.events) events\(measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n"
+        } else {
+            out += "  Measured boot log:     not present\(measuredBootLog.error.map { " (\($0))" } ?? "")\n"
+        }
+        if let a = lastAttestation {
+            out += "  Last attestation:      \(a.time) \(a.passed ? "passed" : "FAILED") (\(a.status), \(a.id))\n"
+        } else {
+            out += "  Last attestation:      none\(serviceError.map { " (\($0))" } ?? "")\n"
+        }
+        return out
+    }
+}
+
+extension GuestAgent {
+    /// An attestation's outcome as the agent prints it: the verdict, each check, what changed.
+    public static func describe(_ o: AttestationOutcome, showToken: Bool = true) -> String {
+        var out = "Attestation \(o.passed ? "PASSED" : "FAILED") for \(o.vm) at \(o.time) (policy \(o.policy.id) v\(o.policy.version), id \(o.id))\n"
+        for c in o.checks { out += "  \(c.passed ? "✓" : "✗") \(c.name): \(c.reason)\n" }
+        for ch in o.changes { out += "    · \(ch.summary)\n" }
+        if let t = o.token { out += showToken ? "Token: \(t)\n" : "Token: issued (\(o.tokenID ?? "?"))\n" }
+        return out
+    }
+}
+
+/// Reading the kernel's logs: securityfs files report size 0 and hand out their contents a
+/// page at a time, so they are read until read(2) says the end (Foundation's whole-file
+/// readers stop after the first chunk on them).
+enum GuestFiles {
+    static func read(_ path: String, limit: Int = 64 << 20) -> Data? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out = Data()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while out.count < limit {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            out.append(contentsOf: chunk[0..<n])
+        }
+        return out
     }
 }

@@ -20,7 +20,7 @@ struct EmbeddedPlatform {
     let monitor: Task<Void, Never>
     let admin: String
 
-    static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level,
+    static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true,
                       say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
         try folder.create()
         let storage = try DataOptions.parse(["--data", folder.root.path])
@@ -36,7 +36,8 @@ struct EmbeddedPlatform {
         logger.logLevel = logLevel
         let fleet = Fleet(store: FleetStore(backend: sql.backend), service: service, dataFolder: folder, hostKey: try HostKey.loadOrCreate(folder: folder),
                           authority: try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA),
-                          webhooks: WebhookNotifier(urls: urls, logger: logger), logger: logger, progress: { say($0) })
+                          webhooks: WebhookNotifier(urls: urls, logger: logger), logger: logger,
+                          qemu: realVMs ? await QEMUInstallation.detect() : nil, progress: { say($0) })
         let admin = try await Serve.adminToken(folder: folder, service: service)
         var httpLog = Logger(label: "tlaunch.http")
         httpLog.logLevel = logLevel

@@ -155,12 +155,7 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
 
-    static func show(_ o: AttestationOutcome) {
-        print("Attestation \(o.passed ? "PASSED" : "FAILED") for \(o.vm) at \(o.time) (policy \(o.policy.id) v\(o.policy.version), id \(o.id))")
-        for c in o.checks { print("  \(c.passed ? "✓" : "✗") \(c.name): \(c.reason)") }
-        for ch in o.changes { print("    · \(ch.summary)") }
-        if let t = o.token { print("Token: \(t)") }
-    }
+    static func show(_ o: AttestationOutcome) { print(GuestAgent.describe(o), terminator: "") }
 
     struct Enroll: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Enrol the vTPM: EK certificate, AK, credential activation; prints the AK certificate.")
@@ -193,28 +188,7 @@ struct AgentCommand: AsyncParsableCommand {
             if !s.tpm.present { throw ExitCode(1) }
         }
 
-        static func render(_ s: GuestStatus) -> String {
-            var out = "Device security of \(s.vm)\n"
-            out += "  Secure Boot State:     \(s.secureBootState)\n"
-            if s.tpm.present {
-                out += "  TPM 2.0:               present — \(s.tpm.specVersion ?? "?"), \(s.tpm.manufacturer ?? "?"), firmware \(s.tpm.firmwareVersion ?? "?")\n"
-                out += "  PCR banks:             \(s.tpm.pcrBanks.joined(separator: ", "))\n"
-                if let ek = s.tpm.ekCertificate { out += "  EK certificate:        \(ek)\n" }
-            } else {
-                out += "  TPM 2.0:               not present\(s.tpm.error.map { " (\($0))" } ?? "")\n"
-            }
-            if s.measuredBootLog.present {
-                out += "  Measured boot log:     present, \(s.measuredBootLog.events) events\(s.measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n"
-            } else {
-                out += "  Measured boot log:     not present\(s.measuredBootLog.error.map { " (\($0))" } ?? "")\n"
-            }
-            if let a = s.lastAttestation {
-                out += "  Last attestation:      \(a.time) \(a.passed ? "passed" : "FAILED") (\(a.status), \(a.id))\n"
-            } else {
-                out += "  Last attestation:      none\(s.serviceError.map { " (\($0))" } ?? "")\n"
-            }
-            return out
-        }
+        static func render(_ s: GuestStatus) -> String { s.text }
     }
 
     struct Run: AsyncParsableCommand {

@@ -22,7 +22,8 @@ struct TestPlatform {
     let server: RunningServer
     let admin: String
 
-    static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3, dir existing: URL? = nil) async throws -> TestPlatform {
+    static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3, dir existing: URL? = nil,
+                      qemu: QEMUInstallation? = nil) async throws -> TestPlatform {
         let dir = existing ?? FileManager.default.temporaryDirectory.appendingPathComponent("tl-fleet-\(UUID().uuidString.prefix(8))")
         let folder = DataFolder(root: dir)
         try folder.create()
@@ -31,7 +32,8 @@ struct TestPlatform {
         let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
                                          akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "https://attest.tlaunch.test")
         let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 9, count: 32),
-                          authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff), silentIntervals: silentIntervals)
+                          authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff), silentIntervals: silentIntervals,
+                          qemu: qemu, bootTimeout: .seconds(600))
         let server = try await RunningServer.start(service: service, fleet: fleet)
         fleet.attach(serviceURL: server.url)
         let admin = try await AttestationService.createAPIToken(store: store, role: .admin, vm: nil)

@@ -4,6 +4,7 @@ import Synchronization
 import TLaunchTestSupport
 import TPM2
 import Testing
+import VirtualFirmware
 import VirtualTPM
 #if canImport(Glibc)
 import Glibc
@@ -43,22 +44,7 @@ enum Debian {
 
 /// A "newc" cpio archive (the initramfs format): directories and files, root-owned.
 func cpioNewc(_ entries: [(path: String, mode: UInt32, data: [UInt8])]) -> [UInt8] {
-    var out: [UInt8] = []
-    func pad() { while out.count % 4 != 0 { out.append(0) } }
-    func header(_ name: String, _ mode: UInt32, _ size: Int, _ ino: Int) {
-        let fields: [Int] = [ino, Int(mode), 0, 0, 1, 0, size, 0, 0, 0, 0, name.utf8.count + 1, 0]
-        out += Array("070701".utf8)
-        for f in fields { out += Array(String(format: "%08X", f).utf8) }
-        out += Array(name.utf8) + [0]
-        pad()
-    }
-    for (i, e) in entries.enumerated() {
-        header(e.path, e.mode, e.data.count, i + 1)
-        out += e.data
-        pad()
-    }
-    header("TRAILER!!!", 0, 0, 0)
-    return out
+    CPIO.newc(entries.map { CPIO.Entry(path: $0.path, mode: $0.mode, data: $0.data) })
 }
 
 /// The initramfs the fidelity tests boot: prints the kernel's TCG event log (base64) and the

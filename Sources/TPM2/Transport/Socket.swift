@@ -177,11 +177,21 @@ final class DeadlineSocket {
     }
 
     /// Receives whatever one read returns (up to `max` bytes), for message-oriented devices.
-    func receiveMessage(max: Int, deadline: ContinuousClock.Instant) throws(TPMError) -> [UInt8] {
+    /// Linux's TPM character devices opened non-blocking run the command in the background and
+    /// answer a read that comes before the response with 0 bytes: with `zeroIsPending` that is
+    /// "not yet", not the end of the stream.
+    func receiveMessage(max: Int, deadline: ContinuousClock.Instant, zeroIsPending: Bool = false) throws(TPMError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: max)
         while true {
             let n = out.withUnsafeMutableBytes { p in read(fd, p.baseAddress!, max) }
             if n > 0 { return Array(out[0..<n]) }
+            if n == 0 && zeroIsPending {
+                // Its poll says "readable" until the response was read once, even before it is
+                // there: wait a little instead of spinning.
+                if ContinuousClock.now >= deadline { throw TPMError(.timeout, reason: "\(peer) did not respond in time") }
+                usleep(500)
+                continue
+            }
             if n == 0 { throw TPMError(.transport, reason: "\(peer): end of file") }
             if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR {
                 try wait(events: Int16(POLLIN), deadline: deadline, what: "waiting for the response")

@@ -262,7 +262,7 @@ public actor DeviceTransport: TPMTransport {
         }
         do throws(TPMError) {
             try d.sendAll(command, deadline: deadline)
-            let r = try d.receiveMessage(max: maxResponseSize, deadline: deadline)
+            let r = try d.receiveMessage(max: maxResponseSize, deadline: deadline, zeroIsPending: true)
             guard r.count >= 10, Int(readU32BE(r, 2)) == r.count else {
                 throw TPMError(.malformedResponse, reason: "\(path) returned \(r.count) bytes that are not one whole response")
             }

@@ -22,7 +22,7 @@ extension EngineCore {
     /// Builds, encodes and signs a TPMS_ATTEST.
     func signAttest(_ attested: TPMUAttest, signHandle: TPMHandle, qualifyingData: TPM2BData, scheme: TPMTSigScheme) throws(TPMRC) -> TPMAttestResponse {
         var r = TPMAttestResponse()
-        let signer: LoadedObject? = signHandle == .null ? nil : try loadedObject(signHandle)
+        let signer: LoadedObject? = signHandle == .null ? nil : try loadedObject(signHandle, index: UInt32(signHandleIndex - 1))
         if let signer {
             guard signer.attributes.contains(.signEncrypt), signer.sensitive != nil else { throw TPMRC.key.with(.handle(signHandleIndex)) }
         }

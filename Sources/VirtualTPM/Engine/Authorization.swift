@@ -370,4 +370,6 @@ func trimZeros(_ a: [UInt8]) -> [UInt8] {
 extension TPMRC {
     /// TPM_RC_REFERENCE_S0 (Part 2, 6.6.3): the first session handle references no loaded session.
     static let referenceS0: UInt32 = 0x918
+    /// TPM_RC_REFERENCE_H0: the first handle references a transient object or session that is not loaded.
+    static let referenceH0: UInt32 = 0x910
 }

@@ -5,10 +5,15 @@ import TPM2
 // Object commands (Part 3, 12), CreatePrimary (24.1), contexts and EvictControl (28).
 
 extension EngineCore {
-    func loadedObject(_ h: TPMHandle) throws(TPMRC) -> LoadedObject {
+    /// The object behind the command's `index`th handle (0-based). A transient handle that is
+    /// not loaded is TPM_RC_REFERENCE_H0 + index (Part 2, 6.6.3; what the reference
+    /// implementation answers, and what Linux's resource manager takes as "gone" when it saves
+    /// contexts after a command); any other unknown handle is TPM_RC_HANDLE.
+    func loadedObject(_ h: TPMHandle, index: UInt32 = 0) throws(TPMRC) -> LoadedObject {
         if let o = objects[h] { return o }
         if let o = persistentCache[h] { return o }
-        throw TPMRC.handle
+        if h.type == .transient { throw TPMRC(rawValue: TPMRC.referenceH0 + index) }
+        throw TPMRC.handle.with(.handle(Int(index) + 1))
     }
 
     /// Builds the loaded form of a persistent object (key material reconstructed).
@@ -163,7 +168,7 @@ extension EngineCore {
 
     mutating func objectChangeAuth(_ cmd: TPM2ObjectChangeAuth) throws(TPMRC) -> TPM2ObjectChangeAuth.Response {
         let o = try loadedObject(cmd.objectHandle)
-        let parent = try loadedObject(cmd.parentHandle)
+        let parent = try loadedObject(cmd.parentHandle, index: 1)
         guard var sens = o.sensitive, cmd.objectHandle.type == .transient else { throw TPMRC.handle.with(.handle(1)) }
         guard cmd.newAuth.count <= (o.publicArea.nameAlg.digestSize ?? 0) else { throw TPMRC.size.with(.parameter(1)) }
         sens.authValue = cmd.newAuth
@@ -198,7 +203,7 @@ extension EngineCore {
 
     func activateCredential(_ cmd: TPM2ActivateCredential) throws(TPMRC) -> TPM2ActivateCredential.Response {
         let object = try loadedObject(cmd.activateHandle)
-        let key = try loadedObject(cmd.keyHandle)
+        let key = try loadedObject(cmd.keyHandle, index: 1)
         guard key.attributes.contains([.restricted, .decrypt]) else { throw TPMRC.type.with(.handle(2)) }
         let seed = try decryptSecret(key, secret: cmd.secret.bytes, label: "IDENTITY", param: 2)
         var r = TPM2ActivateCredential.Response()
@@ -239,7 +244,7 @@ extension EngineCore {
             state.persistentObjects.removeAll { $0.handle == target }
             persistentCache[target] = nil
         } else {
-            let o = try loadedObject(cmd.objectHandle)
+            let o = try loadedObject(cmd.objectHandle, index: 1)
             guard let sens = o.sensitive else { throw TPMRC.attributes.with(.handle(2)) }
             guard !o.attributes.contains(.stClear), o.hierarchy != .null else { throw TPMRC.attributes.with(.handle(2)) }
             if auth == .owner && o.hierarchy == .platform { throw TPMRC.hierarchy.with(.handle(2)) }
@@ -278,7 +283,7 @@ extension EngineCore {
         let savedHandle: TPMHandle
         switch h.type {
         case .transient:
-            guard let o = objects[h], let sens = o.sensitive ?? Optional(TPMTSensitive()) else { throw TPMRC.handle.with(.handle(1)) }
+            guard let o = objects[h], let sens = o.sensitive ?? Optional(TPMTSensitive()) else { throw TPMRC(rawValue: TPMRC.referenceH0) }
             var rec = SavedObjectRecord()
             rec.publicArea = o.publicArea
             rec.sensitive = sens
@@ -290,7 +295,7 @@ extension EngineCore {
             hierarchy = o.hierarchy
             savedHandle = TPMHandle(o.attributes.contains(.stClear) ? 0x8000_0002 : 0x8000_0000)
         case .hmacSession, .policySession:
-            guard var s = sessions[h], s.isLoaded else { throw TPMRC.handle.with(.handle(1)) }
+            guard var s = sessions[h], s.isLoaded else { throw TPMRC(rawValue: TPMRC.referenceH0) }
             s.isLoaded = false
             s.savedSequence = contextSequence
             sessions[h] = s

@@ -1,0 +1,116 @@
+import Foundation
+import Attestation
+import Fleet
+import GuestAgent
+import TLaunchTestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Real VMs: QEMU + Debian's OVMF (Secure Boot, SMM; TCG here), our vTPM over the swtpm
+/// protocol, Debian's signed shim → grub → kernel, and the guest attestation agent running in
+/// the guest's initramfs, reaching the service through the host's virtio-serial relay. One VM
+/// lives through the whole story (each boot under TCG takes tens of seconds).
+@Suite("Real VMs: QEMU + OVMF guests with their own attestation agent", .serialized)
+struct RealVMTests {
+    /// QEMU, OVMF and the guest kit, or nil (a failure when interop is required).
+    static func available() async -> QEMUInstallation? {
+        let q = await QEMUInstallation.detect()
+        var missing: [String] = []
+        if q == nil { missing.append("qemu-system-x86_64 and Debian's OVMF (qemu-system-x86, ovmf)") }
+        if case .failure(let e) = GuestKit.detect() { missing.append(e.message) }
+        if !ImageCatalog.available("debian-12") { missing.append("Debian's shim-signed, grub-efi-amd64-signed, linux-image-amd64") }
+        guard missing.isEmpty, let q else {
+            if Interop.required { Issue.record("real VMs need: \(missing.joined(separator: "; ")) (scripts/test.sh installs them)") }
+            return nil
+        }
+        return q
+    }
+
+    static func waitFor<T>(_ what: String, seconds: Int = 300, _ probe: () async throws -> T?) async throws -> T {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while ContinuousClock.now < deadline {
+            if let v = try await probe() { return v }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        throw FleetError(.failed, "gave up waiting for \(what) after \(seconds) s")
+    }
+
+    @Test(.timeLimit(.minutes(20)))
+    func aTrustedLaunchVMBootsAttestsItselfRestartsCrashesAndRefusesATamperedBootLoader() async throws {
+        guard let qemu = await Self.available() else { return }
+        let p = try await TestPlatform.start(qemu: qemu)
+        try await withTeardown({ await p.stop() }) {
+            let name = uniqueName("real")
+            // Deploy with a predicted baseline: the virtual firmware's prediction from the disk
+            // must be what the real boot measures, or the first attestation fails.
+            var vm = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu", baseline: "predicted"))
+            let console1 = try await p.fleet.console(name)
+            #expect(vm.powerState == .running, "boot 1: \(vm.lastBoot?.failure ?? "") — console: \(console1.suffix(1500))")
+            #expect(vm.hypervisor == "qemu" && vm.lastBoot?.firmware.contains("OVMF (QEMU, \(qemu.accelerator))") == true)
+            #expect(vm.lastBoot?.secureBootEnforced == true)
+            #expect(p.fleet.accelerator(name) == qemu.accelerator)
+
+            // The guest's own agent attested through the relay: healthy, against the predicted baseline.
+            let history = try await p.service.history(vm: name, limit: 5)
+            let first = try #require(history.last, "the guest's agent attested")
+            #expect(first.passed, "\(first.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" })")
+            #expect(first.baseline == "matches", "the predicted baseline equals the real boot's PCRs 4, 5, 7, 8, 9, 14 (\(first.baseline ?? "-"))")
+            vm = try await p.fleet.require(name)
+            #expect(vm.bootIntegrity == .healthy)
+            #expect(console1.contains("tlaunch-agent: Attestation PASSED for \(name)"), "the agent in the guest printed its verdict: \(console1.suffix(800))")
+            #expect(console1.contains("TLAUNCH-GUEST: up"))
+
+            // The guest's view is the real agent's: Secure Boot on, a TPM, a log that replays.
+            let status = try await Self.waitFor("the guest's status") { await p.fleet.guestStatus(name) }
+            #expect(status.vm == name && status.secureBootState == "On")
+            #expect(status.tpm.present && status.tpm.ekCertificate?.contains("TrustedLaunch vTPM EK") == true, "\(status.tpm)")
+            #expect(status.measuredBootLog.present && status.measuredBootLog.matchesTPM == true, "\(status.measuredBootLog)")
+
+            // The guest cannot use the relay for anything but its own attestation API.
+            #expect(!AgentRelayProbe.allowed("GET", "/v1/vms", vm: name))
+            #expect(!AgentRelayProbe.allowed("POST", "/v1/vms/\(name)/baseline/approve", vm: name))
+            #expect(!AgentRelayProbe.allowed("GET", "/v1/vms/other/enrolment", vm: name))
+            #expect(AgentRelayProbe.allowed("POST", "/v1/vms/\(name)/attestations", vm: name))
+
+            // Restart: a power cycle, a TPM reset, a new measured boot, attested as a reboot.
+            vm = try await p.fleet.restart(name)
+            #expect(vm.powerState == .running && vm.bootCount == 2, "boot 2: \(vm.lastBoot?.failure ?? "")")
+            let second = try #require(try await p.service.history(vm: name, limit: 1).first)
+            #expect(second.passed && second.rebooted == true, "\(second.checks.filter { !$0.passed }.map(\.reason))")
+            #expect(FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/console.1.log").path), "the previous boot's console is kept")
+
+            // kill -9 of QEMU: power state Failed, and an alert that says so.
+            let pid = try #require(Int32((try String(contentsOf: p.dir.appendingPathComponent("vms/\(name)/qemu.pid"), encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(kill(pid, SIGKILL) == 0)
+            let failed = try await Self.waitFor("power state Failed") { () async throws -> VMRecord? in
+                let v = try await p.fleet.require(name)
+                return v.powerState == .failed ? v : nil
+            }
+            #expect(failed.powerState == .failed)
+            let crash = try await p.fleet.store.alerts(vm: name).first { $0.kind == "vm-failed" && $0.status == .active }
+            #expect(crash?.severity == .high && crash?.evidence.first?.detail.contains("signal 9") == true, "\(String(describing: crash))")
+
+            // A tampered boot loader: Secure Boot (shim) refuses it; the alert carries the console.
+            var grub = Array(try Data(contentsOf: URL(fileURLWithPath: "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed")))
+            grub[grub.count / 2] ^= 0x01
+            _ = try await p.fleet.putFile(name, path: "/EFI/BOOT/grubx64.efi", bytes: grub)
+            vm = try await p.fleet.start(name)
+            #expect(vm.powerState == .failed && vm.lastBoot?.succeeded == false, "boot 3 must fail: \(vm.lastBoot?.failure ?? "")")
+            let refused = try await p.fleet.store.alerts(vm: name).first { $0.kind == "boot-failure" && $0.status == .active }
+            #expect(refused?.evidence.first?.detail.contains("console") == true, "\(String(describing: refused?.evidence))")
+
+            // Delete: QEMU, the vTPM state, the variable store, the disk are gone.
+            try await p.fleet.delete(name)
+            #expect(!FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)").path))
+        }
+    }
+}
+
+/// The relay's rule, as a test sees it.
+enum AgentRelayProbe {
+    static func allowed(_ method: String, _ path: String, vm: String) -> Bool {
+        RelayRules.allowed(RelayFrame.Request(id: 1, method: method, path: path, contentType: nil, body: nil), vm: vm)
+    }
+}
