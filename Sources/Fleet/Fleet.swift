@@ -389,6 +389,9 @@ public final class Fleet: Sendable {
     /// reaches `record` through the service's API, as any agent's does.
     @discardableResult
     public func attestNow(_ name: String) async -> Result<AttestationOutcome, any Error> {
+        if machines.withLock({ $0[name] }) != nil {
+            return .failure(FleetError(.conflict, "\(name) is a real VM: its own agent attests at every boot and every interval (tlaunch vm console \(name) shows it); restart it for a new measured boot"))
+        }
         guard let r = running.withLock({ $0[name] }), let tpm = r.tpm, let log = r.log else {
             return .failure(FleetError(.conflict, "\(name) is not running with a vTPM in this process"))
         }

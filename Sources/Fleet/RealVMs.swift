@@ -185,6 +185,13 @@ extension Fleet {
         return try? JSONDecoder().decode(GuestStatus.self, from: d)
     }
 
+    /// Powers off every real VM of this process (the platform is stopping: their vTPMs stop with
+    /// it). Their records stay "running", so the next start boots them again.
+    public func powerOffRealVMs() async {
+        let all = machines.withLock { m -> [QEMUMachine] in defer { m.removeAll() }; return Array(m.values) }
+        for m in all { await m.shutdown(timeout: .seconds(5)) }
+    }
+
     /// The accelerator a running QEMU VM uses ("tcg" or "kvm"), nil for others.
     public func accelerator(_ name: String) -> String? { machines.withLock { $0[name]?.accelerator } }
 }

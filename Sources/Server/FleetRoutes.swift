@@ -109,6 +109,15 @@ extension APIServer {
             let vm = try await fleet.putFile(n, path: path, bytes: Array(buffer: buffer))
             return try json(encodable: try await fleet.view(vm))
         }
+        v1.get("vms/{vm}/console") { request, context -> Response in
+            let n = try vm(context)
+            try authorize(context, [.admin, .reader])
+            let previous = request.uri.queryParameters.get("previous") == "true"
+            let text = try await fleet.console(n, previous: previous)
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
         v1.get("vms/{vm}/guest") { _, context -> Response in
             let n = try vm(context)
             try authorize(context, [.admin, .reader])

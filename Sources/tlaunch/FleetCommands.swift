@@ -131,7 +131,7 @@ enum Render {
 struct VMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vm", abstract: "Deploy and run VMs (Trusted Launch by default) and see their security.",
-        subcommands: [Create.self, List.self, Show.self, Start.self, Stop.self, Restart.self, Delete.self, Update.self, Disk.self, Baseline.self, Attest.self, Guest.self,
+        subcommands: [Create.self, List.self, Show.self, Start.self, Stop.self, Restart.self, Delete.self, Update.self, Disk.self, Baseline.self, Attest.self, Guest.self, Console.self,
                                    RebindTPM.self])
 
     struct Create: AsyncParsableCommand {
@@ -142,7 +142,7 @@ struct VMCommand: AsyncParsableCommand {
         @Option(help: "true (default for TrustedLaunch) or false.") var secureBoot: String?
         @Option(name: .customLong("vtpm"), help: "true (default for TrustedLaunch) or false.") var vtpm: String?
         @Option(help: "true or false (default); can be switched later.") var integrityMonitoring: String?
-        @Option(help: "simulated (the built-in hypervisor).") var hypervisor: String?
+        @Option(help: "simulated (the built-in hypervisor) or qemu (a real VM: QEMU + OVMF, its own agent inside).") var hypervisor: String?
         @Option(help: "Seconds between periodic attestations (default 300).") var attestationInterval: Int?
         @Option(help: "How the first baseline is set: learn (trust on first use: the first boot with complete evidence that passes the policy; default), approve (a person approves the first boot), predicted (from the disk, before it boots).")
         var baseline: String?
@@ -357,6 +357,35 @@ struct VMCommand: AsyncParsableCommand {
                 for c in o.checks { print("  \(c.passed ? "ok  " : "FAIL") \(c.name): \(c.reason)") }
             }
             if !o.passed { throw ExitCode(1) }
+        }
+    }
+
+    struct Console: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A real VM's serial console (firmware, boot loader, kernel, the guest's agent).")
+        @Argument var name: String
+        @Flag(help: "The previous boot's console.") var previous = false
+        @Flag(help: "Keep printing what the VM writes (Ctrl-C to stop).") var follow = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let api = API(client)
+            let path = "/v1/vms/\(API.escape(name))/console\(previous ? "?previous=true" : "")"
+            var shown = 0
+            while true {
+                let text = String(decoding: try await api.send("GET", path), as: UTF8.self)
+                if text.count < shown { shown = 0 }   // a new boot began a new console
+                let new = String(text.dropFirst(shown))
+                // The console is the guest's: control characters (escape sequences) are not passed to this terminal.
+                FileHandle.standardOutput.write(Data(Self.printable(new).utf8))
+                shown = text.count
+                guard follow else { return }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+
+        static func printable(_ s: String) -> String {
+            String(String.UnicodeScalarView(s.unicodeScalars.map { c in
+                (c.value < 0x20 && c != "\n" && c != "\t") || (0x7F...0x9F).contains(c.value) ? "\u{FFFD}" : c
+            }))
         }
     }
 

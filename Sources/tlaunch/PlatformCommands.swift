@@ -52,6 +52,7 @@ struct EmbeddedPlatform {
 
     func stop() async {
         monitor.cancel()
+        await fleet.powerOffRealVMs()
         await server.stop()
         // Give deliveries under way a moment; the rest wait in the database for the next start.
         for _ in 0..<40 where await fleet.pendingDeliveries() > 0 { try? await Task.sleep(for: .milliseconds(50)) }

@@ -424,6 +424,42 @@ struct SoundnessTests {
         }
     }
 
+    /// A real Linux guest's kernel extends PCR 10 (IMA) with a log of its own: the boot's event
+    /// log is not compared there, and PCR 10 proves nothing unless the IMA log replays to it. The
+    /// boot's PCRs stay compared, and an event the log does claim for PCR 10 is compared too.
+    @Test(arguments: TPMKind.allCases)
+    func theKernelsOwnPCRsAreProvedOnlyByTheirOwnLogs(_ kind: TPMKind) async throws {
+        guard let (p, guest) = try await AttackedGuest.setUp(kind) else { return }
+        try await withTeardown({ await guest.stop(); await p.stop() }) {
+            let vm = vmName()
+            let token = try await p.token(.agent, vm: vm)
+            var agent = guest.agent(p, vm: vm, token: token)
+            _ = try await agent.enroll()
+            // The kernel (root) extends PCR 10 as IMA does; the TCG log has no PCR 10 event.
+            let measured = try TPMCrypto.hash(.sha256, Array("boot_aggregate".utf8))
+            try await guest.client.pcrExtend(10, digests: [TPMTHA(hashAlg: .sha256, digest: measured), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, measured))])
+            var n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
+            var o = try await p.post(vm, try await agent.evidence(nonce: n), token: token)
+            #expect(o.check(.replay)?.passed == true, "PCR 10 is IMA's, not the boot log's: \(o.checks)")
+            #expect(o.check(.imaReplay) == nil, "no IMA log, no claim about PCR 10")
+            // An IMA log that is not what was extended: refused.
+            agent.imaLogPath = nil
+            let fakeIMA = FileManager.default.temporaryDirectory.appendingPathComponent("ima-\(UUID().uuidString)")
+            try Data("10 \(String(repeating: "ab", count: 20)) ima-ng sha256:\(String(repeating: "cd", count: 32)) /usr/bin/true\n".utf8).write(to: fakeIMA)
+            defer { try? FileManager.default.removeItem(at: fakeIMA) }
+            agent.imaLogPath = fakeIMA.path
+            n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
+            o = try await p.post(vm, try await agent.evidence(nonce: n), token: token)
+            #expect(!o.passed && o.check(.imaReplay)?.passed == false, "\(o.checks)")
+            agent.imaLogPath = nil
+            // A boot PCR extended outside the log is still a mismatch.
+            try await guest.client.pcrExtend(4, digests: [TPMTHA(hashAlg: .sha256, digest: measured), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, measured))])
+            n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
+            o = try await p.post(vm, try await agent.evidence(nonce: n), token: token)
+            #expect(!o.passed && o.failures.first?.name == .replay && o.failures.first?.reason.contains("sha256 PCR 4") == true, "\(o.failures)")
+        }
+    }
+
     // MARK: 6. Identity: a VM is bound to its TPM
 
     @Test(arguments: TPMKind.allCases)

@@ -41,6 +41,7 @@ struct TestPlatform {
     }
 
     func stop(keepData: Bool = false) async {
+        await fleet.powerOffRealVMs()
         await server.stop()
         if !keepData { for _ in 0..<40 where await fleet.pendingDeliveries() > 0 { try? await Task.sleep(for: .milliseconds(50)) } }
         await (service.store as? SQLStore)?.backend.close()
