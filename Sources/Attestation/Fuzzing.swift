@@ -246,7 +246,7 @@ extension AttestationFuzzing {
         if result.checks.contains(where: { $0.reason.isEmpty }) { violations.append("a check has no reason") }
         if result.passed {
             if let facts = result.facts, !Self.sameOrFewer(facts, than: f.facts) {
-                violations.append("a mutated evidence passed with other facts than the signed boot's")
+                violations.append("a mutated evidence passed with other facts than the signed boot's (\(Self.differences(facts, f.facts)))")
             }
             if result.facts == nil { violations.append("a pass without facts") }
         }
@@ -261,6 +261,13 @@ extension AttestationFuzzing {
     /// type — a label the TPM does not sign — may be missing (BootOrder and boot options, shim's
     /// MOK state, systemd-stub records), never different. Claims and positions are set aside
     /// (`BootFacts.withoutClaims`).
+    /// The facts that differ, by name (for a finding's report).
+    static func differences(_ a: BootFacts, _ b: BootFacts) -> String {
+        let x = Mirror(reflecting: a.withoutClaims()).children, y = Mirror(reflecting: b.withoutClaims()).children
+        return zip(x, y).filter { String(describing: $0.value) != String(describing: $1.value) }
+            .map { "\($0.label ?? "?"): \(String(describing: $0.value).prefix(300)) instead of \(String(describing: $1.value).prefix(300))" }.joined(separator: "; ")
+    }
+
     public static func sameOrFewer(_ mutated: BootFacts, than genuine: BootFacts) -> Bool {
         var m = mutated.withoutClaims()
         let g = genuine.withoutClaims()

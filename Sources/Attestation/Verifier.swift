@@ -171,14 +171,19 @@ public enum AttestationVerifier {
         guard coverage.passed else { return result }
         // The event log replays to the quoted PCRs; only the quoted (verified) banks vouch.
         let quoted = PCRValues(verified.pcrs)
-        // The boot's event log describes the PCRs the firmware and boot loaders extend. PCRs the
-        // running OS extends with logs of their own (10: IMA; 11–13, 15, 16–23 where nothing
-        // before ExitBootServices used them) are compared only when this log has events for
-        // them; otherwise they are no fact of this log (PCR 10 is the IMA log's to prove).
+        // The boot's event log describes the PCRs the firmware and boot loaders extend. A PCR the
+        // running OS extends with a log of its own (10: IMA; 11–13, 15, 16–23 where nothing
+        // before ExitBootServices used them) that this log has no event for and that is not
+        // at its reset value was extended by someone this log does not speak for: it is left
+        // out of the comparison and is no fact of this log (PCR 10 is the IMA log's to prove).
+        // At its reset value it is compared, and verified: nothing was extended.
         let described = Set(d.eventLog.events.map(\.pcrIndex))
         var forLog = quoted
         for (alg, pcrs) in quoted.banks {
-            for p in pcrs.keys where AttestationVerifier.osPCRs.contains(p) && !described.contains(p) { forLog.banks[alg]?[p] = nil }
+            for (p, value) in pcrs where AttestationVerifier.osPCRs.contains(p) && !described.contains(p)
+                && value != d.eventLog.initialValue(pcr: p, size: value.count) {
+                forLog.banks[alg]?[p] = nil
+            }
         }
         let report = d.eventLog.replay(against: forLog)
         let mismatches = report.comparisons.filter { $0.status != .match }

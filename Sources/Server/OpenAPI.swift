@@ -28,6 +28,7 @@ enum OpenAPIDocument {
         Op(method: "post", path: "/v1/vms/{vm}/attest", summary: "Run the VM's guest attestation agent now", roles: "admin", body: nil, response: "AttestationOutcome", errors: [401, 403, 404, 409, 502]),
         Op(method: "post", path: "/v1/vms/{vm}/baseline/predict", summary: "Set the baseline from the PCRs the virtual firmware predicts for the VM's disk", roles: "admin", body: nil, response: "Baseline", errors: [400, 401, 403, 404, 409]),
         Op(method: "put", path: "/v1/vms/{vm}/disk", summary: "Write a file onto the VM's boot disk (?path=/EFI/…; body: the bytes)", roles: "admin", body: "Bytes", response: "VM", errors: [400, 401, 403, 404, 413]),
+        Op(method: "get", path: "/v1/vms/{vm}/console", summary: "A real VM's serial console as text (?previous=true: the previous boot's)", roles: "admin, reader", body: nil, response: "Text", errors: [400, 401, 403, 404]),
         Op(method: "get", path: "/v1/vms/{vm}/guest", summary: "The guest's own view: Secure Boot state, TPM, measured boot log, last attestation", roles: "admin, reader", body: nil, response: "GuestStatus", errors: [401, 403, 404, 409]),
         Op(method: "get", path: "/v1/images", summary: "Images (generation, source)", roles: "admin, reader", body: nil, response: "ImageList", errors: [401, 403]),
         Op(method: "get", path: "/v1/images/{image}", summary: "One image: boot chain, signers, db authorities", roles: "admin, reader", body: nil, response: "ImageDetails", errors: [401, 403, 404]),
@@ -98,7 +99,9 @@ enum OpenAPIDocument {
             var responses: [String: Any] = [:]
             let creates: Set<String> = ["/v1/vms/{vm}/nonce", "/v1/vms/{vm}/enrolments", "/v1/tokens", "/v1/keys/rotate", "/v1/vms", "/v1/images"]
             let ok = op.method == "post" && creates.contains(op.path) ? "201" : (op.method == "delete" ? "204" : "200")
-            responses[ok] = ["description": op.response, "content": ["application/json": ["schema": schemas[op.response] != nil ? ["$ref": "#/components/schemas/\(op.response)"] : ["type": "object"]]]]
+            responses[ok] = op.response == "Text"
+                ? ["description": "text", "content": ["text/plain": ["schema": ["type": "string"]]]]
+                : ["description": op.response, "content": ["application/json": ["schema": schemas[op.response] != nil ? ["$ref": "#/components/schemas/\(op.response)"] : ["type": "object"]]]]
             for e in op.errors { responses[String(e)] = ["description": "error", "content": ["application/json": ["schema": ["$ref": "#/components/schemas/Error"]]]] }
             o["responses"] = responses
             if op.roles != "public" { o["security"] = [["bearer": [String]()]] }
