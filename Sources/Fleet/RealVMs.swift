@@ -45,6 +45,7 @@ extension Fleet {
         guard let esp = try SimulatedHypervisor.disk(image, folder: folder(vm.name)) else {
             throw FleetError(.invalid, "\(vm.name)'s image \(vm.image) is a BIOS disk: QEMU VMs of this platform boot UEFI (Generation 2) images", field: "image")
         }
+        try? FileManager.default.removeItem(at: p.guestStatus)   // the previous boot's view is not this one's
         progress("\(vm.name): writing its disk")
         try materializeESP(esp, at: p.esp)
         let fm = FileManager.default
