@@ -53,6 +53,10 @@ let package = Package(
             dependencies: [.product(name: "FleetCore", package: "TrustedLaunch")]
         ),
         .executableTarget(
+            name: "FuzzRelayFrames",
+            dependencies: [.product(name: "GuestAgent", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
             name: "FuzzIMALog",
             dependencies: [.product(name: "MeasuredBoot", package: "TrustedLaunch")]
         ),

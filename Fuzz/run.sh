@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer campaign: Fuzz/run.sh TARGET SECONDS
-#   TARGET: tpm2-response | vtpm-commands | eventlog | ima | pe | esl | varstore | esp | grubcfg | evidence | evidence-mutation | fleet-request
+#   TARGET: tpm2-response | vtpm-commands | eventlog | ima | pe | esl | varstore | esp | grubcfg | evidence | evidence-mutation | fleet-request | relay-frames
 # New inputs that grow coverage are added to Fuzz/corpus/TARGET (commit the small ones; the
 # test suite replays the corpus). Crashers are written to Fuzz/artifacts/.
 set -euo pipefail
@@ -20,6 +20,7 @@ case "$target" in
   evidence) product=FuzzEvidence ;;
   evidence-mutation) product=FuzzEvidenceMutation ;;
   fleet-request) product=FuzzFleetRequest ;;
+  relay-frames) product=FuzzRelayFrames ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 swift build -c debug --scratch-path .build \

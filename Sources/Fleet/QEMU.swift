@@ -157,20 +157,6 @@ enum QMP {
     }
 }
 
-/// What a guest may ask through its relay.
-public enum RelayRules {
-    /// Its own VM's attestation API (enrolment, nonces, attestations) and nothing else: not
-    /// other VMs, not baselines or policy, not the fleet.
-    public static func allowed(_ r: RelayFrame.Request, vm: String) -> Bool {
-        guard ["GET", "POST"].contains(r.method), !r.path.contains(".."), !r.path.contains("//"), !r.path.contains("%") else { return false }
-        let mine = "/v1/vms/\(vm)/"
-        guard r.path.hasPrefix(mine) else { return false }
-        let rest = r.path.dropFirst(mine.count).split(separator: "?").first.map(String.init) ?? ""
-        let first = rest.split(separator: "/").first.map(String.init) ?? ""
-        return ["enrolment", "enrolments", "nonce", "attestations"].contains(first)
-    }
-}
-
 /// The host's end of a VM's agent channel: it reads the guest agent's requests from the VM's
 /// virtio-serial port and forwards them to the attestation service with the VM's own agent
 /// token — the guest holds no credential, and can reach nothing but its own VM's API.

@@ -76,6 +76,51 @@ public enum RelayFrame {
     }
 }
 
+/// What a guest may ask through its relay.
+public enum RelayRules {
+    /// Its own VM's attestation API (enrolment, nonces, attestations) and nothing else: not
+    /// other VMs, not baselines or policy, not the fleet.
+    public static func allowed(_ r: RelayFrame.Request, vm: String) -> Bool {
+        guard ["GET", "POST"].contains(r.method), !r.path.contains(".."), !r.path.contains("//"), !r.path.contains("%") else { return false }
+        let mine = "/v1/vms/\(vm)/"
+        guard r.path.hasPrefix(mine) else { return false }
+        let rest = r.path.dropFirst(mine.count).split(separator: "?").first.map(String.init) ?? ""
+        let first = rest.split(separator: "/").first.map(String.init) ?? ""
+        return ["enrolment", "enrolments", "nonce", "attestations"].contains(first)
+    }
+}
+
+/// Entry points for fuzzing the host's reading of what a guest writes to its relay port.
+public enum RelayFuzzing {
+    /// Bytes from a guest: the first byte chooses how they are split into reads. Reading never
+    /// traps; the frames do not depend on the split; no frame is longer than the limit; every
+    /// frame's request decodes or is dropped, and the relay's rule answers for it.
+    public static func frames(_ bytes: [UInt8]) -> [String] {
+        guard let first = bytes.first else { return [] }
+        let data = Array(bytes.dropFirst())
+        var whole = RelayFrame.Reader()
+        let all = whole.feed(data)
+        var split = RelayFrame.Reader()
+        var parts: [[UInt8]] = []
+        var at = 0, step = Int(first % 17) + 1
+        while at < data.count {
+            parts += split.feed(data[at..<min(data.count, at + step)])
+            at += step
+            step = step % 7 + 1
+        }
+        var v: [String] = []
+        if parts != all { v.append("the frames depend on how the bytes were split into reads") }
+        if all.contains(where: { $0.count > RelayFrame.maxLength }) { v.append("a frame longer than the limit") }
+        for f in all {
+            if let r = try? JSONDecoder().decode(RelayFrame.Request.self, from: Data(f)) {
+                _ = RelayRules.allowed(r, vm: "vm-1")
+                if RelayRules.allowed(r, vm: "vm-1") && !r.path.hasPrefix("/v1/vms/vm-1/") { v.append("the relay let a request leave its VM") }
+            }
+        }
+        return v
+    }
+}
+
 /// How a `ServiceClient` reaches the service when it is not over HTTP.
 public protocol ServiceChannel: Sendable {
     func exchange(_ request: RelayFrame.Request, timeout: Duration) async throws -> RelayFrame.Response

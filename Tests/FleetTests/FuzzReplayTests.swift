@@ -1,4 +1,6 @@
 import FleetCore
+import Foundation
+import GuestAgent
 import TLaunchTestSupport
 import Testing
 
@@ -16,5 +18,33 @@ struct FleetFuzzReplayTests {
         }
         #expect(FormBody.parse("a=1&a=2&b=%41+c&=x&d") == ["a": "1", "b": "A c", "d": ""])
         #expect(FormBody.cookie("x=1; tlaunch_session=tlt_q; y", name: "tlaunch_session") == "tlt_q")
+    }
+
+    @Test func relayFramesCorpus() throws {
+        #expect(try FuzzCorpus.replay("relay-frames", RelayFuzzing.frames) >= 7, "the corpus is committed")
+    }
+
+    /// What a guest writes to its relay port, as the host reads it: frames found after garbage,
+    /// whatever the reads' sizes; oversized lengths skipped; only its own VM's attestation API passes.
+    @Test func relayFramesAndRules() throws {
+        func frame(_ r: RelayFrame.Request) throws -> [UInt8] { try RelayFrame.encode(r) }
+        let a = RelayFrame.Request(id: 1, method: "POST", path: "/v1/vms/vm-1/attestations", contentType: "application/json", body: Data("{}".utf8))
+        let b = RelayFrame.Request(id: 2, method: "GET", path: "/relay/identity", contentType: nil, body: nil)
+        let stream = [0xFF, 0x00] + Array("TLR".utf8) + Array("TLR1".utf8) + [0xFF, 0xFF, 0xFF, 0xFF] + (try frame(a)) + (try frame(b))
+        for step in [1, 2, 3, 7, stream.count] {
+            var reader = RelayFrame.Reader()
+            var got: [RelayFrame.Request] = []
+            var at = 0
+            while at < stream.count {
+                got += reader.feed(stream[at..<min(stream.count, at + step)]).compactMap { try? JSONDecoder().decode(RelayFrame.Request.self, from: Data($0)) }
+                at += step
+            }
+            #expect(got == [a, b], "reads of \(step) bytes")
+        }
+        #expect(RelayRules.allowed(a, vm: "vm-1"))
+        for (m, p) in [("GET", "/v1/vms/vm-2/enrolment"), ("DELETE", "/v1/vms/vm-1/enrolment"), ("POST", "/v1/vms/vm-1/baseline/approve"),
+                       ("GET", "/v1/vms/vm-1/../vm-2/attestations"), ("GET", "/v1/vms/vm-1/%2e%2e/x"), ("GET", "/v1/tokens"), ("GET", "/v1/vms/vm-1")] {
+            #expect(!RelayRules.allowed(RelayFrame.Request(id: 9, method: m, path: p, contentType: nil, body: nil), vm: "vm-1"), "\(m) \(p)")
+        }
     }
 }
