@@ -108,6 +108,27 @@ struct RealVMTests {
     }
 }
 
+extension RealVMTests {
+    /// A Standard VM on QEMU: OVMF without SMM or keys, no TPM device; its agent starts, finds
+    /// no TPM and says so in the guest's own view.
+    @Test(.timeLimit(.minutes(10)))
+    func aStandardVMBootsWithoutATPM() async throws {
+        guard let qemu = await Self.available() else { return }
+        let p = try await TestPlatform.start(qemu: qemu)
+        try await withTeardown({ await p.stop() }) {
+            let name = uniqueName("plain")
+            let vm = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", securityType: "Standard", hypervisor: "qemu"))
+            let console = try await p.fleet.console(name)
+            #expect(vm.powerState == .running && vm.lastBoot?.measured == false && vm.lastBoot?.secureBootEnforced == false,
+                    "\(vm.lastBoot?.failure ?? "") — \(console.suffix(1200))")
+            let status = try await Self.waitFor("the guest's status") { await p.fleet.guestStatus(name) }
+            #expect(!status.tpm.present && status.secureBootState != "On", "\(status)")
+            #expect(!FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/vtpm.state").path), "no vTPM was created")
+            try await p.fleet.delete(name)
+        }
+    }
+}
+
 /// The relay's rule, as a test sees it.
 enum AgentRelayProbe {
     static func allowed(_ method: String, _ path: String, vm: String) -> Bool {
