@@ -11,8 +11,19 @@ public enum SampleFleet {
     public static let grubPath = "/EFI/BOOT/grubx64.efi"
 
     /// Deploys the three VMs and replaces app-02's boot loader; returns the alert that raised.
+    /// With `realVMs`, web-01 and app-02 are real QEMU VMs from debian-12 (their own agents
+    /// attest from inside), and app-02's story is a weakened kernel command line instead.
     @discardableResult
-    public static func deploy(_ fleet: Fleet, interval: Int = 300, say: @Sendable (String) -> Void) async throws -> Alert? {
+    public static func deploy(_ fleet: Fleet, interval: Int = 300, realVMs: Bool = false, say: @Sendable (String) -> Void) async throws -> Alert? {
+        if realVMs {
+            say("deploying \(healthy): a real VM (QEMU + OVMF Secure Boot, debian-12), Trusted Launch with integrity monitoring")
+            _ = try await fleet.deploy(DeployRequest(name: healthy, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu", attestationInterval: interval))
+            say("deploying \(tampered): a real VM, Trusted Launch with integrity monitoring")
+            _ = try await fleet.deploy(DeployRequest(name: tampered, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu", attestationInterval: interval))
+            say("deploying \(standard): security type Standard (chosen explicitly), a Generation 1 image (simulated: BIOS)")
+            _ = try await fleet.deploy(DeployRequest(name: standard, image: "legacy-bios", securityType: "Standard", attestationInterval: interval))
+            return try await weakenKernelCommandLine(fleet, say: say)
+        }
         say("deploying \(healthy): Trusted Launch (the default) with integrity monitoring")
         _ = try await fleet.deploy(DeployRequest(name: healthy, integrityMonitoring: true, attestationInterval: interval))
         say("deploying \(tampered): Trusted Launch with integrity monitoring")
@@ -30,6 +41,21 @@ public enum SampleFleet {
         let grub = try SampleImages.signedGrub(keys: keys, version: "2.06")
         say("replacing \(grubPath) on \(tampered) with an older grub (2.06) that is still signed by the vendor key, and restarting it")
         _ = try await fleet.putFile(tampered, path: grubPath, bytes: grub)
+        _ = try await fleet.restart(tampered)
+        return try await fleet.store.alerts(vm: tampered, status: .active).first
+    }
+}
+
+extension SampleFleet {
+    public static let grubConfigPath = "/EFI/debian/grub.cfg"
+
+    /// Edits app-02's grub.cfg — not covered by Secure Boot — to switch AppArmor off on the
+    /// kernel command line, and restarts it: the VM boots, and measured boot shows the change.
+    @discardableResult
+    public static func weakenKernelCommandLine(_ fleet: Fleet, vm tampered: String = tampered, say: @Sendable (String) -> Void) async throws -> Alert? {
+        let config = "set timeout=0\nlinux /vmlinuz console=ttyS0 root=/dev/vda2 ro apparmor=0 security=none\ninitrd /initrd.img\nboot\n"
+        say("editing \(grubConfigPath) on \(tampered) (apparmor=0 security=none: Secure Boot does not cover grub.cfg) and restarting it")
+        _ = try await fleet.putFile(tampered, path: grubConfigPath, bytes: Array(config.utf8))
         _ = try await fleet.restart(tampered)
         return try await fleet.store.alerts(vm: tampered, status: .active).first
     }

@@ -76,16 +76,18 @@ func emitJSON(_ v: some Encodable) throws { emit(try prettyJSON(v)) }
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up",
-        abstract: "Start everything embedded (SQLite, simulated hypervisor, vTPMs, attestation service, dashboard) and deploy the sample fleet on first start.")
+        abstract: "Start everything embedded (SQLite, real QEMU VMs or the simulated hypervisor, vTPMs, attestation service, dashboard) and deploy the sample fleet on first start.")
     @Option(help: "HOST:PORT for the API and the dashboard.") var listen = "127.0.0.1:8080"
     @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
     @Option(help: "POST alerts to this URL (JSON; retried with backoff); repeatable.") var webhook: [String] = []
     @Flag(help: "Do not deploy the sample fleet on first start.") var noSampleFleet = false
     @Option(help: "Seconds between periodic attestations of the sample fleet.") var attestationInterval: Int = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "notice"
+    @Option(help: "The sample fleet's hypervisor: auto (real QEMU VMs where QEMU, OVMF and the guest kit are usable), qemu, or simulated.") var hypervisor = "auto"
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
+        guard ["auto", "qemu", "simulated"].contains(hypervisor) else { throw ValidationError("--hypervisor is auto, qemu or simulated") }
         let folder = DataFolder.resolve(data)
         say("Starting TrustedLaunch (data folder \(folder.root.path))")
         let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: webhook,
@@ -93,7 +95,13 @@ struct Up: AsyncParsableCommand {
         detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.store.kind))")
         if try await p.fleet.store.vmCount() == 0 && !noSampleFleet {
             say("First start: deploying the sample fleet")
-            if let alert = try await SampleFleet.deploy(p.fleet, interval: attestationInterval, say: { detail($0) }) {
+            let guestKit: Bool = if case .success = GuestKit.detect() { true } else { false }
+            let real = hypervisor != "simulated" && p.fleet.qemu != nil && guestKit && ImageCatalog.available("debian-12")
+            if hypervisor == "qemu" && !real {
+                throw CLIError("--hypervisor qemu: real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
+            }
+            if real { detail("real VMs: QEMU with \(p.fleet.qemu?.accelerator ?? "?") — each boot takes about a minute under TCG") }
+            if let alert = try await SampleFleet.deploy(p.fleet, interval: attestationInterval, realVMs: real, say: { detail($0) }) {
                 detail("integrity monitoring raised \(alert.severity.rawValue) alert \(alert.id): \(alert.title)")
             }
         } else {

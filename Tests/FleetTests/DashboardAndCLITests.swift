@@ -226,7 +226,7 @@ struct CommandLineTests {
         func up(_ body: () async throws -> Void) async throws -> (Int32, String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: tlaunchPath)
-            p.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:\(port)", "--log-level", "error"]
+            p.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--hypervisor", "simulated"]
             let out = FileManager.default.temporaryDirectory.appendingPathComponent("up-\(UUID().uuidString.prefix(8)).log")
             _ = FileManager.default.createFile(atPath: out.path, contents: nil)
             p.standardOutput = try FileHandle(forWritingTo: out)

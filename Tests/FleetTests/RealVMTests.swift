@@ -59,7 +59,13 @@ struct RealVMTests {
             #expect(first.baseline == "matches", "the predicted baseline equals the real boot's PCRs 4, 5, 7, 8, 9, 14 (\(first.baseline ?? "-"))")
             vm = try await p.fleet.require(name)
             #expect(vm.bootIntegrity == .healthy)
-            #expect(console1.contains("tlaunch-agent: Attestation PASSED for \(name)"), "the agent in the guest printed its verdict: \(console1.suffix(800))")
+            // The agent prints its verdict after the service answered it: wait for the line.
+            let verdict = try? await Self.waitFor("the agent's verdict on the console", seconds: 120) { () async throws -> String? in
+                let text = try await p.fleet.console(name)
+                return text.contains("tlaunch-agent: Attestation PASSED for \(name)") ? text : nil
+            }
+            let consoleNow = try await p.fleet.console(name)
+            #expect(verdict != nil, "the agent in the guest printed its verdict: \(consoleNow.suffix(800))")
             #expect(console1.contains("TLAUNCH-GUEST: up"))
 
             // The guest's view is the real agent's: Secure Boot on, a TPM, a log that replays.
@@ -89,7 +95,10 @@ struct RealVMTests {
                 return v.powerState == .failed ? v : nil
             }
             #expect(failed.powerState == .failed)
-            let crash = try await p.fleet.store.alerts(vm: name).first { $0.kind == "vm-failed" && $0.status == .active }
+            // The alert follows the power state: wait for it too.
+            let crash = try? await Self.waitFor("the vm-failed alert", seconds: 60) { () async throws -> Alert? in
+                try await p.fleet.store.alerts(vm: name).first { $0.kind == "vm-failed" && $0.status == .active }
+            }
             #expect(crash?.severity == .high && crash?.evidence.first?.detail.contains("signal 9") == true, "\(String(describing: crash))")
 
             // A tampered boot loader: Secure Boot (shim) refuses it; the alert carries the console.
