@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 swift build --product tlaunch
+swift build --product tlaunch-agent   # the guest agent real VMs run in their initramfs
 if [ $# -eq 0 ]; then set -- up; fi
 exec .build/debug/tlaunch "$@"
