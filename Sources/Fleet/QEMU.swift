@@ -210,6 +210,30 @@ final class AgentRelay: Sendable {
     }
 }
 
+/// A guest's console as text that is safe to show anywhere (an alert, `vm show`, a terminal):
+/// ANSI escape sequences removed, other control characters dropped; newlines and tabs kept.
+public enum ConsoleText {
+    public static func printable(_ s: String) -> String {
+        var out = String.UnicodeScalarView()
+        var it = s.unicodeScalars.makeIterator()
+        while let c = it.next() {
+            switch c.value {
+            case 0x1B:
+                guard let n = it.next() else { break }
+                if n == "[" {   // CSI: parameters and intermediates, then one final byte 0x40–0x7E
+                    while let k = it.next(), !(0x40...0x7E).contains(k.value) {}
+                } else if n == "]" {   // OSC: up to BEL or ESC \
+                    while let k = it.next(), k.value != 0x07, k.value != 0x1B {}
+                }
+            case 0x0A, 0x09: out.append(c)
+            case 0x00..<0x20, 0x7F, 0x80...0x9F: continue
+            default: out.append(c)
+            }
+        }
+        return String(out)
+    }
+}
+
 /// One running QEMU process of a VM, with its vTPM server and agent relay.
 final class QEMUMachine: Sendable {
     let name: String
@@ -227,8 +251,9 @@ final class QEMUMachine: Sendable {
 
     var isRunning: Bool { process.isRunning }
 
+    /// The console as printable text (what alerts and boot summaries quote).
     func console() -> String {
-        String(decoding: (try? Data(contentsOf: paths.console)) ?? Data(), as: UTF8.self).replacingOccurrences(of: "\r", with: "")
+        ConsoleText.printable(String(decoding: (try? Data(contentsOf: paths.console)) ?? Data(), as: UTF8.self))
     }
 
     /// ACPI power button, then (after `timeout`) power off; the vTPM server and relay end with it.

@@ -96,7 +96,7 @@ extension Fleet {
                 let err = (try? String(contentsOf: p.folder.url.appendingPathComponent("qemu.log"), encoding: .utf8)) ?? ""
                 await machine.kill()
                 machines.withLock { if $0[name] === machine { $0[name] = nil } }
-                return BootResult(summary: summary(false, "QEMU exited during boot: \(String(err.suffix(400)).trimmingCharacters(in: .whitespacesAndNewlines)) — console: \(String(console.suffix(400)))"), eventLog: nil, tpm: tpm)
+                return BootResult(summary: summary(false, "QEMU exited during boot: \(ConsoleText.printable(String(err.suffix(400))).trimmingCharacters(in: .whitespacesAndNewlines)) — console: \(String(console.suffix(400)))"), eventLog: nil, tpm: tpm)
             }
             try? await Task.sleep(for: .milliseconds(250))
         }

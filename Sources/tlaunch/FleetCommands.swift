@@ -382,11 +382,7 @@ struct VMCommand: AsyncParsableCommand {
             }
         }
 
-        static func printable(_ s: String) -> String {
-            String(String.UnicodeScalarView(s.unicodeScalars.map { c in
-                (c.value < 0x20 && c != "\n" && c != "\t") || (0x7F...0x9F).contains(c.value) ? "\u{FFFD}" : c
-            }))
-        }
+        static func printable(_ s: String) -> String { ConsoleText.printable(s) }
     }
 
     struct Guest: AsyncParsableCommand {

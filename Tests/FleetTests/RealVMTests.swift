@@ -109,6 +109,7 @@ struct RealVMTests {
             #expect(vm.powerState == .failed && vm.lastBoot?.succeeded == false, "boot 3 must fail: \(vm.lastBoot?.failure ?? "")")
             let refused = try await p.fleet.store.alerts(vm: name).first { $0.kind == "boot-failure" && $0.status == .active }
             #expect(refused?.evidence.first?.detail.contains("console") == true, "\(String(describing: refused?.evidence))")
+            #expect(refused?.evidence.first?.detail.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" && $0 != "\t" } == false, "no escape sequences from the guest in the alert")
 
             // Delete: QEMU, the vTPM state, the variable store, the disk are gone.
             try await p.fleet.delete(name)
@@ -135,6 +136,16 @@ extension RealVMTests {
             #expect(!FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/vtpm.state").path), "no vTPM was created")
             try await p.fleet.delete(name)
         }
+    }
+}
+
+@Suite("Real VMs: what the guest's console may put in front of a person")
+struct ConsoleTextTests {
+    @Test func escapeSequencesAndControlCharactersAreRemoved() {
+        let raw = "\u{1B}[2J\u{1B}[01;01H\u{1B}[=3hBdsDxe: loading\r\n\u{1B}[0m\u{1B}[30m\u{1B}[47mWelcome to GRUB!\u{7}\u{1B}]0;title\u{7}\n\u{9B}x\tend\u{1B}"
+        let text = ConsoleText.printable(raw)
+        #expect(text == "BdsDxe: loading\nWelcome to GRUB!\nx\tend", "\(text.debugDescription)")
+        #expect(!text.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" && $0 != "\t" })
     }
 }
 
