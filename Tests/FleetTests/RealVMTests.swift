@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Attestation
 import Fleet
 import GuestAgent
@@ -67,6 +70,14 @@ struct RealVMTests {
             let consoleNow = try await p.fleet.console(name)
             #expect(verdict != nil, "the agent in the guest printed its verdict: \(consoleNow.suffix(800))")
             #expect(console1.contains("TLAUNCH-GUEST: up"))
+
+            // The dashboard's VM page shows the console: the agent's lines, escaped, no escape sequences.
+            var page = URLRequest(url: URL(string: "\(p.server.url)/vms/\(name)")!)
+            page.setValue("tlaunch_session=\(p.admin)", forHTTPHeaderField: "Cookie")
+            page.timeoutInterval = 600
+            let html = String(decoding: try await URLSession.shared.data(for: page).0, as: UTF8.self)
+            #expect(html.contains("<pre id=\"console\">") && html.contains("tlaunch-agent: Attestation PASSED for \(name)"), "\(html.suffix(600))")
+            #expect(!html.contains("\u{1B}"))
 
             // The guest's view is the real agent's: Secure Boot on, a TPM, a log that replays.
             let status = try await Self.waitFor("the guest's status") { await p.fleet.guestStatus(name) }
