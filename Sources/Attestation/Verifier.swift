@@ -132,6 +132,23 @@ public enum AttestationVerifier {
     /// the debug and application PCRs 16–23).
     public static let osPCRs: Set<UInt32> = Set([10, 11, 12, 13, 15]).union(16...23)
 
+    /// The PCR values a boot's event log is compared with. The log describes the PCRs the
+    /// firmware and boot loaders extend. A PCR the running OS extends with a log of its own
+    /// (`osPCRs`) that this log has no event for and that is not at its reset value was extended
+    /// by someone this log does not speak for: it is left out, and is no fact of this log (PCR
+    /// 10 is the IMA log's to prove). At its reset value it is compared, and verified: nothing
+    /// was extended.
+    public static func comparedWithLog(_ values: PCRValues, log: EventLog) -> PCRValues {
+        let described = Set(log.events.map(\.pcrIndex))
+        var out = values
+        for (alg, pcrs) in values.banks {
+            for (p, value) in pcrs where osPCRs.contains(p) && !described.contains(p) && value != log.initialValue(pcr: p, size: value.count) {
+                out.banks[alg]?[p] = nil
+            }
+        }
+        return out
+    }
+
     public static func verify(_ evidence: Evidence, akPublic: TPMTPublic, expectedNonce: [UInt8], policy: AttestationPolicy = .default) -> AttestationResult {
         let decoded: DecodedEvidence
         do { decoded = try DecodedEvidence(evidence) } catch {
@@ -171,20 +188,7 @@ public enum AttestationVerifier {
         guard coverage.passed else { return result }
         // The event log replays to the quoted PCRs; only the quoted (verified) banks vouch.
         let quoted = PCRValues(verified.pcrs)
-        // The boot's event log describes the PCRs the firmware and boot loaders extend. A PCR the
-        // running OS extends with a log of its own (10: IMA; 11–13, 15, 16–23 where nothing
-        // before ExitBootServices used them) that this log has no event for and that is not
-        // at its reset value was extended by someone this log does not speak for: it is left
-        // out of the comparison and is no fact of this log (PCR 10 is the IMA log's to prove).
-        // At its reset value it is compared, and verified: nothing was extended.
-        let described = Set(d.eventLog.events.map(\.pcrIndex))
-        var forLog = quoted
-        for (alg, pcrs) in quoted.banks {
-            for (p, value) in pcrs where AttestationVerifier.osPCRs.contains(p) && !described.contains(p)
-                && value != d.eventLog.initialValue(pcr: p, size: value.count) {
-                forLog.banks[alg]?[p] = nil
-            }
-        }
+        let forLog = AttestationVerifier.comparedWithLog(quoted, log: d.eventLog)
         let report = d.eventLog.replay(against: forLog)
         let mismatches = report.comparisons.filter { $0.status != .match }
         guard report.allMatch else {

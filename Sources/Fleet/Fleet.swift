@@ -163,7 +163,7 @@ public final class Fleet: Sendable {
     /// The deployment rules (`FleetRules.deploy`) against the named image.
     public func plan(_ r: DeployRequest) async throws -> VMRecord {
         try FleetRules.checkName(r.name)
-        return try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"), hypervisors: qemu == nil ? ["simulated"] : ["simulated", "qemu"])
+        return try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"), hypervisors: qemu == nil ? [FleetRules.hypervisor] : Set(FleetRules.hypervisors))
     }
 
     /// Deploys a VM: the record and its folder appear together or not at all; then it starts
@@ -253,7 +253,7 @@ public final class Fleet: Sendable {
                 && (monitoringOn || (agent == .running && vm.guestAgent == .stopped))
             return updated
         }
-        if attestAfter, result.hypervisor != "qemu" { _ = await attestNow(name) ; return try await require(name) }
+        if attestAfter, !result.isRealVM { _ = await attestNow(name) ; return try await require(name) }
         return result
     }
 
@@ -282,7 +282,7 @@ public final class Fleet: Sendable {
 
     func afterBoot(_ vm: VMRecord) async throws -> VMRecord {
         // A real VM's own agent attested during its boot.
-        if vm.hypervisor == "qemu" { return try await require(vm.name) }
+        if vm.isRealVM { return try await require(vm.name) }
         if vm.powerState == .running, vm.integrityMonitoring, vm.guestAgent == .running {
             _ = await attestNow(vm.name)
             return try await require(vm.name)
@@ -294,20 +294,19 @@ public final class Fleet: Sendable {
     func boot(_ vm: VMRecord, tpm: VirtualTPM?, verb: String) async throws -> VMRecord {
         let image = try images.disk(try await image(vm.image))
         progress("booting \(vm.name) (\(vm.securityType.rawValue), \(vm.image))")
-        let result: BootResult
-        if vm.hypervisor == "qemu" {
-            result = try await bootQEMU(vm, image: image, verb: verb)
-        } else {
-            result = try await hypervisor.boot(vm, image: image, folder: folder(vm.name), tpm: tpm, number: vm.bootCount + 1)
-        }
-        let b = result.summary
-        if vm.hypervisor == "qemu" {
+        let b: BootSummary
+        if vm.isRealVM {
             // The machine is tracked in `machines`; nothing runs in process.
-        } else if b.succeeded {
-            running.withLock { $0[vm.name] = Running(tpm: result.tpm, log: result.eventLog) }
-            if let log = result.eventLog { try? Data(log).write(to: folder(vm.name).eventLog) }
+            b = try await bootQEMU(vm, image: image, verb: verb).summary
         } else {
-            running.withLock { $0[vm.name] = nil }
+            let result = try await hypervisor.boot(vm, image: image, folder: folder(vm.name), tpm: tpm, number: vm.bootCount + 1)
+            b = result.summary
+            if b.succeeded {
+                running.withLock { $0[vm.name] = Running(tpm: result.tpm, log: result.eventLog) }
+                if let log = result.eventLog { try? Data(log).write(to: folder(vm.name).eventLog) }
+            } else {
+                running.withLock { $0[vm.name] = nil }
+            }
         }
         let updated = try await mutate(vm.name) { v in
             v.bootCount = b.number
@@ -315,7 +314,7 @@ public final class Fleet: Sendable {
             v.powerState = b.succeeded ? .running : .failed
             // A real VM's own agent already attested this boot while the platform waited for it.
             let started = Self.parse(b.time) ?? Int64.max
-            if !(vm.hypervisor == "qemu" && b.succeeded && (v.lastAttestation ?? 0) >= started) {
+            if !(vm.isRealVM && b.succeeded && (v.lastAttestation ?? 0) >= started) {
                 v.bootIntegrity = v.integrityMonitoring ? .pending : .notMonitored
             }
         }
@@ -551,14 +550,14 @@ public final class Fleet: Sendable {
             // A real VM runs OVMF, whose own measurements (PCRs 0–3, 6) depend on its build: the
             // prediction models it and predicts what the disk and keys decide.
             report = try VirtualFirmware(settings: FirmwareSettings(securityType: vm.securityType, secureBoot: vm.secureBoot, vTPM: true, variables: image.variables),
-                                         model: vm.hypervisor == "qemu" ? .ovmf(reference: nil) : .tlaunch, cache: hypervisor.cache).predict(esp: esp)
+                                         model: vm.isRealVM ? .ovmf(reference: nil) : .tlaunch, cache: hypervisor.cache).predict(esp: esp)
         } catch { throw FleetError(.failed, "prediction failed: \(error)") }
         guard report.succeeded else {
             throw FleetError(.conflict, "the firmware would not boot \(name)'s disk (\(report.failure.map { "\($0)" } ?? "?")): fix the disk first")
         }
         let values = report.pcrs
         var pcrs: [String: String] = [:]
-        let predicted: [UInt32] = vm.hypervisor == "qemu" ? [4, 5, 7, 8, 9, 14] : [0, 1, 2, 3, 4, 5, 7, 8, 9]
+        let predicted: [UInt32] = vm.isRealVM ? [4, 5, 7, 8, 9, 14] : [0, 1, 2, 3, 4, 5, 7, 8, 9]
         for p in predicted { if let v = values[.sha256, p] { pcrs[String(p)] = hexString(v) } }
         let b = try await service.setPredictedBaseline(vm: name, pcrs: pcrs)
         try await store.appendEvent(vm: name, kind: "baseline", message: "baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
@@ -601,7 +600,7 @@ public final class Fleet: Sendable {
     public func resume() async {
         guard let vms = try? await store.vms() else { return }
         for vm in vms where vm.powerState == .running && running.withLock({ $0[vm.name] }) == nil && machines.withLock({ $0[vm.name] }) == nil {
-            if vm.hypervisor == "qemu", let done = reapOrphan(vm.name) {
+            if vm.isRealVM, let done = reapOrphan(vm.name) {
                 logger.notice("\(done)", metadata: ["vm": .string(vm.name)])
                 try? await store.appendEvent(vm: vm.name, kind: "resumed", message: "\(done); booting it again")
             }

@@ -172,7 +172,7 @@ extension Fleet {
     /// The VM's serial console (this boot's, or the previous one's).
     public func console(_ name: String, previous: Bool = false) async throws -> String {
         let vm = try await require(name)
-        guard vm.hypervisor == "qemu" else {
+        guard vm.isRealVM else {
             throw FleetError(.invalid, "\(name) runs on the \(vm.hypervisor) hypervisor, which has no console: deploy with --hypervisor qemu for a real VM", field: "name")
         }
         let p = paths(name)

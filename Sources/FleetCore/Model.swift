@@ -84,6 +84,12 @@ public struct BootSummary: Sendable, Codable, Hashable {
     }
 }
 
+extension VMRecord {
+    /// Whether it runs as a real QEMU VM (its own agent attests from inside) rather than on the
+    /// simulated hypervisor.
+    public var isRealVM: Bool { hypervisor == FleetRules.qemu }
+}
+
 /// A VM as the fleet stores it.
 public struct VMRecord: Sendable, Codable, Hashable {
     public var name: String

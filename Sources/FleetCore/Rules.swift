@@ -72,7 +72,9 @@ public enum FleetRules {
     }
 
     /// The hypervisors: the built-in simulated one, and real QEMU + OVMF VMs.
-    public static let hypervisors = ["simulated", "qemu"]
+    public static let hypervisors = [hypervisor, qemu]
+    /// Real VMs: QEMU + OVMF, with the guest's own agent.
+    public static let qemu = "qemu"
 
     public static func checkHypervisor(_ h: String?, available: Set<String> = [hypervisor]) throws -> String {
         let h = h ?? hypervisor

@@ -342,13 +342,10 @@ extension GuestAgent {
                 logStatus.events = log.events.count
                 var verifiedFacts: BootFacts?
                 if tpmStatus.present {
-                    // The PCRs this log describes: the boot's, and the OS's only where it has events
-                    // for them (IMA's PCR 10 has its own log).
-                    let described = Set(log.events.map(\.pcrIndex))
-                    let pcrs = Array(0...15).filter { !AttestationVerifier.osPCRs.contains(UInt32($0)) || described.contains(UInt32($0)) }
-                    let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: pcrs)])
+                    let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: Array(0...15))])
                     if let banks = try? await tpm.pcrRead(sel) {
-                        let report = log.replay(against: PCRValues(banks))
+                        // Compared as the verifier compares them (IMA's PCR 10 has its own log).
+                        let report = log.replay(against: AttestationVerifier.comparedWithLog(PCRValues(banks), log: log))
                         logStatus.matchesTPM = report.allMatch
                         verifiedFacts = report.verified.explain()
                     }

@@ -192,7 +192,7 @@ enum Dashboard {
                     + o.attestations.map { a in "<tr><td>\(escape(a.time))</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(escape(a.status)))</td><td>\(escape(a.baseline ?? "-"))</td><td>\(escape(a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; ")))</td></tr>" }.joined()
                     + "</tbody></table>"
             }
-            if v.hypervisor == "qemu", let console = try? await fleet.console(v.name) {
+            if v.hypervisor == FleetRules.qemu, let console = try? await fleet.console(v.name) {
                 // The guest's own words: printable text only, escaped, the last lines.
                 let tail = ConsoleText.printable(String(console.suffix(12_000))).split(separator: "\n", omittingEmptySubsequences: false).suffix(60).joined(separator: "\n")
                 body += "<h2>Console (boot \(v.bootCount))</h2><p class=\"muted\">tlaunch vm console \(escape(v.name)) --follow</p><pre id=\"console\">\(escape(tail))</pre>"

@@ -375,14 +375,12 @@ struct VMCommand: AsyncParsableCommand {
                 if text.count < shown { shown = 0 }   // a new boot began a new console
                 let new = String(text.dropFirst(shown))
                 // The console is the guest's: control characters (escape sequences) are not passed to this terminal.
-                FileHandle.standardOutput.write(Data(Self.printable(new).utf8))
+                FileHandle.standardOutput.write(Data(ConsoleText.printable(new).utf8))
                 shown = text.count
                 guard follow else { return }
                 try await Task.sleep(for: .seconds(1))
             }
         }
-
-        static func printable(_ s: String) -> String { ConsoleText.printable(s) }
     }
 
     struct Guest: AsyncParsableCommand {

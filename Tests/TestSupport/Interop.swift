@@ -27,8 +27,8 @@ public enum Interop {
     /// stdout, stderr): a test waiting for a process must not take one of the pool's few threads
     /// from the in-process servers the process may be talking to.
     @discardableResult
-    public static func run(_ path: String, _ args: [String], environment: [String: String] = [:]) async throws -> (Int32, String, String) {
-        try await offPool { try runBlocking(path, args, environment: environment) }
+    public static func run(_ path: String, _ args: [String], environment: [String: String] = [:], directory: URL? = nil) async throws -> (Int32, String, String) {
+        try await offPool { try runBlocking(path, args, environment: environment, directory: directory) }
     }
 
     /// Runs `work` (which blocks: a process, a file descriptor) on a thread of its own.
@@ -42,10 +42,11 @@ public enum Interop {
 
     /// Runs a program, blocking the calling thread (for synchronous contexts only).
     @discardableResult
-    public static func runBlocking(_ path: String, _ args: [String], environment: [String: String] = [:]) throws -> (Int32, String, String) {
+    public static func runBlocking(_ path: String, _ args: [String], environment: [String: String] = [:], directory: URL? = nil) throws -> (Int32, String, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
+        if let directory { p.currentDirectoryURL = directory }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         p.environment = env

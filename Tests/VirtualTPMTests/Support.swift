@@ -51,23 +51,7 @@ final class ServedVTPM: @unchecked Sendable {
 func tool(_ name: String, _ args: [String], tcti: String, in dir: URL, expectSuccess: Bool = true,
           sourceLocation: SourceLocation = #_sourceLocation) async throws -> (Int32, String, String) {
     guard let path = Interop.tool(name, sourceLocation: sourceLocation) else { throw SkipPeer() }
-    let result = try await Interop.offPool { () throws -> (Int32, String, String) in
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        p.currentDirectoryURL = dir
-        var env = ProcessInfo.processInfo.environment
-        env["TPM2TOOLS_TCTI"] = tcti
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
+    let result = try await Interop.run(path, args, environment: ["TPM2TOOLS_TCTI": tcti], directory: dir)
     if expectSuccess {
         #expect(result.0 == 0, "\(name) \(args.joined(separator: " ")) failed: \(result.2)", sourceLocation: sourceLocation)
     }
