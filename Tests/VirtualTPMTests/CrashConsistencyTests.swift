@@ -71,6 +71,12 @@ struct CrashConsistencyTests {
         }
     }
 
+    /// What the writer of one round tells the killer thread.
+    final class Round: Sendable {
+        let writes = Atomic<Int>(0)
+        let writerStopped = Atomic<Bool>(false)
+    }
+
     struct VectorErr: Error, CustomStringConvertible { var description: String; init(_ d: String) { description = d } }
 
     @Test func acknowledgedWritesSurviveKillMinus9() async throws {
@@ -104,9 +110,16 @@ struct CrashConsistencyTests {
             }
             // Write as fast as possible while another OS thread kills the process at a random
             // moment (a thread of its own: the writer's blocking socket I/O must not be able to
-            // starve the kill of a cooperative-pool thread).
-            let killAfter = UInt32.random(in: 5...120)
-            let killer = Thread { usleep(killAfter * 1000); vtpm.killHard() }
+            // starve the kill of a cooperative-pool thread). The moment is random but comes after
+            // this round's first acknowledged write, however slow a loaded machine makes writes:
+            // a kill before any write would test nothing.
+            let killAfter = UInt32.random(in: 0...60)
+            let progress = Round()
+            let killer = Thread {
+                while progress.writes.load(ordering: .acquiring) == 0 && !progress.writerStopped.load(ordering: .acquiring) { usleep(500) }
+                usleep(killAfter * 1000)
+                vtpm.killHard()
+            }
             killer.start()
             while true {
                 do {
@@ -114,16 +127,18 @@ struct CrashConsistencyTests {
                     acknowledged += 1
                     try await tpm.nvWrite(block, data: [UInt8](repeating: lastBlock &+ 1, count: 256), authHandle: .owner)
                     lastBlock &+= 1
+                    progress.writes.add(1, ordering: .releasing)
                 } catch {
                     break
                 }
                 await Task.yield()
             }
+            progress.writerStopped.store(true, ordering: .releasing)
             while !vtpm.reaped { usleep(1000) }
             await tpm.close()
             rounds += 1
         }
         #expect(rounds == 20)
-        #expect(acknowledged > 20, "the writers made progress between kills")
+        #expect(acknowledged >= 20, "every round acknowledged at least one write before its kill")
     }
 }
