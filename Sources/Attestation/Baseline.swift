@@ -128,16 +128,35 @@ public enum Baseline {
         pcrs.compactMap { p in quoted[.sha256, p].map { BaselineComponent(key: "PCR \(p) value", pcr: p, kind: "pcr", name: "sha256 PCR \(p)", value: hexString($0)) } }
     }
 
+    /// The components of a predicted boot — the event log a firmware model computed from a disk
+    /// and keys, not a guest's — in `pcrs`. They explain a predicted baseline's PCR values; they
+    /// never decide (the values do).
+    public static func components(predicted log: EventLog, pcrs: Set<UInt32>) -> [BaselineComponent] {
+        let verified = log.replay(against: log.replay()).verified
+        return components(of: verified, facts: verified.explain()).filter { pcrs.contains($0.pcr) }
+    }
+
     /// A boot against a VM's baseline: component by component, or by PCR value when the
-    /// baseline was set from predicted values.
+    /// baseline was set from predicted values. A predicted baseline decides by its PCR values
+    /// alone; when they differ, the events of the prediction (kept with it) name what changed in
+    /// those PCRs, as a learned baseline's would, and a PCR whose events do not explain its change
+    /// is named by its value.
     public static func diff(_ b: BaselineRecord, current: [BaselineComponent], quoted: PCRValues) -> [BaselineChange] {
-        diff(baseline: b.components, current: b.source == "predicted" ? components(quoted: quoted, pcrs: b.components.map(\.pcr)) : current)
+        guard b.source == "predicted" else { return diff(baseline: b.components, current: current) }
+        let values = b.components.filter { $0.kind == "pcr" }
+        let byValue = diff(baseline: values, current: components(quoted: quoted, pcrs: values.map(\.pcr)))
+        let moved = Set(byValue.map(\.pcr))
+        guard !moved.isEmpty else { return [] }
+        let events = b.components.filter { $0.kind != "pcr" && moved.contains($0.pcr) }
+        let explained = events.isEmpty ? [] : diff(baseline: events, current: current.filter { moved.contains($0.pcr) })
+        let covered = Set(explained.map(\.pcr))
+        return explained + byValue.filter { !covered.contains($0.pcr) }
     }
 
     /// The baseline check, naming the first changes and what to do about them.
     static func check(_ b: BaselineRecord, changes: [BaselineChange]) -> Check {
         Check(.baseline, passed: changes.isEmpty, changes.isEmpty
-            ? "matches the \(b.source) baseline (\(b.components.count) components)"
+            ? "matches the \(b.source) baseline (" + (b.source == "predicted" ? "\(b.components.filter { $0.kind == "pcr" }.count) PCR values" : "\(b.components.count) components") + ")"
             : "\(changes.count) change(s) against the \(b.source) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
               + ". If this was an intended update, approve this boot as the new baseline")
     }

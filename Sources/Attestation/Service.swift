@@ -595,7 +595,9 @@ public final class AttestationService: Sendable {
     }
 
     /// Sets the baseline from expected PCR values (e.g. `tlaunch predict`).
-    public func setPredictedBaseline(vm: String, pcrs: [String: String], now: Date = Date()) async throws -> BaselineRecord {
+    /// Sets the VM's baseline from predicted sha256 PCR values; `log`, the prediction's event log
+    /// (computed by the platform from the disk, never sent by a guest), explains later changes.
+    public func setPredictedBaseline(vm: String, pcrs: [String: String], log: EventLog? = nil, now: Date = Date()) async throws -> BaselineRecord {
         try Self.checkVMName(vm)
         for (k, v) in pcrs {
             guard let p = Int(k), (0..<24).contains(p), v.count == 64, v.allSatisfy(\.isHexDigit) else {
@@ -603,7 +605,9 @@ public final class AttestationService: Sendable {
             }
         }
         guard !pcrs.isEmpty else { throw AttestationServiceError(.badRequest, "pcrs must name at least one PCR", field: "pcrs") }
-        let b = BaselineRecord(vm: vm, source: "predicted", components: Baseline.components(expectedPCRs: pcrs), attestationID: nil, updated: Self.ms(now))
+        let values = Baseline.components(expectedPCRs: pcrs)
+        let events = log.map { Baseline.components(predicted: $0, pcrs: Set(values.map(\.pcr))) } ?? []
+        let b = BaselineRecord(vm: vm, source: "predicted", components: values + events, attestationID: nil, updated: Self.ms(now))
         try await store.putBaseline(b)
         return b
     }

@@ -20,17 +20,19 @@ public struct QEMUInstallation: Sendable, Hashable {
     public var blankVariables: String
     /// "kvm" when an SMM machine starts under KVM here, else "tcg".
     public var accelerator: String
+    /// What builds the VMs' GPT boot disks.
+    var diskTools: BootDisk.Tools
 
-    /// Finds QEMU and OVMF, and test-starts an SMM machine under KVM: an existing /dev/kvm proves
+    /// Finds QEMU, OVMF and the disk tools (sfdisk, mkfs.fat, mcopy), and test-starts an SMM machine under KVM: an existing /dev/kvm proves
     /// nothing (nested KVM may refuse SMM, which OVMF's Secure Boot needs).
     public static func detect() async -> QEMUInstallation? {
         let fm = FileManager.default
         let qemu = ["/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"].first { fm.isExecutableFile(atPath: $0) }
         let secure = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", code = "/usr/share/OVMF/OVMF_CODE_4M.fd", blank = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-        guard let qemu, [secure, code, blank].allSatisfy({ fm.fileExists(atPath: $0) }) else { return nil }
+        guard let qemu, [secure, code, blank].allSatisfy({ fm.fileExists(atPath: $0) }), let tools = BootDisk.Tools.find() else { return nil }
         var accel = "tcg"
         if fm.isReadableFile(atPath: "/dev/kvm"), await probeKVM(qemu) { accel = "kvm" }
-        return QEMUInstallation(qemu: qemu, secureCode: secure, code: code, blankVariables: blank, accelerator: accel)
+        return QEMUInstallation(qemu: qemu, secureCode: secure, code: code, blankVariables: blank, accelerator: accel, diskTools: tools)
     }
 
     /// Starts a paused q35 machine with SMM under KVM: one that is still running after two
@@ -72,7 +74,8 @@ public struct QEMUPaths: Sendable {
         run = URL(fileURLWithPath: "/tmp/tlaunch-vm-\(digest)")
     }
     public var variables: URL { folder.url.appendingPathComponent("OVMF_VARS.fd") }
-    public var esp: URL { folder.url.appendingPathComponent("esp") }
+    /// Where earlier versions exported the ESP as a folder (removed when found).
+    var legacyESPFolder: URL { folder.url.appendingPathComponent("esp") }
     public var console: URL { folder.url.appendingPathComponent("console.log") }
     public var previousConsole: URL { folder.url.appendingPathComponent("console.1.log") }
     public var guestStatus: URL { folder.url.appendingPathComponent("guest-status.json") }
@@ -302,7 +305,7 @@ struct QEMULauncher: Sendable {
         if secure { a += ["-global", "driver=cfi.pflash01,property=secure,value=on"] }
         a += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(secure ? installation.secureCode : installation.code)",
               "-drive", "if=pflash,format=raw,unit=1,file=\(paths.variables.path)",
-              "-drive", "file=fat:\(paths.esp.path),format=raw,if=virtio,readonly=on",
+              "-drive", "file=\(paths.folder.url.appendingPathComponent("disk.img").path),format=raw,if=virtio,readonly=on",
               "-chardev", "socket,id=agent,path=\(paths.agent),server=on,wait=off",
               "-device", "virtio-serial-pci", "-device", "virtserialport,chardev=agent,name=org.tlaunch.agent.0"]
         if plan.vTPM {

@@ -129,8 +129,8 @@ public enum AlertBuilder {
         if components.contains("baseline") {
             recommendations.append("Check the boot (`tlaunch vm show \(vm.name)`, its boot chain and Secure Boot state) and approve it as the VM's first baseline: `tlaunch vm baseline approve \(vm.name)`; or set one from its disk: `tlaunch vm baseline predict \(vm.name)`.")
         }
-        if components.contains("pcr-value") {
-            recommendations.append("The baseline was set from predicted PCR values: predict again for the new image (`tlaunch predict`) or approve this boot: `tlaunch vm baseline approve \(vm.name)`.")
+        if o.baselineSource?.source == "predicted" && !changed.isEmpty {
+            recommendations.append("The baseline was set from predicted PCR values: if the disk changed on purpose, predict again from it (`tlaunch vm baseline predict \(vm.name)`) or approve this boot: `tlaunch vm baseline approve \(vm.name)`.")
         }
         let signers = Set(changed.compactMap(\.toSigner))
         if !signers.isEmpty, components.contains("boot-loader") {

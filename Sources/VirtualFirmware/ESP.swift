@@ -91,41 +91,62 @@ public struct ESP: Sendable {
 
     static let espType = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 
+    /// A GPT disk's table from the disk's first sectors (the primary header at LBA 1 and its
+    /// partition entries): the UEFI_GPT_DATA that firmware measures into PCR 5 (the header, the
+    /// number of partitions in use, their entries in table order) and the EFI System Partition's
+    /// number and first and last LBA.
+    public static func gpt(_ bytes: [UInt8]) throws(FirmwareError) -> (event: [UInt8], partition: Int, start: Int, end: Int) {
+        guard bytes.count >= 1024, Array(bytes[512..<520]) == Array("EFI PART".utf8) else {
+            throw FirmwareError(.invalidImage, stage: "GPT", "no GPT header (\"EFI PART\") at LBA 1")
+        }
+        func u32(_ o: Int) -> Int { Int(bytes[o]) | Int(bytes[o + 1]) << 8 | Int(bytes[o + 2]) << 16 | Int(bytes[o + 3]) << 24 }
+        func u64(_ o: Int) -> Int { u32(o) | u32(o + 4) << 32 }
+        let headerSize = u32(512 + 12)
+        let entriesLBA = u64(512 + 72), count = u32(512 + 80), entrySize = u32(512 + 84)
+        guard (92...512).contains(headerSize), (128...4096).contains(entrySize), count <= 1024,
+              entriesLBA > 0, entriesLBA < Int.max / 512, entriesLBA * 512 + count * entrySize <= bytes.count else {
+            throw FirmwareError(.invalidImage, stage: "GPT", "the GPT header at LBA 1 is inconsistent (header \(headerSize) bytes, \(count) entries of \(entrySize) bytes at LBA \(entriesLBA))")
+        }
+        var used: [[UInt8]] = []
+        var esp: (index: Int, start: Int, end: Int)?
+        for i in 0..<count {
+            let o = entriesLBA * 512 + i * entrySize
+            let e = Array(bytes[o..<o + entrySize])
+            if e[0..<16].allSatisfy({ $0 == 0 }) { continue }
+            used.append(e)
+            let type = EFIGUIDText.text(Array(e[0..<16]))
+            if type == espType, esp == nil {
+                let start = Int(e[32]) | Int(e[33]) << 8 | Int(e[34]) << 16 | Int(e[35]) << 24
+                let end = Int(e[40]) | Int(e[41]) << 8 | Int(e[42]) << 16 | Int(e[43]) << 24
+                esp = (i + 1, start, end)
+            }
+        }
+        guard let p = esp else { throw FirmwareError(.notFound, stage: "GPT", "the disk has no EFI System Partition (type \(espType))") }
+        guard p.start > 0, p.end >= p.start else {
+            throw FirmwareError(.invalidImage, stage: "GPT", "the EFI System Partition's range (LBA \(p.start)–\(p.end)) is empty")
+        }
+        var event = Array(bytes[512..<512 + headerSize])
+        var n = UInt64(used.count)
+        for _ in 0..<8 { event.append(UInt8(truncatingIfNeeded: n)); n >>= 8 }
+        for e in used { event += e }
+        return (event, p.index, p.start, p.end)
+    }
+
+    /// The partitioning of a GPT disk from its first sectors (see `gpt`).
+    public static func gptPartitioning(_ head: [UInt8]) throws(FirmwareError) -> Partitioning {
+        let t = try gpt(head)
+        return .gpt(gptEvent: t.event, partition: t.partition)
+    }
+
     /// Reads a disk image: GPT with an EFI System Partition, or a bare FAT file system.
     public static func image(_ bytes: [UInt8]) throws(FirmwareError) -> ESP {
         if bytes.count >= 1024, Array(bytes[512..<520]) == Array("EFI PART".utf8) {
-            func u32(_ o: Int) -> Int { Int(bytes[o]) | Int(bytes[o + 1]) << 8 | Int(bytes[o + 2]) << 16 | Int(bytes[o + 3]) << 24 }
-            func u64(_ o: Int) -> Int { u32(o) | u32(o + 4) << 32 }
-            let headerSize = u32(512 + 12)
-            let entriesLBA = u64(512 + 72), count = u32(512 + 80), entrySize = u32(512 + 84)
-            guard (92...512).contains(headerSize), (128...4096).contains(entrySize), count <= 1024,
-                  entriesLBA > 0, entriesLBA < Int.max / 512, entriesLBA * 512 + count * entrySize <= bytes.count else {
-                throw FirmwareError(.invalidImage, stage: "GPT", "the GPT header at LBA 1 is inconsistent (header \(headerSize) bytes, \(count) entries of \(entrySize) bytes at LBA \(entriesLBA))")
+            let t = try gpt(bytes)
+            guard (t.end + 1) * 512 <= bytes.count else {
+                throw FirmwareError(.invalidImage, stage: "GPT", "the EFI System Partition (LBA \(t.start)–\(t.end)) is not inside the image")
             }
-            var used: [[UInt8]] = []
-            var esp: (index: Int, start: Int, end: Int)?
-            for i in 0..<count {
-                let o = entriesLBA * 512 + i * entrySize
-                let e = Array(bytes[o..<o + entrySize])
-                if e[0..<16].allSatisfy({ $0 == 0 }) { continue }
-                used.append(e)
-                let type = EFIGUIDText.text(Array(e[0..<16]))
-                if type == espType, esp == nil {
-                    let start = Int(e[32]) | Int(e[33]) << 8 | Int(e[34]) << 16 | Int(e[35]) << 24
-                    let end = Int(e[40]) | Int(e[41]) << 8 | Int(e[42]) << 16 | Int(e[43]) << 24
-                    esp = (i + 1, start, end)
-                }
-            }
-            guard let p = esp else { throw FirmwareError(.notFound, stage: "GPT", "the disk has no EFI System Partition (type \(espType))") }
-            guard p.start > 0, p.end >= p.start, (p.end + 1) * 512 <= bytes.count else {
-                throw FirmwareError(.invalidImage, stage: "GPT", "the EFI System Partition (LBA \(p.start)–\(p.end)) is not inside the image")
-            }
-            var event = Array(bytes[512..<512 + headerSize])
-            var n = UInt64(used.count)
-            for _ in 0..<8 { event.append(UInt8(truncatingIfNeeded: n)); n >>= 8 }
-            for e in used { event += e }
-            let fat = try FATFileSystem(Array(bytes[p.start * 512..<(p.end + 1) * 512]))
-            return ESP(files: try fat.files(), partitioning: .gpt(gptEvent: event, partition: p.index))
+            let fat = try FATFileSystem(Array(bytes[t.start * 512..<(t.end + 1) * 512]))
+            return ESP(files: try fat.files(), partitioning: .gpt(gptEvent: t.event, partition: t.partition))
         }
         let fat = try FATFileSystem(bytes)
         return ESP(files: try fat.files(), partitioning: .none)

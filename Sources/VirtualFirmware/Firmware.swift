@@ -93,7 +93,7 @@ public struct VirtualFirmware: Sendable {
 
     /// Boots `esp`: every measurement goes to the event log and, when `tpm` is given, is
     /// extended into it (after TPM2_Startup, as firmware does at power-on).
-    public func launch(esp: ESP, tpm: VirtualTPM? = nil) throws(FirmwareError) -> LaunchReport {
+    public func launch(esp: ESP, tpm: (any FirmwareTPM)? = nil) throws(FirmwareError) -> LaunchReport {
         var run = try Run(settings: settings, model: model, esp: esp, tpm: tpm, databases: databases, cache: cache)
         run.boot()
         return run.report
@@ -103,12 +103,28 @@ public struct VirtualFirmware: Sendable {
     public func predict(esp: ESP) throws(FirmwareError) -> LaunchReport { try launch(esp: esp, tpm: nil) }
 }
 
+/// The TPM as the firmware sees it: a device that powers on (a TPM reset) and answers one command
+/// at a time, synchronously, as a CRB interface does. Any TPM engine in this process can serve a
+/// boot; the platform's vTPM is one.
+public protocol FirmwareTPM: Sendable {
+    /// Platform reset: PCRs back to their reset values, sessions and transient objects gone.
+    func powerOn()
+    /// One command at locality 0, one response.
+    func handle(_ command: [UInt8], locality: UInt8) -> [UInt8]
+}
+
+extension FirmwareTPM {
+    func handle(_ command: [UInt8]) -> [UInt8] { handle(command, locality: 0) }
+}
+
+extension VirtualTPM: FirmwareTPM {}
+
 /// One boot in progress.
 struct Run {
     let settings: FirmwareSettings
     let model: VirtualFirmware.Model
     let esp: ESP
-    let tpm: VirtualTPM?
+    let tpm: (any FirmwareTPM)?
     let store: VariableStore?
     var builder: EventLogBuilder
     var report: LaunchReport
@@ -123,7 +139,7 @@ struct Run {
     var preparedImages: [String: PreparedImage] = [:]
     var mok: (SignatureDatabase, [UInt8])?
 
-    init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: VirtualTPM?,
+    init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: (any FirmwareTPM)?,
          databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?, cache: DecisionCache?) throws(FirmwareError) {
         if settings.securityType == .standard {
             if settings.secureBoot { throw FirmwareError(.invalidSettings, stage: "settings", "a Standard VM has no Secure Boot: deploy it as TrustedLaunch, or turn Secure Boot off") }

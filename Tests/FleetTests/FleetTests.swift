@@ -358,7 +358,11 @@ struct MonitoringTests {
             #expect(try await p.service.history(vm: "pred", limit: 1).first?.checks.contains { $0.name == "baseline" && $0.reason.contains("predicted") } == true)
             _ = try await SampleFleet.replaceBootLoader(p.fleet, vm: "pred", say: { _ in })
             let alert = try #require(try await p.fleet.store.alerts(vm: "pred", status: .active).first)
-            #expect(alert.evidence.contains { $0.component == "pcr-value" && $0.pcr == 4 })
+            // The prediction's own events name what changed in PCR 4: the boot loader, its file,
+            // its signer — not only "PCR 4 changed".
+            #expect(alert.evidence.contains { $0.component == "boot-loader" && $0.pcr == 4 && $0.name.lowercased().contains("grubx64.efi") && $0.toSigner != nil },
+                    "\(alert.evidence.map(\.detail))")
+            #expect(!alert.evidence.contains { $0.component == "pcr-value" && $0.pcr == 4 }, "\(alert.evidence.map(\.detail))")
             #expect(alert.recommendations.contains { $0.contains("predicted PCR values") })
             // A Standard VM has nothing to predict.
             _ = try await p.fleet.deploy(DeployRequest(name: "plain", image: "legacy-bios", securityType: "Standard", start: false))

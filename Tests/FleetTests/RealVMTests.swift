@@ -98,6 +98,18 @@ struct RealVMTests {
             #expect(second.passed && second.rebooted == true, "\(second.checks.filter { !$0.passed }.map(\.reason))")
             #expect(FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/console.1.log").path), "the previous boot's console is kept")
 
+            // grub.cfg edited on the disk (Secure Boot does not cover it): a new boot disk with
+            // the same GPT; the guest boots, its agent attests the change, and the alert names the
+            // kernel command line — and only that: PCR 5 (the GPT) did not move.
+            let alert = try await SampleFleet.weakenKernelCommandLine(p.fleet, vm: name, say: { _ in })
+            vm = try await p.fleet.require(name)
+            #expect(vm.powerState == .running && vm.bootCount == 3 && vm.bootIntegrity == .unhealthy, "boot 3: \(vm.lastBoot?.failure ?? "") \(vm.bootIntegrity)")
+            let changed = try #require(alert, "an alert for the edited kernel command line")
+            #expect(changed.kind == "boot-integrity" && changed.title.lowercased().contains("kernel command line"), "\(changed.title)")
+            #expect(changed.evidence.contains { $0.detail.contains("apparmor=0") }, "\(changed.evidence.map(\.detail))")
+            #expect(!changed.title.contains("PCR 5") && !changed.evidence.contains { $0.detail.contains("PCR 5") }, "the disk's GPT kept its identity: \(changed.evidence.map(\.detail))")
+            _ = try await p.fleet.approveBaseline(name)
+
             // kill -9 of QEMU: power state Failed, and an alert that says so.
             let pid = try #require(Int32((try String(contentsOf: p.dir.appendingPathComponent("vms/\(name)/qemu.pid"), encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
             #expect(kill(pid, SIGKILL) == 0)

@@ -1,0 +1,154 @@
+import Attestation
+import Foundation
+import VirtualFirmware
+
+/// A VM as the API and `--json` show it: the Azure Resource Manager shape cloud users know.
+public struct VMView: Sendable, Codable, Hashable {
+    public struct SecurityProfile: Sendable, Codable, Hashable {
+        public struct UEFISettings: Sendable, Codable, Hashable { public var secureBootEnabled: Bool; public var vTpmEnabled: Bool }
+        public var securityType: String
+        public var uefiSettings: UEFISettings
+    }
+    public struct Monitoring: Sendable, Codable, Hashable {
+        public var enabled: Bool
+        public var bootIntegrity: String
+        public var lastAttestation: String?
+        public var attestationIntervalSeconds: Int
+        public var guestAgent: String
+        enum CodingKeys: String, CodingKey { case enabled, bootIntegrity, lastAttestation, attestationIntervalSeconds, guestAgent }
+        /// `lastAttestation` is null (not absent) before the first attestation, as ARM writes it.
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(enabled, forKey: .enabled)
+            try c.encode(bootIntegrity, forKey: .bootIntegrity)
+            try c.encode(lastAttestation, forKey: .lastAttestation)
+            try c.encode(attestationIntervalSeconds, forKey: .attestationIntervalSeconds)
+            try c.encode(guestAgent, forKey: .guestAgent)
+        }
+    }
+    public struct AlertRef: Sendable, Codable, Hashable {
+        public var id: String; public var severity: String; public var status: String; public var title: String; public var created: String
+    }
+    public var name: String
+    public var image: String
+    public var hypervisor: String
+    public var powerState: String
+    public var securityProfile: SecurityProfile
+    public var integrityMonitoring: Monitoring
+    public var alerts: [AlertRef]
+    public var version: Int64
+    public var created: String
+    public var bootCount: Int
+    public var lastBoot: BootSummary?
+
+    /// The record as the API shows it, with its active alerts among `alerts`.
+    public init(_ vm: VMRecord, alerts active: [Alert]) {
+        self.init(name: vm.name, image: vm.image, hypervisor: vm.hypervisor, powerState: vm.powerState.rawValue,
+                          securityProfile: .init(securityType: vm.securityType.rawValue, uefiSettings: .init(secureBootEnabled: vm.secureBoot, vTpmEnabled: vm.vTPM)),
+                          integrityMonitoring: .init(enabled: vm.integrityMonitoring, bootIntegrity: vm.bootIntegrity.rawValue,
+                                                     lastAttestation: vm.lastAttestation.map(Time.rfc3339), attestationIntervalSeconds: vm.attestationInterval,
+                                                     guestAgent: vm.guestAgent.rawValue),
+                          alerts: active.filter { $0.vm == vm.name && $0.status == .active }.map { .init(id: $0.id, severity: $0.severity.rawValue, status: $0.status.rawValue, title: $0.title, created: $0.created) },
+                          version: vm.version, created: Time.rfc3339(vm.created), bootCount: vm.bootCount, lastBoot: vm.lastBoot)
+    
+    }
+
+    public init(name: String, image: String, hypervisor: String, powerState: String, securityProfile: SecurityProfile, integrityMonitoring: Monitoring,
+                alerts: [AlertRef], version: Int64, created: String, bootCount: Int, lastBoot: BootSummary?) {
+        self.name = name; self.image = image; self.hypervisor = hypervisor; self.powerState = powerState; self.securityProfile = securityProfile
+        self.integrityMonitoring = integrityMonitoring; self.alerts = alerts; self.version = version; self.created = created; self.bootCount = bootCount; self.lastBoot = lastBoot
+    }
+}
+
+/// One line of the Secured-core-style readiness checklist.
+public struct ChecklistItem: Sendable, Codable, Hashable {
+    public enum State: String, Sendable, Codable { case met = "Met", notMet = "Not met", notApplicable = "Not applicable" }
+    public var requirement: String
+    public var state: State
+    public var why: String
+}
+
+/// Where a VM's baseline comes from, in words: trust on first use is shown, never silent.
+public struct BaselineSummary: Sendable, Codable, Hashable {
+    /// learn, approve or predicted: how the first baseline is set.
+    public var mode: String
+    /// learned, approved, predicted; nil when the VM has none yet.
+    public var source: String?
+    public var since: String?
+    public var attestationId: String?
+    public var components: Int?
+    public var description: String
+    public init(mode: String, source: String?, since: String?, attestationId: String?, components: Int?, description: String) {
+        self.mode = mode; self.source = source; self.since = since; self.attestationId = attestationId; self.components = components; self.description = description
+    }
+}
+
+/// The VM's overview: its view, the checklist, recommendations, timeline and attestations.
+public struct VMOverview: Sendable, Codable, Hashable {
+    public var vm: VMView
+    /// The VM's boot baseline: how the first one is set, where the current one came from.
+    public var baseline: BaselineSummary?
+    public var checklist: [ChecklistItem]
+    public var recommendations: [String]
+    public var timeline: [VMEvent]
+    public var attestations: [AttestationOutcome]
+    public init(vm: VMView, baseline: BaselineSummary?, checklist: [ChecklistItem], recommendations: [String], timeline: [VMEvent], attestations: [AttestationOutcome]) {
+        self.vm = vm; self.baseline = baseline; self.checklist = checklist; self.recommendations = recommendations; self.timeline = timeline; self.attestations = attestations
+    }
+}
+
+/// What the overview recommends and checks for a VM: pure functions of its record.
+extension VMRecord {
+    public var recommendations: [String] {
+        let vm = self
+        var out: [String] = []
+        if vm.securityType == .standard {
+            out.append("Standard VMs have no Secure Boot, vTPM or integrity monitoring. Trusted Launch can only be chosen at deployment: deploy a new VM (Trusted Launch is the default) and move the workload.")
+            return out
+        }
+        if !vm.secureBoot { out.append("Turn Secure Boot on so only signed boot loaders and kernels run: tlaunch vm stop \(vm.name); tlaunch vm update \(vm.name) --secure-boot true") }
+        if !vm.vTPM { out.append("Turn the vTPM on for measured boot and attestation: tlaunch vm stop \(vm.name); tlaunch vm update \(vm.name) --vtpm true") }
+        if vm.vTPM, !vm.integrityMonitoring { out.append("Turn on integrity monitoring to be alerted when the boot changes: tlaunch vm update \(vm.name) --integrity-monitoring true") }
+        if vm.integrityMonitoring, vm.bootIntegrity == .unhealthy { out.append("Boot integrity is unhealthy: read the active alert (tlaunch alert list --vm \(vm.name))") }
+        return out
+    }
+
+    /// A Secured-core-style readiness checklist for the VM, each item with why.
+    /// A Secured-core-style readiness checklist, each item with why.
+    public var checklist: [ChecklistItem] {
+        let vm = self
+        let tl = vm.securityType == .trustedLaunch
+        let booted = vm.lastBoot
+        var out: [ChecklistItem] = []
+        out.append(tl && vm.vTPM
+            ? ChecklistItem(requirement: "TPM 2.0", state: .met, why: "a vTPM (TPM 2.0, EK certificate from the platform's vTPM CA, state encrypted at rest)")
+            : ChecklistItem(requirement: "TPM 2.0", state: .notMet, why: tl ? "the vTPM is off: stop the VM and turn it on (--vtpm true)" : "Standard VMs have no vTPM: redeploy as TrustedLaunch"))
+        if tl && vm.secureBoot {
+            if let b = booted, b.succeeded, !b.secureBootEnforced {
+                out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: "on in the settings, but the last boot ran without enforcement (no PK in the VM's store)"))
+            } else {
+                out.append(ChecklistItem(requirement: "Secure Boot", state: .met, why: booted?.secureBootEnforced == true ? "enforced at the last boot: every boot image was verified against db and dbx" : "on (enforced from the first boot)"))
+            }
+        } else {
+            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: tl ? "off: stop the VM and turn it on (--secure-boot true)" : "Standard VMs have no Secure Boot: redeploy as TrustedLaunch"))
+        }
+        if tl && vm.vTPM {
+            if let b = booted, b.measured {
+                out.append(ChecklistItem(requirement: "Measured boot", state: .met, why: "boot \(b.number) measured \(b.events) events into the vTPM's PCRs with a TCG event log"))
+            } else {
+                out.append(ChecklistItem(requirement: "Measured boot", state: .met, why: "the firmware will measure every boot into the vTPM (not booted yet)"))
+            }
+        } else {
+            out.append(ChecklistItem(requirement: "Measured boot", state: .notMet, why: "nothing is measured without a vTPM"))
+        }
+        switch (vm.integrityMonitoring, vm.bootIntegrity) {
+        case (true, .healthy): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .met, why: "the last attestation (\(vm.lastAttestation.map(Time.rfc3339) ?? "-")) passed"))
+        case (true, .unhealthy): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet, why: "monitored, but the last attestation failed: see the active alert"))
+        case (true, _): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet, why: "monitored; waiting for the first attestation of this boot"))
+        case (false, _): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet, why: tl && vm.vTPM ? "integrity monitoring is off: tlaunch vm update \(vm.name) --integrity-monitoring true" : "needs Trusted Launch with a vTPM"))
+        }
+        out.append(ChecklistItem(requirement: "DMA protection", state: .notApplicable, why: "the \(vm.hypervisor) hypervisor gives the guest no DMA-capable (passed-through) devices; with device passthrough a virtual IOMMU would be required"))
+        out.append(ChecklistItem(requirement: "System Guard (DRTM)", state: .notMet, why: "the virtual firmware provides a static root of trust (SRTM: firmware → boot loader → kernel measured from reset); no dynamic launch (Intel TXT / AMD SKINIT) is offered to guests"))
+        return out
+    }
+}
