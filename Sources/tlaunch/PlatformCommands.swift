@@ -138,9 +138,11 @@ struct PlatformDemo: AsyncParsableCommand {
         abstract: "Run the TrustedLaunch platform story end to end (a temporary platform; prints the overviews and the alert).")
     @Option(help: "HOST:PORT (default: a free port on 127.0.0.1).") var listen = "127.0.0.1:0"
     @Option(help: "Keep the platform's data in this folder (default: a temporary folder, removed at the end).") var data: String?
+    @Option(help: "End with a real VM (QEMU + OVMF, its own agent inside): auto (where QEMU, OVMF and the guest kit are usable), yes, or no.") var realVM = "auto"
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
+        guard ["auto", "yes", "no"].contains(realVM) else { throw ValidationError("--real-vm is auto, yes or no") }
         let root = data.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-demo-\(UUID().uuidString.prefix(8))")
         let folder = DataFolder(root: root)
         say("Starting an embedded platform (SQLite, simulated hypervisor, vTPMs, attestation service) in \(root.path)")
@@ -211,9 +213,51 @@ struct PlatformDemo: AsyncParsableCommand {
         say("tlaunch agent status, inside \(SampleFleet.healthy)")
         if let s = await fleet.guestStatus(SampleFleet.healthy) { emit(AgentCommand.Status.render(s), terminator: "") }
 
+        try await realGuest(fleet)
+
         say("tlaunch vm list")
         emit(Render.fleet(try await fleet.list()))
         say("tlaunch vm show \(SampleFleet.healthy) --json")
         try emitJSON(try await fleet.view(try await fleet.require(SampleFleet.healthy)))
+    }
+
+    /// A real VM: Debian's shim, grub and kernel under OVMF with Secure Boot, our vTPM over the
+    /// swtpm protocol, and the guest's own agent, whose status is what the guest itself reports.
+    func realGuest(_ fleet: Fleet) async throws {
+        guard realVM != "no" else { return }
+        let kit: Bool = if case .success = GuestKit.detect() { true } else { false }
+        guard let qemu = fleet.qemu, kit, ImageCatalog.available("debian-12") else {
+            if realVM == "yes" {
+                throw CLIError("--real-vm yes: real VMs need QEMU and Debian's OVMF, fdisk, dosfstools, mtools, busybox-static, linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
+            }
+            say("A real VM: skipped (QEMU, OVMF or the guest kit is not usable here; --real-vm yes says what is missing)")
+            return
+        }
+        let name = "real-01"
+        say("tlaunch vm create \(name) --image debian-12 --hypervisor qemu --integrity-monitoring true --baseline predicted")
+        detail("a real VM (QEMU \(qemu.accelerator)\(qemu.accelerator == "tcg" ? ": about a minute" : "")): OVMF with Secure Boot, shim → grub → kernel, our vTPM, the agent in its initramfs")
+        let vm = try await fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu", baseline: "predicted"))
+        guard vm.powerState == .running else { throw CLIError("\(name) did not boot: \(vm.lastBoot?.failure ?? "?")") }
+        detail("boot \(vm.lastBoot?.number ?? 0): \(vm.lastBoot?.firmware ?? "?"); Secure Boot \(vm.lastBoot?.secureBootEnforced == true ? "enforced" : "not enforced"); boot integrity \(vm.bootIntegrity.display)")
+        say("tlaunch vm console \(name)   (the agent's own lines, inside the guest)")
+        // The agent prints its verdict after the service answered: give it a moment to arrive.
+        var lines: [String] = []
+        for _ in 0..<120 {
+            lines = ConsoleText.printable(try await fleet.console(name)).split(separator: "\n").map(String.init).filter { $0.contains("tlaunch-agent:") || $0.contains("TLAUNCH-GUEST: up") }
+            if lines.contains(where: { $0.contains("Attestation PASSED") || $0.contains("Attestation FAILED") }) { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        // The guest's init, then its agent's last verdict with its checks.
+        let verdict = lines.lastIndex { $0.contains("Attestation PASSED") || $0.contains("Attestation FAILED") }
+        let shown = lines.filter { $0.contains("TLAUNCH-GUEST: up") }.prefix(1) + (verdict.map { lines[$0...].prefix(12) } ?? lines.suffix(8))
+        for l in shown { detail(String(l.prefix(160))) }
+        say("tlaunch vm guest \(name)   (what the agent inside the real guest reported of itself)")
+        var status: GuestStatus?
+        for _ in 0..<120 {
+            status = await fleet.guestStatus(name)
+            if status != nil { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        if let status { emit(AgentCommand.Status.render(status), terminator: "") } else { detail("the guest has not reported its status yet") }
     }
 }

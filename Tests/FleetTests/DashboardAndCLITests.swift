@@ -283,6 +283,14 @@ struct CommandLineTests {
                      "==> Done"] {
             #expect(out.contains(line), "missing: \(line)")
         }
+        // Where real VMs run, the demo ends with one: its own agent's lines and status.
+        if Interop.required || out.contains("tlaunch vm create real-01") {
+            for line in ["tlaunch vm create real-01 --image debian-12 --hypervisor qemu", "Secure Boot enforced; boot integrity Healthy",
+                         "tlaunch-agent: Attestation PASSED for real-01", "what the agent inside the real guest reported of itself"] {
+                #expect(out.contains(line), "missing: \(line) — \(out.suffix(1500))")
+            }
+            #expect(out.components(separatedBy: "Secure Boot State:     On").count == 3, "the simulated guest's status and the real guest's")
+        }
         #expect(!out.contains("a bug"))
     }
 }
