@@ -25,6 +25,8 @@ public final class Fleet: Sendable {
     public let silentIntervals: Int
     let locks = KeyedLocks()
     let progress: @Sendable (String) -> Void
+    /// What each VM's current (or last) deploy, start or restart did, step by step.
+    let activityLog: ActivityLog
     /// What every hypervisor driver shares: folders, keys, the firmware's cache, the service's address.
     let context: HypervisorContext
     /// The drivers, by the name VM records carry.
@@ -38,9 +40,16 @@ public final class Fleet: Sendable {
                 qemu: QEMUInstallation? = nil, bootTimeout: Duration = .seconds(300),
                 progress: @escaping @Sendable (String) -> Void = { _ in }) {
         self.store = store; self.service = service; self.root = dataFolder.root
-        self.images = ImageCatalog(dataFolder: dataFolder.root, keysDirectory: dataFolder.secureBootKeys, progress: progress)
-        self.webhooks = webhooks; self.silentIntervals = max(1, silentIntervals); self.logger = logger; self.progress = progress
-        context = HypervisorContext(root: dataFolder.root, hostKey: hostKey, authority: authority, logger: logger, progress: progress)
+        // Progress goes to the caller and to the activity of the VM whose operation made it.
+        let activity = ActivityLog()
+        let sink: @Sendable (String) -> Void = { message in
+            activity.note(message)
+            progress(message)
+        }
+        self.activityLog = activity
+        self.images = ImageCatalog(dataFolder: dataFolder.root, keysDirectory: dataFolder.secureBootKeys, progress: sink)
+        self.webhooks = webhooks; self.silentIntervals = max(1, silentIntervals); self.logger = logger; self.progress = sink
+        context = HypervisorContext(root: dataFolder.root, hostKey: hostKey, authority: authority, logger: logger, progress: sink)
         simulated = SimulatedHypervisor(context: context)
         qemuDriver = QEMUHypervisor(installation: qemu, bootTimeout: bootTimeout, context: context)
         qemuDriver.observe { [weak self] event in await self?.handle(event) }
@@ -62,6 +71,28 @@ public final class Fleet: Sendable {
             guard let vm = try? await mutate(name, { $0.powerState = .failed }) else { return }
             try? await store.appendEvent(vm: name, kind: "crashed", message: "QEMU \(how); the VM is off (tlaunch vm start \(name) boots it again)")
             try? await raise(AlertBuilder.crashed(vm, how: how, console: console))
+        }
+    }
+
+    /// What the platform is doing to the VM (or did in its last deploy, start or restart).
+    public func activity(_ name: String) async throws -> VMActivity {
+        _ = try await require(name)
+        return activityLog.activity(name)
+    }
+
+    /// Runs a deploy, start, restart or resume of `name` with its progress recorded as the VM's
+    /// activity (an operation inside another of the same VM adds to it).
+    func tracked(_ name: String, _ operation: String, _ body: () async throws -> VMRecord) async throws -> VMRecord {
+        if ActivityLog.vm == name { return try await body() }
+        activityLog.begin(name, operation: operation)
+        do {
+            let vm = try await ActivityLog.$vm.withValue(name) { try await body() }
+            let boot = vm.lastBoot.map { " — boot \($0.number) " + ($0.succeeded ? "reached \($0.kernel ?? "the OS")" : "failed: \($0.failure ?? "?")") } ?? ""
+            activityLog.end(name, "\(vm.powerState.rawValue)\(boot)" + (vm.integrityMonitoring ? "; boot integrity \(vm.bootIntegrity.display)" : ""))
+            return vm
+        } catch {
+            activityLog.end(name, "\(operation) failed: \(error)")
+            throw error
         }
     }
 
@@ -125,6 +156,10 @@ public final class Fleet: Sendable {
     /// (unless `start` is false), which with integrity monitoring is its first attestation.
     public func deploy(_ r: DeployRequest) async throws -> VMRecord {
         let vm = try await plan(r)
+        return try await tracked(vm.name, "deploy") { try await deploy(vm, r) }
+    }
+
+    func deploy(_ vm: VMRecord, _ r: DeployRequest) async throws -> VMRecord {
         _ = try images.disk(try await image(vm.image))   // build the image before taking the name
         try await locks.with(vm.name) {
             let fm = FileManager.default

@@ -13,6 +13,10 @@ import VirtualTPM
 /// files written onto a VM's disk. Each runs under the VM's lock, on the VM's hypervisor.
 extension Fleet {
     public func start(_ name: String) async throws -> VMRecord {
+        try await tracked(name, "start") { try await startNow(name) }
+    }
+
+    func startNow(_ name: String) async throws -> VMRecord {
         let vm: VMRecord = try await locks.with(name) {
             let vm = try await require(name)
             guard vm.powerState != .running else {
@@ -24,6 +28,10 @@ extension Fleet {
     }
 
     public func restart(_ name: String) async throws -> VMRecord {
+        try await tracked(name, "restart") { try await restartNow(name) }
+    }
+
+    func restartNow(_ name: String) async throws -> VMRecord {
         let vm: VMRecord = try await locks.with(name) {
             let vm = try await require(name)
             guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(name) is stopped: tlaunch vm start \(name)") }
@@ -92,6 +100,7 @@ extension Fleet {
             guard try await store.deleteVM(name) else { throw FleetError(.notFound, "no VM named \(name)") }
             try? FileManager.default.removeItem(at: folder(name).url)
             try await service.forget(vm: name)
+            activityLog.forget(name)
             try await resolve(vm: name, kinds: nil, resolution: "the VM was deleted")
             _ = try await store.db.query("DELETE FROM fleet_events WHERE vm = ?", [.text(name)])
             logger.info("deleted", metadata: ["vm": .string(name)])

@@ -152,3 +152,23 @@ extension VMRecord {
         return out
     }
 }
+
+/// What the platform is doing to a VM right now, step by step (building its disk, starting QEMU,
+/// the guest's agent up, attested): the progress the CLI and the dashboard show while a deploy,
+/// start or restart runs, and the steps of the last one after it ended.
+public struct VMActivity: Sendable, Codable, Hashable {
+    public struct Step: Sendable, Codable, Hashable {
+        public var time: String
+        public var message: String
+        public init(time: String, message: String) { self.time = time; self.message = message }
+    }
+    public var vm: String
+    /// The operation ("deploy", "start", "restart", "resume"), nil before the first.
+    public var operation: String?
+    /// True while it runs.
+    public var busy: Bool
+    public var steps: [Step]
+    public init(vm: String, operation: String?, busy: Bool, steps: [Step]) {
+        self.vm = vm; self.operation = operation; self.busy = busy; self.steps = steps
+    }
+}

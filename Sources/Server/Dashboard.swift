@@ -32,10 +32,10 @@ enum Dashboard {
 
     static func form(_ body: String) -> [String: String] { FormBody.parse(body) }
 
-    static func page(_ title: String, _ body: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+    static func page(_ title: String, _ body: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:], refresh: Int? = nil) -> Response {
         let html = """
         <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">\(refresh.map { "<meta http-equiv=\"refresh\" content=\"\($0)\">" } ?? "")
         <title>\(escape(title)) · TrustedLaunch</title>
         <style>
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}
@@ -151,6 +151,14 @@ enum Dashboard {
             }
             let v = o.vm
             var body = "<h1>\(escape(v.name))</h1>"
+            // What the platform is doing to it now (the page refreshes itself until it is done), or did last.
+            let activity = try? await fleet.activity(name)
+            if let a = activity, !a.steps.isEmpty {
+                let steps = "<ol id=\"activity\">" + a.steps.map { "<li><span class=\"muted\">\(escape($0.time))</span> \(escape($0.message))</li>" }.joined() + "</ol>"
+                body += a.busy
+                    ? "<div class=\"card\"><h2>In progress: \(escape(a.operation ?? "operation"))</h2>\(steps)</div>"
+                    : "<details><summary>Last \(escape(a.operation ?? "operation")): \(escape(a.steps.last?.message ?? ""))</summary>\(steps)</details>"
+            }
             body += """
             <div class="card"><table id="overview"><tbody>
             <tr><th>Security type</th><td>\(securityType(v.securityProfile.securityType))</td></tr>
@@ -197,7 +205,7 @@ enum Dashboard {
                 let tail = ConsoleText.printable(String(console.suffix(12_000))).split(separator: "\n", omittingEmptySubsequences: false).suffix(60).joined(separator: "\n")
                 body += "<h2>Console (boot \(v.bootCount))</h2><p class=\"muted\">tlaunch vm console \(escape(v.name)) --follow</p><pre id=\"console\">\(escape(tail))</pre>"
             }
-            return page(v.name, body)
+            return page(v.name, body, refresh: activity?.busy == true ? 3 : nil)
         }
 
         router.post("/vms/{vm}/action") { request, context -> Response in

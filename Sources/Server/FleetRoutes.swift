@@ -118,6 +118,11 @@ extension APIServer {
             headers[.contentType] = "text/plain; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
         }
+        v1.get("vms/{vm}/activity") { _, context -> Response in
+            let n = try vm(context)
+            try authorize(context, [.admin, .reader])
+            return try json(encodable: try await fleet.activity(n))
+        }
         v1.get("vms/{vm}/guest") { _, context -> Response in
             let n = try vm(context)
             try authorize(context, [.admin, .reader])

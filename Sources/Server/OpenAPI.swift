@@ -29,6 +29,7 @@ enum OpenAPIDocument {
         Op(method: "post", path: "/v1/vms/{vm}/baseline/predict", summary: "Set the baseline from the PCRs the virtual firmware predicts for the VM's disk", roles: "admin", body: nil, response: "Baseline", errors: [400, 401, 403, 404, 409]),
         Op(method: "put", path: "/v1/vms/{vm}/disk", summary: "Write a file onto the VM's boot disk (?path=/EFI/…; body: the bytes)", roles: "admin", body: "Bytes", response: "VM", errors: [400, 401, 403, 404, 413]),
         Op(method: "get", path: "/v1/vms/{vm}/console", summary: "A real VM's serial console as text (?previous=true: the previous boot's)", roles: "admin, reader", body: nil, response: "Text", errors: [400, 401, 403, 404]),
+        Op(method: "get", path: "/v1/vms/{vm}/activity", summary: "What the platform is doing to the VM, step by step (its current or last deploy, start, restart)", roles: "admin, reader", body: nil, response: "VMActivity", errors: [400, 401, 403, 404]),
         Op(method: "get", path: "/v1/vms/{vm}/guest", summary: "The guest's own view: Secure Boot state, TPM, measured boot log, last attestation", roles: "admin, reader", body: nil, response: "GuestStatus", errors: [401, 403, 404, 409]),
         Op(method: "get", path: "/v1/images", summary: "Images (generation, source)", roles: "admin, reader", body: nil, response: "ImageList", errors: [401, 403]),
         Op(method: "get", path: "/v1/images/{image}", summary: "One image: boot chain, signers, db authorities", roles: "admin, reader", body: nil, response: "ImageDetails", errors: [401, 403, 404]),
@@ -81,6 +82,9 @@ enum OpenAPIDocument {
             "requiredKernelArguments": ["type": "array", "items": ["type": "string"]], "allowedBootDigests": ["type": "array", "items": ["type": "string"]],
             "dbxMustContain": ["type": "array", "items": ["type": "string"]], "imaAllowlist": ["type": "object", "additionalProperties": ["type": "array", "items": ["type": "string"]]],
             "imaExcludes": ["type": "array", "items": ["type": "string"]]], "additionalProperties": false],
+        "VMActivity": ["type": "object", "required": ["vm", "busy", "steps"], "properties": [
+            "vm": ["type": "string"], "operation": ["type": "string", "enum": ["deploy", "start", "restart", "resume"]], "busy": ["type": "boolean", "description": "true while the operation runs"],
+            "steps": ["type": "array", "items": ["type": "object", "required": ["time", "message"], "properties": ["time": ["type": "string", "format": "date-time"], "message": ["type": "string"]]]]]],
     ] }
 
     static func text(serverURL: String) -> String {

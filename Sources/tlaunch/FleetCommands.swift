@@ -37,6 +37,27 @@ struct API {
 
     func get<T: Decodable>(_ path: String, as: T.Type) async throws -> T { try decode(T.self, try await send("GET", path)) }
 
+    /// Runs `work` (a deploy, start or restart of `vm`) while printing the platform's progress on
+    /// it to stderr, step by step, as the platform reports it (`GET /v1/vms/{vm}/activity`).
+    func following<T: Sendable>(_ vm: String, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+        let path = "/v1/vms/\(API.escape(vm))/activity"
+        let watcher = Task {
+            var printed = 0, current = false
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(700))
+                guard let a = try? await get(path, as: VMActivity.self) else { continue }
+                // Steps of an earlier operation are not this one's: wait until one is under way.
+                if a.busy && !current { current = true; printed = 0 }
+                guard current else { continue }
+                for step in a.steps.dropFirst(printed) { FileHandle.standardError.write(Data("  … \(ConsoleText.printable(step.message))\n".utf8)) }
+                printed = a.steps.count
+                if !a.busy { break }
+            }
+        }
+        defer { watcher.cancel() }
+        return try await work()
+    }
+
     func call<T: Decodable>(_ method: String, _ path: String, _ body: some Encodable, as: T.Type) async throws -> T {
         try decode(T.self, try await send(method, path, body: try JSONEncoder().encode(body)))
     }
@@ -155,7 +176,7 @@ struct VMCommand: AsyncParsableCommand {
                                     vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
                                     hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline)
             let api = API(client)
-            let vm = try await api.call("POST", "/v1/vms", req, as: VMView.self)
+            let vm = try await api.following(name) { try await api.call("POST", "/v1/vms", req, as: VMView.self) }
             if json { try printJSON(vm); return }
             print("Deployed \(vm.name): \(Render.securityType(vm.securityProfile.securityType)), \(vm.powerState)")
             let o = try await api.get("/v1/vms/\(API.escape(vm.name))/overview", as: VMOverview.self)
@@ -201,7 +222,9 @@ struct VMCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
         func run(_ action: String) async throws {
             let api = API(client)
-            let vm = try decodeVM(try await api.send("POST", "/v1/vms/\(API.escape(name))/\(action)"), api)
+            let path = "/v1/vms/\(API.escape(name))/\(action)"
+            let body = action == "stop" ? try await api.send("POST", path) : try await api.following(name) { try await api.send("POST", path) }
+            let vm = try decodeVM(body, api)
             if json { try printJSON(vm); return }
             print("\(vm.name): \(vm.powerState)" + (vm.lastBoot.map { b in " — boot \(b.number) " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")") } ?? "")
                   + (vm.integrityMonitoring.enabled ? "; boot integrity \((BootIntegrity(rawValue: vm.integrityMonitoring.bootIntegrity) ?? .pending).display)" : ""))

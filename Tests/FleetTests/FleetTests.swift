@@ -202,6 +202,13 @@ struct DeploymentTests {
             #expect(s == 200)
             vm = try await p.fleet.restart(name)
             #expect(vm.bootCount == 3)
+            // The last operation's steps, as the CLI and the dashboard follow them.
+            (s, body) = try await p.request("GET", "/v1/vms/\(name)/activity")
+            let activity = try #require(body as? [String: Any])
+            let steps = (activity["steps"] as? [[String: Any]] ?? []).compactMap { $0["message"] as? String }
+            #expect(s == 200 && activity["operation"] as? String == "restart" && activity["busy"] as? Bool == false, "\(activity)")
+            #expect(steps.first?.hasPrefix("booting \(name)") == true && steps.last?.hasPrefix("Running — boot 3 reached /vmlinuz; boot integrity Healthy") == true, "\(steps)")
+            #expect(try await p.request("GET", "/v1/vms/nobody/activity").0 == 404)
             // Each boot was attested, and the service saw reboots of one TPM.
             let history = try await p.service.history(vm: name, limit: 10)
             #expect(history.count == 3 && history.allSatisfy(\.passed))

@@ -54,6 +54,13 @@ struct RealVMTests {
             #expect(vm.hypervisor == "qemu" && vm.lastBoot?.firmware.contains("OVMF (QEMU, \(qemu.accelerator))") == true)
             #expect(vm.lastBoot?.secureBootEnforced == true)
             #expect(p.fleet.accelerator(name) == qemu.accelerator)
+            // The deploy's progress, step by step, as `vm create` and the dashboard show it.
+            let activity = try await p.fleet.activity(name)
+            #expect(activity.operation == "deploy" && !activity.busy)
+            for step in ["building its boot disk (GPT, FAT32 ESP)", "starting QEMU (\(qemu.accelerator)", "the guest's agent is up"] {
+                #expect(activity.steps.contains { $0.message.hasPrefix(step) }, "\(step): \(activity.steps.map(\.message))")
+            }
+            #expect(activity.steps.last?.message.hasPrefix("Running — boot 1") == true, "\(activity.steps.map(\.message))")
 
             // The guest's own agent attested through the relay: healthy, against the predicted baseline.
             let history = try await p.service.history(vm: name, limit: 5)
