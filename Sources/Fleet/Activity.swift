@@ -10,13 +10,21 @@ final class ActivityLog: Sendable {
     private let byVM = Mutex<[String: VMActivity]>([:])
     static let limit = 64
 
+    /// A new operation of `vm` (one accepted for the background and now running keeps its steps).
     func begin(_ vm: String, operation: String) {
-        byVM.withLock { $0[vm] = VMActivity(vm: vm, operation: operation, busy: true, steps: []) }
+        byVM.withLock { all in
+            if let a = all[vm], a.busy, a.operation == operation { return }
+            all[vm] = VMActivity(vm: vm, operation: operation, busy: true, steps: [])
+        }
     }
 
     /// A progress message: the current VM's step (its "NAME: " prefix removed), if one is set.
     func note(_ message: String) {
         guard let vm = Self.vm else { return }
+        note(vm, message)
+    }
+
+    func note(_ vm: String, _ message: String) {
         let text = message.hasPrefix("\(vm): ") ? String(message.dropFirst(vm.count + 2)) : message
         byVM.withLock { all in
             var a = all[vm] ?? VMActivity(vm: vm, operation: nil, busy: true, steps: [])
@@ -26,11 +34,12 @@ final class ActivityLog: Sendable {
         }
     }
 
-    func end(_ vm: String, _ outcome: String) {
+    func end(_ vm: String, _ outcome: String, error: String? = nil) {
         byVM.withLock { all in
             guard var a = all[vm] else { return }
             a.steps.append(.init(time: Time.now(), message: outcome))
             a.busy = false
+            a.error = error
             all[vm] = a
         }
     }

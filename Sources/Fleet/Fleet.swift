@@ -91,9 +91,44 @@ public final class Fleet: Sendable {
             activityLog.end(name, "\(vm.powerState.rawValue)\(boot)" + (vm.integrityMonitoring ? "; boot integrity \(vm.bootIntegrity.display)" : ""))
             return vm
         } catch {
-            activityLog.end(name, "\(operation) failed: \(error)")
+            let why = (error as? FleetError)?.message ?? "\(error)"
+            activityLog.end(name, "\(operation) failed: \(why)", error: why)
             throw error
         }
+    }
+
+    /// An operation that runs on after the request that asked for it answered (HTTP 202 with the
+    /// activity to follow): what can be refused at once is refused at once; the rest, and the
+    /// outcome, are the VM's activity.
+    func inBackground(_ name: String, _ operation: String, _ body: @escaping @Sendable () async throws -> VMRecord) {
+        activityLog.begin(name, operation: operation)
+        activityLog.note(name, "accepted")
+        Task { _ = try? await self.tracked(name, operation, body) }
+    }
+
+    /// Deploys (the record, folder and credentials now; the first boot in the background).
+    public func deployInBackground(_ r: DeployRequest) async throws -> VMRecord {
+        var now = r
+        now.start = false
+        let vm = try await deploy(now)
+        if r.start ?? true { inBackground(vm.name, "deploy") { try await self.startNow(vm.name) } }
+        return vm
+    }
+
+    /// Starts or restarts in the background, after the checks a synchronous call makes first.
+    public func lifecycleInBackground(_ name: String, _ operation: String) async throws -> VMRecord {
+        let vm = try await require(name)
+        switch operation {
+        case "start":
+            guard vm.powerState != .running else { throw FleetError(.conflict, "\(name) is already running: tlaunch vm restart \(name) boots it again") }
+            inBackground(name, operation) { try await self.startNow(name) }
+        case "restart":
+            guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(name) is stopped: tlaunch vm start \(name)") }
+            inBackground(name, operation) { try await self.restartNow(name) }
+        default:
+            throw FleetError(.invalid, "\(operation) does not run in the background (start, restart)", field: "operation")
+        }
+        return vm
     }
 
     /// The accelerator a running real VM uses ("tcg" or "kvm"), nil for others.

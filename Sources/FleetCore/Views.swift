@@ -168,7 +168,9 @@ public struct VMActivity: Sendable, Codable, Hashable {
     /// True while it runs.
     public var busy: Bool
     public var steps: [Step]
-    public init(vm: String, operation: String?, busy: Bool, steps: [Step]) {
-        self.vm = vm; self.operation = operation; self.busy = busy; self.steps = steps
+    /// Why the operation did not run to its end (refused, or an error), once it ended so.
+    public var error: String?
+    public init(vm: String, operation: String?, busy: Bool, steps: [Step], error: String? = nil) {
+        self.vm = vm; self.operation = operation; self.busy = busy; self.steps = steps; self.error = error
     }
 }

@@ -57,7 +57,8 @@ public struct ServiceClient: Sendable {
     }
 
     /// Sends a request; returns the status and body. Errors carry the service's message.
-    public func send(_ method: String, _ path: String, json body: Data? = nil, contentType: String = "application/json", step: String) async throws -> (status: Int, body: Data) {
+    public func send(_ method: String, _ path: String, json body: Data? = nil, contentType: String = "application/json", headers: [String: String] = [:],
+                     step: String) async throws -> (status: Int, body: Data) {
         if let channel {
             let answer: RelayFrame.Response
             do {
@@ -71,6 +72,7 @@ public struct ServiceClient: Sendable {
         r.httpMethod = method
         if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body { r.httpBody = body; r.setValue(contentType, forHTTPHeaderField: "Content-Type") }
+        for (k, v) in headers { r.setValue(v, forHTTPHeaderField: k) }
         let (data, response): (Data, URLResponse)
         do { (data, response) = try await (patient ? Self.patientSession : Self.session).data(for: r) } catch {
             throw AgentError(step, "cannot reach the attestation service at \(baseURL): \(error.localizedDescription)")

@@ -12,6 +12,22 @@ extension APIError {
 
 extension APIServer {
     /// The fleet's API: VMs (deploy, read, update, lifecycle, disk), images, alerts.
+    /// `Prefer: respond-async` (RFC 7240): the client follows the operation instead of waiting.
+    static func respondAsync(_ request: Request) -> Bool {
+        request.headers[values: .init("Prefer")!].contains { $0.lowercased().split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == "respond-async" } }
+    }
+
+    /// 202 Accepted: the VM as it is now; Location is where its operation's progress is (ARM's
+    /// long-running operations work the same way).
+    static func accepted(_ view: VMView, vm: String, booting: Bool) throws -> Response {
+        var r = try json(encodable: view, status: booting ? .accepted : .created)
+        if booting {
+            r.headers[.location] = "/v1/vms/\(vm.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? vm)/activity"
+            r.headers[.init("Preference-Applied")!] = "respond-async"
+        }
+        return r
+    }
+
     static func addFleetRoutes(_ v1: RouterGroup<ServiceContext>, fleet: Fleet) {
         v1.get("vms") { request, context -> Response in
             try authorize(context, [.admin, .reader])
@@ -34,6 +50,11 @@ extension APIServer {
         v1.post("vms") { request, context -> Response in
             try authorize(context, [.admin])
             let body = try await require(DeployRequest.self, request, limit: maxSmallBody)
+            if respondAsync(request) {
+                // 202: the VM exists; its first boot runs on, followed at Location.
+                let vm = try await fleet.deployInBackground(body)
+                return try accepted(try await fleet.view(vm), vm: vm.name, booting: body.start ?? true)
+            }
             let vm = try await fleet.deploy(body)
             return try json(encodable: try await fleet.view(vm), status: .created)
         }
@@ -66,9 +87,13 @@ extension APIServer {
             return Response(status: .noContent)
         }
         for action in ["start", "stop", "restart"] {
-            v1.post("vms/{vm}/\(action)") { _, context -> Response in
+            v1.post("vms/{vm}/\(action)") { request, context -> Response in
                 let n = try vm(context)
                 try authorize(context, [.admin])
+                if action != "stop", respondAsync(request) {
+                    let vm = try await fleet.lifecycleInBackground(n, action)
+                    return try accepted(try await fleet.view(vm), vm: n, booting: true)
+                }
                 let vm: VMRecord
                 switch action {
                 case "start": vm = try await fleet.start(n)

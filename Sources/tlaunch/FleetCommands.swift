@@ -25,37 +25,50 @@ struct API {
         do { (status, data) = try await client.send(method, path, json: body, contentType: contentType, step: "\(method) \(path)") } catch let e as AgentError {
             throw CLIError("\(e.message) — is the platform running? (tlaunch up, or --server / TLAUNCH_SERVER)")
         }
-        guard (200..<300).contains(status) else {
-            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-            let err = obj?["error"] as? [String: Any]
-            let message = err?["message"] as? String ?? String(decoding: data.prefix(400), as: UTF8.self)
-            if status == 401 { throw CLIError("\(message) (give --token, set TLAUNCH_TOKEN, or use --data for the folder with admin.token)") }
-            throw CLIError(message)
-        }
+        guard (200..<300).contains(status) else { throw Self.failure(status, data) }
         return data
+    }
+
+    /// The server's refusal as the command line says it.
+    static func failure(_ status: Int, _ data: Data) -> CLIError {
+        let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        let err = obj?["error"] as? [String: Any]
+        let message = err?["message"] as? String ?? String(decoding: data.prefix(400), as: UTF8.self)
+        if status == 401 { return CLIError("\(message) (give --token, set TLAUNCH_TOKEN, or use --data for the folder with admin.token)") }
+        return CLIError(message)
     }
 
     func get<T: Decodable>(_ path: String, as: T.Type) async throws -> T { try decode(T.self, try await send("GET", path)) }
 
-    /// Runs `work` (a deploy, start or restart of `vm`) while printing the platform's progress on
-    /// it to stderr, step by step, as the platform reports it (`GET /v1/vms/{vm}/activity`).
-    func following<T: Sendable>(_ vm: String, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
-        let path = "/v1/vms/\(API.escape(vm))/activity"
-        let watcher = Task {
-            var printed = 0, current = false
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(700))
-                guard let a = try? await get(path, as: VMActivity.self) else { continue }
-                // Steps of an earlier operation are not this one's: wait until one is under way.
-                if a.busy && !current { current = true; printed = 0 }
-                guard current else { continue }
-                for step in a.steps.dropFirst(printed) { FileHandle.standardError.write(Data("  … \(ConsoleText.printable(step.message))\n".utf8)) }
-                printed = a.steps.count
-                if !a.busy { break }
-            }
+    /// A deploy, start or restart of `vm`, asked to run on after the answer (`Prefer:
+    /// respond-async`): the platform answers 202 at once and the command follows the VM's activity
+    /// with short requests, printing each step on stderr, then reads the VM. (Holding one request
+    /// open for the whole boot would cost nothing on the server, but URLSession on Linux spins a
+    /// CPU while it waits — on a 2-core host that CPU is the one a TCG guest boots on.)
+    func operation(_ vm: String, _ method: String, _ path: String, body: Data? = nil) async throws -> Data {
+        let (status, data): (Int, Data)
+        do {
+            (status, data) = try await client.send(method, path, json: body, headers: ["Prefer": "respond-async"], step: "\(method) \(path)")
+        } catch let e as AgentError {
+            throw CLIError("\(e.message) — is the platform running? (tlaunch up, or --server / TLAUNCH_SERVER)")
         }
-        defer { watcher.cancel() }
-        return try await work()
+        guard status == 202 else {
+            guard (200..<300).contains(status) else { throw Self.failure(status, data) }
+            return data
+        }
+        let activity = "/v1/vms/\(API.escape(vm))/activity"
+        var printed = 0
+        while true {
+            let a = try await get(activity, as: VMActivity.self)
+            for step in a.steps.dropFirst(printed) { FileHandle.standardError.write(Data("  … \(ConsoleText.printable(step.message))\n".utf8)) }
+            printed = a.steps.count
+            if !a.busy {
+                if let error = a.error { throw CLIError(error) }
+                break
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        return try await send("GET", "/v1/vms/\(API.escape(vm))")
     }
 
     func call<T: Decodable>(_ method: String, _ path: String, _ body: some Encodable, as: T.Type) async throws -> T {
@@ -176,7 +189,7 @@ struct VMCommand: AsyncParsableCommand {
                                     vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
                                     hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline)
             let api = API(client)
-            let vm = try await api.following(name) { try await api.call("POST", "/v1/vms", req, as: VMView.self) }
+            let vm = try api.decode(VMView.self, try await api.operation(name, "POST", "/v1/vms", body: try JSONEncoder().encode(req)))
             if json { try printJSON(vm); return }
             print("Deployed \(vm.name): \(Render.securityType(vm.securityProfile.securityType)), \(vm.powerState)")
             let o = try await api.get("/v1/vms/\(API.escape(vm.name))/overview", as: VMOverview.self)
@@ -223,7 +236,7 @@ struct VMCommand: AsyncParsableCommand {
         func run(_ action: String) async throws {
             let api = API(client)
             let path = "/v1/vms/\(API.escape(name))/\(action)"
-            let body = action == "stop" ? try await api.send("POST", path) : try await api.following(name) { try await api.send("POST", path) }
+            let body = action == "stop" ? try await api.send("POST", path) : try await api.operation(name, "POST", path)
             let vm = try decodeVM(body, api)
             if json { try printJSON(vm); return }
             print("\(vm.name): \(vm.powerState)" + (vm.lastBoot.map { b in " — boot \(b.number) " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")") } ?? "")

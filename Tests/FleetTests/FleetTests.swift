@@ -209,12 +209,37 @@ struct DeploymentTests {
             #expect(s == 200 && activity["operation"] as? String == "restart" && activity["busy"] as? Bool == false, "\(activity)")
             #expect(steps.first?.hasPrefix("booting \(name)") == true && steps.last?.hasPrefix("Running — boot 3 reached /vmlinuz; boot integrity Healthy") == true, "\(steps)")
             #expect(try await p.request("GET", "/v1/vms/nobody/activity").0 == 404)
+            // Asked to answer at once (Prefer: respond-async): 202, and the operation runs on;
+            // what can be refused at once still is (409 below), and the activity ends with the outcome.
+            let async = ["Prefer": "respond-async"]
+            (s, body) = try await p.request("POST", "/v1/vms/\(name)/restart", headers: async)
+            #expect(s == 202 && (body as? [String: Any])?["name"] as? String == name)
+            let done = try await RealVMTests.waitFor("the restart in the background", seconds: 120) { () async throws -> VMActivity? in
+                let a = try await p.fleet.activity(name)
+                return a.busy ? nil : a
+            }
+            #expect(done.error == nil && done.operation == "restart" && done.steps.first?.message == "accepted", "\(done)")
+            #expect(try await p.fleet.require(name).bootCount == 4)
+            (s, body) = try await p.request("POST", "/v1/vms/\(name)/start", headers: async)
+            #expect(s == 409 && TestPlatform.message(body).contains("already running"))
+            (s, body) = try await p.request("POST", "/v1/vms", ["name": uniqueName(), "image": "nonexistent"], headers: async)
+            #expect(s == 404, "a deploy that cannot be is refused at once")
+            let later = uniqueName()
+            (s, body) = try await p.request("POST", "/v1/vms", ["name": later, "integrityMonitoring": true], headers: async)
+            #expect(s == 202 && (body as? [String: Any])?["name"] as? String == later)
+            let deployed = try await RealVMTests.waitFor("the deploy in the background", seconds: 120) { () async throws -> VMActivity? in
+                let a = try await p.fleet.activity(later)
+                return a.busy ? nil : a
+            }
+            #expect(deployed.error == nil && deployed.operation == "deploy", "\(deployed)")
+            let booted = try await p.fleet.require(later)
+            #expect(booted.powerState == .running && booted.bootIntegrity == .healthy)
             // Each boot was attested, and the service saw reboots of one TPM.
             let history = try await p.service.history(vm: name, limit: 10)
-            #expect(history.count == 3 && history.allSatisfy(\.passed))
+            #expect(history.count == 4 && history.allSatisfy(\.passed))
             #expect(history.first?.rebooted == true)
             let events = try await p.fleet.store.events(vm: name).map(\.kind)
-            #expect(events.filter { $0 == "boot" }.count == 3 && events.contains("stopped") && events.contains("deployed"))
+            #expect(events.filter { $0 == "boot" }.count == 4 && events.contains("stopped") && events.contains("deployed"))
             // The guest's own view.
             let guest = try #require(await p.fleet.guestStatus(name))
             #expect(guest.secureBootState == "On" && guest.tpm.present && guest.tpm.specVersion?.hasPrefix("2.0") == true)

@@ -52,11 +52,11 @@ struct TestPlatform {
     var client: ServiceClient { var c = ServiceClient(baseURL: server.url, token: admin); c.patient = true; return c }
 
     /// A request with the admin token (or `token`); the status and the JSON body.
-    func request(_ method: String, _ path: String, _ body: [String: Any]? = nil, token: String? = nil) async throws -> (Int, Any?) {
+    func request(_ method: String, _ path: String, _ body: [String: Any]? = nil, token: String? = nil, headers: [String: String] = [:]) async throws -> (Int, Any?) {
         let data = try body.map { try JSONSerialization.data(withJSONObject: $0) }
         var c = ServiceClient(baseURL: server.url, token: token ?? admin)
         c.patient = true
-        let (status, answer) = try await c.send(method, path, json: data, step: "test")
+        let (status, answer) = try await c.send(method, path, json: data, headers: headers, step: "test")
         return (status, try? JSONSerialization.jsonObject(with: answer))
     }
 
