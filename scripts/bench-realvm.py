@@ -181,7 +181,7 @@ try:
     print(f"restart -> new measured boot attested:        {stats(restarts)}")
     print(f"power-on -> guest init up, our vTPM:           {stats(ours_up)}")
     for name in peers:
-        print(f"power-on -> guest init up, {name + ' process:':27s}{stats(up[name])}   (TPM process RSS {mib(tpm_rss[name])}, QEMU RSS {mib(qemu_rss[name])})")
+        print(f"power-on -> guest init up, {name + ' process:':33s} {stats(up[name])}   (TPM process RSS {mib(tpm_rss[name])}, QEMU RSS {mib(qemu_rss[name])})")
     print(f"power-on -> the agent's attestation PASSED:    {stats(ours_attested)}")
     print(f"QEMU RSS (1 GiB guest) under the platform: {mib(qemu_rss_ours)}")
     print(f"platform process RSS with the VM running: {mib(platform_running)}; after stopping it: {mib(platform_stopped)}")

@@ -69,9 +69,10 @@ public struct GuestKit: Sendable {
         ( head -c 1 "/dev/input/${e##*/}" > /dev/null && echo "TLAUNCH-GUEST: power button, powering off" && poweroff -f ) &
       fi
     done
-    interval=60
-    for a in $(cat /proc/cmdline); do case "$a" in tlaunch.interval=*) interval="${a#tlaunch.interval=}";; esac; done
-    ( while true; do /bin/tlaunch-agent run --interval "$interval"; echo "TLAUNCH-GUEST: agent exited, restarting"; sleep 5; done ) &
+    # The interval is the platform's (the relay tells the agent), unless the command line sets one.
+    interval=""
+    for a in $(cat /proc/cmdline); do case "$a" in tlaunch.interval=*) interval="--interval ${a#tlaunch.interval=}";; esac; done
+    ( while true; do /bin/tlaunch-agent run $interval; echo "TLAUNCH-GUEST: agent exited, restarting"; sleep 5; done ) &
     while true; do sleep 3600; done
 
     """

@@ -163,16 +163,24 @@ enum QMP {
 /// The host's end of a VM's agent channel: it reads the guest agent's requests from the VM's
 /// virtio-serial port and forwards them to the attestation service with the VM's own agent
 /// token — the guest holds no credential, and can reach nothing but its own VM's API.
+/// What the relay tells the guest's agent about itself: its VM, and how often to attest.
+struct RelayIdentity: Codable, Sendable {
+    var vm: String
+    var interval: Int
+}
+
 final class AgentRelay: Sendable {
     let vm: String
+    /// Seconds between the agent's attestations (the VM's setting when it booted).
+    let interval: Int
     let paths: QEMUPaths
     let forward: @Sendable (RelayFrame.Request) async -> RelayFrame.Response
     let stopped = Mutex(false)
     /// Requests seen (the first one says the guest's agent runs) and attestations answered.
     let counters = Mutex((requests: 0, attestations: 0))
 
-    init(vm: String, paths: QEMUPaths, forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) {
-        self.vm = vm; self.paths = paths; self.forward = forward
+    init(vm: String, interval: Int, paths: QEMUPaths, forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) {
+        self.vm = vm; self.interval = interval; self.paths = paths; self.forward = forward
     }
 
     func start() {
@@ -194,7 +202,7 @@ final class AgentRelay: Sendable {
                     Task { [self] in
                         let answer: RelayFrame.Response
                         if request.path == "/relay/identity" {
-                            answer = RelayFrame.Response(id: request.id, status: 200, body: (try? JSONEncoder().encode(["vm": vm])) ?? Data())
+                            answer = RelayFrame.Response(id: request.id, status: 200, body: (try? JSONEncoder().encode(RelayIdentity(vm: vm, interval: interval))) ?? Data())
                         } else if request.path == "/relay/status", request.method == "POST", let body = request.body, body.count < 1 << 20,
                                   (try? JSONDecoder().decode(GuestStatus.self, from: body)) != nil {
                             try? body.write(to: paths.guestStatus, options: .atomic)
@@ -342,7 +350,7 @@ struct QEMULauncher: Sendable {
             server?.terminate()
             throw FleetError(.failed, "cannot run \(installation.qemu): \(error)")
         }
-        let relay = AgentRelay(vm: plan.name, paths: paths, forward: forward)
+        let relay = AgentRelay(vm: plan.name, interval: plan.interval, paths: paths, forward: forward)
         relay.start()
         // QEMU's own complaints go to the console file's neighbour, for `vm console`.
         let errFile = paths.folder.url.appendingPathComponent("qemu.log")

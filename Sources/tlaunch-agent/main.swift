@@ -7,7 +7,7 @@ import TPM2
 /// virtio-serial port the platform gives the VM (`org.tlaunch.agent.0`), whose host side adds
 /// the VM's credential. Small on purpose: it goes into the guest's initramfs.
 ///
-///   tlaunch-agent run [--interval SECONDS]   attest at start and every interval (default 60)
+///   tlaunch-agent run [--interval SECONDS]   attest at start and every interval (default: the VM's, as the platform says)
 ///   tlaunch-agent attest                     attest once; exit 0 only when it passed
 ///   tlaunch-agent status [--json]            the guest's own view (Secure Boot, TPM, log, last attestation)
 ///
@@ -24,9 +24,10 @@ func fail(_ s: String) -> Never {
     exit(2)
 }
 
-struct Identity: Decodable { var vm: String }
+/// The relay's answer: the VM, and (from platforms that say it) its attestation interval.
+struct Identity: Decodable { var vm: String; var interval: Int? }
 
-func makeAgent(_ args: [String]) async throws -> GuestAgent {
+func makeAgent(_ args: [String]) async throws -> (GuestAgent, Identity) {
     var port: String?
     if let i = args.firstIndex(of: "--port"), i + 1 < args.count { port = args[i + 1] }
     var found = port ?? SerialChannel.findPort()
@@ -41,9 +42,9 @@ func makeAgent(_ args: [String]) async throws -> GuestAgent {
     var tcti = TCTIConfiguration(kind: .device, path: "/dev/tpmrm0")
     tcti.timeout = .seconds(120)
     let ima = "/sys/kernel/security/ima/ascii_runtime_measurements"
-    return GuestAgent(tpm: TPMClient(transport: tcti.makeTransport()), service: client, vm: id.vm,
-                      eventLogPath: "/sys/kernel/security/tpm0/binary_bios_measurements",
-                      imaLogPath: FileManager.default.isReadableFile(atPath: ima) ? ima : nil)
+    return (GuestAgent(tpm: TPMClient(transport: tcti.makeTransport()), service: client, vm: id.vm,
+                       eventLogPath: "/sys/kernel/security/tpm0/binary_bios_measurements",
+                       imaLogPath: FileManager.default.isReadableFile(atPath: ima) ? ima : nil), id)
 }
 
 let args = Array(CommandLine.arguments.dropFirst())
@@ -51,9 +52,10 @@ let command = args.first ?? "run"
 do {
     switch command {
     case "run":
-        var interval = 60
-        if let i = args.firstIndex(of: "--interval"), i + 1 < args.count, let n = Int(args[i + 1]) { interval = max(1, n) }
-        let agent = try await makeAgent(args)
+        // --interval, else what the platform says (the VM's attestation interval), else 60 s.
+        let given = args.firstIndex(of: "--interval").flatMap { $0 + 1 < args.count ? Int(args[$0 + 1]) : nil }
+        let (agent, identity) = try await makeAgent(args)
+        let interval = max(1, given ?? identity.interval ?? 60)
         say("attesting \(agent.vm) every \(interval) s through the host's relay")
         var backoff = 1
         while true {
@@ -71,11 +73,11 @@ do {
             backoff = ok ? 1 : min(backoff * 2, interval)
         }
     case "attest":
-        let o = try await makeAgent(args).attest()
+        let o = try await makeAgent(args).0.attest()
         say(GuestAgent.describe(o, showToken: false))
         exit(o.passed ? 0 : 1)
     case "status":
-        let s = await (try makeAgent(args)).status()
+        let s = await (try makeAgent(args)).0.status()
         if args.contains("--json") {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]

@@ -77,6 +77,8 @@ struct RealVMTests {
             let consoleNow = try await p.fleet.console(name)
             #expect(verdict != nil, "the agent in the guest printed its verdict: \(consoleNow.suffix(800))")
             #expect(console1.contains("TLAUNCH-GUEST: up"))
+            // The agent attests at the VM's interval, which the platform told it through the relay.
+            #expect(consoleNow.contains("attesting \(name) every \(vm.attestationInterval) s through the host's relay"), "\(consoleNow.suffix(800))")
 
             // The dashboard's VM page shows the console: the agent's lines, escaped, no escape sequences.
             var page = URLRequest(url: URL(string: "\(p.server.url)/vms/\(name)")!)
