@@ -81,11 +81,7 @@ public final class ImageCatalog: Sendable {
             }
             d = ImageDisk(info: info, esp: esp, variables: vars)
         case "legacy-bios":
-            var sector = [UInt8](repeating: 0, count: 512)
-            let code: [UInt8] = [0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xF4]   // cli; xor ax,ax; mov ds,ax; hlt
-            sector.replaceSubrange(0..<code.count, with: code)
-            sector[510] = 0x55; sector[511] = 0xAA
-            d = ImageDisk(info: info, bootSector: sector)
+            d = ImageDisk(info: info, bootSector: Self.legacyBootSector)
         default:
             let folder = root.appendingPathComponent(info.name).appendingPathComponent("esp")
             if info.generation == 1 {
@@ -107,6 +103,33 @@ public final class ImageCatalog: Sendable {
 
     /// Copies `folder` (an ESP: /EFI/BOOT/BOOTX64.EFI …) or a BIOS boot sector into the catalog.
     /// Gen 2 images get the platform's Secure Boot keys (`keys: platform`) or Microsoft's (`microsoft`).
+    /// legacy-bios's MBR boot sector: real-mode code that writes one line to COM1 and halts — on
+    /// QEMU with SeaBIOS the console shows the guest came up.
+    static let legacyBootSector: [UInt8] = {
+        let message = Array("TLAUNCH-GUEST: up (BIOS boot sector)\r\n".utf8) + [0]
+        var code: [UInt8] = [
+            0xFA,                   // cli
+            0x31, 0xC0,             // xor ax, ax
+            0x8E, 0xD8,             // mov ds, ax
+            0xBE, 0x00, 0x00,       // mov si, message (address below)
+            0xBA, 0xF8, 0x03,       // mov dx, 0x3F8 (COM1)
+            0xAC,                   // next: lodsb
+            0x84, 0xC0,             // test al, al
+            0x74, 0x03,             // jz done
+            0xEE,                   // out dx, al
+            0xEB, 0xF8,             // jmp next
+            0xF4,                   // done: hlt
+            0xEB, 0xFD,             // jmp done
+        ]
+        let address = 0x7C00 + code.count
+        code[6] = UInt8(address & 0xFF); code[7] = UInt8(address >> 8)
+        var sector = [UInt8](repeating: 0, count: 512)
+        sector.replaceSubrange(0..<code.count, with: code)
+        sector.replaceSubrange(code.count..<code.count + message.count, with: message)
+        sector[510] = 0x55; sector[511] = 0xAA
+        return sector
+    }()
+
     public func importFiles(name: String, from source: URL, generation: Int, keys: String, description: String?) throws -> ImageInfo {
         let fm = FileManager.default
         let dest = root.appendingPathComponent(name)

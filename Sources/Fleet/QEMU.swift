@@ -77,6 +77,9 @@ public struct QEMUPaths: Sendable {
     /// Where earlier versions exported the ESP as a folder (removed when found).
     var legacyESPFolder: URL { folder.url.appendingPathComponent("esp") }
     public var console: URL { folder.url.appendingPathComponent("console.log") }
+    /// A Generation 1 VM's disk: its MBR boot sector on a 1 MiB raw disk.
+    var biosDisk: URL { folder.url.appendingPathComponent("bios-disk.img") }
+    var seabiosConsolePort: URL { folder.url.appendingPathComponent("seabios-console-port") }
     public var previousConsole: URL { folder.url.appendingPathComponent("console.1.log") }
     public var guestStatus: URL { folder.url.appendingPathComponent("guest-status.json") }
     public var pidFile: URL { folder.url.appendingPathComponent("qemu.pid") }
@@ -297,6 +300,8 @@ struct QEMULauncher: Sendable {
 
     struct Plan: Sendable {
         var name: String
+        /// A Generation 1 VM: SeaBIOS (QEMU's default firmware) with its console on COM1, the MBR disk.
+        var bios = false
         var secureBoot: Bool
         var vTPM: Bool
         var memoryMiB = 1024
@@ -310,6 +315,12 @@ struct QEMULauncher: Sendable {
                  "-serial", "file:\(paths.console.path)", "-monitor", "none",
                  "-qmp", "unix:\(paths.qmp),server=on,wait=off",
                  "-pidfile", paths.pidFile.path]
+        if plan.bios {
+            // SeaBIOS writes to the serial console when told its port (2 bytes, little endian).
+            a += ["-fw_cfg", "name=etc/sercon-port,file=\(paths.seabiosConsolePort.path)",
+                  "-drive", "file=\(paths.biosDisk.path),format=raw,if=virtio,readonly=on"]
+            return a
+        }
         if secure { a += ["-global", "driver=cfi.pflash01,property=secure,value=on"] }
         a += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(secure ? installation.secureCode : installation.code)",
               "-drive", "if=pflash,format=raw,unit=1,file=\(paths.variables.path)",
@@ -350,8 +361,9 @@ struct QEMULauncher: Sendable {
             server?.terminate()
             throw FleetError(.failed, "cannot run \(installation.qemu): \(error)")
         }
-        let relay = AgentRelay(vm: plan.name, interval: plan.interval, paths: paths, forward: forward)
-        relay.start()
+        // A BIOS guest has no agent port: nothing to relay.
+        let relay = plan.bios ? nil : AgentRelay(vm: plan.name, interval: plan.interval, paths: paths, forward: forward)
+        relay?.start()
         // QEMU's own complaints go to the console file's neighbour, for `vm console`.
         let errFile = paths.folder.url.appendingPathComponent("qemu.log")
         Thread.detachNewThread {

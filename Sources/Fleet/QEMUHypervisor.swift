@@ -33,7 +33,7 @@ public final class QEMUHypervisor: Hypervisor {
 
     /// What the console shows when the firmware or shim refused an image, or the kernel died.
     static let consoleFailures = ["Security Violation", "Access Denied", "Verification failed", "Failed to load image", "Kernel panic", "shim_init() failed",
-                                  "Could not create MokListRT", "Failed to read header"]
+                                  "Could not create MokListRT", "Failed to read header", "Boot failed: not a bootable disk", "No bootable device"]
 
     init(installation: QEMUInstallation?, bootTimeout: Duration, context: HypervisorContext) {
         self.installation = installation; self.bootTimeout = bootTimeout; self.context = context
@@ -61,9 +61,7 @@ public final class QEMUHypervisor: Hypervisor {
         let number = vm.bootCount + 1
         let p = paths(vm.name)
         await stop(vm.name, timeout: nil)
-        guard let files = esp else {
-            throw FleetError(.invalid, "\(vm.name)'s image \(vm.image) is a BIOS disk: QEMU VMs of this platform boot UEFI (Generation 2) images", field: "image")
-        }
+        guard let files = esp else { return try await bootBIOS(vm, image: image, installation: installation, time: time, number: number) }
         try? FileManager.default.removeItem(at: p.guestStatus)   // the previous boot's view is not this one's
         let esp = try firmwareView(vm, esp: files)
         let fm = FileManager.default
@@ -118,6 +116,55 @@ public final class QEMUHypervisor: Hypervisor {
             try? await Task.sleep(for: .milliseconds(250))
         }
         return await end("the guest's attestation agent did not reach the platform within \(bootTimeout) — console: \(String(machine.console().suffix(400)))")
+    }
+
+    /// A Generation 1 (BIOS) VM: SeaBIOS boots its MBR boot sector from a raw disk; nothing is
+    /// measured (no TPM, no UEFI). It has booted when SeaBIOS handed over to the disk and the
+    /// guest ran on for two seconds without SeaBIOS saying it could not boot.
+    func bootBIOS(_ vm: VMRecord, image: ImageDisk, installation: QEMUInstallation, time: String, number: Int) async throws -> BootSummary {
+        guard let sector = image.bootSector, sector.count >= 512 else {
+            throw FleetError(.failed, "\(vm.name)'s image \(vm.image) has neither an ESP nor a boot sector")
+        }
+        let p = paths(vm.name)
+        var disk = Data(sector.prefix(512))
+        disk.append(Data(count: (1 << 20) - 512))
+        try disk.write(to: p.biosDisk)
+        try Data([0xF8, 0x03]).write(to: p.seabiosConsolePort)
+        let stage = BootStageSummary(kind: "mbr", path: "MBR boot sector", sha256: hexString((try? TPMCrypto.hash(.sha256, Array(sector.prefix(512)))) ?? []), verifiedBy: nil, authority: nil)
+        let firmware = "SeaBIOS (QEMU, \(installation.accelerator))"
+        func summary(_ ok: Bool, _ failure: String?) -> BootSummary {
+            BootSummary(number: number, time: time, firmware: firmware, succeeded: ok, failure: failure, secureBootEnforced: false, measured: false, events: 0,
+                        stages: [stage], kernel: nil, kernelCommandLine: nil)
+        }
+        progress("\(vm.name): starting QEMU (\(installation.accelerator), SeaBIOS)")
+        let name = vm.name
+        let machine = try QEMULauncher(installation: installation).launch(
+            .init(name: name, bios: true, secureBoot: false, vTPM: false, interval: vm.attestationInterval), paths: p, tpm: nil,
+            forward: { r in RelayFrame.Response(id: r.id, status: 404, body: Data()) })
+        machines.withLock { $0[name] = machine }
+        watch(machine)
+        context.logger.info("QEMU started", metadata: ["vm": .string(name), "pid": .stringConvertible(machine.process.processIdentifier), "firmware": "SeaBIOS"])
+        func end(_ failure: String) async -> BootSummary {
+            await machine.kill()
+            machines.withLock { if $0[name] === machine { $0[name] = nil } }
+            return summary(false, failure)
+        }
+        let deadline = ContinuousClock.now + bootTimeout
+        var handedOver: ContinuousClock.Instant?
+        while ContinuousClock.now < deadline {
+            let console = machine.console()
+            if let marker = Self.consoleFailures.first(where: { console.contains($0) }) {
+                return await end("SeaBIOS says \"\(marker)\": \(Self.excerpt(console, around: marker))")
+            }
+            if !machine.isRunning { return await end("QEMU exited during boot — console: \(String(console.suffix(400)))") }
+            if handedOver == nil, console.contains("Booting from Hard Disk") {
+                handedOver = .now
+                progress("\(name): SeaBIOS started the boot sector")
+            }
+            if let t = handedOver, ContinuousClock.now - t >= .seconds(2) { return summary(true, nil) }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        return await end("SeaBIOS did not start the boot sector within \(bootTimeout) — console: \(String(machine.console().suffix(400)))")
     }
 
     /// Up to 8 lines of the console around `marker`.

@@ -151,8 +151,8 @@ struct RealVMTests {
 }
 
 extension RealVMTests {
-    /// A Standard VM on QEMU: OVMF without SMM or keys, no TPM device; its agent starts, finds
-    /// no TPM and says so in the guest's own view.
+    /// Standard VMs on QEMU: a UEFI one (OVMF without SMM or keys, no TPM device; its agent starts,
+    /// finds no TPM and says so in the guest's own view) and a BIOS one (SeaBIOS, its MBR boot sector).
     @Test(.timeLimit(.minutes(10)))
     func aStandardVMBootsWithoutATPM() async throws {
         guard let qemu = await Self.available() else { return }
@@ -167,6 +167,18 @@ extension RealVMTests {
             #expect(!status.tpm.present && status.secureBootState != "On", "\(status)")
             #expect(!FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/vtpm.state").path), "no vTPM was created")
             try await p.fleet.delete(name)
+
+            // A Generation 1 image: SeaBIOS boots its MBR boot sector, whose own line reaches the console.
+            let old = uniqueName("bios")
+            var bios = try await p.fleet.deploy(DeployRequest(name: old, image: "legacy-bios", securityType: "Standard", hypervisor: "qemu"))
+            var text = try await p.fleet.console(old)
+            #expect(bios.powerState == .running && bios.lastBoot?.firmware.hasPrefix("SeaBIOS (QEMU") == true && bios.lastBoot?.measured == false,
+                    "\(bios.lastBoot?.failure ?? "") — \(text.suffix(600))")
+            #expect(text.contains("SeaBIOS (version") && text.contains("TLAUNCH-GUEST: up (BIOS boot sector)"), "\(text.suffix(600))")
+            bios = try await p.fleet.restart(old)
+            text = try await p.fleet.console(old)
+            #expect(bios.powerState == .running && bios.bootCount == 2 && text.contains("TLAUNCH-GUEST: up (BIOS boot sector)"))
+            try await p.fleet.delete(old)
         }
     }
 }
