@@ -93,6 +93,21 @@ enum Dashboard {
         """
     }
 
+    /// Where a sign-in may go on to: one of the dashboard's own pages, by a path made of the
+    /// characters its names use — nothing that a browser could read as another host ("//h",
+    /// "/\\h", "/%09/h", "/\t/h"), no query, no scheme.
+    static func safeNext(_ next: String?) -> String {
+        guard let next, next.utf8.count <= 200 else { return "/" }
+        let parts = next.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        let name = { (s: String) in !s.isEmpty && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") } && s != "." && s != ".." }
+        guard parts.count >= 2, parts[0].isEmpty else { return "/" }
+        switch (parts.count, parts[1]) {
+        case (2, ""), (2, "alerts"), (2, "images"), (2, "deploy"): return next
+        case (3, "vms"), (3, "alerts"), (3, "images"): return name(parts[2]) ? next : "/"
+        default: return "/"
+        }
+    }
+
     static func addRoutes(_ router: Router<ServiceContext>, fleet: Fleet) {
         /// Dashboard pages need a signed-in admin or reader; others are sent to sign in.
         @Sendable func signedIn(_ context: ServiceContext, admin: Bool = false) -> Response? {
@@ -104,14 +119,22 @@ enum Dashboard {
         }
         @Sendable func formBody(_ request: Request) async throws -> [String: String] {
             var r = request
-            let buffer = try await r.collectBody(upTo: 64 << 10)
+            let limit = 64 << 10
+            if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
+                throw APIError(.contentTooLarge, "the form is \(length) bytes; the limit is \(limit)")
+            }
+            let buffer: ByteBuffer
+            do { buffer = try await r.collectBody(upTo: limit) } catch { throw APIError(.contentTooLarge, "the form exceeds \(limit) bytes") }
             return form(String(buffer: buffer))
         }
 
         router.get("/login") { request, _ -> Response in
-            if let token = request.uri.queryParameters.get("token"), token.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) {
-                // Only a local path to go on to (no open redirect).
-                let next = request.uri.queryParameters.get("next").map { String($0) }.flatMap { $0.hasPrefix("/") && !$0.hasPrefix("//") && !$0.contains("\\") ? $0 : nil } ?? "/"
+            if let token = request.uri.queryParameters.get("token").map({ String($0) }) {
+                // A cookie only for a token that is one (an unchecked one would fix the session).
+                guard token.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }), try await fleet.service.authenticate(token) != nil else {
+                    return page("Sign in", "<div class=\"error\">That sign-in link's token is not valid.</div><p><a href=\"/login\">Sign in</a></p>", status: .unauthorized)
+                }
+                let next = safeNext(request.uri.queryParameters.get("next").map({ String($0) }))
                 return redirect(next, headers: [.setCookie: "\(cookie)=\(token); HttpOnly; SameSite=Strict; Path=/"])
             }
             return page("Sign in", """

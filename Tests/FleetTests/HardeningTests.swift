@@ -1,0 +1,77 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Fleet
+import Server
+import TLaunchTestSupport
+import Testing
+
+/// Raw HTTP as an attacker's page or a curious browser would send it: redirects are not followed,
+/// so the Location and Set-Cookie of the answer itself can be read.
+final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse, newRequest request: URLRequest,
+                    completionHandler: @escaping (URLRequest?) -> Void) {
+        completionHandler(nil)
+    }
+
+    static func fetch(_ method: String, _ url: String, body: Data? = nil, headers: [String: String] = [:]) async throws -> (Int, [String: String], Data) {
+        var r = URLRequest(url: URL(string: url)!)
+        r.httpMethod = method
+        r.httpBody = body
+        for (k, v) in headers { r.setValue(v, forHTTPHeaderField: k) }
+        let session = URLSession(configuration: .ephemeral, delegate: NoRedirects(), delegateQueue: nil)
+        defer { session.finishTasksAndInvalidate() }
+        let (data, response) = try await session.data(for: r)
+        let http = try #require(response as? HTTPURLResponse)
+        var fields: [String: String] = [:]
+        for (k, v) in http.allHeaderFields { if let k = k as? String, let v = v as? String { fields[k.lowercased()] = v } }
+        return (http.statusCode, fields, data)
+    }
+}
+
+@Suite("Hardening: the dashboard's sign-in, headers and limits")
+struct HardeningTests {
+    @Test func signInLinksNeitherFixSessionsNorRedirectElsewhere() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            let base = p.server.url
+            // An unchecked token gets no cookie: a link with someone else's chosen "token" cannot
+            // plant a session (and a stale one is refused, not silently kept).
+            var (s, h, _) = try await NoRedirects.fetch("GET", "\(base)/login?token=tlt_attackerchosen")
+            #expect(s == 401 && h["set-cookie"] == nil, "\(s) \(h)")
+            // A real token: a cookie, and only a page of the dashboard to go on to.
+            for (next, to) in [("/vms/web-01", "/vms/web-01"), ("/alerts", "/alerts"), ("/", "/"),
+                               ("//evil.example/", "/"), ("/%09/evil.example", "/"), ("/\t/evil.example", "/"), ("/\u{0B}/evil.example", "/"), ("/\\evil.example", "/"), ("https://evil.example/", "/"),
+                               ("/vms/../../evil", "/"), ("/vms/x?y=1", "/"), ("/%2F%2Fevil.example", "/"), ("/vms/web-01/../x", "/")] {
+                let q = next.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? next
+                (s, h, _) = try await NoRedirects.fetch("GET", "\(base)/login?token=\(p.admin)&next=\(q)")
+                #expect(s == 303 || s == 302, "\(next): \(s)")
+                #expect(h["location"] == to, "next=\(next) went to \(h["location"] ?? "-")")
+                #expect(h["set-cookie"]?.contains("HttpOnly") == true)
+            }
+        }
+    }
+
+    @Test func everyAnswerCarriesTheSecurityHeaders() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            for (method, path) in [("GET", "/login"), ("GET", "/"), ("GET", "/v1/vms"), ("GET", "/v1/vms/nobody"), ("GET", "/nothing-here")] {
+                let (s, h, _) = try await NoRedirects.fetch(method, p.server.url + path, headers: path.hasPrefix("/v1") ? ["Authorization": "Bearer \(p.admin)"] : [:])
+                #expect(h["x-frame-options"] == "DENY" && h["referrer-policy"] == "no-referrer" && h["x-content-type-options"] == "nosniff", "\(path) \(s): \(h)")
+                #expect(h["content-security-policy"]?.contains("frame-ancestors 'none'") == true && h["content-security-policy"]?.contains("default-src 'none'") == true, "\(path)")
+            }
+        }
+    }
+
+    @Test func anOversizedFormIs413AndChangesNothing() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            let form = "name=big&image=sample-linux&pad=" + String(repeating: "A", count: 70 << 10)
+            let (s, _, body) = try await NoRedirects.fetch("POST", p.server.url + "/deploy", body: Data(form.utf8),
+                                                          headers: ["Cookie": "tlaunch_session=\(p.admin)", "Content-Type": "application/x-www-form-urlencoded"])
+            #expect(s == 413, "\(s): \(String(decoding: body.prefix(300), as: UTF8.self))")
+            #expect(try await p.fleet.store.vm("big") == nil)
+        }
+    }
+}
