@@ -100,8 +100,13 @@ func parseBool(_ s: String?, _ flag: String) throws -> Bool? {
     }
 }
 
+/// What the command line prints of the platform's records. Much of it comes from guests (a
+/// kernel command line from grub.cfg, a boot loader's path, console excerpts in alerts): every
+/// rendering passes through `ConsoleText.printable`, so no escape sequence or control character
+/// a guest wrote reaches the admin's terminal.
 enum Render {
     static func table(_ rows: [[String]]) -> String {
+        let rows = rows.map { $0.map { ConsoleText.printable($0).replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\t", with: " ") } }
         guard let first = rows.first else { return "" }
         var widths = first.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
@@ -147,7 +152,7 @@ enum Render {
         let w = o.checklist.map(\.requirement.count).max() ?? 0
         for c in o.checklist { out += "    \(c.requirement.padding(toLength: w, withPad: " ", startingAt: 0))  \(c.state.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0))  \(c.why)\n" }
         if !o.recommendations.isEmpty { out += "  Recommendations:\n" + o.recommendations.map { "    - \($0)\n" }.joined() }
-        return out
+        return ConsoleText.printable(out)
     }
 
     static func alert(_ a: Alert) -> String {
@@ -158,7 +163,7 @@ enum Render {
         for e in a.evidence { out += "    - [\(e.component)] \(e.detail)\n" }
         out += "  Recommendations:\n" + a.recommendations.map { "    - \($0)\n" }.joined()
         out += "  Mitigations:\n" + a.mitigations.map { "    - \($0)\n" }.joined()
-        return out
+        return ConsoleText.printable(out)
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Attestation
+import Fleet
 import Foundation
 import GuestAgent
 import Hummingbird
@@ -188,7 +189,7 @@ struct AgentCommand: AsyncParsableCommand {
             if !s.tpm.present { throw ExitCode(1) }
         }
 
-        static func render(_ s: GuestStatus) -> String { s.text }
+        static func render(_ s: GuestStatus) -> String { ConsoleText.printable(s.text) }
     }
 
     struct Run: AsyncParsableCommand {

@@ -7,6 +7,7 @@ import Server
 import TLaunchTestSupport
 import Testing
 
+
 /// Raw HTTP as an attacker's page or a curious browser would send it: redirects are not followed,
 /// so the Location and Set-Cookie of the answer itself can be read.
 final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
@@ -30,8 +31,29 @@ final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
     }
 }
 
-@Suite("Hardening: the dashboard's sign-in, headers and limits")
+@Suite("Hardening: the dashboard's sign-in, headers and limits; guest text in the terminal")
 struct HardeningTests {
+    /// A guest's grub.cfg puts terminal escape sequences (an OSC, clear the screen, colours, a C1
+    /// CSI, the bell; no ';', which grub reads as the end of a command) on its kernel command line; the admin reads the VM and the alert in a terminal.
+    @Test func guestTextReachesTheTerminalOnlyAsPrintableText() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            let env = ["TLAUNCH_SERVER": p.server.url, "TLAUNCH_TOKEN": p.admin]
+            _ = try await p.fleet.deploy(DeployRequest(name: "esc", integrityMonitoring: true))
+            let config = "set timeout=0\nlinux /vmlinuz console=ttyS0 root=/dev/vda2 ro \u{1B}]2owned\u{07}\u{1B}[2J\u{1B}[31mevil=1\u{9B}0m\u{07}\ninitrd /initrd.img\nboot\n"
+            _ = try await p.fleet.putFile("esc", path: "/EFI/tlaunch/grub.cfg", bytes: Array(config.utf8))
+            let vm = try await p.fleet.restart("esc")
+            #expect(vm.lastBoot?.kernelCommandLine?.contains("\u{1B}") == true, "the guest's text did carry the sequences: \(String(describing: vm.lastBoot?.kernelCommandLine))")
+            let alert = try #require(try await p.fleet.store.alerts(vm: "esc", status: .active).first)
+            for args in [["vm", "show", "esc"], ["alert", "show", alert.id], ["alert", "list"], ["vm", "list"]] {
+                let (status, out, err) = try await Interop.run(tlaunchPath, args, environment: env)
+                #expect(status == 0, "\(args): \(err)")
+                #expect(!out.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || (0x7F...0x9F).contains($0.value) }, "\(args) printed control characters: \(out.debugDescription.suffix(400))")
+                if args == ["vm", "show", "esc"] { #expect(out.contains("evil=1"), "the text itself is still shown: \(out)") }
+            }
+        }
+    }
+
     @Test func signInLinksNeitherFixSessionsNorRedirectElsewhere() async throws {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
