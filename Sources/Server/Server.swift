@@ -454,9 +454,22 @@ public final class RunningServer: Sendable {
         let app = APIServer.application(service: service, host: host, port: port, logger: logger, fleet: fleet) { continuation.yield($0) }
         var log = Logger(label: "tlaunch.serve.group"); log.logLevel = .error
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: log))
-        let task = Task { try await group.run() }
+        // A server that cannot listen (the port is taken, the address is not this host's) ends
+        // its group with the error: the caller hears it at once instead of waiting forever.
+        let failure = Mutex<(any Error)?>(nil)
+        let task = Task {
+            do { try await group.run() } catch {
+                failure.withLock { $0 = error }
+                continuation.finish()
+                throw error
+            }
+            continuation.finish()
+        }
         var it = ports.makeAsyncIterator()
-        guard let actual = await it.next() else { throw AttestationServiceError(.internal, "the server did not start") }
+        guard let actual = await it.next() else {
+            let why = failure.withLock { $0 }.map { "\($0)" } ?? "it stopped before listening"
+            throw AttestationServiceError(.internal, "cannot listen on \(host):\(port): \(why)")
+        }
         continuation.finish()
         return RunningServer(url: "http://\(host):\(actual)", port: actual, group: group, task: task)
     }

@@ -19,10 +19,14 @@ struct EmbeddedPlatform {
     let server: RunningServer
     let monitor: Task<Void, Never>
     let admin: String
+    /// This process's hold on the data folder (released when it ends).
+    let lock: PlatformLock
 
     static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true,
                       say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
         try folder.create()
+        let lock: PlatformLock
+        do { lock = try PlatformLock(folder) } catch let e as FleetError { throw CLIError(e.message) }
         let storage = try DataOptions.parse(["--data", folder.root.path])
         let issuer = "http://\(host):\(port)"
         let service = try await Serve.makeService(storage: storage, trustEKCA: [], issuer: issuer)
@@ -43,11 +47,13 @@ struct EmbeddedPlatform {
         httpLog.logLevel = logLevel
         let server: RunningServer
         do { server = try await RunningServer.start(service: service, host: host, port: port, logger: httpLog, fleet: fleet) } catch {
-            throw CLIError("cannot listen on \(host):\(port): \(error) — is another tlaunch running? Use --listen HOST:PORT")
+            await sql.backend.close()
+            let why = (error as? AttestationServiceError)?.message ?? "\(error)"
+            throw CLIError("\(why) — is another tlaunch (or another server) using the port? Use --listen HOST:PORT")
         }
         fleet.attach(serviceURL: server.url)
         let monitor = Task { await fleet.monitor() }
-        return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, monitor: monitor, admin: admin)
+        return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, monitor: monitor, admin: admin, lock: lock)
     }
 
     func stop() async {

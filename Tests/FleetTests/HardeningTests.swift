@@ -4,8 +4,12 @@ import FoundationNetworking
 #endif
 import Fleet
 import Server
+import Attestation
 import TLaunchTestSupport
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 
 /// Raw HTTP as an attacker's page or a curious browser would send it: redirects are not followed,
@@ -84,6 +88,54 @@ struct HardeningTests {
                 #expect(h["content-security-policy"]?.contains("frame-ancestors 'none'") == true && h["content-security-policy"]?.contains("default-src 'none'") == true, "\(path)")
             }
         }
+    }
+
+    /// A listening socket on a free loopback port, held by this test.
+    static func takenPort() throws -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 4) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        #expect(ok)
+        return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aTakenPortFailsAtOnceAndADataFolderServesOnePlatform() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-lock-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // The port is taken: `up` says so and exits (it used to wait forever).
+        let taken = try Self.takenPort()
+        defer { close(taken.fd) }
+        var (status, out, err) = try await Interop.run(tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:\(taken.port)", "--no-sample-fleet", "--hypervisor", "simulated"])
+        #expect(status != 0 && err.contains("Address already in use") && !out.contains("Ready"), "\(status) \(out) \(err)")
+
+        // One platform on the folder; a second is refused and names the first.
+        let log = dir.appendingPathComponent("first.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: tlaunchPath)
+        first.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"]
+        first.standardOutput = try FileHandle(forWritingTo: log)
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
+        let ready = try await RealVMTests.waitFor("the first platform", seconds: 120) { () async throws -> Bool? in
+            (try? String(contentsOf: log, encoding: .utf8))?.contains("==> Ready") == true ? true : nil
+        }
+        #expect(ready)
+        (status, out, err) = try await Interop.run(tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"])
+        #expect(status != 0 && err.contains("in use by another platform process (pid \(first.processIdentifier))"), "\(status) \(out) \(err)")
+        // When the first ends (however it ends), the folder is free again.
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        let again = try PlatformLock(DataFolder(root: dir))
+        _ = again
     }
 
     @Test func anOversizedFormIs413AndChangesNothing() async throws {
