@@ -25,6 +25,90 @@ public struct DeployRequest: Sendable, Codable, Hashable {
     }
 }
 
+/// A request body whose fields are all known: a field the platform does not know is refused by
+/// name (a misspelt `integritymonitoring` must not deploy with monitoring off).
+public protocol StrictBody: Decodable {
+    /// The fields of `object` (a decoded JSON object) that this body does not have, as paths.
+    static func unknownFields(_ object: [String: Any]) -> [String]
+}
+
+extension StrictBody {
+    static func unknown(_ object: [String: Any], known: Set<String>, prefix: String = "") -> [String] {
+        object.keys.filter { !known.contains($0) }.sorted().map { prefix + $0 }
+    }
+}
+
+extension DeployRequest: StrictBody {
+    static let fields: Set<String> = ["name", "image", "securityType", "secureBoot", "vTpm", "integrityMonitoring", "hypervisor", "start",
+                                      "attestationInterval", "baseline", "securityProfile"]
+
+    public static func unknownFields(_ object: [String: Any]) -> [String] {
+        var out = unknown(object, known: fields)
+        if let profile = object["securityProfile"] as? [String: Any] {
+            out += unknown(profile, known: ["securityType", "uefiSettings"], prefix: "securityProfile.")
+            if let uefi = profile["uefiSettings"] as? [String: Any] {
+                out += unknown(uefi, known: ["secureBootEnabled", "vTpmEnabled"], prefix: "securityProfile.uefiSettings.")
+            }
+        }
+        return out
+    }
+
+    enum CodingKeys: String, CodingKey { case name, image, securityType, secureBoot, vTpm, integrityMonitoring, hypervisor, start, attestationInterval, baseline, securityProfile }
+    enum ProfileKeys: String, CodingKey { case securityType, uefiSettings }
+    enum UEFIKeys: String, CodingKey { case secureBootEnabled, vTpmEnabled }
+
+    /// The platform's flat fields, or the ARM shape (`securityProfile.securityType`,
+    /// `securityProfile.uefiSettings.secureBootEnabled|vTpmEnabled`) as `vm show --json` prints
+    /// it — not both with different values.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        image = try c.decodeIfPresent(String.self, forKey: .image)
+        securityType = try c.decodeIfPresent(String.self, forKey: .securityType)
+        secureBoot = try c.decodeIfPresent(Bool.self, forKey: .secureBoot)
+        vTpm = try c.decodeIfPresent(Bool.self, forKey: .vTpm)
+        integrityMonitoring = try c.decodeIfPresent(Bool.self, forKey: .integrityMonitoring)
+        hypervisor = try c.decodeIfPresent(String.self, forKey: .hypervisor)
+        start = try c.decodeIfPresent(Bool.self, forKey: .start)
+        attestationInterval = try c.decodeIfPresent(Int.self, forKey: .attestationInterval)
+        baseline = try c.decodeIfPresent(String.self, forKey: .baseline)
+        guard c.contains(.securityProfile) else { return }
+        let p = try c.nestedContainer(keyedBy: ProfileKeys.self, forKey: .securityProfile)
+        func merge<T: Equatable>(_ flat: T?, _ arm: T?, _ path: String) throws -> T? {
+            if let flat, let arm, flat != arm {
+                throw DecodingError.dataCorruptedError(forKey: .securityProfile, in: c, debugDescription: "\(path) and its flat field disagree: give it once")
+            }
+            return flat ?? arm
+        }
+        securityType = try merge(securityType, try p.decodeIfPresent(String.self, forKey: .securityType), "securityProfile.securityType")
+        if p.contains(.uefiSettings) {
+            let u = try p.nestedContainer(keyedBy: UEFIKeys.self, forKey: .uefiSettings)
+            secureBoot = try merge(secureBoot, try u.decodeIfPresent(Bool.self, forKey: .secureBootEnabled), "securityProfile.uefiSettings.secureBootEnabled")
+            vTpm = try merge(vTpm, try u.decodeIfPresent(Bool.self, forKey: .vTpmEnabled), "securityProfile.uefiSettings.vTpmEnabled")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encodeIfPresent(image, forKey: .image)
+        try c.encodeIfPresent(securityType, forKey: .securityType)
+        try c.encodeIfPresent(secureBoot, forKey: .secureBoot)
+        try c.encodeIfPresent(vTpm, forKey: .vTpm)
+        try c.encodeIfPresent(integrityMonitoring, forKey: .integrityMonitoring)
+        try c.encodeIfPresent(hypervisor, forKey: .hypervisor)
+        try c.encodeIfPresent(start, forKey: .start)
+        try c.encodeIfPresent(attestationInterval, forKey: .attestationInterval)
+        try c.encodeIfPresent(baseline, forKey: .baseline)
+    }
+}
+
+extension UpdateRequest: StrictBody {
+    public static func unknownFields(_ object: [String: Any]) -> [String] {
+        unknown(object, known: ["securityType", "secureBoot", "vTpm", "integrityMonitoring", "guestAgent", "attestationInterval", "image", "hypervisor", "version"])
+    }
+}
+
 /// `PATCH /v1/vms/NAME`: the settings to change; `version` (optional) must be the version read.
 public struct UpdateRequest: Sendable, Codable, Hashable {
     public var securityType: String?

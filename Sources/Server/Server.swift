@@ -77,6 +77,12 @@ public enum APIServer {
     }
 
     static func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+        if let strict = T.self as? any StrictBody.Type, let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            let unknown = strict.unknownFields(object)
+            if !unknown.isEmpty {
+                throw APIError(.badRequest, "unknown field\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")): check the spelling (the OpenAPI document at /openapi.json lists the fields)", field: unknown[0])
+            }
+        }
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, c) {

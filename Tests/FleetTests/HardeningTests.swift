@@ -138,6 +138,34 @@ struct HardeningTests {
         _ = again
     }
 
+    @Test func unknownFieldsAreRefusedByNameAndTheARMShapeDeploys() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            // A misspelt field used to deploy with monitoring silently off.
+            var (s, body) = try await p.request("POST", "/v1/vms", ["name": "typo", "integritymonitoring": true, "start": false])
+            #expect(s == 400 && TestPlatform.message(body).contains("unknown field integritymonitoring"), "\(s) \(TestPlatform.message(body))")
+            #expect(try await p.fleet.store.vm("typo") == nil)
+            (s, body) = try await p.request("POST", "/v1/vms", ["name": "typo", "securityProfile": ["securityTyp": "Standard"], "start": false])
+            #expect(s == 400 && TestPlatform.message(body).contains("securityProfile.securityTyp"), "\(TestPlatform.message(body))")
+            (s, body) = try await p.request("POST", "/v1/vms", ["name": "typo", "securityType": "Standard", "securityProfile": ["securityType": "TrustedLaunch"], "start": false])
+            #expect(s == 400 && TestPlatform.message(body).contains("disagree"), "\(TestPlatform.message(body))")
+            #expect(try await p.fleet.store.vm("typo") == nil)
+            // The ARM shape that `vm show --json` prints deploys as it says.
+            (s, body) = try await p.request("POST", "/v1/vms", ["name": "arm1", "integrityMonitoring": true, "start": false,
+                                                                 "securityProfile": ["securityType": "TrustedLaunch", "uefiSettings": ["secureBootEnabled": false, "vTpmEnabled": true]]])
+            #expect(s == 201, "\(TestPlatform.message(body))")
+            let arm = try #require(try await p.fleet.store.vm("arm1"))
+            #expect(arm.securityType == .trustedLaunch && !arm.secureBoot && arm.vTPM && arm.integrityMonitoring)
+            (s, _) = try await p.request("POST", "/v1/vms", ["name": "arm2", "image": "legacy-bios", "start": false, "securityProfile": ["securityType": "Standard"]])
+            let arm2 = try await p.fleet.store.vm("arm2")
+            #expect(s == 201 && arm2?.securityType == .standard)
+            (s, body) = try await p.request("PATCH", "/v1/vms/arm1", ["integritymonitoring": false])
+            #expect(s == 400 && TestPlatform.message(body).contains("integritymonitoring"))
+            let unchanged = try await p.fleet.store.vm("arm1")
+            #expect(unchanged?.integrityMonitoring == true)
+        }
+    }
+
     @Test func anOversizedFormIs413AndChangesNothing() async throws {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
