@@ -137,6 +137,7 @@ public enum APIServer {
         let router = Router(context: ServiceContext.self)
         router.add(middleware: SecurityHeadersMiddleware())
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
+        router.add(middleware: CrossOriginMiddleware())
         router.add(middleware: AuthMiddleware(service: service))
 
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
@@ -348,9 +349,34 @@ struct AuthMiddleware: RouterMiddleware {
                 throw APIError(.unauthorized, "the API token is not valid")
             }
             context.caller = caller
-        } else if let token = Dashboard.sessionToken(request) {
-            // The dashboard's session cookie (set by /login); a stale one is just ignored.
+        } else if !request.uri.path.hasPrefix("/v1/"), let token = Dashboard.sessionToken(request) {
+            // The dashboard's session cookie (set by /login); a stale one is just ignored. The API
+            // takes bearer tokens only: a browser's cookie never authorizes a /v1 call.
             context.caller = try await service.authenticate(token)
+        }
+        return try await next(request, context)
+    }
+}
+
+/// Cross-site requests to the dashboard are refused before they do anything: a state-changing
+/// request (not GET or HEAD) that a browser marks as coming from elsewhere — `Sec-Fetch-Site`
+/// other than same-origin (or none: typed by the user), or an `Origin` that is not this server's
+/// own scheme, host and port — is a 403. SameSite cookies are not enough: "same site" includes
+/// every other port of the same host. Clients that are not browsers send neither header.
+struct CrossOriginMiddleware: RouterMiddleware {
+    typealias Context = ServiceContext
+    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+        if request.method != .get && request.method != .head && !request.uri.path.hasPrefix("/v1/") {
+            if let site = request.headers[.init("Sec-Fetch-Site")!]?.lowercased(), site != "same-origin" && site != "none" {
+                throw APIError(.forbidden, "a \(site) request cannot change the platform: use the dashboard's own pages")
+            }
+            if let origin = request.headers[.init("Origin")!] {
+                let host = request.headers[.init("Host")!] ?? request.head.authority ?? ""
+                let own = ["http://\(host)", "https://\(host)"]
+                guard own.contains(origin.lowercased()) || own.contains(origin) else {
+                    throw APIError(.forbidden, "a request from \(origin.prefix(100)) cannot change the platform: use the dashboard's own pages")
+                }
+            }
         }
         return try await next(request, context)
     }
