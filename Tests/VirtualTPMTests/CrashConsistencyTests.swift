@@ -79,6 +79,53 @@ struct CrashConsistencyTests {
 
     struct VectorErr: Error, CustomStringConvertible { var description: String; init(_ d: String) { description = d } }
 
+    /// `tlaunch vtpm socket` manufactures a new vTPM (EKs, their certificates from the CA into
+    /// NV) on its first start; killed at random moments while it does, it must never leave a
+    /// state without the certificates — such a vTPM could never attest.
+    @Test func aCrashDuringManufactureNeverLeavesAVTPMWithoutItsCertificates() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.tlaunch) else {
+            Issue.record("\(Self.tlaunch) is not built")
+            return
+        }
+        let state = { (dir: URL) in dir.appendingPathComponent("tlaunch-vtpm.state") }
+        var manufactured = 0, interrupted = 0
+        for round in 0..<8 {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-mfg-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try Data(TPMCrypto.random(32)).write(to: dir.appendingPathComponent("host.key"))
+            // A start killed at a random moment (the first rounds early, the later ones late).
+            let port = try SwtpmProcess.freePortPair()
+            let args = [Self.tlaunch, "vtpm", "socket", "--tpm2", "--tpmstate", "dir=\(dir.path)", "--server", "type=tcp,port=\(port)", "--ctrl", "type=tcp,port=\(port + 1)",
+                        "--flags", "not-need-init,startup-clear", "--key", "file=\(dir.appendingPathComponent("host.key").path)", "--ca", "dir=\(dir.appendingPathComponent("ca").path)"]
+            var pid: pid_t = 0
+            let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+            defer { for a in argv { free(a) } }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            #expect(posix_spawn(&pid, Self.tlaunch, &actions, nil, argv, environ) == 0)
+            usleep(UInt32(round * 150_000 + Int.random(in: 0...150_000)))
+            kill(pid, SIGKILL)
+            var st: Int32 = 0
+            waitpid(pid, &st, 0)
+            if FileManager.default.fileExists(atPath: state(dir).path) { manufactured += 1 } else { interrupted += 1 }
+            // Whatever the kill interrupted, the next start gives a vTPM whose EK certificates are in NV.
+            let vtpm = try Running(dir: dir)
+            let tpm = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: vtpm.port), control: nil, timeout: .seconds(10)))
+            for index in [TPMHandle(0x01C0_0002), TPMHandle(0x01C0_000A)] {
+                let der = try await tpm.nvRead(index, authHandle: .owner)
+                #expect(der.count > 300 && der.first == 0x30, "round \(round): the EK certificate at \(index) is missing or not DER")
+            }
+            await tpm.close()
+            vtpm.killHard()
+            #expect(!FileManager.default.fileExists(atPath: state(dir).path + ".manufacturing"), "round \(round): an unfinished manufacture was left behind")
+        }
+        // Kills landed before the state existed (how many landed after depends on the machine's speed).
+        #expect(interrupted > 0, "interrupted \(interrupted), manufactured \(manufactured)")
+    }
+
     @Test func acknowledgedWritesSurviveKillMinus9() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.tlaunch) else {
             Issue.record("\(Self.tlaunch) is not built")

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import TPM2
 import SwiftASN1
 import X509
@@ -12,13 +15,27 @@ extension VirtualTPM {
     /// default RSA 2048 and ECC P-256 templates) get certificates from `authority`, stored in
     /// NV indices 0x01C00002 and 0x01C0000A. The TPM is left powered on but not started
     /// (TPM2_Startup comes from the firmware, or from `--flags startup-clear`).
+    ///
+    /// Manufacture is all or nothing: it happens in `STATE.manufacturing`, which becomes the state
+    /// file by a rename only once the certificates are in NV. A crash before leaves no state file
+    /// (only the unfinished one, which the next open discards and starts again), never a vTPM
+    /// whose EK has no certificate and that would therefore never attest.
     public static func open(stateFile: String, hostKey: [UInt8], authority: VTPMCertificateAuthority?) async throws -> VirtualTPM {
-        let isNew = !FileManager.default.fileExists(atPath: stateFile)
-        let tpm = try VirtualTPM(stateFile: stateFile, hostKey: hostKey)
-        if isNew, let authority {
-            try await tpm.provisionEndorsement(authority: authority)
+        let fm = FileManager.default
+        if !fm.fileExists(atPath: stateFile), let authority {
+            let building = stateFile + ".manufacturing"
+            try? fm.removeItem(atPath: building)   // a manufacture a crash interrupted: it was never used
+            do {
+                let fresh = try VirtualTPM(stateFile: building, hostKey: hostKey)
+                try await fresh.provisionEndorsement(authority: authority)
+            }
+            guard fm.fileExists(atPath: building) else { throw VTPMError(.io, "manufacturing \(stateFile) wrote no state") }
+            guard rename(building, stateFile) == 0 else { throw VTPMError(.io, "rename \(building): \(String(cString: strerror(errno)))") }
+            let dir = (stateFile as NSString).deletingLastPathComponent
+            let d = Glibc.open(dir.isEmpty ? "." : dir, O_RDONLY | O_CLOEXEC)
+            if d >= 0 { fsync(d); close(d) }
         }
-        return tpm
+        return try VirtualTPM(stateFile: stateFile, hostKey: hostKey)
     }
 
     /// Creates the EK certificates and writes them to NV (platform authorization).
