@@ -40,7 +40,7 @@ struct EmbeddedPlatform {
         logger.logLevel = logLevel
         let fleet = Fleet(store: FleetStore(backend: sql.backend), service: service, dataFolder: folder, hostKey: try HostKey.loadOrCreate(folder: folder),
                           authority: try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA),
-                          webhooks: WebhookNotifier(urls: urls, logger: logger), logger: logger,
+                          webhooks: WebhookNotifier(urls: urls, key: try HostKey.webhookKey(folder: folder), logger: logger), logger: logger,
                           qemu: realVMs ? await QEMUInstallation.detect() : nil, progress: { say($0) })
         let admin = try await Serve.adminToken(folder: folder, service: service)
         var httpLog = Logger(label: "tlaunch.http")
@@ -78,6 +78,30 @@ func detail(_ s: String) { emit("    \(s)") }
 /// Unbuffered output, so progress from other tasks stays in order with the story.
 func emit(_ s: String, terminator: String = "\n") { FileHandle.standardOutput.write(Data((s + terminator).utf8)) }
 func emitJSON(_ v: some Encodable) throws { emit(try prettyJSON(v)) }
+
+/// `tlaunch webhook secret URL`: the secret a webhook receiver verifies deliveries with.
+struct WebhookCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "webhook", abstract: "Webhook receivers: the secret each one verifies its deliveries with.",
+                                                    subcommands: [Secret.self])
+
+    struct Secret: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the signing secret (hex) of the webhook at URL.",
+            discussion: """
+            Every delivery carries X-TLaunch-Signature: t=UNIX-SECONDS,v1=HEX, where HEX is
+            HMAC-SHA256 under this secret of "t.BODY" (the timestamp, a dot, the exact body bytes).
+            Recompute it, compare in constant time, and refuse a timestamp more than 5 minutes
+            from now. X-TLaunch-Delivery-Attempt numbers the attempts of one delivery.
+            """)
+        @Argument(help: "The webhook's URL, exactly as given to tlaunch up --webhook.") var url: String
+        @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
+        func run() async throws {
+            guard let u = URL(string: url), u.scheme == "http" || u.scheme == "https", u.host != nil else { throw ValidationError("\(url) is not an http(s) URL") }
+            let notifier = WebhookNotifier(urls: [u], key: try HostKey.webhookKey(folder: DataFolder.resolve(data)))
+            print(notifier.secret(for: u).map { String(format: "%02x", $0) }.joined())
+        }
+    }
+}
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -162,8 +162,16 @@ struct VTPMCommand: AsyncParsableCommand {
 /// The host key that encrypts vTPM state at rest: `DATA/host.key` (0600), created once.
 enum HostKey {
     static func loadOrCreate(folder: DataFolder = .resolve(nil)) throws -> [UInt8] {
+        try loadOrCreate(folder: folder, file: folder.hostKey)
+    }
+
+    /// The platform's webhook key (DATA/webhook.key): each webhook's signing secret derives from it.
+    static func webhookKey(folder: DataFolder = .resolve(nil)) throws -> [UInt8] {
+        try loadOrCreate(folder: folder, file: folder.root.appendingPathComponent("webhook.key"))
+    }
+
+    static func loadOrCreate(folder: DataFolder, file: URL) throws -> [UInt8] {
         let dir = folder.root
-        let file = folder.hostKey
         if let data = FileManager.default.contents(atPath: file.path) {
             guard data.count == 32 else { throw ValidationError("\(file.path) must hold 32 bytes") }
             return [UInt8](data)

@@ -500,12 +500,13 @@ struct MonitoringTests {
 
     @Test func webhooksAreDeliveredWithRetry() async throws {
         // A receiver that fails twice, then accepts.
-        let received = Mutex<[(attempt: String, body: Data)]>([])
+        let received = Mutex<[(attempt: String, body: Data, signature: String)]>([])
         let router = Router()
         router.post("/hook") { request, _ -> Response in
             var r = request
             let body = try await r.collectBody(upTo: 1 << 20)
-            let n = received.withLock { $0.append((request.headers.first { $0.name.rawName.lowercased() == "x-tlaunch-delivery-attempt" }?.value ?? "", Data(buffer: body))); return $0.count }
+            func header(_ name: String) -> String { request.headers.first { $0.name.rawName.lowercased() == name }?.value ?? "" }
+            let n = received.withLock { $0.append((header("x-tlaunch-delivery-attempt"), Data(buffer: body), header("x-tlaunch-signature"))); return $0.count }
             return Response(status: n <= 2 ? .internalServerError : .noContent)
         }
         let (ports, c) = AsyncStream<Int>.makeStream()
@@ -526,6 +527,17 @@ struct MonitoringTests {
             #expect(got.map(\.attempt) == ["1", "2", "3"])
             let payload = try JSONDecoder().decode(WebhookPayload.self, from: try #require(got.last?.body))
             #expect(payload.event == "alert.raised" && payload.alert.id == alert.id && payload.alert.evidence.contains { $0.component == "boot-loader" })
+            // Every delivery is signed for this receiver: the body as sent verifies; a changed
+            // body, another receiver's secret or a replay 10 minutes later does not.
+            let url = URL(string: "http://127.0.0.1:\(port)/hook")!
+            let secret = p.fleet.webhooks.secret(for: url)
+            let last = try #require(got.last)
+            #expect(got.allSatisfy { WebhookNotifier.verify(body: $0.body, header: $0.signature, secret: secret) }, "\(got.map(\.signature))")
+            var forged = last.body
+            forged[forged.count / 2] ^= 0x01
+            #expect(!WebhookNotifier.verify(body: forged, header: last.signature, secret: secret))
+            #expect(!WebhookNotifier.verify(body: last.body, header: last.signature, secret: p.fleet.webhooks.secret(for: URL(string: "http://127.0.0.1:\(port)/other")!)))
+            #expect(!WebhookNotifier.verify(body: last.body, header: last.signature, secret: secret, now: Int(Date().timeIntervalSince1970) + 600))
         }
     }
 
