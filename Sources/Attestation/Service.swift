@@ -172,7 +172,7 @@ public final class AttestationService: Sendable {
     static func ms(_ d: Date) -> Int64 { Int64(d.timeIntervalSince1970 * 1000) }
     /// RFC 3339 UTC with milliseconds, e.g. 2026-12-01T15:46:52.123Z (formatted directly: a
     /// Foundation date formatter costs hundreds of microseconds to create on Linux).
-    static func rfc3339(_ ms: Int64) -> String {
+    public static func rfc3339(_ ms: Int64) -> String {
         var t = time_t(ms / 1000)
         var tm = tm()
         gmtime_r(&t, &tm)
@@ -628,19 +628,23 @@ public final class AttestationService: Sendable {
 
     public static func hashToken(_ token: String) -> String { hexString(Array(SHA256.hash(data: Data(token.utf8)))) }
 
-    /// A new API token (printed once; only its hash is stored).
-    public static func createAPIToken(store: any AttestationStore, role: APITokenRecord.Role, vm: String?, now: Date = Date()) async throws -> String {
+    /// A new API token (printed once; only its hash is stored); `lifetime`: accepted for that long.
+    public static func createAPIToken(store: any AttestationStore, role: APITokenRecord.Role, vm: String?, lifetime: Duration? = nil, now: Date = Date()) async throws -> String {
         if role == .agent {
             guard let vm else { throw AttestationServiceError(.badRequest, "an agent token is for one VM: give --vm NAME", field: "vm") }
             try checkVMName(vm)
         }
         let token = "tlt_" + TokenIssuer.base64url(random(32))
-        try await store.insertAPIToken(APITokenRecord(hash: hashToken(token), role: role, vm: role == .agent ? vm : nil, created: ms(now)))
+        if let lifetime, lifetime <= .zero { throw AttestationServiceError(.badRequest, "a token's lifetime must be positive", field: "expires") }
+        let expires = lifetime.map { ms(now) + $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 }
+        try await store.insertAPIToken(APITokenRecord(hash: hashToken(token), role: role, vm: role == .agent ? vm : nil, created: ms(now), expires: expires))
         return token
     }
 
-    public func authenticate(_ token: String) async throws -> APITokenRecord? {
+    /// The caller behind a token: nil for one that is unknown, expired or revoked.
+    public func authenticate(_ token: String, now: Date = Date()) async throws -> APITokenRecord? {
         guard token.hasPrefix("tlt_"), token.count < 200 else { return nil }
-        return try await store.apiToken(hash: Self.hashToken(token))
+        guard let t = try await store.apiToken(hash: Self.hashToken(token)), t.valid(at: Self.ms(now)) else { return nil }
+        return t
     }
 }

@@ -91,9 +91,17 @@ public struct APITokenRecord: Sendable, Codable, Hashable {
     /// For agent tokens: the only VM the token may act for.
     public var vm: String?
     public var created: Int64
-    public init(hash: String, role: Role, vm: String?, created: Int64) {
-        self.hash = hash; self.role = role; self.vm = vm; self.created = created
+    /// When it stops being accepted (ms since 1970); nil: never.
+    public var expires: Int64?
+    /// When an admin revoked it; nil: not revoked.
+    public var revoked: Int64?
+    public init(hash: String, role: Role, vm: String?, created: Int64, expires: Int64? = nil, revoked: Int64? = nil) {
+        self.hash = hash; self.role = role; self.vm = vm; self.created = created; self.expires = expires; self.revoked = revoked
     }
+    /// How the token is named in lists and revocations: the start of its hash (never the token).
+    public var id: String { String(hash.prefix(12)) }
+    /// Accepted at `now` (ms): not revoked, not expired.
+    public func valid(at now: Int64) -> Bool { revoked == nil && (expires.map { now < $0 } ?? true) }
 }
 
 public struct SigningKeyRecord: Sendable, Codable, Hashable {
@@ -174,6 +182,10 @@ public protocol AttestationStore: Sendable {
 
     func insertAPIToken(_ t: APITokenRecord) async throws
     func apiToken(hash: String) async throws -> APITokenRecord?
+    /// Every token, newest first.
+    func apiTokens() async throws -> [APITokenRecord]
+    /// Revokes the token whose hash starts with `id` (at `at`); the tokens that matched.
+    func revokeAPIToken(id: String, at: Int64) async throws -> Int
 
     func signingKeys() async throws -> [SigningKeyRecord]
     func insertSigningKey(_ k: SigningKeyRecord) async throws

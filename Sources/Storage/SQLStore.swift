@@ -78,6 +78,11 @@ public final class SQLStore: AttestationStore {
             "ALTER TABLE agents ADD COLUMN rebind_allowed BIGINT NOT NULL DEFAULT 0",
             "CREATE TABLE vm_settings (vm TEXT PRIMARY KEY, baseline_mode TEXT NOT NULL)",
         ],
+        // Credentials with a lifecycle (issue 15): API tokens expire and can be revoked.
+        [
+            "ALTER TABLE api_tokens ADD COLUMN expires BIGINT",
+            "ALTER TABLE api_tokens ADD COLUMN revoked BIGINT",
+        ],
     ]
 
     public static var schemaVersion: Int { migrations.count }
@@ -294,14 +299,32 @@ public final class SQLStore: AttestationStore {
     // MARK: Credentials and keys
 
     public func insertAPIToken(_ t: APITokenRecord) async throws {
-        _ = try await run("INSERT INTO api_tokens (hash, role, vm, created) VALUES (?, ?, ?, ?)",
-                          [.text(t.hash), .text(t.role.rawValue), Self.opt(t.vm), .int(t.created)])
+        _ = try await run("INSERT INTO api_tokens (hash, role, vm, created, expires, revoked) VALUES (?, ?, ?, ?, ?, ?)",
+                          [.text(t.hash), .text(t.role.rawValue), Self.opt(t.vm), .int(t.created), t.expires.map { .int($0) } ?? .null, t.revoked.map { .int($0) } ?? .null])
+    }
+
+    static let tokenColumns = "hash, role, vm, created, expires, revoked"
+
+    static func token(_ r: [SQLValue]) -> APITokenRecord? {
+        guard let role = APITokenRecord.Role(rawValue: r[1].text ?? "") else { return nil }
+        return APITokenRecord(hash: r[0].text ?? "", role: role, vm: r[2].text, created: r[3].int ?? 0, expires: r[4].int, revoked: r[5].int)
     }
 
     public func apiToken(hash: String) async throws -> APITokenRecord? {
-        guard let r = try await run("SELECT hash, role, vm, created FROM api_tokens WHERE hash = ?", [.text(hash)]).first,
-              let role = APITokenRecord.Role(rawValue: r[1].text ?? "") else { return nil }
-        return APITokenRecord(hash: r[0].text ?? "", role: role, vm: r[2].text, created: r[3].int ?? 0)
+        try await run("SELECT \(Self.tokenColumns) FROM api_tokens WHERE hash = ?", [.text(hash)]).first.flatMap(Self.token)
+    }
+
+    public func apiTokens() async throws -> [APITokenRecord] {
+        try await run("SELECT \(Self.tokenColumns) FROM api_tokens ORDER BY created DESC, hash", []).compactMap(Self.token)
+    }
+
+    public func revokeAPIToken(id: String, at: Int64) async throws -> Int {
+        // An id is the start of a hash (hex): nothing else may reach the LIKE pattern.
+        guard (6...64).contains(id.count), id.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else { return 0 }
+        let matches = try await run("SELECT hash FROM api_tokens WHERE hash LIKE ?", [.text(id + "%")])
+        guard matches.count == 1, let hash = matches[0][0].text else { return matches.count }
+        _ = try await run("UPDATE api_tokens SET revoked = ? WHERE hash = ? AND revoked IS NULL", [.int(at), .text(hash)])
+        return 1
     }
 
     public func signingKeys() async throws -> [SigningKeyRecord] {

@@ -98,23 +98,71 @@ struct Serve: AsyncParsableCommand {
 }
 
 struct TokenCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "token", abstract: "API tokens for the attestation service.", subcommands: [Create.self])
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "API tokens for the attestation service: create, list, revoke.",
+                                                    subcommands: [Create.self, List.self, Revoke.self])
+
+    /// "90s", "15m", "12h", "30d" (or plain seconds).
+    static func lifetime(_ text: String) throws -> Duration {
+        let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        let unit = text.last.flatMap { units[$0] }
+        let number = unit == nil ? text : String(text.dropLast())
+        guard let n = Int64(number), n > 0, n <= 3650 * 86400 / (unit ?? 1) else {
+            throw ValidationError("--expires-in takes a positive duration such as 90s, 15m, 12h or 30d (got \(text))")
+        }
+        return .seconds(n * (unit ?? 1))
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print a new API token (only its hash is stored).")
         @Option(help: "admin, reader or agent.") var role: String
         @Option(help: "For an agent token: the one VM it may act for.") var vm: String?
+        @Option(help: "How long it is accepted: 90s, 15m, 12h, 30d (default: until revoked).") var expiresIn: String?
         @OptionGroup var storage: DataOptions
         func run() async throws {
             guard let r = APITokenRecord.Role(rawValue: role) else { throw ValidationError("--role must be admin, reader or agent") }
             if r != .agent, vm != nil { throw ValidationError("--vm applies to agent tokens only") }
+            let lifetime = try expiresIn.map(TokenCommand.lifetime)
             let store = try await storage.openStore()
             do {
-                print(try await AttestationService.createAPIToken(store: store, role: r, vm: vm))
+                print(try await AttestationService.createAPIToken(store: store, role: r, vm: vm, lifetime: lifetime))
             } catch let e as AttestationServiceError {
+                await store.backend.close()
                 throw ValidationError(e.message)
             }
             await store.backend.close()
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The API tokens: id (the start of the token's hash), role, VM, created, expires, state.")
+        @OptionGroup var storage: DataOptions
+        func run() async throws {
+            let store = try await storage.openStore()
+            let tokens = try await store.apiTokens()
+            await store.backend.close()
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            func time(_ ms: Int64?) -> String { ms.map { AttestationService.rfc3339($0) } ?? "-" }
+            let rows = [["ID", "ROLE", "VM", "CREATED", "EXPIRES", "STATE"]] + tokens.map { t in
+                [t.id, t.role.rawValue, t.vm ?? "-", time(t.created), time(t.expires),
+                 t.revoked != nil ? "revoked \(time(t.revoked))" : (t.valid(at: now) ? "valid" : "expired")]
+            }
+            print(Render.table(rows))
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token by its id (tlaunch token list): it is refused from now on, everywhere.")
+        @Argument(help: "The token's id (at least 6 hex digits of it).") var id: String
+        @OptionGroup var storage: DataOptions
+        func run() async throws {
+            let store = try await storage.openStore()
+            let n = try await store.revokeAPIToken(id: id.lowercased(), at: Int64(Date().timeIntervalSince1970 * 1000))
+            await store.backend.close()
+            switch n {
+            case 1: print("Revoked \(id)")
+            case 0: throw ValidationError("no token has the id \(id) (tlaunch token list)")
+            default: throw ValidationError("\(n) tokens start with \(id): give more of the id")
+            }
         }
     }
 }

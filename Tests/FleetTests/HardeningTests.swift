@@ -192,6 +192,36 @@ struct HardeningTests {
         }
     }
 
+    @Test func tokensExpireAndAreRevokedEverywhere() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            let store = p.service.store
+            // Expiry: accepted until its time, refused after.
+            let now = Date()
+            let short = try await AttestationService.createAPIToken(store: store, role: .reader, vm: nil, lifetime: .seconds(60), now: now)
+            #expect(try await p.service.authenticate(short, now: now.addingTimeInterval(59)) != nil)
+            #expect(try await p.service.authenticate(short, now: now.addingTimeInterval(61)) == nil)
+            let brief = try await AttestationService.createAPIToken(store: store, role: .reader, vm: nil, lifetime: .milliseconds(1))
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(try await p.request("GET", "/v1/vms", token: brief).0 == 401, "an expired token over HTTP")
+            // Revocation: a working token, revoked by its id, is refused at once — API and dashboard.
+            let reader = try await AttestationService.createAPIToken(store: store, role: .reader, vm: nil)
+            #expect(try await p.request("GET", "/v1/vms", token: reader).0 == 200)
+            let id = String(AttestationService.hashToken(reader).prefix(12))
+            var (status, out, err) = try await Interop.run(tlaunchPath, ["token", "revoke", String(id.prefix(3)), "--data", p.dir.path])
+            #expect(status != 0 && err.contains("no token has the id"), "a too-short id matches nothing: \(err)")
+            (status, out, err) = try await Interop.run(tlaunchPath, ["token", "revoke", id, "--data", p.dir.path])
+            #expect(status == 0 && out.contains("Revoked \(id)"), "\(out) \(err)")
+            #expect(try await p.request("GET", "/v1/vms", token: reader).0 == 401)
+            let (s, _, _) = try await NoRedirects.fetch("GET", "\(p.server.url)/", headers: ["Cookie": "tlaunch_session=\(reader)"])
+            #expect(s == 303 || s == 302, "the dashboard sends a revoked session to sign in")
+            // The list says which is which, and never shows a token.
+            (status, out, err) = try await Interop.run(tlaunchPath, ["token", "list", "--data", p.dir.path])
+            #expect(status == 0 && out.contains(id) && out.contains("revoked") && out.contains("expired") && out.contains("valid"), "\(out) \(err)")
+            #expect(!out.contains(reader) && !out.contains("tlt_"))
+        }
+    }
+
     @Test func anOversizedFormIs413AndChangesNothing() async throws {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
