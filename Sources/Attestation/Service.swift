@@ -641,6 +641,34 @@ public final class AttestationService: Sendable {
         return token
     }
 
+    /// A one-time sign-in code for the dashboard (10 minutes): what a sign-in link carries
+    /// instead of a credential.
+    public static func createSignInCode(store: any AttestationStore, lifetime: Duration = .seconds(600), now: Date = Date()) async throws -> String {
+        try await createAPIToken(store: store, role: .signin, vm: nil, lifetime: lifetime, now: now)
+    }
+
+    /// Exchanges a sign-in code, once, for a dashboard session (an admin token of `session`
+    /// lifetime); nil for a code that is unknown, expired or already used.
+    public func exchangeSignInCode(_ code: String, session: Duration = .seconds(12 * 3600), now: Date = Date()) async throws -> String? {
+        guard let t = try await authenticate(code, now: now), t.role == .signin,
+              try await store.revokeAPIToken(hash: t.hash, at: Self.ms(now)) else { return nil }
+        return try await Self.createAPIToken(store: store, role: .admin, vm: nil, lifetime: session, now: now)
+    }
+
+    /// A dashboard session for someone who signed in with an admin or reader token: a token of
+    /// the same role for `session`, so the cookie never holds the token itself and signing out
+    /// revokes only the session.
+    public func startSession(for token: String, session: Duration = .seconds(12 * 3600), now: Date = Date()) async throws -> String? {
+        guard let t = try await authenticate(token, now: now), t.role == .admin || t.role == .reader else { return nil }
+        return try await Self.createAPIToken(store: store, role: t.role, vm: nil, lifetime: session, now: now)
+    }
+
+    /// Ends a dashboard session: its token is revoked.
+    public func endSession(_ token: String, now: Date = Date()) async throws {
+        guard token.hasPrefix("tlt_"), token.count < 200 else { return }
+        _ = try await store.revokeAPIToken(hash: Self.hashToken(token), at: Self.ms(now))
+    }
+
     /// The caller behind a token: nil for one that is unknown, expired or revoked.
     public func authenticate(_ token: String, now: Date = Date()) async throws -> APITokenRecord? {
         guard token.hasPrefix("tlt_"), token.count < 200 else { return nil }

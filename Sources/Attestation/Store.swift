@@ -84,7 +84,9 @@ public struct BaselineRecord: Sendable, Codable, Hashable {
 }
 
 public struct APITokenRecord: Sendable, Codable, Hashable {
-    public enum Role: String, Sendable, Codable, CaseIterable { case admin, reader, agent }
+    /// `signin`: a one-time sign-in code for the dashboard (short-lived, exchanged once for a
+    /// session; no API route accepts it).
+    public enum Role: String, Sendable, Codable, CaseIterable { case admin, reader, agent, signin }
     /// SHA-256 of the token, hex.
     public var hash: String
     public var role: Role
@@ -186,6 +188,8 @@ public protocol AttestationStore: Sendable {
     func apiTokens() async throws -> [APITokenRecord]
     /// Revokes the token whose hash starts with `id` (at `at`); the tokens that matched.
     func revokeAPIToken(id: String, at: Int64) async throws -> Int
+    /// Revokes the token with this hash if it is not revoked yet; true for the one call that did.
+    func revokeAPIToken(hash: String, at: Int64) async throws -> Bool
 
     func signingKeys() async throws -> [SigningKeyRecord]
     func insertSigningKey(_ k: SigningKeyRecord) async throws

@@ -10,6 +10,9 @@ import Hummingbird
 enum Dashboard {
     static let cookie = "tlaunch_session"
 
+    /// The session cookie: HttpOnly, SameSite=Strict, for the session's 12 hours.
+    static func sessionCookie(_ session: String) -> String { "\(cookie)=\(session); HttpOnly; SameSite=Strict; Path=/; Max-Age=43200" }
+
     static func sessionToken(_ request: Request) -> String? {
         request.headers[.cookie].flatMap { FormBody.cookie($0, name: cookie) }
     }
@@ -52,7 +55,7 @@ enum Dashboard {
         .card{background:#fff;border:1px solid #d0d7de;padding:12px 16px;margin:0 0 16px}
         .error{background:#ffebe9;border:1px solid #b3261e;padding:10px;margin:10px 0}
         </style></head><body>
-        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a></header>
+        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a><form method="post" action="/logout" style="margin-left:auto"><button type="submit">Sign out</button></form></header>
         <main>\(body)</main></body></html>
         """
         var h = headers
@@ -112,7 +115,7 @@ enum Dashboard {
         /// Dashboard pages need a signed-in admin or reader; others are sent to sign in.
         @Sendable func signedIn(_ context: ServiceContext, admin: Bool = false) -> Response? {
             guard let c = context.caller else { return redirect("/login") }
-            if c.role == .agent || (admin && c.role != .admin) {
+            if c.role == .agent || c.role == .signin || (admin && c.role != .admin) {
                 return page("Not allowed", "<div class=\"error\">A \(c.role.rawValue) token cannot \(admin ? "change the fleet" : "read the dashboard"). <a href=\"/login\">Sign in</a> with an admin token.</div>", status: .forbidden)
             }
             return nil
@@ -129,13 +132,21 @@ enum Dashboard {
         }
 
         router.get("/login") { request, _ -> Response in
+            let next = safeNext(request.uri.queryParameters.get("next").map({ String($0) }))
+            func tokenLike(_ s: String) -> Bool { s.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" } }
+            // A one-time code (what `tlaunch up` prints): exchanged once for a session.
+            if let code = request.uri.queryParameters.get("code").map({ String($0) }) {
+                guard tokenLike(code), let session = try await fleet.service.exchangeSignInCode(code) else {
+                    return page("Sign in", "<div class=\"error\">That sign-in link has expired or was used already: print a new one (tlaunch up prints one at start), or sign in with a token.</div><p><a href=\"/login\">Sign in</a></p>", status: .unauthorized)
+                }
+                return redirect(next, headers: [.setCookie: sessionCookie(session)])
+            }
             if let token = request.uri.queryParameters.get("token").map({ String($0) }) {
-                // A cookie only for a token that is one (an unchecked one would fix the session).
-                guard token.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }), try await fleet.service.authenticate(token) != nil else {
+                // A session only for a token that is one (an unchecked one would fix the session).
+                guard tokenLike(token), let session = try await fleet.service.startSession(for: token) else {
                     return page("Sign in", "<div class=\"error\">That sign-in link's token is not valid.</div><p><a href=\"/login\">Sign in</a></p>", status: .unauthorized)
                 }
-                let next = safeNext(request.uri.queryParameters.get("next").map({ String($0) }))
-                return redirect(next, headers: [.setCookie: "\(cookie)=\(token); HttpOnly; SameSite=Strict; Path=/"])
+                return redirect(next, headers: [.setCookie: sessionCookie(session)])
             }
             return page("Sign in", """
             <h1>Sign in</h1><form method="post" action="/login"><p><label>API token (admin or reader; <code>tlaunch token create --role reader</code>, or the admin token in the data folder)<br>
@@ -145,10 +156,15 @@ enum Dashboard {
         router.post("/login") { request, _ -> Response in
             let f = try await formBody(request)
             guard let token = f["token"], !token.isEmpty, token.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }),
-                  try await fleet.service.authenticate(token) != nil else {
-                return page("Sign in", "<div class=\"error\">That token is not valid.</div><p><a href=\"/login\">Try again</a></p>", status: .unauthorized)
+                  let session = try await fleet.service.startSession(for: token) else {
+                return page("Sign in", "<div class=\"error\">That token is not valid (an admin or reader token).</div><p><a href=\"/login\">Try again</a></p>", status: .unauthorized)
             }
-            return redirect("/", headers: [.setCookie: "\(cookie)=\(token); HttpOnly; SameSite=Strict; Path=/"])
+            return redirect("/", headers: [.setCookie: sessionCookie(session)])
+        }
+        router.post("/logout") { request, _ -> Response in
+            // The session's token is revoked: the cookie is worth nothing even if it was copied.
+            if let token = sessionToken(request) { try await fleet.service.endSession(token) }
+            return redirect("/login", headers: [.setCookie: "\(cookie)=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"])
         }
 
         router.get("/") { request, context -> Response in

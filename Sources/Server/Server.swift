@@ -303,7 +303,7 @@ public enum APIServer {
             try authorize(context, [.admin])
             struct Create: Decodable { var role: String; var vm: String? }
             let body = try await require(Create.self, request, limit: maxSmallBody)
-            guard let role = APITokenRecord.Role(rawValue: body.role) else { throw APIError(.badRequest, "role must be admin, reader or agent", field: "role") }
+            guard let role = APITokenRecord.Role(rawValue: body.role), role != .signin else { throw APIError(.badRequest, "role must be admin, reader or agent", field: "role") }
             let token = try await AttestationService.createAPIToken(store: service.store, role: role, vm: body.vm)
             return json(["token": token, "role": role.rawValue, "vm": (body.vm as Any?) ?? NSNull()], status: .created)
         }

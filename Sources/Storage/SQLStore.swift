@@ -318,6 +318,10 @@ public final class SQLStore: AttestationStore {
         try await run("SELECT \(Self.tokenColumns) FROM api_tokens ORDER BY created DESC, hash", []).compactMap(Self.token)
     }
 
+    public func revokeAPIToken(hash: String, at: Int64) async throws -> Bool {
+        !(try await run("UPDATE api_tokens SET revoked = ? WHERE hash = ? AND revoked IS NULL RETURNING hash", [.int(at), .text(hash)])).isEmpty
+    }
+
     public func revokeAPIToken(id: String, at: Int64) async throws -> Int {
         // An id is the start of a hash (hex): nothing else may reach the LIKE pattern.
         guard (6...64).contains(id.count), id.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else { return 0 }

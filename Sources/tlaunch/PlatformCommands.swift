@@ -140,7 +140,9 @@ struct Up: AsyncParsableCommand {
         }
         emit(Render.fleet(try await p.fleet.list()))
         say("Ready")
-        detail("Dashboard: \(p.server.url)/login?token=\(p.admin)")
+        // A one-time code, not a credential: the link is worth nothing once used or after 10 minutes.
+        let code = try await AttestationService.createSignInCode(store: p.service.store)
+        detail("Dashboard: \(p.server.url)/login?code=\(code)   (one-time sign-in link, valid 10 minutes)")
         detail("CLI:       tlaunch vm list · tlaunch vm show \(SampleFleet.tampered) · tlaunch alert list · tlaunch vm create NAME --integrity-monitoring true")
         detail("Stop with Ctrl-C (the fleet's state stays in \(folder.root.path))")
         await waitForSignal()

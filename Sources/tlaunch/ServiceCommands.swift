@@ -119,7 +119,7 @@ struct TokenCommand: AsyncParsableCommand {
         @Option(help: "How long it is accepted: 90s, 15m, 12h, 30d (default: until revoked).") var expiresIn: String?
         @OptionGroup var storage: DataOptions
         func run() async throws {
-            guard let r = APITokenRecord.Role(rawValue: role) else { throw ValidationError("--role must be admin, reader or agent") }
+            guard let r = APITokenRecord.Role(rawValue: role), r != .signin else { throw ValidationError("--role must be admin, reader or agent") }
             if r != .agent, vm != nil { throw ValidationError("--vm applies to agent tokens only") }
             let lifetime = try expiresIn.map(TokenCommand.lifetime)
             let store = try await storage.openStore()

@@ -257,7 +257,7 @@ struct CommandLineTests {
             #expect(s2 == 0 && alerts.contains("Boot loader changed") && alerts.contains(SampleFleet.tampered))
         }
         #expect(status == 0, "\(out)")
-        #expect(out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux") && out.contains("Dashboard: http://127.0.0.1:\(port)/login?token="))
+        #expect(out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux") && out.contains("Dashboard: http://127.0.0.1:\(port)/login?code=") && !out.contains("login?token="))
         // The second start deploys nothing new and boots the running VMs again (new boots, attested).
         (status, out) = try await up {
             let (s, list, _) = try await Interop.run(tlaunchPath, ["vm", "show", SampleFleet.healthy, "--json", "--data", dir.path], environment: env)

@@ -222,6 +222,37 @@ struct HardeningTests {
         }
     }
 
+    /// What `tlaunch up` prints is a one-time code: it signs in once, its session ends with sign-out,
+    /// and neither the code nor a session is an API credential of its own.
+    @Test func signInCodesWorkOnceAndSessionsEndWithSignOut() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            let code = try await AttestationService.createSignInCode(store: p.service.store)
+            #expect(try await p.request("GET", "/v1/vms", token: code).0 == 403, "a sign-in code is no API credential")
+            var (s, h, _) = try await NoRedirects.fetch("GET", "\(p.server.url)/login?code=\(code)&next=/alerts")
+            #expect((s == 303 || s == 302) && h["location"] == "/alerts", "\(s) \(h)")
+            let cookie = try #require(h["set-cookie"]?.split(separator: ";").first.map(String.init))
+            #expect(!cookie.contains(code) && !cookie.contains(p.admin), "the cookie holds a session of its own")
+            (s, h, _) = try await NoRedirects.fetch("GET", "\(p.server.url)/login?code=\(code)")
+            #expect(s == 401 && h["set-cookie"] == nil, "a code signs in once")
+            let expired = try await AttestationService.createSignInCode(store: p.service.store, lifetime: .milliseconds(1))
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(try await NoRedirects.fetch("GET", "\(p.server.url)/login?code=\(expired)").0 == 401)
+            // The session reads the dashboard; signing out revokes it (a copied cookie is worth nothing).
+            #expect(try await NoRedirects.fetch("GET", "\(p.server.url)/", headers: ["Cookie": cookie]).0 == 200)
+            (s, h, _) = try await NoRedirects.fetch("POST", "\(p.server.url)/logout", headers: ["Cookie": cookie, "Origin": p.server.url])
+            #expect((s == 303 || s == 302) && h["set-cookie"]?.contains("Max-Age=0") == true)
+            (s, h, _) = try await NoRedirects.fetch("GET", "\(p.server.url)/", headers: ["Cookie": cookie])
+            #expect((s == 303 || s == 302) && h["location"] == "/login", "a signed-out session is sent to sign in")
+            // Signing in with a token makes a session too: signing out does not revoke the token.
+            (s, h, _) = try await NoRedirects.fetch("GET", "\(p.server.url)/login?token=\(p.admin)")
+            let second = try #require(h["set-cookie"]?.split(separator: ";").first.map(String.init))
+            #expect(!second.contains(p.admin))
+            _ = try await NoRedirects.fetch("POST", "\(p.server.url)/logout", headers: ["Cookie": second, "Origin": p.server.url])
+            #expect(try await p.request("GET", "/v1/vms").0 == 200, "the admin token outlives the session it opened")
+        }
+    }
+
     @Test func anOversizedFormIs413AndChangesNothing() async throws {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
