@@ -120,10 +120,10 @@ public final class Fleet: Sendable {
         let vm = try await require(name)
         switch operation {
         case "start":
-            guard vm.powerState != .running else { throw FleetError(.conflict, "\(name) is already running: tlaunch vm restart \(name) boots it again") }
+            try Self.checkCanStart(vm)
             inBackground(name, operation) { try await self.startNow(name) }
         case "restart":
-            guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(name) is stopped: tlaunch vm start \(name)") }
+            try Self.checkCanRestart(vm)
             inBackground(name, operation) { try await self.restartNow(name) }
         default:
             throw FleetError(.invalid, "\(operation) does not run in the background (start, restart)", field: "operation")

@@ -12,6 +12,15 @@ import VirtualTPM
 /// The lifecycle: start, restart (a power cycle: TPM reset, new measured boot), stop, delete,
 /// files written onto a VM's disk. Each runs under the VM's lock, on the VM's hypervisor.
 extension Fleet {
+    /// A start boots a VM that is not running; a restart power-cycles one that is not stopped.
+    static func checkCanStart(_ vm: VMRecord) throws {
+        guard vm.powerState != .running else { throw FleetError(.conflict, "\(vm.name) is already running: tlaunch vm restart \(vm.name) boots it again") }
+    }
+
+    static func checkCanRestart(_ vm: VMRecord) throws {
+        guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(vm.name) is stopped: tlaunch vm start \(vm.name)") }
+    }
+
     public func start(_ name: String) async throws -> VMRecord {
         try await tracked(name, "start") { try await startNow(name) }
     }
@@ -19,9 +28,7 @@ extension Fleet {
     func startNow(_ name: String) async throws -> VMRecord {
         let vm: VMRecord = try await locks.with(name) {
             let vm = try await require(name)
-            guard vm.powerState != .running else {
-                throw FleetError(.conflict, "\(name) is already running: tlaunch vm restart \(name) boots it again")
-            }
+            try Self.checkCanStart(vm)
             return try await boot(vm, verb: "start")
         }
         return try await afterBoot(vm)
@@ -34,7 +41,7 @@ extension Fleet {
     func restartNow(_ name: String) async throws -> VMRecord {
         let vm: VMRecord = try await locks.with(name) {
             let vm = try await require(name)
-            guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(name) is stopped: tlaunch vm start \(name)") }
+            try Self.checkCanRestart(vm)
             // Powered off and on again: the disk's new files and a TPM reset take effect.
             return try await boot(vm, verb: "restart")
         }

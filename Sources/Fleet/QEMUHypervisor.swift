@@ -82,9 +82,7 @@ public final class QEMUHypervisor: Hypervisor {
         let machine = try QEMULauncher(installation: installation).launch(
             .init(name: name, secureBoot: secureBoot, vTPM: vtpm, interval: vm.attestationInterval), paths: p, tpm: tpm,
             forward: { [weak self] r in await self?.relayForward(name, r) ?? RelayFrame.Response(id: r.id, status: 503, body: Data()) })
-        machines.withLock { $0[name] = machine }
-        watch(machine)
-        context.logger.info("QEMU started", metadata: ["vm": .string(name), "pid": .stringConvertible(machine.process.processIdentifier), "accelerator": .string(installation.accelerator)])
+        adopt(machine, firmware: "OVMF")
 
         let firmware = "OVMF (QEMU, \(installation.accelerator))"
         func summary(_ ok: Bool, _ failure: String?) -> BootSummary {
@@ -93,8 +91,7 @@ public final class QEMUHypervisor: Hypervisor {
                         stages: prediction?.stages.map(BootStageSummary.init) ?? [], kernel: prediction?.kernel, kernelCommandLine: prediction?.kernelCommandLine)
         }
         func end(_ failure: String) async -> BootSummary {
-            await machine.kill()
-            machines.withLock { if $0[name] === machine { $0[name] = nil } }
+            await abandon(machine)
             return summary(false, failure)
         }
         let deadline = ContinuousClock.now + bootTimeout
@@ -141,12 +138,9 @@ public final class QEMUHypervisor: Hypervisor {
         let machine = try QEMULauncher(installation: installation).launch(
             .init(name: name, bios: true, secureBoot: false, vTPM: false, interval: vm.attestationInterval), paths: p, tpm: nil,
             forward: { r in RelayFrame.Response(id: r.id, status: 404, body: Data()) })
-        machines.withLock { $0[name] = machine }
-        watch(machine)
-        context.logger.info("QEMU started", metadata: ["vm": .string(name), "pid": .stringConvertible(machine.process.processIdentifier), "firmware": "SeaBIOS"])
+        adopt(machine, firmware: "SeaBIOS")
         func end(_ failure: String) async -> BootSummary {
-            await machine.kill()
-            machines.withLock { if $0[name] === machine { $0[name] = nil } }
+            await abandon(machine)
             return summary(false, failure)
         }
         let deadline = ContinuousClock.now + bootTimeout
@@ -165,6 +159,20 @@ public final class QEMUHypervisor: Hypervisor {
             try? await Task.sleep(for: .milliseconds(250))
         }
         return await end("SeaBIOS did not start the boot sector within \(bootTimeout) — console: \(String(machine.console().suffix(400)))")
+    }
+
+    /// A started machine is this VM's now: tracked, and watched for exits nobody asked for.
+    func adopt(_ machine: QEMUMachine, firmware: String) {
+        machines.withLock { $0[machine.name] = machine }
+        watch(machine)
+        context.logger.info("QEMU started", metadata: ["vm": .string(machine.name), "pid": .stringConvertible(machine.process.processIdentifier),
+                                                       "firmware": .string(firmware), "accelerator": .string(machine.accelerator)])
+    }
+
+    /// A boot that failed: its machine is killed and no longer the VM's.
+    func abandon(_ machine: QEMUMachine) async {
+        await machine.kill()
+        machines.withLock { if $0[machine.name] === machine { $0[machine.name] = nil } }
     }
 
     /// Up to 8 lines of the console around `marker`.
