@@ -22,10 +22,15 @@ final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
 
     static func fetch(_ method: String, _ url: String, body: Data? = nil, headers: [String: String] = [:]) async throws -> (Int, [String: String], Data) {
         var r = URLRequest(url: URL(string: url)!)
+        // The server runs in this process: under load it answers late, not never (as every
+        // client of an in-process server in this suite waits).
+        r.timeoutInterval = 600
         r.httpMethod = method
         r.httpBody = body
         for (k, v) in headers { r.setValue(v, forHTTPHeaderField: k) }
-        let session = URLSession(configuration: .ephemeral, delegate: NoRedirects(), delegateQueue: nil)
+        let config = URLSessionConfiguration.ephemeral
+        config.timeoutIntervalForRequest = 600
+        let session = URLSession(configuration: config, delegate: NoRedirects(), delegateQueue: nil)
         defer { session.finishTasksAndInvalidate() }
         let (data, response) = try await session.data(for: r)
         let http = try #require(response as? HTTPURLResponse)
