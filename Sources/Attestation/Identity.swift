@@ -26,6 +26,13 @@ public struct DataFolder: Sendable {
     public var database: URL { root.appendingPathComponent("tlaunch.sqlite") }
     public var adminToken: URL { root.appendingPathComponent("admin.token") }
     public var secureBootKeys: URL { root.appendingPathComponent("secureboot") }
+    /// The platform's TLS CA and server certificate.
+    public var tls: URL { root.appendingPathComponent("tls") }
+    /// The URL the platform last listened on (written by `tlaunch up`/`serve`; the CLI's default).
+    public var serverURL: URL { root.appendingPathComponent("server.url") }
+    /// The local admin's client certificate and key, for a service that asks for mutual TLS.
+    public var adminClientCertificate: URL { tls.appendingPathComponent("admin-client.pem") }
+    public var adminClientKey: URL { tls.appendingPathComponent("admin-client.key") }
 
     public func create() throws {
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

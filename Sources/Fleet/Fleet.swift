@@ -1,5 +1,6 @@
 import Attestation
 import Foundation
+import ServiceTLS
 import GuestAgent
 @_exported import FleetCore
 import MeasuredBoot
@@ -56,7 +57,9 @@ public final class Fleet: Sendable {
     }
 
     /// Where guest agents (in process, or relayed from real guests) reach the attestation service.
-    public func attach(serviceURL url: String) { context.serviceURL.withLock { $0 = url } }
+    /// Where the VMs' agents (through the host's relay) reach the service; over https they
+    /// trust only `tls`'s roots (the platform's CA) and present its client certificate.
+    public func attach(serviceURL url: String, tls: ClientTLS? = nil) { context.serviceURL.withLock { $0 = (url, tls) } }
 
     func folder(_ name: String) -> VMFolder { context.folder(name) }
 

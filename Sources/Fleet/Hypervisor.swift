@@ -1,5 +1,6 @@
 import Attestation
 import Foundation
+import ServiceTLS
 import GuestAgent
 import Logging
 import MeasuredBoot
@@ -53,7 +54,7 @@ public final class HypervisorContext: Sendable {
     public let cache = DecisionCache()
     public let logger: Logger
     let progress: @Sendable (String) -> Void
-    let serviceURL = Mutex<String?>(nil)
+    let serviceURL = Mutex<(url: String, tls: ClientTLS?)?>(nil)
 
     init(root: URL, hostKey: [UInt8], authority: VTPMCertificateAuthority, logger: Logger, progress: @escaping @Sendable (String) -> Void) {
         self.root = root; self.hostKey = hostKey; self.authority = authority; self.logger = logger; self.progress = progress
@@ -63,8 +64,8 @@ public final class HypervisorContext: Sendable {
 
     /// The attestation service as the VM's agent reaches it (the VM's own agent token).
     func service(for vm: String) -> ServiceClient? {
-        guard let url = serviceURL.withLock({ $0 }) else { return nil }
-        var client = ServiceClient(baseURL: url, token: (try? String(contentsOf: folder(vm).agentToken, encoding: .utf8)) ?? "")
+        guard let (url, tls) = serviceURL.withLock({ $0 }) else { return nil }
+        var client = ServiceClient.pinned(baseURL: url, token: (try? String(contentsOf: folder(vm).agentToken, encoding: .utf8)) ?? "", tls: tls)
         client.patient = true   // the service is in this process; under load it answers late, not never
         return client
     }

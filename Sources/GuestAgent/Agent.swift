@@ -18,6 +18,12 @@ public struct AgentError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(step): \(message)" }
 }
 
+/// How a client's requests reach the service when not through URLSession: the platform's
+/// pinned HTTPS (`Fleet.PinnedHTTPS`), which the in-guest agent does not link.
+public protocol HTTPTransport: Sendable {
+    func send(_ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration) async throws -> (status: Int, body: Data)
+}
+
 /// The service's HTTP API, as the agent and the CLI call it.
 public struct ServiceClient: Sendable {
     public let baseURL: String
@@ -45,6 +51,9 @@ public struct ServiceClient: Sendable {
     /// Wait up to 10 minutes for answers (the default is 60 s).
     public var patient = false
 
+    /// When set, HTTP requests go through this transport (pinned TLS) instead of URLSession.
+    public var transport: (any HTTPTransport)?
+
     /// When set, requests go through this channel (the host's relay) instead of HTTP; the
     /// relay, not the guest, holds the VM's token.
     public var channel: (any ServiceChannel)?
@@ -68,6 +77,14 @@ public struct ServiceClient: Sendable {
             return (answer.status, answer.body)
         }
         guard let url = URL(string: baseURL + path) else { throw AgentError(step, "\(baseURL + path) is not a URL") }
+        if let transport {
+            var h: [(String, String)] = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            if let token { h.append(("Authorization", "Bearer \(token)")) }
+            if body != nil { h.append(("Content-Type", contentType)) }
+            do { return try await transport.send(method, url, headers: h, body: body, timeout: patient ? .seconds(600) : .seconds(60)) } catch {
+                throw AgentError(step, "cannot reach the attestation service at \(baseURL): \(error)")
+            }
+        }
         var r = URLRequest(url: url)
         r.httpMethod = method
         if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }

@@ -11,7 +11,8 @@ enum Dashboard {
     static let cookie = "tlaunch_session"
 
     /// The session cookie: HttpOnly, SameSite=Strict, for the session's 12 hours.
-    static func sessionCookie(_ session: String) -> String { "\(cookie)=\(session); HttpOnly; SameSite=Strict; Path=/; Max-Age=43200" }
+    /// Over HTTPS it is also `Secure`: the browser never sends it over plain HTTP.
+    static func sessionCookie(_ session: String, secure: Bool) -> String { "\(cookie)=\(session); HttpOnly; SameSite=Strict; Path=/; Max-Age=43200" + (secure ? "; Secure" : "") }
 
     static func sessionToken(_ request: Request) -> String? {
         request.headers[.cookie].flatMap { FormBody.cookie($0, name: cookie) }
@@ -111,7 +112,7 @@ enum Dashboard {
         }
     }
 
-    static func addRoutes(_ router: Router<ServiceContext>, fleet: Fleet) {
+    static func addRoutes(_ router: Router<ServiceContext>, fleet: Fleet, secure: Bool = false) {
         /// Dashboard pages need a signed-in admin or reader; others are sent to sign in.
         @Sendable func signedIn(_ context: ServiceContext, admin: Bool = false) -> Response? {
             guard let c = context.caller else { return redirect("/login") }
@@ -139,14 +140,14 @@ enum Dashboard {
                 guard tokenLike(code), let session = try await fleet.service.exchangeSignInCode(code) else {
                     return page("Sign in", "<div class=\"error\">That sign-in link has expired or was used already: print a new one (tlaunch up prints one at start), or sign in with a token.</div><p><a href=\"/login\">Sign in</a></p>", status: .unauthorized)
                 }
-                return redirect(next, headers: [.setCookie: sessionCookie(session)])
+                return redirect(next, headers: [.setCookie: sessionCookie(session, secure: secure)])
             }
             if let token = request.uri.queryParameters.get("token").map({ String($0) }) {
                 // A session only for a token that is one (an unchecked one would fix the session).
                 guard tokenLike(token), let session = try await fleet.service.startSession(for: token) else {
                     return page("Sign in", "<div class=\"error\">That sign-in link's token is not valid.</div><p><a href=\"/login\">Sign in</a></p>", status: .unauthorized)
                 }
-                return redirect(next, headers: [.setCookie: sessionCookie(session)])
+                return redirect(next, headers: [.setCookie: sessionCookie(session, secure: secure)])
             }
             return page("Sign in", """
             <h1>Sign in</h1><form method="post" action="/login"><p><label>API token (admin or reader; <code>tlaunch token create --role reader</code>, or the admin token in the data folder)<br>
@@ -159,12 +160,12 @@ enum Dashboard {
                   let session = try await fleet.service.startSession(for: token) else {
                 return page("Sign in", "<div class=\"error\">That token is not valid (an admin or reader token).</div><p><a href=\"/login\">Try again</a></p>", status: .unauthorized)
             }
-            return redirect("/", headers: [.setCookie: sessionCookie(session)])
+            return redirect("/", headers: [.setCookie: sessionCookie(session, secure: secure)])
         }
         router.post("/logout") { request, _ -> Response in
             // The session's token is revoked: the cookie is worth nothing even if it was copied.
             if let token = sessionToken(request) { try await fleet.service.endSession(token) }
-            return redirect("/login", headers: [.setCookie: "\(cookie)=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"])
+            return redirect("/login", headers: [.setCookie: "\(cookie)=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0" + (secure ? "; Secure" : "")])
         }
 
         router.get("/") { request, context -> Response in

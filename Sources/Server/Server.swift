@@ -1,6 +1,9 @@
 import Attestation
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import ServiceTLS
 import Logging
 import Storage
 import ServiceLifecycle
@@ -129,15 +132,15 @@ public enum APIServer {
     }
 
     /// Builds the router for a service.
-    public static func router(service: AttestationService, metrics: Metrics, publicURL: String?, fleet: Fleet? = nil) -> Router<ServiceContext> {
+    public static func router(service: AttestationService, metrics: Metrics, publicURL: String?, fleet: Fleet? = nil, secure: Bool = false) -> Router<ServiceContext> {
         /// The URL clients reach us at: configured, else what the request's Host says.
         @Sendable func base(_ request: Request) -> String {
             publicURL ?? "http://\(request.head.authority ?? "127.0.0.1")"
         }
         let router = Router(context: ServiceContext.self)
-        router.add(middleware: SecurityHeadersMiddleware())
+        router.add(middleware: SecurityHeadersMiddleware(secure: secure))
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
-        router.add(middleware: CrossOriginMiddleware())
+        router.add(middleware: CrossOriginMiddleware(secure: secure))
         router.add(middleware: AuthMiddleware(service: service))
 
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
@@ -316,18 +319,22 @@ public enum APIServer {
         }
         if let fleet {
             addFleetRoutes(v1, fleet: fleet)
-            Dashboard.addRoutes(router, fleet: fleet)
+            Dashboard.addRoutes(router, fleet: fleet, secure: secure)
         }
         return router
     }
 
-    /// The application on `host:port` (port 0: any free port, reported to `onRunning`).
+    /// The application on `host:port` (port 0: any free port, reported to `onRunning`); over
+    /// TLS when `tls` is given (TLS 1.2+, mutual TLS when it names client roots).
     public static func application(service: AttestationService, host: String, port: Int, publicURL: String? = nil, logger: Logger? = nil, fleet: Fleet? = nil,
-                                   onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+                                   tls: ServerTLS? = nil,
+                                   onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let metrics = Metrics()
         var log = logger ?? Logger(label: "tlaunch.serve")
         if logger == nil { log.logLevel = .warning }
-        return Application(router: router(service: service, metrics: metrics, publicURL: publicURL, fleet: fleet),
+        let server: HTTPServerBuilder = try tls.map { try .tls(.http1(), tlsConfiguration: try $0.configuration()) } ?? .http1()
+        return Application(router: router(service: service, metrics: metrics, publicURL: publicURL, fleet: fleet, secure: tls != nil),
+                           server: server,
                            configuration: .init(address: .hostname(host, port: port), serverName: "tlaunch"),
                            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
                            logger: log)
@@ -365,6 +372,9 @@ struct AuthMiddleware: RouterMiddleware {
 /// every other port of the same host. Clients that are not browsers send neither header.
 struct CrossOriginMiddleware: RouterMiddleware {
     typealias Context = ServiceContext
+    /// Served over TLS: the own origin is https only (an http page on the same host and port is
+    /// another origin).
+    var secure = false
     func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         if request.method != .get && request.method != .head && !request.uri.path.hasPrefix("/v1/") {
             if let site = request.headers[.init("Sec-Fetch-Site")!]?.lowercased(), site != "same-origin" && site != "none" {
@@ -372,7 +382,7 @@ struct CrossOriginMiddleware: RouterMiddleware {
             }
             if let origin = request.headers[.init("Origin")!] {
                 let host = request.headers[.init("Host")!] ?? request.head.authority ?? ""
-                let own = ["http://\(host)", "https://\(host)"]
+                let own = ["\(secure ? "https" : "http")://\(host)"]
                 guard own.contains(origin.lowercased()) || own.contains(origin) else {
                     throw APIError(.forbidden, "a request from \(origin.prefix(100)) cannot change the platform: use the dashboard's own pages")
                 }
@@ -387,6 +397,8 @@ struct CrossOriginMiddleware: RouterMiddleware {
 /// load only their own inline style and nothing else (no scripts, no other origins).
 struct SecurityHeadersMiddleware: RouterMiddleware {
     typealias Context = ServiceContext
+    /// Over TLS, also HSTS: a browser that has been here once never tries plain HTTP again.
+    var secure = false
     static let policy = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
@@ -394,6 +406,7 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
         response.headers[.init("X-Frame-Options")!] = "DENY"
         response.headers[.init("Referrer-Policy")!] = "no-referrer"
         response.headers[.init("X-Content-Type-Options")!] = "nosniff"
+        if secure { response.headers[.init("Strict-Transport-Security")!] = "max-age=31536000" }
         return response
     }
 }
@@ -481,9 +494,10 @@ public final class RunningServer: Sendable {
     init(url: String, port: Int, group: ServiceGroup, task: Task<Void, any Error>) { self.url = url; self.port = port; self.group = group; self.task = task }
 
     /// Starts on `host` and a free port (or `port`); returns once it listens.
-    public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil, fleet: Fleet? = nil) async throws -> RunningServer {
+    public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil, fleet: Fleet? = nil,
+                             tls: ServerTLS? = nil) async throws -> RunningServer {
         let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let app = APIServer.application(service: service, host: host, port: port, logger: logger, fleet: fleet) { continuation.yield($0) }
+        let app = try APIServer.application(service: service, host: host, port: port, logger: logger, fleet: fleet, tls: tls) { continuation.yield($0) }
         var log = Logger(label: "tlaunch.serve.group"); log.logLevel = .error
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: log))
         // A server that cannot listen (the port is taken, the address is not this host's) ends
@@ -503,7 +517,8 @@ public final class RunningServer: Sendable {
             throw AttestationServiceError(.internal, "cannot listen on \(host):\(port): \(why)")
         }
         continuation.finish()
-        return RunningServer(url: "http://\(host):\(actual)", port: actual, group: group, task: task)
+        let shown = host.contains(":") ? "[\(host)]" : host
+        return RunningServer(url: "\(tls == nil ? "http" : "https")://\(shown):\(actual)", port: actual, group: group, task: task)
     }
 
     public func stop() async {

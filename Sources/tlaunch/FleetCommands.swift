@@ -14,8 +14,8 @@ struct CLIError: Error, CustomStringConvertible {
 struct API {
     let client: ServiceClient
 
-    init(_ options: ClientOptions) {
-        var c = options.client
+    init(_ options: ClientOptions) throws {
+        var c = try options.client
         c.patient = true
         client = c
     }
@@ -193,7 +193,7 @@ struct VMCommand: AsyncParsableCommand {
             let req = DeployRequest(name: name, image: image, securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"),
                                     vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
                                     hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline)
-            let api = API(client)
+            let api = try API(client)
             let vm = try api.decode(VMView.self, try await api.operation(name, "POST", "/v1/vms", body: try JSONEncoder().encode(req)))
             if json { try printJSON(vm); return }
             print("Deployed \(vm.name): \(Render.securityType(vm.securityProfile.securityType)), \(vm.powerState)")
@@ -208,7 +208,7 @@ struct VMCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
         func run() async throws {
             // Every page (the server answers 1000 VMs at a time).
-            let api = API(client)
+            let api = try API(client)
             var vms: [VMView] = []
             var after: String?
             repeat {
@@ -227,7 +227,7 @@ struct VMCommand: AsyncParsableCommand {
         @Flag(help: "With --json: the whole overview.") var overview = false
         @OptionGroup var client: ClientOptions
         func run() async throws {
-            let api = API(client)
+            let api = try API(client)
             if json && !overview { try printJSON(try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self)); return }
             let o = try await api.get("/v1/vms/\(API.escape(name))/overview", as: VMOverview.self)
             if json { try printJSON(o) } else { print(Render.overview(o), terminator: "") }
@@ -239,7 +239,7 @@ struct VMCommand: AsyncParsableCommand {
         @Flag(help: "Print the VM as JSON.") var json = false
         @OptionGroup var client: ClientOptions
         func run(_ action: String) async throws {
-            let api = API(client)
+            let api = try API(client)
             let path = "/v1/vms/\(API.escape(name))/\(action)"
             let body = action == "stop" ? try await api.send("POST", path) : try await api.operation(name, "POST", path)
             let vm = try decodeVM(body, api)
@@ -355,7 +355,7 @@ struct VMCommand: AsyncParsableCommand {
             @OptionGroup var client: ClientOptions
             func run() async throws {
                 struct Body: Encodable { var attestationId: String? }
-                let api = API(client)
+                let api = try API(client)
                 let b = try await api.call("POST", "/v1/vms/\(API.escape(name))/baseline/approve", Body(attestationId: attestation), as: BaselineRecord.self)
                 print("Approved attestation \(b.attestationID ?? "?") as the baseline of \(name) (\(b.components.count) components)")
                 let vm = try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self)
@@ -367,7 +367,7 @@ struct VMCommand: AsyncParsableCommand {
             @Argument var name: String
             @OptionGroup var client: ClientOptions
             func run() async throws {
-                let api = API(client)
+                let api = try API(client)
                 let data = try await api.send("POST", "/v1/vms/\(API.escape(name))/baseline/predict")
                 let b = try api.decode(BaselineRecord.self, data)
                 print("Baseline of \(name) set from predicted PCRs: " + b.components.map { "\($0.pcr)" }.joined(separator: ", "))
@@ -390,7 +390,7 @@ struct VMCommand: AsyncParsableCommand {
         @Flag var json = false
         @OptionGroup var client: ClientOptions
         func run() async throws {
-            let api = API(client)
+            let api = try API(client)
             let data = try await api.send("POST", "/v1/vms/\(API.escape(name))/attest")
             let o = try api.decode(AttestationOutcome.self, data)
             if json { try printJSON(o) } else {
@@ -408,7 +408,7 @@ struct VMCommand: AsyncParsableCommand {
         @Flag(help: "Keep printing what the VM writes (Ctrl-C to stop).") var follow = false
         @OptionGroup var client: ClientOptions
         func run() async throws {
-            let api = API(client)
+            let api = try API(client)
             let path = "/v1/vms/\(API.escape(name))/console\(previous ? "?previous=true" : "")"
             var shown = 0
             while true {

@@ -6,6 +6,7 @@ import Foundation
 import GuestAgent
 import Logging
 import Server
+import ServiceTLS
 import VirtualTPM
 import VirtualFirmware
 import Storage
@@ -23,12 +24,13 @@ struct EmbeddedPlatform {
     let lock: PlatformLock
 
     static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true,
-                      say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
+                      tls: ServeTLSOptions, say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
         try folder.create()
         let lock: PlatformLock
         do { lock = try PlatformLock(folder) } catch let e as FleetError { throw CLIError(e.message) }
+        let (serverTLS, clientTLS) = try tls.resolve(folder: folder, host: host, warn: say)
         let storage = try DataOptions.parse(["--data", folder.root.path])
-        let issuer = "http://\(host):\(port)"
+        let issuer = "\(serverTLS == nil ? "http" : "https")://\(host):\(port)"
         let service = try await Serve.makeService(storage: storage, trustEKCA: [], issuer: issuer)
         guard let sql = service.store as? SQLStore else { throw CLIError("the embedded platform needs a SQL store") }
         var urls: [URL] = []
@@ -46,12 +48,18 @@ struct EmbeddedPlatform {
         var httpLog = Logger(label: "tlaunch.http")
         httpLog.logLevel = logLevel
         let server: RunningServer
-        do { server = try await RunningServer.start(service: service, host: host, port: port, logger: httpLog, fleet: fleet) } catch {
+        do { server = try await RunningServer.start(service: service, host: host, port: port, logger: httpLog, fleet: fleet, tls: serverTLS) } catch {
             await sql.backend.close()
+            if let e = error as? TLSSetupError { throw CLIError(e.message) }
             let why = (error as? AttestationServiceError)?.message ?? "\(error)"
             throw CLIError("\(why) — is another tlaunch (or another server) using the port? Use --listen HOST:PORT")
         }
-        fleet.attach(serviceURL: server.url)
+        // The relay reaches the service on loopback when it listens on every address.
+        let local = host == "0.0.0.0" ? server.url.replacingOccurrences(of: "://0.0.0.0:", with: "://127.0.0.1:")
+            : host == "::" ? server.url.replacingOccurrences(of: "://[::]:", with: "://[::1]:") : server.url
+        fleet.attach(serviceURL: local, tls: clientTLS)
+        // The CLI's default: this URL (TLAUNCH_SERVER and --server still win).
+        try? Data((local + "\n").utf8).write(to: folder.serverURL, options: .atomic)
         let monitor = Task { await fleet.monitor() }
         return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, monitor: monitor, admin: admin, lock: lock)
     }
@@ -114,6 +122,7 @@ struct Up: AsyncParsableCommand {
     @Option(help: "Seconds between periodic attestations of the sample fleet.") var attestationInterval: Int = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "notice"
     @Option(help: "The sample fleet's hypervisor: auto (real QEMU VMs where QEMU, OVMF and the guest kit are usable), qemu, or simulated.") var hypervisor = "auto"
+    @OptionGroup(title: "TLS") var tls: ServeTLSOptions
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
@@ -121,8 +130,11 @@ struct Up: AsyncParsableCommand {
         let folder = DataFolder.resolve(data)
         say("Starting TrustedLaunch (data folder \(folder.root.path))")
         let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: webhook,
-                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, say: { detail($0) })
+                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, tls: tls, say: { detail($0) })
         detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.store.kind))")
+        if p.server.url.hasPrefix("https:") {
+            detail("TLS: certificate from the platform CA \(folder.tls.appendingPathComponent("ca.pem").path) — the CLI pins it; import it in your browser" + (tls.mtls ? "; mutual TLS: clients need a certificate from tlaunch tls client NAME" : ""))
+        }
         if try await p.fleet.store.vmCount() == 0 && !noSampleFleet {
             say("First start: deploying the sample fleet")
             let guestKit: Bool = if case .success = GuestKit.detect() { true } else { false }
@@ -171,6 +183,7 @@ struct PlatformDemo: AsyncParsableCommand {
     @Option(help: "HOST:PORT (default: a free port on 127.0.0.1).") var listen = "127.0.0.1:0"
     @Option(help: "Keep the platform's data in this folder (default: a temporary folder, removed at the end).") var data: String?
     @Option(help: "End with a real VM (QEMU + OVMF, its own agent inside): auto (where QEMU, OVMF and the guest kit are usable), yes, or no.") var realVM = "auto"
+    @OptionGroup(title: "TLS") var tls: ServeTLSOptions
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
@@ -178,7 +191,7 @@ struct PlatformDemo: AsyncParsableCommand {
         let root = data.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-demo-\(UUID().uuidString.prefix(8))")
         let folder = DataFolder(root: root)
         say("Starting an embedded platform (SQLite, simulated hypervisor, vTPMs, attestation service) in \(root.path)")
-        let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: [], logLevel: .error, say: { detail($0) })
+        let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: [], logLevel: .error, tls: tls, say: { detail($0) })
         defer { if data == nil { try? FileManager.default.removeItem(at: root) } }
         do {
             try await story(p)

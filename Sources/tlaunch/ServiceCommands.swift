@@ -2,6 +2,7 @@ import ArgumentParser
 import Attestation
 import Fleet
 import Foundation
+import ServiceTLS
 import GuestAgent
 import Hummingbird
 import Server
@@ -46,6 +47,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Nonce lifetime in seconds.") var nonceLifetime: Int = 120
     @Flag(help: "Do not keep evidence in history (only its digest).") var noKeepEvidence = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+    @OptionGroup(title: "TLS") var tls: ServeTLSOptions
 
     func run() async throws {
         let parts = listen.split(separator: ":")
@@ -53,13 +55,15 @@ struct Serve: AsyncParsableCommand {
         let host = String(parts[0])
         let folder = storage.folder
         try folder.create()
-        let service = try await Self.makeService(storage: storage, trustEKCA: trustEKCA, issuer: issuer ?? "http://\(listen)",
+        let (serverTLS, _) = try tls.resolve(folder: folder, host: host, warn: { FileHandle.standardError.write(Data("\($0)\n".utf8)) })
+        let scheme = serverTLS == nil ? "http" : "https"
+        let service = try await Self.makeService(storage: storage, trustEKCA: trustEKCA, issuer: issuer ?? "\(scheme)://\(listen)",
                                                  tokenLifetime: tokenLifetime, tokenAudience: tokenAudience, nonceLifetime: nonceLifetime, keepEvidence: !noKeepEvidence)
         _ = try await Self.adminToken(folder: folder, service: service)
         var logger = Logger(label: "tlaunch.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        let app = APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger) { actual in
-            FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on http://\(host):\(actual) (storage: \(service.store.kind); admin token: \(folder.adminToken.path))\n".utf8))
+        let app = try APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger, tls: serverTLS) { actual in
+            FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on \(scheme)://\(host):\(actual) (storage: \(service.store.kind); admin token: \(folder.adminToken.path))\n".utf8))
         }
         try await app.runService()
     }
@@ -171,15 +175,30 @@ struct TokenCommand: AsyncParsableCommand {
 struct ClientOptions: ParsableArguments {
     @Option(help: "The attestation service. Default: $TLAUNCH_SERVER, else http://127.0.0.1:8080.") var server: String?
     @Option(help: "API token. Default: $TLAUNCH_TOKEN, else the admin token in the data folder.") var token: String?
-    @Option(help: "The platform data folder (for its admin token). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
+    @Option(help: "The platform data folder (for its admin token, TLS CA and URL). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
+    @Option(help: "Trust only this CA (PEM) for https. Default: $TLAUNCH_CA, else the data folder's tls/ca.pem, else the system's roots.") var ca: String?
+    @Option(help: "A client certificate (PEM) for mutual TLS. Default: $TLAUNCH_CLIENT_CERT, else the data folder's tls/admin-client.pem.") var clientCert: String?
+    @Option(help: "The key of --client-cert. Default: $TLAUNCH_CLIENT_KEY, else the data folder's tls/admin-client.key.") var clientKey: String?
 
     var client: ServiceClient {
-        // An empty variable counts as unset.
-        let env = ProcessInfo.processInfo.environment.filter { !$0.value.isEmpty }
-        let url = server ?? env["TLAUNCH_SERVER"] ?? "http://127.0.0.1:8080"
-        let t = token ?? env["TLAUNCH_TOKEN"]
-            ?? (try? String(contentsOf: DataFolder.resolve(data).adminToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-        return ServiceClient(baseURL: url, token: t)
+        get throws {
+            // An empty variable counts as unset.
+            let env = ProcessInfo.processInfo.environment.filter { !$0.value.isEmpty }
+            let folder = DataFolder.resolve(data)
+            func existing(_ u: URL) -> String? { FileManager.default.fileExists(atPath: u.path) ? u.path : nil }
+            let recorded = (try? String(contentsOf: folder.serverURL, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            let url = server ?? env["TLAUNCH_SERVER"] ?? recorded.flatMap { $0.isEmpty ? nil : $0 } ?? "http://127.0.0.1:8080"
+            let t = token ?? env["TLAUNCH_TOKEN"]
+                ?? (try? String(contentsOf: folder.adminToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard url.lowercased().hasPrefix("https:") else { return ServiceClient(baseURL: url, token: t) }
+            let caFile = ca ?? env["TLAUNCH_CA"] ?? existing(folder.tls.appendingPathComponent("ca.pem"))
+            let cert = clientCert ?? env["TLAUNCH_CLIENT_CERT"] ?? existing(folder.adminClientCertificate)
+            let key = clientKey ?? env["TLAUNCH_CLIENT_KEY"] ?? existing(folder.adminClientKey)
+            guard (cert == nil) == (key == nil) else { throw ValidationError("--client-cert and --client-key go together") }
+            do {
+                return ServiceClient.pinned(baseURL: url, token: t, tls: try ClientTLS.files(ca: caFile, certificate: cert, key: key))
+            } catch let e as TLSSetupError { throw CLIError(e.message) }
+        }
     }
 }
 
@@ -198,7 +217,7 @@ struct AgentCommand: AsyncParsableCommand {
 
         func agent() throws -> GuestAgent {
             let name = vm ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "vm"
-            return GuestAgent(tpm: try tcti.client(), service: client.client, vm: name, eventLogPath: eventlog,
+            return GuestAgent(tpm: try tcti.client(), service: try client.client, vm: name, eventLogPath: eventlog,
                               imaLogPath: FileManager.default.isReadableFile(atPath: ima) ? ima : nil)
         }
     }

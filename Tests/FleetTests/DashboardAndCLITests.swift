@@ -246,7 +246,9 @@ struct CommandLineTests {
             p.waitUntilExit()
             return (p.terminationStatus, (try? String(contentsOf: out, encoding: .utf8)) ?? "")
         }
-        let env = ["TLAUNCH_SERVER": "http://127.0.0.1:\(port)", "TLAUNCH_DATA": dir.path, "TLAUNCH_TOKEN": ""]
+        // No server URL, CA or token given: the CLI finds all three in the data folder (server.url,
+        // tls/ca.pem, admin.token) and speaks HTTPS pinned to the platform's CA.
+        let env = ["TLAUNCH_SERVER": "", "TLAUNCH_CA": "", "TLAUNCH_DATA": dir.path, "TLAUNCH_TOKEN": ""]
         var (status, out) = try await up {
             let (s, list, err) = try await Interop.run(tlaunchPath, ["vm", "list", "--json", "--data", dir.path], environment: env)
             #expect(s == 0, "\(err)")
@@ -257,7 +259,7 @@ struct CommandLineTests {
             #expect(s2 == 0 && alerts.contains("Boot loader changed") && alerts.contains(SampleFleet.tampered))
         }
         #expect(status == 0, "\(out)")
-        #expect(out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux") && out.contains("Dashboard: http://127.0.0.1:\(port)/login?code=") && !out.contains("login?token="))
+        #expect(out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux") && out.contains("Dashboard: https://127.0.0.1:\(port)/login?code=") && !out.contains("login?token="))
         // The second start deploys nothing new and boots the running VMs again (new boots, attested).
         (status, out) = try await up {
             let (s, list, _) = try await Interop.run(tlaunchPath, ["vm", "show", SampleFleet.healthy, "--json", "--data", dir.path], environment: env)

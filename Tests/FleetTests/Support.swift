@@ -6,6 +6,7 @@ import Attestation
 import Fleet
 import GuestAgent
 import Server
+import ServiceTLS
 import Storage
 import TLaunchTestSupport
 import Testing
@@ -21,9 +22,13 @@ struct TestPlatform {
     let fleet: Fleet
     let server: RunningServer
     let admin: String
+    /// Over HTTPS: what clients trust (the platform CA) and present (with mutual TLS).
+    var tls: ClientTLS? = nil
 
+    /// `tls`: serve HTTPS with a certificate from the data folder's platform CA (as `tlaunch up`
+    /// does), requiring client certificates from it when `mutual`.
     static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3, dir existing: URL? = nil,
-                      qemu: QEMUInstallation? = nil) async throws -> TestPlatform {
+                      qemu: QEMUInstallation? = nil, tls: Bool = false, mutual: Bool = false) async throws -> TestPlatform {
         let dir = existing ?? FileManager.default.temporaryDirectory.appendingPathComponent("tl-fleet-\(UUID().uuidString.prefix(8))")
         let folder = DataFolder(root: dir)
         try folder.create()
@@ -34,10 +39,22 @@ struct TestPlatform {
         let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 9, count: 32),
                           authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff), silentIntervals: silentIntervals,
                           qemu: qemu, bootTimeout: .seconds(600))
-        let server = try await RunningServer.start(service: service, fleet: fleet)
-        fleet.attach(serviceURL: server.url)
+        var serverTLS: ServerTLS?
+        var clientTLS: ClientTLS?
+        if tls {
+            let ca = try PlatformTLS.loadOrCreate(directory: folder.tls)
+            let id = try ca.serverIdentity(names: PlatformTLS.defaultNames(listeningOn: "127.0.0.1"))
+            serverTLS = ServerTLS(chainPEM: id.chainPEM, keyPEM: id.keyPEM, clientRootsPEM: mutual ? ca.caPEM : nil)
+            clientTLS = ClientTLS(trustRootsPEM: ca.caPEM)
+            if mutual {
+                let me = try ca.issueClient(name: "test client")
+                clientTLS?.certificatePEM = me.certificatePEM; clientTLS?.keyPEM = me.keyPEM
+            }
+        }
+        let server = try await RunningServer.start(service: service, fleet: fleet, tls: serverTLS)
+        fleet.attach(serviceURL: server.url, tls: clientTLS)
         let admin = try await AttestationService.createAPIToken(store: store, role: .admin, vm: nil)
-        return TestPlatform(dir: dir, folder: folder, service: service, fleet: fleet, server: server, admin: admin)
+        return TestPlatform(dir: dir, folder: folder, service: service, fleet: fleet, server: server, admin: admin, tls: clientTLS)
     }
 
     func stop(keepData: Bool = false) async {
@@ -49,12 +66,12 @@ struct TestPlatform {
     }
 
     /// Clients wait up to 10 minutes: the full suite runs QEMU next to these tests on two cores.
-    var client: ServiceClient { var c = ServiceClient(baseURL: server.url, token: admin); c.patient = true; return c }
+    var client: ServiceClient { var c = ServiceClient.pinned(baseURL: server.url, token: admin, tls: tls); c.patient = true; return c }
 
     /// A request with the admin token (or `token`); the status and the JSON body.
     func request(_ method: String, _ path: String, _ body: [String: Any]? = nil, token: String? = nil, headers: [String: String] = [:]) async throws -> (Int, Any?) {
         let data = try body.map { try JSONSerialization.data(withJSONObject: $0) }
-        var c = ServiceClient(baseURL: server.url, token: token ?? admin)
+        var c = ServiceClient.pinned(baseURL: server.url, token: token ?? admin, tls: tls)
         c.patient = true
         let (status, answer) = try await c.send(method, path, json: data, headers: headers, step: "test")
         return (status, try? JSONSerialization.jsonObject(with: answer))
