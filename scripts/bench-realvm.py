@@ -72,14 +72,14 @@ def stats(xs):
 
 data = tempfile.mkdtemp(prefix="tl-bench-realvm-")
 port = free_port()
-env = dict(os.environ, TLAUNCH_DATA=data, TLAUNCH_SERVER=f"http://127.0.0.1:{port}")
+env = dict(os.environ, TLAUNCH_DATA=data, TLAUNCH_SERVER=f"https://127.0.0.1:{port}")
 platform = subprocess.Popen([TLAUNCH, "up", "--data", data, "--listen", f"127.0.0.1:{port}", "--no-sample-fleet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 swtpm = qemu = None
 try:
     def ready():
         try:
-            return subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/readyz"], capture_output=True).returncode == 0
+            return subprocess.run(["curl", "-sf", "--cacert", f"{data}/tls/ca.pem", f"https://127.0.0.1:{port}/readyz"], capture_output=True).returncode == 0
         except OSError:
             return False
     wait("the platform", ready, timeout=120, every=0.2)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: installs what TrustedLaunch needs and runs `tlaunch up` (the platform with its dashboard on
-# http://127.0.0.1:8080; Ctrl-C stops it). `scripts/run.sh demo` runs the same story non-interactively.
+# https://127.0.0.1:8080; Ctrl-C stops it). `scripts/run.sh demo` runs the same story non-interactively.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
