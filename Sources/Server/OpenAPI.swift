@@ -44,13 +44,16 @@ enum OpenAPIDocument {
         Op(method: "get", path: "/v1/policy", summary: "The policy in force", roles: "admin, reader", body: nil, response: "Policy", errors: [401, 403]),
         Op(method: "put", path: "/v1/policy", summary: "Store a new version of the policy", roles: "admin", body: "Policy", response: "Policy", errors: [400, 401, 403, 413, 415]),
         Op(method: "post", path: "/v1/what-if", summary: "Evaluate evidence against a draft policy; stores nothing, consumes no nonce", roles: "admin, reader", body: "WhatIf", response: "AttestationOutcome", errors: [400, 401, 403, 404]),
-        Op(method: "post", path: "/v1/tokens", summary: "Create an API token ({role, vm})", roles: "admin", body: "CreateToken", response: "Token", errors: [400, 401, 403]),
+        Op(method: "post", path: "/v1/tokens", summary: "Create an API token ({role, vm, expiresIn: seconds}); the answer is the only time the token is shown", roles: "admin", body: "CreateToken", response: "Token", errors: [400, 401, 403]),
+        Op(method: "get", path: "/v1/tokens", summary: "The API tokens: id (the start of the token's hash, never the token), role, VM, created, expires, revoked, state", roles: "admin", body: nil, response: "TokenList", errors: [401, 403]),
+        Op(method: "delete", path: "/v1/tokens/{id}", summary: "Revoke a token by its id (6+ hex digits): refused everywhere from now on", roles: "admin", body: nil, response: "Empty", errors: [400, 401, 403, 404, 409]),
         Op(method: "post", path: "/v1/keys/rotate", summary: "Rotate the token signing key ({algorithm: ES256|RS256}); old keys stay published until their tokens expire", roles: "admin", body: "Rotate", response: "Kid", errors: [400, 401, 403]),
         Op(method: "get", path: "/.well-known/jwks.json", summary: "Token verification keys (JWK Set)", roles: "public", body: nil, response: "JWKS", errors: []),
         Op(method: "get", path: "/.well-known/openid-configuration", summary: "Issuer metadata", roles: "public", body: nil, response: "Discovery", errors: []),
         Op(method: "get", path: "/healthz", summary: "Liveness", roles: "public", body: nil, response: "Status", errors: []),
         Op(method: "get", path: "/readyz", summary: "Readiness (the database answers)", roles: "public", body: nil, response: "Status", errors: [503]),
         Op(method: "get", path: "/metrics", summary: "Prometheus metrics", roles: "public", body: nil, response: "Text", errors: []),
+        Op(method: "get", path: "/openapi.json", summary: "This document", roles: "public", body: nil, response: "Text", errors: []),
     ]
 
     static var schemas: [String: Any] { [

@@ -304,11 +304,41 @@ public enum APIServer {
         }
         v1.post("tokens") { request, context -> Response in
             try authorize(context, [.admin])
-            struct Create: Decodable { var role: String; var vm: String? }
+            struct Create: Decodable { var role: String; var vm: String?; var expiresIn: Int? }
             let body = try await require(Create.self, request, limit: maxSmallBody)
             guard let role = APITokenRecord.Role(rawValue: body.role), role != .signin else { throw APIError(.badRequest, "role must be admin, reader or agent", field: "role") }
-            let token = try await AttestationService.createAPIToken(store: service.store, role: role, vm: body.vm)
-            return json(["token": token, "role": role.rawValue, "vm": (body.vm as Any?) ?? NSNull()], status: .created)
+            if let e = body.expiresIn, !(60...(10 * 365 * 86400)).contains(e) {
+                throw APIError(.badRequest, "expiresIn is seconds, 60 to 315360000", field: "expiresIn")
+            }
+            let token = try await AttestationService.createAPIToken(store: service.store, role: role, vm: body.vm, lifetime: body.expiresIn.map { .seconds($0) })
+            let record = try await service.store.apiTokens().first { $0.hash == AttestationService.hashToken(token) }
+            return json(["token": token, "id": (record?.id as Any?) ?? NSNull(), "role": role.rawValue, "vm": (body.vm as Any?) ?? NSNull(),
+                         "expires": (record?.expires.map { AttestationService.rfc3339($0) } as Any?) ?? NSNull()], status: .created)
+        }
+        // The tokens (never their secrets: an id is the start of the token's hash) and revocation.
+        v1.get("tokens") { _, context -> Response in
+            try authorize(context, [.admin])
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let rows: [[String: Any]] = try await service.store.apiTokens().filter { $0.role != .signin }.map { t in
+                ["id": t.id, "role": t.role.rawValue, "vm": (t.vm as Any?) ?? NSNull(), "created": AttestationService.rfc3339(t.created),
+                 "expires": (t.expires.map { AttestationService.rfc3339($0) } as Any?) ?? NSNull(),
+                 "revoked": (t.revoked.map { AttestationService.rfc3339($0) } as Any?) ?? NSNull(),
+                 "state": t.revoked != nil ? "revoked" : t.valid(at: now) ? "valid" : "expired"]
+            }
+            return json(rows)
+        }
+        v1.delete("tokens/{id}") { _, context -> Response in
+            try authorize(context, [.admin])
+            let id = try context.parameters.require("id").lowercased()
+            guard (6...64).contains(id.count), id.allSatisfy({ $0.isHexDigit }) else {
+                throw APIError(.badRequest, "a token id is 6 to 64 hex digits (GET /v1/tokens lists them)", field: "id")
+            }
+            let n = try await service.store.revokeAPIToken(id: id, at: Int64(Date().timeIntervalSince1970 * 1000))
+            switch n {
+            case 1: return Response(status: .noContent)
+            case 0: throw APIError(.notFound, "no token has the id \(id)")
+            default: throw APIError(.conflict, "\(n) tokens start with \(id): give more of the id", field: "id")
+            }
         }
         v1.post("keys/rotate") { request, context -> Response in
             try authorize(context, [.admin])

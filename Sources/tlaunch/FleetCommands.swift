@@ -23,10 +23,16 @@ struct API {
     func send(_ method: String, _ path: String, body: Data? = nil, contentType: String = "application/json") async throws -> Data {
         let (status, data): (Int, Data)
         do { (status, data) = try await client.send(method, path, json: body, contentType: contentType, step: "\(method) \(path)") } catch let e as AgentError {
-            throw CLIError("\(e.message) — is the platform running? (tlaunch up, or --server / TLAUNCH_SERVER)")
+            throw Self.unreachable(e)
         }
         guard (200..<300).contains(status) else { throw Self.failure(status, data) }
         return data
+    }
+
+    /// A request that got no answer: a TLS refusal already says what to check; otherwise the
+    /// platform may not be running.
+    static func unreachable(_ e: AgentError) -> CLIError {
+        e.message.contains("TLS") ? CLIError(e.message) : CLIError("\(e.message) — is the platform running? (tlaunch up, or --server / TLAUNCH_SERVER)")
     }
 
     /// The server's refusal as the command line says it.
@@ -50,7 +56,7 @@ struct API {
         do {
             (status, data) = try await client.send(method, path, json: body, headers: ["Prefer": "respond-async"], step: "\(method) \(path)")
         } catch let e as AgentError {
-            throw CLIError("\(e.message) — is the platform running? (tlaunch up, or --server / TLAUNCH_SERVER)")
+            throw Self.unreachable(e)
         }
         guard status == 202 else {
             guard (200..<300).contains(status) else { throw Self.failure(status, data) }
