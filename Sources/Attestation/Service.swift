@@ -143,6 +143,8 @@ public final class AttestationService: Sendable {
     public let anchors: TrustAnchors
     public let akCA: AKCertificateAuthority
     public let issuer: String
+    /// Seals the token-signing keys in the database (nil: they are stored in clear).
+    public let keySealer: KeySealer?
     public let nonceLifetime: TimeInterval
     public let tokenLifetime: TimeInterval
     /// The token audience when the relying party named none.
@@ -160,8 +162,8 @@ public final class AttestationService: Sendable {
 
     public init(store: any AttestationStore, anchors: TrustAnchors, akCA: AKCertificateAuthority, issuer: String,
                 nonceLifetime: TimeInterval = 120, tokenLifetime: TimeInterval = 300, tokenAudience: String = AttestationService.defaultAudience,
-                keepEvidence: Bool = true, cacheLifetime: TimeInterval = 2) {
-        self.store = store; self.anchors = anchors; self.akCA = akCA; self.issuer = issuer
+                keepEvidence: Bool = true, cacheLifetime: TimeInterval = 2, keySealer: KeySealer? = nil) {
+        self.store = store; self.anchors = anchors; self.akCA = akCA; self.issuer = issuer; self.keySealer = keySealer
         self.nonceLifetime = nonceLifetime; self.tokenLifetime = tokenLifetime; self.tokenAudience = tokenAudience
         self.keepEvidence = keepEvidence; self.cacheLifetime = cacheLifetime
     }
@@ -363,29 +365,48 @@ public final class AttestationService: Sendable {
     // MARK: Token keys
 
     /// The signing key (the newest unretired one; created on first use) and the keys to publish.
+    /// With a key sealer, keys are stored sealed, and keys stored in clear by an older version
+    /// are sealed on first load.
     public func keys(now: Date = Date()) async throws -> (signing: TokenIssuer, published: [TokenSigningKey]) {
         if let c = cache.withLock({ $0.keys }), now.timeIntervalSince(c.loaded) < cacheLifetime { return (c.signing, c.published) }
         var records = try await store.signingKeys()
         if !records.contains(where: { $0.retired == nil }) {
             let k = try TokenSigningKey.generate("ES256")
-            try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: k.pem, created: Self.ms(now), retired: nil))
+            try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: try stored(k.pem, kid: k.keyID), created: Self.ms(now), retired: nil))
             records = try await store.signingKeys()
+        }
+        if let keySealer {
+            for r in records where !KeySealer.isSealed(r.privateKey) {
+                try await store.updateSigningKey(kid: r.kid, privateKey: try keySealer.seal(r.privateKey, kid: r.kid), was: r.privateKey)
+            }
         }
         guard let current = records.filter({ $0.retired == nil }).max(by: { ($0.created, $0.kid) < ($1.created, $1.kid) }) else {
             throw AttestationServiceError(.internal, "no token signing key")
         }
-        let signing = TokenIssuer(issuer: issuer, signingKey: try TokenSigningKey(algorithm: current.algorithm, pem: current.privateKey), lifetime: tokenLifetime)
+        let signing = TokenIssuer(issuer: issuer, signingKey: try TokenSigningKey(algorithm: current.algorithm, pem: try clear(current)), lifetime: tokenLifetime)
         // A retired key stays published until every token it signed has expired.
         let horizon = Self.ms(now) - Int64(tokenLifetime * 1000) - 60_000
-        let published = try records.filter { $0.retired == nil || $0.retired! >= horizon }.map { try TokenSigningKey(algorithm: $0.algorithm, pem: $0.privateKey) }
+        let published = try records.filter { $0.retired == nil || $0.retired! >= horizon }.map { try TokenSigningKey(algorithm: $0.algorithm, pem: try clear($0)) }
         cache.withLock { $0.keys = (now, signing, published) }
         return (signing, published)
+    }
+
+    /// A private key as the database is to hold it: sealed when there is a sealer.
+    func stored(_ pem: String, kid: String) throws -> String { try keySealer.map { try $0.seal(pem, kid: kid) } ?? pem }
+
+    /// A stored key's PEM. A sealed key without a sealer is an error that says what to give.
+    func clear(_ r: SigningKeyRecord) throws -> String {
+        guard KeySealer.isSealed(r.privateKey) else { return r.privateKey }
+        guard let keySealer else {
+            throw AttestationServiceError(.internal, "token-signing key \(r.kid) is sealed: give this instance the key-encryption key (TLAUNCH_KEY, or the data folder's token-keys.key)")
+        }
+        return try keySealer.open(r.privateKey, kid: r.kid)
     }
 
     /// A new signing key; the old ones stop signing but stay in the JWKS until their tokens expire.
     public func rotateKey(algorithm: String = "ES256", now: Date = Date()) async throws -> String {
         let k = try TokenSigningKey.generate(algorithm)
-        try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: k.pem, created: Self.ms(now), retired: nil))
+        try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: try stored(k.pem, kid: k.keyID), created: Self.ms(now), retired: nil))
         try await store.retireSigningKeys(except: k.keyID, at: Self.ms(now))
         cache.withLock { $0.keys = nil }
         return k.keyID

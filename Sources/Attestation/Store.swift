@@ -194,6 +194,8 @@ public protocol AttestationStore: Sendable {
     func signingKeys() async throws -> [SigningKeyRecord]
     func insertSigningKey(_ k: SigningKeyRecord) async throws
     func retireSigningKeys(except kid: String, at: Int64) async throws
+    /// Replaces a key's stored form (sealing a clear key) if it is still `was`.
+    func updateSigningKey(kid: String, privateKey: String, was: String) async throws
 
     func policies() async throws -> [PolicyRecord]
     func insertPolicy(_ p: PolicyRecord) async throws

@@ -342,6 +342,10 @@ public final class SQLStore: AttestationStore {
                           [.text(k.kid), .text(k.algorithm), .text(k.privateKey), .int(k.created), Self.opt(k.retired)])
     }
 
+    public func updateSigningKey(kid: String, privateKey: String, was: String) async throws {
+        _ = try await run("UPDATE signing_keys SET private_key = ? WHERE kid = ? AND private_key = ?", [.text(privateKey), .text(kid), .text(was)])
+    }
+
     public func retireSigningKeys(except kid: String, at: Int64) async throws {
         _ = try await run("UPDATE signing_keys SET retired = ? WHERE kid <> ? AND retired IS NULL", [.int(at), .text(kid)])
     }

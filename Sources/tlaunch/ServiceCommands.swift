@@ -95,9 +95,21 @@ struct Serve: AsyncParsableCommand {
         }
         let store = try await storage.openStore()
         let akCA = try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA)
-        return AttestationService(store: store, anchors: TrustAnchors(roots: roots, intermediates: intermediates), akCA: akCA, issuer: issuer,
-                                  nonceLifetime: TimeInterval(nonceLifetime), tokenLifetime: TimeInterval(tokenLifetime), tokenAudience: tokenAudience,
-                                  keepEvidence: keepEvidence)
+        // Token-signing keys are sealed in the database under a key kept outside it: TLAUNCH_KEY
+        // (the same for every instance on one PostgreSQL), else the data folder's token-keys.key.
+        let sealer: KeySealer
+        do {
+            sealer = try KeySealer.fromEnvironment() ?? KeySealer(key: try HostKey.loadOrCreate(folder: folder, file: folder.root.appendingPathComponent("token-keys.key")))
+        } catch let e as AttestationServiceError { throw CLIError(e.message) }
+        let service = AttestationService(store: store, anchors: TrustAnchors(roots: roots, intermediates: intermediates), akCA: akCA, issuer: issuer,
+                                         nonceLifetime: TimeInterval(nonceLifetime), tokenLifetime: TimeInterval(tokenLifetime), tokenAudience: tokenAudience,
+                                         keepEvidence: keepEvidence, keySealer: sealer)
+        // Fail at start, not at the first attestation, when the keys do not open with this key.
+        do { _ = try await service.keys() } catch let e as AttestationServiceError {
+            await store.backend.close()
+            throw CLIError(e.message)
+        }
+        return service
     }
 }
 
