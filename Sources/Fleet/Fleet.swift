@@ -28,6 +28,8 @@ public final class Fleet: Sendable {
     let progress: @Sendable (String) -> Void
     /// What each VM's current (or last) deploy, start or restart did, step by step.
     let activityLog: ActivityLog
+    /// Storage failures the fleet could not write down, kept until it can.
+    let storage = StorageWatch()
     /// What every hypervisor driver shares: folders, keys, the firmware's cache, the service's address.
     let context: HypervisorContext
     /// The drivers, by the name VM records carry.
@@ -96,6 +98,7 @@ public final class Fleet: Sendable {
         } catch {
             let why = (error as? FleetError)?.message ?? "\(error)"
             activityLog.end(name, "\(operation) failed: \(why)", error: why)
+            noteInterrupted(name, operation, error)
             throw error
         }
     }

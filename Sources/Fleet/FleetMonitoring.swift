@@ -114,6 +114,7 @@ extension Fleet {
 
     /// One pass of the monitor: periodic attestations that are due, and silent VMs.
     public func monitorOnce(now: Int64 = Time.millis()) async {
+        await recordInterruptions()
         if !webhooks.urls.isEmpty { await deliverDue() }
         guard let vms = try? await store.monitoredRunning() else { return }
         for vm in vms {

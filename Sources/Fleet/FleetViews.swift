@@ -14,7 +14,9 @@ extension Fleet {
     public func view(_ vm: VMRecord, alerts: [Alert]? = nil) async throws -> VMView {
         let active: [Alert]
         if let alerts { active = alerts } else { active = try await store.alerts(vm: vm.name, status: .active) }
-        return VMView(vm, alerts: active)
+        var v = VMView(vm, alerts: active)
+        v.storageInterruption = interruption(vm.name)
+        return v
     }
 
     /// The fleet by name: all of it, or a page of `limit` VMs after `after`.

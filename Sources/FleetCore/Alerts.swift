@@ -160,6 +160,19 @@ public enum AlertBuilder {
                      attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "boot-failure:" + reason)
     }
 
+    /// A storage failure (full or read-only data folder, database down) interrupted an operation
+    /// on the VM: what was interrupted, and that its record may be behind its vTPM and disk.
+    public static func storageInterrupted(_ vm: VMRecord, operation: String, reason: String, at: String, now: String = Time.now()) -> Alert {
+        let ev = AlertEvidence(component: "storage", name: operation, change: "interrupted", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil, detail: reason)
+        return Alert(id: newID(), vm: vm.name, kind: "storage-failure", severity: .medium, status: .active, title: "Storage failure interrupted \(operation)",
+                     description: "At \(at) the platform could not write its data folder or database while it ran \(operation) on \(vm.name): \(reason). What the record says may be behind what happened to the VM's vTPM and disk.",
+                     evidence: [ev],
+                     recommendations: ["Free space on (or make writable) the disk that holds the data folder; `curl /readyz` answers 200 again when the platform can write.",
+                                       "Read the VM's last attestation (it was attested again when storage came back, if it runs with monitoring), and restart it (`tlaunch vm restart \(vm.name)`) for a boot the platform has recorded from start to end."],
+                     mitigations: ["While storage failed, every change was refused with an error: no operation reported success that was not recorded."],
+                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "storage-failure:" + operation)
+    }
+
     /// A real VM's QEMU exited without the platform asking (killed, crashed, out of memory).
     public static func crashed(_ vm: VMRecord, how: String, console: String, now: String = Time.now()) -> Alert {
         let ev = AlertEvidence(component: "hypervisor", name: "QEMU of \(vm.name)", change: "exited", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,

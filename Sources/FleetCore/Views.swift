@@ -40,6 +40,9 @@ public struct VMView: Sendable, Codable, Hashable {
     public var created: String
     public var bootCount: Int
     public var lastBoot: BootSummary?
+    /// A storage failure that interrupted an operation on the VM and is not yet recorded (the
+    /// record may be behind the VM's vTPM and disk); absent when there is none.
+    public var storageInterruption: String?
 
     /// The record as the API shows it, with its active alerts among `alerts`.
     public init(_ vm: VMRecord, alerts active: [Alert]) {

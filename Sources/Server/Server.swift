@@ -145,9 +145,14 @@ public enum APIServer {
 
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
         router.get("/readyz") { _, _ -> Response in
-            do { try await service.store.ping(); return json(["status": "ready", "storage": service.store.kind]) } catch {
+            do { try await service.store.ping() } catch {
                 return json(["status": "unavailable", "storage": service.store.kind, "reason": "\(error)"], status: .serviceUnavailable)
             }
+            // With the fleet, the data folder must take writes too (a full or read-only disk).
+            if let problem = await fleet?.storageProblem() {
+                return json(["status": "unavailable", "storage": service.store.kind, "reason": problem], status: .serviceUnavailable)
+            }
+            return json(["status": "ready", "storage": service.store.kind])
         }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))

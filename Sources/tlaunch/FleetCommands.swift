@@ -29,6 +29,15 @@ struct API {
         return data
     }
 
+    /// The platform's readiness: when it cannot write its storage (a full or read-only data
+    /// folder, the database down), what was printed may be stale — say why on stderr and exit 3.
+    func requireReady() async throws {
+        guard let (status, data) = try? await client.send("GET", "/readyz", step: "readyz"), status == 503 else { return }
+        let reason = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["reason"] as? String ?? "unknown"
+        FileHandle.standardError.write(Data("WARNING: the platform cannot keep its state: \(ConsoleText.printable(reason))\n".utf8))
+        throw ExitCode(3)
+    }
+
     /// A request that got no answer: a TLS refusal already says what to check; otherwise the
     /// platform may not be running.
     static func unreachable(_ e: AgentError) -> CLIError {
@@ -126,17 +135,20 @@ enum Render {
     static func fleet(_ vms: [VMView]) -> String {
         var rows = [["NAME", "POWER", "SECURITY TYPE", "SECURE BOOT", "VTPM", "INTEGRITY MONITORING", "BOOT INTEGRITY", "LAST ATTESTATION", "ALERTS"]]
         for v in vms {
-            rows.append([v.name, v.powerState, securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
+            rows.append([v.name, v.powerState + (v.storageInterruption == nil ? "" : " (!)"), securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
                          enabled(v.securityProfile.uefiSettings.vTpmEnabled), enabled(v.integrityMonitoring.enabled),
                          (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display, v.integrityMonitoring.lastAttestation ?? "-",
                          v.alerts.isEmpty ? "-" : "\(v.alerts.count) active"])
         }
-        return table(rows)
+        var out = table(rows)
+        for v in vms { if let s = v.storageInterruption { out += "\n(!) \(ConsoleText.printable(v.name)): \(ConsoleText.printable(s)) — its record may be behind its vTPM and disk" } }
+        return out
     }
 
     static func overview(_ o: VMOverview) -> String {
         let v = o.vm
         var out = "\(v.name) — \(v.powerState), image \(v.image), hypervisor \(v.hypervisor), version \(v.version)\n"
+        if let s = v.storageInterruption { out += "  STORAGE FAILURE: \(s) — the record may be behind the VM's vTPM and disk\n" }
         let bi = (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display
         out += table([
             ["  Security type", securityType(v.securityProfile.securityType)],
@@ -223,6 +235,7 @@ struct VMCommand: AsyncParsableCommand {
                 after = page.count == 1000 ? page.last?.name : nil
             } while after != nil
             if json { try printJSON(vms) } else { print(vms.isEmpty ? "No VMs (tlaunch vm create NAME)" : Render.fleet(vms)) }
+            try await api.requireReady()
         }
     }
 
@@ -234,9 +247,13 @@ struct VMCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let api = try API(client)
-            if json && !overview { try printJSON(try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self)); return }
-            let o = try await api.get("/v1/vms/\(API.escape(name))/overview", as: VMOverview.self)
-            if json { try printJSON(o) } else { print(Render.overview(o), terminator: "") }
+            if json && !overview {
+                try printJSON(try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self))
+            } else {
+                let o = try await api.get("/v1/vms/\(API.escape(name))/overview", as: VMOverview.self)
+                if json { try printJSON(o) } else { print(Render.overview(o), terminator: "") }
+            }
+            try await api.requireReady()
         }
     }
 

@@ -268,4 +268,47 @@ struct HardeningTests {
             #expect(try await p.fleet.store.vm("big") == nil)
         }
     }
+
+    /// A full data folder: the operation it interrupts fails (503, nothing claimed), /readyz says
+    /// why, the VM's view says what was interrupted; when space returns, the interruption
+    /// becomes an alert and the VM is attested again. (A real full disk: a 48 MiB tmpfs.)
+    @Test(.timeLimit(.minutes(5)))
+    func aFullDataFolderIsReportedAndRecordedWhenSpaceReturns() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-full-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (mounted, _, err) = try await Interop.run("/bin/mount", ["-t", "tmpfs", "-o", "size=48m", "tmpfs", dir.path])
+        guard mounted == 0 else {
+            if Interop.required { Issue.record("cannot mount a tmpfs (needs root): \(err)") }
+            return
+        }
+        defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", dir.path]).waitUntilExit() }
+        let p = try await TestPlatform.start(dir: dir.appendingPathComponent("data"))
+        try await withTeardown({ await p.stop() }) {
+            #expect(try await p.request("POST", "/v1/vms", ["name": "full-1", "integrityMonitoring": true]).0 == 201)
+            #expect(try await p.request("GET", "/readyz").0 == 200)
+            // Fill the disk.
+            let filler = dir.appendingPathComponent("filler")
+            let (_, _, _) = try await Interop.run("/bin/dd", ["if=/dev/zero", "of=\(filler.path)", "bs=1M", "count=100"])
+            var (s, body) = try await p.request("POST", "/v1/vms/full-1/restart")
+            #expect(s == 503, "\(s) \(TestPlatform.message(body))")
+            (s, body) = try await p.request("GET", "/readyz")
+            #expect(s == 503 && ((body as? [String: Any])?["reason"] as? String)?.contains("is full") == true, "\(s) \(String(describing: body))")
+            (s, body) = try await p.request("GET", "/v1/vms/full-1")
+            let interrupted = (body as? [String: Any])?["storageInterruption"] as? String
+            #expect(interrupted?.contains("restart interrupted") == true, "\(String(describing: body))")
+            // Space returns: the monitor records what happened and attests the VM again.
+            try FileManager.default.removeItem(at: filler)
+            let before = try await p.fleet.require("full-1").lastAttestation ?? 0
+            await p.fleet.monitorOnce()
+            #expect(try await p.request("GET", "/readyz").0 == 200)
+            let alerts = try await p.fleet.store.alerts(vm: "full-1", status: .active)
+            let alert = try #require(alerts.first { $0.kind == "storage-failure" })
+            #expect(alert.title == "Storage failure interrupted restart" && alert.evidence.first?.detail.contains("full") == true)
+            (s, body) = try await p.request("GET", "/v1/vms/full-1")
+            #expect((body as? [String: Any])?["storageInterruption"] == nil)
+            let after = try await p.fleet.require("full-1")
+            #expect((after.lastAttestation ?? 0) > before && after.bootIntegrity == .healthy, "attested again when storage came back")
+        }
+    }
 }
