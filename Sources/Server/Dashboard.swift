@@ -1,4 +1,5 @@
 import Attestation
+import Crypto
 import Fleet
 import Foundation
 import Hummingbird
@@ -13,6 +14,39 @@ enum Dashboard {
     /// The session cookie: HttpOnly, SameSite=Strict, for the session's 12 hours.
     /// Over HTTPS it is also `Secure`: the browser never sends it over plain HTTP.
     static func sessionCookie(_ session: String, secure: Bool) -> String { "\(cookie)=\(session); HttpOnly; SameSite=Strict; Path=/; Max-Age=43200" + (secure ? "; Secure" : "") }
+
+    /// The CSRF token of the page being rendered (set by `CSRFMiddleware` for a browser session).
+    @TaskLocal static var csrf: String?
+
+    /// A session's CSRF token: a hash of the session token (secret, HttpOnly), so any instance
+    /// derives it and nothing else can; it reveals nothing of the session.
+    static func csrfToken(for session: String) -> String {
+        let digest = SHA256.hash(data: Data("tlaunch-csrf-v1:\(session)".utf8))
+        return Data(digest).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var d: UInt8 = 0
+        for i in 0..<x.count { d |= x[i] ^ y[i] }
+        return d == 0
+    }
+
+    /// Adds the CSRF token to every POST form of `html`.
+    static func withCSRF(_ html: String, _ token: String?) -> String {
+        guard let token else { return html }
+        let field = "<input type=\"hidden\" name=\"csrf\" value=\"\(escape(token))\">"
+        var out = ""
+        var rest = Substring(html)
+        while let start = rest.range(of: "<form ") {
+            guard let end = rest[start.upperBound...].firstIndex(of: ">") else { break }
+            let tag = rest[start.lowerBound...end]
+            out += rest[..<rest.index(after: end)] + (tag.contains("method=\"post\"") ? field : "")
+            rest = rest[rest.index(after: end)...]
+        }
+        return out + rest
+    }
 
     static func sessionToken(_ request: Request) -> String? {
         request.headers[.cookie].flatMap { FormBody.cookie($0, name: cookie) }
@@ -62,7 +96,7 @@ enum Dashboard {
         var h = headers
         h[.contentType] = "text/html; charset=utf-8"
         h[.cacheControl] = "no-store"
-        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(string: html)))
+        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(string: withCSRF(html, csrf))))
     }
 
     static func redirect(_ to: String, headers: HTTPFields = [:]) -> Response {

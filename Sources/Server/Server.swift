@@ -16,6 +16,9 @@ import Fleet
 public struct ServiceContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var caller: APITokenRecord?
+    /// The dashboard session token, when the caller was authenticated by the session cookie
+    /// (a browser): its forms must then carry the session's CSRF token.
+    public var session: String?
     public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
     /// Bodies are read with explicit limits per route; this only bounds Hummingbird's own decoding.
     public var maxUploadSize: Int { APIServer.maxEvidenceBody }
@@ -142,6 +145,7 @@ public enum APIServer {
         router.add(middleware: ErrorAndMetricsMiddleware(metrics: metrics))
         router.add(middleware: CrossOriginMiddleware(secure: secure))
         router.add(middleware: AuthMiddleware(service: service))
+        router.add(middleware: CSRFMiddleware())
 
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
         router.get("/readyz") { _, _ -> Response in
@@ -395,6 +399,7 @@ struct AuthMiddleware: RouterMiddleware {
             // The dashboard's session cookie (set by /login); a stale one is just ignored. The API
             // takes bearer tokens only: a browser's cookie never authorizes a /v1 call.
             context.caller = try await service.authenticate(token)
+            if context.caller != nil { context.session = token }
         }
         return try await next(request, context)
     }
@@ -424,6 +429,34 @@ struct CrossOriginMiddleware: RouterMiddleware {
             }
         }
         return try await next(request, context)
+    }
+}
+
+/// A browser's state-changing request (authenticated by the session cookie) must carry the
+/// session's CSRF token in the form (`csrf`) or in `X-CSRF-Token`: a page elsewhere — another
+/// port of the same host included, which SameSite treats as the same site — cannot know it (it
+/// is derived from the HttpOnly session token and only appears in the dashboard's own pages).
+/// Every dashboard page renders its forms with the token (`Dashboard.page`, through a task-local).
+struct CSRFMiddleware: RouterMiddleware {
+    typealias Context = ServiceContext
+    static let formLimit = 64 << 10
+    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+        guard let session = context.session else { return try await next(request, context) }
+        let expected = Dashboard.csrfToken(for: session)
+        guard request.method != .get && request.method != .head else {
+            return try await Dashboard.$csrf.withValue(expected) { try await next(request, context) }
+        }
+        var r = request
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > Self.formLimit {
+            throw APIError(.contentTooLarge, "the form is \(length) bytes; the limit is \(Self.formLimit)")
+        }
+        let buffer: ByteBuffer
+        do { buffer = try await r.collectBody(upTo: Self.formLimit) } catch { throw APIError(.contentTooLarge, "the form exceeds \(Self.formLimit) bytes") }
+        let given = request.headers[.init("X-CSRF-Token")!] ?? FormBody.parse(String(buffer: buffer))["csrf"]
+        guard let given, Dashboard.constantTimeEqual(given, expected) else {
+            throw APIError(.forbidden, "the form carries no valid CSRF token: reload the dashboard's page and submit it from there")
+        }
+        return try await Dashboard.$csrf.withValue(expected) { try await next(r, context) }
     }
 }
 

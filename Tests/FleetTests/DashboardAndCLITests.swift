@@ -5,6 +5,7 @@ import FoundationNetworking
 import Attestation
 import Fleet
 import GuestAgent
+import Hummingbird
 import Server
 import TLaunchTestSupport
 import Testing
@@ -40,6 +41,56 @@ struct DashboardTests {
         let (status, out, err) = try await Interop.run(browser, common + ["--dump-dom", url])
         #expect(status == 0, "\(err.suffix(500))")
         return out
+    }
+
+    /// The attack the issue found: a page on another port of the same host (same site, so the
+    /// SameSite=Strict cookie goes along) posts the dashboard's stop form in a real browser whose
+    /// admin is signed in. The post reaches the platform and is refused; the VM keeps running.
+    @Test(.timeLimit(.minutes(5)))
+    func aPageOnAnotherPortCannotStopAVMThroughTheBrowser() async throws {
+        guard let browser = Self.chromium() else { return }
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            _ = try await p.fleet.deploy(DeployRequest(name: "target"))
+            // The attacker's site, on another port of the same host: one page follows a link to
+            // the dashboard (the control: the victim's cookie goes along from this site), one
+            // submits the dashboard's stop form.
+            let pages = [
+                "/link.html": "<html><body><p id=\"attacker\">link</p><script>location.href = \"\(p.server.url)/\";</script></body></html>",
+                "/attack.html": """
+                <html><body><p id="attacker">attacker page</p>
+                <form id="f" method="post" action="\(p.server.url)/vms/target/action"><input name="action" value="stop"><input name="csrf" value="guessed"></form>
+                <script>document.getElementById("f").submit();</script>
+                </body></html>
+                """,
+            ]
+            let router = Router()
+            for (path, html) in pages {
+                router.get(RouterPath(path)) { _, _ in Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: html))) }
+            }
+            let (ports, found) = AsyncStream<Int>.makeStream()
+            let attacker = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                                       onServerRunning: { found.yield($0.localAddress?.port ?? 0) })
+            let running = Task { try await attacker.runService() }
+            defer { running.cancel() }
+            var it = ports.makeAsyncIterator()
+            let port = try #require(await it.next())
+            // One browser profile: the admin signs in, then visits the attacker's pages.
+            let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString.prefix(8))").path
+            defer { try? FileManager.default.removeItem(atPath: profile) }
+            func visit(_ url: String) async throws -> String {
+                let (status, out, err) = try await Interop.run(browser, ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                                                                         "--user-data-dir=\(profile)", "--dump-dom", url])
+                #expect(status == 0, "\(err.suffix(500))")
+                return out
+            }
+            #expect(try await visit("\(p.server.url)/login?token=\(p.admin)&next=/").contains("id=\"fleet\""), "signed in")
+            #expect(try await visit("http://127.0.0.1:\(port)/link.html").contains("id=\"fleet\""), "the session cookie goes along from the other port")
+            let answer = try await visit("http://127.0.0.1:\(port)/attack.html")
+            // The form was submitted to the platform (the page is its answer) and refused.
+            #expect(!answer.contains("id=\"attacker\"") && answer.contains("cannot change the platform"), "\(answer.prefix(600))")
+            #expect(try await p.fleet.require("target").powerState == .running, "the attacker's page stopped the VM")
+        }
     }
 
     @Test func fleetOverviewAlertAndDeployPagesRender() async throws {
@@ -79,12 +130,13 @@ struct DashboardTests {
     @Test func theDeployFormDeploysAndReportsRefusals() async throws {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
+            let csrf = try await p.csrf(cookie: "tlaunch_session=\(p.admin)")
             func post(_ path: String, _ form: String) async throws -> (Int, String, String?) {
                 var r = URLRequest(url: URL(string: p.server.url + path)!)
                 r.httpMethod = "POST"
                 r.setValue("application/x-www-form-urlencoded", forHTTPHeaderField: "Content-Type")
                 r.setValue("tlaunch_session=\(p.admin)", forHTTPHeaderField: "Cookie")
-                r.httpBody = Data(form.utf8)
+                r.httpBody = Data((form + "&csrf=" + csrf).utf8)
                 r.timeoutInterval = 600
                 let session = URLSession(configuration: .ephemeral, delegate: NoRedirect(), delegateQueue: nil)
                 let (data, response) = try await session.data(for: r)

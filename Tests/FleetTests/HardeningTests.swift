@@ -178,7 +178,7 @@ struct HardeningTests {
         try await withTeardown({ await p.stop() }) {
             _ = try await p.fleet.deploy(DeployRequest(name: "target"))
             let port = URL(string: p.server.url)!.port!
-            let form = Data("action=stop".utf8)
+            let form = Data("action=stop&csrf=\(try await p.csrf(cookie: "tlaunch_session=\(p.admin)"))".utf8)
             func post(_ headers: [String: String]) async throws -> Int {
                 try await NoRedirects.fetch("POST", "\(p.server.url)/vms/target/action", body: form,
                                             headers: ["Cookie": "tlaunch_session=\(p.admin)", "Content-Type": "application/x-www-form-urlencoded"].merging(headers) { $1 }).0
@@ -245,7 +245,8 @@ struct HardeningTests {
             #expect(try await NoRedirects.fetch("GET", "\(p.server.url)/login?code=\(expired)").0 == 401)
             // The session reads the dashboard; signing out revokes it (a copied cookie is worth nothing).
             #expect(try await NoRedirects.fetch("GET", "\(p.server.url)/", headers: ["Cookie": cookie]).0 == 200)
-            (s, h, _) = try await NoRedirects.fetch("POST", "\(p.server.url)/logout", headers: ["Cookie": cookie, "Origin": p.server.url])
+            (s, h, _) = try await NoRedirects.fetch("POST", "\(p.server.url)/logout", body: Data("csrf=\(try await p.csrf(cookie: cookie))".utf8),
+                                                    headers: ["Cookie": cookie, "Origin": p.server.url, "Content-Type": "application/x-www-form-urlencoded"])
             #expect((s == 303 || s == 302) && h["set-cookie"]?.contains("Max-Age=0") == true)
             (s, h, _) = try await NoRedirects.fetch("GET", "\(p.server.url)/", headers: ["Cookie": cookie])
             #expect((s == 303 || s == 302) && h["location"] == "/login", "a signed-out session is sent to sign in")
@@ -253,7 +254,8 @@ struct HardeningTests {
             (s, h, _) = try await NoRedirects.fetch("GET", "\(p.server.url)/login?token=\(p.admin)")
             let second = try #require(h["set-cookie"]?.split(separator: ";").first.map(String.init))
             #expect(!second.contains(p.admin))
-            _ = try await NoRedirects.fetch("POST", "\(p.server.url)/logout", headers: ["Cookie": second, "Origin": p.server.url])
+            _ = try await NoRedirects.fetch("POST", "\(p.server.url)/logout", body: Data("csrf=\(try await p.csrf(cookie: second))".utf8),
+                                            headers: ["Cookie": second, "Origin": p.server.url, "Content-Type": "application/x-www-form-urlencoded"])
             #expect(try await p.request("GET", "/v1/vms").0 == 200, "the admin token outlives the session it opened")
         }
     }
@@ -309,6 +311,42 @@ struct HardeningTests {
             #expect((body as? [String: Any])?["storageInterruption"] == nil)
             let after = try await p.fleet.require("full-1")
             #expect((after.lastAttestation ?? 0) > before && after.bootIntegrity == .healthy, "attested again when storage came back")
+        }
+    }
+
+    /// A same-origin post with the session cookie still needs the session's CSRF token: a form
+    /// without it, or with another session's, changes nothing. API-style callers (a bearer
+    /// token, which a browser never attaches by itself) need none.
+    @Test func dashboardFormsNeedTheSessionsCSRFToken() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            _ = try await p.fleet.deploy(DeployRequest(name: "csrf-1"))
+            let cookie = "tlaunch_session=\(p.admin)"
+            let token = try await p.csrf(cookie: cookie)
+            #expect(token.count >= 40 && !token.contains(p.admin))
+            let other = try await AttestationService.createAPIToken(store: p.service.store, role: .admin, vm: nil)
+            let othersToken = try await p.csrf(cookie: "tlaunch_session=\(other)")
+            #expect(othersToken != token, "a token per session")
+            func post(_ form: String, _ headers: [String: String] = [:]) async throws -> Int {
+                try await NoRedirects.fetch("POST", "\(p.server.url)/vms/csrf-1/action", body: Data(form.utf8),
+                                            headers: ["Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded", "Origin": p.server.url,
+                                                      "Sec-Fetch-Site": "same-origin"].merging(headers) { $1 }).0
+            }
+            for form in ["action=stop", "action=stop&csrf=", "action=stop&csrf=\(othersToken)", "action=stop&csrf=\(token.dropLast())x"] {
+                #expect(try await post(form) == 403, "\(form)")
+                #expect(try await p.fleet.require("csrf-1").powerState == .running, "\(form) stopped the VM")
+            }
+            #expect(try await post("action=stop", ["X-CSRF-Token": token]) == 303, "the header works too")
+            #expect(try await p.fleet.require("csrf-1").powerState == .stopped)
+            #expect(try await post("action=start&csrf=\(token)") == 303)
+            // Every post form of a page carries the token; a bearer caller (not a browser) needs none.
+            let (_, _, page) = try await NoRedirects.fetch("GET", "\(p.server.url)/vms/csrf-1", headers: ["Cookie": cookie])
+            let html = String(decoding: page, as: UTF8.self)
+            let forms = html.components(separatedBy: "<form ").count - 1
+            #expect(forms >= 2 && html.components(separatedBy: "name=\"csrf\" value=\"\(token)\"").count - 1 == forms, "\(forms) forms")
+            let bearer = try await NoRedirects.fetch("POST", "\(p.server.url)/vms/csrf-1/action", body: Data("action=stop".utf8),
+                                                     headers: ["Authorization": "Bearer \(p.admin)", "Content-Type": "application/x-www-form-urlencoded"]).0
+            #expect(bearer == 303)
         }
     }
 }

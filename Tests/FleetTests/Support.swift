@@ -77,6 +77,17 @@ struct TestPlatform {
         return (status, try? JSONSerialization.jsonObject(with: answer))
     }
 
+    /// The CSRF token the dashboard puts in its forms for the session in `cookie` (read from a
+    /// page, as a browser has it).
+    func csrf(cookie: String) async throws -> String {
+        let (_, _, page) = try await NoRedirects.fetch("GET", server.url + "/deploy", headers: ["Cookie": cookie])
+        let html = String(decoding: page, as: UTF8.self)
+        guard let r = html.range(of: "name=\"csrf\" value=\""), let end = html[r.upperBound...].firstIndex(of: "\"") else {
+            Issue.record("no CSRF token in the dashboard's page"); return ""
+        }
+        return String(html[r.upperBound..<end])
+    }
+
     /// The error message of a JSON error body.
     static func message(_ body: Any?) -> String { ((body as? [String: Any])?["error"] as? [String: Any])?["message"] as? String ?? "" }
 }
