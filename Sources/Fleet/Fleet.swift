@@ -114,11 +114,17 @@ public final class Fleet: Sendable {
 
     /// Deploys (the record, folder and credentials now; the first boot in the background).
     public func deployInBackground(_ r: DeployRequest) async throws -> VMRecord {
-        var now = r
-        now.start = false
-        let vm = try await deploy(now)
-        if r.start ?? true { inBackground(vm.name, "deploy") { try await self.startNow(vm.name) } }
+        let planned = try await plan(r)
+        let vm = try await tracked(planned.name, "deploy") { try await deploy(planned, r, bootNow: false) }
+        if vm.powerState == .running { inBackground(vm.name, "deploy") { try await self.firstBoot(vm.name) } }
         return vm
+    }
+
+    /// The first boot of a VM deployed to run (its record already says Running: the intent that
+    /// a platform restart honours if this process dies first).
+    func firstBoot(_ name: String) async throws -> VMRecord {
+        let vm: VMRecord = try await locks.with(name) { try await boot(try await require(name), verb: "start") }
+        return try await afterBoot(vm)
     }
 
     /// Starts or restarts in the background, after the checks a synchronous call makes first.
@@ -197,10 +203,15 @@ public final class Fleet: Sendable {
     /// (unless `start` is false), which with integrity monitoring is its first attestation.
     public func deploy(_ r: DeployRequest) async throws -> VMRecord {
         let vm = try await plan(r)
-        return try await tracked(vm.name, "deploy") { try await deploy(vm, r) }
+        return try await tracked(vm.name, "deploy") { try await deploy(vm, r, bootNow: true) }
     }
 
-    func deploy(_ vm: VMRecord, _ r: DeployRequest) async throws -> VMRecord {
+    /// A VM asked to start is recorded Running from the start — what it is meant to be — so that
+    /// a crash between the record and the first boot leaves a VM the next start boots (`resume`),
+    /// not one silently Stopped. With `bootNow`, the first boot runs before this returns.
+    func deploy(_ planned: VMRecord, _ r: DeployRequest, bootNow: Bool) async throws -> VMRecord {
+        var vm = planned
+        if r.start ?? true { vm.powerState = .running }
         _ = try images.disk(try await image(vm.image))   // build the image before taking the name
         try await locks.with(vm.name) {
             let fm = FileManager.default
@@ -211,12 +222,7 @@ public final class Fleet: Sendable {
             do {
                 try? fm.removeItem(at: dir.url)   // a leftover of a VM deleted while the folder was busy
                 try fm.createDirectory(at: dir.url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-                if vm.vTPM {
-                    let token = try await AttestationService.createAPIToken(store: service.store, role: .agent, vm: vm.name)
-                    guard fm.createFile(atPath: dir.agentToken.path, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600]) else {
-                        throw FleetError(.failed, "cannot write \(dir.agentToken.path)")
-                    }
-                }
+                if vm.vTPM { try await writeAgentToken(vm.name) }
             } catch {
                 _ = try? await store.deleteVM(vm.name)
                 try? fm.removeItem(at: dir.url)
@@ -235,8 +241,36 @@ public final class Fleet: Sendable {
         }
         logger.info("deployed", metadata: ["vm": .string(vm.name), "securityType": .string(vm.securityType.rawValue)])
         if r.baseline == "predicted" { _ = try await predictBaseline(vm.name) }
-        if r.start ?? true { return try await start(vm.name) }
+        if vm.powerState == .running && bootNow { return try await firstBoot(vm.name) }
         return try await require(vm.name)
+    }
+
+    /// A new agent token for the VM, written atomically (0600): a crash leaves the old file or
+    /// the new one, never a truncated token.
+    func writeAgentToken(_ name: String) async throws {
+        let token = try await AttestationService.createAPIToken(store: service.store, role: .agent, vm: name)
+        let file = folder(name).agentToken
+        let tmp = file.appendingPathExtension("tmp")
+        guard FileManager.default.createFile(atPath: tmp.path, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600]),
+              rename(tmp.path, file.path) == 0 else {
+            throw FleetError(.failed, "cannot write \(file.path)")
+        }
+    }
+
+    /// After a crash: every VM's folder exists and a VM with a vTPM has an agent token the
+    /// service accepts (a crash during its deploy may have left neither).
+    func repair(_ vm: VMRecord) async {
+        let dir = folder(vm.name)
+        try? FileManager.default.createDirectory(at: dir.url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard vm.vTPM else { return }
+        let token = (try? String(contentsOf: dir.agentToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        if let t = try? await service.authenticate(token), t.role == .agent, t.vm == vm.name { return }
+        do {
+            try await writeAgentToken(vm.name)
+            try? await store.appendEvent(vm: vm.name, kind: "repaired", message: "its agent credential was missing after a platform crash: a new one was issued")
+        } catch {
+            logger.error("cannot repair the VM's agent credential", metadata: ["vm": .string(vm.name), "error": .string("\(error)")])
+        }
     }
 
     public func require(_ name: String) async throws -> VMRecord {

@@ -143,6 +143,7 @@ extension Fleet {
     /// (after a restart of the platform, its VMs restart).
     public func resume() async {
         guard let vms = try? await store.vms() else { return }
+        for vm in vms { await repair(vm) }
         for vm in vms where vm.powerState == .running && !hypervisor(for: vm).isRunning(vm.name) {
             if let done = hypervisor(for: vm).reclaim(vm.name) {
                 logger.notice("\(done)", metadata: ["vm": .string(vm.name)])
