@@ -15,6 +15,9 @@ enum Dashboard {
     /// Over HTTPS it is also `Secure`: the browser never sends it over plain HTTP.
     static func sessionCookie(_ session: String, secure: Bool) -> String { "\(cookie)=\(session); HttpOnly; SameSite=Strict; Path=/; Max-Age=43200" + (secure ? "; Secure" : "") }
 
+    /// The platform's storage problem while a page renders (set by `StorageBannerMiddleware`).
+    @TaskLocal static var storageProblem: String?
+
     /// The CSRF token of the page being rendered (set by `CSRFMiddleware` for a browser session).
     @TaskLocal static var csrf: String?
 
@@ -91,7 +94,7 @@ enum Dashboard {
         .error{background:#ffebe9;border:1px solid #b3261e;padding:10px;margin:10px 0}
         </style></head><body>
         <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a><form method="post" action="/logout" style="margin-left:auto"><button type="submit">Sign out</button></form></header>
-        <main>\(body)</main></body></html>
+        <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(escape($0)). Changes fail until it can; what is shown may be behind.</div>" } ?? "")\(body)</main></body></html>
         """
         var h = headers
         h[.contentType] = "text/html; charset=utf-8"

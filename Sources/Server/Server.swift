@@ -146,6 +146,7 @@ public enum APIServer {
         router.add(middleware: CrossOriginMiddleware(secure: secure))
         router.add(middleware: AuthMiddleware(service: service))
         router.add(middleware: CSRFMiddleware())
+        if let fleet { router.add(middleware: StorageBannerMiddleware(fleet: fleet)) }
 
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
         router.get("/readyz") { _, _ -> Response in
@@ -457,6 +458,18 @@ struct CSRFMiddleware: RouterMiddleware {
             throw APIError(.forbidden, "the form carries no valid CSRF token: reload the dashboard's page and submit it from there")
         }
         return try await Dashboard.$csrf.withValue(expected) { try await next(r, context) }
+    }
+}
+
+/// Every dashboard page says so at the top when the platform cannot write its data folder or
+/// database (the probe is the one `/readyz` answers from, cached for a second).
+struct StorageBannerMiddleware: RouterMiddleware {
+    typealias Context = ServiceContext
+    let fleet: Fleet
+    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+        guard !request.uri.path.hasPrefix("/v1/"), request.method == .get else { return try await next(request, context) }
+        let problem = await fleet.storageProblem()
+        return try await Dashboard.$storageProblem.withValue(problem) { try await next(request, context) }
     }
 }
 

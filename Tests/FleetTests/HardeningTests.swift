@@ -299,6 +299,8 @@ struct HardeningTests {
             (s, body) = try await p.request("GET", "/v1/vms/full-1")
             let interrupted = (body as? [String: Any])?["storageInterruption"] as? String
             #expect(interrupted?.contains("restart interrupted") == true, "\(String(describing: body))")
+            let (_, _, page) = try await NoRedirects.fetch("GET", "\(p.server.url)/", headers: ["Cookie": "tlaunch_session=\(p.admin)"])
+            #expect(String(decoding: page, as: UTF8.self).contains("id=\"storage\""), "the dashboard says so")
             // Space returns: the monitor records what happened and attests the VM again.
             try FileManager.default.removeItem(at: filler)
             let before = try await p.fleet.require("full-1").lastAttestation ?? 0
