@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import TPM2
 
 /// Token-signing private keys as the database holds them: sealed with AES-256-GCM under a
 /// key-encryption key kept outside the database (`TLAUNCH_KEY`, else the data folder's
@@ -19,20 +20,9 @@ public struct KeySealer: Sendable {
     /// From `TLAUNCH_KEY` (64 hex digits or base64 of 32 bytes); nil when unset.
     public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> KeySealer? {
         guard let text = env["TLAUNCH_KEY"]?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty else { return nil }
-        if text.count == 64, let bytes = hexBytes(text) { return try KeySealer(key: bytes) }
+        if text.count == 64, let bytes = [UInt8](hex: text), bytes.count == 32 { return try KeySealer(key: bytes) }
         if let d = Data(base64Encoded: text), d.count == 32 { return try KeySealer(key: [UInt8](d)) }
         throw AttestationServiceError(.internal, "TLAUNCH_KEY must be 32 bytes as 64 hex digits or base64 (e.g. openssl rand -hex 32)")
-    }
-
-    static func hexBytes(_ s: String) -> [UInt8]? {
-        var out: [UInt8] = []; out.reserveCapacity(s.count / 2)
-        var i = s.startIndex
-        while i < s.endIndex {
-            let j = s.index(i, offsetBy: 2, limitedBy: s.endIndex) ?? s.endIndex
-            guard let b = UInt8(s[i..<j], radix: 16) else { return nil }
-            out.append(b); i = j
-        }
-        return out
     }
 
     public static func isSealed(_ stored: String) -> Bool { stored.hasPrefix(prefix) }

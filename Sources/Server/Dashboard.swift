@@ -28,12 +28,18 @@ enum Dashboard {
         return Data(digest).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
     }
 
-    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        var d: UInt8 = 0
-        for i in 0..<x.count { d |= x[i] ^ y[i] }
-        return d == 0
+    /// The largest form the dashboard reads.
+    static let formLimit = 64 << 10
+
+    /// Reads a form body (at most `formLimit` bytes, else 413) into `request`, which keeps it for
+    /// whoever reads it next, and parses it.
+    static func readForm(_ request: inout Request) async throws -> [String: String] {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > formLimit {
+            throw APIError(.contentTooLarge, "the form is \(length) bytes; the limit is \(formLimit)")
+        }
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: formLimit) } catch { throw APIError(.contentTooLarge, "the form exceeds \(formLimit) bytes") }
+        return form(String(buffer: buffer))
     }
 
     /// Adds the CSRF token to every POST form of `html`.
@@ -160,13 +166,7 @@ enum Dashboard {
         }
         @Sendable func formBody(_ request: Request) async throws -> [String: String] {
             var r = request
-            let limit = 64 << 10
-            if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
-                throw APIError(.contentTooLarge, "the form is \(length) bytes; the limit is \(limit)")
-            }
-            let buffer: ByteBuffer
-            do { buffer = try await r.collectBody(upTo: limit) } catch { throw APIError(.contentTooLarge, "the form exceeds \(limit) bytes") }
-            return form(String(buffer: buffer))
+            return try await readForm(&r)
         }
 
         router.get("/login") { request, _ -> Response in

@@ -440,7 +440,6 @@ struct CrossOriginMiddleware: RouterMiddleware {
 /// Every dashboard page renders its forms with the token (`Dashboard.page`, through a task-local).
 struct CSRFMiddleware: RouterMiddleware {
     typealias Context = ServiceContext
-    static let formLimit = 64 << 10
     func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         guard let session = context.session else { return try await next(request, context) }
         let expected = Dashboard.csrfToken(for: session)
@@ -448,13 +447,9 @@ struct CSRFMiddleware: RouterMiddleware {
             return try await Dashboard.$csrf.withValue(expected) { try await next(request, context) }
         }
         var r = request
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > Self.formLimit {
-            throw APIError(.contentTooLarge, "the form is \(length) bytes; the limit is \(Self.formLimit)")
-        }
-        let buffer: ByteBuffer
-        do { buffer = try await r.collectBody(upTo: Self.formLimit) } catch { throw APIError(.contentTooLarge, "the form exceeds \(Self.formLimit) bytes") }
-        let given = request.headers[.init("X-CSRF-Token")!] ?? FormBody.parse(String(buffer: buffer))["csrf"]
-        guard let given, Dashboard.constantTimeEqual(given, expected) else {
+        let form = try await Dashboard.readForm(&r)   // kept in `r` for the handler
+        let given = request.headers[.init("X-CSRF-Token")!] ?? form["csrf"]
+        guard let given, constantTimeEqual(Array(given.utf8), Array(expected.utf8)) else {
             throw APIError(.forbidden, "the form carries no valid CSRF token: reload the dashboard's page and submit it from there")
         }
         return try await Dashboard.$csrf.withValue(expected) { try await next(r, context) }
