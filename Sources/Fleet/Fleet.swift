@@ -116,15 +116,10 @@ public final class Fleet: Sendable {
     public func deployInBackground(_ r: DeployRequest) async throws -> VMRecord {
         let planned = try await plan(r)
         let vm = try await tracked(planned.name, "deploy") { try await deploy(planned, r, bootNow: false) }
-        if vm.powerState == .running { inBackground(vm.name, "deploy") { try await self.firstBoot(vm.name) } }
+        // The first boot of a VM deployed to run (its record already says Running: the intent
+        // that a platform restart honours if this process dies first).
+        if vm.powerState == .running { inBackground(vm.name, "deploy") { try await self.bootNow(vm.name, verb: "start") } }
         return vm
-    }
-
-    /// The first boot of a VM deployed to run (its record already says Running: the intent that
-    /// a platform restart honours if this process dies first).
-    func firstBoot(_ name: String) async throws -> VMRecord {
-        let vm: VMRecord = try await locks.with(name) { try await boot(try await require(name), verb: "start") }
-        return try await afterBoot(vm)
     }
 
     /// Starts or restarts in the background, after the checks a synchronous call makes first.
@@ -241,7 +236,7 @@ public final class Fleet: Sendable {
         }
         logger.info("deployed", metadata: ["vm": .string(vm.name), "securityType": .string(vm.securityType.rawValue)])
         if r.baseline == "predicted" { _ = try await predictBaseline(vm.name) }
-        if vm.powerState == .running && bootNow { return try await firstBoot(vm.name) }
+        if vm.powerState == .running && bootNow { return try await self.bootNow(vm.name, verb: "start") }
         return try await require(vm.name)
     }
 
@@ -257,14 +252,14 @@ public final class Fleet: Sendable {
         }
     }
 
-    /// After a crash: every VM's folder exists and a VM with a vTPM has an agent token the
-    /// service accepts (a crash during its deploy may have left neither).
+    /// After a crash: every VM's folder exists and a VM with a vTPM has its agent token (a crash
+    /// during its deploy may have left neither).
     func repair(_ vm: VMRecord) async {
         let dir = folder(vm.name)
         try? FileManager.default.createDirectory(at: dir.url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        guard vm.vTPM else { return }
-        let token = (try? String(contentsOf: dir.agentToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-        if let t = try? await service.authenticate(token), t.role == .agent, t.vm == vm.name { return }
+        // The token goes into the database before its file is written (atomically): a file that
+        // is there and not empty holds a token the service issued, and start-up needs no query.
+        guard vm.vTPM, ((try? FileManager.default.attributesOfItem(atPath: dir.agentToken.path)[.size] as? Int) ?? 0) == 0 else { return }
         do {
             try await writeAgentToken(vm.name)
             try? await store.appendEvent(vm: vm.name, kind: "repaired", message: "its agent credential was missing after a platform crash: a new one was issued")

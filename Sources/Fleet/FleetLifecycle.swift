@@ -26,10 +26,15 @@ extension Fleet {
     }
 
     func startNow(_ name: String) async throws -> VMRecord {
+        try await bootNow(name, verb: "start", check: Self.checkCanStart)
+    }
+
+    /// One boot of the VM under its lock (after `check` of its record), then its attestation.
+    func bootNow(_ name: String, verb: String, check: (VMRecord) throws -> Void = { _ in }) async throws -> VMRecord {
         let vm: VMRecord = try await locks.with(name) {
             let vm = try await require(name)
-            try Self.checkCanStart(vm)
-            return try await boot(vm, verb: "start")
+            try check(vm)
+            return try await boot(vm, verb: verb)
         }
         return try await afterBoot(vm)
     }
@@ -39,13 +44,8 @@ extension Fleet {
     }
 
     func restartNow(_ name: String) async throws -> VMRecord {
-        let vm: VMRecord = try await locks.with(name) {
-            let vm = try await require(name)
-            try Self.checkCanRestart(vm)
-            // Powered off and on again: the disk's new files and a TPM reset take effect.
-            return try await boot(vm, verb: "restart")
-        }
-        return try await afterBoot(vm)
+        // Powered off and on again: the disk's new files and a TPM reset take effect.
+        try await bootNow(name, verb: "restart", check: Self.checkCanRestart)
     }
 
     func afterBoot(_ vm: VMRecord) async throws -> VMRecord {

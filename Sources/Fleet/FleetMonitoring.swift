@@ -149,10 +149,7 @@ extension Fleet {
                 logger.notice("\(done)", metadata: ["vm": .string(vm.name)])
                 try? await store.appendEvent(vm: vm.name, kind: "resumed", message: "\(done); booting it again")
             }
-            _ = try? await tracked(vm.name, "resume") {
-                _ = try await locks.with(vm.name) { try await boot(vm, verb: "resume after platform restart") }
-                return try await afterBoot(try await require(vm.name))
-            }
+            _ = try? await tracked(vm.name, "resume") { try await bootNow(vm.name, verb: "resume after platform restart") }
         }
     }
 
