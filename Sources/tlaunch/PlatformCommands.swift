@@ -54,12 +54,8 @@ struct EmbeddedPlatform {
             let why = (error as? AttestationServiceError)?.message ?? "\(error)"
             throw CLIError("\(why) — is another tlaunch (or another server) using the port? Use --listen HOST:PORT")
         }
-        // The relay reaches the service on loopback when it listens on every address.
-        let local = host == "0.0.0.0" ? server.url.replacingOccurrences(of: "://0.0.0.0:", with: "://127.0.0.1:")
-            : host == "::" ? server.url.replacingOccurrences(of: "://[::]:", with: "://[::1]:") : server.url
-        fleet.attach(serviceURL: local, tls: clientTLS)
-        // The CLI's default: this URL (TLAUNCH_SERVER and --server still win).
-        try? Data((local + "\n").utf8).write(to: folder.serverURL, options: .atomic)
+        // The relay reaches the service as this host's CLI does.
+        fleet.attach(serviceURL: recordLocalURL(folder, scheme: serverTLS == nil ? "http" : "https", host: host, port: server.port), tls: clientTLS)
         let monitor = Task { await fleet.monitor() }
         return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, monitor: monitor, admin: admin, lock: lock)
     }
@@ -79,6 +75,16 @@ func parseListen(_ listen: String) throws -> (String, Int) {
     let parts = listen.split(separator: ":")
     guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8080") }
     return (String(parts[0]), port)
+}
+
+/// The URL this host's clients reach a server listening on `host:port` by (a wildcard address:
+/// loopback), written to the data folder as the CLI's default server (TLAUNCH_SERVER and
+/// --server still win).
+func recordLocalURL(_ folder: DataFolder, scheme: String, host: String, port: Int) -> String {
+    let local = host == "0.0.0.0" ? "127.0.0.1" : host == "::" ? "[::1]" : host.contains(":") ? "[\(host)]" : host
+    let url = "\(scheme)://\(local):\(port)"
+    try? Data((url + "\n").utf8).write(to: folder.serverURL, options: .atomic)
+    return url
 }
 
 func say(_ s: String) { emit("==> \(s)") }

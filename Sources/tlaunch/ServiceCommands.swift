@@ -64,9 +64,7 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let app = try APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger, tls: serverTLS) { actual in
             FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on \(scheme)://\(host):\(actual) (storage: \(service.store.kind); admin token: \(folder.adminToken.path))\n".utf8))
-            // The CLI's default server for this data folder (TLAUNCH_SERVER and --server still win).
-            let local = host == "0.0.0.0" || host == "::" ? "127.0.0.1" : host.contains(":") ? "[\(host)]" : host
-            try? Data("\(scheme)://\(local):\(actual)\n".utf8).write(to: folder.serverURL, options: .atomic)
+            _ = recordLocalURL(folder, scheme: scheme, host: host, port: actual)
         }
         try await app.runService()
     }
