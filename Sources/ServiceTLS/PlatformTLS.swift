@@ -69,8 +69,10 @@ public struct PlatformTLS: Sendable {
             },
             issuerPrivateKey: .init(key))
         try fm.createDirectory(at: directory, withIntermediateDirectories: true)
-        try write(key.pemRepresentation, to: keyFile, secret: true)
+        // The key last: its file is what marks the CA as made, so a crash between the two
+        // leaves a CA made again at the next start, not a key without its certificate.
         try write(lines(try cert.serializeAsPEM().pemString), to: caFile, secret: false)
+        try write(key.pemRepresentation, to: keyFile, secret: true)
         return PlatformTLS(directory: directory, caCertificate: cert, caKey: key)
     }
 
