@@ -18,6 +18,22 @@ struct CrashConsistencyTests {
         return dir.appendingPathComponent(".build/debug/tlaunch").path
     }
 
+    /// `tlaunch vtpm socket` on `dir` (its host key and CA inside) and `port`/`port + 1`, stdout
+    /// (and, when `quiet`, stderr) to /dev/null; its pid, or nil when it cannot be started.
+    static func spawnVTPM(dir: URL, port: Int, quiet: Bool) -> pid_t? {
+        let args = [tlaunch, "vtpm", "socket", "--tpm2", "--tpmstate", "dir=\(dir.path)", "--server", "type=tcp,port=\(port)", "--ctrl", "type=tcp,port=\(port + 1)",
+                    "--flags", "not-need-init,startup-clear", "--key", "file=\(dir.appendingPathComponent("host.key").path)", "--ca", "dir=\(dir.appendingPathComponent("ca").path)"]
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        if quiet { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
+        return posix_spawn(&pid, tlaunch, &actions, nil, argv, environ) == 0 ? pid : nil
+    }
+
     final class Running: @unchecked Sendable {
         let pid: pid_t
         let port: Int
@@ -25,17 +41,7 @@ struct CrashConsistencyTests {
             var lastError: (any Error)?
             for _ in 0..<5 {
                 let port = try SwtpmProcess.freePortPair()
-                let args = [Self.exe, "vtpm", "socket", "--tpm2", "--tpmstate", "dir=\(dir.path)",
-                            "--server", "type=tcp,port=\(port)", "--ctrl", "type=tcp,port=\(port + 1)",
-                            "--flags", "not-need-init,startup-clear", "--key", "file=\(dir.appendingPathComponent("host.key").path)",
-                            "--ca", "dir=\(dir.appendingPathComponent("ca").path)"]
-                var pid: pid_t = 0
-                let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-                defer { for a in argv { free(a) } }
-                var actions = posix_spawn_file_actions_t()
-                posix_spawn_file_actions_init(&actions)
-                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-                guard posix_spawn(&pid, Self.exe, &actions, nil, argv, environ) == 0 else { throw VectorErr("cannot start tlaunch") }
+                guard let pid = CrashConsistencyTests.spawnVTPM(dir: dir, port: port, quiet: false) else { throw VectorErr("cannot start tlaunch") }
                 for _ in 0..<400 {
                     if SwtpmProcess.portFreeProbe(port + 1) == false, Self.connectable(port) {
                         self.pid = pid
@@ -51,7 +57,6 @@ struct CrashConsistencyTests {
             }
             throw lastError!
         }
-        static var exe: String { CrashConsistencyTests.tlaunch }
         static func connectable(_ port: Int) -> Bool {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
@@ -96,16 +101,7 @@ struct CrashConsistencyTests {
             try Data(TPMCrypto.random(32)).write(to: dir.appendingPathComponent("host.key"))
             // A start killed at a random moment (the first rounds early, the later ones late).
             let port = try SwtpmProcess.freePortPair()
-            let args = [Self.tlaunch, "vtpm", "socket", "--tpm2", "--tpmstate", "dir=\(dir.path)", "--server", "type=tcp,port=\(port)", "--ctrl", "type=tcp,port=\(port + 1)",
-                        "--flags", "not-need-init,startup-clear", "--key", "file=\(dir.appendingPathComponent("host.key").path)", "--ca", "dir=\(dir.appendingPathComponent("ca").path)"]
-            var pid: pid_t = 0
-            let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-            defer { for a in argv { free(a) } }
-            var actions = posix_spawn_file_actions_t()
-            posix_spawn_file_actions_init(&actions)
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-            #expect(posix_spawn(&pid, Self.tlaunch, &actions, nil, argv, environ) == 0)
+            let pid = try #require(Self.spawnVTPM(dir: dir, port: port, quiet: true))
             usleep(UInt32(round * 150_000 + Int.random(in: 0...150_000)))
             kill(pid, SIGKILL)
             var st: Int32 = 0
