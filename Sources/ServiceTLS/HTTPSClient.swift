@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// One HTTPS request on its own connection, verified against `ClientTLS` (pinned roots, the
 /// server's name or IP address, TLS 1.2+), with an optional client certificate.
@@ -26,13 +27,10 @@ public enum HTTPSClient {
     }
 
     /// Contexts are costly to build (roots parsed, BoringSSL set up): one per configuration.
-    static let contexts = ContextCache()
+    static let contexts = Mutex<[ClientTLS: NIOSSLContext]>([:])
 
-    final class ContextCache: @unchecked Sendable {
-        let lock = NSLock()
-        var cache: [ClientTLS: NIOSSLContext] = [:]
-        func context(_ tls: ClientTLS) throws -> NIOSSLContext {
-            lock.lock(); defer { lock.unlock() }
+    static func context(_ tls: ClientTLS) throws -> NIOSSLContext {
+        try contexts.withLock { cache in
             if let c = cache[tls] { return c }
             let c = try NIOSSLContext(configuration: try tls.configuration())
             if cache.count > 16 { cache.removeAll() }
@@ -51,7 +49,7 @@ public enum HTTPSClient {
         let port = url.port ?? 443
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         let context: NIOSSLContext
-        do { context = try contexts.context(tls) } catch { throw Failure(message: "TLS setup: \(error)") }
+        do { context = try Self.context(tls) } catch { throw Failure(message: "TLS setup: \(error)") }
         var target = url.path.isEmpty ? "/" : url.path
         if let q = url.query { target += "?" + q }
         // SNI carries names only; an IP address is checked against the certificate's IP SANs.
