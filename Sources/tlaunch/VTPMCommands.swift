@@ -13,11 +13,12 @@ struct VTPMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vtpm",
         abstract: "TrustedLaunch's virtual TPM (a TPM 2.0 in Swift; a drop-in for swtpm).",
-        subcommands: [Socket.self, CA.self]
+        subcommands: [Socket.self, Setup.self, Ioctl.self, InstallSwtpm.self, CA.self]
     )
 
-    /// `swtpm socket` with the same options, so QEMU's `-tpmdev emulator` and tpm2-tools'
-    /// `swtpm:`/`mssim:` TCTIs work against it unchanged.
+    /// `swtpm socket` with the same options, so QEMU's `-tpmdev emulator`, libvirt's `emulator`
+    /// TPM backend (and Nova, KubeVirt, Proxmox on top of it) and tpm2-tools' `swtpm:`/`mssim:`
+    /// TCTIs work against it unchanged.
     struct Socket: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "socket",
@@ -26,69 +27,87 @@ struct VTPMCommand: AsyncParsableCommand {
             Example (as swtpm):
               tlaunch vtpm socket --tpm2 --tpmstate dir=/var/lib/vtpm/vm1 \\
                 --server type=tcp,port=2321 --ctrl type=tcp,port=2322 --flags not-need-init,startup-clear
-            QEMU: --ctrl type=unixio,path=/run/vm1-swtpm.sock and -chardev socket,path=… -tpmdev emulator.
+            As libvirt starts swtpm (no --server: QEMU passes the data channel over the control
+            channel with CMD_SET_DATAFD):
+              tlaunch vtpm socket --ctrl type=unixio,path=/run/vm1-swtpm.sock,mode=0600 \\
+                --tpmstate dir=/var/lib/vtpm/vm1,mode=0600 --log file=/var/log/vm1-swtpm.log --terminate --tpm2
             The state file (DIR/tlaunch-vtpm.state) is encrypted with AES-256-GCM under the host key.
+            `tlaunch vtpm install-swtpm` installs swtpm, swtpm_setup and swtpm_ioctl entry points.
             """
         )
 
-        @Flag(help: "TPM 2.0 (the only kind; accepted for swtpm compatibility).") var tpm2 = false
-        @Option(help: "dir=DIR: where the vTPM state lives.") var tpmstate: String
-        @Option(help: "type=tcp,port=P[,bindaddr=A] | type=unixio,path=P: the data channel (mssim: the command port).") var server: String
-        @Option(help: "type=tcp,port=P[,bindaddr=A] | type=unixio,path=P: the control channel (mssim: the platform port).") var ctrl: String?
-        @Option(help: "not-need-init,startup-clear") var flags: String?
-        @Option(help: "file=PATH: write the process id.") var pid: String?
-        @Option(help: "file=PATH[,level=N]: log file.") var log: String?
+        @Flag(help: "TPM 2.0 (required: TPM 1.2 is not implemented, as --print-capabilities says).") var tpm2 = false
+        @Option(help: "dir=DIR[,mode=0600] | backend-uri=dir://DIR | backend-uri=file://FILE: where the vTPM state lives.") var tpmstate: String?
+        @Option(help: "type=tcp,port=P[,bindaddr=A] | type=unixio,path=P[,mode=0600]: the data channel (mssim: the command port); without it the client passes it over --ctrl (CMD_SET_DATAFD).") var server: String?
+        @Option(help: "type=tcp,port=P[,bindaddr=A] | type=unixio,path=P[,mode=0600]: the control channel (mssim: the platform port).") var ctrl: String?
+        @Option(help: "not-need-init,startup-clear,startup-none") var flags: String?
+        @Option(help: "file=PATH | fd=N: write the process id.") var pid: String?
+        @Option(help: "file=PATH[,level=N] | fd=N[,level=N]: log file (level 5 and above: every command and response).") var log: String?
         @Flag(help: "Exit when the control channel's client disconnects.") var terminate = false
         @Flag(help: "Run in the background once listening.") var daemon = false
         @Flag(help: "Speak the Microsoft simulator protocol (mssim: TCTI) instead of swtpm's.") var mssim = false
-        @Option(help: "file=PATH[,format=hex|binary]: the 32-byte host key (default ~/.tlaunch/host.key, created if missing).") var key: String?
+        @Option(help: "file=PATH[,format=hex|binary][,remove=true] | fd=N[,format=…]: the 32-byte key sealing the state (default: the data folder's host key).") var key: String?
+        @Option(help: "[incoming][,release-lock-outgoing]: the state arrives by CMD_SET_STATEBLOB (an incoming migration); accepted as swtpm does for shared-storage migration.") var migration: String?
+        @Option(help: "allow-set-locality,reject-locality-4 (accepted; CMD_SET_LOCALITY is always allowed, locality 4 never from the data channel).") var locality: String?
+        @Option(help: "action=none|log|kill (accepted; this vTPM installs no seccomp profile).") var seccomp: String?
+        @Option(help: "USER: switch to this user once listening.") var runas: String?
+        @Flag(help: "Print the features this vTPM supports as JSON (swtpm's format) and exit.") var printCapabilities = false
+        @Flag(help: "Print which state blobs exist in --tpmstate as JSON and exit.") var printStates = false
         @Option(help: "dir=DIR: the platform's vTPM CA (default DATA/vtpm-ca, created if missing).") var ca: String?
         @Option(help: "The platform data folder (vTPM CA, host key). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
 
         func run() async throws {
-            let stateDir = try kv(tpmstate, "--tpmstate")["dir"].unwrap("--tpmstate needs dir=DIR")
-            let dataEndpoint = try endpoint(server, option: "--server")
-            let ctrlEndpoint = try ctrl.map { try endpoint($0, option: "--ctrl") }
-            let flagSet = Set((flags ?? "").split(separator: ",").map(String.init))
-            for f in flagSet where !["not-need-init", "startup-clear"].contains(f) {
-                throw ValidationError("--flags: \"\(f)\" is not supported (not-need-init, startup-clear)")
+            if printCapabilities {
+                print(SwtpmCompat.socketCapabilities(tpm2: tpm2))
+                return
             }
-            if daemon { try daemonize() }
+            let state = try SwtpmCompat.StateLocation(try tpmstate.unwrap("--tpmstate is required (dir=DIR)"))
+            if printStates {
+                print(SwtpmCompat.states(state))
+                return
+            }
+            guard tpm2 else {
+                throw ValidationError("this vTPM is a TPM 2.0 only: pass --tpm2 (swtpm without --tpm2 means TPM 1.2, which is not implemented)")
+            }
+            let dataEndpoint = try server.map { try endpoint($0, option: "--server") }
+            let ctrlEndpoint = try ctrl.map { try endpoint($0, option: "--ctrl") }
+            guard dataEndpoint != nil || ctrlEndpoint != nil else {
+                throw ValidationError("give --ctrl (the client passes the data channel over it) or --server, or both")
+            }
+            let flagSet = Set((flags ?? "").split(separator: ",").map(String.init))
+            for f in flagSet where !["not-need-init", "startup-clear", "startup-none"].contains(f) {
+                throw ValidationError("--flags: \"\(f)\" is not supported (not-need-init, startup-clear, startup-none)")
+            }
+            if let migration {
+                for m in migration.split(separator: ",") where !["incoming", "release-lock-outgoing"].contains(m) {
+                    throw ValidationError("--migration: \"\(m)\" is not supported (incoming, release-lock-outgoing)")
+                }
+            }
+            if let seccomp, let action = try kv(seccomp, "--seccomp")["action"], !["none", "log", "kill"].contains(action) {
+                throw ValidationError("--seccomp: action must be none, log or kill")
+            }
+            if daemon { try daemonize(probe: (ctrlEndpoint ?? dataEndpoint)!) }
 
-            try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: state.directory, withIntermediateDirectories: true)
             let hostKey = try loadHostKey()
             let authority = try VTPMCertificateAuthority.loadOrCreate(directory: caDirectory())
-            let tpm = try await VirtualTPM.open(stateFile: stateDir + "/tlaunch-vtpm.state", hostKey: hostKey, authority: authority)
+            let tpm = try await VirtualTPM.open(stateFile: state.file, hostKey: hostKey, authority: authority)
+            if let mode = state.mode { chmod(state.file, mode) }
             var options = VTPMServer.Options(data: dataEndpoint, control: ctrlEndpoint)
             options.wireProtocol = mssim ? .mssim : .swtpm
             options.notNeedInit = flagSet.contains("not-need-init")
             options.startupClear = flagSet.contains("startup-clear")
             options.terminateOnControlClose = terminate
-            if let log, let file = try kv(log, "--log")["file"], let level = try kv(log, "--log")["level"].flatMap(Int.init), level >= 5 {
+            options.socketMode = try [server, ctrl].compactMap { $0 }.compactMap { try kv($0, "--ctrl")["mode"] }.first.map { try SwtpmCompat.mode($0, option: "mode=") }
+            let logger = try SwtpmCompat.Log(log)
+            if logger.level >= 5 {
                 // Level 5 and above: every command and response in hex, as swtpm logs them.
-                let handle = Mutex<FileHandle?>(FileHandle(forWritingAtPath: file) ?? (FileManager.default.createFile(atPath: file, contents: nil) ? FileHandle(forWritingAtPath: file) : nil))
-                options.trace = { command, response in
-                    handle.withLock { h in
-                        h?.seekToEndOfFile()
-                        h?.write(Data("command \(hexString(command))\nresponse \(hexString(response))\n".utf8))
-                    }
-                }
+                options.trace = { command, response in logger.write("command \(hexString(command))\nresponse \(hexString(response))") }
             }
             let server = try VTPMServer(tpm: tpm, options: options)
-            if let pid {
-                let file = try kv(pid, "--pid")["file"].unwrap("--pid needs file=PATH")
-                try "\(getpid())\n".write(toFile: file, atomically: true, encoding: .utf8)
-            }
-            let logFile = try log.map { try kv($0, "--log")["file"].unwrap("--log needs file=PATH") }
-            func logLine(_ s: String) {
-                guard let logFile else { return }
-                if let h = FileHandle(forWritingAtPath: logFile) ?? (FileManager.default.createFile(atPath: logFile, contents: nil) ? FileHandle(forWritingAtPath: logFile) : nil) {
-                    h.seekToEndOfFile()
-                    h.write(Data("\(Date()) \(s)\n".utf8))
-                    try? h.close()
-                }
-            }
-            logLine("TrustedLaunch vTPM listening: data \(server.dataEndpoint), control \(server.controlEndpoint.map { "\($0)" } ?? "none")")
+            if let pid { try SwtpmCompat.writePID(pid) }
+            if let runas { try SwtpmCompat.switchUser(runas) }
+            logger.line("TrustedLaunch vTPM listening: data \(server.dataEndpoint.map { "\($0)" } ?? "over the control channel (CMD_SET_DATAFD)"), control \(server.controlEndpoint.map { "\($0)" } ?? "none")")
             server.start()
             installSignalHandlers(server)
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
@@ -97,7 +116,7 @@ struct VTPMCommand: AsyncParsableCommand {
                     done.resume()
                 }
             }
-            logLine("TrustedLaunch vTPM stopped")
+            logger.line("TrustedLaunch vTPM stopped")
         }
 
         func caDirectory() throws -> URL {
@@ -106,25 +125,13 @@ struct VTPMCommand: AsyncParsableCommand {
         }
 
         func loadHostKey() throws -> [UInt8] {
-            if let key {
-                let options = try kv(key, "--key")
-                let file = try options["file"].unwrap("--key needs file=PATH")
-                let data = try Data(contentsOf: URL(fileURLWithPath: file))
-                if options["format"] == "hex" {
-                    guard let k = [UInt8](hex: String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)), k.count == 32 else {
-                        throw ValidationError("--key \(file): expected 64 hex digits")
-                    }
-                    return k
-                }
-                guard data.count == 32 else { throw ValidationError("--key \(file): expected 32 bytes, found \(data.count)") }
-                return [UInt8](data)
-            }
-            return try HostKey.loadOrCreate(folder: DataFolder.resolve(data))
+            guard let key else { return try HostKey.loadOrCreate(folder: DataFolder.resolve(data)) }
+            return try SwtpmCompat.key(key, option: "--key")
         }
 
         /// Re-runs this command in the background (a new session, stdio on /dev/null) and
         /// returns in the parent once the vTPM listens.
-        func daemonize() throws {
+        func daemonize(probe: VTPMEndpoint) throws {
             let args = CommandLine.arguments.filter { $0 != "--daemon" }
             var attr = posix_spawnattr_t()
             posix_spawnattr_init(&attr)
@@ -137,7 +144,6 @@ struct VTPMCommand: AsyncParsableCommand {
             var child: pid_t = 0
             let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
             guard posix_spawn(&child, exe, &actions, &attr, argv, environ) == 0 else { throw ValidationError("--daemon: cannot start the background process") }
-            let probe = try endpoint(server, option: "--server")
             for _ in 0..<500 {
                 if canConnect(probe) { Foundation.exit(0) }
                 usleep(20_000)

@@ -83,8 +83,15 @@ enum Sock {
         return out
     }
 
+    /// One message as it arrived (a single receive of at most `max` bytes) and any file
+    /// descriptor passed with it; nil on EOF or error.
+    static func receive(_ fd: Int32, max: Int) -> (bytes: [UInt8], passed: Int32?)? {
+        guard let (bytes, passed) = readWithFD(fd, max, atMostOnce: true) else { return nil }
+        return (bytes, passed)
+    }
+
     /// Reads exactly `count` bytes and any file descriptor passed with them (SCM_RIGHTS).
-    static func readWithFD(_ fd: Int32, _ count: Int) -> (bytes: [UInt8], passed: Int32?)? {
+    static func readWithFD(_ fd: Int32, _ count: Int, atMostOnce: Bool = false) -> (bytes: [UInt8], passed: Int32?)? {
         var out = [UInt8](repeating: 0, count: count)
         var control = [UInt8](repeating: 0, count: 64)
         var passed: Int32?
@@ -112,7 +119,11 @@ enum Sock {
                     }
                 }
             }
-            if n > 0 { got += n; continue }
+            if n > 0 {
+                got += n
+                if atMostOnce { return (Array(out[0..<got]), passed) }
+                continue
+            }
             if n < 0 && errno == EINTR { continue }
             return nil
         }

@@ -12,9 +12,13 @@ public final class VTPMServer: Sendable {
     public enum WireProtocol: String, Sendable { case swtpm, mssim }
 
     public struct Options: Sendable {
-        public var data: VTPMEndpoint
+        /// The data channel's listening endpoint; nil: the client passes the data channel's socket
+        /// over the control channel (CMD_SET_DATAFD), as QEMU does when libvirt starts swtpm.
+        public var data: VTPMEndpoint?
         /// swtpm's control channel, or mssim's platform port.
         public var control: VTPMEndpoint?
+        /// Permissions of UNIX sockets created (swtpm's `mode=`), e.g. 0o600; nil: the umask decides.
+        public var socketMode: mode_t?
         public var wireProtocol: WireProtocol = .swtpm
         /// The TPM is initialized without waiting for CMD_INIT / power-on.
         public var notNeedInit = false
@@ -25,7 +29,7 @@ public final class VTPMServer: Sendable {
         /// Called with each command the TPM executes and its response (a trace, as swtpm's
         /// `--log level=` gives).
         public var trace: (@Sendable (_ command: [UInt8], _ response: [UInt8]) -> Void)?
-        public init(data: VTPMEndpoint, control: VTPMEndpoint?) { self.data = data; self.control = control }
+        public init(data: VTPMEndpoint?, control: VTPMEndpoint?) { self.data = data; self.control = control }
     }
 
     struct Shared {
@@ -37,51 +41,67 @@ public final class VTPMServer: Sendable {
         var listeners: [Int32] = []
         var started = false
         var connections: Set<Int32> = []
+        /// A volatile state set by CMD_SET_STATEBLOB (a restore or an incoming migration): the
+        /// next CMD_INIT resumes from it instead of resetting the TPM.
+        var pendingVolatile: [UInt8]?
     }
 
     public let tpm: VirtualTPM
     public let options: Options
     /// The endpoints actually bound (port 0 becomes the port the kernel chose).
-    public let dataEndpoint: VTPMEndpoint
+    public let dataEndpoint: VTPMEndpoint?
     public let controlEndpoint: VTPMEndpoint?
     private let shared = Mutex(Shared())
     private let done = DispatchSemaphore(value: 0)
+    /// The listening sockets, data channel's then control channel's (or mssim's command then platform port).
+    private let listenerRoles: (data: Int32?, control: Int32?)
     static let bufferSize: UInt32 = 4096
 
     public init(tpm: VirtualTPM, options: Options) throws(VTPMError) {
+        guard options.data != nil || options.control != nil else {
+            throw VTPMError(.option, "a vTPM server needs a data channel, a control channel, or both")
+        }
+        guard options.data != nil || options.wireProtocol == .swtpm else {
+            throw VTPMError(.option, "the mssim protocol needs its command port (the data channel)")
+        }
         self.tpm = tpm
         self.options = options
-        let d = try Sock.listen(options.data)
-        var listeners = [d.fd]
-        var ctrlEndpoint: VTPMEndpoint?
-        if let c = options.control {
-            do {
-                let l = try Sock.listen(c)
-                listeners.append(l.fd)
-                ctrlEndpoint = l.endpoint
-            } catch {
-                close(d.fd)
-                throw error
+        var bound: [(fd: Int32, endpoint: VTPMEndpoint)] = []
+        do throws(VTPMError) {
+            for e in [options.data, options.control] {
+                guard let e else { continue }
+                let l = try Sock.listen(e)
+                bound.append(l)
+                if case .unix(let path) = e, let mode = options.socketMode, chmod(path, mode) != 0 {
+                    throw VTPMError(.io, "cannot set mode \(String(mode, radix: 8)) on \(path): \(String(cString: strerror(errno)))")
+                }
             }
+        } catch {
+            for l in bound { close(l.fd) }
+            throw error
         }
-        dataEndpoint = d.endpoint
-        controlEndpoint = ctrlEndpoint
-        shared.withLock { $0.listeners = listeners }
+        let hasData = options.data != nil
+        dataEndpoint = hasData ? bound[0].endpoint : nil
+        controlEndpoint = options.control != nil ? bound[hasData ? 1 : 0].endpoint : nil
+        listenerRoles = (hasData ? bound[0].fd : nil, options.control != nil ? bound[hasData ? 1 : 0].fd : nil)
+        shared.withLock { $0.listeners = bound.map(\.fd) }
         if options.notNeedInit { initialize() }
     }
 
     /// Starts accepting connections on background threads.
     public func start() {
-        let listeners = shared.withLock { s -> [Int32] in
+        let started = shared.withLock { s -> Bool in
             s.started = !s.terminated
-            return s.started ? s.listeners : []
+            return s.started
         }
-        guard !listeners.isEmpty else { return }
-        accept(on: listeners[0]) { [self] fd in
-            options.wireProtocol == .mssim ? serveMssimCommands(fd) : serveData(fd)
+        guard started else { return }
+        if let data = listenerRoles.data {
+            accept(on: data) { [self] fd in
+                options.wireProtocol == .mssim ? serveMssimCommands(fd) : serveData(fd)
+            }
         }
-        if listeners.count > 1 {
-            accept(on: listeners[1]) { [self] fd in
+        if let control = listenerRoles.control {
+            accept(on: control) { [self] fd in
                 options.wireProtocol == .mssim ? serveMssimPlatform(fd) : serveControl(fd)
             }
         }
@@ -109,7 +129,7 @@ public final class VTPMServer: Sendable {
             }
             return first
         }
-        if case .unix(let p) = dataEndpoint { unlink(p) }
+        if case .unix(let p)? = dataEndpoint { unlink(p) }
         if case .unix(let p)? = controlEndpoint { unlink(p) }
         if first { done.signal() }
     }
@@ -144,13 +164,23 @@ public final class VTPMServer: Sendable {
         }
     }
 
-    /// _TPM_Init (and TPM2_Startup(CLEAR) with `startupClear`).
-    func initialize() {
+    /// _TPM_Init (and TPM2_Startup(CLEAR) with `startupClear`), or — after a volatile state
+    /// arrived by CMD_SET_STATEBLOB and `deleteVolatile` is not asked — the TPM resumed as it was
+    /// saved. A volatile state that does not load fails the initialization (the TPM stays down).
+    @discardableResult
+    func initialize(deleteVolatile: Bool = false) -> Bool {
+        let pending = shared.withLock { s -> [UInt8]? in defer { s.pendingVolatile = nil }; return s.pendingVolatile }
+        if let pending, !deleteVolatile {
+            do { try tpm.resumeVolatileState(pending) } catch { return false }
+            shared.withLock { $0.initialized = true }
+            return true
+        }
         tpm.powerOn()
         shared.withLock { $0.initialized = true }
         if options.startupClear {
             _ = tpm.handle([0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x44, 0, 0])
         }
+        return true
     }
 
     /// One command from the data channel; a TPM not yet initialized answers TPM_RC_FAILURE.
@@ -209,17 +239,30 @@ public final class VTPMServer: Sendable {
         return caps
     }()
 
+    /// The control channel is message-oriented, as swtpm reads it: each command arrives in one
+    /// send (QEMU passes whole C unions, so a request may carry padding beyond its fields, e.g.
+    /// CMD_SET_LOCALITY's one byte in four); what a command does not use is dropped with the
+    /// message, and only a message shorter than its command's fields is completed from the stream.
     func serveControl(_ fd: Int32) {
         defer {
             if options.terminateOnControlClose { terminate() }
         }
-        while let (codeBytes, passedFD) = Sock.readWithFD(fd, 4) {
-            let raw = readU32(codeBytes)
+        while let received = Sock.receive(fd, max: 4 + Int(Self.bufferSize)) {
+            var message = received.bytes
+            let passedFD = received.passed
+            if message.count < 4 {
+                guard let rest = Sock.readExactly(fd, 4 - message.count) else { return }
+                message += rest
+            }
+            let raw = readU32(message)
+            var input = ControlInput(fd: fd, buffered: Array(message.dropFirst(4)))
             guard let code = ControlCode(rawValue: raw) else {
+                if let passedFD { close(passedFD) }
                 _ = Sock.writeAll(fd, be32Bytes(0x0A))  // TPM_BAD_ORDINAL
                 continue
             }
-            guard let reply = controlCommand(code, fd: fd, passedFD: passedFD) else { return }
+            if code != .setDataFD, let passedFD { close(passedFD) }
+            guard let reply = controlCommand(code, input: &input, passedFD: code == .setDataFD ? passedFD : nil) else { return }
             guard Sock.writeAll(fd, reply) else { return }
             // As swtpm does, CMD_SHUTDOWN ends the process once it has answered.
             if code == .shutdown {
@@ -229,16 +272,31 @@ public final class VTPMServer: Sendable {
         }
     }
 
+    /// A control command's parameters: the bytes that came with its message, then the stream.
+    struct ControlInput {
+        let fd: Int32
+        var buffered: [UInt8]
+        mutating func take(_ count: Int) -> [UInt8]? {
+            if buffered.count >= count {
+                defer { buffered.removeFirst(count) }
+                return Array(buffered.prefix(count))
+            }
+            guard let rest = Sock.readExactly(fd, count - buffered.count) else { return nil }
+            defer { buffered = [] }
+            return buffered + rest
+        }
+    }
+
     /// The reply to one control command (nil: the connection is broken).
-    func controlCommand(_ code: ControlCode, fd: Int32, passedFD: Int32?) -> [UInt8]? {
+    func controlCommand(_ code: ControlCode, input: inout ControlInput, passedFD: Int32?) -> [UInt8]? {
         let ok = be32Bytes(0)
         switch code {
         case .getCapability:
             return be64Bytes(Self.capabilities)
         case .initialize:
-            guard Sock.readExactly(fd, 4) != nil else { return nil }
-            initialize()
-            return ok
+            // PTM_INIT_FLAG_DELETE_VOLATILE (bit 0): start afresh even if a volatile state was set.
+            guard let flags = input.take(4) else { return nil }
+            return initialize(deleteVolatile: readU32(flags) & 1 != 0) ? ok : be32Bytes(0x09)
         case .shutdown:
             shared.withLock { $0.initialized = false }
             return ok
@@ -246,7 +304,7 @@ public final class VTPMServer: Sendable {
             let bit: UInt8 = shared.withLock { $0.established } ? 1 : 0
             return ok + [bit, 0, 0, 0]
         case .setLocality:
-            guard let loc = Sock.readExactly(fd, 1) else { return nil }
+            guard let loc = input.take(1) else { return nil }
             guard loc[0] <= 4 else { return be32Bytes(0x3D) }  // TPM_BAD_LOCALITY
             shared.withLock { $0.locality = loc[0] }
             return ok
@@ -254,9 +312,9 @@ public final class VTPMServer: Sendable {
             shared.withLock { $0.hashing = [] }
             return ok
         case .hashData:
-            guard let len = Sock.readExactly(fd, 4) else { return nil }
+            guard let len = input.take(4) else { return nil }
             let n = Int(readU32(len))
-            guard n <= 4096, let data = Sock.readExactly(fd, n) else { return nil }
+            guard n <= 4096, let data = input.take(n) else { return nil }
             let accepted = shared.withLock { s -> Bool in
                 guard s.hashing != nil else { return false }
                 s.hashing! += data
@@ -270,26 +328,34 @@ public final class VTPMServer: Sendable {
             shared.withLock { $0.established = true }
             return ok
         case .cancelTPMCommand, .storeVolatile, .lockStorage:
-            if code == .lockStorage { guard Sock.readExactly(fd, 4) != nil else { return nil } }
+            if code == .lockStorage { guard input.take(4) != nil else { return nil } }
             return ok
         case .resetTPMEstablished:
-            guard let loc = Sock.readExactly(fd, 1) else { return nil }
+            guard let loc = input.take(1) else { return nil }
             guard loc[0] >= 3 else { return be32Bytes(0x3D) }
             shared.withLock { $0.established = false }
             return ok
         case .getStateBlob:
-            guard let req = Sock.readExactly(fd, 12) else { return nil }
+            guard let req = input.take(12) else { return nil }
+            // Blob types (PTM_BLOB_TYPE_*): 1 permanent, 2 volatile, 3 savestate (TPM 1.2 only: empty).
             let type = readU32(req, 4), offset = Int(readU32(req, 8))
-            let blob = type == 1 ? tpm.exportPermanentState() : []
-            let chunk = offset < blob.count ? Array(blob[offset..<min(blob.count, offset + 3072)]) : []
+            let blob = type == 1 ? tpm.exportPermanentState() : type == 2 ? tpm.exportVolatileState() : []
+            // The rest of the blob from `offset`, in one answer: QEMU reads a blob in one piece
+            // (it refuses an answer whose length is not the total length), swtpm_ioctl in a loop.
+            let chunk = offset < blob.count ? Array(blob[offset...]) : []
             return ok + be32Bytes(0) + be32Bytes(UInt32(blob.count)) + be32Bytes(UInt32(chunk.count)) + chunk
         case .setStateBlob:
-            guard let req = Sock.readExactly(fd, 12) else { return nil }
+            guard let req = input.take(12) else { return nil }
             let type = readU32(req, 4), length = Int(readU32(req, 8))
-            guard length <= 1 << 20, let data = Sock.readExactly(fd, length) else { return nil }
+            guard length <= 1 << 20, let data = input.take(length) else { return nil }
             guard shared.withLock({ !$0.initialized }) else { return be32Bytes(0x09) }
-            if type == 1 {
+            switch type {
+            case 1:
                 do { try tpm.importPermanentState(data) } catch { return be32Bytes(0x09) }
+            case 2:
+                shared.withLock { $0.pendingVolatile = data.isEmpty ? nil : data }
+            default:
+                break
             }
             return ok
         case .stop:
@@ -305,10 +371,10 @@ public final class VTPMServer: Sendable {
             }
             return ok
         case .setBufferSize:
-            guard Sock.readExactly(fd, 4) != nil else { return nil }
+            guard input.take(4) != nil else { return nil }
             return ok + be32Bytes(Self.bufferSize) + be32Bytes(Self.bufferSize) + be32Bytes(Self.bufferSize)
         case .getInfo:
-            guard let req = Sock.readExactly(fd, 16) else { return nil }
+            guard let req = input.take(16) else { return nil }
             let flags = req.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             let offset = Int(readU32(req, 8))
             var parts: [String] = []
