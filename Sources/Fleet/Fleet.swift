@@ -35,12 +35,17 @@ public final class Fleet: Sendable {
     /// The drivers, by the name VM records carry.
     let simulated: SimulatedHypervisor
     let qemuDriver: QEMUHypervisor
+    /// Real VMs as libvirt domains, when the platform has a libvirt connection (`--hypervisor libvirt`).
+    let libvirtDriver: QEMUHypervisor?
     /// QEMU and OVMF, when this host runs real VMs (`--hypervisor qemu`).
     public var qemu: QEMUInstallation? { qemuDriver.installation }
+    /// The libvirt connection VMs with hypervisor `libvirt` run on.
+    public var libvirt: LibvirtConnection? { libvirtDriver?.libvirt }
 
     public init(store: FleetStore, service: AttestationService, dataFolder: DataFolder, hostKey: [UInt8], authority: VTPMCertificateAuthority,
                 webhooks: WebhookNotifier = WebhookNotifier(urls: []), silentIntervals: Int = 3, logger: Logger = Logger(label: "tlaunch.fleet"),
                 qemu: QEMUInstallation? = nil, bootTimeout: Duration = .seconds(300),
+                libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil,
                 progress: @escaping @Sendable (String) -> Void = { _ in }) {
         self.store = store; self.service = service; self.root = dataFolder.root
         // Progress goes to the caller and to the activity of the VM whose operation made it.
@@ -55,7 +60,13 @@ public final class Fleet: Sendable {
         context = HypervisorContext(root: dataFolder.root, hostKey: hostKey, authority: authority, logger: logger, progress: sink)
         simulated = SimulatedHypervisor(context: context)
         qemuDriver = QEMUHypervisor(installation: qemu, bootTimeout: bootTimeout, context: context)
+        if let (connection, backend) = libvirt, let qemu {
+            libvirtDriver = QEMUHypervisor(installation: qemu, bootTimeout: bootTimeout, context: context, engine: .libvirt(connection, tpm: backend))
+        } else {
+            libvirtDriver = nil
+        }
         qemuDriver.observe { [weak self] event in await self?.handle(event) }
+        libvirtDriver?.observe { [weak self] event in await self?.handle(event) }
     }
 
     /// Where guest agents (in process, or relayed from real guests) reach the attestation service.
@@ -66,8 +77,21 @@ public final class Fleet: Sendable {
     func folder(_ name: String) -> VMFolder { context.folder(name) }
 
     /// The hypervisor that runs `vm`.
-    func hypervisor(for vm: VMRecord) -> any Hypervisor { vm.isRealVM ? qemuDriver : simulated }
-    var hypervisors: [any Hypervisor] { [simulated, qemuDriver] }
+    func hypervisor(for vm: VMRecord) -> any Hypervisor {
+        switch vm.hypervisor {
+        case FleetRules.qemu: qemuDriver
+        case FleetRules.libvirt: libvirtDriver ?? qemuDriver
+        default: simulated
+        }
+    }
+    var hypervisors: [any Hypervisor] { [simulated, qemuDriver] + (libvirtDriver.map { [$0] } ?? []) }
+    /// The hypervisors a deployment may name here.
+    var availableHypervisors: Set<String> {
+        var h: Set<String> = [FleetRules.hypervisor]
+        if qemu != nil { h.insert(FleetRules.qemu) }
+        if libvirtDriver != nil { h.insert(FleetRules.libvirt) }
+        return h
+    }
 
     /// What a hypervisor reports without being asked: a crashed VM is Failed, with an alert.
     func handle(_ event: HypervisorEvent) async {
@@ -139,7 +163,7 @@ public final class Fleet: Sendable {
     }
 
     /// The accelerator a running real VM uses ("tcg" or "kvm"), nil for others.
-    public func accelerator(_ name: String) -> String? { qemuDriver.accelerator(name) }
+    public func accelerator(_ name: String) -> String? { qemuDriver.accelerator(name) ?? libvirtDriver?.accelerator(name) }
 
     /// Powers off every VM this process runs (the platform stops); records stay "running", so
     /// the next start boots them again.
@@ -191,7 +215,7 @@ public final class Fleet: Sendable {
     /// The deployment rules (`FleetRules.deploy`) against the named image.
     public func plan(_ r: DeployRequest) async throws -> VMRecord {
         try FleetRules.checkName(r.name)
-        return try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"), hypervisors: qemu == nil ? [FleetRules.hypervisor] : Set(FleetRules.hypervisors))
+        return try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"), hypervisors: availableHypervisors)
     }
 
     /// Deploys a VM: the record and its folder appear together or not at all; then it starts

@@ -248,10 +248,45 @@ public enum ConsoleText {
     }
 }
 
-/// One running QEMU process of a VM, with its vTPM server and agent relay.
+/// How a VM's QEMU runs: as a child process of the platform, or as a libvirt domain.
+protocol MachineRunner: Sendable {
+    /// QEMU's process id (0 when the host does not say, e.g. a remote libvirt).
+    var pid: Int32 { get }
+    var isRunning: Bool { get }
+    /// The ACPI power button.
+    func powerButton() async
+    /// Power off now; returns once QEMU is gone.
+    func forceOff() async
+    /// Returns once QEMU has ended, saying how.
+    func ended() async -> String
+    /// What QEMU itself said (its stderr or libvirt's log of it), for failures.
+    func log() -> String
+}
+
+/// QEMU as a child process of the platform, controlled over QMP.
+final class ChildQEMU: MachineRunner {
+    let process: Process
+    let qmp: String
+    let logFile: URL
+    init(process: Process, qmp: String, logFile: URL) { self.process = process; self.qmp = qmp; self.logFile = logFile }
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+    func powerButton() async { try? await QMP.execute(qmp, "system_powerdown") }
+    func forceOff() async {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        await ProcessWait.exit(process)
+    }
+    func ended() async -> String {
+        await ProcessWait.exit(process)
+        return process.terminationReason == .uncaughtSignal ? "killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
+    }
+    func log() -> String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+}
+
+/// One running QEMU of a VM, with its vTPM server and agent relay.
 final class QEMUMachine: Sendable {
     let name: String
-    let process: Process
+    let runner: any MachineRunner
     let tpmServer: VTPMServer?
     let relay: AgentRelay?
     let paths: QEMUPaths
@@ -259,11 +294,11 @@ final class QEMUMachine: Sendable {
     /// Set before the platform stops or kills it: an exit then is not a crash.
     let expectedExit = Mutex(false)
 
-    init(name: String, process: Process, tpmServer: VTPMServer?, relay: AgentRelay?, paths: QEMUPaths, accelerator: String) {
-        self.name = name; self.process = process; self.tpmServer = tpmServer; self.relay = relay; self.paths = paths; self.accelerator = accelerator
+    init(name: String, runner: any MachineRunner, tpmServer: VTPMServer?, relay: AgentRelay?, paths: QEMUPaths, accelerator: String) {
+        self.name = name; self.runner = runner; self.tpmServer = tpmServer; self.relay = relay; self.paths = paths; self.accelerator = accelerator
     }
 
-    var isRunning: Bool { process.isRunning }
+    var isRunning: Bool { runner.isRunning }
 
     /// The console as printable text (what alerts and boot summaries quote).
     func console() -> String {
@@ -273,18 +308,17 @@ final class QEMUMachine: Sendable {
     /// ACPI power button, then (after `timeout`) power off; the vTPM server and relay end with it.
     func shutdown(timeout: Duration) async {
         expectedExit.withLock { $0 = true }
-        if process.isRunning {
-            try? await QMP.execute(paths.qmp, "system_powerdown")
+        if runner.isRunning {
+            await runner.powerButton()
             let deadline = ContinuousClock.now + timeout
-            while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(200)) }
+            while runner.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(200)) }
         }
         await kill()
     }
 
     func kill() async {
         expectedExit.withLock { $0 = true }
-        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
-        await ProcessWait.exit(process)
+        await runner.forceOff()
         relay?.stop()
         tpmServer?.terminate()
         try? FileManager.default.removeItem(at: paths.pidFile)
@@ -333,7 +367,18 @@ struct QEMULauncher: Sendable {
         return a
     }
 
-    func launch(_ plan: Plan, paths: QEMUPaths, tpm: VirtualTPM?, forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) throws -> QEMUMachine {
+    /// Where the VM's QEMU runs.
+    enum Engine: Sendable {
+        /// A child process of the platform.
+        case direct
+        /// A transient libvirt domain; its vTPM is the platform's (`external`: QEMU connects to
+        /// the platform's vTPM socket) or the swtpm libvirt starts (`emulator`: with
+        /// `tlaunch vtpm install-swtpm`, ours, its EK certified by the platform's vTPM CA).
+        case libvirt(LibvirtConnection, tpm: LibvirtTPMBackend)
+    }
+
+    func launch(_ plan: Plan, paths: QEMUPaths, tpm: VirtualTPM?, engine: Engine = .direct,
+                forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) async throws -> QEMUMachine {
         let fm = FileManager.default
         try fm.createDirectory(at: paths.run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         for s in [paths.qmp, paths.agent, paths.tpmControl, paths.tpmData] { try? fm.removeItem(atPath: s) }
@@ -344,32 +389,49 @@ struct QEMULauncher: Sendable {
         }
         _ = fm.createFile(atPath: paths.console.path, contents: nil, attributes: [.posixPermissions: 0o600])
         var server: VTPMServer?
-        if plan.vTPM, let tpm {
+        let platformServesTPM: Bool
+        if case .libvirt(_, .emulator) = engine { platformServesTPM = false } else { platformServesTPM = true }
+        if plan.vTPM, platformServesTPM, let tpm {
             do {
-                let s = try VTPMServer(tpm: tpm, options: VTPMServer.Options(data: .unix(path: paths.tpmData), control: .unix(path: paths.tpmControl)))
+                // QEMU passes the data channel over the control channel (CMD_SET_DATAFD).
+                let s = try VTPMServer(tpm: tpm, options: VTPMServer.Options(data: nil, control: .unix(path: paths.tpmControl)))
                 s.start()
                 server = s
             } catch { throw FleetError(.failed, "the vTPM of \(plan.name) cannot listen for QEMU: \(error)") }
         }
+        let runner: any MachineRunner
+        do {
+            switch engine {
+            case .direct:
+                runner = try startChild(plan, paths: paths)
+            case .libvirt(let connection, let backend):
+                let xml = LibvirtDomainXML(plan: plan, paths: paths, installation: installation, tpm: backend).document
+                runner = try await connection.create(domain: LibvirtDomainXML.domainName(plan.name), xml: xml, paths: paths)
+            }
+        } catch {
+            server?.terminate()
+            throw error
+        }
+        // A BIOS guest has no agent port: nothing to relay.
+        let relay = plan.bios ? nil : AgentRelay(vm: plan.name, interval: plan.interval, paths: paths, forward: forward)
+        relay?.start()
+        return QEMUMachine(name: plan.name, runner: runner, tpmServer: server, relay: relay, paths: paths, accelerator: installation.accelerator)
+    }
+
+    func startChild(_ plan: Plan, paths: QEMUPaths) throws -> ChildQEMU {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: installation.qemu)
         p.arguments = arguments(plan, paths: paths)
         let err = Pipe()
         p.standardOutput = FileHandle.nullDevice
         p.standardError = err
-        do { try p.run() } catch {
-            server?.terminate()
-            throw FleetError(.failed, "cannot run \(installation.qemu): \(error)")
-        }
-        // A BIOS guest has no agent port: nothing to relay.
-        let relay = plan.bios ? nil : AgentRelay(vm: plan.name, interval: plan.interval, paths: paths, forward: forward)
-        relay?.start()
+        do { try p.run() } catch { throw FleetError(.failed, "cannot run \(installation.qemu): \(error)") }
         // QEMU's own complaints go to the console file's neighbour, for `vm console`.
         let errFile = paths.folder.url.appendingPathComponent("qemu.log")
         Thread.detachNewThread {
             let data = err.fileHandleForReading.readDataToEndOfFile()
             try? data.write(to: errFile)
         }
-        return QEMUMachine(name: plan.name, process: p, tpmServer: server, relay: relay, paths: paths, accelerator: installation.accelerator)
+        return ChildQEMU(process: p, qmp: paths.qmp, logFile: errFile)
     }
 }

@@ -13,9 +13,13 @@ import Glibc
 #endif
 
 /// Real VMs: QEMU + OVMF guests whose own attestation agent (in their initramfs) attests
-/// through the host's relay; their vTPM is the platform's engine served over the swtpm protocol.
+/// through the host's relay; their vTPM is the platform's engine served over the swtpm protocol
+/// (or, for libvirt's `emulator` backend, the swtpm libvirt runs). QEMU runs as the platform's
+/// child (`qemu`) or as a libvirt domain (`libvirt`); everything else is the same.
 public final class QEMUHypervisor: Hypervisor {
-    public var name: String { FleetRules.qemu }
+    public let name: String
+    /// How QEMU runs.
+    let engine: QEMULauncher.Engine
     /// OVMF's own measurements (PCRs 0–3, 6) depend on its build: a prediction models it and fixes
     /// what the disk and keys decide (and PCR 14, shim's MOK state).
     public var firmwareModel: VirtualFirmware.Model { .ovmf(reference: nil) }
@@ -35,9 +39,13 @@ public final class QEMUHypervisor: Hypervisor {
     static let consoleFailures = ["Security Violation", "Access Denied", "Verification failed", "Failed to load image", "Kernel panic", "shim_init() failed",
                                   "Could not create MokListRT", "Failed to read header", "Boot failed: not a bootable disk", "No bootable device"]
 
-    init(installation: QEMUInstallation?, bootTimeout: Duration, context: HypervisorContext) {
-        self.installation = installation; self.bootTimeout = bootTimeout; self.context = context
+    init(installation: QEMUInstallation?, bootTimeout: Duration, context: HypervisorContext, engine: QEMULauncher.Engine = .direct) {
+        self.installation = installation; self.bootTimeout = bootTimeout; self.context = context; self.engine = engine
+        if case .libvirt = engine { name = FleetRules.libvirt } else { name = FleetRules.qemu }
     }
+
+    /// libvirt's connection, for VMs that run as libvirt domains.
+    public var libvirt: LibvirtConnection? { if case .libvirt(let c, _) = engine { c } else { nil } }
 
     func paths(_ vm: String) -> QEMUPaths { QEMUPaths(folder: context.folder(vm)) }
     func progress(_ s: String) { context.progress(s) }
@@ -74,17 +82,19 @@ public final class QEMUHypervisor: Hypervisor {
         }
         var tpm: VirtualTPM?
         let vtpm = vm.securityType == .trustedLaunch && vm.vTPM
-        if vtpm { tpm = try await context.openVTPM(vm.name) }
+        var platformTPM = true
+        if case .libvirt(_, .emulator) = engine { platformTPM = false }
+        if vtpm, platformTPM { tpm = try await context.openVTPM(vm.name) }
         let prediction = try? VirtualFirmware(settings: FirmwareSettings(securityType: vm.securityType, secureBoot: secureBoot, vTPM: vtpm, variables: image.variables),
                                              model: firmwareModel, cache: context.cache).predict(esp: esp)
-        progress("\(vm.name): starting QEMU (\(installation.accelerator), OVMF\(secureBoot ? " with Secure Boot" : ""))")
+        progress("\(vm.name): starting \(libvirt.map { "a libvirt domain (\($0.uri)): QEMU" } ?? "QEMU") (\(installation.accelerator), OVMF\(secureBoot ? " with Secure Boot" : ""))")
         let name = vm.name
-        let machine = try QEMULauncher(installation: installation).launch(
-            .init(name: name, secureBoot: secureBoot, vTPM: vtpm, interval: vm.attestationInterval), paths: p, tpm: tpm,
+        let machine = try await QEMULauncher(installation: installation).launch(
+            .init(name: name, secureBoot: secureBoot, vTPM: vtpm, interval: vm.attestationInterval), paths: p, tpm: tpm, engine: engine,
             forward: { [weak self] r in await self?.relayForward(name, r) ?? RelayFrame.Response(id: r.id, status: 503, body: Data()) })
         adopt(machine, firmware: "OVMF")
 
-        let firmware = "OVMF (QEMU, \(installation.accelerator))"
+        let firmware = "OVMF (\(libvirt == nil ? "QEMU" : "libvirt/QEMU"), \(installation.accelerator))"
         func summary(_ ok: Bool, _ failure: String?) -> BootSummary {
             BootSummary(number: number, time: time, firmware: firmware, succeeded: ok, failure: failure,
                         secureBootEnforced: ok && secureBoot, measured: vtpm, events: vtpm ? prediction?.log.events.count ?? 0 : 0,
@@ -107,7 +117,7 @@ public final class QEMUHypervisor: Hypervisor {
                 return await end("the firmware console says \"\(marker)\": \(Self.excerpt(console, around: marker))")
             }
             if !machine.isRunning {
-                let err = (try? String(contentsOf: p.folder.url.appendingPathComponent("qemu.log"), encoding: .utf8)) ?? ""
+                let err = machine.runner.log()
                 return await end("QEMU exited during boot: \(ConsoleText.printable(String(err.suffix(400))).trimmingCharacters(in: .whitespacesAndNewlines)) — console: \(String(console.suffix(400)))")
             }
             try? await Task.sleep(for: .milliseconds(250))
@@ -119,6 +129,9 @@ public final class QEMUHypervisor: Hypervisor {
     /// measured (no TPM, no UEFI). It has booted when SeaBIOS handed over to the disk and the
     /// guest ran on for two seconds without SeaBIOS saying it could not boot.
     func bootBIOS(_ vm: VMRecord, image: ImageDisk, installation: QEMUInstallation, time: String, number: Int) async throws -> BootSummary {
+        if let libvirt {
+            throw FleetError(.invalid, "\(vm.name) is a Generation 1 (BIOS) VM: those run on --hypervisor qemu, not as libvirt domains (\(libvirt.uri))")
+        }
         guard let sector = image.bootSector, sector.count >= 512 else {
             throw FleetError(.failed, "\(vm.name)'s image \(vm.image) has neither an ESP nor a boot sector")
         }
@@ -135,7 +148,7 @@ public final class QEMUHypervisor: Hypervisor {
         }
         progress("\(vm.name): starting QEMU (\(installation.accelerator), SeaBIOS)")
         let name = vm.name
-        let machine = try QEMULauncher(installation: installation).launch(
+        let machine = try await QEMULauncher(installation: installation).launch(
             .init(name: name, bios: true, secureBoot: false, vTPM: false, interval: vm.attestationInterval), paths: p, tpm: nil,
             forward: { r in RelayFrame.Response(id: r.id, status: 404, body: Data()) })
         adopt(machine, firmware: "SeaBIOS")
@@ -165,7 +178,7 @@ public final class QEMUHypervisor: Hypervisor {
     func adopt(_ machine: QEMUMachine, firmware: String) {
         machines.withLock { $0[machine.name] = machine }
         watch(machine)
-        context.logger.info("QEMU started", metadata: ["vm": .string(machine.name), "pid": .stringConvertible(machine.process.processIdentifier),
+        context.logger.info("QEMU started", metadata: ["vm": .string(machine.name), "pid": .stringConvertible(machine.runner.pid),
                                                        "firmware": .string(firmware), "accelerator": .string(machine.accelerator)])
     }
 
@@ -198,7 +211,7 @@ public final class QEMUHypervisor: Hypervisor {
     /// A QEMU that exits without the platform asking is a crash: the observer hears of it.
     func watch(_ machine: QEMUMachine) {
         Task { [weak self] in
-            await ProcessWait.exit(machine.process)
+            let status = await machine.runner.ended()
             guard let self, !machine.expectedExit.withLock({ $0 }) else { return }
             machine.relay?.stop()
             machine.tpmServer?.terminate()
@@ -208,7 +221,6 @@ public final class QEMUHypervisor: Hypervisor {
                 return true
             }
             guard still else { return }
-            let status = machine.process.terminationReason == .uncaughtSignal ? "killed by signal \(machine.process.terminationStatus)" : "exited with status \(machine.process.terminationStatus)"
             self.context.logger.error("QEMU exited unexpectedly", metadata: ["vm": .string(machine.name), "status": .string(status)])
             await self.observer.withLock({ $0 })?(.crashed(vm: machine.name, how: status, console: String(machine.console().suffix(600))))
         }
@@ -226,6 +238,21 @@ public final class QEMUHypervisor: Hypervisor {
     /// Kills a QEMU of this VM that a previous run of the platform left behind (its vTPM died
     /// with that run): the platform never runs two QEMUs for one VM.
     public func reclaim(_ vm: String) -> String? {
+        if let libvirt {
+            // A domain of this VM left by the previous run: destroyed (its platform vTPM ended with that run).
+            let domain = LibvirtDomainXML.domainName(vm)
+            let found = Mutex<String?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Task {
+                if let s = await libvirt.state(domain), s != "shut off" {
+                    _ = try? await libvirt.run(["destroy", domain])
+                    found.withLock { $0 = "destroyed libvirt domain \(domain) left by the previous run (its vTPM ended with that run)" }
+                }
+                done.signal()
+            }
+            done.wait()
+            return found.withLock { $0 }
+        }
         let p = paths(vm)
         guard let text = try? String(contentsOf: p.pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 else { return nil }
         let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map { String(decoding: $0, as: UTF8.self) } ?? ""

@@ -14,12 +14,13 @@ public enum SampleFleet {
     /// With `realVMs`, web-01 and app-02 are real QEMU VMs from debian-12 (their own agents
     /// attest from inside), and app-02's story is a weakened kernel command line instead.
     @discardableResult
-    public static func deploy(_ fleet: Fleet, interval: Int = 300, realVMs: Bool = false, say: @Sendable (String) -> Void) async throws -> Alert? {
+    public static func deploy(_ fleet: Fleet, interval: Int = 300, realVMs: Bool = false, realHypervisor: String = FleetRules.qemu,
+                              say: @Sendable (String) -> Void) async throws -> Alert? {
         if realVMs {
             say("deploying \(healthy): a real VM (QEMU + OVMF Secure Boot, debian-12), Trusted Launch with integrity monitoring")
-            _ = try await fleet.deploy(DeployRequest(name: healthy, image: "debian-12", integrityMonitoring: true, hypervisor: FleetRules.qemu, attestationInterval: interval))
+            _ = try await fleet.deploy(DeployRequest(name: healthy, image: "debian-12", integrityMonitoring: true, hypervisor: realHypervisor, attestationInterval: interval))
             say("deploying \(tampered): a real VM, Trusted Launch with integrity monitoring")
-            _ = try await fleet.deploy(DeployRequest(name: tampered, image: "debian-12", integrityMonitoring: true, hypervisor: FleetRules.qemu, attestationInterval: interval))
+            _ = try await fleet.deploy(DeployRequest(name: tampered, image: "debian-12", integrityMonitoring: true, hypervisor: realHypervisor, attestationInterval: interval))
             say("deploying \(standard): security type Standard (chosen explicitly), a Generation 1 image (simulated: BIOS)")
             _ = try await fleet.deploy(DeployRequest(name: standard, image: "legacy-bios", securityType: "Standard", attestationInterval: interval))
             return try await weakenKernelCommandLine(fleet, say: say)

@@ -87,7 +87,7 @@ public struct BootSummary: Sendable, Codable, Hashable {
 extension VMRecord {
     /// Whether it runs as a real QEMU VM (its own agent attests from inside) rather than on the
     /// simulated hypervisor.
-    public var isRealVM: Bool { hypervisor == FleetRules.qemu }
+    public var isRealVM: Bool { hypervisor == FleetRules.qemu || hypervisor == FleetRules.libvirt }
 }
 
 /// A VM as the fleet stores it.

@@ -155,10 +155,13 @@ public enum FleetRules {
         }
     }
 
-    /// The hypervisors: the built-in simulated one, and real QEMU + OVMF VMs.
-    public static let hypervisors = [hypervisor, qemu]
+    /// The hypervisors: the built-in simulated one, and real QEMU + OVMF VMs (QEMU as the
+    /// platform's child, or as libvirt domains).
+    public static let hypervisors = [hypervisor, qemu, libvirt]
     /// Real VMs: QEMU + OVMF, with the guest's own agent.
     public static let qemu = "qemu"
+    /// Real VMs as libvirt domains (the platform's libvirt connection).
+    public static let libvirt = "libvirt"
 
     public static func checkHypervisor(_ h: String?, available: Set<String> = [hypervisor]) throws -> String {
         let h = h ?? hypervisor
@@ -166,6 +169,9 @@ public enum FleetRules {
             throw FleetError(.invalid, "hypervisor \"\(h.prefix(64))\" is not one of \(hypervisors.joined(separator: ", "))", field: "hypervisor")
         }
         guard available.contains(h) else {
+            if h == libvirt {
+                throw FleetError(.invalid, "hypervisor libvirt is not available here: start the platform with --hypervisor libvirt (a libvirtd that virsh reaches, --libvirt-uri), or use --hypervisor qemu or simulated", field: "hypervisor")
+            }
             throw FleetError(.invalid, "hypervisor \(h) is not available here: real VMs need QEMU and Debian's OVMF (apt-get install qemu-system-x86 ovmf) and the guest kit (busybox-static, linux-image-amd64, tlaunch-agent built beside tlaunch); use --hypervisor simulated", field: "hypervisor")
         }
         return h

@@ -199,7 +199,7 @@ struct VMCommand: AsyncParsableCommand {
         @Option(help: "true (default for TrustedLaunch) or false.") var secureBoot: String?
         @Option(name: .customLong("vtpm"), help: "true (default for TrustedLaunch) or false.") var vtpm: String?
         @Option(help: "true or false (default); can be switched later.") var integrityMonitoring: String?
-        @Option(help: "simulated (the built-in hypervisor) or qemu (a real VM: QEMU + OVMF, its own agent inside).") var hypervisor: String?
+        @Option(help: "simulated (the built-in hypervisor), qemu (a real VM: QEMU + OVMF, its own agent inside) or libvirt (the same as a libvirt domain; the platform needs --libvirt-uri or --hypervisor libvirt).") var hypervisor: String?
         @Option(help: "Seconds between periodic attestations (default 300).") var attestationInterval: Int?
         @Option(help: "How the first baseline is set: learn (trust on first use: the first boot with complete evidence that passes the policy; default), approve (a person approves the first boot), predicted (from the disk, before it boots).")
         var baseline: String?

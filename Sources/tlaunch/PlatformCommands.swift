@@ -24,6 +24,7 @@ struct EmbeddedPlatform {
     let lock: PlatformLock
 
     static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true,
+                      libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil,
                       tls: ServeTLSOptions, say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
         try folder.create()
         let lock: PlatformLock
@@ -43,7 +44,7 @@ struct EmbeddedPlatform {
         let fleet = Fleet(store: FleetStore(backend: sql.backend), service: service, dataFolder: folder, hostKey: try HostKey.loadOrCreate(folder: folder),
                           authority: try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA),
                           webhooks: WebhookNotifier(urls: urls, key: try HostKey.webhookKey(folder: folder), logger: logger), logger: logger,
-                          qemu: realVMs ? await QEMUInstallation.detect() : nil, progress: { say($0) })
+                          qemu: realVMs ? await QEMUInstallation.detect() : nil, libvirt: libvirt, progress: { say($0) })
         let admin = try await Serve.adminToken(folder: folder, service: service)
         var httpLog = Logger(label: "tlaunch.http")
         httpLog.logLevel = logLevel
@@ -127,16 +128,28 @@ struct Up: AsyncParsableCommand {
     @Flag(help: "Do not deploy the sample fleet on first start.") var noSampleFleet = false
     @Option(help: "Seconds between periodic attestations of the sample fleet.") var attestationInterval: Int = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "notice"
-    @Option(help: "The sample fleet's hypervisor: auto (real QEMU VMs where QEMU, OVMF and the guest kit are usable), qemu, or simulated.") var hypervisor = "auto"
+    @Option(help: "The sample fleet's hypervisor: auto (real QEMU VMs where QEMU, OVMF and the guest kit are usable), qemu, libvirt (QEMU as libvirt domains), or simulated.") var hypervisor = "auto"
+    @Option(help: "The libvirt connection for --hypervisor libvirt (and VMs created with --hypervisor libvirt).") var libvirtURI: String?
+    @Option(help: "The vTPM of libvirt domains: external (the platform's vTPM, QEMU connects to it) or emulator (libvirt runs swtpm: install ours with tlaunch vtpm install-swtpm).") var libvirtTPM = "external"
     @OptionGroup(title: "TLS") var tls: ServeTLSOptions
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
-        guard ["auto", "qemu", "simulated"].contains(hypervisor) else { throw ValidationError("--hypervisor is auto, qemu or simulated") }
+        guard ["auto", "qemu", "libvirt", "simulated"].contains(hypervisor) else { throw ValidationError("--hypervisor is auto, qemu, libvirt or simulated") }
+        guard let backend = LibvirtTPMBackend(rawValue: libvirtTPM) else { throw ValidationError("--libvirt-tpm is external or emulator") }
+        var libvirt: (LibvirtConnection, LibvirtTPMBackend)?
+        if hypervisor == "libvirt" || libvirtURI != nil {
+            let uri = libvirtURI ?? "qemu:///system"
+            guard let (connection, versions) = await LibvirtConnection.probe(uri: uri) else {
+                throw CLIError("libvirt at \(uri) does not answer (virsh -c \(uri) version fails): install libvirt-daemon-system and libvirt-clients, start libvirtd (and virtlogd), or give --libvirt-uri")
+            }
+            detail("libvirt \(uri): \(versions); vTPM backend \(backend.rawValue)")
+            libvirt = (connection, backend)
+        }
         let folder = DataFolder.resolve(data)
         say("Starting TrustedLaunch (data folder \(folder.root.path))")
         let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: webhook,
-                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, tls: tls, say: { detail($0) })
+                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, libvirt: libvirt, tls: tls, say: { detail($0) })
         detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.store.kind))")
         if p.server.url.hasPrefix("https:") {
             detail("TLS: certificate from the platform CA \(folder.tls.appendingPathComponent("ca.pem").path) — the CLI pins it; import it in your browser" + (tls.mtls ? "; mutual TLS: clients need a certificate from tlaunch tls client NAME" : ""))
@@ -145,11 +158,12 @@ struct Up: AsyncParsableCommand {
             say("First start: deploying the sample fleet")
             let guestKit: Bool = if case .success = GuestKit.detect() { true } else { false }
             let real = hypervisor != "simulated" && p.fleet.qemu != nil && guestKit && ImageCatalog.available("debian-12")
-            if hypervisor == "qemu" && !real {
-                throw CLIError("--hypervisor qemu: real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
+            if (hypervisor == "qemu" || hypervisor == "libvirt") && !real {
+                throw CLIError("--hypervisor \(hypervisor): real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
             }
             if real { detail("real VMs: QEMU with \(p.fleet.qemu?.accelerator ?? "?") — each boot takes about a minute under TCG") }
-            if let alert = try await SampleFleet.deploy(p.fleet, interval: attestationInterval, realVMs: real, say: { detail($0) }) {
+            let realHypervisor = hypervisor == "libvirt" ? FleetRules.libvirt : FleetRules.qemu
+            if let alert = try await SampleFleet.deploy(p.fleet, interval: attestationInterval, realVMs: real, realHypervisor: realHypervisor, say: { detail($0) }) {
                 detail("integrity monitoring raised \(alert.severity.rawValue) alert \(alert.id): \(alert.title)")
             }
         } else {

@@ -1,0 +1,302 @@
+import Crypto
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a libvirt domain's vTPM comes from.
+public enum LibvirtTPMBackend: String, Sendable, CaseIterable {
+    /// `<backend type='external'>`: QEMU connects to the platform's own vTPM of the VM (the same
+    /// state the platform keeps for `--hypervisor qemu`).
+    case external
+    /// `<backend type='emulator'>`: libvirt runs `swtpm_setup` and `swtpm` by name; with
+    /// `tlaunch vtpm install-swtpm` those are this project's vTPM, its EK certified by the
+    /// platform's vTPM CA. The state is libvirt's (/var/lib/libvirt/swtpm/UUID).
+    case emulator
+}
+
+/// A libvirt connection, driven through `virsh` (every libvirt host has it; the C API would tie
+/// every installation of tlaunch to libvirt's library).
+public struct LibvirtConnection: Sendable, Hashable {
+    public var uri: String
+    public var virsh: String
+
+    public init(uri: String = "qemu:///system", virsh: String = "/usr/bin/virsh") { self.uri = uri; self.virsh = virsh }
+
+    /// Whether the URI is this host's system or session daemon (its files and QEMU's log are here).
+    var isLocal: Bool { uri.hasPrefix("qemu:///") }
+
+    /// The connection when `virsh -c URI version` answers, with libvirt's and QEMU's versions; nil otherwise.
+    public static func probe(uri: String) async -> (LibvirtConnection, String)? {
+        let c = LibvirtConnection(uri: uri)
+        guard FileManager.default.isExecutableFile(atPath: c.virsh), let out = try? await c.run(["version"]) else { return nil }
+        let summary = out.split(separator: "\n").filter { $0.contains("Running hypervisor") || $0.contains("Using library") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "; ")
+        return (c, summary)
+    }
+
+    /// Runs `virsh -c URI args…`; its standard output, or an error with what virsh said.
+    @discardableResult
+    func run(_ args: [String], timeout: Duration = .seconds(120)) async throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: virsh)
+        p.arguments = ["-q", "-c", uri] + args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        do { try p.run() } catch { throw FleetError(.failed, "cannot run \(virsh): \(error)") }
+        let collected = Mutex((Data(), Data()))
+        let readers = DispatchGroup()
+        for (i, pipe) in [out, err].enumerated() {
+            readers.enter()
+            Thread.detachNewThread {
+                let d = pipe.fileHandleForReading.readDataToEndOfFile()
+                collected.withLock { if i == 0 { $0.0 = d } else { $0.1 = d } }
+                readers.leave()
+            }
+        }
+        let killer = Task {
+            try await Task.sleep(for: timeout)
+            if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL) }
+        }
+        await ProcessWait.exit(p)
+        killer.cancel()
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in readers.notify(queue: .global()) { c.resume() } }
+        let (o, e) = collected.withLock { $0 }
+        guard p.terminationStatus == 0 else {
+            let said = String(decoding: e, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw FleetError(.failed, "virsh -c \(uri) \(args.first ?? ""): \(said.isEmpty ? "exit status \(p.terminationStatus)" : said)")
+        }
+        return String(decoding: o, as: UTF8.self)
+    }
+
+    /// The domain's state (`running`, `shut off`, …), or nil when libvirt has no such domain.
+    func state(_ domain: String) async -> String? {
+        (try? await run(["domstate", domain]))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Starts a transient domain (gone from libvirt once it stops: the platform is the VM's record).
+    func create(domain: String, xml: String, paths: QEMUPaths) async throws -> LibvirtDomain {
+        if let s = await state(domain), s != "shut off" {
+            // A domain of this VM left running by an earlier run of the platform: never two.
+            _ = try? await run(["destroy", domain])
+        }
+        let file = paths.run.appendingPathComponent("domain.xml")
+        try xml.write(to: file, atomically: true, encoding: .utf8)
+        do { try await run(["create", file.path]) } catch let e as FleetError {
+            throw FleetError(.failed, "libvirt refused \(domain): \(e.message)")
+        }
+        return LibvirtDomain(connection: self, name: domain)
+    }
+}
+
+/// A running libvirt domain: its lifecycle events come from `virsh event --loop`.
+final class LibvirtDomain: MachineRunner {
+    let connection: LibvirtConnection
+    let name: String
+    let pid: Int32
+    private let state = Mutex<(running: Bool, how: String?, waiters: [CheckedContinuation<String, Never>])>((true, nil, []))
+    private let events = Mutex<Process?>(nil)
+
+    init(connection: LibvirtConnection, name: String) {
+        self.connection = connection
+        self.name = name
+        let pidFile = "/run/libvirt/qemu/\(name).pid"
+        pid = connection.isLocal ? (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0 : 0
+        watch()
+    }
+
+    var isRunning: Bool { state.withLock { $0.running } }
+
+    /// Follows the domain's lifecycle events; a stop (shutdown, destroy, crash, failure) ends it.
+    /// If the event stream breaks (libvirtd restarted), the domain's state is polled instead.
+    private func watch() {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: connection.virsh)
+        p.arguments = ["-q", "-c", connection.uri, "event", "--domain", name, "--event", "lifecycle", "--loop"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        p.standardInput = FileHandle.nullDevice
+        try? p.run()
+        events.withLock { $0 = p }
+        Thread.detachNewThread { [self] in
+            var pending = ""
+            let handle = out.fileHandleForReading
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                pending += String(decoding: chunk, as: UTF8.self)
+                while let nl = pending.firstIndex(of: "\n") {
+                    let line = String(pending[..<nl])
+                    pending = String(pending[pending.index(after: nl)...])
+                    // "event 'lifecycle' for domain 'NAME': Stopped Shutdown"
+                    if let r = line.range(of: ": Stopped ") { finish("stopped (libvirt event: Stopped \(line[r.upperBound...]))") }
+                    else if let r = line.range(of: ": Crashed ") { finish("crashed (libvirt event: Crashed \(line[r.upperBound...]))") }
+                }
+                if !isRunning { break }
+            }
+            if p.isRunning { Glibc.kill(p.processIdentifier, SIGTERM) }
+            p.waitUntilExit()
+            guard isRunning else { return }
+            Task { [self] in
+                while isRunning {
+                    let s = await connection.state(name)
+                    if s == nil || s == "shut off" || s == "crashed" { finish("stopped (libvirt: \(s ?? "the domain is gone"))") }
+                    try? await Task.sleep(for: .seconds(2))
+                }
+            }
+        }
+    }
+
+    private func finish(_ how: String) {
+        let waiters = state.withLock { s -> [CheckedContinuation<String, Never>] in
+            guard s.running else { return [] }
+            s.running = false
+            s.how = how
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume(returning: how) }
+        if let p = events.withLock({ $0 }), p.isRunning { Glibc.kill(p.processIdentifier, SIGTERM) }
+    }
+
+    func ended() async -> String {
+        await withCheckedContinuation { c in
+            let done = state.withLock { s -> String? in
+                if !s.running { return s.how ?? "stopped" }
+                s.waiters.append(c)
+                return nil
+            }
+            if let done { c.resume(returning: done) }
+        }
+    }
+
+    func powerButton() async { _ = try? await connection.run(["shutdown", name, "--mode", "acpi"]) }
+
+    func forceOff() async {
+        guard isRunning else { return }
+        _ = try? await connection.run(["destroy", name])
+        let deadline = ContinuousClock.now + .seconds(30)
+        while isRunning, ContinuousClock.now < deadline {
+            if await connection.state(name) ?? "shut off" == "shut off" { finish("destroyed by the platform") }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    func log() -> String {
+        guard connection.isLocal else { return "" }
+        return String((try? String(contentsOfFile: "/var/log/libvirt/qemu/\(name).log", encoding: .utf8))?.suffix(2000) ?? "")
+    }
+}
+
+/// The libvirt domain of a VM: q35, OVMF (Secure Boot code with SMM when the VM has Secure
+/// Boot) with the VM's own variable store, its boot disk read-only, the console to a file, the
+/// agent's virtio-serial port, and a TPM 2.0 CRB device on the chosen backend.
+struct LibvirtDomainXML {
+    let plan: QEMULauncher.Plan
+    let paths: QEMUPaths
+    let installation: QEMUInstallation
+    let tpm: LibvirtTPMBackend
+
+    static func domainName(_ vm: String) -> String { "tlaunch-\(vm)" }
+
+    /// A UUID fixed for the VM's life (libvirt keys an emulator vTPM's state by it).
+    var uuid: String {
+        let d = Array(SHA256.hash(data: Data(paths.folder.url.standardizedFileURL.path.utf8)))
+        var b = Array(d.prefix(16))
+        b[6] = (b[6] & 0x0F) | 0x50   // version 5 layout (name-based)
+        b[8] = (b[8] & 0x3F) | 0x80
+        let h = b.map { String(format: "%02x", $0) }.joined()
+        let c = Array(h)
+        return "\(String(c[0..<8]))-\(String(c[8..<12]))-\(String(c[12..<16]))-\(String(c[16..<20]))-\(String(c[20..<32]))"
+    }
+
+    var document: String {
+        let secure = plan.secureBoot
+        let uid = getuid(), gid = getgid()
+        var devices = """
+            <disk type='file' device='disk'>
+              <driver name='qemu' type='raw'/>
+              <source file='\(x(paths.folder.url.appendingPathComponent("disk.img").path))'/>
+              <target dev='vda' bus='virtio'/>
+              <readonly/>
+            </disk>
+            <serial type='file'>
+              <source path='\(x(paths.console.path))'/>
+              <target port='0'/>
+            </serial>
+            <channel type='unix'>
+              <source mode='bind' path='\(x(paths.agent))'/>
+              <target type='virtio' name='org.tlaunch.agent.0'/>
+            </channel>
+            <memballoon model='none'/>
+
+        """
+        if plan.vTPM {
+            switch tpm {
+            case .external:
+                devices += """
+                    <tpm model='tpm-crb'>
+                      <backend type='external'>
+                        <source type='unix' mode='connect' path='\(x(paths.tpmControl))'/>
+                      </backend>
+                    </tpm>
+
+                """
+            case .emulator:
+                devices += """
+                    <tpm model='tpm-crb'>
+                      <backend type='emulator' version='2.0' persistent_state='yes'/>
+                    </tpm>
+
+                """
+            }
+        }
+        return """
+        <domain type='\(installation.accelerator == "kvm" ? "kvm" : "qemu")'>
+          <name>\(x(Self.domainName(plan.name)))</name>
+          <uuid>\(uuid)</uuid>
+          <title>TrustedLaunch VM \(x(plan.name))</title>
+          <memory unit='MiB'>\(plan.memoryMiB)</memory>
+          <vcpu>1</vcpu>
+          <os>
+            <type arch='x86_64' machine='q35'>hvm</type>
+            <loader readonly='yes' secure='\(secure ? "yes" : "no")' type='pflash'>\(x(secure ? installation.secureCode : installation.code))</loader>
+            <nvram>\(x(paths.variables.path))</nvram>
+          </os>
+          <features>
+            <acpi/>
+            <smm state='\(secure ? "on" : "off")'/>
+          </features>
+          <on_poweroff>destroy</on_poweroff>
+          <on_reboot>restart</on_reboot>
+          <on_crash>destroy</on_crash>
+          <seclabel type='static' model='dac' relabel='no'>
+            <label>+\(uid):+\(gid)</label>
+          </seclabel>
+          <devices>
+        \(devices)  </devices>
+        </domain>
+
+        """
+    }
+
+    /// XML-escaped text or attribute value.
+    func x(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            switch c {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "'": out += "&apos;"
+            case "\"": out += "&quot;"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+}
