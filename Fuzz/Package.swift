@@ -17,6 +17,10 @@ let package = Package(
             dependencies: [.product(name: "VirtualTPM", package: "TrustedLaunch")]
         ),
         .executableTarget(
+            name: "FuzzVTPMVolatile",
+            dependencies: [.product(name: "VirtualTPM", package: "TrustedLaunch")]
+        ),
+        .executableTarget(
             name: "FuzzPEImage",
             dependencies: [.product(name: "SecureBoot", package: "TrustedLaunch")]
         ),

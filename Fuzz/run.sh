@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer campaign: Fuzz/run.sh TARGET SECONDS
-#   TARGET: tpm2-response | vtpm-commands | eventlog | ima | pe | esl | varstore | esp | grubcfg | evidence | evidence-mutation | fleet-request | relay-frames
+#   TARGET: tpm2-response | vtpm-commands | vtpm-volatile | eventlog | ima | pe | esl | varstore | esp | grubcfg | evidence | evidence-mutation | fleet-request | relay-frames
 # New inputs that grow coverage are added to Fuzz/corpus/TARGET (commit the small ones; the
 # test suite replays the corpus). Crashers are written to Fuzz/artifacts/.
 set -euo pipefail
@@ -10,6 +10,7 @@ seconds="${2:-600}"
 case "$target" in
   tpm2-response) product=FuzzTPM2Response ;;
   vtpm-commands) product=FuzzVTPMCommands ;;
+  vtpm-volatile) product=FuzzVTPMVolatile ;;
   eventlog) product=FuzzEventLog ;;
   ima) product=FuzzIMALog ;;
   pe) product=FuzzPEImage ;;

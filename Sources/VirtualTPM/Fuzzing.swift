@@ -34,4 +34,30 @@ public enum VTPMFuzzing {
         }
         return violations
     }
+
+    /// A volatile state blob from the hypervisor (CMD_SET_STATEBLOB type 2, applied at CMD_INIT).
+    /// Invariants: nothing traps; a refused blob changes nothing; an accepted one leaves a TPM
+    /// that answers commands with well-formed responses and exports a blob that parses again.
+    public static func volatileState(_ data: [UInt8]) -> [String] {
+        let tpm = VirtualTPM.ephemeral()
+        let before = tpm.exportVolatileState()
+        do {
+            try tpm.resumeVolatileState(data)
+        } catch {
+            // Time moves on between the two exports: compare what a refusal could have changed.
+            var b = (try? VolatileState(tpmBytes: before)), a = (try? VolatileState(tpmBytes: tpm.exportVolatileState()))
+            b?.time = 0; a?.time = 0
+            return a == b ? [] : ["a refused blob changed the TPM's volatile state"]
+        }
+        var violations: [String] = []
+        if (try? VolatileState(tpmBytes: tpm.exportVolatileState())) == nil { violations.append("the resumed TPM's volatile state does not parse again") }
+        // The resumed TPM itself must answer: PCR_Read and GetRandom through the same dispatcher.
+        for command: [UInt8] in [[0x80, 0x01, 0, 0, 0, 0x14, 0, 0, 0x01, 0x7E, 0, 0, 0, 1, 0, 0x0B, 3, 0xFF, 0xFF, 0xFF],
+                                 [0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x7B, 0, 8]] {
+            let r = tpm.handle(command)
+            if r.count < 10 || Int(r[2]) << 24 | Int(r[3]) << 16 | Int(r[4]) << 8 | Int(r[5]) != r.count { violations.append("a resumed TPM answered a malformed response") }
+        }
+        return violations
+    }
 }
+
