@@ -11,6 +11,8 @@ if [ -z "${TLAUNCH_TEST_POSTGRES:-}" ]; then
   TLAUNCH_TEST_POSTGRES=$(scripts/postgres.sh) || { [ "${TLAUNCH_REQUIRE_INTEROP:-}" = 1 ] && exit 1; TLAUNCH_TEST_POSTGRES=""; }
   export TLAUNCH_TEST_POSTGRES
 fi
+# The libvirt tests drive Debian's libvirt 9.0 (the system daemon, started here without systemd).
+if [ "$(id -u)" -eq 0 ]; then scripts/libvirt.sh || [ "${TLAUNCH_REQUIRE_INTEROP:-}" != 1 ]; fi
 swift build --build-tests
 # Tests that read the real-world corpus (TLAUNCH_TESTDATA, else ../shared/testdata) are skipped
 # when it is absent, and counted in one line at the end; CI (TLAUNCH_REQUIRE_INTEROP=1) runs them.

@@ -203,8 +203,13 @@ struct LibvirtDomainXML {
 
     static func domainName(_ vm: String) -> String { "tlaunch-\(vm)" }
 
+    /// Where libvirt keeps an emulator vTPM's state on this host (`swtpm_setup --tpm-state`).
+    static func emulatorState(_ paths: QEMUPaths) -> URL { URL(fileURLWithPath: "/var/lib/libvirt/swtpm/\(uuid(paths))") }
+
     /// A UUID fixed for the VM's life (libvirt keys an emulator vTPM's state by it).
-    var uuid: String {
+    var uuid: String { Self.uuid(paths) }
+
+    static func uuid(_ paths: QEMUPaths) -> String {
         let d = Array(SHA256.hash(data: Data(paths.folder.url.standardizedFileURL.path.utf8)))
         var b = Array(d.prefix(16))
         b[6] = (b[6] & 0x0F) | 0x50   // version 5 layout (name-based)

@@ -265,6 +265,8 @@ public final class QEMUHypervisor: Hypervisor {
     public func delete(_ vm: String) async {
         await stop(vm, timeout: nil)
         try? FileManager.default.removeItem(at: paths(vm).run)
+        // An emulator vTPM's state is libvirt's (kept across the transient domain's boots): it goes with the VM.
+        if case .libvirt(let c, .emulator) = engine, c.isLocal { try? FileManager.default.removeItem(at: LibvirtDomainXML.emulatorState(paths(vm))) }
     }
 
     /// Powers off every real VM of this process (the platform is stopping: their vTPMs stop with

@@ -28,7 +28,8 @@ struct TestPlatform {
     /// `tls`: serve HTTPS with a certificate from the data folder's platform CA (as `tlaunch up`
     /// does), requiring client certificates from it when `mutual`.
     static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3, dir existing: URL? = nil,
-                      qemu: QEMUInstallation? = nil, tls: Bool = false, mutual: Bool = false) async throws -> TestPlatform {
+                      qemu: QEMUInstallation? = nil, libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil,
+                      tls: Bool = false, mutual: Bool = false) async throws -> TestPlatform {
         let dir = existing ?? FileManager.default.temporaryDirectory.appendingPathComponent("tl-fleet-\(UUID().uuidString.prefix(8))")
         let folder = DataFolder(root: dir)
         try folder.create()
@@ -38,7 +39,7 @@ struct TestPlatform {
                                          akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "https://attest.tlaunch.test")
         let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 9, count: 32),
                           authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff), silentIntervals: silentIntervals,
-                          qemu: qemu, bootTimeout: .seconds(600))
+                          qemu: qemu, bootTimeout: .seconds(600), libvirt: libvirt)
         var serverTLS: ServerTLS?
         var clientTLS: ClientTLS?
         if tls {

@@ -222,6 +222,37 @@ struct SwtpmDropInTests {
         #expect(log.contains("over the control channel (CMD_SET_DATAFD)"), "\(log)")
     }
 
+    /// `--terminate` (libvirt passes it): the vTPM ends when its VM's QEMU — the control client
+    /// that stays — disconnects, not when a swtpm_ioctl beside it comes and goes.
+    @Test func terminateWaitsForTheLastControlClient() async throws {
+        let dir = try Self.temporary("tl-term")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let ctrl = dir.appendingPathComponent("ctrl.sock").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.tlaunch)
+        p.arguments = ["vtpm", "socket", "--tpm2", "--terminate", "--data", dir.appendingPathComponent("data").path,
+                       "--tpmstate", "dir=\(dir.appendingPathComponent("st").path)", "--ctrl", "type=unixio,path=\(ctrl)"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: ctrl) { try await Task.sleep(for: .milliseconds(50)) }
+        // The VM's side: a control connection that stays open.
+        let vm = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { b in let u = Array(ctrl.utf8); b.copyBytes(from: u); b[u.count] = 0 }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(vm, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(rc == 0)
+        let ioctl = try await Interop.run(Self.tlaunch, ["vtpm", "ioctl", "-c", "--unix", ctrl])
+        #expect(ioctl.0 == 0)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(p.isRunning, "a swtpm_ioctl that came and went did not end the VM's vTPM")
+        close(vm)
+        for _ in 0..<100 where p.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!p.isRunning, "the VM's QEMU went: the vTPM ends")
+    }
+
     /// Our ioctl drives the real swtpm: the same wire, the other way round.
     @Test func ourIoctlDrivesSwtpm() async throws {
         guard let swtpm = Interop.tool("swtpm") else { return }

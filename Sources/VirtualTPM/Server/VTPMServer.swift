@@ -41,6 +41,8 @@ public final class VTPMServer: Sendable {
         var listeners: [Int32] = []
         var started = false
         var connections: Set<Int32> = []
+        /// Control-channel clients connected now (the VM's QEMU, and e.g. a swtpm_ioctl beside it).
+        var controlClients = 0
         /// A volatile state set by CMD_SET_STATEBLOB (a restore or an incoming migration): the
         /// next CMD_INIT resumes from it instead of resetting the TPM.
         var pendingVolatile: [UInt8]?
@@ -244,8 +246,15 @@ public final class VTPMServer: Sendable {
     /// CMD_SET_LOCALITY's one byte in four); what a command does not use is dropped with the
     /// message, and only a message shorter than its command's fields is completed from the stream.
     func serveControl(_ fd: Int32) {
+        shared.withLock { $0.controlClients += 1 }
+        // `--terminate`: the vTPM ends when its VM's QEMU goes — the last control client — not
+        // when a swtpm_ioctl that looked at it beside QEMU disconnects.
         defer {
-            if options.terminateOnControlClose { terminate() }
+            let last = shared.withLock { s -> Bool in
+                s.controlClients -= 1
+                return s.controlClients == 0
+            }
+            if options.terminateOnControlClose && last { terminate() }
         }
         while let received = Sock.receive(fd, max: 4 + Int(Self.bufferSize)) {
             var message = received.bytes

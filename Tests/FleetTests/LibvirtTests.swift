@@ -1,0 +1,339 @@
+import Foundation
+import Attestation
+import Fleet
+import TLaunchTestSupport
+import TPM2
+import Testing
+import VirtualTPM
+import X509
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The libvirt daemon of this machine (Debian 12's libvirt 9.0), as the tests drive it: started
+/// if it is not running, and restarted with our swtpm drop-ins first on its PATH when a test
+/// needs libvirt to run them (libvirt finds swtpm, swtpm_setup and swtpm_ioctl by name).
+enum LibvirtHost {
+    static let uri = "qemu:///system"
+    static let virsh = "/usr/bin/virsh"
+    /// Where the tests install the drop-ins (`tlaunch vtpm install-swtpm --prefix`).
+    static let prefix = URL(fileURLWithPath: "/var/lib/tlaunch-tests/swtpm")
+
+    /// libvirtd, virtlogd and virsh are installed (a failure when interop is required).
+    static func available() -> Bool {
+        let fm = FileManager.default
+        let ok = ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", virsh].allSatisfy { fm.isExecutableFile(atPath: $0) } && getuid() == 0
+        if !ok && Interop.required { Issue.record("libvirt tests need libvirt-daemon-system and libvirt-clients, run as root (scripts/deps.sh installs them)") }
+        return ok
+    }
+
+    @discardableResult
+    static func run(_ args: [String]) async throws -> (Int32, String, String) {
+        try await Interop.run(virsh, ["-q", "-c", uri] + args)
+    }
+
+    static func pid(_ name: String) -> Int32? {
+        guard let (rc, out, _) = try? Interop.runBlocking("/usr/bin/pgrep", ["-x", name]), rc == 0 else { return nil }
+        return out.split(separator: "\n").first.flatMap { Int32($0) }
+    }
+
+    /// Runs a daemon that forks into the background (`-d`): its output to /dev/null (the forked
+    /// daemon would hold a pipe open forever), waiting only for the foreground process.
+    static func daemon(_ path: String, environment: [String: String] = [:]) async throws {
+        try await Interop.offPool {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: path)
+            p.arguments = ["-d"]
+            var env = ProcessInfo.processInfo.environment
+            for (k, v) in environment { env[k] = v }
+            p.environment = env
+            p.standardInput = FileHandle.nullDevice
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+        }
+    }
+
+    /// Starts virtlogd, and libvirtd with `pathFirst` first on its PATH (restarting it when its
+    /// PATH is not that); waits until virsh reaches it. Running domains survive a restart.
+    static func start(pathFirst: String? = nil) async throws {
+        if pid("virtlogd") == nil { try await daemon("/usr/sbin/virtlogd") }
+        let wanted = (pathFirst.map { $0 + ":" } ?? "") + "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        if let p = pid("libvirtd") {
+            let env = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(p)/environ"))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            if env.split(separator: "\0").contains(where: { $0 == "PATH=\(wanted)" }) { return }
+            kill(p, SIGTERM)
+            for _ in 0..<100 where kill(p, 0) == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        try await daemon("/usr/sbin/libvirtd", environment: ["PATH": wanted])
+        for _ in 0..<100 {
+            if (try? await run(["version"]))?.0 == 0 { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw FleetError(.failed, "libvirtd did not answer on \(uri)")
+    }
+
+    /// Installs the drop-ins (EK certificates from `data`'s vTPM CA) and makes libvirtd use them.
+    static func installDropIns(data: URL) async throws {
+        let (rc, out, err) = try await Interop.run(tlaunchPath, ["vtpm", "install-swtpm", "--prefix", prefix.path, "--data", data.path, "--user", "tss"])
+        guard rc == 0 else { throw FleetError(.failed, "install-swtpm: \(out) \(err)") }
+        try await start(pathFirst: prefix.appendingPathComponent("bin").path)
+    }
+
+    /// The swtpm libvirt runs for `domain`: its control socket, process id, owner and command line.
+    static func swtpm(of domain: String) -> (socket: String, pid: Int32, uid: uid_t, cmdline: [String])? {
+        let dir = "/run/libvirt/qemu/swtpm"
+        guard let sock = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.first(where: { $0.hasSuffix("-\(domain)-swtpm.sock") }),
+              let (rc, out, _) = try? Interop.runBlocking("/usr/bin/pgrep", ["-f", "\(domain)-swtpm.sock"]), rc == 0,
+              let pid = out.split(separator: "\n").compactMap({ Int32($0) }).first else { return nil }
+        var st = stat()
+        guard stat("/proc/\(pid)", &st) == 0, let raw = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else { return nil }
+        return ("\(dir)/\(sock)", pid, st.st_uid, String(decoding: raw, as: UTF8.self).split(separator: "\0").map(String.init))
+    }
+
+    @discardableResult
+    static func waitFor<T>(_ what: String, seconds: Int = 240, _ probe: () async throws -> T?) async throws -> T {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while ContinuousClock.now < deadline {
+            if let v = try await probe() { return v }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        throw FleetError(.failed, "gave up waiting for \(what) after \(seconds) s")
+    }
+}
+
+/// What a vTPM's state blobs (read over its control channel with swtpm_ioctl) say.
+struct VTPMSnapshot {
+    var pcrs: [TPMPCRBank]
+    var ekCertificate: [UInt8]?
+
+    /// Reads the permanent and volatile blobs of the vTPM behind `socket` with the real swtpm_ioctl
+    /// and loads them into a TPM of this process to read its PCRs and EK certificate.
+    static func read(_ socket: String, in dir: URL) async throws -> VTPMSnapshot {
+        let ioctl = try #require(Interop.tool("swtpm_ioctl"))
+        let p = dir.appendingPathComponent("permanent-\(UUID().uuidString.prefix(6))"), v = dir.appendingPathComponent("volatile-\(UUID().uuidString.prefix(6))")
+        for (type, file) in [("permanent", p), ("volatile", v)] {
+            let (rc, _, err) = try await Interop.run(ioctl, ["--save", type, file.path, "--unix", socket])
+            guard rc == 0 else { throw FleetError(.failed, "swtpm_ioctl --save \(type): \(err)") }
+        }
+        let tpm = VirtualTPM.ephemeral()
+        try tpm.importPermanentState(try [UInt8](Data(contentsOf: p)))
+        try tpm.resumeVolatileState(try [UInt8](Data(contentsOf: v)))
+        let c = TPMClient(transport: InProcessTransport(tpm))
+        let pcrs = try await c.pcrRead(TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: Array(0...7))]))
+        return VTPMSnapshot(pcrs: pcrs, ekCertificate: try await c.readEKCertificate(.rsa2048))
+    }
+
+    func pcr(_ i: Int) -> [UInt8] { pcrs.first?.values[i] ?? [] }
+}
+
+@Suite("libvirt: our vTPM as libvirt's swtpm, and real VMs as libvirt domains", .serialized)
+struct LibvirtTests {
+    static let code = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", vars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+
+    static func domainXML(_ name: String, dir: URL, tpm: String) -> String {
+        """
+        <domain type='qemu'>
+          <name>\(name)</name>
+          <memory unit='MiB'>256</memory>
+          <vcpu>1</vcpu>
+          <os>
+            <type arch='x86_64' machine='q35'>hvm</type>
+            <loader readonly='yes' secure='yes' type='pflash'>\(code)</loader>
+            <nvram template='\(vars)'>\(dir.appendingPathComponent("\(name)_VARS.fd").path)</nvram>
+          </os>
+          <features><acpi/><smm state='on'/></features>
+          <devices>
+            <serial type='file'><source path='\(dir.appendingPathComponent("\(name).console").path)'/></serial>
+            \(tpm)
+          </devices>
+        </domain>
+        """
+    }
+
+    /// libvirt's `emulator` backend with our swtpm, swtpm_setup and swtpm_ioctl on its PATH: it
+    /// sets the vTPM up (EK certificates from the platform's CA), runs our socket as its swtpm
+    /// user, and OVMF's Secure Boot measured boot lands in it. `virsh save`/`restore` moves the
+    /// vTPM whole (same PCRs, same EK certificate), a reset is a new measured boot, a power
+    /// cycle keeps NV; what we do not claim (TPM 1.2, passphrase-encrypted state) libvirt refuses.
+    @Test(.timeLimit(.minutes(20)))
+    func libvirtRunsOurSwtpmAndItKeepsTheVTPMAcrossSaveRestoreResetAndPowerCycles() async throws {
+        guard LibvirtHost.available(), [Self.code, Self.vars].allSatisfy({ FileManager.default.fileExists(atPath: $0) }) else {
+            if Interop.required { Issue.record("OVMF (ovmf) is needed") }
+            return
+        }
+        let dir = URL(fileURLWithPath: "/tmp/tl-libvirt-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        chmod(dir.path, 0o755)
+        let data = dir.appendingPathComponent("data")
+        let name = "tl-dropin-\(UUID().uuidString.prefix(6).lowercased())"
+        try await withTeardown({
+            _ = try? await LibvirtHost.run(["destroy", name])
+            _ = try? await LibvirtHost.run(["undefine", name, "--nvram", "--tpm"])
+            try? await LibvirtHost.start()   // libvirtd back on the system's PATH
+            try? FileManager.default.removeItem(at: dir)
+        }) {
+            try await LibvirtHost.installDropIns(data: data)
+            let ca = try VTPMCertificateAuthority.loadOrCreate(directory: data.appendingPathComponent("vtpm-ca"))
+            let xml = dir.appendingPathComponent("\(name).xml")
+            try Self.domainXML(name, dir: dir, tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>").write(to: xml, atomically: true, encoding: .utf8)
+            let defined = try await LibvirtHost.run(["define", xml.path])
+            #expect(defined.0 == 0, "\(defined.2)")
+            let started = try await LibvirtHost.run(["start", name])
+            try #require(started.0 == 0, "libvirt started the domain with our swtpm: \(started.2)")
+            let console = dir.appendingPathComponent("\(name).console")
+            func bootsSeen() -> Int {
+                let text = (try? String(contentsOf: console, encoding: .utf8)) ?? ""
+                return text.components(separatedBy: "No bootable option or device was found").count - 1
+            }
+            // OVMF with Secure Boot refuses its unsigned shell and ends in the boot manager: its measured boot is done.
+            try await LibvirtHost.waitFor("OVMF's first boot") { bootsSeen() >= 1 ? true : nil }
+            let consoleText = try String(contentsOf: console, encoding: .utf8)
+            #expect(consoleText.contains("Security Violation"), "Secure Boot refused the unsigned shell")
+
+            // The swtpm libvirt runs is ours, as its swtpm user (tss), with the options libvirt passes.
+            let sw = try #require(LibvirtHost.swtpm(of: name), "libvirt runs a swtpm for \(name)")
+            #expect(sw.cmdline.contains("vtpm") && sw.cmdline.contains("socket") && !sw.cmdline.contains("--server"), "\(sw.cmdline)")
+            #expect(sw.cmdline.contains("--terminate") && sw.cmdline.contains("--tpm2"), "\(sw.cmdline)")
+            #expect(sw.uid == getpwnam("tss")?.pointee.pw_uid, "libvirt's swtpm_user runs it")
+            let uuid = try await LibvirtHost.run(["domuuid", name]).1.trimmingCharacters(in: .whitespacesAndNewlines)
+            let stateFile = "/var/lib/libvirt/swtpm/\(uuid)/tpm2/tlaunch-vtpm.state"
+            #expect(FileManager.default.fileExists(atPath: stateFile), "our setup made the state where libvirt keeps it")
+
+            // The firmware's measurements are in our vTPM: PCRs 0 and 7 extended; the EK certificate is the CA's.
+            let first = try await VTPMSnapshot.read(sw.socket, in: dir)
+            let zero = [UInt8](repeating: 0, count: 32)
+            #expect(first.pcr(0) != zero && first.pcr(7) != zero, "\(first.pcrs)")
+            let ek = try #require(first.ekCertificate)
+            #expect(try Certificate(derEncoded: ek).issuer == ca.intermediate.subject)
+
+            // virsh save: QEMU reads the vTPM's blobs; restore: a new swtpm gets them and goes on.
+            let saved = dir.appendingPathComponent("\(name).save")
+            let save = try await LibvirtHost.run(["save", name, saved.path])
+            try #require(save.0 == 0, "virsh save: \(save.2)")
+            try await LibvirtHost.waitFor("the saved domain's swtpm to end", seconds: 30) { kill(sw.pid, 0) != 0 ? true : nil }
+            let restore = try await LibvirtHost.run(["restore", saved.path])
+            try #require(restore.0 == 0, "virsh restore: \(restore.2)")
+            let sw2 = try await LibvirtHost.waitFor("the restored domain's swtpm", seconds: 60) { LibvirtHost.swtpm(of: name) }
+            #expect(sw2.pid != sw.pid)
+            let restored = try await VTPMSnapshot.read(sw2.socket, in: dir)
+            #expect(restored.pcrs == first.pcrs, "the restored vTPM has the PCRs the saved one had")
+            #expect(restored.ekCertificate == ek)
+
+            // A reset: QEMU re-initializes the vTPM and OVMF measures again from zero — PCR 0
+            // ends where the first boot's did (not extended twice).
+            #expect(try await LibvirtHost.run(["reset", name]).0 == 0)
+            try await LibvirtHost.waitFor("OVMF's boot after the reset") { bootsSeen() >= 2 ? true : nil }
+            let afterReset = try await VTPMSnapshot.read(sw2.socket, in: dir)
+            #expect(afterReset.pcr(0) == first.pcr(0) && afterReset.pcr(7) == first.pcr(7), "a new measured boot from a reset TPM")
+
+            // A power cycle (destroy, start) keeps the vTPM's NV: the same EK certificate.
+            #expect(try await LibvirtHost.run(["destroy", name]).0 == 0)
+            #expect(try await LibvirtHost.run(["start", name]).0 == 0)
+            let sw3 = try await LibvirtHost.waitFor("the swtpm of the next start", seconds: 60) { LibvirtHost.swtpm(of: name) }
+            let cycled = try await VTPMSnapshot.read(sw3.socket, in: dir)
+            #expect(cycled.ekCertificate == ek, "NV survives a power cycle")
+            _ = try await LibvirtHost.run(["destroy", name])
+
+            // What our capabilities do not claim, libvirt refuses itself (nothing of ours crashes).
+            let tis12 = dir.appendingPathComponent("tis12.xml"), tis20 = dir.appendingPathComponent("tis20.xml")
+            try Self.domainXML(name + "-12", dir: dir, tpm: "<tpm model='tpm-tis'><backend type='emulator' version='1.2'/></tpm>").write(to: tis12, atomically: true, encoding: .utf8)
+            try Self.domainXML(name + "-20", dir: dir, tpm: "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>").write(to: tis20, atomically: true, encoding: .utf8)
+            let refused = try await LibvirtHost.run(["create", tis12.path])
+            #expect(refused.0 != 0 && refused.2.contains("TPM version '1.2' is not supported"), "\(refused.2)")
+            let control = try await LibvirtHost.run(["create", tis20.path])
+            #expect(control.0 == 0, "the same domain with TPM 2.0 starts: \(control.2)")
+            _ = try? await LibvirtHost.run(["destroy", name + "-20"])
+            let secretXML = dir.appendingPathComponent("secret.xml")
+            try "<secret ephemeral='yes' private='yes'><usage type='vtpm'><name>\(name)</name></usage></secret>".write(to: secretXML, atomically: true, encoding: .utf8)
+            let secret = try await LibvirtHost.run(["secret-define", secretXML.path])
+            let secretUUID = secret.1.split(separator: " ").dropFirst().first.map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+            defer { Task { _ = try? await LibvirtHost.run(["secret-undefine", secretUUID]) } }
+            let encrypted = dir.appendingPathComponent("enc.xml")
+            try Self.domainXML(name + "-enc", dir: dir, tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'><encryption secret='\(secretUUID)'/></backend></tpm>")
+                .write(to: encrypted, atomically: true, encoding: .utf8)
+            let noPassphrase = try await LibvirtHost.run(["create", encrypted.path])
+            #expect(noPassphrase.0 != 0 && noPassphrase.2.contains("does not support passing a passphrase"), "\(noPassphrase.2)")
+        }
+    }
+
+    /// `--hypervisor libvirt`: the platform's real VMs as libvirt domains. With the `external`
+    /// backend QEMU uses the platform's own vTPM; a domain destroyed behind the platform's back
+    /// is a failed VM with an alert (from libvirt's lifecycle event); start and stop go through
+    /// libvirt. With the `emulator` backend libvirt runs our swtpm, whose EK certificate the
+    /// attestation service trusts: the guest attests healthy either way.
+    @Test(.timeLimit(.minutes(25)))
+    func theFleetRunsRealVMsAsLibvirtDomainsOnEitherTPMBackend() async throws {
+        guard LibvirtHost.available(), let qemu = await RealVMTests.available() else { return }
+        try await LibvirtHost.start()
+        let connection = try #require(await LibvirtConnection.probe(uri: LibvirtHost.uri)?.0)
+        let p = try await TestPlatform.start(qemu: qemu, libvirt: (connection, .external))
+        try await withTeardown({ await p.stop() }) {
+            let name = uniqueName("lv")
+            let domain = "tlaunch-\(name)"
+            var vm = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "libvirt", baseline: "predicted"))
+            let console = try await p.fleet.console(name)
+            #expect(vm.powerState == .running && vm.hypervisor == "libvirt", "\(vm.lastBoot?.failure ?? "") — console: \(console.suffix(1200))")
+            #expect(vm.lastBoot?.firmware.contains("libvirt/QEMU") == true && vm.lastBoot?.secureBootEnforced == true)
+            let attested = try #require(try await p.service.history(vm: name, limit: 1).first, "the guest's agent attested")
+            #expect(attested.passed && attested.baseline == "matches", "\(attested.checks.filter { !$0.passed }.map(\.reason))")
+            // libvirt runs it: a transient domain whose TPM is the platform's vTPM socket.
+            #expect(try await LibvirtHost.run(["domstate", domain]).1.contains("running"))
+            let xml = try await LibvirtHost.run(["dumpxml", domain]).1
+            #expect(xml.contains("<backend type='external'>") && xml.contains("tpm-ctrl.sock") && xml.contains("secure='yes'"), "\(xml)")
+            #expect(xml.contains("org.tlaunch.agent.0"))
+
+            // Destroyed behind the platform's back: libvirt's event makes it Failed, with an alert.
+            #expect(try await LibvirtHost.run(["destroy", domain]).0 == 0)
+            let failed = try await LibvirtHost.waitFor("the VM to be Failed", seconds: 60) { () async throws -> VMRecord? in
+                let v = try await p.fleet.require(name)
+                return v.powerState == .failed ? v : nil
+            }
+            #expect(failed.powerState == .failed)
+            let alert = try await LibvirtHost.waitFor("the crash alert", seconds: 60) { try await p.fleet.store.alerts(vm: name).first { $0.kind == "vm-failed" } }
+            #expect(alert.description.contains("Stopped Destroyed"), "\(alert.description)")
+
+            // Start again through libvirt: boot 2, attested; stop: the domain is gone.
+            vm = try await p.fleet.start(name)
+            #expect(vm.powerState == .running && vm.bootCount == 2, "\(vm.lastBoot?.failure ?? "")")
+            vm = try await p.fleet.stop(name)
+            #expect(vm.powerState == .stopped)
+            #expect(try await LibvirtHost.run(["domstate", domain]).0 != 0, "the transient domain is gone once stopped")
+        }
+
+        // The emulator backend: libvirt runs our swtpm (installed for this platform's data folder).
+        let q = try await TestPlatform.start(qemu: qemu, libvirt: (connection, .emulator))
+        try await withTeardown({
+            await q.stop()
+            try? await LibvirtHost.start()
+        }) {
+            try await LibvirtHost.installDropIns(data: q.dir)
+            let name = uniqueName("lve")
+            let vm = try await q.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "libvirt", baseline: "predicted"))
+            let console = try await q.fleet.console(name)
+            #expect(vm.powerState == .running, "\(vm.lastBoot?.failure ?? "") — console: \(console.suffix(1200))")
+            let attested = try #require(try await q.service.history(vm: name, limit: 1).first, "the guest's agent attested")
+            #expect(attested.passed, "\(attested.checks.filter { !$0.passed }.map(\.reason))")
+            let sw = try #require(LibvirtHost.swtpm(of: "tlaunch-\(name)"))
+            #expect(sw.cmdline.contains("vtpm") && sw.cmdline.contains(q.dir.path), "our swtpm, for this platform's CA: \(sw.cmdline)")
+            let xml = try await LibvirtHost.run(["dumpxml", "tlaunch-\(name)"]).1
+            #expect(xml.contains("<backend type='emulator' version='2.0'"), "\(xml)")
+            // The guest's view: the EK certificate is the platform CA's.
+            let status = try await RealVMTests.waitFor("the guest's status") { await q.fleet.guestStatus(name) }
+            #expect(status.tpm.present && status.tpm.ekCertificate?.contains("TrustedLaunch vTPM EK") == true, "\(status.tpm)")
+            // Deleting the VM deletes its vTPM state from libvirt's folder.
+            let state = "/var/lib/libvirt/swtpm/\(try uuidOf(sw))"
+            #expect(FileManager.default.fileExists(atPath: state + "/tpm2/tlaunch-vtpm.state"))
+            try await q.fleet.delete(name)
+            #expect(!FileManager.default.fileExists(atPath: state), "the VM's vTPM went with it")
+        }
+    }
+}
+
+/// The domain UUID in a swtpm command line's `--tpmstate dir=/var/lib/libvirt/swtpm/UUID/tpm2`.
+func uuidOf(_ sw: (socket: String, pid: Int32, uid: uid_t, cmdline: [String])) throws -> String {
+    guard let arg = sw.cmdline.first(where: { $0.contains("/var/lib/libvirt/swtpm/") }),
+          let r = arg.range(of: "/var/lib/libvirt/swtpm/") else { throw FleetError(.failed, "no state folder in \(sw.cmdline)") }
+    return String(arg[r.upperBound...].prefix(36))
+}
