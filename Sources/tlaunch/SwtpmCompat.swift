@@ -3,6 +3,7 @@ import Attestation
 import Foundation
 import Synchronization
 import X509
+import Crypto
 import TPM2
 import VirtualTPM
 #if canImport(Glibc)
@@ -16,10 +17,9 @@ enum SwtpmCompat {
     static let version = "0.9.0-tlaunch"
 
     /// `swtpm socket --print-capabilities`: only what this vTPM really does. Not claimed, so
-    /// libvirt refuses such domains itself: TPM 1.2, passphrase-derived state keys
-    /// (`cmdarg-pwd-fd`), seccomp profiles, RSA key sizes other than 2048.
+    /// libvirt refuses such domains itself: TPM 1.2, seccomp profiles, RSA key sizes other than 2048.
     static func socketCapabilities(tpm2: Bool) -> String {
-        var features = ["tpm-2.0", "flags-opt-startup", "cmdarg-key-fd", "cmdarg-print-states", "cmdarg-migration",
+        var features = ["tpm-2.0", "flags-opt-startup", "cmdarg-key-fd", "cmdarg-pwd-fd", "cmdarg-print-states", "cmdarg-migration",
                         "nvram-backend-dir", "nvram-backend-file"]
         if tpm2 { features.append("rsa-keysize-2048") }
         return document(type: "swtpm", features: features)
@@ -27,7 +27,7 @@ enum SwtpmCompat {
 
     /// `swtpm_setup --print-capabilities`.
     static func setupCapabilities() -> String {
-        document(type: "swtpm_setup", features: ["tpm-2.0", "cmdarg-keyfile-fd", "cmdarg-write-ek-cert-files", "tpm2-rsa-keysize-2048"])
+        document(type: "swtpm_setup", features: ["tpm-2.0", "cmdarg-keyfile-fd", "cmdarg-pwdfile-fd", "cmdarg-write-ek-cert-files", "tpm2-rsa-keysize-2048"])
     }
 
     static func document(type: String, features: [String]) -> String {
@@ -135,38 +135,23 @@ enum SwtpmCompat {
         }
     }
 
-    /// swtpm's `--key file=PATH|fd=N[,format=hex|binary][,mode=aes-256-cbc][,remove=true]`: the 32-byte
-    /// key that seals the state (AES-256-GCM here; `mode=` names swtpm's cipher and is accepted
-    /// for aes-256 only). Passphrases (`pwdfile=`, `pwdfd=`) are not claimed and refused.
+    /// swtpm's `--key file=PATH|fd=N[,format=hex|binary][,mode=aes-256-cbc][,remove=true]` (the
+    /// 32-byte key itself) or `--key pwdfile=PATH|pwdfd=N[,kdf=pbkdf2|sha512]` (a passphrase, as
+    /// libvirt passes a domain's `<encryption secret=…>`, e.g. Nova's key-manager secret): the key
+    /// that seals the state (AES-256-GCM here; `mode=` names swtpm's cipher and is accepted for
+    /// 256-bit keys only; a passphrase becomes the key by PBKDF2-HMAC-SHA256, ``passphraseRounds``).
     static func key(_ option: String, option name: String) throws -> [UInt8] {
         let o = try kv(option, name)
-        if o["pwdfile"] != nil || o["pwdfd"] != nil {
-            throw ValidationError("\(name): passphrases (pwdfile=, pwdfd=) are not supported; give a 32-byte key with file= or fd=")
-        }
         if let m = o["mode"], m != "aes-256-cbc", m != "aes-256-gcm" {
             throw ValidationError("\(name) mode=\(m): only 256-bit keys are supported (aes-256-cbc; the state is sealed with AES-256-GCM)")
         }
-        let bytes: [UInt8]
-        let source: String
-        if let f = o["fd"] {
-            guard let n = Int32(f) else { throw ValidationError("\(name) fd=\(f) is not a number") }
-            var out: [UInt8] = []
-            var buf = [UInt8](repeating: 0, count: 256)
-            while out.count < 4096 {
-                let r = buf.withUnsafeMutableBytes { read(n, $0.baseAddress, $0.count) }
-                if r < 0, errno == EINTR { continue }
-                guard r > 0 else { break }
-                out += buf[0..<r]
-            }
-            close(n)
-            bytes = out
-            source = "fd \(n)"
-        } else {
-            let file = try o["file"].unwrap("\(name) needs file=PATH or fd=N")
-            bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
-            if o["remove"] == "true" { unlink(file) }
-            source = file
+        if let kdf = o["kdf"], kdf != "pbkdf2", kdf != "sha512" { throw ValidationError("\(name) kdf=\(kdf): pbkdf2 or sha512") }
+        if o["pwdfile"] != nil || o["pwdfd"] != nil {
+            let (secret, source) = try read(file: o["pwdfile"], fd: o["pwdfd"], option: name, remove: o["remove"] == "true")
+            guard !secret.isEmpty else { throw ValidationError("\(name) \(source): the passphrase is empty") }
+            return passphraseKey(secret)
         }
+        let (bytes, source) = try read(file: o["file"], fd: o["fd"], option: name, remove: o["remove"] == "true")
         if o["format"] == "hex" {
             guard let k = [UInt8](hex: String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)), k.count == 32 else {
                 throw ValidationError("\(name) \(source): expected 64 hex digits")
@@ -175,6 +160,43 @@ enum SwtpmCompat {
         }
         guard bytes.count == 32 else { throw ValidationError("\(name) \(source): expected 32 bytes, found \(bytes.count)") }
         return bytes
+    }
+
+    /// The bytes of `file=` or `fd=` (at most 4 KiB), and what they came from.
+    static func read(file: String?, fd: String?, option name: String, remove: Bool) throws -> ([UInt8], String) {
+        if let fd {
+            guard let n = Int32(fd) else { throw ValidationError("\(name) fd \(fd) is not a number") }
+            var out: [UInt8] = []
+            var buf = [UInt8](repeating: 0, count: 256)
+            while out.count < 4096 {
+                let r = buf.withUnsafeMutableBytes { Glibc.read(n, $0.baseAddress, $0.count) }
+                if r < 0, errno == EINTR { continue }
+                guard r > 0 else { break }
+                out += buf[0..<r]
+            }
+            close(n)
+            return (out, "fd \(n)")
+        }
+        guard let file else { throw ValidationError("\(name) needs file=PATH, fd=N, pwdfile=PATH or pwdfd=N") }
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+        if remove { unlink(file) }
+        return (bytes, file)
+    }
+
+    /// PBKDF2 rounds for a passphrase (RFC 8018; one derivation per vTPM start).
+    static let passphraseRounds = 200_000
+
+    /// The 32-byte state key a passphrase stands for: PBKDF2-HMAC-SHA256 (RFC 8018, 5.2), one block.
+    static func passphraseKey(_ passphrase: [UInt8]) -> [UInt8] {
+        let key = SymmetricKey(data: passphrase)
+        let salt = Array("TrustedLaunch vTPM state key".utf8) + [0, 0, 0, 1]
+        var u = Array(HMAC<SHA256>.authenticationCode(for: salt, using: key))
+        var t = u
+        for _ in 1..<passphraseRounds {
+            u = Array(HMAC<SHA256>.authenticationCode(for: u, using: key))
+            for i in 0..<t.count { t[i] ^= u[i] }
+        }
+        return t
     }
 }
 
@@ -213,6 +235,8 @@ extension VTPMCommand {
         @Option(name: .customLong("swtpm_ioctl"), help: "Not used.") var swtpmIoctl: String?
         @Option(help: "PATH: a 32-byte key file sealing the state (default: the data folder's host key).") var keyfile: String?
         @Option(help: "N: as --keyfile, from a file descriptor.") var keyfileFd: Int32?
+        @Option(help: "PATH: a passphrase sealing the state (as libvirt passes a domain's encryption secret).") var pwdfile: String?
+        @Option(help: "N: as --pwdfile, from a file descriptor.") var pwdfileFd: Int32?
         @Option(help: "aes-256-cbc (accepted; the state is sealed with AES-256-GCM).") var cipher: String?
         @Option(help: "USER: run as this user.") var runas: String?
         @Flag(help: "Print the features as JSON and exit.") var printCapabilities = false
@@ -265,7 +289,9 @@ extension VTPMCommand {
             }
             try fm.createDirectory(atPath: location.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let hostKey: [UInt8]
-            if let keyfileFd { hostKey = try SwtpmCompat.key("fd=\(keyfileFd)", option: "--keyfile-fd") }
+            if let pwdfileFd { hostKey = try SwtpmCompat.key("pwdfd=\(pwdfileFd)", option: "--pwdfile-fd") }
+            else if let pwdfile { hostKey = try SwtpmCompat.key("pwdfile=\(pwdfile)", option: "--pwdfile") }
+            else if let keyfileFd { hostKey = try SwtpmCompat.key("fd=\(keyfileFd)", option: "--keyfile-fd") }
             else if let keyfile { hostKey = try SwtpmCompat.key("file=\(keyfile)", option: "--keyfile") }
             else { hostKey = try HostKey.loadOrCreate(folder: DataFolder.resolve(data)) }
             let dir = try ca.map { URL(fileURLWithPath: try kv($0, "--ca")["dir"].unwrap("--ca needs dir=DIR")) } ?? DataFolder.resolve(data).vtpmCA

@@ -156,6 +156,41 @@ struct SwtpmDropInTests {
         #expect(issuer == ca.intermediate.subject)
     }
 
+    /// A passphrase (libvirt passes a domain's `<encryption secret=…>` through a file descriptor,
+    /// as Nova does with its key manager's secret) seals the state: setup and socket derive the
+    /// same key from it; without it, or with another, the state does not open.
+    @Test func aPassphraseSealsTheState() async throws {
+        let dir = try Self.temporary("tl-pwd")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("data").path, state = dir.appendingPathComponent("st").path
+        let pass = dir.appendingPathComponent("pass"), other = dir.appendingPathComponent("other")
+        try Data("correct horse battery staple".utf8).write(to: pass)
+        try Data("another passphrase".utf8).write(to: other)
+        let setup = try await Interop.run(Self.tlaunch, ["vtpm", "setup", "--tpm2", "--data", data, "--tpm-state", state, "--pwdfile", pass.path, "--cipher", "aes-256-cbc"])
+        #expect(setup.0 == 0, "\(setup.2)")
+        func serve(_ key: [String]) async throws -> [UInt8]? {
+            let port = try SwtpmProcess.freePortPair()
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Self.tlaunch)
+            p.arguments = ["vtpm", "socket", "--tpm2", "--data", data, "--tpmstate", "dir=\(state)", "--server", "type=tcp,port=\(port)",
+                           "--ctrl", "type=tcp,port=\(port + 1)", "--flags", "not-need-init,startup-clear"] + key
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
+            let client = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: port), control: nil, timeout: .seconds(30)))
+            defer { Task { await client.close() } }
+            for _ in 0..<100 where p.isRunning {
+                if let der = try? await client.readEKCertificate(.rsa2048) { return der }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            return nil
+        }
+        #expect(try await serve(["--key", "pwdfile=\(pass.path),mode=aes-256-cbc"]) != nil, "the passphrase opens it")
+        #expect(try await serve(["--key", "pwdfile=\(other.path)"]) == nil, "another passphrase does not")
+        #expect(try await serve([]) == nil, "the host key does not")
+    }
+
     /// The capability documents libvirt reads: what this vTPM does, and nothing it does not.
     @Test func printCapabilitiesClaimsOnlyWhatIsImplemented() async throws {
         for (args, type) in [(["vtpm", "socket", "--print-capabilities"], "swtpm"), (["vtpm", "socket", "--tpm2", "--print-capabilities"], "swtpm"),
@@ -166,7 +201,7 @@ struct SwtpmDropInTests {
             let features = doc["features"] as? [String] ?? []
             #expect(doc["type"] as? String == type)
             #expect(features.contains("tpm-2.0") && !features.contains("tpm-1.2"), "\(features)")
-            #expect(!features.contains("cmdarg-pwd-fd") && !features.contains("cmdarg-pwdfile-fd"), "passphrases are not implemented: \(features)")
+            #expect(features.contains(type == "swtpm" ? "cmdarg-pwd-fd" : "cmdarg-pwdfile-fd"), "passphrases (libvirt's <encryption secret>): \(features)")
         }
     }
 
@@ -180,7 +215,8 @@ struct SwtpmDropInTests {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.tlaunch)
         p.arguments = ["vtpm", "socket", "--tpm2", "--data", dir.appendingPathComponent("data").path, "--tpmstate", "dir=\(dir.appendingPathComponent("st").path),mode=0600",
-                       "--ctrl", "type=unixio,path=\(ctrl),mode=0600", "--log", "file=\(dir.appendingPathComponent("log").path)", "--pid", "file=\(dir.appendingPathComponent("pid").path)"]
+                       "--ctrl", "type=unixio,path=\(ctrl),mode=0600", "--log", "file=\(dir.appendingPathComponent("log").path)", "--pid", "file=\(dir.appendingPathComponent("pid").path)",
+                       "--flags", "startup-clear"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -206,11 +242,24 @@ struct SwtpmDropInTests {
         let c = TPMClient(transport: InProcessTransport(copy))
         try await c.startup(.clear)
         #expect(try await c.readEKCertificate(.rsa2048) != nil)
-        // A blob is loaded only into a stopped TPM, then resumed by CMD_INIT.
+        // A blob is loaded only into a stopped TPM, then resumed by CMD_INIT — as QEMU resumes a
+        // restored VM, with PTM_INIT_FLAG_DELETE_VOLATILE set (swtpm_ioctl -i sets it too): the
+        // H-CRTM measurement in PCR 0 is still there (a fresh power-on would have zeroed it).
         #expect(try await run("--load", "volatile", volatile).0 != 0)
         #expect(try await run("--stop").0 == 0)
         #expect(try await run("--load", "volatile", volatile).0 == 0)
         #expect(try await run("-i").0 == 0)
+        let resumed = dir.appendingPathComponent("resumed.blob").path
+        #expect(try await run("--save", "volatile", resumed).0 == 0)
+        func pcr0(_ file: String) async throws -> [UInt8]? {
+            let t = VirtualTPM.ephemeral()
+            try t.importPermanentState(try [UInt8](Data(contentsOf: URL(fileURLWithPath: permanent))))
+            try t.resumeVolatileState(try [UInt8](Data(contentsOf: URL(fileURLWithPath: file))))
+            return try await TPMClient(transport: InProcessTransport(t)).pcrRead(TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0])])).first?.values[0]
+        }
+        let measured = try await pcr0(volatile)
+        #expect(measured != nil && measured != [UInt8](repeating: 0, count: 32))
+        #expect(try await pcr0(resumed) == measured, "CMD_INIT resumed the loaded volatile state")
         // Our own ioctl reads the same blob back.
         let ours = try await Interop.run(Self.tlaunch, ["vtpm", "ioctl", "--save", "permanent", dir.appendingPathComponent("p2").path, "--unix", ctrl])
         let theirs = try Data(contentsOf: URL(fileURLWithPath: permanent))

@@ -166,13 +166,15 @@ public final class VTPMServer: Sendable {
         }
     }
 
-    /// _TPM_Init (and TPM2_Startup(CLEAR) with `startupClear`), or — after a volatile state
-    /// arrived by CMD_SET_STATEBLOB and `deleteVolatile` is not asked — the TPM resumed as it was
-    /// saved. A volatile state that does not load fails the initialization (the TPM stays down).
+    /// _TPM_Init (and TPM2_Startup(CLEAR) with `startupClear`), or — when a volatile state is
+    /// waiting (CMD_SET_STATEBLOB, as QEMU restores or migrates a VM; or CMD_STORE_VOLATILE) — the
+    /// TPM resumed as it was saved. The waiting state is used once (swtpm's
+    /// PTM_INIT_FLAG_DELETE_VOLATILE, which QEMU sets when it resumes, asks exactly that). A
+    /// volatile state that does not load fails the initialization (the TPM stays down).
     @discardableResult
-    func initialize(deleteVolatile: Bool = false) -> Bool {
+    func initialize() -> Bool {
         let pending = shared.withLock { s -> [UInt8]? in defer { s.pendingVolatile = nil }; return s.pendingVolatile }
-        if let pending, !deleteVolatile {
+        if let pending {
             do { try tpm.resumeVolatileState(pending) } catch { return false }
             shared.withLock { $0.initialized = true }
             return true
@@ -303,9 +305,9 @@ public final class VTPMServer: Sendable {
         case .getCapability:
             return be64Bytes(Self.capabilities)
         case .initialize:
-            // PTM_INIT_FLAG_DELETE_VOLATILE (bit 0): start afresh even if a volatile state was set.
-            guard let flags = input.take(4) else { return nil }
-            return initialize(deleteVolatile: readU32(flags) & 1 != 0) ? ok : be32Bytes(0x09)
+            // The flags (PTM_INIT_FLAG_DELETE_VOLATILE) are read; a waiting volatile state is used once anyway.
+            guard input.take(4) != nil else { return nil }
+            return initialize() ? ok : be32Bytes(0x09)
         case .shutdown:
             shared.withLock { $0.initialized = false }
             return ok
@@ -336,7 +338,12 @@ public final class VTPMServer: Sendable {
             tpm.hcrtm(data)
             shared.withLock { $0.established = true }
             return ok
-        case .cancelTPMCommand, .storeVolatile, .lockStorage:
+        case .storeVolatile:
+            // Kept for the next CMD_INIT of this process (swtpm writes it to a file beside the state).
+            let v = tpm.exportVolatileState()
+            shared.withLock { $0.pendingVolatile = v }
+            return ok
+        case .cancelTPMCommand, .lockStorage:
             if code == .lockStorage { guard input.take(4) != nil else { return nil } }
             return ok
         case .resetTPMEstablished:
