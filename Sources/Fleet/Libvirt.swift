@@ -138,7 +138,8 @@ final class LibvirtDomain: MachineRunner {
                 }
                 if !isRunning { break }
             }
-            if p.isRunning { Glibc.kill(p.processIdentifier, SIGTERM) }
+            // virsh's event loop ignores SIGTERM.
+            if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL) }
             p.waitUntilExit()
             guard isRunning else { return }
             Task { [self] in
@@ -160,7 +161,7 @@ final class LibvirtDomain: MachineRunner {
             return s.waiters
         }
         for w in waiters { w.resume(returning: how) }
-        if let p = events.withLock({ $0 }), p.isRunning { Glibc.kill(p.processIdentifier, SIGTERM) }
+        if let p = events.withLock({ $0 }), p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL) }
     }
 
     func ended() async -> String {

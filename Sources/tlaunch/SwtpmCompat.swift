@@ -184,7 +184,7 @@ enum SwtpmCompat {
     }
 
     /// PBKDF2 rounds for a passphrase (RFC 8018; one derivation per vTPM start).
-    static let passphraseRounds = 200_000
+    static let passphraseRounds = 20_000
 
     /// The 32-byte state key a passphrase stands for: PBKDF2-HMAC-SHA256 (RFC 8018, 5.2), one block.
     static func passphraseKey(_ passphrase: [UInt8]) -> [UInt8] {

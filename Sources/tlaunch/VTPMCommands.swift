@@ -47,6 +47,7 @@ struct VTPMCommand: AsyncParsableCommand {
         @Flag(help: "Run in the background once listening.") var daemon = false
         @Flag(help: "Speak the Microsoft simulator protocol (mssim: TCTI) instead of swtpm's.") var mssim = false
         @Option(help: "file=PATH[,format=hex|binary][,remove=true] | fd=N[,format=…]: the 32-byte key sealing the state (default: the data folder's host key).") var key: String?
+        @Option(help: "file=PATH|fd=N|pwdfile=PATH|pwdfd=N[,…]: the key (or passphrase) sealing the state blobs that leave for a migration or a save, as --key.") var migrationKey: String?
         @Option(help: "[incoming][,release-lock-outgoing]: the state arrives by CMD_SET_STATEBLOB (an incoming migration); accepted as swtpm does for shared-storage migration.") var migration: String?
         @Option(help: "allow-set-locality,reject-locality-4 (accepted; CMD_SET_LOCALITY is always allowed, locality 4 never from the data channel).") var locality: String?
         @Option(help: "action=none|log|kill (accepted; this vTPM installs no seccomp profile).") var seccomp: String?
@@ -98,6 +99,7 @@ struct VTPMCommand: AsyncParsableCommand {
             options.notNeedInit = flagSet.contains("not-need-init")
             options.startupClear = flagSet.contains("startup-clear")
             options.terminateOnControlClose = terminate
+            options.migrationKey = try migrationKey.map { try SwtpmCompat.key($0, option: "--migration-key") }
             options.socketMode = try [server, ctrl].compactMap { $0 }.compactMap { try kv($0, "--ctrl")["mode"] }.first.map { try SwtpmCompat.mode($0, option: "mode=") }
             let logger = try SwtpmCompat.Log(log)
             if logger.level >= 5 {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Crypto
 import Foundation
 import Synchronization
 import TPM2
@@ -19,6 +20,9 @@ public final class VTPMServer: Sendable {
         public var control: VTPMEndpoint?
         /// Permissions of UNIX sockets created (swtpm's `mode=`), e.g. 0o600; nil: the umask decides.
         public var socketMode: mode_t?
+        /// swtpm's `--migration-key`: state blobs leave sealed with it (AES-256-GCM, flagged
+        /// PTM_STATE_FLAG_ENCRYPTED) and sealed blobs are opened with it when they arrive.
+        public var migrationKey: [UInt8]?
         public var wireProtocol: WireProtocol = .swtpm
         /// The TPM is initialized without waiting for CMD_INIT / power-on.
         public var notNeedInit = false
@@ -247,6 +251,21 @@ public final class VTPMServer: Sendable {
     /// send (QEMU passes whole C unions, so a request may carry padding beyond its fields, e.g.
     /// CMD_SET_LOCALITY's one byte in four); what a command does not use is dropped with the
     /// message, and only a message shorter than its command's fields is completed from the stream.
+    /// PTM_STATE_FLAG_ENCRYPTED: the blob is sealed with the migration key.
+    static let blobEncrypted: UInt32 = 2
+
+    /// A state blob sealed for migration: AES-256-GCM under the migration key, bound to its type.
+    static func sealBlob(_ blob: [UInt8], type: UInt32, key: [UInt8]) -> [UInt8]? {
+        guard key.count == 32, let box = try? AES.GCM.seal(blob, using: SymmetricKey(data: key), authenticating: be32Bytes(type)) else { return nil }
+        return box.combined.map(Array.init)
+    }
+
+    static func openBlob(_ sealed: [UInt8], type: UInt32, key: [UInt8]) -> [UInt8]? {
+        guard key.count == 32, let box = try? AES.GCM.SealedBox(combined: sealed),
+              let plain = try? AES.GCM.open(box, using: SymmetricKey(data: key), authenticating: be32Bytes(type)) else { return nil }
+        return Array(plain)
+    }
+
     func serveControl(_ fd: Int32) {
         shared.withLock { $0.controlClients += 1 }
         // `--terminate`: the vTPM ends when its VM's QEMU goes — the last control client — not
@@ -355,15 +374,26 @@ public final class VTPMServer: Sendable {
             guard let req = input.take(12) else { return nil }
             // Blob types (PTM_BLOB_TYPE_*): 1 permanent, 2 volatile, 3 savestate (TPM 1.2 only: empty).
             let type = readU32(req, 4), offset = Int(readU32(req, 8))
-            let blob = type == 1 ? tpm.exportPermanentState() : type == 2 ? tpm.exportVolatileState() : []
+            var blob = type == 1 ? tpm.exportPermanentState() : type == 2 ? tpm.exportVolatileState() : []
+            var flags: UInt32 = 0
+            if let key = options.migrationKey, !blob.isEmpty {
+                guard let sealed = Self.sealBlob(blob, type: type, key: key) else { return be32Bytes(0x09) }
+                blob = sealed
+                flags = Self.blobEncrypted
+            }
             // The rest of the blob from `offset`, in one answer: QEMU reads a blob in one piece
             // (it refuses an answer whose length is not the total length), swtpm_ioctl in a loop.
             let chunk = offset < blob.count ? Array(blob[offset...]) : []
-            return ok + be32Bytes(0) + be32Bytes(UInt32(blob.count)) + be32Bytes(UInt32(chunk.count)) + chunk
+            return ok + be32Bytes(flags) + be32Bytes(UInt32(blob.count)) + be32Bytes(UInt32(chunk.count)) + chunk
         case .setStateBlob:
             guard let req = input.take(12) else { return nil }
-            let type = readU32(req, 4), length = Int(readU32(req, 8))
-            guard length <= 1 << 20, let data = input.take(length) else { return nil }
+            let flags = readU32(req), type = readU32(req, 4), length = Int(readU32(req, 8))
+            guard length <= 1 << 20, var data = input.take(length) else { return nil }
+            if flags & Self.blobEncrypted != 0 {
+                // Sealed with the migration key on the other side: without that key, or altered, it is refused.
+                guard let key = options.migrationKey, let opened = Self.openBlob(data, type: type, key: key) else { return be32Bytes(0x09) }
+                data = opened
+            }
             guard shared.withLock({ !$0.initialized }) else { return be32Bytes(0x09) }
             switch type {
             case 1:
