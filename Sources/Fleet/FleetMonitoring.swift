@@ -145,7 +145,7 @@ extension Fleet {
         guard let vms = try? await store.vms() else { return }
         for vm in vms { await repair(vm) }
         for vm in vms where vm.powerState == .running && !hypervisor(for: vm).isRunning(vm.name) {
-            if let done = hypervisor(for: vm).reclaim(vm.name) {
+            if let done = await hypervisor(for: vm).reclaim(vm.name) {
                 logger.notice("\(done)", metadata: ["vm": .string(vm.name)])
                 try? await store.appendEvent(vm: vm.name, kind: "resumed", message: "\(done); booting it again")
             }

@@ -103,7 +103,7 @@ public protocol Hypervisor: AnyObject, Sendable {
     func isRunning(_ vm: String) -> Bool
     /// Before a VM that the database says is running is booted again after a platform restart:
     /// what was left of its previous run, and what was done about it (nil: nothing).
-    func reclaim(_ vm: String) -> String?
+    func reclaim(_ vm: String) async -> String?
     /// Stops the VM at once and removes its runtime files (the fleet removes the VM's folder).
     func delete(_ vm: String) async
     /// Everything this process runs is powered off (the platform stops).

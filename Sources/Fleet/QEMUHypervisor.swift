@@ -237,21 +237,13 @@ public final class QEMUHypervisor: Hypervisor {
 
     /// Kills a QEMU of this VM that a previous run of the platform left behind (its vTPM died
     /// with that run): the platform never runs two QEMUs for one VM.
-    public func reclaim(_ vm: String) -> String? {
+    public func reclaim(_ vm: String) async -> String? {
         if let libvirt {
             // A domain of this VM left by the previous run: destroyed (its platform vTPM ended with that run).
             let domain = LibvirtDomainXML.domainName(vm)
-            let found = Mutex<String?>(nil)
-            let done = DispatchSemaphore(value: 0)
-            Task {
-                if let s = await libvirt.state(domain), s != "shut off" {
-                    _ = try? await libvirt.run(["destroy", domain])
-                    found.withLock { $0 = "destroyed libvirt domain \(domain) left by the previous run (its vTPM ended with that run)" }
-                }
-                done.signal()
-            }
-            done.wait()
-            return found.withLock { $0 }
+            guard let s = await libvirt.state(domain), s != "shut off" else { return nil }
+            _ = try? await libvirt.run(["destroy", domain])
+            return "destroyed libvirt domain \(domain) left by the previous run (its vTPM ended with that run)"
         }
         let p = paths(vm)
         guard let text = try? String(contentsOf: p.pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 else { return nil }

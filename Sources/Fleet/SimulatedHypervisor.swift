@@ -65,7 +65,7 @@ public final class SimulatedHypervisor: Hypervisor {
 
     public func stop(_ vm: String, timeout: Duration?) async { running.withLock { $0[vm] = nil } }
     public func isRunning(_ vm: String) -> Bool { running.withLock { $0[vm] != nil } }
-    public func reclaim(_ vm: String) -> String? { nil }
+    public func reclaim(_ vm: String) async -> String? { nil }
     public func delete(_ vm: String) async { running.withLock { $0[vm] = nil } }
     public func powerOffAll() async { running.withLock { $0.removeAll() } }
 

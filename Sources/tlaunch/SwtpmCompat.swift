@@ -350,7 +350,7 @@ extension VTPMCommand {
             installs PREFIX/bin/{swtpm,swtpm_setup,swtpm_ioctl} and a copy of this program in
             PREFIX/libexec/tlaunch/. libvirtd finds them first on its PATH once restarted; its
             swtpm_user (qemu.conf, default tss) must read the data folder's host key and vTPM CA,
-            which --user grants (the folder becomes that user's, mode 0700).
+            which --user grants (those two become that user's; the folder stays yours, mode 0711).
             """
         )
         @Option(help: "Installation prefix.") var prefix = "/usr/local"
@@ -395,11 +395,15 @@ extension VTPMCommand {
             if let user {
                 guard let pw = getpwnam(user) else { throw ValidationError("--user: no user \(user)") }
                 let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
-                var paths = [folder.root.path, folder.hostKey.path, folder.vtpmCA.path]
+                // Only the host key and the CA become the user's; the folder stays its owner's and
+                // is made traversable (0711, not listable), so the swtpm user reaches those two and
+                // cannot rename or remove anything else in it (the platform's database, tokens).
+                var paths = [folder.hostKey.path, folder.vtpmCA.path]
                 paths += ((try? fm.contentsOfDirectory(atPath: folder.vtpmCA.path)) ?? []).map { folder.vtpmCA.appendingPathComponent($0).path }
                 for p in paths { guard chown(p, uid, gid) == 0 else { throw ValidationError("chown \(p): \(String(cString: strerror(errno)))") } }
-                chmod(folder.root.path, 0o700)
-                print("\(folder.root.path): host key and vTPM CA now belong to \(user)")
+                var st = stat()
+                if stat(folder.root.path, &st) == 0 { chmod(folder.root.path, (st.st_mode & 0o7700) | 0o011) }
+                print("\(folder.root.path): its host key and vTPM CA now belong to \(user); the folder is traversable (0711)")
             }
             print("libvirtd runs these once \(bin.path) comes first on its PATH (restart it); the EK certificates chain to \(folder.vtpmCA.path)")
         }

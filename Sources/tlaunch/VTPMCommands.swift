@@ -89,24 +89,27 @@ struct VTPMCommand: AsyncParsableCommand {
             }
             if daemon { try daemonize(probe: (ctrlEndpoint ?? dataEndpoint)!) }
 
-            try FileManager.default.createDirectory(atPath: state.directory, withIntermediateDirectories: true)
-            let hostKey = try loadHostKey()
-            let authority = try VTPMCertificateAuthority.loadOrCreate(directory: caDirectory())
-            let tpm = try await VirtualTPM.open(stateFile: state.file, hostKey: hostKey, authority: authority)
-            if let mode = state.mode { chmod(state.file, mode) }
             var options = VTPMServer.Options(data: dataEndpoint, control: ctrlEndpoint)
             options.wireProtocol = mssim ? .mssim : .swtpm
             options.notNeedInit = flagSet.contains("not-need-init")
             options.startupClear = flagSet.contains("startup-clear")
             options.terminateOnControlClose = terminate
-            options.migrationKey = try migrationKey.map { try SwtpmCompat.key($0, option: "--migration-key") }
             options.socketMode = try [server, ctrl].compactMap { $0 }.compactMap { try kv($0, "--ctrl")["mode"] }.first.map { try SwtpmCompat.mode($0, option: "mode=") }
             let logger = try SwtpmCompat.Log(log)
             if logger.level >= 5 {
                 // Level 5 and above: every command and response in hex, as swtpm logs them.
                 options.trace = { command, response in logger.write("command \(hexString(command))\nresponse \(hexString(response))") }
             }
-            let server = try VTPMServer(tpm: tpm, options: options)
+            // Listening first (libvirt gives swtpm's socket a few seconds to appear), then the slow
+            // part: keys (a passphrase's PBKDF2), the CA, opening or manufacturing the state.
+            var listeners = try VTPMServer.Listeners(options: options)
+            listeners.options.migrationKey = try migrationKey.map { try SwtpmCompat.key($0, option: "--migration-key") }
+            try FileManager.default.createDirectory(atPath: state.directory, withIntermediateDirectories: true)
+            let hostKey = try loadHostKey()
+            let authority = try VTPMCertificateAuthority.loadOrCreate(directory: caDirectory())
+            let tpm = try await VirtualTPM.open(stateFile: state.file, hostKey: hostKey, authority: authority)
+            if let mode = state.mode { chmod(state.file, mode) }
+            let server = VTPMServer(tpm: tpm, listening: listeners)
             if let pid { try SwtpmCompat.writePID(pid) }
             if let runas { try SwtpmCompat.switchUser(runas) }
             logger.line("TrustedLaunch vTPM listening: data \(server.dataEndpoint.map { "\($0)" } ?? "over the control channel (CMD_SET_DATAFD)"), control \(server.controlEndpoint.map { "\($0)" } ?? "none")")

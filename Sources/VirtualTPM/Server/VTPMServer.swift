@@ -63,29 +63,57 @@ public final class VTPMServer: Sendable {
     private let listenerRoles: (data: Int32?, control: Int32?)
     static let bufferSize: UInt32 = 4096
 
-    public init(tpm: VirtualTPM, options: Options) throws(VTPMError) {
-        guard options.data != nil || options.control != nil else {
-            throw VTPMError(.option, "a vTPM server needs a data channel, a control channel, or both")
+    /// Sockets bound and listening before the TPM behind them is ready: clients (libvirt waits
+    /// only a few seconds for swtpm's socket to appear) may connect at once; their commands wait
+    /// in the backlog until the server starts.
+    public struct Listeners: ~Copyable {
+        let bound: [(fd: Int32, endpoint: VTPMEndpoint)]
+        /// The server's options (those that bind — endpoints, socket mode — are used already).
+        public var options: Options
+        fileprivate(set) var handedOver = false
+
+        public init(options: Options) throws(VTPMError) {
+            guard options.data != nil || options.control != nil else {
+                throw VTPMError(.option, "a vTPM server needs a data channel, a control channel, or both")
+            }
+            guard options.data != nil || options.wireProtocol == .swtpm else {
+                throw VTPMError(.option, "the mssim protocol needs its command port (the data channel)")
+            }
+            var bound: [(fd: Int32, endpoint: VTPMEndpoint)] = []
+            do throws(VTPMError) {
+                for e in [options.data, options.control] {
+                    guard let e else { continue }
+                    let l = try Sock.listen(e)
+                    bound.append(l)
+                    if case .unix(let path) = e, let mode = options.socketMode, chmod(path, mode) != 0 {
+                        throw VTPMError(.io, "cannot set mode \(String(mode, radix: 8)) on \(path): \(String(cString: strerror(errno)))")
+                    }
+                }
+            } catch {
+                for l in bound { close(l.fd) }
+                throw error
+            }
+            self.bound = bound
+            self.options = options
         }
-        guard options.data != nil || options.wireProtocol == .swtpm else {
-            throw VTPMError(.option, "the mssim protocol needs its command port (the data channel)")
+
+        deinit {
+            guard !handedOver else { return }
+            for l in bound { close(l.fd) }
+            for l in bound { if case .unix(let p) = l.endpoint { unlink(p) } }
         }
+    }
+
+    public convenience init(tpm: VirtualTPM, options: Options) throws(VTPMError) {
+        self.init(tpm: tpm, listening: try Listeners(options: options))
+    }
+
+    /// A server on sockets already listening (``Listeners``), with their options.
+    public init(tpm: VirtualTPM, listening: consuming Listeners) {
+        let options = listening.options, bound = listening.bound
+        listening.handedOver = true
         self.tpm = tpm
         self.options = options
-        var bound: [(fd: Int32, endpoint: VTPMEndpoint)] = []
-        do throws(VTPMError) {
-            for e in [options.data, options.control] {
-                guard let e else { continue }
-                let l = try Sock.listen(e)
-                bound.append(l)
-                if case .unix(let path) = e, let mode = options.socketMode, chmod(path, mode) != 0 {
-                    throw VTPMError(.io, "cannot set mode \(String(mode, radix: 8)) on \(path): \(String(cString: strerror(errno)))")
-                }
-            }
-        } catch {
-            for l in bound { close(l.fd) }
-            throw error
-        }
         let hasData = options.data != nil
         dataEndpoint = hasData ? bound[0].endpoint : nil
         controlEndpoint = options.control != nil ? bound[hasData ? 1 : 0].endpoint : nil
