@@ -135,7 +135,7 @@ public final class VTPMServer: Sendable {
             }
         }
         if let control = listenerRoles.control {
-            accept(on: control) { [self] fd in
+            accept(on: control, control: true) { [self] fd in
                 options.wireProtocol == .mssim ? serveMssimPlatform(fd) : serveControl(fd)
             }
         }
@@ -170,7 +170,9 @@ public final class VTPMServer: Sendable {
 
     var isTerminated: Bool { shared.withLock { $0.terminated } }
 
-    private func accept(on listener: Int32, _ serve: @escaping @Sendable (Int32) -> Void) {
+    /// Accepts on `listener`, a thread per connection. `control`: connections are counted as
+    /// control clients here, in accept order, before their threads run (`--terminate` counts them).
+    private func accept(on listener: Int32, control: Bool = false, _ serve: @escaping @Sendable (Int32) -> Void) {
         Thread.detachNewThread { [self] in
             while !isTerminated {
                 let fd = Glibc.accept(listener, nil, nil)
@@ -183,6 +185,7 @@ public final class VTPMServer: Sendable {
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 let terminated = shared.withLock { s -> Bool in
                     s.connections.insert(fd)
+                    if control && options.wireProtocol == .swtpm { s.controlClients += 1 }
                     return s.terminated
                 }
                 if terminated { shutdown(fd, Int32(SHUT_RDWR)) }
@@ -295,9 +298,8 @@ public final class VTPMServer: Sendable {
     }
 
     func serveControl(_ fd: Int32) {
-        shared.withLock { $0.controlClients += 1 }
-        // `--terminate`: the vTPM ends when its VM's QEMU goes — the last control client — not
-        // when a swtpm_ioctl that looked at it beside QEMU disconnects.
+        // `--terminate`: the vTPM ends when its VM's QEMU goes — the last control client (counted
+        // when accepted) — not when a swtpm_ioctl that looked at it beside QEMU disconnects.
         defer {
             let last = shared.withLock { s -> Bool in
                 s.controlClients -= 1
