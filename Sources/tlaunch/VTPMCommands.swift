@@ -43,7 +43,7 @@ struct VTPMCommand: AsyncParsableCommand {
         @Option(help: "not-need-init,startup-clear,startup-none") var flags: String?
         @Option(help: "file=PATH | fd=N: write the process id.") var pid: String?
         @Option(help: "file=PATH[,level=N] | fd=N[,level=N]: log file (level 5 and above: every command and response).") var log: String?
-        @Flag(help: "Exit when the control channel's client disconnects.") var terminate = false
+        @Flag(help: "Exit when the data channel's client (the VM's QEMU) disconnects.") var terminate = false
         @Flag(help: "Run in the background once listening.") var daemon = false
         @Flag(help: "Speak the Microsoft simulator protocol (mssim: TCTI) instead of swtpm's.") var mssim = false
         @Option(help: "file=PATH[,format=hex|binary][,remove=true] | fd=N[,format=…]: the 32-byte key sealing the state (default: the data folder's host key).") var key: String?
@@ -93,7 +93,7 @@ struct VTPMCommand: AsyncParsableCommand {
             options.wireProtocol = mssim ? .mssim : .swtpm
             options.notNeedInit = flagSet.contains("not-need-init")
             options.startupClear = flagSet.contains("startup-clear")
-            options.terminateOnControlClose = terminate
+            options.terminateOnDataClose = terminate
             options.socketMode = try [server, ctrl].compactMap { $0 }.compactMap { try kv($0, "--ctrl")["mode"] }.first.map { try SwtpmCompat.mode($0, option: "mode=") }
             let logger = try SwtpmCompat.Log(log)
             if logger.level >= 5 {

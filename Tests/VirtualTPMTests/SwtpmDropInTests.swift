@@ -271,36 +271,81 @@ struct SwtpmDropInTests {
         #expect(log.contains("over the control channel (CMD_SET_DATAFD)"), "\(log)")
     }
 
-    /// `--terminate` (libvirt passes it): the vTPM ends when its VM's QEMU — the control client
-    /// that stays — disconnects, not when a swtpm_ioctl beside it comes and goes.
-    @Test func terminateWaitsForTheLastControlClient() async throws {
-        let dir = try Self.temporary("tl-term")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let ctrl = dir.appendingPathComponent("ctrl.sock").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.tlaunch)
-        p.arguments = ["vtpm", "socket", "--tpm2", "--terminate", "--data", dir.appendingPathComponent("data").path,
-                       "--tpmstate", "dir=\(dir.appendingPathComponent("st").path)", "--ctrl", "type=unixio,path=\(ctrl)"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
-        for _ in 0..<200 where !FileManager.default.fileExists(atPath: ctrl) { try await Task.sleep(for: .milliseconds(50)) }
-        // The VM's side: a control connection that stays open.
-        let vm = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    /// `--terminate` (libvirt passes it), as swtpm behaves — checked against swtpm in the same
+    /// test: clients of the control channel alone (swtpm_ioctl) come and go; the process ends
+    /// when the data channel QEMU passed with CMD_SET_DATAFD closes (QEMU went away).
+    @Test func terminateEndsWithTheDataChannelAsSwtpm() async throws {
+        guard let swtpm = Interop.tool("swtpm") else { return }
+        for (label, program) in [("swtpm", [swtpm, "socket"]), ("ours", [Self.tlaunch, "vtpm", "socket"])] {
+            let dir = try Self.temporary("tl-term")
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let ctrl = dir.appendingPathComponent("ctrl.sock").path
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: program[0])
+            p.arguments = Array(program.dropFirst()) + (label == "ours" ? ["--data", dir.appendingPathComponent("data").path] : [])
+                + ["--tpm2", "--terminate", "--tpmstate", "dir=\(dir.appendingPathComponent("st").path)", "--ctrl", "type=unixio,path=\(ctrl)"]
+            try FileManager.default.createDirectory(at: dir.appendingPathComponent("st"), withIntermediateDirectories: true)
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
+            for _ in 0..<400 where !FileManager.default.fileExists(atPath: ctrl) { try await Task.sleep(for: .milliseconds(50)) }
+            for _ in 0..<2 {
+                let ioctl = try await Interop.run(Self.tlaunch, ["vtpm", "ioctl", "-c", "--unix", ctrl])
+                #expect(ioctl.0 == 0, "\(label): \(ioctl.2)")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(p.isRunning, "\(label): control clients came and went; the vTPM goes on")
+            // The VM's side: a control connection passing one end of a socket pair as the data channel.
+            let (control, data) = try passDataChannel(ctrl)
+            defer { close(control) }
+            let getRandom: [UInt8] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7B, 0, 8]
+            _ = getRandom.withUnsafeBytes { write(data, $0.baseAddress, 12) }
+            var response = [UInt8](repeating: 0, count: 10)
+            #expect(read(data, &response, 10) == 10, "\(label): the passed data channel answers")
+            close(data)
+            for _ in 0..<600 where p.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(!p.isRunning, "\(label): the data channel closed — QEMU went — and the vTPM ended")
+        }
+    }
+
+    /// Connects to a control socket and passes one end of a new socket pair with CMD_SET_DATAFD,
+    /// as QEMU does; returns the control connection and the other end (the data channel).
+    func passDataChannel(_ path: String) throws -> (Int32, Int32) {
+        let ctrl = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &addr.sun_path) { b in let u = Array(ctrl.utf8); b.copyBytes(from: u); b[u.count] = 0 }
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(vm, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-        #expect(rc == 0)
-        let ioctl = try await Interop.run(Self.tlaunch, ["vtpm", "ioctl", "-c", "--unix", ctrl])
-        #expect(ioctl.0 == 0)
-        try await Task.sleep(for: .seconds(1))
-        let again = try await Interop.run(Self.tlaunch, ["vtpm", "ioctl", "-c", "--unix", ctrl])
-        #expect(p.isRunning && again.0 == 0, "a swtpm_ioctl that came and went did not end the VM's vTPM")
-        close(vm)
-        for _ in 0..<600 where p.isRunning { try await Task.sleep(for: .milliseconds(50)) }
-        #expect(!p.isRunning, "the VM's QEMU went: the vTPM ends")
+        withUnsafeMutableBytes(of: &addr.sun_path) { b in let u = Array(path.utf8); b.copyBytes(from: u); b[u.count] = 0 }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(ctrl, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        guard rc == 0 else { throw SkipPeer() }
+        var pair: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0 else { throw SkipPeer() }
+        var command: [UInt8] = [0, 0, 0, 0x10]
+        var control = [UInt8](repeating: 0, count: 24)
+        control.withUnsafeMutableBytes { c in
+            c.storeBytes(of: 20, toByteOffset: 0, as: Int.self)
+            c.storeBytes(of: SOL_SOCKET, toByteOffset: 8, as: Int32.self)
+            c.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)
+            c.storeBytes(of: pair[1], toByteOffset: 16, as: Int32.self)
+        }
+        _ = command.withUnsafeMutableBytes { cmd in
+            control.withUnsafeMutableBytes { c in
+                var iov = iovec(iov_base: cmd.baseAddress, iov_len: 4)
+                return withUnsafeMutablePointer(to: &iov) { iovp in
+                    var msg = msghdr()
+                    msg.msg_iov = iovp
+                    msg.msg_iovlen = 1
+                    msg.msg_control = c.baseAddress
+                    msg.msg_controllen = 24
+                    return sendmsg(ctrl, &msg, 0)
+                }
+            }
+        }
+        close(pair[1])
+        var result = [UInt8](repeating: 0xFF, count: 4)
+        _ = read(ctrl, &result, 4)
+        guard result == [0, 0, 0, 0] else { throw SkipPeer() }
+        return (ctrl, pair[0])
     }
 
     /// Our ioctl drives the real swtpm: the same wire, the other way round.

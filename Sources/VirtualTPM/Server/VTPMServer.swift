@@ -28,8 +28,9 @@ public final class VTPMServer: Sendable {
         public var notNeedInit = false
         /// TPM2_Startup(CLEAR) after each initialization.
         public var startupClear = false
-        /// Stop when the control channel's client disconnects (swtpm `--terminate`).
-        public var terminateOnControlClose = false
+        /// Stop when the data channel's client — the VM's QEMU — disconnects (swtpm `--terminate`:
+        /// clients of the control channel alone, such as swtpm_ioctl, come and go without ending it).
+        public var terminateOnDataClose = false
         /// Called with each command the TPM executes and its response (a trace, as swtpm's
         /// `--log level=` gives).
         public var trace: (@Sendable (_ command: [UInt8], _ response: [UInt8]) -> Void)?
@@ -45,8 +46,6 @@ public final class VTPMServer: Sendable {
         var listeners: [Int32] = []
         var started = false
         var connections: Set<Int32> = []
-        /// Control-channel clients connected now (the VM's QEMU, and e.g. a swtpm_ioctl beside it).
-        var controlClients = 0
         /// A volatile state set by CMD_SET_STATEBLOB (a restore or an incoming migration): the
         /// next CMD_INIT resumes from it instead of resetting the TPM.
         var pendingVolatile: [UInt8]?
@@ -131,11 +130,12 @@ public final class VTPMServer: Sendable {
         guard started else { return }
         if let data = listenerRoles.data {
             accept(on: data) { [self] fd in
-                options.wireProtocol == .mssim ? serveMssimCommands(fd) : serveData(fd)
+                if options.wireProtocol == .mssim { serveMssimCommands(fd) } else { serveData(fd) }
+                if options.terminateOnDataClose { terminate() }
             }
         }
         if let control = listenerRoles.control {
-            accept(on: control, control: true) { [self] fd in
+            accept(on: control) { [self] fd in
                 options.wireProtocol == .mssim ? serveMssimPlatform(fd) : serveControl(fd)
             }
         }
@@ -170,9 +170,8 @@ public final class VTPMServer: Sendable {
 
     var isTerminated: Bool { shared.withLock { $0.terminated } }
 
-    /// Accepts on `listener`, a thread per connection. `control`: connections are counted as
-    /// control clients here, in accept order, before their threads run (`--terminate` counts them).
-    private func accept(on listener: Int32, control: Bool = false, _ serve: @escaping @Sendable (Int32) -> Void) {
+    /// Accepts on `listener`, a thread per connection.
+    private func accept(on listener: Int32, _ serve: @escaping @Sendable (Int32) -> Void) {
         Thread.detachNewThread { [self] in
             while !isTerminated {
                 let fd = Glibc.accept(listener, nil, nil)
@@ -185,7 +184,6 @@ public final class VTPMServer: Sendable {
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 let terminated = shared.withLock { s -> Bool in
                     s.connections.insert(fd)
-                    if control && options.wireProtocol == .swtpm { s.controlClients += 1 }
                     return s.terminated
                 }
                 if terminated { shutdown(fd, Int32(SHUT_RDWR)) }
@@ -298,15 +296,6 @@ public final class VTPMServer: Sendable {
     }
 
     func serveControl(_ fd: Int32) {
-        // `--terminate`: the vTPM ends when its VM's QEMU goes — the last control client (counted
-        // when accepted) — not when a swtpm_ioctl that looked at it beside QEMU disconnects.
-        defer {
-            let last = shared.withLock { s -> Bool in
-                s.controlClients -= 1
-                return s.controlClients == 0
-            }
-            if options.terminateOnControlClose && last { terminate() }
-        }
         while let received = Sock.receive(fd, max: 4 + Int(Self.bufferSize)) {
             var message = received.bytes
             let passedFD = received.passed
@@ -444,6 +433,8 @@ public final class VTPMServer: Sendable {
             Thread.detachNewThread { [self] in
                 serveData(dataFD)
                 close(dataFD)
+                // `--terminate`: the VM's QEMU is gone.
+                if options.terminateOnDataClose { terminate() }
             }
             return ok
         case .setBufferSize:
