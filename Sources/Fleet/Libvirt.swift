@@ -72,9 +72,27 @@ public struct LibvirtConnection: Sendable, Hashable {
         return String(decoding: o, as: UTF8.self)
     }
 
-    /// The domain's state (`running`, `shut off`, …), or nil when libvirt has no such domain.
+    /// The domain's state (`running`, `shut off`, …), or nil when libvirt has no such domain (or does not answer).
     func state(_ domain: String) async -> String? {
-        (try? await run(["domstate", domain]))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        if case .state(let s) = await lookup(domain) { return s }
+        return nil
+    }
+
+    /// What libvirt says of a domain — telling "no such domain" from "libvirt does not answer".
+    enum DomainLookup: Equatable {
+        case state(String)
+        case absent
+        case unreachable(String)
+    }
+
+    func lookup(_ domain: String) async -> DomainLookup {
+        do {
+            return .state(try await run(["domstate", domain], timeout: .seconds(30)).trimmingCharacters(in: .whitespacesAndNewlines))
+        } catch {
+            let said = (error as? FleetError)?.message ?? "\(error)"
+            // virsh: "error: failed to get domain 'NAME'" when the daemon answered and has none.
+            return said.contains("failed to get domain") || said.contains("Domain not found") ? .absent : .unreachable(said)
+        }
     }
 
     /// Starts a transient domain (gone from libvirt once it stops: the platform is the VM's record).
@@ -111,7 +129,9 @@ final class LibvirtDomain: MachineRunner {
     var isRunning: Bool { state.withLock { $0.running } }
 
     /// Follows the domain's lifecycle events; a stop (shutdown, destroy, crash, failure) ends it.
-    /// If the event stream breaks (libvirtd restarted), the domain's state is polled instead.
+    /// When the event stream breaks, the domain is looked up: gone or off ends it; running (libvirtd
+    /// was restarted: domains outlive it) follows its events again; libvirt not answering (the
+    /// daemon is down, the host unreachable) is not a stop — it is asked again until it answers.
     private func watch() {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: connection.virsh)
@@ -144,9 +164,21 @@ final class LibvirtDomain: MachineRunner {
             guard isRunning else { return }
             Task { [self] in
                 while isRunning {
-                    let s = await connection.state(name)
-                    if s == nil || s == "shut off" || s == "crashed" { finish("stopped (libvirt: \(s ?? "the domain is gone"))") }
-                    try? await Task.sleep(for: .seconds(2))
+                    switch await connection.lookup(name) {
+                    case .absent:
+                        finish("stopped (libvirt: the domain is gone)")
+                    case .state(let s) where s == "shut off" || s == "crashed":
+                        finish("stopped (libvirt: \(s))")
+                    case .state:
+                        watch()   // running: libvirtd came back; follow its events again,
+                        // and look once more for a stop between the lookup and the subscription.
+                        try? await Task.sleep(for: .seconds(2))
+                        let again = await connection.lookup(name)
+                        if again == .absent || again == .state("shut off") { finish("stopped (libvirt: \(again == .absent ? "the domain is gone" : "shut off"))") }
+                        return
+                    case .unreachable:
+                        try? await Task.sleep(for: .seconds(2))
+                    }
                 }
             }
         }
