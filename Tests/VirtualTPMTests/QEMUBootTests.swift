@@ -110,43 +110,18 @@ struct QEMUBootTests {
         try #require(connected, "the control socket accepts a new client after QEMU is gone")
         var tv = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(ctrl, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var pair: [Int32] = [0, 0]
-        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
-        defer { close(pair[0]) }
-        var command: [UInt8] = [0, 0, 0, 0x10]
-        var control = [UInt8](repeating: 0, count: 24)
-        control.withUnsafeMutableBytes { c in
-            c.storeBytes(of: 20, toByteOffset: 0, as: Int.self)
-            c.storeBytes(of: SOL_SOCKET, toByteOffset: 8, as: Int32.self)
-            c.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)
-            c.storeBytes(of: pair[1], toByteOffset: 16, as: Int32.self)
-        }
-        _ = command.withUnsafeMutableBytes { cmd in
-            control.withUnsafeMutableBytes { c in
-                var iov = iovec(iov_base: cmd.baseAddress, iov_len: 4)
-                return withUnsafeMutablePointer(to: &iov) { iovp in
-                    var msg = msghdr()
-                    msg.msg_iov = iovp
-                    msg.msg_iovlen = 1
-                    msg.msg_control = c.baseAddress
-                    msg.msg_controllen = 24
-                    return sendmsg(ctrl, &msg, 0)
-                }
-            }
-        }
-        close(pair[1])
-        var result = [UInt8](repeating: 0xFF, count: 4)
-        _ = read(ctrl, &result, 4)
-        try #require(result == [0, 0, 0, 0], "CMD_SET_DATAFD accepted")
-        setsockopt(pair[0], SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let passed = try #require(passDataChannel(over: ctrl))
+        defer { close(passed.data) }
+        try #require(passed.result == [0, 0, 0, 0], "CMD_SET_DATAFD accepted")
+        setsockopt(passed.data, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var c = TPM2PCRRead()
         c.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<8)])
         let bytes = try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [], parameters: c.parameterBytes()).encode()
-        _ = bytes.withUnsafeBytes { write(pair[0], $0.baseAddress, $0.count) }
+        _ = bytes.withUnsafeBytes { write(passed.data, $0.baseAddress, $0.count) }
         var header = [UInt8](repeating: 0, count: 10)
         var got = 0
         while got < 10 {
-            let n = header.withUnsafeMutableBytes { read(pair[0], $0.baseAddress! + got, 10 - got) }
+            let n = header.withUnsafeMutableBytes { read(passed.data, $0.baseAddress! + got, 10 - got) }
             if n <= 0 { break }
             got += n
         }
@@ -154,7 +129,7 @@ struct QEMUBootTests {
         var body = [UInt8](repeating: 0, count: max(0, size - 10))
         got = 0
         while got < body.count {
-            let n = body.withUnsafeMutableBytes { read(pair[0], $0.baseAddress! + got, $0.count - got) }
+            let n = body.withUnsafeMutableBytes { read(passed.data, $0.baseAddress! + got, $0.count - got) }
             if n <= 0 { break }
             got += n
         }

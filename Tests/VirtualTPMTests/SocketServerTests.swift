@@ -155,44 +155,19 @@ struct SocketServerTests {
         }
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(ctrl, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
         #expect(rc == 0)
-        var pair: [Int32] = [0, 0]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
-        defer { close(pair[0]) }
-        var command: [UInt8] = [0, 0, 0, 0x10]
-        var control = [UInt8](repeating: 0, count: 24)
-        control.withUnsafeMutableBytes { c in
-            c.storeBytes(of: 20, toByteOffset: 0, as: Int.self)          // cmsg_len = CMSG_LEN(sizeof(int))
-            c.storeBytes(of: SOL_SOCKET, toByteOffset: 8, as: Int32.self)
-            c.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)
-            c.storeBytes(of: pair[1], toByteOffset: 16, as: Int32.self)
-        }
-        let sent = command.withUnsafeMutableBytes { cmd in
-            control.withUnsafeMutableBytes { c in
-                var iov = iovec(iov_base: cmd.baseAddress, iov_len: 4)
-                return withUnsafeMutablePointer(to: &iov) { iovp in
-                    var msg = msghdr()
-                    msg.msg_iov = iovp
-                    msg.msg_iovlen = 1
-                    msg.msg_control = c.baseAddress
-                    msg.msg_controllen = 24
-                    return sendmsg(ctrl, &msg, 0)
-                }
-            }
-        }
-        #expect(sent == 4)
-        close(pair[1])
-        var result = [UInt8](repeating: 0xFF, count: 4)
-        _ = read(ctrl, &result, 4)
-        #expect(result == [0, 0, 0, 0])
+        let passed = try #require(passDataChannel(over: ctrl))
+        defer { close(passed.data) }
+        #expect(passed.sent == 4)
+        #expect(passed.result == [0, 0, 0, 0])
         // The passed descriptor is now the data channel.
         var tv = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(pair[0], SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(passed.data, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let getRandom: [UInt8] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7B, 0, 8]
-        _ = getRandom.withUnsafeBytes { write(pair[0], $0.baseAddress, 12) }
+        _ = getRandom.withUnsafeBytes { write(passed.data, $0.baseAddress, 12) }
         var response = [UInt8](repeating: 0, count: 20)
         var got = 0
         while got < 20 {
-            let n = response.withUnsafeMutableBytes { read(pair[0], $0.baseAddress! + got, 20 - got) }
+            let n = response.withUnsafeMutableBytes { read(passed.data, $0.baseAddress! + got, 20 - got) }
             if n <= 0 { break }
             got += n
         }

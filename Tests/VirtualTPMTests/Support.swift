@@ -3,6 +3,9 @@ import TLaunchTestSupport
 import TPM2
 import Testing
 import VirtualTPM
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A vTPM served on loopback in this process, as `tlaunch vtpm socket` serves it.
 final class ServedVTPM: @unchecked Sendable {
@@ -60,3 +63,37 @@ func tool(_ name: String, _ args: [String], tcti: String, in dir: URL, expectSuc
 
 /// Thrown when a peer tool is missing and interop is not required: the test ends early.
 struct SkipPeer: Error {}
+
+/// Passes one end of a new socket pair over a swtpm control connection with CMD_SET_DATAFD
+/// (SCM_RIGHTS), as QEMU does, and reads the 4-byte result. Returns the kept end (now the
+/// TPM's data channel; the caller closes it), the bytes `sendmsg` sent and the result; nil when
+/// no socket pair could be made.
+func passDataChannel(over ctrl: Int32) -> (data: Int32, sent: Int, result: [UInt8])? {
+    var pair: [Int32] = [0, 0]
+    guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0 else { return nil }
+    var command: [UInt8] = [0, 0, 0, 0x10]
+    var control = [UInt8](repeating: 0, count: 24)
+    control.withUnsafeMutableBytes { c in
+        c.storeBytes(of: 20, toByteOffset: 0, as: Int.self)          // cmsg_len = CMSG_LEN(sizeof(int))
+        c.storeBytes(of: SOL_SOCKET, toByteOffset: 8, as: Int32.self)
+        c.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)
+        c.storeBytes(of: pair[1], toByteOffset: 16, as: Int32.self)
+    }
+    let sent = command.withUnsafeMutableBytes { cmd in
+        control.withUnsafeMutableBytes { c in
+            var iov = iovec(iov_base: cmd.baseAddress, iov_len: 4)
+            return withUnsafeMutablePointer(to: &iov) { iovp in
+                var msg = msghdr()
+                msg.msg_iov = iovp
+                msg.msg_iovlen = 1
+                msg.msg_control = c.baseAddress
+                msg.msg_controllen = 24
+                return sendmsg(ctrl, &msg, 0)
+            }
+        }
+    }
+    close(pair[1])
+    var result = [UInt8](repeating: 0xFF, count: 4)
+    _ = read(ctrl, &result, 4)
+    return (pair[0], sent, result)
+}

@@ -297,7 +297,7 @@ struct SwtpmDropInTests {
             try await Task.sleep(for: .milliseconds(500))
             #expect(p.isRunning, "\(label): control clients came and went; the vTPM goes on")
             // The VM's side: a control connection passing one end of a socket pair as the data channel.
-            let (control, data) = try passDataChannel(ctrl)
+            let (control, data) = try connectPassingDataChannel(ctrl)
             defer { close(control) }
             let getRandom: [UInt8] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7B, 0, 8]
             _ = getRandom.withUnsafeBytes { write(data, $0.baseAddress, 12) }
@@ -311,41 +311,15 @@ struct SwtpmDropInTests {
 
     /// Connects to a control socket and passes one end of a new socket pair with CMD_SET_DATAFD,
     /// as QEMU does; returns the control connection and the other end (the data channel).
-    func passDataChannel(_ path: String) throws -> (Int32, Int32) {
+    func connectPassingDataChannel(_ path: String) throws -> (Int32, Int32) {
         let ctrl = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { b in let u = Array(path.utf8); b.copyBytes(from: u); b[u.count] = 0 }
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(ctrl, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
         guard rc == 0 else { throw SkipPeer() }
-        var pair: [Int32] = [0, 0]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0 else { throw SkipPeer() }
-        var command: [UInt8] = [0, 0, 0, 0x10]
-        var control = [UInt8](repeating: 0, count: 24)
-        control.withUnsafeMutableBytes { c in
-            c.storeBytes(of: 20, toByteOffset: 0, as: Int.self)
-            c.storeBytes(of: SOL_SOCKET, toByteOffset: 8, as: Int32.self)
-            c.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)
-            c.storeBytes(of: pair[1], toByteOffset: 16, as: Int32.self)
-        }
-        _ = command.withUnsafeMutableBytes { cmd in
-            control.withUnsafeMutableBytes { c in
-                var iov = iovec(iov_base: cmd.baseAddress, iov_len: 4)
-                return withUnsafeMutablePointer(to: &iov) { iovp in
-                    var msg = msghdr()
-                    msg.msg_iov = iovp
-                    msg.msg_iovlen = 1
-                    msg.msg_control = c.baseAddress
-                    msg.msg_controllen = 24
-                    return sendmsg(ctrl, &msg, 0)
-                }
-            }
-        }
-        close(pair[1])
-        var result = [UInt8](repeating: 0xFF, count: 4)
-        _ = read(ctrl, &result, 4)
-        guard result == [0, 0, 0, 0] else { throw SkipPeer() }
-        return (ctrl, pair[0])
+        guard let passed = passDataChannel(over: ctrl), passed.result == [0, 0, 0, 0] else { throw SkipPeer() }
+        return (ctrl, passed.data)
     }
 
     /// Our ioctl drives the real swtpm: the same wire, the other way round.
