@@ -30,6 +30,9 @@ public final class Fleet: Sendable {
     let activityLog: ActivityLog
     /// Storage failures the fleet could not write down, kept until it can.
     let storage = StorageWatch()
+    /// Webhook deliveries this instance is sending now, and whether it still starts new ones
+    /// (a stopping platform finishes what it claimed so no lease is left behind).
+    let deliveryGate = Mutex<(stopped: Bool, inflight: Int)>((false, 0))
     /// What every hypervisor driver shares: folders, keys, the firmware's cache, the service's address.
     let context: HypervisorContext
     /// The drivers, by the name VM records carry.

@@ -37,10 +37,17 @@ extension Fleet {
     /// Sends the deliveries that are due (each claimed first, so instances sharing a database do
     /// not send one twice); a failure is scheduled again with backoff, or dropped as lost after
     /// the last attempt. Runs after every change, after each backoff, and on every monitor pass
-    /// (which picks up what a previous run left).
+    /// (which picks up what a previous run left). Does nothing once `drainDeliveries` began.
     public func deliverDue() async {
+        guard deliveryGate.withLock({ gate in
+            guard !gate.stopped else { return false }
+            gate.inflight += 1
+            return true
+        }) else { return }
+        defer { deliveryGate.withLock { $0.inflight -= 1 } }
         guard let due = try? await store.dueDeliveries(now: Time.millis()) else { return }
         for d in due {
+            guard !deliveryGate.withLock({ $0.stopped }) else { return }
             guard let url = URL(string: d.url), (try? await store.claimDelivery(d, until: Time.millis() + 60_000)) == true else { continue }
             let attempt = d.attempts + 1
             if await webhooks.post(Data(d.body.utf8), to: url, attempt: attempt, event: d.event, alert: d.alert) {
@@ -58,6 +65,15 @@ extension Fleet {
                 }
             }
         }
+    }
+
+    /// Stops starting deliveries and waits (up to `within`) for the ones under way to be
+    /// written down — sent, or scheduled again — so a stopping platform leaves no claimed
+    /// delivery behind for the next start to wait out. What is not due stays in the database.
+    public func drainDeliveries(within: Duration = .seconds(15)) async {
+        deliveryGate.withLock { $0.stopped = true }
+        let clock = ContinuousClock(), end = clock.now + within
+        while deliveryGate.withLock({ $0.inflight }) > 0, clock.now < end { try? await Task.sleep(for: .milliseconds(20)) }
     }
 
     /// Webhook deliveries not yet made.

@@ -65,8 +65,8 @@ struct EmbeddedPlatform {
         monitor.cancel()
         await fleet.powerOffRealVMs()
         await server.stop()
-        // Give deliveries under way a moment; the rest wait in the database for the next start.
-        for _ in 0..<40 where await fleet.pendingDeliveries() > 0 { try? await Task.sleep(for: .milliseconds(50)) }
+        // Deliveries under way are written down; the rest wait in the database for the next start.
+        await fleet.drainDeliveries()
         await (service.store as? SQLStore)?.backend.close()
     }
 }

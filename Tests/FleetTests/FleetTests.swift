@@ -542,7 +542,8 @@ struct MonitoringTests {
     }
 
     @Test func webhookDeliveriesWaitInTheDatabaseAcrossARestart() async throws {
-        // A receiver that is down while the alert is raised: the delivery waits in the outbox.
+        // A receiver that takes the connection and never answers while the alert is raised: the
+        // platform stops with that delivery under way (claimed, the POST waiting for its timeout).
         let probe = Router()
         let received = Mutex<[Data]>([])
         probe.post("/hook") { request, _ -> Response in
@@ -553,12 +554,18 @@ struct MonitoringTests {
         }
         let port = try SwtpmProcess.freePortPair()
         let url = URL(string: "http://127.0.0.1:\(port)/hook")!
+        let silent = try SilentListener(port: port)
         let first = try await TestPlatform.start(webhooks: [url], webhookBackoff: .seconds(1))
         _ = try await first.fleet.deploy(DeployRequest(name: "later", integrityMonitoring: true))
         let alert = try #require(try await SampleFleet.replaceBootLoader(first.fleet, vm: "later", say: { _ in }))
-        for _ in 0..<2400 where first.fleet.webhooks.failedAttempts.load(ordering: .relaxed) < 1 { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(await first.fleet.pendingDeliveries() == 1)
+        func claimed() async -> Bool {
+            ((try? await first.fleet.store.dueDeliveries(now: .max))?.first?.nextAttempt ?? 0) > Time.millis() + 30_000
+        }
+        for _ in 0..<2400 where !(await claimed()) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(await claimed(), "the delivery was not under way")
         await first.stop(keepData: true)
+        silent.close()
+        #expect(first.fleet.webhooks.failedAttempts.load(ordering: .relaxed) == 1)
 
         // The receiver is up; the platform starts again on the same data folder and delivers.
         let (ports, c) = AsyncStream<Int>.makeStream()
@@ -569,9 +576,18 @@ struct MonitoringTests {
         #expect(await it.next() == port)
         let second = try await TestPlatform.start(webhooks: [url], webhookBackoff: .milliseconds(50), dir: first.dir)
         try await withTeardown({ await second.stop() }) {
-            try await Task.sleep(for: .milliseconds(1200))   // the retry's backoff
-            await second.fleet.monitorOnce()
-            for _ in 0..<2400 where await second.fleet.pendingDeliveries() > 0 { try await Task.sleep(for: .milliseconds(50)) }
+            // The stopping platform wrote the failed attempt down instead of leaving its 60 s claim.
+            let waiting = try await second.fleet.store.dueDeliveries(now: .max)
+            #expect(waiting.allSatisfy { $0.nextAttempt < Time.millis() + 5_000 }, "a claim outlived the platform that made it: \(waiting.map(\.nextAttempt))")
+            // The stopped platform left no claim behind: the delivery is due again within the
+            // backoff it wrote (≤ 2 s after two failures), not after a 60 s lease. Monitor passes
+            // pick it up, as the platform's monitor loop does.
+            let clock = ContinuousClock(), start = clock.now
+            while await second.fleet.pendingDeliveries() > 0, clock.now - start < .seconds(120) {
+                await second.fleet.monitorOnce()
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(clock.now - start < .seconds(30), "the delivery waited out a lease the first platform left")
             #expect(await second.fleet.pendingDeliveries() == 0)
             let got = received.withLock { $0 }
             #expect(got.count == 1)
@@ -579,4 +595,23 @@ struct MonitoringTests {
             #expect(payload.alert.id == alert.id && payload.event == "alert.raised")
         }
     }
+}
+
+/// A loopback port that takes connections (the kernel's backlog) and never answers them.
+final class SilentListener: Sendable {
+    let fd: Int32
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard fd >= 0, bound == 0, listen(fd, 16) == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "cannot listen on 127.0.0.1:\(port): errno \(errno)"]) }
+    }
+    func close() { _ = Glibc.close(fd) }
 }

@@ -62,6 +62,7 @@ struct TestPlatform {
         await fleet.powerOffRealVMs()
         await server.stop()
         if !keepData { for _ in 0..<40 where await fleet.pendingDeliveries() > 0 { try? await Task.sleep(for: .milliseconds(50)) } }
+        await fleet.drainDeliveries()
         await (service.store as? SQLStore)?.backend.close()
         if !keepData { try? FileManager.default.removeItem(at: dir) }
     }
