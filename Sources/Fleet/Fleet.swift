@@ -40,6 +40,13 @@ public final class Fleet: Sendable {
     let qemuDriver: QEMUHypervisor
     /// Real VMs as libvirt domains, when the platform has a libvirt connection (`--hypervisor libvirt`).
     let libvirtDriver: QEMUHypervisor?
+    /// Drivers of the registered libvirt hosts (`tlaunch host add`), by host name, and the hosts
+    /// as last read or checked.
+    let hostDrivers = Mutex<[String: QEMUHypervisor]>([:])
+    let hostCache = Mutex<[String: LibvirtHost]>([:])
+    /// When the hosts were last checked (ms); they are checked every `hostCheckInterval` ms.
+    let lastHostCheck = Mutex<Int64>(0)
+    public var hostCheckInterval: Int64 { 10_000 }
     /// QEMU and OVMF, when this host runs real VMs (`--hypervisor qemu`).
     public var qemu: QEMUInstallation? { qemuDriver.installation }
     /// The libvirt connection VMs with hypervisor `libvirt` run on.
@@ -83,16 +90,18 @@ public final class Fleet: Sendable {
     func hypervisor(for vm: VMRecord) -> any Hypervisor {
         switch vm.hypervisor {
         case FleetRules.qemu: qemuDriver
-        case FleetRules.libvirt: libvirtDriver ?? qemuDriver
+        case FleetRules.libvirt: vm.host.flatMap { hostDriver(name: $0, uri: vm.hostURI) } ?? libvirtDriver ?? qemuDriver
         default: simulated
         }
     }
-    var hypervisors: [any Hypervisor] { [simulated, qemuDriver] + (libvirtDriver.map { [$0] } ?? []) }
+    var hypervisors: [any Hypervisor] {
+        [simulated, qemuDriver] + (libvirtDriver.map { [$0] } ?? []) + hostDrivers.withLock { d in d.keys.sorted().compactMap { d[$0] } }
+    }
     /// The hypervisors a deployment may name here.
     var availableHypervisors: Set<String> {
         var h: Set<String> = [FleetRules.hypervisor]
         if qemu != nil { h.insert(FleetRules.qemu) }
-        if libvirtDriver != nil { h.insert(FleetRules.libvirt) }
+        if libvirtDriver != nil || (qemu != nil && !hostCache.withLock({ $0.isEmpty })) { h.insert(FleetRules.libvirt) }
         return h
     }
 
@@ -166,7 +175,9 @@ public final class Fleet: Sendable {
     }
 
     /// The accelerator a running real VM uses ("tcg" or "kvm"), nil for others.
-    public func accelerator(_ name: String) -> String? { qemuDriver.accelerator(name) ?? libvirtDriver?.accelerator(name) }
+    public func accelerator(_ name: String) -> String? {
+        qemuDriver.accelerator(name) ?? libvirtDriver?.accelerator(name) ?? hostDrivers.withLock { $0.values.lazy.compactMap { $0.accelerator(name) }.first }
+    }
 
     /// Powers off every VM this process runs (the platform stops); records stay "running", so
     /// the next start boots them again.
@@ -218,7 +229,10 @@ public final class Fleet: Sendable {
     /// The deployment rules (`FleetRules.deploy`) against the named image.
     public func plan(_ r: DeployRequest) async throws -> VMRecord {
         try FleetRules.checkName(r.name)
-        return try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"), hypervisors: availableHypervisors)
+        if r.host != nil || r.hypervisor == FleetRules.libvirt { await refreshHosts() }
+        var vm = try FleetRules.deploy(r, image: try await image(r.image ?? "sample-linux"), hypervisors: availableHypervisors)
+        try await place(&vm, wanted: r.host)
+        return vm
     }
 
     /// Deploys a VM: the record and its folder appear together or not at all; then it starts

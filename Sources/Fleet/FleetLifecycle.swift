@@ -13,11 +13,21 @@ import VirtualTPM
 /// files written onto a VM's disk. Each runs under the VM's lock, on the VM's hypervisor.
 extension Fleet {
     /// A start boots a VM that is not running; a restart power-cycles one that is not stopped.
+    /// A VM whose host does not answer cannot be started, restarted or stopped: the platform
+    /// would not know what it did.
+    static func checkHostAnswers(_ vm: VMRecord) throws {
+        guard vm.powerState != .unknown else {
+            throw FleetError(.conflict, "\(vm.name)'s host \(vm.host ?? "") does not answer: its state is Unknown (tlaunch host list); wait for the host, or delete the VM")
+        }
+    }
+
     static func checkCanStart(_ vm: VMRecord) throws {
+        try checkHostAnswers(vm)
         guard vm.powerState != .running else { throw FleetError(.conflict, "\(vm.name) is already running: tlaunch vm restart \(vm.name) boots it again") }
     }
 
     static func checkCanRestart(_ vm: VMRecord) throws {
+        try checkHostAnswers(vm)
         guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(vm.name) is stopped: tlaunch vm start \(vm.name)") }
     }
 
@@ -90,6 +100,7 @@ extension Fleet {
         try await locks.with(name) {
             let vm = try await require(name)
             guard vm.powerState != .stopped else { throw FleetError(.conflict, "\(name) is already stopped") }
+            try Self.checkHostAnswers(vm)
             await hypervisor(for: vm).stop(name, timeout: .seconds(10))
             let updated = try await mutate(name) { $0.powerState = .stopped }
             try await store.appendEvent(vm: name, kind: "stopped", message: "stopped (vTPM state kept, encrypted, for the next start)")

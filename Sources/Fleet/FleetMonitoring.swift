@@ -116,6 +116,7 @@ extension Fleet {
     public func monitorOnce(now: Int64 = Time.millis()) async {
         await recordInterruptions()
         if !webhooks.urls.isEmpty { await deliverDue() }
+        if now - lastHostCheck.withLock({ $0 }) >= hostCheckInterval { await checkHosts(now: now) }
         guard let vms = try? await store.monitoredRunning() else { return }
         for vm in vms {
             let since = vm.lastAttestation ?? vm.lastBoot.flatMap { Self.parse($0.time) } ?? vm.updated
@@ -142,6 +143,7 @@ extension Fleet {
     /// Boots again the VMs the database says are running but this process has not booted
     /// (after a restart of the platform, its VMs restart).
     public func resume() async {
+        await refreshHosts()
         guard let vms = try? await store.vms() else { return }
         for vm in vms { await repair(vm) }
         for vm in vms where vm.powerState == .running && !hypervisor(for: vm).isRunning(vm.name) {

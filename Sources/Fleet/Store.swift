@@ -18,13 +18,13 @@ public final class FleetStore: Sendable {
     // MARK: VMs
 
     func vmBinds(_ vm: VMRecord) throws -> [SQLValue] {
-        [.text(vm.powerState.rawValue), .int(vm.integrityMonitoring ? 1 : 0), Self.opt(vm.lastAttestation), .int(vm.version), .text(try Self.json(vm))]
+        [.text(vm.powerState.rawValue), .int(vm.integrityMonitoring ? 1 : 0), Self.opt(vm.lastAttestation), .int(vm.version), .text(try Self.json(vm)), vm.host.map { .text($0) } ?? .null]
     }
 
     /// Inserts a new VM; false when the name is taken.
     public func insertVM(_ vm: VMRecord) async throws -> Bool {
         let rows = try await db.query("""
-            INSERT INTO fleet_vms (name, power_state, monitoring, last_attestation, version, body) VALUES (?, ?, ?, ?, ?, ?)
+            INSERT INTO fleet_vms (name, power_state, monitoring, last_attestation, version, body, host) VALUES (?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (name) DO NOTHING RETURNING name
             """, [.text(vm.name)] + (try vmBinds(vm)))
         return !rows.isEmpty
@@ -65,7 +65,7 @@ public final class FleetStore: Sendable {
         next.version = expected + 1
         let b = try vmBinds(next)
         let rows = try await db.query("""
-            UPDATE fleet_vms SET power_state = ?, monitoring = ?, last_attestation = ?, version = ?, body = ? WHERE name = ? AND version = ? RETURNING name
+            UPDATE fleet_vms SET power_state = ?, monitoring = ?, last_attestation = ?, version = ?, body = ?, host = ? WHERE name = ? AND version = ? RETURNING name
             """, b + [.text(vm.name), .int(expected)])
         return !rows.isEmpty
     }
@@ -142,6 +142,44 @@ public final class FleetStore: Sendable {
     public func events(vm: String, limit: Int = 100) async throws -> [VMEvent] {
         try await db.query("SELECT body FROM fleet_events WHERE vm = ? ORDER BY time DESC LIMIT \(max(1, min(limit, 1000)))", [.text(vm)])
             .map { try Self.decode(VMEvent.self, $0.first) }
+    }
+
+    // MARK: libvirt hosts
+
+    /// Adds a host; false when the name is taken.
+    public func insertHost(_ h: LibvirtHost) async throws -> Bool {
+        !(try await db.query("INSERT INTO fleet_hosts (name, state, body, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
+                             [.text(h.name), .text(h.state.rawValue), .text(try Self.json(h)), .int(h.added)])).isEmpty
+    }
+
+    public func hosts() async throws -> [LibvirtHost] {
+        try await db.query("SELECT body FROM fleet_hosts ORDER BY name", []).map { try Self.decode(LibvirtHost.self, $0.first) }
+    }
+
+    /// Writes what a check of the host found; when `expected` is given, only if the stored state
+    /// is still that one (of several instances checking, one records each change).
+    public func updateHost(_ h: LibvirtHost, expected: LibvirtHost.State? = nil) async throws -> Bool {
+        var sql = "UPDATE fleet_hosts SET state = ?, body = ? WHERE name = ?"
+        var binds: [SQLValue] = [.text(h.state.rawValue), .text(try Self.json(h)), .text(h.name)]
+        if let expected { sql += " AND state = ?"; binds.append(.text(expected.rawValue)) }
+        return !(try await db.query(sql + " RETURNING name", binds)).isEmpty
+    }
+
+    public func deleteHost(_ name: String) async throws -> Bool {
+        !(try await db.query("DELETE FROM fleet_hosts WHERE name = ? RETURNING name", [.text(name)])).isEmpty
+    }
+
+    /// The VMs placed on each host, by host.
+    public func placements() async throws -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        for r in try await db.query("SELECT host, name FROM fleet_vms WHERE host IS NOT NULL ORDER BY name", []) {
+            if case .text(let h) = r[0], case .text(let n) = r[1] { out[h, default: []].append(n) }
+        }
+        return out
+    }
+
+    public func vms(onHost host: String) async throws -> [VMRecord] {
+        try await db.query("SELECT body FROM fleet_vms WHERE host = ? ORDER BY name", [.text(host)]).map { try Self.decode(VMRecord.self, $0.first) }
     }
 
     // MARK: Webhook outbox

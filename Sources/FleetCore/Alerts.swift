@@ -186,6 +186,20 @@ public enum AlertBuilder {
                      attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "vm-failed")
     }
 
+    /// The VM's libvirt host stopped answering: whether the VM runs, and what runs in it, is unknown.
+    public static func hostUnreachable(_ vm: VMRecord, host: LibvirtHost, now: String = Time.now()) -> Alert {
+        let ev = AlertEvidence(component: "host", name: "libvirt host \(host.name)", change: "unreachable", from: "Reachable", to: "Unreachable", fromSigner: nil, toSigner: nil, pcr: nil,
+                               detail: "\(host.uri): \(host.detail); last answered \(host.lastSeen.map(Time.rfc3339) ?? "never")")
+        return Alert(id: newID(), vm: vm.name, kind: "host-unreachable", severity: .high, status: .active, title: "Host unreachable: VM state unknown",
+                     description: "\(vm.name) runs on libvirt host \(host.name), which does not answer since \(Time.rfc3339(host.since)). The platform cannot see, stop or attest the VM: its power state is Unknown and its boot integrity unverified until the host answers again.",
+                     evidence: [ev],
+                     recommendations: ["Check the host and its libvirtd (`virsh -c \(host.uri) version`): network, TLS/SSH credentials, the daemon.",
+                                       "When the host answers, the platform looks the VM up again: Running if its domain kept running, Failed (with an alert) if not."],
+                     mitigations: ["Treat the VM as unverified: do not release secrets to it until it attests again.",
+                                   "If the host is gone for good, delete the VM (`tlaunch vm delete \(vm.name)`) and deploy it again on another host."],
+                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "host-unreachable:\(host.name)")
+    }
+
     /// A monitored VM whose agent has not attested for longer than it should.
     public static func notReporting(_ vm: VMRecord, silentSeconds: Int, now: String = Time.now()) -> Alert {
         let last = vm.lastAttestation.map { Time.rfc3339($0) } ?? "never (since boot \(vm.lastBoot?.number ?? 0))"

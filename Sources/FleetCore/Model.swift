@@ -30,6 +30,8 @@ public enum PowerState: String, Sendable, Codable, CaseIterable {
     case running = "Running"
     case stopped = "Stopped"
     case failed = "Failed"
+    /// Its host does not answer: the platform cannot tell whether it runs.
+    case unknown = "Unknown"
 }
 
 /// Boot integrity as integrity monitoring last saw it.
@@ -112,7 +114,12 @@ public struct VMRecord: Sendable, Codable, Hashable {
     public var guestAgent: GuestAgentState
     /// Seconds between periodic attestations.
     public var attestationInterval: Int
-    public init(name: String, image: String, hypervisor: String, securityType: SecurityType, secureBoot: Bool, vTPM: Bool, integrityMonitoring: Bool, powerState: PowerState, bootIntegrity: BootIntegrity, lastAttestation: Int64?, lastAttestationID: String?, created: Int64, updated: Int64, version: Int64, bootCount: Int, lastBoot: BootSummary?, guestAgent: GuestAgentState, attestationInterval: Int) {
+    /// The libvirt host it is placed on (`tlaunch host list`) and that host's URI; nil for VMs
+    /// of the simulated hypervisor, of QEMU, or of the platform's own libvirt connection.
+    public var host: String?
+    public var hostURI: String?
+    public init(name: String, image: String, hypervisor: String, securityType: SecurityType, secureBoot: Bool, vTPM: Bool, integrityMonitoring: Bool, powerState: PowerState, bootIntegrity: BootIntegrity, lastAttestation: Int64?, lastAttestationID: String?, created: Int64, updated: Int64, version: Int64, bootCount: Int, lastBoot: BootSummary?, guestAgent: GuestAgentState, attestationInterval: Int, host: String? = nil, hostURI: String? = nil) {
+        self.host = host; self.hostURI = hostURI
         self.name = name; self.image = image; self.hypervisor = hypervisor; self.securityType = securityType; self.secureBoot = secureBoot; self.vTPM = vTPM; self.integrityMonitoring = integrityMonitoring; self.powerState = powerState; self.bootIntegrity = bootIntegrity; self.lastAttestation = lastAttestation; self.lastAttestationID = lastAttestationID; self.created = created; self.updated = updated; self.version = version; self.bootCount = bootCount; self.lastBoot = lastBoot; self.guestAgent = guestAgent; self.attestationInterval = attestationInterval
     }
 }

@@ -17,8 +17,12 @@ public struct DeployRequest: Sendable, Codable, Hashable {
     /// How the VM's first baseline is set: learn (trust on first use, the default), approve (a
     /// person approves the first boot), predicted (from the disk, before the first boot).
     public var baseline: String?
+    /// The libvirt host to place it on (default: the answering host with the most room).
+    public var host: String?
     public init(name: String, image: String? = nil, securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil,
-                integrityMonitoring: Bool? = nil, hypervisor: String? = nil, start: Bool? = nil, attestationInterval: Int? = nil, baseline: String? = nil) {
+                integrityMonitoring: Bool? = nil, hypervisor: String? = nil, start: Bool? = nil, attestationInterval: Int? = nil, baseline: String? = nil,
+                host: String? = nil) {
+        self.host = host
         self.name = name; self.image = image; self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm
         self.integrityMonitoring = integrityMonitoring; self.hypervisor = hypervisor; self.start = start; self.attestationInterval = attestationInterval
         self.baseline = baseline
@@ -40,7 +44,7 @@ extension StrictBody {
 
 extension DeployRequest: StrictBody {
     static let fields: Set<String> = ["name", "image", "securityType", "secureBoot", "vTpm", "integrityMonitoring", "hypervisor", "start",
-                                      "attestationInterval", "baseline", "securityProfile"]
+                                      "attestationInterval", "baseline", "securityProfile", "host"]
 
     public static func unknownFields(_ object: [String: Any]) -> [String] {
         var out = unknown(object, known: fields)
@@ -53,7 +57,7 @@ extension DeployRequest: StrictBody {
         return out
     }
 
-    enum CodingKeys: String, CodingKey { case name, image, securityType, secureBoot, vTpm, integrityMonitoring, hypervisor, start, attestationInterval, baseline, securityProfile }
+    enum CodingKeys: String, CodingKey { case name, image, securityType, secureBoot, vTpm, integrityMonitoring, hypervisor, start, attestationInterval, baseline, securityProfile, host }
     enum ProfileKeys: String, CodingKey { case securityType, uefiSettings }
     enum UEFIKeys: String, CodingKey { case secureBootEnabled, vTpmEnabled }
 
@@ -72,6 +76,7 @@ extension DeployRequest: StrictBody {
         start = try c.decodeIfPresent(Bool.self, forKey: .start)
         attestationInterval = try c.decodeIfPresent(Int.self, forKey: .attestationInterval)
         baseline = try c.decodeIfPresent(String.self, forKey: .baseline)
+        host = try c.decodeIfPresent(String.self, forKey: .host)
         guard c.contains(.securityProfile) else { return }
         let p = try c.nestedContainer(keyedBy: ProfileKeys.self, forKey: .securityProfile)
         func merge<T: Equatable>(_ flat: T?, _ arm: T?, _ path: String) throws -> T? {
@@ -100,6 +105,7 @@ extension DeployRequest: StrictBody {
         try c.encodeIfPresent(start, forKey: .start)
         try c.encodeIfPresent(attestationInterval, forKey: .attestationInterval)
         try c.encodeIfPresent(baseline, forKey: .baseline)
+        try c.encodeIfPresent(host, forKey: .host)
     }
 }
 

@@ -43,6 +43,8 @@ public struct VMView: Sendable, Codable, Hashable {
     /// A storage failure that interrupted an operation on the VM and is not yet recorded (the
     /// record may be behind the VM's vTPM and disk); absent when there is none.
     public var storageInterruption: String?
+    /// The libvirt host it runs on (absent when the platform runs it itself).
+    public var host: String?
 
     /// The record as the API shows it, with its active alerts among `alerts`.
     public init(_ vm: VMRecord, alerts active: [Alert]) {
@@ -53,6 +55,7 @@ public struct VMView: Sendable, Codable, Hashable {
                                                      guestAgent: vm.guestAgent.rawValue),
                           alerts: active.filter { $0.vm == vm.name && $0.status == .active }.map { .init(id: $0.id, severity: $0.severity.rawValue, status: $0.status.rawValue, title: $0.title, created: $0.created) },
                           version: vm.version, created: Time.rfc3339(vm.created), bootCount: vm.bootCount, lastBoot: vm.lastBoot)
+        host = vm.host
     
     }
 

@@ -131,13 +131,23 @@ enum Dashboard {
             <tr id="vm-\(escape(v.name))"><td><a href="/vms/\(escape(v.name))">\(escape(v.name))</a></td><td>\(escape(v.powerState))</td><td>\(securityType(v.securityProfile.securityType))</td>
             <td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td>
             <td>\(onOff(v.integrityMonitoring.enabled))</td><td>\(integrity(v))</td><td>\(escape(v.integrityMonitoring.lastAttestation ?? "-"))</td>
-            <td>\(escape(v.image))</td><td>\(alerts)</td></tr>
+            <td>\(escape(v.image))</td><td>\(alerts)</td><td>\(escape(v.host ?? "-"))</td></tr>
             """
         }
         return """
         <table id="fleet"><thead><tr><th>Name</th><th>Power state</th><th>Security type</th><th>Secure Boot</th><th>vTPM</th><th>Integrity monitoring</th>
-        <th>Boot integrity</th><th>Last attestation</th><th>Image</th><th>Active alerts</th></tr></thead><tbody>\(rows)</tbody></table>
+        <th>Boot integrity</th><th>Last attestation</th><th>Image</th><th>Active alerts</th><th>Host</th></tr></thead><tbody>\(rows)</tbody></table>
         """
+    }
+
+    /// The libvirt hosts: state (since when), capacity, VMs.
+    static func hostTable(_ hosts: [HostView]) -> String {
+        guard !hosts.isEmpty else { return "" }
+        let rows = hosts.map { v in
+            "<tr id=\"host-\(escape(v.host.name))\"><td>\(escape(v.host.name))</td><td class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(escape(v.host.state.rawValue))</td><td>\(escape(Time.rfc3339(v.host.since)))</td>"
+                + "<td><code>\(escape(v.host.uri))</code></td><td>\(escape(v.host.tpm))</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(escape(v.host.detail))</td></tr>"
+        }.joined()
+        return "<h2>Hosts</h2><table id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>"
     }
 
     /// Where a sign-in may go on to: one of the dashboard's own pages, by a path made of the
@@ -216,7 +226,8 @@ enum Dashboard {
             let summary = "<p>\(total) VMs · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a>"
                 + (after == nil ? "" : " · <a href=\"/\">first page</a>") + "</p>"
             let next = vms.count > pageSize ? "<p><a id=\"next\" href=\"/?after=\(escape(shown.last?.name ?? ""))\">Next \(pageSize) VMs</a></p>" : ""
-            return page("Fleet", "<h1>Fleet</h1>\(summary)\(fleetTable(shown))\(next)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>")
+            let hosts = hostTable((try? await fleet.hostViews()) ?? [])
+            return page("Fleet", "<h1>Fleet</h1>\(summary)\(fleetTable(shown))\(next)\(hosts)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>")
         }
 
         router.get("/vms/{vm}") { _, context -> Response in
@@ -244,7 +255,7 @@ enum Dashboard {
             <tr><th>Integrity monitoring</th><td>\(onOff(v.integrityMonitoring.enabled))</td></tr>
             <tr><th>Boot integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(escape($0))" } ?? "")</td></tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(escape($0.description))</td></tr>" } ?? "")
             <tr><th>Power state</th><td>\(escape(v.powerState)) (boot \(v.bootCount))</td></tr>
-            <tr><th>Image</th><td>\(escape(v.image)) · hypervisor \(escape(v.hypervisor))</td></tr>
+            <tr><th>Image</th><td>\(escape(v.image)) · hypervisor \(escape(v.hypervisor))</td></tr>\(v.host.map { "<tr><th>Host</th><td id=\"host\">\(escape($0))</td></tr>" } ?? "")
             </tbody></table>
             <form class="inline" method="post" action="/vms/\(escape(v.name))/action"><button name="action" value="start">Start</button><button name="action" value="restart">Restart</button><button name="action" value="stop">Stop</button>
             \(v.securityProfile.uefiSettings.vTpmEnabled ? "<button name=\"action\" value=\"\(v.integrityMonitoring.enabled ? "monitoring-off" : "monitoring-on")\">Turn integrity monitoring \(v.integrityMonitoring.enabled ? "off" : "on")</button>" : "")

@@ -178,6 +178,21 @@ extension APIServer {
                                                                    keys: body.keys ?? "platform", description: body.description), status: .created)
         }
 
+        v1.get("hosts") { _, context -> Response in
+            try authorize(context, [.admin, .reader])
+            return try json(encodable: try await fleet.hostViews())
+        }
+        v1.post("hosts") { request, context -> Response in
+            try authorize(context, [.admin])
+            let body = try await require(AddHostRequest.self, request, limit: maxSmallBody)
+            return try json(encodable: try await fleet.addHost(body), status: .created)
+        }
+        v1.delete("hosts/{host}") { _, context -> Response in
+            try authorize(context, [.admin])
+            try await fleet.removeHost(try context.parameters.require("host"))
+            return Response(status: .noContent)
+        }
+
         v1.get("alerts") { request, context -> Response in
             try authorize(context, [.admin, .reader])
             let q = request.uri.queryParameters

@@ -83,6 +83,12 @@ public final class SQLStore: AttestationStore {
             "ALTER TABLE api_tokens ADD COLUMN expires BIGINT",
             "ALTER TABLE api_tokens ADD COLUMN revoked BIGINT",
         ],
+        // libvirt hosts (issue 16): the hosts VMs are placed on, and each VM's host.
+        [
+            "CREATE TABLE fleet_hosts (name TEXT PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL, created BIGINT NOT NULL)",
+            "ALTER TABLE fleet_vms ADD COLUMN host TEXT",
+            "CREATE INDEX fleet_vms_host ON fleet_vms (host)",
+        ],
     ]
 
     public static var schemaVersion: Int { migrations.count }

@@ -133,12 +133,17 @@ enum Render {
     static func securityType(_ s: String) -> String { s == "TrustedLaunch" ? "Trusted launch" : "Standard" }
 
     static func fleet(_ vms: [VMView]) -> String {
+        // The HOST column when any VM is on a libvirt host.
+        let hosts = vms.contains { $0.host != nil }
         var rows = [["NAME", "POWER", "SECURITY TYPE", "SECURE BOOT", "VTPM", "INTEGRITY MONITORING", "BOOT INTEGRITY", "LAST ATTESTATION", "ALERTS"]]
+        if hosts { rows[0].insert("HOST", at: 2) }
         for v in vms {
-            rows.append([v.name, v.powerState + (v.storageInterruption == nil ? "" : " (!)"), securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
-                         enabled(v.securityProfile.uefiSettings.vTpmEnabled), enabled(v.integrityMonitoring.enabled),
-                         (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display, v.integrityMonitoring.lastAttestation ?? "-",
-                         v.alerts.isEmpty ? "-" : "\(v.alerts.count) active"])
+            var row = [v.name, v.powerState + (v.storageInterruption == nil ? "" : " (!)"), securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
+                       enabled(v.securityProfile.uefiSettings.vTpmEnabled), enabled(v.integrityMonitoring.enabled),
+                       (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display, v.integrityMonitoring.lastAttestation ?? "-",
+                       v.alerts.isEmpty ? "-" : "\(v.alerts.count) active"]
+            if hosts { row.insert(v.host ?? "-", at: 2) }
+            rows.append(row)
         }
         var out = table(rows)
         for v in vms { if let s = v.storageInterruption { out += "\n(!) \(ConsoleText.printable(v.name)): \(ConsoleText.printable(s)) — its record may be behind its vTPM and disk" } }
@@ -147,7 +152,7 @@ enum Render {
 
     static func overview(_ o: VMOverview) -> String {
         let v = o.vm
-        var out = "\(v.name) — \(v.powerState), image \(v.image), hypervisor \(v.hypervisor), version \(v.version)\n"
+        var out = "\(v.name) — \(v.powerState), image \(v.image), hypervisor \(v.hypervisor)\(v.host.map { " on host \($0)" } ?? ""), version \(v.version)\n"
         if let s = v.storageInterruption { out += "  STORAGE FAILURE: \(s) — the record may be behind the VM's vTPM and disk\n" }
         let bi = (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display
         out += table([
@@ -203,6 +208,7 @@ struct VMCommand: AsyncParsableCommand {
         @Option(help: "Seconds between periodic attestations (default 300).") var attestationInterval: Int?
         @Option(help: "How the first baseline is set: learn (trust on first use: the first boot with complete evidence that passes the policy; default), approve (a person approves the first boot), predicted (from the disk, before it boots).")
         var baseline: String?
+        @Option(help: "The libvirt host to place it on (tlaunch host list; default: the answering host with the most room).") var host: String?
         @Flag(help: "Do not start it.") var noStart = false
         @Flag(help: "Print the VM as JSON (ARM shape).") var json = false
         @OptionGroup var client: ClientOptions
@@ -210,7 +216,7 @@ struct VMCommand: AsyncParsableCommand {
         func run() async throws {
             let req = DeployRequest(name: name, image: image, securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"),
                                     vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
-                                    hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline)
+                                    hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline, host: host)
             let api = try API(client)
             let vm = try api.decode(VMView.self, try await api.operation(name, "POST", "/v1/vms", body: try JSONEncoder().encode(req)))
             if json { try printJSON(vm); return }
@@ -553,6 +559,51 @@ struct AlertCommand: AsyncParsableCommand {
             struct Body: Encodable { var reason: String? }
             let a = try await API(client).call("POST", "/v1/alerts/\(API.escape(id))/dismiss", Body(reason: reason), as: Alert.self)
             print("\(a.id): \(a.status.rawValue) — \(a.resolution ?? "")")
+        }
+    }
+}
+
+struct HostCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor libvirt).", subcommands: [Add.self, List.self, Remove.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a libvirt host (it must answer: virsh -c URI nodeinfo).")
+        @Argument(help: "A name for the host.") var name: String
+        @Argument(help: "Its libvirt URI: qemu:///system, qemu+ssh://root@HOST/system, qemu+tls://HOST/system, …") var uri: String
+        @Option(help: "external (the platform's vTPM; QEMU on this machine only) or emulator (the host's swtpm: tlaunch vtpm install-swtpm there). Default: external on this machine, emulator elsewhere.") var tpm: String?
+        @Option(help: "At most this many VMs (default: as many as its memory takes, 1 GiB each, 1 GiB kept for the host).") var maxVms: Int?
+        @Flag var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let h = try await API(client).call("POST", "/v1/hosts", AddHostRequest(name: name, uri: uri, tpm: tpm, maxVMs: maxVms), as: HostView.self)
+            if json { try printJSON(h); return }
+            print("Added \(h.host.name) (\(h.host.uri)): \(h.host.cpus) CPUs, \(h.host.memoryMiB) MiB, room for \(h.host.capacity) VMs; vTPM \(h.host.tpm) — \(h.host.detail)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The hosts: state, capacity, VMs.")
+        @Flag var json = false
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            let hosts = try await API(client).get("/v1/hosts", as: [HostView].self)
+            if json { try printJSON(hosts); return }
+            if hosts.isEmpty { print("No libvirt hosts (tlaunch host add NAME URI)"); return }
+            print(Render.table([["NAME", "STATE", "SINCE", "URI", "VTPM", "CPUS", "MEMORY", "VMS", "FREE", "DETAIL"]] + hosts.map { v in
+                let h = v.host
+                return [h.name, h.state.rawValue, Time.rfc3339(h.since), h.uri, h.tpm, String(h.cpus), "\(h.memoryMiB) MiB", "\(v.vms.count)\(v.vms.isEmpty ? "" : " (" + v.vms.joined(separator: ", ") + ")")",
+                        String(v.free), h.detail]
+            }))
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a host without VMs.")
+        @Argument var name: String
+        @OptionGroup var client: ClientOptions
+        func run() async throws {
+            _ = try await API(client).send("DELETE", "/v1/hosts/\(API.escape(name))")
+            print("Removed \(name)")
         }
     }
 }

@@ -57,6 +57,8 @@ struct EmbeddedPlatform {
         }
         // The relay reaches the service as this host's CLI does.
         fleet.attach(serviceURL: recordLocalURL(folder, scheme: serverTLS == nil ? "http" : "https", host: host, port: server.port), tls: clientTLS)
+        // The platform's own libvirt connection is a host like the others (tlaunch host list).
+        if let (connection, backend) = libvirt { await fleet.registerPlatformHost(uri: connection.uri, tpm: backend) }
         let monitor = Task { await fleet.monitor() }
         return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, monitor: monitor, admin: admin, lock: lock)
     }

@@ -7,7 +7,7 @@ struct TLaunch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tlaunch",
         abstract: "TrustedLaunch: Trusted Launch for virtual machines (Secure Boot, vTPM, Measured Boot, integrity monitoring).",
-        subcommands: [Up.self, PlatformDemo.self, VMCommand.self, ImageCommand.self, AlertCommand.self, TPMCommand.self, VTPMCommand.self, EventLogCommand.self, IMACommand.self, SecureBootCommand.self, FirmwareCommand.self, Predict.self, Serve.self, TokenCommand.self, AgentCommand.self, WebhookCommand.self, TLSCommand.self]
+        subcommands: [Up.self, PlatformDemo.self, VMCommand.self, ImageCommand.self, AlertCommand.self, HostCommand.self, TPMCommand.self, VTPMCommand.self, EventLogCommand.self, IMACommand.self, SecureBootCommand.self, FirmwareCommand.self, Predict.self, Serve.self, TokenCommand.self, AgentCommand.self, WebhookCommand.self, TLSCommand.self]
     )
 }
 
