@@ -13,7 +13,7 @@ import Glibc
 /// The libvirt daemon of this machine (Debian 12's libvirt 9.0), as the tests drive it: started
 /// if it is not running, and restarted with our swtpm drop-ins first on its PATH when a test
 /// needs libvirt to run them (libvirt finds swtpm, swtpm_setup and swtpm_ioctl by name).
-enum LibvirtHost {
+enum LocalLibvirt {
     static let uri = "qemu:///system"
     static let virsh = "/usr/bin/virsh"
     /// Where the tests install the drop-ins (`tlaunch vtpm install-swtpm --prefix`).
@@ -181,7 +181,7 @@ struct LibvirtTests {
     /// cycle keeps NV; a passphrase-encrypted vTPM works; what we do not claim (TPM 1.2) libvirt refuses.
     @Test(.timeLimit(.minutes(20)))
     func libvirtRunsOurSwtpmAndItKeepsTheVTPMAcrossSaveRestoreResetAndPowerCycles() async throws {
-        guard LibvirtHost.available(), [Self.code, Self.vars].allSatisfy({ FileManager.default.fileExists(atPath: $0) }) else {
+        guard LocalLibvirt.available(), [Self.code, Self.vars].allSatisfy({ FileManager.default.fileExists(atPath: $0) }) else {
             if Interop.required { Issue.record("OVMF (ovmf) is needed") }
             return
         }
@@ -191,18 +191,18 @@ struct LibvirtTests {
         let data = dir.appendingPathComponent("data")
         let name = "tl-dropin-\(UUID().uuidString.prefix(6).lowercased())"
         try await withTeardown({
-            _ = try? await LibvirtHost.run(["destroy", name])
-            _ = try? await LibvirtHost.run(["undefine", name, "--nvram", "--tpm"])
-            try? await LibvirtHost.start()   // libvirtd back on the system's PATH
+            _ = try? await LocalLibvirt.run(["destroy", name])
+            _ = try? await LocalLibvirt.run(["undefine", name, "--nvram", "--tpm"])
+            try? await LocalLibvirt.start()   // libvirtd back on the system's PATH
             try? FileManager.default.removeItem(at: dir)
         }) {
-            try await LibvirtHost.installDropIns(data: data)
+            try await LocalLibvirt.installDropIns(data: data)
             let ca = try VTPMCertificateAuthority.loadOrCreate(directory: data.appendingPathComponent("vtpm-ca"))
             let xml = dir.appendingPathComponent("\(name).xml")
             try Self.domainXML(name, dir: dir, tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>").write(to: xml, atomically: true, encoding: .utf8)
-            let defined = try await LibvirtHost.run(["define", xml.path])
+            let defined = try await LocalLibvirt.run(["define", xml.path])
             #expect(defined.0 == 0, "\(defined.2)")
-            let started = try await LibvirtHost.run(["start", name])
+            let started = try await LocalLibvirt.run(["start", name])
             try #require(started.0 == 0, "libvirt started the domain with our swtpm: \(started.2)")
             let console = dir.appendingPathComponent("\(name).console")
             func bootsSeen() -> Int {
@@ -210,16 +210,16 @@ struct LibvirtTests {
                 return text.components(separatedBy: "No bootable option or device was found").count - 1
             }
             // OVMF with Secure Boot refuses its unsigned shell and ends in the boot manager: its measured boot is done.
-            try await LibvirtHost.waitFor("OVMF's first boot") { bootsSeen() >= 1 ? true : nil }
+            try await LocalLibvirt.waitFor("OVMF's first boot") { bootsSeen() >= 1 ? true : nil }
             let consoleText = try String(contentsOf: console, encoding: .utf8)
             #expect(consoleText.contains("Security Violation"), "Secure Boot refused the unsigned shell")
 
             // The swtpm libvirt runs is ours, as its swtpm user (tss), with the options libvirt passes.
-            let sw = try #require(LibvirtHost.swtpm(of: name), "libvirt runs a swtpm for \(name)")
+            let sw = try #require(LocalLibvirt.swtpm(of: name), "libvirt runs a swtpm for \(name)")
             #expect(sw.cmdline.contains("vtpm") && sw.cmdline.contains("socket") && !sw.cmdline.contains("--server"), "\(sw.cmdline)")
             #expect(sw.cmdline.contains("--terminate") && sw.cmdline.contains("--tpm2"), "\(sw.cmdline)")
             #expect(sw.uid == getpwnam("tss")?.pointee.pw_uid, "libvirt's swtpm_user runs it")
-            let uuid = try await LibvirtHost.run(["domuuid", name]).1.trimmingCharacters(in: .whitespacesAndNewlines)
+            let uuid = try await LocalLibvirt.run(["domuuid", name]).1.trimmingCharacters(in: .whitespacesAndNewlines)
             let stateFile = "/var/lib/libvirt/swtpm/\(uuid)/tpm2/tlaunch-vtpm.state"
             #expect(FileManager.default.fileExists(atPath: stateFile), "our setup made the state where libvirt keeps it")
 
@@ -232,12 +232,12 @@ struct LibvirtTests {
 
             // virsh save: QEMU reads the vTPM's blobs; restore: a new swtpm gets them and goes on.
             let saved = dir.appendingPathComponent("\(name).save")
-            let save = try await LibvirtHost.run(["save", name, saved.path])
+            let save = try await LocalLibvirt.run(["save", name, saved.path])
             try #require(save.0 == 0, "virsh save: \(save.2)")
-            try await LibvirtHost.waitFor("the saved domain's swtpm to end", seconds: 30) { LibvirtHost.alive(sw.pid) ? nil : true }
-            let restore = try await LibvirtHost.run(["restore", saved.path])
+            try await LocalLibvirt.waitFor("the saved domain's swtpm to end", seconds: 30) { LocalLibvirt.alive(sw.pid) ? nil : true }
+            let restore = try await LocalLibvirt.run(["restore", saved.path])
             try #require(restore.0 == 0, "virsh restore: \(restore.2)")
-            let sw2 = try await LibvirtHost.waitFor("the restored domain's swtpm", seconds: 60) { LibvirtHost.swtpm(of: name) }
+            let sw2 = try await LocalLibvirt.waitFor("the restored domain's swtpm", seconds: 60) { LocalLibvirt.swtpm(of: name) }
             #expect(sw2.pid != sw.pid)
             let restored = try await VTPMSnapshot.read(sw2.socket, in: dir)
             #expect(restored.pcrs == first.pcrs, "the restored vTPM has the PCRs the saved one had")
@@ -247,48 +247,48 @@ struct LibvirtTests {
             // ends where the first boot's did (not extended twice).
             // (The restored QEMU reopened the console file: count from here.)
             let beforeReset = bootsSeen()
-            #expect(try await LibvirtHost.run(["reset", name]).0 == 0)
-            try await LibvirtHost.waitFor("OVMF's boot after the reset") { bootsSeen() > beforeReset ? true : nil }
+            #expect(try await LocalLibvirt.run(["reset", name]).0 == 0)
+            try await LocalLibvirt.waitFor("OVMF's boot after the reset") { bootsSeen() > beforeReset ? true : nil }
             let afterReset = try await VTPMSnapshot.read(sw2.socket, in: dir)
             #expect(afterReset.pcr(0) == first.pcr(0) && afterReset.pcr(7) == first.pcr(7), "a new measured boot from a reset TPM")
 
             // A power cycle (destroy, start) keeps the vTPM's NV: the same EK certificate.
-            #expect(try await LibvirtHost.run(["destroy", name]).0 == 0)
-            #expect(try await LibvirtHost.run(["start", name]).0 == 0)
-            let sw3 = try await LibvirtHost.waitFor("the swtpm of the next start", seconds: 60) { LibvirtHost.swtpm(of: name) }
+            #expect(try await LocalLibvirt.run(["destroy", name]).0 == 0)
+            #expect(try await LocalLibvirt.run(["start", name]).0 == 0)
+            let sw3 = try await LocalLibvirt.waitFor("the swtpm of the next start", seconds: 60) { LocalLibvirt.swtpm(of: name) }
             let cycled = try await VTPMSnapshot.read(sw3.socket, in: dir)
             #expect(cycled.ekCertificate == ek, "NV survives a power cycle")
-            _ = try await LibvirtHost.run(["destroy", name])
+            _ = try await LocalLibvirt.run(["destroy", name])
 
             // What our capabilities do not claim, libvirt refuses itself (nothing of ours crashes).
             let tis12 = dir.appendingPathComponent("tis12.xml"), tis20 = dir.appendingPathComponent("tis20.xml")
             try Self.domainXML(name + "-12", dir: dir, tpm: "<tpm model='tpm-tis'><backend type='emulator' version='1.2'/></tpm>").write(to: tis12, atomically: true, encoding: .utf8)
             try Self.domainXML(name + "-20", dir: dir, tpm: "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>").write(to: tis20, atomically: true, encoding: .utf8)
-            let refused = try await LibvirtHost.run(["create", tis12.path])
+            let refused = try await LocalLibvirt.run(["create", tis12.path])
             #expect(refused.0 != 0 && refused.2.contains("TPM version '1.2' is not supported"), "\(refused.2)")
-            let control = try await LibvirtHost.run(["create", tis20.path])
+            let control = try await LocalLibvirt.run(["create", tis20.path])
             #expect(control.0 == 0, "the same domain with TPM 2.0 starts: \(control.2)")
-            _ = try? await LibvirtHost.run(["destroy", name + "-20"])
+            _ = try? await LocalLibvirt.run(["destroy", name + "-20"])
             let secretXML = dir.appendingPathComponent("secret.xml")
             let secretUUID = UUID().uuidString.lowercased()
             try "<secret ephemeral='yes' private='yes'><uuid>\(secretUUID)</uuid><usage type='vtpm'><name>\(name)</name></usage></secret>"
                 .write(to: secretXML, atomically: true, encoding: .utf8)
-            let secret = try await LibvirtHost.run(["secret-define", secretXML.path])
+            let secret = try await LocalLibvirt.run(["secret-define", secretXML.path])
             #expect(secret.0 == 0, "\(secret.2)")
-            defer { Task { _ = try? await LibvirtHost.run(["secret-undefine", secretUUID]) } }
+            defer { Task { _ = try? await LocalLibvirt.run(["secret-undefine", secretUUID]) } }
             let encrypted = dir.appendingPathComponent("enc.xml")
             try Self.domainXML(name + "-enc", dir: dir, tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'><encryption secret='\(secretUUID)'/></backend></tpm>")
                 .write(to: encrypted, atomically: true, encoding: .utf8)
             // A passphrase-encrypted vTPM (libvirt's <encryption secret>, Nova's key-manager secret):
             // libvirt hands the secret to our setup and socket through a file descriptor.
-            let setValue = try await LibvirtHost.run(["secret-set-value", secretUUID, "--base64", Data("a passphrase from the key manager".utf8).base64EncodedString()])
+            let setValue = try await LocalLibvirt.run(["secret-set-value", secretUUID, "--base64", Data("a passphrase from the key manager".utf8).base64EncodedString()])
             #expect(setValue.0 == 0, "\(setValue.2)")
-            let withSecret = try await LibvirtHost.run(["create", encrypted.path])
+            let withSecret = try await LocalLibvirt.run(["create", encrypted.path])
             #expect(withSecret.0 == 0, "\(withSecret.2)")
-            let sw4 = try await LibvirtHost.waitFor("the encrypted vTPM's swtpm", seconds: 60) { LibvirtHost.swtpm(of: name + "-enc") }
+            let sw4 = try await LocalLibvirt.waitFor("the encrypted vTPM's swtpm", seconds: 60) { LocalLibvirt.swtpm(of: name + "-enc") }
             #expect(sw4.cmdline.contains { $0.hasPrefix("pwdfd=") }, "libvirt passed the passphrase: \(sw4.cmdline)")
             let encConsole = dir.appendingPathComponent("\(name)-enc.console")
-            try await LibvirtHost.waitFor("OVMF's boot with the encrypted vTPM") {
+            try await LocalLibvirt.waitFor("OVMF's boot with the encrypted vTPM") {
                 ((try? String(contentsOf: encConsole, encoding: .utf8)) ?? "").contains("No bootable option") ? true : nil
             }
             // libvirt also passes the secret as the migration key: the blobs a save writes are
@@ -297,12 +297,12 @@ struct LibvirtTests {
             let issuerName = Data("TrustedLaunch vTPM EK Issuing CA".utf8)
             #expect((try Data(contentsOf: saved)).range(of: issuerName) != nil, "control: an unencrypted vTPM's save file holds its state in clear")
             let sealedSave = dir.appendingPathComponent("\(name)-enc.save")
-            let save4 = try await LibvirtHost.run(["save", name + "-enc", sealedSave.path])
+            let save4 = try await LocalLibvirt.run(["save", name + "-enc", sealedSave.path])
             #expect(save4.0 == 0, "\(save4.2)")
             #expect((try Data(contentsOf: sealedSave)).range(of: issuerName) == nil, "the vTPM's blobs left sealed with the migration key")
-            let restore4 = try await LibvirtHost.run(["restore", sealedSave.path])
+            let restore4 = try await LocalLibvirt.run(["restore", sealedSave.path])
             #expect(restore4.0 == 0, "the restored vTPM opened its sealed blobs: \(restore4.2)")
-            _ = try? await LibvirtHost.run(["destroy", name + "-enc"])
+            _ = try? await LocalLibvirt.run(["destroy", name + "-enc"])
         }
     }
 
@@ -313,9 +313,9 @@ struct LibvirtTests {
     /// attestation service trusts: the guest attests healthy either way.
     @Test(.timeLimit(.minutes(25)))
     func theFleetRunsRealVMsAsLibvirtDomainsOnEitherTPMBackend() async throws {
-        guard LibvirtHost.available(), let qemu = await RealVMTests.available() else { return }
-        try await LibvirtHost.start()
-        let connection = try #require(await LibvirtConnection.probe(uri: LibvirtHost.uri)?.0)
+        guard LocalLibvirt.available(), let qemu = await RealVMTests.available() else { return }
+        try await LocalLibvirt.start()
+        let connection = try #require(await LibvirtConnection.probe(uri: LocalLibvirt.uri)?.0)
         let p = try await TestPlatform.start(qemu: qemu, libvirt: (connection, .external))
         try await withTeardown({ await p.stop() }) {
             let name = uniqueName("lv")
@@ -327,30 +327,30 @@ struct LibvirtTests {
             let attested = try #require(try await p.service.history(vm: name, limit: 1).first, "the guest's agent attested")
             #expect(attested.passed && attested.baseline == "matches", "\(attested.checks.filter { !$0.passed }.map(\.reason))")
             // libvirt runs it: a transient domain whose TPM is the platform's vTPM socket.
-            #expect(try await LibvirtHost.run(["domstate", domain]).1.contains("running"))
-            let xml = try await LibvirtHost.run(["dumpxml", domain]).1
+            #expect(try await LocalLibvirt.run(["domstate", domain]).1.contains("running"))
+            let xml = try await LocalLibvirt.run(["dumpxml", domain]).1
             #expect(xml.contains("<backend type='external'>") && xml.contains("tpm-ctrl.sock") && xml.contains("secure='yes'"), "\(xml)")
             #expect(xml.contains("org.tlaunch.agent.0"))
 
             // libvirtd dies (a crash, an OOM kill, a restart): the domain runs on, and the platform
             // does not take a daemon that does not answer for a VM that stopped.
-            let daemon = try #require(LibvirtHost.pid("libvirtd"))
+            let daemon = try #require(LocalLibvirt.pid("libvirtd"))
             kill(daemon, SIGKILL)
-            try await LibvirtHost.waitFor("libvirtd to stop", seconds: 30) { LibvirtHost.alive(daemon) ? nil : true }
+            try await LocalLibvirt.waitFor("libvirtd to stop", seconds: 30) { LocalLibvirt.alive(daemon) ? nil : true }
             try await Task.sleep(for: .seconds(6))
             #expect(try await p.fleet.require(name).powerState == .running, "libvirtd down is not a VM down")
             #expect(try await p.fleet.store.alerts(vm: name).allSatisfy { $0.kind != "vm-failed" })
-            try await LibvirtHost.start()
+            try await LocalLibvirt.start()
             try await Task.sleep(for: .seconds(5))   // the platform follows the domain's events again
 
             // Destroyed behind the platform's back: libvirt's event makes it Failed, with an alert.
-            #expect(try await LibvirtHost.run(["destroy", domain]).0 == 0)
-            let failed = try await LibvirtHost.waitFor("the VM to be Failed", seconds: 60) { () async throws -> VMRecord? in
+            #expect(try await LocalLibvirt.run(["destroy", domain]).0 == 0)
+            let failed = try await LocalLibvirt.waitFor("the VM to be Failed", seconds: 60) { () async throws -> VMRecord? in
                 let v = try await p.fleet.require(name)
                 return v.powerState == .failed ? v : nil
             }
             #expect(failed.powerState == .failed)
-            let alert = try await LibvirtHost.waitFor("the crash alert", seconds: 60) { try await p.fleet.store.alerts(vm: name).first { $0.kind == "vm-failed" } }
+            let alert = try await LocalLibvirt.waitFor("the crash alert", seconds: 60) { try await p.fleet.store.alerts(vm: name).first { $0.kind == "vm-failed" } }
             #expect(alert.description.contains("Stopped Destroyed"), "\(alert.description)")
 
             // Start again through libvirt: boot 2, attested; stop: the domain is gone.
@@ -358,25 +358,25 @@ struct LibvirtTests {
             #expect(vm.powerState == .running && vm.bootCount == 2, "\(vm.lastBoot?.failure ?? "")")
             vm = try await p.fleet.stop(name)
             #expect(vm.powerState == .stopped)
-            #expect(try await LibvirtHost.run(["domstate", domain]).0 != 0, "the transient domain is gone once stopped")
+            #expect(try await LocalLibvirt.run(["domstate", domain]).0 != 0, "the transient domain is gone once stopped")
         }
 
         // The emulator backend: libvirt runs our swtpm (installed for this platform's data folder).
         let q = try await TestPlatform.start(qemu: qemu, libvirt: (connection, .emulator))
         try await withTeardown({
             await q.stop()
-            try? await LibvirtHost.start()
+            try? await LocalLibvirt.start()
         }) {
-            try await LibvirtHost.installDropIns(data: q.dir)
+            try await LocalLibvirt.installDropIns(data: q.dir)
             let name = uniqueName("lve")
             let vm = try await q.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "libvirt", baseline: "predicted"))
             let console = try await q.fleet.console(name)
             #expect(vm.powerState == .running, "\(vm.lastBoot?.failure ?? "") — console: \(console.suffix(1200))")
             let attested = try #require(try await q.service.history(vm: name, limit: 1).first, "the guest's agent attested")
             #expect(attested.passed, "\(attested.checks.filter { !$0.passed }.map(\.reason))")
-            let sw = try #require(LibvirtHost.swtpm(of: "tlaunch-\(name)"))
+            let sw = try #require(LocalLibvirt.swtpm(of: "tlaunch-\(name)"))
             #expect(sw.cmdline.contains("vtpm") && sw.cmdline.contains(q.dir.path), "our swtpm, for this platform's CA: \(sw.cmdline)")
-            let xml = try await LibvirtHost.run(["dumpxml", "tlaunch-\(name)"]).1
+            let xml = try await LocalLibvirt.run(["dumpxml", "tlaunch-\(name)"]).1
             #expect(xml.contains("<backend type='emulator' version='2.0'"), "\(xml)")
             // The guest's view: the EK certificate is the platform CA's.
             let status = try await RealVMTests.waitFor("the guest's status") { await q.fleet.guestStatus(name) }
@@ -386,6 +386,103 @@ struct LibvirtTests {
             #expect(FileManager.default.fileExists(atPath: state + "/tpm2/tlaunch-vtpm.state"))
             try await q.fleet.delete(name)
             #expect(!FileManager.default.fileExists(atPath: state), "the VM's vTPM went with it")
+        }
+    }
+
+    @Test(.timeLimit(.minutes(25)))
+    func thePlatformPlacesVMsOnTwoLibvirtHostsAndReportsOneThatGoesAway() async throws {
+        guard LocalLibvirt.available(), let qemu = await RealVMTests.available() else { return }
+        try await LocalLibvirt.start()
+        // Two hosts: two URIs to this machine's libvirtd, each through a socket link the test
+        // can take away (the host stops answering; its domains run on).
+        let links = URL(fileURLWithPath: "/run/tlaunch-tests-hosts-\(UUID().uuidString.prefix(6))")
+        let fm = FileManager.default
+        func link(_ h: String) -> String { links.appendingPathComponent("\(h)-sock").path }
+        func connect(_ h: String) throws { try fm.createSymbolicLink(atPath: link(h), withDestinationPath: "/run/libvirt/libvirt-sock") }
+        try fm.createDirectory(at: links, withIntermediateDirectories: true)
+        try connect("a"); try connect("b")
+        func uri(_ h: String) -> String { "qemu+unix:///system?socket=\(link(h))" }
+        let p = try await TestPlatform.start(qemu: qemu)
+        var names: [String] = []
+        try await withTeardown({
+            for n in names { try? await p.fleet.delete(n) }
+            await p.stop()
+            try? fm.removeItem(at: links)
+        }) {
+            // Adding: refused unless libvirt answers; a URI once; the external vTPM only on this machine.
+            var (status, body) = try await p.request("POST", "/v1/hosts", ["name": "a", "uri": uri("a"), "maxVMs": 1])
+            #expect(status == 201, "\(String(describing: body))")
+            (status, _) = try await p.request("POST", "/v1/hosts", ["name": "b", "uri": uri("b"), "maxVMs": 1])
+            #expect(status == 201)
+            (status, body) = try await p.request("POST", "/v1/hosts", ["name": "ghost", "uri": uri("nowhere")])
+            #expect(status == 400 && "\(String(describing: body))".contains("does not answer"), "\(String(describing: body))")
+            (status, _) = try await p.request("POST", "/v1/hosts", ["name": "a2", "uri": uri("a")])
+            #expect(status == 409)
+            (status, body) = try await p.request("POST", "/v1/hosts", ["name": "far", "uri": "qemu+ssh://far.example/system", "tpm": "external"])
+            #expect(status == 400 && "\(String(describing: body))".contains("emulator"))
+            (status, _) = try await p.request("POST", "/v1/hosts", ["name": "c", "uri": uri("a"), "maxVms": 1])
+            #expect(status == 400, "a misspelt field is refused by name")
+            let hosts = try await p.fleet.hostViews()
+            #expect(hosts.map(\.host.name) == ["a", "b"] && hosts.allSatisfy { $0.host.state == .reachable && $0.host.memoryMiB > 1024 && $0.host.cpus >= 1 && $0.free == 1 })
+
+            // Placement: one VM on each (each takes one); a third is refused, saying why.
+            for prefix in ["ha", "hb"] {
+                let name = uniqueName(prefix)
+                names.append(name)
+                _ = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "libvirt", start: false, baseline: "predicted"))
+            }
+            var placed: [VMRecord] = []
+            for n in names { placed.append(try await p.fleet.require(n)) }
+            #expect(Set(placed.compactMap(\.host)) == ["a", "b"], "\(placed.map(\.host))")
+            do {
+                _ = try await p.fleet.deploy(DeployRequest(name: uniqueName("hc"), image: "debian-12", hypervisor: "libvirt", start: false))
+                Issue.record("a third VM was placed on full hosts")
+            } catch let e as FleetError {
+                #expect(e.kind == .conflict && e.message.contains("a: 1 of 1") && e.message.contains("b: 1 of 1"), "\(e.message)")
+            }
+            let onA = try #require(placed.first { $0.host == "a" }).name, onB = try #require(placed.first { $0.host == "b" }).name
+
+            // Both boot, each through its host's URI, and attest.
+            for n in [onA, onB] {
+                let vm = try await p.fleet.start(n)
+                #expect(vm.powerState == .running, "\(vm.lastBoot?.failure ?? "")")
+                #expect(try await p.service.history(vm: n, limit: 1).first?.passed == true)
+            }
+            #expect(try await Interop.run(LocalLibvirt.virsh, ["-q", "-c", uri("b"), "domstate", "tlaunch-\(onB)"]).1.contains("running"))
+            let view = try await p.fleet.view(try await p.fleet.require(onB))
+            #expect(view.host == "b")
+
+            // Host b goes away: its VM is Unknown with a High alert; a's VM is not touched.
+            try fm.removeItem(atPath: link("b"))
+            await p.fleet.checkHosts()
+            #expect(try await p.fleet.hostViews().first { $0.host.name == "b" }?.host.state == .unreachable)
+            #expect(try await p.fleet.require(onB).powerState == .unknown)
+            #expect(try await p.fleet.require(onA).powerState == .running)
+            let alert = try #require(try await p.fleet.store.alerts(vm: onB, status: .active).first { $0.kind == "host-unreachable" })
+            #expect(alert.severity == .high && alert.evidence.first?.detail.contains(uri("b")) == true)
+            #expect(try await p.fleet.store.alerts(vm: onA, status: .active).isEmpty)
+            // Nothing is done blind to an Unknown VM; a host with VMs stays.
+            (status, body) = try await p.request("POST", "/v1/vms/\(onB)/stop")
+            #expect(status == 409 && "\(String(describing: body))".contains("does not answer"))
+            (status, _) = try await p.request("DELETE", "/v1/hosts/b")
+            #expect(status == 409)
+            (status, body) = try await p.request("GET", "/v1/vms/\(onB)")
+            #expect((body as? [String: Any])?["powerState"] as? String == "Unknown" && (body as? [String: Any])?["host"] as? String == "b")
+
+            // b answers again and the domain ran on: Running, the alert resolved.
+            try connect("b")
+            await p.fleet.checkHosts()
+            #expect(try await p.fleet.require(onB).powerState == .running)
+            let resolved = try #require(try await p.fleet.store.alert(alert.id))
+            #expect(resolved.status == .resolved && resolved.resolution?.contains("still running") == true, "\(resolved.resolution ?? "")")
+
+            for n in names { _ = try await p.fleet.stop(n) }
+            #expect(try await LocalLibvirt.run(["domstate", "tlaunch-\(onB)"]).0 != 0)
+            for n in names { try await p.fleet.delete(n) }
+            names = []
+            (status, _) = try await p.request("DELETE", "/v1/hosts/b")
+            #expect(status == 204)
+            #expect(try await p.fleet.hostViews().map(\.host.name) == ["a"])
         }
     }
 }
