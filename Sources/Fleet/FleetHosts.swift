@@ -12,8 +12,10 @@ extension Fleet {
         guard let installation = qemu else { return nil }
         let known = hostCache.withLock { $0[name] }
         guard let uri = known?.uri ?? uri else { return nil }
-        let tpm = LibvirtTPMBackend(rawValue: known?.tpm ?? (FleetRules.hostIsThisMachine(uri) ? "external" : "emulator")) ?? .emulator
-        let made = QEMUHypervisor(installation: installation, bootTimeout: qemuDriver.bootTimeout, context: context, engine: .libvirt(LibvirtConnection(uri: uri), tpm: tpm))
+        let ship = known?.shipFiles ?? !FleetRules.hostIsThisMachine(uri)
+        let tpm = LibvirtTPMBackend(rawValue: known?.tpm ?? (ship ? "emulator" : "external")) ?? .emulator
+        let made = QEMUHypervisor(installation: installation, bootTimeout: qemuDriver.bootTimeout, context: context,
+                                  engine: .libvirt(LibvirtConnection(uri: uri, ship: ship), tpm: tpm))
         let (driver, new) = hostDrivers.withLock { d -> (QEMUHypervisor, Bool) in
             if let existing = d[name] { return (existing, false) }
             d[name] = made
@@ -41,7 +43,8 @@ extension Fleet {
     public func addHost(_ r: AddHostRequest) async throws -> HostView {
         try FleetRules.checkName(r.name, what: "host")
         try FleetRules.checkHostURI(r.uri)
-        let tpm = try FleetRules.hostTPM(r.tpm, uri: r.uri)
+        let ship = (r.shipFiles ?? false) || !FleetRules.hostIsThisMachine(r.uri)
+        let tpm = try FleetRules.hostTPM(r.tpm, uri: r.uri, shipFiles: ship)
         if let m = r.maxVMs, !(1...100_000).contains(m) { throw FleetError(.invalid, "maxVMs must be 1 to 100000", field: "maxVMs") }
         guard qemu != nil else {
             throw FleetError(.invalid, "this platform did not find QEMU and OVMF (apt-get install qemu-system-x86 ovmf): it describes its libvirt domains with them", field: "uri")
@@ -56,13 +59,13 @@ extension Fleet {
         case .failure(let e): throw FleetError(.invalid, "libvirt at \(r.uri) does not answer: \(e.message) — check the URI, the daemon and the credentials (virsh -c \(r.uri) nodeinfo); the host was not added", field: "uri")
         }
         let now = Time.millis()
-        let host = LibvirtHost(name: r.name, uri: r.uri, tpm: tpm, maxVMs: r.maxVMs, memoryMiB: info.memoryMiB, cpus: info.cpus, state: .reachable,
+        let host = LibvirtHost(name: r.name, uri: r.uri, tpm: tpm, shipFiles: ship, maxVMs: r.maxVMs, memoryMiB: info.memoryMiB, cpus: info.cpus, state: .reachable,
                                detail: info.versions, lastSeen: now, since: now, added: now)
         guard try await store.insertHost(host) else {
             throw FleetError(.conflict, "a host named \(r.name) exists (tlaunch host list)", field: "name")
         }
         hostCache.withLock { $0[host.name] = host }
-        logger.info("libvirt host added", metadata: ["host": .string(host.name), "uri": .string(host.uri), "tpm": .string(tpm), "capacity": .stringConvertible(host.capacity)])
+        logger.info("libvirt host added", metadata: ["host": .string(host.name), "uri": .string(host.uri), "tpm": .string(tpm), "shipFiles": .stringConvertible(ship), "capacity": .stringConvertible(host.capacity)])
         return HostView(host: host, vms: [])
     }
 

@@ -21,8 +21,19 @@ public enum LibvirtTPMBackend: String, Sendable, CaseIterable {
 public struct LibvirtConnection: Sendable, Hashable {
     public var uri: String
     public var virsh: String
+    /// The host does not see the platform's files: a VM's disk and variable store are copied to
+    /// the host's `tlaunch` storage pool over this connection, its console is read back from
+    /// there, and its agent channel is a TCP port on the host the platform's relay connects to.
+    /// Always so for a host on another machine.
+    public var ship: Bool
 
-    public init(uri: String = "qemu:///system", virsh: String = "/usr/bin/virsh") { self.uri = uri; self.virsh = virsh }
+    public init(uri: String = "qemu:///system", virsh: String = "/usr/bin/virsh", ship: Bool = false) { self.uri = uri; self.virsh = virsh; self.ship = ship }
+
+    /// The address the platform reaches the host's QEMU at (the URI's host; this machine's loopback for local URIs).
+    var address: String {
+        guard let u = URLComponents(string: uri), let h = u.host, !h.isEmpty else { return "127.0.0.1" }
+        return h
+    }
 
     /// Whether the URI is this host's system or session daemon (its files and QEMU's log are here).
     var isLocal: Bool { uri.hasPrefix("qemu:///") }
@@ -96,7 +107,7 @@ public struct LibvirtConnection: Sendable, Hashable {
     }
 
     /// Starts a transient domain (gone from libvirt once it stops: the platform is the VM's record).
-    func create(domain: String, xml: String, paths: QEMUPaths) async throws -> LibvirtDomain {
+    func create(domain: String, xml: String, paths: QEMUPaths, shipped: ShippedFiles? = nil) async throws -> LibvirtDomain {
         if let s = await state(domain), s != "shut off" {
             // A domain of this VM left running by an earlier run of the platform: never two.
             _ = try? await run(["destroy", domain])
@@ -106,7 +117,106 @@ public struct LibvirtConnection: Sendable, Hashable {
         do { try await run(["create", file.path]) } catch let e as FleetError {
             throw FleetError(.failed, "libvirt refused \(domain): \(e.message)")
         }
-        return LibvirtDomain(connection: self, name: domain)
+        return LibvirtDomain(connection: self, name: domain, shipped: shipped, console: paths.console)
+    }
+
+    // MARK: Files on a host that does not see the platform's (`ship`)
+
+    /// The storage pool (a directory pool) the platform's files go to on a host.
+    static let pool = "tlaunch"
+
+    /// The pool's directory on the host; the pool is made (`/var/lib/libvirt/tlaunch`) and
+    /// started when it is not there.
+    func ensurePool() async throws -> String {
+        if (try? await run(["pool-info", Self.pool], timeout: .seconds(30))) == nil {
+            try await run(["pool-define-as", Self.pool, "dir", "--target", "/var/lib/libvirt/tlaunch"])
+            try await run(["pool-build", Self.pool])
+            _ = try? await run(["pool-autostart", Self.pool])
+        }
+        let info = try await run(["pool-info", Self.pool])
+        if !info.contains("running") { try await run(["pool-start", Self.pool]) }
+        let xml = try await run(["pool-dumpxml", Self.pool])
+        guard let a = xml.range(of: "<path>"), let b = xml.range(of: "</path>", range: a.upperBound..<xml.endIndex) else {
+            throw FleetError(.failed, "libvirt's pool \(Self.pool) on \(uri) has no target path")
+        }
+        return String(xml[a.upperBound..<b.lowerBound])
+    }
+
+    /// Copies `file` to volume `name` of the pool (replacing it); its path on the host.
+    @discardableResult
+    func upload(_ file: URL, as name: String) async throws -> String {
+        let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
+        _ = try? await run(["vol-delete", "--pool", Self.pool, name])
+        try await run(["vol-create-as", Self.pool, name, String(max(size, 1)), "--format", "raw"])
+        try await run(["vol-upload", "--pool", Self.pool, name, file.path], timeout: .seconds(600))
+        return try await volumePath(name)
+    }
+
+    func volumePath(_ name: String) async throws -> String {
+        try await run(["vol-path", "--pool", Self.pool, name]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func volumeExists(_ name: String) async -> Bool { (try? await run(["vol-info", "--pool", Self.pool, name], timeout: .seconds(30))) != nil }
+
+    /// Copies volume `name` to `file` (atomically); false when the host has no such volume.
+    func download(_ name: String, to file: URL) async -> Bool {
+        _ = try? await run(["pool-refresh", Self.pool], timeout: .seconds(30))
+        let tmp = file.appendingPathExtension("part")
+        guard (try? await run(["vol-download", "--pool", Self.pool, name, tmp.path], timeout: .seconds(60))) != nil else { return false }
+        return rename(tmp.path, file.path) == 0
+    }
+
+    func deleteVolume(_ name: String) async { _ = try? await run(["vol-delete", "--pool", Self.pool, name]) }
+
+    /// Removes the state libvirt keeps for a transient domain's emulator vTPM on the host (by the
+    /// domain's UUID): a stub definition with that UUID, undefined with `--tpm`.
+    func deleteEmulatorState(domain: String, uuid: String) async {
+        let stub = """
+            <domain type='qemu'><name>\(domain)</name><uuid>\(uuid)</uuid><memory unit='MiB'>64</memory>
+            <os><type arch='x86_64' machine='q35'>hvm</type></os>
+            <devices><tpm model='tpm-crb'><backend type='emulator' version='2.0' persistent_state='yes'/></tpm></devices></domain>
+            """
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-stub-\(uuid).xml")
+        defer { try? FileManager.default.removeItem(at: file) }
+        guard (try? stub.write(to: file, atomically: true, encoding: .utf8)) != nil, (try? await run(["define", file.path])) != nil else { return }
+        _ = try? await run(["undefine", "--tpm", domain])
+    }
+}
+
+/// A VM's files on a host that does not see the platform's: paths on the host, and the TCP port
+/// its QEMU listens on for the agent relay.
+struct ShippedFiles: Sendable {
+    var disk: String
+    var variables: String
+    var console: String
+    /// The console's volume name (read back into the platform's console file).
+    var consoleVolume: String
+    var agentPort: Int
+
+    static func volumes(_ vm: String) -> (disk: String, variables: String, console: String) {
+        ("tlaunch-\(vm).img", "tlaunch-\(vm).vars", "tlaunch-\(vm).console")
+    }
+
+    /// Copies the VM's disk (when it changed since the last copy) and, on its first boot on the
+    /// host, its variable store (the host's copy is the VM's from then on, as a local one is).
+    static func ship(_ vm: String, paths: QEMUPaths, to c: LibvirtConnection, progress: (String) -> Void) async throws -> ShippedFiles {
+        let dir = try await c.ensurePool()
+        let names = volumes(vm)
+        let disk = paths.folder.url.appendingPathComponent("disk.img")
+        let marker = paths.folder.url.appendingPathComponent("shipped-disk")
+        let attrs = try FileManager.default.attributesOfItem(atPath: disk.path)
+        let stamp = "\(c.uri) \((attrs[.size] as? Int) ?? 0) \(((attrs[.modificationDate] as? Date) ?? Date()).timeIntervalSince1970)"
+        let diskPath: String
+        if (try? String(contentsOf: marker, encoding: .utf8)) == stamp, await c.volumeExists(names.disk) {
+            diskPath = try await c.volumePath(names.disk)
+        } else {
+            progress("\(vm): copying its disk to \(c.uri) (pool \(LibvirtConnection.pool))")
+            diskPath = try await c.upload(disk, as: names.disk)
+            try stamp.write(to: marker, atomically: true, encoding: .utf8)
+        }
+        let varsPath = await c.volumeExists(names.variables) ? try await c.volumePath(names.variables) : try await c.upload(paths.variables, as: names.variables)
+        // QEMU (as libvirt's qemu user) writes the console into the pool's folder.
+        return ShippedFiles(disk: diskPath, variables: varsPath, console: dir + "/" + names.console, consoleVolume: names.console, agentPort: Int.random(in: 20000...32000))
     }
 }
 
@@ -118,12 +228,25 @@ final class LibvirtDomain: MachineRunner {
     private let state = Mutex<(running: Bool, how: String?, waiters: [CheckedContinuation<String, Never>])>((true, nil, []))
     private let events = Mutex<Process?>(nil)
 
-    init(connection: LibvirtConnection, name: String) {
+    init(connection: LibvirtConnection, name: String, shipped: ShippedFiles? = nil, console: URL? = nil) {
         self.connection = connection
         self.name = name
         let pidFile = "/run/libvirt/qemu/\(name).pid"
         pid = connection.isLocal ? (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0 : 0
         watch()
+        if let shipped, let console { followConsole(shipped.consoleVolume, into: console) }
+    }
+
+    /// The console of a domain on a host that does not see the platform's files: read back every
+    /// two seconds while it runs, and once more when it ended.
+    private func followConsole(_ volume: String, into file: URL) {
+        Task { [self] in
+            while isRunning {
+                _ = await connection.download(volume, to: file)
+                try? await Task.sleep(for: .seconds(2))
+            }
+            _ = await connection.download(volume, to: file)
+        }
     }
 
     var isRunning: Bool { state.withLock { $0.running } }
@@ -233,6 +356,11 @@ struct LibvirtDomainXML {
     let paths: QEMUPaths
     let installation: QEMUInstallation
     let tpm: LibvirtTPMBackend
+    /// Where the files are on a host that does not see the platform's (nil: the platform's paths).
+    var shipped: ShippedFiles? = nil
+
+    /// The address the host's QEMU binds the agent's port to.
+    var connectionAddress = "127.0.0.1"
 
     static func domainName(_ vm: String) -> String { "tlaunch-\(vm)" }
 
@@ -255,21 +383,34 @@ struct LibvirtDomainXML {
     var document: String {
         let secure = plan.secureBoot
         let uid = getuid(), gid = getgid()
+        // The agent's port: a socket in the platform's run folder, or a TCP port on the host
+        // (bound to the address the platform reaches it at) when the host is elsewhere.
+        let channel = shipped.map { s in
+            """
+                <channel type='tcp'>
+                  <source mode='bind' host='\(x(connectionAddress))' service='\(s.agentPort)'/>
+                  <protocol type='raw'/>
+                  <target type='virtio' name='org.tlaunch.agent.0'/>
+                </channel>
+            """
+        } ?? """
+                <channel type='unix'>
+                  <source mode='bind' path='\(x(paths.agent))'/>
+                  <target type='virtio' name='org.tlaunch.agent.0'/>
+                </channel>
+            """
         var devices = """
             <disk type='file' device='disk'>
               <driver name='qemu' type='raw'/>
-              <source file='\(x(paths.folder.url.appendingPathComponent("disk.img").path))'/>
+              <source file='\(x(shipped?.disk ?? paths.folder.url.appendingPathComponent("disk.img").path))'/>
               <target dev='vda' bus='virtio'/>
               <readonly/>
             </disk>
             <serial type='file'>
-              <source path='\(x(paths.console.path))'/>
+              <source path='\(x(shipped?.console ?? paths.console.path))'/>
               <target port='0'/>
             </serial>
-            <channel type='unix'>
-              <source mode='bind' path='\(x(paths.agent))'/>
-              <target type='virtio' name='org.tlaunch.agent.0'/>
-            </channel>
+        \(channel)
             <memballoon model='none'/>
 
         """
@@ -293,6 +434,13 @@ struct LibvirtDomainXML {
                 """
             }
         }
+        // The platform's files are its user's: QEMU runs as that user, nothing relabelled. Shipped
+        // files are the host's: libvirt's own labelling (its qemu user) applies.
+        let seclabel = shipped != nil ? "" : """
+              <seclabel type='static' model='dac' relabel='no'>
+                <label>+\(uid):+\(gid)</label>
+              </seclabel>
+            """
         return """
         <domain type='\(installation.accelerator == "kvm" ? "kvm" : "qemu")'>
           <name>\(x(Self.domainName(plan.name)))</name>
@@ -303,7 +451,7 @@ struct LibvirtDomainXML {
           <os>
             <type arch='x86_64' machine='q35'>hvm</type>
             <loader readonly='yes' secure='\(secure ? "yes" : "no")' type='pflash'>\(x(secure ? installation.secureCode : installation.code))</loader>
-            <nvram>\(x(paths.variables.path))</nvram>
+            <nvram>\(x(shipped?.variables ?? paths.variables.path))</nvram>
           </os>
           <features>
             <acpi/>
@@ -312,9 +460,7 @@ struct LibvirtDomainXML {
           <on_poweroff>destroy</on_poweroff>
           <on_reboot>restart</on_reboot>
           <on_crash>destroy</on_crash>
-          <seclabel type='static' model='dac' relabel='no'>
-            <label>+\(uid):+\(gid)</label>
-          </seclabel>
+        \(seclabel)
           <devices>
         \(devices)  </devices>
         </domain>

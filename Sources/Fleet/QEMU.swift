@@ -109,6 +109,30 @@ final class UnixStream: Sendable {
             usleep(50_000)
         }
     }
+    /// A TCP connection to `host:port` (a VM's agent port on a libvirt host elsewhere).
+    init(host: String, port: Int, timeout: Duration) throws {
+        let deadline = ContinuousClock.now + timeout
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        while true {
+            var list: UnsafeMutablePointer<addrinfo>?
+            if getaddrinfo(host, String(port), &hints, &list) == 0, let first = list {
+                defer { freeaddrinfo(list) }
+                var entry: UnsafeMutablePointer<addrinfo>? = first
+                while let a = entry {
+                    let fd = socket(a.pointee.ai_family, a.pointee.ai_socktype, a.pointee.ai_protocol)
+                    if fd >= 0 {
+                        if connect(fd, a.pointee.ai_addr, a.pointee.ai_addrlen) == 0 { self.fd = fd; return }
+                        close(fd)
+                    }
+                    entry = a.pointee.ai_next
+                }
+            }
+            if ContinuousClock.now >= deadline { throw FleetError(.failed, "cannot connect to \(host):\(port): \(String(cString: strerror(errno)))") }
+            usleep(100_000)
+        }
+    }
+
     deinit { close(fd) }
 
     func write(_ bytes: [UInt8]) throws {
@@ -177,13 +201,28 @@ final class AgentRelay: Sendable {
     /// Seconds between the agent's attestations (the VM's setting when it booted).
     let interval: Int
     let paths: QEMUPaths
+    /// QEMU's end of the agent's port: the socket in the VM's run folder, or a TCP port on the host.
+    let endpoint: Endpoint
     let forward: @Sendable (RelayFrame.Request) async -> RelayFrame.Response
     let stopped = Mutex(false)
     /// Requests seen (the first one says the guest's agent runs) and attestations answered.
     let counters = Mutex((requests: 0, attestations: 0))
 
-    init(vm: String, interval: Int, paths: QEMUPaths, forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) {
+    enum Endpoint: Sendable {
+        case unix(String)
+        case tcp(host: String, port: Int)
+    }
+
+    init(vm: String, interval: Int, paths: QEMUPaths, endpoint: Endpoint? = nil, forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) {
         self.vm = vm; self.interval = interval; self.paths = paths; self.forward = forward
+        self.endpoint = endpoint ?? .unix(paths.agent)
+    }
+
+    func connect() -> UnixStream? {
+        switch endpoint {
+        case .unix(let path): try? UnixStream(path: path, timeout: .seconds(2))
+        case .tcp(let host, let port): try? UnixStream(host: host, port: port, timeout: .seconds(2))
+        }
     }
 
     func start() {
@@ -194,7 +233,7 @@ final class AgentRelay: Sendable {
 
     func loop() {
         while !stopped.withLock({ $0 }) {
-            guard let stream = try? UnixStream(path: paths.agent, timeout: .seconds(2)) else { continue }
+            guard let stream = connect() else { usleep(200_000); continue }
             var reader = RelayFrame.Reader()
             while !stopped.withLock({ $0 }) {
                 guard let chunk = try? stream.read(timeout: .milliseconds(500)) else { break }   // QEMU went away
@@ -377,7 +416,7 @@ struct QEMULauncher: Sendable {
         case libvirt(LibvirtConnection, tpm: LibvirtTPMBackend)
     }
 
-    func launch(_ plan: Plan, paths: QEMUPaths, tpm: VirtualTPM?, engine: Engine = .direct,
+    func launch(_ plan: Plan, paths: QEMUPaths, tpm: VirtualTPM?, engine: Engine = .direct, progress: (String) -> Void = { _ in },
                 forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) async throws -> QEMUMachine {
         let fm = FileManager.default
         try fm.createDirectory(at: paths.run, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -400,10 +439,28 @@ struct QEMULauncher: Sendable {
             } catch { throw FleetError(.failed, "the vTPM of \(plan.name) cannot listen for QEMU: \(error)") }
         }
         let runner: any MachineRunner
+        var endpoint: AgentRelay.Endpoint?
         do {
             switch engine {
             case .direct:
                 runner = try startChild(plan, paths: paths)
+            case .libvirt(let connection, let backend) where connection.ship:
+                // A host that does not see the platform's files: they are copied there; the agent's
+                // port is TCP on the host (another port when the one drawn is taken there).
+                var files = try await ShippedFiles.ship(plan.name, paths: paths, to: connection, progress: progress)
+                var attempt = 0
+                while true {
+                    var xml = LibvirtDomainXML(plan: plan, paths: paths, installation: installation, tpm: backend, shipped: files)
+                    xml.connectionAddress = connection.address
+                    do {
+                        runner = try await connection.create(domain: LibvirtDomainXML.domainName(plan.name), xml: xml.document, paths: paths, shipped: files)
+                        endpoint = .tcp(host: connection.address, port: files.agentPort)
+                        break
+                    } catch let e as FleetError where e.message.contains("Address already in use") && attempt < 5 {
+                        attempt += 1
+                        files.agentPort = Int.random(in: 20000...32000)
+                    }
+                }
             case .libvirt(let connection, let backend):
                 let xml = LibvirtDomainXML(plan: plan, paths: paths, installation: installation, tpm: backend).document
                 runner = try await connection.create(domain: LibvirtDomainXML.domainName(plan.name), xml: xml, paths: paths)
@@ -413,7 +470,7 @@ struct QEMULauncher: Sendable {
             throw error
         }
         // A BIOS guest has no agent port: nothing to relay.
-        let relay = plan.bios ? nil : AgentRelay(vm: plan.name, interval: plan.interval, paths: paths, forward: forward)
+        let relay = plan.bios ? nil : AgentRelay(vm: plan.name, interval: plan.interval, paths: paths, endpoint: endpoint, forward: forward)
         relay?.start()
         return QEMUMachine(name: plan.name, runner: runner, tpmServer: server, relay: relay, paths: paths, accelerator: installation.accelerator)
     }

@@ -90,7 +90,7 @@ public final class QEMUHypervisor: Hypervisor {
         progress("\(vm.name): starting \(libvirt.map { "a libvirt domain (\($0.uri)): QEMU" } ?? "QEMU") (\(installation.accelerator), OVMF\(secureBoot ? " with Secure Boot" : ""))")
         let name = vm.name
         let machine = try await QEMULauncher(installation: installation).launch(
-            .init(name: name, secureBoot: secureBoot, vTPM: vtpm, interval: vm.attestationInterval), paths: p, tpm: tpm, engine: engine,
+            .init(name: name, secureBoot: secureBoot, vTPM: vtpm, interval: vm.attestationInterval), paths: p, tpm: tpm, engine: engine, progress: { [weak self] in self?.progress($0) },
             forward: { [weak self] r in await self?.relayForward(name, r) ?? RelayFrame.Response(id: r.id, status: 503, body: Data()) })
         adopt(machine, firmware: "OVMF")
 
@@ -258,7 +258,16 @@ public final class QEMUHypervisor: Hypervisor {
         await stop(vm, timeout: nil)
         try? FileManager.default.removeItem(at: paths(vm).run)
         // An emulator vTPM's state is libvirt's (kept across the transient domain's boots): it goes with the VM.
-        if case .libvirt(let c, .emulator) = engine, c.isLocal { try? FileManager.default.removeItem(at: LibvirtDomainXML.emulatorState(paths(vm))) }
+        guard case .libvirt(let c, let backend) = engine else { return }
+        if backend == .emulator {
+            if c.isLocal { try? FileManager.default.removeItem(at: LibvirtDomainXML.emulatorState(paths(vm))) }
+            else { await c.deleteEmulatorState(domain: LibvirtDomainXML.domainName(vm), uuid: LibvirtDomainXML.uuid(paths(vm))) }
+        }
+        // The copies on a host that does not see the platform's files.
+        if c.ship {
+            let v = ShippedFiles.volumes(vm)
+            for name in [v.disk, v.variables, v.console] { await c.deleteVolume(name) }
+        }
     }
 
     /// Powers off every real VM of this process (the platform is stopping: their vTPMs stop with

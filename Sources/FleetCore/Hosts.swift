@@ -14,6 +14,10 @@ public struct LibvirtHost: Sendable, Codable, Hashable {
     /// Where its VMs' vTPMs come from: `external` (the platform's vTPM over a socket the host's
     /// QEMU reaches: this machine only) or `emulator` (the host's swtpm — ours once installed there).
     public var tpm: String
+    /// The host does not see the platform's files: each VM's disk and variable store are copied
+    /// to its `tlaunch` storage pool over libvirt, its console read back, its agent port is TCP.
+    /// Always so for a host on another machine.
+    public var shipFiles: Bool
     /// At most this many VMs (nil: as many as its memory takes).
     public var maxVMs: Int?
     /// The host's memory and CPUs as libvirt last reported them.
@@ -27,8 +31,8 @@ public struct LibvirtHost: Sendable, Codable, Hashable {
     public var since: Int64
     public var added: Int64
 
-    public init(name: String, uri: String, tpm: String, maxVMs: Int?, memoryMiB: Int, cpus: Int, state: State, detail: String, lastSeen: Int64?, since: Int64, added: Int64) {
-        self.name = name; self.uri = uri; self.tpm = tpm; self.maxVMs = maxVMs; self.memoryMiB = memoryMiB; self.cpus = cpus
+    public init(name: String, uri: String, tpm: String, shipFiles: Bool = false, maxVMs: Int?, memoryMiB: Int, cpus: Int, state: State, detail: String, lastSeen: Int64?, since: Int64, added: Int64) {
+        self.name = name; self.uri = uri; self.tpm = tpm; self.shipFiles = shipFiles; self.maxVMs = maxVMs; self.memoryMiB = memoryMiB; self.cpus = cpus
         self.state = state; self.detail = detail; self.lastSeen = lastSeen; self.since = since; self.added = added
     }
 
@@ -55,11 +59,15 @@ public struct AddHostRequest: Sendable, Codable, Hashable {
     public var uri: String
     public var tpm: String?
     public var maxVMs: Int?
-    public init(name: String, uri: String, tpm: String? = nil, maxVMs: Int? = nil) { self.name = name; self.uri = uri; self.tpm = tpm; self.maxVMs = maxVMs }
+    /// Copy the VMs' files to the host even though it is this machine (a host elsewhere always gets copies).
+    public var shipFiles: Bool?
+    public init(name: String, uri: String, tpm: String? = nil, maxVMs: Int? = nil, shipFiles: Bool? = nil) {
+        self.name = name; self.uri = uri; self.tpm = tpm; self.maxVMs = maxVMs; self.shipFiles = shipFiles
+    }
 }
 
 extension AddHostRequest: StrictBody {
-    public static func unknownFields(_ object: [String: Any]) -> [String] { unknown(object, known: ["name", "uri", "tpm", "maxVMs"]) }
+    public static func unknownFields(_ object: [String: Any]) -> [String] { unknown(object, known: ["name", "uri", "tpm", "maxVMs", "shipFiles"]) }
 }
 
 extension FleetRules {
@@ -82,13 +90,15 @@ extension FleetRules {
         uri.hasPrefix("qemu:///") || uri.hasPrefix("qemu+unix:///")
     }
 
-    /// The vTPM backend of a new host: `external` needs the host's QEMU on this machine.
-    public static func hostTPM(_ tpm: String?, uri: String) throws -> String {
-        let t = tpm ?? (hostIsThisMachine(uri) ? "external" : "emulator")
+    /// The vTPM backend of a new host: `external` needs the host's QEMU on this machine, seeing
+    /// the platform's files.
+    public static func hostTPM(_ tpm: String?, uri: String, shipFiles: Bool = false) throws -> String {
+        let local = hostIsThisMachine(uri) && !shipFiles
+        let t = tpm ?? (local ? "external" : "emulator")
         guard t == "external" || t == "emulator" else {
             throw FleetError(.invalid, "tpm must be external or emulator", field: "tpm")
         }
-        if t == "external", !hostIsThisMachine(uri) {
+        if t == "external", !local {
             throw FleetError(.invalid, "the external vTPM backend needs the host's QEMU on this machine (its socket is the platform's); a remote host runs its VMs' vTPMs as swtpm: --tpm emulator, with `tlaunch vtpm install-swtpm` there", field: "tpm")
         }
         return t

@@ -572,12 +572,13 @@ struct HostCommand: AsyncParsableCommand {
         @Argument(help: "Its libvirt URI: qemu:///system, qemu+ssh://root@HOST/system, qemu+tls://HOST/system, …") var uri: String
         @Option(help: "external (the platform's vTPM; QEMU on this machine only) or emulator (the host's swtpm: tlaunch vtpm install-swtpm there). Default: external on this machine, emulator elsewhere.") var tpm: String?
         @Option(help: "At most this many VMs (default: as many as its memory takes, 1 GiB each, 1 GiB kept for the host).") var maxVms: Int?
+        @Flag(help: "Copy each VM's disk and variable store to the host's storage pool, read its console from there, and reach its agent over TCP — as for a host on another machine (always so for those).") var shipFiles = false
         @Flag var json = false
         @OptionGroup var client: ClientOptions
         func run() async throws {
-            let h = try await API(client).call("POST", "/v1/hosts", AddHostRequest(name: name, uri: uri, tpm: tpm, maxVMs: maxVms), as: HostView.self)
+            let h = try await API(client).call("POST", "/v1/hosts", AddHostRequest(name: name, uri: uri, tpm: tpm, maxVMs: maxVms, shipFiles: shipFiles ? true : nil), as: HostView.self)
             if json { try printJSON(h); return }
-            print("Added \(h.host.name) (\(h.host.uri)): \(h.host.cpus) CPUs, \(h.host.memoryMiB) MiB, room for \(h.host.capacity) VMs; vTPM \(h.host.tpm) — \(h.host.detail)")
+            print("Added \(h.host.name) (\(h.host.uri)): \(h.host.cpus) CPUs, \(h.host.memoryMiB) MiB, room for \(h.host.capacity) VMs; vTPM \(h.host.tpm)\(h.host.shipFiles ? "; VM files copied to its storage pool" : "") — \(h.host.detail)")
         }
     }
 

@@ -51,5 +51,8 @@ struct HostPlacementTests {
         #expect(try FleetRules.hostTPM(nil, uri: "qemu+tls://h1/system") == "emulator")
         #expect { try FleetRules.hostTPM("external", uri: "qemu+ssh://h1/system") } throws: { ($0 as? FleetError)?.field == "tpm" }
         #expect { try FleetRules.hostTPM("tpm1.2", uri: "qemu:///system") } throws: { ($0 as? FleetError)?.field == "tpm" }
+        // Copied files on this machine (as for a host elsewhere): the host's swtpm, not the platform's socket.
+        #expect(try FleetRules.hostTPM(nil, uri: "qemu:///system", shipFiles: true) == "emulator")
+        #expect { try FleetRules.hostTPM("external", uri: "qemu:///system", shipFiles: true) } throws: { ($0 as? FleetError)?.field == "tpm" }
     }
 }

@@ -408,12 +408,17 @@ struct LibvirtTests {
             for n in names { try? await p.fleet.delete(n) }
             await p.stop()
             try? fm.removeItem(at: links)
+            try? await LocalLibvirt.start()
         }) {
             // Adding: refused unless libvirt answers; a URI once; the external vTPM only on this machine.
+            // Host b is treated as one on another machine (--ship-files): the VM's disk and variable
+            // store are copied to its storage pool, its console read back, its agent port is TCP,
+            // its vTPM is the host's swtpm (ours, installed for this platform's CA).
+            try await LocalLibvirt.installDropIns(data: p.dir)
             var (status, body) = try await p.request("POST", "/v1/hosts", ["name": "a", "uri": uri("a"), "maxVMs": 1])
             #expect(status == 201, "\(String(describing: body))")
-            (status, _) = try await p.request("POST", "/v1/hosts", ["name": "b", "uri": uri("b"), "maxVMs": 1])
-            #expect(status == 201)
+            (status, body) = try await p.request("POST", "/v1/hosts", ["name": "b", "uri": uri("b"), "maxVMs": 1, "shipFiles": true])
+            #expect(status == 201 && ((body as? [String: Any])?["host"] as? [String: Any])?["tpm"] as? String == "emulator", "\(String(describing: body))")
             (status, body) = try await p.request("POST", "/v1/hosts", ["name": "ghost", "uri": uri("nowhere")])
             #expect(status == 400 && "\(String(describing: body))".contains("does not answer"), "\(String(describing: body))")
             (status, _) = try await p.request("POST", "/v1/hosts", ["name": "a2", "uri": uri("a")])
@@ -451,6 +456,20 @@ struct LibvirtTests {
             #expect(try await Interop.run(LocalLibvirt.virsh, ["-q", "-c", uri("b"), "domstate", "tlaunch-\(onB)"]).1.contains("running"))
             let view = try await p.fleet.view(try await p.fleet.require(onB))
             #expect(view.host == "b")
+            // On b it runs from the copies in the host's pool, as libvirt's qemu user, with the host's swtpm.
+            let xml = try await LocalLibvirt.run(["dumpxml", "tlaunch-\(onB)"]).1
+            #expect(xml.contains("/var/lib/libvirt/tlaunch/tlaunch-\(onB).img") && xml.contains("<nvram>/var/lib/libvirt/tlaunch/tlaunch-\(onB).vars</nvram>"), "\(xml)")
+            #expect(xml.contains("<channel type='tcp'>") && xml.contains("<backend type='emulator'") && !xml.contains(p.dir.path), "no path of the platform's: \(xml)")
+            let sw = try #require(LocalLibvirt.swtpm(of: "tlaunch-\(onB)"))
+            #expect(sw.cmdline.contains("vtpm") && sw.cmdline.contains(p.dir.path), "\(sw.cmdline)")
+            // The console is read back from the host every 2 s.
+            let console = try await LocalLibvirt.waitFor("b's console read back", seconds: 60) { () async throws -> String? in
+                let c = try await p.fleet.console(onB)
+                return c.contains("tlaunch-agent") ? c : nil
+            }
+            #expect(console.contains("Linux version"))
+            let onAxml = try await LocalLibvirt.run(["dumpxml", "tlaunch-\(onA)"]).1
+            #expect(onAxml.contains(p.dir.path) && onAxml.contains("tpm-ctrl.sock"), "a sees the platform's files and vTPM socket")
 
             // Host b goes away: its VM is Unknown with a High alert; a's VM is not touched.
             try fm.removeItem(atPath: link("b"))
@@ -480,6 +499,10 @@ struct LibvirtTests {
             #expect(try await LocalLibvirt.run(["domstate", "tlaunch-\(onB)"]).0 != 0)
             for n in names { try await p.fleet.delete(n) }
             names = []
+            // Deleting b's VM deletes its copies and libvirt's state of its vTPM there.
+            let volumes = try await LocalLibvirt.run(["vol-list", "tlaunch"]).1
+            #expect(!volumes.contains("tlaunch-\(onB)"), "\(volumes)")
+            #expect(!fm.fileExists(atPath: "/var/lib/libvirt/swtpm/\(try uuidOf(sw))"))
             (status, _) = try await p.request("DELETE", "/v1/hosts/b")
             #expect(status == 204)
             #expect(try await p.fleet.hostViews().map(\.host.name) == ["a"])
