@@ -155,7 +155,10 @@ extension Fleet {
             let domain = LibvirtDomainXML.domainName(vm.name)
             let look = await LibvirtConnection(uri: host.uri).lookup(domain)
             let runsHere = hypervisor(for: vm).isRunning(vm.name)
-            if case .state(let s) = look, s == "running" || s == "paused", runsHere {
+            // Running, but its vTPM and relay are another instance's (sharing the database): that
+            // instance settles it. (A platform restart boots the Unknown VMs of answering hosts again.)
+            if case .state(let s) = look, s == "running" || s == "paused", !runsHere { continue }
+            if case .state(let s) = look, s == "running" || s == "paused" {
                 guard (try? await mutate(vm.name, { v in
                     guard v.powerState == .unknown else { throw FleetError(.conflict, "changed meanwhile") }
                     v.powerState = .running
@@ -165,7 +168,7 @@ extension Fleet {
             } else {
                 let what: String
                 switch look {
-                case .state(let s): what = runsHere ? "libvirt: \(s)" : "libvirt: \(s), and this platform no longer runs its vTPM and relay"
+                case .state(let s): what = "libvirt: \(s)"
                 case .absent: what = "libvirt has no domain \(domain)"
                 case .unreachable(let why): what = "libvirt: \(why)"
                 }

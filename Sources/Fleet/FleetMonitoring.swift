@@ -146,12 +146,18 @@ extension Fleet {
         await refreshHosts()
         guard let vms = try? await store.vms() else { return }
         for vm in vms { await repair(vm) }
-        for vm in vms where vm.powerState == .running && !hypervisor(for: vm).isRunning(vm.name) {
+        // Running, or Unknown on a host that answers now (the run that booted it is gone): booted again.
+        let answering = Set(hostCache.withLock { $0.values.filter { $0.state == .reachable }.map(\.name) })
+        for vm in vms where (vm.powerState == .running || (vm.powerState == .unknown && vm.host.map(answering.contains) == true))
+                              && !hypervisor(for: vm).isRunning(vm.name) {
             if let done = await hypervisor(for: vm).reclaim(vm.name) {
                 logger.notice("\(done)", metadata: ["vm": .string(vm.name)])
                 try? await store.appendEvent(vm: vm.name, kind: "resumed", message: "\(done); booting it again")
             }
             _ = try? await tracked(vm.name, "resume") { try await bootNow(vm.name, verb: "resume after platform restart") }
+            if vm.powerState == .unknown {
+                try? await resolve(vm: vm.name, kinds: ["host-unreachable"], resolution: "host \(vm.host ?? "") answers; the restarted platform booted the VM again")
+            }
         }
     }
 
