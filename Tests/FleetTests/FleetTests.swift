@@ -565,7 +565,8 @@ struct MonitoringTests {
         #expect(await claimed(), "the delivery was not under way")
         await first.stop(keepData: true)
         silent.close()
-        #expect(first.fleet.webhooks.failedAttempts.load(ordering: .relaxed) == 1)
+        // The attempt under way failed (and, on a loaded machine, perhaps the retry a second later).
+        #expect(first.fleet.webhooks.failedAttempts.load(ordering: .relaxed) >= 1)
 
         // The receiver is up; the platform starts again on the same data folder and delivers.
         let (ports, c) = AsyncStream<Int>.makeStream()
