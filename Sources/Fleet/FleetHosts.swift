@@ -113,7 +113,13 @@ extension Fleet {
         await refreshHosts()
         for host in hostCache.withLock({ Array($0.values) }).sorted(by: { $0.name < $1.name }) {
             var next = host
-            switch await LibvirtConnection(uri: host.uri).inspect(timeout: .seconds(10)) {
+            // One slow or failed answer is asked again before a host is called unreachable.
+            var probe = await LibvirtConnection(uri: host.uri).inspect(timeout: .seconds(15))
+            if case .failure = probe {
+                try? await Task.sleep(for: .milliseconds(500))
+                probe = await LibvirtConnection(uri: host.uri).inspect(timeout: .seconds(15))
+            }
+            switch probe {
             case .success(let info):
                 next.state = .reachable
                 next.memoryMiB = info.memoryMiB; next.cpus = info.cpus; next.detail = info.versions; next.lastSeen = now
