@@ -14,9 +14,7 @@ import VirtualFirmware
 
 /// Where test artefacts (the dashboard screenshots) are kept: .build/test-artifacts.
 var artifacts: URL {
-    var dir = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { dir.deleteLastPathComponent() }
-    let out = dir.appendingPathComponent(".build/test-artifacts")
+    let out = Built.packageRoot.appendingPathComponent(".build/test-artifacts")
     try? FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
     return out
 }

@@ -97,8 +97,4 @@ struct TestPlatform {
 func uniqueName(_ prefix: String = "vm") -> String { "\(prefix)-\(UUID().uuidString.prefix(6).lowercased())" }
 
 /// The tlaunch executable this package built.
-var tlaunchPath: String {
-    var dir = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { dir.deleteLastPathComponent() }
-    return dir.appendingPathComponent(".build/debug/tlaunch").path
-}
+var tlaunchPath: String { Built.tlaunch }

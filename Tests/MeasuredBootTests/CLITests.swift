@@ -7,11 +7,7 @@ import Testing
 /// package's executable; `swift build --build-tests` builds it).
 @Suite("Measured Boot: the tlaunch eventlog and ima commands")
 struct CLITests {
-    static var tlaunch: String {
-        var dir = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent(".build/debug/tlaunch").path
-    }
+    static var tlaunch: String { Built.tlaunch }
 
     func run(_ args: [String]) async throws -> (Int32, String, String) { try await Interop.run(Self.tlaunch, args) }
 

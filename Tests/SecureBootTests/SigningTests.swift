@@ -11,11 +11,7 @@ import Testing
 /// decision against OVMF_VARS_4M.snakeoil.fd and by sbverify.
 @Suite("Secure Boot: signing images as sbsign does")
 struct SigningTests {
-    static let tlaunch: String = {
-        var dir = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent(".build/debug/tlaunch").path
-    }()
+    static let tlaunch = Built.tlaunch
     static let snakeoilVars = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
     static let snakeoilKey = "/usr/share/ovmf/PkKek-1-snakeoil.key"
     static let snakeoilCert = "/usr/share/ovmf/PkKek-1-snakeoil.pem"

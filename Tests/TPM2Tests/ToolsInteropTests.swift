@@ -6,11 +6,7 @@ import TLaunchTestSupport
 /// Differential tests against tpm2-tools on the same swtpm.
 @Suite("tpm2-tools: same answers as the reference tools")
 struct ToolsInteropTests {
-    static var tlaunch: String {
-        var dir = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent(".build/debug/tlaunch").path
-    }
+    static var tlaunch: String { Built.tlaunch }
 
     @Test func tlaunchPCRsAgreesWithTpm2Pcrread() async throws {
         guard let extend = Interop.tool("tpm2_pcrextend"), let pcrread = Interop.tool("tpm2_pcrread") else { return }

@@ -6,11 +6,7 @@ import Testing
 /// `tlaunch predict` and `tlaunch firmware …` as a person runs them.
 @Suite("Virtual firmware: the command line")
 struct FirmwareCLITests {
-    static var tlaunch: String {
-        var dir = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent(".build/debug/tlaunch").path
-    }
+    static var tlaunch: String { Built.tlaunch }
 
     @Test func launchIntoAStateFileThenTheLogExplainsTheBoot() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-cli-\(UUID().uuidString)")

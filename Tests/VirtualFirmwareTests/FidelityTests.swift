@@ -229,8 +229,7 @@ struct FidelityTests {
         #expect(ks == 0, "\(ke)")
         let esp = dir.appendingPathComponent("esp")
         try FileManager.default.createDirectory(at: esp.appendingPathComponent("EFI/BOOT"), withIntermediateDirectories: true)
-        let tlaunch = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent(".build/debug/tlaunch").path
+        let tlaunch = Built.tlaunch
         let (ss, _, se) = try await Interop.run(tlaunch, ["secureboot", "sign", kernel, "--key", key, "--cert", Debian.snakeoilCert,
                                                     "--output", esp.appendingPathComponent("EFI/BOOT/BOOTX64.EFI").path])
         #expect(ss == 0, "\(se)")

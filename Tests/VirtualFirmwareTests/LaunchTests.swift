@@ -200,9 +200,7 @@ struct LaunchTests {
 @Suite("Virtual firmware: the published reference values")
 struct PublishedReferenceValuesTests {
     @Test func theDocumentedFileIsWhatTheCodeComputes() throws {
-        var root = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { root.deleteLastPathComponent() }
-        let file = root.appendingPathComponent("docs/firmware/reference-values-\(VirtualFirmware.version).json")
+        let file = Built.packageRoot.appendingPathComponent("docs/firmware/reference-values-\(VirtualFirmware.version).json")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any], "\(file.path) must exist for this version")
         #expect(json["version"] as? String == VirtualFirmware.version)
         let pcrs = try #require(json["pcrs"] as? [String: [String: String]])

@@ -12,11 +12,7 @@ import Glibc
 /// state always loads.
 @Suite("vTPM: crash consistency under SIGKILL")
 struct CrashConsistencyTests {
-    static var tlaunch: String {
-        var dir = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent(".build/debug/tlaunch").path
-    }
+    static var tlaunch: String { Built.tlaunch }
 
     /// `tlaunch vtpm socket` on `dir` (its host key and CA inside) and `port`/`port + 1`, stdout
     /// (and, when `quiet`, stderr) to /dev/null; its pid, or nil when it cannot be started.
