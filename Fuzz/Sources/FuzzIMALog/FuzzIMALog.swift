@@ -1,24 +1,8 @@
+import FuzzDriver
 import MeasuredBoot
 
 /// libFuzzer entry: the IMALog parser and everything built on it.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
-    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
-    let violations = MeasuredBootFuzzing.imaLog(bytes)
-    if !violations.isEmpty { fatalError(violations.joined(separator: "; ")) }
-    return 0
-}
-
-@_silgen_name("LLVMFuzzerRunDriver")
-func llvmFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32
-) -> Int32
-
 @_cdecl("FuzzIMALog_main")
 public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    var c = argc
-    var v = argv
-    return llvmFuzzerRunDriver(&c, &v, fuzz)
+    FuzzDriver.run(argc, argv, MeasuredBootFuzzing.imaLog)
 }

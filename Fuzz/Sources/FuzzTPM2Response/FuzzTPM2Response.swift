@@ -1,25 +1,8 @@
+import FuzzDriver
 import TPM2
 
 /// libFuzzer entry: decoding of TPM responses and the structures they carry.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
-    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
-    let violations = TPMFuzzing.responseDecoding(bytes)
-    if !violations.isEmpty { fatalError(violations.joined(separator: "; ")) }
-    return 0
-}
-
-/// SwiftPM names an executable's entry point `<target>_main`; hand it to libFuzzer's driver.
-@_silgen_name("LLVMFuzzerRunDriver")
-func llvmFuzzerRunDriver(
-    _ argc: UnsafeMutablePointer<Int32>,
-    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32
-) -> Int32
-
 @_cdecl("FuzzTPM2Response_main")
 public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    var c = argc
-    var v = argv
-    return llvmFuzzerRunDriver(&c, &v, fuzz)
+    FuzzDriver.run(argc, argv, TPMFuzzing.responseDecoding)
 }
