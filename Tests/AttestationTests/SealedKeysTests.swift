@@ -22,32 +22,32 @@ import VirtualTPM
         let folder = DataFolder(root: dir)
         try folder.create()
         guard let store = try await backend.makeStore(dir: dir) else { return }
-        defer { Task { await store.backend.close() } }
+        try await withTeardown({ await store.backend.close() }) {
+            // An older version stored its key in clear: the first load with a sealer seals it, same kid.
+            let legacy = try service(store, folder, sealer: nil)
+            let before = try await legacy.keys().signing.signingKey.keyID
+            #expect(try await store.signingKeys().allSatisfy { $0.privateKey.contains("PRIVATE KEY") })
+            let sealer = try KeySealer(key: [UInt8](repeating: 0x42, count: 32))
+            let sealed = try service(store, folder, sealer: sealer)
+            #expect(try await sealed.keys().signing.signingKey.keyID == before)
+            let kid = try await sealed.rotateKey()
+            let rows = try await store.signingKeys()
+            #expect(rows.count == 2 && rows.allSatisfy { KeySealer.isSealed($0.privateKey) && !$0.privateKey.contains("PRIVATE KEY") }, "\(rows.map(\.privateKey))")
+            #expect(try await sealed.keys().signing.signingKey.keyID == kid)
 
-        // An older version stored its key in clear: the first load with a sealer seals it, same kid.
-        let legacy = try service(store, folder, sealer: nil)
-        let before = try await legacy.keys().signing.signingKey.keyID
-        #expect(try await store.signingKeys().allSatisfy { $0.privateKey.contains("PRIVATE KEY") })
-        let sealer = try KeySealer(key: [UInt8](repeating: 0x42, count: 32))
-        let sealed = try service(store, folder, sealer: sealer)
-        #expect(try await sealed.keys().signing.signingKey.keyID == before)
-        let kid = try await sealed.rotateKey()
-        let rows = try await store.signingKeys()
-        #expect(rows.count == 2 && rows.allSatisfy { KeySealer.isSealed($0.privateKey) && !$0.privateKey.contains("PRIVATE KEY") }, "\(rows.map(\.privateKey))")
-        #expect(try await sealed.keys().signing.signingKey.keyID == kid)
-
-        // Without the key, or with another, the service refuses with what to give it.
-        await #expect { _ = try await service(store, folder, sealer: nil).keys() } throws: { e in
-            "\(e)".contains("sealed") && "\(e)".contains("TLAUNCH_KEY")
+            // Without the key, or with another, the service refuses with what to give it.
+            await #expect { _ = try await service(store, folder, sealer: nil).keys() } throws: { e in
+                "\(e)".contains("sealed") && "\(e)".contains("TLAUNCH_KEY")
+            }
+            await #expect { _ = try await service(store, folder, sealer: try KeySealer(key: [UInt8](repeating: 7, count: 32))).keys() } throws: { e in
+                "\(e)".contains("does not open")
+            }
+            // A sealed key copied onto another key's row does not open: the seal names its kid.
+            let other = try #require(rows.first { $0.kid != kid })
+            let mine = try #require(rows.first { $0.kid == kid })
+            try await store.updateSigningKey(kid: kid, privateKey: other.privateKey, was: mine.privateKey)
+            await #expect(throws: AttestationServiceError.self) { _ = try await service(store, folder, sealer: sealer).keys() }
         }
-        await #expect { _ = try await service(store, folder, sealer: try KeySealer(key: [UInt8](repeating: 7, count: 32))).keys() } throws: { e in
-            "\(e)".contains("does not open")
-        }
-        // A sealed key copied onto another key's row does not open: the seal names its kid.
-        let other = try #require(rows.first { $0.kid != kid })
-        let mine = try #require(rows.first { $0.kid == kid })
-        try await store.updateSigningKey(kid: kid, privateKey: other.privateKey, was: mine.privateKey)
-        await #expect(throws: AttestationServiceError.self) { _ = try await service(store, folder, sealer: sealer).keys() }
     }
 
     @Test func theKeyComesFromTLAUNCH_KEYInHexOrBase64() throws {

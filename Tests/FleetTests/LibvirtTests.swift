@@ -190,7 +190,9 @@ struct LibvirtTests {
         chmod(dir.path, 0o755)
         let data = dir.appendingPathComponent("data")
         let name = "tl-dropin-\(UUID().uuidString.prefix(6).lowercased())"
+        let secretUUID = UUID().uuidString.lowercased()
         try await withTeardown({
+            _ = try? await LocalLibvirt.run(["secret-undefine", secretUUID])
             _ = try? await LocalLibvirt.run(["destroy", name])
             _ = try? await LocalLibvirt.run(["undefine", name, "--nvram", "--tpm"])
             try? await LocalLibvirt.start()   // libvirtd back on the system's PATH
@@ -270,12 +272,10 @@ struct LibvirtTests {
             #expect(control.0 == 0, "the same domain with TPM 2.0 starts: \(control.2)")
             _ = try? await LocalLibvirt.run(["destroy", name + "-20"])
             let secretXML = dir.appendingPathComponent("secret.xml")
-            let secretUUID = UUID().uuidString.lowercased()
             try "<secret ephemeral='yes' private='yes'><uuid>\(secretUUID)</uuid><usage type='vtpm'><name>\(name)</name></usage></secret>"
                 .write(to: secretXML, atomically: true, encoding: .utf8)
             let secret = try await LocalLibvirt.run(["secret-define", secretXML.path])
             #expect(secret.0 == 0, "\(secret.2)")
-            defer { Task { _ = try? await LocalLibvirt.run(["secret-undefine", secretUUID]) } }
             let encrypted = dir.appendingPathComponent("enc.xml")
             try Self.domainXML(name + "-enc", dir: dir, tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'><encryption secret='\(secretUUID)'/></backend></tpm>")
                 .write(to: encrypted, atomically: true, encoding: .utf8)

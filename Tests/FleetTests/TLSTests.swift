@@ -70,13 +70,13 @@ import X509
             let ca = try PlatformTLS.loadOrCreate(directory: p.folder.tls)
             let (cert, key) = try ca.issue(names: ["attest.example.test"], commonName: "attest.example.test", usage: .serverAuth, days: 30)
             let wrong = try await RunningServer.start(service: p.service, tls: ServerTLS(chainPEM: try cert.serializeAsPEM().pemString + "\n" + ca.caPEM, keyPEM: key.pemRepresentation))
-            defer { Task { await wrong.stop() } }
-            let client = ServiceClient.pinned(baseURL: wrong.url, token: p.admin, tls: p.tls)
-            let refused = await Self.refusal(client)
-            #expect(!refused.isEmpty && (refused.contains("not for this name") || refused.contains("CERTIFICATE_VERIFY_FAILED") || refused.contains("unableToValidateCertificate")), "\(refused)")
-            // The same client reaches the real listener (its certificate names 127.0.0.1).
-            #expect(await Self.refusal(ServiceClient.pinned(baseURL: p.server.url, token: p.admin, tls: p.tls)).isEmpty)
-            await wrong.stop()
+            await withTeardown({ await wrong.stop() }) {
+                let client = ServiceClient.pinned(baseURL: wrong.url, token: p.admin, tls: p.tls)
+                let refused = await Self.refusal(client)
+                #expect(!refused.isEmpty && (refused.contains("not for this name") || refused.contains("CERTIFICATE_VERIFY_FAILED") || refused.contains("unableToValidateCertificate")), "\(refused)")
+                // The same client reaches the real listener (its certificate names 127.0.0.1).
+                #expect(await Self.refusal(ServiceClient.pinned(baseURL: p.server.url, token: p.admin, tls: p.tls)).isEmpty)
+            }
         }
     }
 

@@ -143,11 +143,12 @@ struct SwtpmDropInTests {
         try p.run()
         defer { p.terminate(); p.waitUntilExit() }
         let client = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: port), control: nil, timeout: .seconds(30)))
-        defer { Task { await client.close() } }
         var served: [UInt8]?
-        for _ in 0..<100 where served == nil {
-            served = try? await client.readEKCertificate(.rsa2048)
-            if served == nil { try await Task.sleep(for: .milliseconds(100)) }
+        try await withTeardown({ await client.close() }) {
+            for _ in 0..<100 where served == nil {
+                served = try? await client.readEKCertificate(.rsa2048)
+                if served == nil { try await Task.sleep(for: .milliseconds(100)) }
+            }
         }
         let written = try [UInt8](Data(contentsOf: certs.appendingPathComponent("ek-rsa2048.crt")))
         #expect(served == written)
@@ -179,12 +180,13 @@ struct SwtpmDropInTests {
             try p.run()
             defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
             let client = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: port), control: nil, timeout: .seconds(30)))
-            defer { Task { await client.close() } }
-            for _ in 0..<100 where p.isRunning {
-                if let der = try? await client.readEKCertificate(.rsa2048) { return der }
-                try await Task.sleep(for: .milliseconds(100))
+            return try await withTeardown({ await client.close() }) { () async throws -> [UInt8]? in
+                for _ in 0..<100 where p.isRunning {
+                    if let der = try? await client.readEKCertificate(.rsa2048) { return der }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                return nil
             }
-            return nil
         }
         #expect(try await serve(["--key", "pwdfile=\(pass.path),mode=aes-256-cbc"]) != nil, "the passphrase opens it")
         #expect(try await serve(["--key", "pwdfile=\(other.path)"]) == nil, "another passphrase does not")
