@@ -255,6 +255,12 @@ public final class Fleet: Sendable {
             guard try await store.insertVM(vm) else {
                 throw FleetError(.conflict, "a VM named \(vm.name) exists: choose another name, or delete it first (tlaunch vm delete \(vm.name))", field: "name")
             }
+            // Two deploys may both have seen the host's last place free: counted again with the
+            // record in, an over-full host takes neither (each can be asked again).
+            if let h = vm.host, let host = hostCache.withLock({ $0[h] }), (try await store.placements()[h]?.count ?? 0) > host.capacity {
+                _ = try? await store.deleteVM(vm.name)
+                throw FleetError(.conflict, "host \(h) filled up while \(vm.name) was placed on it: deploy it again", field: "host")
+            }
             do {
                 try? fm.removeItem(at: dir.url)   // a leftover of a VM deleted while the folder was busy
                 try fm.createDirectory(at: dir.url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

@@ -1,6 +1,6 @@
 import Foundation
 import Attestation
-import Fleet
+@testable import Fleet
 import TLaunchTestSupport
 import TPM2
 import Testing
@@ -446,6 +446,23 @@ struct LibvirtTests {
                 #expect(e.kind == .conflict && e.message.contains("a: 1 of 1") && e.message.contains("b: 1 of 1"), "\(e.message)")
             }
             let onA = try #require(placed.first { $0.host == "a" }).name, onB = try #require(placed.first { $0.host == "b" }).name
+
+            // Two deploys racing for a host's last place (another instance, or this one, planned
+            // both before either was recorded): the host never holds more than it takes.
+            try connect("c")
+            (status, _) = try await p.request("POST", "/v1/hosts", ["name": "c", "uri": uri("c"), "maxVMs": 1])
+            #expect(status == 201)
+            let r1 = DeployRequest(name: uniqueName("race"), image: "debian-12", hypervisor: "libvirt", start: false, host: "c")
+            let r2 = DeployRequest(name: uniqueName("race"), image: "debian-12", hypervisor: "libvirt", start: false, host: "c")
+            let (plan1, plan2) = (try await p.fleet.plan(r1), try await p.fleet.plan(r2))
+            #expect(plan1.host == "c" && plan2.host == "c", "both saw the place free")
+            _ = try await p.fleet.deploy(plan1, r1, bootNow: false)
+            await #expect { _ = try await p.fleet.deploy(plan2, r2, bootNow: false) } throws: { ($0 as? FleetError)?.kind == .conflict }
+            #expect(try await p.fleet.store.placements()["c"] == [r1.name])
+            #expect(try await p.fleet.store.vm(r2.name) == nil, "the refused VM left no record")
+            try await p.fleet.delete(r1.name)
+            (status, _) = try await p.request("DELETE", "/v1/hosts/c")
+            #expect(status == 204)
 
             // Both boot, each through its host's URI, and attest.
             for n in [onA, onB] {
