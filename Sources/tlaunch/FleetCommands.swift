@@ -201,9 +201,9 @@ struct VMCommand: AsyncParsableCommand {
         @Argument var name: String
         @Option(help: "The image (tlaunch image list). Default: sample-linux.") var image: String?
         @Option(help: "TrustedLaunch (default) or Standard. Chosen now: it cannot be changed later.") var securityType: String?
-        @Option(help: "true (default for TrustedLaunch) or false.") var secureBoot: String?
-        @Option(name: .customLong("vtpm"), help: "true (default for TrustedLaunch) or false.") var vtpm: String?
-        @Option(help: "true or false (default); can be switched later.") var integrityMonitoring: String?
+        @Option(name: [.long, .customLong("enable-secure-boot")], help: "true (default for TrustedLaunch) or false (also as az's --enable-secure-boot).") var secureBoot: String?
+        @Option(name: [.customLong("vtpm"), .customLong("enable-vtpm")], help: "true (default for TrustedLaunch) or false (also --enable-vtpm).") var vtpm: String?
+        @Option(name: [.long, .customLong("enable-integrity-monitoring")], help: "true or false (default); can be switched later (also --enable-integrity-monitoring).") var integrityMonitoring: String?
         @Option(help: "simulated (the built-in hypervisor), qemu (a real VM: QEMU + OVMF, its own agent inside) or libvirt (the same as a libvirt domain; the platform needs --libvirt-uri or --hypervisor libvirt).") var hypervisor: String?
         @Option(help: "Seconds between periodic attestations (default 300).") var attestationInterval: Int?
         @Option(help: "How the first baseline is set: learn (trust on first use: the first boot with complete evidence that passes the policy; default), approve (a person approves the first boot), predicted (from the disk, before it boots).")
@@ -299,8 +299,17 @@ struct VMCommand: AsyncParsableCommand {
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete the VM: its disk and its vTPM state are destroyed.")
         @Argument var name: String
+        @Flag(name: [.customShort("y"), .long], help: "Do not ask (a terminal is asked to confirm; scripts and pipes are not).") var yes = false
         @OptionGroup var client: ClientOptions
         func run() async throws {
+            // On a terminal, the vTPM's keys and secrets being destroyed for good is confirmed first.
+            if !yes, isatty(STDIN_FILENO) == 1 {
+                FileHandle.standardError.write(Data("Delete \(name)? Its disk and its vTPM (keys, sealed secrets, EK) are destroyed for good. [y/N] ".utf8))
+                guard let answer = readLine(), ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased()) else {
+                    print("Not deleted")
+                    throw ExitCode(1)
+                }
+            }
             _ = try await API(client).send("DELETE", "/v1/vms/\(API.escape(name))")
             print("Deleted \(name) (its vTPM state is destroyed)")
         }
@@ -310,9 +319,9 @@ struct VMCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Change a VM's settings (integrity monitoring at any time; Secure Boot and vTPM while stopped).")
         @Argument var name: String
         @Option(help: "Refused: the security type is chosen at deployment.") var securityType: String?
-        @Option(help: "true or false (TrustedLaunch VMs, while stopped).") var secureBoot: String?
-        @Option(name: .customLong("vtpm"), help: "true or false (TrustedLaunch VMs, while stopped).") var vtpm: String?
-        @Option(help: "true or false (needs the vTPM).") var integrityMonitoring: String?
+        @Option(name: [.long, .customLong("enable-secure-boot")], help: "true or false (TrustedLaunch VMs, while stopped; also --enable-secure-boot).") var secureBoot: String?
+        @Option(name: [.customLong("vtpm"), .customLong("enable-vtpm")], help: "true or false (TrustedLaunch VMs, while stopped; also --enable-vtpm).") var vtpm: String?
+        @Option(name: [.long, .customLong("enable-integrity-monitoring")], help: "true or false (needs the vTPM; also --enable-integrity-monitoring).") var integrityMonitoring: String?
         @Option(help: "running or stopped: the simulated guest's attestation agent.") var guestAgent: String?
         @Option(help: "Seconds between periodic attestations.") var attestationInterval: Int?
         @Option(help: "Only if the VM is still at this version (from vm show --json).") var ifVersion: Int64?

@@ -231,6 +231,21 @@ struct CommandLineTests {
             #expect(status == 0 && out.contains("Generation 2") && out.contains("verified by db") && out.contains("Signers:"))
             (status, out, _) = try await run(["vm", "delete", "cli-vm"])
             #expect(status == 0 && out.contains("destroyed"))
+
+            // az's spelling of the settings is accepted beside ours.
+            (status, out, err) = try await run(["vm", "create", "az-vm", "--enable-secure-boot", "false", "--enable-vtpm", "true", "--enable-integrity-monitoring", "true"])
+            #expect(status == 0 && out.contains("Secure Boot           Disabled") && out.contains("Integrity monitoring  Enabled"), "\(out)\(err)")
+            // On a terminal, delete asks first (its vTPM's keys go for good): "n" keeps the VM, "y" deletes it.
+            func onTerminal(_ answer: String) async throws -> (Int32, String) {
+                let (s, o, e) = try await Interop.run("/bin/sh", ["-c", "printf '\(answer)\\n' | script -qec '\(tlaunchPath) vm delete az-vm' /dev/null"], environment: env)
+                return (s, o + e)
+            }
+            let kept = try await onTerminal("n")
+            #expect(kept.1.contains("[y/N]") && kept.1.contains("Not deleted"), "\(kept)")
+            #expect(try await p.fleet.store.vm("az-vm") != nil)
+            let gone = try await onTerminal("y")
+            #expect(gone.1.contains("destroyed"), "\(gone)")
+            #expect(try await p.fleet.store.vm("az-vm") == nil)
         }
     }
 
