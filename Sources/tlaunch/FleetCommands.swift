@@ -129,10 +129,23 @@ enum Render {
             .joined(separator: "\n")
     }
 
+    /// Tab-separated rows for scripts: cells made printable, their tabs and newlines as spaces.
+    static func tsv(_ rows: [[String]]) -> String {
+        rows.map { $0.map { ConsoleText.printable($0).replacingOccurrences(of: "\t", with: " ").replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\t") }
+            .joined(separator: "\n")
+    }
+
     static func enabled(_ b: Bool) -> String { b ? "Enabled" : "Disabled" }
     static func securityType(_ s: String) -> String { s == "TrustedLaunch" ? "Trusted launch" : "Standard" }
 
     static func fleet(_ vms: [VMView]) -> String {
+        var out = table(fleetRows(vms))
+        for v in vms { if let s = v.storageInterruption { out += "\n(!) \(ConsoleText.printable(v.name)): \(ConsoleText.printable(s)) — its record may be behind its vTPM and disk" } }
+        return out
+    }
+
+    /// The fleet's columns, the header first.
+    static func fleetRows(_ vms: [VMView]) -> [[String]] {
         // The HOST column when any VM is on a libvirt host.
         let hosts = vms.contains { $0.host != nil }
         var rows = [["NAME", "POWER", "SECURITY TYPE", "SECURE BOOT", "VTPM", "INTEGRITY MONITORING", "BOOT INTEGRITY", "LAST ATTESTATION", "ALERTS"]]
@@ -145,9 +158,7 @@ enum Render {
             if hosts { row.insert(v.host ?? "-", at: 2) }
             rows.append(row)
         }
-        var out = table(rows)
-        for v in vms { if let s = v.storageInterruption { out += "\n(!) \(ConsoleText.printable(v.name)): \(ConsoleText.printable(s)) — its record may be behind its vTPM and disk" } }
-        return out
+        return rows
     }
 
     static func overview(_ o: VMOverview) -> String {
@@ -210,7 +221,8 @@ struct VMCommand: AsyncParsableCommand {
         var baseline: String?
         @Option(help: "The libvirt host to place it on (tlaunch host list; default: the answering host with the most room).") var host: String?
         @Flag(help: "Do not start it.") var noStart = false
-        @Flag(help: "Print the VM as JSON (ARM shape).") var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
@@ -228,7 +240,8 @@ struct VMCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The fleet with its security columns.")
-        @Flag(help: "JSON: an array of VMs in the ARM shape.") var json = false
+        @OptionGroup var output: ListOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             // Every page (the server answers 1000 VMs at a time).
@@ -240,7 +253,9 @@ struct VMCommand: AsyncParsableCommand {
                 vms += page
                 after = page.count == 1000 ? page.last?.name : nil
             } while after != nil
-            if json { try printJSON(vms) } else { print(vms.isEmpty ? "No VMs (tlaunch vm create NAME)" : Render.fleet(vms)) }
+            if json { try printJSON(vms) } else if output.chosen == .tsv { if !vms.isEmpty { print(output.text(Render.fleetRows(vms))) } } else {
+                print(vms.isEmpty ? "No VMs (tlaunch vm create NAME)" : Render.fleet(vms))
+            }
             try await api.requireReady()
         }
     }
@@ -248,7 +263,8 @@ struct VMCommand: AsyncParsableCommand {
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The VM's overview: security settings, boot integrity, alerts, readiness checklist.")
         @Argument var name: String
-        @Flag(help: "JSON (the ARM shape; --overview adds checklist, timeline and attestations).") var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @Flag(help: "With --json: the whole overview.") var overview = false
         @OptionGroup var client: ClientOptions
         func run() async throws {
@@ -265,7 +281,8 @@ struct VMCommand: AsyncParsableCommand {
 
     struct Lifecycle: ParsableArguments {
         @Argument var name: String
-        @Flag(help: "Print the VM as JSON.") var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run(_ action: String) async throws {
             let api = try API(client)
@@ -325,7 +342,8 @@ struct VMCommand: AsyncParsableCommand {
         @Option(help: "running or stopped: the simulated guest's attestation agent.") var guestAgent: String?
         @Option(help: "Seconds between periodic attestations.") var attestationInterval: Int?
         @Option(help: "Only if the VM is still at this version (from vm show --json).") var ifVersion: Int64?
-        @Flag(help: "Print the VM as JSON.") var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let req = UpdateRequest(securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"), vTpm: try parseBool(vtpm, "--vtpm"),
@@ -374,7 +392,8 @@ struct VMCommand: AsyncParsableCommand {
         struct Show: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "The baseline's components.")
             @Argument var name: String
-            @Flag var json = false
+            @OptionGroup var output: ObjectOutput
+            var json: Bool { output.isJSON }
             @OptionGroup var client: ClientOptions
             func run() async throws {
                 let b = try await API(client).get("/v1/vms/\(API.escape(name))/baseline", as: BaselineRecord.self)
@@ -425,7 +444,8 @@ struct VMCommand: AsyncParsableCommand {
     struct Attest: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run the VM's guest attestation agent now and print each check.")
         @Argument var name: String
-        @Flag var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let api = try API(client)
@@ -465,7 +485,8 @@ struct VMCommand: AsyncParsableCommand {
     struct Guest: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "What `tlaunch agent status` shows inside the (simulated) guest.")
         @Argument var name: String
-        @Flag var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let s = try await API(client).get("/v1/vms/\(API.escape(name))/guest", as: GuestStatus.self)
@@ -479,12 +500,13 @@ struct ImageCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The images, with their generation.")
-        @Flag var json = false
+        @OptionGroup var output: ListOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let images = try await API(client).get("/v1/images", as: [ImageInfo].self)
             if json { try printJSON(images); return }
-            print(Render.table([["NAME", "GENERATION", "SECURITY TYPES", "DESCRIPTION"]] + images.map {
+            print(output.text([["NAME", "GENERATION", "SECURITY TYPES", "DESCRIPTION"]] + images.map {
                 [$0.name, "Gen \($0.generation) (\($0.generation == 2 ? "UEFI" : "BIOS"))", $0.generation == 2 ? "TrustedLaunch, Standard" : "Standard", $0.description]
             }))
         }
@@ -493,7 +515,8 @@ struct ImageCommand: AsyncParsableCommand {
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "An image: generation, the boot chain the firmware runs, who signed each stage.")
         @Argument var name: String
-        @Flag var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let d = try await API(client).get("/v1/images/\(API.escape(name))", as: ImageDetails.self)
@@ -535,7 +558,8 @@ struct AlertCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Alerts, newest first.")
         @Option(help: "Only this VM's.") var vm: String?
         @Option(help: "active, resolved or dismissed.") var status: String?
-        @Flag var json = false
+        @OptionGroup var output: ListOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             var q: [String] = []
@@ -543,15 +567,16 @@ struct AlertCommand: AsyncParsableCommand {
             if let status { q.append("status=\(API.escape(status))") }
             let alerts = try await API(client).get("/v1/alerts" + (q.isEmpty ? "" : "?" + q.joined(separator: "&")), as: [Alert].self)
             if json { try printJSON(alerts); return }
-            if alerts.isEmpty { print("No alerts"); return }
-            print(Render.table([["ID", "VM", "SEVERITY", "STATUS", "RAISED", "TITLE"]] + alerts.map { [$0.id, $0.vm, $0.severity.rawValue, $0.status.rawValue, $0.created, $0.title] }))
+            if alerts.isEmpty { if output.chosen != .tsv { print("No alerts") }; return }
+            print(output.text([["ID", "VM", "SEVERITY", "STATUS", "RAISED", "TITLE"]] + alerts.map { [$0.id, $0.vm, $0.severity.rawValue, $0.status.rawValue, $0.created, $0.title] }))
         }
     }
 
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "An alert: the evidence, recommendations and mitigations.")
         @Argument var id: String
-        @Flag var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let a = try await API(client).get("/v1/alerts/\(API.escape(id))", as: Alert.self)
@@ -582,7 +607,8 @@ struct HostCommand: AsyncParsableCommand {
         @Option(help: "external (the platform's vTPM; QEMU on this machine only) or emulator (the host's swtpm: tlaunch vtpm install-swtpm there). Default: external on this machine, emulator elsewhere.") var tpm: String?
         @Option(help: "At most this many VMs (default: as many as its memory takes, 1 GiB each, 1 GiB kept for the host).") var maxVms: Int?
         @Flag(help: "Copy each VM's disk and variable store to the host's storage pool, read its console from there, and reach its agent over TCP — as for a host on another machine (always so for those).") var shipFiles = false
-        @Flag var json = false
+        @OptionGroup var output: ObjectOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let h = try await API(client).call("POST", "/v1/hosts", AddHostRequest(name: name, uri: uri, tpm: tpm, maxVMs: maxVms, shipFiles: shipFiles ? true : nil), as: HostView.self)
@@ -593,13 +619,14 @@ struct HostCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The hosts: state, capacity, VMs.")
-        @Flag var json = false
+        @OptionGroup var output: ListOutput
+        var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
             let hosts = try await API(client).get("/v1/hosts", as: [HostView].self)
             if json { try printJSON(hosts); return }
-            if hosts.isEmpty { print("No libvirt hosts (tlaunch host add NAME URI)"); return }
-            print(Render.table([["NAME", "STATE", "SINCE", "URI", "VTPM", "CPUS", "MEMORY", "VMS", "FREE", "DETAIL"]] + hosts.map { v in
+            if hosts.isEmpty { if output.chosen != .tsv { print("No libvirt hosts (tlaunch host add NAME URI)") }; return }
+            print(output.text([["NAME", "STATE", "SINCE", "URI", "VTPM", "CPUS", "MEMORY", "VMS", "FREE", "DETAIL"]] + hosts.map { v in
                 let h = v.host
                 return [h.name, h.state.rawValue, Time.rfc3339(h.since), h.uri, h.tpm, String(h.cpus), "\(h.memoryMiB) MiB", "\(v.vms.count)\(v.vms.isEmpty ? "" : " (" + v.vms.joined(separator: ", ") + ")")",
                         String(v.free), h.detail]
@@ -615,5 +642,37 @@ struct HostCommand: AsyncParsableCommand {
             _ = try await API(client).send("DELETE", "/v1/hosts/\(API.escape(name))")
             print("Removed \(name)")
         }
+    }
+}
+
+
+/// `-o json|table|tsv`, as az has it (`--json` stays, as `-o json`): for lists, tsv is one
+/// tab-separated line per row without a header, for scripts.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case json, table, tsv
+}
+
+struct ListOutput: ParsableArguments {
+    @Option(name: [.customShort("o"), .customLong("output")], help: "json, table (default) or tsv (tab-separated rows, no header).") var format: OutputFormat?
+    @Flag(help: "The same as -o json.") var json = false
+    var chosen: OutputFormat { json ? .json : format ?? .table }
+    var isJSON: Bool { chosen == .json }
+    func validate() throws {
+        if json, let format, format != .json { throw ValidationError("--json and -o \(format.rawValue) disagree: give one") }
+    }
+
+    /// The rows (the first is the header) as the chosen text format.
+    func text(_ rows: [[String]]) -> String {
+        chosen == .tsv ? Render.tsv(Array(rows.dropFirst())) : Render.table(rows)
+    }
+}
+
+struct ObjectOutput: ParsableArguments {
+    @Option(name: [.customShort("o"), .customLong("output")], help: "json or table (default).") var format: OutputFormat?
+    @Flag(help: "The same as -o json.") var json = false
+    var isJSON: Bool { json || format == .json }
+    func validate() throws {
+        if format == .tsv { throw ValidationError("-o tsv is for lists (vm list, image list, alert list, host list); use -o json here") }
+        if json, let format, format != .json { throw ValidationError("--json and -o \(format.rawValue) disagree: give one") }
     }
 }

@@ -188,6 +188,18 @@ struct CommandLineTests {
             #expect(list.count == 1 && (list[0]["securityProfile"] as? [String: Any])?["securityType"] as? String == "TrustedLaunch")
             (status, out, err) = try await run(["vm", "list"])
             #expect(status == 0 && out.contains("NAME") && out.contains("cli-vm") && out.contains("Healthy"))
+            // az's output formats: -o json is --json; -o tsv is one tab-separated line per VM, no header.
+            (status, out, err) = try await run(["vm", "list", "-o", "json"])
+            #expect(status == 0 && (try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]])?.count == 1)
+            (status, out, err) = try await run(["vm", "list", "-o", "tsv"])
+            let fields = out.trimmingCharacters(in: .newlines).split(separator: "\t", omittingEmptySubsequences: false)
+            #expect(status == 0 && !out.contains("NAME") && fields.first == "cli-vm" && fields.count == 9 && fields.contains("Healthy"), "\(out)")
+            (status, out, err) = try await run(["image", "list", "--output", "tsv"])
+            #expect(status == 0 && out.split(separator: "\n").allSatisfy { $0.split(separator: "\t").count == 4 } && out.contains("sample-linux\t"), "\(out)")
+            (status, _, err) = try await run(["vm", "show", "cli-vm", "-o", "tsv"])
+            #expect(status != 0 && err.contains("tsv is for lists"), "\(err)")
+            (status, _, err) = try await run(["vm", "list", "--json", "-o", "table"])
+            #expect(status != 0 && err.contains("disagree"), "\(err)")
 
             // Refusals: non-zero exit, the server's message on stderr, nothing created.
             let bad: [([String], String)] = [
