@@ -140,6 +140,33 @@ enum Dashboard {
         """
     }
 
+    /// Only what applies to the VM now: Start when it is off, Restart and Stop while it runs,
+    /// nothing while its host does not answer; Delete always (Stop and Delete ask first).
+    static func lifecycleButtons(_ v: VMView) -> String {
+        var b = ""
+        switch v.powerState {
+        case PowerState.running.rawValue:
+            b = "<button name=\"action\" value=\"restart\">Restart</button><button name=\"action\" value=\"stop\">Stop…</button>"
+        case PowerState.unknown.rawValue:
+            b = "<span class=\"warn\">Its host does not answer: nothing can be done to it until it does.</span> "
+        default:
+            b = "<button name=\"action\" value=\"start\">Start</button>"
+        }
+        return b + "<button name=\"action\" value=\"delete\">Delete…</button>"
+    }
+
+    /// The page that asks before a Stop or Delete (no script needed): the same form again, confirmed.
+    static func confirmation(_ vm: String, action: String) -> Response {
+        let what = action == "delete"
+            ? "Delete \(escape(vm))? Its disk and its vTPM — keys, sealed secrets, EK — are destroyed for good."
+            : "Stop \(escape(vm))? Its guest is powered off; its vTPM state is kept for the next start."
+        return page("Confirm", """
+            <h1>\(action == "delete" ? "Delete" : "Stop") \(escape(vm))</h1><div class="card"><p>\(what)</p>
+            <form class="inline" method="post" action="/vms/\(escape(vm))/action"><input type="hidden" name="action" value="\(escape(action))"><input type="hidden" name="confirm" value="yes">
+            <button type="submit" id="confirm">\(action == "delete" ? "Delete" : "Stop") \(escape(vm))</button></form> <a href="/vms/\(escape(vm))">Cancel</a></div>
+            """)
+    }
+
     /// The libvirt hosts: state (since when), capacity, VMs.
     static func hostTable(_ hosts: [HostView]) -> String {
         guard !hosts.isEmpty else { return "" }
@@ -257,7 +284,7 @@ enum Dashboard {
             <tr><th>Power state</th><td>\(escape(v.powerState)) (boot \(v.bootCount))</td></tr>
             <tr><th>Image</th><td>\(escape(v.image)) · hypervisor \(escape(v.hypervisor))</td></tr>\(v.host.map { "<tr><th>Host</th><td id=\"host\">\(escape($0))</td></tr>" } ?? "")
             </tbody></table>
-            <form class="inline" method="post" action="/vms/\(escape(v.name))/action"><button name="action" value="start">Start</button><button name="action" value="restart">Restart</button><button name="action" value="stop">Stop</button>
+            <form class="inline" method="post" action="/vms/\(escape(v.name))/action">\(lifecycleButtons(v))
             \(v.securityProfile.uefiSettings.vTpmEnabled ? "<button name=\"action\" value=\"\(v.integrityMonitoring.enabled ? "monitoring-off" : "monitoring-on")\">Turn integrity monitoring \(v.integrityMonitoring.enabled ? "off" : "on")</button>" : "")
             \(v.integrityMonitoring.bootIntegrity == "Unhealthy" ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
             """
@@ -300,10 +327,15 @@ enum Dashboard {
             if let r = signedIn(context, admin: true) { return r }
             let name = try context.parameters.require("vm")
             let f = try await formBody(request)
+            let action = f["action"] ?? ""
+            if ["stop", "delete"].contains(action), f["confirm"] != "yes" { return confirmation(name, action: action) }
             do {
-                switch f["action"] ?? "" {
+                switch action {
                 case "start": _ = try await fleet.start(name)
                 case "stop": _ = try await fleet.stop(name)
+                case "delete":
+                    try await fleet.delete(name)
+                    return redirect("/")
                 case "restart": _ = try await fleet.restart(name)
                 case "approve": _ = try await fleet.approveBaseline(name)
                 case "monitoring-on": _ = try await fleet.update(name, UpdateRequest(integrityMonitoring: true))

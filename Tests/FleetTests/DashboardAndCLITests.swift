@@ -57,7 +57,7 @@ struct DashboardTests {
                 "/link.html": "<html><body><p id=\"attacker\">link</p><script>location.href = \"\(p.server.url)/\";</script></body></html>",
                 "/attack.html": """
                 <html><body><p id="attacker">attacker page</p>
-                <form id="f" method="post" action="\(p.server.url)/vms/target/action"><input name="action" value="stop"><input name="csrf" value="guessed"></form>
+                <form id="f" method="post" action="\(p.server.url)/vms/target/action"><input name="action" value="stop"><input name="confirm" value="yes"><input name="csrf" value="guessed"></form>
                 <script>document.getElementById("f").submit();</script>
                 </body></html>
                 """,

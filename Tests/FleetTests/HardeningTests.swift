@@ -178,7 +178,7 @@ struct HardeningTests {
         try await withTeardown({ await p.stop() }) {
             _ = try await p.fleet.deploy(DeployRequest(name: "target"))
             let port = URL(string: p.server.url)!.port!
-            let form = Data("action=stop&csrf=\(try await p.csrf(cookie: "tlaunch_session=\(p.admin)"))".utf8)
+            let form = Data("action=stop&confirm=yes&csrf=\(try await p.csrf(cookie: "tlaunch_session=\(p.admin)"))".utf8)
             func post(_ headers: [String: String]) async throws -> Int {
                 try await NoRedirects.fetch("POST", "\(p.server.url)/vms/target/action", body: form,
                                             headers: ["Cookie": "tlaunch_session=\(p.admin)", "Content-Type": "application/x-www-form-urlencoded"].merging(headers) { $1 }).0
@@ -334,11 +334,11 @@ struct HardeningTests {
                                             headers: ["Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded", "Origin": p.server.url,
                                                       "Sec-Fetch-Site": "same-origin"].merging(headers) { $1 }).0
             }
-            for form in ["action=stop", "action=stop&csrf=", "action=stop&csrf=\(othersToken)", "action=stop&csrf=\(token.dropLast())x"] {
+            for form in ["action=stop&confirm=yes", "action=stop&confirm=yes&csrf=", "action=stop&confirm=yes&csrf=\(othersToken)", "action=stop&confirm=yes&csrf=\(token.dropLast())x"] {
                 #expect(try await post(form) == 403, "\(form)")
                 #expect(try await p.fleet.require("csrf-1").powerState == .running, "\(form) stopped the VM")
             }
-            #expect(try await post("action=stop", ["X-CSRF-Token": token]) == 303, "the header works too")
+            #expect(try await post("action=stop&confirm=yes", ["X-CSRF-Token": token]) == 303, "the header works too")
             #expect(try await p.fleet.require("csrf-1").powerState == .stopped)
             #expect(try await post("action=start&csrf=\(token)") == 303)
             // Every post form of a page carries the token; a bearer caller (not a browser) needs none.
@@ -346,9 +346,47 @@ struct HardeningTests {
             let html = String(decoding: page, as: UTF8.self)
             let forms = html.components(separatedBy: "<form ").count - 1
             #expect(forms >= 2 && html.components(separatedBy: "name=\"csrf\" value=\"\(token)\"").count - 1 == forms, "\(forms) forms")
-            let bearer = try await NoRedirects.fetch("POST", "\(p.server.url)/vms/csrf-1/action", body: Data("action=stop".utf8),
+            let bearer = try await NoRedirects.fetch("POST", "\(p.server.url)/vms/csrf-1/action", body: Data("action=stop&confirm=yes".utf8),
                                                      headers: ["Authorization": "Bearer \(p.admin)", "Content-Type": "application/x-www-form-urlencoded"]).0
             #expect(bearer == 303)
+        }
+    }
+
+    @Test func theVMPageOffersOnlyWhatAppliesAndAsksBeforeStopAndDelete() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            _ = try await p.fleet.deploy(DeployRequest(name: "ask-1"))
+            let cookie = "tlaunch_session=\(p.admin)"
+            let token = try await p.csrf(cookie: cookie)
+            func page() async throws -> String {
+                String(decoding: try await NoRedirects.fetch("GET", "\(p.server.url)/vms/ask-1", headers: ["Cookie": cookie]).2, as: UTF8.self)
+            }
+            func post(_ form: String) async throws -> (Int, String) {
+                let (s, _, body) = try await NoRedirects.fetch("POST", "\(p.server.url)/vms/ask-1/action", body: Data((form + "&csrf=\(token)").utf8),
+                                                               headers: ["Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded",
+                                                                         "Origin": p.server.url, "Sec-Fetch-Site": "same-origin"])
+                return (s, String(decoding: body, as: UTF8.self))
+            }
+            // Running: Restart and Stop, no Start.
+            var html = try await page()
+            #expect(html.contains("value=\"stop\"") && html.contains("value=\"restart\"") && !html.contains("value=\"start\""))
+            // Stop asks first (a page with the confirmed form); the VM runs on until confirmed.
+            var (status, body) = try await post("action=stop")
+            #expect(status == 200 && body.contains("Stop ask-1?") && body.contains("name=\"confirm\" value=\"yes\"") && body.contains("name=\"csrf\""))
+            #expect(try await p.fleet.require("ask-1").powerState == .running)
+            (status, _) = try await post("action=stop&confirm=yes")
+            let stopped = try await p.fleet.require("ask-1").powerState
+            #expect(status == 303 && stopped == .stopped)
+            // Stopped: Start, no Stop or Restart.
+            html = try await page()
+            #expect(html.contains("value=\"start\"") && !html.contains("value=\"stop\"") && !html.contains("value=\"restart\""))
+            // Delete asks first, then deletes and goes back to the fleet.
+            (status, body) = try await post("action=delete")
+            #expect(status == 200 && body.contains("destroyed for good"))
+            #expect(try await p.fleet.store.vm("ask-1") != nil)
+            (status, _) = try await post("action=delete&confirm=yes")
+            let gone = try await p.fleet.store.vm("ask-1") == nil
+            #expect(status == 303 && gone)
         }
     }
 }
