@@ -120,7 +120,7 @@ extension Fleet {
             try await service.forget(vm: name)
             activityLog.forget(name)
             try await resolve(vm: name, kinds: nil, resolution: "the VM was deleted")
-            _ = try await store.db.query("DELETE FROM fleet_events WHERE vm = ?", [.text(name)])
+            try await store.deleteEvents(vm: name)
             logger.info("deleted", metadata: ["vm": .string(name)])
         }
     }

@@ -58,7 +58,7 @@ extension Fleet {
         if !fresh, let c = storage.cached.withLock({ $0 }), now - c.at < .seconds(1) { return c.problem }
         var problem = StorageWatch.probe(root)
         if problem == nil {
-            do { _ = try await store.db.query("SELECT 1", []) } catch { problem = "the database does not answer: \(error)" }
+            do { try await store.ping() } catch { problem = "the database does not answer: \(error)" }
         }
         storage.cached.withLock { $0 = (now, problem) }
         return problem

@@ -139,6 +139,14 @@ public final class FleetStore: Sendable {
                                [.text(UUID().uuidString.lowercased()), .text(vm), .int(ms), .text(try Self.json(e))])
     }
 
+    /// A deleted VM's timeline goes with it.
+    public func deleteEvents(vm: String) async throws {
+        _ = try await db.query("DELETE FROM fleet_events WHERE vm = ?", [.text(vm)])
+    }
+
+    /// Whether the database answers.
+    public func ping() async throws { _ = try await db.query("SELECT 1", []) }
+
     public func events(vm: String, limit: Int = 100) async throws -> [VMEvent] {
         try await db.query("SELECT body FROM fleet_events WHERE vm = ? ORDER BY time DESC LIMIT \(max(1, min(limit, 1000)))", [.text(vm)])
             .map { try Self.decode(VMEvent.self, $0.first) }
