@@ -355,7 +355,7 @@ public final class Fleet: Sendable {
             }
             let changes = plan.changes
             if !changes.isEmpty { try await store.appendEvent(vm: name, kind: "updated", message: changes.joined(separator: "; ")) }
-            if monitoringOff { try await resolve(vm: name, kinds: ["not-reporting"], resolution: "integrity monitoring was switched off") }
+            if monitoringOff { try await resolve(vm: name, kinds: [.notReporting], resolution: "integrity monitoring was switched off") }
             attestAfter = updated.powerState == .running && updated.integrityMonitoring && updated.guestAgent == .running
                 && (monitoringOn || (agent == .running && vm.guestAgent == .stopped))
             return updated

@@ -80,7 +80,7 @@ extension Fleet {
     public func pendingDeliveries() async -> Int { (try? await store.pendingDeliveries()) ?? 0 }
 
     /// Resolves the VM's active alerts of `kinds` (nil: all).
-    func resolve(vm: String, kinds: Set<String>?, resolution: String) async throws {
+    func resolve(vm: String, kinds: Set<AlertKind>?, resolution: String) async throws {
         for a in try await store.alerts(vm: vm, status: .active) where kinds?.contains(a.kind) ?? true {
             var next = a
             next.status = .resolved

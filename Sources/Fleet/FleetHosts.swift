@@ -170,7 +170,7 @@ extension Fleet {
                     v.powerState = .running
                 })) != nil else { continue }
                 try? await store.appendEvent(vm: vm.name, kind: "host-reachable", message: "host \(host.name) answers again; the VM kept running")
-                try? await resolve(vm: vm.name, kinds: ["host-unreachable"], resolution: "host \(host.name) answered again and the VM's domain was still \(s)")
+                try? await resolve(vm: vm.name, kinds: [.hostUnreachable], resolution: "host \(host.name) answered again and the VM's domain was still \(s)")
             } else {
                 let what: String
                 switch look {
@@ -184,7 +184,7 @@ extension Fleet {
                 }) else { continue }
                 await hypervisor(for: vm).stop(vm.name, timeout: nil)
                 try? await store.appendEvent(vm: vm.name, kind: "crashed", message: "host \(host.name) answers again but the VM is not running (\(what)); the VM is off (tlaunch vm start \(vm.name) boots it again)")
-                try? await resolve(vm: vm.name, kinds: ["host-unreachable"], resolution: "host \(host.name) answered again; the VM was not running (\(what))")
+                try? await resolve(vm: vm.name, kinds: [.hostUnreachable], resolution: "host \(host.name) answered again; the VM was not running (\(what))")
                 try? await raise(AlertBuilder.crashed(updated, how: "was not running when host \(host.name) answered again (\(what))", console: ""))
             }
         }

@@ -88,7 +88,7 @@ extension Fleet {
             try await store.appendEvent(vm: vm.name, kind: "boot", message: "\(verb): boot \(b.number) reached \(b.kernel ?? "the OS") via \(chain.isEmpty ? b.firmware : chain)"
                 + (b.measured ? " — \(b.events) events measured into the vTPM" : " — not measured (no vTPM)")
                 + (b.secureBootEnforced ? ", Secure Boot enforced" : ""))
-            try await resolve(vm: vm.name, kinds: ["boot-failure"], resolution: "boot \(b.number) at \(b.time) succeeded")
+            try await resolve(vm: vm.name, kinds: [.bootFailure], resolution: "boot \(b.number) at \(b.time) succeeded")
         } else {
             try await store.appendEvent(vm: vm.name, kind: "boot-failed", message: "\(verb): boot \(b.number) failed: \(b.failure ?? "?")")
             try await raise(AlertBuilder.bootFailure(b, vm: updated))
@@ -104,7 +104,7 @@ extension Fleet {
             await hypervisor(for: vm).stop(name, timeout: .seconds(10))
             let updated = try await mutate(name) { $0.powerState = .stopped }
             try await store.appendEvent(vm: name, kind: "stopped", message: "stopped (vTPM state kept, encrypted, for the next start)")
-            try await resolve(vm: name, kinds: ["not-reporting"], resolution: "the VM was stopped")
+            try await resolve(vm: name, kinds: [.notReporting], resolution: "the VM was stopped")
             return updated
         }
     }

@@ -42,9 +42,9 @@ extension Fleet {
         try await store.appendEvent(vm: name, kind: o.passed ? "attested" : "attestation-failed",
                                     message: o.passed ? "attestation \(o.id) passed (\(o.baseline ?? o.status))"
                                         : "attestation \(o.id) failed: " + o.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))
-        try await resolve(vm: name, kinds: ["not-reporting"], resolution: "the agent reported again (attestation \(o.id))")
+        try await resolve(vm: name, kinds: [.notReporting], resolution: "the agent reported again (attestation \(o.id))")
         if o.passed {
-            try await resolve(vm: name, kinds: ["boot-integrity"], resolution: "boot \(vm.lastBoot?.number ?? 0) attested healthy (attestation \(o.id))")
+            try await resolve(vm: name, kinds: [.bootIntegrity], resolution: "boot \(vm.lastBoot?.number ?? 0) attested healthy (attestation \(o.id))")
         } else if vm.integrityMonitoring, let alert = AlertBuilder.attestation(o, vm: vm) {
             try await raise(alert)
         }
@@ -65,7 +65,7 @@ extension Fleet {
         let vm = try await require(name)
         let b = try await service.approveBaseline(vm: name, attestationID: attestationID)
         try await store.appendEvent(vm: name, kind: "baseline", message: "baseline approved from attestation \(b.attestationID ?? "?") (\(b.components.count) components)")
-        try await resolve(vm: name, kinds: ["boot-integrity"], resolution: "the boot was approved as the new baseline (attestation \(b.attestationID ?? "?"))")
+        try await resolve(vm: name, kinds: [.bootIntegrity], resolution: "the boot was approved as the new baseline (attestation \(b.attestationID ?? "?"))")
         if vm.powerState == .running, vm.integrityMonitoring, vm.guestAgent == .running, !hypervisor(for: vm).guestRunsAgent, hypervisor(for: vm).isRunning(name) {
             await attestNow(name)
         } else if vm.integrityMonitoring {
@@ -156,7 +156,7 @@ extension Fleet {
             }
             _ = try? await tracked(vm.name, "resume") { try await bootNow(vm.name, verb: "resume after platform restart") }
             if vm.powerState == .unknown {
-                try? await resolve(vm: vm.name, kinds: ["host-unreachable"], resolution: "host \(vm.host ?? "") answers; the restarted platform booted the VM again")
+                try? await resolve(vm: vm.name, kinds: [.hostUnreachable], resolution: "host \(vm.host ?? "") answers; the restarted platform booted the VM again")
             }
         }
     }

@@ -150,12 +150,37 @@ public struct AlertEvidence: Sendable, Codable, Hashable {
     }
 }
 
+/// What an alert is about. Its raw value is what the API and webhooks carry; a kind this build
+/// does not know (from a newer one sharing the database) is kept as it is.
+public struct AlertKind: RawRepresentable, Sendable, Codable, Hashable, ExpressibleByStringLiteral, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(stringLiteral value: String) { rawValue = value }
+    public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(String.self) }
+    public func encode(to encoder: any Encoder) throws { var c = encoder.singleValueContainer(); try c.encode(rawValue) }
+    public var description: String { rawValue }
+
+    /// The measured boot differs from the baseline, or the evidence is incomplete or unverifiable.
+    public static let bootIntegrity: AlertKind = "boot-integrity"
+    /// The boot failed (the firmware or shim refused an image, the kernel died).
+    public static let bootFailure: AlertKind = "boot-failure"
+    /// A storage failure interrupted an operation on the VM.
+    public static let storageFailure: AlertKind = "storage-failure"
+    /// QEMU stopped without the platform asking.
+    public static let vmFailed: AlertKind = "vm-failed"
+    /// The VM's libvirt host does not answer.
+    public static let hostUnreachable: AlertKind = "host-unreachable"
+    /// A monitored VM's agent has not attested for too long.
+    public static let notReporting: AlertKind = "not-reporting"
+    /// The VM may present another TPM at its next enrolment (an admin allowed a rebind).
+    public static let identity: AlertKind = "identity"
+}
+
 /// An integrity-monitoring alert.
 public struct Alert: Sendable, Codable, Hashable {
     public var id: String
     public var vm: String
-    /// boot-integrity, boot-failure, not-reporting.
-    public var kind: String
+    public var kind: AlertKind
     public var severity: AlertSeverity
     public var status: AlertStatus
     public var title: String
@@ -172,7 +197,7 @@ public struct Alert: Sendable, Codable, Hashable {
     public var resolution: String?
     /// Identifies "the same problem" so a repeat updates the active alert instead of adding one.
     public var fingerprint: String
-    public init(id: String, vm: String, kind: String, severity: AlertSeverity, status: AlertStatus, title: String, description: String, evidence: [AlertEvidence], recommendations: [String], mitigations: [String], attestationID: String?, created: String, updated: String, occurrences: Int, resolution: String?, fingerprint: String) {
+    public init(id: String, vm: String, kind: AlertKind, severity: AlertSeverity, status: AlertStatus, title: String, description: String, evidence: [AlertEvidence], recommendations: [String], mitigations: [String], attestationID: String?, created: String, updated: String, occurrences: Int, resolution: String?, fingerprint: String) {
         self.id = id; self.vm = vm; self.kind = kind; self.severity = severity; self.status = status; self.title = title; self.description = description; self.evidence = evidence; self.recommendations = recommendations; self.mitigations = mitigations; self.attestationID = attestationID; self.created = created; self.updated = updated; self.occurrences = occurrences; self.resolution = resolution; self.fingerprint = fingerprint
     }
 }
