@@ -11,7 +11,7 @@ public struct VMView: Sendable, Codable, Hashable {
     }
     public struct Monitoring: Sendable, Codable, Hashable {
         public var enabled: Bool
-        public var bootIntegrity: String
+        public var bootIntegrity: BootIntegrity
         public var lastAttestation: String?
         public var attestationIntervalSeconds: Int
         public var guestAgent: String
@@ -32,7 +32,7 @@ public struct VMView: Sendable, Codable, Hashable {
     public var name: String
     public var image: String
     public var hypervisor: String
-    public var powerState: String
+    public var powerState: PowerState
     public var securityProfile: SecurityProfile
     public var integrityMonitoring: Monitoring
     public var alerts: [AlertRef]
@@ -48,9 +48,9 @@ public struct VMView: Sendable, Codable, Hashable {
 
     /// The record as the API shows it, with its active alerts among `alerts`.
     public init(_ vm: VMRecord, alerts active: [Alert]) {
-        self.init(name: vm.name, image: vm.image, hypervisor: vm.hypervisor, powerState: vm.powerState.rawValue,
+        self.init(name: vm.name, image: vm.image, hypervisor: vm.hypervisor, powerState: vm.powerState,
                           securityProfile: .init(securityType: vm.securityType.rawValue, uefiSettings: .init(secureBootEnabled: vm.secureBoot, vTpmEnabled: vm.vTPM)),
-                          integrityMonitoring: .init(enabled: vm.integrityMonitoring, bootIntegrity: vm.bootIntegrity.rawValue,
+                          integrityMonitoring: .init(enabled: vm.integrityMonitoring, bootIntegrity: vm.bootIntegrity,
                                                      lastAttestation: vm.lastAttestation.map(Time.rfc3339), attestationIntervalSeconds: vm.attestationInterval,
                                                      guestAgent: vm.guestAgent.rawValue),
                           alerts: active.filter { $0.vm == vm.name && $0.status == .active }.map { .init(id: $0.id, severity: $0.severity.rawValue, status: $0.status.rawValue, title: $0.title, created: $0.created) },
@@ -59,7 +59,7 @@ public struct VMView: Sendable, Codable, Hashable {
     
     }
 
-    public init(name: String, image: String, hypervisor: String, powerState: String, securityProfile: SecurityProfile, integrityMonitoring: Monitoring,
+    public init(name: String, image: String, hypervisor: String, powerState: PowerState, securityProfile: SecurityProfile, integrityMonitoring: Monitoring,
                 alerts: [AlertRef], version: Int64, created: String, bootCount: Int, lastBoot: BootSummary?) {
         self.name = name; self.image = image; self.hypervisor = hypervisor; self.powerState = powerState; self.securityProfile = securityProfile
         self.integrityMonitoring = integrityMonitoring; self.alerts = alerts; self.version = version; self.created = created; self.bootCount = bootCount; self.lastBoot = lastBoot

@@ -115,7 +115,7 @@ enum Dashboard {
     }
 
     static func integrity(_ v: VMView) -> String {
-        let b = BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored
+        let b = v.integrityMonitoring.bootIntegrity
         let cls = b == .healthy ? "ok" : (b == .unhealthy ? "bad" : (b == .pending ? "warn" : "muted"))
         return "<span class=\"\(cls)\">\(b.display)</span>"
     }
@@ -128,7 +128,7 @@ enum Dashboard {
         for v in vms {
             let alerts = v.alerts.isEmpty ? "<span class=\"muted\">none</span>" : v.alerts.map { "<a class=\"bad\" href=\"/alerts/\(escape($0.id))\">\(escape($0.severity)): \(escape($0.title))</a>" }.joined(separator: "<br>")
             rows += """
-            <tr id="vm-\(escape(v.name))"><td><a href="/vms/\(escape(v.name))">\(escape(v.name))</a></td><td>\(escape(v.powerState))</td><td>\(securityType(v.securityProfile.securityType))</td>
+            <tr id="vm-\(escape(v.name))"><td><a href="/vms/\(escape(v.name))">\(escape(v.name))</a></td><td>\(escape(v.powerState.rawValue))</td><td>\(securityType(v.securityProfile.securityType))</td>
             <td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td>
             <td>\(onOff(v.integrityMonitoring.enabled))</td><td>\(integrity(v))</td><td>\(escape(v.integrityMonitoring.lastAttestation ?? "-"))</td>
             <td>\(escape(v.image))</td><td>\(alerts)</td><td>\(escape(v.host ?? "-"))</td></tr>
@@ -145,9 +145,9 @@ enum Dashboard {
     static func lifecycleButtons(_ v: VMView) -> String {
         var b = ""
         switch v.powerState {
-        case PowerState.running.rawValue:
+        case .running:
             b = "<button name=\"action\" value=\"restart\">Restart</button><button name=\"action\" value=\"stop\">Stop…</button>"
-        case PowerState.unknown.rawValue:
+        case .unknown:
             b = "<span class=\"warn\">Its host does not answer: nothing can be done to it until it does.</span> "
         default:
             b = "<button name=\"action\" value=\"start\">Start</button>"
@@ -281,12 +281,12 @@ enum Dashboard {
             <tr><th>vTPM</th><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td></tr>
             <tr><th>Integrity monitoring</th><td>\(onOff(v.integrityMonitoring.enabled))</td></tr>
             <tr><th>Boot integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(escape($0))" } ?? "")</td></tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(escape($0.description))</td></tr>" } ?? "")
-            <tr><th>Power state</th><td>\(escape(v.powerState)) (boot \(v.bootCount))</td></tr>
+            <tr><th>Power state</th><td>\(escape(v.powerState.rawValue)) (boot \(v.bootCount))</td></tr>
             <tr><th>Image</th><td>\(escape(v.image)) · hypervisor \(escape(v.hypervisor))</td></tr>\(v.host.map { "<tr><th>Host</th><td id=\"host\">\(escape($0))</td></tr>" } ?? "")
             </tbody></table>
             <form class="inline" method="post" action="/vms/\(escape(v.name))/action">\(lifecycleButtons(v))
             \(v.securityProfile.uefiSettings.vTpmEnabled ? "<button name=\"action\" value=\"\(v.integrityMonitoring.enabled ? "monitoring-off" : "monitoring-on")\">Turn integrity monitoring \(v.integrityMonitoring.enabled ? "off" : "on")</button>" : "")
-            \(v.integrityMonitoring.bootIntegrity == "Unhealthy" ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
+            \(v.integrityMonitoring.bootIntegrity == .unhealthy ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
             """
             if !v.alerts.isEmpty {
                 body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(escape($0.severity))\"><a href=\"/alerts/\(escape($0.id))\">\(escape($0.severity)): \(escape($0.title))</a> (\(escape($0.created)))</li>" }.joined() + "</ul>"

@@ -151,9 +151,9 @@ enum Render {
         var rows = [["NAME", "POWER", "SECURITY TYPE", "SECURE BOOT", "VTPM", "INTEGRITY MONITORING", "BOOT INTEGRITY", "LAST ATTESTATION", "ALERTS"]]
         if hosts { rows[0].insert("HOST", at: 2) }
         for v in vms {
-            var row = [v.name, v.powerState + (v.storageInterruption == nil ? "" : " (!)"), securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
+            var row = [v.name, v.powerState.rawValue + (v.storageInterruption == nil ? "" : " (!)"), securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
                        enabled(v.securityProfile.uefiSettings.vTpmEnabled), enabled(v.integrityMonitoring.enabled),
-                       (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display, v.integrityMonitoring.lastAttestation ?? "-",
+                       v.integrityMonitoring.bootIntegrity.display, v.integrityMonitoring.lastAttestation ?? "-",
                        v.alerts.isEmpty ? "-" : "\(v.alerts.count) active"]
             if hosts { row.insert(v.host ?? "-", at: 2) }
             rows.append(row)
@@ -165,7 +165,7 @@ enum Render {
         let v = o.vm
         var out = "\(v.name) — \(v.powerState), image \(v.image), hypervisor \(v.hypervisor)\(v.host.map { " on host \($0)" } ?? ""), version \(v.version)\n"
         if let s = v.storageInterruption { out += "  STORAGE FAILURE: \(s) — the record may be behind the VM's vTPM and disk\n" }
-        let bi = (BootIntegrity(rawValue: v.integrityMonitoring.bootIntegrity) ?? .notMonitored).display
+        let bi = v.integrityMonitoring.bootIntegrity.display
         out += table([
             ["  Security type", securityType(v.securityProfile.securityType)],
             ["  Secure Boot", enabled(v.securityProfile.uefiSettings.secureBootEnabled)],
@@ -291,7 +291,7 @@ struct VMCommand: AsyncParsableCommand {
             let vm = try decodeVM(body, api)
             if json { try printJSON(vm); return }
             print("\(vm.name): \(vm.powerState)" + (vm.lastBoot.map { b in " — boot \(b.number) " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")") } ?? "")
-                  + (vm.integrityMonitoring.enabled ? "; boot integrity \((BootIntegrity(rawValue: vm.integrityMonitoring.bootIntegrity) ?? .pending).display)" : ""))
+                  + (vm.integrityMonitoring.enabled ? "; boot integrity \(vm.integrityMonitoring.bootIntegrity.display)" : ""))
             for a in vm.alerts { print("  alert \(a.id) [\(a.severity)] \(a.title) — tlaunch alert show \(a.id)") }
         }
         func decodeVM(_ d: Data, _ api: API) throws -> VMView { try api.decode(VMView.self, d) }
@@ -352,7 +352,7 @@ struct VMCommand: AsyncParsableCommand {
             guard req != UpdateRequest(version: ifVersion) else { throw ValidationError("nothing to change: give --secure-boot, --vtpm, --integrity-monitoring, --guest-agent or --attestation-interval") }
             let vm = try await API(client).call("PATCH", "/v1/vms/\(API.escape(name))", req, as: VMView.self)
             if json { try printJSON(vm); return }
-            print("\(vm.name) updated: Secure Boot \(Render.enabled(vm.securityProfile.uefiSettings.secureBootEnabled)), vTPM \(Render.enabled(vm.securityProfile.uefiSettings.vTpmEnabled)), integrity monitoring \(Render.enabled(vm.integrityMonitoring.enabled)) (boot integrity \((BootIntegrity(rawValue: vm.integrityMonitoring.bootIntegrity) ?? .notMonitored).display))")
+            print("\(vm.name) updated: Secure Boot \(Render.enabled(vm.securityProfile.uefiSettings.secureBootEnabled)), vTPM \(Render.enabled(vm.securityProfile.uefiSettings.vTpmEnabled)), integrity monitoring \(Render.enabled(vm.integrityMonitoring.enabled)) (boot integrity \(vm.integrityMonitoring.bootIntegrity.display))")
         }
     }
 
@@ -416,7 +416,7 @@ struct VMCommand: AsyncParsableCommand {
                 let b = try await api.call("POST", "/v1/vms/\(API.escape(name))/baseline/approve", Body(attestationId: attestation), as: BaselineRecord.self)
                 print("Approved attestation \(b.attestationID ?? "?") as the baseline of \(name) (\(b.components.count) components)")
                 let vm = try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self)
-                print("Boot integrity: \((BootIntegrity(rawValue: vm.integrityMonitoring.bootIntegrity) ?? .pending).display); active alerts: \(vm.alerts.count)")
+                print("Boot integrity: \(vm.integrityMonitoring.bootIntegrity.display); active alerts: \(vm.alerts.count)")
             }
         }
         struct Predict: AsyncParsableCommand {

@@ -408,7 +408,7 @@ struct MonitoringTests {
             // Default: trust on first use, and the overview says so.
             _ = try await p.fleet.deploy(DeployRequest(name: "tofu", integrityMonitoring: true))
             let tofu = try await p.fleet.overview("tofu")
-            #expect(tofu.vm.integrityMonitoring.bootIntegrity == "Healthy")
+            #expect(tofu.vm.integrityMonitoring.bootIntegrity == .healthy)
             #expect(tofu.baseline?.source == "learned" && tofu.baseline?.description.contains("learned on first use at") == true, "\(String(describing: tofu.baseline))")
             // approve: the first boot waits for a person — Pending, a Low alert that says what to do.
             _ = try await p.fleet.deploy(DeployRequest(name: "careful", integrityMonitoring: true, baseline: "approve"))
