@@ -19,10 +19,9 @@ let package = Package(
         .library(name: "SecureBoot", targets: ["SecureBoot"]),
         .library(name: "VirtualFirmware", targets: ["VirtualFirmware"]),
         .library(name: "Attestation", targets: ["Attestation"]),
-        .library(name: "Storage", targets: ["Storage"]),
-        .library(name: "Server", targets: ["Server"]),
         .library(name: "GuestAgent", targets: ["GuestAgent"]),
-        .library(name: "Fleet", targets: ["Fleet"]),
+        // The fleet's pure rules, for the fuzz package; the platform itself (Storage, Server,
+        // Fleet) is the tlaunch executable, not a library for others.
         .library(name: "FleetCore", targets: ["FleetCore"]),
     ],
     dependencies: [
