@@ -96,6 +96,20 @@ struct VTPMCommand: AsyncParsableCommand {
             options.terminateOnDataClose = terminate
             options.socketMode = try [server, ctrl].compactMap { $0 }.compactMap { try kv($0, "--ctrl")["mode"] }.first.map { try SwtpmCompat.mode($0, option: "mode=") }
             let logger = try SwtpmCompat.Log(log)
+            do {
+                try await serve(options: options, state: state, flagSet: flagSet, logger: logger)
+            } catch {
+                // As swtpm: why it did not start goes to its log (libvirt's daemonized swtpm has no
+                // terminal), and to stderr; exit status 1.
+                let reason = (error as? ValidationError)?.message ?? "\(error)"
+                logger.line("TrustedLaunch vTPM failed to start: \(reason)")
+                FileHandle.standardError.write(Data("tlaunch vtpm socket: \(reason)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+
+        func serve(options initial: VTPMServer.Options, state: SwtpmCompat.StateLocation, flagSet: Set<String>, logger: SwtpmCompat.Log) async throws {
+            var options = initial
             if logger.level >= 5 {
                 // Level 5 and above: every command and response in hex, as swtpm logs them.
                 options.trace = { command, response in logger.write("command \(hexString(command))\nresponse \(hexString(response))") }

@@ -154,6 +154,11 @@ struct VTPMSnapshot {
 struct LibvirtTests {
     static let code = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", vars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 
+    /// The end of the log libvirt gives the domain's swtpm (what it said before failing).
+    static func swtpmLog(_ name: String) -> String {
+        String(((try? String(contentsOfFile: "/var/log/swtpm/libvirt/qemu/\(name)-swtpm.log", encoding: .utf8)) ?? "").suffix(1500))
+    }
+
     static func domainXML(_ name: String, dir: URL, tpm: String) -> String {
         """
         <domain type='qemu'>
@@ -256,7 +261,8 @@ struct LibvirtTests {
 
             // A power cycle (destroy, start) keeps the vTPM's NV: the same EK certificate.
             #expect(try await LocalLibvirt.run(["destroy", name]).0 == 0)
-            #expect(try await LocalLibvirt.run(["start", name]).0 == 0)
+            let restarted = try await LocalLibvirt.run(["start", name])
+            #expect(restarted.0 == 0, "virsh start: \(restarted.2) — swtpm's log: \(Self.swtpmLog(name))")
             let sw3 = try await LocalLibvirt.waitFor("the swtpm of the next start", seconds: 60) { LocalLibvirt.swtpm(of: name) }
             let cycled = try await VTPMSnapshot.read(sw3.socket, in: dir)
             #expect(cycled.ekCertificate == ek, "NV survives a power cycle")
