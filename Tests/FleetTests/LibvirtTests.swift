@@ -261,7 +261,14 @@ struct LibvirtTests {
 
             // A power cycle (destroy, start) keeps the vTPM's NV: the same EK certificate.
             #expect(try await LocalLibvirt.run(["destroy", name]).0 == 0)
-            let restarted = try await LocalLibvirt.run(["start", name])
+            var restarted = try await LocalLibvirt.run(["start", name])
+            if restarted.0 != 0, restarted.2.contains("swtpm socket did not show up") {
+                // libvirt gives swtpm 3 s to create its socket; on this 2-core machine with other
+                // suites' TCG guests running, one CI run saw that pass. Said, and asked once more;
+                // any other failure (or a second one) fails the test.
+                print("libvirt timed out waiting for the swtpm socket; starting again: \(restarted.2) — swtpm's log: \(Self.swtpmLog(name))")
+                restarted = try await LocalLibvirt.run(["start", name])
+            }
             #expect(restarted.0 == 0, "virsh start: \(restarted.2) — swtpm's log: \(Self.swtpmLog(name))")
             let sw3 = try await LocalLibvirt.waitFor("the swtpm of the next start", seconds: 60) { LocalLibvirt.swtpm(of: name) }
             let cycled = try await VTPMSnapshot.read(sw3.socket, in: dir)
