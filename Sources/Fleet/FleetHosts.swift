@@ -13,7 +13,7 @@ extension Fleet {
         let known = hostCache.withLock { $0[name] }
         guard let uri = known?.uri ?? uri else { return nil }
         let ship = known?.shipFiles ?? !FleetRules.hostIsThisMachine(uri)
-        let tpm = LibvirtTPMBackend(rawValue: known?.tpm ?? (ship ? "emulator" : "external")) ?? .emulator
+        let tpm = LibvirtTPMBackend(rawValue: known?.tpm ?? (try? FleetRules.hostTPM(nil, uri: uri, shipFiles: ship)) ?? "emulator") ?? .emulator
         let made = QEMUHypervisor(installation: installation, bootTimeout: qemuDriver.bootTimeout, context: context,
                                   engine: .libvirt(LibvirtConnection(uri: uri, ship: ship), tpm: tpm))
         let (driver, new) = hostDrivers.withLock { d -> (QEMUHypervisor, Bool) in
@@ -27,15 +27,19 @@ extension Fleet {
 
     /// Reads the hosts again (another instance sharing the database may have added or removed one).
     public func refreshHosts() async {
-        guard let hosts = try? await store.hosts() else { return }
+        if let hosts = try? await store.hosts() { remember(hosts) }
+    }
+
+    func remember(_ hosts: [LibvirtHost]) {
         hostCache.withLock { c in c = Dictionary(uniqueKeysWithValues: hosts.map { ($0.name, $0) }) }
     }
 
-    /// The hosts with the VMs placed on each.
+    /// The hosts with the VMs placed on each (read once, and kept as the fleet's view of them).
     public func hostViews() async throws -> [HostView] {
-        await refreshHosts()
+        let hosts = try await store.hosts()
+        remember(hosts)
         let placed = try await store.placements()
-        return try await store.hosts().map { HostView(host: $0, vms: placed[$0.name] ?? []) }
+        return hosts.map { HostView(host: $0, vms: placed[$0.name] ?? []) }
     }
 
     /// Registers a libvirt host once it answers (`virsh -c URI nodeinfo`), so that a typo or a
