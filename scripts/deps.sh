@@ -3,7 +3,7 @@
 # (or with sudo available) and when they are missing. Safe to run repeatedly.
 set -euo pipefail
 
-PACKAGES=(swtpm swtpm-tools tpm2-tools openssl qemu-system-x86 ovmf shim-signed grub-efi-amd64-signed linux-image-amd64 sbsigntool pesign efitools busybox-static dosfstools mtools fdisk python3-jwt python3-cryptography postgresql chromium libvirt-daemon-system libvirt-clients)
+PACKAGES=(libsqlite3-dev swtpm swtpm-tools tpm2-tools openssl qemu-system-x86 ovmf shim-signed grub-efi-amd64-signed linux-image-amd64 sbsigntool pesign efitools busybox-static dosfstools mtools fdisk python3-jwt python3-cryptography postgresql chromium libvirt-daemon-system libvirt-clients)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -2,76 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
-import SQLiteNIO
 
-/// SQLite in a file (the embedded default): one connection, WAL journal, statements serialized by
-/// SQLite itself; other processes on the same file (e.g. `tlaunch token create`) wait on its lock.
-public final class SQLiteBackend: SQLBackend {
-    public let kind = "sqlite"
-    let connection: SQLiteConnection
-
-    public init(path: String) async throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        do {
-            connection = try await SQLiteConnection.open(storage: .file(path: path), logger: Logger(label: "tlaunch.sqlite"))
-        } catch {
-            throw StorageError("open \(path)", "\(error)")
-        }
-        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=ON"] {
-            _ = try await query(pragma, [])
-        }
-    }
-
-    public func query(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
-        let rows = RowCollector()
-        do {
-            try await connection.query(sql, binds.map { v -> SQLiteData in
-                switch v {
-                case .null: .null
-                case .int(let i): .integer(SQLiteInt64(i))
-                case .text(let s): .text(s)
-                }
-            }) { row in
-                rows.append(row.columns.map { c -> SQLValue in
-                    switch c.data {
-                    case .integer(let i): .int(Int64(i))
-                    case .text(let s): .text(s)
-                    case .float(let d): .int(Int64(d))
-                    case .blob(let b): .text(String(buffer: b))
-                    case .null: .null
-                    }
-                })
-            }
-        } catch {
-            throw StorageError(String(sql.prefix(60)), "\(error)")
-        }
-        return rows.rows
-    }
-
-    public func migrate(_ run: @Sendable ((String, [SQLValue]) async throws -> [[SQLValue]]) async throws -> Void) async throws {
-        _ = try await query("BEGIN IMMEDIATE", [])
-        do {
-            try await run { try await self.query($0, $1) }
-            _ = try await query("COMMIT", [])
-        } catch {
-            _ = try? await query("ROLLBACK", [])
-            throw error
-        }
-    }
-
-    public func close() async { try? await connection.close() }
-}
-
-/// Collects rows handed over by SQLiteNIO's row callback.
-final class RowCollector: @unchecked Sendable {
-    private let lock = NSLock()
-    private var storage: [[SQLValue]] = []
-    func append(_ row: [SQLValue]) { lock.lock(); storage.append(row); lock.unlock() }
-    var rows: [[SQLValue]] { lock.lock(); defer { lock.unlock() }; return storage }
-}
-
-/// PostgreSQL through a connection pool (PostgresNIO); several service instances share one database.
 public final class PostgresBackend: SQLBackend {
     public let kind = "postgres"
     let client: PostgresClient

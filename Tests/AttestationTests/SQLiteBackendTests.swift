@@ -1,0 +1,115 @@
+import Foundation
+import Storage
+import Testing
+
+/// The embedded store's SQLite backend (the system's libsqlite3, statements on the caller's
+/// thread, prepared once): values round-trip exactly, bad SQL is a typed error that names the
+/// statement, and another process's lock is waited out without holding a thread, within a bound.
+@Suite struct SQLiteBackendTests {
+    func scratch() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-sqlite-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test func valuesRoundTripAndStatementsAreReused() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = try await SQLiteBackend(path: dir.appendingPathComponent("t.sqlite").path)
+        _ = try await db.query("CREATE TABLE t (k INTEGER PRIMARY KEY, s TEXT, n INTEGER)", [])
+        let texts = ["", "plain", "ünïcødé ✓", "nul\u{0}inside", String(repeating: "x", count: 100_000)]
+        for (i, s) in texts.enumerated() {
+            _ = try await db.query("INSERT INTO t (k, s, n) VALUES (?, ?, ?)", [.int(Int64(i)), .text(s), i == 0 ? .null : .int(Int64.min + Int64(i))])
+        }
+        let rows = try await db.query("SELECT k, s, n FROM t ORDER BY k", [])
+        #expect(rows.count == texts.count)
+        for (i, row) in rows.enumerated() {
+            #expect(row[0] == .int(Int64(i)))
+            #expect(row[1] == .text(texts[i]), "text \(i) changed on its way through SQLite")
+            #expect(row[2] == (i == 0 ? .null : .int(Int64.min + Int64(i))))
+        }
+        // The same text again with other parameters: a reused statement binds afresh.
+        #expect(try await db.query("SELECT s FROM t WHERE k = ?", [.int(1)]) == [[.text("plain")]])
+        #expect(try await db.query("SELECT s FROM t WHERE k = ?", [.int(2)]) == [[.text("ünïcødé ✓")]])
+        #expect(try await db.query("SELECT s FROM t WHERE k = ?", [.int(99)]).isEmpty)
+        // More distinct texts than the cache keeps: each still answers its own question.
+        for i in 0..<300 {
+            #expect(try await db.query("SELECT \(i) + k FROM t WHERE k = ?", [.int(1)]) == [[.int(Int64(i + 1))]])
+        }
+        // RETURNING (the store's atomic steps) on this SQLite.
+        #expect(try await db.query("UPDATE t SET n = 7 WHERE k = ? RETURNING k", [.int(1)]) == [[.int(1)]])
+    }
+
+    @Test func badSQLIsATypedErrorNamingTheStatement() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = try await SQLiteBackend(path: dir.appendingPathComponent("t.sqlite").path)
+        await #expect { _ = try await db.query("SELEC 1", []) } throws: { e in
+            let e = try #require(e as? StorageError)
+            return e.operation == "SELEC 1" && e.reason.contains("syntax error")
+        }
+        // Two statements in one text: refused, the first not run.
+        _ = try await db.query("CREATE TABLE u (a INTEGER)", [])
+        await #expect { _ = try await db.query("INSERT INTO u VALUES (1); DROP TABLE u", []) } throws: { e in
+            (e as? StorageError)?.reason.contains("one statement per query") == true
+        }
+        #expect(try await db.query("SELECT count(*) FROM u", []) == [[.int(0)]])
+        // A constraint failure leaves the connection usable.
+        _ = try await db.query("CREATE TABLE v (a INTEGER PRIMARY KEY)", [])
+        _ = try await db.query("INSERT INTO v VALUES (?)", [.int(1)])
+        await #expect(throws: StorageError.self) { _ = try await db.query("INSERT INTO v VALUES (?)", [.int(1)]) }
+        _ = try await db.query("INSERT INTO v VALUES (?)", [.int(2)])
+        #expect(try await db.query("SELECT a FROM v ORDER BY a", []) == [[.int(1)], [.int(2)]])
+        // A file that cannot be a database: the open fails saying where.
+        let notADirectory = dir.appendingPathComponent("file")
+        try Data("x".utf8).write(to: notADirectory)
+        await #expect { _ = try await SQLiteBackend(path: notADirectory.appendingPathComponent("t.sqlite").path) } throws: { e in
+            (e as? StorageError)?.operation.contains(notADirectory.path) == true
+        }
+    }
+
+    /// Another process (Python's sqlite3, as `tlaunch token create` would be) holds the write
+    /// lock: a write waits until it is released and then lands; with a shorter bound than the
+    /// lock is held, it fails saying the database is locked, and nothing of it is applied.
+    @Test func anotherProcesssLockIsWaitedOutWithinABound() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("t.sqlite").path
+        let patient = try await SQLiteBackend(path: path)
+        let impatient = try await SQLiteBackend(path: path, busyTimeout: .milliseconds(300))
+        _ = try await patient.query("CREATE TABLE w (a INTEGER)", [])
+
+        func holdLock(seconds: Double) throws -> (Process, URL) {
+            let marker = dir.appendingPathComponent("locked-\(UUID().uuidString)")
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            p.arguments = ["-c", """
+                import sqlite3, sys, time
+                c = sqlite3.connect(sys.argv[1], isolation_level=None)
+                c.execute('BEGIN IMMEDIATE'); c.execute('INSERT INTO w VALUES (100)')
+                open(sys.argv[2], 'w').close()
+                time.sleep(float(sys.argv[3])); c.execute('COMMIT')
+                """, path, marker.path, String(seconds)]
+            try p.run()
+            return (p, marker)
+        }
+        func waitFor(_ marker: URL) async throws {
+            for _ in 0..<400 where !FileManager.default.fileExists(atPath: marker.path) { try await Task.sleep(for: .milliseconds(25)) }
+            #expect(FileManager.default.fileExists(atPath: marker.path), "python3 never took the lock")
+        }
+
+        let (holder, marker) = try holdLock(seconds: 1.5)
+        try await waitFor(marker)
+        let clock = ContinuousClock()
+        let start = clock.now
+        await #expect { _ = try await impatient.query("INSERT INTO w VALUES (?)", [.int(1)]) } throws: { e in
+            (e as? StorageError)?.reason.contains("locked by another process") == true
+        }
+        #expect(clock.now - start >= .milliseconds(300))
+        _ = try await patient.query("INSERT INTO w VALUES (?)", [.int(2)])
+        #expect(clock.now - start >= .seconds(1), "the write landed while the other process held the lock")
+        while holder.isRunning { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(holder.terminationStatus == 0)
+        #expect(try await patient.query("SELECT a FROM w ORDER BY a", []) == [[.int(2)], [.int(100)]])
+    }
+}
