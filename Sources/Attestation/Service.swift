@@ -512,7 +512,7 @@ public final class AttestationService: Sendable {
             outcome.token = t.token; outcome.tokenID = t.id
             stored.outcome.tokenID = t.id
         }
-        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
+        let enc = LeanJSONEncoder()
         let evidenceJSON = try raw ?? enc.encode(evidence)
         try await store.appendAttestation(AttestationRecord(
             id: id, vm: vm, time: Self.ms(now), passed: result.passed, evidenceDigest: hexString(Array(SHA256.hash(data: evidenceJSON))),

@@ -106,16 +106,33 @@ public struct TokenIssuer: Sendable {
     /// Base64url without padding (RFC 4648 §5), byte by byte (Foundation's string replacing
     /// goes through ICU on Linux and costs more than the signature).
     static func base64url(_ d: some DataProtocol) -> String {
-        var out = [UInt8]()
-        for c in Data(d).base64EncodedData() {
-            switch c {
-            case UInt8(ascii: "+"): out.append(UInt8(ascii: "-"))
-            case UInt8(ascii: "/"): out.append(UInt8(ascii: "_"))
-            case UInt8(ascii: "="): continue
-            default: out.append(c)
+        if let s = d.withContiguousStorageIfAvailable({ base64url(bytes: $0) }) { return s }
+        return base64url(bytes: [UInt8](d))
+    }
+
+    /// RFC 4648 §5 (URL and filename safe alphabet), without padding, as JWS wants (RFC 7515 §2).
+    static func base64url(bytes: some RandomAccessCollection<UInt8>) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+        let n = bytes.count
+        let length = n / 3 * 4 + [0, 2, 3][n % 3]
+        return String(unsafeUninitializedCapacity: length) { out in
+            var o = 0
+            var i = bytes.startIndex
+            var left = n
+            while left > 0 {
+                let b0 = UInt32(bytes[i])
+                let b1 = left > 1 ? UInt32(bytes[bytes.index(i, offsetBy: 1)]) : 0
+                let b2 = left > 2 ? UInt32(bytes[bytes.index(i, offsetBy: 2)]) : 0
+                let v = b0 << 16 | b1 << 8 | b2
+                out[o] = alphabet[Int(v >> 18 & 63)]; out[o + 1] = alphabet[Int(v >> 12 & 63)]
+                if left > 1 { out[o + 2] = alphabet[Int(v >> 6 & 63)] }
+                if left > 2 { out[o + 3] = alphabet[Int(v & 63)] }
+                o += min(left, 3) + 1
+                i = bytes.index(i, offsetBy: min(left, 3))
+                left -= min(left, 3)
             }
+            return o
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     public var jwk: [String: String] { signingKey.jwk }
@@ -153,13 +170,19 @@ public struct TokenIssuer: Sendable {
                 vtpm: .init(ekCertificateSubject: c.ekCertificateSubject ?? "", ekCertificateSha256: c.ekCertificateFingerprint ?? "", akName: c.akName ?? ""),
                 baseline: c.baselineStatus, baselineSource: c.baseline.map { .init(source: $0.source, since: $0.since, firstUse: $0.source == "learned", attestationId: $0.attestationId) },
                 rebooted: c.rebooted, attestationId: c.attestationID))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        let h = Self.base64url(try encoder.encode(["alg": signingKey.algorithm, "typ": "JWT", "kid": keyID]))
-        let p = Self.base64url(try encoder.encode(claims))
+        let encoder = LeanJSONEncoder(sortedKeys: false)
+        let h = Self.base64url(try encoder.encodeBytes(JWSHeader(alg: signingKey.algorithm, typ: "JWT", kid: keyID)))
+        let p = Self.base64url(try encoder.encodeBytes(claims))
         let sig = try signingKey.sign(Data("\(h).\(p)".utf8))
         return ("\(h).\(p).\(Self.base64url(sig))", jti)
     }
+}
+
+/// A token's protected header (RFC 7515 §4.1).
+struct JWSHeader: Encodable {
+    var alg: String
+    var typ: String
+    var kid: String
 }
 
 /// The claims of a token (an EAR: EAT Attestation Result), encoded in this order.

@@ -231,8 +231,8 @@ public final class BoundedMemo<Key: Hashable & Sendable, Value: Sendable>: Senda
     private let entries = Mutex<[Key: Value]>([:])
     public let capacity: Int
     public init(capacity: Int) { self.capacity = capacity }
-    func lookup(_ key: Key) -> Value? { entries.withLock { $0[key] } }
-    func store(_ key: Key, _ value: Value) {
+    public func lookup(_ key: Key) -> Value? { entries.withLock { $0[key] } }
+    public func store(_ key: Key, _ value: Value) {
         entries.withLock { e in
             if e.count >= capacity { e.removeAll(keepingCapacity: true) }
             e[key] = value

@@ -52,8 +52,7 @@ public enum APIServer {
     }
 
     static func json(encodable value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try e.encode(value))))
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try LeanJSONEncoder().encodeBytes(value))))
     }
 
     /// A request body within `limit` bytes, sent as application/json (empty bodies pass: the

@@ -244,8 +244,20 @@ public final class SQLStore: AttestationStore {
 
     // MARK: Baselines
 
-    static func baseline(_ r: [SQLValue]) throws -> BaselineRecord {
-        let components = try JSONDecoder().decode([BaselineComponent].self, from: Data((r[2].text ?? "[]").utf8))
+    /// Decoded baseline components by their stored text: every attestation compares with its VM's
+    /// baseline, and VMs of one image share one. Keyed by the whole text, so a changed baseline is
+    /// decoded afresh.
+    let decodedBaselines = BoundedMemo<String, [BaselineComponent]>(capacity: 1024)
+
+    func baseline(_ r: [SQLValue]) throws -> BaselineRecord {
+        let text = r[2].text ?? "[]"
+        let components: [BaselineComponent]
+        if let known = decodedBaselines.lookup(text) {
+            components = known
+        } else {
+            components = try JSONDecoder().decode([BaselineComponent].self, from: Data(text.utf8))
+            decodedBaselines.store(text, components)
+        }
         return BaselineRecord(vm: r[0].text ?? "", source: r[1].text ?? "", components: components, attestationID: r[3].text, updated: r[4].int ?? 0)
     }
 
@@ -255,7 +267,7 @@ public final class SQLStore: AttestationStore {
     }
 
     public func baseline(vm: String) async throws -> BaselineRecord? {
-        try await run("SELECT vm, source, components, attestation_id, updated FROM baselines WHERE vm = ?", [.text(vm)]).first.map(Self.baseline)
+        try await run("SELECT vm, source, components, attestation_id, updated FROM baselines WHERE vm = ?", [.text(vm)]).first.map(baseline)
     }
 
     public func putBaseline(_ b: BaselineRecord) async throws {

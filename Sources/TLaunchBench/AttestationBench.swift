@@ -146,6 +146,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
     let perClient = max(200, Int(3000 * seconds) / clients)
     let prepared = try await prepare(perClient + 20)
     let failures = Counter()
+    let responseBytes = Counter()
     let clock = ContinuousClock()
     func blast(_ items: [[[UInt8]]], range: Range<Int>, pace: Duration?, latencies: LatencyLog?) throws -> Duration {
         let start = clock.now
@@ -162,6 +163,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
                     guard let (status, body) = try? http.request("POST", "/v1/vms/bench-\(i)/attestations", body: mine[j], token: token),
                           status == 200, body.count > 20, String(decoding: body.prefix(4096), as: UTF8.self).contains("\"passed\":true") else { failures.add(); continue }
                     latencies?.add(clock.now - sent)
+                    responseBytes.set(body.count)
                 }
             }
         }
@@ -169,10 +171,13 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
         return clock.now - start
     }
     _ = try blast(prepared, range: 0..<20, pace: nil, latencies: nil)   // warm-up (learns baselines)
+    // Unbuffered, so a profiler waiting on this line sees it now.
+    FileHandle.standardError.write(Data("  under load now: tlaunch serve is pid \(server.processIdentifier) (for perf record -p)\n".utf8))
     let elapsed = try blast(prepared, range: 20..<(perClient + 20), pace: nil, latencies: nil)
     let rate = Double(clients * perClient) / elapsed.seconds
     report("attestations/s, one core (verify + replay + policy + token + 5 SQL statements)", rate)
-    print(String(format: "  = %.1f %% of the raw ECDSA P-256 verify rate; failures: %d", 100 * rate / max(verify, 1), failures.value))
+    print(String(format: "  = %.1f %% of the raw ECDSA P-256 verify rate; failures: %d; evidence %d bytes, response %d bytes",
+                 100 * rate / max(verify, 1), failures.value, prepared[0][0].count, responseBytes.value))
 
     // Latency at half the measured load (open loop: each request's latency counts from its
     // scheduled time, so a stall is not hidden).
@@ -199,6 +204,7 @@ final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
     func add() { lock.lock(); n += 1; lock.unlock() }
+    func set(_ v: Int) { lock.lock(); n = v; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
 
@@ -261,7 +267,13 @@ func attestationBreakdown(seconds: Double) async throws {
         k += 1
         try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}", tokenID: nil, evidence: big))
     }
-    _ = try measure("  JSON encode of the evidence") { blackHole(try JSONEncoder().encode(evidences[0])) }
+    _ = try measure("  JSON encode of the evidence (Foundation)") { blackHole(try JSONEncoder().encode(evidences[0])) }
+    _ = try measure("  JSON encode of the evidence (LeanJSONEncoder)") { blackHole(try LeanJSONEncoder().encode(evidences[0])) }
+    let outcome = try await service.attest(vm: "b", evidence: evidences[n - 1])
+    let sortedFoundation = JSONEncoder()
+    sortedFoundation.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    _ = try measure("  JSON encode of an outcome (Foundation, \(try sortedFoundation.encode(outcome).count) bytes)") { blackHole(try sortedFoundation.encode(outcome)) }
+    _ = try measure("  JSON encode of an outcome (LeanJSONEncoder)") { blackHole(try LeanJSONEncoder().encode(outcome)) }
     try await store.deleteBaseline(vm: "b")
     _ = try await service.attest(vm: "b", evidence: evidences[0])
     var i = 1

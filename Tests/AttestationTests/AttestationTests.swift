@@ -147,3 +147,19 @@ struct AttestationTests {
         #expect(result.checks.first { $0.name == "boot-applications" }?.passed == false)
     }
 }
+
+/// The token's base64url (RFC 4648 §5, unpadded) agrees with Foundation's base64 mapped by hand,
+/// for every length remainder and every byte value, from arrays, slices and Data.
+@Test func base64urlAgreesWithFoundation() {
+    var g = SystemRandomNumberGenerator()
+    for n in 0..<200 {
+        let bytes = (0..<n).map { i in n < 3 ? UInt8(truncatingIfNeeded: i &* 97) : UInt8.random(in: 0...255, using: &g) }
+        let expected = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        #expect(TokenIssuer.base64url(bytes) == expected)
+        #expect(TokenIssuer.base64url(Data(bytes)) == expected)
+    }
+    let all = (0...255).map(UInt8.init)
+    #expect(TokenIssuer.base64url(all[1...]) == Data(all[1...]).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+        .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: ""))
+}

@@ -79,35 +79,37 @@ import Testing
         let impatient = try await SQLiteBackend(path: path, busyTimeout: .milliseconds(300))
         _ = try await patient.query("CREATE TABLE w (a INTEGER)", [])
 
-        func holdLock(seconds: Double) throws -> (Process, URL) {
-            let marker = dir.appendingPathComponent("locked-\(UUID().uuidString)")
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            p.arguments = ["-c", """
-                import sqlite3, sys, time
-                c = sqlite3.connect(sys.argv[1], isolation_level=None)
-                c.execute('BEGIN IMMEDIATE'); c.execute('INSERT INTO w VALUES (100)')
-                open(sys.argv[2], 'w').close()
-                time.sleep(float(sys.argv[3])); c.execute('COMMIT')
-                """, path, marker.path, String(seconds)]
-            try p.run()
-            return (p, marker)
-        }
-        func waitFor(_ marker: URL) async throws {
-            for _ in 0..<400 where !FileManager.default.fileExists(atPath: marker.path) { try await Task.sleep(for: .milliseconds(25)) }
-            #expect(FileManager.default.fileExists(atPath: marker.path), "python3 never took the lock")
-        }
+        // The holder keeps the lock until told to let go (a file appears), not for a time, so a
+        // slow machine cannot make the lock end early.
+        let locked = dir.appendingPathComponent("locked"), release = dir.appendingPathComponent("release")
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        holder.arguments = ["-c", """
+            import os, sqlite3, sys, time
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)
+            c.execute('BEGIN IMMEDIATE'); c.execute('INSERT INTO w VALUES (100)')
+            open(sys.argv[2], 'w').close()
+            while not os.path.exists(sys.argv[3]): time.sleep(0.01)
+            c.execute('COMMIT')
+            """, path, locked.path, release.path]
+        try holder.run()
+        for _ in 0..<1200 where !FileManager.default.fileExists(atPath: locked.path) { try await Task.sleep(for: .milliseconds(25)) }
+        #expect(FileManager.default.fileExists(atPath: locked.path), "python3 never took the lock")
 
-        let (holder, marker) = try holdLock(seconds: 1.5)
-        try await waitFor(marker)
         let clock = ContinuousClock()
         let start = clock.now
         await #expect { _ = try await impatient.query("INSERT INTO w VALUES (?)", [.int(1)]) } throws: { e in
             (e as? StorageError)?.reason.contains("locked by another process") == true
         }
         #expect(clock.now - start >= .milliseconds(300))
-        _ = try await patient.query("INSERT INTO w VALUES (?)", [.int(2)])
-        #expect(clock.now - start >= .seconds(1), "the write landed while the other process held the lock")
+        // The patient write waits (the thread free meanwhile: the release below runs on this
+        // same pool), and lands once the lock is let go.
+        let write = Task { try await patient.query("INSERT INTO w VALUES (?)", [.int(2)]) }
+        try await Task.sleep(for: .milliseconds(300))
+        let released = clock.now
+        try Data().write(to: release)
+        _ = try await write.value
+        #expect(clock.now > released)
         while holder.isRunning { try await Task.sleep(for: .milliseconds(10)) }
         #expect(holder.terminationStatus == 0)
         #expect(try await patient.query("SELECT a FROM w ORDER BY a", []) == [[.int(2)], [.int(100)]])

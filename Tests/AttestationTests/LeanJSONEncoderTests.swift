@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+@testable import Attestation
+
+/// The service's JSON encoder writes what Foundation's does (same JSON values, readable by
+/// JSONDecoder into the same values) for everything the service encodes.
+@Suite struct LeanJSONEncoderTests {
+    enum Colour: String, Codable, Equatable { case red, green }
+    struct Inner: Codable, Equatable {
+        var name: String
+        var digests: [String: String]
+        var bytes: Data
+        var when: Date
+        var link: URL
+        var maybe: Int?
+    }
+    struct Sample: Codable, Equatable {
+        var text: String
+        var tricky: String
+        var flags: [Bool]
+        var ints: [Int64]
+        var big: UInt64
+        var small: Int8
+        var doubles: [Double]
+        var colour: Colour
+        var nothing: String?
+        var nested: [Inner]
+        var grid: [[Int]]
+        var byNumber: [Int: String]
+        var empty: [String: Int]
+    }
+    class Base: Codable { var base = 1 }
+    final class Derived: Base, @unchecked Sendable {
+        var own = "x"
+        enum K: CodingKey { case own }
+        override init() { super.init() }
+        required init(from decoder: any Decoder) throws { try super.init(from: decoder) }
+        override func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: K.self)
+            try c.encode(own, forKey: .own)
+            try super.encode(to: c.superEncoder())
+        }
+    }
+
+    static let sample = Sample(
+        text: "plain", tricky: "quote \" backslash \\ slash / newline \n tab \t nul \u{0} bell \u{7} ünïcødé ✓ 𝄞 \u{2028}",
+        flags: [true, false], ints: [0, -1, .max, .min], big: .max, small: -128, doubles: [0, 2, -2.5, 0.1, 1e300, .leastNonzeroMagnitude, 123456789.125],
+        colour: .green, nothing: nil,
+        nested: [Inner(name: "a", digests: ["sha256": "00ff", "sha1": "aa", "sha384": "bb"], bytes: Data([0, 1, 0xfb, 0xff]), when: Date(timeIntervalSinceReferenceDate: 12.5),
+                       link: URL(string: "https://example.test/a/b?c=d")!, maybe: 3),
+                 Inner(name: "b", digests: [:], bytes: Data(), when: Date(timeIntervalSinceReferenceDate: -1), link: URL(string: "file:///tmp/x")!, maybe: nil)],
+        grid: [[], [1], [2, 3]], byNumber: [1: "one", 20: "twenty"], empty: [:])
+
+    func jsonValue(_ data: Data) throws -> NSObject { try #require(JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) as? NSObject) }
+
+    @Test func sameJSONAsFoundation() throws {
+        let foundation = JSONEncoder()
+        foundation.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for sorted in [true, false] {
+            let lean = try LeanJSONEncoder(sortedKeys: sorted).encode(Self.sample)
+            #expect(try jsonValue(lean) == jsonValue(try foundation.encode(Self.sample)))
+            #expect(try JSONDecoder().decode(Sample.self, from: lean) == Self.sample)
+        }
+        // Top-level scalars, optionals and arrays.
+        #expect(String(decoding: try LeanJSONEncoder().encode(42), as: UTF8.self) == "42")
+        #expect(String(decoding: try LeanJSONEncoder().encode("a\"b"), as: UTF8.self) == #""a\"b""#)
+        #expect(String(decoding: try LeanJSONEncoder().encode(Optional<Int>.none), as: UTF8.self) == "null")
+        #expect(String(decoding: try LeanJSONEncoder().encode([1, 2]), as: UTF8.self) == "[1,2]")
+        // Sorted keys are sorted; otherwise the type's own order is kept.
+        struct Order: Encodable { var b = 1; var a = 2; var c = 3 }
+        #expect(String(decoding: try LeanJSONEncoder().encode(Order()), as: UTF8.self) == #"{"a":2,"b":1,"c":3}"#)
+        #expect(String(decoding: try LeanJSONEncoder(sortedKeys: false).encode(Order()), as: UTF8.self) == #"{"b":1,"a":2,"c":3}"#)
+        // A superclass's fields through superEncoder().
+        let derived = try LeanJSONEncoder().encode(Derived())
+        #expect(try jsonValue(derived) == jsonValue(try foundation.encode(Derived())))
+    }
+
+    /// Strings are scanned eight bytes at a time: escapes at every position and length read back
+    /// as the same string.
+    @Test func everyStringReadsBackTheSame() throws {
+        var g = SystemRandomNumberGenerator()
+        let pieces: [String] = ["a", "\"", "\\", "\n", "\u{1}", "\u{1f}", " ", "~", "é", "✓", "𝄞", "/", "\u{7f}"]
+        for length in 0..<120 {
+            for _ in 0..<8 {
+                let s = (0..<length).map { _ in pieces.randomElement(using: &g)! }.joined()
+                let bytes = try LeanJSONEncoder().encode(s)
+                #expect(try JSONDecoder().decode(String.self, from: bytes) == s)
+                #expect(!bytes.dropFirst().dropLast().contains(where: { $0 < 0x20 }), "a control character left unescaped")
+            }
+        }
+    }
+
+    @Test func notANumberIsRefusedWithItsPath() throws {
+        struct Bad: Encodable { var values: [Double] }
+        #expect { _ = try LeanJSONEncoder().encode(Bad(values: [1, .nan])) } throws: { e in
+            guard case EncodingError.invalidValue(_, let c) = e else { return false }
+            return c.codingPath.map(\.stringValue) == ["values", "Index 1"]
+        }
+        #expect(throws: EncodingError.self) { _ = try LeanJSONEncoder().encode([Double.infinity]) }
+    }
+}
