@@ -23,7 +23,22 @@ public enum AttestationFuzzing {
     /// Policy documents: what decodes re-encodes and decodes to the same policy.
     public static func evidence(_ bytes: [UInt8]) -> [String] {
         var violations: [String] = []
-        if let e = try? JSONDecoder().decode(Evidence.self, from: Data(bytes)) {
+        // The service's own reader agrees with Foundation's decoder: what one accepts the other
+        // reads the same, except where ours is the stricter: a key given twice, a trailing comma
+        // (which Foundation allows), and a string
+        // inside a member neither reads that is not valid JSON (invalid UTF-8, RFC 8259 §8.1; an
+        // unescaped control character or a bad escape, §7) — Foundation skips those unread.
+        let foundation = try? JSONDecoder().decode(Evidence.self, from: Data(bytes))
+        do throws(EvidenceJSONError) {
+            let lean = try Evidence(json: bytes)
+            if lean != foundation { violations.append("Evidence(json:) read \(lean), JSONDecoder \(foundation.map { "\($0)" } ?? "nothing")") }
+        } catch {
+            let stringFault = ["UTF-8", "control character", "escape", "surrogate", "hex digits"].contains { error.reason.contains($0) }
+            let stricter = error.reason.contains("appears twice") || error.reason.contains("trailing comma") || (stringFault && error.inIgnoredMember)
+            if foundation != nil, !stricter { violations.append("Evidence(json:) refused what JSONDecoder reads: \(error)") }
+            if error.offset < 0 || error.offset > bytes.count { violations.append("error offset \(error.offset) outside the \(bytes.count) bytes") }
+        }
+        if let e = foundation {
             if let d = try? DecodedEvidence(e) {
                 let r = AttestationVerifier.verify(d, akPublic: akPublic, policy: .default)
                 if r.checks.isEmpty { violations.append("verification produced no checks") }

@@ -246,7 +246,7 @@ public final class AttestationService: Sendable {
             let ekHex = hexString(try certified.tpmBytes())
             try await checkBinding(vm: vm, ekPublic: ekHex)
             let (secret, blob, enc) = try Enrolment.challenge(ekPublic: certified, akPublic: ak)
-            let id = UUID().uuidString.lowercased()
+            let id = randomUUIDString()
             let expires = Self.ms(now.addingTimeInterval(300))
             try await store.insertPendingEnrolment(PendingEnrolment(id: id, vm: vm, ekPublic: ekHex, akPublic: request.akPublic.lowercased(),
                                                                     ekCertificate: certB64, secretHash: hexString(Array(SHA256.hash(data: secret))), expires: expires))
@@ -457,7 +457,7 @@ public final class AttestationService: Sendable {
                 result.checks.append(Check(.akCertificate, passed: true, "the AK is certified for \(vm) by this service's attestation CA"))
             }
         }
-        let id = UUID().uuidString.lowercased()
+        let id = randomUUIDString()
         if result.passed {
             let v = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: policy, cache: factsCache)
             result.checks += v.checks

@@ -147,7 +147,7 @@ public struct TokenIssuer: Sendable {
     /// A signed token for a result; returns it with its `jti`.
     public func token(for result: AttestationResult, context c: TokenContext, now: Date = Date()) throws -> (token: String, id: String) {
         let t = Int(now.timeIntervalSince1970)
-        let jti = UUID().uuidString.lowercased()
+        let jti = randomUUIDString()
         let facts = result.facts
         // AR4SI trustworthiness claims from the checks' categories: 0 no claim (nothing of that
         // category was checked), 2 affirming, 96 contraindicated (a failure or an unknown).
@@ -242,4 +242,21 @@ struct EARClaims: Encodable {
         struct BaselineSource: Encodable { var source: String; var since: String; var firstUse: Bool; var attestationId: String? }
         struct VTPM: Encodable { var ekCertificateSubject: String; var ekCertificateSha256: String; var akName: String }
     }
+}
+
+/// A random (version 4, RFC 9562 §5.4) UUID in lowercase, from the system's CSPRNG (getrandom):
+/// Foundation's `UUID()` opens /dev/urandom on every call here, twice per attestation.
+public func randomUUIDString() -> String {
+    var g = SystemRandomNumberGenerator()
+    var bytes = (0..<2).flatMap { _ in withUnsafeBytes(of: g.next() as UInt64) { Array($0) } }
+    bytes[6] = bytes[6] & 0x0f | 0x40   // version 4
+    bytes[8] = bytes[8] & 0x3f | 0x80   // variant 10
+    let hex = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(36)
+    for (i, b) in bytes.enumerated() {
+        if [4, 6, 8, 10].contains(i) { out.append(UInt8(ascii: "-")) }
+        out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+    }
+    return String(decoding: out, as: UTF8.self)
 }

@@ -75,16 +75,16 @@ public struct DecodedEvidence: Sendable {
     public static let maxQuoteBytes = 4096
 
     public init(_ e: Evidence) throws(EvidenceError) {
-        guard e.quote.count <= 2 * Self.maxQuoteBytes, let attestBytes = [UInt8](hex: e.quote) else {
+        guard e.quote.utf8.count <= 2 * Self.maxQuoteBytes, let attestBytes = [UInt8](hex: e.quote) else {
             throw EvidenceError("quote", "must be the TPMS_ATTEST bytes in hex (at most \(Self.maxQuoteBytes) bytes)")
         }
-        guard e.signature.count <= 2 * Self.maxQuoteBytes, let sigBytes = [UInt8](hex: e.signature) else {
+        guard e.signature.utf8.count <= 2 * Self.maxQuoteBytes, let sigBytes = [UInt8](hex: e.signature) else {
             throw EvidenceError("signature", "must be the TPMT_SIGNATURE bytes in hex")
         }
         guard let nonce = [UInt8](hex: e.nonce), (8...64).contains(nonce.count) else {
             throw EvidenceError("nonce", "must be the nonce the service issued, in hex (8–64 bytes)")
         }
-        guard e.eventLog.count <= Self.maxEventLogBytes * 4 / 3 + 4, let logBytes = Data(base64Encoded: e.eventLog) else {
+        guard e.eventLog.utf8.count <= Self.maxEventLogBytes * 4 / 3 + 4, let logBytes = Data(base64Encoded: e.eventLog) else {
             throw EvidenceError("eventLog", "must be the TCG event log in base64 (at most \(Self.maxEventLogBytes >> 20) MiB)")
         }
         let attest: TPMSAttest, signature: TPMTSignature

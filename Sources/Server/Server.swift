@@ -247,7 +247,10 @@ public enum APIServer {
         v1.post("vms/{vm}/attestations") { request, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin, .agent], vm: vm)
-            let (evidence, raw) = try await bodyWithBytes(Evidence.self, request, limit: maxEvidenceBody)
+            let raw = try await jsonBytes(request, limit: maxEvidenceBody)
+            guard !raw.isEmpty else { throw APIError(.badRequest, "a JSON body is required") }
+            let evidence: Evidence
+            do throws(EvidenceJSONError) { evidence = try Evidence(json: raw) } catch { throw APIError(.badRequest, error.description, field: error.field) }
             let start = ContinuousClock.now
             let outcome = try await service.attest(vm: vm, evidence: evidence, raw: raw)
             metrics.attestation(passed: outcome.passed, seconds: (ContinuousClock.now - start).seconds)

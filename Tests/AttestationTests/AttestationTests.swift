@@ -163,3 +163,16 @@ struct AttestationTests {
     #expect(TokenIssuer.base64url(all[1...]) == Data(all[1...]).base64EncodedString().replacingOccurrences(of: "+", with: "-")
         .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: ""))
 }
+
+/// Attestation and token ids: RFC 9562 version-4 UUIDs that Foundation reads back, all distinct.
+@Test func attestationIDsAreVersion4UUIDs() {
+    var seen = Set<String>()
+    for _ in 0..<2000 {
+        let s = randomUUIDString()
+        #expect(UUID(uuidString: s)?.uuidString.lowercased() == s)
+        let chars = Array(s)
+        #expect(chars.count == 36 && chars[14] == "4" && "89ab".contains(chars[19]))
+        seen.insert(s)
+    }
+    #expect(seen.count == 2000)
+}

@@ -75,7 +75,7 @@ import Testing
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("t.sqlite").path
-        let patient = try await SQLiteBackend(path: path)
+        let patient = try await SQLiteBackend(path: path, busyTimeout: .seconds(120))   // longer than any stall of a loaded machine
         let impatient = try await SQLiteBackend(path: path, busyTimeout: .milliseconds(300))
         _ = try await patient.query("CREATE TABLE w (a INTEGER)", [])
 
@@ -89,10 +89,14 @@ import Testing
             c = sqlite3.connect(sys.argv[1], isolation_level=None)
             c.execute('BEGIN IMMEDIATE'); c.execute('INSERT INTO w VALUES (100)')
             open(sys.argv[2], 'w').close()
-            while not os.path.exists(sys.argv[3]): time.sleep(0.01)
+            deadline = time.monotonic() + 120
+            while not os.path.exists(sys.argv[3]) and time.monotonic() < deadline: time.sleep(0.01)
             c.execute('COMMIT')
             """, path, locked.path, release.path]
         try holder.run()
+        // Whatever happens below, the holder lets go and ends (a holder left running would keep
+        // the test runner's output open).
+        defer { try? Data().write(to: release); if holder.isRunning { holder.terminate() } }
         for _ in 0..<1200 where !FileManager.default.fileExists(atPath: locked.path) { try await Task.sleep(for: .milliseconds(25)) }
         #expect(FileManager.default.fileExists(atPath: locked.path), "python3 never took the lock")
 
