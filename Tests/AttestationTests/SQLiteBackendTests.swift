@@ -40,6 +40,25 @@ import Testing
         #expect(try await db.query("UPDATE t SET n = 7 WHERE k = ? RETURNING k", [.int(1)]) == [[.int(1)]])
     }
 
+    /// No request copies the WAL back (SQLite's automatic checkpoint is off): the backend's own
+    /// checkpointer does, so the database file grows with what was written while nothing else
+    /// runs, and the WAL stops growing.
+    @Test func theWALIsCheckpointedOutsideRequests() async throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("t.sqlite").path
+        let db = try await SQLiteBackend(path: path)
+        #expect(try await db.query("PRAGMA wal_autocheckpoint", []) == [[.int(0)]])
+        _ = try await db.query("CREATE TABLE big (s TEXT)", [])
+        let row = String(repeating: "x", count: 64 << 10)
+        for _ in 0..<32 { _ = try await db.query("INSERT INTO big VALUES (?)", [.text(row)]) }   // 2 MiB
+        func size(_ p: String) -> Int { ((try? FileManager.default.attributesOfItem(atPath: p)[.size]) as? Int) ?? 0 }
+        var waited = 0
+        while size(path) < 2 << 20, waited < 300 { try await Task.sleep(for: .milliseconds(50)); waited += 1 }
+        #expect(size(path) >= 2 << 20, "the database file did not receive the WAL's pages (\(size(path)) bytes)")
+        await db.close()
+    }
+
     @Test func badSQLIsATypedErrorNamingTheStatement() async throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
