@@ -38,7 +38,9 @@ extension Evidence {
 struct JSONReader {
     let bytes: UnsafeBufferPointer<UInt8>
     var i = 0
-    var field: String?
+    /// The keys from the top to the member being read (joined with "." in errors).
+    var path: [String] = []
+    var field: String? { path.isEmpty ? nil : path.joined(separator: ".") }
     var ignoring = false
     static let maxDepth = 64
 
@@ -77,7 +79,6 @@ struct JSONReader {
         }
         skipSpace()
         guard i == bytes.count else { throw fail("text after the evidence object") }
-        field = nil
         func need<T>(_ v: T?, _ name: String) throws(EvidenceJSONError) -> T {
             guard let v else { throw EvidenceJSONError(offset: bytes.count, field: name, "missing field \(name)") }
             return v
@@ -87,7 +88,12 @@ struct JSONReader {
     }
 
     mutating func skipSpace() {
-        while i < bytes.count, [0x20, 0x09, 0x0a, 0x0d].contains(bytes[i]) { i += 1 }
+        while i < bytes.count {
+            switch bytes[i] {
+            case 0x20, 0x09, 0x0a, 0x0d: i += 1
+            default: return
+            }
+        }
     }
 
     /// An object's members in order; each value is read by `body`. A key seen twice is an error.
@@ -96,7 +102,6 @@ struct JSONReader {
         guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { throw fail("expected an object") }
         i += 1
         var seen: Set<String> = []
-        let outer = field
         skipSpace()
         if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return }
         while true {
@@ -104,12 +109,12 @@ struct JSONReader {
             let keyAt = i
             let key = try string()
             guard seen.insert(key).inserted else { throw fail("the key \"\(key)\" appears twice", at: keyAt) }
-            field = outer.map { "\($0).\(key)" } ?? key
+            path.append(key)
             skipSpace()
             guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw fail("expected ':' after a key") }
             i += 1
             try body(key, &self)
-            field = outer
+            path.removeLast()
             skipSpace()
             guard i < bytes.count else { throw fail("the object is not closed") }
             if bytes[i] == UInt8(ascii: ",") {
@@ -140,11 +145,23 @@ struct JSONReader {
         // The common case: no escapes, so the bytes are the string.
         while i < bytes.count, bytes[i] != UInt8(ascii: "\""), bytes[i] != UInt8(ascii: "\\"), bytes[i] >= 0x20 { i += 1 }
         guard i < bytes.count else { throw fail("the string is not closed", at: start - 1) }
-        var text = Array(bytes[start..<i])
+        if bytes[i] == UInt8(ascii: "\"") {
+            i += 1
+            guard let s = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<(i - 1)]), as: UTF8.self) else {
+                throw fail("the string is not valid UTF-8", at: start)
+            }
+            return s
+        }
+        // Escapes (Foundation writes every "/" of base64 as "\/"): runs between them copied whole.
+        var text: [UInt8] = []
+        text.reserveCapacity(i - start + 64)
+        text.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<i]))
         while bytes[i] != UInt8(ascii: "\"") {
-            let b = bytes[i]
-            guard b >= 0x20 else { throw fail("a control character inside a string must be escaped") }
-            if b != UInt8(ascii: "\\") { text.append(b); i += 1 } else { try escape(into: &text) }
+            guard bytes[i] >= 0x20 else { throw fail("a control character inside a string must be escaped") }
+            try escape(into: &text)   // bytes[i] is a backslash
+            let run = i
+            while i < bytes.count, bytes[i] != UInt8(ascii: "\""), bytes[i] != UInt8(ascii: "\\"), bytes[i] >= 0x20 { i += 1 }
+            text.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<i]))
             guard i < bytes.count else { throw fail("the string is not closed", at: start - 1) }
         }
         i += 1

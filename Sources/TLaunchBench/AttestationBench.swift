@@ -246,7 +246,8 @@ func attestationBreakdown(seconds: Double) async throws {
     for _ in 0..<n { evidences.append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: "b").nonce)!)) }
     let wire = try evidences.map { try JSONEncoder().encode($0) }
     print("Attestation path in-process (\(n) attestations, one VM, SQLite):")
-    _ = try measure("  JSON decode of the evidence") { blackHole(try JSONDecoder().decode(Evidence.self, from: wire[0])) }
+    _ = try measure("  JSON decode of the evidence (Foundation)") { blackHole(try JSONDecoder().decode(Evidence.self, from: wire[0])) }
+    _ = try measure("  JSON read of the evidence (Evidence(json:), as the service does)") { blackHole(try Evidence(json: wire[0])) }
     let decoded = try DecodedEvidence(evidences[0])
     _ = try measure("  evidence structural decode (hex, TPMS_ATTEST, event log)") { blackHole(try DecodedEvidence(evidences[0])) }
     let akPublic = ak.publicArea
