@@ -127,6 +127,11 @@ public final class Fleet: Sendable {
         if ActivityLog.vm == name { return try await body() }
         activityLog.begin(name, operation: operation)
         do {
+            // An operation writes the VM's records and files: on a data folder that cannot take
+            // writes it is refused before it starts, by a probe written now (SQLite may still find
+            // room in its write-ahead log, which its checkpointer keeps reusing; the vTPM's state
+            // and the VM's files would not).
+            if let problem = await storageProblem(fresh: true) { throw StorageError(operation, problem) }
             let vm = try await ActivityLog.$vm.withValue(name) { try await body() }
             let boot = vm.lastBoot.map { " — boot \($0.number) " + ($0.succeeded ? "reached \($0.kernel ?? "the OS")" : "failed: \($0.failure ?? "?")") } ?? ""
             activityLog.end(name, "\(vm.powerState.rawValue)\(boot)" + (vm.integrityMonitoring ? "; boot integrity \(vm.bootIntegrity.display)" : ""))
