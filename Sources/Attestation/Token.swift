@@ -103,8 +103,6 @@ public struct TokenIssuer: Sendable {
         self.init(issuer: issuer, signingKey: .es256(key), lifetime: lifetime)
     }
 
-    /// Base64url without padding (RFC 4648 §5), byte by byte (Foundation's string replacing
-    /// goes through ICU on Linux and costs more than the signature).
     static func base64url(_ d: some DataProtocol) -> String {
         if let s = d.withContiguousStorageIfAvailable({ base64url(bytes: $0) }) { return s }
         return base64url(bytes: [UInt8](d))
@@ -251,12 +249,6 @@ public func randomUUIDString() -> String {
     var bytes = (0..<2).flatMap { _ in withUnsafeBytes(of: g.next() as UInt64) { Array($0) } }
     bytes[6] = bytes[6] & 0x0f | 0x40   // version 4
     bytes[8] = bytes[8] & 0x3f | 0x80   // variant 10
-    let hex = Array("0123456789abcdef".utf8)
-    var out: [UInt8] = []
-    out.reserveCapacity(36)
-    for (i, b) in bytes.enumerated() {
-        if [4, 6, 8, 10].contains(i) { out.append(UInt8(ascii: "-")) }
-        out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
-    }
-    return String(decoding: out, as: UTF8.self)
+    let h = Array(hexString(bytes).utf8)
+    return [h[0..<8], h[8..<12], h[12..<16], h[16..<20], h[20..<32]].map { String(decoding: $0, as: UTF8.self) }.joined(separator: "-")
 }

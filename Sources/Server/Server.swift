@@ -102,13 +102,6 @@ public enum APIServer {
         }
     }
 
-    /// A required JSON body and its bytes.
-    static func bodyWithBytes<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> (T, Data) {
-        let data = try await jsonBytes(request, limit: limit)
-        guard !data.isEmpty else { throw APIError(.badRequest, "a JSON body is required") }
-        return (try decode(type, data), data)
-    }
-
     static func require<T: Decodable>(_ type: T.Type, _ request: Request, limit: Int) async throws -> T {
         guard let v = try await body(type, request, limit: limit) else { throw APIError(.badRequest, "a JSON body is required") }
         return v
