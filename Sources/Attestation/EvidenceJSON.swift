@@ -115,17 +115,24 @@ struct JSONReader {
             i += 1
             try body(key, &self)
             path.removeLast()
-            skipSpace()
-            guard i < bytes.count else { throw fail("the object is not closed") }
-            if bytes[i] == UInt8(ascii: ",") {
-                i += 1
-                skipSpace()
-                if i < bytes.count, bytes[i] == UInt8(ascii: "}") { throw fail("a trailing comma in an object (RFC 8259 has none)") }
-                continue
-            }
-            if bytes[i] == UInt8(ascii: "}") { i += 1; return }
-            throw fail("expected ',' or '}' in an object")
+            if try closes(UInt8(ascii: "}"), "object") { return }
         }
+    }
+
+    /// After a member or an element: true when `close` ends the container (consumed), false
+    /// after a ',' with more to come; a trailing comma is refused (RFC 8259 has none).
+    /// `container`: "object" or "array", for the messages.
+    mutating func closes(_ close: UInt8, _ container: String) throws(EvidenceJSONError) -> Bool {
+        skipSpace()
+        guard i < bytes.count else { throw fail("the \(container) is not closed") }
+        if bytes[i] == UInt8(ascii: ",") {
+            i += 1
+            skipSpace()
+            if i < bytes.count, bytes[i] == close { throw fail("a trailing comma in an \(container) (RFC 8259 has none)") }
+            return false
+        }
+        if bytes[i] == close { i += 1; return true }
+        throw fail("expected ',' or '\(Character(Unicode.Scalar(close)))' in an \(container)")
     }
 
     /// `null` (consumed) or not (nothing consumed).
@@ -232,16 +239,7 @@ struct JSONReader {
             if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return }
             while true {
                 try skipValue(depth: depth + 1)
-                skipSpace()
-                guard i < bytes.count else { throw fail("the array is not closed") }
-                if bytes[i] == UInt8(ascii: ",") {
-                    i += 1
-                    skipSpace()
-                    if i < bytes.count, bytes[i] == UInt8(ascii: "]") { throw fail("a trailing comma in an array (RFC 8259 has none)") }
-                    continue
-                }
-                if bytes[i] == UInt8(ascii: "]") { i += 1; return }
-                throw fail("expected ',' or ']' in an array")
+                if try closes(UInt8(ascii: "]"), "array") { return }
             }
         case UInt8(ascii: "t"): try literal("true")
         case UInt8(ascii: "f"): try literal("false")
