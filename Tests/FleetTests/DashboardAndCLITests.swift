@@ -66,13 +66,8 @@ struct DashboardTests {
             for (path, html) in pages {
                 router.get(RouterPath(path)) { _, _ in Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: html))) }
             }
-            let (ports, found) = AsyncStream<Int>.makeStream()
-            let attacker = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-                                       onServerRunning: { found.yield($0.localAddress?.port ?? 0) })
-            let running = Task { try await attacker.runService() }
+            let (port, running) = try await serveOnLoopback(router)
             defer { running.cancel() }
-            var it = ports.makeAsyncIterator()
-            let port = try #require(await it.next())
             // One browser profile: the admin signs in, then visits the attacker's pages.
             let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString.prefix(8))").path
             defer { try? FileManager.default.removeItem(atPath: profile) }

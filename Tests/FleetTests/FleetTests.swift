@@ -509,12 +509,8 @@ struct MonitoringTests {
             let n = received.withLock { $0.append((header("x-tlaunch-delivery-attempt"), Data(buffer: body), header("x-tlaunch-signature"))); return $0.count }
             return Response(status: n <= 2 ? .internalServerError : .noContent)
         }
-        let (ports, c) = AsyncStream<Int>.makeStream()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { c.yield($0.localAddress?.port ?? 0) })
-        let task = Task { try await app.runService() }
+        let (port, task) = try await serveOnLoopback(router)
         defer { task.cancel() }
-        var it = ports.makeAsyncIterator()
-        let port = try #require(await it.next())
         let p = try await TestPlatform.start(webhooks: [URL(string: "http://127.0.0.1:\(port)/hook")!], webhookBackoff: .milliseconds(50))
         try await withTeardown({ await p.stop() }) {
             _ = try await p.fleet.deploy(DeployRequest(name: "hooked", integrityMonitoring: true))
@@ -542,19 +538,26 @@ struct MonitoringTests {
     }
 
     @Test func webhookDeliveriesWaitInTheDatabaseAcrossARestart() async throws {
-        // A receiver that takes the connection and never answers while the alert is raised: the
-        // platform stops with that delivery under way (claimed, the POST waiting for its timeout).
-        let probe = Router()
+        // A receiver that takes the request and does not answer while `holding`: the platform
+        // stops with that delivery under way (claimed, the POST waiting for its timeout). Then it
+        // answers (one receiver on one port throughout: nothing can take the port in between).
+        let holding = Mutex(true)
         let received = Mutex<[Data]>([])
+        let probe = Router()
         probe.post("/hook") { request, _ -> Response in
             var r = request
             let body = try await r.collectBody(upTo: 1 << 20)
+            if holding.withLock({ $0 }) {
+                // Held past its sender's timeout; answered (and not counted) once it is let go.
+                while holding.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(50)) }
+                return Response(status: .serviceUnavailable)
+            }
             received.withLock { $0.append(Data(buffer: body)) }
             return Response(status: .ok)
         }
-        let port = try SwtpmProcess.freePortPair()
+        let (port, task) = try await serveOnLoopback(probe)
+        defer { task.cancel() }
         let url = URL(string: "http://127.0.0.1:\(port)/hook")!
-        let silent = try SilentListener(port: port)
         let first = try await TestPlatform.start(webhooks: [url], webhookBackoff: .seconds(1))
         _ = try await first.fleet.deploy(DeployRequest(name: "later", integrityMonitoring: true))
         let alert = try #require(try await SampleFleet.replaceBootLoader(first.fleet, vm: "later", say: { _ in }))
@@ -564,17 +567,11 @@ struct MonitoringTests {
         for _ in 0..<2400 where !(await claimed()) { try await Task.sleep(for: .milliseconds(20)) }
         #expect(await claimed(), "the delivery was not under way")
         await first.stop(keepData: true)
-        silent.close()
+        holding.withLock { $0 = false }
         // The attempt under way failed (and, on a loaded machine, perhaps the retry a second later).
         #expect(first.fleet.webhooks.failedAttempts.load(ordering: .relaxed) >= 1)
 
-        // The receiver is up; the platform starts again on the same data folder and delivers.
-        let (ports, c) = AsyncStream<Int>.makeStream()
-        let app = Application(router: probe, configuration: .init(address: .hostname("127.0.0.1", port: port)), onServerRunning: { c.yield($0.localAddress?.port ?? 0) })
-        let task = Task { try await app.runService() }
-        defer { task.cancel() }
-        var it = ports.makeAsyncIterator()
-        #expect(await it.next() == port)
+        // The receiver answers now; the platform starts again on the same data folder and delivers.
         let second = try await TestPlatform.start(webhooks: [url], webhookBackoff: .milliseconds(50), dir: first.dir)
         try await withTeardown({ await second.stop() }) {
             // The stopping platform wrote the failed attempt down instead of leaving its 60 s claim.
@@ -596,23 +593,4 @@ struct MonitoringTests {
             #expect(payload.alert.id == alert.id && payload.event == "alert.raised")
         }
     }
-}
-
-/// A loopback port that takes connections (the kernel's backlog) and never answers them.
-final class SilentListener: Sendable {
-    let fd: Int32
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard fd >= 0, bound == 0, listen(fd, 16) == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "cannot listen on 127.0.0.1:\(port): errno \(errno)"]) }
-    }
-    func close() { _ = Glibc.close(fd) }
 }

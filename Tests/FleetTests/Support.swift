@@ -5,6 +5,7 @@ import FoundationNetworking
 import Attestation
 import Fleet
 import GuestAgent
+import Hummingbird
 import Server
 import ServiceTLS
 import Storage
@@ -98,3 +99,22 @@ func uniqueName(_ prefix: String = "vm") -> String { "\(prefix)-\(UUID().uuidStr
 
 /// The tlaunch executable this package built.
 var tlaunchPath: String { Built.tlaunch }
+
+/// Serves `router` on a free loopback port until the returned task is cancelled; returns once it
+/// listens. An app that cannot start is an error here, not a test waiting forever for its port.
+func serveOnLoopback(_ router: Router<BasicRequestContext>) async throws -> (port: Int, task: Task<Void, any Error>) {
+    let (ports, listening) = AsyncStream<Int>.makeStream()
+    let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                          onServerRunning: { listening.yield($0.localAddress?.port ?? 0) })
+    let task = Task {
+        defer { listening.finish() }
+        try await app.runService()
+    }
+    var it = ports.makeAsyncIterator()
+    guard let port = await it.next(), port > 0 else {
+        let why: String
+        do { try await task.value; why = "it stopped without an error" } catch { why = "\(error)" }
+        throw FleetError(.failed, "the test's HTTP server did not start: \(why)")
+    }
+    return (port, task)
+}
