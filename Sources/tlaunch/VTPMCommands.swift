@@ -158,6 +158,7 @@ struct VTPMCommand: AsyncParsableCommand {
             var actions = posix_spawn_file_actions_t()
             posix_spawn_file_actions_init(&actions)
             for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+            spawnClosesDescriptors(from: 3, &actions)
             let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
             defer { for p in argv { free(p) } }
             var child: pid_t = 0

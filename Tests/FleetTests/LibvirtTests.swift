@@ -53,12 +53,7 @@ enum LocalLibvirt {
             posix_spawn_file_actions_init(&actions)
             defer { posix_spawn_file_actions_destroy(&actions) }
             for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
-            // glibc ≥ 2.34's posix_spawn_file_actions_addclosefrom_np (not in Swift's Glibc module).
-            typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-            guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else {
-                throw FleetError(.failed, "this glibc has no posix_spawn_file_actions_addclosefrom_np")
-            }
-            _ = unsafeBitCast(sym, to: CloseFrom.self)(&actions, 3)
+            spawnClosesDescriptors(from: 3, &actions)
             var env = ProcessInfo.processInfo.environment
             for (k, v) in environment { env[k] = v }
             let argv: [UnsafeMutablePointer<CChar>?] = [strdup(path), strdup("-d"), nil]

@@ -1,4 +1,7 @@
 import Crypto
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import TPM2
 import Testing
@@ -6,6 +9,24 @@ import TLaunchTestSupport
 
 @Suite("swtpm: every remaining client command")
 struct SwtpmCommandTests {
+    /// A swtpm this process starts takes none of its descriptors but stdio: a socket opened
+    /// without close-on-exec (as a test's raw listener was) would otherwise stay open — and
+    /// listening — in the child after this process closed it.
+    @Test func swtpmInheritsNoDescriptorOfThisProcess() async throws {
+        let inheritable = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(inheritable >= 0)
+        defer { close(inheritable) }
+        try #require(fcntl(inheritable, F_GETFD) & FD_CLOEXEC == 0, "the socket is inheritable")
+        let ours = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(inheritable)")
+        guard let sw = try await Interop.swtpm() else { return }
+        defer { sw.stop(); sw.removeState() }
+        let pid = try #require(sw.pid)
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
+        let targets = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+        #expect(!targets.isEmpty, "the child's descriptors were read")
+        #expect(!targets.contains(ours), "swtpm holds this process's \(ours): \(targets)")
+    }
+
     @Test(arguments: TPMKind.allCases)
     func nvLifecycle(kind: TPMKind) async throws {
         try await withTPM(kind) { tpm in

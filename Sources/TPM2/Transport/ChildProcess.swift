@@ -29,6 +29,9 @@ final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        // Nothing else of this process goes with it: a descriptor opened without close-on-exec
+        // (a listening socket, say) would otherwise live as long as the child does.
+        spawnClosesDescriptors(from: 3, &actions)
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
@@ -66,4 +69,15 @@ final class ChildProcess: Sendable {
             usleep(2_000)
         }
     }
+}
+
+/// glibc ≥ 2.34's posix_spawn_file_actions_addclosefrom_np (not in Swift's Glibc module).
+private typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+private let closeFrom: CloseFrom? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+    .map { unsafeBitCast($0, to: CloseFrom.self) }
+
+/// Has a posix_spawn close every descriptor from `low` up in the child (a no-op on a glibc
+/// older than 2.34).
+public func spawnClosesDescriptors(from low: Int32, _ actions: inout posix_spawn_file_actions_t) {
+    if let closeFrom { _ = closeFrom(&actions, low) }
 }

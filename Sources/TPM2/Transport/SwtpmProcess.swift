@@ -13,6 +13,9 @@ public final class SwtpmProcess: Sendable {
     public let stateDirectory: URL
     private let process: Mutex<ChildProcess?>
 
+    /// The swtpm's process id while it runs.
+    public var pid: pid_t? { process.withLock { $0?.pid } }
+
     /// `swtpm:host=127.0.0.1,port=P` for this process.
     public var tcti: String { "swtpm:host=127.0.0.1,port=\(port)" }
 
