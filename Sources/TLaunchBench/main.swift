@@ -81,6 +81,10 @@ if args.contains("--only-attestation") {
     try await attestationBenchmarks(seconds: seconds, serverCPU: cpu, clients: clients)
     exit(0)
 }
+if args.contains("--only-cli") {
+    try cliBenchmarks(sharedDir: args.firstIndex(of: "--testdata").map { args[$0 + 1] } ?? FileManager.default.currentDirectoryPath + "/../shared/testdata")
+    exit(0)
+}
 if args.contains("--only-secureboot") {
     try secureBootBenchmarks(seconds: seconds)
     exit(0)

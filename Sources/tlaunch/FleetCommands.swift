@@ -208,7 +208,7 @@ struct VMCommand: AsyncParsableCommand {
                                    RebindTPM.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Deploy a VM. Trusted Launch (Secure Boot + vTPM) unless --security-type Standard.")
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Deploy a VM. Trusted Launch (Secure Boot + vTPM) unless --security-type Standard.")
         @Argument var name: String
         @Option(help: "The image (tlaunch image list). Default: sample-linux.") var image: String?
         @Option(help: "TrustedLaunch (default) or Standard. Chosen now: it cannot be changed later.") var securityType: String?
@@ -239,7 +239,7 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The fleet with its security columns.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "The fleet with its security columns.")
         @OptionGroup var output: ListOutput
         var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
@@ -261,7 +261,7 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The VM's overview: security settings, boot integrity, alerts, readiness checklist.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "The VM's overview: security settings, boot integrity, alerts, readiness checklist.")
         @Argument var name: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -298,23 +298,23 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Start: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Start: a new measured boot (and, with integrity monitoring, an attestation).")
+        static let configuration = CommandConfiguration(commandName: "start", abstract: "Start: a new measured boot (and, with integrity monitoring, an attestation).")
         @OptionGroup var l: Lifecycle
         func run() async throws { try await l.run("start") }
     }
     struct Stop: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Stop the VM (its vTPM state is kept).")
+        static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop the VM (its vTPM state is kept).")
         @OptionGroup var l: Lifecycle
         func run() async throws { try await l.run("stop") }
     }
     struct Restart: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Restart: power-cycle the vTPM and boot again.")
+        static let configuration = CommandConfiguration(commandName: "restart", abstract: "Restart: power-cycle the vTPM and boot again.")
         @OptionGroup var l: Lifecycle
         func run() async throws { try await l.run("restart") }
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete the VM: its disk and its vTPM state are destroyed.")
+        static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete the VM: its disk and its vTPM state are destroyed.")
         @Argument var name: String
         @Flag(name: [.customShort("y"), .long], help: "Do not ask (a terminal is asked to confirm; scripts and pipes are not).") var yes = false
         @OptionGroup var client: ClientOptions
@@ -333,7 +333,7 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Update: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Change a VM's settings (integrity monitoring at any time; Secure Boot and vTPM while stopped).")
+        static let configuration = CommandConfiguration(commandName: "update", abstract: "Change a VM's settings (integrity monitoring at any time; Secure Boot and vTPM while stopped).")
         @Argument var name: String
         @Option(help: "Refused: the security type is chosen at deployment.") var securityType: String?
         @Option(name: [.long, .customLong("enable-secure-boot")], help: "true or false (TrustedLaunch VMs, while stopped; also --enable-secure-boot).") var secureBoot: String?
@@ -357,9 +357,9 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Disk: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Change what is on a VM's boot disk.", subcommands: [Put.self])
+        static let configuration = CommandConfiguration(commandName: "disk", abstract: "Change what is on a VM's boot disk.", subcommands: [Put.self])
         struct Put: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Write FILE to PATH on the VM's EFI System Partition (takes effect at the next boot).")
+            static let configuration = CommandConfiguration(commandName: "put", abstract: "Write FILE to PATH on the VM's EFI System Partition (takes effect at the next boot).")
             @Argument var name: String
             @Argument(help: "The path on the disk, e.g. /EFI/BOOT/grubx64.efi.") var path: String
             @Argument(help: "The local file to write.") var file: String
@@ -387,10 +387,10 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Baseline: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The VM's boot baseline (what integrity monitoring compares each boot with).",
+        static let configuration = CommandConfiguration(commandName: "baseline", abstract: "The VM's boot baseline (what integrity monitoring compares each boot with).",
                                                         subcommands: [Show.self, Approve.self, Predict.self, Reset.self])
         struct Show: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "The baseline's components.")
+            static let configuration = CommandConfiguration(commandName: "show", abstract: "The baseline's components.")
             @Argument var name: String
             @OptionGroup var output: ObjectOutput
             var json: Bool { output.isJSON }
@@ -406,7 +406,7 @@ struct VMCommand: AsyncParsableCommand {
             }
         }
         struct Approve: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Approve the VM's last boot as its baseline (after an update you made).")
+            static let configuration = CommandConfiguration(commandName: "approve", abstract: "Approve the VM's last boot as its baseline (after an update you made).")
             @Argument var name: String
             @Option(help: "Approve this attestation instead of the latest.") var attestation: String?
             @OptionGroup var client: ClientOptions
@@ -420,7 +420,7 @@ struct VMCommand: AsyncParsableCommand {
             }
         }
         struct Predict: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Set the baseline from the PCRs the virtual firmware predicts for the VM's disk.")
+            static let configuration = CommandConfiguration(commandName: "predict", abstract: "Set the baseline from the PCRs the virtual firmware predicts for the VM's disk.")
             @Argument var name: String
             @OptionGroup var client: ClientOptions
             func run() async throws {
@@ -431,7 +431,7 @@ struct VMCommand: AsyncParsableCommand {
             }
         }
         struct Reset: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Forget the baseline: the next healthy boot is learned.")
+            static let configuration = CommandConfiguration(commandName: "reset", abstract: "Forget the baseline: the next healthy boot is learned.")
             @Argument var name: String
             @OptionGroup var client: ClientOptions
             func run() async throws {
@@ -442,7 +442,7 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Attest: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Run the VM's guest attestation agent now and print each check.")
+        static let configuration = CommandConfiguration(commandName: "attest", abstract: "Run the VM's guest attestation agent now and print each check.")
         @Argument var name: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -460,7 +460,7 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Console: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "A real VM's serial console (firmware, boot loader, kernel, the guest's agent).")
+        static let configuration = CommandConfiguration(commandName: "console", abstract: "A real VM's serial console (firmware, boot loader, kernel, the guest's agent).")
         @Argument var name: String
         @Flag(help: "The previous boot's console.") var previous = false
         @Flag(help: "Keep printing what the VM writes (Ctrl-C to stop).") var follow = false
@@ -483,7 +483,7 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Guest: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "What `tlaunch agent status` shows inside the (simulated) guest.")
+        static let configuration = CommandConfiguration(commandName: "guest", abstract: "What `tlaunch agent status` shows inside the (simulated) guest.")
         @Argument var name: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -499,7 +499,7 @@ struct ImageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "image", abstract: "Images VMs are deployed from.", subcommands: [List.self, Show.self, Import.self])
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The images, with their generation.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "The images, with their generation.")
         @OptionGroup var output: ListOutput
         var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
@@ -513,7 +513,7 @@ struct ImageCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "An image: generation, the boot chain the firmware runs, who signed each stage.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "An image: generation, the boot chain the firmware runs, who signed each stage.")
         @Argument var name: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -535,7 +535,7 @@ struct ImageCommand: AsyncParsableCommand {
     }
 
     struct Import: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Import an EFI System Partition folder (Gen 2) or a BIOS boot sector (Gen 1).")
+        static let configuration = CommandConfiguration(commandName: "import", abstract: "Import an EFI System Partition folder (Gen 2) or a BIOS boot sector (Gen 1).")
         @Argument var name: String
         @Option(help: "The ESP folder (Gen 2) or boot sector file (Gen 1), on the platform's machine.") var from: String
         @Option(help: "1 or 2 (default).") var generation: Int = 2
@@ -555,7 +555,7 @@ struct AlertCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "alert", abstract: "Integrity monitoring's alerts.", subcommands: [List.self, Show.self, Dismiss.self])
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Alerts, newest first.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "Alerts, newest first.")
         @Option(help: "Only this VM's.") var vm: String?
         @Option(help: "active, resolved or dismissed.") var status: String?
         @OptionGroup var output: ListOutput
@@ -573,7 +573,7 @@ struct AlertCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "An alert: the evidence, recommendations and mitigations.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "An alert: the evidence, recommendations and mitigations.")
         @Argument var id: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -585,7 +585,7 @@ struct AlertCommand: AsyncParsableCommand {
     }
 
     struct Dismiss: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Dismiss an active alert.")
+        static let configuration = CommandConfiguration(commandName: "dismiss", abstract: "Dismiss an active alert.")
         @Argument var id: String
         @Option var reason: String?
         @OptionGroup var client: ClientOptions
@@ -601,7 +601,7 @@ struct HostCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor libvirt).", subcommands: [Add.self, List.self, Remove.self])
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add a libvirt host (it must answer: virsh -c URI nodeinfo).")
+        static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a libvirt host (it must answer: virsh -c URI nodeinfo).")
         @Argument(help: "A name for the host.") var name: String
         @Argument(help: "Its libvirt URI: qemu:///system, qemu+ssh://root@HOST/system, qemu+tls://HOST/system, …") var uri: String
         @Option(help: "external (the platform's vTPM; QEMU on this machine only) or emulator (the host's swtpm: tlaunch vtpm install-swtpm there). Default: external on this machine, emulator elsewhere.") var tpm: String?
@@ -618,7 +618,7 @@ struct HostCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The hosts: state, capacity, VMs.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "The hosts: state, capacity, VMs.")
         @OptionGroup var output: ListOutput
         var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
@@ -635,7 +635,7 @@ struct HostCommand: AsyncParsableCommand {
     }
 
     struct Remove: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove a host without VMs.")
+        static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a host without VMs.")
         @Argument var name: String
         @OptionGroup var client: ClientOptions
         func run() async throws {

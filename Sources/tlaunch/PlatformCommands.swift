@@ -103,6 +103,7 @@ struct WebhookCommand: AsyncParsableCommand {
 
     struct Secret: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "secret",
             abstract: "Print the signing secret (hex) of the webhook at URL.",
             discussion: """
             Every delivery carries X-TLaunch-Signature: t=UNIX-SECONDS,v1=HEX, where HEX is

@@ -130,7 +130,7 @@ struct TokenCommand: AsyncParsableCommand {
     }
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a new API token (only its hash is stored).")
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Print a new API token (only its hash is stored).")
         @Option(help: "admin, reader or agent.") var role: String
         @Option(help: "For an agent token: the one VM it may act for.") var vm: String?
         @Option(help: "How long it is accepted: 90s, 15m, 12h, 30d (default: until revoked).") var expiresIn: String?
@@ -151,7 +151,7 @@ struct TokenCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The API tokens: id (the start of the token's hash), role, VM, created, expires, state.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "The API tokens: id (the start of the token's hash), role, VM, created, expires, state.")
         @OptionGroup var storage: DataOptions
         func run() async throws {
             let store = try await storage.openStore()
@@ -168,7 +168,7 @@ struct TokenCommand: AsyncParsableCommand {
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a token by its id (tlaunch token list): it is refused from now on, everywhere.")
+        static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a token by its id (tlaunch token list): it is refused from now on, everywhere.")
         @Argument(help: "The token's id (at least 6 hex digits of it).") var id: String
         @OptionGroup var storage: DataOptions
         func run() async throws {
@@ -239,7 +239,7 @@ struct AgentCommand: AsyncParsableCommand {
     static func show(_ o: AttestationOutcome) { print(GuestAgent.describe(o), terminator: "") }
 
     struct Enroll: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Enrol the vTPM: EK certificate, AK, credential activation; prints the AK certificate.")
+        static let configuration = CommandConfiguration(commandName: "enroll", abstract: "Enrol the vTPM: EK certificate, AK, credential activation; prints the AK certificate.")
         @OptionGroup var options: Options
         func run() async throws {
             let receipt = try await options.agent().enroll()
@@ -251,7 +251,7 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     struct Attest: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Attest once (enrolling first if needed); exits 0 only when the attestation passed.")
+        static let configuration = CommandConfiguration(commandName: "attest", abstract: "Attest once (enrolling first if needed); exits 0 only when the attestation passed.")
         @OptionGroup var options: Options
         func run() async throws {
             let o = try await options.agent().attest()
@@ -261,7 +261,7 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The guest's own view: Secure Boot state, TPM 2.0 and its versions, measured boot log, last attestation.")
+        static let configuration = CommandConfiguration(commandName: "status", abstract: "The guest's own view: Secure Boot state, TPM 2.0 and its versions, measured boot log, last attestation.")
         @OptionGroup var options: Options
         func run() async throws {
             let s = try await options.agent().status()
@@ -273,7 +273,7 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Attest at start and every --interval seconds, retrying with backoff.")
+        static let configuration = CommandConfiguration(commandName: "run", abstract: "Attest at start and every --interval seconds, retrying with backoff.")
         @OptionGroup var options: Options
         @Option(help: "Seconds between attestations.") var interval: Int = 300
         func run() async throws {

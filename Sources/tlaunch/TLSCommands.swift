@@ -65,7 +65,7 @@ struct TLSCommand: AsyncParsableCommand {
         subcommands: [CA.self, Client.self])
 
     struct CA: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the platform TLS CA certificate (PEM; created on first use): give it to clients as --ca.")
+        static let configuration = CommandConfiguration(commandName: "ca", abstract: "Print the platform TLS CA certificate (PEM; created on first use): give it to clients as --ca.")
         @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
         func run() async throws {
             let folder = DataFolder.resolve(data)
@@ -75,7 +75,7 @@ struct TLSCommand: AsyncParsableCommand {
     }
 
     struct Client: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Issue a client certificate for mutual TLS (tlaunch up --mtls): writes NAME.pem and NAME.key (0600).")
+        static let configuration = CommandConfiguration(commandName: "client", abstract: "Issue a client certificate for mutual TLS (tlaunch up --mtls): writes NAME.pem and NAME.key (0600).")
         @Argument(help: "The client's name (its certificate's common name).") var name: String
         @Option(help: "The folder to write to.") var out = "."
         @Option(help: "Validity in days.") var days = 397
