@@ -208,10 +208,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict,
-            // Released, the command line carries the Swift runtime and Foundation inside it: the
-            // shared ones cost ~10 ms of symbol binding at every start (TLaunchBench --only-cli).
-            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(configuration: .release))]
+            swiftSettings: strict
         ),
         // The guest attestation agent as it runs inside a VM (in its initramfs): small, no server stack.
         .executableTarget(
@@ -274,6 +271,7 @@ let package = Package(
                 "Storage",
                 "Server",
                 "GuestAgent",
+                "Fleet",
                 "TLaunchTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),

@@ -4,7 +4,8 @@ import ServiceTLS
 
 /// The service's clients on the host (the relay, the CLI, the simulated guests' agents) over
 /// HTTPS that trusts only the platform's CA (or the `--ca` given), with a client certificate
-/// where the service asks for mutual TLS.
+/// where the service asks for mutual TLS — or over plain HTTP to a service run with
+/// --insecure-http.
 public struct PinnedHTTPS: HTTPTransport {
     public let tls: ClientTLS
     public init(_ tls: ClientTLS) { self.tls = tls }
@@ -16,10 +17,10 @@ public struct PinnedHTTPS: HTTPTransport {
 }
 
 extension ServiceClient {
-    /// A client of `baseURL`; over https, through `PinnedHTTPS` with `tls`.
+    /// A client of `baseURL` through `PinnedHTTPS` (`tls` applies to an https URL).
     public static func pinned(baseURL: String, token: String?, tls: ClientTLS?) -> ServiceClient {
         var c = ServiceClient(baseURL: baseURL, token: token)
-        if baseURL.lowercased().hasPrefix("https:") { c.transport = PinnedHTTPS(tls ?? ClientTLS()) }
+        c.transport = PinnedHTTPS(tls ?? ClientTLS())
         return c
     }
 }

@@ -2,9 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import Synchronization
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import ServiceTLS
 
 /// What a webhook receives: `{"event": "alert.raised" | "alert.repeated" | "alert.resolved" |
 /// "alert.dismissed", "time": …, "alert": {…}}`.
@@ -24,7 +22,8 @@ public final class WebhookNotifier: Sendable {
     public let attempts: Int
     public let firstBackoff: Duration
     let logger: Logger
-    let session: URLSession
+    /// Each attempt waits this long for the receiver's answer.
+    let timeout: Duration = .seconds(10)
     /// Deliveries by outcome (for tests and logs).
     public let delivered = Atomic<Int>(0)
     public let failedAttempts = Atomic<Int>(0)
@@ -37,9 +36,6 @@ public final class WebhookNotifier: Sendable {
     public init(urls: [URL], key: [UInt8]? = nil, attempts: Int = 6, firstBackoff: Duration = .milliseconds(500), logger: Logger = Logger(label: "tlaunch.webhooks")) {
         self.urls = urls; self.attempts = max(1, attempts); self.firstBackoff = firstBackoff; self.logger = logger
         self.key = key.map { SymmetricKey(data: $0) } ?? SymmetricKey(size: .bits256)
-        let config = URLSessionConfiguration.ephemeral
-        config.timeoutIntervalForRequest = 10
-        session = URLSession(configuration: config)
     }
 
     /// The signing secret of the receiver at `url` (HMAC-SHA256 of the URL under the platform's
@@ -79,25 +75,24 @@ public final class WebhookNotifier: Sendable {
 
     /// One POST; true on a 2xx answer.
     func post(_ body: Data, to url: URL, attempt: Int, event: String, alert: String) async -> Bool {
-        var request = URLRequest(url: url)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.setValue("tlaunch-webhook/1", forHTTPHeaderField: "User-Agent")
-        request.setValue("\(attempt)", forHTTPHeaderField: "X-TLaunch-Delivery-Attempt")
-        request.setValue(Self.signature(body: body, timestamp: Int(Date().timeIntervalSince1970), secret: secret(for: url)), forHTTPHeaderField: "X-TLaunch-Signature")
-        request.httpBody = body
+        let headers = [
+            ("Content-Type", "application/json"),
+            ("User-Agent", "tlaunch-webhook/1"),
+            ("X-TLaunch-Delivery-Attempt", "\(attempt)"),
+            ("X-TLaunch-Signature", Self.signature(body: body, timestamp: Int(Date().timeIntervalSince1970), secret: secret(for: url))),
+        ]
         var why = ""
         do {
-            let (_, response) = try await session.data(for: request)
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            if (200..<300).contains(status) {
+            // An https receiver is verified against the system's roots.
+            let answer = try await HTTPSClient.send("POST", url, headers: headers, body: Array(body), tls: ClientTLS(), timeout: timeout)
+            if (200..<300).contains(answer.status) {
                 delivered.add(1, ordering: .relaxed)
                 logger.info("webhook delivered", metadata: ["url": .string(url.absoluteString), "event": .string(event), "alert": .string(alert), "attempt": .stringConvertible(attempt)])
                 return true
             }
-            why = "HTTP \(status)"
+            why = "HTTP \(answer.status)"
         } catch {
-            why = error.localizedDescription
+            why = "\(error)"
         }
         failedAttempts.add(1, ordering: .relaxed)
         logger.warning("webhook attempt failed", metadata: ["url": .string(url.absoluteString), "event": .string(event), "attempt": .stringConvertible(attempt), "reason": .string(why)])

@@ -1,8 +1,5 @@
 import Attestation
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import MeasuredBoot
 import TPM2
 #if canImport(Glibc)
@@ -18,8 +15,8 @@ public struct AgentError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(step): \(message)" }
 }
 
-/// How a client's requests reach the service when not through URLSession: the platform's
-/// pinned HTTPS (`Fleet.PinnedHTTPS`), which the in-guest agent does not link.
+/// How a client's HTTP requests reach the service: the platform's `PinnedHTTPS` (plain HTTP,
+/// or TLS pinned to the platform's CA), which the in-guest agent does not link.
 public protocol HTTPTransport: Sendable {
     func send(_ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration) async throws -> (status: Int, body: Data)
 }
@@ -33,25 +30,11 @@ public struct ServiceClient: Sendable {
         self.token = token
     }
 
-    static let session: URLSession = {
-        let c = URLSessionConfiguration.ephemeral
-        c.timeoutIntervalForRequest = 60
-        c.httpMaximumConnectionsPerHost = 4
-        return URLSession(configuration: c)
-    }()
-
-    /// For operations that boot VMs (deploy, start, restart): the answer comes after the boot
-    /// and its first attestation.
-    static let patientSession: URLSession = {
-        let c = URLSessionConfiguration.ephemeral
-        c.timeoutIntervalForRequest = 600
-        return URLSession(configuration: c)
-    }()
-
     /// Wait up to 10 minutes for answers (the default is 60 s).
     public var patient = false
 
-    /// When set, HTTP requests go through this transport (pinned TLS) instead of URLSession.
+    /// How HTTP requests go (the platform's `PinnedHTTPS`: plain HTTP or pinned TLS). The agent
+    /// links no HTTP stack of its own: in a guest it speaks through the host's relay (`channel`).
     public var transport: (any HTTPTransport)?
 
     /// When set, requests go through this channel (the host's relay) instead of HTTP; the
@@ -85,17 +68,7 @@ public struct ServiceClient: Sendable {
                 throw AgentError(step, "cannot reach the attestation service at \(baseURL): \(error)")
             }
         }
-        var r = URLRequest(url: url)
-        r.httpMethod = method
-        if let token { r.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
-        if let body { r.httpBody = body; r.setValue(contentType, forHTTPHeaderField: "Content-Type") }
-        for (k, v) in headers { r.setValue(v, forHTTPHeaderField: k) }
-        let (data, response): (Data, URLResponse)
-        do { (data, response) = try await (patient ? Self.patientSession : Self.session).data(for: r) } catch {
-            throw AgentError(step, "cannot reach the attestation service at \(baseURL): \(error.localizedDescription)")
-        }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        return (status, data)
+        throw AgentError(step, "no HTTP transport for \(baseURL) (a client built with ServiceClient.pinned has one)")
     }
 
     public func call<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none, as: T.Type, step: String) async throws -> T {

@@ -7,7 +7,8 @@ import NIOSSL
 import Synchronization
 
 /// One HTTPS request on its own connection, verified against `ClientTLS` (pinned roots, the
-/// server's name or IP address, TLS 1.2+), with an optional client certificate.
+/// server's name or IP address, TLS 1.2+), with an optional client certificate; or one plain
+/// HTTP request for an `http` URL (a service run with --insecure-http, a webhook receiver).
 ///
 /// The service's clients (CLI, host relay, agents outside the platform) make few requests;
 /// a connection per request keeps this small and leaves no pooled state to go stale. Unlike
@@ -40,16 +41,18 @@ public enum HTTPSClient {
     }
 
     /// Sends `method url` with `headers` and `body`; the whole answer, or `Failure` (a TLS
-    /// refusal says which check failed).
+    /// refusal says which check failed). `tls` applies to https URLs only.
     public static func send(_ method: String, _ url: URL, headers: [(String, String)] = [], body: [UInt8]? = nil,
                             tls: ClientTLS, timeout: Duration = .seconds(60)) async throws -> Response {
-        guard url.scheme?.lowercased() == "https", let host = url.host, !host.isEmpty else {
-            throw Failure(message: "\(url) is not an https URL")
+        let scheme = url.scheme?.lowercased()
+        guard scheme == "https" || scheme == "http", let host = url.host, !host.isEmpty else {
+            throw Failure(message: "\(url) is not an http or https URL")
         }
-        let port = url.port ?? 443
+        let secure = scheme == "https"
+        let port = url.port ?? (secure ? 443 : 80)
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let context: NIOSSLContext
-        do { context = try Self.context(tls) } catch { throw Failure(message: "TLS setup: \(error)") }
+        let context: NIOSSLContext?
+        do { context = secure ? try Self.context(tls) : nil } catch { throw Failure(message: "TLS setup: \(error)") }
         var target = url.path.isEmpty ? "/" : url.path
         if let q = url.query { target += "?" + q }
         // SNI carries names only; an IP address is checked against the certificate's IP SANs.
@@ -63,7 +66,7 @@ public enum HTTPSClient {
                 .connectTimeout(.seconds(Int64(min(timeout.components.seconds, 30))))
                 .connect(host: bareHost, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: sni))
+                        if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: sni)) }
                         try channel.pipeline.syncOperations.addHandler(ErrorCapture(first: firstError))
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)

@@ -98,7 +98,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
         let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm\(i).state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
         let report = try firmware.launch(esp: esp, tpm: tpm)
         events = report.log.events.count
-        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: ServiceClient(baseURL: "http://127.0.0.1:\(port)", token: token),
+        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: ServiceClient.pinned(baseURL: "http://127.0.0.1:\(port)", token: token, tls: nil),
                                vm: "bench-\(i)", eventLog: try report.log.encoded())
         _ = try await agent.enroll()
         agents.append(agent)

@@ -90,29 +90,18 @@ func eventLogBenchmarks(seconds: Double, sharedDir: String) throws {
 
 /// Median wall time of running a command with stdout/stderr to /dev/null (posix_spawn + waitpid:
 /// Foundation's `Process.waitUntilExit` polls and would add tens of milliseconds).
-func medianRun(_ path: String, _ args: [String], runs: Int) -> Double { medianRunAndPeak(path, args, runs: runs).seconds }
-
-/// The median wall time and the largest peak resident set (KiB, from wait4's rusage) of `runs` runs.
-func medianRunAndPeak(_ path: String, _ args: [String], runs: Int) -> (seconds: Double, peakKiB: Int) {
+func medianRun(_ path: String, _ args: [String], runs: Int) -> Double {
     var times: [Double] = []
-    var peak = 0
     for _ in 0..<runs {
         let start = ContinuousClock.now
-        var usage = rusage()
-        guard spawnAndWait(path, args, usage: &usage) >= 0 else { return (.nan, 0) }
+        guard spawnAndWait(path, args) >= 0 else { return .nan }
         let d = ContinuousClock.now - start
         times.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
-        peak = max(peak, usage.ru_maxrss)
     }
-    return (times.sorted()[times.count / 2], peak)
+    return times.sorted()[times.count / 2]
 }
 
 func spawnAndWait(_ path: String, _ args: [String]) -> Int32 {
-    var usage = rusage()
-    return spawnAndWait(path, args, usage: &usage)
-}
-
-func spawnAndWait(_ path: String, _ args: [String], usage: inout rusage) -> Int32 {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -123,7 +112,7 @@ func spawnAndWait(_ path: String, _ args: [String], usage: inout rusage) -> Int3
     var pid: pid_t = 0
     guard posix_spawn(&pid, path, &actions, nil, argv, environ) == 0 else { return -1 }
     var status: Int32 = 0
-    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     return status
 }
 

@@ -203,7 +203,7 @@ struct ClientOptions: ParsableArguments {
             let url = server ?? env["TLAUNCH_SERVER"] ?? recorded.flatMap { $0.isEmpty ? nil : $0 } ?? "http://127.0.0.1:8080"
             let t = token ?? env["TLAUNCH_TOKEN"]
                 ?? (try? String(contentsOf: folder.adminToken, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard url.lowercased().hasPrefix("https:") else { return ServiceClient(baseURL: url, token: t) }
+            guard url.lowercased().hasPrefix("https:") else { return ServiceClient.pinned(baseURL: url, token: t, tls: nil) }
             let caFile = ca ?? env["TLAUNCH_CA"] ?? existing(folder.tls.appendingPathComponent("ca.pem"))
             let cert = clientCert ?? env["TLAUNCH_CLIENT_CERT"] ?? existing(folder.adminClientCertificate)
             let key = clientKey ?? env["TLAUNCH_CLIENT_KEY"] ?? existing(folder.adminClientKey)

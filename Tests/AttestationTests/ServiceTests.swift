@@ -3,6 +3,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import Fleet
 import GuestAgent
 import MeasuredBoot
 import SecureBoot
@@ -78,7 +79,7 @@ struct Platform {
 
     /// Clients wait up to 10 minutes: the suite runs QEMU, swtpm and builds next to these
     /// in-process servers on two cores, so an answer comes late under load, not never.
-    func client(_ token: String?) -> ServiceClient { var c = ServiceClient(baseURL: server.url, token: token); c.patient = true; return c }
+    func client(_ token: String?) -> ServiceClient { var c = ServiceClient.pinned(baseURL: server.url, token: token, tls: nil); c.patient = true; return c }
     func token(_ role: APITokenRecord.Role, vm: String? = nil) async throws -> String {
         try await AttestationService.createAPIToken(store: service.store, role: role, vm: vm)
     }
@@ -143,7 +144,7 @@ func verifyWithPyJWT(_ token: String, jwksURL: String, audience: String = Attest
         if Interop.required { Issue.record("/usr/bin/python3 with python3-jwt is required", sourceLocation: sourceLocation) }
         return nil
     }
-    var jwksClient = ServiceClient(baseURL: jwksURL, token: nil)
+    var jwksClient = ServiceClient.pinned(baseURL: jwksURL, token: nil, tls: nil)
     jwksClient.patient = true
     let (status, jwks) = try await jwksClient.send("GET", "", step: "jwks")
     #expect(status == 200, sourceLocation: sourceLocation)

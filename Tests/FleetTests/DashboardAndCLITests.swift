@@ -113,7 +113,7 @@ struct DashboardTests {
             #expect(deploy.contains("value=\"TrustedLaunch\" checked") && deploy.contains("name=\"secureBoot\" checked"))
 
             // Not signed in: sent to the sign-in page; a bad token is refused.
-            let (s, _) = try await ServiceClient(baseURL: p.server.url, token: nil).send("GET", "/", step: "t")
+            let (s, _) = try await ServiceClient.pinned(baseURL: p.server.url, token: nil, tls: p.tls).send("GET", "/", step: "t")
             #expect(s == 200 || s == 303)
             let (status, out, _) = try await Interop.run(browser, ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "\(p.server.url)/"])
             #expect(status == 0 && out.contains("Sign in") && !out.contains("id=\"fleet\""))

@@ -302,7 +302,7 @@ struct DeploymentTests {
             let reader = try await AttestationService.createAPIToken(store: p.service.store, role: .reader, vm: nil)
             #expect(try await p.request("GET", "/v1/vms", token: reader).0 == 200)
             #expect(try await p.request("POST", "/v1/vms", ["name": "c"], token: reader).0 == 403)
-            let (anon, _) = try await ServiceClient(baseURL: p.server.url, token: nil).send("GET", "/v1/vms", step: "t")
+            let (anon, _) = try await ServiceClient.pinned(baseURL: p.server.url, token: nil, tls: p.tls).send("GET", "/v1/vms", step: "t")
             #expect(anon == 401)
             // The overview's checklist says why for each item.
             let o = try await p.fleet.overview("b")

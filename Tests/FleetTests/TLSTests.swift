@@ -42,7 +42,7 @@ import X509
             #expect(refused.contains("CERTIFICATE_VERIFY_FAILED"), "\(refused)")
             let system = ServiceClient.pinned(baseURL: p.server.url, token: p.admin, tls: ClientTLS())
             #expect(await Self.refusal(system).contains("CERTIFICATE_VERIFY_FAILED"))
-            let plain = ServiceClient(baseURL: p.server.url.replacingOccurrences(of: "https:", with: "http:"), token: p.admin)
+            let plain = ServiceClient.pinned(baseURL: p.server.url.replacingOccurrences(of: "https:", with: "http:"), token: p.admin, tls: nil)
             let answer = try? await plain.send("GET", "/v1/vms", step: "plain")
             #expect(answer == nil || answer?.status != 200, "the TLS port answers no plain-HTTP request")
 
