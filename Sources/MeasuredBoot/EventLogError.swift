@@ -208,14 +208,18 @@ let hexDigits: [Character] = Array("0123456789abcdef")
 
 /// Lower-case hex of bytes.
 public func hexString<C: Collection<UInt8>>(_ bytes: C) -> String {
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    let digits = Array("0123456789abcdef".utf8)
-    for b in bytes {
-        out.append(digits[Int(b >> 4)])
-        out.append(digits[Int(b & 15)])
+    let count = bytes.count
+    guard count > 0 else { return "" }
+    @inline(__always) func digit(_ v: UInt8) -> UInt8 { v < 10 ? v &+ 0x30 : v &+ 0x57 }
+    return String(unsafeUninitializedCapacity: count * 2) { out in
+        var i = 0
+        for b in bytes where i + 1 < out.count {
+            out[i] = digit(b >> 4)
+            out[i + 1] = digit(b & 15)
+            i += 2
+        }
+        return i
     }
-    return String(decoding: out, as: UTF8.self)
 }
 
 /// Bytes from hex (an optional `0x` prefix, either case); nil when not hex.

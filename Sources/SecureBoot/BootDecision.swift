@@ -278,4 +278,7 @@ public enum ImageVerifier {
     }
 }
 
-func PCRValuesName(_ alg: TPMAlgID) -> String { PCRValues.bankName(alg).uppercased().replacingOccurrences(of: "SHA", with: "SHA-") }
+func PCRValuesName(_ alg: TPMAlgID) -> String {
+    let name = PCRValues.bankName(alg).uppercased()
+    return name.hasPrefix("SHA") ? "SHA-" + name.dropFirst(3) : name
+}

@@ -176,6 +176,7 @@ extension Array where Element == UInt8 {
         var s = Substring(hex)
         if s.hasPrefix("0x") || s.hasPrefix("0X") { s = s.dropFirst(2) }
         var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count / 2)
         var high: UInt8?
         for ch in s.utf8 {
             let v: UInt8

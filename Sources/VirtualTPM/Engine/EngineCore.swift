@@ -62,15 +62,15 @@ struct EngineCore {
     }
 
     mutating func resetPCRs() {
-        for alg in Self.implementedHashes {
-            let size = alg.digestSize!
-            pcrs[alg] = (0..<Limits.pcrCount).map { i in
-                // PC Client: PCRs 17–22 start at all ones until a dynamic launch resets them.
-                [UInt8](repeating: (17...22).contains(i) ? 0xFF : 0x00, count: size)
-            }
-        }
+        pcrs = Self.initialPCRs
         pcrUpdateCounter = 0
     }
+
+    /// Every bank's PCRs at reset, built once: each TPM's copy shares these buffers until it
+    /// extends a PCR. PC Client: PCRs 17–22 start at all ones until a dynamic launch resets them.
+    static let initialPCRs: [TPMAlgID: [[UInt8]]] = Dictionary(uniqueKeysWithValues: implementedHashes.map { alg in
+        (alg, (0..<Limits.pcrCount).map { i in [UInt8](repeating: (17...22).contains(i) ? 0xFF : 0x00, count: alg.digestSize!) })
+    })
 
     /// TPM time since _TPM_Init, and Clock (Part 1, 36).
     var timeMilliseconds: UInt64 {
