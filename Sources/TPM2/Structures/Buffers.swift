@@ -179,17 +179,26 @@ extension Array where Element == UInt8 {
         out.reserveCapacity(s.utf8.count / 2)
         var high: UInt8?
         for ch in s.utf8 {
-            let v: UInt8
-            switch ch {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = ch - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = ch - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): v = ch - UInt8(ascii: "A") + 10
-            case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\t"), UInt8(ascii: "\r"), UInt8(ascii: ":"): continue
-            default: return nil
-            }
+            let v = hexDigitValues[Int(ch)]
+            if v == hexSkip { continue }
+            if v == hexInvalid { return nil }
             if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
         }
         if high != nil { return nil }
         self = out
+    }
+}
+
+private let hexInvalid: UInt8 = 0xFF
+private let hexSkip: UInt8 = 0xFE
+/// Each byte's value as a hex digit; `hexSkip` for the separators Array(hex:) ignores (space,
+/// newline, tab, carriage return, colon), `hexInvalid` for anything else.
+private let hexDigitValues: [UInt8] = (0..<256).map { c -> UInt8 in
+    switch UInt8(c) {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt8(c) - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt8(c) - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt8(c) - UInt8(ascii: "A") + 10
+    case UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\t"), UInt8(ascii: "\r"), UInt8(ascii: ":"): return hexSkip
+    default: return hexInvalid
     }
 }
