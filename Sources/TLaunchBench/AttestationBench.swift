@@ -1,15 +1,30 @@
 import Attestation
 import Storage
+import Fleet
 import Foundation
 import GuestAgent
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import ServiceTLS
 import MeasuredBoot
 import TPM2
 import VirtualFirmware
 import VirtualTPM
 
+/// One keep-alive connection of the load generator: a blocking request/response.
+protocol BenchConnection: AnyObject {
+    func request(_ method: String, _ path: String, body: [UInt8], token: String) throws -> (Int, [UInt8])
+}
+
+extension BenchConnection {
+    func request(_ method: String, _ path: String, token: String) throws -> (Int, [UInt8]) { try request(method, path, body: [], token: token) }
+}
+
 /// A blocking HTTP/1.1 keep-alive connection: the load generator's client (light enough that
 /// one core drives the server's core).
-final class BenchHTTP {
+final class BenchHTTP: BenchConnection {
     let fd: Int32
     var buffer: [UInt8] = []
 
@@ -26,7 +41,7 @@ final class BenchHTTP {
     }
     deinit { close(fd) }
 
-    func request(_ method: String, _ path: String, body: [UInt8] = [], token: String) throws -> (Int, [UInt8]) {
+    func request(_ method: String, _ path: String, body: [UInt8], token: String) throws -> (Int, [UInt8]) {
         var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nContent-Length: \(body.count)\r\n"
         if !body.isEmpty { head += "Content-Type: application/json\r\n" }
         head += "\r\n"
@@ -67,10 +82,62 @@ final class BenchHTTP {
     }
 }
 
+/// A keep-alive HTTPS connection (NIO + NIOSSL, verified against the server's CA), used
+/// blockingly like `BenchHTTP`: the same requests, with TLS.
+final class BenchHTTPS: BenchConnection {
+    final class Collector: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPClientResponsePart
+        var pending: EventLoopPromise<(Int, [UInt8])>?
+        var status = 0
+        var body: [UInt8] = []
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let h): status = Int(h.status.code); body = []
+            case .body(var b): body += b.readBytes(length: b.readableBytes) ?? []
+            case .end: pending?.succeed((status, body)); pending = nil
+            }
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { pending?.fail(error); pending = nil; context.close(promise: nil) }
+        func channelInactive(context: ChannelHandlerContext) { pending?.fail(ChannelError.ioOnClosedChannel); pending = nil }
+    }
+    let channel: any Channel
+    let collector = Collector()
+
+    init(port: Int, context: NIOSSLContext) throws {
+        let collector = self.collector
+        channel = try ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    try ch.pipeline.syncOperations.addHTTPClientHandlers()
+                    try ch.pipeline.syncOperations.addHandler(collector)
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).wait()
+    }
+    deinit { channel.close(promise: nil) }
+
+    func request(_ method: String, _ path: String, body: [UInt8], token: String) throws -> (Int, [UInt8]) {
+        let promise = channel.eventLoop.makePromise(of: (Int, [UInt8]).self)
+        let collector = self.collector
+        channel.eventLoop.execute { collector.pending = promise }
+        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path)
+        head.headers.add(name: "Host", value: "127.0.0.1")
+        head.headers.add(name: "Authorization", value: "Bearer \(token)")
+        head.headers.add(name: "Content-Length", value: "\(body.count)")
+        if !body.isEmpty { head.headers.add(name: "Content-Type", value: "application/json") }
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if !body.isEmpty { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        return try promise.futureResult.wait()
+    }
+}
+
 /// Attestations per second on one server core, end to end over HTTP on loopback (a separate
 /// `tlaunch serve` process pinned to one CPU, SQLite in a temporary data folder), side by side
 /// with `openssl speed ecdsap256` on the same CPU; then the latency at half that load.
-func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async throws {
+func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https: Bool = false) async throws {
     let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tlaunch").path
     guard FileManager.default.isExecutableFile(atPath: exe) else { print("  \(exe) is missing: swift build -c release"); return }
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-att-\(getpid())")
@@ -78,13 +145,22 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
     let port = 18_000 + Int(getpid() % 1000)
     let server = Process()
     server.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
-    server.arguments = ["-c", "\(serverCPU)", exe, "serve", "--listen", "127.0.0.1:\(port)", "--data", dir.path, "--nonce-lifetime", "3600", "--log-level", "error", "--insecure-http"]
+    server.arguments = ["-c", "\(serverCPU)", exe, "serve", "--listen", "127.0.0.1:\(port)", "--data", dir.path, "--nonce-lifetime", "3600", "--log-level", "error"] + (https ? [] : ["--insecure-http"])
     server.standardOutput = FileHandle.nullDevice
     try server.run()
     defer { server.terminate(); server.waitUntilExit() }
     let tokenFile = dir.appendingPathComponent("admin.token")
     for _ in 0..<200 where !FileManager.default.fileExists(atPath: tokenFile.path) || (try? BenchHTTP(port: port)) == nil { usleep(50_000) }
     let token = try String(contentsOf: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    // Over HTTPS: the server's certificate from the data folder's CA, which the clients pin.
+    let caPEM = https ? try String(contentsOf: DataFolder(root: dir).tls.appendingPathComponent("ca.pem"), encoding: .utf8) : nil
+    let clientTLS = caPEM.map { ClientTLS(trustRootsPEM: $0) }
+    let sslContext = try clientTLS.map { try NIOSSLContext(configuration: try $0.configuration()) }
+    @Sendable func connect() throws -> any BenchConnection {
+        if let sslContext { return try BenchHTTPS(port: port, context: sslContext) }
+        return try BenchHTTP(port: port)
+    }
+    let scheme = https ? "https" : "http"
 
     // The fleet: vTPMs manufactured under the same data folder's CA, booted by the virtual
     // firmware (sample-linux), enrolled through the API.
@@ -98,7 +174,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
         let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm\(i).state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
         let report = try firmware.launch(esp: esp, tpm: tpm)
         events = report.log.events.count
-        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: ServiceClient.pinned(baseURL: "http://127.0.0.1:\(port)", token: token, tls: nil),
+        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: ServiceClient.pinned(baseURL: "\(scheme)://127.0.0.1:\(port)", token: token, tls: clientTLS),
                                vm: "bench-\(i)", eventLog: try report.log.encoded())
         _ = try await agent.enroll()
         agents.append(agent)
@@ -108,7 +184,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
     func prepare(_ count: Int) async throws -> [[[UInt8]]] {
         var all: [[[UInt8]]] = []
         for (i, agent) in agents.enumerated() {
-            let http = try BenchHTTP(port: port)
+            let http = try connect()
             var mine: [[UInt8]] = []
             for _ in 0..<count {
                 let (_, body) = try http.request("POST", "/v1/vms/bench-\(i)/nonce", token: token)
@@ -137,7 +213,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
     // "256 bits ecdsa (nistp256)   0.0000s   0.0001s  27842.4   8861.0": sign/s and verify/s last.
     let (sign, verify) = fields.count >= 3 ? (fields[fields.count - 2], fields[fields.count - 1]) : (0, 0)
 
-    print("Attestation service: one server core (CPU \(serverCPU)), SQLite, HTTP/1.1 on loopback, \(clients) VMs")
+    print("Attestation service: one server core (CPU \(serverCPU)), SQLite, \(https ? "HTTPS (TLS, keep-alive, the CA pinned)" : "HTTP/1.1") on loopback, \(clients) VMs")
     print("  evidence: quote over sha256 PCRs 0–15 + \(events)-event log; default policy; ES256 token; history kept")
     report("openssl speed ecdsap256: verify (ceiling)", verify)
     report("openssl speed ecdsap256: sign", sign)
@@ -155,7 +231,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
             group.enter()
             Thread.detachNewThread {
                 defer { group.leave() }
-                guard let http = try? BenchHTTP(port: port) else { failures.add(); return }
+                guard let http = try? connect() else { failures.add(); return }
                 for (k, j) in range.enumerated() {
                     let scheduled = pace.map { start + $0 * (k * items.count + i) }
                     if let scheduled, clock.now < scheduled { Thread.sleep(forTimeInterval: (scheduled - clock.now).seconds) }
@@ -192,7 +268,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int) async 
         print(String(format: "  at %.0f attestations/s (half load), %d requests: p50 %.2f ms, p99 %.2f ms, max %.2f ms; failures: %d",
                      rate / 2, sorted.count, pct(0.5), pct(0.99), sorted.last!.seconds * 1000, failures.value))
     }
-    if args.contains("--metrics"), let (_, m) = try? BenchHTTP(port: port).request("GET", "/metrics", token: token) {
+    if args.contains("--metrics"), let (_, m) = try? connect().request("GET", "/metrics", token: token) {
         print(String(decoding: m, as: UTF8.self).split(separator: "\n").filter { $0.contains("duration") }.joined(separator: "\n"))
     }
     if let rss = try? String(contentsOfFile: "/proc/\(server.processIdentifier)/status", encoding: .utf8).split(separator: "\n").first(where: { $0.hasPrefix("VmRSS") }) {

@@ -78,7 +78,7 @@ if args.contains("--attestation-breakdown") {
 if args.contains("--only-attestation") {
     let cpu = args.firstIndex(of: "--server-cpu").flatMap { Int(args[$0 + 1]) } ?? 1
     let clients = args.firstIndex(of: "--clients").flatMap { Int(args[$0 + 1]) } ?? 8
-    try await attestationBenchmarks(seconds: seconds, serverCPU: cpu, clients: clients)
+    try await attestationBenchmarks(seconds: seconds, serverCPU: cpu, clients: clients, https: args.contains("--https"))
     exit(0)
 }
 if args.contains("--only-cli") {
