@@ -294,8 +294,9 @@ struct CommandLineTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-up-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: dir) }
         let port = try SwtpmProcess.freePortPair()
-        /// Starts `tlaunch up`, waits for "Ready", runs `body`, stops it with SIGINT; the output.
-        func up(_ body: () async throws -> Void) async throws -> (Int32, String) {
+        /// Starts `tlaunch up`, waits for "Ready", runs `body` (given the platform's output so far),
+        /// stops it with SIGINT; the output.
+        func up(_ body: (_ log: String) async throws -> Void) async throws -> (Int32, String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: tlaunchPath)
             p.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:\(port)", "--log-level", "error", "--hypervisor", "simulated"]
@@ -311,7 +312,7 @@ struct CommandLineTests {
                 text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
             }
             #expect(text.contains("==> Ready"), "\(text)")
-            try await body()
+            try await body(text)
             kill(p.processIdentifier, SIGINT)
             for _ in 0..<1200 where p.isRunning { try await Task.sleep(for: .milliseconds(100)) }   // up to 2 minutes under load
             if p.isRunning { p.terminate() }
@@ -321,19 +322,19 @@ struct CommandLineTests {
         // No server URL, CA or token given: the CLI finds all three in the data folder (server.url,
         // tls/ca.pem, admin.token) and speaks HTTPS pinned to the platform's CA.
         let env = ["TLAUNCH_SERVER": "", "TLAUNCH_CA": "", "TLAUNCH_DATA": dir.path, "TLAUNCH_TOKEN": ""]
-        var (status, out) = try await up {
+        var (status, out) = try await up { log in
             let (s, list, err) = try await Interop.run(tlaunchPath, ["vm", "list", "--json", "--data", dir.path], environment: env)
             #expect(s == 0, "\(err)")
             let vms = try #require(try JSONSerialization.jsonObject(with: Data(list.utf8)) as? [[String: Any]])
             let integrity = Dictionary(uniqueKeysWithValues: vms.map { ($0["name"] as! String, ($0["integrityMonitoring"] as! [String: Any])["bootIntegrity"] as! String) })
-            #expect(integrity == [SampleFleet.healthy: "Healthy", SampleFleet.tampered: "Unhealthy", SampleFleet.standard: "NotMonitored"])
-            let (s2, alerts, _) = try await Interop.run(tlaunchPath, ["alert", "list", "--data", dir.path], environment: env)
-            #expect(s2 == 0 && alerts.contains("Boot loader changed") && alerts.contains(SampleFleet.tampered))
+            #expect(integrity == [SampleFleet.healthy: "Healthy", SampleFleet.tampered: "Unhealthy", SampleFleet.standard: "NotMonitored"], "tlaunch up said: \(log.suffix(3000))")
+            let (s2, alerts, err2) = try await Interop.run(tlaunchPath, ["alert", "list", "--data", dir.path], environment: env)
+            #expect(s2 == 0 && alerts.contains("Boot loader changed") && alerts.contains(SampleFleet.tampered), "\(alerts)\(err2)")
         }
         #expect(status == 0, "\(out)")
         #expect(out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux") && out.contains("Dashboard: https://127.0.0.1:\(port)/login?code=") && !out.contains("login?token="))
         // The second start deploys nothing new and boots the running VMs again (new boots, attested).
-        (status, out) = try await up {
+        (status, out) = try await up { _ in
             let (s, list, _) = try await Interop.run(tlaunchPath, ["vm", "show", SampleFleet.healthy, "--json", "--data", dir.path], environment: env)
             let vm = try #require(try JSONSerialization.jsonObject(with: Data(list.utf8)) as? [String: Any])
             #expect(s == 0 && vm["bootCount"] as? Int == 2 && (vm["integrityMonitoring"] as? [String: Any])?["bootIntegrity"] as? String == "Healthy")
