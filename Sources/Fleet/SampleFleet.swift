@@ -31,7 +31,24 @@ public enum SampleFleet {
         _ = try await fleet.deploy(DeployRequest(name: tampered, integrityMonitoring: true, attestationInterval: interval))
         say("deploying \(standard): security type Standard (chosen explicitly), a Generation 1 image")
         _ = try await fleet.deploy(DeployRequest(name: standard, image: "legacy-bios", securityType: "Standard", attestationInterval: interval))
+        try await learnBaseline(fleet, vm: tampered, say: say)
         return try await replaceBootLoader(fleet, say: say)
+    }
+
+    /// The story compares app-02's changed boot with its good one: that boot must have been
+    /// attested (its baseline learned) before the change. An attestation that did not run at
+    /// deployment (a service too slow to answer) is tried again; otherwise the changed boot
+    /// would be learned on first use and nothing would be caught.
+    static func learnBaseline(_ fleet: Fleet, vm: String, say: @Sendable (String) -> Void) async throws {
+        for attempt in 1...5 {
+            if try await fleet.service.store.baseline(vm: vm) != nil { return }
+            say("\(vm) has no baseline yet (its attestation did not complete): attesting again (\(attempt))")
+            if case .failure(let error) = await fleet.attestNow(vm) { say("  \(error)") }
+            try await Task.sleep(for: .seconds(attempt))
+        }
+        if try await fleet.service.store.baseline(vm: vm) == nil {
+            throw FleetError(.failed, "\(vm) could not be attested, so it has no baseline to compare a change with")
+        }
     }
 
     /// Puts an older grub build — still signed by the vendor key shim trusts — on app-02's disk
