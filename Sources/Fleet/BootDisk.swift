@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import MeasuredBoot
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,7 +56,7 @@ struct BootDisk: Sendable {
             h.update(data: Data(path.utf8)); h.update(data: [0])
             h.update(data: Data(SHA256.hash(data: esp.files[path]!)))
         }
-        return h.finalize().map { String(format: "%02x", $0) }.joined()
+        return hexString(Array(h.finalize()))
     }
 
     /// The disk's GUIDs (disk, partition), chosen once.

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import MeasuredBoot
 import TPM2
 import VirtualFirmware
 
@@ -139,7 +140,7 @@ public struct GuestKit: Sendable {
         }
         key.update(data: Data(Self.initScript.utf8))
         key.update(data: Data("gzip -1; agent without debug info".utf8))
-        let name = "initramfs-" + key.finalize().prefix(8).map { String(format: "%02x", $0) }.joined() + ".img"
+        let name = "initramfs-" + hexString(Array(key.finalize()).prefix(8)) + ".img"
         let file = cache.appendingPathComponent(name)
         if let d = fm.contents(atPath: file.path) { return Array(d) }
         var bytes = CPIO.newc(try entries())

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import MeasuredBoot
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -375,7 +376,7 @@ struct LibvirtDomainXML {
         var b = Array(d.prefix(16))
         b[6] = (b[6] & 0x0F) | 0x50   // version 5 layout (name-based)
         b[8] = (b[8] & 0x3F) | 0x80
-        let h = b.map { String(format: "%02x", $0) }.joined()
+        let h = hexString(b)
         let c = Array(h)
         return "\(String(c[0..<8]))-\(String(c[8..<12]))-\(String(c[12..<16]))-\(String(c[16..<20]))-\(String(c[20..<32]))"
     }

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import MeasuredBoot
 import GuestAgent
 import Logging
 import Synchronization
@@ -70,7 +71,7 @@ public struct QEMUPaths: Sendable {
     public let run: URL
     init(folder: VMFolder) {
         self.folder = folder
-        let digest = SHA256.hash(data: Data(folder.url.standardizedFileURL.path.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+        let digest = hexString(Array(SHA256.hash(data: Data(folder.url.standardizedFileURL.path.utf8))).prefix(6))
         run = URL(fileURLWithPath: "/tmp/tlaunch-vm-\(digest)")
     }
     public var variables: URL { folder.url.appendingPathComponent("OVMF_VARS.fd") }

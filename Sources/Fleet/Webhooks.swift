@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import MeasuredBoot
 import Logging
 import Synchronization
 import ServiceTLS
@@ -52,7 +53,7 @@ public final class WebhookNotifier: Sendable {
         var message = Data("\(timestamp).".utf8)
         message.append(body)
         let mac = HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: secret))
-        return "t=\(timestamp),v1=" + mac.map { String(format: "%02x", $0) }.joined()
+        return "t=\(timestamp),v1=" + hexString(Array(mac))
     }
 
     /// A receiver's check of a delivery (what `signature` documents), for tests and as a model.

@@ -3,6 +3,7 @@ import ArgumentParser
 import Attestation
 import Fleet
 import Foundation
+import MeasuredBoot
 import GuestAgent
 import Logging
 import Server
@@ -116,7 +117,7 @@ struct WebhookCommand: AsyncParsableCommand {
         func run() async throws {
             guard let u = URL(string: url), u.scheme == "http" || u.scheme == "https", u.host != nil else { throw ValidationError("\(url) is not an http(s) URL") }
             let notifier = WebhookNotifier(urls: [u], key: try HostKey.webhookKey(folder: DataFolder.resolve(data)))
-            print(notifier.secret(for: u).map { String(format: "%02x", $0) }.joined())
+            print(hexString(notifier.secret(for: u)))
         }
     }
 }
