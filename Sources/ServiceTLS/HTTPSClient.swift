@@ -86,9 +86,16 @@ public enum HTTPSClient {
                     head.headers.add(name: "Connection", value: "close")
                     for (k, v) in headers { head.headers.add(name: k, value: v) }
                     if let body { head.headers.add(name: "Content-Length", value: "\(body.count)") }
-                    try await outbound.write(.head(head))
-                    if let body, !body.isEmpty { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
-                    try await outbound.write(.end(nil))
+                    // The whole request in one write. A server may answer and close before a
+                    // later write of ours runs (the end of a request whose body it already read,
+                    // or a refusal before reading it): NIO closes the channel at the peer's EOF,
+                    // and that write fails with "I/O on closed channel" although the answer is
+                    // waiting in the inbound stream. The answer wins over such a write error.
+                    var parts: [HTTPClientRequestPart] = [.head(head)]
+                    if let body, !body.isEmpty { parts.append(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                    parts.append(.end(nil))
+                    var writeError: (any Error)?
+                    do { try await outbound.write(contentsOf: parts) } catch { writeError = error }
                     var response = Response(status: 0, headers: [], body: [])
                     for try await part in inbound {
                         switch part {
@@ -101,6 +108,7 @@ public enum HTTPSClient {
                             return response
                         }
                     }
+                    if let writeError { throw writeError }
                     throw Failure(message: "the connection closed before the answer ended")
                 }
             } catch where expired.withLockedValue({ $0 }) {

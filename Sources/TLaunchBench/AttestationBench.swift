@@ -150,7 +150,9 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     try server.run()
     defer { server.terminate(); server.waitUntilExit() }
     let tokenFile = dir.appendingPathComponent("admin.token")
-    for _ in 0..<200 where !FileManager.default.fileExists(atPath: tokenFile.path) || (try? BenchHTTP(port: port)) == nil { usleep(50_000) }
+    // Until the server listens (each probe's connection closes as it goes out of scope).
+    var tries = 0
+    while tries < 200, !FileManager.default.fileExists(atPath: tokenFile.path) || (try? BenchHTTP(port: port)) == nil { usleep(50_000); tries += 1 }
     let token = try String(contentsOf: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     // Over HTTPS: the server's certificate from the data folder's CA, which the clients pin.
     let caPEM = https ? try String(contentsOf: DataFolder(root: dir).tls.appendingPathComponent("ca.pem"), encoding: .utf8) : nil

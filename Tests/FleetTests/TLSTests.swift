@@ -135,4 +135,42 @@ import X509
         let warn = try await Interop.run(tlaunchPath, ["serve", "--data", dir.path, "--listen", "256.1.1.1:1", "--insecure-http"])
         #expect(warn.2.contains("WARNING: plain HTTP on 256.1.1.1"), "\(warn.2)")
     }
+
+    /// A server may answer and close before it has read the whole request (a refusal from the
+    /// head alone, say of a body too large). The client reports that answer — not "I/O on closed
+    /// channel" from its own unfinished write, which hid the server's reason. The body is larger
+    /// than loopback's socket buffers, so the client is still writing when the answer and the
+    /// server's FIN arrive.
+    @Test func anAnswerSentBeforeTheRequestEndedIsTheOneReported() async throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try #require(withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } } == 0)
+        try #require(listen(listener, 1) == 0)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let served = AsyncStream<Void>.makeStream()
+        Thread.detachNewThread {
+            defer { served.continuation.finish() }
+            let c = accept(listener, nil, nil)
+            guard c >= 0 else { return }
+            defer { close(c) }
+            // Read up to the end of the head, answer, close this side, then drain what the
+            // client still sends (so the close is a FIN, not a reset that would discard the answer).
+            var head: [UInt8] = [], byte: UInt8 = 0
+            while !head.suffix(4).elementsEqual([13, 10, 13, 10]), read(c, &byte, 1) == 1 { head.append(byte) }
+            let answer = Array("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 13\r\nConnection: close\r\n\r\nbody too big\n".utf8)
+            _ = answer.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+            shutdown(c, Int32(SHUT_WR))
+            var sink = [UInt8](repeating: 0, count: 65536)
+            while read(c, &sink, sink.count) > 0 {}
+        }
+        let response = try await HTTPSClient.send("POST", URL(string: "http://127.0.0.1:\(port)/upload")!,
+                                                  body: [UInt8](repeating: 0x41, count: 64 << 20), tls: ClientTLS(), timeout: .seconds(120))
+        #expect(response.status == 413)
+        #expect(String(decoding: response.body, as: UTF8.self) == "body too big\n")
+        for await _ in served.stream {}
+    }
 }
