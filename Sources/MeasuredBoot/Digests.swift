@@ -26,10 +26,10 @@ public enum EventLogHash {
     /// The digest of the concatenated parts, or nil for an algorithm we cannot compute.
     public static func hash(_ alg: TPMAlgID, _ parts: ArraySlice<UInt8>...) -> [UInt8]? {
         switch alg {
-        case .sha1: var h = Insecure.SHA1(); for p in parts { h.update(data: p) }; return Array(h.finalize())
-        case .sha256: var h = SHA256(); for p in parts { h.update(data: p) }; return Array(h.finalize())
-        case .sha384: var h = SHA384(); for p in parts { h.update(data: p) }; return Array(h.finalize())
-        case .sha512: var h = SHA512(); for p in parts { h.update(data: p) }; return Array(h.finalize())
+        case .sha1: var h = Insecure.SHA1(); for p in parts { h.update(bytes: p) }; return h.finalize().byteArray
+        case .sha256: var h = SHA256(); for p in parts { h.update(bytes: p) }; return h.finalize().byteArray
+        case .sha384: var h = SHA384(); for p in parts { h.update(bytes: p) }; return h.finalize().byteArray
+        case .sha512: var h = SHA512(); for p in parts { h.update(bytes: p) }; return h.finalize().byteArray
         case .sm3_256: var h = SM3(); for p in parts { h.update(p) }; return h.finalize()
         default: return nil
         }
@@ -40,9 +40,9 @@ public enum EventLogHash {
     /// PCR extend: new = H(old || digest).
     public static func extend(_ alg: TPMAlgID, _ pcr: [UInt8], _ digest: ArraySlice<UInt8>) -> [UInt8]? {
         switch alg {
-        case .sha1: var h = Insecure.SHA1(); h.update(data: pcr); h.update(data: digest); return Array(h.finalize())
-        case .sha256: var h = SHA256(); h.update(data: pcr); h.update(data: digest); return Array(h.finalize())
-        case .sha384: var h = SHA384(); h.update(data: pcr); h.update(data: digest); return Array(h.finalize())
+        case .sha1: var h = Insecure.SHA1(); h.update(bytes: pcr); h.update(bytes: digest); return h.finalize().byteArray
+        case .sha256: var h = SHA256(); h.update(bytes: pcr); h.update(bytes: digest); return h.finalize().byteArray
+        case .sha384: var h = SHA384(); h.update(bytes: pcr); h.update(bytes: digest); return h.finalize().byteArray
         default: return hash(alg, pcr[...], digest)
         }
     }

@@ -248,6 +248,31 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
         group.wait()
         return clock.now - start
     }
+    // The floor under the attestation figure: the same clients on requests that do no work
+    // (GET /healthz) and on one SQLite write each (a nonce), so what HTTP itself costs is seen.
+    // A failed request counts as a failure of the figure it is in.
+    func floor(_ method: String, body: [UInt8]? = nil, expect: Int = 200, _ path: @escaping @Sendable (Int) -> String) throws -> Double {
+        let n = 2000 / clients + 1
+        let start = clock.now
+        let group = DispatchGroup()
+        for i in 0..<clients {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                guard let http = try? connect() else { failures.add(); return }
+                for _ in 0..<n {
+                    guard let (status, _) = try? http.request(method, path(i), body: body ?? [], token: token), status == expect else { failures.add(); continue }
+                }
+            }
+        }
+        group.wait()
+        return Double(n * clients) / (clock.now - start).seconds
+    }
+    report("floor: GET /healthz (HTTP alone)", try floor("GET") { _ in "/healthz" })
+    report("floor: POST nonce (token check + one SQLite INSERT)", try floor("POST", expect: 201) { "/v1/vms/bench-\($0)/nonce" })
+    let sample = try await prepare(1)[0][0]
+    report("floor: POST evidence for a VM never enrolled (body read + parse, 404)", try floor("POST", body: sample, expect: 404) { "/v1/vms/nobody-\($0)/attestations" })
+
     _ = try blast(prepared, range: 0..<20, pace: nil, latencies: nil)   // warm-up (learns baselines)
     // Unbuffered, so a profiler waiting on this line sees it now.
     FileHandle.standardError.write(Data("  under load now: tlaunch serve is pid \(server.processIdentifier) (for perf record -p)\n".utf8))
@@ -330,6 +355,10 @@ func attestationBreakdown(seconds: Double) async throws {
     _ = try measure("  evidence structural decode (hex, TPMS_ATTEST, event log)") { blackHole(try DecodedEvidence(evidences[0])) }
     let akPublic = ak.publicArea
     _ = measure("  verify: quote + replay + explain + default policy") { blackHole(AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default)) }
+    let memo = BootFactsCache(capacity: 16)
+    _ = measure("  verify, the boot's facts cached (a VM attesting the same boot again)") { blackHole(AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default, cache: memo)) }
+    _ = try measure("  TPM quote signature + PCR digest (TPMQuoteVerifier)") { blackHole(try TPMQuoteVerifier.verify(decoded.signed, akPublic: akPublic, nonce: decoded.nonce, pcrs: decoded.banks)) }
+    _ = measure("  event log replay against the quoted PCRs") { blackHole(decoded.eventLog.replay(against: PCRValues(decoded.banks))) }
     let signing = try await service.keys().signing
     let result = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default)
     _ = try measure("  token (ES256 sign + JSON)") { blackHole(try signing.token(for: result, context: TokenContext(vm: "b", nonce: "00", policy: .default))) }

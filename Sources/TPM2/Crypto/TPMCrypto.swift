@@ -12,8 +12,8 @@ public enum TPMCrypto {
 
     public static func hash(_ alg: TPMAlgID, parts: [[UInt8]]) throws(TPMError) -> [UInt8] {
         func run<H: HashFunction>(_ h: inout H) -> [UInt8] {
-            for p in parts { h.update(data: p) }
-            return Array(h.finalize())
+            for p in parts { h.update(bytes: p) }
+            return h.finalize().byteArray
         }
         switch alg {
         case .sha1: var h = Insecure.SHA1(); return run(&h)
@@ -33,8 +33,8 @@ public enum TPMCrypto {
         let k = SymmetricKey(data: key)
         func run<H: HashFunction>(_: H.Type) -> [UInt8] {
             var m = HMAC<H>(key: k)
-            for p in parts { m.update(data: p) }
-            return Array(m.finalize())
+            for p in parts { p.withUnsafeBytes { m.update(data: $0) } }
+            return m.finalize().withUnsafeBytes { Array($0) }
         }
         switch alg {
         case .sha1: return run(Insecure.SHA1.self)
