@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# TLBigNum optimized in this project's debug builds too (Package.swift says why it is asked for here).
+export TLAUNCH_OPTIMIZE_BIGNUM=1
 scripts/deps.sh
 swift build --product tlaunch
 swift build --product tlaunch-agent   # the guest agent real VMs run in their initramfs

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# TLBigNum optimized in this project's debug builds too (Package.swift says why it is asked for here).
+export TLAUNCH_OPTIMIZE_BIGNUM=1
 scripts/deps.sh
 # The attestation store's tests run against a real PostgreSQL too (and two service instances on it).
 if [ -z "${TLAUNCH_TEST_POSTGRES:-}" ]; then
