@@ -29,6 +29,37 @@ public struct VMView: Sendable, Codable, Hashable {
     public struct AlertRef: Sendable, Codable, Hashable {
         public var id: String; public var severity: String; public var status: String; public var title: String; public var created: String
     }
+    /// The ARM resource shape beside the platform's own fields, so tools written against an
+    /// Azure VM's JSON find what they look for: `id`, `type`, `location` and `properties`.
+    public static let resourceType = "TrustedLaunch.Compute/virtualMachines"
+    /// `/providers/TrustedLaunch.Compute/virtualMachines/NAME` (one platform, no subscriptions or
+    /// resource groups: the path ARM would give below them).
+    public var id: String
+    public var type: String
+    /// Where it runs: its libvirt host, else `local` (the platform's own machine).
+    public var location: String
+    public var properties: Properties
+
+    /// What an Azure VM's `properties` holds that this platform has: the same facts as the
+    /// fields beside them, in ARM's names.
+    public struct Properties: Sendable, Codable, Hashable {
+        public struct StorageProfile: Sendable, Codable, Hashable {
+            public struct ImageReference: Sendable, Codable, Hashable { public var id: String }
+            public var imageReference: ImageReference
+        }
+        public struct InstanceView: Sendable, Codable, Hashable {
+            public struct Status: Sendable, Codable, Hashable { public var code: String; public var displayStatus: String }
+            public var statuses: [Status]
+        }
+        /// Succeeded, or Failed when an interrupted operation is not yet recorded.
+        public var provisioningState: String
+        public var timeCreated: String
+        public var securityProfile: SecurityProfile
+        public var storageProfile: StorageProfile
+        /// `PowerState/running` and its words, as `az vm get-instance-view` shows them.
+        public var instanceView: InstanceView
+    }
+
     public var name: String
     public var image: String
     public var hypervisor: String
@@ -56,13 +87,29 @@ public struct VMView: Sendable, Codable, Hashable {
                           alerts: active.filter { $0.vm == vm.name && $0.status == .active }.map { .init(id: $0.id, severity: $0.severity.rawValue, status: $0.status.rawValue, title: $0.title, created: $0.created) },
                           version: vm.version, created: Time.rfc3339(vm.created), bootCount: vm.bootCount, lastBoot: vm.lastBoot)
         host = vm.host
-    
+        location = vm.host ?? "local"
     }
 
     public init(name: String, image: String, hypervisor: String, powerState: PowerState, securityProfile: SecurityProfile, integrityMonitoring: Monitoring,
                 alerts: [AlertRef], version: Int64, created: String, bootCount: Int, lastBoot: BootSummary?) {
         self.name = name; self.image = image; self.hypervisor = hypervisor; self.powerState = powerState; self.securityProfile = securityProfile
         self.integrityMonitoring = integrityMonitoring; self.alerts = alerts; self.version = version; self.created = created; self.bootCount = bootCount; self.lastBoot = lastBoot
+        id = "/providers/\(Self.resourceType)/\(name)"
+        type = Self.resourceType
+        location = "local"
+        properties = Properties(provisioningState: "Succeeded", timeCreated: created, securityProfile: securityProfile,
+                                storageProfile: .init(imageReference: .init(id: image)),
+                                instanceView: .init(statuses: [Self.powerStatus(powerState)]))
+    }
+
+    /// ARM's power-state status for ours (Stopped is ARM's deallocated: nothing of it runs).
+    static func powerStatus(_ p: PowerState) -> Properties.InstanceView.Status {
+        switch p {
+        case .running: .init(code: "PowerState/running", displayStatus: "VM running")
+        case .stopped: .init(code: "PowerState/deallocated", displayStatus: "VM deallocated")
+        case .failed: .init(code: "PowerState/stopped", displayStatus: "VM stopped (failed)")
+        case .unknown: .init(code: "PowerState/unknown", displayStatus: "VM status unknown (its host does not answer)")
+        }
     }
 }
 

@@ -58,6 +58,15 @@ struct DeploymentTests {
             #expect(monitoring.keys.contains("lastAttestation") && monitoring["lastAttestation"] is NSNull)
             #expect(vm["powerState"] as? String == "Running" && vm["name"] as? String == "web" && vm["image"] as? String == "sample-linux" && vm["hypervisor"] as? String == "simulated")
             #expect((vm["alerts"] as? [Any])?.isEmpty == true)
+            // The ARM resource shape beside those fields: what a tool written for Azure reads.
+            #expect(vm["id"] as? String == "/providers/TrustedLaunch.Compute/virtualMachines/web")
+            #expect(vm["type"] as? String == "TrustedLaunch.Compute/virtualMachines" && vm["location"] as? String == "local")
+            let properties = try #require(vm["properties"] as? [String: Any])
+            #expect(properties["provisioningState"] as? String == "Succeeded" && properties["timeCreated"] as? String == vm["created"] as? String)
+            #expect(NSDictionary(dictionary: try #require(properties["securityProfile"] as? [String: Any])).isEqual(to: profile))
+            #expect(((properties["storageProfile"] as? [String: Any])?["imageReference"] as? [String: Any])?["id"] as? String == "sample-linux")
+            let statuses = try #require((properties["instanceView"] as? [String: Any])?["statuses"] as? [[String: Any]])
+            #expect(statuses.map { $0["code"] as? String } == ["PowerState/running"])
             let overview = try await p.fleet.overview("web")
             #expect(overview.recommendations.contains { $0.contains("--integrity-monitoring true") })
 
@@ -92,9 +101,12 @@ struct DeploymentTests {
             }
             // Secure Boot can be changed while stopped; monitoring at any time (and then attests).
             _ = try await p.fleet.stop("web")
-            (s, _) = try await p.request("PATCH", "/v1/vms/web", ["secureBoot": false])
+            (s, answer) = try await p.request("PATCH", "/v1/vms/web", ["secureBoot": false])
             #expect(s == 200)
             #expect(try await p.fleet.require("web").secureBoot == false)
+            let stopped = (answer as? [String: Any])?["properties"] as? [String: Any]
+            #expect(((stopped?["instanceView"] as? [String: Any])?["statuses"] as? [[String: Any]])?.first?["code"] as? String == "PowerState/deallocated")
+            #expect(((stopped?["securityProfile"] as? [String: Any])?["uefiSettings"] as? [String: Any])?["secureBootEnabled"] as? Bool == false)
             (s, _) = try await p.request("PATCH", "/v1/vms/web", ["vTpm": false, "integrityMonitoring": true])
             #expect(s == 400)
             _ = try await p.fleet.update("web", UpdateRequest(secureBoot: true))
