@@ -165,6 +165,22 @@ public enum AttestationVerifier {
         return r
     }
 
+    /// The memo key of a replay: the log's SHA-256, then every compared value in bank and PCR
+    /// order, each as bank (2 bytes), PCR (4 bytes), length (2 bytes) and value — unambiguous.
+    static func replayKey(logDigest: [UInt8], compared: PCRValues) -> [UInt8] {
+        var key = logDigest
+        key.reserveCapacity(logDigest.count + compared.banks.values.reduce(0) { $0 + $1.count * 40 })
+        for (alg, pcrs) in compared.banks.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            for (pcr, value) in pcrs.sorted(by: { $0.key < $1.key }) {
+                key += [UInt8(truncatingIfNeeded: alg.rawValue >> 8), UInt8(truncatingIfNeeded: alg.rawValue),
+                        UInt8(truncatingIfNeeded: pcr >> 24), UInt8(truncatingIfNeeded: pcr >> 16), UInt8(truncatingIfNeeded: pcr >> 8), UInt8(truncatingIfNeeded: pcr),
+                        UInt8(truncatingIfNeeded: value.count >> 8), UInt8(truncatingIfNeeded: value.count)]
+                key += value
+            }
+        }
+        return key
+    }
+
     /// The checks after freshness: quote, its coverage of what the policy reads, replay, policy.
     public static func verify(_ d: DecodedEvidence, akPublic: TPMTPublic, policy: AttestationPolicy, cache: BootFactsCache? = nil) -> AttestationResult {
         var result = AttestationResult(checks: [], facts: nil, pcrDigest: nil)
@@ -189,34 +205,38 @@ public enum AttestationVerifier {
         // The event log replays to the quoted PCRs; only the quoted (verified) banks vouch.
         let quoted = PCRValues(verified.pcrs)
         let forLog = AttestationVerifier.comparedWithLog(quoted, log: d.eventLog)
-        let report = d.eventLog.replay(against: forLog)
-        let mismatches = report.comparisons.filter { $0.status != .match }
-        guard report.allMatch else {
-            let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
-            return fail(.replay, "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
+        // A replay and the facts it proves are a function of the log's bytes and the values it is
+        // compared with, nothing else: a VM attesting the same boot again (the same log, the same
+        // quoted values) reuses them. The key holds both — the log's SHA-256 and every compared
+        // bank, PCR and value — so one PCR extended beside the log is a new key and a new replay.
+        // Only replays that matched are kept; the quote above was verified for this request.
+        let key = Self.replayKey(logDigest: d.eventLogDigest, compared: forLog)
+        let boot: VerifiedBoot
+        if let hit = cache?.lookup(key) {
+            boot = hit
+        } else {
+            let report = d.eventLog.replay(against: forLog)
+            guard report.allMatch else {
+                let mismatches = report.comparisons.filter { $0.status != .match }
+                let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
+                return fail(.replay, "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
+            }
+            let facts = report.verified.explain()
+            boot = VerifiedBoot(compared: report.comparisons.count, verifiedBanks: report.verified.verifiedBanks, facts: facts,
+                                components: Baseline.components(of: report.verified, facts: facts))
+            cache?.store(key, boot)
+            result.verified = report.verified
         }
-        result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(report.comparisons.count) values in \(report.verified.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))
+        result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(boot.compared) values in \(boot.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))
         if let ima = d.imaLog {
             var state = IMAReplayState()
             let applied = (try? state.apply(ima.entries)) != nil
-            let ok = applied && report.verified.verifiedBanks.contains { alg in quoted[alg, 10].map { state.matches(alg, $0) } ?? false }
+            let ok = applied && boot.verifiedBanks.contains { alg in quoted[alg, 10].map { state.matches(alg, $0) } ?? false }
             result.checks.append(Check(.imaReplay, passed: ok, ok ? "the IMA log (\(ima.entries.count) entries) replays to the quoted PCR 10"
                                        : "the IMA log does not replay to the quoted PCR 10: files were measured that the log does not show (or PCR 10 was not quoted)"))
             if !ok { return result }
         }
-        // The facts follow from the log's bytes and which PCRs and banks verified it: a VM that
-        // attests the same boot again reuses them (the replay above still ran against this quote).
-        let key = d.eventLogDigest + report.verified.verifiedPCRs.sorted().map { UInt8(truncatingIfNeeded: $0) } + [0xFF]
-            + report.verified.verifiedBanks.map(\.rawValue).sorted().flatMap { [UInt8(truncatingIfNeeded: $0 >> 8), UInt8(truncatingIfNeeded: $0)] }
-        let facts: BootFacts, components: [BaselineComponent]
-        if let hit = cache?.lookup(key) {
-            (facts, components) = hit
-        } else {
-            facts = report.verified.explain()
-            components = Baseline.components(of: report.verified, facts: facts)
-            cache?.store(key, (facts, components))
-            result.verified = report.verified
-        }
+        let facts = boot.facts, components = boot.components
         result.facts = facts
         result.components = components
         result.quoted = quoted
@@ -240,6 +260,15 @@ public final class BoundedMemo<Key: Hashable & Sendable, Value: Sendable>: Senda
     }
 }
 
-/// Boot facts and baseline components by event log (bytes digest and verified PCRs), so that
-/// repeated attestations of one boot do not parse its certificates again.
-public typealias BootFactsCache = BoundedMemo<[UInt8], (BootFacts, [BaselineComponent])>
+/// What a matched replay proved: how many values it compared, the banks that vouch, the boot's
+/// facts and its baseline components.
+public struct VerifiedBoot: Sendable {
+    public var compared: Int
+    public var verifiedBanks: Set<TPMAlgID>
+    public var facts: BootFacts
+    public var components: [BaselineComponent]
+}
+
+/// Verified boots by event log and compared PCR values (`AttestationVerifier.replayKey`), so that
+/// repeated attestations of one boot neither replay its log nor parse its certificates again.
+public typealias BootFactsCache = BoundedMemo<[UInt8], VerifiedBoot>

@@ -251,9 +251,11 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     // The floor under the attestation figure: the same clients on requests that do no work
     // (GET /healthz) and on one SQLite write each (a nonce), so what HTTP itself costs is seen.
     // A failed request counts as a failure of the figure it is in.
-    func floor(_ method: String, body: [UInt8]? = nil, expect: Int = 200, _ path: @escaping @Sendable (Int) -> String) throws -> Double {
-        let n = 2000 / clients + 1
+    func floor(_ method: String, body: [UInt8]? = nil, expect: Int = 200, _ path: @escaping @Sendable (Int) -> String) throws -> (rate: Double, serverCPU: Double) {
+        let total = args.firstIndex(of: "--floor-requests").flatMap { Int(args[$0 + 1]) } ?? 2000
+        let n = total / clients + 1
         let start = clock.now
+        let cpu0 = processCPUSeconds(server.processIdentifier)
         let group = DispatchGroup()
         for i in 0..<clients {
             group.enter()
@@ -266,19 +268,29 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
             }
         }
         group.wait()
-        return Double(n * clients) / (clock.now - start).seconds
+        return (Double(n * clients) / (clock.now - start).seconds, (processCPUSeconds(server.processIdentifier) - cpu0) / Double(n * clients))
     }
-    report("floor: GET /healthz (HTTP alone)", try floor("GET") { _ in "/healthz" })
-    report("floor: POST nonce (token check + one SQLite INSERT)", try floor("POST", expect: 201) { "/v1/vms/bench-\($0)/nonce" })
+    /// A figure with the server's own CPU time per request beside it (the clients may be the
+    /// limit of a cheap request's rate; the server's CPU per request is what it costs).
+    func reportWithCPU(_ name: String, _ f: (rate: Double, serverCPU: Double)) {
+        report(name, f.rate)
+        print(String(format: "      server CPU per request: %.0f µs (user + system, /proc)", f.serverCPU * 1e6))
+    }
+    FileHandle.standardError.write(Data("  floors now: tlaunch serve is pid \(server.processIdentifier)\n".utf8))
+    reportWithCPU("floor: GET /healthz (HTTP alone)", try floor("GET") { _ in "/healthz" })
+    reportWithCPU("floor: POST nonce (token check + one SQLite INSERT)", try floor("POST", expect: 201) { "/v1/vms/bench-\($0)/nonce" })
     let sample = try await prepare(1)[0][0]
-    report("floor: POST evidence for a VM never enrolled (body read + parse, 404)", try floor("POST", body: sample, expect: 404) { "/v1/vms/nobody-\($0)/attestations" })
+    reportWithCPU("floor: POST evidence for a VM never enrolled (body read + parse, 404)",
+                  try floor("POST", body: sample, expect: 404) { "/v1/vms/nobody-\($0)/attestations" })
 
     _ = try blast(prepared, range: 0..<20, pace: nil, latencies: nil)   // warm-up (learns baselines)
     // Unbuffered, so a profiler waiting on this line sees it now.
     FileHandle.standardError.write(Data("  under load now: tlaunch serve is pid \(server.processIdentifier) (for perf record -p)\n".utf8))
+    let cpuBefore = processCPUSeconds(server.processIdentifier)
     let elapsed = try blast(prepared, range: 20..<(perClient + 20), pace: nil, latencies: nil)
     let rate = Double(clients * perClient) / elapsed.seconds
-    report("attestations/s, one core (verify + replay + policy + token + 5 SQL statements)", rate)
+    reportWithCPU("attestations/s, one core (verify + replay + policy + token + 5 SQL statements)",
+                  (rate, (processCPUSeconds(server.processIdentifier) - cpuBefore) / Double(clients * perClient)))
     print(String(format: "  = %.1f %% of the raw ECDSA P-256 verify rate; failures: %d; evidence %d bytes, response %d bytes",
                  100 * rate / max(verify, 1), failures.value, prepared[0][0].count, responseBytes.value))
 
@@ -301,6 +313,16 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     if let rss = try? String(contentsOfFile: "/proc/\(server.processIdentifier)/status", encoding: .utf8).split(separator: "\n").first(where: { $0.hasPrefix("VmRSS") }) {
         print("  server \(rss.replacingOccurrences(of: "\t", with: " "))")
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc/PID/stat.
+func processCPUSeconds(_ pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return 0 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, proc(5)).
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 final class Counter: @unchecked Sendable {

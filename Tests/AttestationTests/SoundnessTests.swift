@@ -460,6 +460,34 @@ struct SoundnessTests {
         }
     }
 
+    /// The service remembers what a matched replay proved, keyed by the log's bytes and every
+    /// value it was compared with. A PCR extended beside an unchanged log — right after the same
+    /// log and values passed on the same service — is a new key: replayed, and refused.
+    @Test(arguments: TPMKind.allCases)
+    func aRememberedBootVouchesForNothingOnceAPCRMoves(_ kind: TPMKind) async throws {
+        guard let (p, guest) = try await AttackedGuest.setUp(kind) else { return }
+        try await withTeardown({ await guest.stop(); await p.stop() }) {
+            let vm = vmName()
+            let token = try await p.token(.agent, vm: vm)
+            let first = try await guest.agent(p, vm: vm, token: token).attest()
+            #expect(first.passed, "\(first.failures)")
+            let again = try await guest.agent(p, vm: vm, token: token).attest()
+            #expect(again.passed && again.baseline == "matches" && again.check(.replay)?.reason == first.check(.replay)?.reason, "\(again.checks)")
+            // Root measures something into PCR 4 (the boot loaders') and leaves the log as it was.
+            let hidden = try TPMCrypto.hash(.sha256, Array("hidden loader".utf8))
+            try await guest.client.pcrExtend(4, digests: [TPMTHA(hashAlg: .sha256, digest: hidden), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, hidden))])
+            let after = try await guest.agent(p, vm: vm, token: token).attest()
+            #expect(!after.passed && after.failures.first?.name == .replay && after.failures.first?.reason.contains("PCR 4") == true, "\(after.failures)")
+            // After a clean reboot (the remembered boot passes again), only the quoted bank of
+            // PCR 7 moves: a new key still, refused still.
+            try await guest.reboot()
+            #expect(try await guest.agent(p, vm: vm, token: token).attest().passed)
+            try await guest.client.pcrExtend(7, digests: [TPMTHA(hashAlg: .sha256, digest: hidden)])
+            let oneBank = try await guest.agent(p, vm: vm, token: token).attest()
+            #expect(!oneBank.passed && oneBank.failures.first?.name == .replay && oneBank.failures.first?.reason.contains("sha256 PCR 7") == true, "\(oneBank.failures)")
+        }
+    }
+
     // MARK: 6. Identity: a VM is bound to its TPM
 
     @Test(arguments: TPMKind.allCases)
