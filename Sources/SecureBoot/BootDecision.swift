@@ -73,16 +73,34 @@ public struct SignatureDatabase: Sendable {
     /// An entry revoking this certificate: the certificate itself, or the hash of its TBS
     /// (EFI_CERT_X509_SHA256/384/512, whose data starts with the hash).
     public func revocation(of cert: Certificate) -> SignatureEntry? {
-        var serializer = DER.Serializer()
-        let der: [UInt8] = (try? serializer.serialize(cert)).map { serializer.serializedBytes } ?? []
-        let tbs = Array(cert.tbsCertificateBytes)
+        // Each form is computed once, and only when a list of its type is there (a dbx of image
+        // hashes, the usual one, needs none of them).
+        var der: [UInt8]?
+        var tbsDigests: [EFIGUID: [UInt8]] = [:]
+        func tbsDigest(_ type: EFIGUID) -> [UInt8] {
+            if let d = tbsDigests[type] { return d }
+            let tbs = cert.tbsCertificateBytes
+            let d: [UInt8]
+            switch type {
+            case .certX509SHA256: d = SHA256.hash(data: tbs).byteArray
+            case .certX509SHA384: d = SHA384.hash(data: tbs).byteArray
+            default: d = SHA512.hash(data: tbs).byteArray
+            }
+            tbsDigests[type] = d
+            return d
+        }
         for l in lists {
             for e in l.entries {
                 switch l.type {
-                case .certX509 where e.data == der: return e
-                case .certX509SHA256 where e.data.count >= 32 && Array(e.data.prefix(32)) == Array(SHA256.hash(data: tbs)): return e
-                case .certX509SHA384 where e.data.count >= 48 && Array(e.data.prefix(48)) == Array(SHA384.hash(data: tbs)): return e
-                case .certX509SHA512 where e.data.count >= 64 && Array(e.data.prefix(64)) == Array(SHA512.hash(data: tbs)): return e
+                case .certX509:
+                    if der == nil {
+                        var serializer = DER.Serializer()
+                        der = (try? serializer.serialize(cert)).map { serializer.serializedBytes } ?? []
+                    }
+                    if e.data == der { return e }
+                case .certX509SHA256 where e.data.count >= 32 && e.data.prefix(32).elementsEqual(tbsDigest(.certX509SHA256)): return e
+                case .certX509SHA384 where e.data.count >= 48 && e.data.prefix(48).elementsEqual(tbsDigest(.certX509SHA384)): return e
+                case .certX509SHA512 where e.data.count >= 64 && e.data.prefix(64).elementsEqual(tbsDigest(.certX509SHA512)): return e
                 default: continue
                 }
             }
@@ -113,8 +131,34 @@ public struct BootDecision: Sendable, Codable, Hashable {
         public var subject: String?
         public var sha256Fingerprint: String?
         public var hash: String?
-        /// EFI_SIGNATURE_DATA (owner ‖ data): the bytes firmware measures as the authority.
+        /// EFI_SIGNATURE_DATA (owner ‖ data): the bytes firmware measures as the authority, hex.
         public var signatureData: String
+        /// The same bytes, as the firmware measures them (not encoded: `signatureData` carries them).
+        public var signatureBytes: [UInt8]
+
+        enum CodingKeys: String, CodingKey { case variable, owner, type, subject, sha256Fingerprint, hash, signatureData }
+
+        public init(variable: String, owner: String, type: String, subject: String?, sha256Fingerprint: String?, hash: String?, signatureBytes: [UInt8]) {
+            self.variable = variable; self.owner = owner; self.type = type; self.subject = subject
+            self.sha256Fingerprint = sha256Fingerprint; self.hash = hash
+            self.signatureBytes = signatureBytes
+            self.signatureData = hexString(signatureBytes)
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            variable = try c.decode(String.self, forKey: .variable)
+            owner = try c.decode(String.self, forKey: .owner)
+            type = try c.decode(String.self, forKey: .type)
+            subject = try c.decodeIfPresent(String.self, forKey: .subject)
+            sha256Fingerprint = try c.decodeIfPresent(String.self, forKey: .sha256Fingerprint)
+            hash = try c.decodeIfPresent(String.self, forKey: .hash)
+            signatureData = try c.decode(String.self, forKey: .signatureData)
+            guard let bytes = [UInt8](hex: signatureData) else {
+                throw DecodingError.dataCorruptedError(forKey: .signatureData, in: c, debugDescription: "not hex: the EFI_SIGNATURE_DATA's bytes are written as hex")
+            }
+            signatureBytes = bytes
+        }
     }
     public struct SignatureReport: Sendable, Codable, Hashable {
         public var signer: String?
@@ -274,7 +318,7 @@ public enum ImageVerifier {
         let cert = certificate ?? (e.type == .certX509 ? try? Certificate(derEncoded: e.data) : nil)
         return BootDecision.Authority(variable: variable, owner: e.owner.description, type: SignatureList(type: e.type, header: [], signatureSize: 0, entries: []).typeName,
                                       subject: cert?.subject.description, sha256Fingerprint: cert.map { _ in hexString(Array(SHA256.hash(data: e.data))) },
-                                      hash: cert == nil ? hexString(e.data) : nil, signatureData: hexString(e.owner.bytes + e.data))
+                                      hash: cert == nil ? hexString(e.data) : nil, signatureBytes: e.owner.bytes + e.data)
     }
 }
 

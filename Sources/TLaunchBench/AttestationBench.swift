@@ -145,7 +145,7 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     let port = 18_000 + Int(getpid() % 1000)
     let server = Process()
     server.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
-    server.arguments = ["-c", "\(serverCPU)", exe, "serve", "--listen", "127.0.0.1:\(port)", "--data", dir.path, "--nonce-lifetime", "3600", "--log-level", "error"] + (https ? [] : ["--insecure-http"])
+    server.arguments = ["-c", "\(serverCPU)", exe, "serve", "--listen", "127.0.0.1:\(port)", "--data", dir.path, "--nonce-lifetime", "3600", "--log-level", "error"] + (https ? [] : ["--insecure-http"]) + (args.contains("--no-keep-evidence") ? ["--no-keep-evidence"] : [])
     server.standardOutput = FileHandle.nullDevice
     try server.run()
     defer { server.terminate(); server.waitUntilExit() }

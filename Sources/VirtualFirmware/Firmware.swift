@@ -128,7 +128,7 @@ struct Run {
     let store: VariableStore?
     var builder: EventLogBuilder
     var report: LaunchReport
-    var measuredAuthorities: Set<[UInt8]> = []
+    var measuredAuthorities: [(guid: EFIGUID, name: String, data: [UInt8])] = []
     var tpmFailure: FirmwareError?
     /// shim's state once it runs (its verification protocol for grub's linux loader).
     var shim: BootImage?
@@ -204,11 +204,12 @@ struct Run {
     }
 
     /// EV_EFI_VARIABLE_AUTHORITY, once per distinct authority (as firmware and shim do).
+    /// Measures an authority (its EFI_SIGNATURE_DATA) once per boot. A boot has a handful: a
+    /// list compared entry by entry, not a set that hashes kilobytes of certificate per lookup.
     mutating func measureAuthority(_ guid: EFIGUID, _ name: String, _ signatureData: [UInt8]) {
-        let data = UEFIVariableData(vendorGUID: guid, name: name, data: signatureData).encoded
-        guard !measuredAuthorities.contains(data) else { return }
-        measuredAuthorities.insert(data)
-        measure(7, .efiVariableAuthority, data: data)
+        guard !measuredAuthorities.contains(where: { $0.guid == guid && $0.name == name && $0.data == signatureData }) else { return }
+        measuredAuthorities.append((guid, name, signatureData))
+        measure(7, .efiVariableAuthority, data: UEFIVariableData(vendorGUID: guid, name: name, data: signatureData).encoded)
     }
 
     func variable(_ name: String, _ guid: EFIGUID) -> [UInt8] { store?.variable(name, guid)?.data ?? [] }
@@ -241,13 +242,20 @@ struct Run {
     /// shim's MokList: its built-in certificate, then the MokList variable (once per launch).
     mutating func mokDatabase(_ shim: BootImage) -> (SignatureDatabase, [UInt8]) {
         if let m = mok { return m }
-        var lists: [SignatureList] = []
-        if let der = shim.shimVendorCertificate {
-            lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: der)]))
+        let vendor = shim.shimVendorCertificate
+        let mokList = variable("MokList", .shimLock)
+        func build() -> (SignatureDatabase, [UInt8]) {
+            var lists: [SignatureList] = []
+            if let der = vendor {
+                lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: der)]))
+            }
+            if let user = try? SignatureDatabase(esl: mokList) { lists += user.lists }
+            let db = SignatureDatabase(lists: lists)
+            return (db, [2] + Array(SHA256.hash(data: db.encoded)))
         }
-        if let user = try? SignatureDatabase(esl: variable("MokList", .shimLock)) { lists += user.lists }
-        let db = SignatureDatabase(lists: lists)
-        let m = (db, [2] + Array(SHA256.hash(data: db.encoded)))
+        // With a decision cache, the database (its certificates parsed) is built once per source:
+        // the shim's vendor certificate and the MokList variable, both in the key.
+        let m = cache?.mokDatabase(vendor: vendor, mokList: mokList, build) ?? build()
         mok = m
         return m
     }
@@ -384,7 +392,7 @@ struct Run {
         }
         report.stages[report.stages.count - 1].verifiedBy = "db"
         report.stages[report.stages.count - 1].authority = a.subject ?? a.hash
-        measureAuthority(.imageSecurityDatabase, "db", Array(hex: a.signatureData) ?? [])
+        measureAuthority(.imageSecurityDatabase, "db", a.signatureBytes)
     }
 
     mutating func start(_ image: BootImage, loadOptions: [UInt8]) throws(FirmwareError) {
@@ -450,7 +458,7 @@ struct Run {
         if firmware.verdict == .allowed, let a = firmware.authority {
             report.stages[report.stages.count - 1].verifiedBy = "db"
             report.stages[report.stages.count - 1].authority = a.subject ?? a.hash
-            measureAuthority(.imageSecurityDatabase, "db", Array(hex: a.signatureData) ?? [])
+            measureAuthority(.imageSecurityDatabase, "db", a.signatureBytes)
             return
         }
         let (mokDB, mokKey) = mokDatabase(shim)
@@ -460,7 +468,7 @@ struct Run {
         }
         report.stages[report.stages.count - 1].verifiedBy = "MokListRT"
         report.stages[report.stages.count - 1].authority = a.subject ?? a.hash
-        measureAuthority(.shimLock, "MokListRT", Array(hex: a.signatureData) ?? [])
+        measureAuthority(.shimLock, "MokListRT", a.signatureBytes)
     }
 
     // MARK: grub
@@ -806,4 +814,24 @@ public final class DecisionCache: Sendable {
     }
 
     public var count: Int { entries.withLock { $0.count } }
+
+    /// Shim's MOK databases by source: SHA-256 over the vendor certificate's presence, length and
+    /// bytes, then the MokList variable's bytes.
+    let mokDatabases = Mutex<[[UInt8]: (SignatureDatabase, [UInt8])]>([:])
+
+    func mokDatabase(vendor: [UInt8]?, mokList: [UInt8], _ build: () -> (SignatureDatabase, [UInt8])) -> (SignatureDatabase, [UInt8]) {
+        var h = SHA256()
+        let n = UInt64(vendor?.count ?? 0)
+        h.update(bytes: [vendor == nil ? 0 : 1] + (0..<8).map { UInt8(truncatingIfNeeded: n >> (8 * $0)) })
+        if let vendor { h.update(bytes: vendor) }
+        h.update(bytes: mokList)
+        let key = h.finalize().byteArray
+        if let m = mokDatabases.withLock({ $0[key] }) { return m }
+        let m = build()
+        mokDatabases.withLock { e in
+            if e.count >= 64 { e.removeAll(keepingCapacity: true) }
+            e[key] = m
+        }
+        return m
+    }
 }

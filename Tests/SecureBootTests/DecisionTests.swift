@@ -45,6 +45,21 @@ struct DecisionTests {
         #expect(shim.authority?.subject?.contains("Microsoft Corporation UEFI CA 2011") == true)
         #expect(shim.authority?.variable == "db")
         #expect(shim.signatures.contains { $0.valid && $0.chain.last?.contains("Microsoft Corporation UEFI CA 2011") == true })
+        // The authority as JSON: its EFI_SIGNATURE_DATA as hex (owner GUID, then the CA's DER),
+        // read back to the same bytes; text that is not hex is refused by field.
+        let authority = try #require(shim.authority)
+        let msCA = try #require(store.db.lists.flatMap(\.entries).first { $0.type == .certX509 && authority.signatureBytes.suffix($0.data.count).elementsEqual($0.data) })
+        #expect(authority.signatureBytes == msCA.owner.bytes + msCA.data)
+        let json = try JSONEncoder().encode(authority)
+        let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        #expect(object["signatureData"] as? String == hexString(authority.signatureBytes) && object["signatureBytes"] == nil)
+        #expect(try JSONDecoder().decode(BootDecision.Authority.self, from: json) == authority)
+        var bad = object
+        bad["signatureData"] = "zz" + (object["signatureData"] as? String ?? "")
+        #expect { _ = try JSONDecoder().decode(BootDecision.Authority.self, from: try JSONSerialization.data(withJSONObject: bad)) } throws: { e in
+            if case DecodingError.dataCorrupted(let c) = e { return c.codingPath.last?.stringValue == "signatureData" }
+            return false
+        }
         for path in [DebianImages.grub, kernel] {
             let d = ImageVerifier.decide(try image(path), db: store.db, dbx: store.dbx)
             #expect(d.verdict == .denied, "\(path): \(d)")

@@ -6,6 +6,7 @@ import TPM2
 import Testing
 import VirtualFirmware
 import VirtualTPM
+import X509
 
 @Suite("Virtual firmware: sample images for the embedded default")
 struct SampleImageTests {
@@ -68,6 +69,45 @@ struct SampleImageTests {
         files["/vmlinuz"] = foreign.file("/vmlinuz")
         let k = try VirtualFirmware(settings: FirmwareSettings(variables: vars)).predict(esp: ESP(files: files))
         #expect(k.failure?.code == .securityViolation && k.failure?.stage == "shim")
+    }
+
+    /// One decision cache serves every VM of a host: shim's MOK database (its vendor certificate
+    /// and the VM's MokList) is remembered by both, so each VM is decided by its own MokList —
+    /// whatever order they launch in, and the same as without a cache. The authorities measured
+    /// into PCR 7 are the ones that allowed each image.
+    @Test func aSharedDecisionCacheDecidesEachVMByItsOwnMokList() throws {
+        let (keys, dir) = try Self.keys()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (other, dir2) = try Self.keys()
+        defer { try? FileManager.default.removeItem(at: dir2) }
+        let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
+        let (foreign, _) = try SampleImages.sampleLinux(keys: other)
+        // A kernel signed by another vendor: shim allows it only where the MokList enrols that vendor.
+        var files = esp.files
+        files["/vmlinuz"] = foreign.file("/vmlinuz")
+        let withForeignKernel = ESP(files: files)
+        let otherVendor = try other.vendor.certificate.serializeAsPEM().derBytes
+        let mok = SignatureDatabase(lists: [SignatureList(type: .certX509, signatureSize: 16 + otherVendor.count,
+                                                          entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: otherVendor)])])
+        var enrolled = vars
+        try enrolled.set("MokList", .shimLock, attributes: 0x3, data: mok.encoded)
+
+        let shared = DecisionCache()
+        func launch(_ store: VariableStore, cached: Bool) throws -> LaunchReport {
+            var firmware = VirtualFirmware(settings: FirmwareSettings(variables: store, banks: [.sha256]))
+            if cached { firmware.cache = shared }
+            return try firmware.launch(esp: withForeignKernel, tpm: VirtualTPM.ephemeral())
+        }
+        for (store, allowed) in [(enrolled, true), (vars, false), (enrolled, true), (vars, false)] {
+            let plain = try launch(store, cached: false), cached = try launch(store, cached: true)
+            #expect(cached.succeeded == allowed && plain.succeeded == allowed, "\(String(describing: cached.failure))")
+            if !allowed { #expect(cached.failure?.code == .securityViolation && cached.failure?.stage == "shim") }
+            #expect(cached.log.events.map(\.data) == plain.log.events.map(\.data) && cached.pcrs == plain.pcrs)
+        }
+        // The kernel's authority in PCR 7 is the other vendor's certificate, from the MokList.
+        let log = try launch(enrolled, cached: true).log
+        let authorities = log.events.filter { $0.type == .efiVariableAuthority }.map { Array($0.data) }
+        #expect(authorities.contains { $0.suffix(otherVendor.count).elementsEqual(otherVendor) })
     }
 
     @Test func debian12ImageFromThePackages() throws {
