@@ -15,6 +15,17 @@ struct SampleImageTests {
         return (try PlatformKeys.loadOrCreate(directory: dir), dir)
     }
 
+    /// Two platforms' sample-linux: ours (ESP and store) and another's, whose shim, grub and
+    /// kernel are signed with other keys; `body` runs with both, the keys removed afterwards.
+    static func withTwoPlatforms(_ body: (_ ours: (esp: ESP, vars: VariableStore), _ foreign: ESP, _ other: PlatformKeys) throws -> Void) throws {
+        let (keys, dir) = try Self.keys()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (other, dir2) = try Self.keys()
+        defer { try? FileManager.default.removeItem(at: dir2) }
+        let (foreign, _) = try SampleImages.sampleLinux(keys: other)
+        try body(try SampleImages.sampleLinux(keys: keys), foreign, other)
+    }
+
     @Test func blankStoreIsOVMFsOwn() throws {
         let ours = SampleImages.blankVariableStore()
         let store = try VariableStore(ours)
@@ -52,13 +63,8 @@ struct SampleImageTests {
         #expect(explained.replay() == report.pcrs)
     }
 
-    @Test func aSampleSignedWithAnotherKeyIsRefused() throws {
-        let (keys, dir) = try Self.keys()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let (other, dir2) = try Self.keys()
-        defer { try? FileManager.default.removeItem(at: dir2) }
-        let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
-        let (foreign, _) = try SampleImages.sampleLinux(keys: other)
+    @Test func aSampleSignedWithAnotherKeyIsRefused() throws { try Self.withTwoPlatforms { ours, foreign, _ in
+        let (esp, vars) = ours
         // Shim from another platform: the firmware refuses it.
         var files = esp.files
         files["/EFI/BOOT/BOOTX64.EFI"] = foreign.file("/EFI/BOOT/BOOTX64.EFI")
@@ -69,19 +75,14 @@ struct SampleImageTests {
         files["/vmlinuz"] = foreign.file("/vmlinuz")
         let k = try VirtualFirmware(settings: FirmwareSettings(variables: vars)).predict(esp: ESP(files: files))
         #expect(k.failure?.code == .securityViolation && k.failure?.stage == "shim")
-    }
+    } }
 
     /// One decision cache serves every VM of a host: shim's MOK database (its vendor certificate
     /// and the VM's MokList) is remembered by both, so each VM is decided by its own MokList —
     /// whatever order they launch in, and the same as without a cache. The authorities measured
     /// into PCR 7 are the ones that allowed each image.
-    @Test func aSharedDecisionCacheDecidesEachVMByItsOwnMokList() throws {
-        let (keys, dir) = try Self.keys()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let (other, dir2) = try Self.keys()
-        defer { try? FileManager.default.removeItem(at: dir2) }
-        let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
-        let (foreign, _) = try SampleImages.sampleLinux(keys: other)
+    @Test func aSharedDecisionCacheDecidesEachVMByItsOwnMokList() throws { try Self.withTwoPlatforms { ours, foreign, other in
+        let (esp, vars) = ours
         // A kernel signed by another vendor: shim allows it only where the MokList enrols that vendor.
         var files = esp.files
         files["/vmlinuz"] = foreign.file("/vmlinuz")
@@ -108,7 +109,7 @@ struct SampleImageTests {
         let log = try launch(enrolled, cached: true).log
         let authorities = log.events.filter { $0.type == .efiVariableAuthority }.map { Array($0.data) }
         #expect(authorities.contains { $0.suffix(otherVendor.count).elementsEqual(otherVendor) })
-    }
+    } }
 
     @Test func debian12ImageFromThePackages() throws {
         guard let (esp, vars) = try SampleImages.debian12() else {
