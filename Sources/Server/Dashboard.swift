@@ -182,6 +182,8 @@ enum Dashboard {
     /// "/\\h", "/%09/h", "/\t/h"), no query, no scheme.
     static func safeNext(_ next: String?) -> String {
         guard let next, next.utf8.count <= 200 else { return "/" }
+        // The fleet with a filter (a shared link): "/?" and a query of plain characters only.
+        if next.hasPrefix("/?"), next.dropFirst(2).allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "=&%._~-+".contains($0)) }) { return next }
         let parts = next.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         let name = { (s: String) in !s.isEmpty && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") } && s != "." && s != ".." }
         guard parts.count >= 2, parts[0].isEmpty else { return "/" }
@@ -245,16 +247,27 @@ enum Dashboard {
         router.get("/") { request, context -> Response in
             if let r = signedIn(context) { return r }
             let pageSize = 200
-            let after = request.uri.queryParameters.get("after").map { String($0) }
-            let vms = try await fleet.list(after: after, limit: pageSize + 1)
-            let shown = Array(vms.prefix(pageSize))
+            let query = request.uri.queryParameters
+            let after = query.get("after").map { String($0) }
+            func value(_ name: String) -> String? { query.get(name).map { String($0) } }
+            let filter = FleetFilter(text: value("q"), power: value("power"), integrity: value("integrity"), security: value("security"))
+            // Filtered before paging: a page holds the next VMs that match, not the matches among the next VMs.
+            let slice: [VMView], matches: Int?
+            if filter.isEmpty {
+                slice = try await fleet.list(after: after, limit: pageSize + 1); matches = nil
+            } else {
+                let all = try await fleet.list().filter(filter.matches).sorted { $0.name < $1.name }
+                slice = Array(all.drop { after != nil && $0.name <= after! }.prefix(pageSize + 1)); matches = all.count
+            }
+            let shown = Array(slice.prefix(pageSize)), more = slice.count > pageSize
             let active = try await fleet.store.alerts(status: .active, limit: 10000)
             let total = try await fleet.store.vmCount()
-            let summary = "<p>\(total) VMs · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a>"
-                + (after == nil ? "" : " · <a href=\"/\">first page</a>") + "</p>"
-            let next = vms.count > pageSize ? "<p><a id=\"next\" href=\"/?after=\(escape(shown.last?.name ?? ""))\">Next \(pageSize) VMs</a></p>" : ""
+            let count = matches.map { "<span id=\"matches\">\($0) of \(total) VMs match</span>" } ?? "\(total) VMs"
+            let summary = "<p>\(count) · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a>"
+                + (after == nil ? "" : " · <a href=\"/\(filter.query(after: nil))\">first page</a>") + "</p>"
+            let next = more ? "<p><a id=\"next\" href=\"/\(filter.query(after: shown.last?.name))\">Next \(pageSize) VMs</a></p>" : ""
             let hosts = hostTable((try? await fleet.hostViews()) ?? [])
-            return page("Fleet", "<h1>Fleet</h1>\(summary)\(fleetTable(shown))\(next)\(hosts)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>")
+            return page("Fleet", "<h1>Fleet</h1>\(filter.form)\(summary)\(fleetTable(shown))\(next)\(hosts)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>")
         }
 
         router.get("/vms/{vm}") { _, context -> Response in
@@ -434,5 +447,60 @@ enum Dashboard {
         <br><span class="muted">Recommended: turn on integrity monitoring to be alerted when a boot changes (it can be switched on later too).</span></p>
         <button type="submit">Deploy</button></form>
         """
+    }
+}
+
+/// The fleet table's filter, from the page's query (a GET form: it works without JavaScript and a
+/// filtered view is a link to share): text in the name or image, and a power state, boot integrity
+/// or security type. Values outside the known ones filter nothing and are not echoed.
+struct FleetFilter {
+    var text: String?
+    var power: PowerState?
+    var integrity: BootIntegrity?
+    var security: String?
+
+    init(text: String?, power: String?, integrity: String?, security: String?) {
+        let t = text?.trimmingCharacters(in: .whitespaces)
+        self.text = (t?.isEmpty ?? true) ? nil : String(t!.prefix(100))
+        self.power = power.flatMap(PowerState.init(rawValue:))
+        self.integrity = integrity.flatMap(BootIntegrity.init(rawValue:))
+        self.security = ["TrustedLaunch", "Standard"].contains(security ?? "") ? security : nil
+    }
+
+    var isEmpty: Bool { text == nil && power == nil && integrity == nil && security == nil }
+
+    func matches(_ v: VMView) -> Bool {
+        if let text, !(v.name.localizedCaseInsensitiveContains(text) || v.image.localizedCaseInsensitiveContains(text)) { return false }
+        if let power, v.powerState != power { return false }
+        if let integrity, v.integrityMonitoring.bootIntegrity != integrity { return false }
+        if let security, v.securityProfile.securityType != security { return false }
+        return true
+    }
+
+    /// This filter as a query (with the page's start), for the next and first-page links.
+    func query(after: String?) -> String {
+        var items: [(String, String)] = []
+        if let text { items.append(("q", text)) }
+        if let power { items.append(("power", power.rawValue)) }
+        if let integrity { items.append(("integrity", integrity.rawValue)) }
+        if let security { items.append(("security", security)) }
+        if let after { items.append(("after", after)) }
+        guard !items.isEmpty else { return "" }
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return "?" + items.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")" }.joined(separator: "&")
+    }
+
+    var form: String {
+        func select(_ name: String, _ label: String, _ options: [(String, String)], _ chosen: String?) -> String {
+            "<label>\(label) <select name=\"\(name)\"><option value=\"\">any</option>"
+                + options.map { "<option value=\"\(Dashboard.escape($0.0))\"\($0.0 == chosen ? " selected" : "")>\(Dashboard.escape($0.1))</option>" }.joined()
+                + "</select></label> "
+        }
+        return "<form id=\"filter\" method=\"get\" action=\"/\"><label>Search <input type=\"search\" name=\"q\" value=\"\(Dashboard.escape(text ?? ""))\" placeholder=\"name or image\"></label> "
+            + select("power", "Power state", PowerState.allCases.map { ($0.rawValue, $0.rawValue) }, power?.rawValue)
+            + select("integrity", "Boot integrity", BootIntegrity.allCases.map { ($0.rawValue, $0.display) }, integrity?.rawValue)
+            + select("security", "Security type", [("TrustedLaunch", "Trusted launch"), ("Standard", "Standard")], security)
+            + "<button type=\"submit\">Filter</button>" + (isEmpty ? "" : " <a href=\"/\">Clear</a>") + "</form>"
     }
 }

@@ -28,7 +28,9 @@ struct DashboardTests {
 
     /// The page's DOM after Chromium loaded and rendered it (signed in through /login).
     static func dom(_ browser: String, _ p: TestPlatform, _ path: String, screenshot: String? = nil) async throws -> String {
-        let url = "\(p.server.url)/login?token=\(p.admin)&next=\(path)"
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "/-._~")
+        let url = "\(p.server.url)/login?token=\(p.admin)&next=\(path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path)"
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString.prefix(8))").path
         defer { try? FileManager.default.removeItem(atPath: profile) }
         let common = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--user-data-dir=\(profile)", "--hide-scrollbars"]
@@ -97,6 +99,18 @@ struct DashboardTests {
             for vm in [SampleFleet.healthy, SampleFleet.tampered, SampleFleet.standard] { #expect(fleet.contains("id=\"vm-\(vm)\""), "\(vm) not listed") }
             #expect(fleet.contains("Trusted launch") && fleet.contains("Standard") && fleet.contains("Unhealthy") && fleet.contains("Healthy"))
             #expect(fleet.contains("3 VMs") && fleet.contains("1 active alert") && !fleet.contains("id=\"next\""))
+            // The filter form (a GET form, no script): search, power state, boot integrity, security type.
+            #expect(fleet.contains("id=\"filter\"") && fleet.contains("name=\"q\""))
+            let unhealthy = try await Self.dom(browser, p, "/?integrity=Unhealthy", screenshot: "dashboard-filtered.png")
+            #expect(unhealthy.contains("id=\"vm-\(SampleFleet.tampered)\"") && unhealthy.contains("1 of 3 VMs match"))
+            #expect(!unhealthy.contains("id=\"vm-\(SampleFleet.healthy)\"") && !unhealthy.contains("id=\"vm-\(SampleFleet.standard)\""))
+            #expect(unhealthy.contains("<option value=\"Unhealthy\" selected"), "the chosen value stays chosen")
+            let standard = try await Self.dom(browser, p, "/?security=Standard&q=\(SampleFleet.standard.uppercased())")
+            #expect(standard.contains("id=\"vm-\(SampleFleet.standard)\"") && standard.contains("1 of 3 VMs match"), "search ignores case")
+            let none = try await Self.dom(browser, p, "/?q=%3Cscript%3Enothing&power=Bogus")
+            // The search text comes back as the input's value (an attribute, no element of its own);
+            // an unknown power state filters nothing.
+            #expect(none.contains("0 of 3 VMs match") && none.contains("name=\"q\" value=\"&lt;script&gt;nothing\"") && !none.contains("<script>nothing"))
 
             let vm = try await Self.dom(browser, p, "/vms/\(SampleFleet.tampered)", screenshot: "dashboard-vm.png")
             #expect(vm.contains("id=\"checklist\"") && vm.contains("System Guard (DRTM)") && vm.contains("id=\"timeline\""))

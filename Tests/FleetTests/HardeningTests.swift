@@ -74,7 +74,10 @@ struct HardeningTests {
             // A real token: a cookie, and only a page of the dashboard to go on to.
             for (next, to) in [("/vms/web-01", "/vms/web-01"), ("/alerts", "/alerts"), ("/", "/"),
                                ("//evil.example/", "/"), ("/%09/evil.example", "/"), ("/\t/evil.example", "/"), ("/\u{0B}/evil.example", "/"), ("/\\evil.example", "/"), ("https://evil.example/", "/"),
-                               ("/vms/../../evil", "/"), ("/vms/x?y=1", "/"), ("/%2F%2Fevil.example", "/"), ("/vms/web-01/../x", "/")] {
+                               ("/vms/../../evil", "/"), ("/vms/x?y=1", "/"), ("/%2F%2Fevil.example", "/"), ("/vms/web-01/../x", "/"),
+                               // The fleet with a filter: a query of plain characters, nothing that leaves the page.
+                               ("/?integrity=Unhealthy&q=web", "/?integrity=Unhealthy&q=web"), ("/?q=%3Cb%3E", "/?q=%3Cb%3E"),
+                               ("/?q=//evil.example", "/"), ("/?q=a\\evil", "/"), ("/?q=x\r\nSet-Cookie:a=b", "/"), ("/?/../evil", "/")] {
                 let q = next.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? next
                 (s, h, _) = try await NoRedirects.fetch("GET", "\(base)/login?token=\(p.admin)&next=\(q)")
                 #expect(s == 303 || s == 302, "\(next): \(s)")
