@@ -20,6 +20,8 @@ enum Dashboard {
 
     /// The CSRF token of the page being rendered (set by `CSRFMiddleware` for a browser session).
     @TaskLocal static var csrf: String?
+    /// The role of the session the page is rendered for (admin or reader); nil: not signed in.
+    @TaskLocal static var signedInRole: String?
 
     /// A session's CSRF token: a hash of the session token (secret, HttpOnly), so any instance
     /// derives it and nothing else can; it reveals nothing of the session.
@@ -99,7 +101,7 @@ enum Dashboard {
         .card{background:#fff;border:1px solid #d0d7de;padding:12px 16px;margin:0 0 16px}
         .error{background:#ffebe9;border:1px solid #b3261e;padding:10px;margin:10px 0}
         </style></head><body>
-        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a><form method="post" action="/logout" style="margin-left:auto"><button type="submit">Sign out</button></form></header>
+        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(escape($0 == "admin" ? "an admin" : "a \($0)")) token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>")</header>
         <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(escape($0)). Changes fail until it can; what is shown may be behind.</div>" } ?? "")\(body)</main></body></html>
         """
         var h = headers

@@ -438,8 +438,11 @@ struct CSRFMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         guard let session = context.session else { return try await next(request, context) }
         let expected = Dashboard.csrfToken(for: session)
+        let role = context.caller?.role.rawValue
         guard request.method != .get && request.method != .head else {
-            return try await Dashboard.$csrf.withValue(expected) { try await next(request, context) }
+            return try await Dashboard.$signedInRole.withValue(role) {
+                try await Dashboard.$csrf.withValue(expected) { try await next(request, context) }
+            }
         }
         var r = request
         let form = try await Dashboard.readForm(&r)   // kept in `r` for the handler
@@ -447,7 +450,9 @@ struct CSRFMiddleware: RouterMiddleware {
         guard let given, constantTimeEqual(Array(given.utf8), Array(expected.utf8)) else {
             throw APIError(.forbidden, "the form carries no valid CSRF token: reload the dashboard's page and submit it from there")
         }
-        return try await Dashboard.$csrf.withValue(expected) { try await next(r, context) }
+        return try await Dashboard.$signedInRole.withValue(role) {
+            try await Dashboard.$csrf.withValue(expected) { try await next(r, context) }
+        }
     }
 }
 

@@ -99,6 +99,7 @@ struct DashboardTests {
             for vm in [SampleFleet.healthy, SampleFleet.tampered, SampleFleet.standard] { #expect(fleet.contains("id=\"vm-\(vm)\""), "\(vm) not listed") }
             #expect(fleet.contains("Trusted launch") && fleet.contains("Standard") && fleet.contains("Unhealthy") && fleet.contains("Healthy"))
             #expect(fleet.contains("3 VMs") && fleet.contains("1 active alert") && !fleet.contains("id=\"next\""))
+            #expect(fleet.contains("Signed in with an admin token") && fleet.contains("Sign out"))
             // The filter form (a GET form, no script): search, power state, boot integrity, security type.
             #expect(fleet.contains("id=\"filter\"") && fleet.contains("name=\"q\""))
             let unhealthy = try await Self.dom(browser, p, "/?integrity=Unhealthy", screenshot: "dashboard-filtered.png")
@@ -130,7 +131,7 @@ struct DashboardTests {
             let (s, _) = try await ServiceClient.pinned(baseURL: p.server.url, token: nil, tls: p.tls).send("GET", "/", step: "t")
             #expect(s == 200 || s == 303)
             let (status, out, _) = try await Interop.run(browser, ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "\(p.server.url)/"])
-            #expect(status == 0 && out.contains("Sign in") && !out.contains("id=\"fleet\""))
+            #expect(status == 0 && out.contains("Sign in") && !out.contains("id=\"fleet\"") && !out.contains("Sign out") && !out.contains("id=\"who\""))
         }
     }
 
@@ -169,6 +170,12 @@ struct DashboardTests {
             r.timeoutInterval = 600
             let (_, response) = try await URLSession.shared.data(for: r)
             #expect((response as? HTTPURLResponse)?.statusCode == 403)
+            // Each page says who is signed in.
+            var g = URLRequest(url: URL(string: p.server.url + "/")!)
+            g.setValue("tlaunch_session=\(reader)", forHTTPHeaderField: "Cookie")
+            g.timeoutInterval = 600
+            let (fleetPage, _) = try await URLSession.shared.data(for: g)
+            #expect(String(decoding: fleetPage, as: UTF8.self).contains("Signed in with a reader token"))
         }
     }
 }
