@@ -159,10 +159,10 @@ extension VMRecord {
             out.append("Standard VMs have no Secure Boot, vTPM or integrity monitoring. Trusted Launch can only be chosen at deployment: deploy a new VM (Trusted Launch is the default) and move the workload.")
             return out
         }
-        if !vm.secureBoot { out.append("Turn Secure Boot on so only signed boot loaders and kernels run: tlaunch vm stop \(vm.name); tlaunch vm update \(vm.name) --secure-boot true") }
-        if !vm.vTPM { out.append("Turn the vTPM on for measured boot and attestation: tlaunch vm stop \(vm.name); tlaunch vm update \(vm.name) --vtpm true") }
-        if vm.vTPM, !vm.integrityMonitoring { out.append("Turn on integrity monitoring to be alerted when the boot changes: tlaunch vm update \(vm.name) --integrity-monitoring true") }
-        if vm.integrityMonitoring, vm.bootIntegrity == .unhealthy { out.append("Boot integrity is unhealthy: read the active alert (tlaunch alert list --vm \(vm.name))") }
+        if !vm.secureBoot { out.append("Turn Secure Boot on so only signed boot loaders and kernels run: `tlaunch vm stop \(vm.name)`; `tlaunch vm update \(vm.name) --secure-boot true`") }
+        if !vm.vTPM { out.append("Turn the vTPM on for measured boot and attestation: `tlaunch vm stop \(vm.name)`; `tlaunch vm update \(vm.name) --vtpm true`") }
+        if vm.vTPM, !vm.integrityMonitoring { out.append("Turn on integrity monitoring to be alerted when the boot changes: `tlaunch vm update \(vm.name) --integrity-monitoring true`") }
+        if vm.integrityMonitoring, vm.bootIntegrity == .unhealthy { out.append("Boot integrity is unhealthy: read the active alert (`tlaunch alert list --vm \(vm.name)`)") }
         return out
     }
 

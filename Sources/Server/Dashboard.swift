@@ -81,6 +81,13 @@ enum Dashboard {
 
     static func form(_ body: String) -> [String: String] { FormBody.parse(body) }
 
+    /// A recommendation as HTML: escaped, with each `command` in backticks as code to copy.
+    static func withCommands(_ text: String) -> String {
+        let parts = text.split(separator: "`", omittingEmptySubsequences: false)
+        guard parts.count >= 3, parts.count % 2 == 1 else { return escape(text) }   // unpaired: as written
+        return parts.enumerated().map { i, p in i % 2 == 1 ? "<code class=\"command\">\(escape(String(p)))</code>" : escape(String(p)) }.joined()
+    }
+
     static func page(_ title: String, _ body: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:], refresh: Int? = nil) -> Response {
         let html = """
         <!DOCTYPE html>
@@ -96,7 +103,7 @@ enum Dashboard {
         th{background:#eef2f6}
         .ok{color:#116329;font-weight:600} .bad{color:#b3261e;font-weight:600} .warn{color:#9a6700;font-weight:600} .muted{color:#57606a}
         .sev-High{background:#ffebe9} .sev-Medium{background:#fff8c5}
-        code{background:#eef2f6;padding:1px 4px;border-radius:3px;word-break:break-all}
+        code{background:#eef2f6;padding:1px 4px;border-radius:3px;word-break:break-all} code.command{user-select:all}
         form.inline{display:inline} button{margin:2px 4px 2px 0;padding:4px 10px}
         .card{background:#fff;border:1px solid #d0d7de;padding:12px 16px;margin:0 0 16px}
         .error{background:#ffebe9;border:1px solid #b3261e;padding:10px;margin:10px 0}
@@ -307,7 +314,7 @@ enum Dashboard {
                 body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(escape($0.severity))\"><a href=\"/alerts/\(escape($0.id))\">\(escape($0.severity)): \(escape($0.title))</a> (\(escape($0.created)))</li>" }.joined() + "</ul>"
             }
             if !o.recommendations.isEmpty {
-                body += "<h2>Recommendations</h2><ul>" + o.recommendations.map { "<li>\(escape($0))</li>" }.joined() + "</ul>"
+                body += "<h2>Recommendations</h2><ul id=\"recommendations\">" + o.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             }
             body += "<h2>Security readiness (Secured-core checklist)</h2><table id=\"checklist\"><thead><tr><th>Requirement</th><th>State</th><th>Why</th></tr></thead><tbody>"
             for c in o.checklist {
@@ -387,8 +394,8 @@ enum Dashboard {
             for e in a.evidence {
                 body += "<tr><td>\(escape(e.component))</td><td>\(escape(e.name))</td><td>\(e.pcr.map(String.init) ?? "-")</td><td><code>\(escape(e.from ?? "-"))</code>\(e.fromSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td><code>\(escape(e.to ?? "-"))</code>\(e.toSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td>\(escape(e.detail))</td></tr>"
             }
-            body += "</tbody></table><h2>Recommendations</h2><ul id=\"recommendations\">" + a.recommendations.map { "<li>\(escape($0))</li>" }.joined() + "</ul>"
-            body += "<h2>Mitigations</h2><ul>" + a.mitigations.map { "<li>\(escape($0))</li>" }.joined() + "</ul>"
+            body += "</tbody></table><h2>Recommendations</h2><ul id=\"recommendations\">" + a.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
+            body += "<h2>Mitigations</h2><ul id=\"mitigations\">" + a.mitigations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             if a.status == .active {
                 body += "<form method=\"post\" action=\"/alerts/\(escape(a.id))/dismiss\"><label>Reason <input name=\"reason\" size=\"50\"></label> <button type=\"submit\">Dismiss</button></form>"
             }

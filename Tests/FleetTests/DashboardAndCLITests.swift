@@ -116,12 +116,15 @@ struct DashboardTests {
             let vm = try await Self.dom(browser, p, "/vms/\(SampleFleet.tampered)", screenshot: "dashboard-vm.png")
             #expect(vm.contains("id=\"checklist\"") && vm.contains("System Guard (DRTM)") && vm.contains("id=\"timeline\""))
             #expect(vm.contains(alert.id) && vm.contains("Approve this boot as the baseline"))
+            // Commands in recommendations are code to copy (selected whole with one click).
+            #expect(vm.contains("<code class=\"command\">tlaunch alert list --vm \(SampleFleet.tampered)</code>"), "\(vm)")
 
             let page = try await Self.dom(browser, p, "/alerts/\(alert.id)", screenshot: "dashboard-alert.png")
             let e = try #require(alert.evidence.first)
             let from = try #require(e.from), to = try #require(e.to)
             #expect(page.contains("id=\"evidence\"") && page.contains(to) && page.contains(from))
-            #expect(page.contains("grubx64.efi") && page.contains("tlaunch vm baseline approve \(SampleFleet.tampered)"))
+            #expect(page.contains("grubx64.efi") && page.contains("<code class=\"command\">tlaunch vm baseline approve \(SampleFleet.tampered)</code>"))
+            #expect(page.contains("<code class=\"command\">tlaunch vm stop \(SampleFleet.tampered)</code>") && !page.contains("`"), "no backtick left as text")
             #expect(FileManager.default.fileExists(atPath: artifacts.appendingPathComponent("dashboard-alert.png").path))
 
             let deploy = try await Self.dom(browser, p, "/deploy")
