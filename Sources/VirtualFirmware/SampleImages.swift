@@ -176,6 +176,11 @@ public enum SampleImages {
         return try AuthenticodeSigner(keyPEM: keys.vendor.privateKeyPEM, certificate: try keys.vendor.certificate.derBytes).sign(try PEImage(kernel))
     }
 
+    /// Another sample kernel build that nobody signed (what shim refuses under Secure Boot).
+    public static func unsignedKernel(keys: PlatformKeys, build: UInt8) throws -> [UInt8] {
+        unsignedChain(vendorCertificate: try keys.vendor.certificate.derBytes, kernelFill: build).kernel
+    }
+
     /// The sample chain before signing: shim (carrying `vendorCertificate`), grub (prefix
     /// /EFI/tlaunch, embedded `source $prefix/grub.cfg`) and a kernel.
     static func unsignedChain(vendorCertificate vendorDER: [UInt8], grubVersion: String = "2.12", kernelFill: UInt8 = 0x90) -> (shim: [UInt8], grub: [UInt8], kernel: [UInt8]) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Attestation
 import Fleet
+import VirtualFirmware
 import Foundation
 import GuestAgent
 
@@ -496,7 +497,26 @@ struct VMCommand: AsyncParsableCommand {
 }
 
 struct ImageCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "image", abstract: "Images VMs are deployed from.", subcommands: [List.self, Show.self, Import.self])
+    static let configuration = CommandConfiguration(commandName: "image", abstract: "Images VMs are deployed from.", subcommands: [List.self, Show.self, Import.self, SampleKernel.self])
+
+    /// A file to put on a VM's disk for the README's stories: an OS update (another kernel build
+    /// signed by the key sample-linux's shim trusts) or a tampered file (one nobody signed).
+    struct SampleKernel: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "sample-kernel",
+            abstract: "Write another build of sample-linux's kernel: signed with the platform's vendor key (an OS update), or --unsigned (what shim refuses).")
+        @Option(help: "The build, 1–255 (sample-linux's own kernel is build 144; each build is a different file).") var build: Int = 2
+        @Flag(help: "Leave it unsigned: under Secure Boot, shim refuses to start it.") var unsigned = false
+        @Option(name: [.customShort("o"), .long], help: "The file to write.") var output: String
+        @Option(help: "The platform data folder (its Secure Boot keys). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
+        func run() throws {
+            guard (1...255).contains(build), build != 0x90 else { throw ValidationError("--build must be 1–255 and not 144 (sample-linux's own kernel)") }
+            let keys = try PlatformKeys.loadOrCreate(directory: DataFolder.resolve(data).secureBootKeys)
+            let bytes = unsigned ? try SampleImages.unsignedKernel(keys: keys, build: UInt8(build)) : try SampleImages.signedKernel(keys: keys, build: UInt8(build))
+            guard FileManager.default.createFile(atPath: output, contents: Data(bytes)) else { throw ValidationError("cannot write \(output)") }
+            print("\(output): sample-linux kernel build \(build), \(unsigned ? "unsigned" : "signed with the platform's vendor key (\(DataFolder.resolve(data).secureBootKeys.path))"), \(bytes.count) bytes")
+        }
+    }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "The images, with their generation.")

@@ -1,7 +1,9 @@
 import Foundation
 import MeasuredBoot
+import SecureBoot
 import TLaunchTestSupport
 import Testing
+import VirtualFirmware
 
 /// `tlaunch predict` and `tlaunch firmware …` as a person runs them.
 @Suite("Virtual firmware: the command line")
@@ -29,6 +31,32 @@ struct FirmwareCLITests {
         let replayed = try EventLog(parsing: Array(try Data(contentsOf: URL(fileURLWithPath: log)))).replay()
         for (pcr, value) in predicted { #expect(hexString(replayed[.sha256, UInt32(pcr)!] ?? []) == value, "PCR \(pcr)") }
         #expect((object["stages"] as? [[String: Any]])?.compactMap { $0["verifiedBy"] as? String } == ["db", "MokListRT", "MokListRT"])
+    }
+
+    /// `tlaunch image sample-kernel`: where the README's "new kernel" and "tampered file" come
+    /// from — another kernel build signed with the data folder's vendor key, or one nobody signed.
+    @Test func sampleKernelsAreSignedByTheDataFoldersVendorKeyOrNotAtAll() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("data").path
+        let signed = dir.appendingPathComponent("new-kernel.efi").path, unsigned = dir.appendingPathComponent("tampered.efi").path
+        var (s, out, err) = try await Interop.run(Self.tlaunch, ["image", "sample-kernel", "--build", "3", "-o", signed, "--data", data])
+        #expect(s == 0 && out.contains("signed with the platform's vendor key"), "\(err)")
+        (s, _, err) = try await Interop.run(Self.tlaunch, ["image", "sample-kernel", "--build", "3", "--unsigned", "-o", unsigned, "--data", data])
+        #expect(s == 0, "\(err)")
+        let keys = try PlatformKeys.loadOrCreate(directory: URL(fileURLWithPath: data).appendingPathComponent("secureboot"))
+        let vendorOnly = try SignatureDatabase(certificates: [keys.vendor.certificate])
+        let update = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: signed))))
+        let decision = ImageVerifier.decide(update, db: vendorOnly, dbx: SignatureDatabase())
+        #expect(decision.verdict == .allowed && decision.code == .allowedBySignature, "\(decision.reason)")
+        let tampered = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: unsigned))))
+        #expect(ImageVerifier.decide(tampered, db: vendorOnly, dbx: SignatureDatabase()).code == .deniedUnsigned)
+        // Not sample-linux's own kernel: another build is another file (measured boot tells them apart).
+        let own = try SampleImages.sampleLinux(keys: keys).esp.file("/vmlinuz")
+        #expect(try update.authenticodeDigest() != PEImage(try #require(own)).authenticodeDigest())
+        (s, _, err) = try await Interop.run(Self.tlaunch, ["image", "sample-kernel", "--build", "144", "-o", signed, "--data", data])
+        #expect(s != 0 && err.contains("not 144"), "\(err)")
     }
 
     @Test func refusalsAndBadInputExitNonZeroWithAReason() async throws {
