@@ -81,6 +81,26 @@ enum Dashboard {
 
     static func form(_ body: String) -> [String: String] { FormBody.parse(body) }
 
+    /// The VM's recent attestations as a strip, oldest to newest: a tile per attestation (passed,
+    /// failed, or waiting for a baseline), a mark where the VM rebooted, the first failed check or
+    /// the baseline change in each tile's title. Plain HTML and CSS (the pages carry no script).
+    static func bootStrip(_ attestations: [AttestationOutcome]) -> String {
+        guard !attestations.isEmpty else { return "" }
+        let tiles = attestations.sorted { $0.time < $1.time }.map { a -> String in
+            let state = a.passed ? "pass" : (a.baseline == "pending" ? "pending" : "fail")
+            let failed = a.checks.first { !$0.passed }
+            let why = a.passed ? (a.baseline == "learned" ? "passed; baseline learned" : "passed")
+                : failed.map { "\($0.name.rawValue): \($0.reason)" } ?? "did not pass"
+            let change = a.changes.first.map { " — \($0.kind) \($0.name) \($0.change.rawValue)" } ?? ""
+            let boot = a.rebooted == true ? "<span class=\"boot\">reboot</span>" : ""
+            let time = a.time.count >= 19 ? String(a.time.dropFirst(11).prefix(8)) : a.time
+            return boot + "<span class=\"tile \(state)\" title=\"\(escape("\(a.time): \(why)\(change)"))\">\(a.passed ? "✓" : (state == "pending" ? "…" : "✗"))"
+                + "<small>\(escape(time))</small>\(a.passed ? "" : "<small>\(escape(failed?.name.rawValue ?? ""))</small>")</span>"
+        }
+        return "<h2>Boots and attestations</h2><div id=\"bootstrip\" class=\"strip\" aria-label=\"attestations, oldest to newest\">" + tiles.joined()
+            + "</div><p class=\"muted\">Oldest to newest; green passed, red failed (hover for the check that failed), amber waits for a baseline.</p>"
+    }
+
     /// A recommendation as HTML: escaped, with each `command` in backticks as code to copy.
     static func withCommands(_ text: String) -> String {
         let parts = text.split(separator: "`", omittingEmptySubsequences: false)
@@ -107,6 +127,10 @@ enum Dashboard {
         form.inline{display:inline} button{margin:2px 4px 2px 0;padding:4px 10px}
         .card{background:#fff;border:1px solid #d0d7de;padding:12px 16px;margin:0 0 16px}
         .error{background:#ffebe9;border:1px solid #b3261e;padding:10px;margin:10px 0}
+        .strip{display:flex;flex-wrap:wrap;gap:4px;align-items:center;margin:8px 0 4px}
+        .tile{display:inline-flex;flex-direction:column;align-items:center;min-width:64px;padding:4px 6px;border-radius:4px;color:#fff;font-weight:700}
+        .tile small{font-weight:400;font-size:.72em} .tile.pass{background:#1a7f37} .tile.fail{background:#b3261e} .tile.pending{background:#9a6700}
+        .boot{font-size:.75em;color:#57606a;border-left:3px solid #57606a;padding:10px 2px 10px 4px;margin-left:6px}
         </style></head><body>
         <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(escape($0 == "admin" ? "an admin" : "a \($0)")) token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>")</header>
         <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(escape($0)). Changes fail until it can; what is shown may be behind.</div>" } ?? "")\(body)</main></body></html>
@@ -330,6 +354,7 @@ enum Dashboard {
                         + "</tbody></table>"
                 }
             }
+            body += bootStrip(o.attestations)
             body += "<h2>Attestation timeline</h2><table id=\"timeline\"><thead><tr><th>Time</th><th>Event</th><th>What happened</th></tr></thead><tbody>"
                 + o.timeline.map { "<tr><td>\(escape($0.time))</td><td>\(escape($0.kind))</td><td>\(escape($0.message))</td></tr>" }.joined() + "</tbody></table>"
             if !o.attestations.isEmpty {

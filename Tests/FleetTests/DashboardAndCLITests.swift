@@ -116,6 +116,10 @@ struct DashboardTests {
             let vm = try await Self.dom(browser, p, "/vms/\(SampleFleet.tampered)", screenshot: "dashboard-vm.png")
             #expect(vm.contains("id=\"checklist\"") && vm.contains("System Guard (DRTM)") && vm.contains("id=\"timeline\""))
             #expect(vm.contains(alert.id) && vm.contains("Approve this boot as the baseline"))
+            // Its boots and attestations as a strip: the good boot passed, the changed one failed
+            // (the tile's title names the failed check and the change).
+            #expect(vm.contains("id=\"bootstrip\"") && vm.contains("class=\"tile pass\"") && vm.contains("class=\"tile fail\""), "\(vm)")
+            #expect(vm.contains("baseline: ") && vm.contains("grubx64.efi changed"), "the failed tile says what changed")
             // Commands in recommendations are code to copy (selected whole with one click).
             #expect(vm.contains("<code class=\"command\">tlaunch alert list --vm \(SampleFleet.tampered)</code>"), "\(vm)")
 
