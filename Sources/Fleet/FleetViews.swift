@@ -16,7 +16,6 @@ extension Fleet {
         if let alerts { active = alerts } else { active = try await store.alerts(vm: vm.name, status: .active) }
         var v = VMView(vm, alerts: active)
         v.storageInterruption = interruption(vm.name)
-        if v.storageInterruption != nil { v.properties.provisioningState = "Failed" }
         return v
     }
 

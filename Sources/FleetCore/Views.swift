@@ -73,9 +73,13 @@ public struct VMView: Sendable, Codable, Hashable {
     public var lastBoot: BootSummary?
     /// A storage failure that interrupted an operation on the VM and is not yet recorded (the
     /// record may be behind the VM's vTPM and disk); absent when there is none.
-    public var storageInterruption: String?
+    public var storageInterruption: String? {
+        didSet { properties.provisioningState = Self.provisioningState(storageInterruption) }
+    }
     /// The libvirt host it runs on (absent when the platform runs it itself).
-    public var host: String?
+    public var host: String? {
+        didSet { location = Self.location(host) }
+    }
 
     /// The record as the API shows it, with its active alerts among `alerts`.
     public init(_ vm: VMRecord, alerts active: [Alert]) {
@@ -85,22 +89,28 @@ public struct VMView: Sendable, Codable, Hashable {
                                                      lastAttestation: vm.lastAttestation.map(Time.rfc3339), attestationIntervalSeconds: vm.attestationInterval,
                                                      guestAgent: vm.guestAgent.rawValue),
                           alerts: active.filter { $0.vm == vm.name && $0.status == .active }.map { .init(id: $0.id, severity: $0.severity.rawValue, status: $0.status.rawValue, title: $0.title, created: $0.created) },
-                          version: vm.version, created: Time.rfc3339(vm.created), bootCount: vm.bootCount, lastBoot: vm.lastBoot)
-        host = vm.host
-        location = vm.host ?? "local"
+                          version: vm.version, created: Time.rfc3339(vm.created), bootCount: vm.bootCount, lastBoot: vm.lastBoot, host: vm.host)
     }
 
     public init(name: String, image: String, hypervisor: String, powerState: PowerState, securityProfile: SecurityProfile, integrityMonitoring: Monitoring,
-                alerts: [AlertRef], version: Int64, created: String, bootCount: Int, lastBoot: BootSummary?) {
+                alerts: [AlertRef], version: Int64, created: String, bootCount: Int, lastBoot: BootSummary?, host: String? = nil) {
         self.name = name; self.image = image; self.hypervisor = hypervisor; self.powerState = powerState; self.securityProfile = securityProfile
         self.integrityMonitoring = integrityMonitoring; self.alerts = alerts; self.version = version; self.created = created; self.bootCount = bootCount; self.lastBoot = lastBoot
+        self.host = host
         id = "/providers/\(Self.resourceType)/\(name)"
         type = Self.resourceType
-        location = "local"
-        properties = Properties(provisioningState: "Succeeded", timeCreated: created, securityProfile: securityProfile,
+        location = Self.location(host)
+        properties = Properties(provisioningState: Self.provisioningState(nil), timeCreated: created, securityProfile: securityProfile,
                                 storageProfile: .init(imageReference: .init(id: image)),
                                 instanceView: .init(statuses: [Self.powerStatus(powerState)]))
     }
+
+    /// ARM's location: the libvirt host, else `local`. Kept in step with `host` (set at init, then by its didSet).
+    static func location(_ host: String?) -> String { host ?? "local" }
+
+    /// ARM's provisioning state: Failed while an interrupted operation is unrecorded. Kept in step
+    /// with `storageInterruption`.
+    static func provisioningState(_ interruption: String?) -> String { interruption == nil ? "Succeeded" : "Failed" }
 
     /// ARM's power-state status for ours (Stopped is ARM's deallocated: nothing of it runs).
     static func powerStatus(_ p: PowerState) -> Properties.InstanceView.Status {
