@@ -803,14 +803,19 @@ public final class DecisionCache: Sendable {
     public init(capacity: Int = 4096) { self.capacity = capacity }
 
     func decision(file: [UInt8], databases: [UInt8], _ compute: () -> BootDecision) -> BootDecision {
-        let key = Key(file: Array(SHA256.hash(data: file)), databases: databases)
-        if let d = entries.withLock({ $0[key] }) { return d }
-        let d = compute()
-        entries.withLock { e in
-            if e.count >= capacity { e.removeAll(keepingCapacity: true) }
-            e[key] = d
+        Self.remember(Key(file: Array(SHA256.hash(data: file)), databases: databases), in: entries, capacity: capacity, compute)
+    }
+
+    /// `table[key]`, computed and kept when absent; a full table starts over (a value dropped is
+    /// only computed again).
+    static func remember<K: Hashable & Sendable, V: Sendable>(_ key: K, in table: borrowing Mutex<[K: V]>, capacity: Int, _ compute: () -> V) -> V {
+        if let v = table.withLock({ $0[key] }) { return v }
+        let v = compute()
+        table.withLock { t in
+            if t.count >= capacity { t.removeAll(keepingCapacity: true) }
+            t[key] = v
         }
-        return d
+        return v
     }
 
     public var count: Int { entries.withLock { $0.count } }
@@ -825,13 +830,6 @@ public final class DecisionCache: Sendable {
         h.update(bytes: [vendor == nil ? 0 : 1] + (0..<8).map { UInt8(truncatingIfNeeded: n >> (8 * $0)) })
         if let vendor { h.update(bytes: vendor) }
         h.update(bytes: mokList)
-        let key = h.finalize().byteArray
-        if let m = mokDatabases.withLock({ $0[key] }) { return m }
-        let m = build()
-        mokDatabases.withLock { e in
-            if e.count >= 64 { e.removeAll(keepingCapacity: true) }
-            e[key] = m
-        }
-        return m
+        return Self.remember(h.finalize().byteArray, in: mokDatabases, capacity: 64, build)
     }
 }
