@@ -210,9 +210,9 @@ public enum AttestationVerifier {
         // quoted values) reuses them. The key holds both — the log's SHA-256 and every compared
         // bank, PCR and value — so one PCR extended beside the log is a new key and a new replay.
         // Only replays that matched are kept; the quote above was verified for this request.
-        let key = Self.replayKey(logDigest: d.eventLogDigest, compared: forLog)
+        let key = cache.map { _ in Self.replayKey(logDigest: d.eventLogDigest, compared: forLog) }
         let boot: VerifiedBoot
-        if let hit = cache?.lookup(key) {
+        if let cache, let key, let hit = cache.lookup(key) {
             boot = hit
         } else {
             let report = d.eventLog.replay(against: forLog)
@@ -224,7 +224,7 @@ public enum AttestationVerifier {
             let facts = report.verified.explain()
             boot = VerifiedBoot(compared: report.comparisons.count, verifiedBanks: report.verified.verifiedBanks, facts: facts,
                                 components: Baseline.components(of: report.verified, facts: facts))
-            cache?.store(key, boot)
+            if let cache, let key { cache.store(key, boot) }
             result.verified = report.verified
         }
         result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(boot.compared) values in \(boot.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))

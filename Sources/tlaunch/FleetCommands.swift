@@ -511,10 +511,11 @@ struct ImageCommand: AsyncParsableCommand {
         @Option(help: "The platform data folder (its Secure Boot keys). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
         func run() throws {
             guard (1...255).contains(build), build != 0x90 else { throw ValidationError("--build must be 1–255 and not 144 (sample-linux's own kernel)") }
-            let keys = try PlatformKeys.loadOrCreate(directory: DataFolder.resolve(data).secureBootKeys)
+            let keysDirectory = DataFolder.resolve(data).secureBootKeys
+            let keys = try PlatformKeys.loadOrCreate(directory: keysDirectory)
             let bytes = unsigned ? try SampleImages.unsignedKernel(keys: keys, build: UInt8(build)) : try SampleImages.signedKernel(keys: keys, build: UInt8(build))
             guard FileManager.default.createFile(atPath: output, contents: Data(bytes)) else { throw ValidationError("cannot write \(output)") }
-            print("\(output): sample-linux kernel build \(build), \(unsigned ? "unsigned" : "signed with the platform's vendor key (\(DataFolder.resolve(data).secureBootKeys.path))"), \(bytes.count) bytes")
+            print("\(output): sample-linux kernel build \(build), \(unsigned ? "unsigned" : "signed with the platform's vendor key (\(keysDirectory.path))"), \(bytes.count) bytes")
         }
     }
 
