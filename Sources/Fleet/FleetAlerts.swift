@@ -81,7 +81,13 @@ extension Fleet {
 
     /// Resolves the VM's active alerts of `kinds` (nil: all).
     func resolve(vm: String, kinds: Set<AlertKind>?, resolution: String) async throws {
-        for a in try await store.alerts(vm: vm, status: .active) where kinds?.contains(a.kind) ?? true {
+        try await resolve(vm: vm, among: try await store.alerts(vm: vm, status: .active), kinds: kinds, resolution: resolution)
+    }
+
+    /// Resolves those of `active` (the VM's active alerts, as read) of `kinds`; one another
+    /// writer resolved meanwhile is left as it is.
+    func resolve(vm: String, among active: [Alert], kinds: Set<AlertKind>?, resolution: String) async throws {
+        for a in active where kinds?.contains(a.kind) ?? true {
             var next = a
             next.status = .resolved
             next.resolution = resolution

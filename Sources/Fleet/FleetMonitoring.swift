@@ -32,19 +32,37 @@ extension Fleet {
     /// Records an attestation outcome (called by the API for every attestation, from any agent):
     /// boot integrity, the VM's timeline, and alerts raised or resolved.
     public func record(vm name: String, outcome o: AttestationOutcome) async throws {
-        guard (try? await store.vm(name)) != nil else { return }   // not a VM of this fleet
-        let vm = try await mutate(name) { v in
-            v.lastAttestation = Time.millis()
-            v.lastAttestationID = o.id
-            let waiting = !o.passed && o.checks.allSatisfy { $0.passed || ($0.category == .baseline && $0.outcome == .unknown) }
-            v.bootIntegrity = v.integrityMonitoring ? (o.passed ? .healthy : (waiting ? .pending : .unhealthy)) : .notMonitored
+        var before: BootIntegrity = .notMonitored
+        let vm: VMRecord
+        do {
+            vm = try await mutate(name) { v in
+                before = v.bootIntegrity
+                v.lastAttestation = Time.millis()
+                v.lastAttestationID = o.id
+                let waiting = !o.passed && o.checks.allSatisfy { $0.passed || ($0.category == .baseline && $0.outcome == .unknown) }
+                v.bootIntegrity = v.integrityMonitoring ? (o.passed ? .healthy : (waiting ? .pending : .unhealthy)) : .notMonitored
+            }
+        } catch let e as FleetError where e.kind == .notFound || e.kind == .invalid {
+            return   // not a VM of this fleet
         }
-        try await store.appendEvent(vm: name, kind: o.passed ? "attested" : "attestation-failed",
-                                    message: o.passed ? "attestation \(o.id) passed (\(o.baseline ?? o.status))"
-                                        : "attestation \(o.id) failed: " + o.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))
-        try await resolve(vm: name, kinds: [.notReporting], resolution: "the agent reported again (attestation \(o.id))")
+        // The timeline says what changed: a monitored VM that was healthy and attests healthy
+        // again adds nothing to it (its attestation history has every one). Every 5 minutes for
+        // each VM of a fleet, those would bury its boots, alerts and changes.
+        if !(o.passed && before == .healthy && vm.integrityMonitoring) {
+            try await store.appendEvent(vm: name, kind: o.passed ? "attested" : "attestation-failed",
+                                        message: o.passed ? "attestation \(o.id) passed (\(o.baseline ?? o.status))"
+                                            : "attestation \(o.id) failed: " + o.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))
+        }
+        // The VM's active alerts, read once for both resolutions (most VMs have none).
+        let active = try await store.alerts(vm: name, status: .active)
+        if !active.isEmpty {
+            try await resolve(vm: name, among: active, kinds: [.notReporting], resolution: "the agent reported again (attestation \(o.id))")
+        }
         if o.passed {
-            try await resolve(vm: name, kinds: [.bootIntegrity], resolution: "boot \(vm.lastBoot?.number ?? 0) attested healthy (attestation \(o.id))")
+            if !active.isEmpty {
+                try await resolve(vm: name, among: active, kinds: [.bootIntegrity],
+                                  resolution: "boot \(vm.lastBoot?.number ?? 0) attested healthy (attestation \(o.id))")
+            }
         } else if vm.integrityMonitoring, let alert = AlertBuilder.attestation(o, vm: vm) {
             try await raise(alert)
         }

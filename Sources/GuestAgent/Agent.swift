@@ -19,6 +19,13 @@ public struct AgentError: Error, Sendable, CustomStringConvertible {
 /// or TLS pinned to the platform's CA), which the in-guest agent does not link.
 public protocol HTTPTransport: Sendable {
     func send(_ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration) async throws -> (status: Int, body: Data)
+    /// `body` with a transport whose requests to `base`'s server share one connection, in turn
+    /// (an attestation's nonce and evidence). By default each request has its own.
+    func session<T>(to base: URL, _ body: (any HTTPTransport) async throws -> T) async throws -> T
+}
+
+extension HTTPTransport {
+    public func session<T>(to base: URL, _ body: (any HTTPTransport) async throws -> T) async throws -> T { try await body(self) }
 }
 
 /// The service's HTTP API, as the agent and the CLI call it.
@@ -69,6 +76,17 @@ public struct ServiceClient: Sendable {
             }
         }
         throw AgentError(step, "no HTTP transport for \(baseURL) (a client built with ServiceClient.pinned has one)")
+    }
+
+    /// `body` with a client whose requests share one connection where the transport can (the
+    /// relay's channel and a transport without sessions: as before, each request on its own).
+    public func session<T>(_ body: (ServiceClient) async throws -> T) async throws -> T {
+        guard channel == nil, let transport, let base = URL(string: baseURL) else { return try await body(self) }
+        return try await transport.session(to: base) { kept in
+            var client = self
+            client.transport = kept
+            return try await body(client)
+        }
     }
 
     public func call<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none, as: T.Type, step: String) async throws -> T {
@@ -229,17 +247,21 @@ public struct GuestAgent: Sendable {
                 _ = try await enroll()
                 ak = try await attestationKey()
             }
-            let grant = try await service.call("POST", "/v1/vms/\(vm)/nonce", as: NonceGrant.self, step: "get nonce")
-            guard let nonce = [UInt8](hex: grant.nonce) else { throw AgentError("get nonce", "the nonce is not hex") }
-            // Quote at least what the service's policy reads.
-            var me = self
-            if let q = grant.quote {
-                me.banks += q.banks.compactMap { PCRValues.bankNames[$0] }.filter { !me.banks.contains($0) }
-                me.pcrs = Array(Set(me.pcrs).union(q.pcrs.filter { (0..<24).contains($0) })).sorted()
+            // The nonce and the evidence over one connection (over HTTPS, one handshake).
+            let attesting = ak
+            return try await service.session { service in
+                let grant = try await service.call("POST", "/v1/vms/\(vm)/nonce", as: NonceGrant.self, step: "get nonce")
+                guard let nonce = [UInt8](hex: grant.nonce) else { throw AgentError("get nonce", "the nonce is not hex") }
+                // Quote at least what the service's policy reads.
+                var me = self
+                if let q = grant.quote {
+                    me.banks += q.banks.compactMap { PCRValues.bankNames[$0] }.filter { !me.banks.contains($0) }
+                    me.pcrs = Array(Set(me.pcrs).union(q.pcrs.filter { (0..<24).contains($0) })).sorted()
+                }
+                let e = try await me.evidence(nonce: nonce, ak: attesting)
+                await flush(attesting)
+                return try await service.call("POST", "/v1/vms/\(vm)/attestations", body: e, as: AttestationOutcome.self, step: "attest")
             }
-            let e = try await me.evidence(nonce: nonce, ak: ak)
-            await flush(ak)
-            return try await service.call("POST", "/v1/vms/\(vm)/attestations", body: e, as: AttestationOutcome.self, step: "attest")
         } catch {
             await flush(ak)
             throw error

@@ -11,37 +11,19 @@ import VirtualFirmware
 import VirtualTPM
 
 /// Peak and current resident memory of this process (VmHWM, VmRSS), in MiB.
-func residentMemory() -> (peak: Double, now: Double) {
-    let s = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
-    func kib(_ key: String) -> Double {
-        s.split(separator: "\n").first { $0.hasPrefix(key) }.flatMap { $0.split(separator: " ").compactMap { Double($0) }.first } ?? 0
-    }
-    return (kib("VmHWM:") / 1024, kib("VmRSS:") / 1024)
-}
+func residentMemory() -> (peak: Double, now: Double) { processMemory(getpid()) }
 
-/// A fleet of `vms` Trusted Launch VMs with integrity monitoring on the embedded platform
-/// (SQLite): deployed through `Fleet.deploy`, each enrolled with its own AK certificate, then
-/// attesting at `rate` per second (100,000 VMs every 5 minutes ≈ 333/s) for `seconds`: a fresh
-/// nonce, a fresh quote from a vTPM, full verification, an ES256 token, history, and the fleet's
-/// record of it (boot integrity, timeline, alerts). The evidence comes from `tpms` vTPMs booted
-/// by the virtual firmware and shared round-robin (a vTPM per VM would mean `vms` EK derivations
-/// before the run); everything the service and the fleet keep is per VM.
-func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async throws {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-fleet-\(getpid())")
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let folder = DataFolder(root: dir)
-    try folder.create()
-    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
-    let store = try await StorageLocation.open(folder.database.path)
-    let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
-                                     akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
-                                     nonceLifetime: 3600, keepEvidence: false)
-    var quiet = Logger(label: "tlaunch.fleet")
-    quiet.logLevel = .warning
-    let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 3, count: 32), authority: authority, logger: quiet)
+/// A booted vTPM the load generator quotes with: its client, the firmware's event log, its EK,
+/// a loaded AK and the EK certificate.
+typealias BootedTPM = (client: TPMClient, log: [UInt8], ek: TPMObject, ak: TPMObject, cert: [UInt8])
+
+/// A fleet on a new data folder, as both fleet benchmarks set it up: `vms` Trusted Launch VMs
+/// with integrity monitoring deployed through `Fleet.deploy`, `tpms` vTPMs booted by the virtual
+/// firmware (sample-linux), and each VM enrolled with its own challenge and AK certificate from
+/// one of those vTPMs (round robin). Returns the booted vTPMs.
+func deployAndEnrolFleet(fleet: Fleet, service: AttestationService, folder: DataFolder, dir: URL, hostKey: [UInt8],
+                         authority: VTPMCertificateAuthority, vms: Int, tpms: Int) async throws -> [BootedTPM] {
     let clock = ContinuousClock()
-    out("Fleet at scale: \(vms) Trusted Launch VMs with integrity monitoring, SQLite, one process on \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
-
     // Deploy: the record, the VM's folder and agent token, the timeline (no boot: see below).
     let t0 = clock.now
     let width = 2
@@ -58,13 +40,13 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
     let deployTime = clock.now - t0
     out("  deploy \(vms) VMs (record, folder, agent token, timeline): \(fmt(deployTime)) (\(Int(Double(vms) / deployTime.seconds))/s)")
 
-    // Boot the shared vTPMs with the virtual firmware; every VM is marked running from them.
+    // Boot the shared vTPMs with the virtual firmware.
     let keys = try PlatformKeys.loadOrCreate(directory: folder.secureBootKeys)
     let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
     let firmware = VirtualFirmware(settings: FirmwareSettings(variables: vars, banks: [.sha1, .sha256]))
-    var booted: [(TPMClient, [UInt8], TPMObject, TPMObject, [UInt8])] = []
+    var booted: [BootedTPM] = []
     for k in 0..<tpms {
-        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("tpm\(k).state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
+        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("tpm\(k).state").path, hostKey: hostKey, authority: authority)
         let report = try firmware.launch(esp: esp, tpm: tpm)
         let client = TPMClient(transport: InProcessTransport(tpm))
         let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "x", eventLog: try report.log.encoded())
@@ -94,6 +76,34 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
     }
     let enrolTime = clock.now - t1
     out("  enrol \(vms) VMs (EK chain, MakeCredential, ActivateCredential, AK certificate): \(fmt(enrolTime)) (\(Int(Double(vms) / enrolTime.seconds))/s)")
+    return shared
+}
+
+/// A fleet of `vms` Trusted Launch VMs with integrity monitoring on the embedded platform
+/// (SQLite): deployed through `Fleet.deploy`, each enrolled with its own AK certificate, then
+/// attesting at `rate` per second (100,000 VMs every 5 minutes ≈ 333/s) for `seconds`: a fresh
+/// nonce, a fresh quote from a vTPM, full verification, an ES256 token, history, and the fleet's
+/// record of it (boot integrity, timeline, alerts). The evidence comes from `tpms` vTPMs booted
+/// by the virtual firmware and shared round-robin (a vTPM per VM would mean `vms` EK derivations
+/// before the run); everything the service and the fleet keep is per VM.
+func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-fleet-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let folder = DataFolder(root: dir)
+    try folder.create()
+    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
+    let store = try await StorageLocation.open(folder.database.path)
+    let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
+                                     akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
+                                     nonceLifetime: 3600, keepEvidence: false)
+    var quiet = Logger(label: "tlaunch.fleet")
+    quiet.logLevel = .warning
+    let hostKey = [UInt8](repeating: 3, count: 32)
+    let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
+    let clock = ContinuousClock()
+    out("Fleet at scale: \(vms) Trusted Launch VMs with integrity monitoring, SQLite, one process on \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
+    let shared = try await deployAndEnrolFleet(fleet: fleet, service: service, folder: folder, dir: dir, hostKey: hostKey,
+                                               authority: authority, vms: vms, tpms: tpms)
     out("  memory after deployment: RSS \(Int(residentMemory().now)) MiB")
 
     // Attest: open loop at `rate`; VM after VM (round robin), each from its vTPM.
@@ -141,7 +151,52 @@ func fmt(_ d: Duration) -> String { String(format: "%.1f s", d.seconds) }
 final class FleetRecorder: Sendable {
     let whole = Mutex<[Duration]>([]), server = Mutex<[Duration]>([])
     let failed = Atomic<Int>(0), late = Atomic<Int>(0)
+    /// Failures by what they said (the first 160 characters).
+    let errors = Mutex<[String: Int]>([:])
 }
 
 /// Unbuffered, so progress shows while a long run goes on.
 func out(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+
+/// Where one fleet attestation's time goes in process, step by step (sequential, so wall time is
+/// CPU time): the nonce, the quote, the service's verification, the fleet's record.
+func fleetBreakdown(vms: Int, count: Int) async throws {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-fleet-bd-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let folder = DataFolder(root: dir)
+    try folder.create()
+    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
+    let store = try await StorageLocation.open(folder.database.path)
+    let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
+                                     akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
+                                     nonceLifetime: 3600, keepEvidence: false)
+    var quiet = Logger(label: "tlaunch.fleet")
+    quiet.logLevel = .warning
+    let hostKey = [UInt8](repeating: 3, count: 32)
+    let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
+    let shared = try await deployAndEnrolFleet(fleet: fleet, service: service, folder: folder, dir: dir, hostKey: hostKey,
+                                               authority: authority, vms: vms, tpms: 4)
+    let clock = ContinuousClock()
+    var steps = [Duration](repeating: .zero, count: 4)
+    for n in 0..<(count + vms) {
+        let i = n % vms
+        let (client, log, _, ak, _) = shared[i % 4]
+        let name = "vm-\(i)"
+        let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: name, eventLog: log)
+        let t0 = clock.now
+        let grant = try await service.issueNonce(vm: name)
+        let t1 = clock.now
+        let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!, ak: ak)
+        let t2 = clock.now
+        let outcome = try await service.attest(vm: name, evidence: evidence)
+        let t3 = clock.now
+        try await fleet.record(vm: name, outcome: outcome)
+        let t4 = clock.now
+        guard outcome.passed else { throw AgentError("bench", "attestation \(n) failed") }
+        if n >= vms { for (k, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].enumerated() { steps[k] += d } }
+    }
+    for (k, name) in ["service.issueNonce", "agent.evidence (vTPM quote + PCR read)", "service.attest", "fleet.record"].enumerated() {
+        out(String(format: "  %-48@ %8.1f µs", name as NSString, (steps[k] / count).seconds * 1e6))
+    }
+    await store.backend.close()
+}

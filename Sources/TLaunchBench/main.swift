@@ -64,6 +64,18 @@ if args.contains("--only-firmware") {
     try firmwareBenchmarks(seconds: seconds)
     exit(0)
 }
+if args.contains("--fleet-http") {
+    let vms = args.firstIndex(of: "--vms").flatMap { Int(args[$0 + 1]) } ?? 100_000
+    let rate = args.firstIndex(of: "--rate").flatMap { Double(args[$0 + 1]) } ?? 1000
+    let tpms = args.firstIndex(of: "--tpms").flatMap { Int(args[$0 + 1]) } ?? 32
+    try await fleetOverHTTPBenchmark(vms: vms, rate: rate, seconds: seconds, tpms: tpms, https: args.contains("--https"))
+    exit(0)
+}
+if args.contains("--fleet-breakdown") {
+    try await fleetBreakdown(vms: args.firstIndex(of: "--vms").flatMap { Int(args[$0 + 1]) } ?? 200,
+                             count: args.firstIndex(of: "--count").flatMap { Int(args[$0 + 1]) } ?? 2000)
+    exit(0)
+}
 if args.contains("--fleet") {
     let vms = args.firstIndex(of: "--vms").flatMap { Int(args[$0 + 1]) } ?? 100_000
     let rate = args.firstIndex(of: "--rate").flatMap { Double(args[$0 + 1]) } ?? Double(vms) / 300

@@ -24,7 +24,7 @@ struct EmbeddedPlatform {
     /// This process's hold on the data folder (released when it ends).
     let lock: PlatformLock
 
-    static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true,
+    static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true, keepEvidence: Bool = true,
                       libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil,
                       tls: ServeTLSOptions, say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
         try folder.create()
@@ -33,7 +33,7 @@ struct EmbeddedPlatform {
         let (serverTLS, clientTLS) = try tls.resolve(folder: folder, host: host, warn: say)
         let storage = try DataOptions.parse(["--data", folder.root.path])
         let issuer = "\(serverTLS == nil ? "http" : "https")://\(host):\(port)"
-        let service = try await Serve.makeService(storage: storage, trustEKCA: [], issuer: issuer)
+        let service = try await Serve.makeService(storage: storage, trustEKCA: [], issuer: issuer, keepEvidence: keepEvidence)
         guard let sql = service.store as? SQLStore else { throw CLIError("the embedded platform needs a SQL store") }
         var urls: [URL] = []
         for w in webhooks {
@@ -130,6 +130,7 @@ struct Up: AsyncParsableCommand {
     @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
     @Option(help: "POST alerts to this URL (JSON; retried with backoff); repeatable.") var webhook: [String] = []
     @Flag(help: "Do not deploy the sample fleet on first start.") var noSampleFleet = false
+    @Flag(help: "Keep only each attestation's evidence digest in history, not the evidence (a large fleet: ~20 KiB of log each).") var noKeepEvidence = false
     @Option(help: "Seconds between periodic attestations of the sample fleet.") var attestationInterval: Int = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "notice"
     @Option(help: "The sample fleet's hypervisor: auto (real QEMU VMs where QEMU, OVMF and the guest kit are usable), qemu, libvirt (QEMU as libvirt domains), or simulated.") var hypervisor = "auto"
@@ -153,7 +154,8 @@ struct Up: AsyncParsableCommand {
         let folder = DataFolder.resolve(data)
         say("Starting TrustedLaunch (data folder \(folder.root.path))")
         let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: webhook,
-                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, libvirt: libvirt, tls: tls, say: { detail($0) })
+                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, keepEvidence: !noKeepEvidence, libvirt: libvirt, tls: tls,
+                                                 say: { detail($0) })
         detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.store.kind))")
         if p.server.url.hasPrefix("https:") {
             detail("TLS: certificate from the platform CA \(folder.tls.appendingPathComponent("ca.pem").path) — the CLI pins it; import it in your browser" + (tls.mtls ? "; mutual TLS: clients need a certificate from tlaunch tls client NAME" : ""))

@@ -482,6 +482,26 @@ struct MonitoringTests {
         }
     }
 
+    /// A monitored VM's timeline keeps its boots, failures and changes: an attestation that
+    /// finds a healthy VM healthy again is in its attestation history only (every 5 minutes for
+    /// every VM of a fleet, such events would bury the rest and grow without end).
+    @Test func theTimelineRecordsChangesNotEveryHealthyAttestation() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            _ = try await p.fleet.deploy(DeployRequest(name: "steady", integrityMonitoring: true, attestationInterval: 1))
+            let start = Time.millis()
+            for k in Int64(1)...3 { await p.fleet.monitorOnce(now: start + 1100 * k) }
+            #expect(try await p.service.history(vm: "steady").count == 4)
+            var events = try await p.fleet.store.events(vm: "steady").map(\.kind)
+            #expect(events.filter { $0 == "attested" }.count == 1, "\(events)")
+            // A new boot is a change: its first attestation is on the timeline.
+            _ = try await p.fleet.restart("steady")
+            events = try await p.fleet.store.events(vm: "steady").map(\.kind)
+            #expect(events.filter { $0 == "attested" }.count == 2 && events.filter { $0 == "boot" }.count == 2, "\(events)")
+            #expect(try await p.fleet.require("steady").bootIntegrity == .healthy)
+        }
+    }
+
     @Test func aSilentVMRaisesItsAlertAndReportingAgainResolvesIt() async throws {
         let p = try await TestPlatform.start(silentIntervals: 2)
         try await withTeardown({ await p.stop() }) {

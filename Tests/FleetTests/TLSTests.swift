@@ -173,4 +173,43 @@ import X509
         #expect(String(decoding: response.body, as: UTF8.self) == "body too big\n")
         for await _ in served.stream {}
     }
+    /// An agent's session: its requests share one connection (keep-alive); when the server closes
+    /// that connection between requests, the next request goes on a new one and is answered.
+    @Test func aSessionKeepsOneConnectionAndReopensWhenTheServerClosesIt() async throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try #require(withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } } == 0)
+        try #require(listen(listener, 4) == 0)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let served = AsyncStream<Void>.makeStream()
+        // Answers "CONNECTION-REQUEST" and closes each connection after its second answer.
+        Thread.detachNewThread {
+            defer { served.continuation.finish() }
+            for connection in 1...2 {
+                let c = accept(listener, nil, nil)
+                guard c >= 0 else { return }
+                defer { close(c) }
+                for request in 1...2 {
+                    var head: [UInt8] = [], byte: UInt8 = 0
+                    while !head.suffix(4).elementsEqual([13, 10, 13, 10]), read(c, &byte, 1) == 1 { head.append(byte) }
+                    guard head.count >= 4 else { break }
+                    let body = "\(connection)-\(request)"
+                    let answer = Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+                    _ = answer.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+                }
+            }
+        }
+        let client = ServiceClient.pinned(baseURL: "http://127.0.0.1:\(port)", token: "t", tls: nil)
+        let answers = try await client.session { c in
+            var all: [String] = []
+            for _ in 0..<3 { all.append(String(decoding: try await c.send("GET", "/v1/x", step: "test").body, as: UTF8.self)) }
+            return all
+        }
+        #expect(answers == ["1-1", "1-2", "2-1"])
+        for await _ in served.stream {}
+    }
 }
