@@ -14,7 +14,7 @@ public final class SQLiteBackend: SQLBackend, @unchecked Sendable {
     public let kind = "sqlite"
     let path: String
     /// The connection and its prepared statements, used by one caller at a time.
-    private let state: Mutex<Connection>
+    private let state: ConnectionLock
     let busyTimeout: Duration
 
     final class Connection {
@@ -60,11 +60,27 @@ public final class SQLiteBackend: SQLBackend, @unchecked Sendable {
             sqlite3_close_v2(db)
             throw error
         }
-        state = Mutex(connection)
+        state = ConnectionLock(connection)
         checkpointer = Checkpointer(path: path)
     }
 
     let checkpointer: Checkpointer
+
+    /// The connection behind a plain pthread mutex. Statements hold it for tens of
+    /// microseconds and two request threads often want it at once: Synchronization's `Mutex` is
+    /// a priority-inheriting futex on Linux, which sends every contended lock through the
+    /// kernel's rt-mutex (a tenth of the server's CPU in `TLaunchBench --fleet-http` went to
+    /// that and its context switches); glibc's mutex spins briefly in user space first.
+    final class ConnectionLock: @unchecked Sendable {
+        private let lock = NSLock()
+        private let connection: Connection
+        init(_ connection: Connection) { self.connection = connection }
+        func withLock<T>(_ body: (Connection) throws -> T) rethrows -> T {
+            lock.lock()
+            defer { lock.unlock() }
+            return try body(connection)
+        }
+    }
 
     deinit {
         checkpointer.stop()
