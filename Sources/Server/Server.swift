@@ -7,6 +7,7 @@ import ServiceTLS
 import Logging
 import Storage
 import ServiceLifecycle
+import UnixSignals
 import Synchronization
 import TPM2
 import MeasuredBoot
@@ -569,13 +570,16 @@ public final class RunningServer: Sendable {
 
     init(url: String, port: Int, group: ServiceGroup, task: Task<Void, any Error>) { self.url = url; self.port = port; self.group = group; self.task = task }
 
-    /// Starts on `host` and a free port (or `port`); returns once it listens.
+    /// Starts on `host` and a free port (or `port`); returns once it listens. The server and
+    /// `services` (the fleet's monitor) run as one service group: `stop()`, or one of `signals`,
+    /// shuts them down gracefully together (the server first: no new requests, those under way
+    /// answered; then the others, in reverse order).
     public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil, fleet: Fleet? = nil,
-                             tls: ServerTLS? = nil) async throws -> RunningServer {
+                             tls: ServerTLS? = nil, alongside services: [any Service] = [], signals: [UnixSignal] = []) async throws -> RunningServer {
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let app = try APIServer.application(service: service, host: host, port: port, logger: logger, fleet: fleet, tls: tls) { continuation.yield($0) }
         var log = Logger(label: "tlaunch.serve.group"); log.logLevel = .error
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: log))
+        let group = ServiceGroup(configuration: .init(services: services + [app], gracefulShutdownSignals: signals, logger: log))
         // A server that cannot listen (the port is taken, the address is not this host's) ends
         // its group with the error: the caller hears it at once instead of waiting forever.
         let failure = Mutex<(any Error)?>(nil)
@@ -600,5 +604,20 @@ public final class RunningServer: Sendable {
     public func stop() async {
         await group.triggerGracefulShutdown()
         _ = try? await task.value
+    }
+
+    /// Until the group has shut down (`stop()`, or one of its signals); its error, if a service
+    /// failed.
+    public func wait() async throws { try await task.value }
+}
+
+/// The fleet's monitor (attestations due, silent VMs, webhooks, hosts) as a service of the
+/// platform's group: it ends when the group shuts down.
+public struct FleetMonitorService: Service {
+    let fleet: Fleet
+    public init(_ fleet: Fleet) { self.fleet = fleet }
+    public func run() async throws {
+        let fleet = self.fleet
+        await cancelWhenGracefulShutdown { await fleet.monitor() }
     }
 }

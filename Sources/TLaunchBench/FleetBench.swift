@@ -196,7 +196,7 @@ func fleetBreakdown(vms: Int, count: Int) async throws {
         if n >= vms { for (k, d) in [t1 - t0, t2 - t1, t3 - t2, t4 - t3].enumerated() { steps[k] += d } }
     }
     for (k, name) in ["service.issueNonce", "agent.evidence (vTPM quote + PCR read)", "service.attest", "fleet.record"].enumerated() {
-        out(String(format: "  %-48@ %8.1f µs", name as NSString, (steps[k] / count).seconds * 1e6))
+        out("  " + name.padding(toLength: 48, withPad: " ", startingAt: 0) + String(format: " %8.1f µs", (steps[k] / count).seconds * 1e6))
     }
     await store.backend.close()
 }

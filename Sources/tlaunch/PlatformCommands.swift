@@ -7,6 +7,8 @@ import MeasuredBoot
 import GuestAgent
 import Logging
 import Server
+import ServiceLifecycle
+import UnixSignals
 import ServiceTLS
 import VirtualTPM
 import VirtualFirmware
@@ -18,14 +20,14 @@ struct EmbeddedPlatform {
     let folder: DataFolder
     let service: AttestationService
     let fleet: Fleet
+    /// The API, the dashboard and the fleet's monitor: one service group.
     let server: RunningServer
-    let monitor: Task<Void, Never>
     let admin: String
     /// This process's hold on the data folder (released when it ends).
     let lock: PlatformLock
 
     static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true, keepEvidence: Bool = true,
-                      libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil,
+                      libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil, signals: [UnixSignal] = [],
                       tls: ServeTLSOptions, say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
         try folder.create()
         let lock: PlatformLock
@@ -50,7 +52,10 @@ struct EmbeddedPlatform {
         var httpLog = Logger(label: "tlaunch.http")
         httpLog.logLevel = logLevel
         let server: RunningServer
-        do { server = try await RunningServer.start(service: service, host: host, port: port, logger: httpLog, fleet: fleet, tls: serverTLS) } catch {
+        do {
+            server = try await RunningServer.start(service: service, host: host, port: port, logger: httpLog, fleet: fleet, tls: serverTLS,
+                                                   alongside: [FleetMonitorService(fleet)], signals: signals)
+        } catch {
             await sql.backend.close()
             if let e = error as? TLSSetupError { throw CLIError(e.message) }
             let why = (error as? AttestationServiceError)?.message ?? "\(error)"
@@ -60,14 +65,14 @@ struct EmbeddedPlatform {
         fleet.attach(serviceURL: recordLocalURL(folder, scheme: serverTLS == nil ? "http" : "https", host: host, port: server.port), tls: clientTLS)
         // The platform's own libvirt connection is a host like the others (tlaunch host list).
         if let (connection, backend) = libvirt { await fleet.registerPlatformHost(uri: connection.uri, tpm: backend) }
-        let monitor = Task { await fleet.monitor() }
-        return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, monitor: monitor, admin: admin, lock: lock)
+        return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, admin: admin, lock: lock)
     }
 
+    /// Shuts the group down (when a signal has not already), powers off the real VMs this
+    /// process runs, writes down deliveries under way and closes the database.
     func stop() async {
-        monitor.cancel()
-        await fleet.powerOffRealVMs()
         await server.stop()
+        await fleet.powerOffRealVMs()
         // Deliveries under way are written down; the rest wait in the database for the next start.
         await fleet.drainDeliveries()
         await (service.store as? SQLStore)?.backend.close()
@@ -154,8 +159,8 @@ struct Up: AsyncParsableCommand {
         let folder = DataFolder.resolve(data)
         say("Starting TrustedLaunch (data folder \(folder.root.path))")
         let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: webhook,
-                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, keepEvidence: !noKeepEvidence, libvirt: libvirt, tls: tls,
-                                                 say: { detail($0) })
+                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, keepEvidence: !noKeepEvidence, libvirt: libvirt,
+                                                 signals: [.sigterm, .sigint], tls: tls, say: { detail($0) })
         detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.store.kind))")
         if p.server.url.hasPrefix("https:") {
             detail("TLS: certificate from the platform CA \(folder.tls.appendingPathComponent("ca.pem").path) — the CLI pins it; import it in your browser" + (tls.mtls ? "; mutual TLS: clients need a certificate from tlaunch tls client NAME" : ""))
@@ -183,19 +188,11 @@ struct Up: AsyncParsableCommand {
         detail("Dashboard: \(p.server.url)/login?code=\(code)   (one-time sign-in link, valid 10 minutes)")
         detail("CLI:       tlaunch vm list · tlaunch vm show \(SampleFleet.tampered) · tlaunch alert list · tlaunch vm create NAME --integrity-monitoring true")
         detail("Stop with Ctrl-C (the fleet's state stays in \(folder.root.path))")
-        await waitForSignal()
+        // Until SIGINT or SIGTERM: the group shuts down the server (requests under way are
+        // answered) and the monitor; then the VMs and the database.
+        do { try await p.server.wait() } catch { say("The platform's services stopped: \(error)") }
         say("Stopping")
         await p.stop()
-    }
-
-    func waitForSignal() async {
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let (stream, c) = AsyncStream<Void>.makeStream()
-        let sources = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
-        for s in sources { s.setEventHandler { c.yield() }; s.resume() }
-        for await _ in stream { break }
-        for s in sources { s.cancel() }
     }
 }
 

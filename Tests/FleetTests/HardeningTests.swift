@@ -146,6 +146,36 @@ struct HardeningTests {
         _ = again
     }
 
+    /// SIGTERM (a service manager) and SIGINT (Ctrl-C) stop `tlaunch up` gracefully: its service
+    /// group shuts the server and the fleet's monitor down, the platform says so, exits 0 and
+    /// frees its data folder for the next start.
+    @Test(.timeLimit(.minutes(3)))
+    func aSignalStopsThePlatformGracefullyAndFreesItsFolder() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-signal-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for sig in [SIGTERM, SIGINT] {
+            let log = dir.appendingPathComponent("up-\(sig).log")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            let up = Process()
+            up.executableURL = URL(fileURLWithPath: tlaunchPath)
+            up.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"]
+            up.standardOutput = try FileHandle(forWritingTo: log)
+            up.standardError = FileHandle.nullDevice
+            try up.run()
+            defer { if up.isRunning { kill(up.processIdentifier, SIGKILL) } }
+            _ = try await RealVMTests.waitFor("the platform", seconds: 120) { () async throws -> Bool? in
+                (try? String(contentsOf: log, encoding: .utf8))?.contains("==> Ready") == true ? true : nil
+            }
+            kill(up.processIdentifier, sig)
+            _ = try await RealVMTests.waitFor("the platform to exit on signal \(sig)", seconds: 60) { () async throws -> Bool? in up.isRunning ? nil : true }
+            #expect(up.terminationReason == .exit && up.terminationStatus == 0, "signal \(sig): \(up.terminationReason) \(up.terminationStatus)")
+            let said = try String(contentsOf: log, encoding: .utf8)
+            #expect(said.contains("==> Stopping"), "signal \(sig): \(said.suffix(300))")
+            do { _ = try PlatformLock(DataFolder(root: dir)) }   // free again (released at once)
+        }
+    }
+
     @Test func unknownFieldsAreRefusedByNameAndTheARMShapeDeploys() async throws {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
