@@ -291,6 +291,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "FleetCoreTests",
+            dependencies: ["FleetCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "FleetTests",
             dependencies: [
                 "TPM2",
