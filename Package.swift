@@ -291,6 +291,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "StorageTests",
+            dependencies: ["Storage"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "FleetCoreTests",
             dependencies: ["FleetCore"],
             swiftSettings: strict
