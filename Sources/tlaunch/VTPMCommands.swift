@@ -118,13 +118,14 @@ struct VTPMCommand: AsyncParsableCommand {
             // part: keys (a passphrase's PBKDF2), the CA, opening or manufacturing the state.
             var listeners = try VTPMServer.Listeners(options: options)
             listeners.options.migrationKey = try migrationKey.map { try SwtpmCompat.key($0, option: "--migration-key") }
+            // The pid file as soon as the socket exists: libvirt waits a short fixed time for both.
+            if let pid { try SwtpmCompat.writePID(pid) }
             try FileManager.default.createDirectory(atPath: state.directory, withIntermediateDirectories: true)
             let hostKey = try loadHostKey()
             let authority = try VTPMCertificateAuthority.loadOrCreate(directory: caDirectory())
             let tpm = try await VirtualTPM.open(stateFile: state.file, hostKey: hostKey, authority: authority)
             if let mode = state.mode { chmod(state.file, mode) }
             let server = VTPMServer(tpm: tpm, listening: listeners)
-            if let pid { try SwtpmCompat.writePID(pid) }
             if let runas { try SwtpmCompat.switchUser(runas) }
             logger.line("TrustedLaunch vTPM listening: data \(server.dataEndpoint.map { "\($0)" } ?? "over the control channel (CMD_SET_DATAFD)"), control \(server.controlEndpoint.map { "\($0)" } ?? "none")")
             server.start()

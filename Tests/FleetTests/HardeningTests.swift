@@ -157,9 +157,14 @@ struct HardeningTests {
             let log = dir.appendingPathComponent("up-\(sig).log")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            // Started with both signals at their defaults: a process started in the background by
+            // a non-interactive shell (as CI may start this suite) inherits SIGINT ignored, and a
+            // platform keeps an ignored SIGINT ignored, as daemons do.
             let up = Process()
-            up.executableURL = URL(fileURLWithPath: tlaunchPath)
-            up.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"]
+            up.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            up.arguments = ["-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+                            + "os.execv(sys.argv[1], sys.argv[1:])",
+                            tlaunchPath, "up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"]
             up.standardOutput = try FileHandle(forWritingTo: log)
             up.standardError = FileHandle.nullDevice
             try up.run()
