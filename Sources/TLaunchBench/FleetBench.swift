@@ -79,6 +79,61 @@ func deployAndEnrolFleet(fleet: Fleet, service: AttestationService, folder: Data
     return shared
 }
 
+/// The embedded platform's parts in this process, on a new data folder in the temporary
+/// directory (removed by `remove()`): SQLite, the attestation service (its CAs from the folder;
+/// evidence kept only when asked) and, for the fleet benchmarks, the fleet.
+struct BenchPlatform {
+    let dir: URL
+    let folder: DataFolder
+    let authority: VTPMCertificateAuthority
+    let store: SQLStore
+    let service: AttestationService
+    let fleet: Fleet
+    let hostKey: [UInt8]
+
+    static func make(_ label: String, keepEvidence: Bool = false, nonceLifetime: TimeInterval = 3600, hostKey: [UInt8] = [UInt8](repeating: 3, count: 32),
+                     keySealer: KeySealer? = nil, prepare: (DataFolder) throws -> Void = { _ in }) async throws -> BenchPlatform {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-\(label)-\(getpid())")
+        let folder = DataFolder(root: dir)
+        try folder.create()
+        try prepare(folder)
+        let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
+        let store = try await StorageLocation.open(folder.database.path)
+        let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
+                                         akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
+                                         nonceLifetime: nonceLifetime, keepEvidence: keepEvidence, keySealer: keySealer)
+        var quiet = Logger(label: "tlaunch.fleet")
+        quiet.logLevel = .warning
+        let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
+        return BenchPlatform(dir: dir, folder: folder, authority: authority, store: store, service: service, fleet: fleet, hostKey: hostKey)
+    }
+
+    /// `deployAndEnrolFleet` on this platform.
+    func deployAndEnrol(vms: Int, tpms: Int) async throws -> [BootedTPM] {
+        try await deployAndEnrolFleet(fleet: fleet, service: service, folder: folder, dir: dir, hostKey: hostKey, authority: authority, vms: vms, tpms: tpms)
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: dir) }
+}
+
+/// An open loop: `total` calls of `body(n)` started `rate` per second from now, each in a task
+/// of its own; a start more than 50 ms behind its schedule is counted in `recorder.late`. `body`
+/// gets the call's number and its scheduled time.
+func openLoop(total: Int, rate: Double, recorder: FleetRecorder, _ body: @escaping @Sendable (Int, ContinuousClock.Instant) async throws -> Void) async throws -> Duration {
+    let clock = ContinuousClock()
+    let start = clock.now
+    try await withThrowingTaskGroup(of: Void.self) { g in
+        for n in 0..<total {
+            let due = start + .seconds(Double(n) / rate)
+            try await clock.sleep(until: due)
+            if clock.now - due > .milliseconds(50) { recorder.late.add(1, ordering: .relaxed) }
+            g.addTask { try await body(n, due) }
+        }
+        try await g.waitForAll()
+    }
+    return clock.now - start
+}
+
 /// A fleet of `vms` Trusted Launch VMs with integrity monitoring on the embedded platform
 /// (SQLite): deployed through `Fleet.deploy`, each enrolled with its own AK certificate, then
 /// attesting at `rate` per second (100,000 VMs every 5 minutes ≈ 333/s) for `seconds`: a fresh
@@ -87,54 +142,32 @@ func deployAndEnrolFleet(fleet: Fleet, service: AttestationService, folder: Data
 /// by the virtual firmware and shared round-robin (a vTPM per VM would mean `vms` EK derivations
 /// before the run); everything the service and the fleet keep is per VM.
 func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async throws {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-fleet-\(getpid())")
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let folder = DataFolder(root: dir)
-    try folder.create()
-    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
-    let store = try await StorageLocation.open(folder.database.path)
-    let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
-                                     akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
-                                     nonceLifetime: 3600, keepEvidence: false)
-    var quiet = Logger(label: "tlaunch.fleet")
-    quiet.logLevel = .warning
-    let hostKey = [UInt8](repeating: 3, count: 32)
-    let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
+    let p = try await BenchPlatform.make("fleet")
+    defer { p.remove() }
+    let (service, fleet, store) = (p.service, p.fleet, p.store)
     let clock = ContinuousClock()
     out("Fleet at scale: \(vms) Trusted Launch VMs with integrity monitoring, SQLite, one process on \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
-    let shared = try await deployAndEnrolFleet(fleet: fleet, service: service, folder: folder, dir: dir, hostKey: hostKey,
-                                               authority: authority, vms: vms, tpms: tpms)
+    let shared = try await p.deployAndEnrol(vms: vms, tpms: tpms)
     out("  memory after deployment: RSS \(Int(residentMemory().now)) MiB")
 
     // Attest: open loop at `rate`; VM after VM (round robin), each from its vTPM.
     let total = Int(rate * seconds)
     let r = FleetRecorder()
-    let start = clock.now
-    try await withThrowingTaskGroup(of: Void.self) { g in
-        for n in 0..<total {
-            let due = start + .seconds(Double(n) / rate)
-            try await clock.sleep(until: due)
-            if clock.now - due > .milliseconds(50) { r.late.add(1, ordering: .relaxed) }
-            g.addTask {
-                let i = n % vms
-                let (client, log, _, ak, _) = shared[i % tpms]
-                let name = "vm-\(i)"
-                let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: name, eventLog: log)
-                let grant = try await service.issueNonce(vm: name)
-                let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!, ak: ak)
-                let s = clock.now
-                let outcome = try await service.attest(vm: name, evidence: evidence)
-                try await fleet.record(vm: name, outcome: outcome)
-                let end = clock.now
-                r.server.withLock { $0.append(end - s) }
-                r.whole.withLock { $0.append(end - due) }
-                if !outcome.passed { r.failed.add(1, ordering: .relaxed) }
-            }
-        }
-        try await g.waitForAll()
+    let elapsed = try await openLoop(total: total, rate: rate, recorder: r) { n, due in
+        let i = n % vms
+        let (client, log, _, ak, _) = shared[i % tpms]
+        let name = "vm-\(i)"
+        let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: name, eventLog: log)
+        let grant = try await service.issueNonce(vm: name)
+        let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!, ak: ak)
+        let s = clock.now
+        let outcome = try await service.attest(vm: name, evidence: evidence)
+        try await fleet.record(vm: name, outcome: outcome)
+        let end = clock.now
+        r.server.withLock { $0.append(end - s) }
+        r.whole.withLock { $0.append(end - due) }
+        if !outcome.passed { r.failed.add(1, ordering: .relaxed) }
     }
-    let elapsed = clock.now - start
-    func pct(_ a: [Duration], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))].seconds * 1000 }
     let w = r.whole.withLock { $0 }, sv = r.server.withLock { $0 }
     out("  attestations: \(w.count) in \(fmt(elapsed)) = \(String(format: "%.0f", Double(w.count) / elapsed.seconds))/s sustained (target \(String(format: "%.0f", rate))/s); \(r.failed.load(ordering: .relaxed)) failed; \(r.late.load(ordering: .relaxed)) started >50 ms late")
     out("  latency, nonce → recorded (quote included): p50 \(String(format: "%.1f", pct(w, 0.5))) ms, p99 \(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1)))")
@@ -147,6 +180,9 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
 }
 
 func fmt(_ d: Duration) -> String { String(format: "%.1f s", d.seconds) }
+
+/// The `p` quantile of `a`, in milliseconds (0 when empty).
+func pct(_ a: [Duration], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))].seconds * 1000 }
 
 final class FleetRecorder: Sendable {
     let whole = Mutex<[Duration]>([]), server = Mutex<[Duration]>([])
@@ -161,21 +197,10 @@ func out(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
 /// Where one fleet attestation's time goes in process, step by step (sequential, so wall time is
 /// CPU time): the nonce, the quote, the service's verification, the fleet's record.
 func fleetBreakdown(vms: Int, count: Int) async throws {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-fleet-bd-\(getpid())")
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let folder = DataFolder(root: dir)
-    try folder.create()
-    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
-    let store = try await StorageLocation.open(folder.database.path)
-    let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
-                                     akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
-                                     nonceLifetime: 3600, keepEvidence: false)
-    var quiet = Logger(label: "tlaunch.fleet")
-    quiet.logLevel = .warning
-    let hostKey = [UInt8](repeating: 3, count: 32)
-    let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
-    let shared = try await deployAndEnrolFleet(fleet: fleet, service: service, folder: folder, dir: dir, hostKey: hostKey,
-                                               authority: authority, vms: vms, tpms: 4)
+    let p = try await BenchPlatform.make("fleet-bd")
+    defer { p.remove() }
+    let (service, fleet, store) = (p.service, p.fleet, p.store)
+    let shared = try await p.deployAndEnrol(vms: vms, tpms: 4)
     let clock = ContinuousClock()
     var steps = [Duration](repeating: .zero, count: 4)
     for n in 0..<(count + vms) {

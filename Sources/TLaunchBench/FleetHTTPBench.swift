@@ -19,32 +19,20 @@ import VirtualTPM
 func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, https: Bool) async throws {
     let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tlaunch").path
     guard FileManager.default.isExecutableFile(atPath: exe) else { out("  \(exe) is missing: build the tlaunch product in release"); return }
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-fleet-http-\(getpid())")
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let folder = DataFolder(root: dir)
-    try folder.create()
     // The keys `tlaunch up` will load: the host key (vTPM state) and the token keys' sealing key.
     let hostKey = TPMCrypto.random(32), tokenKey = TPMCrypto.random(32)
-    for (file, key) in [(folder.hostKey, hostKey), (folder.root.appendingPathComponent("token-keys.key"), tokenKey)] {
-        guard FileManager.default.createFile(atPath: file.path, contents: Data(key), attributes: [.posixPermissions: 0o600]) else {
-            throw AgentError("bench", "cannot write \(file.path)")
+    let p = try await BenchPlatform.make("fleet-http", hostKey: hostKey, keySealer: try KeySealer(key: tokenKey)) { folder in
+        for (file, key) in [(folder.hostKey, hostKey), (folder.root.appendingPathComponent("token-keys.key"), tokenKey)] {
+            guard FileManager.default.createFile(atPath: file.path, contents: Data(key), attributes: [.posixPermissions: 0o600]) else {
+                throw AgentError("bench", "cannot write \(file.path)")
+            }
         }
     }
-    let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
+    defer { p.remove() }
+    let (dir, folder) = (p.dir, p.folder)
     out("Fleet at scale over \(https ? "HTTPS" : "HTTP"): \(vms) Trusted Launch VMs with integrity monitoring; tlaunch up (SQLite) and the agents share \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
-    let shared: [BootedTPM]
-    do {
-        let store = try await StorageLocation.open(folder.database.path)
-        let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
-                                         akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
-                                         keepEvidence: false, keySealer: try KeySealer(key: tokenKey))
-        var quiet = Logger(label: "tlaunch.fleet")
-        quiet.logLevel = .warning
-        let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
-        shared = try await deployAndEnrolFleet(fleet: fleet, service: service, folder: folder, dir: dir, hostKey: hostKey,
-                                               authority: authority, vms: vms, tpms: tpms)
-        await store.backend.close()
-    }
+    let shared = try await p.deployAndEnrol(vms: vms, tpms: tpms)
+    await p.store.backend.close()
     // Every VM's agent token, as its agent reads it from the VM's folder.
     let tokens = try (0..<vms).map { i in
         try String(contentsOf: VMFolder(root: dir, vm: "vm-\(i)").agentToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -83,38 +71,27 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
     let total = Int(rate * seconds)
     let r = FleetRecorder()
     let serverCPU0 = processCPUSeconds(server.processIdentifier), ownCPU0 = processCPUSeconds(getpid())
-    let start = clock.now
-    try await withThrowingTaskGroup(of: Void.self) { g in
-        for n in 0..<total {
-            let due = start + .seconds(Double(n) / rate)
-            try await clock.sleep(until: due)
-            if clock.now - due > .milliseconds(50) { r.late.add(1, ordering: .relaxed) }
-            g.addTask {
-                let i = n % vms
-                let (client, log, _, ak, _) = shared[i % tpms]
-                let name = "vm-\(i)"
-                let service = ServiceClient.pinned(baseURL: base, token: tokens[i], tls: tls)
-                let agent = GuestAgent(tpm: client, service: service, vm: name, eventLog: log)
-                do {
-                    // As `GuestAgent.attest` does: the nonce and the evidence over one connection.
-                    let outcome = try await service.session { service in
-                        let grant = try await service.call("POST", "/v1/vms/\(name)/nonce", as: NonceGrant.self, step: "get nonce")
-                        let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!, ak: ak)
-                        return try await service.call("POST", "/v1/vms/\(name)/attestations", body: evidence, as: AttestationOutcome.self, step: "attest")
-                    }
-                    r.whole.withLock { $0.append(clock.now - due) }
-                    if !outcome.passed { r.failed.add(1, ordering: .relaxed) }
-                } catch {
-                    r.failed.add(1, ordering: .relaxed)
-                    r.errors.withLock { $0["\(error)".prefix(160).description, default: 0] += 1 }
-                }
+    let elapsed = try await openLoop(total: total, rate: rate, recorder: r) { n, due in
+        let i = n % vms
+        let (client, log, _, ak, _) = shared[i % tpms]
+        let name = "vm-\(i)"
+        let service = ServiceClient.pinned(baseURL: base, token: tokens[i], tls: tls)
+        let agent = GuestAgent(tpm: client, service: service, vm: name, eventLog: log)
+        do {
+            // As `GuestAgent.attest` does: the nonce and the evidence over one connection.
+            let outcome = try await service.session { service in
+                let grant = try await service.call("POST", "/v1/vms/\(name)/nonce", as: NonceGrant.self, step: "get nonce")
+                let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!, ak: ak)
+                return try await service.call("POST", "/v1/vms/\(name)/attestations", body: evidence, as: AttestationOutcome.self, step: "attest")
             }
+            r.whole.withLock { $0.append(clock.now - due) }
+            if !outcome.passed { r.failed.add(1, ordering: .relaxed) }
+        } catch {
+            r.failed.add(1, ordering: .relaxed)
+            r.errors.withLock { $0["\(error)".prefix(160).description, default: 0] += 1 }
         }
-        try await g.waitForAll()
     }
-    let elapsed = clock.now - start
     let serverCPU = processCPUSeconds(server.processIdentifier) - serverCPU0, ownCPU = processCPUSeconds(getpid()) - ownCPU0
-    func pct(_ a: [Duration], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))].seconds * 1000 }
     let w = r.whole.withLock { $0 }
     let sustained = Double(w.count) / elapsed.seconds
     out("  attestations: \(w.count) answered in \(fmt(elapsed)) = \(String(format: "%.0f", sustained))/s sustained (offered \(String(format: "%.0f", rate))/s); "

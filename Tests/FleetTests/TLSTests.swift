@@ -136,21 +136,26 @@ import X509
         #expect(warn.2.contains("WARNING: plain HTTP on 256.1.1.1"), "\(warn.2)")
     }
 
+    /// A plain TCP listener on 127.0.0.1 and a free port, for a hand-written server thread.
+    static func rawListener() throws -> (fd: Int32, port: Int) {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(listener >= 0)
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try #require(withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } } == 0)
+        try #require(listen(listener, 4) == 0)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        return (listener, Int(UInt16(bigEndian: addr.sin_port)))
+    }
+
     /// A server may answer and close before it has read the whole request (a refusal from the
     /// head alone, say of a body too large). The client reports that answer — not "I/O on closed
     /// channel" from its own unfinished write, which hid the server's reason. The body is larger
     /// than loopback's socket buffers, so the client is still writing when the answer and the
     /// server's FIN arrive.
     @Test func anAnswerSentBeforeTheRequestEndedIsTheOneReported() async throws {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(listener >= 0)
+        let (listener, port) = try Self.rawListener()
         defer { close(listener) }
-        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try #require(withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } } == 0)
-        try #require(listen(listener, 1) == 0)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
-        let port = Int(UInt16(bigEndian: addr.sin_port))
         let served = AsyncStream<Void>.makeStream()
         Thread.detachNewThread {
             defer { served.continuation.finish() }
@@ -176,15 +181,8 @@ import X509
     /// An agent's session: its requests share one connection (keep-alive); when the server closes
     /// that connection between requests, the next request goes on a new one and is answered.
     @Test func aSessionKeepsOneConnectionAndReopensWhenTheServerClosesIt() async throws {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(listener >= 0)
+        let (listener, port) = try Self.rawListener()
         defer { close(listener) }
-        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try #require(withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } } == 0)
-        try #require(listen(listener, 4) == 0)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
-        let port = Int(UInt16(bigEndian: addr.sin_port))
         let served = AsyncStream<Void>.makeStream()
         // Answers "CONNECTION-REQUEST" and closes each connection after its second answer.
         Thread.detachNewThread {
