@@ -145,7 +145,14 @@ extension Fleet {
                 continue
             }
             if now - since >= Int64(vm.attestationInterval * silentIntervals) * 1000 {
-                try? await raise(AlertBuilder.notReporting(vm, silentSeconds: silentFor))
+                // Once per silence: not while its alert is active, nor again after a person
+                // dismissed it (an alert raised since the last report) — every pass used to count
+                // a repeat and send an "alert.repeated" webhook, once a second per silent VM.
+                let silentSince = Time.rfc3339(since)
+                let told = (try? await store.alerts(vm: vm.name))?.contains {
+                    $0.kind == .notReporting && ($0.status == .active || $0.created >= silentSince)
+                } ?? false
+                if !told { try? await raise(AlertBuilder.notReporting(vm, silentSeconds: silentFor)) }
             }
         }
     }

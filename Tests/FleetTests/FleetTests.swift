@@ -506,6 +506,41 @@ struct MonitoringTests {
         }
     }
 
+    /// A silent VM is told once per silence: later passes neither count repeats nor send webhooks
+    /// (they did, once a second), and an alert a person dismissed is not raised again until the
+    /// VM has reported and fallen silent anew.
+    @Test func aSilentVMIsToldOncePerSilence() async throws {
+        let events = Mutex<[String]>([])
+        let router = Router()
+        router.post("/hook") { request, _ -> Response in
+            var r = request
+            let body = try await r.collectBody(upTo: 1 << 20)
+            if let payload = try? JSONDecoder().decode(WebhookPayload.self, from: Data(buffer: body)) { events.withLock { $0.append(payload.event) } }
+            return Response(status: .noContent)
+        }
+        let (port, task) = try await serveOnLoopback(router)
+        defer { task.cancel() }
+        let p = try await TestPlatform.start(webhooks: [URL(string: "http://127.0.0.1:\(port)/hook")!], silentIntervals: 2)
+        try await withTeardown({ await p.stop() }) {
+            _ = try await p.fleet.deploy(DeployRequest(name: "mute", integrityMonitoring: true, attestationInterval: 1))
+            _ = try await p.fleet.update("mute", UpdateRequest(guestAgent: "stopped"))
+            let last = try #require(try await p.fleet.require("mute").lastAttestation)
+            for k in Int64(0)..<5 { await p.fleet.monitorOnce(now: last + 2100 + 1000 * k) }
+            var alerts = try await p.fleet.store.alerts(vm: "mute")
+            #expect(alerts.count == 1 && alerts.first?.occurrences == 1, "\(alerts.map { ($0.kind, $0.occurrences) })")
+            let id = try #require(alerts.first?.id)
+            // A person dismisses it while the VM is still silent: it stays dismissed.
+            #expect(try await p.request("POST", "/v1/alerts/\(id)/dismiss", ["reason": "maintenance window"]).0 == 200)
+            for k in Int64(5)..<8 { await p.fleet.monitorOnce(now: last + 2100 + 1000 * k) }
+            alerts = try await p.fleet.store.alerts(vm: "mute")
+            #expect(alerts.count == 1 && alerts.first?.status == .dismissed, "\(alerts.map { ($0.kind, $0.status) })")
+            // The webhook heard it raised and dismissed — no repeats.
+            for _ in 0..<400 where await p.fleet.pendingDeliveries() > 0 { try await Task.sleep(for: .milliseconds(50)) }
+            let heard = events.withLock { $0 }
+            #expect(heard.filter { $0 == "alert.repeated" }.isEmpty && heard.contains("alert.raised") && heard.contains("alert.dismissed"), "\(heard)")
+        }
+    }
+
     @Test func aSilentVMRaisesItsAlertAndReportingAgainResolvesIt() async throws {
         let p = try await TestPlatform.start(silentIntervals: 2)
         try await withTeardown({ await p.stop() }) {
