@@ -135,7 +135,7 @@ extension Fleet {
         await recordInterruptions()
         if !webhooks.urls.isEmpty { await deliverDue() }
         if now - lastHostCheck.withLock({ $0 }) >= hostCheckInterval { await checkHosts(now: now) }
-        guard let vms = try? await store.monitoredRunning() else { return }
+        guard let vms = try? await store.monitoredRunning(dueBy: now) else { return }
         for vm in vms {
             let since = vm.lastAttestation ?? vm.lastBoot.flatMap { Self.parse($0.time) } ?? vm.updated
             let silentFor = Int((now - since) / 1000)

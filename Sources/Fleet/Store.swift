@@ -18,13 +18,22 @@ public final class FleetStore: Sendable {
     // MARK: VMs
 
     func vmBinds(_ vm: VMRecord) throws -> [SQLValue] {
-        [.text(vm.powerState.rawValue), .int(vm.integrityMonitoring ? 1 : 0), Self.opt(vm.lastAttestation), .int(vm.version), .text(try Self.json(vm)), vm.host.map { .text($0) } ?? .null]
+        [.text(vm.powerState.rawValue), .int(vm.integrityMonitoring ? 1 : 0), Self.opt(vm.lastAttestation), .int(vm.version), .text(try Self.json(vm)),
+         vm.host.map { .text($0) } ?? .null, .int(Self.attestationDue(vm))]
+    }
+
+    /// When the monitor next has something to do for `vm`: its last attestation (else its
+    /// creation) plus its interval. Never later than the monitor's own reckoning (which counts
+    /// from the last attestation, else the last boot or change, all at or after creation), so
+    /// reading only the VMs due by now misses none.
+    static func attestationDue(_ vm: VMRecord) -> Int64 {
+        (vm.lastAttestation ?? vm.created) + Int64(vm.attestationInterval) * 1000
     }
 
     /// Inserts a new VM; false when the name is taken.
     public func insertVM(_ vm: VMRecord) async throws -> Bool {
         let rows = try await db.query("""
-            INSERT INTO fleet_vms (name, power_state, monitoring, last_attestation, version, body, host) VALUES (?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO fleet_vms (name, power_state, monitoring, last_attestation, version, body, host, attest_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (name) DO NOTHING RETURNING name
             """, [.text(vm.name)] + (try vmBinds(vm)))
         return !rows.isEmpty
@@ -53,9 +62,10 @@ public final class FleetStore: Sendable {
 
     public func vmCount() async throws -> Int { try await count("SELECT COUNT(*) FROM fleet_vms") }
 
-    /// Monitored, running VMs whose last attestation is older than `before` (or missing).
-    public func monitoredRunning() async throws -> [VMRecord] {
-        try await db.query("SELECT body FROM fleet_vms WHERE monitoring = 1 AND power_state = ?", [.text(PowerState.running.rawValue)])
+    /// The running VMs with integrity monitoring whose attestation is due by `now` (ms).
+    public func monitoredRunning(dueBy now: Int64) async throws -> [VMRecord] {
+        try await db.query("SELECT body FROM fleet_vms WHERE monitoring = 1 AND power_state = ? AND (attest_due IS NULL OR attest_due <= ?)",
+                           [.text(PowerState.running.rawValue), .int(now)])
             .map { try Self.decode(VMRecord.self, $0.first) }
     }
 
@@ -65,7 +75,8 @@ public final class FleetStore: Sendable {
         next.version = expected + 1
         let b = try vmBinds(next)
         let rows = try await db.query("""
-            UPDATE fleet_vms SET power_state = ?, monitoring = ?, last_attestation = ?, version = ?, body = ?, host = ? WHERE name = ? AND version = ? RETURNING name
+            UPDATE fleet_vms SET power_state = ?, monitoring = ?, last_attestation = ?, version = ?, body = ?, host = ?, attest_due = ?
+            WHERE name = ? AND version = ? RETURNING name
             """, b + [.text(vm.name), .int(expected)])
         return !rows.isEmpty
     }

@@ -506,6 +506,29 @@ struct MonitoringTests {
         }
     }
 
+    /// The monitor reads only the VMs it has something to do for: a VM that attested a moment
+    /// ago is not read again until its interval has passed (a fleet of 100,000 running VMs was
+    /// decoded whole every second); a row from before the column existed counts as due.
+    @Test func theMonitorReadsOnlyTheVMsThatAreDue() async throws {
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            _ = try await p.fleet.deploy(DeployRequest(name: "calm", integrityMonitoring: true, attestationInterval: 300))
+            _ = try await p.fleet.deploy(DeployRequest(name: "unwatched", integrityMonitoring: false))
+            let last = try #require(try await p.fleet.require("calm").lastAttestation)
+            #expect(try await p.fleet.store.monitoredRunning(dueBy: last + 299_000).isEmpty)
+            #expect(try await p.fleet.store.monitoredRunning(dueBy: last + 300_000).map(\.name) == ["calm"])
+            // The monitor's pass at that time attests it, and it is not due again until later.
+            await p.fleet.monitorOnce(now: last + 300_000)
+            let again = try #require(try await p.fleet.require("calm").lastAttestation)
+            let history = try await p.service.history(vm: "calm")
+            #expect(again > last && history.count == 2)
+            #expect(try await p.fleet.store.monitoredRunning(dueBy: again + 299_000).isEmpty)
+            let sql = try #require(p.service.store as? SQLStore)
+            _ = try await sql.backend.query("UPDATE fleet_vms SET attest_due = NULL", [])
+            #expect(try await p.fleet.store.monitoredRunning(dueBy: 0).map(\.name) == ["calm"])
+        }
+    }
+
     /// A silent VM is told once per silence: later passes neither count repeats nor send webhooks
     /// (they did, once a second), and an alert a person dismissed is not raised again until the
     /// VM has reported and fallen silent anew.
