@@ -291,6 +291,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "GuestAgentTests",
+            dependencies: ["GuestAgent", "Attestation", "TPM2", "VirtualTPM"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "StorageTests",
             dependencies: ["Storage"],
             swiftSettings: strict
