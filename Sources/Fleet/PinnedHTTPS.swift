@@ -38,11 +38,14 @@ final class KeptConnection: HTTPTransport {
     }
 
     func send(_ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration) async throws -> (status: Int, body: Data) {
-        let mine = sameServer(url) && state.withLock { s in s.busy ? false : { s.busy = true; return true }() }
+        let mine = sameServer(url) && state.withLock { s in
+            guard !s.busy else { return false }
+            s.busy = true
+            return true
+        }
         guard mine else { return try await PinnedHTTPS(tls).send(method, url, headers: headers, body: body, timeout: timeout) }
         defer { state.withLock { $0.busy = false } }
-        var target = url.path.isEmpty ? "/" : url.path
-        if let q = url.query { target += "?" + q }
+        let target = HTTPSClient.Connection.target(url)
         if let kept = state.withLock({ $0.connection.flatMap { $0.isOpen ? $0 : nil } }) {
             do {
                 let r = try await kept.send(method, target, headers: headers, body: body.map { Array($0) }, timeout: timeout)

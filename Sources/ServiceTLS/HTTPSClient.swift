@@ -67,7 +67,7 @@ public enum HTTPSClient {
         }
 
         /// The request target of `url`: its path (at least "/") and query.
-        static func target(_ url: URL) -> String {
+        public static func target(_ url: URL) -> String {
             var target = url.path.isEmpty ? "/" : url.path
             if let q = url.query { target += "?" + q }
             return target
