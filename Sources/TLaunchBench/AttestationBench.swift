@@ -357,9 +357,9 @@ func attestationBreakdown(seconds: Double) async throws {
     let keys = try PlatformKeys.loadOrCreate(directory: dir.appendingPathComponent("secureboot"))
     let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
     let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm.state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
-    let report = try VirtualFirmware(settings: FirmwareSettings(variables: vars, banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
+    let launch = try VirtualFirmware(settings: FirmwareSettings(variables: vars, banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
     let client = TPMClient(transport: InProcessTransport(tpm))
-    let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "b", eventLog: try report.log.encoded())
+    let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "b", eventLog: try launch.log.encoded())
     // Enrol in-process.
     let (ek, cert) = try await agent.endorsementKey()
     let ak = try await agent.attestationKey()
@@ -384,18 +384,34 @@ func attestationBreakdown(seconds: Double) async throws {
     let signing = try await service.keys().signing
     let result = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default)
     _ = try measure("  token (ES256 sign + JSON)") { blackHole(try signing.token(for: result, context: TokenContext(vm: "b", nonce: "00", policy: .default))) }
+    /// Runs `body` and says how many bytes it wrote, per run (the WAL's frames: whole pages).
+    func bytesWritten(_ name: String, runs: Int, _ body: () async throws -> Void) async throws {
+        let before = processWritten(getpid())
+        for _ in 0..<runs { try await body() }
+        print("    \(name): \((processWritten(getpid()) - before) / runs) bytes written per run")
+    }
     _ = try await measureAsync("  store: issue a nonce (INSERT)", iterations: 500) { blackHole(try await service.issueNonce(vm: "b")) }
+    try await bytesWritten("issue a nonce", runs: 200) { blackHole(try await service.issueNonce(vm: "b")) }
     _ = try await measureAsync("  store: read the agent (SELECT)", iterations: 500) { blackHole(try await store.agent(vm: "b")) }
     _ = try await measureAsync("  store: read the baseline (SELECT + JSON)", iterations: 300) { blackHole(try await store.baseline(vm: "b")) }
     let agentRecord = try await store.agent(vm: "b")!
     _ = measure("  AK certificate check (PEM parse + ECDSA verify)") { blackHole(service.akCA.check(pem: agentRecord.akCertificate, vm: "b", akPublic: akPublic)) }
     var c: Int64 = 1_000_000_000
     _ = try await measureAsync("  store: advance counters (conditional UPDATE)", iterations: 300) { c += 1; blackHole(try await store.advanceCounters(vm: "b", clock: c, resetCount: 99, restartCount: 0)) }
+    try await bytesWritten("advance counters", runs: 200) { c += 1; blackHole(try await store.advanceCounters(vm: "b", clock: c, resetCount: 99, restartCount: 0)) }
     let big = String(decoding: wire[0], as: UTF8.self)
     var k = 0
     _ = try await measureAsync("  store: append history (INSERT, evidence kept)", iterations: 300) {
         k += 1
         try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}", tokenID: nil, evidence: big))
+    }
+    try await bytesWritten("append history, evidence kept", runs: 200) {
+        k += 1
+        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}", tokenID: nil, evidence: big))
+    }
+    try await bytesWritten("append history, no evidence", runs: 200) {
+        k += 1
+        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}", tokenID: nil, evidence: nil))
     }
     _ = try measure("  JSON encode of the evidence (Foundation)") { blackHole(try JSONEncoder().encode(evidences[0])) }
     _ = try measure("  JSON encode of the evidence (LeanJSONEncoder)") { blackHole(try LeanJSONEncoder().encode(evidences[0])) }
@@ -410,4 +426,40 @@ func attestationBreakdown(seconds: Double) async throws {
     _ = try await measureAsync("  whole service.attest (in-process)", iterations: n - 60) {
         blackHole(try await service.attest(vm: "b", evidence: evidences[i])); i += 1
     }
+
+    // Many VMs at once, as a server sees them: 16 VMs (one vTPM; each VM enrolled with its own
+    // challenge and AK certificate, its own counters and baseline) attest their own evidence in
+    // order, all at once. Run under `taskset -c N` for one core's rate.
+    let vms = 16, each = 120
+    var batches: [[Evidence]] = Array(repeating: [], count: vms)
+    for v in 0..<vms {
+        let name = "c\(v)"
+        let ch = try await service.beginEnrolment(vm: name, EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()), ekCertificate: Data(cert).base64EncodedString()))
+        let secret = try await client.activateCredential(ak: ak, ek: ek, blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!), secret: try TPM2BEncryptedSecret(tpmBytes: [UInt8](hex: ch.encryptedSecret)!))
+        _ = try await service.completeEnrolment(vm: name, id: ch.id, ActivationAnswer(secret: hexString(secret)))
+    }
+    for _ in 0..<(each + 1) {
+        for v in 0..<vms { batches[v].append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: "c\(v)").nonce)!)) }
+    }
+    for v in 0..<vms {
+        guard try await service.attest(vm: "c\(v)", evidence: batches[v][0]).passed else { throw AgentError("bench", "c\(v)'s first attestation failed") }
+    }
+    let clock = ContinuousClock()
+    let start = clock.now
+    let wroteBefore = processWritten(getpid())
+    let passed = try await withThrowingTaskGroup(of: Int.self) { g in
+        for v in 0..<vms {
+            let batch = batches[v]
+            g.addTask {
+                var passed = 0
+                for e in batch.dropFirst() where try await service.attest(vm: "c\(v)", evidence: e).passed { passed += 1 }
+                return passed
+            }
+        }
+        return try await g.reduce(0, +)
+    }
+    let elapsed = (clock.now - start).seconds
+    guard passed == vms * each else { throw AgentError("bench", "\(vms * each - passed) of \(vms * each) concurrent attestations failed") }
+    report("  whole service.attest, \(vms) VMs at once (in-process)", Double(vms * each) / elapsed)
+    print("    written to the database per attestation (evidence kept): \((processWritten(getpid()) - wroteBefore) / (vms * each)) bytes")
 }

@@ -71,6 +71,7 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
     let total = Int(rate * seconds)
     let r = FleetRecorder()
     let serverCPU0 = processCPUSeconds(server.processIdentifier), ownCPU0 = processCPUSeconds(getpid())
+    let serverWrote0 = processWritten(server.processIdentifier)
     let elapsed = try await openLoop(total: total, rate: rate, recorder: r) { n, due in
         let i = n % vms
         let (client, log, _, ak, _) = shared[i % tpms]
@@ -92,6 +93,7 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
         }
     }
     let serverCPU = processCPUSeconds(server.processIdentifier) - serverCPU0, ownCPU = processCPUSeconds(getpid()) - ownCPU0
+    let serverWrote = processWritten(server.processIdentifier) - serverWrote0
     let w = r.whole.withLock { $0 }
     let sustained = Double(w.count) / elapsed.seconds
     out("  attestations: \(w.count) answered in \(fmt(elapsed)) = \(String(format: "%.0f", sustained))/s sustained (offered \(String(format: "%.0f", rate))/s); "
@@ -101,10 +103,17 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
         + "p99 \(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1))) ms")
     out(String(format: "  CPU per attestation: server %.0f µs, agents (quotes, HTTP clients) %.0f µs", serverCPU / Double(max(w.count, 1)) * 1e6,
                ownCPU / Double(max(w.count, 1)) * 1e6))
+    out("  written by tlaunch up per attestation (its database's WAL and checkpoints, logs): \(serverWrote / max(w.count, 1)) bytes")
     let serverMemory = processMemory(server.processIdentifier), own = residentMemory()
     out("  memory: tlaunch up peak RSS \(Int(serverMemory.peak)) MiB (now \(Int(serverMemory.now))); the agents' process peak \(Int(own.peak)) MiB")
     let met = sustained >= 1000 && pct(w, 0.99) < 50 && serverMemory.peak < 2048 && r.failed.load(ordering: .relaxed) == 0
     out("  target ≥ 1,000/s, p99 < 50 ms, RSS < 2 GiB, none failed: \(met ? "met" : "NOT met")")
+}
+
+/// Bytes process `pid` has written through write(2) and friends (`wchar` of /proc/PID/io).
+func processWritten(_ pid: Int32) -> Int {
+    let io = (try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8)) ?? ""
+    return io.split(separator: "\n").first { $0.hasPrefix("wchar:") }.flatMap { Int($0.dropFirst(6).trimmingCharacters(in: .whitespaces)) } ?? 0
 }
 
 /// Peak and current resident memory of process `pid` (VmHWM, VmRSS), in MiB.
