@@ -108,10 +108,17 @@ enum Dashboard {
         return parts.enumerated().map { i, p in i % 2 == 1 ? "<code class=\"command\">\(escape(String(p)))</code>" : escape(String(p)) }.joined()
     }
 
-    static func page(_ title: String, _ body: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:], refresh: Int? = nil) -> Response {
+    /// How often a live page (the fleet, a VM, alerts) fetches itself again, in seconds.
+    static let liveInterval = 5
+
+    /// `live`: the page keeps its state current without reloading (`/static/live.js`: the same
+    /// page fetched again every `liveInterval` seconds and its main part swapped in, unless a
+    /// form on it is being filled in). Without JavaScript it is the same page, current when loaded.
+    static func page(_ title: String, _ body: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:], refresh: Int? = nil,
+                     live: Bool = false) -> Response {
         let html = """
         <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">\(refresh.map { "<meta http-equiv=\"refresh\" content=\"\($0)\">" } ?? "")
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">\(refresh.map { "<meta http-equiv=\"refresh\" content=\"\($0)\">" } ?? "")\(live ? "<script src=\"/static/live.js\" defer></script>" : "")
         <title>\(escape(title)) · TrustedLaunch</title>
         <style>
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}
@@ -131,7 +138,8 @@ enum Dashboard {
         .tile{display:inline-flex;flex-direction:column;align-items:center;min-width:64px;padding:4px 6px;border-radius:4px;color:#fff;font-weight:700}
         .tile small{font-weight:400;font-size:.72em} .tile.pass{background:#1a7f37} .tile.fail{background:#b3261e} .tile.pending{background:#9a6700}
         .boot{font-size:.75em;color:#57606a;border-left:3px solid #57606a;padding:10px 2px 10px 4px;margin-left:6px}
-        </style></head><body>
+        #live{font-size:.8em;margin-left:16px;color:#c9d7e3}
+        </style></head><body\(live ? " data-live=\"\(liveInterval)\"" : "")>
         <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(escape($0 == "admin" ? "an admin" : "a \($0)")) token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>")</header>
         <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(escape($0)). Changes fail until it can; what is shown may be behind.</div>" } ?? "")\(body)</main></body></html>
         """
@@ -227,7 +235,77 @@ enum Dashboard {
         }
     }
 
+    /// The script of live pages (see `page(live:)`): plain DOM, no library. The page is fetched
+    /// again as the browser shows it (same URL, filters and all, the session's cookie); its
+    /// `<main>` is swapped in — server-rendered and escaped like the first load, parsed inert by
+    /// DOMParser — unless a form field there has focus or differs from what the server sent (a
+    /// search being typed, a choice made). Signed out or failing, it says so in the header and
+    /// the page stays as it was.
+    static let liveScript = """
+    "use strict";
+    (function () {
+      var seconds = parseInt(document.body.getAttribute("data-live"), 10);
+      var main = document.querySelector("main");
+      if (!(seconds > 0) || !main) return;
+      var status = document.createElement("span");
+      status.id = "live";
+      var header = document.querySelector("header");
+      if (header) header.appendChild(status);
+      function say(text) { status.textContent = text; }
+      function editing() {
+        var a = document.activeElement;
+        if (a && main.contains(a) && /^(INPUT|SELECT|TEXTAREA)$/.test(a.tagName)) return true;
+        var fields = main.querySelectorAll("input, select, textarea");
+        for (var i = 0; i < fields.length; i++) {
+          var f = fields[i];
+          if (f.type === "hidden") continue;
+          if (f.tagName === "SELECT") {
+            // As sent: the option marked selected, else the first one.
+            var sent = 0;
+            for (var j = 0; j < f.options.length; j++) if (f.options[j].defaultSelected) sent = j;
+            if (f.options.length && f.selectedIndex !== sent) return true;
+          } else if (f.type === "checkbox" || f.type === "radio") {
+            if (f.checked !== f.defaultChecked) return true;
+          } else if (f.value !== f.defaultValue) return true;
+        }
+        return false;
+      }
+      var timer;
+      function later() { clearTimeout(timer); timer = setTimeout(refresh, seconds * 1000); }
+      function refresh() {
+        if (document.hidden || editing()) { later(); return; }
+        fetch(location.href, { credentials: "same-origin", cache: "no-store", redirect: "manual", headers: { "Accept": "text/html" } })
+          .then(function (r) {
+            if (r.type === "opaqueredirect") throw new Error("signed out: sign in again");
+            if (r.status !== 200) throw new Error("the platform answered " + r.status);
+            return r.text();
+          })
+          .then(function (html) {
+            var doc = new DOMParser().parseFromString(html, "text/html");
+            var fresh = doc.querySelector("main");
+            if (!fresh) throw new Error("the answer was not a page");
+            if (!editing()) {
+              main.innerHTML = fresh.innerHTML;
+              document.title = doc.title;
+            }
+            say("Live · updated " + new Date().toLocaleTimeString());
+            later();
+          })
+          .catch(function (e) {
+            say("Not updating (" + e.message + ")");
+            if (e.message.indexOf("signed out") !== 0) later();
+          });
+      }
+      say("Live · every " + seconds + " s");
+      later();
+    })();
+    """
+
     static func addRoutes(_ router: Router<ServiceContext>, fleet: Fleet, secure: Bool = false) {
+        router.get("/static/live.js") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/javascript; charset=utf-8", .cacheControl: "no-cache"],
+                     body: .init(byteBuffer: ByteBuffer(string: liveScript)))
+        }
         /// Dashboard pages need a signed-in admin or reader; others are sent to sign in.
         @Sendable func signedIn(_ context: ServiceContext, admin: Bool = false) -> Response? {
             guard let c = context.caller else { return redirect("/login") }
@@ -300,7 +378,8 @@ enum Dashboard {
                 + (after == nil ? "" : " · <a href=\"/\(filter.query(after: nil))\">first page</a>") + "</p>"
             let next = more ? "<p><a id=\"next\" href=\"/\(filter.query(after: shown.last?.name))\">Next \(pageSize) VMs</a></p>" : ""
             let hosts = hostTable((try? await fleet.hostViews()) ?? [])
-            return page("Fleet", "<h1>Fleet</h1>\(filter.form)\(summary)\(fleetTable(shown))\(next)\(hosts)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>")
+            return page("Fleet", "<h1>Fleet</h1>\(filter.form)\(summary)\(fleetTable(shown))\(next)\(hosts)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>",
+                        live: true)
         }
 
         router.get("/vms/{vm}") { _, context -> Response in
@@ -367,7 +446,7 @@ enum Dashboard {
                 let tail = ConsoleText.printable(String(console.suffix(12_000))).split(separator: "\n", omittingEmptySubsequences: false).suffix(60).joined(separator: "\n")
                 body += "<h2>Console (boot \(v.bootCount))</h2><p class=\"muted\">tlaunch vm console \(escape(v.name)) --follow</p><pre id=\"console\">\(escape(tail))</pre>"
             }
-            return page(v.name, body, refresh: activity?.busy == true ? 3 : nil)
+            return page(v.name, body, refresh: activity?.busy == true ? 3 : nil, live: true)
         }
 
         router.post("/vms/{vm}/action") { request, context -> Response in
@@ -404,7 +483,8 @@ enum Dashboard {
             for a in all {
                 rows += "<tr class=\"sev-\(a.status == .active ? a.severity.rawValue : "")\"><td><a href=\"/alerts/\(escape(a.id))\">\(escape(a.title))</a></td><td><a href=\"/vms/\(escape(a.vm))\">\(escape(a.vm))</a></td><td>\(a.severity.rawValue)</td><td>\(a.status.rawValue)</td><td>\(escape(a.created))</td><td>\(a.occurrences)</td><td>\(escape(a.resolution ?? ""))</td></tr>"
             }
-            return page("Alerts", "<h1>Alerts</h1><table id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>")
+            return page("Alerts", "<h1>Alerts</h1><table id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>",
+                        live: true)
         }
 
         router.get("/alerts/{id}") { _, context -> Response in
@@ -424,7 +504,7 @@ enum Dashboard {
             if a.status == .active {
                 body += "<form method=\"post\" action=\"/alerts/\(escape(a.id))/dismiss\"><label>Reason <input name=\"reason\" size=\"50\"></label> <button type=\"submit\">Dismiss</button></form>"
             }
-            return page(a.title, body)
+            return page(a.title, body, live: true)
         }
 
         router.post("/alerts/{id}/dismiss") { request, context -> Response in

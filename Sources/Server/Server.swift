@@ -471,12 +471,14 @@ struct StorageBannerMiddleware: RouterMiddleware {
 
 /// Headers on every response, errors included: no framing (clickjacking), no Referer leaving the
 /// platform, no content sniffing, and a Content-Security-Policy that lets the dashboard's pages
-/// load only their own inline style and nothing else (no scripts, no other origins).
+/// load only their own inline style and the platform's own script (`/static/live.js`, which
+/// fetches the same page again): no inline script, nothing from other origins.
 struct SecurityHeadersMiddleware: RouterMiddleware {
     typealias Context = ServiceContext
     /// Over TLS, also HSTS: a browser that has been here once never tries plain HTTP again.
     var secure = false
-    static let policy = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    static let policy = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; "
+        + "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
         response.headers[.init("Content-Security-Policy")!] = Self.policy

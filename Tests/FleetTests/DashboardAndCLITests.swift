@@ -88,6 +88,85 @@ struct DashboardTests {
         }
     }
 
+    /// A page open in a browser (scripts/chromium-cdp.py: Chromium driven over its DevTools pipe),
+    /// one JSON command per line.
+    final class OpenPage: @unchecked Sendable {
+        let process = Process()
+        let input = Pipe(), output = Pipe()
+        var pending = Data()
+
+        init(_ browser: String, url: String) throws {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = [Built.packageRoot.appendingPathComponent("scripts/chromium-cdp.py").path, browser, url]
+            process.standardInput = input
+            process.standardOutput = output
+            try process.run()
+        }
+
+        /// Sends one command and reads its answer (off the cooperative pool: the read blocks).
+        func send(_ command: [String: Any]) async throws -> [String: Any] {
+            let line = try JSONSerialization.data(withJSONObject: command) + Data("\n".utf8)
+            let answer = try await Interop.offPool { [self] () throws -> Data in
+                input.fileHandleForWriting.write(line)
+                while !pending.contains(UInt8(ascii: "\n")) {
+                    let chunk = output.fileHandleForReading.availableData
+                    guard !chunk.isEmpty else { throw AgentError("chromium-cdp", "the driver ended") }
+                    pending += chunk
+                }
+                let end = pending.firstIndex(of: UInt8(ascii: "\n"))!
+                defer { pending = Data(pending[(end + 1)...]) }
+                return Data(pending[..<end])
+            }
+            return try JSONSerialization.jsonObject(with: answer) as? [String: Any] ?? [:]
+        }
+
+        func value(of expression: String) async throws -> Any? { try await send(["eval": expression])["value"] }
+        func wait(for expression: String, seconds: Int = 30) async throws -> [String: Any] { try await send(["wait": expression, "timeout": seconds]) }
+
+        func close() {
+            try? input.fileHandleForWriting.close()
+            process.waitUntilExit()
+        }
+    }
+
+    /// The fleet page open in a browser keeps itself current: a VM stopped through the API shows
+    /// as Stopped without a reload (the page's own JavaScript state survives), while a search
+    /// being typed is left alone — the page is not swapped under it until the field is back as
+    /// the server sent it.
+    @Test(.timeLimit(.minutes(5)))
+    func anOpenFleetPageFollowsTheFleetWithoutAReload() async throws {
+        guard let browser = Self.chromium() else { return }
+        let p = try await TestPlatform.start()
+        try await withTeardown({ await p.stop() }) {
+            _ = try await p.fleet.deploy(DeployRequest(name: "live"))
+            let page = try OpenPage(browser, url: "\(p.server.url)/login?token=\(p.admin)&next=/")
+            defer { page.close() }
+            let power = "document.querySelector('#vm-live td:nth-child(2)').textContent"
+            let loaded = try await page.wait(for: "document.getElementById('live') && \(power)")
+            #expect(loaded["value"] as? String == "Running", "\(loaded)")
+            #expect((try await page.value(of: "document.getElementById('live').textContent") as? String)?.hasPrefix("Live") == true)
+            _ = try await page.value(of: "window.stillTheSamePage = true")
+
+            _ = try await p.fleet.stop("live")
+            let stopped = try await page.wait(for: "window.stillTheSamePage === true && \(power) !== 'Running' && \(power)")
+            let state = try await page.value(of: "document.getElementById('live').textContent + ' (' + document.visibilityState + ')'") as? String
+            #expect(stopped["value"] as? String == "Stopped", "the open page did not follow the stop: \(stopped); \(state ?? "?")")
+            #expect((try await page.value(of: "document.getElementById('live').textContent") as? String)?.contains("updated") == true)
+
+            // A search being typed (not submitted): the page is not swapped under it.
+            _ = try await page.value(of: "document.querySelector('input[name=q]').value = 'liv'")
+            _ = try await p.fleet.deploy(DeployRequest(name: "second"))
+            let interval = try #require(Int(try await page.value(of: "document.body.dataset.live") as? String ?? ""))
+            try await Task.sleep(for: .seconds(interval * 2 + 1))
+            #expect(try await page.value(of: "document.getElementById('vm-second') === null && document.querySelector('input[name=q]').value") as? String == "liv",
+                    "the page was swapped while a search was being typed")
+            // The field back as the server sent it: the next refresh brings the new VM.
+            _ = try await page.value(of: "document.querySelector('input[name=q]').value = ''")
+            let second = try await page.wait(for: "window.stillTheSamePage === true && document.getElementById('vm-second') !== null")
+            #expect(second["value"] as? Bool == true, "\(second)")
+        }
+    }
+
     @Test func fleetOverviewAlertAndDeployPagesRender() async throws {
         guard let browser = Self.chromium() else { return }
         let p = try await TestPlatform.start()
