@@ -430,7 +430,7 @@ func attestationBreakdown(seconds: Double) async throws {
     // Many VMs at once, as a server sees them: 16 VMs (one vTPM; each VM enrolled with its own
     // challenge and AK certificate, its own counters and baseline) attest their own evidence in
     // order, all at once. Run under `taskset -c N` for one core's rate.
-    let vms = 16, each = 120
+    let vms = 16, each = 300
     var batches: [[Evidence]] = Array(repeating: [], count: vms)
     for v in 0..<vms {
         let name = "c\(v)"
@@ -444,6 +444,8 @@ func attestationBreakdown(seconds: Double) async throws {
     for v in 0..<vms {
         guard try await service.attest(vm: "c\(v)", evidence: batches[v][0]).passed else { throw AgentError("bench", "c\(v)'s first attestation failed") }
     }
+    print("    (\(vms) VMs attesting now)")
+    fflush(nil)
     let clock = ContinuousClock()
     let start = clock.now
     let wroteBefore = processWritten(getpid())
