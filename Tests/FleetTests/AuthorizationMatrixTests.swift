@@ -43,10 +43,12 @@ import Testing
         return Admits(roles: Set(names.map { $0.hasPrefix("agent") ? "agent" : $0 }), ownAgentOnly: true)
     }
 
-    /// The dashboard's pages (not in the API document): sign-in is public, reading needs an
-    /// admin or reader session, changing the fleet an admin's.
+    /// The dashboard's pages (not in the API document): sign-in and the live pages' script (the
+    /// same bytes for everyone, no data) are public, reading needs an admin or reader session,
+    /// changing the fleet an admin's.
     static let dashboard: [String: Admits] = [
         "GET /login": Admits(roles: [], everyone: true),
+        "GET /static/live.js": Admits(roles: [], everyone: true),
         "POST /login": Admits(roles: [], everyone: true, signInEndpoint: true),
         "POST /logout": Admits(roles: [], everyone: true, signInEndpoint: true),
         "GET /": Admits(roles: ["admin", "reader"]),
