@@ -5,6 +5,27 @@ import TPM2
 
 /// One measured boot component as a baseline keeps it: where it was measured, what it is, and
 /// the value that identifies it (a digest, a variable's data hash, a command line).
+/// Where a VM's baseline came from.
+public enum BaselineSource: String, Sendable, Codable, CaseIterable {
+    /// Its first healthy boot with complete evidence (trust on first use).
+    case learned
+    /// A boot a person approved.
+    case approved
+    /// Values predicted from its disk.
+    case predicted
+}
+
+/// How an attestation's boot stands against the VM's baseline.
+public enum BaselineStatus: String, Sendable, Codable, CaseIterable {
+    /// This boot became the baseline (trust on first use).
+    case learned
+    case matches
+    case changed
+    /// There is none yet: it waits for a person's approval, a prediction, or a boot whose
+    /// evidence is complete.
+    case pending
+}
+
 public struct BaselineComponent: Sendable, Codable, Hashable {
     /// Stable key for comparison: "PCR 4 boot application 2", "PCR 7 variable db", …
     public var key: String
@@ -142,7 +163,7 @@ public enum Baseline {
     /// those PCRs, as a learned baseline's would, and a PCR whose events do not explain its change
     /// is named by its value.
     public static func diff(_ b: BaselineRecord, current: [BaselineComponent], quoted: PCRValues) -> [BaselineChange] {
-        guard b.source == "predicted" else { return diff(baseline: b.components, current: current) }
+        guard b.source == .predicted else { return diff(baseline: b.components, current: current) }
         let values = b.components.filter { $0.kind == "pcr" }
         let byValue = diff(baseline: values, current: components(quoted: quoted, pcrs: values.map(\.pcr)))
         let moved = Set(byValue.map(\.pcr))
@@ -156,8 +177,8 @@ public enum Baseline {
     /// The baseline check, naming the first changes and what to do about them.
     static func check(_ b: BaselineRecord, changes: [BaselineChange]) -> Check {
         Check(.baseline, passed: changes.isEmpty, changes.isEmpty
-            ? "matches the \(b.source) baseline (" + (b.source == "predicted" ? "\(b.components.filter { $0.kind == "pcr" }.count) PCR values" : "\(b.components.count) components") + ")"
-            : "\(changes.count) change(s) against the \(b.source) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
+            ? "matches the \(b.source.rawValue) baseline (" + (b.source == .predicted ? "\(b.components.filter { $0.kind == "pcr" }.count) PCR values" : "\(b.components.count) components") + ")"
+            : "\(changes.count) change(s) against the \(b.source.rawValue) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
               + ". If this was an intended update, approve this boot as the new baseline")
     }
 

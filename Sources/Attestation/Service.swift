@@ -90,9 +90,8 @@ public struct AttestationOutcome: Sendable, Codable, Hashable {
     public var passed: Bool
     public var status: String
     public var checks: [Check]
-    /// The baseline status: learned (this boot became it), matches, changed, pending (none yet:
-    /// waiting for approval, a prediction, or a boot with complete evidence).
-    public var baseline: String?
+    /// How this boot stands against the VM's baseline.
+    public var baseline: BaselineStatus?
     /// Where the VM's baseline came from and since when (nil when it has none).
     public var baselineSource: BaselineInfo?
     public var changes: [BaselineChange]
@@ -105,8 +104,7 @@ public struct AttestationOutcome: Sendable, Codable, Hashable {
 
     public struct PolicyRef: Sendable, Codable, Hashable { public var id: String; public var version: Int }
     public struct BaselineInfo: Sendable, Codable, Hashable {
-        /// learned (trust on first use), approved (by a person), predicted (from the disk).
-        public var source: String
+        public var source: BaselineSource
         /// When it was set (RFC 3339) and from which attestation.
         public var since: String
         public var attestationId: String?
@@ -446,7 +444,7 @@ public final class AttestationService: Sendable {
         var result = AttestationResult(checks: checks, facts: nil, pcrDigest: nil)
         var components: [BaselineComponent]?
         var changes: [BaselineChange] = []
-        var baselineStatus: String?
+        var baselineStatus: BaselineStatus?
         var baselineInfo: AttestationOutcome.BaselineInfo?
         var rebooted: Bool?
         let akPublic = try Self.decodePublic(agent.akPublic, field: "akPublic")
@@ -482,7 +480,7 @@ public final class AttestationService: Sendable {
                 components = current
                 if let b = try await store.baseline(vm: vm) {
                     changes = Baseline.diff(b, current: current, quoted: quoted)
-                    baselineStatus = changes.isEmpty ? "matches" : "changed"
+                    baselineStatus = changes.isEmpty ? .matches : .changed
                     baselineInfo = .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID)
                     result.checks.append(Baseline.check(b, changes: changes))
                 } else {
@@ -526,31 +524,31 @@ public final class AttestationService: Sendable {
     /// policy says of anomalies), unless the VM's first baseline waits for a person or a
     /// prediction. Without a baseline the boot does not pass: nothing vouches for what it ran.
     func firstBaseline(vm: String, id: String, result: AttestationResult, components: [BaselineComponent], now: Date) async throws
-        -> (check: Check, status: String, info: AttestationOutcome.BaselineInfo?) {
+        -> (check: Check, status: BaselineStatus, info: AttestationOutcome.BaselineInfo?) {
         switch try await baselineMode(vm: vm) {
         case .approve:
-            return (.unknown(.baseline, "\(vm) has no baseline yet and its first one waits for a person: check this boot and approve it (`tlaunch vm baseline approve \(vm)`)"), "pending", nil)
+            return (.unknown(.baseline, "\(vm) has no baseline yet and its first one waits for a person: check this boot and approve it (`tlaunch vm baseline approve \(vm)`)"), .pending, nil)
         case .predicted:
-            return (.unknown(.baseline, "\(vm) has no baseline yet and its baseline is predicted from its disk: set it (`tlaunch vm baseline predict \(vm)`)"), "pending", nil)
+            return (.unknown(.baseline, "\(vm) has no baseline yet and its baseline is predicted from its disk: set it (`tlaunch vm baseline predict \(vm)`)"), .pending, nil)
         case .learn:
             guard result.passed else {
-                return (.unknown(.baseline, "\(vm) has no baseline yet; a boot that fails the policy is not learned"), "pending", nil)
+                return (.unknown(.baseline, "\(vm) has no baseline yet; a boot that fails the policy is not learned"), .pending, nil)
             }
             guard result.completeEvidence else {
                 let why = result.facts.map { $0.anomalies.map(\.message).prefix(3).joined(separator: "; ") } ?? ""
-                return (.unknown(.baseline, "\(vm) has no baseline yet, and this boot's evidence is incomplete, so it is not learned on first use\(why.isEmpty ? "" : " (\(why))"): approve a boot explicitly if it is the one you expect"), "pending", nil)
+                return (.unknown(.baseline, "\(vm) has no baseline yet, and this boot's evidence is incomplete, so it is not learned on first use\(why.isEmpty ? "" : " (\(why))"): approve a boot explicitly if it is the one you expect"), .pending, nil)
             }
-            let record = BaselineRecord(vm: vm, source: "learned", components: components, attestationID: id, updated: Self.ms(now))
+            let record = BaselineRecord(vm: vm, source: .learned, components: components, attestationID: id, updated: Self.ms(now))
             if try await store.putBaselineIfAbsent(record) {
                 return (Check(.baseline, passed: true, "no baseline yet: learned on first use from this boot (\(components.count) components) at \(Self.rfc3339(record.updated)); approve or predict one to replace it"),
-                        "learned", .init(source: "learned", since: Self.rfc3339(record.updated), attestationId: id))
+                        .learned, .init(source: .learned, since: Self.rfc3339(record.updated), attestationId: id))
             }
             // Another instance learned it meanwhile: compare with that one.
             guard let b = try await store.baseline(vm: vm), let quoted = result.quoted else {
-                return (.unknown(.baseline, "\(vm)'s baseline changed meanwhile: attest again"), "pending", nil)
+                return (.unknown(.baseline, "\(vm)'s baseline changed meanwhile: attest again"), .pending, nil)
             }
             let changes = Baseline.diff(b, current: components, quoted: quoted)
-            return (Baseline.check(b, changes: changes), changes.isEmpty ? "matches" : "changed", .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID))
+            return (Baseline.check(b, changes: changes), changes.isEmpty ? .matches : .changed, .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID))
         }
     }
 
@@ -566,11 +564,11 @@ public final class AttestationService: Sendable {
         let v = AttestationVerifier.verify(decoded, akPublic: try Self.decodePublic(agent.akPublic, field: "akPublic"), policy: policy, cache: factsCache)
         var checks = [Check(.nonce, passed: true, "not checked: a what-if evaluation consumes no nonce")] + v.checks
         var changes: [BaselineChange] = []
-        var status: String?
+        var status: BaselineStatus?
         var info: AttestationOutcome.BaselineInfo?
         if let current = v.components, let quoted = v.quoted, v.checks.passed(.evidence), let b = try await store.baseline(vm: vm) {
             changes = Baseline.diff(b, current: current, quoted: quoted)
-            status = changes.isEmpty ? "matches" : "changed"
+            status = changes.isEmpty ? .matches : .changed
             info = .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID)
             checks.append(Baseline.check(b, changes: changes))
         }
@@ -610,7 +608,7 @@ public final class AttestationService: Sendable {
               stored.akName == hexString(current) else {
             throw AttestationServiceError(.conflict, "attestation \(record.id) was made by another TPM identity than the one \(vm) is bound to now: it cannot be its baseline")
         }
-        let b = BaselineRecord(vm: vm, source: "approved", components: components, attestationID: record.id, updated: Self.ms(now))
+        let b = BaselineRecord(vm: vm, source: .approved, components: components, attestationID: record.id, updated: Self.ms(now))
         try await store.putBaseline(b)
         return b
     }
@@ -628,7 +626,7 @@ public final class AttestationService: Sendable {
         guard !pcrs.isEmpty else { throw AttestationServiceError(.badRequest, "pcrs must name at least one PCR", field: "pcrs") }
         let values = Baseline.components(expectedPCRs: pcrs)
         let events = log.map { Baseline.components(predicted: $0, pcrs: Set(values.map(\.pcr))) } ?? []
-        let b = BaselineRecord(vm: vm, source: "predicted", components: values + events, attestationID: nil, updated: Self.ms(now))
+        let b = BaselineRecord(vm: vm, source: .predicted, components: values + events, attestationID: nil, updated: Self.ms(now))
         try await store.putBaseline(b)
         return b
     }

@@ -73,12 +73,11 @@ public struct AttestationRecord: Sendable, Codable, Hashable {
 /// A VM's baseline: the boot components of a healthy boot (or predicted values), approved.
 public struct BaselineRecord: Sendable, Codable, Hashable {
     public var vm: String
-    /// "learned" (first healthy boot), "approved" (a person approved a boot), "predicted" (set from values).
-    public var source: String
+    public var source: BaselineSource
     public var components: [BaselineComponent]
     public var attestationID: String?
     public var updated: Int64
-    public init(vm: String, source: String, components: [BaselineComponent], attestationID: String?, updated: Int64) {
+    public init(vm: String, source: BaselineSource, components: [BaselineComponent], attestationID: String?, updated: Int64) {
         self.vm = vm; self.source = source; self.components = components; self.attestationID = attestationID; self.updated = updated
     }
 }

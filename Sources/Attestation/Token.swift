@@ -72,12 +72,12 @@ public struct TokenContext: Sendable {
     public var ekCertificateSubject: String?
     public var ekCertificateFingerprint: String?
     public var akName: String?
-    public var baselineStatus: String?
+    public var baselineStatus: BaselineStatus?
     public var baseline: AttestationOutcome.BaselineInfo?
     public var rebooted: Bool?
 
     public init(vm: String, nonce: String, audience: String = AttestationService.defaultAudience, policy: AttestationPolicy, attestationID: String? = nil,
-                ekCertificateSubject: String? = nil, ekCertificateFingerprint: String? = nil, akName: String? = nil, baselineStatus: String? = nil,
+                ekCertificateSubject: String? = nil, ekCertificateFingerprint: String? = nil, akName: String? = nil, baselineStatus: BaselineStatus? = nil,
                 baseline: AttestationOutcome.BaselineInfo? = nil, rebooted: Bool? = nil) {
         self.vm = vm; self.nonce = nonce; self.audience = audience; self.policy = policy; self.attestationID = attestationID
         self.ekCertificateSubject = ekCertificateSubject; self.ekCertificateFingerprint = ekCertificateFingerprint
@@ -166,7 +166,8 @@ public struct TokenIssuer: Sendable {
                 policy: .init(id: c.policy.id, version: c.policy.version),
                 checks: result.checks.map { .init(name: $0.name.rawValue, category: $0.category.rawValue, outcome: $0.outcome.rawValue) },
                 vtpm: .init(ekCertificateSubject: c.ekCertificateSubject ?? "", ekCertificateSha256: c.ekCertificateFingerprint ?? "", akName: c.akName ?? ""),
-                baseline: c.baselineStatus, baselineSource: c.baseline.map { .init(source: $0.source, since: $0.since, firstUse: $0.source == "learned", attestationId: $0.attestationId) },
+                baseline: c.baselineStatus?.rawValue,
+                baselineSource: c.baseline.map { .init(source: $0.source.rawValue, since: $0.since, firstUse: $0.source == .learned, attestationId: $0.attestationId) },
                 rebooted: c.rebooted, attestationId: c.attestationID))
         let encoder = LeanJSONEncoder(sortedKeys: false)
         let h = Self.base64url(try encoder.encodeBytes(JWSHeader(alg: signingKey.algorithm, typ: "JWT", kid: keyID)))

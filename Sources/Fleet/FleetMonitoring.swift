@@ -50,7 +50,7 @@ extension Fleet {
         // each VM of a fleet, those would bury its boots, alerts and changes.
         if !(o.passed && before == .healthy && vm.integrityMonitoring) {
             try await store.appendEvent(vm: name, kind: o.passed ? "attested" : "attestation-failed",
-                                        message: o.passed ? "attestation \(o.id) passed (\(o.baseline ?? o.status))"
+                                        message: o.passed ? "attestation \(o.id) passed (\(o.baseline?.rawValue ?? o.status))"
                                             : "attestation \(o.id) failed: " + o.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))
         }
         // The VM's active alerts, read once for both resolutions (most VMs have none).

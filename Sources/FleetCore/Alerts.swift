@@ -129,7 +129,7 @@ public enum AlertBuilder {
         if components.contains("baseline") {
             recommendations.append("Check the boot (`tlaunch vm show \(vm.name)`, its boot chain and Secure Boot state) and approve it as the VM's first baseline: `tlaunch vm baseline approve \(vm.name)`; or set one from its disk: `tlaunch vm baseline predict \(vm.name)`.")
         }
-        if o.baselineSource?.source == "predicted" && !changed.isEmpty {
+        if o.baselineSource?.source == .predicted && !changed.isEmpty {
             recommendations.append("The baseline was set from predicted PCR values: if the disk changed on purpose, predict again from it (`tlaunch vm baseline predict \(vm.name)`) or approve this boot: `tlaunch vm baseline approve \(vm.name)`.")
         }
         let signers = Set(changed.compactMap(\.toSigner))

@@ -87,9 +87,9 @@ enum Dashboard {
     static func bootStrip(_ attestations: [AttestationOutcome]) -> String {
         guard !attestations.isEmpty else { return "" }
         let tiles = attestations.sorted { $0.time < $1.time }.map { a -> String in
-            let state = a.passed ? "pass" : (a.baseline == "pending" ? "pending" : "fail")
+            let state = a.passed ? "pass" : (a.baseline == .pending ? "pending" : "fail")
             let failed = a.checks.first { !$0.passed }
-            let why = a.passed ? (a.baseline == "learned" ? "passed; baseline learned" : "passed")
+            let why = a.passed ? (a.baseline == .learned ? "passed; baseline learned" : "passed")
                 : failed.map { "\($0.name.rawValue): \($0.reason)" } ?? "did not pass"
             let change = a.changes.first.map { " — \($0.kind) \($0.name) \($0.change.rawValue)" } ?? ""
             let boot = a.rebooted == true ? "<span class=\"boot\">reboot</span>" : ""
@@ -438,7 +438,7 @@ enum Dashboard {
                 + o.timeline.map { "<tr><td>\(escape($0.time))</td><td>\(escape($0.kind))</td><td>\(escape($0.message))</td></tr>" }.joined() + "</tbody></table>"
             if !o.attestations.isEmpty {
                 body += "<h2>Attestations</h2><table id=\"attestations\"><thead><tr><th>Time</th><th>Result</th><th>Baseline</th><th>Failed checks</th></tr></thead><tbody>"
-                    + o.attestations.map { a in "<tr><td>\(escape(a.time))</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(escape(a.status)))</td><td>\(escape(a.baseline ?? "-"))</td><td>\(escape(a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; ")))</td></tr>" }.joined()
+                    + o.attestations.map { a in "<tr><td>\(escape(a.time))</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(escape(a.status)))</td><td>\(escape(a.baseline?.rawValue ?? "-"))</td><td>\(escape(a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; ")))</td></tr>" }.joined()
                     + "</tbody></table>"
             }
             if v.hypervisor == FleetRules.qemu, let console = try? await fleet.console(v.name) {

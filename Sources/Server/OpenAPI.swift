@@ -1,4 +1,5 @@
 import Foundation
+import Attestation
 
 /// The API's OpenAPI 3.1 document (`/openapi.json`), built from one table of operations.
 enum OpenAPIDocument {
@@ -79,7 +80,7 @@ enum OpenAPIDocument {
         "AttestationOutcome": ["type": "object", "properties": [
             "id": ["type": "string"], "vm": ["type": "string"], "time": ["type": "string", "format": "date-time"], "passed": ["type": "boolean"],
             "status": ["type": "string", "enum": ["affirming", "contraindicated"]], "checks": ["type": "array", "items": ["$ref": "#/components/schemas/Check"]],
-            "baseline": ["type": "string", "enum": ["learned", "matches", "changed"]], "changes": ["type": "array", "items": ["type": "object"]],
+            "baseline": ["type": "string", "enum": BaselineStatus.allCases.map(\.rawValue)], "changes": ["type": "array", "items": ["type": "object"]],
             "token": ["type": "string", "description": "EAR JWT (ES256/RS256), present when passed"], "tokenID": ["type": "string"]]],
         "Policy": ["type": "object", "properties": [
             "id": ["type": "string"], "version": ["type": "integer"], "requireSecureBoot": ["type": "boolean"], "requireVerifiedBootApplications": ["type": "boolean"],

@@ -264,7 +264,10 @@ public final class SQLStore: AttestationStore {
             components = try JSONDecoder().decode([BaselineComponent].self, from: Data(text.utf8))
             decodedBaselines.store(text, components)
         }
-        return BaselineRecord(vm: r[0].text ?? "", source: r[1].text ?? "", components: components, attestationID: r[3].text, updated: r[4].int ?? 0)
+        guard let source = r[1].text.flatMap(BaselineSource.init(rawValue:)) else {
+            throw StorageError("baselines", "\(r[0].text ?? "?")'s baseline has source \(r[1].text ?? "null"), not one of \(BaselineSource.allCases.map(\.rawValue))")
+        }
+        return BaselineRecord(vm: r[0].text ?? "", source: source, components: components, attestationID: r[3].text, updated: r[4].int ?? 0)
     }
 
     static func json(_ c: [BaselineComponent]) throws -> String {
@@ -281,14 +284,14 @@ public final class SQLStore: AttestationStore {
             INSERT INTO baselines (vm, source, components, attestation_id, updated) VALUES (?, ?, ?, ?, ?)
             ON CONFLICT (vm) DO UPDATE SET source = excluded.source, components = excluded.components,
               attestation_id = excluded.attestation_id, updated = excluded.updated
-            """, [.text(b.vm), .text(b.source), .text(try Self.json(b.components)), Self.opt(b.attestationID), .int(b.updated)])
+            """, [.text(b.vm), .text(b.source.rawValue), .text(try Self.json(b.components)), Self.opt(b.attestationID), .int(b.updated)])
     }
 
     public func putBaselineIfAbsent(_ b: BaselineRecord) async throws -> Bool {
         let rows = try await run("""
             INSERT INTO baselines (vm, source, components, attestation_id, updated) VALUES (?, ?, ?, ?, ?)
             ON CONFLICT (vm) DO NOTHING RETURNING vm
-            """, [.text(b.vm), .text(b.source), .text(try Self.json(b.components)), Self.opt(b.attestationID), .int(b.updated)])
+            """, [.text(b.vm), .text(b.source.rawValue), .text(try Self.json(b.components)), Self.opt(b.attestationID), .int(b.updated)])
         return !rows.isEmpty
     }
 

@@ -182,10 +182,10 @@ struct ServiceTests {
             // First attestation: enrols (EK certificate → MakeCredential → ActivateCredential), passes, learns the baseline.
             let first = try await agent.attest()
             #expect(first.passed, "\(first.checks.filter { !$0.passed })")
-            #expect(first.baseline == "learned")
+            #expect(first.baseline == .learned)
             #expect(first.checks.map(\.name).starts(with: ["nonce", "ak-certificate", "quote", "counters", "coverage", "replay"]))
             let second = try await agent.attest()
-            #expect(second.passed && second.baseline == "matches" && second.rebooted == false)
+            #expect(second.passed && second.baseline == .matches && second.rebooted == false)
 
             // The token verifies with PyJWT against /.well-known/jwks.json and says what the EAR profile says.
             let token = try #require(second.token)
@@ -219,7 +219,7 @@ struct ServiceTests {
             let (status, _) = try await p.client(p.admin).send("POST", "/v1/vms/\(vm)/baseline/approve", step: "approve")
             #expect(status == 200)
             let approved = try await guest.agent(p, vm: vm, token: try await p.token(.agent, vm: vm)).attest()
-            #expect(approved.passed && approved.baseline == "matches")
+            #expect(approved.passed && approved.baseline == .matches)
 
             // Everything is history, newest first.
             let (hs, history) = try await p.get("/v1/vms/\(vm)/attestations", token: try await p.token(.reader))
@@ -345,7 +345,7 @@ struct ServiceTests {
             #expect(!o.passed && o.checks.first { $0.name == "replay" }?.passed == true)
             #expect(o.checks.first { $0.name == "secure-boot" }.map { !$0.passed && $0.reason.contains("off") } == true)
             #expect(o.checks.first { $0.name == "boot-applications" }.map { !$0.passed && $0.reason.contains("not verified by any Secure Boot authority") } == true)
-            #expect(o.baseline == "pending" && o.baselineSource == nil, "an unhealthy boot is not learned")
+            #expect(o.baseline == .pending && o.baselineSource == nil, "an unhealthy boot is not learned")
             #expect(try await p.service.store.baseline(vm: vm) == nil)
 
             // A boot loader revoked in dbx that ran anyway (Secure Boot off): named as revoked.
@@ -444,6 +444,10 @@ struct ServiceTests {
             (s, body) = try await status("GET", "/openapi.json", nil, token: nil)
             let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
             #expect(s == 200 && doc?["openapi"] as? String == "3.1.0" && (doc?["paths"] as? [String: Any])?["/v1/vms/{vm}/attestations"] != nil)
+            // Every baseline status an outcome can carry is in the document (it once lacked pending).
+            let outcome = ((doc?["components"] as? [String: Any])?["schemas"] as? [String: Any])?["AttestationOutcome"] as? [String: Any]
+            let baseline = (outcome?["properties"] as? [String: Any])?["baseline"] as? [String: Any]
+            #expect(Set(baseline?["enum"] as? [String] ?? []) == ["learned", "matches", "changed", "pending"], "\(String(describing: baseline))")
         }
     }
 
@@ -516,7 +520,7 @@ struct ServiceTests {
             let vm = vmName()
             let o = try await GuestAgent(tpm: client, service: p.client(try await p.token(.agent, vm: vm)), vm: vm, eventLog: boot.log).attest()
             #expect(o.passed, "\(o.checks.filter { !$0.passed })")
-            #expect(o.baseline == "learned")
+            #expect(o.baseline == .learned)
             await client.close()
         }
     }

@@ -472,7 +472,7 @@ struct SoundnessTests {
             let first = try await guest.agent(p, vm: vm, token: token).attest()
             #expect(first.passed, "\(first.failures)")
             let again = try await guest.agent(p, vm: vm, token: token).attest()
-            #expect(again.passed && again.baseline == "matches" && again.check(.replay)?.reason == first.check(.replay)?.reason, "\(again.checks)")
+            #expect(again.passed && again.baseline == .matches && again.check(.replay)?.reason == first.check(.replay)?.reason, "\(again.checks)")
             // Root measures something into PCR 4 (the boot loaders') and leaves the log as it was.
             let hidden = try TPMCrypto.hash(.sha256, Array("hidden loader".utf8))
             try await guest.client.pcrExtend(4, digests: [TPMTHA(hashAlg: .sha256, digest: hidden), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, hidden))])
@@ -518,7 +518,7 @@ struct SoundnessTests {
             let vm = vmName()
             let token = try await p.token(.agent, vm: vm)
             let first = try await guest.agent(p, vm: vm, token: token).attest()
-            #expect(first.passed && first.baseline == "learned")
+            #expect(first.passed && first.baseline == .learned)
             // The VM's agent token in the hands of another TPM (an attacker's VM).
             let thief = try await AttackedGuest.boot(p, kind)
             try await withTeardown({ await thief.stop() }) {
@@ -534,7 +534,7 @@ struct SoundnessTests {
                 #expect(s == 200)
                 // The new TPM enrols; the baseline of the old one is gone; its counters start afresh.
                 let rebound = try await thief.agent(p, vm: vm, token: token).attest()
-                #expect(rebound.passed && rebound.baseline == "learned" && rebound.rebooted == nil, "\(rebound.checks)")
+                #expect(rebound.passed && rebound.baseline == .learned && rebound.rebooted == nil, "\(rebound.checks)")
                 // The old TPM is now the foreign one.
                 await #expect { _ = try await guest.agent(p, vm: vm, token: token).attest() } throws: { e in (e as? AgentError)?.status == 409 }
             }
@@ -606,7 +606,7 @@ struct SoundnessTests {
                 let reused = try await p.post(vm, try await agent.evidence(nonce: try #require([UInt8](hex: spareNonce.nonce))), token: newToken)
                 #expect(!reused.passed && reused.failures.first?.reason.contains("never issued") == true, "\(reused.failures)")
                 let fresh = try await agent.attest(enrollIfNeeded: false)
-                #expect(fresh.passed && fresh.baseline == "learned", "\(fresh.failures)")
+                #expect(fresh.passed && fresh.baseline == .learned, "\(fresh.failures)")
             }
         }
     }
@@ -624,14 +624,14 @@ struct SoundnessTests {
             let token = try await p.token(.agent, vm: vm)
             let o = try await guest.agent(p, vm: vm, token: token).attest()
             #expect(!o.passed && o.check(.baseline)?.outcome == .unknown && o.check(.baseline)?.reason.contains("incomplete") == true, "\(o.checks)")
-            #expect(o.baseline == "pending" && o.token == nil)
+            #expect(o.baseline == .pending && o.token == nil)
             var (s, _) = try await p.status("GET", "/v1/vms/\(vm)/baseline", token: p.admin)
             #expect(s == 404)
             // A person can decide to approve it; then it passes, and the token says who set the baseline.
             (s, _) = try await p.status("POST", "/v1/vms/\(vm)/baseline/approve", token: p.admin)
             #expect(s == 200)
             let approved = try await guest.agent(p, vm: vm, token: token).attest()
-            #expect(approved.passed && approved.baselineSource?.source == "approved", "\(approved.failures)")
+            #expect(approved.passed && approved.baselineSource?.source == .approved, "\(approved.failures)")
             if let claims = try await verifyWithPyJWT(try #require(approved.token), jwksURL: "\(p.server.url)/.well-known/jwks.json") {
                 let b = (claims["x-tlaunch"] as? [String: Any])?["baselineSource"] as? [String: Any]
                 #expect(b?["source"] as? String == "approved" && b?["firstUse"] as? Bool == false)
@@ -642,7 +642,7 @@ struct SoundnessTests {
             try await withTeardown({ await clean.stop() }) {
                 let vm2 = vmName()
                 let learned = try await clean.agent(p, vm: vm2, token: try await p.token(.agent, vm: vm2)).attest()
-                #expect(learned.passed && learned.baseline == "learned" && learned.baselineSource?.source == "learned")
+                #expect(learned.passed && learned.baseline == .learned && learned.baselineSource?.source == .learned)
                 #expect(learned.check(.baseline)?.reason.contains("learned on first use") == true)
                 if let claims = try await verifyWithPyJWT(try #require(learned.token), jwksURL: "\(p.server.url)/.well-known/jwks.json") {
                     let b = (claims["x-tlaunch"] as? [String: Any])?["baselineSource"] as? [String: Any]
@@ -659,7 +659,7 @@ struct SoundnessTests {
                     #expect(s == 400)
                     let token3 = try await p.token(.agent, vm: vm3)
                     let pending = try await waiting.agent(p, vm: vm3, token: token3).attest()
-                    #expect(!pending.passed && pending.baseline == "pending" && pending.check(.baseline)?.reason.contains("waits for a person") == true, "\(pending.checks)")
+                    #expect(!pending.passed && pending.baseline == .pending && pending.check(.baseline)?.reason.contains("waits for a person") == true, "\(pending.checks)")
                     (s, _) = try await p.status("POST", "/v1/vms/\(vm3)/baseline/approve", token: p.admin)
                     #expect(s == 200)
                     #expect(try await waiting.agent(p, vm: vm3, token: token3).attest().passed)

@@ -421,7 +421,7 @@ struct MonitoringTests {
             _ = try await p.fleet.deploy(DeployRequest(name: "tofu", integrityMonitoring: true))
             let tofu = try await p.fleet.overview("tofu")
             #expect(tofu.vm.integrityMonitoring.bootIntegrity == .healthy)
-            #expect(tofu.baseline?.source == "learned" && tofu.baseline?.description.contains("learned on first use at") == true, "\(String(describing: tofu.baseline))")
+            #expect(tofu.baseline?.source == .learned && tofu.baseline?.description.contains("learned on first use at") == true, "\(String(describing: tofu.baseline))")
             // approve: the first boot waits for a person — Pending, a Low alert that says what to do.
             _ = try await p.fleet.deploy(DeployRequest(name: "careful", integrityMonitoring: true, baseline: "approve"))
             var vm = try await p.fleet.require("careful")
@@ -433,11 +433,11 @@ struct MonitoringTests {
             vm = try await p.fleet.require("careful")
             #expect(vm.bootIntegrity == .healthy)
             #expect(try await p.fleet.store.alerts(vm: "careful", status: .active).isEmpty)
-            #expect(try await p.fleet.overview("careful").baseline?.source == "approved")
+            #expect(try await p.fleet.overview("careful").baseline?.source == .approved)
             // predicted: set from the disk before the first boot, which meets it.
             _ = try await p.fleet.deploy(DeployRequest(name: "foreseen", integrityMonitoring: true, baseline: "predicted"))
             #expect(try await p.fleet.require("foreseen").bootIntegrity == .healthy)
-            #expect(try await p.fleet.overview("foreseen").baseline?.source == "predicted")
+            #expect(try await p.fleet.overview("foreseen").baseline?.source == .predicted)
             // The rule: a mode needs the vTPM; an unknown mode is refused by name.
             var (s, body) = try await p.request("POST", "/v1/vms", ["name": "nomode", "baseline": "sometimes"])
             #expect(s == 400 && (body as? [String: Any]).map { (($0["error"] as? [String: Any])?["field"] as? String) == "baseline" } == true)

@@ -341,7 +341,7 @@ struct LibvirtTests {
             #expect(vm.powerState == .running && vm.hypervisor == "libvirt", "\(vm.lastBoot?.failure ?? "") — console: \(console.suffix(1200))")
             #expect(vm.lastBoot?.firmware.contains("libvirt/QEMU") == true && vm.lastBoot?.secureBootEnforced == true)
             let attested = try #require(try await p.service.history(vm: name, limit: 1).first, "the guest's agent attested")
-            #expect(attested.passed && attested.baseline == "matches", "\(attested.checks.filter { !$0.passed }.map(\.reason))")
+            #expect(attested.passed && attested.baseline == .matches, "\(attested.checks.filter { !$0.passed }.map(\.reason))")
             // libvirt runs it: a transient domain whose TPM is the platform's vTPM socket.
             #expect(try await LocalLibvirt.run(["domstate", domain]).1.contains("running"))
             let xml = try await LocalLibvirt.run(["dumpxml", domain]).1

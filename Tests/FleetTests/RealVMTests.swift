@@ -66,7 +66,7 @@ struct RealVMTests {
             let history = try await p.service.history(vm: name, limit: 5)
             let first = try #require(history.last, "the guest's agent attested")
             #expect(first.passed, "\(first.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" })")
-            #expect(first.baseline == "matches", "the predicted baseline equals the real boot's PCRs 4, 5, 7, 8, 9, 14 (\(first.baseline ?? "-"))")
+            #expect(first.baseline == .matches, "the predicted baseline equals the real boot's PCRs 4, 5, 7, 8, 9, 14 (\(first.baseline?.rawValue ?? "-"))")
             vm = try await p.fleet.require(name)
             #expect(vm.bootIntegrity == .healthy)
             // The agent prints its verdict after the service answered it: wait for the line.
