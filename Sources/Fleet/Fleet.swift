@@ -110,7 +110,7 @@ public final class Fleet: Sendable {
         switch event {
         case .crashed(let name, let how, let console):
             guard let vm = try? await mutate(name, { $0.powerState = .failed }) else { return }
-            try? await store.appendEvent(vm: name, kind: "crashed", message: "QEMU \(how); the VM is off (tlaunch vm start \(name) boots it again)")
+            try? await store.appendEvent(vm: name, kind: .crashed, message: "QEMU \(how); the VM is off (tlaunch vm start \(name) boots it again)")
             try? await raise(AlertBuilder.crashed(vm, how: how, console: console))
         }
     }
@@ -282,7 +282,7 @@ public final class Fleet: Sendable {
                     throw error
                 }
             }
-            try await store.appendEvent(vm: vm.name, kind: "deployed",
+            try await store.appendEvent(vm: vm.name, kind: .deployed,
                                         message: "deployed from \(vm.image) as \(vm.securityType.rawValue)" + (vm.securityType == .trustedLaunch
                                             ? " (Secure Boot \(vm.secureBoot ? "on" : "off"), vTPM \(vm.vTPM ? "on" : "off"), integrity monitoring \(vm.integrityMonitoring ? "on" : "off"))" : ""))
         }
@@ -314,7 +314,7 @@ public final class Fleet: Sendable {
         guard vm.vTPM, ((try? FileManager.default.attributesOfItem(atPath: dir.agentToken.path)[.size] as? Int) ?? 0) == 0 else { return }
         do {
             try await writeAgentToken(vm.name)
-            try? await store.appendEvent(vm: vm.name, kind: "repaired", message: "its agent credential was missing after a platform crash: a new one was issued")
+            try? await store.appendEvent(vm: vm.name, kind: .repaired, message: "its agent credential was missing after a platform crash: a new one was issued")
         } catch {
             logger.error("cannot repair the VM's agent credential", metadata: ["vm": .string(vm.name), "error": .string("\(error)")])
         }
@@ -359,7 +359,7 @@ public final class Fleet: Sendable {
                 v.version = version
             }
             let changes = plan.changes
-            if !changes.isEmpty { try await store.appendEvent(vm: name, kind: "updated", message: changes.joined(separator: "; ")) }
+            if !changes.isEmpty { try await store.appendEvent(vm: name, kind: .updated, message: changes.joined(separator: "; ")) }
             if monitoringOff { try await resolve(vm: name, kinds: [.notReporting], resolution: "integrity monitoring was switched off") }
             attestAfter = updated.powerState == .running && updated.integrityMonitoring && updated.guestAgent == .running
                 && (monitoringOn || (agent == .running && vm.guestAgent == .stopped))

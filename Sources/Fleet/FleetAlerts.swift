@@ -15,7 +15,7 @@ extension Fleet {
         let (stored, new) = try await store.raise(alert)
         if new {
             logger.warning("alert raised", metadata: ["vm": .string(stored.vm), "alert": .string(stored.id), "severity": .string(stored.severity.rawValue), "title": .string(stored.title)])
-            try await store.appendEvent(vm: stored.vm, kind: "alert", message: "\(stored.severity.rawValue) alert \(stored.id): \(stored.title)")
+            try await store.appendEvent(vm: stored.vm, kind: .alert, message: "\(stored.severity.rawValue) alert \(stored.id): \(stored.title)")
         }
         await notify(WebhookPayload(event: new ? "alert.raised" : "alert.repeated", time: Time.now(), alert: stored))
     }
@@ -94,7 +94,7 @@ extension Fleet {
             next.updated = Time.now()
             if try await store.replaceAlert(next, expected: a) {
                 logger.info("alert resolved", metadata: ["vm": .string(vm), "alert": .string(a.id), "resolution": .string(resolution)])
-                try await store.appendEvent(vm: vm, kind: "alert-resolved", message: "alert \(a.id) resolved: \(resolution)")
+                try await store.appendEvent(vm: vm, kind: .alertResolved, message: "alert \(a.id) resolved: \(resolution)")
                 await notify(WebhookPayload(event: "alert.resolved", time: next.updated, alert: next))
             }
         }
@@ -108,7 +108,7 @@ extension Fleet {
         next.resolution = "dismissed by \(who)" + (reason.map { ": \($0)" } ?? "")
         next.updated = Time.now()
         guard try await store.replaceAlert(next, expected: a) else { throw FleetError(.conflict, "alert \(id) changed meanwhile: read it again") }
-        try? await store.appendEvent(vm: a.vm, kind: "alert-dismissed", message: "alert \(id) \(next.resolution!)")
+        try? await store.appendEvent(vm: a.vm, kind: .alertDismissed, message: "alert \(id) \(next.resolution!)")
         await notify(WebhookPayload(event: "alert.dismissed", time: next.updated, alert: next))
         return next
     }

@@ -156,7 +156,7 @@ extension Fleet {
                     guard v.powerState == .running else { throw FleetError(.conflict, "changed meanwhile") }
                     v.powerState = .unknown
                 }) else { continue }
-                try? await store.appendEvent(vm: vm.name, kind: "host-unreachable", message: "host \(host.name) does not answer (\(host.detail)): power state Unknown")
+                try? await store.appendEvent(vm: vm.name, kind: .hostUnreachable, message: "host \(host.name) does not answer (\(host.detail)): power state Unknown")
                 try? await raise(AlertBuilder.hostUnreachable(updated, host: host))
             }
             return
@@ -173,7 +173,7 @@ extension Fleet {
                     guard v.powerState == .unknown else { throw FleetError(.conflict, "changed meanwhile") }
                     v.powerState = .running
                 })) != nil else { continue }
-                try? await store.appendEvent(vm: vm.name, kind: "host-reachable", message: "host \(host.name) answers again; the VM kept running")
+                try? await store.appendEvent(vm: vm.name, kind: .hostReachable, message: "host \(host.name) answers again; the VM kept running")
                 try? await resolve(vm: vm.name, kinds: [.hostUnreachable], resolution: "host \(host.name) answered again and the VM's domain was still \(s)")
             } else {
                 let what: String
@@ -187,7 +187,7 @@ extension Fleet {
                     v.powerState = .failed
                 }) else { continue }
                 await hypervisor(for: vm).stop(vm.name, timeout: nil)
-                try? await store.appendEvent(vm: vm.name, kind: "crashed", message: "host \(host.name) answers again but the VM is not running (\(what)); the VM is off (tlaunch vm start \(vm.name) boots it again)")
+                try? await store.appendEvent(vm: vm.name, kind: .crashed, message: "host \(host.name) answers again but the VM is not running (\(what)); the VM is off (tlaunch vm start \(vm.name) boots it again)")
                 try? await resolve(vm: vm.name, kinds: [.hostUnreachable], resolution: "host \(host.name) answered again; the VM was not running (\(what))")
                 try? await raise(AlertBuilder.crashed(updated, how: "was not running when host \(host.name) answered again (\(what))", console: ""))
             }

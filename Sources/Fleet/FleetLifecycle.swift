@@ -85,12 +85,12 @@ extension Fleet {
         }
         let chain = b.stages.map { ($0.path as NSString).lastPathComponent }.joined(separator: " → ")
         if b.succeeded {
-            try await store.appendEvent(vm: vm.name, kind: "boot", message: "\(verb): boot \(b.number) reached \(b.kernel ?? "the OS") via \(chain.isEmpty ? b.firmware : chain)"
+            try await store.appendEvent(vm: vm.name, kind: .boot, message: "\(verb): boot \(b.number) reached \(b.kernel ?? "the OS") via \(chain.isEmpty ? b.firmware : chain)"
                 + (b.measured ? " — \(b.events) events measured into the vTPM" : " — not measured (no vTPM)")
                 + (b.secureBootEnforced ? ", Secure Boot enforced" : ""))
             try await resolve(vm: vm.name, kinds: [.bootFailure], resolution: "boot \(b.number) at \(b.time) succeeded")
         } else {
-            try await store.appendEvent(vm: vm.name, kind: "boot-failed", message: "\(verb): boot \(b.number) failed: \(b.failure ?? "?")")
+            try await store.appendEvent(vm: vm.name, kind: .bootFailed, message: "\(verb): boot \(b.number) failed: \(b.failure ?? "?")")
             try await raise(AlertBuilder.bootFailure(b, vm: updated))
         }
         return updated
@@ -103,7 +103,7 @@ extension Fleet {
             try Self.checkHostAnswers(vm)
             await hypervisor(for: vm).stop(name, timeout: .seconds(10))
             let updated = try await mutate(name) { $0.powerState = .stopped }
-            try await store.appendEvent(vm: name, kind: "stopped", message: "stopped (vTPM state kept, encrypted, for the next start)")
+            try await store.appendEvent(vm: name, kind: .stopped, message: "stopped (vTPM state kept, encrypted, for the next start)")
             try await resolve(vm: name, kinds: [.notReporting], resolution: "the VM was stopped")
             return updated
         }
@@ -141,7 +141,7 @@ extension Fleet {
             try FileManager.default.createDirectory(at: dest.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(bytes).write(to: dest, options: .atomic)
             let digest = hexString((try? TPMCrypto.hash(.sha256, bytes)) ?? [])
-            try await store.appendEvent(vm: name, kind: "disk", message: "\(path) written (\(bytes.count) bytes, sha256 \(digest.prefix(16))…); it takes effect at the next boot")
+            try await store.appendEvent(vm: name, kind: .disk, message: "\(path) written (\(bytes.count) bytes, sha256 \(digest.prefix(16))…); it takes effect at the next boot")
             return try await mutate(name) { _ in }
         }
     }

@@ -24,7 +24,7 @@ extension Fleet {
             return .failure(refused)   // the VM cannot be attested this way now (not running, a real VM): nothing ran
         } catch {
             logger.warning("attestation did not run", metadata: ["vm": .string(name), "error": .string("\(error)")])
-            try? await store.appendEvent(vm: name, kind: "attestation-error", message: "the guest agent could not attest: \(error)")
+            try? await store.appendEvent(vm: name, kind: .attestationError, message: "the guest agent could not attest: \(error)")
             return .failure(error)
         }
     }
@@ -49,7 +49,7 @@ extension Fleet {
         // again adds nothing to it (its attestation history has every one). Every 5 minutes for
         // each VM of a fleet, those would bury its boots, alerts and changes.
         if !(o.passed && before == .healthy && vm.integrityMonitoring) {
-            try await store.appendEvent(vm: name, kind: o.passed ? "attested" : "attestation-failed",
+            try await store.appendEvent(vm: name, kind: o.passed ? .attested : .attestationFailed,
                                         message: o.passed ? "attestation \(o.id) passed (\(o.baseline?.rawValue ?? o.status))"
                                             : "attestation \(o.id) failed: " + o.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))
         }
@@ -73,7 +73,7 @@ extension Fleet {
     public func allowRebind(_ name: String, by who: String) async throws {
         let vm = try await require(name)
         try await service.allowRebind(vm: name)
-        try await store.appendEvent(vm: name, kind: "identity", message: "\(who) allowed the next enrolment to bind another TPM; the baseline is reset when it enrols")
+        try await store.appendEvent(vm: name, kind: .identity, message: "\(who) allowed the next enrolment to bind another TPM; the baseline is reset when it enrols")
         try await raise(AlertBuilder.rebind(vm, by: who))
     }
 
@@ -82,7 +82,7 @@ extension Fleet {
     public func approveBaseline(_ name: String, attestationID: String? = nil) async throws -> BaselineRecord {
         let vm = try await require(name)
         let b = try await service.approveBaseline(vm: name, attestationID: attestationID)
-        try await store.appendEvent(vm: name, kind: "baseline", message: "baseline approved from attestation \(b.attestationID ?? "?") (\(b.components.count) components)")
+        try await store.appendEvent(vm: name, kind: .baseline, message: "baseline approved from attestation \(b.attestationID ?? "?") (\(b.components.count) components)")
         try await resolve(vm: name, kinds: [.bootIntegrity], resolution: "the boot was approved as the new baseline (attestation \(b.attestationID ?? "?"))")
         if vm.powerState == .running, vm.integrityMonitoring, vm.guestAgent == .running, !hypervisor(for: vm).guestRunsAgent, hypervisor(for: vm).isRunning(name) {
             await attestNow(name)
@@ -120,14 +120,14 @@ extension Fleet {
         var pcrs: [String: String] = [:]
         for p in hypervisor.predictedPCRs { if let v = values[.sha256, p] { pcrs[String(p)] = hexString(v) } }
         let b = try await service.setPredictedBaseline(vm: name, pcrs: pcrs, log: report.log)
-        try await store.appendEvent(vm: name, kind: "baseline", message: "baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
+        try await store.appendEvent(vm: name, kind: .baseline, message: "baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
         return b
     }
 
     public func resetBaseline(_ name: String) async throws {
         _ = try await require(name)
         try await service.resetBaseline(vm: name)
-        try await store.appendEvent(vm: name, kind: "baseline", message: "baseline reset: the next healthy boot becomes the baseline")
+        try await store.appendEvent(vm: name, kind: .baseline, message: "baseline reset: the next healthy boot becomes the baseline")
     }
 
     /// One pass of the monitor: periodic attestations that are due, and silent VMs.
@@ -177,7 +177,7 @@ extension Fleet {
                               && !hypervisor(for: vm).isRunning(vm.name) {
             if let done = await hypervisor(for: vm).reclaim(vm.name) {
                 logger.notice("\(done)", metadata: ["vm": .string(vm.name)])
-                try? await store.appendEvent(vm: vm.name, kind: "resumed", message: "\(done); booting it again")
+                try? await store.appendEvent(vm: vm.name, kind: .resumed, message: "\(done); booting it again")
             }
             _ = try? await tracked(vm.name, "resume") { try await bootNow(vm.name, verb: "resume after platform restart") }
             if vm.powerState == .unknown {

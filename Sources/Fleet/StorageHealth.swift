@@ -89,7 +89,7 @@ extension Fleet {
             }
             do {
                 try await raise(AlertBuilder.storageInterrupted(vm, operation: what.operation, reason: what.reason, at: Time.rfc3339(what.at)))
-                try await store.appendEvent(vm: name, kind: "storage-failure", message: "\(what.operation) interrupted by a storage failure at \(Time.rfc3339(what.at)): \(what.reason)")
+                try await store.appendEvent(vm: name, kind: .storageFailure, message: "\(what.operation) interrupted by a storage failure at \(Time.rfc3339(what.at)): \(what.reason)")
                 _ = storage.interrupted.withLock { $0.removeValue(forKey: name) }
             } catch { continue }
             if vm.powerState == .running, vm.integrityMonitoring, hypervisor(for: vm).isRunning(name), !hypervisor(for: vm).guestRunsAgent {

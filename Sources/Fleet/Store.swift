@@ -144,7 +144,7 @@ public final class FleetStore: Sendable {
 
     // MARK: Timeline
 
-    public func appendEvent(vm: String, kind: String, message: String, at ms: Int64 = Time.millis()) async throws {
+    public func appendEvent(vm: String, kind: TimelineKind, message: String, at ms: Int64 = Time.millis()) async throws {
         let e = VMEvent(time: Time.rfc3339(ms), kind: kind, message: message)
         _ = try await db.query("INSERT INTO fleet_events (id, vm, time, body) VALUES (?, ?, ?, ?)",
                                [.text(UUID().uuidString.lowercased()), .text(vm), .int(ms), .text(try Self.json(e))])

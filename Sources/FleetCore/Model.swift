@@ -205,11 +205,60 @@ public struct Alert: Sendable, Codable, Hashable {
 /// A change in a VM's life, for its timeline.
 public struct VMEvent: Sendable, Codable, Hashable {
     public var time: String
-    public var kind: String
+    public var kind: TimelineKind
     public var message: String
-    public init(time: String, kind: String, message: String) {
+    public init(time: String, kind: TimelineKind, message: String) {
         self.time = time; self.kind = kind; self.message = message
     }
+}
+
+/// What a timeline event records. Stored and sent as its text; the kinds named here are the ones this
+/// build writes — a kind written by another version reads back as it was.
+public struct TimelineKind: RawRepresentable, Sendable, Codable, Hashable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// An alert was raised.
+    public static let alert = Self(rawValue: "alert")
+    /// A person dismissed an alert.
+    public static let alertDismissed = Self(rawValue: "alert-dismissed")
+    /// An alert was resolved.
+    public static let alertResolved = Self(rawValue: "alert-resolved")
+    /// The agent could not attest.
+    public static let attestationError = Self(rawValue: "attestation-error")
+    /// Its baseline was set, approved or predicted.
+    public static let baseline = Self(rawValue: "baseline")
+    /// A boot reached its OS.
+    public static let boot = Self(rawValue: "boot")
+    /// A boot did not reach its OS.
+    public static let bootFailed = Self(rawValue: "boot-failed")
+    /// Its QEMU ended, or its host lost it.
+    public static let crashed = Self(rawValue: "crashed")
+    /// The VM was created.
+    public static let deployed = Self(rawValue: "deployed")
+    /// A file on its disk was written.
+    public static let disk = Self(rawValue: "disk")
+    /// Its host answers again.
+    public static let hostReachable = Self(rawValue: "host-reachable")
+    /// Its host stopped answering.
+    public static let hostUnreachable = Self(rawValue: "host-unreachable")
+    /// Its vTPM binding changed (a rebind allowed).
+    public static let identity = Self(rawValue: "identity")
+    /// Something the platform lost in a crash was put back.
+    public static let repaired = Self(rawValue: "repaired")
+    /// It was started again after the platform restarted.
+    public static let resumed = Self(rawValue: "resumed")
+    /// It was stopped.
+    public static let stopped = Self(rawValue: "stopped")
+    /// The platform could not record something about it.
+    public static let storageFailure = Self(rawValue: "storage-failure")
+    /// Its settings changed.
+    public static let updated = Self(rawValue: "updated")
+    /// An attestation passed (only when something changed).
+    public static let attested = Self(rawValue: "attested")
+    /// An attestation failed.
+    public static let attestationFailed = Self(rawValue: "attestation-failed")
 }
 
 /// An image VMs are deployed from.

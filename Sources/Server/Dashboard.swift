@@ -435,7 +435,7 @@ enum Dashboard {
             }
             body += bootStrip(o.attestations)
             body += "<h2>Attestation timeline</h2><table id=\"timeline\"><thead><tr><th>Time</th><th>Event</th><th>What happened</th></tr></thead><tbody>"
-                + o.timeline.map { "<tr><td>\(escape($0.time))</td><td>\(escape($0.kind))</td><td>\(escape($0.message))</td></tr>" }.joined() + "</tbody></table>"
+                + o.timeline.map { "<tr><td>\(escape($0.time))</td><td>\(escape($0.kind.rawValue))</td><td>\(escape($0.message))</td></tr>" }.joined() + "</tbody></table>"
             if !o.attestations.isEmpty {
                 body += "<h2>Attestations</h2><table id=\"attestations\"><thead><tr><th>Time</th><th>Result</th><th>Baseline</th><th>Failed checks</th></tr></thead><tbody>"
                     + o.attestations.map { a in "<tr><td>\(escape(a.time))</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(escape(a.status)))</td><td>\(escape(a.baseline?.rawValue ?? "-"))</td><td>\(escape(a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; ")))</td></tr>" }.joined()

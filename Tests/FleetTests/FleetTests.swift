@@ -251,7 +251,7 @@ struct DeploymentTests {
             #expect(history.count == 4 && history.allSatisfy(\.passed))
             #expect(history.first?.rebooted == true)
             let events = try await p.fleet.store.events(vm: name).map(\.kind)
-            #expect(events.filter { $0 == "boot" }.count == 4 && events.contains("stopped") && events.contains("deployed"))
+            #expect(events.filter { $0 == .boot }.count == 4 && events.contains(.stopped) && events.contains(.deployed))
             // The guest's own view.
             let guest = try #require(await p.fleet.guestStatus(name))
             #expect(guest.secureBootState == "On" && guest.tpm.present && guest.tpm.specVersion?.hasPrefix("2.0") == true)
@@ -497,11 +497,11 @@ struct MonitoringTests {
             }
             #expect(try await p.service.history(vm: "steady").count == 4)
             var events = try await p.fleet.store.events(vm: "steady").map(\.kind)
-            #expect(events.filter { $0 == "attested" }.count == 1, "\(events)")
+            #expect(events.filter { $0 == .attested }.count == 1, "\(events)")
             // A new boot is a change: its first attestation is on the timeline.
             _ = try await p.fleet.restart("steady")
             events = try await p.fleet.store.events(vm: "steady").map(\.kind)
-            #expect(events.filter { $0 == "attested" }.count == 2 && events.filter { $0 == "boot" }.count == 2, "\(events)")
+            #expect(events.filter { $0 == .attested }.count == 2 && events.filter { $0 == .boot }.count == 2, "\(events)")
             #expect(try await p.fleet.require("steady").bootIntegrity == .healthy)
         }
     }
