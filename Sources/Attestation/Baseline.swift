@@ -26,19 +26,58 @@ public enum BaselineStatus: String, Sendable, Codable, CaseIterable {
     case pending
 }
 
+/// What a baseline component is. Stored in baselines and sent in outcomes and alerts as its text;
+/// the kinds named here are the ones this build produces — a kind an older or newer version stored
+/// reads back as it was (a stored baseline never becomes unreadable for a word this build lacks).
+public struct ComponentKind: RawRepresentable, Sendable, Codable, Hashable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// What the firmware measured into PCRs 0–3.
+    public static let firmware = Self(rawValue: "firmware")
+    /// A Secure Boot variable (PK, KEK, db, dbx, SecureBoot) measured into PCR 7.
+    public static let secureBootConfiguration = Self(rawValue: "secure-boot-configuration")
+    /// The db entry that authorised an image (PCR 7).
+    public static let secureBootAuthority = Self(rawValue: "secure-boot-authority")
+    /// A shim MOK variable or text measured into PCR 14.
+    public static let mok = Self(rawValue: "mok")
+    /// Another UEFI variable (boot order and entries, PCRs 1 and 5).
+    public static let bootConfiguration = Self(rawValue: "boot-configuration")
+    /// The first boot application (PCR 4): shim, or the boot loader itself.
+    public static let bootLoader = Self(rawValue: "boot-loader")
+    /// A later boot application (PCR 4): grub, a UKI, the kernel as an EFI image.
+    public static let bootApplication = Self(rawValue: "boot-application")
+    /// A UEFI driver or option ROM image outside PCR 4.
+    public static let driver = Self(rawValue: "driver")
+    /// The kernel command line (PCR 8).
+    public static let kernelCommandLine = Self(rawValue: "kernel-command-line")
+    /// A command grub ran (PCR 8).
+    public static let bootLoaderCommand = Self(rawValue: "boot-loader-command")
+    /// The kernel file grub loaded (PCR 9).
+    public static let kernel = Self(rawValue: "kernel")
+    /// The initial RAM disk grub loaded (PCR 9).
+    public static let initrd = Self(rawValue: "initrd")
+    /// Another file grub read, its configuration among them (PCR 9).
+    public static let bootLoaderFile = Self(rawValue: "boot-loader-file")
+    /// A predicted PCR value (a predicted baseline holds these beside the events that explain changes).
+    public static let pcr = Self(rawValue: "pcr")
+    /// Anything else measured into the PCRs a baseline covers.
+    public static let other = Self(rawValue: "other")
+}
+
 public struct BaselineComponent: Sendable, Codable, Hashable {
     /// Stable key for comparison: "PCR 4 boot application 2", "PCR 7 variable db", …
     public var key: String
     public var pcr: UInt32
-    /// firmware, secure-boot-configuration, boot-application, boot-loader-config, kernel, kernel-command-line, mok, other.
-    public var kind: String
+    public var kind: ComponentKind
     /// What a person calls it: a file path, a variable name, the command line.
     public var name: String
     public var value: String
     /// The signer that authorised it, when one was measured for it.
     public var signer: String?
 
-    public init(key: String, pcr: UInt32, kind: String, name: String, value: String, signer: String? = nil) {
+    public init(key: String, pcr: UInt32, kind: ComponentKind, name: String, value: String, signer: String? = nil) {
         self.key = key; self.pcr = pcr; self.kind = kind; self.name = name; self.value = value; self.signer = signer
     }
 }
@@ -49,7 +88,7 @@ public struct BaselineChange: Sendable, Codable, Hashable {
     public var change: Change
     public var key: String
     public var pcr: UInt32
-    public var kind: String
+    public var kind: ComponentKind
     public var name: String
     public var from: String?
     public var to: String?
@@ -95,40 +134,40 @@ public enum Baseline {
             case .separator:
                 continue
             case .variable(let v) where ve.dataMatchesDigest:
-                let kind = pcr == 7 ? "secure-boot-configuration" : (pcr == 14 ? "mok" : "boot-configuration")
+                let kind: ComponentKind = pcr == 7 ? .secureBootConfiguration : (pcr == 14 ? .mok : .bootConfiguration)
                 out.append(BaselineComponent(key: "PCR \(pcr) variable \(v.name) \(next("v\(pcr)\(v.name)"))", pcr: pcr, kind: kind,
                                              name: v.name, value: hexString(Array(SHA256.hash(data: v.data)))))
             case .authority(let v):
                 // Which authority vouched is carried on the boot applications; the event itself
                 // is kept too, so a changed signer shows even when the image digest is equal.
                 let n = next("a\(pcr)")
-                out.append(BaselineComponent(key: "PCR \(pcr) authority \(n)", pcr: pcr, kind: "secure-boot-authority",
+                out.append(BaselineComponent(key: "PCR \(pcr) authority \(n)", pcr: pcr, kind: .secureBootAuthority,
                                              name: "\(v.name) entry \(n)", value: digest))
             case .imageLoad(let img):
                 let n = next("i\(pcr)")
                 let path = facts.bootChain.first { $0.eventIndex == e.index }?.filePath ?? img.devicePath?.description ?? "image \(n)"
-                let kind = pcr == 4 ? (n == 1 ? "boot-loader" : "boot-application") : "driver"
+                let kind: ComponentKind = pcr == 4 ? (n == 1 ? .bootLoader : .bootApplication) : .driver
                 out.append(BaselineComponent(key: "PCR \(pcr) image \(n)", pcr: pcr, kind: kind, name: path, value: digest,
                                              signer: signerByApp[e.index].flatMap { $0.isEmpty ? nil : $0 }))
             case .ipl(let ipl) where ve.dataMatchesDigest || ipl.kind == .file:
                 switch ipl.kind {
                 case .kernelCommandLine:
-                    out.append(BaselineComponent(key: "PCR \(pcr) kernel command line \(next("k"))", pcr: pcr, kind: "kernel-command-line",
+                    out.append(BaselineComponent(key: "PCR \(pcr) kernel command line \(next("k"))", pcr: pcr, kind: .kernelCommandLine,
                                                  name: "kernel command line", value: ipl.text))
                 case .grubCommand:
-                    out.append(BaselineComponent(key: "PCR \(pcr) grub command \(next("g"))", pcr: pcr, kind: "boot-loader-command",
+                    out.append(BaselineComponent(key: "PCR \(pcr) grub command \(next("g"))", pcr: pcr, kind: .bootLoaderCommand,
                                                  name: "grub command", value: ipl.text))
                 case .file:
                     let isKernel = ipl.text.contains("vmlinuz") || ipl.text.contains("bzImage")
-                    let kind = isKernel ? "kernel" : (ipl.text.contains("initrd") ? "initrd" : "boot-loader-file")
+                    let kind: ComponentKind = isKernel ? .kernel : (ipl.text.contains("initrd") ? .initrd : .bootLoaderFile)
                     out.append(BaselineComponent(key: "PCR \(pcr) file \(ipl.text) \(next("f\(ipl.text)"))", pcr: pcr, kind: kind,
                                                  name: ipl.text, value: digest))
                 default:
-                    out.append(BaselineComponent(key: "PCR \(pcr) text \(next("t\(pcr)"))", pcr: pcr, kind: pcr == 14 ? "mok" : "other",
+                    out.append(BaselineComponent(key: "PCR \(pcr) text \(next("t\(pcr)"))", pcr: pcr, kind: pcr == 14 ? .mok : .other,
                                                  name: ipl.text, value: digest))
                 }
             default:
-                let kind = pcr <= 3 ? "firmware" : "other"
+                let kind: ComponentKind = pcr <= 3 ? .firmware : .other
                 let n = next("o\(pcr)\(e.type)")
                 out.append(BaselineComponent(key: "PCR \(pcr) \(e.type) \(n)", pcr: pcr, kind: kind, name: "\(e.type) #\(n)", value: digest))
             }
@@ -140,13 +179,13 @@ public enum Baseline {
     public static func components(expectedPCRs: [String: String]) -> [BaselineComponent] {
         expectedPCRs.compactMap { k, v -> BaselineComponent? in
             guard let p = UInt32(k) else { return nil }
-            return BaselineComponent(key: "PCR \(p) value", pcr: p, kind: "pcr", name: "sha256 PCR \(p)", value: v.lowercased())
+            return BaselineComponent(key: "PCR \(p) value", pcr: p, kind: .pcr, name: "sha256 PCR \(p)", value: v.lowercased())
         }.sorted { $0.pcr < $1.pcr }
     }
 
     /// The PCR-value components of a quote (compared when the baseline was set from values).
     public static func components(quoted: PCRValues, pcrs: [UInt32]) -> [BaselineComponent] {
-        pcrs.compactMap { p in quoted[.sha256, p].map { BaselineComponent(key: "PCR \(p) value", pcr: p, kind: "pcr", name: "sha256 PCR \(p)", value: hexString($0)) } }
+        pcrs.compactMap { p in quoted[.sha256, p].map { BaselineComponent(key: "PCR \(p) value", pcr: p, kind: .pcr, name: "sha256 PCR \(p)", value: hexString($0)) } }
     }
 
     /// The components of a predicted boot — the event log a firmware model computed from a disk
@@ -164,11 +203,11 @@ public enum Baseline {
     /// is named by its value.
     public static func diff(_ b: BaselineRecord, current: [BaselineComponent], quoted: PCRValues) -> [BaselineChange] {
         guard b.source == .predicted else { return diff(baseline: b.components, current: current) }
-        let values = b.components.filter { $0.kind == "pcr" }
+        let values = b.components.filter { $0.kind == .pcr }
         let byValue = diff(baseline: values, current: components(quoted: quoted, pcrs: values.map(\.pcr)))
         let moved = Set(byValue.map(\.pcr))
         guard !moved.isEmpty else { return [] }
-        let events = b.components.filter { $0.kind != "pcr" && moved.contains($0.pcr) }
+        let events = b.components.filter { $0.kind != .pcr && moved.contains($0.pcr) }
         let explained = events.isEmpty ? [] : diff(baseline: events, current: current.filter { moved.contains($0.pcr) })
         let covered = Set(explained.map(\.pcr))
         return explained + byValue.filter { !covered.contains($0.pcr) }
@@ -177,7 +216,7 @@ public enum Baseline {
     /// The baseline check, naming the first changes and what to do about them.
     static func check(_ b: BaselineRecord, changes: [BaselineChange]) -> Check {
         Check(.baseline, passed: changes.isEmpty, changes.isEmpty
-            ? "matches the \(b.source.rawValue) baseline (" + (b.source == .predicted ? "\(b.components.filter { $0.kind == "pcr" }.count) PCR values" : "\(b.components.count) components") + ")"
+            ? "matches the \(b.source.rawValue) baseline (" + (b.source == .predicted ? "\(b.components.filter { $0.kind == .pcr }.count) PCR values" : "\(b.components.count) components") + ")"
             : "\(changes.count) change(s) against the \(b.source.rawValue) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
               + ". If this was an intended update, approve this boot as the new baseline")
     }

@@ -7,18 +7,18 @@ public enum AlertBuilder {
     /// The component a baseline change belongs to, as a person names it.
     static func component(_ c: BaselineChange) -> String {
         switch c.kind {
-        case "firmware": return "firmware"
-        case "secure-boot-configuration", "secure-boot-authority", "mok": return "secure-boot-configuration"
-        case "boot-loader": return "boot-loader"
-        case "boot-application":
+        case .firmware: return "firmware"
+        case .secureBootConfiguration, .secureBootAuthority, .mok: return "secure-boot-configuration"
+        case .bootLoader: return "boot-loader"
+        case .bootApplication:
             let n = c.name.lowercased()
             return n.contains("vmlinuz") || n.contains("bzimage") || n.contains("linux") ? "kernel" : "boot-loader"
-        case "kernel": return "kernel"
-        case "initrd": return "initrd"
-        case "kernel-command-line": return "kernel-command-line"
-        case "boot-loader-command", "boot-loader-file": return "boot-loader-configuration"
-        case "pcr": return "pcr-value"
-        default: return c.kind
+        case .kernel: return "kernel"
+        case .initrd: return "initrd"
+        case .kernelCommandLine: return "kernel-command-line"
+        case .bootLoaderCommand, .bootLoaderFile: return "boot-loader-configuration"
+        case .pcr: return "pcr-value"
+        default: return c.kind.rawValue
         }
     }
 

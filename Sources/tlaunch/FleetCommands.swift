@@ -402,7 +402,7 @@ struct VMCommand: AsyncParsableCommand {
                 print("Baseline of \(b.vm): \(b.source), \(b.components.count) components\(b.attestationID.map { ", from attestation \($0)" } ?? "")")
                 for c in b.components {
                     let v = c.value.count == 64 ? String(c.value.prefix(16)) + "…" : c.value
-                    print("  PCR \(String(c.pcr).padding(toLength: 2, withPad: " ", startingAt: 0))  \(c.kind.padding(toLength: 26, withPad: " ", startingAt: 0))  \(c.name)  \(v)\(c.signer.map { "  (\($0))" } ?? "")")
+                    print("  PCR \(String(c.pcr).padding(toLength: 2, withPad: " ", startingAt: 0))  \(c.kind.rawValue.padding(toLength: 26, withPad: " ", startingAt: 0))  \(c.name)  \(v)\(c.signer.map { "  (\($0))" } ?? "")")
                 }
             }
         }

@@ -211,7 +211,7 @@ struct ServiceTests {
             try guest.reboot(commandLine: "console=ttyS0 root=/dev/vda2 ro init=/bin/sh")
             let changed = try await guest.agent(p, vm: vm, token: try await p.token(.agent, vm: vm)).attest()
             #expect(!changed.passed && changed.checks.filter { !$0.passed }.map(\.name) == ["baseline"])
-            let change = try #require(changed.changes.first { $0.kind == "kernel-command-line" })
+            let change = try #require(changed.changes.first { $0.kind == .kernelCommandLine })
             #expect(change.from?.contains("init=/bin/sh") == false && change.to?.contains("init=/bin/sh") == true && change.pcr == 8)
             #expect(changed.token == nil)
 
