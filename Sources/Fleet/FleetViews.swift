@@ -44,7 +44,7 @@ extension Fleet {
             case .approve: "none yet: the first baseline waits for a person (tlaunch vm baseline approve \(name))"
             case .predicted: "none yet: predicted from the disk (tlaunch vm baseline predict \(name))"
             }
-            return BaselineSummary(mode: mode.rawValue, source: nil, since: nil, attestationId: nil, components: nil, description: description)
+            return BaselineSummary(mode: mode, source: nil, since: nil, attestationId: nil, components: nil, description: description)
         }
         let since = Time.rfc3339(b.updated)
         let description = switch b.source {
@@ -52,6 +52,6 @@ extension Fleet {
         case .approved: "approved at \(since) from attestation \(b.attestationID ?? "?")"
         case .predicted: "predicted from the disk at \(since) (\(b.components.filter { $0.kind == .pcr }.count) PCR values, \(b.components.filter { $0.kind != .pcr }.count) events that explain changes)"
         }
-        return BaselineSummary(mode: mode.rawValue, source: b.source, since: since, attestationId: b.attestationID, components: b.components.count, description: description)
+        return BaselineSummary(mode: mode, source: b.source, since: since, attestationId: b.attestationID, components: b.components.count, description: description)
     }
 }

@@ -133,15 +133,15 @@ public struct ChecklistItem: Sendable, Codable, Hashable {
 
 /// Where a VM's baseline comes from, in words: trust on first use is shown, never silent.
 public struct BaselineSummary: Sendable, Codable, Hashable {
-    /// learn, approve or predicted: how the first baseline is set.
-    public var mode: String
+    /// How the first baseline is set.
+    public var mode: AttestationService.BaselineMode
     /// Nil when the VM has none yet.
     public var source: BaselineSource?
     public var since: String?
     public var attestationId: String?
     public var components: Int?
     public var description: String
-    public init(mode: String, source: BaselineSource?, since: String?, attestationId: String?, components: Int?, description: String) {
+    public init(mode: AttestationService.BaselineMode, source: BaselineSource?, since: String?, attestationId: String?, components: Int?, description: String) {
         self.mode = mode; self.source = source; self.since = since; self.attestationId = attestationId; self.components = components; self.description = description
     }
 }
