@@ -53,10 +53,4 @@ func firmwareBenchmarks(seconds: Double) throws {
     blackHole(fleet)
 }
 
-func memoryKiB() -> Int {
-    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
-    }
-    return 0
-}
+func memoryKiB() -> Int { procField("/proc/self/status", "VmRSS:") }

@@ -110,17 +110,19 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
     out("  target ≥ 1,000/s, p99 < 50 ms, RSS < 2 GiB, none failed: \(met ? "met" : "NOT met")")
 }
 
-/// Bytes process `pid` has written through write(2) and friends (`wchar` of /proc/PID/io).
-func processWritten(_ pid: Int32) -> Int {
-    let io = (try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8)) ?? ""
-    return io.split(separator: "\n").first { $0.hasPrefix("wchar:") }.flatMap { Int($0.dropFirst(6).trimmingCharacters(in: .whitespaces)) } ?? 0
+/// The number after `key` ("VmRSS:", "wchar:", …) on its line of a /proc file; 0 when absent.
+func procField(_ file: String, _ key: String) -> Int {
+    guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix(key) {
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
+    }
+    return 0
 }
+
+/// Bytes process `pid` has written through write(2) and friends (`wchar` of /proc/PID/io).
+func processWritten(_ pid: Int32) -> Int { procField("/proc/\(pid)/io", "wchar:") }
 
 /// Peak and current resident memory of process `pid` (VmHWM, VmRSS), in MiB.
 func processMemory(_ pid: Int32) -> (peak: Double, now: Double) {
-    let s = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-    func kib(_ key: String) -> Double {
-        s.split(separator: "\n").first { $0.hasPrefix(key) }.flatMap { $0.split(separator: " ").compactMap { Double($0) }.first } ?? 0
-    }
-    return (kib("VmHWM:") / 1024, kib("VmRSS:") / 1024)
+    (Double(procField("/proc/\(pid)/status", "VmHWM:")) / 1024, Double(procField("/proc/\(pid)/status", "VmRSS:")) / 1024)
 }

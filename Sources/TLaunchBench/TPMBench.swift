@@ -51,14 +51,7 @@ final class ServerProcess {
 
     /// Resident and proportional set sizes in KiB (from /proc).
     static func memory(_ pid: pid_t) -> (rss: Int, pss: Int) {
-        func field(_ file: String, _ key: String) -> Int {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return 0 }
-            for line in text.split(separator: "\n") where line.hasPrefix(key) {
-                return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
-            }
-            return 0
-        }
-        return (field("/proc/\(pid)/status", "VmRSS:"), field("/proc/\(pid)/smaps_rollup", "Pss:"))
+        (procField("/proc/\(pid)/status", "VmRSS:"), procField("/proc/\(pid)/smaps_rollup", "Pss:"))
     }
 }
 
