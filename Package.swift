@@ -175,7 +175,7 @@ let package = Package(
         ),
         .target(
             name: "FleetCore",
-            dependencies: ["Attestation", "VirtualFirmware"],
+            dependencies: ["Attestation"],
             swiftSettings: strict
         ),
         .target(

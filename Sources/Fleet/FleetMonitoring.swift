@@ -97,7 +97,7 @@ extension Fleet {
     /// applications, Secure Boot policy) and 8, 9 (grub's commands and files, the kernel command line).
     public func predictBaseline(_ name: String) async throws -> BaselineRecord {
         let vm = try await require(name)
-        guard vm.securityType == .trustedLaunch, vm.vTPM else {
+        guard vm.firmwareVTPM else {
             throw FleetError(.invalid, "\(name) has no vTPM: nothing is measured, so there is no baseline to predict", field: "name")
         }
         let image = try images.disk(try await image(vm.image))
@@ -110,7 +110,7 @@ extension Fleet {
         let report: LaunchReport
         do {
             // The hypervisor's firmware, modelled: what the disk and keys decide is predicted.
-            report = try VirtualFirmware(settings: FirmwareSettings(securityType: vm.securityType, secureBoot: vm.secureBoot, vTPM: true, variables: image.variables),
+            report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: vm.firmwareSecureBoot, vTPM: true, variables: image.variables),
                                          model: hypervisor.firmwareModel, cache: context.cache).predict(esp: esp)
         } catch { throw FleetError(.failed, "prediction failed: \(error)") }
         guard report.succeeded else {

@@ -73,7 +73,7 @@ public final class QEMUHypervisor: Hypervisor {
         try? FileManager.default.removeItem(at: p.guestStatus)   // the previous boot's view is not this one's
         let esp = try firmwareView(vm, esp: files)
         let fm = FileManager.default
-        let secureBoot = vm.securityType == .trustedLaunch && vm.secureBoot
+        let secureBoot = vm.firmwareSecureBoot
         if !fm.fileExists(atPath: p.variables.path) {
             // The VM's own variable store: the image's (its keys) with Secure Boot, OVMF's blank one without.
             let bytes: Data
@@ -81,11 +81,11 @@ public final class QEMUHypervisor: Hypervisor {
             try bytes.write(to: p.variables)
         }
         var tpm: VirtualTPM?
-        let vtpm = vm.securityType == .trustedLaunch && vm.vTPM
+        let vtpm = vm.firmwareVTPM
         var platformTPM = true
         if case .libvirt(_, .emulator) = engine { platformTPM = false }
         if vtpm, platformTPM { tpm = try await context.openVTPM(vm.name) }
-        let prediction = try? VirtualFirmware(settings: FirmwareSettings(securityType: vm.securityType, secureBoot: secureBoot, vTPM: vtpm, variables: image.variables),
+        let prediction = try? VirtualFirmware(settings: FirmwareSettings(secureBoot: secureBoot, vTPM: vtpm, variables: image.variables),
                                              model: firmwareModel, cache: context.cache).predict(esp: esp)
         progress("\(vm.name): starting \(libvirt.map { "a libvirt domain (\($0.uri)): QEMU" } ?? "QEMU") (\(installation.accelerator), OVMF\(secureBoot ? " with Secure Boot" : ""))")
         let name = vm.name

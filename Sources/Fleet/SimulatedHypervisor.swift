@@ -37,12 +37,11 @@ public final class SimulatedHypervisor: Hypervisor {
                                kernel: nil, kernelCommandLine: nil)
         }
         var tpm: VirtualTPM?
-        if vm.securityType == .trustedLaunch && vm.vTPM {
+        if vm.firmwareVTPM {
             // A restart power-cycles the open vTPM; otherwise it is opened from its state file.
             if let open = running.withLock({ $0[vm.name]?.tpm }) { tpm = open } else { tpm = try await context.openVTPM(vm.name) }
         }
-        let settings = FirmwareSettings(securityType: vm.securityType, secureBoot: vm.securityType == .trustedLaunch && vm.secureBoot,
-                                        vTPM: vm.securityType == .trustedLaunch && vm.vTPM, variables: image.variables)
+        let settings = FirmwareSettings(secureBoot: vm.firmwareSecureBoot, vTPM: vm.firmwareVTPM, variables: image.variables)
         let firmware = "TrustedLaunch UEFI \(VirtualFirmware.version)"
         let report: LaunchReport
         do { report = try VirtualFirmware(settings: settings, cache: context.cache).launch(esp: esp, tpm: tpm) } catch {

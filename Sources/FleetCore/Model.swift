@@ -1,6 +1,5 @@
 import Attestation
 import Foundation
-import VirtualFirmware
 
 /// Why a fleet operation was refused or failed: what kind (mapped to an HTTP status), what went
 /// wrong, the field or flag it concerns, and what to do instead.
@@ -23,7 +22,15 @@ public struct FleetError: Error, Sendable, CustomStringConvertible, Equatable {
     public var description: String { message }
 }
 
-public typealias SecurityType = FirmwareSettings.SecurityType
+/// A VM's security type (ARM's `securityProfile.securityType`): chosen at deployment, fixed for
+/// the VM's life. The fleet's word: the firmware knows only the switches derived from it
+/// (`VMRecord.firmwareSecureBoot`, `firmwareVTPM`).
+public enum SecurityType: String, Sendable, Codable, CaseIterable {
+    /// UEFI with Secure Boot, a vTPM and Measured Boot (the default).
+    case trustedLaunch = "TrustedLaunch"
+    /// UEFI without a vTPM or Secure Boot; chosen explicitly.
+    case standard = "Standard"
+}
 
 /// Power state of a VM (ARM's PowerState/running and PowerState/stopped, shortened).
 public enum PowerState: String, Sendable, Codable, CaseIterable {
@@ -122,6 +129,14 @@ public struct VMRecord: Sendable, Codable, Hashable {
         self.host = host; self.hostURI = hostURI
         self.name = name; self.image = image; self.hypervisor = hypervisor; self.securityType = securityType; self.secureBoot = secureBoot; self.vTPM = vTPM; self.integrityMonitoring = integrityMonitoring; self.powerState = powerState; self.bootIntegrity = bootIntegrity; self.lastAttestation = lastAttestation; self.lastAttestationID = lastAttestationID; self.created = created; self.updated = updated; self.version = version; self.bootCount = bootCount; self.lastBoot = lastBoot; self.guestAgent = guestAgent; self.attestationInterval = attestationInterval
     }
+}
+
+extension VMRecord {
+    /// Whether the VM's firmware enforces Secure Boot: only a TrustedLaunch VM has it, whatever a
+    /// Standard VM's record says (the rules never store one with it on; a record from elsewhere may).
+    public var firmwareSecureBoot: Bool { securityType == .trustedLaunch && secureBoot }
+    /// Whether the VM's firmware measures into a vTPM: only a TrustedLaunch VM has one.
+    public var firmwareVTPM: Bool { securityType == .trustedLaunch && vTPM }
 }
 
 public enum AlertSeverity: String, Sendable, Codable, CaseIterable {

@@ -1,6 +1,5 @@
 import Attestation
 import Foundation
-import VirtualFirmware
 
 /// A VM as the API and `--json` show it: the Azure Resource Manager shape cloud users know.
 public struct VMView: Sendable, Codable, Hashable {

@@ -6,27 +6,21 @@ import TPM2
 import VirtualTPM
 import X509
 
-/// A VM's firmware settings: what it was deployed with.
+/// A VM's firmware settings: what the firmware enforces and measures into. Plain switches: the
+/// fleet's security types (TrustedLaunch, Standard) are the fleet's words, and it derives these
+/// from them (`VMRecord.firmwareSecureBoot`, `firmwareVTPM` in FleetCore).
 public struct FirmwareSettings: Sendable {
-    public enum SecurityType: String, Sendable, Codable, CaseIterable {
-        /// UEFI with Secure Boot, a vTPM and Measured Boot (the default).
-        case trustedLaunch = "TrustedLaunch"
-        /// UEFI without a vTPM or Secure Boot; chosen explicitly.
-        case standard = "Standard"
-    }
-
-    public var securityType: SecurityType
     /// Enforce Secure Boot (it is enforced only when the store also has a PK, as in UEFI).
     public var secureBoot: Bool
+    /// Measure into a vTPM (without one nothing is measured: the log holds its header only).
     public var vTPM: Bool
     /// The VM's variable store (PK/KEK/db/dbx, boot entries). Nil: an empty store.
     public var variables: VariableStore?
     /// The PCR banks the vTPM has active (and the event log carries).
     public var banks: [TPMAlgID]
 
-    public init(securityType: SecurityType = .trustedLaunch, secureBoot: Bool = true, vTPM: Bool = true,
-                variables: VariableStore? = nil, banks: [TPMAlgID] = [.sha1, .sha256]) {
-        self.securityType = securityType; self.secureBoot = secureBoot; self.vTPM = vTPM
+    public init(secureBoot: Bool = true, vTPM: Bool = true, variables: VariableStore? = nil, banks: [TPMAlgID] = [.sha1, .sha256]) {
+        self.secureBoot = secureBoot; self.vTPM = vTPM
         self.variables = variables; self.banks = banks
     }
 }
@@ -141,10 +135,6 @@ struct Run {
 
     init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: (any FirmwareTPM)?,
          databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?, cache: DecisionCache?) throws(FirmwareError) {
-        if settings.securityType == .standard {
-            if settings.secureBoot { throw FirmwareError(.invalidSettings, stage: "settings", "a Standard VM has no Secure Boot: deploy it as TrustedLaunch, or turn Secure Boot off") }
-            if settings.vTPM { throw FirmwareError(.invalidSettings, stage: "settings", "a Standard VM has no vTPM: deploy it as TrustedLaunch, or turn the vTPM off") }
-        }
         guard !settings.banks.isEmpty else { throw FirmwareError(.invalidSettings, stage: "settings", "the vTPM needs at least one PCR bank") }
         self.settings = settings; self.model = model; self.esp = esp
         self.databases = databases; self.cache = cache
@@ -153,7 +143,7 @@ struct Run {
         do { builder = try EventLogBuilder(banks: settings.banks) } catch {
             throw FirmwareError(.invalidSettings, stage: "settings", "\(error)")
         }
-        let enforced = settings.securityType == .trustedLaunch && settings.secureBoot && (settings.variables?.secureBootWillBeEnabled ?? false)
+        let enforced = settings.secureBoot && (settings.variables?.secureBootWillBeEnabled ?? false)
         report = LaunchReport(log: builder.log, stages: [], secureBootEnforced: enforced, kernel: nil, kernelCommandLine: nil, initrds: [], failure: nil)
         if let tpm = self.tpm {
             tpm.powerOn()

@@ -26,6 +26,13 @@ struct RulesTests {
         // Secure Boot off is a choice a Trusted Launch VM may make; its vTPM stays.
         let noSB = try FleetRules.deploy(DeployRequest(name: "dev-01", secureBoot: false), image: Self.gen2)
         #expect(!noSB.secureBoot && noSB.vTPM)
+        // What the firmware is told comes from the security type: a Standard VM's firmware has
+        // neither, even from a record (written by hand or another version) that says otherwise.
+        #expect(vm.firmwareSecureBoot && vm.firmwareVTPM && !noSB.firmwareSecureBoot && noSB.firmwareVTPM)
+        var forged = standard
+        forged.secureBoot = true; forged.vTPM = true
+        #expect(!forged.firmwareSecureBoot && !forged.firmwareVTPM)
+        #expect(SecurityType.allCases.map(\.rawValue) == ["TrustedLaunch", "Standard"])
     }
 
     /// Every rule a deployment can break, with the field it names and the words that say what to do.
