@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "MeasuredBoot", targets: ["MeasuredBoot"]),
         .library(name: "SecureBoot", targets: ["SecureBoot"]),
         .library(name: "VirtualFirmware", targets: ["VirtualFirmware"]),
+        .library(name: "AttestationAPI", targets: ["AttestationAPI"]),
         .library(name: "Attestation", targets: ["Attestation"]),
         .library(name: "GuestAgent", targets: ["GuestAgent"]),
         // The fleet's pure rules, for the fuzz package; the platform itself (Storage, Server,
@@ -107,11 +108,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The attestation API as its callers see it: requests, answers, evidence and its reader,
+        // checks, baseline components, the error; the client and the relay's frames. No verifier,
+        // no keys, no store: the agent, the CLI and the fleet's rules link this, not `Attestation`.
+        .target(
+            name: "AttestationAPI",
+            dependencies: ["TPM2", "MeasuredBoot"],
+            swiftSettings: strict
+        ),
         .target(
             name: "Attestation",
             dependencies: [
                 "TPM2",
                 "MeasuredBoot",
+                "AttestationAPI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -124,6 +134,7 @@ let package = Package(
             name: "Storage",
             dependencies: [
                 "Attestation",
+                "AttestationAPI",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 "CSQLite3",
                 .product(name: "Logging", package: "swift-log"),
@@ -136,6 +147,7 @@ let package = Package(
                 "TPM2",
                 "MeasuredBoot",
                 "Attestation",
+                "AttestationAPI",
                 "Storage",
                 "Fleet",
                 "ServiceTLS",
@@ -169,13 +181,13 @@ let package = Package(
             dependencies: [
                 "TPM2",
                 "MeasuredBoot",
-                "Attestation",
+                "AttestationAPI",
             ],
             swiftSettings: strict
         ),
         .target(
             name: "FleetCore",
-            dependencies: ["Attestation"],
+            dependencies: ["AttestationAPI"],
             swiftSettings: strict
         ),
         .target(
@@ -188,6 +200,7 @@ let package = Package(
                 "SecureBoot",
                 "VirtualFirmware",
                 "Attestation",
+                "AttestationAPI",
                 "Storage",
                 "GuestAgent",
                 "ServiceTLS",
@@ -204,6 +217,7 @@ let package = Package(
                 "SecureBoot",
                 "VirtualFirmware",
                 "Attestation",
+                "AttestationAPI",
                 "Storage",
                 "Server",
                 "GuestAgent",
@@ -222,12 +236,12 @@ let package = Package(
         // The guest attestation agent as it runs inside a VM (in its initramfs): small, no server stack.
         .executableTarget(
             name: "tlaunch-agent",
-            dependencies: ["GuestAgent", "TPM2"],
+            dependencies: ["GuestAgent", "AttestationAPI", "TPM2"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "TLaunchBench",
-            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", "VirtualFirmware", "Attestation", "Storage", "GuestAgent", "Fleet", "ServiceTLS", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
+            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", "VirtualFirmware", "Attestation", "AttestationAPI", "Storage", "GuestAgent", "Fleet", "ServiceTLS", .product(name: "Crypto", package: "swift-crypto"), .product(name: "Logging", package: "swift-log"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "NIOSSL", package: "swift-nio-ssl")],
             swiftSettings: strict
@@ -279,6 +293,7 @@ let package = Package(
                 "VirtualTPM",
                 "VirtualFirmware",
                 "Attestation",
+                "AttestationAPI",
                 "Storage",
                 "Server",
                 "GuestAgent",
@@ -292,7 +307,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestAgentTests",
-            dependencies: ["GuestAgent", "Attestation", "TPM2", "VirtualTPM"],
+            dependencies: ["GuestAgent", "AttestationAPI", "Attestation", "TPM2", "VirtualTPM"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -302,7 +317,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FleetCoreTests",
-            dependencies: ["FleetCore"],
+            dependencies: ["FleetCore", "AttestationAPI"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -312,6 +327,7 @@ let package = Package(
                 "VirtualTPM",
                 "VirtualFirmware",
                 "Attestation",
+                "AttestationAPI",
                 "Storage",
                 "Server",
                 "GuestAgent",

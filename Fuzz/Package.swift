@@ -60,7 +60,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "FuzzRelayFrames",
-            dependencies: ["FuzzDriver", .product(name: "GuestAgent", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "AttestationAPI", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzIMALog",

@@ -1,3 +1,4 @@
+import AttestationAPI
 import Crypto
 import MeasuredBoot
 import SwiftASN1

@@ -1,3 +1,4 @@
+import AttestationAPI
 import MeasuredBoot
 import TPM2
 

@@ -1,128 +1,10 @@
+import AttestationAPI
 import Crypto
 import Foundation
 import MeasuredBoot
 import Synchronization
 import TPM2
 import X509
-
-/// A refusal of the attestation service: its kind (an HTTP status to the API) and what to do.
-public struct AttestationServiceError: Error, Sendable, CustomStringConvertible {
-    public enum Kind: Sendable {
-        case badRequest, unauthorized, forbidden, notFound, conflict, gone, `internal`
-        public var status: Int {
-            switch self {
-            case .badRequest: 400
-            case .unauthorized: 401
-            case .forbidden: 403
-            case .notFound: 404
-            case .conflict: 409
-            case .gone: 410
-            case .internal: 500
-            }
-        }
-    }
-    public var kind: Kind
-    public var message: String
-    /// The request field at fault, when one is.
-    public var field: String?
-    public init(_ kind: Kind, _ message: String, field: String? = nil) { self.kind = kind; self.message = message; self.field = field }
-    public var description: String { message }
-}
-
-// MARK: Requests and answers (the JSON of the HTTP API)
-
-public struct NonceGrant: Sendable, Codable, Hashable {
-    public var nonce: String
-    public var expires: String
-    public var expiresIn: Int
-    /// What the quote must cover for the current policy (the agent quotes at least this).
-    public var quote: QuoteRequest?
-    /// The audience the token will be issued for.
-    public var audience: String?
-
-    public struct QuoteRequest: Sendable, Codable, Hashable {
-        /// Bank names (sha256, …) and the PCRs to quote in each.
-        public var banks: [String]
-        public var pcrs: [Int]
-    }
-}
-
-/// Asking for a nonce: a relying party names the audience its token must carry (`aud`).
-public struct NonceRequest: Sendable, Codable, Hashable {
-    public var audience: String?
-    public init(audience: String?) { self.audience = audience }
-}
-
-public struct EnrolmentRequest: Sendable, Codable, Hashable {
-    /// TPMT_PUBLIC of the EK and of the new AK, hex.
-    public var ekPublic: String
-    public var akPublic: String
-    /// The EK certificate as read from NV, DER in base64.
-    public var ekCertificate: String?
-    public init(ekPublic: String, akPublic: String, ekCertificate: String?) { self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate }
-}
-
-public struct EnrolmentChallenge: Sendable, Codable, Hashable {
-    public var id: String
-    /// TPM2B_ID_OBJECT and TPM2B_ENCRYPTED_SECRET (with their size prefixes), hex: ActivateCredential's inputs.
-    public var credentialBlob: String
-    public var encryptedSecret: String
-    public var expires: String
-}
-
-public struct ActivationAnswer: Sendable, Codable, Hashable {
-    public var secret: String
-    public init(secret: String) { self.secret = secret }
-}
-
-public struct EnrolmentReceipt: Sendable, Codable, Hashable {
-    public var vm: String
-    public var akName: String
-    public var akCertificate: String
-    public var ekCertificateSubject: String
-}
-
-/// What an attestation yields: every check with its reason, the baseline changes, the token.
-public struct AttestationOutcome: Sendable, Codable, Hashable {
-    public var id: String
-    public var vm: String
-    public var time: String
-    public var passed: Bool
-    public var status: String
-    public var checks: [Check]
-    /// How this boot stands against the VM's baseline.
-    public var baseline: BaselineStatus?
-    /// Where the VM's baseline came from and since when (nil when it has none).
-    public var baselineSource: BaselineInfo?
-    public var changes: [BaselineChange]
-    public var rebooted: Bool?
-    public var token: String?
-    public var tokenID: String?
-    public var policy: PolicyRef
-    /// Secure Boot state, boot chain and command line as the verified log shows them.
-    public var facts: FactsSummary?
-
-    public struct PolicyRef: Sendable, Codable, Hashable { public var id: String; public var version: Int }
-    public struct BaselineInfo: Sendable, Codable, Hashable {
-        public var source: BaselineSource
-        /// When it was set (RFC 3339) and from which attestation.
-        public var since: String
-        public var attestationId: String?
-    }
-    public struct FactsSummary: Sendable, Codable, Hashable {
-        public var secureBoot: Bool?
-        public var bootChain: [String]
-        public var kernelCommandLine: String?
-        public var pcrDigest: String?
-        /// The boot applications (PCR 4) by file path, else device path.
-        init(_ f: BootFacts, pcrDigest: String?) {
-            secureBoot = f.secureBoot.enabled
-            bootChain = f.bootChain.filter { $0.pcr == 4 }.map { $0.filePath ?? $0.devicePath ?? "?" }
-            kernelCommandLine = f.kernelCommandLine
-            self.pcrDigest = pcrDigest
-        }
-    }
-}
 
 /// What the store keeps as an attestation's result (the outcome without the token, plus the
 /// components, so a person can approve this boot as the new baseline).
@@ -187,13 +69,6 @@ public final class AttestationService: Sendable {
     }
 
     /// VM names: 1–64 of letters, digits, '.', '_', '-'.
-    public static func checkVMName(_ vm: String) throws(AttestationServiceError) {
-        guard (1...64).contains(vm.utf8.count), vm.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x2e || $0 == 0x5f || $0 == 0x2d }),
-              vm.first != "." else {
-            throw AttestationServiceError(.badRequest, "VM name \"\(vm.prefix(80))\" must be 1–64 letters, digits, '.', '_' or '-'", field: "vm")
-        }
-    }
-
     // MARK: Nonces
 
     /// An audience: a URI or name of at most 256 printable characters.
@@ -204,7 +79,7 @@ public final class AttestationService: Sendable {
     }
 
     public func issueNonce(vm: String, audience: String? = nil, now: Date = Date()) async throws -> NonceGrant {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         if let audience { try Self.checkAudience(audience) }
         let nonce = hexString(Self.random(32))
         let expires = Self.ms(now.addingTimeInterval(nonceLifetime))
@@ -232,7 +107,7 @@ public final class AttestationService: Sendable {
     }
 
     public func beginEnrolment(vm: String, _ request: EnrolmentRequest, now: Date = Date()) async throws -> EnrolmentChallenge {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         let ek = try Self.decodePublic(request.ekPublic, field: "ekPublic")
         let ak = try Self.decodePublic(request.akPublic, field: "akPublic")
         guard let certB64 = request.ekCertificate, let der = Data(base64Encoded: certB64), !der.isEmpty else {
@@ -258,7 +133,7 @@ public final class AttestationService: Sendable {
     }
 
     public func completeEnrolment(vm: String, id: String, _ answer: ActivationAnswer, now: Date = Date()) async throws -> EnrolmentReceipt {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         guard let secret = [UInt8](hex: answer.secret), secret.count <= 64 else {
             throw AttestationServiceError(.badRequest, "secret must be the activated credential in hex", field: "secret")
         }
@@ -294,7 +169,7 @@ public final class AttestationService: Sendable {
     /// Lets the VM's next enrolment bind another TPM (an admin's decision: the vTPM was replaced);
     /// the baseline is reset when the new TPM enrols. Callers raise an alert.
     public func allowRebind(vm: String) async throws {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         guard try await store.allowRebind(vm: vm) else {
             throw AttestationServiceError(.notFound, "\(vm) is not enrolled: its first enrolment binds any TPM whose EK certificate chains to a trusted CA")
         }
@@ -303,29 +178,19 @@ public final class AttestationService: Sendable {
     /// Forgets a deleted VM (nonces, enrolments, binding, baseline, settings, agent tokens); its
     /// attestations stay in history under `NAME#deleted-<ms>`, which no new VM can be called.
     public func forget(vm: String, now: Date = Date()) async throws {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         try await store.forget(vm: vm, archivedAs: "\(vm)#deleted-\(Self.ms(now))")
     }
 
     // MARK: Baseline modes
 
-    /// How a VM's first baseline is set.
-    public enum BaselineMode: String, Sendable, Codable, CaseIterable {
-        /// Trust on first use: the first boot with complete evidence that passes the policy.
-        case learn
-        /// The first baseline waits for a person to approve a boot.
-        case approve
-        /// Set from the VM's disk before it boots (`vm baseline predict`); nothing is learned.
-        case predicted
-    }
-
     public func baselineMode(vm: String) async throws -> BaselineMode {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         return try await store.baselineMode(vm: vm).flatMap(BaselineMode.init(rawValue:)) ?? .learn
     }
 
     public func setBaselineMode(vm: String, _ mode: BaselineMode) async throws {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         try await store.setBaselineMode(vm: vm, mode: mode.rawValue)
     }
 
@@ -419,7 +284,7 @@ public final class AttestationService: Sendable {
     /// Verifies evidence for `vm`, stores the result and, when it passed, returns a token.
     /// `raw`: the evidence as received (kept and digested as is; re-encoded when absent).
     public func attest(vm: String, evidence: Evidence, raw: Data? = nil, now: Date = Date()) async throws -> AttestationOutcome {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         // Everything structural first: bad input is refused before anything is written.
         let decoded: DecodedEvidence
         do { decoded = try DecodedEvidence(evidence) } catch {
@@ -555,7 +420,7 @@ public final class AttestationService: Sendable {
     /// Evaluates evidence against a draft policy (and the VM's baseline) without consuming its
     /// nonce or storing anything.
     public func whatIf(vm: String, evidence: Evidence, policy: AttestationPolicy) async throws -> AttestationOutcome {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         let decoded: DecodedEvidence
         do { decoded = try DecodedEvidence(evidence) } catch {
             throw AttestationServiceError(.badRequest, error.description, field: error.field)
@@ -582,7 +447,7 @@ public final class AttestationService: Sendable {
     // MARK: Baselines and history
 
     public func baseline(vm: String) async throws -> BaselineRecord {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         guard let b = try await store.baseline(vm: vm) else {
             let mode = try await baselineMode(vm: vm)
             throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: " + (mode == .learn ? "its first boot with complete evidence that passes the policy sets it"
@@ -594,7 +459,7 @@ public final class AttestationService: Sendable {
     /// Approves a boot (the VM's latest attestation by default) as the VM's baseline: only a boot
     /// whose evidence verified, attested by the TPM the VM is bound to now.
     public func approveBaseline(vm: String, attestationID: String? = nil, now: Date = Date()) async throws -> BaselineRecord {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         let record: AttestationRecord?
         if let attestationID { record = try await store.attestation(id: attestationID) } else { record = try await store.attestations(vm: vm, limit: 1).first }
         guard let record, record.vm == vm else { throw AttestationServiceError(.notFound, "no attestation \(attestationID ?? "") of \(vm) to approve") }
@@ -617,7 +482,7 @@ public final class AttestationService: Sendable {
     /// Sets the VM's baseline from predicted sha256 PCR values; `log`, the prediction's event log
     /// (computed by the platform from the disk, never sent by a guest), explains later changes.
     public func setPredictedBaseline(vm: String, pcrs: [String: String], log: EventLog? = nil, now: Date = Date()) async throws -> BaselineRecord {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         for (k, v) in pcrs {
             guard let p = Int(k), (0..<24).contains(p), v.count == 64, v.allSatisfy(\.isHexDigit) else {
                 throw AttestationServiceError(.badRequest, "pcrs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)", field: "pcrs")
@@ -632,12 +497,12 @@ public final class AttestationService: Sendable {
     }
 
     public func resetBaseline(vm: String) async throws {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         try await store.deleteBaseline(vm: vm)
     }
 
     public func history(vm: String, limit: Int = 50) async throws -> [AttestationOutcome] {
-        try Self.checkVMName(vm)
+        try VMName.check(vm)
         return try await store.attestations(vm: vm, limit: max(1, min(limit, 1000))).compactMap {
             try? JSONDecoder().decode(StoredResult.self, from: Data($0.result.utf8)).outcome
         }
@@ -651,7 +516,7 @@ public final class AttestationService: Sendable {
     public static func createAPIToken(store: any AttestationStore, role: APITokenRecord.Role, vm: String?, lifetime: Duration? = nil, now: Date = Date()) async throws -> String {
         if role == .agent {
             guard let vm else { throw AttestationServiceError(.badRequest, "an agent token is for one VM: give --vm NAME", field: "vm") }
-            try checkVMName(vm)
+            try VMName.check(vm)
         }
         let token = "tlt_" + TokenIssuer.base64url(random(32))
         if let lifetime, lifetime <= .zero { throw AttestationServiceError(.badRequest, "a token's lifetime must be positive", field: "expires") }

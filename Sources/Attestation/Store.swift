@@ -1,3 +1,4 @@
+import AttestationAPI
 import Foundation
 
 /// An enrolled VM: its TPM identity and the quote counters last seen (reboots and rollbacks are

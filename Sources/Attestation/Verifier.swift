@@ -1,30 +1,9 @@
+import AttestationAPI
 import Crypto
 import Foundation
 import MeasuredBoot
 import Synchronization
 import TPM2
-
-/// What a guest attestation agent sends: a quote (the TPMS_ATTEST bytes exactly as signed, and
-/// the TPMT_SIGNATURE), the PCR values it covers, the TCG event log, and the nonce it answers.
-public struct Evidence: Sendable, Codable, Hashable {
-    public var quote: String          // hex TPMS_ATTEST
-    public var signature: String      // hex TPMT_SIGNATURE
-    public var pcrs: [String: [String: String]]   // bank → PCR → hex
-    public var eventLog: String       // base64
-    public var nonce: String          // hex
-    /// The IMA log (ascii_runtime_measurements), when the guest runs IMA.
-    public var imaLog: String?
-
-    public init(quote: TPMSignedAttest, pcrs: [TPMPCRBank], eventLog: [UInt8], nonce: [UInt8]) throws {
-        self.quote = hexString(quote.attestBytes)
-        self.signature = hexString(try quote.signature.tpmBytes())
-        var out: [String: [String: String]] = [:]
-        for b in pcrs { out[PCRValues.bankName(b.hashAlg)] = Dictionary(uniqueKeysWithValues: b.values.map { (String($0.key), hexString($0.value)) }) }
-        self.pcrs = out
-        self.eventLog = Data(eventLog).base64EncodedString()
-        self.nonce = hexString(nonce)
-    }
-}
 
 /// An attestation's outcome: every check in order; the boot facts when the log replayed.
 public struct AttestationResult: Sendable {
@@ -128,27 +107,6 @@ public struct DecodedEvidence: Sendable {
 /// then the policy over the boot facts the replay vouches for. Verification stops at the first
 /// failure of the evidence itself (nothing after it could be trusted); policy rules all run.
 public enum AttestationVerifier {
-    /// PCRs the OS extends after boot, with logs of their own (IMA's PCR 10; systemd's 11–13, 15;
-    /// the debug and application PCRs 16–23).
-    public static let osPCRs: Set<UInt32> = Set([10, 11, 12, 13, 15]).union(16...23)
-
-    /// The PCR values a boot's event log is compared with. The log describes the PCRs the
-    /// firmware and boot loaders extend. A PCR the running OS extends with a log of its own
-    /// (`osPCRs`) that this log has no event for and that is not at its reset value was extended
-    /// by someone this log does not speak for: it is left out, and is no fact of this log (PCR
-    /// 10 is the IMA log's to prove). At its reset value it is compared, and verified: nothing
-    /// was extended.
-    public static func comparedWithLog(_ values: PCRValues, log: EventLog) -> PCRValues {
-        let described = Set(log.events.map(\.pcrIndex))
-        var out = values
-        for (alg, pcrs) in values.banks {
-            for (p, value) in pcrs where osPCRs.contains(p) && !described.contains(p) && value != log.initialValue(pcr: p, size: value.count) {
-                out.banks[alg]?[p] = nil
-            }
-        }
-        return out
-    }
-
     public static func verify(_ evidence: Evidence, akPublic: TPMTPublic, expectedNonce: [UInt8], policy: AttestationPolicy = .default) -> AttestationResult {
         let decoded: DecodedEvidence
         do { decoded = try DecodedEvidence(evidence) } catch {
@@ -204,7 +162,7 @@ public enum AttestationVerifier {
         guard coverage.passed else { return result }
         // The event log replays to the quoted PCRs; only the quoted (verified) banks vouch.
         let quoted = PCRValues(verified.pcrs)
-        let forLog = AttestationVerifier.comparedWithLog(quoted, log: d.eventLog)
+        let forLog = d.eventLog.comparable(quoted)
         // A replay and the facts it proves are a function of the log's bytes and the values it is
         // compared with, nothing else: a VM attesting the same boot again (the same log, the same
         // quoted values) reuses them. The key holds both — the log's SHA-256 and every compared

@@ -1,4 +1,5 @@
 import Attestation
+import AttestationAPI
 import Foundation
 import ServiceTLS
 import GuestAgent
@@ -275,7 +276,7 @@ public final class Fleet: Sendable {
                 try? fm.removeItem(at: dir.url)
                 throw error
             }
-            if let mode = r.baseline.flatMap(AttestationService.BaselineMode.init(rawValue:)) {
+            if let mode = r.baseline.flatMap(BaselineMode.init(rawValue:)) {
                 do { try await service.setBaselineMode(vm: vm.name, mode) } catch {
                     _ = try? await store.deleteVM(vm.name)
                     try? fm.removeItem(at: dir.url)

@@ -1,3 +1,4 @@
+import AttestationAPI
 import Crypto
 import Foundation
 import MeasuredBoot

@@ -1,4 +1,4 @@
-import Attestation
+import AttestationAPI
 import Foundation
 
 /// Turns what integrity monitoring saw into alerts a person can act on: which component changed,

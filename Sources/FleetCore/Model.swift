@@ -1,4 +1,4 @@
-import Attestation
+import AttestationAPI
 import Foundation
 
 /// Why a fleet operation was refused or failed: what kind (mapped to an HTTP status), what went

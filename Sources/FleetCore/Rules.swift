@@ -1,4 +1,4 @@
-import Attestation
+import AttestationAPI
 import Foundation
 
 /// `POST /v1/vms`: what to deploy. Unset fields take the defaults (Trusted Launch, Secure Boot
@@ -147,7 +147,7 @@ public enum FleetRules {
     public static let hypervisor = "simulated"
 
     public static func checkName(_ name: String, what: String = "VM") throws {
-        do { try AttestationService.checkVMName(name) } catch {
+        do { try VMName.check(name) } catch {
             throw FleetError(.invalid, "\(what) name \"\(name)\": \(error.message)", field: "name")
         }
     }

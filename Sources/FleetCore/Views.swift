@@ -1,4 +1,4 @@
-import Attestation
+import AttestationAPI
 import Foundation
 
 /// A VM as the API and `--json` show it: the Azure Resource Manager shape cloud users know.
@@ -133,14 +133,14 @@ public struct ChecklistItem: Sendable, Codable, Hashable {
 /// Where a VM's baseline comes from, in words: trust on first use is shown, never silent.
 public struct BaselineSummary: Sendable, Codable, Hashable {
     /// How the first baseline is set.
-    public var mode: AttestationService.BaselineMode
+    public var mode: BaselineMode
     /// Nil when the VM has none yet.
     public var source: BaselineSource?
     public var since: String?
     public var attestationId: String?
     public var components: Int?
     public var description: String
-    public init(mode: AttestationService.BaselineMode, source: BaselineSource?, since: String?, attestationId: String?, components: Int?, description: String) {
+    public init(mode: BaselineMode, source: BaselineSource?, since: String?, attestationId: String?, components: Int?, description: String) {
         self.mode = mode; self.source = source; self.since = since; self.attestationId = attestationId; self.components = components; self.description = description
     }
 }

@@ -218,6 +218,27 @@ public struct VerifiedEventLog: Sendable {
 }
 
 extension EventLog {
+    /// PCRs the OS extends after boot, with logs of their own (IMA's PCR 10; systemd's 11–13, 15;
+    /// the debug and application PCRs 16–23).
+    public static let osPCRs: Set<UInt32> = Set([10, 11, 12, 13, 15]).union(16...23)
+
+    /// The PCR values this boot log is compared with (by the verifier, and by the agent's own
+    /// status). The log describes the PCRs the firmware and boot loaders extend. A PCR the running
+    /// OS extends with a log of its own (`osPCRs`) that this log has no event for and that is not
+    /// at its reset value was extended by someone this log does not speak for: it is left out,
+    /// and is no fact of this log (PCR 10 is the IMA log's to prove). At its reset value it is
+    /// compared, and verified: nothing was extended.
+    public func comparable(_ values: PCRValues) -> PCRValues {
+        let described = Set(events.map(\.pcrIndex))
+        var out = values
+        for (alg, pcrs) in values.banks {
+            for (p, value) in pcrs where Self.osPCRs.contains(p) && !described.contains(p) && value != initialValue(pcr: p, size: value.count) {
+                out.banks[alg]?[p] = nil
+            }
+        }
+        return out
+    }
+
     /// The value a PCR has after TPM2_Startup for this log: PCR 0 carries the startup locality
     /// (StartupLocality event, or 4 after an H-CRTM event), PCRs 17–22 are all ones.
     public func initialValue(pcr: UInt32, size: Int) -> [UInt8] {

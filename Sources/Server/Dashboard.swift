@@ -1,4 +1,5 @@
 import Attestation
+import AttestationAPI
 import Crypto
 import Fleet
 import Foundation

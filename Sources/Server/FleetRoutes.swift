@@ -1,4 +1,5 @@
 import Attestation
+import AttestationAPI
 import Fleet
 import Foundation
 import GuestAgent
@@ -204,7 +205,7 @@ extension APIServer {
                 status = st
             }
             let vm = q.get("vm")
-            if let vm { do { try AttestationService.checkVMName(vm) } catch let e as AttestationServiceError { throw APIError(e) } }
+            if let vm { do { try VMName.check(vm) } catch let e as AttestationServiceError { throw APIError(e) } }
             return try json(encodable: try await fleet.store.alerts(vm: vm, status: status, limit: q.get("limit").flatMap(Int.init) ?? 500))
         }
         v1.get("alerts/{id}") { _, context -> Response in

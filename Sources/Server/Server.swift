@@ -1,4 +1,5 @@
 import Attestation
+import AttestationAPI
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -123,7 +124,7 @@ public enum APIServer {
 
     static func vm(_ context: ServiceContext) throws -> String {
         let vm = try context.parameters.require("vm")
-        do { try AttestationService.checkVMName(vm) } catch { throw APIError(error) }
+        do { try VMName.check(vm) } catch { throw APIError(error) }
         return vm
     }
 
@@ -219,7 +220,7 @@ public enum APIServer {
             try authorize(context, [.admin])
             struct Mode: Decodable { var mode: String }
             let body = try await require(Mode.self, request, limit: maxSmallBody)
-            guard let mode = AttestationService.BaselineMode(rawValue: body.mode) else {
+            guard let mode = BaselineMode(rawValue: body.mode) else {
                 throw APIError(.badRequest, "mode must be learn (trust on first use), approve (a person approves the first baseline) or predicted (from the disk)", field: "mode")
             }
             try await service.setBaselineMode(vm: vm, mode)

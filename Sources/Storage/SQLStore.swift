@@ -1,4 +1,5 @@
 import Attestation
+import AttestationAPI
 import Foundation
 
 /// The attestation store over SQL. The same statements run on SQLite and PostgreSQL: integers and

@@ -1,4 +1,5 @@
 import Attestation
+import AttestationAPI
 import Storage
 import Fleet
 import Foundation

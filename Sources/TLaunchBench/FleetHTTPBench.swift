@@ -1,4 +1,5 @@
 import Attestation
+import AttestationAPI
 import Fleet
 import Foundation
 import GuestAgent

@@ -1,6 +1,7 @@
 import ArgumentParser
 @preconcurrency import Dispatch
 import Attestation
+import AttestationAPI
 import Fleet
 import Foundation
 import MeasuredBoot

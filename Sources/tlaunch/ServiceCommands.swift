@@ -1,5 +1,6 @@
 import ArgumentParser
 import Attestation
+import AttestationAPI
 import Fleet
 import Foundation
 import ServiceTLS

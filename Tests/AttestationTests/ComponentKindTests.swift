@@ -1,4 +1,5 @@
 import Attestation
+import AttestationAPI
 import Foundation
 import Testing
 

@@ -1,3 +1,4 @@
+import AttestationAPI
 import Foundation
 import Testing
 @testable import Attestation

@@ -1,3 +1,4 @@
+import AttestationAPI
 import Foundation
 import Attestation
 import Storage

@@ -1,3 +1,4 @@
+import AttestationAPI
 import FleetCore
 import Foundation
 import GuestAgent

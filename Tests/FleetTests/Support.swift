@@ -1,3 +1,4 @@
+import AttestationAPI
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking

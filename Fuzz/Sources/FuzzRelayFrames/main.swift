@@ -1,5 +1,5 @@
 import FuzzDriver
-import GuestAgent
+import AttestationAPI
 
 /// libFuzzer entry: what a guest writes to its relay port, as the host reads it.
 @_cdecl("FuzzRelayFrames_main")

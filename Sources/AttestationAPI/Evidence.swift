@@ -1,4 +1,28 @@
 import Foundation
+import MeasuredBoot
+import TPM2
+
+/// What a guest attestation agent sends: a quote (the TPMS_ATTEST bytes exactly as signed, and
+/// the TPMT_SIGNATURE), the PCR values it covers, the TCG event log, and the nonce it answers.
+public struct Evidence: Sendable, Codable, Hashable {
+    public var quote: String          // hex TPMS_ATTEST
+    public var signature: String      // hex TPMT_SIGNATURE
+    public var pcrs: [String: [String: String]]   // bank → PCR → hex
+    public var eventLog: String       // base64
+    public var nonce: String          // hex
+    /// The IMA log (ascii_runtime_measurements), when the guest runs IMA.
+    public var imaLog: String?
+
+    public init(quote: TPMSignedAttest, pcrs: [TPMPCRBank], eventLog: [UInt8], nonce: [UInt8]) throws {
+        self.quote = hexString(quote.attestBytes)
+        self.signature = hexString(try quote.signature.tpmBytes())
+        var out: [String: [String: String]] = [:]
+        for b in pcrs { out[PCRValues.bankName(b.hashAlg)] = Dictionary(uniqueKeysWithValues: b.values.map { (String($0.key), hexString($0.value)) }) }
+        self.pcrs = out
+        self.eventLog = Data(eventLog).base64EncodedString()
+        self.nonce = hexString(nonce)
+    }
+}
 
 /// Why a request body is not evidence: where in the bytes, which field, and what was wrong.
 public struct EvidenceJSONError: Error, Sendable, CustomStringConvertible, Equatable {
@@ -6,7 +30,7 @@ public struct EvidenceJSONError: Error, Sendable, CustomStringConvertible, Equat
     public var field: String?
     public var reason: String
     /// Inside a member evidence does not have (read for well-formedness only).
-    var inIgnoredMember = false
+    package var inIgnoredMember = false
     public init(offset: Int, field: String?, _ reason: String) { self.offset = offset; self.field = field; self.reason = reason }
     public var description: String {
         if reason.hasPrefix("missing field") { return "evidence: \(reason) (the JSON ends at byte \(offset))" }
