@@ -444,7 +444,28 @@ public final class AttestationService: Sendable {
                                   facts: v.facts.map { .init($0, pcrDigest: v.pcrDigest) })
     }
 
+    // MARK: Enrolled agents
+
+    /// Every VM bound to a TPM.
+    public func agents() async throws -> [AgentRecord] { try await store.agents() }
+
+    /// The VM's binding (its EK, AK and AK certificate); nil when it never enrolled.
+    public func agent(vm: String) async throws -> AgentRecord? {
+        try VMName.check(vm)
+        return try await store.agent(vm: vm)
+    }
+
+    /// Whether the store answers, and what it is ("sqlite", "postgres"): readiness.
+    public func ping() async throws { try await store.ping() }
+    public var storageKind: String { store.kind }
+
     // MARK: Baselines and history
+
+    /// The VM's baseline; nil while it has none (`baseline(vm:)` says why, as an error).
+    public func currentBaseline(vm: String) async throws -> BaselineRecord? {
+        try VMName.check(vm)
+        return try await store.baseline(vm: vm)
+    }
 
     public func baseline(vm: String) async throws -> BaselineRecord {
         try VMName.check(vm)
@@ -524,6 +545,23 @@ public final class AttestationService: Sendable {
         try await store.insertAPIToken(APITokenRecord(hash: hashToken(token), role: role, vm: role == .agent ? vm : nil, created: ms(now), expires: expires))
         return token
     }
+
+    /// A new API token in this service's store (see the static form, for a store without a service).
+    public func createAPIToken(role: APITokenRecord.Role, vm: String?, lifetime: Duration? = nil, now: Date = Date()) async throws -> String {
+        try await Self.createAPIToken(store: store, role: role, vm: vm, lifetime: lifetime, now: now)
+    }
+
+    /// A one-time sign-in code for the dashboard, in this service's store.
+    public func createSignInCode(lifetime: Duration = .seconds(600), now: Date = Date()) async throws -> String {
+        try await Self.createSignInCode(store: store, lifetime: lifetime, now: now)
+    }
+
+    /// The API tokens (their hashes, never the tokens), sign-in codes and sessions among them.
+    public func apiTokens() async throws -> [APITokenRecord] { try await store.apiTokens() }
+
+    /// Revokes the tokens whose id (the start of the hash) is `id`: how many matched (revoked
+    /// only when exactly one did).
+    public func revokeAPIToken(id: String, now: Date = Date()) async throws -> Int { try await store.revokeAPIToken(id: id, at: Self.ms(now)) }
 
     /// A one-time sign-in code for the dashboard (10 minutes): what a sign-in link carries
     /// instead of a credential.

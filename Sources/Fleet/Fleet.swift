@@ -296,7 +296,7 @@ public final class Fleet: Sendable {
     /// A new agent token for the VM, written atomically (0600): a crash leaves the old file or
     /// the new one, never a truncated token.
     func writeAgentToken(_ name: String) async throws {
-        let token = try await AttestationService.createAPIToken(store: service.store, role: .agent, vm: name)
+        let token = try await service.createAPIToken(role: .agent, vm: name)
         let file = folder(name).agentToken
         let tmp = file.appendingPathExtension("tmp")
         guard FileManager.default.createFile(atPath: tmp.path, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600]),
@@ -350,7 +350,7 @@ public final class Fleet: Sendable {
             let vtpm = plan.record.vTPM, agent = u.guestAgent.flatMap(GuestAgentState.init(rawValue:))
             let monitoringOn = plan.monitoringOn, monitoringOff = plan.monitoringOff
             if vtpm, !vm.vTPM, !FileManager.default.fileExists(atPath: folder(name).agentToken.path) {
-                let token = try await AttestationService.createAPIToken(store: service.store, role: .agent, vm: name)
+                let token = try await service.createAPIToken(role: .agent, vm: name)
                 _ = FileManager.default.createFile(atPath: folder(name).agentToken.path, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600])
             }
             let updated = try await mutate(name) { v in

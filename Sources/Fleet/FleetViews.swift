@@ -11,6 +11,18 @@ import VirtualTPM
 
 /// What the API, dashboard and CLI show of VMs: the ARM-shaped view, the overview.
 extension Fleet {
+    /// The fleet's alerts, newest first, filtered as the API filters them.
+    public func alerts(vm: String? = nil, status: AlertStatus? = nil, limit: Int = 500) async throws -> [Alert] {
+        try await store.alerts(vm: vm, status: status, limit: limit)
+    }
+
+    public func alert(_ id: String) async throws -> Alert? { try await store.alert(id) }
+    public func vmCount() async throws -> Int { try await store.vmCount() }
+
+    /// Whether `name` is one of the fleet's VMs (the attestation API acts through the fleet for
+    /// those: its baselines and identities have the fleet's records and alerts beside them).
+    public func has(_ name: String) async throws -> Bool { try await store.vm(name) != nil }
+
     public func view(_ vm: VMRecord, alerts: [Alert]? = nil) async throws -> VMView {
         let active: [Alert]
         if let alerts { active = alerts } else { active = try await store.alerts(vm: vm.name, status: .active) }
@@ -38,7 +50,7 @@ extension Fleet {
 
     func baselineSummary(_ name: String) async throws -> BaselineSummary {
         let mode = try await service.baselineMode(vm: name)
-        guard let b = try await service.store.baseline(vm: name) else {
+        guard let b = try await service.currentBaseline(vm: name) else {
             let description = switch mode {
             case .learn: "none yet: the first boot with complete evidence that passes the policy becomes it (trust on first use)"
             case .approve: "none yet: the first baseline waits for a person (tlaunch vm baseline approve \(name))"

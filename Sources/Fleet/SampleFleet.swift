@@ -41,12 +41,12 @@ public enum SampleFleet {
     /// would be learned on first use and nothing would be caught.
     static func learnBaseline(_ fleet: Fleet, vm: String, say: @Sendable (String) -> Void) async throws {
         for attempt in 1...5 {
-            if try await fleet.service.store.baseline(vm: vm) != nil { return }
+            if try await fleet.service.currentBaseline(vm: vm) != nil { return }
             say("\(vm) has no baseline yet (its attestation did not complete): attesting again (\(attempt))")
             if case .failure(let error) = await fleet.attestNow(vm) { say("  \(error)") }
             try await Task.sleep(for: .seconds(attempt))
         }
-        if try await fleet.service.store.baseline(vm: vm) == nil {
+        if try await fleet.service.currentBaseline(vm: vm) == nil {
             throw FleetError(.failed, "\(vm) could not be attested, so it has no baseline to compare a change with")
         }
     }

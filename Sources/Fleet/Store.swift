@@ -1,11 +1,60 @@
 import Foundation
 import Storage
 
-/// The fleet's tables (schema version 2 of `SQLStore`'s migrations) on the same database as the
-/// attestation service: SQLite embedded, or PostgreSQL.
+/// The fleet's tables on the same database as the attestation service (SQLite embedded, or
+/// PostgreSQL): this store owns them and their migrations; the attestation tables are the
+/// service's, reached through it.
 public final class FleetStore: Sendable {
     public let db: any SQLBackend
-    public init(backend: any SQLBackend) { db = backend }
+
+    /// Opens the fleet's tables on `backend`, creating or upgrading them first.
+    public init(backend: any SQLBackend) async throws {
+        db = backend
+        try await Self.schema.migrate(backend)
+    }
+
+    /// The fleet's tables. Its steps were global versions 2, 3, 6 and 7 while the attestation
+    /// tables shared one numbering with these (`SQLSchema.legacyVersions`).
+    public static let schema = SQLSchema(module: "fleet", steps: [
+        // The fleet (issue 8): VMs, images, alerts, each VM's timeline. The record is kept as JSON
+        // beside the columns that queries and conditional updates need.
+        [
+            """
+            CREATE TABLE fleet_vms (name TEXT PRIMARY KEY, power_state TEXT NOT NULL, monitoring BIGINT NOT NULL,
+                                    last_attestation BIGINT, version BIGINT NOT NULL, body TEXT NOT NULL)
+            """,
+            "CREATE TABLE fleet_images (name TEXT PRIMARY KEY, body TEXT NOT NULL, created BIGINT NOT NULL)",
+            """
+            CREATE TABLE fleet_alerts (id TEXT PRIMARY KEY, vm TEXT NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT NULL,
+                                       created BIGINT NOT NULL, body TEXT NOT NULL)
+            """,
+            // At most one active alert per VM and problem: a repeat updates it (across instances too).
+            "CREATE UNIQUE INDEX fleet_alerts_active ON fleet_alerts (vm, fingerprint) WHERE status = 'Active'",
+            "CREATE INDEX fleet_alerts_created ON fleet_alerts (created)",
+            "CREATE TABLE fleet_events (id TEXT PRIMARY KEY, vm TEXT NOT NULL, time BIGINT NOT NULL, body TEXT NOT NULL)",
+            "CREATE INDEX fleet_events_vm_time ON fleet_events (vm, time)",
+        ],
+        // Webhook deliveries waiting for their next attempt (an outbox: they survive restarts).
+        [
+            """
+            CREATE TABLE fleet_webhook_deliveries (id TEXT PRIMARY KEY, url TEXT NOT NULL, event TEXT NOT NULL, alert TEXT NOT NULL,
+                                                   body TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt BIGINT NOT NULL, created BIGINT NOT NULL)
+            """,
+            "CREATE INDEX fleet_webhook_deliveries_next ON fleet_webhook_deliveries (next_attempt)",
+        ],
+        // libvirt hosts (issue 16): the hosts VMs are placed on, and each VM's host.
+        [
+            "CREATE TABLE fleet_hosts (name TEXT PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL, created BIGINT NOT NULL)",
+            "ALTER TABLE fleet_vms ADD COLUMN host TEXT",
+            "CREATE INDEX fleet_vms_host ON fleet_vms (host)",
+        ],
+        // The monitor reads only the VMs whose attestation is due (issue 17: at 100,000 running
+        // VMs it decoded every one, every second). NULL (rows from before): due.
+        [
+            "ALTER TABLE fleet_vms ADD COLUMN attest_due BIGINT",
+            "CREATE INDEX fleet_vms_due ON fleet_vms (monitoring, power_state, attest_due)",
+        ],
+    ], legacyVersions: [2, 3, 6, 7])
 
     static let encoder: JSONEncoder = { let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]; return e }()
     static func json(_ v: some Encodable) throws -> String { String(decoding: try encoder.encode(v), as: UTF8.self) }

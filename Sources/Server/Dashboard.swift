@@ -372,8 +372,8 @@ enum Dashboard {
                 slice = Array(all.drop { after != nil && $0.name <= after! }.prefix(pageSize + 1)); matches = all.count
             }
             let shown = Array(slice.prefix(pageSize)), more = slice.count > pageSize
-            let active = try await fleet.store.alerts(status: .active, limit: 10000)
-            let total = try await fleet.store.vmCount()
+            let active = try await fleet.alerts(status: .active, limit: 10000)
+            let total = try await fleet.vmCount()
             let count = matches.map { "<span id=\"matches\">\($0) of \(total) VMs match</span>" } ?? "\(total) VMs"
             let summary = "<p>\(count) · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a>"
                 + (after == nil ? "" : " · <a href=\"/\(filter.query(after: nil))\">first page</a>") + "</p>"
@@ -479,7 +479,7 @@ enum Dashboard {
 
         router.get("/alerts") { request, context -> Response in
             if let r = signedIn(context) { return r }
-            let all = try await fleet.store.alerts(limit: 500)
+            let all = try await fleet.alerts(limit: 500)
             var rows = ""
             for a in all {
                 rows += "<tr class=\"sev-\(a.status == .active ? a.severity.rawValue : "")\"><td><a href=\"/alerts/\(escape(a.id))\">\(escape(a.title))</a></td><td><a href=\"/vms/\(escape(a.vm))\">\(escape(a.vm))</a></td><td>\(a.severity.rawValue)</td><td>\(a.status.rawValue)</td><td>\(escape(a.created))</td><td>\(a.occurrences)</td><td>\(escape(a.resolution ?? ""))</td></tr>"
@@ -491,7 +491,7 @@ enum Dashboard {
         router.get("/alerts/{id}") { _, context -> Response in
             if let r = signedIn(context) { return r }
             let id = try context.parameters.require("id")
-            guard id.count <= 64, let a = try await fleet.store.alert(id) else { return page("Not found", "<div class=\"error\">No alert \(escape(id)).</div>", status: .notFound) }
+            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", "<div class=\"error\">No alert \(escape(id)).</div>", status: .notFound) }
             var body = "<h1 class=\"sev-\(a.severity.rawValue)\">\(escape(a.title))</h1>"
             body += "<p><b>\(a.severity.rawValue)</b> severity · <b>\(a.status.rawValue)</b> · VM <a href=\"/vms/\(escape(a.vm))\">\(escape(a.vm))</a> · raised \(escape(a.created)) · seen \(a.occurrences)× · last \(escape(a.updated))\(a.attestationID.map { " · attestation <code>\(escape($0))</code>" } ?? "")</p>"
             if let r = a.resolution { body += "<p class=\"muted\">\(escape(r))</p>" }

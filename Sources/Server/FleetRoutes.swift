@@ -206,12 +206,12 @@ extension APIServer {
             }
             let vm = q.get("vm")
             if let vm { do { try VMName.check(vm) } catch let e as AttestationServiceError { throw APIError(e) } }
-            return try json(encodable: try await fleet.store.alerts(vm: vm, status: status, limit: q.get("limit").flatMap(Int.init) ?? 500))
+            return try json(encodable: try await fleet.alerts(vm: vm, status: status, limit: q.get("limit").flatMap(Int.init) ?? 500))
         }
         v1.get("alerts/{id}") { _, context -> Response in
             try authorize(context, [.admin, .reader])
             let id = try context.parameters.require("id")
-            guard id.count <= 64, let a = try await fleet.store.alert(id) else { throw APIError(.notFound, "no alert \(id) (tlaunch alert list)") }
+            guard id.count <= 64, let a = try await fleet.alert(id) else { throw APIError(.notFound, "no alert \(id) (tlaunch alert list)") }
             return try json(encodable: a)
         }
         v1.post("alerts/{id}/dismiss") { request, context -> Response in

@@ -144,14 +144,14 @@ public enum APIServer {
 
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
         router.get("/readyz") { _, _ -> Response in
-            do { try await service.store.ping() } catch {
-                return json(["status": "unavailable", "storage": service.store.kind, "reason": "\(error)"], status: .serviceUnavailable)
+            do { try await service.ping() } catch {
+                return json(["status": "unavailable", "storage": service.storageKind, "reason": "\(error)"], status: .serviceUnavailable)
             }
             // With the fleet, the data folder must take writes too (a full or read-only disk).
             if let problem = await fleet?.storageProblem() {
-                return json(["status": "unavailable", "storage": service.store.kind, "reason": problem], status: .serviceUnavailable)
+                return json(["status": "unavailable", "storage": service.storageKind, "reason": problem], status: .serviceUnavailable)
             }
-            return json(["status": "ready", "storage": service.store.kind])
+            return json(["status": "ready", "storage": service.storageKind])
         }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
@@ -169,15 +169,15 @@ public enum APIServer {
         let v1 = router.group("v1")
         v1.get("agents") { _, context -> Response in
             try authorize(context, [.admin, .reader])
-            let agents = try await service.store.agents()
+            let agents = try await service.agents()
             return json(["agents": agents.map { ["vm": $0.vm, "enrolledAt": Int($0.enrolledAt)] as [String: Any] }])
         }
         v1.get("vms/{vm}/enrolment") { _, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin, .reader, .agent], vm: vm)
-            guard let agent = try await service.store.agent(vm: vm) else { throw APIError(.notFound, "\(vm) is not enrolled") }
+            guard let agent = try await service.agent(vm: vm) else { throw APIError(.notFound, "\(vm) is not enrolled") }
             let last = try await service.history(vm: vm, limit: 1).first
-            let baseline = try await service.store.baseline(vm: vm)
+            let baseline = try await service.currentBaseline(vm: vm)
             let akName = [UInt8](hex: agent.akPublic).flatMap { try? TPMTPublic(tpmBytes: $0).name() }.map(hexString) ?? ""
             var out: [String: Any] = ["vm": vm, "enrolledAt": Int(agent.enrolledAt), "akCertificate": agent.akCertificate, "akName": akName,
                                       "baseline": baseline.map { ["source": $0.source, "components": $0.components.count, "updated": Int($0.updated)] as [String: Any] } ?? NSNull()]
@@ -194,7 +194,7 @@ public enum APIServer {
         v1.post("vms/{vm}/enrolment/rebind") { _, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin])
-            if let fleet, try await fleet.store.vm(vm) != nil {
+            if let fleet, try await fleet.has(vm) {
                 try await fleet.allowRebind(vm, by: context.caller.map { "an \($0.role.rawValue) token" } ?? "an admin")
             } else {
                 try await service.allowRebind(vm: vm)
@@ -204,7 +204,7 @@ public enum APIServer {
         v1.delete("vms/{vm}/enrolment") { _, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin])
-            if let fleet, try await fleet.store.vm(vm) != nil {
+            if let fleet, try await fleet.has(vm) {
                 throw APIError(.conflict, "\(vm) is a VM of this platform: delete the VM (tlaunch vm delete \(vm)), which forgets its enrolment too")
             }
             try await service.forget(vm: vm)
@@ -274,7 +274,7 @@ public enum APIServer {
             try authorize(context, [.admin])
             struct Approve: Decodable { var attestationId: String? }
             let body = try await body(Approve.self, request, limit: maxSmallBody, optional: true)
-            if let fleet, try await fleet.store.vm(vm) != nil {
+            if let fleet, try await fleet.has(vm) {
                 return try json(encodable: try await fleet.approveBaseline(vm, attestationID: body?.attestationId))
             }
             return try json(encodable: try await service.approveBaseline(vm: vm, attestationID: body?.attestationId))
@@ -289,7 +289,7 @@ public enum APIServer {
         v1.delete("vms/{vm}/baseline") { _, context -> Response in
             let vm = try vm(context)
             try authorize(context, [.admin])
-            if let fleet, try await fleet.store.vm(vm) != nil { try await fleet.resetBaseline(vm) } else { try await service.resetBaseline(vm: vm) }
+            if let fleet, try await fleet.has(vm) { try await fleet.resetBaseline(vm) } else { try await service.resetBaseline(vm: vm) }
             return Response(status: .noContent)
         }
         v1.get("policy") { _, context -> Response in
@@ -317,8 +317,8 @@ public enum APIServer {
             if let e = body.expiresIn, !(60...(10 * 365 * 86400)).contains(e) {
                 throw APIError(.badRequest, "expiresIn is seconds, 60 to 315360000", field: "expiresIn")
             }
-            let token = try await AttestationService.createAPIToken(store: service.store, role: role, vm: body.vm, lifetime: body.expiresIn.map { .seconds($0) })
-            let record = try await service.store.apiTokens().first { $0.hash == AttestationService.hashToken(token) }
+            let token = try await service.createAPIToken(role: role, vm: body.vm, lifetime: body.expiresIn.map { .seconds($0) })
+            let record = try await service.apiTokens().first { $0.hash == AttestationService.hashToken(token) }
             return json(["token": token, "id": (record?.id as Any?) ?? NSNull(), "role": role.rawValue, "vm": (body.vm as Any?) ?? NSNull(),
                          "expires": (record?.expires.map { AttestationService.rfc3339($0) } as Any?) ?? NSNull()], status: .created)
         }
@@ -326,7 +326,7 @@ public enum APIServer {
         v1.get("tokens") { _, context -> Response in
             try authorize(context, [.admin])
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let rows: [[String: Any]] = try await service.store.apiTokens().filter { $0.role != .signin }.map { t in
+            let rows: [[String: Any]] = try await service.apiTokens().filter { $0.role != .signin }.map { t in
                 ["id": t.id, "role": t.role.rawValue, "vm": (t.vm as Any?) ?? NSNull(), "created": AttestationService.rfc3339(t.created),
                  "expires": (t.expires.map { AttestationService.rfc3339($0) } as Any?) ?? NSNull(),
                  "revoked": (t.revoked.map { AttestationService.rfc3339($0) } as Any?) ?? NSNull(),
@@ -340,7 +340,7 @@ public enum APIServer {
             guard (6...64).contains(id.count), id.allSatisfy({ $0.isHexDigit }) else {
                 throw APIError(.badRequest, "a token id is 6 to 64 hex digits (GET /v1/tokens lists them)", field: "id")
             }
-            let n = try await service.store.revokeAPIToken(id: id, at: Int64(Date().timeIntervalSince1970 * 1000))
+            let n = try await service.revokeAPIToken(id: id)
             switch n {
             case 1: return Response(status: .noContent)
             case 0: throw APIError(.notFound, "no token has the id \(id)")

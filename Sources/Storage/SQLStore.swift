@@ -8,8 +8,9 @@ public final class SQLStore: AttestationStore {
     public let backend: any SQLBackend
     public var kind: String { backend.kind }
 
-    /// Schema versions, applied in order, each once; a database newer than this build is refused.
-    static let migrations: [[String]] = [
+    /// The attestation service's tables. Steps 2 and 3 were global versions 4 and 5 while the
+    /// fleet's tables shared one numbering with these (`SQLSchema.legacyVersions`).
+    public static let schema = SQLSchema(module: "attestation", steps: [
         [
             """
             CREATE TABLE nonces (nonce TEXT PRIMARY KEY, vm TEXT NOT NULL, expires BIGINT NOT NULL,
@@ -44,32 +45,6 @@ public final class SQLStore: AttestationStore {
                                    PRIMARY KEY (id, version))
             """,
         ],
-        // The fleet (issue 8): VMs, images, alerts, each VM's timeline. The record is kept as JSON
-        // beside the columns that queries and conditional updates need.
-        [
-            """
-            CREATE TABLE fleet_vms (name TEXT PRIMARY KEY, power_state TEXT NOT NULL, monitoring BIGINT NOT NULL,
-                                    last_attestation BIGINT, version BIGINT NOT NULL, body TEXT NOT NULL)
-            """,
-            "CREATE TABLE fleet_images (name TEXT PRIMARY KEY, body TEXT NOT NULL, created BIGINT NOT NULL)",
-            """
-            CREATE TABLE fleet_alerts (id TEXT PRIMARY KEY, vm TEXT NOT NULL, fingerprint TEXT NOT NULL, status TEXT NOT NULL,
-                                       created BIGINT NOT NULL, body TEXT NOT NULL)
-            """,
-            // At most one active alert per VM and problem: a repeat updates it (across instances too).
-            "CREATE UNIQUE INDEX fleet_alerts_active ON fleet_alerts (vm, fingerprint) WHERE status = 'Active'",
-            "CREATE INDEX fleet_alerts_created ON fleet_alerts (created)",
-            "CREATE TABLE fleet_events (id TEXT PRIMARY KEY, vm TEXT NOT NULL, time BIGINT NOT NULL, body TEXT NOT NULL)",
-            "CREATE INDEX fleet_events_vm_time ON fleet_events (vm, time)",
-        ],
-        // Webhook deliveries waiting for their next attempt (an outbox: they survive restarts).
-        [
-            """
-            CREATE TABLE fleet_webhook_deliveries (id TEXT PRIMARY KEY, url TEXT NOT NULL, event TEXT NOT NULL, alert TEXT NOT NULL,
-                                                   body TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt BIGINT NOT NULL, created BIGINT NOT NULL)
-            """,
-            "CREATE INDEX fleet_webhook_deliveries_next ON fleet_webhook_deliveries (next_attempt)",
-        ],
         // Attestation soundness (issue 13): nonces carry the relying party's audience; a VM is
         // bound to its TPM (a rebind needs an admin); how each VM's first baseline is set.
         [
@@ -84,35 +59,11 @@ public final class SQLStore: AttestationStore {
             "ALTER TABLE api_tokens ADD COLUMN expires BIGINT",
             "ALTER TABLE api_tokens ADD COLUMN revoked BIGINT",
         ],
-        // libvirt hosts (issue 16): the hosts VMs are placed on, and each VM's host.
-        [
-            "CREATE TABLE fleet_hosts (name TEXT PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL, created BIGINT NOT NULL)",
-            "ALTER TABLE fleet_vms ADD COLUMN host TEXT",
-            "CREATE INDEX fleet_vms_host ON fleet_vms (host)",
-        ],
-        // The monitor reads only the VMs whose attestation is due (issue 17: at 100,000 running
-        // VMs it decoded every one, every second). NULL (rows from before): due.
-        [
-            "ALTER TABLE fleet_vms ADD COLUMN attest_due BIGINT",
-            "CREATE INDEX fleet_vms_due ON fleet_vms (monitoring, power_state, attest_due)",
-        ],
-    ]
-
-    public static var schemaVersion: Int { migrations.count }
+    ], legacyVersions: [1, 4, 5])
 
     public init(backend: any SQLBackend) async throws {
         self.backend = backend
-        try await backend.migrate { q in
-            _ = try await q("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)", [])
-            let current = try await q("SELECT MAX(version) FROM schema_migrations", []).first?.first?.int ?? 0
-            guard current <= Int64(Self.migrations.count) else {
-                throw StorageError("migrate", "the database is at schema version \(current), newer than this build's \(Self.migrations.count): upgrade tlaunch")
-            }
-            for (i, statements) in Self.migrations.enumerated() where Int64(i + 1) > current {
-                for s in statements { _ = try await q(s, []) }
-                _ = try await q("INSERT INTO schema_migrations (version, applied) VALUES (?, ?)", [.int(Int64(i + 1)), .int(Self.now())])
-            }
-        }
+        try await Self.schema.migrate(backend)
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

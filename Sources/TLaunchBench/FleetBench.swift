@@ -105,7 +105,7 @@ struct BenchPlatform {
                                          nonceLifetime: nonceLifetime, keepEvidence: keepEvidence, keySealer: keySealer)
         var quiet = Logger(label: "tlaunch.fleet")
         quiet.logLevel = .warning
-        let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
+        let fleet = Fleet(store: try await FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
         return BenchPlatform(dir: dir, folder: folder, authority: authority, store: store, service: service, fleet: fleet, hostKey: hostKey)
     }
 

@@ -45,7 +45,7 @@ struct EmbeddedPlatform {
         }
         var logger = Logger(label: "tlaunch.platform")
         logger.logLevel = logLevel
-        let fleet = Fleet(store: FleetStore(backend: sql.backend), service: service, dataFolder: folder, hostKey: try HostKey.loadOrCreate(folder: folder),
+        let fleet = Fleet(store: try await FleetStore(backend: sql.backend), service: service, dataFolder: folder, hostKey: try HostKey.loadOrCreate(folder: folder),
                           authority: try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA),
                           webhooks: WebhookNotifier(urls: urls, key: try HostKey.webhookKey(folder: folder), logger: logger), logger: logger,
                           qemu: realVMs ? await QEMUInstallation.detect() : nil, libvirt: libvirt, progress: { say($0) })
@@ -162,7 +162,7 @@ struct Up: AsyncParsableCommand {
         let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: webhook,
                                                  logLevel: Logger.Level(rawValue: logLevel) ?? .notice, keepEvidence: !noKeepEvidence, libvirt: libvirt,
                                                  signals: [.sigterm, .sigint], tls: tls, say: { detail($0) })
-        detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.store.kind))")
+        detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.storageKind))")
         if p.server.url.hasPrefix("https:") {
             detail("TLS: certificate from the platform CA \(folder.tls.appendingPathComponent("ca.pem").path) — the CLI pins it; import it in your browser" + (tls.mtls ? "; mutual TLS: clients need a certificate from tlaunch tls client NAME" : ""))
         }
@@ -185,7 +185,7 @@ struct Up: AsyncParsableCommand {
         emit(Render.fleet(try await p.fleet.list()))
         say("Ready")
         // A one-time code, not a credential: the link is worth nothing once used or after 10 minutes.
-        let code = try await AttestationService.createSignInCode(store: p.service.store)
+        let code = try await p.service.createSignInCode()
         detail("Dashboard: \(p.server.url)/login?code=\(code)   (one-time sign-in link, valid 10 minutes)")
         detail("CLI:       tlaunch vm list · tlaunch vm show \(SampleFleet.tampered) · tlaunch alert list · tlaunch vm create NAME --integrity-monitoring true")
         detail("Stop with Ctrl-C (the fleet's state stays in \(folder.root.path))")

@@ -64,7 +64,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "tlaunch.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let app = try APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger, tls: serverTLS) { actual in
-            FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on \(scheme)://\(host):\(actual) (storage: \(service.store.kind); admin token: \(folder.adminToken.path))\n".utf8))
+            FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on \(scheme)://\(host):\(actual) (storage: \(service.storageKind); admin token: \(folder.adminToken.path))\n".utf8))
             _ = recordLocalURL(folder, scheme: scheme, host: host, port: actual)
         }
         try await app.runService()
@@ -73,7 +73,7 @@ struct Serve: AsyncParsableCommand {
     /// The local admin token: created once (0600, readable only by this user), then read.
     static func adminToken(folder: DataFolder, service: AttestationService) async throws -> String {
         if !FileManager.default.fileExists(atPath: folder.adminToken.path) {
-            let token = try await AttestationService.createAPIToken(store: service.store, role: .admin, vm: nil)
+            let token = try await service.createAPIToken(role: .admin, vm: nil)
             _ = FileManager.default.createFile(atPath: folder.adminToken.path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
         }
         return try String(contentsOf: folder.adminToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -39,7 +39,7 @@ struct TestPlatform {
         let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
         let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
                                          akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "https://attest.tlaunch.test")
-        let fleet = Fleet(store: FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 9, count: 32),
+        let fleet = Fleet(store: try await FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 9, count: 32),
                           authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff), silentIntervals: silentIntervals,
                           qemu: qemu, bootTimeout: .seconds(600), libvirt: libvirt)
         var serverTLS: ServerTLS?
