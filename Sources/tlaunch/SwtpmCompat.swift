@@ -1,5 +1,6 @@
 import ArgumentParser
 import Attestation
+import Fleet
 import Foundation
 import Synchronization
 import X509

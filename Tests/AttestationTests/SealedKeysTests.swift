@@ -1,4 +1,5 @@
 import AttestationAPI
+import Fleet
 import Foundation
 import Attestation
 import Storage
