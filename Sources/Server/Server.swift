@@ -614,13 +614,18 @@ public final class RunningServer: Sendable {
     public func wait() async throws { try await task.value }
 }
 
-/// The fleet's monitor (attestations due, silent VMs, webhooks, hosts) as a service of the
-/// platform's group: it ends when the group shuts down.
+/// The fleet as a service of the platform's group: its monitor (attestations due, silent VMs,
+/// webhooks, hosts) runs until the group shuts down; then the real VMs this process runs are
+/// powered off and webhook deliveries under way are written down (the rest wait in the
+/// database for the next start) — before the database closes, as `StorageService` comes
+/// earlier in the group.
 public struct FleetMonitorService: Service {
     let fleet: Fleet
     public init(_ fleet: Fleet) { self.fleet = fleet }
     public func run() async throws {
         let fleet = self.fleet
         await cancelWhenGracefulShutdown { await fleet.monitor() }
+        await fleet.powerOffRealVMs()
+        await fleet.drainDeliveries()
     }
 }

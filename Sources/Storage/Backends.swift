@@ -105,5 +105,10 @@ public final class PostgresBackend: SQLBackend {
         }
     }
 
-    public func close() async { runner.cancel() }
+    /// Ends the client's run loop (its connections closed) and waits for it; closing again is
+    /// harmless.
+    public func close() async {
+        runner.cancel()
+        await runner.value
+    }
 }

@@ -55,7 +55,7 @@ struct EmbeddedPlatform {
         let server: RunningServer
         do {
             server = try await RunningServer.start(service: service, host: host, port: port, logger: httpLog, fleet: fleet, tls: serverTLS,
-                                                   alongside: [FleetMonitorService(fleet)], signals: signals)
+                                                   alongside: [StorageService(sql.backend), FleetMonitorService(fleet)], signals: signals)
         } catch {
             await sql.backend.close()
             if let e = error as? TLSSetupError { throw CLIError(e.message) }
@@ -69,14 +69,11 @@ struct EmbeddedPlatform {
         return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, admin: admin, lock: lock)
     }
 
-    /// Shuts the group down (when a signal has not already), powers off the real VMs this
-    /// process runs, writes down deliveries under way and closes the database.
+    /// Shuts the group down (when a signal has not already) and waits for it: the server first
+    /// (requests under way answered), then the fleet (its real VMs powered off, deliveries under
+    /// way written down), then the database.
     func stop() async {
         await server.stop()
-        await fleet.powerOffRealVMs()
-        // Deliveries under way are written down; the rest wait in the database for the next start.
-        await fleet.drainDeliveries()
-        await (service.store as? SQLStore)?.backend.close()
     }
 }
 

@@ -3,11 +3,13 @@ import Attestation
 import AttestationAPI
 import Fleet
 import Foundation
+import ServiceLifecycle
 import ServiceTLS
 import GuestAgent
 import Hummingbird
 import Server
 import Storage
+import UnixSignals
 import TPM2
 import VirtualTPM
 import X509
@@ -67,7 +69,12 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on \(scheme)://\(host):\(actual) (storage: \(service.storageKind); admin token: \(folder.adminToken.path))\n".utf8))
             _ = recordLocalURL(folder, scheme: scheme, host: host, port: actual)
         }
-        try await app.runService()
+        // One group: the server, and the database it stops before (SIGINT or SIGTERM: requests
+        // under way are answered, then the database's connections close).
+        var groupLog = Logger(label: "tlaunch.serve.group")
+        groupLog.logLevel = .error
+        let services: [any Service] = (service.store as? SQLStore).map { [StorageService($0.backend)] } ?? []
+        try await ServiceGroup(configuration: .init(services: services + [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: groupLog)).run()
     }
 
     /// The local admin token: created once (0600, readable only by this user), then read.
