@@ -4,36 +4,21 @@ import Foundation
 /// Turns what integrity monitoring saw into alerts a person can act on: which component changed,
 /// from what to what, where it was measured, and what to do.
 public enum AlertBuilder {
-    /// The component a baseline change belongs to, as a person names it.
-    static func component(_ c: BaselineChange) -> String {
+    /// The component a baseline change belongs to, as a person groups it.
+    static func component(_ c: BaselineChange) -> AlertComponent {
         switch c.kind {
-        case .firmware: return "firmware"
-        case .secureBootConfiguration, .secureBootAuthority, .mok: return "secure-boot-configuration"
-        case .bootLoader: return "boot-loader"
+        case .firmware: return .firmware
+        case .secureBootConfiguration, .secureBootAuthority, .mok: return .secureBootConfiguration
+        case .bootLoader: return .bootLoader
         case .bootApplication:
             let n = c.name.lowercased()
-            return n.contains("vmlinuz") || n.contains("bzimage") || n.contains("linux") ? "kernel" : "boot-loader"
-        case .kernel: return "kernel"
-        case .initrd: return "initrd"
-        case .kernelCommandLine: return "kernel-command-line"
-        case .bootLoaderCommand, .bootLoaderFile: return "boot-loader-configuration"
-        case .pcr: return "pcr-value"
-        default: return c.kind.rawValue
-        }
-    }
-
-    static func name(_ component: String) -> String {
-        switch component {
-        case "firmware": "firmware"
-        case "secure-boot-configuration": "Secure Boot configuration"
-        case "boot-loader": "boot loader"
-        case "kernel": "kernel"
-        case "initrd": "initial RAM disk"
-        case "kernel-command-line": "kernel command line"
-        case "boot-loader-configuration": "boot loader configuration"
-        case "pcr-value": "measured boot (PCR values)"
-        case "ima-file": "file measured by IMA"
-        default: component
+            return n.contains("vmlinuz") || n.contains("bzimage") || n.contains("linux") ? .kernel : .bootLoader
+        case .kernel: return .kernel
+        case .initrd: return .initrd
+        case .kernelCommandLine: return .kernelCommandLine
+        case .bootLoaderCommand, .bootLoaderFile: return .bootLoaderConfiguration
+        case .pcr: return .pcrValue
+        default: return AlertComponent(rawValue: c.kind.rawValue)
         }
     }
 
@@ -62,42 +47,42 @@ public enum AlertBuilder {
             c.toSigner = signer(c.toSigner)
             var comp = component(c)
             if c.pcr == 4, let stage = c.to.flatMap({ stages[$0] }) {
-                comp = stage.kind == "linux" ? "kernel" : (["shim", "grub"].contains(stage.kind) ? "boot-loader" : comp)
+                comp = stage.kind == "linux" ? .kernel : (["shim", "grub"].contains(stage.kind) ? .bootLoader : comp)
                 if c.name.isEmpty || c.name.hasPrefix("image ") { c.name = stage.path }
             }
             guard seen.insert("\(comp)|\(c.name)|\(c.from ?? "")|\(c.to ?? "")").inserted else { return nil }
             let detail: String
             switch c.change {
-            case .changed: detail = "\(name(comp)) \(c.name) (PCR \(c.pcr)) changed from \(short(c.from) ?? "?")\(c.fromSigner.map { " signed by \($0)" } ?? "") to \(short(c.to) ?? "?")\(c.toSigner.map { " signed by \($0)" } ?? "")"
-            case .added: detail = "\(name(comp)) \(c.name) (PCR \(c.pcr)) was not in the baseline: \(short(c.to) ?? "?")\(c.toSigner.map { " signed by \($0)" } ?? "")"
-            case .removed: detail = "\(name(comp)) \(c.name) (PCR \(c.pcr)) from the baseline did not run (was \(short(c.from) ?? "?"))"
+            case .changed: detail = "\(comp.title) \(c.name) (PCR \(c.pcr)) changed from \(short(c.from) ?? "?")\(c.fromSigner.map { " signed by \($0)" } ?? "") to \(short(c.to) ?? "?")\(c.toSigner.map { " signed by \($0)" } ?? "")"
+            case .added: detail = "\(comp.title) \(c.name) (PCR \(c.pcr)) was not in the baseline: \(short(c.to) ?? "?")\(c.toSigner.map { " signed by \($0)" } ?? "")"
+            case .removed: detail = "\(comp.title) \(c.name) (PCR \(c.pcr)) from the baseline did not run (was \(short(c.from) ?? "?"))"
             }
             return AlertEvidence(component: comp, name: c.name, change: c.change.rawValue, from: c.from, to: c.to, fromSigner: c.fromSigner,
                                  toSigner: c.toSigner, pcr: Int(c.pcr), detail: detail)
         }
         for check in o.checks where !check.passed && (check.category != .baseline || o.changes.isEmpty) {
-            let comp: String
+            let comp: AlertComponent
             switch check.category {
-            case .evidence: comp = "attestation-evidence"
-            case .fileSystem: comp = "ima-file"
-            case .baseline: comp = "baseline"
-            case .executables, .configuration: comp = "policy"
+            case .evidence: comp = .attestationEvidence
+            case .fileSystem: comp = .imaFile
+            case .baseline: comp = .baseline
+            case .executables, .configuration: comp = .policy
             }
             evidence.append(AlertEvidence(component: comp, name: check.name.rawValue, change: check.outcome == .unknown ? "unknown" : "failed", from: nil, to: nil,
                                           fromSigner: nil, toSigner: nil, pcr: nil, detail: "\(check.name): \(check.reason)"))
         }
         let components = Array(Set(evidence.map(\.component))).sorted()
-        let severe: Set<String> = ["firmware", "secure-boot-configuration", "boot-loader", "attestation-evidence", "policy", "ima-file"]
-        let severity: AlertSeverity = components.contains(where: severe.contains) ? .high : (components == ["baseline"] ? .low : .medium)
+        let severe: Set<AlertComponent> = [.firmware, .secureBootConfiguration, .bootLoader, .attestationEvidence, .policy, .imaFile]
+        let severity: AlertSeverity = components.contains(where: severe.contains) ? .high : (components == [.baseline] ? .low : .medium)
         let title: String
         let changed = evidence.filter { $0.change != "failed" && $0.change != "unknown" }
         if changed.count == 1, let e = changed.first, evidence.count == 1 {
-            title = "\(name(e.component).prefix(1).uppercased() + name(e.component).dropFirst()) changed: \(e.name)"
+            title = "\(e.component.title.prefix(1).uppercased() + e.component.title.dropFirst()) changed: \(e.name)"
         } else if !changed.isEmpty {
-            title = "Boot changed: " + Array(Set(changed.map { name($0.component) })).sorted().joined(separator: ", ")
-        } else if evidence.contains(where: { $0.component == "attestation-evidence" }) {
+            title = "Boot changed: " + Array(Set(changed.map { $0.component.title })).sorted().joined(separator: ", ")
+        } else if evidence.contains(where: { $0.component == .attestationEvidence }) {
             title = "Attestation evidence failed verification"
-        } else if components == ["baseline"] {
+        } else if components == [.baseline] {
             title = "No baseline yet: the boot waits for approval"
         } else {
             title = "Boot violates the attestation policy: " + evidence.map(\.name).joined(separator: ", ")
@@ -108,32 +93,32 @@ public enum AlertBuilder {
         description += " " + evidence.map(\.detail).joined(separator: "; ") + "."
 
         var recommendations: [String] = [], mitigations: [String] = []
-        let paths = changed.filter { ["boot-loader", "kernel", "initrd"].contains($0.component) }.map(\.name)
-        if components.contains(where: { ["kernel", "initrd", "kernel-command-line", "boot-loader", "boot-loader-configuration"].contains($0) }) {
-            let what = components.contains("boot-loader") ? "a boot loader update (shim or grub package)" : "an OS update (new kernel, initrd or command line)"
+        let paths = changed.filter { [.bootLoader, .kernel, .initrd].contains($0.component) }.map(\.name)
+        if components.contains(where: { [.kernel, .initrd, .kernelCommandLine, .bootLoader, .bootLoaderConfiguration].contains($0) }) {
+            let what = components.contains(.bootLoader) ? "a boot loader update (shim or grub package)" : "an OS update (new kernel, initrd or command line)"
             recommendations.append("If you installed \(what), approve this boot as the new baseline: `tlaunch vm baseline approve \(vm.name)`.")
             recommendations.append("Otherwise stop the VM, keep its disk for investigation, and check who changed \(paths.isEmpty ? "the boot configuration" : paths.joined(separator: ", ")).")
         }
-        if components.contains("firmware") {
+        if components.contains(.firmware) {
             recommendations.append("The firmware is the platform's, not the guest's: unless the platform was updated, report this to the platform operator and move the VM to another host.")
         }
-        if components.contains("secure-boot-configuration") {
+        if components.contains(.secureBootConfiguration) {
             recommendations.append("Compare the VM's Secure Boot databases with the image's (`tlaunch vm show \(vm.name)`); a dbx update is expected after revocations, a new db or KEK entry is not.")
         }
-        if components.contains("policy") {
+        if components.contains(.policy) {
             recommendations.append("Read the failed policy checks above: the boot ran something the policy does not allow. Fix the VM, or if the policy is wrong, change it (`PUT /v1/policy`) after checking it with `POST /v1/what-if`.")
         }
-        if components.contains("attestation-evidence") {
+        if components.contains(.attestationEvidence) {
             recommendations.append("The evidence itself did not verify (quote, log or counters): treat the VM as compromised until it attests again from a clean boot.")
         }
-        if components.contains("baseline") {
+        if components.contains(.baseline) {
             recommendations.append("Check the boot (`tlaunch vm show \(vm.name)`, its boot chain and Secure Boot state) and approve it as the VM's first baseline: `tlaunch vm baseline approve \(vm.name)`; or set one from its disk: `tlaunch vm baseline predict \(vm.name)`.")
         }
         if o.baselineSource?.source == .predicted && !changed.isEmpty {
             recommendations.append("The baseline was set from predicted PCR values: if the disk changed on purpose, predict again from it (`tlaunch vm baseline predict \(vm.name)`) or approve this boot: `tlaunch vm baseline approve \(vm.name)`.")
         }
         let signers = Set(changed.compactMap(\.toSigner))
-        if !signers.isEmpty, components.contains("boot-loader") {
+        if !signers.isEmpty, components.contains(.bootLoader) {
             mitigations.append("The new boot loader is signed by \(signers.sorted().joined(separator: "; ")), which the VM's db trusts: if it is an older, vulnerable build, revoke it (dbx or SBAT update) so no VM can boot it.")
         }
         mitigations.append("Stop the VM until the change is explained: `tlaunch vm stop \(vm.name)`.")
@@ -148,7 +133,7 @@ public enum AlertBuilder {
     public static func bootFailure(_ b: BootSummary, vm: VMRecord, now: String = Time.now()) -> Alert {
         let reason = b.failure ?? "unknown"
         let secureBoot = reason.lowercased().contains("secure boot") || reason.lowercased().contains("not signed") || reason.lowercased().contains("signature") || reason.lowercased().contains("dbx")
-        let ev = AlertEvidence(component: "boot-failure", name: "boot \(b.number)", change: "failed", from: nil, to: nil, fromSigner: nil, toSigner: nil,
+        let ev = AlertEvidence(component: .bootFailure, name: "boot \(b.number)", change: "failed", from: nil, to: nil, fromSigner: nil, toSigner: nil,
                                pcr: nil, detail: reason)
         var recs = ["Read the console of boot \(b.number): the firmware stopped at \(reason)."]
         if secureBoot {
@@ -163,7 +148,7 @@ public enum AlertBuilder {
     /// A storage failure (full or read-only data folder, database down) interrupted an operation
     /// on the VM: what was interrupted, and that its record may be behind its vTPM and disk.
     public static func storageInterrupted(_ vm: VMRecord, operation: String, reason: String, at: String, now: String = Time.now()) -> Alert {
-        let ev = AlertEvidence(component: "storage", name: operation, change: "interrupted", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil, detail: reason)
+        let ev = AlertEvidence(component: .storage, name: operation, change: "interrupted", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil, detail: reason)
         return Alert(id: newID(), vm: vm.name, kind: .storageFailure, severity: .medium, status: .active, title: "Storage failure interrupted \(operation)",
                      description: "At \(at) the platform could not write its data folder or database while it ran \(operation) on \(vm.name): \(reason). What the record says may be behind what happened to the VM's vTPM and disk.",
                      evidence: [ev],
@@ -175,7 +160,7 @@ public enum AlertBuilder {
 
     /// A real VM's QEMU exited without the platform asking (killed, crashed, out of memory).
     public static func crashed(_ vm: VMRecord, how: String, console: String, now: String = Time.now()) -> Alert {
-        let ev = AlertEvidence(component: "hypervisor", name: "QEMU of \(vm.name)", change: "exited", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+        let ev = AlertEvidence(component: .hypervisor, name: "QEMU of \(vm.name)", change: "exited", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
                                detail: "QEMU \(how); the console's last lines: \(console.isEmpty ? "(empty)" : console)")
         return Alert(id: newID(), vm: vm.name, kind: .vmFailed, severity: .high, status: .active, title: "VM stopped unexpectedly",
                      description: "\(vm.name)'s QEMU \(how) while it ran boot \(vm.lastBoot?.number ?? 0); the VM is off (power state Failed).",
@@ -188,7 +173,7 @@ public enum AlertBuilder {
 
     /// The VM's libvirt host stopped answering: whether the VM runs, and what runs in it, is unknown.
     public static func hostUnreachable(_ vm: VMRecord, host: LibvirtHost, now: String = Time.now()) -> Alert {
-        let ev = AlertEvidence(component: "host", name: "libvirt host \(host.name)", change: "unreachable", from: "Reachable", to: "Unreachable", fromSigner: nil, toSigner: nil, pcr: nil,
+        let ev = AlertEvidence(component: .host, name: "libvirt host \(host.name)", change: "unreachable", from: "Reachable", to: "Unreachable", fromSigner: nil, toSigner: nil, pcr: nil,
                                detail: "\(host.uri): \(host.detail); last answered \(host.lastSeen.map(Time.rfc3339) ?? "never")")
         return Alert(id: newID(), vm: vm.name, kind: .hostUnreachable, severity: .high, status: .active, title: "Host unreachable: VM state unknown",
                      description: "\(vm.name) runs on libvirt host \(host.name), which does not answer since \(Time.rfc3339(host.since)). The platform cannot see, stop or attest the VM: its power state is Unknown and its boot integrity unverified until the host answers again.",
@@ -203,7 +188,7 @@ public enum AlertBuilder {
     /// A monitored VM whose agent has not attested for longer than it should.
     public static func notReporting(_ vm: VMRecord, silentSeconds: Int, now: String = Time.now()) -> Alert {
         let last = vm.lastAttestation.map { Time.rfc3339($0) } ?? "never (since boot \(vm.lastBoot?.number ?? 0))"
-        let ev = AlertEvidence(component: "agent", name: "guest attestation agent", change: "silent", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+        let ev = AlertEvidence(component: .agent, name: "guest attestation agent", change: "silent", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
                                detail: "last attestation \(last); nothing for \(silentSeconds) s while it should attest every \(vm.attestationInterval) s")
         return Alert(id: newID(), vm: vm.name, kind: .notReporting, severity: .medium, status: .active, title: "VM stopped reporting",
                      description: "\(vm.name) is running with integrity monitoring but its guest attestation agent has not attested for \(silentSeconds) s (last: \(last)). Its boot integrity is unknown.",
@@ -217,7 +202,7 @@ public enum AlertBuilder {
     /// An admin allowed the VM to bind another TPM: whoever enrols next with a trusted EK
     /// becomes the VM's identity, so a person should know it happened.
     public static func rebind(_ vm: VMRecord, by who: String, now: String = Time.now()) -> Alert {
-        let ev = AlertEvidence(component: "vtpm-identity", name: "vTPM binding", change: "rebind-allowed", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+        let ev = AlertEvidence(component: .vtpmIdentity, name: "vTPM binding", change: "rebind-allowed", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
                                detail: "\(who) allowed \(vm.name)'s next enrolment to present another TPM (EK) than the one it is bound to")
         return Alert(id: newID(), vm: vm.name, kind: .identity, severity: .medium, status: .active, title: "vTPM identity may change",
                      description: "\(vm.name) will accept a different TPM at its next enrolment (allowed by \(who)); its baseline is reset when that TPM enrols, and its next boot is learned or approved again.",

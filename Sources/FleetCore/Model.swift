@@ -147,11 +147,57 @@ public enum AlertStatus: String, Sendable, Codable, CaseIterable {
     case active = "Active", resolved = "Resolved", dismissed = "Dismissed"
 }
 
+/// What a piece of alert evidence is about, as a person groups it: a boot component (from the
+/// attestation's baseline changes, `ComponentKind`, grouped coarser: shim and grub are both the
+/// boot loader), what failed verification, or the platform part that failed. Stored in alerts
+/// and sent to webhooks as its text; a component another version stored reads back as it was.
+public struct AlertComponent: RawRepresentable, Sendable, Codable, Hashable, Comparable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+
+    // The boot's components (a baseline change).
+    public static let firmware = Self(rawValue: "firmware")
+    public static let secureBootConfiguration = Self(rawValue: "secure-boot-configuration")
+    public static let bootLoader = Self(rawValue: "boot-loader")
+    public static let kernel = Self(rawValue: "kernel")
+    public static let initrd = Self(rawValue: "initrd")
+    public static let kernelCommandLine = Self(rawValue: "kernel-command-line")
+    public static let bootLoaderConfiguration = Self(rawValue: "boot-loader-configuration")
+    /// A predicted PCR value that differs (a predicted baseline).
+    public static let pcrValue = Self(rawValue: "pcr-value")
+    // What a failed check is about.
+    public static let attestationEvidence = Self(rawValue: "attestation-evidence")
+    public static let imaFile = Self(rawValue: "ima-file")
+    public static let baseline = Self(rawValue: "baseline")
+    public static let policy = Self(rawValue: "policy")
+    // The platform's parts.
+    public static let bootFailure = Self(rawValue: "boot-failure")
+    public static let storage = Self(rawValue: "storage")
+    public static let hypervisor = Self(rawValue: "hypervisor")
+    public static let host = Self(rawValue: "host")
+    public static let agent = Self(rawValue: "agent")
+    public static let vtpmIdentity = Self(rawValue: "vtpm-identity")
+
+    /// As a person names it in a sentence ("boot loader", "Secure Boot configuration").
+    public var title: String {
+        switch self {
+        case .secureBootConfiguration: "Secure Boot configuration"
+        case .bootLoader: "boot loader"
+        case .initrd: "initial RAM disk"
+        case .kernelCommandLine: "kernel command line"
+        case .bootLoaderConfiguration: "boot loader configuration"
+        case .pcrValue: "measured boot (PCR values)"
+        case .imaFile: "file measured by IMA"
+        default: rawValue
+        }
+    }
+}
+
 /// One piece of evidence: which component changed, from what to what, where it was measured.
 public struct AlertEvidence: Sendable, Codable, Hashable {
-    /// firmware, secure-boot-configuration, boot-loader, kernel, kernel-command-line, initrd,
-    /// ima-file, boot-failure, policy, attestation, agent.
-    public var component: String
+    public var component: AlertComponent
     public var name: String
     public var change: String
     public var from: String?
@@ -160,7 +206,7 @@ public struct AlertEvidence: Sendable, Codable, Hashable {
     public var toSigner: String?
     public var pcr: Int?
     public var detail: String
-    public init(component: String, name: String, change: String, from: String?, to: String?, fromSigner: String?, toSigner: String?, pcr: Int?, detail: String) {
+    public init(component: AlertComponent, name: String, change: String, from: String?, to: String?, fromSigner: String?, toSigner: String?, pcr: Int?, detail: String) {
         self.component = component; self.name = name; self.change = change; self.from = from; self.to = to; self.fromSigner = fromSigner; self.toSigner = toSigner; self.pcr = pcr; self.detail = detail
     }
 }

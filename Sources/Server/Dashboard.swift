@@ -498,7 +498,7 @@ enum Dashboard {
             body += "<div class=\"card\"><p id=\"description\">\(escape(a.description))</p></div>"
             body += "<h2>Evidence</h2><table id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>"
             for e in a.evidence {
-                body += "<tr><td>\(escape(e.component))</td><td>\(escape(e.name))</td><td>\(e.pcr.map(String.init) ?? "-")</td><td><code>\(escape(e.from ?? "-"))</code>\(e.fromSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td><code>\(escape(e.to ?? "-"))</code>\(e.toSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td>\(escape(e.detail))</td></tr>"
+                body += "<tr><td>\(escape(e.component.rawValue))</td><td>\(escape(e.name))</td><td>\(e.pcr.map(String.init) ?? "-")</td><td><code>\(escape(e.from ?? "-"))</code>\(e.fromSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td><code>\(escape(e.to ?? "-"))</code>\(e.toSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td>\(escape(e.detail))</td></tr>"
             }
             body += "</tbody></table><h2>Recommendations</h2><ul id=\"recommendations\">" + a.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             body += "<h2>Mitigations</h2><ul id=\"mitigations\">" + a.mitigations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"

@@ -113,7 +113,7 @@ struct RulesTests {
         vm.lastAttestation = 0
         let a = AlertBuilder.notReporting(vm, silentSeconds: 180, now: "2026-12-07T10:00:00.000Z")
         #expect(a.kind == .notReporting && a.vm == "db-01" && a.status == .active && a.severity == .medium)
-        #expect(a.evidence.first?.component == "agent" && a.evidence.first?.detail.contains("nothing for 180 s while it should attest every 60 s") == true)
+        #expect(a.evidence.first?.component == .agent && a.evidence.first?.detail.contains("nothing for 180 s while it should attest every 60 s") == true)
         #expect(a.recommendations.contains { $0.contains("`tlaunch vm update db-01 --integrity-monitoring false`") })
         #expect(a.mitigations.contains { $0.contains("do not release secrets") })
         #expect(a.created == "2026-12-07T10:00:00.000Z" && a.fingerprint == "not-reporting")

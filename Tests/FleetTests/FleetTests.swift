@@ -338,7 +338,7 @@ struct MonitoringTests {
             let after = try await p.fleet.require("app")
             #expect(after.bootIntegrity == .unhealthy && after.powerState == .running)
             #expect(alert.severity == .high && alert.kind == "boot-integrity" && alert.status == .active)
-            let e = try #require(alert.evidence.first { $0.component == "boot-loader" })
+            let e = try #require(alert.evidence.first { $0.component == .bootLoader })
             #expect(e.name.lowercased().contains("grubx64.efi") && e.pcr == 4 && e.change == "changed")
             #expect(e.from == before && e.to == after.lastBoot?.stages.first { $0.kind == "grub" }?.sha256 && e.from != e.to)
             #expect(e.toSigner?.contains("TrustedLaunch vendor") == true && e.toSigner?.contains("SbatLevel") == false)
@@ -372,14 +372,14 @@ struct MonitoringTests {
             _ = try await p.fleet.putFile("k", path: "/vmlinuz", bytes: try SampleImages.signedKernel(keys: keys, build: 0x92))
             _ = try await p.fleet.restart("k")
             let kernel = try #require(try await p.fleet.store.alerts(vm: "k", status: .active).first)
-            #expect(kernel.severity == .medium && kernel.evidence.allSatisfy { $0.component == "kernel" } && kernel.evidence.contains { $0.pcr == 4 && $0.name == "/vmlinuz" })
+            #expect(kernel.severity == .medium && kernel.evidence.allSatisfy { $0.component == .kernel } && kernel.evidence.contains { $0.pcr == 4 && $0.name == "/vmlinuz" })
             #expect(kernel.recommendations.first?.contains("OS update") == true)
             // Someone also edits the command line (grub.cfg): the change is shown from → to.
             let cfg = "set timeout=0\nlinux /vmlinuz console=ttyS0 root=/dev/vda2 ro init=/bin/sh\ninitrd /initrd.img\nboot\n"
             _ = try await p.fleet.putFile("k", path: "/EFI/tlaunch/grub.cfg", bytes: Array(cfg.utf8))
             _ = try await p.fleet.restart("k")
             let active = try await p.fleet.store.alerts(vm: "k", status: .active)
-            let cmd = try #require(active.flatMap(\.evidence).first { $0.component == "kernel-command-line" })
+            let cmd = try #require(active.flatMap(\.evidence).first { $0.component == .kernelCommandLine })
             #expect(cmd.from?.hasSuffix("console=ttyS0 root=/dev/vda2 ro") == true && cmd.to?.hasSuffix("console=ttyS0 root=/dev/vda2 ro init=/bin/sh") == true && cmd.pcr == 8, "\(cmd)")
             // Restoring the original files: the next boot is healthy and resolves the alerts.
             let (esp, _) = try SampleImages.sampleLinux(keys: keys)
@@ -405,9 +405,9 @@ struct MonitoringTests {
             let alert = try #require(try await p.fleet.store.alerts(vm: "pred", status: .active).first)
             // The prediction's own events name what changed in PCR 4: the boot loader, its file,
             // its signer — not only "PCR 4 changed".
-            #expect(alert.evidence.contains { $0.component == "boot-loader" && $0.pcr == 4 && $0.name.lowercased().contains("grubx64.efi") && $0.toSigner != nil },
+            #expect(alert.evidence.contains { $0.component == .bootLoader && $0.pcr == 4 && $0.name.lowercased().contains("grubx64.efi") && $0.toSigner != nil },
                     "\(alert.evidence.map(\.detail))")
-            #expect(!alert.evidence.contains { $0.component == "pcr-value" && $0.pcr == 4 }, "\(alert.evidence.map(\.detail))")
+            #expect(!alert.evidence.contains { $0.component == .pcrValue && $0.pcr == 4 }, "\(alert.evidence.map(\.detail))")
             #expect(alert.recommendations.contains { $0.contains("predicted PCR values") })
             // A Standard VM has nothing to predict.
             _ = try await p.fleet.deploy(DeployRequest(name: "plain", image: "legacy-bios", securityType: "Standard", start: false))
@@ -465,7 +465,7 @@ struct MonitoringTests {
             let vm = try await p.fleet.restart("sb")
             #expect(vm.powerState == .failed && vm.lastBoot?.succeeded == false)
             let alert = try #require(try await p.fleet.store.alerts(vm: "sb", status: .active).first)
-            #expect(alert.kind == "boot-failure" && alert.severity == .high && alert.evidence.first?.component == "boot-failure")
+            #expect(alert.kind == "boot-failure" && alert.severity == .high && alert.evidence.first?.component == .bootFailure)
             #expect(alert.recommendations.contains { $0.contains("tlaunch vm disk put sb") })
             // Restore and restart: the boot succeeds and the alert resolves.
             let (esp, _) = try SampleImages.sampleLinux(keys: keys)
@@ -577,7 +577,7 @@ struct MonitoringTests {
             let later = Time.millis() + 3300
             await p.fleet.monitorOnce(now: later)
             let alert = try #require(try await p.fleet.store.alerts(vm: "quiet", status: .active).first)
-            #expect(alert.kind == "not-reporting" && alert.title == "VM stopped reporting" && alert.evidence.first?.component == "agent")
+            #expect(alert.kind == "not-reporting" && alert.title == "VM stopped reporting" && alert.evidence.first?.component == .agent)
             #expect(alert.recommendations.contains { $0.contains("tlaunch agent status") })
             // Another pass does not add a second alert.
             await p.fleet.monitorOnce(now: later + 1000)
@@ -617,7 +617,7 @@ struct MonitoringTests {
             let got = received.withLock { $0 }
             #expect(got.map(\.attempt) == ["1", "2", "3"])
             let payload = try JSONDecoder().decode(WebhookPayload.self, from: try #require(got.last?.body))
-            #expect(payload.event == "alert.raised" && payload.alert.id == alert.id && payload.alert.evidence.contains { $0.component == "boot-loader" })
+            #expect(payload.event == "alert.raised" && payload.alert.id == alert.id && payload.alert.evidence.contains { $0.component == .bootLoader })
             // Every delivery is signed for this receiver: the body as sent verifies; a changed
             // body, another receiver's secret or a replay 10 minutes later does not.
             let url = URL(string: "http://127.0.0.1:\(port)/hook")!
