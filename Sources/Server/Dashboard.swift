@@ -48,7 +48,7 @@ enum Dashboard {
     /// Adds the CSRF token to every POST form of `html`.
     static func withCSRF(_ html: String, _ token: String?) -> String {
         guard let token else { return html }
-        let field = "<input type=\"hidden\" name=\"csrf\" value=\"\(escape(token))\">"
+        let field = "<input type=\"hidden\" name=\"csrf\" value=\"\(HTML.escape(token))\">"
         var out = ""
         var rest = Substring(html)
         while let start = rest.range(of: "<form ") {
@@ -64,49 +64,34 @@ enum Dashboard {
         request.headers[.cookie].flatMap { FormBody.cookie($0, name: cookie) }
     }
 
-    static func escape(_ s: String) -> String {
-        var out = ""
-        out.reserveCapacity(s.count)
-        for c in s {
-            switch c {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(c)
-            }
-        }
-        return out
-    }
-
     static func form(_ body: String) -> [String: String] { FormBody.parse(body) }
 
     /// The VM's recent attestations as a strip, oldest to newest: a tile per attestation (passed,
     /// failed, or waiting for a baseline), a mark where the VM rebooted, the first failed check or
     /// the baseline change in each tile's title. Plain HTML and CSS (the pages carry no script).
-    static func bootStrip(_ attestations: [AttestationOutcome]) -> String {
+    static func bootStrip(_ attestations: [AttestationOutcome]) -> HTML {
         guard !attestations.isEmpty else { return "" }
-        let tiles = attestations.sorted { $0.time < $1.time }.map { a -> String in
+        let tiles = attestations.sorted { $0.time < $1.time }.map { a -> HTML in
             let state = a.passed ? "pass" : (a.baseline == .pending ? "pending" : "fail")
             let failed = a.checks.first { !$0.passed }
             let why = a.passed ? (a.baseline == .learned ? "passed; baseline learned" : "passed")
                 : failed.map { "\($0.name.rawValue): \($0.reason)" } ?? "did not pass"
             let change = a.changes.first.map { " — \($0.kind) \($0.name) \($0.change.rawValue)" } ?? ""
-            let boot = a.rebooted == true ? "<span class=\"boot\">reboot</span>" : ""
+            let boot: HTML = a.rebooted == true ? "<span class=\"boot\">reboot</span>" : ""
             let time = a.time.count >= 19 ? String(a.time.dropFirst(11).prefix(8)) : a.time
-            return boot + "<span class=\"tile \(state)\" title=\"\(escape("\(a.time): \(why)\(change)"))\">\(a.passed ? "✓" : (state == "pending" ? "…" : "✗"))"
-                + "<small>\(escape(time))</small>\(a.passed ? "" : "<small>\(escape(failed?.name.rawValue ?? ""))</small>")</span>"
+            let mark: HTML = a.passed ? "✓" : (state == "pending" ? "…" : "✗")
+            let check: HTML = a.passed ? "" : "<small>\(text: failed?.name.rawValue ?? "")</small>"
+            return boot + "<span class=\"tile \(text: state)\" title=\"\(text: "\(a.time): \(why)\(change)")\">\(mark)<small>\(text: time)</small>\(check)</span>"
         }
         return "<h2>Boots and attestations</h2><div id=\"bootstrip\" class=\"strip\" aria-label=\"attestations, oldest to newest\">" + tiles.joined()
             + "</div><p class=\"muted\">Oldest to newest; green passed, red failed (hover for the check that failed), amber waits for a baseline.</p>"
     }
 
     /// A recommendation as HTML: escaped, with each `command` in backticks as code to copy.
-    static func withCommands(_ text: String) -> String {
+    static func withCommands(_ text: String) -> HTML {
         let parts = text.split(separator: "`", omittingEmptySubsequences: false)
-        guard parts.count >= 3, parts.count % 2 == 1 else { return escape(text) }   // unpaired: as written
-        return parts.enumerated().map { i, p in i % 2 == 1 ? "<code class=\"command\">\(escape(String(p)))</code>" : escape(String(p)) }.joined()
+        guard parts.count >= 3, parts.count % 2 == 1 else { return "\(text: text)" }   // unpaired: as written
+        return parts.enumerated().map { i, p -> HTML in i % 2 == 1 ? "<code class=\"command\">\(text: String(p))</code>" : "\(text: String(p))" }.joined()
     }
 
     /// How often a live page (the fleet, a VM, alerts) fetches itself again, in seconds.
@@ -115,12 +100,12 @@ enum Dashboard {
     /// `live`: the page keeps its state current without reloading (`/static/live.js`: the same
     /// page fetched again every `liveInterval` seconds and its main part swapped in, unless a
     /// form on it is being filled in). Without JavaScript it is the same page, current when loaded.
-    static func page(_ title: String, _ body: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:], refresh: Int? = nil,
+    static func page(_ title: String, _ body: HTML, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:], refresh: Int? = nil,
                      live: Bool = false) -> Response {
-        let html = """
+        let html: HTML = """
         <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">\(refresh.map { "<meta http-equiv=\"refresh\" content=\"\($0)\">" } ?? "")\(live ? "<script src=\"/static/live.js\" defer></script>" : "")
-        <title>\(escape(title)) · TrustedLaunch</title>
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">\(refresh.map { "<meta http-equiv=\"refresh\" content=\"\($0)\">" })\(live ? "<script src=\"/static/live.js\" defer></script>" : "")
+        <title>\(text: title) · TrustedLaunch</title>
         <style>
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}
         header{background:#0f3a5f;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:center}
@@ -141,13 +126,13 @@ enum Dashboard {
         .boot{font-size:.75em;color:#57606a;border-left:3px solid #57606a;padding:10px 2px 10px 4px;margin-left:6px}
         #live{font-size:.8em;margin-left:16px;color:#c9d7e3}
         </style></head><body\(live ? " data-live=\"\(liveInterval)\"" : "")>
-        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(escape($0 == "admin" ? "an admin" : "a \($0)")) token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>")</header>
-        <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(escape($0)). Changes fail until it can; what is shown may be behind.</div>" } ?? "")\(body)</main></body></html>
+        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(text: $0 == "admin" ? "an admin" : "a \($0)") token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>" as HTML)</header>
+        <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(text: $0). Changes fail until it can; what is shown may be behind.</div>" } as HTML?)\(body)</main></body></html>
         """
         var h = headers
         h[.contentType] = "text/html; charset=utf-8"
         h[.cacheControl] = "no-store"
-        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(string: withCSRF(html, csrf))))
+        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(string: withCSRF(html.description, csrf))))
     }
 
     static func redirect(_ to: String, headers: HTTPFields = [:]) -> Response {
@@ -156,24 +141,24 @@ enum Dashboard {
         return Response(status: .seeOther, headers: h)
     }
 
-    static func integrity(_ v: VMView) -> String {
+    static func integrity(_ v: VMView) -> HTML {
         let b = v.integrityMonitoring.bootIntegrity
         let cls = b == .healthy ? "ok" : (b == .unhealthy ? "bad" : (b == .pending ? "warn" : "muted"))
-        return "<span class=\"\(cls)\">\(b.display)</span>"
+        return "<span class=\"\(text: cls)\">\(text: b.display)</span>"
     }
 
-    static func onOff(_ b: Bool) -> String { b ? "<span class=\"ok\">Enabled</span>" : "<span class=\"muted\">Disabled</span>" }
-    static func securityType(_ s: String) -> String { s == "TrustedLaunch" ? "Trusted launch" : "Standard" }
+    static func onOff(_ b: Bool) -> HTML { b ? "<span class=\"ok\">Enabled</span>" : "<span class=\"muted\">Disabled</span>" }
+    static func securityType(_ s: String) -> HTML { s == "TrustedLaunch" ? "Trusted launch" : "Standard" }
 
-    static func fleetTable(_ vms: [VMView]) -> String {
-        var rows = ""
+    static func fleetTable(_ vms: [VMView]) -> HTML {
+        var rows: HTML = ""
         for v in vms {
-            let alerts = v.alerts.isEmpty ? "<span class=\"muted\">none</span>" : v.alerts.map { "<a class=\"bad\" href=\"/alerts/\(escape($0.id))\">\(escape($0.severity)): \(escape($0.title))</a>" }.joined(separator: "<br>")
+            let alerts: HTML = v.alerts.isEmpty ? "<span class=\"muted\">none</span>" : v.alerts.map { (a) -> HTML in "<a class=\"bad\" href=\"/alerts/\(text: a.id)\">\(text: a.severity): \(text: a.title)</a>" }.joined(separator: "<br>")
             rows += """
-            <tr id="vm-\(escape(v.name))"><td><a href="/vms/\(escape(v.name))">\(escape(v.name))</a></td><td>\(escape(v.powerState.rawValue))</td><td>\(securityType(v.securityProfile.securityType))</td>
+            <tr id="vm-\(text: v.name)"><td><a href="/vms/\(text: v.name)">\(text: v.name)</a></td><td>\(text: v.powerState.rawValue)</td><td>\(securityType(v.securityProfile.securityType))</td>
             <td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td>
-            <td>\(onOff(v.integrityMonitoring.enabled))</td><td>\(integrity(v))</td><td>\(escape(v.integrityMonitoring.lastAttestation ?? "-"))</td>
-            <td>\(escape(v.image))</td><td>\(alerts)</td><td>\(escape(v.host ?? "-"))</td></tr>
+            <td>\(onOff(v.integrityMonitoring.enabled))</td><td>\(integrity(v))</td><td>\(text: v.integrityMonitoring.lastAttestation ?? "-")</td>
+            <td>\(text: v.image)</td><td>\(alerts)</td><td>\(text: v.host ?? "-")</td></tr>
             """
         }
         return """
@@ -184,8 +169,8 @@ enum Dashboard {
 
     /// Only what applies to the VM now: Start when it is off, Restart and Stop while it runs,
     /// nothing while its host does not answer; Delete always (Stop and Delete ask first).
-    static func lifecycleButtons(_ v: VMView) -> String {
-        var b = ""
+    static func lifecycleButtons(_ v: VMView) -> HTML {
+        var b: HTML = ""
         switch v.powerState {
         case .running:
             b = "<button name=\"action\" value=\"restart\">Restart</button><button name=\"action\" value=\"stop\">Stop…</button>"
@@ -199,22 +184,22 @@ enum Dashboard {
 
     /// The page that asks before a Stop or Delete (no script needed): the same form again, confirmed.
     static func confirmation(_ vm: String, action: String) -> Response {
-        let what = action == "delete"
-            ? "Delete \(escape(vm))? Its disk and its vTPM — keys, sealed secrets, EK — are destroyed for good."
-            : "Stop \(escape(vm))? Its guest is powered off; its vTPM state is kept for the next start."
+        let what: HTML = action == "delete"
+            ? "Delete \(text: vm)? Its disk and its vTPM — keys, sealed secrets, EK — are destroyed for good."
+            : "Stop \(text: vm)? Its guest is powered off; its vTPM state is kept for the next start."
         return page("Confirm", """
-            <h1>\(action == "delete" ? "Delete" : "Stop") \(escape(vm))</h1><div class="card"><p>\(what)</p>
-            <form class="inline" method="post" action="/vms/\(escape(vm))/action"><input type="hidden" name="action" value="\(escape(action))"><input type="hidden" name="confirm" value="yes">
-            <button type="submit" id="confirm">\(action == "delete" ? "Delete" : "Stop") \(escape(vm))</button></form> <a href="/vms/\(escape(vm))">Cancel</a></div>
+            <h1>\(action == "delete" ? "Delete" : "Stop") \(text: vm)</h1><div class="card"><p>\(what)</p>
+            <form class="inline" method="post" action="/vms/\(text: vm)/action"><input type="hidden" name="action" value="\(text: action)"><input type="hidden" name="confirm" value="yes">
+            <button type="submit" id="confirm">\(action == "delete" ? "Delete" : "Stop") \(text: vm)</button></form> <a href="/vms/\(text: vm)">Cancel</a></div>
             """)
     }
 
     /// The libvirt hosts: state (since when), capacity, VMs.
-    static func hostTable(_ hosts: [HostView]) -> String {
+    static func hostTable(_ hosts: [HostView]) -> HTML {
         guard !hosts.isEmpty else { return "" }
-        let rows = hosts.map { v in
-            "<tr id=\"host-\(escape(v.host.name))\"><td>\(escape(v.host.name))</td><td class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(escape(v.host.state.rawValue))</td><td>\(escape(Time.rfc3339(v.host.since)))</td>"
-                + "<td><code>\(escape(v.host.uri))</code></td><td>\(escape(v.host.tpm))</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(escape(v.host.detail))</td></tr>"
+        let rows = hosts.map { v -> HTML in
+            "<tr id=\"host-\(text: v.host.name)\"><td>\(text: v.host.name)</td><td class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td><td>\(text: Time.rfc3339(v.host.since))</td>"
+                + "<td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(text: v.host.detail)</td></tr>"
         }.joined()
         return "<h2>Hosts</h2><table id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>"
     }
@@ -311,7 +296,7 @@ enum Dashboard {
         @Sendable func signedIn(_ context: ServiceContext, admin: Bool = false) -> Response? {
             guard let c = context.caller else { return redirect("/login") }
             if c.role == .agent || c.role == .signin || (admin && c.role != .admin) {
-                return page("Not allowed", "<div class=\"error\">A \(c.role.rawValue) token cannot \(admin ? "change the fleet" : "read the dashboard"). <a href=\"/login\">Sign in</a> with an admin token.</div>", status: .forbidden)
+                return page("Not allowed", "<div class=\"error\">A \(text: c.role.rawValue) token cannot \(admin ? "change the fleet" : "read the dashboard"). <a href=\"/login\">Sign in</a> with an admin token.</div>", status: .forbidden)
             }
             return nil
         }
@@ -374,10 +359,10 @@ enum Dashboard {
             let shown = Array(slice.prefix(pageSize)), more = slice.count > pageSize
             let active = try await fleet.alerts(status: .active, limit: 10000)
             let total = try await fleet.vmCount()
-            let count = matches.map { "<span id=\"matches\">\($0) of \(total) VMs match</span>" } ?? "\(total) VMs"
-            let summary = "<p>\(count) · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a>"
-                + (after == nil ? "" : " · <a href=\"/\(filter.query(after: nil))\">first page</a>") + "</p>"
-            let next = more ? "<p><a id=\"next\" href=\"/\(filter.query(after: shown.last?.name))\">Next \(pageSize) VMs</a></p>" : ""
+            let count: HTML = matches.map { "<span id=\"matches\">\($0) of \(total) VMs match</span>" } ?? "\(total) VMs"
+            let summary: HTML = "<p>\(count) · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a>"
+                + (after == nil ? "" : " · <a href=\"/\(text: filter.query(after: nil))\">first page</a>") + "</p>"
+            let next: HTML = more ? "<p><a id=\"next\" href=\"/\(text: filter.query(after: shown.last?.name))\">Next \(pageSize) VMs</a></p>" : ""
             let hosts = hostTable((try? await fleet.hostViews()) ?? [])
             return page("Fleet", "<h1>Fleet</h1>\(filter.form)\(summary)\(fleetTable(shown))\(next)\(hosts)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>",
                         live: true)
@@ -388,17 +373,17 @@ enum Dashboard {
             let name = try context.parameters.require("vm")
             let o: VMOverview
             do { o = try await fleet.overview(name) } catch let e as FleetError {
-                return page("Not found", "<div class=\"error\">\(escape(e.message))</div>", status: .init(code: e.kind.status))
+                return page("Not found", "<div class=\"error\">\(text: e.message)</div>", status: .init(code: e.kind.status))
             }
             let v = o.vm
-            var body = "<h1>\(escape(v.name))</h1>"
+            var body: HTML = "<h1>\(text: v.name)</h1>"
             // What the platform is doing to it now (the page refreshes itself until it is done), or did last.
             let activity = try? await fleet.activity(name)
             if let a = activity, !a.steps.isEmpty {
-                let steps = "<ol id=\"activity\">" + a.steps.map { "<li><span class=\"muted\">\(escape($0.time))</span> \(escape($0.message))</li>" }.joined() + "</ol>"
+                let steps = "<ol id=\"activity\">" + a.steps.map { "<li><span class=\"muted\">\(text: $0.time)</span> \(text: $0.message)</li>" }.joined() + "</ol>"
                 body += a.busy
-                    ? "<div class=\"card\"><h2>In progress: \(escape(a.operation ?? "operation"))</h2>\(steps)</div>"
-                    : "<details><summary>Last \(escape(a.operation ?? "operation")): \(escape(a.steps.last?.message ?? ""))</summary>\(steps)</details>"
+                    ? "<div class=\"card\"><h2>In progress: \(text: a.operation ?? "operation")</h2>\(steps)</div>"
+                    : "<details><summary>Last \(text: a.operation ?? "operation"): \(text: a.steps.last?.message ?? "")</summary>\(steps)</details>"
             }
             body += """
             <div class="card"><table id="overview"><tbody>
@@ -406,16 +391,16 @@ enum Dashboard {
             <tr><th>Secure Boot</th><td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td></tr>
             <tr><th>vTPM</th><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td></tr>
             <tr><th>Integrity monitoring</th><td>\(onOff(v.integrityMonitoring.enabled))</td></tr>
-            <tr><th>Boot integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(escape($0))" } ?? "")</td></tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(escape($0.description))</td></tr>" } ?? "")
-            <tr><th>Power state</th><td>\(escape(v.powerState.rawValue)) (boot \(v.bootCount))</td></tr>
-            <tr><th>Image</th><td>\(escape(v.image)) · hypervisor \(escape(v.hypervisor))</td></tr>\(v.host.map { "<tr><th>Host</th><td id=\"host\">\(escape($0))</td></tr>" } ?? "")
+            <tr><th>Boot integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(text: $0)" } ?? "")</td></tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(text: $0.description)</td></tr>" } ?? "")
+            <tr><th>Power state</th><td>\(text: v.powerState.rawValue) (boot \(v.bootCount))</td></tr>
+            <tr><th>Image</th><td>\(text: v.image) · hypervisor \(text: v.hypervisor)</td></tr>\(v.host.map { "<tr><th>Host</th><td id=\"host\">\(text: $0)</td></tr>" } ?? "")
             </tbody></table>
-            <form class="inline" method="post" action="/vms/\(escape(v.name))/action">\(lifecycleButtons(v))
+            <form class="inline" method="post" action="/vms/\(text: v.name)/action">\(lifecycleButtons(v))
             \(v.securityProfile.uefiSettings.vTpmEnabled ? "<button name=\"action\" value=\"\(v.integrityMonitoring.enabled ? "monitoring-off" : "monitoring-on")\">Turn integrity monitoring \(v.integrityMonitoring.enabled ? "off" : "on")</button>" : "")
             \(v.integrityMonitoring.bootIntegrity == .unhealthy ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
             """
             if !v.alerts.isEmpty {
-                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(escape($0.severity))\"><a href=\"/alerts/\(escape($0.id))\">\(escape($0.severity)): \(escape($0.title))</a> (\(escape($0.created)))</li>" }.joined() + "</ul>"
+                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(text: $0.severity)\"><a href=\"/alerts/\(text: $0.id)\">\(text: $0.severity): \(text: $0.title)</a> (\(text: $0.created))</li>" }.joined() + "</ul>"
             }
             if !o.recommendations.isEmpty {
                 body += "<h2>Recommendations</h2><ul id=\"recommendations\">" + o.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
@@ -423,29 +408,29 @@ enum Dashboard {
             body += "<h2>Security readiness (Secured-core checklist)</h2><table id=\"checklist\"><thead><tr><th>Requirement</th><th>State</th><th>Why</th></tr></thead><tbody>"
             for c in o.checklist {
                 let cls = c.state == .met ? "ok" : (c.state == .notMet ? "bad" : "muted")
-                body += "<tr><td>\(escape(c.requirement))</td><td class=\"\(cls)\">\(c.state.rawValue)</td><td>\(escape(c.why))</td></tr>"
+                body += "<tr><td>\(text: c.requirement)</td><td class=\"\(text: cls)\">\(text: c.state.rawValue)</td><td>\(text: c.why)</td></tr>"
             }
             body += "</tbody></table>"
             if let b = v.lastBoot {
-                body += "<h2>Last boot (\(b.number), \(escape(b.time)))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(escape(b.kernel ?? "the OS"))</span>" : "<span class=\"bad\">failed: \(escape(b.failure ?? "?"))</span>") · \(escape(b.firmware)) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(escape($0))</code>" } ?? "")</p>"
+                body += "<h2>Last boot (\(b.number), \(text: b.time))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>" : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>") · \(text: b.firmware) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(text: $0)</code>" } ?? "")</p>"
                 if !b.stages.isEmpty {
                     body += "<table><thead><tr><th>Stage</th><th>Path</th><th>Authenticode SHA-256</th><th>Verified by</th></tr></thead><tbody>"
-                        + b.stages.map { "<tr><td>\(escape($0.kind))</td><td>\(escape($0.path))</td><td><code>\(escape($0.sha256))</code></td><td>\(escape([$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": ")))</td></tr>" }.joined()
+                        + b.stages.map { "<tr><td>\(text: $0.kind)</td><td>\(text: $0.path)</td><td><code>\(text: $0.sha256)</code></td><td>\(text: [$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": "))</td></tr>" }.joined()
                         + "</tbody></table>"
                 }
             }
             body += bootStrip(o.attestations)
             body += "<h2>Attestation timeline</h2><table id=\"timeline\"><thead><tr><th>Time</th><th>Event</th><th>What happened</th></tr></thead><tbody>"
-                + o.timeline.map { "<tr><td>\(escape($0.time))</td><td>\(escape($0.kind.rawValue))</td><td>\(escape($0.message))</td></tr>" }.joined() + "</tbody></table>"
+                + o.timeline.map { "<tr><td>\(text: $0.time)</td><td>\(text: $0.kind.rawValue)</td><td>\(text: $0.message)</td></tr>" }.joined() + "</tbody></table>"
             if !o.attestations.isEmpty {
                 body += "<h2>Attestations</h2><table id=\"attestations\"><thead><tr><th>Time</th><th>Result</th><th>Baseline</th><th>Failed checks</th></tr></thead><tbody>"
-                    + o.attestations.map { a in "<tr><td>\(escape(a.time))</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(escape(a.status)))</td><td>\(escape(a.baseline?.rawValue ?? "-"))</td><td>\(escape(a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; ")))</td></tr>" }.joined()
+                    + o.attestations.map { a in "<tr><td>\(text: a.time)</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td><td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>" }.joined()
                     + "</tbody></table>"
             }
             if v.hypervisor == FleetRules.qemu, let console = try? await fleet.console(v.name) {
                 // The guest's own words: printable text only, escaped, the last lines.
                 let tail = ConsoleText.printable(String(console.suffix(12_000))).split(separator: "\n", omittingEmptySubsequences: false).suffix(60).joined(separator: "\n")
-                body += "<h2>Console (boot \(v.bootCount))</h2><p class=\"muted\">tlaunch vm console \(escape(v.name)) --follow</p><pre id=\"console\">\(escape(tail))</pre>"
+                body += "<h2>Console (boot \(v.bootCount))</h2><p class=\"muted\">tlaunch vm console \(text: v.name) --follow</p><pre id=\"console\">\(text: tail)</pre>"
             }
             return page(v.name, body, refresh: activity?.busy == true ? 3 : nil, live: true)
         }
@@ -470,9 +455,9 @@ enum Dashboard {
                 default: return page("Bad request", "<div class=\"error\">Unknown action.</div>", status: .badRequest)
                 }
             } catch let e as FleetError {
-                return page("Refused", "<div class=\"error\">\(escape(e.message))</div><p><a href=\"/vms/\(escape(name))\">Back to \(escape(name))</a></p>", status: .init(code: e.kind.status))
+                return page("Refused", "<div class=\"error\">\(text: e.message)</div><p><a href=\"/vms/\(text: name)\">Back to \(text: name)</a></p>", status: .init(code: e.kind.status))
             } catch let e as AttestationServiceError {
-                return page("Refused", "<div class=\"error\">\(escape(e.message))</div><p><a href=\"/vms/\(escape(name))\">Back to \(escape(name))</a></p>", status: .init(code: e.kind.status))
+                return page("Refused", "<div class=\"error\">\(text: e.message)</div><p><a href=\"/vms/\(text: name)\">Back to \(text: name)</a></p>", status: .init(code: e.kind.status))
             }
             return redirect("/vms/\(name)")
         }
@@ -480,9 +465,9 @@ enum Dashboard {
         router.get("/alerts") { request, context -> Response in
             if let r = signedIn(context) { return r }
             let all = try await fleet.alerts(limit: 500)
-            var rows = ""
+            var rows: HTML = ""
             for a in all {
-                rows += "<tr class=\"sev-\(a.status == .active ? a.severity.rawValue : "")\"><td><a href=\"/alerts/\(escape(a.id))\">\(escape(a.title))</a></td><td><a href=\"/vms/\(escape(a.vm))\">\(escape(a.vm))</a></td><td>\(a.severity.rawValue)</td><td>\(a.status.rawValue)</td><td>\(escape(a.created))</td><td>\(a.occurrences)</td><td>\(escape(a.resolution ?? ""))</td></tr>"
+                rows += "<tr class=\"sev-\(text: a.status == .active ? a.severity.rawValue : "")\"><td><a href=\"/alerts/\(text: a.id)\">\(text: a.title)</a></td><td><a href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td><td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td><td>\(text: a.resolution ?? "")</td></tr>"
             }
             return page("Alerts", "<h1>Alerts</h1><table id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>",
                         live: true)
@@ -491,19 +476,19 @@ enum Dashboard {
         router.get("/alerts/{id}") { _, context -> Response in
             if let r = signedIn(context) { return r }
             let id = try context.parameters.require("id")
-            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", "<div class=\"error\">No alert \(escape(id)).</div>", status: .notFound) }
-            var body = "<h1 class=\"sev-\(a.severity.rawValue)\">\(escape(a.title))</h1>"
-            body += "<p><b>\(a.severity.rawValue)</b> severity · <b>\(a.status.rawValue)</b> · VM <a href=\"/vms/\(escape(a.vm))\">\(escape(a.vm))</a> · raised \(escape(a.created)) · seen \(a.occurrences)× · last \(escape(a.updated))\(a.attestationID.map { " · attestation <code>\(escape($0))</code>" } ?? "")</p>"
-            if let r = a.resolution { body += "<p class=\"muted\">\(escape(r))</p>" }
-            body += "<div class=\"card\"><p id=\"description\">\(escape(a.description))</p></div>"
+            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", "<div class=\"error\">No alert \(text: id).</div>", status: .notFound) }
+            var body: HTML = "<h1 class=\"sev-\(text: a.severity.rawValue)\">\(text: a.title)</h1>"
+            body += "<p><b>\(text: a.severity.rawValue)</b> severity · <b>\(text: a.status.rawValue)</b> · VM <a href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a> · raised \(text: a.created) · seen \(a.occurrences)× · last \(text: a.updated)\(a.attestationID.map { " · attestation <code>\(text: $0)</code>" } ?? "")</p>"
+            if let r = a.resolution { body += "<p class=\"muted\">\(text: r)</p>" }
+            body += "<div class=\"card\"><p id=\"description\">\(text: a.description)</p></div>"
             body += "<h2>Evidence</h2><table id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>"
             for e in a.evidence {
-                body += "<tr><td>\(escape(e.component.rawValue))</td><td>\(escape(e.name))</td><td>\(e.pcr.map(String.init) ?? "-")</td><td><code>\(escape(e.from ?? "-"))</code>\(e.fromSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td><code>\(escape(e.to ?? "-"))</code>\(e.toSigner.map { "<br>signed by \(escape($0))" } ?? "")</td><td>\(escape(e.detail))</td></tr>"
+                body += "<tr><td>\(text: e.component.rawValue)</td><td>\(text: e.name)</td><td>\(text: e.pcr.map(String.init) ?? "-")</td><td><code>\(text: e.from ?? "-")</code>\(e.fromSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td><code>\(text: e.to ?? "-")</code>\(e.toSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td>\(text: e.detail)</td></tr>"
             }
             body += "</tbody></table><h2>Recommendations</h2><ul id=\"recommendations\">" + a.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             body += "<h2>Mitigations</h2><ul id=\"mitigations\">" + a.mitigations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             if a.status == .active {
-                body += "<form method=\"post\" action=\"/alerts/\(escape(a.id))/dismiss\"><label>Reason <input name=\"reason\" size=\"50\"></label> <button type=\"submit\">Dismiss</button></form>"
+                body += "<form method=\"post\" action=\"/alerts/\(text: a.id)/dismiss\"><label>Reason <input name=\"reason\" size=\"50\"></label> <button type=\"submit\">Dismiss</button></form>"
             }
             return page(a.title, body, live: true)
         }
@@ -513,16 +498,16 @@ enum Dashboard {
             let id = try context.parameters.require("id")
             let f = try await formBody(request)
             do { _ = try await fleet.dismiss(alert: id, by: "dashboard", reason: f["reason"].flatMap { $0.isEmpty ? nil : String($0.prefix(500)) }) } catch let e as FleetError {
-                return page("Refused", "<div class=\"error\">\(escape(e.message))</div>", status: .init(code: e.kind.status))
+                return page("Refused", "<div class=\"error\">\(text: e.message)</div>", status: .init(code: e.kind.status))
             }
             return redirect("/alerts/\(id)")
         }
 
         router.get("/images") { _, context -> Response in
             if let r = signedIn(context) { return r }
-            var rows = ""
+            var rows: HTML = ""
             for i in try await fleet.imageList() {
-                rows += "<tr><td>\(escape(i.name))</td><td>Gen \(i.generation) (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(escape(i.description))</td><td>\(escape(i.source))</td></tr>"
+                rows += "<tr><td>\(text: i.name)</td><td>Gen \(i.generation) (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td><td>\(text: i.source)</td></tr>"
             }
             return page("Images", "<h1>Images</h1><table id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>")
         }
@@ -547,10 +532,10 @@ enum Dashboard {
         }
     }
 
-    static func deployForm(_ fleet: Fleet, error: String?) async throws -> String {
-        let images = try await fleet.imageList().map { "<option value=\"\(escape($0.name))\"\($0.name == "sample-linux" ? " selected" : "")>\(escape($0.name)) (Gen \($0.generation))</option>" }.joined()
+    static func deployForm(_ fleet: Fleet, error: String?) async throws -> HTML {
+        let images = try await fleet.imageList().map { (i) -> HTML in "<option value=\"\(text: i.name)\"\(i.name == "sample-linux" ? " selected" : "")>\(text: i.name) (Gen \(i.generation))</option>" }.joined()
         return """
-        <h1>Deploy a VM</h1>\(error.map { "<div class=\"error\" id=\"error\">\(escape($0))</div>" } ?? "")
+        <h1>Deploy a VM</h1>\(error.map { "<div class=\"error\" id=\"error\">\(text: $0)</div>" } as HTML?)
         <form method="post" action="/deploy" class="card">
         <p><label>Name <input name="name" required pattern="[a-zA-Z0-9][a-zA-Z0-9._-]*" maxlength="64"></label></p>
         <p><label>Image <select name="image">\(images)</select></label></p>
@@ -606,13 +591,13 @@ struct FleetFilter {
         return "?" + items.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")" }.joined(separator: "&")
     }
 
-    var form: String {
-        func select(_ name: String, _ label: String, _ options: [(String, String)], _ chosen: String?) -> String {
-            "<label>\(label) <select name=\"\(name)\"><option value=\"\">any</option>"
-                + options.map { "<option value=\"\(Dashboard.escape($0.0))\"\($0.0 == chosen ? " selected" : "")>\(Dashboard.escape($0.1))</option>" }.joined()
+    var form: HTML {
+        func select(_ name: String, _ label: String, _ options: [(String, String)], _ chosen: String?) -> HTML {
+            "<label>\(text: label) <select name=\"\(text: name)\"><option value=\"\">any</option>"
+                + options.map { (o) -> HTML in "<option value=\"\(text: o.0)\"\(o.0 == chosen ? " selected" : "")>\(text: o.1)</option>" }.joined()
                 + "</select></label> "
         }
-        return "<form id=\"filter\" method=\"get\" action=\"/\"><label>Search <input type=\"search\" name=\"q\" value=\"\(Dashboard.escape(text ?? ""))\" placeholder=\"name or image\"></label> "
+        return "<form id=\"filter\" method=\"get\" action=\"/\"><label>Search <input type=\"search\" name=\"q\" value=\"\(text: text ?? "")\" placeholder=\"name or image\"></label> "
             + select("power", "Power state", PowerState.allCases.map { ($0.rawValue, $0.rawValue) }, power?.rawValue)
             + select("integrity", "Boot integrity", BootIntegrity.allCases.map { ($0.rawValue, $0.display) }, integrity?.rawValue)
             + select("security", "Security type", [("TrustedLaunch", "Trusted launch"), ("Standard", "Standard")], security)

@@ -7,7 +7,7 @@ import Attestation
 import Fleet
 import GuestAgent
 import Hummingbird
-import Server
+@testable import Server
 import TLaunchTestSupport
 import Testing
 import TPM2
@@ -41,7 +41,28 @@ struct DashboardTests {
         }
         let (status, out, err) = try await Interop.run(browser, common + ["--dump-dom", url])
         #expect(status == 0, "\(err.suffix(500))")
+        #expect(Self.markupShownAsText(out) == nil, "\(path): markup escaped twice, shown as text: \(Self.markupShownAsText(out) ?? "")")
         return out
+    }
+
+    /// Markup the page shows as text — a tag or an entity escaped a second time — if any.
+    static func markupShownAsText(_ dom: String) -> String? {
+        let tags = "tr|td|th|a|span|li|ul|ol|div|code|table|tbody|thead|h1|h2|p|br|form|button|input|option|select|small|b|pre|details|summary|label|main"
+        guard let r = dom.range(of: "&lt;/?(\(tags))( |&gt;)|&amp;(lt|gt|quot|amp|#39);", options: .regularExpression) else { return nil }
+        return String(dom[r])
+    }
+
+    /// The dashboard's markup escapes by default: text interpolated into a fragment is escaped,
+    /// fragments are kept, and a literal is markup wherever it stands (a ternary, an optional's map).
+    @Test func fragmentsEscapeTextAndKeepMarkup() {
+        let hostile = "<script>alert('x')</script> & \"quoted\""
+        let cell: HTML = "<td title=\"\(text: hostile)\">\(text: hostile)</td>"
+        #expect(cell.description == "<td title=\"&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;quoted&quot;\">&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;quoted&quot;</td>")
+        let flag = !hostile.isEmpty, none: String? = hostile.isEmpty ? "x" : nil, some: String? = "a<b"
+        let row: HTML = "<tr>\(cell)\(flag ? "<td class=\"ok\">yes</td>" : "")\(none.map { "<td>\(text: $0)</td>" })\(some.map { "<td>\(text: $0)</td>" }) \(42)</tr>"
+        #expect(row.description == "<tr>\(cell.description)<td class=\"ok\">yes</td><td>a&lt;b</td> 42</tr>")
+        #expect([row, row].joined(separator: "<br>").description == row.description + "<br>" + row.description)
+        #expect(Self.markupShownAsText(row.description) == nil && Self.markupShownAsText("&lt;td&gt;x") == "&lt;td&gt;")
     }
 
     /// The attack the issue found: a page on another port of the same host (same site, so the
