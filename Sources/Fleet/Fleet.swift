@@ -276,7 +276,7 @@ public final class Fleet: Sendable {
                 try? fm.removeItem(at: dir.url)
                 throw error
             }
-            if let mode = r.baseline.flatMap(BaselineMode.init(rawValue:)) {
+            if let mode = try FleetRules.baselineMode(r) {
                 do { try await service.setBaselineMode(vm: vm.name, mode) } catch {
                     _ = try? await store.deleteVM(vm.name)
                     try? fm.removeItem(at: dir.url)
@@ -288,7 +288,7 @@ public final class Fleet: Sendable {
                                             ? " (Secure Boot \(vm.secureBoot ? "on" : "off"), vTPM \(vm.vTPM ? "on" : "off"), integrity monitoring \(vm.integrityMonitoring ? "on" : "off"))" : ""))
         }
         logger.info("deployed", metadata: ["vm": .string(vm.name), "securityType": .string(vm.securityType.rawValue)])
-        if r.baseline == "predicted" { _ = try await predictBaseline(vm.name) }
+        if try FleetRules.baselineMode(r) == .predicted { _ = try await predictBaseline(vm.name) }
         if vm.powerState == .running && bootNow { return try await self.bootNow(vm.name, verb: "start") }
         return try await require(vm.name)
     }

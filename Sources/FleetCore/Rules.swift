@@ -152,6 +152,15 @@ public enum FleetRules {
         }
     }
 
+    /// How the request asks the VM's first baseline to be set (nil: the service's default, learn).
+    public static func baselineMode(_ r: DeployRequest) throws -> BaselineMode? {
+        guard let b = r.baseline else { return nil }
+        guard let mode = BaselineMode(rawValue: b) else {
+            throw FleetError(.invalid, "baseline must be learn (trust on first use), approve (a person approves the first boot) or predicted (from the disk)", field: "baseline")
+        }
+        return mode
+    }
+
     public static func securityType(_ s: String?) throws -> SecurityType? {
         guard let s else { return nil }
         switch s.lowercased() {
@@ -206,11 +215,8 @@ public enum FleetRules {
         if r.integrityMonitoring == true, !vtpm {
             throw FleetError(.invalid, "integrity monitoring attests with the VM's vTPM: keep --vtpm true, or leave integrity monitoring off", field: "integrityMonitoring")
         }
-        if let b = r.baseline {
-            guard ["learn", "approve", "predicted"].contains(b) else {
-                throw FleetError(.invalid, "baseline must be learn (trust on first use), approve (a person approves the first boot) or predicted (from the disk)", field: "baseline")
-            }
-            guard vtpm else { throw FleetError(.invalid, "a baseline is what the vTPM's measurements are compared with: without a vTPM there is none to set", field: "baseline") }
+        if try baselineMode(r) != nil, !vtpm {
+            throw FleetError(.invalid, "a baseline is what the vTPM's measurements are compared with: without a vTPM there is none to set", field: "baseline")
         }
         let monitoring = r.integrityMonitoring ?? false
         return VMRecord(name: r.name, image: image.name, hypervisor: hypervisor, securityType: type, secureBoot: type == .trustedLaunch && (r.secureBoot ?? true),

@@ -97,6 +97,8 @@ enum Dashboard {
     /// How often a live page (the fleet, a VM, alerts) fetches itself again, in seconds.
     static let liveInterval = 5
 
+    /// `refresh`: the page is current again after that many seconds (a VM being started, say) —
+    /// a live page fetches itself that often; without JavaScript the browser reloads it.
     /// `live`: the page keeps its state current without reloading (`/static/live.js`: the same
     /// page fetched again every `liveInterval` seconds and its main part swapped in, unless a
     /// form on it is being filled in). Without JavaScript it is the same page, current when loaded.
@@ -104,7 +106,7 @@ enum Dashboard {
                      live: Bool = false) -> Response {
         let html: HTML = """
         <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">\(refresh.map { "<meta http-equiv=\"refresh\" content=\"\($0)\">" })\(live ? "<script src=\"/static/live.js\" defer></script>" : "")
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">\(refresh.map { live ? "<noscript><meta http-equiv=\"refresh\" content=\"\($0)\"></noscript>" : "<meta http-equiv=\"refresh\" content=\"\($0)\">" })\(live ? "<script src=\"/static/live.js\" defer></script>" : "")
         <title>\(text: title) · TrustedLaunch</title>
         <style>
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}
@@ -125,7 +127,7 @@ enum Dashboard {
         .tile small{font-weight:400;font-size:.72em} .tile.pass{background:#1a7f37} .tile.fail{background:#b3261e} .tile.pending{background:#9a6700}
         .boot{font-size:.75em;color:#57606a;border-left:3px solid #57606a;padding:10px 2px 10px 4px;margin-left:6px}
         #live{font-size:.8em;margin-left:16px;color:#c9d7e3}
-        </style></head><body\(live ? " data-live=\"\(liveInterval)\"" : "")>
+        </style></head><body\(live ? " data-live=\"\(refresh ?? liveInterval)\"" : "")>
         <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(text: $0 == "admin" ? "an admin" : "a \($0)") token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>" as HTML)</header>
         <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(text: $0). Changes fail until it can; what is shown may be behind.</div>" } as HTML?)\(body)</main></body></html>
         """
