@@ -317,6 +317,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "ServerTests",
+            dependencies: ["Server", "FleetCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "FleetCoreTests",
             dependencies: ["FleetCore", "AttestationAPI"],
             swiftSettings: strict
