@@ -547,7 +547,8 @@ public final class AttestationService: Sendable {
     }
 
     /// A new API token in this service's store (see the static form, for a store without a service).
-    public func createAPIToken(role: APITokenRecord.Role, vm: String?, lifetime: Duration? = nil, now: Date = Date()) async throws -> String {
+    public func createAPIToken(role: APITokenRecord.Role, vm: String?, lifetime: Duration? = nil,
+                               now: Date = Date()) async throws -> String {
         try await Self.createAPIToken(store: store, role: role, vm: vm, lifetime: lifetime, now: now)
     }
 
@@ -561,7 +562,9 @@ public final class AttestationService: Sendable {
 
     /// Revokes the tokens whose id (the start of the hash) is `id`: how many matched (revoked
     /// only when exactly one did).
-    public func revokeAPIToken(id: String, now: Date = Date()) async throws -> Int { try await store.revokeAPIToken(id: id, at: Self.ms(now)) }
+    public func revokeAPIToken(id: String, now: Date = Date()) async throws -> Int {
+        try await store.revokeAPIToken(id: id, at: Self.ms(now))
+    }
 
     /// A one-time sign-in code for the dashboard (10 minutes): what a sign-in link carries
     /// instead of a credential.

@@ -151,7 +151,9 @@ public struct AttestationOutcome: Sendable, Codable, Hashable {
         /// When it was set (RFC 3339) and from which attestation.
         public var since: String
         public var attestationId: String?
-        public init(source: BaselineSource, since: String, attestationId: String?) { self.source = source; self.since = since; self.attestationId = attestationId }
+        public init(source: BaselineSource, since: String, attestationId: String?) {
+            self.source = source; self.since = since; self.attestationId = attestationId
+        }
     }
     public struct FactsSummary: Sendable, Codable, Hashable {
         public var secureBoot: Bool?

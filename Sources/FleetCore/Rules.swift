@@ -156,7 +156,8 @@ public enum FleetRules {
     public static func baselineMode(_ r: DeployRequest) throws -> BaselineMode? {
         guard let b = r.baseline else { return nil }
         guard let mode = BaselineMode(rawValue: b) else {
-            throw FleetError(.invalid, "baseline must be learn (trust on first use), approve (a person approves the first boot) or predicted (from the disk)", field: "baseline")
+            throw FleetError(.invalid, "baseline must be learn (trust on first use), approve (a person approves the first boot) "
+                             + "or predicted (from the disk)", field: "baseline")
         }
         return mode
     }
@@ -216,7 +217,8 @@ public enum FleetRules {
             throw FleetError(.invalid, "integrity monitoring attests with the VM's vTPM: keep --vtpm true, or leave integrity monitoring off", field: "integrityMonitoring")
         }
         if try baselineMode(r) != nil, !vtpm {
-            throw FleetError(.invalid, "a baseline is what the vTPM's measurements are compared with: without a vTPM there is none to set", field: "baseline")
+            throw FleetError(.invalid, "a baseline is what the vTPM's measurements are compared with: without a vTPM there is none to set",
+                             field: "baseline")
         }
         let monitoring = r.integrityMonitoring ?? false
         return VMRecord(name: r.name, image: image.name, hypervisor: hypervisor, securityType: type, secureBoot: type == .trustedLaunch && (r.secureBoot ?? true),

@@ -56,7 +56,8 @@ public struct SQLSchema: Sendable {
     public let legacyVersions: [Int]
 
     public init(module: String, steps: [[String]], legacyVersions: [Int] = []) {
-        precondition(legacyVersions.count <= steps.count && legacyVersions == legacyVersions.sorted(), "legacy versions name steps, in order")
+        precondition(legacyVersions.count <= steps.count && legacyVersions == legacyVersions.sorted(),
+                     "legacy versions name steps, in order")
         self.module = module; self.steps = steps; self.legacyVersions = legacyVersions
     }
 
@@ -72,27 +73,33 @@ public struct SQLSchema: Sendable {
         let version = Mutex(0)
         try await backend.migrate { q in
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            _ = try await q("CREATE TABLE IF NOT EXISTS schema_modules (module TEXT PRIMARY KEY, version BIGINT NOT NULL, applied BIGINT NOT NULL)", [])
+            _ = try await q("""
+                CREATE TABLE IF NOT EXISTS schema_modules (module TEXT PRIMARY KEY, version BIGINT NOT NULL, applied BIGINT NOT NULL)
+                """, [])
             _ = try await q("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)", [])
             var current: Int64
             if let v = try await q("SELECT version FROM schema_modules WHERE module = ?", [.text(module)]).first?.first?.int {
                 current = v
             } else {
                 // First seen by per-module versions: what the shared numbering applied of this module.
-                let shared = try await q("SELECT MAX(version) FROM schema_migrations WHERE version < ?", [.int(Self.sharedNumberingEnded)]).first?.first?.int ?? 0
+                let shared = try await q("SELECT MAX(version) FROM schema_migrations WHERE version < ?",
+                                         [.int(Self.sharedNumberingEnded)]).first?.first?.int ?? 0
                 current = Int64(legacy.filter { Int64($0) <= shared }.count)
-                _ = try await q("INSERT INTO schema_modules (module, version, applied) VALUES (?, ?, ?)", [.text(module), .int(current), .int(now)])
+                _ = try await q("INSERT INTO schema_modules (module, version, applied) VALUES (?, ?, ?)",
+                                [.text(module), .int(current), .int(now)])
             }
             _ = try await q("INSERT INTO schema_migrations (version, applied) VALUES (?, ?) ON CONFLICT (version) DO NOTHING",
                             [.int(Self.sharedNumberingEnded), .int(now)])
             guard current <= Int64(steps.count) else {
-                throw StorageError("migrate \(module)", "the database's \(module) tables are at version \(current), newer than this build's \(steps.count): upgrade tlaunch")
+                throw StorageError("migrate \(module)",
+                                   "the database's \(module) tables are at version \(current), newer than this build's \(steps.count): upgrade tlaunch")
             }
             for (i, statements) in steps.enumerated() where Int64(i + 1) > current {
                 for s in statements { _ = try await q(s, []) }
             }
             if Int64(steps.count) > current {
-                _ = try await q("UPDATE schema_modules SET version = ?, applied = ? WHERE module = ?", [.int(Int64(steps.count)), .int(now), .text(module)])
+                _ = try await q("UPDATE schema_modules SET version = ?, applied = ? WHERE module = ?",
+                                [.int(Int64(steps.count)), .int(now), .text(module)])
             }
             version.withLock { $0 = steps.count }
         }

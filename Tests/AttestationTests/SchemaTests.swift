@@ -50,7 +50,9 @@ import Testing
                 for (schema, step) in owners { for statement in schema.steps[step] { _ = try await db.query(statement, []) } }
                 _ = try await db.query("INSERT INTO schema_migrations (version, applied) VALUES (?, 0)", [.int(Int64(global))])
             }
-            _ = try await db.query("INSERT INTO fleet_vms (name, power_state, monitoring, version, body, host) VALUES ('web-01', 'Running', 1, 3, '{}', 'h1')", [])
+            _ = try await db.query("""
+                INSERT INTO fleet_vms (name, power_state, monitoring, version, body, host) VALUES ('web-01', 'Running', 1, 3, '{}', 'h1')
+                """, [])
             _ = try await db.query("INSERT INTO fleet_images (name, body, created) VALUES ('img', '{}', 1)", [])
             _ = try await db.query("INSERT INTO api_tokens (hash, role, created, expires) VALUES ('h', 'admin', 1, 99)", [])
 
@@ -80,7 +82,8 @@ import Testing
         try await withTeardown({ await db.close() }) {
             _ = try await FleetStore(backend: db)   // the fleet first: the order does not matter
             _ = try await SQLStore(backend: db)
-            #expect(try await Self.versions(db) == ["attestation": Int64(SQLStore.schema.steps.count), "fleet": Int64(FleetStore.schema.steps.count)])
+            let latest = ["attestation": Int64(SQLStore.schema.steps.count), "fleet": Int64(FleetStore.schema.steps.count)]
+            #expect(try await Self.versions(db) == latest)
 
             // A third module adds its first step without touching the others' versions.
             let notes = SQLSchema(module: "notes", steps: [["CREATE TABLE notes (id TEXT PRIMARY KEY)"]])

@@ -17,7 +17,8 @@ import Testing
 
     @Test func changesAreGroupedTitledAndStoredAsText() throws {
         let vm = try FleetRules.deploy(DeployRequest(name: "web-01", integrityMonitoring: true), image: RulesTests.gen2)
-        let grubCfg = BaselineChange(change: .changed, key: "PCR 9 file 1", pcr: 9, kind: .bootLoaderFile, name: "/boot/grub/grub.cfg", from: "aa", to: "bb")
+        let grubCfg = BaselineChange(change: .changed, key: "PCR 9 file 1", pcr: 9, kind: .bootLoaderFile, name: "/boot/grub/grub.cfg",
+                                     from: "aa", to: "bb")
         let alert = try #require(AlertBuilder.attestation(Self.outcome([grubCfg]), vm: vm))
         let e = try #require(alert.evidence.first)
         #expect(e.component == .bootLoaderConfiguration && alert.evidence.count == 1)
@@ -25,7 +26,8 @@ import Testing
         #expect(alert.recommendations.contains { $0.contains("tlaunch vm baseline approve web-01") })
 
         // A Secure Boot variable is high severity and says what to compare.
-        let db = BaselineChange(change: .changed, key: "PCR 7 variable db", pcr: 7, kind: .secureBootConfiguration, name: "db", from: "aa", to: "cc")
+        let db = BaselineChange(change: .changed, key: "PCR 7 variable db", pcr: 7, kind: .secureBootConfiguration, name: "db",
+                                from: "aa", to: "cc")
         let sb = try #require(AlertBuilder.attestation(Self.outcome([db]), vm: vm))
         #expect(sb.evidence.first?.component == .secureBootConfiguration && sb.severity == .high)
         #expect(sb.title.hasPrefix("Secure Boot configuration changed"), "\(sb.title)")

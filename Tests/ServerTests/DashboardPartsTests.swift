@@ -14,7 +14,8 @@ import Testing
         let escaped = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;quoted&quot;"
         #expect(cell.description == "<td title=\"\(escaped)\">\(escaped)</td>")
         let flag = !hostile.isEmpty, none: String? = hostile.isEmpty ? "x" : nil, some: String? = "a<b"
-        let row: HTML = "<tr>\(cell)\(flag ? "<td class=\"ok\">yes</td>" : "")\(none.map { "<td>\(text: $0)</td>" })\(some.map { "<td>\(text: $0)</td>" }) \(42)</tr>"
+        let row: HTML = "<tr>\(cell)\(flag ? "<td class=\"ok\">yes</td>" : "")"
+            + "\(none.map { "<td>\(text: $0)</td>" })\(some.map { "<td>\(text: $0)</td>" }) \(42)</tr>"
         #expect(row.description == "<tr>\(cell.description)<td class=\"ok\">yes</td><td>a&lt;b</td> 42</tr>")
         #expect([row, row].joined(separator: "<br>").description == row.description + "<br>" + row.description)
         #expect(HTML.escape("ü & ✓ <>") == "ü &amp; ✓ &lt;&gt;")
@@ -23,18 +24,21 @@ import Testing
     /// A sign-in goes on only to one of the dashboard's own pages: nothing a browser could read as
     /// another host, scheme or path outside the dashboard.
     @Test func aSignInGoesOnOnlyToTheDashboardsOwnPages() {
-        for ok in ["/", "/alerts", "/images", "/deploy", "/vms/web-01", "/alerts/alert-1a2b", "/images/debian-12", "/?q=web&power=Running", "/?integrity=Unhealthy&after=vm-9"] {
+        for ok in ["/", "/alerts", "/images", "/deploy", "/vms/web-01", "/alerts/alert-1a2b", "/images/debian-12",
+                   "/?q=web&power=Running", "/?integrity=Unhealthy&after=vm-9"] {
             #expect(Dashboard.safeNext(ok) == ok, "\(ok) was refused")
         }
-        for bad in [nil, "", "//evil.example", "/\\evil.example", "/%09/evil.example", "/\t/evil.example", "https://evil.example/", "evil.example",
-                    "/vms/../alerts", "/vms/a/b", "/vms/", "/vms/.", "/unknown", "/?q=<script>", "/?next=//evil", "/" + String(repeating: "a", count: 300)] {
+        for bad in [nil, "", "//evil.example", "/\\evil.example", "/%09/evil.example", "/\t/evil.example", "https://evil.example/",
+                    "evil.example", "/vms/../alerts", "/vms/a/b", "/vms/", "/vms/.", "/unknown", "/?q=<script>", "/?next=//evil",
+                    "/" + String(repeating: "a", count: 300)] {
             #expect(Dashboard.safeNext(bad) == "/", "\(bad ?? "nil") was let through")
         }
     }
 
     /// Every POST form carries the session's CSRF field (escaped); GET forms (the filter) do not.
     @Test func postFormsCarryTheCSRFTokenAndGetFormsDoNot() {
-        let page = "<form method=\"post\" action=\"/a\"><button>x</button></form><form id=\"filter\" method=\"get\" action=\"/\"></form><form method=\"post\" action=\"/b\">"
+        let page = "<form method=\"post\" action=\"/a\"><button>x</button></form>"
+            + "<form id=\"filter\" method=\"get\" action=\"/\"></form><form method=\"post\" action=\"/b\">"
         let out = Dashboard.withCSRF(page, "t\"ok")
         let field = "<input type=\"hidden\" name=\"csrf\" value=\"t&quot;ok\">"
         #expect(out.components(separatedBy: field).count == 3, "\(out)")
