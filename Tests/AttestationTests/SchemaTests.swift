@@ -8,20 +8,20 @@ import Testing
 /// the fleet's are numbered apart, a database from the builds that numbered them together opens
 /// without a step running twice, and what the database says is never guessed past.
 @Suite struct SchemaTests {
-    /// A backend with nothing migrated: a SQLite file, or a new PostgreSQL database.
-    static func rawBackend(_ backend: Backend, dir: URL) async throws -> (any SQLBackend)? {
-        switch backend {
-        case .sqlite: return try await SQLiteBackend(path: dir.appendingPathComponent("t.sqlite").path)
-        case .postgres:
-            guard let url = Backend.postgresURL() else { return nil }
-            return try PostgresBackend(url: try await Backend.freshDatabase(url))
-        }
-    }
-
-    static func scratch() throws -> URL {
+    /// `body` with a backend that has nothing migrated yet — a SQLite file in a scratch folder, or
+    /// a new PostgreSQL database — closed (and the folder removed) before it returns.
+    static func withEmptyDatabase(_ backend: Backend, _ body: (any SQLBackend) async throws -> Void) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-schema-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db: any SQLBackend
+        switch backend {
+        case .sqlite: db = try await SQLiteBackend(path: dir.appendingPathComponent("t.sqlite").path)
+        case .postgres:
+            guard let url = Backend.postgresURL() else { return }
+            db = try PostgresBackend(url: try await Backend.freshDatabase(url))
+        }
+        try await withTeardown({ await db.close() }) { try await body(db) }
     }
 
     static func versions(_ db: any SQLBackend) async throws -> [String: Int64] {
@@ -38,10 +38,7 @@ import Testing
     /// column that exists), the rows are kept, and a build from before now refuses the database.
     @Test(arguments: Backend.allCases)
     func aDatabaseFromTheSharedNumberingOpensWithoutAStepRunTwice(_ backend: Backend) async throws {
-        let dir = try Self.scratch()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        guard let db = try await Self.rawBackend(backend, dir: dir) else { return }
-        try await withTeardown({ await db.close() }) {
+        try await Self.withEmptyDatabase(backend) { db in
             let schemas = [SQLStore.schema, FleetStore.schema]
             _ = try await db.query("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)", [])
             for global in 1...7 {
@@ -76,10 +73,7 @@ import Testing
     /// migration behind (not its earlier statements, not the module's version row).
     @Test(arguments: Backend.allCases)
     func modulesAreVersionedApartAndAFailedStepLeavesNothing(_ backend: Backend) async throws {
-        let dir = try Self.scratch()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        guard let db = try await Self.rawBackend(backend, dir: dir) else { return }
-        try await withTeardown({ await db.close() }) {
+        try await Self.withEmptyDatabase(backend) { db in
             _ = try await FleetStore(backend: db)   // the fleet first: the order does not matter
             _ = try await SQLStore(backend: db)
             let latest = ["attestation": Int64(SQLStore.schema.steps.count), "fleet": Int64(FleetStore.schema.steps.count)]
