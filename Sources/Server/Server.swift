@@ -615,8 +615,8 @@ public final class RunningServer: Sendable {
 }
 
 /// The fleet as a service of the platform's group: its monitor (attestations due, silent VMs,
-/// webhooks, hosts) runs until the group shuts down; then the real VMs this process runs are
-/// powered off and webhook deliveries under way are written down (the rest wait in the
+/// webhooks, hosts) runs until the group shuts down; then operations under way in the background
+/// (a boot after a 202) are ended, the real VMs this process runs are powered off and webhook deliveries under way are written down (the rest wait in the
 /// database for the next start) — before the database closes, as `StorageService` comes
 /// earlier in the group.
 public struct FleetMonitorService: Service {
@@ -625,6 +625,7 @@ public struct FleetMonitorService: Service {
     public func run() async throws {
         let fleet = self.fleet
         await cancelWhenGracefulShutdown { await fleet.monitor() }
+        await fleet.endBackgroundWork()
         await fleet.powerOffRealVMs()
         await fleet.drainDeliveries()
     }

@@ -247,6 +247,13 @@ struct DeploymentTests {
             #expect(deployed.error == nil && deployed.operation == "deploy", "\(deployed)")
             let booted = try await p.fleet.require(later)
             #expect(booted.powerState == .running && booted.bootIntegrity == .healthy)
+            #expect(p.fleet.backgroundOperations == 0, "a finished operation is no longer held")
+            // A shutdown ends what runs in the background: cancelled and awaited, nothing left busy.
+            (s, _) = try await p.request("POST", "/v1/vms/\(later)/restart", headers: async)
+            #expect(s == 202)
+            await p.fleet.endBackgroundWork()
+            #expect(p.fleet.backgroundOperations == 0)
+            #expect(try await p.fleet.activity(later).busy == false, "an operation outlived the shutdown that ended it")
             // Each boot was attested, and the service saw reboots of one TPM.
             let history = try await p.service.history(vm: name, limit: 10)
             #expect(history.count == 4 && history.allSatisfy(\.passed))
