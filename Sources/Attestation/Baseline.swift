@@ -63,7 +63,8 @@ public enum Baseline {
             default:
                 let kind: ComponentKind = pcr <= 3 ? .firmware : .other
                 let n = next("o\(pcr)\(e.type)")
-                out.append(BaselineComponent(key: "PCR \(pcr) \(e.type) \(n)", pcr: pcr, kind: kind, name: "\(e.type) #\(n)", value: digest))
+                out.append(BaselineComponent(key: "PCR \(pcr) \(e.type) \(n)", pcr: pcr, kind: kind, name: "\(e.type) #\(n)",
+                                             value: digest))
             }
         }
         return out
@@ -123,15 +124,18 @@ public enum Baseline {
         for c in current {
             if let b = old[c.key] {
                 if b.value != c.value || b.signer != c.signer || b.name != c.name {
-                    out.append(BaselineChange(change: .changed, key: c.key, pcr: c.pcr, kind: c.kind, name: c.name == b.name ? c.name : "\(b.name) → \(c.name)",
+                    out.append(BaselineChange(change: .changed, key: c.key, pcr: c.pcr, kind: c.kind,
+                                              name: c.name == b.name ? c.name : "\(b.name) → \(c.name)",
                                               from: b.value, to: c.value, fromSigner: b.signer, toSigner: c.signer))
                 }
             } else {
-                out.append(BaselineChange(change: .added, key: c.key, pcr: c.pcr, kind: c.kind, name: c.name, from: nil, to: c.value, fromSigner: nil, toSigner: c.signer))
+                out.append(BaselineChange(change: .added, key: c.key, pcr: c.pcr, kind: c.kind, name: c.name, from: nil, to: c.value,
+                                          fromSigner: nil, toSigner: c.signer))
             }
         }
         for b in baseline where new[b.key] == nil {
-            out.append(BaselineChange(change: .removed, key: b.key, pcr: b.pcr, kind: b.kind, name: b.name, from: b.value, to: nil, fromSigner: b.signer, toSigner: nil))
+            out.append(BaselineChange(change: .removed, key: b.key, pcr: b.pcr, kind: b.kind, name: b.name, from: b.value, to: nil,
+                                      fromSigner: b.signer, toSigner: nil))
         }
         return out
     }

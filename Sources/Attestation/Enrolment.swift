@@ -42,7 +42,8 @@ public enum Enrolment {
     /// curve and point, compared as values). Returns the certificate and the EK to use for
     /// MakeCredential: the TCG template with the certificate's key, nothing taken from the request
     /// but the choice of template.
-    public static func validateEK(certificate der: [UInt8], ekPublic: TPMTPublic, anchors: TrustAnchors) async throws(EnrolmentError) -> (certificate: Certificate, ek: TPMTPublic) {
+    public static func validateEK(certificate der: [UInt8], ekPublic: TPMTPublic,
+                                  anchors: TrustAnchors) async throws(EnrolmentError) -> (certificate: Certificate, ek: TPMTPublic) {
         let cert: Certificate
         do { cert = try Certificate(derEncoded: der) } catch {
             throw EnrolmentError(.ekCertificate, "the EK certificate does not parse: \(error)")
@@ -60,7 +61,8 @@ public enum Enrolment {
         // Equal as numbers (a TPM may send a coordinate without its leading zero bytes).
         func stripped(_ p: TPMTPublic) -> [[UInt8]] {
             if let r = p.rsaComponents { return [Array(r.modulus.drop { $0 == 0 }), be32(r.exponent)] }
-            if let e = p.eccComponents { return [[UInt8(truncatingIfNeeded: e.curve.rawValue)], Array(e.x.drop { $0 == 0 }), Array(e.y.drop { $0 == 0 })] }
+            if let e = p.eccComponents { return [[UInt8(truncatingIfNeeded: e.curve.rawValue)], Array(e.x.drop { $0 == 0 }),
+                                                 Array(e.y.drop { $0 == 0 })] }
             return []
         }
         guard !stripped(certified).isEmpty, stripped(certified) == stripped(ekPublic) else {
@@ -105,7 +107,8 @@ public enum Enrolment {
         switch template.parameters {
         case .rsa:
             guard let key = _RSA.Signing.PublicKey(cert.publicKey), let primitives = try? key.getKeyPrimitives() else {
-                throw EnrolmentError(.ekCertificate, "the EK certificate's key is not an RSA key of at least 2048 bits, but the EK presented is RSA 2048")
+                throw EnrolmentError(.ekCertificate,
+                                     "the EK certificate's key is not an RSA key of at least 2048 bits, but the EK presented is RSA 2048")
             }
             let n = Array(primitives.modulus.drop { $0 == 0 }), e = Array(primitives.publicExponent.drop { $0 == 0 })
             guard e == [0x01, 0x00, 0x01] else {
@@ -127,7 +130,8 @@ public enum Enrolment {
         return ek
     }
 
-    static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)] }
+    static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8),
+                                                UInt8(truncatingIfNeeded: v)] }
 
     static func describe(_ p: TPMTPublic) -> String {
         if let rsa = p.rsaComponents { return "RSA modulus \(hexString(Array(rsa.modulus.prefix(8))))…, exponent \(rsa.exponent)" }
@@ -142,7 +146,8 @@ public enum Enrolment {
             throw EnrolmentError(.attestationKey, "the AK is not a restricted signing key (attributes \(a))")
         }
         guard a.contains(.fixedTPM), a.contains(.fixedParent), a.contains(.sensitiveDataOrigin) else {
-            throw EnrolmentError(.attestationKey, "the AK is not fixed to its TPM and generated in it (fixedTPM, fixedParent, sensitiveDataOrigin)")
+            throw EnrolmentError(.attestationKey,
+                                 "the AK is not fixed to its TPM and generated in it (fixedTPM, fixedParent, sensitiveDataOrigin)")
         }
     }
 

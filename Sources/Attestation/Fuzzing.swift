@@ -105,23 +105,31 @@ public struct MutationFixture: Sendable {
         b.measure(pcr: 0, type: .sCRTMVersion, data: utf16LE("1.0") + [0, 0])
         b.measure(pcr: 0, type: .efiPlatformFirmwareBlob, data: le64(0x80_0000) + le64(0x10_0000), measured: Array("firmware volume".utf8))
         b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .globalVariable, name: "SecureBoot", data: [1])
-        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .globalVariable, name: "PK", data: signatureList(.certX509, [certDER]))
-        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .globalVariable, name: "KEK", data: signatureList(.certX509, [certDER]))
-        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .imageSecurityDatabase, name: "db", data: signatureList(.certX509, [certDER]))
-        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .imageSecurityDatabase, name: "dbx", data: signatureList(.certSHA256, [[UInt8](repeating: 0xDB, count: 32)]))
+        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .globalVariable, name: "PK",
+                          data: signatureList(.certX509, [certDER]))
+        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .globalVariable, name: "KEK",
+                          data: signatureList(.certX509, [certDER]))
+        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .imageSecurityDatabase, name: "db",
+                          data: signatureList(.certX509, [certDER]))
+        b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .imageSecurityDatabase, name: "dbx",
+                          data: signatureList(.certSHA256, [[UInt8](repeating: 0xDB, count: 32)]))
         b.measureVariable(pcr: 1, type: .efiVariableBoot, guid: .globalVariable, name: "BootOrder", data: [0, 0])
         b.separators(0...7)
         b.measureVariable(pcr: 7, type: .efiVariableAuthority, guid: .imageSecurityDatabase, name: "db", data: owner + certDER)
         for (i, path) in ["\\EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\BOOT\\grubx64.efi"].enumerated() {
             b.append(pcr: 4, type: .efiBootServicesApplication,
-                     digests: b.banks.map { TaggedDigest($0.algorithm, EventLogHash.hash($0.algorithm, Array("image \(i)".utf8))![...]) }, data: imageLoad(path))
+                     digests: b.banks.map { TaggedDigest($0.algorithm, EventLogHash.hash($0.algorithm, Array("image \(i)".utf8))![...]) },
+                     data: imageLoad(path))
         }
         b.measure(pcr: 8, type: .ipl, data: Array("grub_cmd: set root=(hd0,gpt1)".utf8) + [0], measured: Array("set root=(hd0,gpt1)".utf8))
-        b.measure(pcr: 8, type: .ipl, data: Array("grub_cmd: linux /vmlinuz root=/dev/vda2 ro quiet".utf8) + [0], measured: Array("linux /vmlinuz root=/dev/vda2 ro quiet".utf8))
+        b.measure(pcr: 8, type: .ipl, data: Array("grub_cmd: linux /vmlinuz root=/dev/vda2 ro quiet".utf8) + [0],
+                  measured: Array("linux /vmlinuz root=/dev/vda2 ro quiet".utf8))
         b.measure(pcr: 9, type: .ipl, data: Array("(hd0,gpt1)/vmlinuz".utf8) + [0], measured: Array("kernel".utf8))
-        b.measure(pcr: 8, type: .ipl, data: Array("kernel_cmdline: /vmlinuz root=/dev/vda2 ro quiet".utf8) + [0], measured: Array("/vmlinuz root=/dev/vda2 ro quiet".utf8))
+        b.measure(pcr: 8, type: .ipl, data: Array("kernel_cmdline: /vmlinuz root=/dev/vda2 ro quiet".utf8) + [0],
+                  measured: Array("/vmlinuz root=/dev/vda2 ro quiet".utf8))
         b.append(pcr: 4, type: .efiBootServicesApplication,
-                 digests: b.banks.map { TaggedDigest($0.algorithm, EventLogHash.hash($0.algorithm, Array("kernel".utf8))![...]) }, data: imageLoad("\\vmlinuz"))
+                 digests: b.banks.map { TaggedDigest($0.algorithm, EventLogHash.hash($0.algorithm, Array("kernel".utf8))![...]) },
+                 data: imageLoad("\\vmlinuz"))
         b.measure(pcr: 14, type: .ipl, data: Array("MokList".utf8) + [0], measured: [1, 2, 3])
         b.measure(pcr: 5, type: .efiAction, data: Array("Exit Boot Services Invocation".utf8))
         let log = b.log
@@ -131,7 +139,8 @@ public struct MutationFixture: Sendable {
         for p in pcrs { values[p] = replayed[.sha256, UInt32(p)] ?? log.initialValue(pcr: UInt32(p), size: 32) }
         let nonce = [UInt8](repeating: 0x5A, count: 32)
         let quote = sign(key: key, nonce: nonce, values: values)
-        let evidence = try! Evidence(quote: quote, pcrs: [TPMPCRBank(hashAlg: .sha256, values: values)], eventLog: try! log.encoded(), nonce: nonce)
+        let evidence = try! Evidence(quote: quote, pcrs: [TPMPCRBank(hashAlg: .sha256, values: values)], eventLog: try! log.encoded(),
+                                     nonce: nonce)
         let r = AttestationVerifier.verify(evidence, akPublic: akPublic, expectedNonce: nonce, policy: .default)
         precondition(r.passed, "the mutation fixture must pass: \(r.checks.filter { !$0.passed })")
         return MutationFixture(evidence: evidence, nonce: nonce, akPublic: akPublic, policy: .default, facts: r.facts!)
@@ -143,11 +152,13 @@ public struct MutationFixture: Sendable {
         let digest = Array(SHA256.hash(data: values.keys.sorted().flatMap { values[$0]! }))
         var clock = TPMSClockInfo()
         clock.clock = 1000; clock.resetCount = 1; clock.safe = true
-        let attest = TPMSAttest(qualifiedSigner: TPM2BName(try! AttestationFuzzing.akPublic.name()), extraData: TPM2BData(nonce), clockInfo: clock,
+        let attest = TPMSAttest(qualifiedSigner: TPM2BName(try! AttestationFuzzing.akPublic.name()), extraData: TPM2BData(nonce),
+                                clockInfo: clock,
                                 firmwareVersion: 1, attested: .quote(TPMSQuoteInfo(pcrSelect: selection, pcrDigest: TPM2BDigest(digest))))
         let bytes = try! attest.tpmBytes()
         let raw = Array(try! key.signature(for: bytes).rawRepresentation)
-        return TPMSignedAttest(attestBytes: bytes, attest: attest, signature: .ecdsa(TPMSSignatureECC(hash: .sha256, r: Array(raw.prefix(32)), s: Array(raw.suffix(32)))))
+        return TPMSignedAttest(attestBytes: bytes, attest: attest,
+                               signature: .ecdsa(TPMSSignatureECC(hash: .sha256, r: Array(raw.prefix(32)), s: Array(raw.suffix(32)))))
     }
 
     static var akPublic: TPMTPublic { AttestationFuzzing.akPublic }
@@ -183,7 +194,8 @@ extension AttestationFuzzing {
         var rawLog: [UInt8]?
         var r = ByteCursor(bytes)
         let prefixes = ["grub_cmd: ", "kernel_cmdline: ", "grub_cmd ", "grub_kernel_cmdline ", ""]
-        let types: [EventType] = [.ipl, .efiAction, .separator, .efiVariableDriverConfig, .efiVariableAuthority, .efiBootServicesApplication, .noAction, .eventTag, .action, .efiVariableBoot]
+        let types: [EventType] = [.ipl, .efiAction, .separator, .efiVariableDriverConfig, .efiVariableAuthority,
+                                  .efiBootServicesApplication, .noAction, .eventTag, .action, .efiVariableBoot]
         while let op = r.next() {
             let n = max(log.events.count, 1)
             switch op % 16 {

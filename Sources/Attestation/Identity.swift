@@ -27,7 +27,8 @@ public struct AKCertificateAuthority: Sendable {
         }
         let ca = try create()
         let created = try AtomicDirectory.create(at: directory) { dir in
-            try ca.certificate.serializeAsPEM().pemString.write(to: dir.appendingPathComponent("ak-ca.pem"), atomically: true, encoding: .utf8)
+            try ca.certificate.serializeAsPEM().pemString.write(to: dir.appendingPathComponent("ak-ca.pem"), atomically: true,
+                                                                encoding: .utf8)
             let key = dir.appendingPathComponent("ak-ca-key.pem")
             try ca.key.pemRepresentation.write(to: key, atomically: true, encoding: .utf8)
             try fm.setAttributes([.posixPermissions: 0o600], ofItemAtPath: key.path)
@@ -59,7 +60,8 @@ public struct AKCertificateAuthority: Sendable {
     public static func publicKey(_ p: TPMTPublic) throws -> Certificate.PublicKey {
         if let rsa = p.rsaComponents {
             let e = rsa.exponent == 0 ? 65537 : rsa.exponent
-            let eb = [UInt8(truncatingIfNeeded: e >> 24), UInt8(truncatingIfNeeded: e >> 16), UInt8(truncatingIfNeeded: e >> 8), UInt8(truncatingIfNeeded: e)]
+            let eb = [UInt8(truncatingIfNeeded: e >> 24), UInt8(truncatingIfNeeded: e >> 16), UInt8(truncatingIfNeeded: e >> 8),
+                      UInt8(truncatingIfNeeded: e)]
             return .init(try _RSA.Signing.PublicKey(n: rsa.modulus, e: Array(eb.drop { $0 == 0 })))
         }
         if let ecc = p.eccComponents {

@@ -184,9 +184,11 @@ struct LeanKeyed<Key: CodingKey>: KeyedEncodingContainerProtocol {
     mutating func encode(_ value: UInt16, forKey key: Key) throws { put(key, .literal(Array(String(value).utf8))) }
     mutating func encode(_ value: UInt32, forKey key: Key) throws { put(key, .literal(Array(String(value).utf8))) }
     mutating func encode(_ value: UInt64, forKey key: Key) throws { put(key, .literal(Array(String(value).utf8))) }
-    mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws { put(key, try LeanNode.encode(value, path: codingPath + [key])) }
+    mutating func encode<T: Encodable>(_ value: T,
+                                       forKey key: Key) throws { put(key, try LeanNode.encode(value, path: codingPath + [key])) }
 
-    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type,
+                                                        forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
         let o = LeanObject()
         put(key, .object(o))
         return KeyedEncodingContainer(LeanKeyed<NestedKey>(object: o, codingPath: codingPath + [key]))

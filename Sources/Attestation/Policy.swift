@@ -88,7 +88,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredBanks, in: c, debugDescription: "requiredBanks: unknown bank \"\(b)\" (sha1, sha256, sha384, sha512, sm3_256)")
         }
         for p in requiredPCRs where !(0..<24).contains(p) {
-            throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredPCRs, in: c, debugDescription: "requiredPCRs: \(p) is not a PCR 0–23")
+            throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredPCRs, in: c,
+                                                   debugDescription: "requiredPCRs: \(p) is not a PCR 0–23")
         }
         for (k, v) in expectedPCRs {
             guard let p = Int(k), (0..<24).contains(p), v.count == 64, v.allSatisfy(\.isHexDigit) else {
@@ -96,7 +97,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             }
         }
         for h in allowedBootDigests + dbxMustContain where h.count != 64 || !h.allSatisfy(\.isHexDigit) {
-            throw DecodingError.dataCorruptedError(forKey: CodingKeys.allowedBootDigests, in: c, debugDescription: "\(h) is not a SHA-256 digest (64 hex digits)")
+            throw DecodingError.dataCorruptedError(forKey: CodingKeys.allowedBootDigests, in: c,
+                                                   debugDescription: "\(h) is not a SHA-256 digest (64 hex digits)")
         }
     }
 
@@ -131,8 +133,10 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         var out: [Check] = []
         if requireSecureBoot {
             switch facts.secureBoot.enabled {
-            case true?: out.append(Check(.secureBoot, passed: true, "Secure Boot was enabled (SecureBoot = 1 measured into PCR 7 before its separator)"))
-            case false?: out.append(Check(.secureBoot, passed: false, "Secure Boot was off in this boot: enable it in the VM's firmware settings"))
+            case true?: out.append(Check(.secureBoot, passed: true,
+                                         "Secure Boot was enabled (SecureBoot = 1 measured into PCR 7 before its separator)"))
+            case false?: out.append(Check(.secureBoot, passed: false,
+                                          "Secure Boot was off in this boot: enable it in the VM's firmware settings"))
             case nil: out.append(.unknown(.secureBoot, "the firmware's Secure Boot state is not established by this boot's PCR 7 (not measured, or not before a separator): Secure Boot cannot be shown to be on"))
             }
         }
@@ -157,7 +161,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         }
         for wanted in requiredAuthorities {
             let found = facts.authorities.contains { ($0.certificate?.subject ?? $0.other ?? "").contains(wanted) }
-            out.append(Check(.authority, passed: found, found ? "\(wanted) authorised a boot application" : "no boot application was authorised by \(wanted)"))
+            out.append(Check(.authority, passed: found,
+                             found ? "\(wanted) authorised a boot application" : "no boot application was authorised by \(wanted)"))
         }
         for (pcr, hex) in expectedPCRs.sorted(by: { (Int($0.key) ?? 0) < (Int($1.key) ?? 0) }) {
             guard let actual = UInt32(pcr).flatMap({ quoted[.sha256, $0] }).map({ hexString($0) }) else {
@@ -172,13 +177,15 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         let cmdlines = facts.kernelCommandLine == nil ? [] : facts.kernelCommandLines
         let unknownCmdline = "the kernel command line is unknown (not measured, or its events could not be verified and bound to the boot loader's linux command: see the anomalies)"
         for arg in forbiddenKernelArguments {
-            if cmdlines.isEmpty { out.append(.unknown(.kernelCommandLine, "\(unknownCmdline): the rule forbidding \"\(arg)\" cannot pass")); continue }
+            if cmdlines.isEmpty { out.append(.unknown(.kernelCommandLine,
+                                                      "\(unknownCmdline): the rule forbidding \"\(arg)\" cannot pass")); continue }
             let hit = cmdlines.first { $0.contains(arg) }
             out.append(Check(.kernelCommandLine, passed: hit == nil,
                              hit.map { "the kernel command line \"\($0)\" contains \"\(arg)\"" } ?? "the kernel command line does not contain \"\(arg)\""))
         }
         for arg in requiredKernelArguments {
-            if cmdlines.isEmpty { out.append(.unknown(.kernelCommandLine, "\(unknownCmdline): the rule requiring \"\(arg)\" cannot pass")); continue }
+            if cmdlines.isEmpty { out.append(.unknown(.kernelCommandLine,
+                                                      "\(unknownCmdline): the rule requiring \"\(arg)\" cannot pass")); continue }
             let lacking = cmdlines.first { !$0.split(separator: " ").contains { $0 == arg } }
             out.append(Check(.kernelCommandLine, passed: lacking == nil,
                              lacking.map { "the kernel command line lacks \"\(arg)\" (it is \"\($0)\")" } ?? "the kernel command line has \"\(arg)\""))
@@ -190,7 +197,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             if apps.isEmpty || !unknown.isEmpty {
                 out.append(.unknown(.bootChain, apps.isEmpty ? "no boot application was measured" : "the SHA-256 digests of the boot applications were not verified (the quote does not cover the sha256 bank): the allowed list cannot be checked"))
             } else {
-                out.append(Check(.bootChain, passed: foreign.isEmpty, foreign.isEmpty ? "every boot application (\(apps.count)) is on the allowed list"
+                out.append(Check(.bootChain, passed: foreign.isEmpty,
+                                 foreign.isEmpty ? "every boot application (\(apps.count)) is on the allowed list"
                     : foreign.map { "\($0.filePath ?? $0.devicePath ?? "image") (Authenticode sha256 \($0.digests["sha256"] ?? "?")) is not an allowed boot application" }.joined(separator: "; ")))
             }
         }
@@ -201,7 +209,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             } else {
                 let present = Set(facts.dbxSHA256)
                 let missing = dbxMustContain.filter { !present.contains($0) }
-                out.append(Check(.dbx, passed: missing.isEmpty, missing.isEmpty ? "the measured dbx has all \(dbxMustContain.count) required revocations"
+                out.append(Check(.dbx, passed: missing.isEmpty,
+                                 missing.isEmpty ? "the measured dbx has all \(dbxMustContain.count) required revocations"
                     : "the measured dbx lacks \(missing.count) of \(dbxMustContain.count) required revocations (first: \(missing[0])): apply the dbx update"))
             }
         }
@@ -227,11 +236,13 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         if requireVerifiedBootApplications && dbx == nil && facts.secureBoot.enabled == true {
             out.append(.unknown(.revoked, "dbx was not measured: whether a boot application is revoked cannot be shown"))
         } else if !revoked.isEmpty, facts.bootChain.contains(where: { $0.digests["sha256"] == nil }) {
-            out.append(.unknown(.revoked, "the SHA-256 digests of the boot applications were not verified: whether dbx revokes one cannot be shown"))
+            out.append(.unknown(.revoked,
+                                "the SHA-256 digests of the boot applications were not verified: whether dbx revokes one cannot be shown"))
         } else if !revoked.isEmpty {
             let hit = facts.bootChain.filter { revoked.contains(($0.digests["sha256"] ?? "").lowercased()) }
             if !hit.isEmpty || requireVerifiedBootApplications {
-                out.append(Check(.revoked, passed: hit.isEmpty, hit.isEmpty ? "no boot application is revoked by the measured dbx (\(revoked.count) hashes)"
+                out.append(Check(.revoked, passed: hit.isEmpty,
+                                 hit.isEmpty ? "no boot application is revoked by the measured dbx (\(revoked.count) hashes)"
                     : hit.map { "\($0.filePath ?? "image") is revoked by dbx (Authenticode sha256 \($0.digests["sha256"] ?? ""))" }.joined(separator: "; ")))
             }
         }

@@ -86,7 +86,8 @@ public final class AttestationService: Sendable {
         try await store.insertNonce(nonce, vm: vm, audience: audience, expires: expires, now: Self.ms(now))
         let coverage = try await currentPolicy(now: now).coverage
         return NonceGrant(nonce: nonce, expires: Self.rfc3339(expires), expiresIn: Int(nonceLifetime),
-                          quote: .init(banks: coverage.banks.map(PCRValues.bankName), pcrs: coverage.pcrs), audience: audience ?? tokenAudience)
+                          quote: .init(banks: coverage.banks.map(PCRValues.bankName), pcrs: coverage.pcrs),
+                          audience: audience ?? tokenAudience)
     }
 
     // MARK: Enrolment
@@ -121,9 +122,13 @@ public final class AttestationService: Sendable {
             let (secret, blob, enc) = try Enrolment.challenge(ekPublic: certified, akPublic: ak)
             let id = randomUUIDString()
             let expires = Self.ms(now.addingTimeInterval(300))
-            try await store.insertPendingEnrolment(PendingEnrolment(id: id, vm: vm, ekPublic: ekHex, akPublic: request.akPublic.lowercased(),
-                                                                    ekCertificate: certB64, secretHash: hexString(Array(SHA256.hash(data: secret))), expires: expires))
-            return EnrolmentChallenge(id: id, credentialBlob: hexString(try blob.tpmBytes()), encryptedSecret: hexString(try enc.tpmBytes()),
+            try await store.insertPendingEnrolment(PendingEnrolment(id: id, vm: vm, ekPublic: ekHex,
+                                                                    akPublic: request.akPublic.lowercased(),
+                                                                    ekCertificate: certB64,
+                                                                    secretHash: hexString(Array(SHA256.hash(data: secret))),
+                                                                    expires: expires))
+            return EnrolmentChallenge(id: id, credentialBlob: hexString(try blob.tpmBytes()),
+                                      encryptedSecret: hexString(try enc.tpmBytes()),
                                       expires: Self.rfc3339(expires))
         } catch let e as EnrolmentError {
             throw AttestationServiceError(.forbidden, e.description, field: [.ekCertificate, .endorsementKey].contains(e.code) ? (e.code == .ekCertificate ? "ekCertificate" : "ekPublic") : "akPublic")
@@ -206,7 +211,8 @@ public final class AttestationService: Sendable {
 
     public static func parsePolicy(_ data: Data) throws(AttestationServiceError) -> AttestationPolicy {
         do { return try JSONDecoder().decode(AttestationPolicy.self, from: data) } catch let DecodingError.dataCorrupted(c) {
-            throw AttestationServiceError(.badRequest, "policy: \(c.debugDescription)", field: c.codingPath.map(\.stringValue).joined(separator: "."))
+            throw AttestationServiceError(.badRequest, "policy: \(c.debugDescription)",
+                                          field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.typeMismatch(_, c) {
             throw AttestationServiceError(.badRequest, "policy: \(c.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type: \(c.debugDescription)")
         } catch {
@@ -220,7 +226,8 @@ public final class AttestationService: Sendable {
         let existing = try await store.policies().filter { $0.id == p.id }.map(\.version).max() ?? 0
         p.version = max(p.version, existing + 1)
         let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]
-        try await store.insertPolicy(PolicyRecord(id: p.id, version: p.version, document: String(decoding: try e.encode(p), as: UTF8.self), created: Self.ms(now)))
+        try await store.insertPolicy(PolicyRecord(id: p.id, version: p.version, document: String(decoding: try e.encode(p), as: UTF8.self),
+                                                  created: Self.ms(now)))
         cache.withLock { $0.policy = nil }
         return p
     }
@@ -246,7 +253,8 @@ public final class AttestationService: Sendable {
         guard let current = records.filter({ $0.retired == nil }).max(by: { ($0.created, $0.kid) < ($1.created, $1.kid) }) else {
             throw AttestationServiceError(.internal, "no token signing key")
         }
-        let signing = TokenIssuer(issuer: issuer, signingKey: try TokenSigningKey(algorithm: current.algorithm, pem: try clear(current)), lifetime: tokenLifetime)
+        let signing = TokenIssuer(issuer: issuer, signingKey: try TokenSigningKey(algorithm: current.algorithm, pem: try clear(current)),
+                                  lifetime: tokenLifetime)
         // A retired key stays published until every token it signed has expired.
         let horizon = Self.ms(now) - Int64(tokenLifetime * 1000) - 60_000
         let published = try records.filter { $0.retired == nil || $0.retired! >= horizon }.map { try TokenSigningKey(algorithm: $0.algorithm, pem: try clear($0)) }
@@ -269,7 +277,8 @@ public final class AttestationService: Sendable {
     /// A new signing key; the old ones stop signing but stay in the JWKS until their tokens expire.
     public func rotateKey(algorithm: String = "ES256", now: Date = Date()) async throws -> String {
         let k = try TokenSigningKey.generate(algorithm)
-        try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: try stored(k.pem, kid: k.keyID), created: Self.ms(now), retired: nil))
+        try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: try stored(k.pem, kid: k.keyID),
+                                                          created: Self.ms(now), retired: nil))
         try await store.retireSigningKeys(except: k.keyID, at: Self.ms(now))
         cache.withLock { $0.keys = nil }
         return k.keyID
@@ -302,9 +311,11 @@ public final class AttestationService: Sendable {
             audience = a
             checks.append(Check(.nonce, passed: true, "answers a fresh nonce issued for \(vm), used once"))
         case .expired(let at): checks.append(Check(.nonce, passed: false, "the nonce expired at \(Self.rfc3339(at)): evidence must answer a nonce within \(Int(nonceLifetime)) s of its issue"))
-        case .alreadyUsed(let at): checks.append(Check(.nonce, passed: false, "the nonce was already used at \(Self.rfc3339(at)): this evidence is a replay"))
+        case .alreadyUsed(let at): checks.append(Check(.nonce, passed: false,
+                                                       "the nonce was already used at \(Self.rfc3339(at)): this evidence is a replay"))
         case .issuedForAnotherVM(let other): checks.append(Check(.nonce, passed: false, "the nonce was issued for \(other), not \(vm) (it stays unused for \(other))"))
-        case .unknown: checks.append(Check(.nonce, passed: false, "the nonce was never issued by this service: get one from POST /v1/vms/\(vm)/nonce"))
+        case .unknown: checks.append(Check(.nonce, passed: false,
+                                           "the nonce was never issued by this service: get one from POST /v1/vms/\(vm)/nonce"))
         }
         var result = AttestationResult(checks: checks, facts: nil, pcrDigest: nil)
         var components: [BaselineComponent]?
@@ -328,7 +339,8 @@ public final class AttestationService: Sendable {
             result.verified = v.verified; result.quoted = v.quoted; result.components = v.components
             // Counters: only for a quote whose signature verified.
             if let clock = v.clock, v.checks.contains(where: { $0.name == .quote && $0.passed }) {
-                let moved = try await store.advanceCounters(vm: vm, clock: Int64(clock.clock), resetCount: Int64(clock.resetCount), restartCount: Int64(clock.restartCount))
+                let moved = try await store.advanceCounters(vm: vm, clock: Int64(clock.clock), resetCount: Int64(clock.resetCount),
+                                                            restartCount: Int64(clock.restartCount))
                 let at = (result.checks.firstIndex { $0.name == .quote } ?? result.checks.count - 1) + 1
                 if moved {
                     rebooted = agent.resetCount.map { Int64(clock.resetCount) > $0 }
@@ -413,7 +425,8 @@ public final class AttestationService: Sendable {
                 return (.unknown(.baseline, "\(vm)'s baseline changed meanwhile: attest again"), .pending, nil)
             }
             let changes = Baseline.diff(b, current: components, quoted: quoted)
-            return (Baseline.check(b, changes: changes), changes.isEmpty ? .matches : .changed, .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID))
+            return (Baseline.check(b, changes: changes), changes.isEmpty ? .matches : .changed,
+                    .init(source: b.source, since: Self.rfc3339(b.updated), attestationId: b.attestationID))
         }
     }
 
@@ -426,7 +439,8 @@ public final class AttestationService: Sendable {
             throw AttestationServiceError(.badRequest, error.description, field: error.field)
         }
         guard let agent = try await store.agent(vm: vm) else { throw AttestationServiceError(.notFound, "\(vm) is not enrolled") }
-        let v = AttestationVerifier.verify(decoded, akPublic: try Self.decodePublic(agent.akPublic, field: "akPublic"), policy: policy, cache: factsCache)
+        let v = AttestationVerifier.verify(decoded, akPublic: try Self.decodePublic(agent.akPublic, field: "akPublic"), policy: policy,
+                                           cache: factsCache)
         var checks = [Check(.nonce, passed: true, "not checked: a what-if evaluation consumes no nonce")] + v.checks
         var changes: [BaselineChange] = []
         var status: BaselineStatus?
@@ -438,7 +452,8 @@ public final class AttestationService: Sendable {
             checks.append(Baseline.check(b, changes: changes))
         }
         let passed = checks.allPassed
-        return AttestationOutcome(id: "what-if", vm: vm, time: Self.rfc3339(Self.ms(Date())), passed: passed, status: passed ? "affirming" : "contraindicated",
+        return AttestationOutcome(id: "what-if", vm: vm, time: Self.rfc3339(Self.ms(Date())), passed: passed,
+                                  status: passed ? "affirming" : "contraindicated",
                                   checks: checks, baseline: status, baselineSource: info, changes: changes, rebooted: nil, token: nil, tokenID: nil,
                                   policy: .init(id: policy.id, version: policy.version),
                                   facts: v.facts.map { .init($0, pcrDigest: v.pcrDigest) })
@@ -502,11 +517,13 @@ public final class AttestationService: Sendable {
     /// Sets the baseline from expected PCR values (e.g. `tlaunch predict`).
     /// Sets the VM's baseline from predicted sha256 PCR values; `log`, the prediction's event log
     /// (computed by the platform from the disk, never sent by a guest), explains later changes.
-    public func setPredictedBaseline(vm: String, pcrs: [String: String], log: EventLog? = nil, now: Date = Date()) async throws -> BaselineRecord {
+    public func setPredictedBaseline(vm: String, pcrs: [String: String], log: EventLog? = nil,
+                                     now: Date = Date()) async throws -> BaselineRecord {
         try VMName.check(vm)
         for (k, v) in pcrs {
             guard let p = Int(k), (0..<24).contains(p), v.count == 64, v.allSatisfy(\.isHexDigit) else {
-                throw AttestationServiceError(.badRequest, "pcrs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)", field: "pcrs")
+                throw AttestationServiceError(.badRequest, "pcrs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)",
+                                              field: "pcrs")
             }
         }
         guard !pcrs.isEmpty else { throw AttestationServiceError(.badRequest, "pcrs must name at least one PCR", field: "pcrs") }
@@ -534,15 +551,18 @@ public final class AttestationService: Sendable {
     public static func hashToken(_ token: String) -> String { hexString(Array(SHA256.hash(data: Data(token.utf8)))) }
 
     /// A new API token (printed once; only its hash is stored); `lifetime`: accepted for that long.
-    public static func createAPIToken(store: any AttestationStore, role: APITokenRecord.Role, vm: String?, lifetime: Duration? = nil, now: Date = Date()) async throws -> String {
+    public static func createAPIToken(store: any AttestationStore, role: APITokenRecord.Role, vm: String?, lifetime: Duration? = nil,
+                                      now: Date = Date()) async throws -> String {
         if role == .agent {
             guard let vm else { throw AttestationServiceError(.badRequest, "an agent token is for one VM: give --vm NAME", field: "vm") }
             try VMName.check(vm)
         }
         let token = "tlt_" + TokenIssuer.base64url(random(32))
-        if let lifetime, lifetime <= .zero { throw AttestationServiceError(.badRequest, "a token's lifetime must be positive", field: "expires") }
+        if let lifetime, lifetime <= .zero { throw AttestationServiceError(.badRequest, "a token's lifetime must be positive",
+                                                                           field: "expires") }
         let expires = lifetime.map { ms(now) + $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 }
-        try await store.insertAPIToken(APITokenRecord(hash: hashToken(token), role: role, vm: role == .agent ? vm : nil, created: ms(now), expires: expires))
+        try await store.insertAPIToken(APITokenRecord(hash: hashToken(token), role: role, vm: role == .agent ? vm : nil, created: ms(now),
+                                                      expires: expires))
         return token
     }
 
@@ -568,7 +588,8 @@ public final class AttestationService: Sendable {
 
     /// A one-time sign-in code for the dashboard (10 minutes): what a sign-in link carries
     /// instead of a credential.
-    public static func createSignInCode(store: any AttestationStore, lifetime: Duration = .seconds(600), now: Date = Date()) async throws -> String {
+    public static func createSignInCode(store: any AttestationStore, lifetime: Duration = .seconds(600),
+                                        now: Date = Date()) async throws -> String {
         try await createAPIToken(store: store, role: .signin, vm: nil, lifetime: lifetime, now: now)
     }
 

@@ -66,7 +66,8 @@ public struct AttestationRecord: Sendable, Codable, Hashable {
     public var tokenID: String?
     /// The evidence itself (JSON), when the service keeps evidence for re-verification.
     public var evidence: String?
-    public init(id: String, vm: String, time: Int64, passed: Bool, evidenceDigest: String, result: String, tokenID: String?, evidence: String?) {
+    public init(id: String, vm: String, time: Int64, passed: Bool, evidenceDigest: String, result: String, tokenID: String?,
+                evidence: String?) {
         self.id = id; self.vm = vm; self.time = time; self.passed = passed; self.evidenceDigest = evidenceDigest; self.result = result; self.tokenID = tokenID; self.evidence = evidence
     }
 }

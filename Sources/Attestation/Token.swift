@@ -77,7 +77,8 @@ public struct TokenContext: Sendable {
     public var baseline: AttestationOutcome.BaselineInfo?
     public var rebooted: Bool?
 
-    public init(vm: String, nonce: String, audience: String = AttestationService.defaultAudience, policy: AttestationPolicy, attestationID: String? = nil,
+    public init(vm: String, nonce: String, audience: String = AttestationService.defaultAudience, policy: AttestationPolicy,
+                attestationID: String? = nil,
                 ekCertificateSubject: String? = nil, ekCertificateFingerprint: String? = nil, akName: String? = nil, baselineStatus: BaselineStatus? = nil,
                 baseline: AttestationOutcome.BaselineInfo? = nil, rebooted: Bool? = nil) {
         self.vm = vm; self.nonce = nonce; self.audience = audience; self.policy = policy; self.attestationID = attestationID
@@ -139,7 +140,8 @@ public struct TokenIssuer: Sendable {
     /// `/.well-known/jwks.json`.
     public func jwks(also previous: [TokenIssuer] = []) -> [String: Any] { ["keys": ([self] + previous).map(\.jwk)] }
 
-    public func token(for result: AttestationResult, vm: String, nonce: String, audience: String = AttestationService.defaultAudience, policy: AttestationPolicy, now: Date = Date()) throws -> String {
+    public func token(for result: AttestationResult, vm: String, nonce: String, audience: String = AttestationService.defaultAudience,
+                      policy: AttestationPolicy, now: Date = Date()) throws -> String {
         try token(for: result, context: TokenContext(vm: vm, nonce: nonce, audience: audience, policy: policy), now: now).token
     }
 
@@ -162,13 +164,16 @@ public struct TokenIssuer: Sendable {
                 executables: tier([.executables, .baseline]), configuration: tier([.configuration]), fileSystem: tier([.fileSystem])))],
             tlaunch: .init(
                 secureboot: facts?.secureBoot.enabled ?? false,
-                bootChain: facts?.bootChain.filter { $0.pcr == 4 }.map { .init(path: $0.filePath ?? $0.devicePath ?? "", sha256: $0.digests["sha256"] ?? "") } ?? [],
+                bootChain: facts?.bootChain.filter { $0.pcr == 4 }.map { .init(path: $0.filePath ?? $0.devicePath ?? "",
+                                                                               sha256: $0.digests["sha256"] ?? "") } ?? [],
                 kernelCommandLine: facts?.kernelCommandLine ?? "", pcrDigest: result.pcrDigest ?? "",
                 policy: .init(id: c.policy.id, version: c.policy.version),
                 checks: result.checks.map { .init(name: $0.name.rawValue, category: $0.category.rawValue, outcome: $0.outcome.rawValue) },
-                vtpm: .init(ekCertificateSubject: c.ekCertificateSubject ?? "", ekCertificateSha256: c.ekCertificateFingerprint ?? "", akName: c.akName ?? ""),
+                vtpm: .init(ekCertificateSubject: c.ekCertificateSubject ?? "", ekCertificateSha256: c.ekCertificateFingerprint ?? "",
+                            akName: c.akName ?? ""),
                 baseline: c.baselineStatus?.rawValue,
-                baselineSource: c.baseline.map { .init(source: $0.source.rawValue, since: $0.since, firstUse: $0.source == .learned, attestationId: $0.attestationId) },
+                baselineSource: c.baseline.map { .init(source: $0.source.rawValue, since: $0.since, firstUse: $0.source == .learned,
+                                                       attestationId: $0.attestationId) },
                 rebooted: c.rebooted, attestationId: c.attestationID))
         let encoder = LeanJSONEncoder(sortedKeys: false)
         let h = Self.base64url(try encoder.encodeBytes(JWSHeader(alg: signingKey.algorithm, typ: "JWT", kid: keyID)))

@@ -25,7 +25,8 @@ public struct AttestationResult: Sendable {
         checks.contains { $0.name == .coverage && $0.passed } && checks.contains { $0.name == .replay && $0.passed }
             && checks.passed(.evidence) && facts.map { $0.anomalies.isEmpty } == true
     }
-    public init(checks: [Check], facts: BootFacts?, pcrDigest: String?) { self.checks = checks; self.facts = facts; self.pcrDigest = pcrDigest }
+    public init(checks: [Check], facts: BootFacts?,
+                pcrDigest: String?) { self.checks = checks; self.facts = facts; self.pcrDigest = pcrDigest }
     public var passed: Bool { checks.allPassed }
     /// The first check that did not pass.
     public var failure: Check? { checks.firstFailure }
@@ -107,7 +108,8 @@ public struct DecodedEvidence: Sendable {
 /// then the policy over the boot facts the replay vouches for. Verification stops at the first
 /// failure of the evidence itself (nothing after it could be trusted); policy rules all run.
 public enum AttestationVerifier {
-    public static func verify(_ evidence: Evidence, akPublic: TPMTPublic, expectedNonce: [UInt8], policy: AttestationPolicy = .default) -> AttestationResult {
+    public static func verify(_ evidence: Evidence, akPublic: TPMTPublic, expectedNonce: [UInt8],
+                              policy: AttestationPolicy = .default) -> AttestationResult {
         let decoded: DecodedEvidence
         do { decoded = try DecodedEvidence(evidence) } catch {
             return AttestationResult(checks: [Check(.evidence, passed: false, error.description)], facts: nil, pcrDigest: nil)
@@ -140,7 +142,8 @@ public enum AttestationVerifier {
     }
 
     /// The checks after freshness: quote, its coverage of what the policy reads, replay, policy.
-    public static func verify(_ d: DecodedEvidence, akPublic: TPMTPublic, policy: AttestationPolicy, cache: BootFactsCache? = nil) -> AttestationResult {
+    public static func verify(_ d: DecodedEvidence, akPublic: TPMTPublic, policy: AttestationPolicy,
+                              cache: BootFactsCache? = nil) -> AttestationResult {
         var result = AttestationResult(checks: [], facts: nil, pcrDigest: nil)
         func fail(_ name: CheckName, _ reason: String) -> AttestationResult {
             result.checks.append(Check(name, passed: false, reason))
@@ -177,7 +180,8 @@ public enum AttestationVerifier {
             guard report.allMatch else {
                 let mismatches = report.comparisons.filter { $0.status != .match }
                 let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
-                return fail(.replay, "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
+                return fail(.replay,
+                            "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
             }
             let facts = report.verified.explain()
             boot = VerifiedBoot(compared: report.comparisons.count, verifiedBanks: report.verified.verifiedBanks, facts: facts,
@@ -190,7 +194,8 @@ public enum AttestationVerifier {
             var state = IMAReplayState()
             let applied = (try? state.apply(ima.entries)) != nil
             let ok = applied && boot.verifiedBanks.contains { alg in quoted[alg, 10].map { state.matches(alg, $0) } ?? false }
-            result.checks.append(Check(.imaReplay, passed: ok, ok ? "the IMA log (\(ima.entries.count) entries) replays to the quoted PCR 10"
+            result.checks.append(Check(.imaReplay, passed: ok,
+                                       ok ? "the IMA log (\(ima.entries.count) entries) replays to the quoted PCR 10"
                                        : "the IMA log does not replay to the quoted PCR 10: files were measured that the log does not show (or PCR 10 was not quoted)"))
             if !ok { return result }
         }

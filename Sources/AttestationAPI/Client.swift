@@ -50,12 +50,14 @@ public struct ServiceClient: Sendable {
     }
 
     /// Sends a request; returns the status and body. Errors carry the service's message.
-    public func send(_ method: String, _ path: String, json body: Data? = nil, contentType: String = "application/json", headers: [String: String] = [:],
+    public func send(_ method: String, _ path: String, json body: Data? = nil, contentType: String = "application/json",
+                     headers: [String: String] = [:],
                      step: String) async throws -> (status: Int, body: Data) {
         if let channel {
             let answer: RelayFrame.Response
             do {
-                answer = try await channel.exchange(RelayFrame.Request(id: 0, method: method, path: path, contentType: body == nil ? nil : contentType, body: body),
+                answer = try await channel.exchange(RelayFrame.Request(id: 0, method: method, path: path,
+                                                                       contentType: body == nil ? nil : contentType, body: body),
                                                     timeout: patient ? .seconds(600) : .seconds(120))
             } catch { throw AgentError(step, "cannot reach the attestation service through the host's relay: \(error)") }
             return (answer.status, answer.body)
@@ -65,7 +67,8 @@ public struct ServiceClient: Sendable {
             var h: [(String, String)] = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
             if let token { h.append(("Authorization", "Bearer \(token)")) }
             if body != nil { h.append(("Content-Type", contentType)) }
-            do { return try await transport.send(method, url, headers: h, body: body, timeout: patient ? .seconds(600) : .seconds(60)) } catch {
+            do { return try await transport.send(method, url, headers: h, body: body,
+                                                 timeout: patient ? .seconds(600) : .seconds(60)) } catch {
                 throw AgentError(step, "cannot reach the attestation service at \(baseURL): \(error)")
             }
         }
@@ -83,7 +86,8 @@ public struct ServiceClient: Sendable {
         }
     }
 
-    public func call<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none, as: T.Type, step: String) async throws -> T {
+    public func call<T: Decodable>(_ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none, as: T.Type,
+                                   step: String) async throws -> T {
         let data = try body.map { try JSONEncoder().encode($0) }
         let (status, answer) = try await send(method, path, json: data, step: step)
         guard (200..<300).contains(status) else {

@@ -39,7 +39,8 @@ public struct EvidenceJSONError: Error, Sendable, CustomStringConvertible, Equat
 }
 
 extension Evidence {
-    public init(quote: String, signature: String, pcrs: [String: [String: String]], eventLog: String, nonce: String, imaLog: String? = nil) {
+    public init(quote: String, signature: String, pcrs: [String: [String: String]], eventLog: String, nonce: String,
+                imaLog: String? = nil) {
         self.quote = quote; self.signature = signature; self.pcrs = pcrs; self.eventLog = eventLog; self.nonce = nonce; self.imaLog = imaLog
     }
 

@@ -109,7 +109,8 @@ public enum RelayFuzzing {
         if all.contains(where: { $0.count > RelayFrame.maxLength }) { v.append("a frame longer than the limit") }
         for f in all {
             if let r = try? JSONDecoder().decode(RelayFrame.Request.self, from: Data(f)) {
-                if RelayRules.allowed(r, vm: "vm-1") && !r.path.hasPrefix("/v1/vms/vm-1/") { v.append("the relay let a request leave its VM") }
+                if RelayRules.allowed(r,
+                                      vm: "vm-1") && !r.path.hasPrefix("/v1/vms/vm-1/") { v.append("the relay let a request leave its VM") }
             }
         }
         return v

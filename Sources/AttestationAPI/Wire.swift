@@ -34,7 +34,8 @@ public enum VMName {
     public static func check(_ vm: String) throws(AttestationServiceError) {
         guard (1...64).contains(vm.utf8.count), vm.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x2e || $0 == 0x5f || $0 == 0x2d }),
               vm.first != "." else {
-            throw AttestationServiceError(.badRequest, "VM name \"\(vm.prefix(80))\" must be 1–64 letters, digits, '.', '_' or '-'", field: "vm")
+            throw AttestationServiceError(.badRequest, "VM name \"\(vm.prefix(80))\" must be 1–64 letters, digits, '.', '_' or '-'",
+                                          field: "vm")
         }
     }
 }
@@ -84,7 +85,8 @@ public struct EnrolmentRequest: Sendable, Codable, Hashable {
     public var akPublic: String
     /// The EK certificate as read from NV, DER in base64.
     public var ekCertificate: String?
-    public init(ekPublic: String, akPublic: String, ekCertificate: String?) { self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate }
+    public init(ekPublic: String, akPublic: String,
+                ekCertificate: String?) { self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate }
 }
 
 public struct EnrolmentChallenge: Sendable, Codable, Hashable {

@@ -91,7 +91,8 @@ struct BootDisk: Sendable {
         defer { try? h.close() }
         let head = [UInt8](try h.read(upToCount: startLBA * 512) ?? Data())
         let table: ESP.Partitioning
-        do { table = try ESP.gptPartitioning(head) } catch { throw FleetError(.failed, "the boot disk \(disk.path) has no usable GPT: \(error)") }
+        do { table = try ESP.gptPartitioning(head) } catch { throw FleetError(.failed,
+                                                                              "the boot disk \(disk.path) has no usable GPT: \(error)") }
         return ESP(files: esp.files, partitioning: table)
     }
 
@@ -115,7 +116,8 @@ struct BootDisk: Sendable {
         try h.close()
         try run(tools.sfdisk, ["--no-reread", "--no-tell-kernel", "-q", temporary.path],
                 stdin: "label: gpt\nlabel-id: \(diskID)\nstart=\(Self.startLBA), size=\(partitionSectors), type=\(Self.espType), uuid=\(partitionID), name=\"EFI System Partition\"\n")
-        try run(tools.mkfsFat, ["-F", "32", "-s", "8", "-n", "ESP", "--offset", String(Self.startLBA), temporary.path, String(partitionSectors / 2)])
+        try run(tools.mkfsFat,
+                ["-F", "32", "-s", "8", "-n", "ESP", "--offset", String(Self.startLBA), temporary.path, String(partitionSectors / 2)])
         // The files, laid out in a folder mcopy copies recursively.
         for (path, bytes) in esp.files {
             let dest = staging.appendingPathComponent(String(path.drop { $0 == "/" }))

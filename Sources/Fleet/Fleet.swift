@@ -56,7 +56,8 @@ public final class Fleet: Sendable {
     /// The libvirt connection VMs with hypervisor `libvirt` run on.
     public var libvirt: LibvirtConnection? { libvirtDriver?.libvirt }
 
-    public init(store: FleetStore, service: AttestationService, dataFolder: DataFolder, hostKey: [UInt8], authority: VTPMCertificateAuthority,
+    public init(store: FleetStore, service: AttestationService, dataFolder: DataFolder, hostKey: [UInt8],
+                authority: VTPMCertificateAuthority,
                 webhooks: WebhookNotifier = WebhookNotifier(urls: []), silentIntervals: Int = 3, logger: Logger = Logger(label: "tlaunch.fleet"),
                 qemu: QEMUInstallation? = nil, bootTimeout: Duration = .seconds(300),
                 libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil,
@@ -75,7 +76,8 @@ public final class Fleet: Sendable {
         simulated = SimulatedHypervisor(context: context)
         qemuDriver = QEMUHypervisor(installation: qemu, bootTimeout: bootTimeout, context: context)
         if let (connection, backend) = libvirt, let qemu {
-            libvirtDriver = QEMUHypervisor(installation: qemu, bootTimeout: bootTimeout, context: context, engine: .libvirt(connection, tpm: backend))
+            libvirtDriver = QEMUHypervisor(installation: qemu, bootTimeout: bootTimeout, context: context,
+                                           engine: .libvirt(connection, tpm: backend))
         } else {
             libvirtDriver = nil
         }
@@ -114,7 +116,8 @@ public final class Fleet: Sendable {
         switch event {
         case .crashed(let name, let how, let console):
             guard let vm = try? await mutate(name, { $0.powerState = .failed }) else { return }
-            try? await store.appendEvent(vm: name, kind: .crashed, message: "QEMU \(how); the VM is off (tlaunch vm start \(name) boots it again)")
+            try? await store.appendEvent(vm: name, kind: .crashed,
+                                         message: "QEMU \(how); the VM is off (tlaunch vm start \(name) boots it again)")
             try? await raise(AlertBuilder.crashed(vm, how: how, console: console))
         }
     }
@@ -235,14 +238,17 @@ public final class Fleet: Sendable {
         throw FleetError(.notFound, "no image named \(name): choose one of \(names.joined(separator: ", ")) (tlaunch image list), or import it (tlaunch image import)", field: "image")
     }
 
-    public func importImage(name: String, from path: String, generation: Int, keys: String, description: String?) async throws -> ImageInfo {
+    public func importImage(name: String, from path: String, generation: Int, keys: String,
+                            description: String?) async throws -> ImageInfo {
         try FleetRules.checkName(name, what: "image")
-        guard generation == 1 || generation == 2 else { throw FleetError(.invalid, "--generation must be 1 (BIOS) or 2 (UEFI)", field: "generation") }
+        guard generation == 1 || generation == 2 else { throw FleetError(.invalid, "--generation must be 1 (BIOS) or 2 (UEFI)",
+                                                                         field: "generation") }
         let existing = try await store.images()
         if ImageCatalog.builtIn.contains(where: { $0.name == name }) || existing.contains(where: { $0.name == name }) {
             throw FleetError(.conflict, "an image named \(name) exists: choose another name", field: "name")
         }
-        let info = try images.importFiles(name: name, from: URL(fileURLWithPath: path), generation: generation, keys: keys, description: description)
+        let info = try images.importFiles(name: name, from: URL(fileURLWithPath: path), generation: generation, keys: keys,
+                                          description: description)
         guard try await store.insertImage(info) else {
             images.remove(name)
             throw FleetError(.conflict, "an image named \(name) was imported meanwhile", field: "name")
@@ -337,7 +343,8 @@ public final class Fleet: Sendable {
         guard vm.vTPM, ((try? FileManager.default.attributesOfItem(atPath: dir.agentToken.path)[.size] as? Int) ?? 0) == 0 else { return }
         do {
             try await writeAgentToken(vm.name)
-            try? await store.appendEvent(vm: vm.name, kind: .repaired, message: "its agent credential was missing after a platform crash: a new one was issued")
+            try? await store.appendEvent(vm: vm.name, kind: .repaired,
+                                         message: "its agent credential was missing after a platform crash: a new one was issued")
         } catch {
             logger.error("cannot repair the VM's agent credential", metadata: ["vm": .string(vm.name), "error": .string("\(error)")])
         }
@@ -373,7 +380,8 @@ public final class Fleet: Sendable {
             let monitoringOn = plan.monitoringOn, monitoringOff = plan.monitoringOff
             if vtpm, !vm.vTPM, !FileManager.default.fileExists(atPath: folder(name).agentToken.path) {
                 let token = try await service.createAPIToken(role: .agent, vm: name)
-                _ = FileManager.default.createFile(atPath: folder(name).agentToken.path, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600])
+                _ = FileManager.default.createFile(atPath: folder(name).agentToken.path, contents: Data(token.utf8),
+                                                   attributes: [.posixPermissions: 0o600])
             }
             let updated = try await mutate(name) { v in
                 guard v.version == vm.version else { throw FleetError(.conflict, "\(name) changed meanwhile: retry") }

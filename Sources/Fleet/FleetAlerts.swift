@@ -15,7 +15,8 @@ extension Fleet {
         let (stored, new) = try await store.raise(alert)
         if new {
             logger.warning("alert raised", metadata: ["vm": .string(stored.vm), "alert": .string(stored.id), "severity": .string(stored.severity.rawValue), "title": .string(stored.title)])
-            try await store.appendEvent(vm: stored.vm, kind: .alert, message: "\(stored.severity.rawValue) alert \(stored.id): \(stored.title)")
+            try await store.appendEvent(vm: stored.vm, kind: .alert,
+                                        message: "\(stored.severity.rawValue) alert \(stored.id): \(stored.title)")
         }
         await notify(WebhookPayload(event: new ? "alert.raised" : "alert.repeated", time: Time.now(), alert: stored))
     }
@@ -26,7 +27,8 @@ extension Fleet {
         let now = Time.millis()
         for url in webhooks.urls {
             do {
-                try await store.enqueueDelivery(url: url.absoluteString, event: payload.event, alert: payload.alert.id, body: String(decoding: body, as: UTF8.self), now: now)
+                try await store.enqueueDelivery(url: url.absoluteString, event: payload.event, alert: payload.alert.id,
+                                                body: String(decoding: body, as: UTF8.self), now: now)
             } catch {
                 logger.error("webhook delivery not queued", metadata: ["url": .string(url.absoluteString), "alert": .string(payload.alert.id), "error": .string("\(error)")])
             }
@@ -107,7 +109,8 @@ extension Fleet {
         next.status = .dismissed
         next.resolution = "dismissed by \(who)" + (reason.map { ": \($0)" } ?? "")
         next.updated = Time.now()
-        guard try await store.replaceAlert(next, expected: a) else { throw FleetError(.conflict, "alert \(id) changed meanwhile: read it again") }
+        guard try await store.replaceAlert(next,
+                                           expected: a) else { throw FleetError(.conflict, "alert \(id) changed meanwhile: read it again") }
         try? await store.appendEvent(vm: a.vm, kind: .alertDismissed, message: "alert \(id) \(next.resolution!)")
         await notify(WebhookPayload(event: "alert.dismissed", time: next.updated, alert: next))
         return next

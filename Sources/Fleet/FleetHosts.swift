@@ -13,7 +13,8 @@ extension Fleet {
         let known = hostCache.withLock { $0[name] }
         guard let uri = known?.uri ?? uri else { return nil }
         let ship = known?.shipFiles ?? !FleetRules.hostIsThisMachine(uri)
-        let tpm = LibvirtTPMBackend(rawValue: known?.tpm ?? (try? FleetRules.hostTPM(nil, uri: uri, shipFiles: ship)) ?? "emulator") ?? .emulator
+        let tpm = LibvirtTPMBackend(rawValue: known?.tpm ?? (try? FleetRules.hostTPM(nil, uri: uri,
+                                                                                     shipFiles: ship)) ?? "emulator") ?? .emulator
         let made = QEMUHypervisor(installation: installation, bootTimeout: qemuDriver.bootTimeout, context: context,
                                   engine: .libvirt(LibvirtConnection(uri: uri, ship: ship), tpm: tpm))
         let (driver, new) = hostDrivers.withLock { d -> (QEMUHypervisor, Bool) in
@@ -63,7 +64,8 @@ extension Fleet {
         case .failure(let e): throw FleetError(.invalid, "libvirt at \(r.uri) does not answer: \(e.message) — check the URI, the daemon and the credentials (virsh -c \(r.uri) nodeinfo); the host was not added", field: "uri")
         }
         let now = Time.millis()
-        let host = LibvirtHost(name: r.name, uri: r.uri, tpm: tpm, shipFiles: ship, maxVMs: r.maxVMs, memoryMiB: info.memoryMiB, cpus: info.cpus, state: .reachable,
+        let host = LibvirtHost(name: r.name, uri: r.uri, tpm: tpm, shipFiles: ship, maxVMs: r.maxVMs, memoryMiB: info.memoryMiB,
+                               cpus: info.cpus, state: .reachable,
                                detail: info.versions, lastSeen: now, since: now, added: now)
         guard try await store.insertHost(host) else {
             throw FleetError(.conflict, "a host named \(r.name) exists (tlaunch host list)", field: "name")
@@ -80,7 +82,8 @@ extension Fleet {
         guard vms.isEmpty else {
             throw FleetError(.conflict, "host \(name) has VMs: \(vms.prefix(20).joined(separator: ", "))\(vms.count > 20 ? ", …" : "") — delete them first", field: "name")
         }
-        guard try await store.deleteHost(name) else { throw FleetError(.notFound, "no libvirt host named \(name) (tlaunch host list)", field: "name") }
+        guard try await store.deleteHost(name) else { throw FleetError(.notFound, "no libvirt host named \(name) (tlaunch host list)",
+                                                                       field: "name") }
         hostCache.withLock { $0[name] = nil }
         hostDrivers.withLock { $0[name] = nil }
         logger.info("libvirt host removed", metadata: ["host": .string(name)])
@@ -91,7 +94,8 @@ extension Fleet {
     public func registerPlatformHost(name: String = "local", uri: String, tpm: LibvirtTPMBackend) async {
         guard let hosts = try? await store.hosts(), !hosts.contains(where: { $0.uri == uri || $0.name == name }) else { await refreshHosts(); return }
         do { _ = try await addHost(AddHostRequest(name: name, uri: uri, tpm: tpm.rawValue)) } catch {
-            logger.warning("the platform's libvirt connection is not a registered host", metadata: ["uri": .string(uri), "error": .string("\(error)")])
+            logger.warning("the platform's libvirt connection is not a registered host",
+                           metadata: ["uri": .string(uri), "error": .string("\(error)")])
         }
     }
 
@@ -138,7 +142,8 @@ extension Fleet {
             hostCache.withLock { $0[host.name] = next }
             if changed {
                 if next.state == .unreachable {
-                    logger.error("libvirt host does not answer", metadata: ["host": .string(host.name), "uri": .string(host.uri), "error": .string(next.detail)])
+                    logger.error("libvirt host does not answer",
+                                 metadata: ["host": .string(host.name), "uri": .string(host.uri), "error": .string(next.detail)])
                 } else {
                     logger.notice("libvirt host answers again", metadata: ["host": .string(host.name), "uri": .string(host.uri)])
                 }
@@ -156,7 +161,8 @@ extension Fleet {
                     guard v.powerState == .running else { throw FleetError(.conflict, "changed meanwhile") }
                     v.powerState = .unknown
                 }) else { continue }
-                try? await store.appendEvent(vm: vm.name, kind: .hostUnreachable, message: "host \(host.name) does not answer (\(host.detail)): power state Unknown")
+                try? await store.appendEvent(vm: vm.name, kind: .hostUnreachable,
+                                             message: "host \(host.name) does not answer (\(host.detail)): power state Unknown")
                 try? await raise(AlertBuilder.hostUnreachable(updated, host: host))
             }
             return
@@ -173,8 +179,10 @@ extension Fleet {
                     guard v.powerState == .unknown else { throw FleetError(.conflict, "changed meanwhile") }
                     v.powerState = .running
                 })) != nil else { continue }
-                try? await store.appendEvent(vm: vm.name, kind: .hostReachable, message: "host \(host.name) answers again; the VM kept running")
-                try? await resolve(vm: vm.name, kinds: [.hostUnreachable], resolution: "host \(host.name) answered again and the VM's domain was still \(s)")
+                try? await store.appendEvent(vm: vm.name, kind: .hostReachable,
+                                             message: "host \(host.name) answers again; the VM kept running")
+                try? await resolve(vm: vm.name, kinds: [.hostUnreachable],
+                                   resolution: "host \(host.name) answered again and the VM's domain was still \(s)")
             } else {
                 let what: String
                 switch look {
@@ -188,8 +196,10 @@ extension Fleet {
                 }) else { continue }
                 await hypervisor(for: vm).stop(vm.name, timeout: nil)
                 try? await store.appendEvent(vm: vm.name, kind: .crashed, message: "host \(host.name) answers again but the VM is not running (\(what)); the VM is off (tlaunch vm start \(vm.name) boots it again)")
-                try? await resolve(vm: vm.name, kinds: [.hostUnreachable], resolution: "host \(host.name) answered again; the VM was not running (\(what))")
-                try? await raise(AlertBuilder.crashed(updated, how: "was not running when host \(host.name) answered again (\(what))", console: ""))
+                try? await resolve(vm: vm.name, kinds: [.hostUnreachable],
+                                   resolution: "host \(host.name) answered again; the VM was not running (\(what))")
+                try? await raise(AlertBuilder.crashed(updated, how: "was not running when host \(host.name) answered again (\(what))",
+                                                      console: ""))
             }
         }
     }

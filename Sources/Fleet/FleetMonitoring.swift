@@ -74,7 +74,8 @@ extension Fleet {
     public func allowRebind(_ name: String, by who: String) async throws {
         let vm = try await require(name)
         try await service.allowRebind(vm: name)
-        try await store.appendEvent(vm: name, kind: .identity, message: "\(who) allowed the next enrolment to bind another TPM; the baseline is reset when it enrols")
+        try await store.appendEvent(vm: name, kind: .identity,
+                                    message: "\(who) allowed the next enrolment to bind another TPM; the baseline is reset when it enrols")
         try await raise(AlertBuilder.rebind(vm, by: who))
     }
 
@@ -84,7 +85,8 @@ extension Fleet {
         let vm = try await require(name)
         let b = try await service.approveBaseline(vm: name, attestationID: attestationID)
         try await store.appendEvent(vm: name, kind: .baseline, message: "baseline approved from attestation \(b.attestationID ?? "?") (\(b.components.count) components)")
-        try await resolve(vm: name, kinds: [.bootIntegrity], resolution: "the boot was approved as the new baseline (attestation \(b.attestationID ?? "?"))")
+        try await resolve(vm: name, kinds: [.bootIntegrity],
+                          resolution: "the boot was approved as the new baseline (attestation \(b.attestationID ?? "?"))")
         if vm.powerState == .running, vm.integrityMonitoring, vm.guestAgent == .running, !hypervisor(for: vm).guestRunsAgent, hypervisor(for: vm).isRunning(name) {
             await attestNow(name)
         } else if vm.integrityMonitoring {
@@ -111,11 +113,13 @@ extension Fleet {
         let report: LaunchReport
         do {
             // The hypervisor's firmware, modelled: what the disk and keys decide is predicted.
-            report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: vm.firmwareSecureBoot, vTPM: true, variables: image.variables),
+            report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: vm.firmwareSecureBoot, vTPM: true,
+                                                                    variables: image.variables),
                                          model: hypervisor.firmwareModel, cache: context.cache).predict(esp: esp)
         } catch { throw FleetError(.failed, "prediction failed: \(error)") }
         guard report.succeeded else {
-            throw FleetError(.conflict, "the firmware would not boot \(name)'s disk (\(report.failure.map { "\($0)" } ?? "?")): fix the disk first")
+            throw FleetError(.conflict,
+                             "the firmware would not boot \(name)'s disk (\(report.failure.map { "\($0)" } ?? "?")): fix the disk first")
         }
         let values = report.pcrs
         var pcrs: [String: String] = [:]
@@ -182,7 +186,8 @@ extension Fleet {
             }
             _ = try? await tracked(vm.name, "resume") { try await bootNow(vm.name, verb: "resume after platform restart") }
             if vm.powerState == .unknown {
-                try? await resolve(vm: vm.name, kinds: [.hostUnreachable], resolution: "host \(vm.host ?? "") answers; the restarted platform booted the VM again")
+                try? await resolve(vm: vm.name, kinds: [.hostUnreachable],
+                                   resolution: "host \(vm.host ?? "") answers; the restarted platform booted the VM again")
             }
         }
     }

@@ -64,6 +64,7 @@ extension Fleet {
         case .approved: "approved at \(since) from attestation \(b.attestationID ?? "?")"
         case .predicted: "predicted from the disk at \(since) (\(b.components.filter { $0.kind == .pcr }.count) PCR values, \(b.components.filter { $0.kind != .pcr }.count) events that explain changes)"
         }
-        return BaselineSummary(mode: mode, source: b.source, since: since, attestationId: b.attestationID, components: b.components.count, description: description)
+        return BaselineSummary(mode: mode, source: b.source, since: since, attestationId: b.attestationID, components: b.components.count,
+                               description: description)
     }
 }

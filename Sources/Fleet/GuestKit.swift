@@ -38,7 +38,8 @@ public struct GuestKit: Sendable {
     /// The kit for the newest kernel in /boot, or nil with the reason.
     public static func detect() -> Result<GuestKit, FleetError> {
         guard let agent = agentBinary() else {
-            return .failure(FleetError(.failed, "tlaunch-agent is not built next to tlaunch (swift build builds it; or set TLAUNCH_GUEST_AGENT)"))
+            return .failure(FleetError(.failed,
+                                       "tlaunch-agent is not built next to tlaunch (swift build builds it; or set TLAUNCH_GUEST_AGENT)"))
         }
         let busybox = "/bin/busybox"
         guard FileManager.default.isExecutableFile(atPath: busybox) else {
@@ -126,7 +127,8 @@ public struct GuestKit: Sendable {
             let file = String(path.split(separator: "/").last ?? "")
             files.append(.file("lib/modules/\(file)", try read("\(modulesDirectory)/\(path)")))
         }
-        files.append(.file("lib/modules/order", Array(order.map { String($0.split(separator: "/").last ?? "") }.joined(separator: "\n").utf8)))
+        files.append(.file("lib/modules/order",
+                           Array(order.map { String($0.split(separator: "/").last ?? "") }.joined(separator: "\n").utf8)))
         return dirs.sorted().map(CPIO.Entry.directory) + files
     }
 

@@ -66,7 +66,8 @@ public final class HypervisorContext: Sendable {
     /// The attestation service as the VM's agent reaches it (the VM's own agent token).
     func service(for vm: String) -> ServiceClient? {
         guard let (url, tls) = serviceURL.withLock({ $0 }) else { return nil }
-        var client = ServiceClient.pinned(baseURL: url, token: (try? String(contentsOf: folder(vm).agentToken, encoding: .utf8)) ?? "", tls: tls)
+        var client = ServiceClient.pinned(baseURL: url, token: (try? String(contentsOf: folder(vm).agentToken, encoding: .utf8)) ?? "",
+                                          tls: tls)
         client.patient = true   // the service is in this process; under load it answers late, not never
         return client
     }

@@ -44,7 +44,8 @@ public final class ImageCatalog: Sendable {
     public static let builtIn: [ImageInfo] = [
         ImageInfo(name: "sample-linux", generation: 2, source: "built in",
                   description: "shim → grub → Linux kernel, built here and signed with this platform's Secure Boot keys", builtIn: true),
-        ImageInfo(name: "debian-12", generation: 2, source: "Debian's signed shim, grub and kernel (shim-signed, grub-efi-amd64-signed, linux-image-amd64)",
+        ImageInfo(name: "debian-12", generation: 2,
+                  source: "Debian's signed shim, grub and kernel (shim-signed, grub-efi-amd64-signed, linux-image-amd64)",
                   description: "Debian 12 boot chain signed by Microsoft's UEFI CA and Debian; OVMF's store with Microsoft's keys", builtIn: true),
         ImageInfo(name: "legacy-bios", generation: 1, source: "built in",
                   description: "a BIOS (MBR) boot disk: Generation 1 only, so it can be deployed only as Standard", builtIn: true),
@@ -133,7 +134,8 @@ public final class ImageCatalog: Sendable {
     public func importFiles(name: String, from source: URL, generation: Int, keys: String, description: String?) throws -> ImageInfo {
         let fm = FileManager.default
         let dest = root.appendingPathComponent(name)
-        guard !fm.fileExists(atPath: dest.path) else { throw FleetError(.conflict, "image \(name) exists: choose another name", field: "name") }
+        guard !fm.fileExists(atPath: dest.path) else { throw FleetError(.conflict, "image \(name) exists: choose another name",
+                                                                        field: "name") }
         let tmp = root.appendingPathComponent(".import-\(UUID().uuidString)")
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         do {
@@ -141,7 +143,8 @@ public final class ImageCatalog: Sendable {
                 let bytes: [UInt8]
                 do { bytes = Array(try Data(contentsOf: source)) } catch { throw FleetError(.invalid, "cannot read \(source.path): give a 512-byte MBR boot sector file", field: "from") }
                 guard bytes.count >= 512, bytes[510] == 0x55, bytes[511] == 0xAA else {
-                    throw FleetError(.invalid, "\(source.path) is not a BIOS boot sector (it must end in 55 AA at offset 510)", field: "from")
+                    throw FleetError(.invalid, "\(source.path) is not a BIOS boot sector (it must end in 55 AA at offset 510)",
+                                     field: "from")
                 }
                 try Data(bytes.prefix(512)).write(to: tmp.appendingPathComponent("boot.img"))
             } else {
@@ -150,7 +153,8 @@ public final class ImageCatalog: Sendable {
                     throw FleetError(.invalid, "\(source.path): \(error.reason) — give the folder of an EFI System Partition (with /EFI/BOOT/BOOTX64.EFI)", field: "from")
                 }
                 guard esp.exists("/EFI/BOOT/BOOTX64.EFI") else {
-                    throw FleetError(.invalid, "\(source.path) has no /EFI/BOOT/BOOTX64.EFI, so UEFI firmware would find nothing to boot", field: "from")
+                    throw FleetError(.invalid, "\(source.path) has no /EFI/BOOT/BOOTX64.EFI, so UEFI firmware would find nothing to boot",
+                                     field: "from")
                 }
                 for (path, bytes) in esp.files {
                     let f = tmp.appendingPathComponent("esp").appendingPathComponent(String(path.dropFirst()))

@@ -28,7 +28,8 @@ public struct LibvirtConnection: Sendable, Hashable {
     /// Always so for a host on another machine.
     public var ship: Bool
 
-    public init(uri: String = "qemu:///system", virsh: String = "/usr/bin/virsh", ship: Bool = false) { self.uri = uri; self.virsh = virsh; self.ship = ship }
+    public init(uri: String = "qemu:///system", virsh: String = "/usr/bin/virsh",
+                ship: Bool = false) { self.uri = uri; self.virsh = virsh; self.ship = ship }
 
     /// The address the platform reaches the host's QEMU at (the URI's host; this machine's loopback for local URIs).
     var address: String {
@@ -157,7 +158,8 @@ public struct LibvirtConnection: Sendable, Hashable {
         try await run(["vol-path", "--pool", Self.pool, name]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    func volumeExists(_ name: String) async -> Bool { (try? await run(["vol-info", "--pool", Self.pool, name], timeout: .seconds(30))) != nil }
+    func volumeExists(_ name: String) async -> Bool { (try? await run(["vol-info", "--pool", Self.pool, name],
+                                                                      timeout: .seconds(30))) != nil }
 
     /// Copies volume `name` to `file` (atomically); false when the host has no such volume.
     func download(_ name: String, to file: URL) async -> Bool {
@@ -217,7 +219,8 @@ struct ShippedFiles: Sendable {
         }
         let varsPath = await c.volumeExists(names.variables) ? try await c.volumePath(names.variables) : try await c.upload(paths.variables, as: names.variables)
         // QEMU (as libvirt's qemu user) writes the console into the pool's folder.
-        return ShippedFiles(disk: diskPath, variables: varsPath, console: dir + "/" + names.console, consoleVolume: names.console, agentPort: Int.random(in: 20000...32000))
+        return ShippedFiles(disk: diskPath, variables: varsPath, console: dir + "/" + names.console, consoleVolume: names.console,
+                            agentPort: Int.random(in: 20000...32000))
     }
 }
 

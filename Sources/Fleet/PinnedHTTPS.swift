@@ -12,7 +12,8 @@ public struct PinnedHTTPS: HTTPTransport {
     public let tls: ClientTLS
     public init(_ tls: ClientTLS) { self.tls = tls }
 
-    public func send(_ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration) async throws -> (status: Int, body: Data) {
+    public func send(_ method: String, _ url: URL, headers: [(String, String)], body: Data?,
+                     timeout: Duration) async throws -> (status: Int, body: Data) {
         let r = try await HTTPSClient.send(method, url, headers: headers, body: body.map { Array($0) }, tls: tls, timeout: timeout)
         return (r.status, Data(r.body))
     }

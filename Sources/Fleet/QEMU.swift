@@ -42,7 +42,8 @@ public struct QEMUInstallation: Sendable, Hashable {
     static func probeKVM(_ qemu: String) async -> Bool {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: qemu)
-        p.arguments = ["-machine", "q35,smm=on", "-accel", "kvm", "-nodefaults", "-display", "none", "-S", "-monitor", "none", "-serial", "none"]
+        p.arguments = ["-machine", "q35,smm=on", "-accel", "kvm", "-nodefaults", "-display", "none", "-S", "-monitor", "none", "-serial",
+                       "none"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         do { try p.run() } catch { return false }
@@ -107,7 +108,8 @@ final class UnixStream: Sendable {
             let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
             if rc == 0 { self.fd = fd; return }
             close(fd)
-            if ContinuousClock.now >= deadline { throw FleetError(.failed, "cannot connect to \(path): \(String(cString: strerror(errno)))") }
+            if ContinuousClock.now >= deadline { throw FleetError(.failed,
+                                                                  "cannot connect to \(path): \(String(cString: strerror(errno)))") }
             usleep(50_000)
         }
     }
@@ -215,7 +217,8 @@ final class AgentRelay: Sendable {
         case tcp(host: String, port: Int)
     }
 
-    init(vm: String, interval: Int, paths: QEMUPaths, endpoint: Endpoint? = nil, forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) {
+    init(vm: String, interval: Int, paths: QEMUPaths, endpoint: Endpoint? = nil,
+         forward: @escaping @Sendable (RelayFrame.Request) async -> RelayFrame.Response) {
         self.vm = vm; self.interval = interval; self.paths = paths; self.forward = forward
         self.endpoint = endpoint ?? .unix(paths.agent)
     }
@@ -385,7 +388,8 @@ struct QEMULauncher: Sendable {
 
     func arguments(_ plan: Plan, paths: QEMUPaths) -> [String] {
         let secure = plan.secureBoot
-        var a = ["-name", "tlaunch-\(plan.name)", "-nodefaults", "-machine", "q35,smm=\(secure ? "on" : "off")", "-accel", installation.accelerator,
+        var a = ["-name", "tlaunch-\(plan.name)", "-nodefaults", "-machine", "q35,smm=\(secure ? "on" : "off")", "-accel",
+                 installation.accelerator,
                  "-m", "\(plan.memoryMiB)", "-smp", "1", "-display", "none", "-net", "none", "-no-user-config",
                  "-serial", "file:\(paths.console.path)", "-monitor", "none",
                  "-qmp", "unix:\(paths.qmp),server=on,wait=off",
@@ -403,7 +407,8 @@ struct QEMULauncher: Sendable {
               "-chardev", "socket,id=agent,path=\(paths.agent),server=on,wait=off",
               "-device", "virtio-serial-pci", "-device", "virtserialport,chardev=agent,name=org.tlaunch.agent.0"]
         if plan.vTPM {
-            a += ["-chardev", "socket,id=chrtpm,path=\(paths.tpmControl)", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"]
+            a += ["-chardev", "socket,id=chrtpm,path=\(paths.tpmControl)", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device",
+                  "tpm-crb,tpmdev=tpm0"]
         }
         return a
     }
@@ -455,7 +460,8 @@ struct QEMULauncher: Sendable {
                     var xml = LibvirtDomainXML(plan: plan, paths: paths, installation: installation, tpm: backend, shipped: files)
                     xml.connectionAddress = connection.address
                     do {
-                        runner = try await connection.create(domain: LibvirtDomainXML.domainName(plan.name), xml: xml.document, paths: paths, shipped: files)
+                        runner = try await connection.create(domain: LibvirtDomainXML.domainName(plan.name), xml: xml.document,
+                                                             paths: paths, shipped: files)
                         endpoint = .tcp(host: connection.address, port: files.agentPort)
                         break
                     } catch let e as FleetError where e.message.contains("Address already in use") && attempt < 5 {
@@ -474,7 +480,8 @@ struct QEMULauncher: Sendable {
         // A BIOS guest has no agent port: nothing to relay.
         let relay = plan.bios ? nil : AgentRelay(vm: plan.name, interval: plan.interval, paths: paths, endpoint: endpoint, forward: forward)
         relay?.start()
-        return QEMUMachine(name: plan.name, runner: runner, tpmServer: server, relay: relay, paths: paths, accelerator: installation.accelerator)
+        return QEMUMachine(name: plan.name, runner: runner, tpmServer: server, relay: relay, paths: paths,
+                           accelerator: installation.accelerator)
     }
 
     func startChild(_ plan: Plan, paths: QEMUPaths) throws -> ChildQEMU {

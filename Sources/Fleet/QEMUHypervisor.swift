@@ -37,7 +37,8 @@ public final class QEMUHypervisor: Hypervisor {
     let observer = Mutex<(@Sendable (HypervisorEvent) async -> Void)?>(nil)
 
     /// What the console shows when the firmware or shim refused an image, or the kernel died.
-    static let consoleFailures = ["Security Violation", "Access Denied", "Verification failed", "Failed to load image", "Kernel panic", "shim_init() failed",
+    static let consoleFailures = ["Security Violation", "Access Denied", "Verification failed", "Failed to load image", "Kernel panic",
+                                  "shim_init() failed",
                                   "Could not create MokListRT", "Failed to read header", "Boot failed: not a bootable disk", "No bootable device"]
 
     init(installation: QEMUInstallation?, bootTimeout: Duration, context: HypervisorContext, engine: QEMULauncher.Engine = .direct) {
@@ -99,7 +100,8 @@ public final class QEMUHypervisor: Hypervisor {
         func summary(_ ok: Bool, _ failure: String?) -> BootSummary {
             BootSummary(number: number, time: time, firmware: firmware, succeeded: ok, failure: failure,
                         secureBootEnforced: ok && secureBoot, measured: vtpm, events: vtpm ? prediction?.log.events.count ?? 0 : 0,
-                        stages: prediction?.stages.map(BootStageSummary.init) ?? [], kernel: prediction?.kernel, kernelCommandLine: prediction?.kernelCommandLine)
+                        stages: prediction?.stages.map(BootStageSummary.init) ?? [], kernel: prediction?.kernel,
+                        kernelCommandLine: prediction?.kernelCommandLine)
         }
         func end(_ failure: String) async -> BootSummary {
             await abandon(machine)
@@ -144,7 +146,8 @@ public final class QEMUHypervisor: Hypervisor {
         let stage = BootStageSummary(kind: "mbr", path: "MBR boot sector", sha256: hexString((try? TPMCrypto.hash(.sha256, Array(sector.prefix(512)))) ?? []), verifiedBy: nil, authority: nil)
         let firmware = "SeaBIOS (QEMU, \(installation.accelerator))"
         func summary(_ ok: Bool, _ failure: String?) -> BootSummary {
-            BootSummary(number: number, time: time, firmware: firmware, succeeded: ok, failure: failure, secureBootEnforced: false, measured: false, events: 0,
+            BootSummary(number: number, time: time, firmware: firmware, succeeded: ok, failure: failure, secureBootEnforced: false,
+                        measured: false, events: 0,
                         stages: [stage], kernel: nil, kernelCommandLine: nil)
         }
         progress("\(vm.name): starting QEMU (\(installation.accelerator), SeaBIOS)")
@@ -199,13 +202,16 @@ public final class QEMUHypervisor: Hypervisor {
     /// One guest request, as the VM's agent: its token, the service's HTTP API.
     func relayForward(_ name: String, _ r: RelayFrame.Request) async -> RelayFrame.Response {
         guard let client = context.service(for: name) else {
-            return RelayFrame.Response(id: r.id, status: 503, body: Data("{\"error\":{\"message\":\"the attestation service is not attached\"}}".utf8))
+            return RelayFrame.Response(id: r.id, status: 503,
+                                       body: Data("{\"error\":{\"message\":\"the attestation service is not attached\"}}".utf8))
         }
         do {
-            let (status, body) = try await client.send(r.method, r.path, json: r.body, contentType: r.contentType ?? "application/json", step: "relay")
+            let (status, body) = try await client.send(r.method, r.path, json: r.body, contentType: r.contentType ?? "application/json",
+                                                       step: "relay")
             return RelayFrame.Response(id: r.id, status: status, body: body)
         } catch {
-            return RelayFrame.Response(id: r.id, status: 502, body: Data("{\"error\":{\"message\":\"the relay cannot reach the service: \(error)\"}}".utf8))
+            return RelayFrame.Response(id: r.id, status: 502,
+                                       body: Data("{\"error\":{\"message\":\"the relay cannot reach the service: \(error)\"}}".utf8))
         }
     }
 

@@ -18,11 +18,14 @@ public enum SampleFleet {
                               say: @Sendable (String) -> Void) async throws -> Alert? {
         if realVMs {
             say("deploying \(healthy): a real VM (QEMU + OVMF Secure Boot, debian-12), Trusted Launch with integrity monitoring")
-            _ = try await fleet.deploy(DeployRequest(name: healthy, image: "debian-12", integrityMonitoring: true, hypervisor: realHypervisor, attestationInterval: interval))
+            _ = try await fleet.deploy(DeployRequest(name: healthy, image: "debian-12", integrityMonitoring: true,
+                                                     hypervisor: realHypervisor, attestationInterval: interval))
             say("deploying \(tampered): a real VM, Trusted Launch with integrity monitoring")
-            _ = try await fleet.deploy(DeployRequest(name: tampered, image: "debian-12", integrityMonitoring: true, hypervisor: realHypervisor, attestationInterval: interval))
+            _ = try await fleet.deploy(DeployRequest(name: tampered, image: "debian-12", integrityMonitoring: true,
+                                                     hypervisor: realHypervisor, attestationInterval: interval))
             say("deploying \(standard): security type Standard (chosen explicitly), a Generation 1 image (simulated: BIOS)")
-            _ = try await fleet.deploy(DeployRequest(name: standard, image: "legacy-bios", securityType: "Standard", attestationInterval: interval))
+            _ = try await fleet.deploy(DeployRequest(name: standard, image: "legacy-bios", securityType: "Standard",
+                                                     attestationInterval: interval))
             return try await weakenKernelCommandLine(fleet, say: say)
         }
         say("deploying \(healthy): Trusted Launch (the default) with integrity monitoring")
@@ -30,7 +33,8 @@ public enum SampleFleet {
         say("deploying \(tampered): Trusted Launch with integrity monitoring")
         _ = try await fleet.deploy(DeployRequest(name: tampered, integrityMonitoring: true, attestationInterval: interval))
         say("deploying \(standard): security type Standard (chosen explicitly), a Generation 1 image")
-        _ = try await fleet.deploy(DeployRequest(name: standard, image: "legacy-bios", securityType: "Standard", attestationInterval: interval))
+        _ = try await fleet.deploy(DeployRequest(name: standard, image: "legacy-bios", securityType: "Standard",
+                                                 attestationInterval: interval))
         try await learnBaseline(fleet, vm: tampered, say: say)
         return try await replaceBootLoader(fleet, say: say)
     }
@@ -54,7 +58,8 @@ public enum SampleFleet {
     /// Puts an older grub build — still signed by the vendor key shim trusts — on app-02's disk
     /// and restarts it: the boot succeeds under Secure Boot, and the attestation shows the change.
     @discardableResult
-    public static func replaceBootLoader(_ fleet: Fleet, vm tampered: String = tampered, say: @Sendable (String) -> Void) async throws -> Alert? {
+    public static func replaceBootLoader(_ fleet: Fleet, vm tampered: String = tampered,
+                                         say: @Sendable (String) -> Void) async throws -> Alert? {
         let keys = try PlatformKeys.loadOrCreate(directory: fleet.images.keysDirectory)
         let grub = try SampleImages.signedGrub(keys: keys, version: "2.06")
         say("replacing \(grubPath) on \(tampered) with an older grub (2.06) that is still signed by the vendor key, and restarting it")
@@ -70,7 +75,8 @@ extension SampleFleet {
     /// Edits app-02's grub.cfg — not covered by Secure Boot — to switch AppArmor off on the
     /// kernel command line, and restarts it: the VM boots, and measured boot shows the change.
     @discardableResult
-    public static func weakenKernelCommandLine(_ fleet: Fleet, vm tampered: String = tampered, say: @Sendable (String) -> Void) async throws -> Alert? {
+    public static func weakenKernelCommandLine(_ fleet: Fleet, vm tampered: String = tampered,
+                                               say: @Sendable (String) -> Void) async throws -> Alert? {
         let config = "set timeout=0\nlinux /vmlinuz console=ttyS0 root=/dev/vda2 ro apparmor=0 security=none\ninitrd /initrd.img\nboot\n"
         say("editing \(grubConfigPath) on \(tampered) (apparmor=0 security=none: Secure Boot does not cover grub.cfg) and restarting it")
         _ = try await fleet.putFile(tampered, path: grubConfigPath, bytes: Array(config.utf8))

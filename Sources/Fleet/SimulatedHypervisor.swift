@@ -57,7 +57,8 @@ public final class SimulatedHypervisor: Hypervisor {
         return BootSummary(number: number, time: time, firmware: firmware, succeeded: report.succeeded,
                            failure: report.failure.map { "\($0.stage)\($0.path.map { " \($0)" } ?? ""): \($0.reason)" },
                            secureBootEnforced: report.secureBootEnforced, measured: measured, events: measured ? report.log.events.count : 0,
-                           stages: report.stages.map(BootStageSummary.init), kernel: report.kernel, kernelCommandLine: report.kernelCommandLine)
+                           stages: report.stages.map(BootStageSummary.init), kernel: report.kernel,
+                           kernelCommandLine: report.kernelCommandLine)
     }
 
     /// The simulated firmware reads the ESP itself.
@@ -82,7 +83,8 @@ public final class SimulatedHypervisor: Hypervisor {
         guard let r = running.withLock({ $0[vm] }) else { return nil }
         guard let tpm = r.tpm else {
             return GuestStatus(vm: vm, secureBootState: "Unsupported", tpm: .init(present: false, specVersion: nil, manufacturer: nil, firmwareVersion: nil, pcrBanks: [], ekCertificate: nil, error: "no TPM device: the VM has no vTPM"),
-                               measuredBootLog: .init(present: false, path: nil, events: 0, matchesTPM: nil, error: "no measured boot without a TPM"), lastAttestation: nil, serviceError: nil)
+                               measuredBootLog: .init(present: false, path: nil, events: 0, matchesTPM: nil,
+                                                      error: "no measured boot without a TPM"), lastAttestation: nil, serviceError: nil)
         }
         let client = context.service(for: vm) ?? ServiceClient(baseURL: "http://127.0.0.1:1", token: nil)
         return await GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: client, vm: vm, eventLog: r.log).status()

@@ -47,7 +47,8 @@ final class StorageWatch: Sendable {
     static func isStorage(_ error: any Error) -> Bool {
         if error is StorageError { return true }
         let text = "\(error)".lowercased()
-        return ["no space left", "read-only file system", "disk is full", "readonly database", "disk i/o error", "database or disk is full"].contains { text.contains($0) }
+        return ["no space left", "read-only file system", "disk is full", "readonly database", "disk i/o error",
+                "database or disk is full"].contains { text.contains($0) }
     }
 }
 
@@ -88,7 +89,8 @@ extension Fleet {
                 continue
             }
             do {
-                try await raise(AlertBuilder.storageInterrupted(vm, operation: what.operation, reason: what.reason, at: Time.rfc3339(what.at)))
+                try await raise(AlertBuilder.storageInterrupted(vm, operation: what.operation, reason: what.reason,
+                                                                at: Time.rfc3339(what.at)))
                 try await store.appendEvent(vm: name, kind: .storageFailure, message: "\(what.operation) interrupted by a storage failure at \(Time.rfc3339(what.at)): \(what.reason)")
                 _ = storage.interrupted.withLock { $0.removeValue(forKey: name) }
             } catch { continue }

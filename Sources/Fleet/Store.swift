@@ -67,7 +67,8 @@ public final class FleetStore: Sendable {
     // MARK: VMs
 
     func vmBinds(_ vm: VMRecord) throws -> [SQLValue] {
-        [.text(vm.powerState.rawValue), .int(vm.integrityMonitoring ? 1 : 0), Self.opt(vm.lastAttestation), .int(vm.version), .text(try Self.json(vm)),
+        [.text(vm.powerState.rawValue), .int(vm.integrityMonitoring ? 1 : 0), Self.opt(vm.lastAttestation), .int(vm.version),
+         .text(try Self.json(vm)),
          vm.host.map { .text($0) } ?? .null, .int(Self.attestationDue(vm))]
     }
 
@@ -99,7 +100,8 @@ public final class FleetStore: Sendable {
 
     /// One page of VMs by name, after `after` (keyset pagination: stable while VMs come and go).
     public func vms(after: String?, limit: Int) async throws -> [VMRecord] {
-        try await db.query("SELECT body FROM fleet_vms WHERE name > ? ORDER BY name LIMIT \(max(1, min(limit, 100_000)))", [.text(after ?? "")])
+        try await db.query("SELECT body FROM fleet_vms WHERE name > ? ORDER BY name LIMIT \(max(1, min(limit, 100_000)))",
+                           [.text(after ?? "")])
             .map { try Self.decode(VMRecord.self, $0.first) }
     }
 
@@ -174,7 +176,8 @@ public final class FleetStore: Sendable {
     /// Compare-and-set on the whole record.
     public func replaceAlert(_ alert: Alert, expected: Alert) async throws -> Bool {
         !(try await db.query("UPDATE fleet_alerts SET status = ?, body = ? WHERE id = ? AND body = ? RETURNING id",
-                             [.text(alert.status.rawValue), .text(try Self.json(alert)), .text(alert.id), .text(try Self.json(expected))])).isEmpty
+                             [.text(alert.status.rawValue), .text(try Self.json(alert)), .text(alert.id),
+                              .text(try Self.json(expected))])).isEmpty
     }
 
     public func alert(_ id: String) async throws -> Alert? {
@@ -247,7 +250,8 @@ public final class FleetStore: Sendable {
     }
 
     public func vms(onHost host: String) async throws -> [VMRecord] {
-        try await db.query("SELECT body FROM fleet_vms WHERE host = ? ORDER BY name", [.text(host)]).map { try Self.decode(VMRecord.self, $0.first) }
+        try await db.query("SELECT body FROM fleet_vms WHERE host = ? ORDER BY name",
+                           [.text(host)]).map { try Self.decode(VMRecord.self, $0.first) }
     }
 
     // MARK: Webhook outbox
@@ -283,7 +287,8 @@ public final class FleetStore: Sendable {
     }
 
     public func retryDelivery(_ id: String, attempts: Int, at: Int64) async throws {
-        _ = try await db.query("UPDATE fleet_webhook_deliveries SET attempts = ?, next_attempt = ? WHERE id = ?", [.int(Int64(attempts)), .int(at), .text(id)])
+        _ = try await db.query("UPDATE fleet_webhook_deliveries SET attempts = ?, next_attempt = ? WHERE id = ?",
+                               [.int(Int64(attempts)), .int(at), .text(id)])
     }
 
     public func pendingDeliveries() async throws -> Int { try await count("SELECT COUNT(*) FROM fleet_webhook_deliveries") }

@@ -34,7 +34,8 @@ public final class WebhookNotifier: Sendable {
     let key: SymmetricKey
 
     /// `key` (32 bytes; DATA/webhook.key on the platform; a random one when nil) signs every delivery.
-    public init(urls: [URL], key: [UInt8]? = nil, attempts: Int = 6, firstBackoff: Duration = .milliseconds(500), logger: Logger = Logger(label: "tlaunch.webhooks")) {
+    public init(urls: [URL], key: [UInt8]? = nil, attempts: Int = 6, firstBackoff: Duration = .milliseconds(500),
+                logger: Logger = Logger(label: "tlaunch.webhooks")) {
         self.urls = urls; self.attempts = max(1, attempts); self.firstBackoff = firstBackoff; self.logger = logger
         self.key = key.map { SymmetricKey(data: $0) } ?? SymmetricKey(size: .bits256)
     }
@@ -57,7 +58,8 @@ public final class WebhookNotifier: Sendable {
     }
 
     /// A receiver's check of a delivery (what `signature` documents), for tests and as a model.
-    public static func verify(body: Data, header: String, secret: [UInt8], now: Int = Int(Date().timeIntervalSince1970), tolerance: Int = 300) -> Bool {
+    public static func verify(body: Data, header: String, secret: [UInt8], now: Int = Int(Date().timeIntervalSince1970),
+                              tolerance: Int = 300) -> Bool {
         var t: Int?, v1: String?
         for part in header.split(separator: ",") {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)

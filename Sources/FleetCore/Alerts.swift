@@ -68,7 +68,8 @@ public enum AlertBuilder {
             case .baseline: comp = .baseline
             case .executables, .configuration: comp = .policy
             }
-            evidence.append(AlertEvidence(component: comp, name: check.name.rawValue, change: check.outcome == .unknown ? "unknown" : "failed", from: nil, to: nil,
+            evidence.append(AlertEvidence(component: comp, name: check.name.rawValue,
+                                          change: check.outcome == .unknown ? "unknown" : "failed", from: nil, to: nil,
                                           fromSigner: nil, toSigner: nil, pcr: nil, detail: "\(check.name): \(check.reason)"))
         }
         let components = Array(Set(evidence.map(\.component))).sorted()
@@ -124,7 +125,8 @@ public enum AlertBuilder {
         mitigations.append("Stop the VM until the change is explained: `tlaunch vm stop \(vm.name)`.")
         mitigations.append("Do not release secrets to this VM: tokens for it are no longer issued while it fails attestation.")
         let fingerprint = "boot-integrity:" + evidence.map { "\($0.component)|\($0.name)|\($0.to ?? $0.detail)" }.sorted().joined(separator: ",")
-        return Alert(id: newID(), vm: vm.name, kind: .bootIntegrity, severity: severity, status: .active, title: title, description: description,
+        return Alert(id: newID(), vm: vm.name, kind: .bootIntegrity, severity: severity, status: .active, title: title,
+                     description: description,
                      evidence: evidence, recommendations: recommendations, mitigations: mitigations, attestationID: o.id,
                      created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: String(fingerprint.prefix(2000)))
     }
@@ -133,13 +135,15 @@ public enum AlertBuilder {
     public static func bootFailure(_ b: BootSummary, vm: VMRecord, now: String = Time.now()) -> Alert {
         let reason = b.failure ?? "unknown"
         let secureBoot = reason.lowercased().contains("secure boot") || reason.lowercased().contains("not signed") || reason.lowercased().contains("signature") || reason.lowercased().contains("dbx")
-        let ev = AlertEvidence(component: .bootFailure, name: "boot \(b.number)", change: "failed", from: nil, to: nil, fromSigner: nil, toSigner: nil,
+        let ev = AlertEvidence(component: .bootFailure, name: "boot \(b.number)", change: "failed", from: nil, to: nil, fromSigner: nil,
+                               toSigner: nil,
                                pcr: nil, detail: reason)
         var recs = ["Read the console of boot \(b.number): the firmware stopped at \(reason)."]
         if secureBoot {
             recs.append("Secure Boot refused an image that is not signed by a key in the VM's db, or that dbx revokes. If you replaced it, restore the signed file (`tlaunch vm disk put \(vm.name) PATH FILE`); if the change was not yours, keep the disk for investigation.")
         }
-        return Alert(id: newID(), vm: vm.name, kind: .bootFailure, severity: .high, status: .active, title: "Boot failed\(secureBoot ? ": Secure Boot violation" : "")",
+        return Alert(id: newID(), vm: vm.name, kind: .bootFailure, severity: .high, status: .active,
+                     title: "Boot failed\(secureBoot ? ": Secure Boot violation" : "")",
                      description: "Boot \(b.number) of \(vm.name) at \(b.time) did not reach the operating system: \(reason).",
                      evidence: [ev], recommendations: recs, mitigations: ["The VM is not running: nothing the refused image would have done has happened."],
                      attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "boot-failure:" + reason)
@@ -147,20 +151,25 @@ public enum AlertBuilder {
 
     /// A storage failure (full or read-only data folder, database down) interrupted an operation
     /// on the VM: what was interrupted, and that its record may be behind its vTPM and disk.
-    public static func storageInterrupted(_ vm: VMRecord, operation: String, reason: String, at: String, now: String = Time.now()) -> Alert {
-        let ev = AlertEvidence(component: .storage, name: operation, change: "interrupted", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil, detail: reason)
-        return Alert(id: newID(), vm: vm.name, kind: .storageFailure, severity: .medium, status: .active, title: "Storage failure interrupted \(operation)",
+    public static func storageInterrupted(_ vm: VMRecord, operation: String, reason: String, at: String,
+                                          now: String = Time.now()) -> Alert {
+        let ev = AlertEvidence(component: .storage, name: operation, change: "interrupted", from: nil, to: nil, fromSigner: nil,
+                               toSigner: nil, pcr: nil, detail: reason)
+        return Alert(id: newID(), vm: vm.name, kind: .storageFailure, severity: .medium, status: .active,
+                     title: "Storage failure interrupted \(operation)",
                      description: "At \(at) the platform could not write its data folder or database while it ran \(operation) on \(vm.name): \(reason). What the record says may be behind what happened to the VM's vTPM and disk.",
                      evidence: [ev],
                      recommendations: ["Free space on (or make writable) the disk that holds the data folder; `curl /readyz` answers 200 again when the platform can write.",
                                        "Read the VM's last attestation (it was attested again when storage came back, if it runs with monitoring), and restart it (`tlaunch vm restart \(vm.name)`) for a boot the platform has recorded from start to end."],
                      mitigations: ["While storage failed, every change was refused with an error: no operation reported success that was not recorded."],
-                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "storage-failure:" + operation)
+                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil,
+                     fingerprint: "storage-failure:" + operation)
     }
 
     /// A real VM's QEMU exited without the platform asking (killed, crashed, out of memory).
     public static func crashed(_ vm: VMRecord, how: String, console: String, now: String = Time.now()) -> Alert {
-        let ev = AlertEvidence(component: .hypervisor, name: "QEMU of \(vm.name)", change: "exited", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+        let ev = AlertEvidence(component: .hypervisor, name: "QEMU of \(vm.name)", change: "exited", from: nil, to: nil, fromSigner: nil,
+                               toSigner: nil, pcr: nil,
                                detail: "QEMU \(how); the console's last lines: \(console.isEmpty ? "(empty)" : console)")
         return Alert(id: newID(), vm: vm.name, kind: .vmFailed, severity: .high, status: .active, title: "VM stopped unexpectedly",
                      description: "\(vm.name)'s QEMU \(how) while it ran boot \(vm.lastBoot?.number ?? 0); the VM is off (power state Failed).",
@@ -173,22 +182,26 @@ public enum AlertBuilder {
 
     /// The VM's libvirt host stopped answering: whether the VM runs, and what runs in it, is unknown.
     public static func hostUnreachable(_ vm: VMRecord, host: LibvirtHost, now: String = Time.now()) -> Alert {
-        let ev = AlertEvidence(component: .host, name: "libvirt host \(host.name)", change: "unreachable", from: "Reachable", to: "Unreachable", fromSigner: nil, toSigner: nil, pcr: nil,
+        let ev = AlertEvidence(component: .host, name: "libvirt host \(host.name)", change: "unreachable", from: "Reachable",
+                               to: "Unreachable", fromSigner: nil, toSigner: nil, pcr: nil,
                                detail: "\(host.uri): \(host.detail); last answered \(host.lastSeen.map(Time.rfc3339) ?? "never")")
-        return Alert(id: newID(), vm: vm.name, kind: .hostUnreachable, severity: .high, status: .active, title: "Host unreachable: VM state unknown",
+        return Alert(id: newID(), vm: vm.name, kind: .hostUnreachable, severity: .high, status: .active,
+                     title: "Host unreachable: VM state unknown",
                      description: "\(vm.name) runs on libvirt host \(host.name), which does not answer since \(Time.rfc3339(host.since)). The platform cannot see, stop or attest the VM: its power state is Unknown and its boot integrity unverified until the host answers again.",
                      evidence: [ev],
                      recommendations: ["Check the host and its libvirtd (`virsh -c \(host.uri) version`): network, TLS/SSH credentials, the daemon.",
                                        "When the host answers, the platform looks the VM up again: Running if its domain kept running, Failed (with an alert) if not."],
                      mitigations: ["Treat the VM as unverified: do not release secrets to it until it attests again.",
                                    "If the host is gone for good, delete the VM (`tlaunch vm delete \(vm.name)`) and deploy it again on another host."],
-                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil, fingerprint: "host-unreachable:\(host.name)")
+                     attestationID: nil, created: now, updated: now, occurrences: 1, resolution: nil,
+                     fingerprint: "host-unreachable:\(host.name)")
     }
 
     /// A monitored VM whose agent has not attested for longer than it should.
     public static func notReporting(_ vm: VMRecord, silentSeconds: Int, now: String = Time.now()) -> Alert {
         let last = vm.lastAttestation.map { Time.rfc3339($0) } ?? "never (since boot \(vm.lastBoot?.number ?? 0))"
-        let ev = AlertEvidence(component: .agent, name: "guest attestation agent", change: "silent", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+        let ev = AlertEvidence(component: .agent, name: "guest attestation agent", change: "silent", from: nil, to: nil, fromSigner: nil,
+                               toSigner: nil, pcr: nil,
                                detail: "last attestation \(last); nothing for \(silentSeconds) s while it should attest every \(vm.attestationInterval) s")
         return Alert(id: newID(), vm: vm.name, kind: .notReporting, severity: .medium, status: .active, title: "VM stopped reporting",
                      description: "\(vm.name) is running with integrity monitoring but its guest attestation agent has not attested for \(silentSeconds) s (last: \(last)). Its boot integrity is unknown.",
@@ -202,7 +215,8 @@ public enum AlertBuilder {
     /// An admin allowed the VM to bind another TPM: whoever enrols next with a trusted EK
     /// becomes the VM's identity, so a person should know it happened.
     public static func rebind(_ vm: VMRecord, by who: String, now: String = Time.now()) -> Alert {
-        let ev = AlertEvidence(component: .vtpmIdentity, name: "vTPM binding", change: "rebind-allowed", from: nil, to: nil, fromSigner: nil, toSigner: nil, pcr: nil,
+        let ev = AlertEvidence(component: .vtpmIdentity, name: "vTPM binding", change: "rebind-allowed", from: nil, to: nil,
+                               fromSigner: nil, toSigner: nil, pcr: nil,
                                detail: "\(who) allowed \(vm.name)'s next enrolment to present another TPM (EK) than the one it is bound to")
         return Alert(id: newID(), vm: vm.name, kind: .identity, severity: .medium, status: .active, title: "vTPM identity may change",
                      description: "\(vm.name) will accept a different TPM at its next enrolment (allowed by \(who)); its baseline is reset when that TPM enrols, and its next boot is learned or approved again.",

@@ -31,7 +31,8 @@ public struct LibvirtHost: Sendable, Codable, Hashable {
     public var since: Int64
     public var added: Int64
 
-    public init(name: String, uri: String, tpm: String, shipFiles: Bool = false, maxVMs: Int?, memoryMiB: Int, cpus: Int, state: State, detail: String, lastSeen: Int64?, since: Int64, added: Int64) {
+    public init(name: String, uri: String, tpm: String, shipFiles: Bool = false, maxVMs: Int?, memoryMiB: Int, cpus: Int, state: State,
+                detail: String, lastSeen: Int64?, since: Int64, added: Int64) {
         self.name = name; self.uri = uri; self.tpm = tpm; self.shipFiles = shipFiles; self.maxVMs = maxVMs; self.memoryMiB = memoryMiB; self.cpus = cpus
         self.state = state; self.detail = detail; self.lastSeen = lastSeen; self.since = since; self.added = added
     }
@@ -67,7 +68,8 @@ public struct AddHostRequest: Sendable, Codable, Hashable {
 }
 
 extension AddHostRequest: StrictBody {
-    public static func unknownFields(_ object: [String: Any]) -> [String] { unknown(object, known: ["name", "uri", "tpm", "maxVMs", "shipFiles"]) }
+    public static func unknownFields(_ object: [String: Any]) -> [String] { unknown(object,
+                                                                                    known: ["name", "uri", "tpm", "maxVMs", "shipFiles"]) }
 }
 
 extension FleetRules {
@@ -127,7 +129,8 @@ extension FleetRules {
         }
         let open = hosts.filter { $0.state == .reachable && room($0) > 0 }
         guard let best = open.max(by: { room($0) != room($1) ? room($0) < room($1) : $0.name > $1.name }) else {
-            throw FleetError(.conflict, "no libvirt host has room for another VM of \(vmMemoryMiB) MiB — " + hosts.map(why).joined(separator: "; ")
+            throw FleetError(.conflict,
+                             "no libvirt host has room for another VM of \(vmMemoryMiB) MiB — " + hosts.map(why).joined(separator: "; ")
                              + ": add a host (tlaunch host add), raise its --max-vms, or delete VMs", field: "host")
         }
         return best

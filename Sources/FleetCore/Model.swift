@@ -88,7 +88,8 @@ public struct BootSummary: Sendable, Codable, Hashable {
     public var stages: [BootStageSummary]
     public var kernel: String?
     public var kernelCommandLine: String?
-    public init(number: Int, time: String, firmware: String, succeeded: Bool, failure: String?, secureBootEnforced: Bool, measured: Bool, events: Int, stages: [BootStageSummary], kernel: String?, kernelCommandLine: String?) {
+    public init(number: Int, time: String, firmware: String, succeeded: Bool, failure: String?, secureBootEnforced: Bool, measured: Bool,
+                events: Int, stages: [BootStageSummary], kernel: String?, kernelCommandLine: String?) {
         self.number = number; self.time = time; self.firmware = firmware; self.succeeded = succeeded; self.failure = failure; self.secureBootEnforced = secureBootEnforced; self.measured = measured; self.events = events; self.stages = stages; self.kernel = kernel; self.kernelCommandLine = kernelCommandLine
     }
 }
@@ -206,7 +207,8 @@ public struct AlertEvidence: Sendable, Codable, Hashable {
     public var toSigner: String?
     public var pcr: Int?
     public var detail: String
-    public init(component: AlertComponent, name: String, change: String, from: String?, to: String?, fromSigner: String?, toSigner: String?, pcr: Int?, detail: String) {
+    public init(component: AlertComponent, name: String, change: String, from: String?, to: String?, fromSigner: String?, toSigner: String?,
+                pcr: Int?, detail: String) {
         self.component = component; self.name = name; self.change = change; self.from = from; self.to = to; self.fromSigner = fromSigner; self.toSigner = toSigner; self.pcr = pcr; self.detail = detail
     }
 }

@@ -81,14 +81,16 @@ extension DeployRequest: StrictBody {
         let p = try c.nestedContainer(keyedBy: ProfileKeys.self, forKey: .securityProfile)
         func merge<T: Equatable>(_ flat: T?, _ arm: T?, _ path: String) throws -> T? {
             if let flat, let arm, flat != arm {
-                throw DecodingError.dataCorruptedError(forKey: .securityProfile, in: c, debugDescription: "\(path) and its flat field disagree: give it once")
+                throw DecodingError.dataCorruptedError(forKey: .securityProfile, in: c,
+                                                       debugDescription: "\(path) and its flat field disagree: give it once")
             }
             return flat ?? arm
         }
         securityType = try merge(securityType, try p.decodeIfPresent(String.self, forKey: .securityType), "securityProfile.securityType")
         if p.contains(.uefiSettings) {
             let u = try p.nestedContainer(keyedBy: UEFIKeys.self, forKey: .uefiSettings)
-            secureBoot = try merge(secureBoot, try u.decodeIfPresent(Bool.self, forKey: .secureBootEnabled), "securityProfile.uefiSettings.secureBootEnabled")
+            secureBoot = try merge(secureBoot, try u.decodeIfPresent(Bool.self, forKey: .secureBootEnabled),
+                                   "securityProfile.uefiSettings.secureBootEnabled")
             vTpm = try merge(vTpm, try u.decodeIfPresent(Bool.self, forKey: .vTpmEnabled), "securityProfile.uefiSettings.vTpmEnabled")
         }
     }
@@ -111,7 +113,8 @@ extension DeployRequest: StrictBody {
 
 extension UpdateRequest: StrictBody {
     public static func unknownFields(_ object: [String: Any]) -> [String] {
-        unknown(object, known: ["securityType", "secureBoot", "vTpm", "integrityMonitoring", "guestAgent", "attestationInterval", "image", "hypervisor", "version"])
+        unknown(object, known: ["securityType", "secureBoot", "vTpm", "integrityMonitoring", "guestAgent", "attestationInterval", "image",
+                                "hypervisor", "version"])
     }
 }
 
@@ -126,7 +129,8 @@ public struct UpdateRequest: Sendable, Codable, Hashable {
     public var image: String?
     public var hypervisor: String?
     public var version: Int64?
-    public init(securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil, integrityMonitoring: Bool? = nil, guestAgent: String? = nil,
+    public init(securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil, integrityMonitoring: Bool? = nil,
+                guestAgent: String? = nil,
                 attestationInterval: Int? = nil, image: String? = nil, hypervisor: String? = nil, version: Int64? = nil) {
         self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm; self.integrityMonitoring = integrityMonitoring
         self.guestAgent = guestAgent; self.attestationInterval = attestationInterval; self.image = image; self.hypervisor = hypervisor; self.version = version
@@ -167,7 +171,8 @@ public enum FleetRules {
         switch s.lowercased() {
         case "trustedlaunch", "trusted-launch", "trusted_launch": return .trustedLaunch
         case "standard": return .standard
-        default: throw FleetError(.invalid, "security type \"\(s.prefix(64))\" is not one of TrustedLaunch, Standard", field: "securityType")
+        default: throw FleetError(.invalid, "security type \"\(s.prefix(64))\" is not one of TrustedLaunch, Standard",
+                                  field: "securityType")
         }
     }
 
@@ -182,7 +187,8 @@ public enum FleetRules {
     public static func checkHypervisor(_ h: String?, available: Set<String> = [hypervisor]) throws -> String {
         let h = h ?? hypervisor
         guard hypervisors.contains(h) else {
-            throw FleetError(.invalid, "hypervisor \"\(h.prefix(64))\" is not one of \(hypervisors.joined(separator: ", "))", field: "hypervisor")
+            throw FleetError(.invalid, "hypervisor \"\(h.prefix(64))\" is not one of \(hypervisors.joined(separator: ", "))",
+                             field: "hypervisor")
         }
         guard available.contains(h) else {
             if h == libvirt {
@@ -195,12 +201,14 @@ public enum FleetRules {
 
     public static func checkInterval(_ i: Int?) throws -> Int {
         let i = i ?? 300
-        guard (1...86400).contains(i) else { throw FleetError(.invalid, "the attestation interval is \(i) s; give 1 to 86400 seconds", field: "attestationInterval") }
+        guard (1...86400).contains(i) else { throw FleetError(.invalid, "the attestation interval is \(i) s; give 1 to 86400 seconds",
+                                                              field: "attestationInterval") }
         return i
     }
 
     /// The record a deployment creates from `image`, or the rule it breaks.
-    public static func deploy(_ r: DeployRequest, image: ImageInfo, hypervisors available: Set<String> = [hypervisor], now: Int64 = Time.millis()) throws -> VMRecord {
+    public static func deploy(_ r: DeployRequest, image: ImageInfo, hypervisors available: Set<String> = [hypervisor],
+                              now: Int64 = Time.millis()) throws -> VMRecord {
         try checkName(r.name)
         let hypervisor = try checkHypervisor(r.hypervisor, available: available)
         let type = try securityType(r.securityType) ?? .trustedLaunch
@@ -221,7 +229,8 @@ public enum FleetRules {
                              field: "baseline")
         }
         let monitoring = r.integrityMonitoring ?? false
-        return VMRecord(name: r.name, image: image.name, hypervisor: hypervisor, securityType: type, secureBoot: type == .trustedLaunch && (r.secureBoot ?? true),
+        return VMRecord(name: r.name, image: image.name, hypervisor: hypervisor, securityType: type,
+                        secureBoot: type == .trustedLaunch && (r.secureBoot ?? true),
                         vTPM: vtpm, integrityMonitoring: monitoring, powerState: .stopped,
                         bootIntegrity: monitoring ? .pending : .notMonitored, lastAttestation: nil, lastAttestationID: nil,
                         created: now, updated: now, version: 1, bootCount: 0, lastBoot: nil, guestAgent: .running,
@@ -257,7 +266,8 @@ public enum FleetRules {
         }
         var agent: GuestAgentState?
         if let g = u.guestAgent {
-            guard let a = GuestAgentState(rawValue: g) else { throw FleetError(.invalid, "guest agent must be running or stopped", field: "guestAgent") }
+            guard let a = GuestAgentState(rawValue: g) else { throw FleetError(.invalid, "guest agent must be running or stopped",
+                                                                               field: "guestAgent") }
             agent = a
         }
         let interval = try u.attestationInterval.map { try checkInterval($0) }
@@ -333,9 +343,11 @@ public enum FleetFuzzing {
             }
         }
         if let u = try? JSONDecoder().decode(UpdateRequest.self, from: data) {
-            let base = VMRecord(name: "vm", image: "uefi", hypervisor: FleetRules.hypervisor, securityType: .trustedLaunch, secureBoot: true, vTPM: true,
+            let base = VMRecord(name: "vm", image: "uefi", hypervisor: FleetRules.hypervisor, securityType: .trustedLaunch,
+                                secureBoot: true, vTPM: true,
                                 integrityMonitoring: true, powerState: .running, bootIntegrity: .healthy, lastAttestation: nil, lastAttestationID: nil,
-                                created: 0, updated: 0, version: 3, bootCount: 1, lastBoot: nil, guestAgent: .running, attestationInterval: 300)
+                                created: 0, updated: 0, version: 3, bootCount: 1, lastBoot: nil, guestAgent: .running,
+                                attestationInterval: 300)
             for start in [base, { var s = base; s.securityType = .standard; s.secureBoot = false; s.vTPM = false; s.integrityMonitoring = false; s.powerState = .stopped; return s }()] {
                 if let plan = try? FleetRules.update(u, vm: start) {
                     if plan.record.securityType != start.securityType { problems.append("the security type changed") }

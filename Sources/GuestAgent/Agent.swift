@@ -25,7 +25,8 @@ public struct GuestAgent: Sendable {
     /// Banks quoted: SHA-256, plus what a nonce grant asks for.
     public var banks: [TPMAlgID] = [.sha256]
 
-    public init(tpm: TPMClient, service: ServiceClient, vm: String, eventLogPath: String? = nil, eventLog: [UInt8]? = nil, imaLogPath: String? = nil) {
+    public init(tpm: TPMClient, service: ServiceClient, vm: String, eventLogPath: String? = nil, eventLog: [UInt8]? = nil,
+                imaLogPath: String? = nil) {
         self.tpm = tpm; self.service = service; self.vm = vm; self.eventLogPath = eventLogPath; self.eventLog = eventLog; self.imaLogPath = imaLogPath
     }
 
@@ -53,7 +54,8 @@ public struct GuestAgent: Sendable {
     }
 
     public func attestationKey() async throws -> TPMObject {
-        try await withTPM("create AK", { () async throws(TPMError) in try await tpm.createPrimary(.endorsement, template: Self.akTemplate).object })
+        try await withTPM("create AK",
+                          { () async throws(TPMError) in try await tpm.createPrimary(.endorsement, template: Self.akTemplate).object })
     }
 
     func flush(_ o: TPMObject) async { try? await tpm.flushContext(o.handle) }
@@ -76,13 +78,15 @@ public struct GuestAgent: Sendable {
     func enroll(ek: TPMObject, certificate cert: [UInt8], ak: TPMObject) async throws -> EnrolmentReceipt {
         let request = EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
                                        ekCertificate: Data(cert).base64EncodedString())
-        let challenge = try await service.call("POST", "/v1/vms/\(vm)/enrolments", body: request, as: EnrolmentChallenge.self, step: "enrol")
+        let challenge = try await service.call("POST", "/v1/vms/\(vm)/enrolments", body: request, as: EnrolmentChallenge.self,
+                                               step: "enrol")
         guard let blobBytes = [UInt8](hex: challenge.credentialBlob), let secretBytes = [UInt8](hex: challenge.encryptedSecret),
               let blob = try? TPM2BIDObject(tpmBytes: blobBytes), let enc = try? TPM2BEncryptedSecret(tpmBytes: secretBytes) else {
             throw AgentError("enrol", "the service's credential challenge does not decode")
         }
         let secret = try await withTPM("activate credential", { () async throws(TPMError) in try await tpm.activateCredential(ak: ak, ek: ek, blob: blob, secret: enc) })
-        return try await service.call("POST", "/v1/vms/\(vm)/enrolments/\(challenge.id)/activation", body: ActivationAnswer(secret: hexString(secret)),
+        return try await service.call("POST", "/v1/vms/\(vm)/enrolments/\(challenge.id)/activation",
+                                      body: ActivationAnswer(secret: hexString(secret)),
                                       as: EnrolmentReceipt.self, step: "enrol")
     }
 
@@ -97,7 +101,8 @@ public struct GuestAgent: Sendable {
         let (status, body) = try await service.send("GET", "/v1/vms/\(vm)/enrolment", step: "look up enrolment")
         if status == 404 { return false }
         guard status == 200, let obj = try JSONSerialization.jsonObject(with: body) as? [String: Any] else {
-            throw AgentError("look up enrolment", "the service answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))", status: status)
+            throw AgentError("look up enrolment", "the service answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))",
+                             status: status)
         }
         return (obj["akName"] as? String) == hexString(akName)
     }
@@ -129,7 +134,8 @@ public struct GuestAgent: Sendable {
         let ima = imaLogPath.flatMap { GuestFiles.read($0) }.map { String(decoding: $0, as: UTF8.self) }
         let sel = TPMLPCRSelection(banks.map { TPMSPCRSelection(hash: $0, pcrs: pcrs) })
         for _ in 0..<4 {
-            let quote = try await withTPM("quote", { () async throws(TPMError) in try await tpm.quote(ak.handle, qualifyingData: nonce, pcrs: sel) })
+            let quote = try await withTPM("quote",
+                                          { () async throws(TPMError) in try await tpm.quote(ak.handle, qualifyingData: nonce, pcrs: sel) })
             let banks = try await withTPM("read PCRs", { () async throws(TPMError) in try await tpm.pcrRead(sel) })
             var e = try Evidence(quote: quote, pcrs: banks, eventLog: log, nonce: nonce)
             e.imaLog = ima
@@ -201,7 +207,8 @@ public struct GuestStatus: Sendable, Codable, Hashable {
         public var pcrBanks: [String]
         public var ekCertificate: String?
         public var error: String?
-        public init(present: Bool, specVersion: String?, manufacturer: String?, firmwareVersion: String?, pcrBanks: [String], ekCertificate: String?, error: String?) {
+        public init(present: Bool, specVersion: String?, manufacturer: String?, firmwareVersion: String?, pcrBanks: [String],
+                    ekCertificate: String?, error: String?) {
             self.present = present; self.specVersion = specVersion; self.manufacturer = manufacturer; self.firmwareVersion = firmwareVersion
             self.pcrBanks = pcrBanks; self.ekCertificate = ekCertificate; self.error = error
         }
@@ -229,7 +236,8 @@ public struct GuestStatus: Sendable, Codable, Hashable {
     public var measuredBootLog: MeasuredBootLog
     public var lastAttestation: LastAttestation?
     public var serviceError: String?
-    public init(vm: String, secureBootState: String, tpm: TPM, measuredBootLog: MeasuredBootLog, lastAttestation: LastAttestation?, serviceError: String?) {
+    public init(vm: String, secureBootState: String, tpm: TPM, measuredBootLog: MeasuredBootLog, lastAttestation: LastAttestation?,
+                serviceError: String?) {
         self.vm = vm; self.secureBootState = secureBootState; self.tpm = tpm; self.measuredBootLog = measuredBootLog
         self.lastAttestation = lastAttestation; self.serviceError = serviceError
     }
@@ -239,17 +247,20 @@ extension GuestAgent {
     /// What the guest can see of its own security; nothing here fails as a whole (each part
     /// says what it could not read).
     public func status() async -> GuestStatus {
-        var tpmStatus = GuestStatus.TPM(present: false, specVersion: nil, manufacturer: nil, firmwareVersion: nil, pcrBanks: [], ekCertificate: nil, error: nil)
+        var tpmStatus = GuestStatus.TPM(present: false, specVersion: nil, manufacturer: nil, firmwareVersion: nil, pcrBanks: [],
+                                        ekCertificate: nil, error: nil)
         do {
             let info = try await tpm.info()
-            tpmStatus = GuestStatus.TPM(present: true, specVersion: "\(info.specFamily) (level \(info.specLevel), revision \(info.specRevision))",
+            tpmStatus = GuestStatus.TPM(present: true,
+                                        specVersion: "\(info.specFamily) (level \(info.specLevel), revision \(info.specRevision))",
                                         manufacturer: "\(info.manufacturer) \(info.vendorString)".trimmingCharacters(in: .whitespaces),
                                         firmwareVersion: info.firmwareVersion, pcrBanks: info.pcrBanks.filter { !$0.value.isEmpty }.keys.sorted(),
                                         ekCertificate: info.ekCertificates.first.map { "\($0.kind)\($0.subject.isEmpty ? "" : " \($0.subject)"), issued by \($0.issuer)" }, error: nil)
         } catch {
             tpmStatus.error = "\(error)"
         }
-        var logStatus = GuestStatus.MeasuredBootLog(present: false, path: eventLog == nil ? eventLogPath : nil, events: 0, matchesTPM: nil, error: nil)
+        var logStatus = GuestStatus.MeasuredBootLog(present: false, path: eventLog == nil ? eventLogPath : nil, events: 0, matchesTPM: nil,
+                                                    error: nil)
         var secureBoot = "Unknown"
         let bytes: [UInt8]? = eventLog ?? (eventLogPath.flatMap { GuestFiles.read($0) }.map { Array($0) })
         if let bytes {
@@ -284,7 +295,8 @@ extension GuestAgent {
         } catch {
             serviceError = "\(error)"
         }
-        return GuestStatus(vm: vm, secureBootState: secureBoot, tpm: tpmStatus, measuredBootLog: logStatus, lastAttestation: last, serviceError: serviceError)
+        return GuestStatus(vm: vm, secureBootState: secureBoot, tpm: tpmStatus, measuredBootLog: logStatus, lastAttestation: last,
+                           serviceError: serviceError)
     }
 }
 

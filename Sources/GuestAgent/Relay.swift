@@ -60,7 +60,8 @@ public final class SerialChannel: ServiceChannel {
             let left = deadline - ContinuousClock.now
             let ms = Int32(min(1000, max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
             let r = poll(&p, 1, ms)
-            if r < 0 { if errno == EINTR { continue }; throw AgentError(request.path, "poll the relay: \(String(cString: strerror(errno)))") }
+            if r < 0 { if errno == EINTR { continue }; throw AgentError(request.path,
+                                                                        "poll the relay: \(String(cString: strerror(errno)))") }
             if r == 0 { continue }
             // A virtio-serial port whose host side is not connected reports POLLHUP: wait for it.
             if p.revents & Int16(POLLIN) == 0 { usleep(100_000); continue }

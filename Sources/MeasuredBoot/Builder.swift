@@ -8,7 +8,8 @@ public struct EventLogBuilder: Sendable {
     public private(set) var log: EventLog
 
     /// A crypto-agile log over `banks` (each must be a hash we can compute), or a SHA-1 log.
-    public init(format: EventLog.Format = .cryptoAgile, banks: [TPMAlgID] = [.sha1, .sha256], startupLocality: UInt8? = nil) throws(EventLogError) {
+    public init(format: EventLog.Format = .cryptoAgile, banks: [TPMAlgID] = [.sha1, .sha256],
+                startupLocality: UInt8? = nil) throws(EventLogError) {
         self.format = format
         if format == .sha1 {
             self.banks = [AlgorithmSize(.sha1, 20)]
@@ -27,7 +28,8 @@ public struct EventLogBuilder: Sendable {
         let spec = SpecIDEvent(algorithms: sizes)
         var header: [UInt8] = []
         spec.encode(into: &header)
-        let first = Event(index: 0, offset: 0, pcrIndex: 0, type: .noAction, digests: [TaggedDigest(.sha1, [UInt8](repeating: 0, count: 20))],
+        let first = Event(index: 0, offset: 0, pcrIndex: 0, type: .noAction,
+                          digests: [TaggedDigest(.sha1, [UInt8](repeating: 0, count: 20))],
                           data: header, isLegacyFormat: true)
         log = EventLog(format: .cryptoAgile, specID: spec, events: [first])
         if let l = startupLocality {
@@ -50,7 +52,8 @@ public struct EventLogBuilder: Sendable {
 
     /// An EV_NO_ACTION event: zero digests, nothing extended.
     public mutating func appendNoAction(pcr: UInt32, data: [UInt8]) {
-        append(pcr: pcr, type: .noAction, digests: banks.map { TaggedDigest($0.algorithm, [UInt8](repeating: 0, count: $0.digestSize)) }, data: data)
+        append(pcr: pcr, type: .noAction, digests: banks.map { TaggedDigest($0.algorithm, [UInt8](repeating: 0, count: $0.digestSize)) },
+               data: data)
     }
 
     /// EV_SEPARATOR in PCRs 0–7 (value 0, or 1 for an error separator).

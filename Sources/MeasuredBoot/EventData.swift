@@ -156,14 +156,16 @@ public enum EventData: Sendable {
         switch signature {
         case "StartupLocality":
             guard rest.count == 1 else {
-                throw EventLogError(.invalidValue, "StartupLocality carries \(rest.count) bytes, not 1", offset: 16, field: "TCG_EfiStartupLocalityEvent.StartupLocality")
+                throw EventLogError(.invalidValue, "StartupLocality carries \(rest.count) bytes, not 1", offset: 16,
+                                    field: "TCG_EfiStartupLocalityEvent.StartupLocality")
             }
             return .startupLocality(rest[0])
         case "SP800-155 Event", "SP800-155 Event2", "SP800-155 Event3":
             var r = LEReader(rest)
             let mfr = try? r.u32()
             let guid = try? r.guid()
-            return .sp800155(ReferenceManifestInfo(signature: signature, platformManufacturerID: mfr, referenceManifestGUID: guid, payload: rest))
+            return .sp800155(ReferenceManifestInfo(signature: signature, platformManufacturerID: mfr, referenceManifestGUID: guid,
+                                                   payload: rest))
         default:
             return .noAction(signature: signature, payload: rest)
         }
@@ -225,7 +227,8 @@ public struct IPLEvent: Hashable, Sendable {
         // `grub_cmd ` and `grub_kernel_cmdline ` (PCR 8).
         let decoded = text
         let command = ["grub_cmd: ", "grub_cmd "].first { decoded.hasPrefix($0) && (pcrIndex == 8 || $0 == "grub_cmd: ") }
-        let cmdline = ["kernel_cmdline: ", "grub_kernel_cmdline "].first { decoded.hasPrefix($0) && (pcrIndex == 8 || $0 == "kernel_cmdline: ") }
+        let cmdline = ["kernel_cmdline: ",
+                       "grub_kernel_cmdline "].first { decoded.hasPrefix($0) && (pcrIndex == 8 || $0 == "kernel_cmdline: ") }
         if let p = command {
             kind = .grubCommand
             text.removeFirst(p.count)

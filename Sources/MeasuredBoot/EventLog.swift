@@ -122,7 +122,8 @@ public struct Event: Sendable {
 
     public init(index: Int = 0, offset: Int = 0, pcrIndex: UInt32, type: EventType, digests: [TaggedDigest],
                 data: [UInt8], isLegacyFormat: Bool = false) {
-        self.init(index: index, offset: offset, pcrIndex: pcrIndex, type: type, digests: digests, slice: data[...], isLegacyFormat: isLegacyFormat)
+        self.init(index: index, offset: offset, pcrIndex: pcrIndex, type: type, digests: digests, slice: data[...],
+                  isLegacyFormat: isLegacyFormat)
     }
 
     init(index: Int, offset: Int, pcrIndex: UInt32, type: EventType, digests: [TaggedDigest],
@@ -297,7 +298,8 @@ public struct EventLog: Sendable {
             out.le32(e.type.rawValue)
             if e.isLegacyFormat {
                 guard e.digests.count == 1, e.digests[0].algorithm == .sha1, e.digests[0].digest.count == 20 else {
-                    throw EventLogError(.invalidValue, "a TCG_PCR_EVENT has exactly one 20-byte SHA-1 digest", eventIndex: e.index, field: "digests")
+                    throw EventLogError(.invalidValue, "a TCG_PCR_EVENT has exactly one 20-byte SHA-1 digest", eventIndex: e.index,
+                                        field: "digests")
                 }
                 out += e.digests[0].digest
             } else {
@@ -309,7 +311,8 @@ public struct EventLog: Sendable {
                                                 eventIndex: e.index, field: "digests")
                         }
                     } else {
-                        throw EventLogError(.invalidValue, "\(d.algorithm) is not a bank of this log", eventIndex: e.index, field: "digests")
+                        throw EventLogError(.invalidValue, "\(d.algorithm) is not a bank of this log", eventIndex: e.index,
+                                            field: "digests")
                     }
                     out.le16(d.algorithm.rawValue)
                     out += d.digest

@@ -215,7 +215,8 @@ extension VerifiedEventLog {
                                              message: "\(e.type) data does not decode: \(err.reason)\(err.offset.map { " (data offset \($0))" } ?? "")"))
             }
             if !e.type.isKnown {
-                facts.anomalies.append(.init(kind: .unknownEventType, eventIndex: e.index, pcr: e.pcrIndex, message: "unknown event type \(e.type)"))
+                facts.anomalies.append(.init(kind: .unknownEventType, eventIndex: e.index, pcr: e.pcrIndex,
+                                             message: "unknown event type \(e.type)"))
             }
             if v.dataVouching == .contradicted {
                 var known = ""
@@ -281,7 +282,8 @@ extension VerifiedEventLog {
                     break
                 }
             case .eventTag(let id, let data) where e.pcrIndex == 9 || e.pcrIndex == 11 || e.pcrIndex == 12:
-                facts.uki.append(.init(eventIndex: e.index, pcr: e.pcrIndex, text: "tag 0x\(String(id, radix: 16)): \(EventData.text(data[...]))"))
+                facts.uki.append(.init(eventIndex: e.index, pcr: e.pcrIndex,
+                                       text: "tag 0x\(String(id, radix: 16)): \(EventData.text(data[...]))"))
             default:
                 break
             }
@@ -349,12 +351,16 @@ extension VerifiedEventLog {
     static let expectedTypes: [UInt32: Set<EventType>] = [
         // PFP 3.3.4: host platform configuration, option ROM code and configuration, GPT and boot
         // variables, state transitions.
-        1: [.separator, .efiVariableBoot, .efiVariableBoot2, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2, .platformConfigFlags,
+        1: [.separator, .efiVariableBoot, .efiVariableBoot2, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2,
+            .platformConfigFlags,
             .tableOfDevices, .cpuMicrocode, .nonhostConfig, .nonhostInfo, .efiAction, .action, .efiSPDMFirmwareConfig],
-        2: [.separator, .efiBootServicesDriver, .efiRuntimeServicesDriver, .efiBootServicesApplication, .efiPlatformFirmwareBlob, .efiPlatformFirmwareBlob2,
+        2: [.separator, .efiBootServicesDriver, .efiRuntimeServicesDriver, .efiBootServicesApplication, .efiPlatformFirmwareBlob,
+            .efiPlatformFirmwareBlob2,
             .nonhostCode, .nonhostInfo, .efiAction, .action, .efiSPDMFirmwareBlob, .efiGPTEvent, .efiGPTEvent2],
-        3: [.separator, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2, .nonhostConfig, .nonhostInfo, .efiAction, .action, .efiSPDMFirmwareConfig],
-        5: [.separator, .efiGPTEvent, .efiGPTEvent2, .efiVariableBoot, .efiVariableBoot2, .efiAction, .action, .efiHandoffTables, .efiHandoffTables2, .omitBootDeviceEvents],
+        3: [.separator, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2, .nonhostConfig, .nonhostInfo, .efiAction, .action,
+            .efiSPDMFirmwareConfig],
+        5: [.separator, .efiGPTEvent, .efiGPTEvent2, .efiVariableBoot, .efiVariableBoot2, .efiAction, .action, .efiHandoffTables,
+            .efiHandoffTables2, .omitBootDeviceEvents],
         6: [.separator, .compactHash, .efiAction, .action],
         4: [.separator, .efiBootServicesApplication, .efiBootServicesDriver, .efiRuntimeServicesDriver, .efiAction, .action],
         7: [.separator, .efiVariableDriverConfig, .efiVariableAuthority, .efiAction, .efiSPDMDeviceAuthority, .efiSPDMDevicePolicy],
@@ -369,11 +375,15 @@ extension VerifiedEventLog {
         if type == .efiAction || type == .noAction { return true }
         switch pcr {
         // Boot variables and configuration tables are measured at ReadyToBoot, after separators.
-        case 1: return [.efiVariableBoot, .efiVariableBoot2, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2, .platformConfigFlags].contains(type)
+        case 1: return [.efiVariableBoot, .efiVariableBoot2, .efiVariableDriverConfig, .efiHandoffTables, .efiHandoffTables2,
+                        .platformConfigFlags].contains(type)
         // Option ROMs and drivers loaded while booting (e.g. from the boot disk).
-        case 2: return [.efiBootServicesDriver, .efiRuntimeServicesDriver, .efiBootServicesApplication, .efiGPTEvent, .efiGPTEvent2, .efiPlatformFirmwareBlob, .efiPlatformFirmwareBlob2, .efiSPDMFirmwareBlob].contains(type)
-        case 4: return [.efiBootServicesApplication, .efiBootServicesDriver, .efiRuntimeServicesDriver, .compactHash, .ipl, .eventTag].contains(type)
-        case 5: return [.efiGPTEvent, .efiGPTEvent2, .efiVariableBoot, .efiVariableBoot2, .efiHandoffTables, .efiHandoffTables2, .compactHash].contains(type)
+        case 2: return [.efiBootServicesDriver, .efiRuntimeServicesDriver, .efiBootServicesApplication, .efiGPTEvent, .efiGPTEvent2,
+                        .efiPlatformFirmwareBlob, .efiPlatformFirmwareBlob2, .efiSPDMFirmwareBlob].contains(type)
+        case 4: return [.efiBootServicesApplication, .efiBootServicesDriver, .efiRuntimeServicesDriver, .compactHash, .ipl,
+                        .eventTag].contains(type)
+        case 5: return [.efiGPTEvent, .efiGPTEvent2, .efiVariableBoot, .efiVariableBoot2, .efiHandoffTables, .efiHandoffTables2,
+                        .compactHash].contains(type)
         case 7: return [.efiVariableAuthority, .efiSPDMDeviceAuthority, .efiSPDMDevicePolicy].contains(type)
         case 0, 3, 6: return false
         default: return true
@@ -511,7 +521,8 @@ struct CommandLineBinding {
                 lines.append(ipl.text)
                 return
             }
-            unbound(facts: &facts, at: linux.index, "grub's linux command (event \(linux.index)) is not followed by the kernel command line it produced")
+            unbound(facts: &facts, at: linux.index,
+                    "grub's linux command (event \(linux.index)) is not followed by the kernel command line it produced")
         }
         guard let ipl, vouched else { return }
         switch ipl.kind {
@@ -519,7 +530,8 @@ struct CommandLineBinding {
             let w = Self.words(ipl.text)
             if let first = w.first, Self.linuxCommands.contains(String(first)) { pendingLinux = (e.index, Array(w.dropFirst())) }
         case .kernelCommandLine:
-            unbound(facts: &facts, at: e.index, "the kernel command line (event \(e.index)) does not follow the grub linux command that produced it")
+            unbound(facts: &facts, at: e.index,
+                    "the kernel command line (event \(e.index)) does not follow the grub linux command that produced it")
         default:
             break
         }
@@ -529,13 +541,15 @@ struct CommandLineBinding {
 
     mutating func unbound(facts: inout BootFacts, at index: Int, _ message: String) {
         unknown = true
-        facts.anomalies.append(.init(kind: .unboundKernelCommandLine, eventIndex: index, pcr: 8, message: message + ": the kernel command line is unknown"))
+        facts.anomalies.append(.init(kind: .unboundKernelCommandLine, eventIndex: index, pcr: 8,
+                                     message: message + ": the kernel command line is unknown"))
     }
 
     mutating func finish(facts: inout BootFacts) {
         if let linux = pendingLinux {
             pendingLinux = nil
-            unbound(facts: &facts, at: linux.index, "grub's linux command (event \(linux.index)) is not followed by the kernel command line it produced")
+            unbound(facts: &facts, at: linux.index,
+                    "grub's linux command (event \(linux.index)) is not followed by the kernel command line it produced")
         }
         if unknown {
             facts.kernelCommandLines = []

@@ -24,7 +24,8 @@ extension EventLog {
             agile = true
         }
         var state = ReplayState(banks: banks)
-        if !agile { state.extend(pcr: first.pcrIndex, type: first.type, digestAt: first.digests[0].digest.startIndex, slotOffsets: nil, bytes: bytes, data: first.data) }
+        if !agile { state.extend(pcr: first.pcrIndex, type: first.type, digestAt: first.digests[0].digest.startIndex, slotOffsets: nil,
+                                 bytes: bytes, data: first.data) }
         var count = 1
         var offsets = [Int](repeating: -1, count: banks.count)
         while !r.isAtEnd {
@@ -37,7 +38,8 @@ extension EventLog {
                 if agile {
                     let n = try r.u32("digests.count")
                     guard n <= UInt32(banks.count) else {
-                        throw r.error(.sizeExceedsLimit, "\(n) digests, but the log has \(banks.count) banks", field: "TCG_PCR_EVENT2.digests.count")
+                        throw r.error(.sizeExceedsLimit, "\(n) digests, but the log has \(banks.count) banks",
+                                      field: "TCG_PCR_EVENT2.digests.count")
                     }
                     for i in 0..<banks.count { offsets[i] = -1 }
                     for i in 0..<Int(n) {
@@ -151,7 +153,8 @@ private struct ReplayState {
                     dst.storeBytes(of: from.loadUnaligned(fromByteOffset: 8 * w, as: UInt64.self), toByteOffset: 8 * w, as: UInt64.self)
                 }
                 for t in 0..<tail {
-                    dst.storeBytes(of: from.load(fromByteOffset: 8 * words + t, as: UInt8.self), toByteOffset: 8 * words + t, as: UInt8.self)
+                    dst.storeBytes(of: from.load(fromByteOffset: 8 * words + t, as: UInt8.self), toByteOffset: 8 * words + t,
+                                   as: UInt8.self)
                 }
                 _ = OneShotHash.hash(alg, base, 2 * n, into: base)
             }

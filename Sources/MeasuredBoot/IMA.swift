@@ -126,7 +126,8 @@ public struct IMALog: Sendable {
     /// Decodes the fields of ima-ng, ima-sig, ima-buf, ima-modsig (d-ng, n-ng, sig / buf / …).
     static func fill(_ e: inout IMAEntry, fields: [[UInt8]], base: Int) throws(EventLogError) {
         guard fields.count >= 2 else {
-            throw EventLogError(.invalidValue, "template \(e.templateName) has \(fields.count) fields; d-ng and n-ng are required", offset: base)
+            throw EventLogError(.invalidValue, "template \(e.templateName) has \(fields.count) fields; d-ng and n-ng are required",
+                                offset: base)
         }
         // d-ng: "<alg>:\0<digest>", or a bare 20-byte SHA-1 digest (the d field).
         let d = fields[0]
@@ -276,7 +277,8 @@ public struct IMAReplayState: Sendable, Hashable {
                 let h = e.templateHash(alg) ?? [UInt8](repeating: 0xFF, count: size)
                 pcr[alg] = EventLogHash.extend(alg, pcr[alg] ?? [], h[...])
             }
-            let sha1 = e.isViolation ? [UInt8](repeating: 0xFF, count: 20) : (e.templateHash.count == 20 ? e.templateHash : (e.templateHash(.sha1) ?? []))
+            let sha1 = e.isViolation ? [UInt8](repeating: 0xFF,
+                                               count: 20) : (e.templateHash.count == 20 ? e.templateHash : (e.templateHash(.sha1) ?? []))
             let padded = sha1 + [UInt8](repeating: 0, count: 12)
             sha256PaddedSHA1 = EventLogHash.extend(.sha256, sha256PaddedSHA1, padded[...]) ?? sha256PaddedSHA1
         }

@@ -36,7 +36,8 @@ extension EventData {
         case .specID(let s):
             return ["kind": "spec-id", "signature": "Spec ID Event03", "platformClass": s.platformClass,
                     "specVersion": "\(s.specVersionMajor).\(s.specVersionMinor)", "specErrata": s.specErrata, "uintnSize": s.uintnSize,
-                    "algorithms": s.algorithms.map { ["algorithm": PCRValues.bankName($0.algorithm), "digestSize": $0.digestSize] as [String: Any] },
+                    "algorithms": s.algorithms.map { ["algorithm": PCRValues.bankName($0.algorithm),
+                                                      "digestSize": $0.digestSize] as [String: Any] },
                     "vendorInfo": hexString(s.vendorInfo)]
         case .startupLocality(let l): return ["kind": "startup-locality", "locality": Int(l)]
         case .sp800155(let r):
@@ -45,14 +46,18 @@ extension EventData {
             if let g = r.referenceManifestGUID { o["referenceManifestGUID"] = g.description }
             return o
         case .windowsTrailer(let entries):
-            return ["kind": "windows-sipa-trailer", "entries": entries.map { ["type": String(format: "0x%08X", $0.type), "data": hexString($0.data)] }]
+            return ["kind": "windows-sipa-trailer",
+                    "entries": entries.map { ["type": String(format: "0x%08X", $0.type), "data": hexString($0.data)] }]
         case .noAction(let sig, let payload): return ["kind": "no-action", "signature": sig, "payload": hexString(payload)]
         case .variable(let v):
-            return ["kind": "uefi-variable", "guid": v.vendorGUID.description, "name": v.name, "value": v.value.jsonObject, "dataSize": v.data.count]
+            return ["kind": "uefi-variable", "guid": v.vendorGUID.description, "name": v.name, "value": v.value.jsonObject,
+                    "dataSize": v.data.count]
         case .authority(let v):
-            return ["kind": "uefi-variable-authority", "guid": v.vendorGUID.description, "name": v.name, "value": v.authorityValue.jsonObject, "dataSize": v.data.count]
+            return ["kind": "uefi-variable-authority", "guid": v.vendorGUID.description, "name": v.name,
+                    "value": v.authorityValue.jsonObject, "dataSize": v.data.count]
         case .imageLoad(let i):
-            var o: [String: Any] = ["kind": "uefi-image-load", "imageLocationInMemory": i.locationInMemory, "imageLengthInMemory": i.lengthInMemory,
+            var o: [String: Any] = ["kind": "uefi-image-load", "imageLocationInMemory": i.locationInMemory,
+                                    "imageLengthInMemory": i.lengthInMemory,
                                     "imageLinkTimeAddress": i.linkTimeAddress]
             if let p = i.devicePath { o["devicePath"] = p.description }
             if let e = i.devicePathError { o["devicePathError"] = e.description }
@@ -60,14 +65,17 @@ extension EventData {
             return o
         case .gpt(let g):
             return ["kind": "uefi-gpt", "diskGUID": g.diskGUID.description, "partitions": g.partitions.map {
-                ["type": $0.typeGUID.description, "guid": $0.uniqueGUID.description, "startingLBA": $0.startingLBA, "endingLBA": $0.endingLBA,
+                ["type": $0.typeGUID.description, "guid": $0.uniqueGUID.description, "startingLBA": $0.startingLBA,
+                 "endingLBA": $0.endingLBA,
                  "attributes": $0.attributes, "name": $0.name] as [String: Any]
             }]
         case .firmwareBlob(let b, let l): return ["kind": "firmware-blob", "base": b, "length": l]
         case .firmwareBlob2(let d, let b, let l): return ["kind": "firmware-blob2", "description": d, "base": b, "length": l]
-        case .handoffTables(let t): return ["kind": "handoff-tables", "tables": t.map { ["guid": $0.guid.description, "pointer": $0.pointer] as [String: Any] }]
+        case .handoffTables(let t): return ["kind": "handoff-tables",
+                                            "tables": t.map { ["guid": $0.guid.description, "pointer": $0.pointer] as [String: Any] }]
         case .handoffTables2(let d, let t):
-            return ["kind": "handoff-tables2", "description": d, "tables": t.map { ["guid": $0.guid.description, "pointer": $0.pointer] as [String: Any] }]
+            return ["kind": "handoff-tables2", "description": d,
+                    "tables": t.map { ["guid": $0.guid.description, "pointer": $0.pointer] as [String: Any] }]
         case .separator(let v, let isError): return ["kind": "separator", "value": v, "isError": isError]
         case .text(let t): return ["kind": "text", "text": t]
         case .ipl(let i): return ["kind": "ipl", "ipl": i.kind.rawValue, "text": i.text]
@@ -102,7 +110,8 @@ extension VariableValue {
             return ["signatureData": o]
         case .certificate(let c): return ["certificate": ["subject": c.subject ?? "", "sha256Fingerprint": c.sha256Fingerprint]]
         case .loadOption(let o):
-            return ["loadOption": ["attributes": o.attributes, "description": o.description, "devicePaths": o.filePathList.map(\.description),
+            return ["loadOption": ["attributes": o.attributes, "description": o.description,
+                                   "devicePaths": o.filePathList.map(\.description),
                                    "optionalData": hexString(o.optionalData)] as [String: Any]]
         case .bootOrder(let order): return ["bootOrder": order.map { String(format: "%04X", $0) }]
         case .text(let t): return ["text": t]
@@ -114,7 +123,8 @@ extension VariableValue {
 }
 
 extension ReplayReport {
-    /// `{"allMatch", "pcrs": [{"bank", "pcr", "status", "replayed", "expected", "lastEvent"?, "matchedAfterEvent"?}], "replayed": {bank: {pcr: hex}}}`.
+    /// `{"allMatch", "pcrs": [{"bank", "pcr", "status", "replayed", "expected", "lastEvent"?, "matchedAfterEvent"?}], "replayed": {bank:
+    /// {pcr: hex}}}`.
     public var jsonObject: [String: Any] {
         [
             "allMatch": allMatch,
@@ -138,6 +148,7 @@ extension ReplayReport {
 
 /// Serializes a JSON object with sorted keys, pretty-printed.
 public func jsonText(_ object: Any) -> String {
-    guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else { return "{}" }
+    guard let data = try? JSONSerialization.data(withJSONObject: object,
+                                                 options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) else { return "{}" }
     return String(decoding: data, as: UTF8.self)
 }

@@ -54,7 +54,8 @@ public struct PCRValues: Sendable, Hashable {
                     throw EventLogError(.invalidInput, "PCR \(k) of \(name) is not a hex string", field: "\(name).\(k)")
                 }
                 if let size = EventLogHash.digestSize(alg), size != bytes.count {
-                    throw EventLogError(.invalidInput, "PCR \(k) of \(name) is \(bytes.count) bytes; \(name) PCRs are \(size)", field: "\(name).\(k)")
+                    throw EventLogError(.invalidInput, "PCR \(k) of \(name) is \(bytes.count) bytes; \(name) PCRs are \(size)",
+                                        field: "\(name).\(k)")
                 }
                 banks[alg, default: [:]][pcr] = bytes
             }
@@ -78,7 +79,8 @@ public struct PCRValues: Sendable, Hashable {
             lineNo += 1
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.isEmpty { continue }
-            let parts = line.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let parts = line.split(separator: ":", maxSplits: 1,
+                                   omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
             if parts.count == 2, parts[1].isEmpty {
                 guard let alg = Self.bankNames[parts[0].lowercased()] else {
                     throw EventLogError(.invalidInput, "line \(lineNo): unknown bank \"\(parts[0])\"", field: parts[0])
@@ -91,7 +93,8 @@ public struct PCRValues: Sendable, Hashable {
             }
             guard let b = bank else { throw EventLogError(.invalidInput, "line \(lineNo): a PCR value before any bank name") }
             if let size = EventLogHash.digestSize(b), size != value.count {
-                throw EventLogError(.invalidInput, "line \(lineNo): PCR \(pcr) is \(value.count) bytes; \(Self.bankName(b)) PCRs are \(size)")
+                throw EventLogError(.invalidInput,
+                                    "line \(lineNo): PCR \(pcr) is \(value.count) bytes; \(Self.bankName(b)) PCRs are \(size)")
             }
             banks[b, default: [:]][pcr] = value
         }
@@ -200,14 +203,16 @@ public struct VerifiedEventLog: Sendable {
         self.comparedWithTPM = compared
         self.events = log.events.compactMap { e in
             guard e.type != .noAction, pcrs.contains(e.pcrIndex) else { return nil }
-            return VerifiedEvent(event: e, dataVouching: e.dataVouching(in: banks), digests: e.digests.filter { banks.contains($0.algorithm) })
+            return VerifiedEvent(event: e, dataVouching: e.dataVouching(in: banks),
+                                 digests: e.digests.filter { banks.contains($0.algorithm) })
         }
     }
 
     /// Trusts every event of a log without comparing it with a TPM (for showing what a log
     /// claims; never for a decision).
     public static func unchecked(_ log: EventLog) -> VerifiedEventLog {
-        VerifiedEventLog(log: log, pcrs: Set(log.events.map(\.pcrIndex).filter { $0 < 24 }), banks: Set(log.banks.map(\.algorithm)), compared: false)
+        VerifiedEventLog(log: log, pcrs: Set(log.events.map(\.pcrIndex).filter { $0 < 24 }), banks: Set(log.banks.map(\.algorithm)),
+                         compared: false)
     }
 
     /// The bank facts are taken from: SHA-256 when verified, else the strongest verified one.
@@ -344,7 +349,8 @@ extension Event {
     /// older patches `grub_cmd `/`grub_kernel_cmdline `): the event data is the prefix and the
     /// string (with its NUL), the digest is of the string alone — without its NUL upstream, with
     /// it in Red Hat's patches (both seen in the shared real logs).
-    static let grubStringPrefixes: [[UInt8]] = ["grub_cmd: ", "kernel_cmdline: ", "grub_kernel_cmdline ", "grub_cmd "].map { Array($0.utf8) }
+    static let grubStringPrefixes: [[UInt8]] = ["grub_cmd: ", "kernel_cmdline: ", "grub_kernel_cmdline ",
+                                                "grub_cmd "].map { Array($0.utf8) }
 
     /// The byte strings the digest may be the hash of, by the measuring component's convention,
     /// and whether that convention is certain (`strict`: any other digest contradicts the data).

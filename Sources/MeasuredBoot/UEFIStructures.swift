@@ -86,7 +86,8 @@ public enum VariableValue: Sendable {
     /// The data does not decode as its name says.
     case malformed(EventLogError)
 
-    static let signatureListNames: Set<String> = ["PK", "KEK", "db", "dbx", "dbt", "dbr", "MokList", "MokListX", "PKDefault", "KEKDefault", "dbDefault", "dbxDefault"]
+    static let signatureListNames: Set<String> = ["PK", "KEK", "db", "dbx", "dbt", "dbr", "MokList", "MokListX", "PKDefault", "KEKDefault",
+                                                  "dbDefault", "dbxDefault"]
 
     static func decode(name: String, guid: EFIGUID, data: [UInt8]) -> VariableValue {
         if data.isEmpty { return .empty }
@@ -203,7 +204,8 @@ public struct SignatureList: Hashable, Sendable {
             let headerSize = Int(try r.u32("SignatureHeaderSize"))
             let sigSize = Int(try r.u32("SignatureSize"))
             guard listSize >= 28, listSize - 28 <= r.remaining else {
-                throw EventLogError(.sizeExceedsLimit, "SignatureListSize \(listSize) does not fit the \(r.remaining + 28) bytes of the list",
+                throw EventLogError(.sizeExceedsLimit,
+                                    "SignatureListSize \(listSize) does not fit the \(r.remaining + 28) bytes of the list",
                                     offset: base + listStart + 16, field: "EFI_SIGNATURE_LIST[\(lists.count)].SignatureListSize")
             }
             guard headerSize <= listSize - 28 else {
@@ -212,7 +214,8 @@ public struct SignatureList: Hashable, Sendable {
             }
             let body = listSize - 28 - headerSize
             guard sigSize >= 16, body % sigSize == 0 else {
-                throw EventLogError(.invalidValue, "SignatureSize \(sigSize) does not divide the \(body) bytes of signatures (and must be at least 16)",
+                throw EventLogError(.invalidValue,
+                                    "SignatureSize \(sigSize) does not divide the \(body) bytes of signatures (and must be at least 16)",
                                     offset: base + listStart + 24, field: "EFI_SIGNATURE_LIST[\(lists.count)].SignatureSize")
             }
             let header = try r.bytes(headerSize, "SignatureHeader")
@@ -274,7 +277,8 @@ public struct LoadOption: Hashable, Sendable {
         while i + 4 <= fp.count {
             let len = Int(fp[i + 2]) | Int(fp[i + 3]) << 8
             guard len >= 4 else {
-                throw EventLogError(.invalidValue, "device path node length \(len) is less than 4", offset: base + 6 + units.count * 2 + 2 + i,
+                throw EventLogError(.invalidValue, "device path node length \(len) is less than 4",
+                                    offset: base + 6 + units.count * 2 + 2 + i,
                                     field: "EFI_LOAD_OPTION.FilePathList")
             }
             let end = fp[i] == 0x7F && fp[i + 1] == 0xFF
@@ -361,7 +365,8 @@ public struct GPTData: Hashable, Sendable {
             let e = try r.u64("EndingLBA")
             let a = try r.u64("Attributes")
             let name = try r.bytes(entrySize - 56, "PartitionName")
-            parts.append(Partition(typeGUID: t, uniqueGUID: u, startingLBA: s, endingLBA: e, attributes: a, name: ucs2String(name.prefix(72))))
+            parts.append(Partition(typeGUID: t, uniqueGUID: u, startingLBA: s, endingLBA: e, attributes: a,
+                                   name: ucs2String(name.prefix(72))))
         }
         partitions = parts
         try r.requireEnd("UEFI_GPT_DATA")

@@ -25,10 +25,12 @@ public struct AuthenticatedVariableUpdate: Sendable {
         timestamp = Array(bytes[0..<16])
         let length = Int(try r.u32(16, "AuthInfo.Hdr.dwLength"))
         guard length >= 24, length <= bytes.count - 16 else {
-            throw SecureBootError(.invalidSignature, "dwLength \(length) does not fit the \(bytes.count - 16) bytes after the timestamp", offset: 16, field: "AuthInfo.Hdr.dwLength")
+            throw SecureBootError(.invalidSignature, "dwLength \(length) does not fit the \(bytes.count - 16) bytes after the timestamp",
+                                  offset: 16, field: "AuthInfo.Hdr.dwLength")
         }
         guard try r.u16(20, "wRevision") == 0x0200, try r.u16(22, "wCertificateType") == 0x0EF1 else {
-            throw SecureBootError(.invalidSignature, "not a WIN_CERTIFICATE_UEFI_GUID (revision 0x0200, type 0x0EF1)", offset: 20, field: "AuthInfo.Hdr")
+            throw SecureBootError(.invalidSignature, "not a WIN_CERTIFICATE_UEFI_GUID (revision 0x0200, type 0x0EF1)", offset: 20,
+                                  field: "AuthInfo.Hdr")
         }
         guard EFIGUID(bytes: bytes[24..<40]) == Self.pkcs7CertType else {
             throw SecureBootError(.invalidSignature, "CertType is not EFI_CERT_TYPE_PKCS7_GUID", offset: 24, field: "AuthInfo.CertType")
@@ -83,27 +85,32 @@ public struct AuthenticatedVariableUpdate: Sendable {
             for s in signers {
                 guard let cert = certificates.first(where: { $0.issuer == s.issuer && $0.serialNumber == s.serialNumber })
                         ?? authorities.certificates.map(\.certificate).first(where: { $0.issuer == s.issuer && $0.serialNumber == s.serialNumber }) else {
-                    last = SecureBootError(.invalidSignature, "the signer's certificate is neither in the update nor among the authorities", field: "SignerInfo.sid")
+                    last = SecureBootError(.invalidSignature, "the signer's certificate is neither in the update nor among the authorities",
+                                           field: "SignerInfo.sid")
                     continue
                 }
                 let signed: [UInt8]
                 if let attrs = s.signedAttributes {
                     guard let md = s.messageDigest, hash(s.digestAlgorithm, data) == md else {
-                        last = SecureBootError(.invalidSignature, "messageDigest is not the digest of the signed variable data", field: "SignerInfo.signedAttrs")
+                        last = SecureBootError(.invalidSignature, "messageDigest is not the digest of the signed variable data",
+                                               field: "SignerInfo.signedAttrs")
                         continue
                     }
                     signed = attrs
                 } else {
                     signed = data
                 }
-                guard let alg = AuthenticodeSignature.signatureAlgorithm(key: cert.publicKey, digest: s.digestAlgorithm, oid: s.signatureAlgorithm),
+                guard let alg = AuthenticodeSignature.signatureAlgorithm(key: cert.publicKey, digest: s.digestAlgorithm,
+                                                                         oid: s.signatureAlgorithm),
                       cert.publicKey.isValidSignature(s.signature, for: signed, signatureAlgorithm: alg) else {
-                    last = SecureBootError(.invalidSignature, "the signature over \(name) does not verify with \(cert.subject)", field: "SignerInfo.signature")
+                    last = SecureBootError(.invalidSignature, "the signature over \(name) does not verify with \(cert.subject)",
+                                           field: "SignerInfo.signature")
                     continue
                 }
                 let chain = ImageVerifier.buildChain(from: cert, embedded: certificates, anchors: authorities.certificates)
                 guard let anchor = chain.anchor else {
-                    last = SecureBootError(.invalidSignature, "the signer \(cert.subject) does not chain to an authority of \(name)", field: "SignerInfo")
+                    last = SecureBootError(.invalidSignature, "the signer \(cert.subject) does not chain to an authority of \(name)",
+                                           field: "SignerInfo")
                     continue
                 }
                 return .success((anchor.certificate, attributes))
@@ -118,7 +125,8 @@ extension AuthenticodeSignature {
         let f = try children(si, "SignerInfo")
         guard f.count >= 5 else { throw SecureBootError(.invalidSignature, "SignerInfo has \(f.count) fields", field: "SignerInfo") }
         let sid = try children(f[1], "SignerInfo.sid")
-        guard sid.count == 2 else { throw SecureBootError(.unsupported, "signer identified by subject key identifier", field: "SignerInfo.sid") }
+        guard sid.count == 2 else { throw SecureBootError(.unsupported, "signer identified by subject key identifier",
+                                                          field: "SignerInfo.sid") }
         let issuer = try DistinguishedName(derEncoded: sid[0])
         let serial = Certificate.SerialNumber(bytes: try primitive(sid[1], "serialNumber"))
         let dAlg = try digestAlgorithm(f[2], "SignerInfo.digestAlgorithm")

@@ -66,18 +66,21 @@ public struct AuthenticodeSignature: Sendable {
             header += n
         }
         guard length <= b.count - header else {
-            throw SecureBootError(.truncated, "the PKCS#7 value claims \(length) bytes but \(b.count - header) remain", offset: 1, field: "ContentInfo")
+            throw SecureBootError(.truncated, "the PKCS#7 value claims \(length) bytes but \(b.count - header) remain", offset: 1,
+                                  field: "ContentInfo")
         }
         return Array(b[0..<header + length])
     }
 
     static func children(_ node: ASN1Node, _ what: String) throws -> [ASN1Node] {
-        guard case .constructed(let c) = node.content else { throw SecureBootError(.invalidSignature, "\(what) is not a constructed value", field: what) }
+        guard case .constructed(let c) = node.content else { throw SecureBootError(.invalidSignature, "\(what) is not a constructed value",
+                                                                                   field: what) }
         return Array(c)
     }
 
     static func primitive(_ node: ASN1Node, _ what: String) throws -> ArraySlice<UInt8> {
-        guard case .primitive(let p) = node.content else { throw SecureBootError(.invalidSignature, "\(what) is not a primitive value", field: what) }
+        guard case .primitive(let p) = node.content else { throw SecureBootError(.invalidSignature, "\(what) is not a primitive value",
+                                                                                 field: what) }
         return p
     }
 
@@ -92,7 +95,8 @@ public struct AuthenticodeSignature: Sendable {
         }
     }
 
-    static func parseContentInfo(_ root: ASN1Node, depth: Int) throws -> (TPMAlgID, [UInt8], [Certificate], [Signer], [AuthenticodeSignature], [UInt8]) {
+    static func parseContentInfo(_ root: ASN1Node, depth: Int) throws -> (TPMAlgID, [UInt8], [Certificate], [Signer],
+                                                                          [AuthenticodeSignature], [UInt8]) {
         guard depth < 4 else { throw SecureBootError(.invalidSignature, "nested signatures deeper than 4", field: "msSpcNestedSignature") }
         let ci = try children(root, "ContentInfo")
         guard ci.count == 2, try ASN1ObjectIdentifier(derEncoded: ci[0]) == signedDataOID else {
@@ -104,13 +108,16 @@ public struct AuthenticodeSignature: Sendable {
         // encapContentInfo: SpcIndirectDataContent.
         let eci = try children(sd[2], "SignedData.encapContentInfo")
         guard eci.count == 2, try ASN1ObjectIdentifier(derEncoded: eci[0]) == spcIndirectDataOID else {
-            throw SecureBootError(.invalidSignature, "the signed content is not SpcIndirectDataContent", field: "SignedData.encapContentInfo.eContentType")
+            throw SecureBootError(.invalidSignature, "the signed content is not SpcIndirectDataContent",
+                                  field: "SignedData.encapContentInfo.eContentType")
         }
         guard let spc = try children(eci[1], "eContent").first else { throw SecureBootError(.invalidSignature, "no SpcIndirectDataContent", field: "eContent") }
         let spcFields = try children(spc, "SpcIndirectDataContent")
-        guard spcFields.count == 2 else { throw SecureBootError(.invalidSignature, "SpcIndirectDataContent has \(spcFields.count) fields", field: "SpcIndirectDataContent") }
+        guard spcFields.count == 2 else { throw SecureBootError(.invalidSignature, "SpcIndirectDataContent has \(spcFields.count) fields",
+                                                                field: "SpcIndirectDataContent") }
         let digestInfo = try children(spcFields[1], "SpcIndirectDataContent.messageDigest")
-        guard digestInfo.count == 2 else { throw SecureBootError(.invalidSignature, "DigestInfo has \(digestInfo.count) fields", field: "DigestInfo") }
+        guard digestInfo.count == 2 else { throw SecureBootError(.invalidSignature, "DigestInfo has \(digestInfo.count) fields",
+                                                                 field: "DigestInfo") }
         let alg = try digestAlgorithm(digestInfo[0], "DigestInfo.digestAlgorithm")
         let digest = Array(try ASN1OctetString(derEncoded: digestInfo[1]).bytes)
         var contentOctets: [UInt8] = []
@@ -134,7 +141,8 @@ public struct AuthenticodeSignature: Sendable {
             let f = try children(si, "SignerInfo")
             guard f.count >= 5 else { throw SecureBootError(.invalidSignature, "SignerInfo has \(f.count) fields", field: "SignerInfo") }
             let sid = try children(f[1], "SignerInfo.sid")
-            guard sid.count == 2 else { throw SecureBootError(.unsupported, "signer identified by subject key identifier", field: "SignerInfo.sid") }
+            guard sid.count == 2 else { throw SecureBootError(.unsupported, "signer identified by subject key identifier",
+                                                              field: "SignerInfo.sid") }
             let issuer = try DistinguishedName(derEncoded: sid[0])
             let serial = Certificate.SerialNumber(bytes: try primitive(sid[1], "serialNumber"))
             let dAlg = try digestAlgorithm(f[2], "SignerInfo.digestAlgorithm")
@@ -194,12 +202,14 @@ public struct AuthenticodeSignature: Sendable {
             return .failure(SecureBootError(.unsupported, "signature algorithm \(s.signatureAlgorithm) with \(s.digestAlgorithm) is not supported", field: "SignerInfo.signatureAlgorithm"))
         }
         guard cert.publicKey.isValidSignature(s.signature, for: signedBytes, signatureAlgorithm: algorithm) else {
-            return .failure(SecureBootError(.invalidSignature, "the signature does not verify with the signer's key (\(cert.subject))", field: "SignerInfo.signature"))
+            return .failure(SecureBootError(.invalidSignature, "the signature does not verify with the signer's key (\(cert.subject))",
+                                            field: "SignerInfo.signature"))
         }
         return .success(cert)
     }
 
-    static func signatureAlgorithm(key: Certificate.PublicKey, digest: TPMAlgID, oid: ASN1ObjectIdentifier) -> Certificate.SignatureAlgorithm? {
+    static func signatureAlgorithm(key: Certificate.PublicKey, digest: TPMAlgID,
+                                   oid: ASN1ObjectIdentifier) -> Certificate.SignatureAlgorithm? {
         let isRSA = _RSA.Signing.PublicKey(key) != nil
         switch (isRSA, digest) {
         case (true, .sha1): return .sha1WithRSAEncryption

@@ -41,7 +41,8 @@ public struct SignatureDatabase: Sendable {
             var s = DER.Serializer()
             do { try s.serialize(c) } catch { throw SecureBootError(.invalidInput, "cannot encode \(c.subject): \(error)") }
             let der = s.serializedBytes
-            lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: owner, type: .certX509, data: der)]))
+            lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count,
+                                       entries: [SignatureEntry(owner: owner, type: .certX509, data: der)]))
         }
         self.lists = lists
         self.certificates = Self.parseCertificates(lists)
@@ -138,7 +139,8 @@ public struct BootDecision: Sendable, Codable, Hashable {
 
         enum CodingKeys: String, CodingKey { case variable, owner, type, subject, sha256Fingerprint, hash, signatureData }
 
-        public init(variable: String, owner: String, type: String, subject: String?, sha256Fingerprint: String?, hash: String?, signatureBytes: [UInt8]) {
+        public init(variable: String, owner: String, type: String, subject: String?, sha256Fingerprint: String?, hash: String?,
+                    signatureBytes: [UInt8]) {
             self.variable = variable; self.owner = owner; self.type = type; self.subject = subject
             self.sha256Fingerprint = sha256Fingerprint; self.hash = hash
             self.signatureBytes = signatureBytes
@@ -155,7 +157,8 @@ public struct BootDecision: Sendable, Codable, Hashable {
             hash = try c.decodeIfPresent(String.self, forKey: .hash)
             signatureData = try c.decode(String.self, forKey: .signatureData)
             guard let bytes = [UInt8](hex: signatureData) else {
-                throw DecodingError.dataCorruptedError(forKey: .signatureData, in: c, debugDescription: "not hex: the EFI_SIGNATURE_DATA's bytes are written as hex")
+                throw DecodingError.dataCorruptedError(forKey: .signatureData, in: c,
+                                                       debugDescription: "not hex: the EFI_SIGNATURE_DATA's bytes are written as hex")
             }
             signatureBytes = bytes
         }
@@ -227,13 +230,15 @@ public enum ImageVerifier {
         let signatures: [AuthenticodeSignature]
         do { signatures = try prepared.signatures.get() } catch {
             decision.reason = "the image's signature is malformed: \(error.reason)"
-            decision.signatures = [BootDecision.SignatureReport(signer: nil, issuer: nil, digestAlgorithm: "-", valid: false, problem: error.description, chain: [])]
+            decision.signatures = [BootDecision.SignatureReport(signer: nil, issuer: nil, digestAlgorithm: "-", valid: false,
+                                                                problem: error.description, chain: [])]
             return hashOrDeny(image, db: db, decision)
         }
         var allowed: (SignatureEntry, Certificate, [Certificate])?
         for (i, sig) in signatures.enumerated() {
             for (j, s) in sig.signers.enumerated() {
-                var report = BootDecision.SignatureReport(signer: nil, issuer: s.issuer.description, digestAlgorithm: PCRValuesName(s.digestAlgorithm),
+                var report = BootDecision.SignatureReport(signer: nil, issuer: s.issuer.description,
+                                                          digestAlgorithm: PCRValuesName(s.digestAlgorithm),
                                                           valid: false, problem: nil, chain: [])
                 defer { decision.signatures.append(report) }
                 guard let computed = sig.digestAlgorithm == .sha256 ? sha256 : try? image.authenticodeDigest(sig.digestAlgorithm), computed == sig.imageDigest else {
@@ -299,7 +304,8 @@ public enum ImageVerifier {
     /// From the signer towards db: the signer itself in db, or a certificate (embedded, up to 8
     /// levels) whose issuer is a db certificate that signed it. Times are not checked: the
     /// firmware has no trusted clock.
-    static func buildChain(from signer: Certificate, embedded: [Certificate], anchors: [(entry: SignatureEntry, certificate: Certificate)]) -> Chain {
+    static func buildChain(from signer: Certificate, embedded: [Certificate],
+                           anchors: [(entry: SignatureEntry, certificate: Certificate)]) -> Chain {
         var path = [signer]
         var current = signer
         for _ in 0..<8 {
@@ -314,9 +320,11 @@ public enum ImageVerifier {
         return Chain(path: path, anchor: nil)
     }
 
-    static func authority(_ variable: String, _ e: SignatureEntry, hashType: TPMAlgID?, certificate: Certificate? = nil) -> BootDecision.Authority {
+    static func authority(_ variable: String, _ e: SignatureEntry, hashType: TPMAlgID?,
+                          certificate: Certificate? = nil) -> BootDecision.Authority {
         let cert = certificate ?? (e.type == .certX509 ? try? Certificate(derEncoded: e.data) : nil)
-        return BootDecision.Authority(variable: variable, owner: e.owner.description, type: SignatureList(type: e.type, header: [], signatureSize: 0, entries: []).typeName,
+        return BootDecision.Authority(variable: variable, owner: e.owner.description,
+                                      type: SignatureList(type: e.type, header: [], signatureSize: 0, entries: []).typeName,
                                       subject: cert?.subject.description, sha256Fingerprint: cert.map { _ in hexString(Array(SHA256.hash(data: e.data))) },
                                       hash: cert == nil ? hexString(e.data) : nil, signatureBytes: e.owner.bytes + e.data)
     }

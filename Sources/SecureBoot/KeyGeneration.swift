@@ -38,7 +38,8 @@ public struct SecureBootKeySet: Sendable {
                         KeyUsage(digitalSignature: true, keyCertSign: true)
                     },
                     issuerPrivateKey: .init(key))
-                keys.append(Key(name: role, privateKeyPEM: key.pemRepresentation, certificate: cert, certificatePEM: try cert.serializeAsPEM().pemString))
+                keys.append(Key(name: role, privateKeyPEM: key.pemRepresentation, certificate: cert,
+                                certificatePEM: try cert.serializeAsPEM().pemString))
             } catch {
                 throw SecureBootError(.signing, "generating the \(role) key failed: \(error)")
             }

@@ -38,13 +38,15 @@ public struct PEImage: Sendable {
         let peOffset = Int(try r.u32(0x3C, "IMAGE_DOS_HEADER.e_lfanew"))
         try r.need(peOffset, 24, "IMAGE_NT_HEADERS")
         guard bytes[peOffset] == 0x50, bytes[peOffset + 1] == 0x45, bytes[peOffset + 2] == 0, bytes[peOffset + 3] == 0 else {
-            throw SecureBootError(.invalidPE, "no \"PE\\0\\0\" signature at e_lfanew (\(peOffset))", offset: peOffset, field: "IMAGE_NT_HEADERS.Signature")
+            throw SecureBootError(.invalidPE, "no \"PE\\0\\0\" signature at e_lfanew (\(peOffset))", offset: peOffset,
+                                  field: "IMAGE_NT_HEADERS.Signature")
         }
         let coff = peOffset + 4
         machine = try r.u16(coff, "IMAGE_FILE_HEADER.Machine")
         let sectionCount = Int(try r.u16(coff + 2, "IMAGE_FILE_HEADER.NumberOfSections"))
         guard sectionCount <= Self.maxSections else {
-            throw SecureBootError(.invalidPE, "\(sectionCount) sections; the PE format allows at most \(Self.maxSections)", offset: coff + 2,
+            throw SecureBootError(.invalidPE, "\(sectionCount) sections; the PE format allows at most \(Self.maxSections)",
+                                  offset: coff + 2,
                                   field: "IMAGE_FILE_HEADER.NumberOfSections")
         }
         let optionalSize = Int(try r.u16(coff + 16, "IMAGE_FILE_HEADER.SizeOfOptionalHeader"))
@@ -55,12 +57,14 @@ public struct PEImage: Sendable {
         case 0x10B: isPE32Plus = false
         case 0x20B: isPE32Plus = true
         default:
-            throw SecureBootError(.invalidPE, String(format: "optional header magic 0x%04X is neither PE32 (0x10B) nor PE32+ (0x20B)", magic),
+            throw SecureBootError(.invalidPE,
+                                  String(format: "optional header magic 0x%04X is neither PE32 (0x10B) nor PE32+ (0x20B)", magic),
                                   offset: opt, field: "IMAGE_OPTIONAL_HEADER.Magic")
         }
         let minimum = isPE32Plus ? 112 : 96
         guard optionalSize >= minimum else {
-            throw SecureBootError(.invalidPE, "SizeOfOptionalHeader \(optionalSize) is smaller than the \(minimum) bytes before the data directories",
+            throw SecureBootError(.invalidPE,
+                                  "SizeOfOptionalHeader \(optionalSize) is smaller than the \(minimum) bytes before the data directories",
                                   offset: coff + 16, field: "IMAGE_FILE_HEADER.SizeOfOptionalHeader")
         }
         subsystem = try r.u16(opt + 68, "IMAGE_OPTIONAL_HEADER.Subsystem")
@@ -92,11 +96,13 @@ public struct PEImage: Sendable {
                 }
                 guard start + size == bytes.count else {
                     // Authenticode hashes everything up to FileSize − table size: the table must end the file.
-                    throw SecureBootError(.invalidPE, "the certificate table (\(start), \(size) bytes) does not end the file (\(bytes.count) bytes)",
+                    throw SecureBootError(.invalidPE,
+                                          "the certificate table (\(start), \(size) bytes) does not end the file (\(bytes.count) bytes)",
                                           offset: entry, field: "DataDirectory[SECURITY]")
                 }
                 guard start % 8 == 0 else {
-                    throw SecureBootError(.invalidPE, "the certificate table starts at \(start), not on an 8-byte boundary", offset: entry, field: "DataDirectory[SECURITY].VirtualAddress")
+                    throw SecureBootError(.invalidPE, "the certificate table starts at \(start), not on an 8-byte boundary", offset: entry,
+                                          field: "DataDirectory[SECURITY].VirtualAddress")
                 }
                 certificateTable = start..<start + size
             }
@@ -116,18 +122,22 @@ public struct PEImage: Sendable {
                                           offset: h + 16, field: "IMAGE_SECTION_HEADER[\(i)]")
                 }
             }
-            sections.append(Section(name: Self.sectionName(Array(nameBytes), bytes: bytes, coff: coff), virtualAddress: try r.u32(h + 12, "VirtualAddress"),
+            sections.append(Section(name: Self.sectionName(Array(nameBytes), bytes: bytes, coff: coff),
+                                    virtualAddress: try r.u32(h + 12, "VirtualAddress"),
                                     virtualSize: try r.u32(h + 8, "VirtualSize"), pointerToRawData: pointer, sizeOfRawData: size))
         }
         let ordered = sections.filter { $0.sizeOfRawData > 0 }.sorted { $0.pointerToRawData < $1.pointerToRawData }
         for (a, b) in zip(ordered, ordered.dropFirst()) where a.pointerToRawData + a.sizeOfRawData > b.pointerToRawData {
-            throw SecureBootError(.invalidPE, "sections \(a.name) and \(b.name) overlap in the file", offset: b.pointerToRawData, field: "IMAGE_SECTION_HEADER")
+            throw SecureBootError(.invalidPE, "sections \(a.name) and \(b.name) overlap in the file", offset: b.pointerToRawData,
+                                  field: "IMAGE_SECTION_HEADER")
         }
         if let last = ordered.last, !certificateTable.isEmpty, last.pointerToRawData + last.sizeOfRawData > certificateTable.lowerBound {
-            throw SecureBootError(.invalidPE, "section \(last.name) overlaps the certificate table", offset: last.pointerToRawData, field: "IMAGE_SECTION_HEADER")
+            throw SecureBootError(.invalidPE, "section \(last.name) overlaps the certificate table", offset: last.pointerToRawData,
+                                  field: "IMAGE_SECTION_HEADER")
         }
         if let first = ordered.first, first.pointerToRawData < sizeOfHeaders {
-            throw SecureBootError(.invalidPE, "section \(first.name) starts inside the headers", offset: first.pointerToRawData, field: "IMAGE_SECTION_HEADER")
+            throw SecureBootError(.invalidPE, "section \(first.name) starts inside the headers", offset: first.pointerToRawData,
+                                  field: "IMAGE_SECTION_HEADER")
         }
         self.sections = sections
     }
@@ -185,7 +195,8 @@ public struct PEImage: Sendable {
         case .sha256: return run(SHA256.self)
         case .sha384: return run(SHA384.self)
         case .sha512: return run(SHA512.self)
-        default: throw SecureBootError(.unsupported, "Authenticode digests are SHA-1, SHA-256, SHA-384 or SHA-512, not \(alg)", field: "algorithm")
+        default: throw SecureBootError(.unsupported, "Authenticode digests are SHA-1, SHA-256, SHA-384 or SHA-512, not \(alg)",
+                                       field: "algorithm")
         }
     }
 
@@ -203,7 +214,8 @@ public struct PEImage: Sendable {
             let revision = try r.u16(o + 4, "wRevision")
             let type = try r.u16(o + 6, "wCertificateType")
             guard length >= 8, length <= certificateTable.upperBound - o else {
-                throw SecureBootError(.invalidSignature, "dwLength \(length) does not fit the certificate table", offset: o, field: "WIN_CERTIFICATE.dwLength")
+                throw SecureBootError(.invalidSignature, "dwLength \(length) does not fit the certificate table", offset: o,
+                                      field: "WIN_CERTIFICATE.dwLength")
             }
             out.append(WinCertificate(offset: o, revision: revision, type: type, data: Array(bytes[o + 8..<o + length])))
             o += (length + 7) & ~7

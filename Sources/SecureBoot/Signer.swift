@@ -29,7 +29,8 @@ public struct AuthenticodeSigner: Sendable {
     /// Loads an unencrypted PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) and a PEM/DER certificate.
     public init(keyPEM: String, certificate certBytes: [UInt8], chain: [Certificate] = []) throws(SecureBootError) {
         if keyPEM.contains("ENCRYPTED PRIVATE KEY") {
-            throw SecureBootError(.invalidInput, "the private key is encrypted; decrypt it first (openssl pkcs8 -in KEY -out PLAIN.key)", field: "key")
+            throw SecureBootError(.invalidInput, "the private key is encrypted; decrypt it first (openssl pkcs8 -in KEY -out PLAIN.key)",
+                                  field: "key")
         }
         let key: Key
         if let k = try? _RSA.Signing.PrivateKey(pemRepresentation: keyPEM) { key = .rsa(k) }
@@ -144,9 +145,11 @@ public struct AuthenticodeSigner: Sendable {
                 let sig = try k.signature(for: SHA256.hash(data: data), padding: .insecurePKCS1v1_5)
                 return (Array(sig.rawRepresentation), DERWriter.sequence(DERWriter.oid([1, 2, 840, 113549, 1, 1, 1]) + DERWriter.null))
             case .p256(let k):
-                return (Array(try k.signature(for: SHA256.hash(data: data)).derRepresentation), DERWriter.sequence(DERWriter.oid([1, 2, 840, 10045, 4, 3, 2])))
+                return (Array(try k.signature(for: SHA256.hash(data: data)).derRepresentation),
+                        DERWriter.sequence(DERWriter.oid([1, 2, 840, 10045, 4, 3, 2])))
             case .p384(let k):
-                return (Array(try k.signature(for: SHA256.hash(data: data)).derRepresentation), DERWriter.sequence(DERWriter.oid([1, 2, 840, 10045, 4, 3, 2])))
+                return (Array(try k.signature(for: SHA256.hash(data: data)).derRepresentation),
+                        DERWriter.sequence(DERWriter.oid([1, 2, 840, 10045, 4, 3, 2])))
             }
         } catch {
             throw SecureBootError(.signing, "signing failed: \(error)")

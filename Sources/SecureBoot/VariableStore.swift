@@ -46,15 +46,18 @@ public struct VariableStore: Sendable {
         try vs.need(headerLength, 28, "header")
         let sig = EFIGUID(bytes: bytes[headerLength..<headerLength + 16])
         guard sig == Self.authenticatedVariableGUID || sig == Self.variableGUID else {
-            throw SecureBootError(.invalidVariableStore, "unknown variable store signature \(sig)", offset: headerLength, field: "VARIABLE_STORE_HEADER.Signature")
+            throw SecureBootError(.invalidVariableStore, "unknown variable store signature \(sig)", offset: headerLength,
+                                  field: "VARIABLE_STORE_HEADER.Signature")
         }
         isAuthenticated = sig == Self.authenticatedVariableGUID
         let size = Int(try vs.u32(headerLength + 16, "Size"))
         guard size >= 28, size <= bytes.count - headerLength else {
-            throw SecureBootError(.invalidVariableStore, "store size \(size) does not fit the file", offset: headerLength + 16, field: "VARIABLE_STORE_HEADER.Size")
+            throw SecureBootError(.invalidVariableStore, "store size \(size) does not fit the file", offset: headerLength + 16,
+                                  field: "VARIABLE_STORE_HEADER.Size")
         }
         guard bytes[headerLength + 20] == 0x5A, bytes[headerLength + 21] == 0xFE else {
-            throw SecureBootError(.invalidVariableStore, "the store is not formatted and healthy (Format 0x5A, State 0xFE)", offset: headerLength + 20, field: "VARIABLE_STORE_HEADER.Format")
+            throw SecureBootError(.invalidVariableStore, "the store is not formatted and healthy (Format 0x5A, State 0xFE)",
+                                  offset: headerLength + 20, field: "VARIABLE_STORE_HEADER.Format")
         }
         variablesStart = (headerLength + 28 + 3) & ~3
         storeEnd = headerLength + size
@@ -80,11 +83,13 @@ public struct VariableStore: Sendable {
             let guid = EFIGUID(bytes: bytes[p + 8..<p + 24])
             let nameStart = o + headerSize
             guard nameSize <= storeEnd - nameStart, dataSize <= storeEnd - nameStart - nameSize else {
-                throw SecureBootError(.invalidVariableStore, "variable sizes (name \(nameSize), data \(dataSize)) run past the store", offset: p, field: "VARIABLE_HEADER.NameSize")
+                throw SecureBootError(.invalidVariableStore, "variable sizes (name \(nameSize), data \(dataSize)) run past the store",
+                                      offset: p, field: "VARIABLE_HEADER.NameSize")
             }
             let name = utf16z(bytes[nameStart..<nameStart + nameSize])
             let data = Array(bytes[nameStart + nameSize..<nameStart + nameSize + dataSize])
-            variables.append(Variable(offset: o, state: state, attributes: attributes, monotonicCount: count, timestamp: time, pubKeyIndex: pk,
+            variables.append(Variable(offset: o, state: state, attributes: attributes, monotonicCount: count, timestamp: time,
+                                      pubKeyIndex: pk,
                                       vendorGUID: guid, name: name, data: data, recordLength: headerSize + nameSize + dataSize))
             o = (nameStart + nameSize + dataSize + 3) & ~3
         }
@@ -117,18 +122,22 @@ public struct VariableStore: Sendable {
         nameBytes += [0, 0]
         record += le32(UInt32(nameBytes.count)) + le32(UInt32(data.count)) + guid.bytes + nameBytes + data
         guard end + record.count <= storeEnd else {
-            throw SecureBootError(.invalidVariableStore, "the store has \(storeEnd - end) bytes free, \(name) needs \(record.count)", offset: end, field: name)
+            throw SecureBootError(.invalidVariableStore, "the store has \(storeEnd - end) bytes free, \(name) needs \(record.count)",
+                                  offset: end, field: name)
         }
         bytes.replaceSubrange(end..<end + record.count, with: record)
-        variables.append(Variable(offset: end, state: 0x3F, attributes: attributes, monotonicCount: 0, timestamp: isAuthenticated ? [UInt8](repeating: 0, count: 16) : [],
+        variables.append(Variable(offset: end, state: 0x3F, attributes: attributes, monotonicCount: 0,
+                                  timestamp: isAuthenticated ? [UInt8](repeating: 0, count: 16) : [],
                                   pubKeyIndex: 0, vendorGUID: guid, name: name, data: data, recordLength: record.count))
     }
 
     /// Enrolls Secure Boot keys (PK, KEK, db, dbx as signature lists) and turns Secure Boot on
     /// (OVMF's SecureBootEnable = 1, CustomMode = 0).
-    public mutating func enroll(pk: SignatureDatabase, kek: SignatureDatabase, db: SignatureDatabase, dbx: SignatureDatabase) throws(SecureBootError) {
+    public mutating func enroll(pk: SignatureDatabase, kek: SignatureDatabase, db: SignatureDatabase,
+                                dbx: SignatureDatabase) throws(SecureBootError) {
         guard isAuthenticated else {
-            throw SecureBootError(.invalidVariableStore, "Secure Boot keys need an authenticated variable store (OVMF built with Secure Boot)")
+            throw SecureBootError(.invalidVariableStore,
+                                  "Secure Boot keys need an authenticated variable store (OVMF built with Secure Boot)")
         }
         try set("SecureBootEnable", Self.secureBootEnableGUID, attributes: 0x03, data: [1])
         try set("CustomMode", Self.customModeGUID, attributes: 0x03, data: [0])

@@ -41,7 +41,8 @@ enum Dashboard {
             throw APIError(.contentTooLarge, "the form is \(length) bytes; the limit is \(formLimit)")
         }
         let buffer: ByteBuffer
-        do { buffer = try await request.collectBody(upTo: formLimit) } catch { throw APIError(.contentTooLarge, "the form exceeds \(formLimit) bytes") }
+        do { buffer = try await request.collectBody(upTo: formLimit) } catch { throw APIError(.contentTooLarge,
+                                                                                              "the form exceeds \(formLimit) bytes") }
         return form(String(buffer: buffer))
     }
 
@@ -340,7 +341,8 @@ enum Dashboard {
         router.post("/logout") { request, _ -> Response in
             // The session's token is revoked: the cookie is worth nothing even if it was copied.
             if let token = sessionToken(request) { try await fleet.service.endSession(token) }
-            return redirect("/login", headers: [.setCookie: "\(cookie)=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0" + (secure ? "; Secure" : "")])
+            return redirect("/login",
+                            headers: [.setCookie: "\(cookie)=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0" + (secure ? "; Secure" : "")])
         }
 
         router.get("/") { request, context -> Response in

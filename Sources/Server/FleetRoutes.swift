@@ -131,7 +131,8 @@ extension APIServer {
             }
             var r = request
             let buffer: ByteBuffer
-            do { buffer = try await r.collectBody(upTo: limit) } catch { throw APIError(.contentTooLarge, "the file exceeds \(limit) bytes") }
+            do { buffer = try await r.collectBody(upTo: limit) } catch { throw APIError(.contentTooLarge,
+                                                                                        "the file exceeds \(limit) bytes") }
             let vm = try await fleet.putFile(n, path: path, bytes: Array(buffer: buffer))
             return try json(encodable: try await fleet.view(vm))
         }
@@ -176,7 +177,8 @@ extension APIServer {
             struct Import: Decodable { var name: String; var path: String; var generation: Int?; var keys: String?; var description: String? }
             let body = try await require(Import.self, request, limit: maxSmallBody)
             return try json(encodable: try await fleet.importImage(name: body.name, from: body.path, generation: body.generation ?? 2,
-                                                                   keys: body.keys ?? "platform", description: body.description), status: .created)
+                                                                   keys: body.keys ?? "platform", description: body.description),
+                                                                   status: .created)
         }
 
         v1.get("hosts") { _, context -> Response in
@@ -218,7 +220,8 @@ extension APIServer {
             try authorize(context, [.admin])
             struct Dismiss: Decodable { var reason: String? }
             let body = try await body(Dismiss.self, request, limit: maxSmallBody, optional: true)
-            return try json(encodable: try await fleet.dismiss(alert: try context.parameters.require("id"), by: "admin", reason: body?.reason))
+            return try json(encodable: try await fleet.dismiss(alert: try context.parameters.require("id"), by: "admin",
+                                                               reason: body?.reason))
         }
     }
 }

@@ -31,7 +31,8 @@ struct APIError: HTTPResponseError {
     var status: HTTPResponse.Status
     var message: String
     var field: String?
-    init(_ status: HTTPResponse.Status, _ message: String, field: String? = nil) { self.status = status; self.message = message; self.field = field }
+    init(_ status: HTTPResponse.Status, _ message: String,
+         field: String? = nil) { self.status = status; self.message = message; self.field = field }
     init(_ e: AttestationServiceError) {
         self.init(HTTPResponse.Status(code: e.kind.status), e.message, field: e.field)
     }
@@ -54,7 +55,8 @@ public enum APIServer {
     }
 
     static func json(encodable value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try LeanJSONEncoder().encodeBytes(value))))
+        Response(status: status, headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: try LeanJSONEncoder().encodeBytes(value))))
     }
 
     /// A request body within `limit` bytes, sent as application/json (empty bodies pass: the
@@ -71,7 +73,8 @@ public enum APIServer {
         if buffer.readableBytes == 0 { return Data() }
         let contentType = request.headers[.contentType] ?? ""
         guard contentType.lowercased().hasPrefix("application/json") else {
-            throw APIError(.unsupportedMediaType, "send the body as application/json (got \(contentType.isEmpty ? "no content type" : contentType))")
+            throw APIError(.unsupportedMediaType,
+                           "send the body as application/json (got \(contentType.isEmpty ? "no content type" : contentType))")
         }
         return Data(buffer: buffer)
     }
@@ -93,11 +96,13 @@ public enum APIServer {
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let DecodingError.keyNotFound(key, c) {
-            throw APIError(.badRequest, "missing field \((c.codingPath + [key]).map(\.stringValue).joined(separator: "."))", field: (c.codingPath + [key]).map(\.stringValue).joined(separator: "."))
+            throw APIError(.badRequest, "missing field \((c.codingPath + [key]).map(\.stringValue).joined(separator: "."))",
+                           field: (c.codingPath + [key]).map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.typeMismatch(_, c) {
             throw APIError(.badRequest, "field \(c.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type: \(c.debugDescription)", field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.valueNotFound(_, c) {
-            throw APIError(.badRequest, "field \(c.codingPath.map(\.stringValue).joined(separator: ".")) is null", field: c.codingPath.map(\.stringValue).joined(separator: "."))
+            throw APIError(.badRequest, "field \(c.codingPath.map(\.stringValue).joined(separator: ".")) is null",
+                           field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.dataCorrupted(c) {
             let path = c.codingPath.map(\.stringValue).joined(separator: ".")
             throw APIError(.badRequest, path.isEmpty ? "the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)" : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
@@ -129,7 +134,8 @@ public enum APIServer {
     }
 
     /// Builds the router for a service.
-    public static func router(service: AttestationService, metrics: Metrics, publicURL: String?, fleet: Fleet? = nil, secure: Bool = false) -> Router<ServiceContext> {
+    public static func router(service: AttestationService, metrics: Metrics, publicURL: String?, fleet: Fleet? = nil,
+                              secure: Bool = false) -> Router<ServiceContext> {
         /// The URL clients reach us at: configured, else what the request's Host says.
         @Sendable func base(_ request: Request) -> String {
             publicURL ?? "http://\(request.head.authority ?? "127.0.0.1")"
@@ -154,16 +160,20 @@ public enum APIServer {
             return json(["status": "ready", "storage": service.storageKind])
         }
         router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
         }
         router.get("/openapi.json") { request, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text(serverURL: base(request)))))
+            Response(status: .ok, headers: [.contentType: "application/json"],
+                     body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.text(serverURL: base(request)))))
         }
         router.get("/.well-known/jwks.json") { _, _ in json(try await service.jwks()) }
         router.get("/.well-known/openid-configuration") { request, _ in
             json(["issuer": service.issuer, "jwks_uri": "\(base(request))/.well-known/jwks.json",
                   "id_token_signing_alg_values_supported": ["ES256", "RS256"], "response_types_supported": ["token"],
-                  "subject_types_supported": ["public"], "claims_supported": ["iss", "sub", "iat", "nbf", "exp", "jti", "eat_nonce", "eat_profile", "ear.status", "submods", "x-tlaunch"]])
+                  "subject_types_supported": ["public"],
+                  "claims_supported": ["iss", "sub", "iat", "nbf", "exp", "jti", "eat_nonce", "eat_profile", "ear.status", "submods",
+                                       "x-tlaunch"]])
         }
 
         let v1 = router.group("v1")
@@ -180,8 +190,10 @@ public enum APIServer {
             let baseline = try await service.currentBaseline(vm: vm)
             let akName = [UInt8](hex: agent.akPublic).flatMap { try? TPMTPublic(tpmBytes: $0).name() }.map(hexString) ?? ""
             var out: [String: Any] = ["vm": vm, "enrolledAt": Int(agent.enrolledAt), "akCertificate": agent.akCertificate, "akName": akName,
-                                      "baseline": baseline.map { ["source": $0.source, "components": $0.components.count, "updated": Int($0.updated)] as [String: Any] } ?? NSNull()]
-            if let last { out["lastAttestation"] = ["id": last.id, "time": last.time, "passed": last.passed, "status": last.status] as [String: Any] }
+                                      "baseline": baseline.map { ["source": $0.source, "components": $0.components.count,
+                                                                  "updated": Int($0.updated)] as [String: Any] } ?? NSNull()]
+            if let last { out["lastAttestation"] = ["id": last.id, "time": last.time, "passed": last.passed,
+                                                    "status": last.status] as [String: Any] }
             return json(out)
         }
         v1.post("vms/{vm}/nonce") { request, context -> Response in
@@ -205,7 +217,8 @@ public enum APIServer {
             let vm = try vm(context)
             try authorize(context, [.admin])
             if let fleet, try await fleet.has(vm) {
-                throw APIError(.conflict, "\(vm) is a VM of this platform: delete the VM (tlaunch vm delete \(vm)), which forgets its enrolment too")
+                throw APIError(.conflict,
+                               "\(vm) is a VM of this platform: delete the VM (tlaunch vm delete \(vm)), which forgets its enrolment too")
             }
             try await service.forget(vm: vm)
             return Response(status: .noContent)
@@ -251,10 +264,12 @@ public enum APIServer {
             metrics.attestation(passed: outcome.passed, seconds: (ContinuousClock.now - start).seconds)
             if let fleet {
                 do { try await fleet.record(vm: vm, outcome: outcome) } catch {
-                    context.logger.error("integrity monitoring could not record an attestation", metadata: ["vm": .string(vm), "error": .string("\(error)")])
+                    context.logger.error("integrity monitoring could not record an attestation",
+                                         metadata: ["vm": .string(vm), "error": .string("\(error)")])
                 }
             }
-            context.logger.info("attestation", metadata: ["vm": .string(vm), "passed": .stringConvertible(outcome.passed), "id": .string(outcome.id),
+            context.logger.info("attestation",
+                                metadata: ["vm": .string(vm), "passed": .stringConvertible(outcome.passed), "id": .string(outcome.id),
                                                           "failed": .string(outcome.checks.filter { !$0.passed }.map(\.name.rawValue).joined(separator: ","))])
             return try json(encodable: outcome)
         }
@@ -363,7 +378,8 @@ public enum APIServer {
 
     /// The application on `host:port` (port 0: any free port, reported to `onRunning`); over
     /// TLS when `tls` is given (TLS 1.2+, mutual TLS when it names client roots).
-    public static func application(service: AttestationService, host: String, port: Int, publicURL: String? = nil, logger: Logger? = nil, fleet: Fleet? = nil,
+    public static func application(service: AttestationService, host: String, port: Int, publicURL: String? = nil, logger: Logger? = nil,
+                                   fleet: Fleet? = nil,
                                    tls: ServerTLS? = nil,
                                    onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let metrics = Metrics()
@@ -386,7 +402,8 @@ extension Duration {
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = ServiceContext
     let service: AttestationService
-    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: ServiceContext,
+                next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         var context = context
         if let header = request.headers[.authorization] {
             guard header.hasPrefix("Bearer "), let caller = try await service.authenticate(String(header.dropFirst(7))) else {
@@ -413,7 +430,8 @@ struct CrossOriginMiddleware: RouterMiddleware {
     /// Served over TLS: the own origin is https only (an http page on the same host and port is
     /// another origin).
     var secure = false
-    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: ServiceContext,
+                next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         if request.method != .get && request.method != .head && !request.uri.path.hasPrefix("/v1/") {
             if let site = request.headers[.init("Sec-Fetch-Site")!]?.lowercased(), site != "same-origin" && site != "none" {
                 throw APIError(.forbidden, "a \(site) request cannot change the platform: use the dashboard's own pages")
@@ -422,7 +440,8 @@ struct CrossOriginMiddleware: RouterMiddleware {
                 let host = request.headers[.init("Host")!] ?? request.head.authority ?? ""
                 let own = ["\(secure ? "https" : "http")://\(host)"]
                 guard own.contains(origin.lowercased()) || own.contains(origin) else {
-                    throw APIError(.forbidden, "a request from \(origin.prefix(100)) cannot change the platform: use the dashboard's own pages")
+                    throw APIError(.forbidden,
+                                   "a request from \(origin.prefix(100)) cannot change the platform: use the dashboard's own pages")
                 }
             }
         }
@@ -437,7 +456,8 @@ struct CrossOriginMiddleware: RouterMiddleware {
 /// Every dashboard page renders its forms with the token (`Dashboard.page`, through a task-local).
 struct CSRFMiddleware: RouterMiddleware {
     typealias Context = ServiceContext
-    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: ServiceContext,
+                next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         guard let session = context.session else { return try await next(request, context) }
         let expected = Dashboard.csrfToken(for: session)
         let role = context.caller?.role.rawValue
@@ -463,7 +483,8 @@ struct CSRFMiddleware: RouterMiddleware {
 struct StorageBannerMiddleware: RouterMiddleware {
     typealias Context = ServiceContext
     let fleet: Fleet
-    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: ServiceContext,
+                next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         guard !request.uri.path.hasPrefix("/v1/"), request.method == .get else { return try await next(request, context) }
         let problem = await fleet.storageProblem()
         return try await Dashboard.$storageProblem.withValue(problem) { try await next(request, context) }
@@ -480,7 +501,8 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
     var secure = false
     static let policy = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; "
         + "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: ServiceContext,
+                next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         var response = try await next(request, context)
         response.headers[.init("Content-Security-Policy")!] = Self.policy
         response.headers[.init("X-Frame-Options")!] = "DENY"
@@ -495,7 +517,8 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
 struct ErrorAndMetricsMiddleware: RouterMiddleware {
     typealias Context = ServiceContext
     let metrics: Metrics
-    func handle(_ request: Request, context: ServiceContext, next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: ServiceContext,
+                next: (Request, ServiceContext) async throws -> Response) async throws -> Response {
         let response: Response
         do {
             response = try await next(request, context)
@@ -571,16 +594,19 @@ public final class RunningServer: Sendable {
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
-    init(url: String, port: Int, group: ServiceGroup, task: Task<Void, any Error>) { self.url = url; self.port = port; self.group = group; self.task = task }
+    init(url: String, port: Int, group: ServiceGroup, task: Task<Void,
+         any Error>) { self.url = url; self.port = port; self.group = group; self.task = task }
 
     /// Starts on `host` and a free port (or `port`); returns once it listens. The server and
     /// `services` (the fleet's monitor) run as one service group: `stop()`, or one of `signals`,
     /// shuts them down gracefully together (the server first: no new requests, those under way
     /// answered; then the others, in reverse order).
-    public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil, fleet: Fleet? = nil,
+    public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil,
+                             fleet: Fleet? = nil,
                              tls: ServerTLS? = nil, alongside services: [any Service] = [], signals: [UnixSignal] = []) async throws -> RunningServer {
         let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let app = try APIServer.application(service: service, host: host, port: port, logger: logger, fleet: fleet, tls: tls) { continuation.yield($0) }
+        let app = try APIServer.application(service: service, host: host, port: port, logger: logger, fleet: fleet,
+                                            tls: tls) { continuation.yield($0) }
         var log = Logger(label: "tlaunch.serve.group"); log.logLevel = .error
         let group = ServiceGroup(configuration: .init(services: services + [app], gracefulShutdownSignals: signals, logger: log))
         // A server that cannot listen (the port is taken, the address is not this host's) ends
@@ -616,7 +642,8 @@ public final class RunningServer: Sendable {
 
 /// The fleet as a service of the platform's group: its monitor (attestations due, silent VMs,
 /// webhooks, hosts) runs until the group shuts down; then operations under way in the background
-/// (a boot after a 202) are ended, the real VMs this process runs are powered off and webhook deliveries under way are written down (the rest wait in the
+/// (a boot after a 202) are ended, the real VMs this process runs are powered off and webhook deliveries under way are written down (the
+/// rest wait in the
 /// database for the next start) — before the database closes, as `StorageService` comes
 /// earlier in the group.
 public struct FleetMonitorService: Service {

@@ -108,7 +108,8 @@ public enum HTTPSClient {
                 } else {
                     try await bootstrap.connect(host: bareHost, port: port).get()
                 }
-                return Connection(channel: channel, collector: collector, host: host, port: port, hostHeader: url.port.map { "\(host):\($0)" } ?? host)
+                return Connection(channel: channel, collector: collector, host: host, port: port,
+                                  hostHeader: url.port.map { "\(host):\($0)" } ?? host)
             } catch {
                 throw HTTPSClient.explain(firstError.withLockedValue { $0 } ?? error, host: host, port: port)
             }
@@ -191,7 +192,8 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private var closedError: any Error {
-        firstError.withLockedValue { $0 } ?? HTTPSClient.Failure(message: "the connection closed before the answer ended", closedBeforeAnswer: true)
+        firstError.withLockedValue { $0 } ?? HTTPSClient.Failure(message: "the connection closed before the answer ended",
+                                                                 closedBeforeAnswer: true)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

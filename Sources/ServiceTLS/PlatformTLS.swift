@@ -222,7 +222,8 @@ public struct ServerTLS: Sendable {
     /// From PEM files given by the operator (`--tls-cert`, `--tls-key`).
     public static func files(certificate: String, key: String) throws -> ServerTLS {
         do {
-            return ServerTLS(chainPEM: try String(contentsOfFile: certificate, encoding: .utf8), keyPEM: try String(contentsOfFile: key, encoding: .utf8))
+            return ServerTLS(chainPEM: try String(contentsOfFile: certificate, encoding: .utf8),
+                             keyPEM: try String(contentsOfFile: key, encoding: .utf8))
         } catch {
             throw TLSSetupError("cannot read the TLS certificate \(certificate) or key \(key): \(error)")
         }
@@ -267,9 +268,11 @@ public struct ClientTLS: Sendable, Hashable {
     public static func files(ca: String?, certificate: String? = nil, key: String? = nil) throws -> ClientTLS {
         func read(_ p: String?, _ what: String) throws -> String? {
             guard let p else { return nil }
-            do { return try String(contentsOfFile: p, encoding: .utf8) } catch { throw TLSSetupError("cannot read the \(what) \(p): \(error)") }
+            do { return try String(contentsOfFile: p,
+                                   encoding: .utf8) } catch { throw TLSSetupError("cannot read the \(what) \(p): \(error)") }
         }
-        return ClientTLS(trustRootsPEM: try read(ca, "CA certificate"), certificatePEM: try read(certificate, "client certificate"), keyPEM: try read(key, "client key"))
+        return ClientTLS(trustRootsPEM: try read(ca, "CA certificate"), certificatePEM: try read(certificate, "client certificate"),
+                         keyPEM: try read(key, "client key"))
     }
 
     public func configuration() throws -> TLSConfiguration {

@@ -85,7 +85,8 @@ public final class PostgresBackend: SQLBackend {
             try await client.withConnection { (conn: PostgresConnection) async throws -> Void in
                 let logger = Logger(label: "tlaunch.postgres.migrate")
                 func q(_ sql: String, _ binds: [SQLValue]) async throws -> [[SQLValue]] {
-                    try await Self.rows(try await conn.query(PostgresQuery(unsafeSQL: Self.numbered(sql), binds: Self.bindings(binds)), logger: logger))
+                    try await Self.rows(try await conn.query(PostgresQuery(unsafeSQL: Self.numbered(sql), binds: Self.bindings(binds)),
+                                                             logger: logger))
                 }
                 // One migrator at a time across every instance (an advisory lock held by this session).
                 _ = try await q("SELECT pg_advisory_lock(7427001)", [])

@@ -279,14 +279,16 @@ public final class SQLStore: AttestationStore {
 
     public func insertAPIToken(_ t: APITokenRecord) async throws {
         _ = try await run("INSERT INTO api_tokens (hash, role, vm, created, expires, revoked) VALUES (?, ?, ?, ?, ?, ?)",
-                          [.text(t.hash), .text(t.role.rawValue), Self.opt(t.vm), .int(t.created), t.expires.map { .int($0) } ?? .null, t.revoked.map { .int($0) } ?? .null])
+                          [.text(t.hash), .text(t.role.rawValue), Self.opt(t.vm), .int(t.created), t.expires.map { .int($0) } ?? .null,
+                           t.revoked.map { .int($0) } ?? .null])
     }
 
     static let tokenColumns = "hash, role, vm, created, expires, revoked"
 
     static func token(_ r: [SQLValue]) -> APITokenRecord? {
         guard let role = APITokenRecord.Role(rawValue: r[1].text ?? "") else { return nil }
-        return APITokenRecord(hash: r[0].text ?? "", role: role, vm: r[2].text, created: r[3].int ?? 0, expires: r[4].int, revoked: r[5].int)
+        return APITokenRecord(hash: r[0].text ?? "", role: role, vm: r[2].text, created: r[3].int ?? 0, expires: r[4].int,
+                              revoked: r[5].int)
     }
 
     public func apiToken(hash: String) async throws -> APITokenRecord? {
@@ -298,7 +300,8 @@ public final class SQLStore: AttestationStore {
     }
 
     public func revokeAPIToken(hash: String, at: Int64) async throws -> Bool {
-        !(try await run("UPDATE api_tokens SET revoked = ? WHERE hash = ? AND revoked IS NULL RETURNING hash", [.int(at), .text(hash)])).isEmpty
+        !(try await run("UPDATE api_tokens SET revoked = ? WHERE hash = ? AND revoked IS NULL RETURNING hash",
+                        [.int(at), .text(hash)])).isEmpty
     }
 
     public func revokeAPIToken(id: String, at: Int64) async throws -> Int {
@@ -312,7 +315,8 @@ public final class SQLStore: AttestationStore {
 
     public func signingKeys() async throws -> [SigningKeyRecord] {
         try await run("SELECT kid, algorithm, private_key, created, retired FROM signing_keys ORDER BY created DESC, kid").map {
-            SigningKeyRecord(kid: $0[0].text ?? "", algorithm: $0[1].text ?? "", privateKey: $0[2].text ?? "", created: $0[3].int ?? 0, retired: $0[4].int)
+            SigningKeyRecord(kid: $0[0].text ?? "", algorithm: $0[1].text ?? "", privateKey: $0[2].text ?? "", created: $0[3].int ?? 0,
+                             retired: $0[4].int)
         }
     }
 
@@ -322,7 +326,8 @@ public final class SQLStore: AttestationStore {
     }
 
     public func updateSigningKey(kid: String, privateKey: String, was: String) async throws {
-        _ = try await run("UPDATE signing_keys SET private_key = ? WHERE kid = ? AND private_key = ?", [.text(privateKey), .text(kid), .text(was)])
+        _ = try await run("UPDATE signing_keys SET private_key = ? WHERE kid = ? AND private_key = ?",
+                          [.text(privateKey), .text(kid), .text(was)])
     }
 
     public func retireSigningKeys(except kid: String, at: Int64) async throws {

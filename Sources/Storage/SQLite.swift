@@ -47,7 +47,8 @@ public final class SQLiteBackend: SQLBackend, @unchecked Sendable {
         // commit crosses 1000 pages and holds that request for its copy and fsync (the p99 of
         // `TLaunchBench --only-attestation` was that copy).
         do {
-            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON", "PRAGMA wal_autocheckpoint=0"] {
+            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON",
+                           "PRAGMA wal_autocheckpoint=0"] {
                 var tries = 0
                 while case .busy = try Self.attempt(pragma, [], on: connection) {
                     tries += 1

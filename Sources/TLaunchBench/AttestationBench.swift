@@ -20,7 +20,8 @@ protocol BenchConnection: AnyObject {
 }
 
 extension BenchConnection {
-    func request(_ method: String, _ path: String, token: String) throws -> (Int, [UInt8]) { try request(method, path, body: [], token: token) }
+    func request(_ method: String, _ path: String, token: String) throws -> (Int,
+                                                                             [UInt8]) { try request(method, path, body: [], token: token) }
 }
 
 /// A blocking HTTP/1.1 keep-alive connection: the load generator's client (light enough that
@@ -98,7 +99,8 @@ final class BenchHTTPS: BenchConnection {
             case .end: pending?.succeed((status, body)); pending = nil
             }
         }
-        func errorCaught(context: ChannelHandlerContext, error: any Error) { pending?.fail(error); pending = nil; context.close(promise: nil) }
+        func errorCaught(context: ChannelHandlerContext,
+                         error: any Error) { pending?.fail(error); pending = nil; context.close(promise: nil) }
         func channelInactive(context: ChannelHandlerContext) { pending?.fail(ChannelError.ioOnClosedChannel); pending = nil }
     }
     let channel: any Channel
@@ -174,10 +176,12 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     var agents: [GuestAgent] = []
     var events = 0
     for i in 0..<clients {
-        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm\(i).state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
+        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm\(i).state").path,
+                                            hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
         let report = try firmware.launch(esp: esp, tpm: tpm)
         events = report.log.events.count
-        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)), service: ServiceClient.pinned(baseURL: "\(scheme)://127.0.0.1:\(port)", token: token, tls: clientTLS),
+        let agent = GuestAgent(tpm: TPMClient(transport: InProcessTransport(tpm)),
+                               service: ServiceClient.pinned(baseURL: "\(scheme)://127.0.0.1:\(port)", token: token, tls: clientTLS),
                                vm: "bench-\(i)", eventLog: try report.log.encoded())
         _ = try await agent.enroll()
         agents.append(agent)
@@ -204,7 +208,8 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     // child inherits blocked: unblock it in the child before exec.
     let openssl = Process()
     openssl.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-    openssl.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execvp(sys.argv[1], sys.argv[1:])",
+    openssl.arguments = ["-c",
+                         "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execvp(sys.argv[1], sys.argv[1:])",
                          "taskset", "-c", "\(serverCPU)", "openssl", "speed", "-seconds", "\(max(1, Int(seconds)))", "ecdsap256"]
     let pipe = Pipe()
     openssl.standardOutput = pipe
@@ -252,7 +257,8 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     // The floor under the attestation figure: the same clients on requests that do no work
     // (GET /healthz) and on one SQLite write each (a nonce), so what HTTP itself costs is seen.
     // A failed request counts as a failure of the figure it is in.
-    func floor(_ method: String, body: [UInt8]? = nil, expect: Int = 200, _ path: @escaping @Sendable (Int) -> String) throws -> (rate: Double, serverCPU: Double) {
+    func floor(_ method: String, body: [UInt8]? = nil, expect: Int = 200,
+               _ path: @escaping @Sendable (Int) -> String) throws -> (rate: Double, serverCPU: Double) {
         let total = args.firstIndex(of: "--floor-requests").flatMap { Int(args[$0 + 1]) } ?? 2000
         let n = total / clients + 1
         let start = clock.now
@@ -269,7 +275,8 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
             }
         }
         group.wait()
-        return (Double(n * clients) / (clock.now - start).seconds, (processCPUSeconds(server.processIdentifier) - cpu0) / Double(n * clients))
+        return (Double(n * clients) / (clock.now - start).seconds,
+                (processCPUSeconds(server.processIdentifier) - cpu0) / Double(n * clients))
     }
     /// A figure with the server's own CPU time per request beside it (the clients may be the
     /// limit of a cheap request's rate; the server's CPU per request is what it costs).
@@ -311,7 +318,8 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     if args.contains("--metrics"), let (_, m) = try? connect().request("GET", "/metrics", token: token) {
         print(String(decoding: m, as: UTF8.self).split(separator: "\n").filter { $0.contains("duration") }.joined(separator: "\n"))
     }
-    if let rss = try? String(contentsOfFile: "/proc/\(server.processIdentifier)/status", encoding: .utf8).split(separator: "\n").first(where: { $0.hasPrefix("VmRSS") }) {
+    if let rss = try? String(contentsOfFile: "/proc/\(server.processIdentifier)/status",
+                             encoding: .utf8).split(separator: "\n").first(where: { $0.hasPrefix("VmRSS") }) {
         print("  server \(rss.replacingOccurrences(of: "\t", with: " "))")
     }
 }
@@ -357,17 +365,20 @@ func attestationBreakdown(seconds: Double) async throws {
                                      akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench")
     let keys = try PlatformKeys.loadOrCreate(directory: dir.appendingPathComponent("secureboot"))
     let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
-    let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm.state").path, hostKey: [UInt8](repeating: 1, count: 32), authority: authority)
+    let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm.state").path, hostKey: [UInt8](repeating: 1, count: 32),
+                                        authority: authority)
     let launch = try VirtualFirmware(settings: FirmwareSettings(variables: vars, banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
     let client = TPMClient(transport: InProcessTransport(tpm))
-    let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "b", eventLog: try launch.log.encoded())
+    let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "b",
+                           eventLog: try launch.log.encoded())
     // Enrol in-process: the VM's challenge answered by the vTPM.
     let (ek, cert) = try await agent.endorsementKey()
     let ak = try await agent.attestationKey()
     func enrol(_ vm: String) async throws {
         let ch = try await service.beginEnrolment(vm: vm, EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
                                                                            ekCertificate: Data(cert).base64EncodedString()))
-        let secret = try await client.activateCredential(ak: ak, ek: ek, blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!),
+        let secret = try await client.activateCredential(ak: ak, ek: ek,
+                                                         blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!),
                                                          secret: try TPM2BEncryptedSecret(tpmBytes: [UInt8](hex: ch.encryptedSecret)!))
         _ = try await service.completeEnrolment(vm: vm, id: ch.id, ActivationAnswer(secret: hexString(secret)))
     }
@@ -399,7 +410,8 @@ func attestationBreakdown(seconds: Double) async throws {
     _ = try await measureAsync("  store: issue a nonce (INSERT)", iterations: 500) { blackHole(try await service.issueNonce(vm: "b")) }
     try await bytesWritten("issue a nonce", runs: 200) { blackHole(try await service.issueNonce(vm: "b")) }
     _ = try await measureAsync("  store: read the agent (SELECT)", iterations: 500) { blackHole(try await store.agent(vm: "b")) }
-    _ = try await measureAsync("  store: read the baseline (SELECT + JSON)", iterations: 300) { blackHole(try await store.baseline(vm: "b")) }
+    _ = try await measureAsync("  store: read the baseline (SELECT + JSON)",
+                               iterations: 300) { blackHole(try await store.baseline(vm: "b")) }
     let agentRecord = try await store.agent(vm: "b")!
     _ = measure("  AK certificate check (PEM parse + ECDSA verify)") { blackHole(service.akCA.check(pem: agentRecord.akCertificate, vm: "b", akPublic: akPublic)) }
     var c: Int64 = 1_000_000_000
@@ -409,15 +421,18 @@ func attestationBreakdown(seconds: Double) async throws {
     var k = 0
     _ = try await measureAsync("  store: append history (INSERT, evidence kept)", iterations: 300) {
         k += 1
-        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}", tokenID: nil, evidence: big))
+        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}",
+                                                            tokenID: nil, evidence: big))
     }
     try await bytesWritten("append history, evidence kept", runs: 200) {
         k += 1
-        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}", tokenID: nil, evidence: big))
+        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}",
+                                                            tokenID: nil, evidence: big))
     }
     try await bytesWritten("append history, no evidence", runs: 200) {
         k += 1
-        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}", tokenID: nil, evidence: nil))
+        try await store.appendAttestation(AttestationRecord(id: "x\(k)", vm: "b", time: 1, passed: true, evidenceDigest: "00", result: "{}",
+                                                            tokenID: nil, evidence: nil))
     }
     _ = try measure("  JSON encode of the evidence (Foundation)") { blackHole(try JSONEncoder().encode(evidences[0])) }
     _ = try measure("  JSON encode of the evidence (LeanJSONEncoder)") { blackHole(try LeanJSONEncoder().encode(evidences[0])) }

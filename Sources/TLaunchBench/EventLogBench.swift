@@ -10,8 +10,10 @@ func synthesizedLog(count: Int) throws -> [UInt8] {
     while b.log.events.count < count {
         switch i % 5 {
         case 0: b.measure(pcr: 0, type: .efiPlatformFirmwareBlob, data: [UInt8](repeating: UInt8(i & 0xFF), count: 16))
-        case 1: b.measureVariable(pcr: 1, type: .efiVariableBoot, guid: .globalVariable, name: String(format: "Boot%04X", i & 0xFFFF), data: [UInt8](repeating: 1, count: 40))
-        case 2: b.measure(pcr: 8, type: .ipl, data: Array("grub_cmd: set root=hd0,gpt\(i)".utf8) + [0], measured: Array("set root=hd0,gpt\(i)".utf8))
+        case 1: b.measureVariable(pcr: 1, type: .efiVariableBoot, guid: .globalVariable, name: String(format: "Boot%04X", i & 0xFFFF),
+                                  data: [UInt8](repeating: 1, count: 40))
+        case 2: b.measure(pcr: 8, type: .ipl, data: Array("grub_cmd: set root=hd0,gpt\(i)".utf8) + [0],
+                          measured: Array("set root=hd0,gpt\(i)".utf8))
         case 3: b.measure(pcr: 9, type: .ipl, data: Array("(hd0,gpt2)/boot/file\(i)".utf8) + [0], measured: Array("contents \(i)".utf8))
         default: b.measure(pcr: 4, type: .efiAction, data: Array("Calling EFI Application from Boot Option".utf8))
         }
@@ -55,14 +57,16 @@ func eventLogBenchmarks(seconds: Double, sharedDir: String) throws {
         let label = "\(name) (\(events) events, \(bytes.count / 1024) KiB)"
         let (eps, mbs) = try rate { blackHole(try EventLog.replay(parsing: bytes)) }
         perCore.append(eps)
-        print("  " + ("parse + replay: " + label).padding(toLength: 78, withPad: " ", startingAt: 0) + String(format: " %10.0f events/s %8.1f MB/s", eps, mbs))
+        print("  " + ("parse + replay: " + label).padding(toLength: 78, withPad: " ",
+                                                          startingAt: 0) + String(format: " %10.0f events/s %8.1f MB/s", eps, mbs))
         let (eps2, mbs2) = try rate { let log = try EventLog(parsing: bytes); blackHole(log.replay()) }
         print("  " + ("typed parse (Event values) + replay: " + label).padding(toLength: 78, withPad: " ", startingAt: 0) + String(format: " %10.0f events/s %8.1f MB/s", eps2, mbs2))
     }
     print(perCore.allSatisfy { $0 >= 1_000_000 } ? "  target ≥ 1,000,000 events/s parse+replay per core: met" : "  target ≥ 1,000,000 events/s parse+replay per core: NOT met")
 
     // Whole commands, side by side, same run.
-    guard let tool = ["/usr/bin/tpm2_eventlog", "/usr/local/bin/tpm2_eventlog"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+    guard let tool = ["/usr/bin/tpm2_eventlog",
+                      "/usr/local/bin/tpm2_eventlog"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
         print("  tpm2_eventlog not installed: whole-command comparison skipped"); return
     }
     let tlaunch = tlaunchExecutable()

@@ -47,10 +47,12 @@ func deployAndEnrolFleet(fleet: Fleet, service: AttestationService, folder: Data
     let firmware = VirtualFirmware(settings: FirmwareSettings(variables: vars, banks: [.sha1, .sha256]))
     var booted: [BootedTPM] = []
     for k in 0..<tpms {
-        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("tpm\(k).state").path, hostKey: hostKey, authority: authority)
+        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("tpm\(k).state").path, hostKey: hostKey,
+                                            authority: authority)
         let report = try firmware.launch(esp: esp, tpm: tpm)
         let client = TPMClient(transport: InProcessTransport(tpm))
-        let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "x", eventLog: try report.log.encoded())
+        let agent = GuestAgent(tpm: client, service: ServiceClient(baseURL: "http://unused", token: nil), vm: "x",
+                               eventLog: try report.log.encoded())
         let (ek, cert) = try await agent.endorsementKey()
         let ak = try await agent.attestationKey()
         booted.append((client, try report.log.encoded(), ek, ak, cert))
@@ -67,7 +69,8 @@ func deployAndEnrolFleet(fleet: Fleet, service: AttestationService, folder: Data
                     let name = "vm-\(i)"
                     let ch = try await service.beginEnrolment(vm: name, EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
                                                                                           ekCertificate: Data(cert).base64EncodedString()))
-                    let secret = try await client.activateCredential(ak: ak, ek: ek, blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!),
+                    let secret = try await client.activateCredential(ak: ak, ek: ek,
+                                                                     blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!),
                                                                      secret: try TPM2BEncryptedSecret(tpmBytes: [UInt8](hex: ch.encryptedSecret)!))
                     _ = try await service.completeEnrolment(vm: name, id: ch.id, ActivationAnswer(secret: hexString(secret)))
                 }
@@ -92,7 +95,8 @@ struct BenchPlatform {
     let fleet: Fleet
     let hostKey: [UInt8]
 
-    static func make(_ label: String, keepEvidence: Bool = false, nonceLifetime: TimeInterval = 3600, hostKey: [UInt8] = [UInt8](repeating: 3, count: 32),
+    static func make(_ label: String, keepEvidence: Bool = false, nonceLifetime: TimeInterval = 3600,
+                     hostKey: [UInt8] = [UInt8](repeating: 3, count: 32),
                      keySealer: KeySealer? = nil, prepare: (DataFolder) throws -> Void = { _ in }) async throws -> BenchPlatform {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-bench-\(label)-\(getpid())")
         let folder = DataFolder(root: dir)
@@ -100,18 +104,21 @@ struct BenchPlatform {
         try prepare(folder)
         let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
         let store = try await StorageLocation.open(folder.database.path)
-        let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
+        let service = AttestationService(store: store,
+                                         anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
                                          akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "bench",
                                          nonceLifetime: nonceLifetime, keepEvidence: keepEvidence, keySealer: keySealer)
         var quiet = Logger(label: "tlaunch.fleet")
         quiet.logLevel = .warning
-        let fleet = Fleet(store: try await FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey, authority: authority, logger: quiet)
+        let fleet = Fleet(store: try await FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: hostKey,
+                          authority: authority, logger: quiet)
         return BenchPlatform(dir: dir, folder: folder, authority: authority, store: store, service: service, fleet: fleet, hostKey: hostKey)
     }
 
     /// `deployAndEnrolFleet` on this platform.
     func deployAndEnrol(vms: Int, tpms: Int) async throws -> [BootedTPM] {
-        try await deployAndEnrolFleet(fleet: fleet, service: service, folder: folder, dir: dir, hostKey: hostKey, authority: authority, vms: vms, tpms: tpms)
+        try await deployAndEnrolFleet(fleet: fleet, service: service, folder: folder, dir: dir, hostKey: hostKey, authority: authority,
+                                      vms: vms, tpms: tpms)
     }
 
     func remove() { try? FileManager.default.removeItem(at: dir) }
@@ -120,7 +127,8 @@ struct BenchPlatform {
 /// An open loop: `total` calls of `body(n)` started `rate` per second from now, each in a task
 /// of its own; a start more than 50 ms behind its schedule is counted in `recorder.late`. `body`
 /// gets the call's number and its scheduled time.
-func openLoop(total: Int, rate: Double, recorder: FleetRecorder, _ body: @escaping @Sendable (Int, ContinuousClock.Instant) async throws -> Void) async throws -> Duration {
+func openLoop(total: Int, rate: Double, recorder: FleetRecorder,
+              _ body: @escaping @Sendable (Int, ContinuousClock.Instant) async throws -> Void) async throws -> Duration {
     let clock = ContinuousClock()
     let start = clock.now
     try await withThrowingTaskGroup(of: Void.self) { g in
@@ -183,7 +191,8 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
 func fmt(_ d: Duration) -> String { String(format: "%.1f s", d.seconds) }
 
 /// The `p` quantile of `a`, in milliseconds (0 when empty).
-func pct(_ a: [Duration], _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))].seconds * 1000 }
+func pct(_ a: [Duration],
+         _ p: Double) -> Double { let s = a.sorted(); return s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))].seconds * 1000 }
 
 final class FleetRecorder: Sendable {
     let whole = Mutex<[Duration]>([]), server = Mutex<[Duration]>([])

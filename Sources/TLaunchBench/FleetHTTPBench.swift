@@ -36,7 +36,8 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
     await p.store.backend.close()
     // Every VM's agent token, as its agent reads it from the VM's folder.
     let tokens = try (0..<vms).map { i in
-        try String(contentsOf: VMFolder(root: dir, vm: "vm-\(i)").agentToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try String(contentsOf: VMFolder(root: dir, vm: "vm-\(i)").agentToken,
+                   encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     let port = 19_000 + Int(getpid() % 1000)
@@ -84,7 +85,8 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
             let outcome = try await service.session { service in
                 let grant = try await service.call("POST", "/v1/vms/\(name)/nonce", as: NonceGrant.self, step: "get nonce")
                 let evidence = try await agent.evidence(nonce: [UInt8](hex: grant.nonce)!, ak: ak)
-                return try await service.call("POST", "/v1/vms/\(name)/attestations", body: evidence, as: AttestationOutcome.self, step: "attest")
+                return try await service.call("POST", "/v1/vms/\(name)/attestations", body: evidence, as: AttestationOutcome.self,
+                                              step: "attest")
             }
             r.whole.withLock { $0.append(clock.now - due) }
             if !outcome.passed { r.failed.add(1, ordering: .relaxed) }
@@ -102,7 +104,8 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
     for (e, k) in r.errors.withLock({ $0 }).sorted(by: { $0.value > $1.value }).prefix(5) { out("    \(k)× \(e)") }
     out("  latency, scheduled start → outcome (nonce, quote, evidence, verify, token, fleet record): p50 \(String(format: "%.1f", pct(w, 0.5))) ms, "
         + "p99 \(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1))) ms")
-    out(String(format: "  CPU per attestation: server %.0f µs, agents (quotes, HTTP clients) %.0f µs", serverCPU / Double(max(w.count, 1)) * 1e6,
+    out(String(format: "  CPU per attestation: server %.0f µs, agents (quotes, HTTP clients) %.0f µs",
+               serverCPU / Double(max(w.count, 1)) * 1e6,
                ownCPU / Double(max(w.count, 1)) * 1e6))
     out("  written by tlaunch up per attestation (its database's WAL and checkpoints, logs): \(serverWrote / max(w.count, 1)) bytes")
     let serverMemory = processMemory(server.processIdentifier), own = residentMemory()

@@ -40,7 +40,8 @@ func secureBootBenchmarks(seconds: Double) throws {
     _ = inProcess
     let a = medianRun(tlaunch, ["secureboot", "verify", shim, "--db", eslPath], runs: 15)
     let b = medianRun(sbverify, ["--cert", pemPath, shim], runs: 15)
-    print(String(format: "  tlaunch secureboot verify %.1f ms, sbverify --cert %.1f ms: %.2f× (target: faster): %@", a * 1e3, b * 1e3, b / a, a < b ? "met" : "NOT met"))
+    print(String(format: "  tlaunch secureboot verify %.1f ms, sbverify --cert %.1f ms: %.2f× (target: faster): %@", a * 1e3, b * 1e3,
+                 b / a, a < b ? "met" : "NOT met"))
     _ = image
 }
 

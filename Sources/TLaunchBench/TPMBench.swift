@@ -110,7 +110,8 @@ func tpmBenchmarks(seconds: Double) async throws {
         let padded = name.count >= 44 ? name : name + String(repeating: " ", count: 44 - name.count)
         print("  " + padded + String(format: " %10.0f /s  %10.0f /s  %6.2f×", rates[0], rates[1], rates[0] / rates[1]))
     }
-    print("  " + "operation".padding(toLength: 44, withPad: " ", startingAt: 0) + "   \(peers[0].name)        \(peers[1].name)   ours/swtpm")
+    print("  " + "operation".padding(toLength: 44, withPad: " ",
+                                     startingAt: 0) + "   \(peers[0].name)        \(peers[1].name)   ours/swtpm")
     // The servers alone: a blocking loop of raw GetRandom(8) round trips, no client library.
     do {
         let cmd: [UInt8] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7B, 0, 8]
@@ -150,7 +151,8 @@ func tpmBenchmarks(seconds: Double) async throws {
         eccAKs.append(try await tpm.createAK(ek: ek, template: TPMTemplates.akECCP256).object.handle)
         rsaAKs.append(try await tpm.createAK(ek: ek, template: TPMTemplates.akRSA2048).object.handle)
         try await tpm.flushContext(ek.handle)
-        try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0B00), attributes: [.ownerRead, .ownerWrite, .authRead, .authWrite], dataSize: 64))
+        try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0B00),
+                                                 attributes: [.ownerRead, .ownerWrite, .authRead, .authWrite], dataSize: 64))
         try await tpm.nvWrite(TPMHandle(0x0150_0B00), data: [UInt8](repeating: 1, count: 64))
     }
     let nonce = TPMCrypto.random(32)
@@ -188,7 +190,8 @@ func memoryBenchmark(count: Int) throws {
     for _ in 0..<count { tpms.append(VirtualTPM.ephemeral()) }
     let after = ServerProcess.memory(getpid())
     let perOurs = Double(after.rss - before.rss) / Double(count)
-    print(String(format: "  %d TrustedLaunch vTPMs in one process: +%d KiB RSS → %.1f KiB per vTPM", count, after.rss - before.rss, perOurs))
+    print(String(format: "  %d TrustedLaunch vTPMs in one process: +%d KiB RSS → %.1f KiB per vTPM", count, after.rss - before.rss,
+                 perOurs))
     withExtendedLifetime(tpms) {}
     guard let swtpm = SwtpmProcess.which("swtpm") else { return }
     var procs: [ServerProcess] = []
@@ -203,7 +206,8 @@ func memoryBenchmark(count: Int) throws {
     let rss = Double(mems.map(\.rss).reduce(0, +)) / Double(mems.count)
     let pss = Double(mems.map(\.pss).reduce(0, +)) / Double(mems.count)
     print(String(format: "  swtpm, one process per vTPM (10 running): %.0f KiB RSS, %.0f KiB PSS each", rss, pss))
-    print(String(format: "  ratio: ours %.1f KiB vs swtpm %.0f KiB RSS (%.4f; target ≤ 0.1): %@", perOurs, rss, perOurs / rss, perOurs / rss <= 0.1 ? "met" : "NOT met"))
+    print(String(format: "  ratio: ours %.1f KiB vs swtpm %.0f KiB RSS (%.4f; target ≤ 0.1): %@", perOurs, rss, perOurs / rss,
+                 perOurs / rss <= 0.1 ? "met" : "NOT met"))
 }
 
 func rawConnect(_ port: Int) -> Int32 {
@@ -214,6 +218,7 @@ func rawConnect(_ port: Int) -> Int32 {
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self,
+                                                            capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
     return fd
 }

@@ -126,8 +126,10 @@ if args.contains("--engine") || onlyEngine {
     let engine = VirtualTPM.ephemeral()
     let getRandom = try TPMCommandPacket(code: .getRandom, handles: [], sessions: [], parameters: [0, 32]).encode()
     _ = measure("engine in-process: GetRandom(32)") { blackHole(engine.handle(getRandom)) }
-    var ext = TPM2PCRExtend(); ext.pcrHandle = .pcr(16); ext.digests = TPMLDigestValues([TPMTHA(hashAlg: .sha256, digest: [UInt8](repeating: 7, count: 32))])
-    let extBytes = try TPMCommandPacket(code: .pcrExtend, handles: [.pcr(16)], sessions: [TPMSAuthCommand(sessionHandle: .password)], parameters: ext.parameterBytes()).encode()
+    var ext = TPM2PCRExtend(); ext.pcrHandle = .pcr(16); ext.digests = TPMLDigestValues([TPMTHA(hashAlg: .sha256,
+                                                                                                digest: [UInt8](repeating: 7, count: 32))])
+    let extBytes = try TPMCommandPacket(code: .pcrExtend, handles: [.pcr(16)], sessions: [TPMSAuthCommand(sessionHandle: .password)],
+                                        parameters: ext.parameterBytes()).encode()
     _ = measure("engine in-process: PCR_Extend") { blackHole(engine.handle(extBytes)) }
     var rd = TPM2PCRRead(); rd.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<8)])
     let rdBytes = try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [], parameters: rd.parameterBytes()).encode()
@@ -145,10 +147,12 @@ if args.contains("--parts") {
     _ = try measure("PCR_Read response parameterBytes") { blackHole(try resp.parameterBytes()) }
     _ = measure("PCR_Read response handleValues") { blackHole(resp.handleValues) }
     let params = try resp.parameterBytes()
-    _ = try measure("TPMResponsePacket.encode") { blackHole(try TPMResponsePacket(responseCode: .success, handles: [], parameters: params).encode()) }
+    _ = try measure("TPMResponsePacket.encode") { blackHole(try TPMResponsePacket(responseCode: .success, handles: [],
+                                                                                  parameters: params).encode()) }
     _ = measure("TPMSPCRSelection(hash:pcrs:)") { blackHole(TPMSPCRSelection(hash: .sha256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7])) }
     _ = measure("selection.pcrs") { blackHole(rd.pcrSelectionIn.pcrSelections[0].pcrs) }
-    _ = try measure("SHA256 of 64 bytes via TPMCrypto.hash") { blackHole(try TPMCrypto.hash(.sha256, [UInt8](repeating: 1, count: 32), [UInt8](repeating: 2, count: 32))) }
+    _ = try measure("SHA256 of 64 bytes via TPMCrypto.hash") { blackHole(try TPMCrypto.hash(.sha256, [UInt8](repeating: 1, count: 32),
+                                                                                            [UInt8](repeating: 2, count: 32))) }
 }
 
 if args.contains("--nvparts") {
@@ -158,7 +162,8 @@ if args.contains("--nvparts") {
     let tpm = try VirtualTPM(stateFile: dir.appendingPathComponent("s").path, hostKey: TPMCrypto.random(32))
     _ = tpm.handle([0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0])
     let client = TPMClient(transport: InProcessTransport(tpm))
-    try await client.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0B00), attributes: [.ownerRead, .ownerWrite, .authRead, .authWrite], dataSize: 64))
+    try await client.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0B00),
+                                                attributes: [.ownerRead, .ownerWrite, .authRead, .authWrite], dataSize: 64))
     var i: UInt8 = 0
     _ = try await measureAsync("in-process NV_Write 64 (durable)", iterations: 5000) {
         i &+= 1

@@ -21,7 +21,8 @@ public enum TPMFuzzing {
         }
         func response<C: TPMCommand>(_: C.Type) {
             for sessions in 0...3 {
-                guard let packet = try? TPMResponsePacket.decode(input, handleCount: C.Response.handleCount, sessionCount: sessions) else { continue }
+                guard let packet = try? TPMResponsePacket.decode(input, handleCount: C.Response.handleCount,
+                                                                 sessionCount: sessions) else { continue }
                 if let again = try? packet.encode(), packet.responseCode.isSuccess, packet.tag != .rspCommand, again != input {
                     violations.append("\(C.code) response packet: re-encoding differs")
                 }

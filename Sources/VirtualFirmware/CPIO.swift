@@ -10,8 +10,10 @@ public enum CPIO {
         public var data: [UInt8]
         public init(path: String, mode: UInt32, data: [UInt8] = []) { self.path = path; self.mode = mode; self.data = data }
         public static func directory(_ path: String) -> Entry { Entry(path: path, mode: 0o040755) }
-        public static func file(_ path: String, _ data: [UInt8], executable: Bool = false) -> Entry { Entry(path: path, mode: executable ? 0o100755 : 0o100644, data: data) }
-        public static func symlink(_ path: String, to target: String) -> Entry { Entry(path: path, mode: 0o120777, data: Array(target.utf8)) }
+        public static func file(_ path: String, _ data: [UInt8],
+                                executable: Bool = false) -> Entry { Entry(path: path, mode: executable ? 0o100755 : 0o100644, data: data) }
+        public static func symlink(_ path: String,
+                                   to target: String) -> Entry { Entry(path: path, mode: 0o120777, data: Array(target.utf8)) }
     }
 
     public static func newc(_ entries: [Entry]) -> [UInt8] {

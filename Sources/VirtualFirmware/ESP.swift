@@ -83,7 +83,8 @@ public struct ESP: Sendable {
                 throw FirmwareError(.notFound, stage: "ESP", "cannot read \(full)", path: full)
             }
             total += data.count
-            guard total <= maxBytes else { throw FirmwareError(.invalidImage, stage: "ESP", "the folder holds more than \(maxBytes) bytes", path: url.path) }
+            guard total <= maxBytes else { throw FirmwareError(.invalidImage, stage: "ESP", "the folder holds more than \(maxBytes) bytes",
+                                                               path: url.path) }
             files[String(full.dropFirst(base.count))] = Array(data)
         }
         return ESP(files: files, partitioning: .mbr)
@@ -143,7 +144,8 @@ public struct ESP: Sendable {
         if bytes.count >= 1024, Array(bytes[512..<520]) == Array("EFI PART".utf8) {
             let t = try gpt(bytes)
             guard (t.end + 1) * 512 <= bytes.count else {
-                throw FirmwareError(.invalidImage, stage: "GPT", "the EFI System Partition (LBA \(t.start)–\(t.end)) is not inside the image")
+                throw FirmwareError(.invalidImage, stage: "GPT",
+                                    "the EFI System Partition (LBA \(t.start)–\(t.end)) is not inside the image")
             }
             let fat = try FATFileSystem(Array(bytes[t.start * 512..<(t.end + 1) * 512]))
             return ESP(files: try fat.files(), partitioning: .gpt(gptEvent: t.event, partition: t.partition))
@@ -159,7 +161,8 @@ public struct ESP: Sendable {
             throw FirmwareError(.notFound, stage: "ESP", "\(path) does not exist", path: path)
         }
         if isDir.boolValue { return try folder(URL(fileURLWithPath: path)) }
-        guard let data = FileManager.default.contents(atPath: path) else { throw FirmwareError(.notFound, stage: "ESP", "cannot read \(path)", path: path) }
+        guard let data = FileManager.default.contents(atPath: path) else { throw FirmwareError(.notFound, stage: "ESP",
+                                                                                               "cannot read \(path)", path: path) }
         return try image(Array(data))
     }
 }

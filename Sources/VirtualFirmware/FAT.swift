@@ -24,7 +24,8 @@ public struct FATFileSystem: Sendable {
         rootDirEntries = u16(17)
         let total = u16(19) != 0 ? u16(19) : u32(32)
         let fatSize = u16(22) != 0 ? u16(22) : u32(36)
-        guard [512, 1024, 2048, 4096].contains(bytesPerSector) else { throw bad("BytesPerSector \(bytesPerSector) at byte 11 is not 512–4096") }
+        guard [512, 1024, 2048,
+               4096].contains(bytesPerSector) else { throw bad("BytesPerSector \(bytesPerSector) at byte 11 is not 512–4096") }
         guard sectorsPerCluster > 0, sectorsPerCluster & (sectorsPerCluster - 1) == 0 else { throw bad("SectorsPerCluster \(sectorsPerCluster) at byte 13 is not a power of two") }
         guard reserved > 0, fats > 0, fatSize > 0, total > 0 else { throw bad("reserved sectors, FAT count, FAT size and total sectors must be non-zero") }
         fatOffset = reserved * bytesPerSector
@@ -70,14 +71,17 @@ public struct FATFileSystem: Sendable {
         while let cl = c, cl >= 2 {
             guard Int(cl) - 2 < clusterCount else { throw FirmwareError(.invalidImage, stage: "FAT", "cluster \(cl) is outside the data area (\(clusterCount) clusters)") }
             seen += 1
-            guard seen <= clusterCount else { throw FirmwareError(.invalidImage, stage: "FAT", "the cluster chain starting at \(first) loops") }
+            guard seen <= clusterCount else { throw FirmwareError(.invalidImage, stage: "FAT",
+                                                                  "the cluster chain starting at \(first) loops") }
             let o = dataOffset + (Int(cl) - 2) * clusterBytes
-            guard o + clusterBytes <= bytes.count else { throw FirmwareError(.invalidImage, stage: "FAT", "cluster \(cl) lies past the end of the image") }
+            guard o + clusterBytes <= bytes.count else { throw FirmwareError(.invalidImage, stage: "FAT",
+                                                                             "cluster \(cl) lies past the end of the image") }
             out += bytes[o..<o + clusterBytes]
             if let l = limit, out.count >= l { return Array(out.prefix(l)) }
             c = next(cl)
         }
-        if let l = limit, out.count < l { throw FirmwareError(.invalidImage, stage: "FAT", "a file of \(l) bytes has only \(out.count) bytes of clusters") }
+        if let l = limit, out.count < l { throw FirmwareError(.invalidImage, stage: "FAT",
+                                                              "a file of \(l) bytes has only \(out.count) bytes of clusters") }
         return out
     }
 
@@ -141,7 +145,8 @@ public struct FATFileSystem: Sendable {
         var out: [String: [UInt8]] = [:]
         var total = 0
         func walk(_ raw: [UInt8], _ prefix: String, _ depth: Int) throws(FirmwareError) {
-            guard depth <= maxDepth else { throw FirmwareError(.invalidImage, stage: "FAT", "directories nest deeper than \(maxDepth) at \(prefix)") }
+            guard depth <= maxDepth else { throw FirmwareError(.invalidImage, stage: "FAT",
+                                                               "directories nest deeper than \(maxDepth) at \(prefix)") }
             for e in entries(raw) {
                 let path = prefix + "/" + e.name
                 if e.isDirectory {

@@ -135,7 +135,8 @@ struct Run {
 
     init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: (any FirmwareTPM)?,
          databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?, cache: DecisionCache?) throws(FirmwareError) {
-        guard !settings.banks.isEmpty else { throw FirmwareError(.invalidSettings, stage: "settings", "the vTPM needs at least one PCR bank") }
+        guard !settings.banks.isEmpty else { throw FirmwareError(.invalidSettings, stage: "settings",
+                                                                 "the vTPM needs at least one PCR bank") }
         self.settings = settings; self.model = model; self.esp = esp
         self.databases = databases; self.cache = cache
         self.tpm = settings.vTPM ? tpm : nil
@@ -144,12 +145,14 @@ struct Run {
             throw FirmwareError(.invalidSettings, stage: "settings", "\(error)")
         }
         let enforced = settings.secureBoot && (settings.variables?.secureBootWillBeEnabled ?? false)
-        report = LaunchReport(log: builder.log, stages: [], secureBootEnforced: enforced, kernel: nil, kernelCommandLine: nil, initrds: [], failure: nil)
+        report = LaunchReport(log: builder.log, stages: [], secureBootEnforced: enforced, kernel: nil, kernelCommandLine: nil, initrds: [],
+                              failure: nil)
         if let tpm = self.tpm {
             tpm.powerOn()
             let r = tpm.handle([0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x44, 0, 0])
             guard r.count >= 10, r[6..<10].allSatisfy({ $0 == 0 }) else {
-                throw FirmwareError(.tpm, stage: "power-on", "the vTPM refused TPM2_Startup(CLEAR): response code 0x\(hexString(r.dropFirst(6).prefix(4)))")
+                throw FirmwareError(.tpm, stage: "power-on",
+                                    "the vTPM refused TPM2_Startup(CLEAR): response code 0x\(hexString(r.dropFirst(6).prefix(4)))")
             }
         }
     }
@@ -162,7 +165,8 @@ struct Run {
         cmd.pcrHandle = TPMHandle(e.pcrIndex)
         cmd.digests = TPMLDigestValues(e.digests.map { TPMTHA(hashAlg: $0.algorithm, digest: Array($0.digest)) })
         guard let params = try? cmd.parameterBytes(),
-              let bytes = try? TPMCommandPacket(code: .pcrExtend, handles: [TPMHandle(e.pcrIndex)], sessions: [TPMSAuthCommand()], parameters: params).encode() else { return }
+              let bytes = try? TPMCommandPacket(code: .pcrExtend, handles: [TPMHandle(e.pcrIndex)], sessions: [TPMSAuthCommand()],
+                                                parameters: params).encode() else { return }
         let r = tpm.handle(bytes)
         if !(r.count >= 10 && r[6..<10].allSatisfy { $0 == 0 }), tpmFailure == nil {
             tpmFailure = FirmwareError(.tpm, stage: "measurement", "the vTPM refused PCR_Extend of PCR \(e.pcrIndex): response code 0x\(hexString(r.dropFirst(6).prefix(4)))")
@@ -237,7 +241,8 @@ struct Run {
         func build() -> (SignatureDatabase, [UInt8]) {
             var lists: [SignatureList] = []
             if let der = vendor {
-                lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count, entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: der)]))
+                lists.append(SignatureList(type: .certX509, signatureSize: 16 + der.count,
+                                           entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: der)]))
             }
             if let user = try? SignatureDatabase(esl: mokList) { lists += user.lists }
             let db = SignatureDatabase(lists: lists)
@@ -312,7 +317,8 @@ struct Run {
             measure(5, .separator, data: [0, 0, 0, 0])
             let banks = Set(builder.banks.map(\.algorithm))
             for e in reference where e.pcrIndex != 0 || e.type == .separator {
-                builder.append(pcr: e.pcrIndex, type: e.type, digests: e.digests.filter { banks.contains($0.algorithm) }, data: Array(e.data))
+                builder.append(pcr: e.pcrIndex, type: e.type, digests: e.digests.filter { banks.contains($0.algorithm) },
+                               data: Array(e.data))
                 extendLast()
             }
         }
@@ -345,7 +351,8 @@ struct Run {
         let orderBytes = variable("BootOrder", .globalVariable)
         if !orderBytes.isEmpty {
             guard orderBytes.count % 2 == 0, orderBytes.count <= 256 else {
-                throw FirmwareError(.invalidVariableStore, stage: "boot manager", "BootOrder has \(orderBytes.count) bytes; it must be a list of 16-bit entry numbers (at most 128)")
+                throw FirmwareError(.invalidVariableStore, stage: "boot manager",
+                                    "BootOrder has \(orderBytes.count) bytes; it must be a list of 16-bit entry numbers (at most 128)")
             }
             let order = stride(from: 0, to: orderBytes.count, by: 2).map { UInt16(orderBytes[$0]) | UInt16(orderBytes[$0 + 1]) << 8 }
             var entries: [UInt16: LoadOption] = [:]
@@ -353,7 +360,8 @@ struct Run {
                 let raw = variable(Self.bootName(n), .globalVariable)
                 if raw.isEmpty { continue }
                 do { entries[n] = try LoadOption(parsing: raw) } catch {
-                    throw FirmwareError(.invalidVariableStore, stage: "boot manager", "\(Self.bootName(n)) is not a valid EFI_LOAD_OPTION: \(error)")
+                    throw FirmwareError(.invalidVariableStore, stage: "boot manager",
+                                        "\(Self.bootName(n)) is not a valid EFI_LOAD_OPTION: \(error)")
                 }
             }
             return (entries, order)
@@ -378,7 +386,8 @@ struct Run {
         guard report.secureBootEnforced, let (db, dbx, key) = databases else { return }
         let decision = decide(image, db: db, dbx: dbx, key: key)
         guard decision.verdict == .allowed, let a = decision.authority else {
-            throw FirmwareError(.securityViolation, stage: "firmware", "Security Violation: the firmware refused \(image.path): \(decision.reason)", path: image.path)
+            throw FirmwareError(.securityViolation, stage: "firmware",
+                                "Security Violation: the firmware refused \(image.path): \(decision.reason)", path: image.path)
         }
         report.stages[report.stages.count - 1].verifiedBy = "db"
         report.stages[report.stages.count - 1].authority = a.subject ?? a.hash
@@ -406,7 +415,8 @@ struct Run {
     mutating func runShim(_ shimImage: BootImage) throws(FirmwareError) {
         shim = shimImage
         let vendorESL: [UInt8] = shimImage.shimVendorCertificate.map {
-            SignatureList(type: .certX509, signatureSize: 16 + $0.count, entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: $0)]).encoded
+            SignatureList(type: .certX509, signatureSize: 16 + $0.count,
+                          entries: [SignatureEntry(owner: .shimLock, type: .certX509, data: $0)]).encoded
         } ?? []
         // PCR 14: the MOK lists shim mirrors to runtime variables (its built-in certificate and
         // revocations first), and MokListTrusted; SbatLevel into PCR 7 between them.
@@ -437,7 +447,8 @@ struct Run {
     mutating func shimVerify(_ image: BootImage) throws(FirmwareError) {
         guard report.secureBootEnforced, let (db, dbx, key) = databases, let shim else { return }
         func refuse(_ why: String) -> FirmwareError {
-            FirmwareError(.securityViolation, stage: "shim", "Verification failed: (0x1A) Security Violation — \(image.path): \(why)", path: image.path)
+            FirmwareError(.securityViolation, stage: "shim", "Verification failed: (0x1A) Security Violation — \(image.path): \(why)",
+                          path: image.path)
         }
         let firmware = decide(image, db: db, dbx: dbx, key: key)
         if firmware.code == .deniedHashInDbx || firmware.code == .deniedSignerInDbx { throw refuse(firmware.reason) }
@@ -494,7 +505,8 @@ struct Run {
             if g.kernel != nil { g.booted = true }
         }
         guard g.booted else {
-            throw FirmwareError(.grubScript, stage: "grub", "grub's configuration finished without `boot` and without a menu entry (grub would wait at its prompt)")
+            throw FirmwareError(.grubScript, stage: "grub",
+                                "grub's configuration finished without `boot` and without a menu entry (grub would wait at its prompt)")
         }
         guard let kernel = g.kernel else {
             throw FirmwareError(.grubScript, stage: "grub", "`boot` ran without a kernel: no `linux` command succeeded")
@@ -540,10 +552,12 @@ struct Run {
     mutating func grubExecute(_ g: inout GrubRun, _ text: String, source: String) throws(FirmwareError) {
         g.depth += 1
         defer { g.depth -= 1 }
-        guard g.depth <= 16 else { throw FirmwareError(.grubScript, stage: "grub", "`source` nests deeper than 16 (a loop?)", path: source) }
+        guard g.depth <= 16 else { throw FirmwareError(.grubScript, stage: "grub", "`source` nests deeper than 16 (a loop?)",
+                                                       path: source) }
         let nodes: [GrubScript.Node]
         do { nodes = try GrubScript.parse(text) } catch {
-            throw FirmwareError(error.unsupported ? .unsupported : .grubScript, stage: "grub", "\(source), line \(error.line): \(error.reason)", path: source)
+            throw FirmwareError(error.unsupported ? .unsupported : .grubScript, stage: "grub",
+                                "\(source), line \(error.line): \(error.reason)", path: source)
         }
         _ = try grubRun(&g, nodes, source: source)
     }
@@ -614,7 +628,8 @@ struct Run {
     mutating func grubCommand(_ g: inout GrubRun, _ args: [String], source: String, line: Int) throws(FirmwareError) -> Bool {
         guard let name = args.first else { return true }
         // grub measures every command line it runs, expanded, into PCR 8.
-        measure(8, .ipl, data: Array("grub_cmd: \(args.joined(separator: " "))".utf8) + [0], measured: Array(args.joined(separator: " ").utf8))
+        measure(8, .ipl, data: Array("grub_cmd: \(args.joined(separator: " "))".utf8) + [0],
+                measured: Array(args.joined(separator: " ").utf8))
         let rest = Array(args.dropFirst())
         func fail(_ why: String) -> FirmwareError {
             FirmwareError(.grubScript, stage: "grub", "\(source), line \(line): \(name): \(why)", path: source)
@@ -659,7 +674,8 @@ struct Run {
             do { kernel = try BootImage(path: p, bytes: bytes) } catch {
                 throw FirmwareError(.invalidImage, stage: "grub", "\(p) is not a kernel grub can boot: \(error.reason)", path: p)
             }
-            report.stages.append(BootStage(kind: kernel.kind, path: p, loadedBy: "grub", authenticodeSHA256: hexString(authenticode(kernel, .sha256)), verifiedBy: nil, authority: nil))
+            report.stages.append(BootStage(kind: kernel.kind, path: p, loadedBy: "grub",
+                                           authenticodeSHA256: hexString(authenticode(kernel, .sha256)), verifiedBy: nil, authority: nil))
             if shim != nil {
                 // With Secure Boot on, grub verifies the kernel through shim's protocol, which
                 // measures it, and boots it through shim's image loader, which measures it again:
@@ -758,7 +774,8 @@ struct Run {
     /// booted it, passing the command line in boot_params).
     mutating func startKernel(_ kernel: BootImage, loadOptions: [UInt8]?) throws(FirmwareError) {
         guard kernel.kind == .linux else {
-            throw FirmwareError(.invalidImage, stage: "kernel", "\(kernel.path) is not a Linux kernel with an EFI stub (no \"HdrS\" setup header)", path: kernel.path)
+            throw FirmwareError(.invalidImage, stage: "kernel",
+                                "\(kernel.path) is not a Linux kernel with an EFI stub (no \"HdrS\" setup header)", path: kernel.path)
         }
         if let options = loadOptions {
             report.kernel = kernel.path

@@ -213,7 +213,8 @@ enum GrubScript {
                 }
                 nodes.append(.menu(keyword: first, words: Array(words.dropFirst().dropLast()), body: body, line: line))
             case "while", "until", "for":
-                throw ParseError(line: line, reason: "\(first) loops are not modelled; write the boot commands without loops", unsupported: true)
+                throw ParseError(line: line, reason: "\(first) loops are not modelled; write the boot commands without loops",
+                                 unsupported: true)
             default:
                 nodes.append(command(words, line))
             }

@@ -92,7 +92,8 @@ public struct PlatformKeys: Sendable {
             for r in roles {
                 let key = try String(contentsOfFile: path(r, "key"), encoding: .utf8)
                 let pem = try String(contentsOfFile: path(r, "pem"), encoding: .utf8)
-                keys.append(SecureBootKeySet.Key(name: r, privateKeyPEM: key, certificate: try Certificate(pemEncoded: pem), certificatePEM: pem))
+                keys.append(SecureBootKeySet.Key(name: r, privateKeyPEM: key, certificate: try Certificate(pemEncoded: pem),
+                                                 certificatePEM: pem))
             }
             return PlatformKeys(set: SecureBootKeySet(owner: owner, keys: Array(keys.prefix(3))), vendor: keys[3])
         }
@@ -134,7 +135,8 @@ public enum SampleImages {
         store += [0xB8, 0xFF, 0x03, 0x00, 0x5A, 0xFE, 0, 0, 0, 0, 0, 0]
         b.replaceSubrange(0x48..<0x64, with: store)
         // EDKII_WORKING_BLOCK_HEADER: signature GUID, its CRC32 (constant for this layout), valid, WriteQueueSize.
-        let ftw: [UInt8] = EFIGUID("9e58292b-7c68-497d-a0ce-6500fd9f1b95")!.bytes + [0x2C, 0xAF, 0x2C, 0x64, 0xFE, 0xFF, 0xFF, 0xFF, 0xE0, 0x0F, 0, 0, 0, 0, 0, 0]
+        let ftw: [UInt8] = EFIGUID("9e58292b-7c68-497d-a0ce-6500fd9f1b95")!.bytes + [0x2C, 0xAF, 0x2C, 0x64, 0xFE, 0xFF, 0xFF, 0xFF, 0xE0,
+                                                                                     0x0F, 0, 0, 0, 0, 0, 0]
         b.replaceSubrange(0x41000..<0x41000 + ftw.count, with: ftw)
         return b
     }
@@ -167,13 +169,15 @@ public enum SampleImages {
     /// (an older, vulnerable but still signed boot loader is the classic rollback).
     public static func signedGrub(keys: PlatformKeys, version: String) throws -> [UInt8] {
         let grub = unsignedChain(vendorCertificate: try keys.vendor.certificate.derBytes, grubVersion: version).grub
-        return try AuthenticodeSigner(keyPEM: keys.vendor.privateKeyPEM, certificate: try keys.vendor.certificate.derBytes).sign(try PEImage(grub))
+        return try AuthenticodeSigner(keyPEM: keys.vendor.privateKeyPEM,
+                                      certificate: try keys.vendor.certificate.derBytes).sign(try PEImage(grub))
     }
 
     /// Another sample kernel build (an OS update), signed with the vendor key.
     public static func signedKernel(keys: PlatformKeys, build: UInt8) throws -> [UInt8] {
         let kernel = unsignedChain(vendorCertificate: try keys.vendor.certificate.derBytes, kernelFill: build).kernel
-        return try AuthenticodeSigner(keyPEM: keys.vendor.privateKeyPEM, certificate: try keys.vendor.certificate.derBytes).sign(try PEImage(kernel))
+        return try AuthenticodeSigner(keyPEM: keys.vendor.privateKeyPEM,
+                                      certificate: try keys.vendor.certificate.derBytes).sign(try PEImage(kernel))
     }
 
     /// Another sample kernel build that nobody signed (what shim refuses under Secure Boot).
@@ -183,7 +187,8 @@ public enum SampleImages {
 
     /// The sample chain before signing: shim (carrying `vendorCertificate`), grub (prefix
     /// /EFI/tlaunch, embedded `source $prefix/grub.cfg`) and a kernel.
-    static func unsignedChain(vendorCertificate vendorDER: [UInt8], grubVersion: String = "2.12", kernelFill: UInt8 = 0x90) -> (shim: [UInt8], grub: [UInt8], kernel: [UInt8]) {
+    static func unsignedChain(vendorCertificate vendorDER: [UInt8], grubVersion: String = "2.12",
+                              kernelFill: UInt8 = 0x90) -> (shim: [UInt8], grub: [UInt8], kernel: [UInt8]) {
         // shim: SBAT metadata, its built-in certificate (cert_table header then the DER), SBAT levels.
         var certTable: [UInt8] = []
         certTable.le32(UInt32(vendorDER.count)); certTable.le32(0); certTable.le32(16); certTable.le32(UInt32(16 + vendorDER.count))
@@ -212,7 +217,8 @@ public enum SampleImages {
             (".sbat", Array("sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\ngrub,4,TrustedLaunch sample grub,grub,\(grubVersion),https://trustedlaunch.invalid\n".utf8)),
             ("mods", mods),
         ])
-        let kernel = PEWriter.image(sections: [(".text", PEWriter.returnSuccess), (".linux", [UInt8](repeating: kernelFill, count: 4096))], linuxHeader: true)
+        let kernel = PEWriter.image(sections: [(".text", PEWriter.returnSuccess), (".linux", [UInt8](repeating: kernelFill, count: 4096))],
+                                    linuxHeader: true)
         return (shim, grub, kernel)
     }
 

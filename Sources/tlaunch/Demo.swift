@@ -95,7 +95,8 @@ struct Demo: AsyncParsableCommand {
         let sealed = try await tpm.create(parent: srk.handle, template: TPMTemplates.sealedObject(authPolicy: policy.digest),
                                           sensitive: TPMSSensitiveCreate(data: diskKey))
         let item = try await tpm.load(parent: srk.handle, privateBlob: sealed.privateBlob, publicArea: sealed.publicArea)
-        let session = try await tpm.startAuthSession(type: .policy, symmetric: .aes128CFB, salt: srk, attributes: [.continueSession, .encrypt])
+        let session = try await tpm.startAuthSession(type: .policy, symmetric: .aes128CFB, salt: srk,
+                                                     attributes: [.continueSession, .encrypt])
         try await tpm.policyPCR(session, pcrs: pcr16)
         let unsealed = try await tpm.unseal(item.handle, auth: .session(session))
         detail(unsealed == diskKey ? "unsealed while PCR 16 holds the measured value (response encrypted on the wire)" : "unseal returned WRONG data")
@@ -123,8 +124,10 @@ struct Demo: AsyncParsableCommand {
         b.measureVariable(pcr: 7, type: .efiVariableDriverConfig, guid: .globalVariable, name: "SecureBoot", data: [1])
         b.measure(pcr: 4, type: .efiAction, data: Array("Calling EFI Application from Boot Option".utf8))
         b.separators()
-        b.measure(pcr: 4, type: .efiBootServicesApplication, data: imageLoad("\\EFI\\debian\\shimx64.efi"), measured: Array("shimx64.efi".utf8))
-        b.measure(pcr: 4, type: .efiBootServicesApplication, data: imageLoad("\\EFI\\debian\\grubx64.efi"), measured: Array("grubx64.efi".utf8))
+        b.measure(pcr: 4, type: .efiBootServicesApplication, data: imageLoad("\\EFI\\debian\\shimx64.efi"),
+                  measured: Array("shimx64.efi".utf8))
+        b.measure(pcr: 4, type: .efiBootServicesApplication, data: imageLoad("\\EFI\\debian\\grubx64.efi"),
+                  measured: Array("grubx64.efi".utf8))
         let cmdline = "/boot/vmlinuz root=/dev/vda2 ro quiet"
         b.measure(pcr: 8, type: .ipl, data: Array("kernel_cmdline: \(cmdline)".utf8) + [0], measured: Array(cmdline.utf8))
         for e in b.log.events where e.type != .noAction {
@@ -133,7 +136,8 @@ struct Demo: AsyncParsableCommand {
         let logBytes = try b.encoded()
         let log = try EventLog(parsing: logBytes)
         detail("\(log.events.count) events, \(logBytes.count) bytes, banks sha1 + sha256")
-        let selection = TPMLPCRSelection([TPMSPCRSelection(hash: .sha1, pcrs: [0, 4, 7, 8]), TPMSPCRSelection(hash: .sha256, pcrs: [0, 4, 7, 8])])
+        let selection = TPMLPCRSelection([TPMSPCRSelection(hash: .sha1, pcrs: [0, 4, 7, 8]),
+                                          TPMSPCRSelection(hash: .sha256, pcrs: [0, 4, 7, 8])])
         let tpmPCRs = PCRValues(try await tpm.pcrRead(selection))
         let report = log.replay(against: tpmPCRs)
         detail("replay against the TPM's PCRs 0, 4, 7, 8: \(report.allMatch ? "all \(report.comparisons.count) match" : "MISMATCH")")
@@ -168,7 +172,8 @@ struct Demo: AsyncParsableCommand {
         detail("launched: \(report.kernel ?? "-") \(report.kernelCommandLine ?? ""); \(report.log.events.count) events measured into the vTPM")
         var read = TPM2PCRRead()
         read.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7])])
-        let response = vtpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [], parameters: read.parameterBytes()).encode())
+        let response = vtpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [],
+                                                        parameters: read.parameterBytes()).encode())
         let values = try TPM2PCRRead.Response(handles: [], parameters: TPMResponsePacket.decode(response, handleCount: 0, sessionCount: 0).parameters).pcrValues.digests
         let same = zip(0..<8, values).allSatisfy { predicted.pcrs[.sha256, UInt32($0.0)] == $0.1.bytes }
         detail("PCRs 0–7 predicted before the boot \(same ? "equal" : "DIFFER FROM") the vTPM's after it (PCR 7 \(hexString(values[7].bytes).prefix(16))…)")

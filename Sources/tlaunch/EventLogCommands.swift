@@ -250,7 +250,8 @@ struct EventLogCommand: ParsableCommand {
 }
 
 struct IMACommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ima", abstract: "Linux IMA runtime measurement lists.", subcommands: [Replay.self])
+    static let configuration = CommandConfiguration(commandName: "ima", abstract: "Linux IMA runtime measurement lists.",
+                                                    subcommands: [Replay.self])
 
     struct Replay: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -280,7 +281,8 @@ struct IMACommand: ParsableCommand {
                     "pcr10": Dictionary(uniqueKeysWithValues: state.pcr.map { (PCRValues.bankName($0.key), hexString($0.value)) }),
                     "pcr10Sha256PaddedSha1": hexString(state.sha256PaddedSHA1),
                     "violations": state.violations, "inconsistentEntries": state.inconsistentEntries,
-                    "newEntries": newEntries.map { ["index": $0.index, "template": $0.templateName, "templateHash": hexString($0.templateHash),
+                    "newEntries": newEntries.map { ["index": $0.index, "template": $0.templateName,
+                                                    "templateHash": hexString($0.templateHash),
                                                     "digest": "\($0.fileDigestAlgorithm):\(hexString($0.fileDigest))", "name": $0.fileName] as [String: Any] },
                 ]
                 if let t = log.incompleteTail { o["incompleteTail"] = t.description }

@@ -60,7 +60,8 @@ extension VariableStore {
         var options: [UInt8] = []
         for u in commandLine.utf16 { options.append(UInt8(u & 0xFF)); options.append(UInt8(u >> 8)) }
         options += [0, 0]
-        let entry = LoadOption(description: "Linux (direct kernel boot)", filePathList: [DevicePath(nodes: [DevicePath.filePathNode(path)])], optionalData: options)
+        let entry = LoadOption(description: "Linux (direct kernel boot)",
+                               filePathList: [DevicePath(nodes: [DevicePath.filePathNode(path)])], optionalData: options)
         try set("Boot0000", .globalVariable, attributes: 0x07, data: entry.encoded)
         try set("BootOrder", .globalVariable, attributes: 0x07, data: [0, 0])
     }
@@ -104,7 +105,8 @@ struct Predict: ParsableCommand {
             var object: [String: Any] = [
                 "firmware": firmware, "secureBootEnforced": report.secureBootEnforced, "pcrs": values,
                 "stages": report.stages.map { s -> [String: Any] in
-                    var o: [String: Any] = ["kind": s.kind.rawValue, "path": s.path, "loadedBy": s.loadedBy, "authenticodeSHA256": s.authenticodeSHA256]
+                    var o: [String: Any] = ["kind": s.kind.rawValue, "path": s.path, "loadedBy": s.loadedBy,
+                                            "authenticodeSHA256": s.authenticodeSHA256]
                     if let v = s.verifiedBy { o["verifiedBy"] = v }
                     if let a = s.authority { o["authority"] = a }
                     return o
@@ -114,7 +116,8 @@ struct Predict: ParsableCommand {
             if let k = report.kernel { object["kernel"] = k }
             if let c = report.kernelCommandLine { object["kernelCommandLine"] = c }
             object["initrds"] = report.initrds
-            if let f = report.failure { object["failure"] = ["code": f.code.rawValue, "stage": f.stage, "reason": f.reason, "path": f.path ?? ""] }
+            if let f = report.failure { object["failure"] = ["code": f.code.rawValue, "stage": f.stage, "reason": f.reason,
+                                                             "path": f.path ?? ""] }
             print(jsonText(object))
         } else {
             print("Secure Boot: \(report.secureBootEnforced ? "enforced" : "off")")
@@ -156,7 +159,8 @@ struct FirmwareCommand: ParsableCommand {
             if json {
                 var out: [String: [String: String]] = [:]
                 for v in values { out[PCRValues.bankName(v.bank), default: [:]][String(v.pcr)] = hexString(v.value) }
-                print(jsonText(["firmware": "\(VirtualFirmware.vendor) virtual UEFI firmware", "version": VirtualFirmware.version, "pcrs": out] as [String: Any]))
+                print(jsonText(["firmware": "\(VirtualFirmware.vendor) virtual UEFI firmware", "version": VirtualFirmware.version,
+                                "pcrs": out] as [String: Any]))
             } else {
                 print("\(VirtualFirmware.vendor) virtual UEFI firmware \(VirtualFirmware.version)")
                 for v in values { print("\(PCRValues.bankName(v.bank).padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(v.pcr).padding(toLength: 3, withPad: " ", startingAt: 0)) \(hexString(v.value))") }

@@ -24,7 +24,8 @@ struct API {
 
     func send(_ method: String, _ path: String, body: Data? = nil, contentType: String = "application/json") async throws -> Data {
         let (status, data): (Int, Data)
-        do { (status, data) = try await client.send(method, path, json: body, contentType: contentType, step: "\(method) \(path)") } catch let e as AgentError {
+        do { (status, data) = try await client.send(method, path, json: body, contentType: contentType,
+                                                    step: "\(method) \(path)") } catch let e as AgentError {
             throw Self.unreachable(e)
         }
         guard (200..<300).contains(status) else { throw Self.failure(status, data) }
@@ -65,7 +66,8 @@ struct API {
     func operation(_ vm: String, _ method: String, _ path: String, body: Data? = nil) async throws -> Data {
         let (status, data): (Int, Data)
         do {
-            (status, data) = try await client.send(method, path, json: body, headers: ["Prefer": "respond-async"], step: "\(method) \(path)")
+            (status, data) = try await client.send(method, path, json: body, headers: ["Prefer": "respond-async"],
+                                                   step: "\(method) \(path)")
         } catch let e as AgentError {
             throw Self.unreachable(e)
         }
@@ -150,10 +152,12 @@ enum Render {
     static func fleetRows(_ vms: [VMView]) -> [[String]] {
         // The HOST column when any VM is on a libvirt host.
         let hosts = vms.contains { $0.host != nil }
-        var rows = [["NAME", "POWER", "SECURITY TYPE", "SECURE BOOT", "VTPM", "INTEGRITY MONITORING", "BOOT INTEGRITY", "LAST ATTESTATION", "ALERTS"]]
+        var rows = [["NAME", "POWER", "SECURITY TYPE", "SECURE BOOT", "VTPM", "INTEGRITY MONITORING", "BOOT INTEGRITY", "LAST ATTESTATION",
+                     "ALERTS"]]
         if hosts { rows[0].insert("HOST", at: 2) }
         for v in vms {
-            var row = [v.name, v.powerState.rawValue + (v.storageInterruption == nil ? "" : " (!)"), securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
+            var row = [v.name, v.powerState.rawValue + (v.storageInterruption == nil ? "" : " (!)"),
+                       securityType(v.securityProfile.securityType), enabled(v.securityProfile.uefiSettings.secureBootEnabled),
                        enabled(v.securityProfile.uefiSettings.vTpmEnabled), enabled(v.integrityMonitoring.enabled),
                        v.integrityMonitoring.bootIntegrity.display, v.integrityMonitoring.lastAttestation ?? "-",
                        v.alerts.isEmpty ? "-" : "\(v.alerts.count) active"]
@@ -206,7 +210,8 @@ enum Render {
 struct VMCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vm", abstract: "Deploy and run VMs (Trusted Launch by default) and see their security.",
-        subcommands: [Create.self, List.self, Show.self, Start.self, Stop.self, Restart.self, Delete.self, Update.self, Disk.self, Baseline.self, Attest.self, Guest.self, Console.self,
+        subcommands: [Create.self, List.self, Show.self, Start.self, Stop.self, Restart.self, Delete.self, Update.self, Disk.self,
+                      Baseline.self, Attest.self, Guest.self, Console.self,
                                    RebindTPM.self])
 
     struct Create: AsyncParsableCommand {
@@ -214,8 +219,10 @@ struct VMCommand: AsyncParsableCommand {
         @Argument var name: String
         @Option(help: "The image (tlaunch image list). Default: sample-linux.") var image: String?
         @Option(help: "TrustedLaunch (default) or Standard. Chosen now: it cannot be changed later.") var securityType: String?
-        @Option(name: [.long, .customLong("enable-secure-boot")], help: "true (default for TrustedLaunch) or false (also as az's --enable-secure-boot).") var secureBoot: String?
-        @Option(name: [.customLong("vtpm"), .customLong("enable-vtpm")], help: "true (default for TrustedLaunch) or false (also --enable-vtpm).") var vtpm: String?
+        @Option(name: [.long, .customLong("enable-secure-boot")],
+                help: "true (default for TrustedLaunch) or false (also as az's --enable-secure-boot).") var secureBoot: String?
+        @Option(name: [.customLong("vtpm"), .customLong("enable-vtpm")],
+                help: "true (default for TrustedLaunch) or false (also --enable-vtpm).") var vtpm: String?
         @Option(name: [.long, .customLong("enable-integrity-monitoring")], help: "true or false (default); can be switched later (also --enable-integrity-monitoring).") var integrityMonitoring: String?
         @Option(help: "simulated (the built-in hypervisor), qemu (a real VM: QEMU + OVMF, its own agent inside) or libvirt (the same as a libvirt domain; the platform needs --libvirt-uri or --hypervisor libvirt).") var hypervisor: String?
         @Option(help: "Seconds between periodic attestations (default 300).") var attestationInterval: Int?
@@ -228,9 +235,11 @@ struct VMCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
 
         func run() async throws {
-            let req = DeployRequest(name: name, image: image, securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"),
+            let req = DeployRequest(name: name, image: image, securityType: securityType,
+                                    secureBoot: try parseBool(secureBoot, "--secure-boot"),
                                     vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
-                                    hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline, host: host)
+                                    hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline,
+                                    host: host)
             let api = try API(client)
             let vm = try api.decode(VMView.self, try await api.operation(name, "POST", "/v1/vms", body: try JSONEncoder().encode(req)))
             if json { try printJSON(vm); return }
@@ -316,9 +325,11 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete the VM: its disk and its vTPM state are destroyed.")
+        static let configuration = CommandConfiguration(commandName: "delete",
+                                                        abstract: "Delete the VM: its disk and its vTPM state are destroyed.")
         @Argument var name: String
-        @Flag(name: [.customShort("y"), .long], help: "Do not ask (a terminal is asked to confirm; scripts and pipes are not).") var yes = false
+        @Flag(name: [.customShort("y"), .long],
+              help: "Do not ask (a terminal is asked to confirm; scripts and pipes are not).") var yes = false
         @OptionGroup var client: ClientOptions
         func run() async throws {
             // On a terminal, the vTPM's keys and secrets being destroyed for good is confirmed first.
@@ -338,9 +349,12 @@ struct VMCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "update", abstract: "Change a VM's settings (integrity monitoring at any time; Secure Boot and vTPM while stopped).")
         @Argument var name: String
         @Option(help: "Refused: the security type is chosen at deployment.") var securityType: String?
-        @Option(name: [.long, .customLong("enable-secure-boot")], help: "true or false (TrustedLaunch VMs, while stopped; also --enable-secure-boot).") var secureBoot: String?
-        @Option(name: [.customLong("vtpm"), .customLong("enable-vtpm")], help: "true or false (TrustedLaunch VMs, while stopped; also --enable-vtpm).") var vtpm: String?
-        @Option(name: [.long, .customLong("enable-integrity-monitoring")], help: "true or false (needs the vTPM; also --enable-integrity-monitoring).") var integrityMonitoring: String?
+        @Option(name: [.long, .customLong("enable-secure-boot")],
+                help: "true or false (TrustedLaunch VMs, while stopped; also --enable-secure-boot).") var secureBoot: String?
+        @Option(name: [.customLong("vtpm"), .customLong("enable-vtpm")],
+                help: "true or false (TrustedLaunch VMs, while stopped; also --enable-vtpm).") var vtpm: String?
+        @Option(name: [.long, .customLong("enable-integrity-monitoring")],
+                help: "true or false (needs the vTPM; also --enable-integrity-monitoring).") var integrityMonitoring: String?
         @Option(help: "running or stopped: the simulated guest's attestation agent.") var guestAgent: String?
         @Option(help: "Seconds between periodic attestations.") var attestationInterval: Int?
         @Option(help: "Only if the VM is still at this version (from vm show --json).") var ifVersion: Int64?
@@ -348,7 +362,8 @@ struct VMCommand: AsyncParsableCommand {
         var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
-            let req = UpdateRequest(securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"), vTpm: try parseBool(vtpm, "--vtpm"),
+            let req = UpdateRequest(securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"),
+                                    vTpm: try parseBool(vtpm, "--vtpm"),
                                     integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"), guestAgent: guestAgent,
                                     attestationInterval: attestationInterval, version: ifVersion)
             guard req != UpdateRequest(version: ifVersion) else { throw ValidationError("nothing to change: give --secure-boot, --vtpm, --integrity-monitoring, --guest-agent or --attestation-interval") }
@@ -359,7 +374,8 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Disk: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "disk", abstract: "Change what is on a VM's boot disk.", subcommands: [Put.self])
+        static let configuration = CommandConfiguration(commandName: "disk", abstract: "Change what is on a VM's boot disk.",
+                                                        subcommands: [Put.self])
         struct Put: AsyncParsableCommand {
             static let configuration = CommandConfiguration(commandName: "put", abstract: "Write FILE to PATH on the VM's EFI System Partition (takes effect at the next boot).")
             @Argument var name: String
@@ -371,7 +387,8 @@ struct VMCommand: AsyncParsableCommand {
                 var allowed = CharacterSet.urlQueryAllowed
                 allowed.remove(charactersIn: "&=+#")
                 let q = path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path
-                _ = try await API(client).send("PUT", "/v1/vms/\(API.escape(name))/disk?path=\(q)", body: data, contentType: "application/octet-stream")
+                _ = try await API(client).send("PUT", "/v1/vms/\(API.escape(name))/disk?path=\(q)", body: data,
+                                               contentType: "application/octet-stream")
                 print("Wrote \(data.count) bytes to \(path) on \(name); it takes effect at the next boot (tlaunch vm restart \(name))")
             }
         }
@@ -415,7 +432,8 @@ struct VMCommand: AsyncParsableCommand {
             func run() async throws {
                 struct Body: Encodable { var attestationId: String? }
                 let api = try API(client)
-                let b = try await api.call("POST", "/v1/vms/\(API.escape(name))/baseline/approve", Body(attestationId: attestation), as: BaselineRecord.self)
+                let b = try await api.call("POST", "/v1/vms/\(API.escape(name))/baseline/approve", Body(attestationId: attestation),
+                                           as: BaselineRecord.self)
                 print("Approved attestation \(b.attestationID ?? "?") as the baseline of \(name) (\(b.components.count) components)")
                 let vm = try await api.get("/v1/vms/\(API.escape(name))", as: VMView.self)
                 print("Boot integrity: \(vm.integrityMonitoring.bootIntegrity.display); active alerts: \(vm.alerts.count)")
@@ -433,7 +451,8 @@ struct VMCommand: AsyncParsableCommand {
             }
         }
         struct Reset: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(commandName: "reset", abstract: "Forget the baseline: the next healthy boot is learned.")
+            static let configuration = CommandConfiguration(commandName: "reset",
+                                                            abstract: "Forget the baseline: the next healthy boot is learned.")
             @Argument var name: String
             @OptionGroup var client: ClientOptions
             func run() async throws {
@@ -444,7 +463,8 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Attest: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "attest", abstract: "Run the VM's guest attestation agent now and print each check.")
+        static let configuration = CommandConfiguration(commandName: "attest",
+                                                        abstract: "Run the VM's guest attestation agent now and print each check.")
         @Argument var name: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -485,7 +505,8 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Guest: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "guest", abstract: "What `tlaunch agent status` shows inside the (simulated) guest.")
+        static let configuration = CommandConfiguration(commandName: "guest",
+                                                        abstract: "What `tlaunch agent status` shows inside the (simulated) guest.")
         @Argument var name: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -498,7 +519,8 @@ struct VMCommand: AsyncParsableCommand {
 }
 
 struct ImageCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "image", abstract: "Images VMs are deployed from.", subcommands: [List.self, Show.self, Import.self, SampleKernel.self])
+    static let configuration = CommandConfiguration(commandName: "image", abstract: "Images VMs are deployed from.",
+                                                    subcommands: [List.self, Show.self, Import.self, SampleKernel.self])
 
     /// A file to put on a VM's disk for the README's stories: an OS update (another kernel build
     /// signed by the key sample-linux's shim trusts) or a tampered file (one nobody signed).
@@ -515,7 +537,8 @@ struct ImageCommand: AsyncParsableCommand {
             let keysDirectory = DataFolder.resolve(data).secureBootKeys
             let keys = try PlatformKeys.loadOrCreate(directory: keysDirectory)
             let bytes = unsigned ? try SampleImages.unsignedKernel(keys: keys, build: UInt8(build)) : try SampleImages.signedKernel(keys: keys, build: UInt8(build))
-            guard FileManager.default.createFile(atPath: output, contents: Data(bytes)) else { throw ValidationError("cannot write \(output)") }
+            guard FileManager.default.createFile(atPath: output,
+                                                 contents: Data(bytes)) else { throw ValidationError("cannot write \(output)") }
             print("\(output): sample-linux kernel build \(build), \(unsigned ? "unsigned" : "signed with the platform's vendor key (\(keysDirectory.path))"), \(bytes.count) bytes")
         }
     }
@@ -529,7 +552,8 @@ struct ImageCommand: AsyncParsableCommand {
             let images = try await API(client).get("/v1/images", as: [ImageInfo].self)
             if json { try printJSON(images); return }
             print(output.text([["NAME", "GENERATION", "SECURITY TYPES", "DESCRIPTION"]] + images.map {
-                [$0.name, "Gen \($0.generation) (\($0.generation == 2 ? "UEFI" : "BIOS"))", $0.generation == 2 ? "TrustedLaunch, Standard" : "Standard", $0.description]
+                [$0.name, "Gen \($0.generation) (\($0.generation == 2 ? "UEFI" : "BIOS"))",
+                 $0.generation == 2 ? "TrustedLaunch, Standard" : "Standard", $0.description]
             }))
         }
     }
@@ -574,7 +598,8 @@ struct ImageCommand: AsyncParsableCommand {
 }
 
 struct AlertCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "alert", abstract: "Integrity monitoring's alerts.", subcommands: [List.self, Show.self, Dismiss.self])
+    static let configuration = CommandConfiguration(commandName: "alert", abstract: "Integrity monitoring's alerts.",
+                                                    subcommands: [List.self, Show.self, Dismiss.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "Alerts, newest first.")
@@ -595,7 +620,8 @@ struct AlertCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "show", abstract: "An alert: the evidence, recommendations and mitigations.")
+        static let configuration = CommandConfiguration(commandName: "show",
+                                                        abstract: "An alert: the evidence, recommendations and mitigations.")
         @Argument var id: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -623,7 +649,8 @@ struct HostCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor libvirt).", subcommands: [Add.self, List.self, Remove.self])
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "add", abstract: "Add a libvirt host (it must answer: virsh -c URI nodeinfo).")
+        static let configuration = CommandConfiguration(commandName: "add",
+                                                        abstract: "Add a libvirt host (it must answer: virsh -c URI nodeinfo).")
         @Argument(help: "A name for the host.") var name: String
         @Argument(help: "Its libvirt URI: qemu:///system, qemu+ssh://root@HOST/system, qemu+tls://HOST/system, …") var uri: String
         @Option(help: "external (the platform's vTPM; QEMU on this machine only) or emulator (the host's swtpm: tlaunch vtpm install-swtpm there). Default: external on this machine, emulator elsewhere.") var tpm: String?
@@ -650,7 +677,8 @@ struct HostCommand: AsyncParsableCommand {
             if hosts.isEmpty { if output.chosen != .tsv { print("No libvirt hosts (tlaunch host add NAME URI)") }; return }
             print(output.text([["NAME", "STATE", "SINCE", "URI", "VTPM", "CPUS", "MEMORY", "VMS", "FREE", "DETAIL"]] + hosts.map { v in
                 let h = v.host
-                return [h.name, h.state.rawValue, Time.rfc3339(h.since), h.uri, h.tpm, String(h.cpus), "\(h.memoryMiB) MiB", "\(v.vms.count)\(v.vms.isEmpty ? "" : " (" + v.vms.joined(separator: ", ") + ")")",
+                return [h.name, h.state.rawValue, Time.rfc3339(h.since), h.uri, h.tpm, String(h.cpus), "\(h.memoryMiB) MiB",
+                        "\(v.vms.count)\(v.vms.isEmpty ? "" : " (" + v.vms.joined(separator: ", ") + ")")",
                         String(v.free), h.detail]
             }))
         }
@@ -675,7 +703,8 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 }
 
 struct ListOutput: ParsableArguments {
-    @Option(name: [.customShort("o"), .customLong("output")], help: "json, table (default) or tsv (tab-separated rows, no header).") var format: OutputFormat?
+    @Option(name: [.customShort("o"), .customLong("output")],
+            help: "json, table (default) or tsv (tab-separated rows, no header).") var format: OutputFormat?
     @Flag(help: "The same as -o json.") var json = false
     var chosen: OutputFormat { json ? .json : format ?? .table }
     var isJSON: Bool { chosen == .json }

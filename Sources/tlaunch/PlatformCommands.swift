@@ -27,7 +27,8 @@ struct EmbeddedPlatform {
     /// This process's hold on the data folder (released when it ends).
     let lock: PlatformLock
 
-    static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true, keepEvidence: Bool = true,
+    static func start(folder: DataFolder, host: String, port: Int, webhooks: [String], logLevel: Logger.Level, realVMs: Bool = true,
+                      keepEvidence: Bool = true,
                       libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil, signals: [UnixSignal] = [],
                       tls: ServeTLSOptions, say: @escaping @Sendable (String) -> Void) async throws -> EmbeddedPlatform {
         try folder.create()
@@ -45,7 +46,8 @@ struct EmbeddedPlatform {
         }
         var logger = Logger(label: "tlaunch.platform")
         logger.logLevel = logLevel
-        let fleet = Fleet(store: try await FleetStore(backend: sql.backend), service: service, dataFolder: folder, hostKey: try HostKey.loadOrCreate(folder: folder),
+        let fleet = Fleet(store: try await FleetStore(backend: sql.backend), service: service, dataFolder: folder,
+                          hostKey: try HostKey.loadOrCreate(folder: folder),
                           authority: try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA),
                           webhooks: WebhookNotifier(urls: urls, key: try HostKey.webhookKey(folder: folder), logger: logger), logger: logger,
                           qemu: realVMs ? await QEMUInstallation.detect() : nil, libvirt: libvirt, progress: { say($0) })
@@ -63,7 +65,8 @@ struct EmbeddedPlatform {
             throw CLIError("\(why) — is another tlaunch (or another server) using the port? Use --listen HOST:PORT")
         }
         // The relay reaches the service as this host's CLI does.
-        fleet.attach(serviceURL: recordLocalURL(folder, scheme: serverTLS == nil ? "http" : "https", host: host, port: server.port), tls: clientTLS)
+        fleet.attach(serviceURL: recordLocalURL(folder, scheme: serverTLS == nil ? "http" : "https", host: host, port: server.port),
+                     tls: clientTLS)
         // The platform's own libvirt connection is a host like the others (tlaunch host list).
         if let (connection, backend) = libvirt { await fleet.registerPlatformHost(uri: connection.uri, tpm: backend) }
         return EmbeddedPlatform(folder: folder, service: service, fleet: fleet, server: server, admin: admin, lock: lock)
@@ -102,7 +105,8 @@ func emitJSON(_ v: some Encodable) throws { emit(try prettyJSON(v)) }
 
 /// `tlaunch webhook secret URL`: the secret a webhook receiver verifies deliveries with.
 struct WebhookCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "webhook", abstract: "Webhook receivers: the secret each one verifies its deliveries with.",
+    static let configuration = CommandConfiguration(commandName: "webhook",
+                                                    abstract: "Webhook receivers: the secret each one verifies its deliveries with.",
                                                     subcommands: [Secret.self])
 
     struct Secret: AsyncParsableCommand {
@@ -143,7 +147,8 @@ struct Up: AsyncParsableCommand {
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
-        guard ["auto", "qemu", "libvirt", "simulated"].contains(hypervisor) else { throw ValidationError("--hypervisor is auto, qemu, libvirt or simulated") }
+        guard ["auto", "qemu", "libvirt",
+               "simulated"].contains(hypervisor) else { throw ValidationError("--hypervisor is auto, qemu, libvirt or simulated") }
         guard let backend = LibvirtTPMBackend(rawValue: libvirtTPM) else { throw ValidationError("--libvirt-tpm is external or emulator") }
         var libvirt: (LibvirtConnection, LibvirtTPMBackend)?
         if hypervisor == "libvirt" || libvirtURI != nil {
@@ -172,7 +177,8 @@ struct Up: AsyncParsableCommand {
             }
             if real { detail("real VMs: QEMU with \(p.fleet.qemu?.accelerator ?? "?") — each boot takes about a minute under TCG") }
             let realHypervisor = hypervisor == "libvirt" ? FleetRules.libvirt : FleetRules.qemu
-            if let alert = try await SampleFleet.deploy(p.fleet, interval: attestationInterval, realVMs: real, realHypervisor: realHypervisor, say: { detail($0) }) {
+            if let alert = try await SampleFleet.deploy(p.fleet, interval: attestationInterval, realVMs: real,
+                                                        realHypervisor: realHypervisor, say: { detail($0) }) {
                 detail("integrity monitoring raised \(alert.severity.rawValue) alert \(alert.id): \(alert.title)")
             }
         } else {
@@ -212,7 +218,8 @@ struct PlatformDemo: AsyncParsableCommand {
         let root = data.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-demo-\(UUID().uuidString.prefix(8))")
         let folder = DataFolder(root: root)
         say("Starting an embedded platform (SQLite, simulated hypervisor, vTPMs, attestation service) in \(root.path)")
-        let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: [], logLevel: .error, tls: tls, say: { detail($0) })
+        let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: [], logLevel: .error, tls: tls,
+                                                 say: { detail($0) })
         defer { if data == nil { try? FileManager.default.removeItem(at: root) } }
         do {
             try await story(p)
@@ -302,7 +309,8 @@ struct PlatformDemo: AsyncParsableCommand {
         let name = "real-01"
         say("tlaunch vm create \(name) --image debian-12 --hypervisor qemu --integrity-monitoring true --baseline predicted")
         detail("a real VM (QEMU \(qemu.accelerator)\(qemu.accelerator == "tcg" ? ": about a minute" : "")): OVMF with Secure Boot, shim → grub → kernel, our vTPM, the agent in its initramfs")
-        let vm = try await fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu", baseline: "predicted"))
+        let vm = try await fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu",
+                                                      baseline: "predicted"))
         guard vm.powerState == .running else { throw CLIError("\(name) did not boot: \(vm.lastBoot?.failure ?? "?")") }
         detail("boot \(vm.lastBoot?.number ?? 0): \(vm.lastBoot?.firmware ?? "?"); Secure Boot \(vm.lastBoot?.secureBootEnforced == true ? "enforced" : "not enforced"); boot integrity \(vm.bootIntegrity.display)")
         say("tlaunch vm console \(name)   (the agent's own lines, inside the guest)")
@@ -324,6 +332,7 @@ struct PlatformDemo: AsyncParsableCommand {
             if status != nil { break }
             try await Task.sleep(for: .milliseconds(500))
         }
-        if let status { emit(AgentCommand.Status.render(status), terminator: "") } else { detail("the guest has not reported its status yet") }
+        if let status { emit(AgentCommand.Status.render(status),
+                             terminator: "") } else { detail("the guest has not reported its status yet") }
     }
 }

@@ -79,7 +79,8 @@ struct SecureBootCommand: ParsableCommand {
             let (pk, kek, db) = try set.databases()
             for (key, esl) in zip(set.keys, [pk, kek, db]) {
                 let base = output + "/" + key.name
-                guard FileManager.default.createFile(atPath: base + ".key", contents: Data(key.privateKeyPEM.utf8), attributes: [.posixPermissions: 0o600]),
+                guard FileManager.default.createFile(atPath: base + ".key", contents: Data(key.privateKeyPEM.utf8),
+                                                     attributes: [.posixPermissions: 0o600]),
                       FileManager.default.createFile(atPath: base + ".pem", contents: Data(key.certificatePEM.utf8)),
                       FileManager.default.createFile(atPath: base + ".esl", contents: Data(esl.encoded)) else {
                     throw ValidationError("cannot write into \(output)")
@@ -90,7 +91,8 @@ struct SecureBootCommand: ParsableCommand {
     }
 
     struct Sign: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "sign", abstract: "Add an Authenticode signature to a PE image (like sbsign).")
+        static let configuration = CommandConfiguration(commandName: "sign",
+                                                        abstract: "Add an Authenticode signature to a PE image (like sbsign).")
         @Argument(help: "The PE image.") var image: String
         @Option(help: "The signer's private key (PEM, unencrypted: RSA, P-256 or P-384).") var key: String
         @Option(help: "The signer's certificate (PEM or DER).") var cert: String
@@ -107,7 +109,8 @@ struct SecureBootCommand: ParsableCommand {
     }
 
     struct Vars: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "vars", abstract: "OVMF variable stores.", subcommands: [Show.self, Enroll.self, Update.self])
+        static let configuration = CommandConfiguration(commandName: "vars", abstract: "OVMF variable stores.",
+                                                        subcommands: [Show.self, Enroll.self, Update.self])
 
         struct Enroll: ParsableCommand {
             static let configuration = CommandConfiguration(
@@ -136,7 +139,8 @@ struct SecureBootCommand: ParsableCommand {
                 }
                 guard !sets[0].lists.isEmpty else { throw ValidationError("no PK: give --pk (or --keys-from); without a PK the firmware stays in setup mode") }
                 try store.enroll(pk: sets[0], kek: sets[1], db: sets[2], dbx: sets[3])
-                guard FileManager.default.createFile(atPath: output, contents: Data(store.bytes)) else { throw ValidationError("cannot write \(output)") }
+                guard FileManager.default.createFile(atPath: output,
+                                                     contents: Data(store.bytes)) else { throw ValidationError("cannot write \(output)") }
                 print("wrote \(output): PK \(sets[0].certificates.count), KEK \(sets[1].certificates.count), db \(sets[2].certificates.count) certificates, dbx \(sets[3].lists.reduce(0) { $0 + $1.entries.count }) entries")
             }
 
@@ -166,13 +170,15 @@ struct SecureBootCommand: ParsableCommand {
                 let before = (variable == "dbx" ? store.dbx : variable == "db" ? store.db : variable == "KEK" ? store.kek : store.pk).lists.reduce(0) { $0 + $1.entries.count }
                 let signer = try store.apply(AuthenticatedVariableUpdate(readFile(update)), to: variable)
                 let after = (variable == "dbx" ? store.dbx : variable == "db" ? store.db : variable == "KEK" ? store.kek : store.pk).lists.reduce(0) { $0 + $1.entries.count }
-                guard FileManager.default.createFile(atPath: output, contents: Data(store.bytes)) else { throw ValidationError("cannot write \(output)") }
+                guard FileManager.default.createFile(atPath: output,
+                                                     contents: Data(store.bytes)) else { throw ValidationError("cannot write \(output)") }
                 print("\(variable): \(before) → \(after) entries; authorised by \(signer.subject)")
             }
         }
 
         struct Show: ParsableCommand {
-            static let configuration = CommandConfiguration(commandName: "show", abstract: "PK, KEK, db, dbx, Secure Boot and boot entries of an OVMF_VARS*.fd.")
+            static let configuration = CommandConfiguration(commandName: "show",
+                                                            abstract: "PK, KEK, db, dbx, Secure Boot and boot entries of an OVMF_VARS*.fd.")
             @Argument(help: "The variable store.") var file: String
             @Flag(help: "JSON output (see README).") var json = false
 
@@ -185,11 +191,13 @@ struct SecureBootCommand: ParsableCommand {
                 func hashes(_ db: SignatureDatabase) -> Int { db.lists.filter { $0.type != .certX509 }.reduce(0) { $0 + $1.entries.count } }
                 let live = store.variables.filter(\.isLive)
                 if json {
-                    var o: [String: Any] = ["authenticated": store.isAuthenticated, "secureBootWillBeEnabled": store.secureBootWillBeEnabled]
+                    var o: [String: Any] = ["authenticated": store.isAuthenticated,
+                                            "secureBootWillBeEnabled": store.secureBootWillBeEnabled]
                     for (name, db) in [("PK", store.pk), ("KEK", store.kek), ("db", store.db), ("dbx", store.dbx)] {
                         o[name] = ["certificates": certs(db), "hashes": hashes(db)] as [String: Any]
                     }
-                    o["variables"] = live.map { ["name": $0.name, "guid": $0.vendorGUID.description, "attributes": $0.attributes, "size": $0.data.count] as [String: Any] }
+                    o["variables"] = live.map { ["name": $0.name, "guid": $0.vendorGUID.description, "attributes": $0.attributes,
+                                                 "size": $0.data.count] as [String: Any] }
                     print(jsonText(o))
                     return
                 }

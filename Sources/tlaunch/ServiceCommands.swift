@@ -42,7 +42,8 @@ struct Serve: AsyncParsableCommand {
         """)
     @Option(help: "HOST:PORT to listen on.") var listen = "127.0.0.1:8080"
     @OptionGroup var storage: DataOptions
-    @Option(name: .customLong("trust-ek-ca"), help: "A PEM file of EK CA certificates (roots and intermediates) to trust besides the platform's vTPM CA; repeatable.")
+    @Option(name: .customLong("trust-ek-ca"),
+            help: "A PEM file of EK CA certificates (roots and intermediates) to trust besides the platform's vTPM CA; repeatable.")
     var trustEKCA: [String] = []
     @Option(help: "The token issuer (iss) and public URL. Default: http://LISTEN.") var issuer: String?
     @Option(help: "Token lifetime in seconds (short: a token says what booted, not what runs now).") var tokenLifetime: Int = 300
@@ -61,11 +62,13 @@ struct Serve: AsyncParsableCommand {
         let (serverTLS, _) = try tls.resolve(folder: folder, host: host, warn: { FileHandle.standardError.write(Data("\($0)\n".utf8)) })
         let scheme = serverTLS == nil ? "http" : "https"
         let service = try await Self.makeService(storage: storage, trustEKCA: trustEKCA, issuer: issuer ?? "\(scheme)://\(listen)",
-                                                 tokenLifetime: tokenLifetime, tokenAudience: tokenAudience, nonceLifetime: nonceLifetime, keepEvidence: !noKeepEvidence)
+                                                 tokenLifetime: tokenLifetime, tokenAudience: tokenAudience, nonceLifetime: nonceLifetime,
+                                                 keepEvidence: !noKeepEvidence)
         _ = try await Self.adminToken(folder: folder, service: service)
         var logger = Logger(label: "tlaunch.serve")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        let app = try APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger, tls: serverTLS) { actual in
+        let app = try APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger,
+                                            tls: serverTLS) { actual in
             FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on \(scheme)://\(host):\(actual) (storage: \(service.storageKind); admin token: \(folder.adminToken.path))\n".utf8))
             _ = recordLocalURL(folder, scheme: scheme, host: host, port: actual)
         }
@@ -74,14 +77,16 @@ struct Serve: AsyncParsableCommand {
         var groupLog = Logger(label: "tlaunch.serve.group")
         groupLog.logLevel = .error
         let services: [any Service] = (service.store as? SQLStore).map { [StorageService($0.backend)] } ?? []
-        try await ServiceGroup(configuration: .init(services: services + [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: groupLog)).run()
+        try await ServiceGroup(configuration: .init(services: services + [app], gracefulShutdownSignals: [.sigterm, .sigint],
+                                                    logger: groupLog)).run()
     }
 
     /// The local admin token: created once (0600, readable only by this user), then read.
     static func adminToken(folder: DataFolder, service: AttestationService) async throws -> String {
         if !FileManager.default.fileExists(atPath: folder.adminToken.path) {
             let token = try await service.createAPIToken(role: .admin, vm: nil)
-            _ = FileManager.default.createFile(atPath: folder.adminToken.path, contents: Data((token + "\n").utf8), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: folder.adminToken.path, contents: Data((token + "\n").utf8),
+                                               attributes: [.posixPermissions: 0o600])
         }
         return try String(contentsOf: folder.adminToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -94,7 +99,8 @@ struct Serve: AsyncParsableCommand {
         var roots = [vtpmCA.root], intermediates = [vtpmCA.intermediate]
         for file in trustEKCA {
             let text: String
-            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch { throw ValidationError("--trust-ek-ca \(file): cannot read it") }
+            do { text = try String(contentsOfFile: file,
+                                   encoding: .utf8) } catch { throw ValidationError("--trust-ek-ca \(file): cannot read it") }
             let certs: [Certificate]
             do { certs = try PEMDocument.parseMultiple(pemString: text).map { try Certificate(pemDocument: $0) } } catch {
                 throw ValidationError("--trust-ek-ca \(file): not PEM certificates: \(error)")
@@ -110,7 +116,8 @@ struct Serve: AsyncParsableCommand {
         do {
             sealer = try KeySealer.fromEnvironment() ?? KeySealer(key: try HostKey.loadOrCreate(folder: folder, file: folder.root.appendingPathComponent("token-keys.key")))
         } catch let e as AttestationServiceError { throw CLIError(e.message) }
-        let service = AttestationService(store: store, anchors: TrustAnchors(roots: roots, intermediates: intermediates), akCA: akCA, issuer: issuer,
+        let service = AttestationService(store: store, anchors: TrustAnchors(roots: roots, intermediates: intermediates), akCA: akCA,
+                                         issuer: issuer,
                                          nonceLifetime: TimeInterval(nonceLifetime), tokenLifetime: TimeInterval(tokenLifetime), tokenAudience: tokenAudience,
                                          keepEvidence: keepEvidence, keySealer: sealer)
         // Fail at start, not at the first attestation, when the keys do not open with this key.
@@ -123,7 +130,8 @@ struct Serve: AsyncParsableCommand {
 }
 
 struct TokenCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "token", abstract: "API tokens for the attestation service: create, list, revoke.",
+    static let configuration = CommandConfiguration(commandName: "token",
+                                                    abstract: "API tokens for the attestation service: create, list, revoke.",
                                                     subcommands: [Create.self, List.self, Revoke.self])
 
     /// "90s", "15m", "12h", "30d" (or plain seconds).
@@ -281,7 +289,8 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     struct Run: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "run", abstract: "Attest at start and every --interval seconds, retrying with backoff.")
+        static let configuration = CommandConfiguration(commandName: "run",
+                                                        abstract: "Attest at start and every --interval seconds, retrying with backoff.")
         @OptionGroup var options: Options
         @Option(help: "Seconds between attestations.") var interval: Int = 300
         func run() async throws {

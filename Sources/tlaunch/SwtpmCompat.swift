@@ -28,7 +28,8 @@ enum SwtpmCompat {
 
     /// `swtpm_setup --print-capabilities`.
     static func setupCapabilities() -> String {
-        document(type: "swtpm_setup", features: ["tpm-2.0", "cmdarg-keyfile-fd", "cmdarg-pwdfile-fd", "cmdarg-write-ek-cert-files", "tpm2-rsa-keysize-2048"])
+        document(type: "swtpm_setup",
+                 features: ["tpm-2.0", "cmdarg-keyfile-fd", "cmdarg-pwdfile-fd", "cmdarg-write-ek-cert-files", "tpm2-rsa-keysize-2048"])
     }
 
     static func document(type: String, features: [String]) -> String {
@@ -217,7 +218,8 @@ extension VTPMCommand {
             """
         )
         @Flag(help: "TPM 2.0 (required).") var tpm2 = false
-        @Option(name: [.customLong("tpm-state"), .customLong("tpmstate")], help: "DIR, dir://DIR or file://FILE: where the state is written.") var tpmState: String?
+        @Option(name: [.customLong("tpm-state"), .customLong("tpmstate")],
+                help: "DIR, dir://DIR or file://FILE: where the state is written.") var tpmState: String?
         @Option(help: "NAME[:UUID]: the VM (logged).") var vmid: String?
         @Option(help: "PATH: log file.") var logfile: String?
         @Flag(help: "Create the EKs (always done).") var createek = false
@@ -401,7 +403,8 @@ extension VTPMCommand {
                 // cannot rename or remove anything else in it (the platform's database, tokens).
                 var paths = [folder.hostKey.path, folder.vtpmCA.path]
                 paths += ((try? fm.contentsOfDirectory(atPath: folder.vtpmCA.path)) ?? []).map { folder.vtpmCA.appendingPathComponent($0).path }
-                for p in paths { guard chown(p, uid, gid) == 0 else { throw ValidationError("chown \(p): \(String(cString: strerror(errno)))") } }
+                for p in paths { guard chown(p, uid,
+                                             gid) == 0 else { throw ValidationError("chown \(p): \(String(cString: strerror(errno)))") } }
                 var st = stat()
                 if stat(folder.root.path, &st) == 0 { chmod(folder.root.path, (st.st_mode & 0o7700) | 0o011) }
                 print("\(folder.root.path): its host key and vTPM CA now belong to \(user); the folder is traversable (0711)")
@@ -584,7 +587,8 @@ final class ControlConnection {
             var addr = sockaddr_in()
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) == 1 else { close(fd); throw IoctlFailure(message: "\(host) is not an IPv4 address") }
+            guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host,
+                            &addr.sin_addr) == 1 else { close(fd); throw IoctlFailure(message: "\(host) is not an IPv4 address") }
             let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
             guard rc == 0 else { let m = String(cString: strerror(errno)); close(fd); throw IoctlFailure(message: "cannot connect to \(host):\(port): \(m)") }
         }

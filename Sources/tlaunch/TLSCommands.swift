@@ -46,7 +46,8 @@ struct ServeTLSOptions: ParsableArguments {
                 trust.certificatePEM = relay.certificatePEM; trust.keyPEM = relay.keyPEM
                 if !FileManager.default.fileExists(atPath: folder.adminClientKey.path) {
                     let admin = try ca.issueClient(name: "tlaunch admin")
-                    guard FileManager.default.createFile(atPath: folder.adminClientKey.path, contents: Data(admin.keyPEM.utf8), attributes: [.posixPermissions: 0o600]),
+                    guard FileManager.default.createFile(atPath: folder.adminClientKey.path, contents: Data(admin.keyPEM.utf8),
+                                                         attributes: [.posixPermissions: 0o600]),
                           FileManager.default.createFile(atPath: folder.adminClientCertificate.path, contents: Data(admin.certificatePEM.utf8), attributes: [.posixPermissions: 0o644]) else {
                         throw CLIError("cannot write the admin's client certificate in \(folder.tls.path)")
                     }
@@ -70,7 +71,8 @@ struct TLSCommand: AsyncParsableCommand {
         func run() async throws {
             let folder = DataFolder.resolve(data)
             try folder.create()
-            do { print(try PlatformTLS.loadOrCreate(directory: folder.tls).caPEM, terminator: "") } catch let e as TLSSetupError { throw CLIError(e.message) }
+            do { print(try PlatformTLS.loadOrCreate(directory: folder.tls).caPEM,
+                       terminator: "") } catch let e as TLSSetupError { throw CLIError(e.message) }
         }
     }
 
@@ -88,7 +90,8 @@ struct TLSCommand: AsyncParsableCommand {
                 let issued = try PlatformTLS.loadOrCreate(directory: folder.tls).issueClient(name: name, days: days)
                 let dir = URL(fileURLWithPath: out)
                 let cert = dir.appendingPathComponent("\(name).pem"), key = dir.appendingPathComponent("\(name).key")
-                guard FileManager.default.createFile(atPath: key.path, contents: Data(issued.keyPEM.utf8), attributes: [.posixPermissions: 0o600]),
+                guard FileManager.default.createFile(atPath: key.path, contents: Data(issued.keyPEM.utf8),
+                                                     attributes: [.posixPermissions: 0o600]),
                       FileManager.default.createFile(atPath: cert.path, contents: Data(issued.certificatePEM.utf8)) else {
                     throw CLIError("cannot write \(cert.path) and \(key.path)")
                 }

@@ -10,7 +10,8 @@ struct TPMCommand: AsyncParsableCommand {
     )
 
     struct Info: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "info", abstract: "Manufacturer, firmware, algorithms, PCR banks and EK certificates.")
+        static let configuration = CommandConfiguration(commandName: "info",
+                                                        abstract: "Manufacturer, firmware, algorithms, PCR banks and EK certificates.")
         @OptionGroup var connection: TCTIOptions
         @Flag(help: "Print JSON.") var json = false
 
@@ -67,7 +68,8 @@ struct TPMCommand: AsyncParsableCommand {
     }
 
     struct RCDecode: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "rc-decode", abstract: "Explain a TPM response code, as tpm2_rc_decode does.")
+        static let configuration = CommandConfiguration(commandName: "rc-decode",
+                                                        abstract: "Explain a TPM response code, as tpm2_rc_decode does.")
         @Argument(help: "The response code, e.g. 0x9a2 or 2466.") var code: String
 
         func run() throws {

@@ -109,7 +109,8 @@ struct VTPMCommand: AsyncParsableCommand {
             }
         }
 
-        func serve(options initial: VTPMServer.Options, state: SwtpmCompat.StateLocation, flagSet: Set<String>, logger: SwtpmCompat.Log) async throws {
+        func serve(options initial: VTPMServer.Options, state: SwtpmCompat.StateLocation, flagSet: Set<String>,
+                   logger: SwtpmCompat.Log) async throws {
             var options = initial
             if logger.level >= 5 {
                 // Level 5 and above: every command and response in hex, as swtpm logs them.
@@ -165,7 +166,8 @@ struct VTPMCommand: AsyncParsableCommand {
             defer { for p in argv { free(p) } }
             var child: pid_t = 0
             let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-            guard posix_spawn(&child, exe, &actions, &attr, argv, environ) == 0 else { throw ValidationError("--daemon: cannot start the background process") }
+            guard posix_spawn(&child, exe, &actions, &attr, argv,
+                              environ) == 0 else { throw ValidationError("--daemon: cannot start the background process") }
             for _ in 0..<500 {
                 if canConnect(probe) { Foundation.exit(0) }
                 usleep(20_000)

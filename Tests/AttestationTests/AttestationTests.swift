@@ -22,7 +22,8 @@ struct BootedVM {
         let keys = try PlatformKeys.loadOrCreate(directory: keysDir)
         let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
         let tpm = VirtualTPM.ephemeral()
-        let report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: secureBoot, variables: vars, banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
+        let report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: secureBoot, variables: vars,
+                                                                    banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
         #expect(report.succeeded)
         let client = TPMClient(transport: InProcessTransport(tpm))
         let ek = try await client.createEK(.eccP256)
@@ -101,7 +102,8 @@ struct AttestationTests {
         let good = try await vm.evidence(nonce: nonce)
 
         // A replayed answer to an earlier nonce.
-        let replayed = AttestationVerifier.verify(good, akPublic: vm.ak.publicArea, expectedNonce: Array(SHA256.hash(data: Data("nonce-3".utf8))))
+        let replayed = AttestationVerifier.verify(good, akPublic: vm.ak.publicArea,
+                                                  expectedNonce: Array(SHA256.hash(data: Data("nonce-3".utf8))))
         #expect(replayed.failure?.name == "nonce")
 
         // A quote signed by another AK.
@@ -120,7 +122,8 @@ struct AttestationTests {
         // A tampered event log (one digest changed): it no longer replays to the quote.
         var log = try EventLog(parsing: vm.log)
         let i = try #require(log.events.lastIndex { $0.pcrIndex == 4 })
-        log.events[i].digests = log.events[i].digests.map { TaggedDigest($0.algorithm, [UInt8](repeating: 0xAB, count: $0.digest.count)[...]) }
+        log.events[i].digests = log.events[i].digests.map { TaggedDigest($0.algorithm,
+                                                                         [UInt8](repeating: 0xAB, count: $0.digest.count)[...]) }
         let tampered = try await vm.evidence(nonce: nonce, log: try log.encoded())
         let r = AttestationVerifier.verify(tampered, akPublic: vm.ak.publicArea, expectedNonce: nonce)
         #expect(r.failure?.name == "replay" && r.failure?.reason.contains("PCR 4") == true, "\(r.failure?.reason ?? "")")

@@ -8,7 +8,8 @@ import Testing
 /// kind this build does not name (by an older or newer version) still decodes — and still compares.
 @Suite struct ComponentKindTests {
     @Test func storedBaselinesKeepKindsThisBuildDoesNotName() throws {
-        let mine = BaselineComponent(key: "PCR 8 kernel command line 1", pcr: 8, kind: .kernelCommandLine, name: "kernel command line", value: "ro quiet")
+        let mine = BaselineComponent(key: "PCR 8 kernel command line 1", pcr: 8, kind: .kernelCommandLine, name: "kernel command line",
+                                     value: "ro quiet")
         let json = String(decoding: try JSONEncoder().encode([mine]), as: UTF8.self)
         #expect(json.contains("\"kind\":\"kernel-command-line\""), "\(json)")
         #expect(try JSONDecoder().decode([BaselineComponent].self, from: Data(json.utf8)) == [mine])

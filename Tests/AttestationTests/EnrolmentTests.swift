@@ -22,7 +22,8 @@ struct EnrolmentTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tl-enrol-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let authority = try VTPMCertificateAuthority.loadOrCreate(directory: ca ?? dir.appendingPathComponent("ca"))
-        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm.state").path, hostKey: [UInt8](repeating: 9, count: 32), authority: authority)
+        let tpm = try await VirtualTPM.open(stateFile: dir.appendingPathComponent("vm.state").path,
+                                            hostKey: [UInt8](repeating: 9, count: 32), authority: authority)
         _ = tpm.handle([0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x44, 0, 0])   // TPM2_Startup(CLEAR), as firmware does
         let client = TPMClient(transport: InProcessTransport(tpm))
         let cert = try #require(try await client.readEKCertificate(.eccP256))
@@ -57,7 +58,8 @@ struct EnrolmentTests {
         defer { try? FileManager.default.removeItem(at: second.dir) }
         let e2 = await #expect(throws: EnrolmentError.self) {
             _ = try await Enrolment.validateEK(certificate: vm.ekCertificate, ekPublic: second.ek.publicArea,
-                                               anchors: TrustAnchors(roots: [vm.authority.root], intermediates: [vm.authority.intermediate]))
+                                               anchors: TrustAnchors(roots: [vm.authority.root],
+                                                                     intermediates: [vm.authority.intermediate]))
         }
         #expect(e2?.reason.contains("another key") == true)
     }
@@ -69,7 +71,8 @@ struct EnrolmentTests {
         defer { try? FileManager.default.removeItem(at: b.dir) }
         // The agent claims A's EK with B's AK: the credential is made for A's EK; B cannot open it.
         let (_, blob, enc) = try Enrolment.challenge(ekPublic: a.ek.publicArea, akPublic: b.ak.publicArea)
-        await #expect(throws: TPMError.self) { _ = try await b.client.activateCredential(ak: b.ak.object, ek: b.ek, blob: blob, secret: enc) }
+        await #expect(throws: TPMError.self) { _ = try await b.client.activateCredential(ak: b.ak.object, ek: b.ek, blob: blob,
+                                                                                         secret: enc) }
         // And an EK (restricted decryption key) is not an attestation key.
         #expect(throws: EnrolmentError.self) { _ = try Enrolment.challenge(ekPublic: a.ek.publicArea, akPublic: a.ek.publicArea) }
     }

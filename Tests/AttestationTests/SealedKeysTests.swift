@@ -34,14 +34,16 @@ import VirtualTPM
             #expect(try await sealed.keys().signing.signingKey.keyID == before)
             let kid = try await sealed.rotateKey()
             let rows = try await store.signingKeys()
-            #expect(rows.count == 2 && rows.allSatisfy { KeySealer.isSealed($0.privateKey) && !$0.privateKey.contains("PRIVATE KEY") }, "\(rows.map(\.privateKey))")
+            #expect(rows.count == 2 && rows.allSatisfy { KeySealer.isSealed($0.privateKey) && !$0.privateKey.contains("PRIVATE KEY") },
+                    "\(rows.map(\.privateKey))")
             #expect(try await sealed.keys().signing.signingKey.keyID == kid)
 
             // Without the key, or with another, the service refuses with what to give it.
             await #expect { _ = try await service(store, folder, sealer: nil).keys() } throws: { e in
                 "\(e)".contains("sealed") && "\(e)".contains("TLAUNCH_KEY")
             }
-            await #expect { _ = try await service(store, folder, sealer: try KeySealer(key: [UInt8](repeating: 7, count: 32))).keys() } throws: { e in
+            await #expect { _ = try await service(store, folder,
+                                                  sealer: try KeySealer(key: [UInt8](repeating: 7, count: 32))).keys() } throws: { e in
                 "\(e)".contains("does not open")
             }
             // A sealed key copied onto another key's row does not open: the seal names its kid.

@@ -37,7 +37,8 @@ enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     static func postgresURL(sourceLocation: SourceLocation = #_sourceLocation) -> String? {
         if let url = ProcessInfo.processInfo.environment["TLAUNCH_TEST_POSTGRES"], !url.isEmpty { return url }
-        if Interop.required { Issue.record("TLAUNCH_TEST_POSTGRES is not set: scripts/test.sh starts PostgreSQL (scripts/postgres.sh)", sourceLocation: sourceLocation) }
+        if Interop.required { Issue.record("TLAUNCH_TEST_POSTGRES is not set: scripts/test.sh starts PostgreSQL (scripts/postgres.sh)",
+                                           sourceLocation: sourceLocation) }
         return nil
     }
 
@@ -62,7 +63,8 @@ struct Platform {
     let server: RunningServer
     let admin: String
 
-    static func start(_ backend: Backend, store: SQLStore? = nil, dir: URL? = nil, trust extra: [Certificate] = []) async throws -> Platform? {
+    static func start(_ backend: Backend, store: SQLStore? = nil, dir: URL? = nil,
+                      trust extra: [Certificate] = []) async throws -> Platform? {
         let dir = dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("tl-svc-\(UUID().uuidString)")
         let folder = DataFolder(root: dir)
         try folder.create()
@@ -70,9 +72,11 @@ struct Platform {
         if chosen == nil { chosen = try await backend.makeStore(dir: dir) }
         guard let store = chosen else { return nil }
         let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
-        let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root] + extra.filter { $0.subject == $0.issuer },
+        let service = AttestationService(store: store,
+                                         anchors: TrustAnchors(roots: [authority.root] + extra.filter { $0.subject == $0.issuer },
                                                                              intermediates: [authority.intermediate] + extra.filter { $0.subject != $0.issuer }),
-                                         akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "https://attest.tlaunch.test")
+                                         akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA),
+                                         issuer: "https://attest.tlaunch.test")
         let server = try await RunningServer.start(service: service)
         let admin = try await AttestationService.createAPIToken(store: store, role: .admin, vm: nil)
         return Platform(dir: dir, folder: folder, authority: authority, service: service, server: server, admin: admin)
@@ -80,7 +84,8 @@ struct Platform {
 
     /// Clients wait up to 10 minutes: the suite runs QEMU, swtpm and builds next to these
     /// in-process servers on two cores, so an answer comes late under load, not never.
-    func client(_ token: String?) -> ServiceClient { var c = ServiceClient.pinned(baseURL: server.url, token: token, tls: nil); c.patient = true; return c }
+    func client(_ token: String?) -> ServiceClient { var c = ServiceClient.pinned(baseURL: server.url, token: token,
+                                                                                  tls: nil); c.patient = true; return c }
     func token(_ role: APITokenRecord.Role, vm: String? = nil) async throws -> String {
         try await AttestationService.createAPIToken(store: service.store, role: role, vm: vm)
     }
@@ -106,7 +111,8 @@ final class Guest: @unchecked Sendable {
     var log: [UInt8]
     let keys: PlatformKeys
 
-    init(tpm: VirtualTPM, client: TPMClient, log: [UInt8], keys: PlatformKeys) { self.tpm = tpm; self.client = client; self.log = log; self.keys = keys }
+    init(tpm: VirtualTPM, client: TPMClient, log: [UInt8],
+         keys: PlatformKeys) { self.tpm = tpm; self.client = client; self.log = log; self.keys = keys }
 
     static func boot(_ platform: Platform, secureBoot: Bool = true, commandLine: String = "console=ttyS0 root=/dev/vda2 ro",
                      editVariables: (inout VariableStore, ESP) throws -> Void = { _, _ in }) async throws -> Guest {
@@ -124,7 +130,8 @@ final class Guest: @unchecked Sendable {
         var (esp, vars) = try SampleImages.sampleLinux(keys: keys, commandLine: commandLine)
         try editVariables(&vars, esp)
         if !first { tpm.powerOn() }
-        let report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: secureBoot, variables: vars, banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
+        let report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: secureBoot, variables: vars,
+                                                                    banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
         log = try report.log.encoded()
     }
 
@@ -268,7 +275,8 @@ struct ServiceTests {
             // A tampered event log: one PCR 4 digest changed; it no longer replays to the quote.
             var log = try EventLog(parsing: guest.log)
             let i = try #require(log.events.lastIndex { $0.pcrIndex == 4 })
-            log.events[i].digests = log.events[i].digests.map { TaggedDigest($0.algorithm, [UInt8](repeating: 0xAB, count: $0.digest.count)[...]) }
+            log.events[i].digests = log.events[i].digests.map { TaggedDigest($0.algorithm,
+                                                                             [UInt8](repeating: 0xAB, count: $0.digest.count)[...]) }
             var tamperedAgent = agent
             tamperedAgent.eventLog = try log.encoded()
             let tampered = try await post(try await tamperedAgent.evidence(nonce: try await nonce()))
@@ -282,14 +290,16 @@ struct ServiceTests {
             let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: Array(0...15))])
             let otherQuote = try await guest.client.quote(otherAK.object.handle, qualifyingData: n, pcrs: sel)
             try await guest.client.flushContext(otherAK.object.handle)
-            let wrongKey = try await post(try Evidence(quote: otherQuote, pcrs: try await guest.client.pcrRead(sel), eventLog: guest.log, nonce: n))
+            let wrongKey = try await post(try Evidence(quote: otherQuote, pcrs: try await guest.client.pcrRead(sel), eventLog: guest.log,
+                                                       nonce: n))
             #expect(failed(wrongKey)?.name == "quote" && failed(wrongKey)?.reason.contains("enrolled attestation key") == true)
 
             // PCR values that are not the quoted ones.
             var edited = try await agent.evidence(nonce: try await nonce())
             edited.pcrs["sha256"]?["7"] = String(repeating: "00", count: 32)
             let mismatch = try await post(edited)
-            #expect(failed(mismatch)?.name == "quote" && failed(mismatch)?.reason.lowercased().contains("digest") == true, "\(mismatch.checks)")
+            #expect(failed(mismatch)?.name == "quote" && failed(mismatch)?.reason.lowercased().contains("digest") == true,
+                    "\(mismatch.checks)")
 
             // None of these yielded a token; all are in history with their reasons.
             let (_, history) = try await p.get("/v1/vms/\(vm)/attestations?limit=100")
@@ -315,18 +325,22 @@ struct ServiceTests {
             let agentA = a.agent(p, vm: vm, token: p.admin), agentB = b.agent(p, vm: vm, token: p.admin)
             let (ekA, certA) = try await agentA.endorsementKey()
             let akB = try await agentB.attestationKey()
-            let request = EnrolmentRequest(ekPublic: hexString(try ekA.publicArea.tpmBytes()), akPublic: hexString(try akB.publicArea.tpmBytes()),
+            let request = EnrolmentRequest(ekPublic: hexString(try ekA.publicArea.tpmBytes()),
+                                           akPublic: hexString(try akB.publicArea.tpmBytes()),
                                            ekCertificate: Data(certA).base64EncodedString())
-            let challenge = try await p.client(p.admin).call("POST", "/v1/vms/\(vm)/enrolments", body: request, as: EnrolmentChallenge.self, step: "enrol")
+            let challenge = try await p.client(p.admin).call("POST", "/v1/vms/\(vm)/enrolments", body: request, as: EnrolmentChallenge.self,
+                                                             step: "enrol")
             let ekB = try await agentB.endorsementKey().ek
             let blob = try TPM2BIDObject(tpmBytes: try #require([UInt8](hex: challenge.credentialBlob)))
             let enc = try TPM2BEncryptedSecret(tpmBytes: try #require([UInt8](hex: challenge.encryptedSecret)))
             await #expect(throws: TPMError.self) { _ = try await b.client.activateCredential(ak: akB, ek: ekB, blob: blob, secret: enc) }
             let guess = ActivationAnswer(secret: String(repeating: "42", count: 32))
-            await #expect { _ = try await p.client(p.admin).call("POST", "/v1/vms/\(vm)/enrolments/\(challenge.id)/activation", body: guess, as: EnrolmentReceipt.self, step: "activate") } throws: { e in
+            await #expect { _ = try await p.client(p.admin).call("POST", "/v1/vms/\(vm)/enrolments/\(challenge.id)/activation", body: guess,
+                                                                 as: EnrolmentReceipt.self, step: "activate") } throws: { e in
                 (e as? AgentError)?.status == 403 && (e as? AgentError)?.message.contains("activation") == true
             }
-            await #expect { _ = try await p.client(p.admin).call("POST", "/v1/vms/\(vm)/enrolments/\(challenge.id)/activation", body: guess, as: EnrolmentReceipt.self, step: "activate") } throws: { e in
+            await #expect { _ = try await p.client(p.admin).call("POST", "/v1/vms/\(vm)/enrolments/\(challenge.id)/activation", body: guess,
+                                                                 as: EnrolmentReceipt.self, step: "activate") } throws: { e in
                 (e as? AgentError)?.status == 404
             }
             // Nothing was enrolled: attestation for the VM is refused as not enrolled.
@@ -357,7 +371,8 @@ struct ServiceTests {
                 let digest = try grub.authenticodeDigest(.sha256)
                 grubDigest = hexString(digest)
                 var dbx = vars.dbx
-                dbx.lists.append(SignatureList(type: .certSHA256, signatureSize: 16 + 32, entries: [SignatureEntry(owner: .globalVariable, type: .certSHA256, data: digest)]))
+                dbx.lists.append(SignatureList(type: .certSHA256, signatureSize: 16 + 32,
+                                               entries: [SignatureEntry(owner: .globalVariable, type: .certSHA256, data: digest)]))
                 try vars.set("dbx", .imageSecurityDatabase, attributes: VariableStore.authenticatedAttributes, data: dbx.encoded)
             }
             let r = try await revoked.agent(p, vm: vm2, token: p.admin).attest()
@@ -371,7 +386,8 @@ struct ServiceTests {
             #expect(try await agent.attest().passed)
             let before = try await p.service.history(vm: vm3).count
             struct WhatIf: Encodable { var vm: String; var evidence: Evidence; var policy: AttestationPolicy }
-            let draft = AttestationPolicy(forbiddenKernelArguments: ["console=ttyS0"], allowedBootDigests: [String(repeating: "ab", count: 32)])
+            let draft = AttestationPolicy(forbiddenKernelArguments: ["console=ttyS0"],
+                                          allowedBootDigests: [String(repeating: "ab", count: 32)])
             let e = try await agent.evidence(nonce: [UInt8](repeating: 1, count: 32))
             let w = try await p.client(try await p.token(.reader)).call("POST", "/v1/what-if", body: WhatIf(vm: vm3, evidence: e, policy: draft), as: AttestationOutcome.self, step: "what-if")
             #expect(!w.passed && Set(w.checks.filter { !$0.passed }.map(\.name)) == ["kernel-command-line", "boot-chain"])
@@ -390,7 +406,8 @@ struct ServiceTests {
             let c = p.client(agentToken)
             let grant = try await c.call("POST", "/v1/vms/\(vm)/nonce", as: NonceGrant.self, step: "nonce")
             let good = try await agent.evidence(nonce: try #require([UInt8](hex: grant.nonce)))
-            func status(_ method: String, _ path: String, _ body: Data?, token: String?, contentType: String = "application/json") async throws -> (Int, String) {
+            func status(_ method: String, _ path: String, _ body: Data?, token: String?,
+                        contentType: String = "application/json") async throws -> (Int, String) {
                 var r = URLRequest(url: try #require(URL(string: p.server.url + path)))
                 r.timeoutInterval = 600   // an in-process server on a loaded machine answers late, not never
                 r.httpMethod = method
@@ -448,7 +465,8 @@ struct ServiceTests {
             // Every baseline status an outcome can carry is in the document (it once lacked pending).
             let outcome = ((doc?["components"] as? [String: Any])?["schemas"] as? [String: Any])?["AttestationOutcome"] as? [String: Any]
             let baseline = (outcome?["properties"] as? [String: Any])?["baseline"] as? [String: Any]
-            #expect(Set(baseline?["enum"] as? [String] ?? []) == ["learned", "matches", "changed", "pending"], "\(String(describing: baseline))")
+            #expect(Set(baseline?["enum"] as? [String] ?? []) == ["learned", "matches", "changed", "pending"],
+                    "\(String(describing: baseline))")
         }
     }
 
@@ -458,7 +476,8 @@ struct ServiceTests {
             let vm = vmName()
             let agent = try await Guest.boot(p).agent(p, vm: vm, token: p.admin)
             let before = try #require(try await agent.attest().token)
-            let rotated = try await p.client(p.admin).call("POST", "/v1/keys/rotate", body: ["algorithm": "RS256"], as: [String: String].self, step: "rotate")
+            let rotated = try await p.client(p.admin).call("POST", "/v1/keys/rotate", body: ["algorithm": "RS256"],
+                                                           as: [String: String].self, step: "rotate")
             // Instances read keys through a short cache; this one was told directly.
             let after = try #require(try await agent.attest().token)
             let jwks = "\(p.server.url)/.well-known/jwks.json"
@@ -486,10 +505,12 @@ struct ServiceTests {
             _ = try await guest.agent(a, vm: vm, token: token).enroll()
             let grant = try await a.client(token).call("POST", "/v1/vms/\(vm)/nonce", as: NonceGrant.self, step: "nonce")
             let evidence = try await guest.agent(b, vm: vm, token: token).evidence(nonce: try #require([UInt8](hex: grant.nonce)))
-            let onB = try await b.client(token).call("POST", "/v1/vms/\(vm)/attestations", body: evidence, as: AttestationOutcome.self, step: "attest")
+            let onB = try await b.client(token).call("POST", "/v1/vms/\(vm)/attestations", body: evidence, as: AttestationOutcome.self,
+                                                     step: "attest")
             #expect(onB.passed, "\(onB.checks.filter { !$0.passed })")
             // The same evidence replayed to A: the nonce was used, whichever instance saw it.
-            let onA = try await a.client(token).call("POST", "/v1/vms/\(vm)/attestations", body: evidence, as: AttestationOutcome.self, step: "attest")
+            let onA = try await a.client(token).call("POST", "/v1/vms/\(vm)/attestations", body: evidence, as: AttestationOutcome.self,
+                                                     step: "attest")
             #expect(onA.checks.first { !$0.passed }?.reason.contains("already used") == true)
             // B's token verifies against A's JWKS (one key set in the database).
             if let claims = try await verifyWithPyJWT(try #require(onB.token), jwksURL: "\(a.server.url)/.well-known/jwks.json") {
@@ -507,7 +528,8 @@ struct ServiceTests {
         guard let sw = try await Interop.swtpm(manufacture: true) else { return }
         defer { sw.stop(); sw.removeState() }
         let caDir = "/var/lib/swtpm-localca"
-        let pems = try ["swtpm-localca-rootca-cert.pem", "issuercert.pem"].map { try String(contentsOfFile: "\(caDir)/\($0)", encoding: .utf8) }
+        let pems = try ["swtpm-localca-rootca-cert.pem",
+                        "issuercert.pem"].map { try String(contentsOfFile: "\(caDir)/\($0)", encoding: .utf8) }
         let cas = try pems.map { try Certificate(pemEncoded: $0) }
         guard let p = try await Platform.start(.sqlite, trust: cas) else { return }
         try await withTeardown({ await p.stop() }) {
@@ -519,7 +541,8 @@ struct ServiceTests {
                 try await client.pcrExtend(Int(e.pcrIndex), digests: digests)
             }
             let vm = vmName()
-            let o = try await GuestAgent(tpm: client, service: p.client(try await p.token(.agent, vm: vm)), vm: vm, eventLog: boot.log).attest()
+            let o = try await GuestAgent(tpm: client, service: p.client(try await p.token(.agent, vm: vm)), vm: vm,
+                                         eventLog: boot.log).attest()
             #expect(o.passed, "\(o.checks.filter { !$0.passed })")
             #expect(o.baseline == .learned)
             await client.close()

@@ -36,7 +36,8 @@ final class AttackedGuest: @unchecked Sendable {
 
     static let defaultCommandLine = "console=ttyS0 root=/dev/vda2 ro"
 
-    private init(kind: TPMKind, client: TPMClient, keys: PlatformKeys, swtpm: SwtpmProcess?, vtpm: VirtualTPM?, stateFile: String, secureBoot: Bool, commandLine: String) {
+    private init(kind: TPMKind, client: TPMClient, keys: PlatformKeys, swtpm: SwtpmProcess?, vtpm: VirtualTPM?, stateFile: String,
+                 secureBoot: Bool, commandLine: String) {
         self.kind = kind; self.client = client; self.log = []; self.keys = keys; self.swtpm = swtpm; self.vtpm = vtpm
         self.stateFile = stateFile; self.secureBoot = secureBoot; self.commandLine = commandLine
     }
@@ -44,7 +45,8 @@ final class AttackedGuest: @unchecked Sendable {
     /// The CA certificates of swtpm's local CA (created by swtpm_setup on first use).
     static func swtpmCAs() throws -> [Certificate] {
         let dir = "/var/lib/swtpm-localca"
-        return try ["swtpm-localca-rootca-cert.pem", "issuercert.pem"].map { try Certificate(pemEncoded: String(contentsOfFile: "\(dir)/\($0)", encoding: .utf8)) }
+        return try ["swtpm-localca-rootca-cert.pem",
+                    "issuercert.pem"].map { try Certificate(pemEncoded: String(contentsOfFile: "\(dir)/\($0)", encoding: .utf8)) }
     }
 
     /// A platform (SQLite) that trusts our vTPM CA and swtpm's local CA, and a booted guest.
@@ -61,7 +63,8 @@ final class AttackedGuest: @unchecked Sendable {
     }
 
     /// Another guest on the platform (its own TPM).
-    static func boot(_ p: Platform, _ kind: TPMKind, swtpm: SwtpmProcess? = nil, secureBoot: Bool = true, commandLine: String = defaultCommandLine) async throws -> AttackedGuest {
+    static func boot(_ p: Platform, _ kind: TPMKind, swtpm: SwtpmProcess? = nil, secureBoot: Bool = true,
+                     commandLine: String = defaultCommandLine) async throws -> AttackedGuest {
         let keys = try PlatformKeys.loadOrCreate(directory: p.folder.secureBootKeys)
         let state = p.dir.appendingPathComponent("tpm-\(UUID().uuidString)").path
         let g: AttackedGuest
@@ -84,7 +87,8 @@ final class AttackedGuest: @unchecked Sendable {
     /// The virtual firmware's boot of sample-linux (shim → grub → kernel) with these settings.
     func firmwareLog(secureBoot: Bool, commandLine: String, into tpm: VirtualTPM) throws -> EventLog {
         let (esp, vars) = try SampleImages.sampleLinux(keys: keys, commandLine: commandLine)
-        let report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: secureBoot, variables: vars, banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
+        let report = try VirtualFirmware(settings: FirmwareSettings(secureBoot: secureBoot, variables: vars,
+                                                                    banks: [.sha1, .sha256])).launch(esp: esp, tpm: tpm)
         return report.log
     }
 
@@ -95,7 +99,8 @@ final class AttackedGuest: @unchecked Sendable {
         case .swtpm:
             let boot = try firmwareLog(secureBoot: secureBoot, commandLine: commandLine, into: VirtualTPM.ephemeral())
             for e in boot.events where e.type != .noAction {
-                try await client.pcrExtend(Int(e.pcrIndex), digests: e.digests.map { TPMTHA(hashAlg: $0.algorithm, digest: Array($0.digest)) })
+                try await client.pcrExtend(Int(e.pcrIndex),
+                                           digests: e.digests.map { TPMTHA(hashAlg: $0.algorithm, digest: Array($0.digest)) })
             }
             log = try boot.encoded()
         }
@@ -172,7 +177,8 @@ final class AttackedGuest: @unchecked Sendable {
 /// Evidence for `nonce` as the guest's agent makes it (quoting what the agent quotes).
 extension Platform {
     func nonce(_ vm: String, token: String, audience: String? = nil) async throws -> NonceGrant {
-        try await client(token).call("POST", "/v1/vms/\(vm)/nonce", body: audience.map { NonceRequest(audience: $0) }, as: NonceGrant.self, step: "nonce")
+        try await client(token).call("POST", "/v1/vms/\(vm)/nonce", body: audience.map { NonceRequest(audience: $0) }, as: NonceGrant.self,
+                                     step: "nonce")
     }
 
     func post(_ vm: String, _ e: Evidence, token: String) async throws -> AttestationOutcome {
@@ -219,7 +225,8 @@ struct SoundnessTests {
 
             func enrol(_ ek: TPMTPublic, cert: [UInt8]) async throws -> (Int, String) {
                 try await p.status("POST", "/v1/vms/\(vm)/enrolments", body: EnrolmentRequest(ekPublic: hexString(try ek.tpmBytes()), akPublic: hexString(try softAK.tpmBytes()),
-                                                                                        ekCertificate: Data(cert).base64EncodedString()), token: token)
+                                                                                        ekCertificate: Data(cert).base64EncodedString()),
+                                                                                        token: token)
             }
             func withParameters(_ edit: (inout TPMSRSAParms) -> Void) -> TPMTPublic {
                 var ek = rsaEK.publicArea
@@ -292,7 +299,8 @@ struct SoundnessTests {
             try await p.putPolicy(AttestationPolicy(allowedBootDigests: [allowed]))
             var n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
             var o = try await p.post(vm, try await sha1Only.evidence(nonce: n), token: token)
-            #expect(!o.passed && o.failures.first?.name == .coverage && o.failures.first?.reason.contains("sha256") == true, "\(o.failures)")
+            #expect(!o.passed && o.failures.first?.name == .coverage && o.failures.first?.reason.contains("sha256") == true,
+                    "\(o.failures)")
             #expect(o.token == nil)
             // A policy that settles for sha1: the sha256 facts are then no facts at all.
             try await p.putPolicy(AttestationPolicy(allowedBootDigests: [allowed], requiredBanks: ["sha1"]))
@@ -305,7 +313,8 @@ struct SoundnessTests {
             both.banks = [.sha1, .sha256]
             n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
             o = try await p.post(vm, try await both.evidence(nonce: n), token: token)
-            #expect(!o.passed && o.failures.first?.name == .replay && o.failures.first?.reason.contains("sha256 PCR 4") == true, "\(o.failures)")
+            #expect(!o.passed && o.failures.first?.name == .replay && o.failures.first?.reason.contains("sha256 PCR 4") == true,
+                    "\(o.failures)")
         }
     }
 
@@ -313,7 +322,8 @@ struct SoundnessTests {
 
     @Test(arguments: TPMKind.allCases)
     func eventTextThatDoesNotHashFeedsNoFact(_ kind: TPMKind) async throws {
-        guard let (p, guest) = try await AttackedGuest.setUp(kind, commandLine: "console=ttyS0 root=/dev/vda2 ro init=/bin/sh") else { return }
+        guard let (p, guest) = try await AttackedGuest.setUp(kind,
+                                                             commandLine: "console=ttyS0 root=/dev/vda2 ro init=/bin/sh") else { return }
         try await withTeardown({ await guest.stop(); await p.stop() }) {
             let vm = vmName()
             let token = try await p.token(.agent, vm: vm)
@@ -374,7 +384,8 @@ struct SoundnessTests {
         try await withTeardown({ await guest.stop(); await p.stop() }) {
             let vm = vmName()
             // What a Secure Boot boot measures into PCR 7 (the attacker copies it from any such VM).
-            let genuine = try guest.firmwareLog(secureBoot: true, commandLine: AttackedGuest.defaultCommandLine, into: VirtualTPM.ephemeral())
+            let genuine = try guest.firmwareLog(secureBoot: true, commandLine: AttackedGuest.defaultCommandLine,
+                                                into: VirtualTPM.ephemeral())
             let copied = genuine.events.filter { $0.pcrIndex == 7 && ($0.type == .efiVariableAuthority || ($0.type == .efiVariableDriverConfig && {
                 if case .variable(let v) = $0.decoded { return v.name == "SecureBoot" } else { return false } }($0))) }
             #expect(copied.count >= 2)
@@ -383,7 +394,8 @@ struct SoundnessTests {
             let o = try await guest.agent(p, vm: vm, token: try await p.token(.agent, vm: vm)).attest()
             #expect(o.check(.replay)?.passed == true)
             #expect(!o.passed && o.facts?.secureBoot == false, "\(o.checks)")
-            #expect(o.check(.secureBoot)?.passed == false && o.check(.anomalies)?.reason.contains("after its separator") == true, "\(o.checks)")
+            #expect(o.check(.secureBoot)?.passed == false && o.check(.anomalies)?.reason.contains("after its separator") == true,
+                    "\(o.checks)")
             // Even a policy that tolerates anomalies reads Secure Boot from before the separator.
             try await p.putPolicy(AttestationPolicy(forbidAnomalies: false))
             let again = try await guest.agent(p, vm: vm, token: try await p.token(.agent, vm: vm)).attest()
@@ -395,7 +407,8 @@ struct SoundnessTests {
 
     @Test(arguments: TPMKind.allCases)
     func missingEvidenceIsNeverAPass(_ kind: TPMKind) async throws {
-        guard let (p, guest) = try await AttackedGuest.setUp(kind, commandLine: "console=ttyS0 root=/dev/vda2 ro init=/bin/sh") else { return }
+        guard let (p, guest) = try await AttackedGuest.setUp(kind,
+                                                             commandLine: "console=ttyS0 root=/dev/vda2 ro init=/bin/sh") else { return }
         try await withTeardown({ await guest.stop(); await p.stop() }) {
             let vm = vmName()
             let token = try await p.token(.agent, vm: vm)
@@ -406,7 +419,8 @@ struct SoundnessTests {
             agent.pcrs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15]
             var n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
             var o = try await p.post(vm, try await agent.evidence(nonce: n), token: token)
-            #expect(!o.passed && o.failures.first?.name == .coverage && o.failures.first?.reason.contains("sha256 PCR 8") == true, "\(o.failures)")
+            #expect(!o.passed && o.failures.first?.name == .coverage && o.failures.first?.reason.contains("sha256 PCR 8") == true,
+                    "\(o.failures)")
             // The nonce grant says what to quote; the real agent quotes it.
             let grant = try await p.nonce(vm, token: token)
             #expect(grant.quote?.banks == ["sha256"] && grant.quote?.pcrs.contains(8) == true)
@@ -457,7 +471,8 @@ struct SoundnessTests {
             try await guest.client.pcrExtend(4, digests: [TPMTHA(hashAlg: .sha256, digest: measured), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, measured))])
             n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
             o = try await p.post(vm, try await agent.evidence(nonce: n), token: token)
-            #expect(!o.passed && o.failures.first?.name == .replay && o.failures.first?.reason.contains("sha256 PCR 4") == true, "\(o.failures)")
+            #expect(!o.passed && o.failures.first?.name == .replay && o.failures.first?.reason.contains("sha256 PCR 4") == true,
+                    "\(o.failures)")
         }
     }
 
@@ -473,12 +488,14 @@ struct SoundnessTests {
             let first = try await guest.agent(p, vm: vm, token: token).attest()
             #expect(first.passed, "\(first.failures)")
             let again = try await guest.agent(p, vm: vm, token: token).attest()
-            #expect(again.passed && again.baseline == .matches && again.check(.replay)?.reason == first.check(.replay)?.reason, "\(again.checks)")
+            #expect(again.passed && again.baseline == .matches && again.check(.replay)?.reason == first.check(.replay)?.reason,
+                    "\(again.checks)")
             // Root measures something into PCR 4 (the boot loaders') and leaves the log as it was.
             let hidden = try TPMCrypto.hash(.sha256, Array("hidden loader".utf8))
             try await guest.client.pcrExtend(4, digests: [TPMTHA(hashAlg: .sha256, digest: hidden), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, hidden))])
             let after = try await guest.agent(p, vm: vm, token: token).attest()
-            #expect(!after.passed && after.failures.first?.name == .replay && after.failures.first?.reason.contains("PCR 4") == true, "\(after.failures)")
+            #expect(!after.passed && after.failures.first?.name == .replay && after.failures.first?.reason.contains("PCR 4") == true,
+                    "\(after.failures)")
             // After a clean reboot (the remembered boot passes again), only the quoted bank of
             // PCR 7 moves: a new key still, refused still.
             try await guest.reboot()
@@ -508,7 +525,8 @@ struct SoundnessTests {
             let agent = guest.agent(p, vm: vm, token: token)
             _ = try await agent.enroll()
             let o = try await agent.attest(enrollIfNeeded: false)
-            #expect(!o.passed && o.check(.counters)?.passed == false && o.check(.counters)?.reason.contains("rolled back") == true, "\(o.checks)")
+            #expect(!o.passed && o.check(.counters)?.passed == false && o.check(.counters)?.reason.contains("rolled back") == true,
+                    "\(o.checks)")
         }
     }
 
@@ -537,7 +555,8 @@ struct SoundnessTests {
                 let rebound = try await thief.agent(p, vm: vm, token: token).attest()
                 #expect(rebound.passed && rebound.baseline == .learned && rebound.rebooted == nil, "\(rebound.checks)")
                 // The old TPM is now the foreign one.
-                await #expect { _ = try await guest.agent(p, vm: vm, token: token).attest() } throws: { e in (e as? AgentError)?.status == 409 }
+                await #expect { _ = try await guest.agent(p, vm: vm,
+                                                          token: token).attest() } throws: { e in (e as? AgentError)?.status == 409 }
             }
         }
     }
@@ -562,16 +581,20 @@ struct SoundnessTests {
                 // B answers A's pending enrolment: not found for B, still there for A.
                 let ek = try await a.agent(p, vm: vmA, token: tokenA).endorsementKey()
                 let ak = try await a.agent(p, vm: vmA, token: tokenA).attestationKey()
-                let request = EnrolmentRequest(ekPublic: hexString(try ek.ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
+                let request = EnrolmentRequest(ekPublic: hexString(try ek.ek.publicArea.tpmBytes()),
+                                               akPublic: hexString(try ak.publicArea.tpmBytes()),
                                                ekCertificate: Data(ek.certificate).base64EncodedString())
-                let challenge = try await p.client(tokenA).call("POST", "/v1/vms/\(vmA)/enrolments", body: request, as: EnrolmentChallenge.self, step: "enrol")
-                let (s, m) = try await p.status("POST", "/v1/vms/\(vmB)/enrolments/\(challenge.id)/activation", body: ActivationAnswer(secret: String(repeating: "00", count: 32)), token: tokenB)
+                let challenge = try await p.client(tokenA).call("POST", "/v1/vms/\(vmA)/enrolments", body: request,
+                                                                as: EnrolmentChallenge.self, step: "enrol")
+                let (s, m) = try await p.status("POST", "/v1/vms/\(vmB)/enrolments/\(challenge.id)/activation",
+                                                body: ActivationAnswer(secret: String(repeating: "00", count: 32)), token: tokenB)
                 #expect(s == 404 && m.contains(vmB), "\(s) \(m)")
                 let blob = try TPM2BIDObject(tpmBytes: try #require([UInt8](hex: challenge.credentialBlob)))
                 let enc = try TPM2BEncryptedSecret(tpmBytes: try #require([UInt8](hex: challenge.encryptedSecret)))
                 let secret = try await a.client.activateCredential(ak: ak, ek: ek.ek, blob: blob, secret: enc)
                 try await a.client.flushContext(ak.handle); try await a.client.flushContext(ek.ek.handle)
-                let receipt = try await p.client(tokenA).call("POST", "/v1/vms/\(vmA)/enrolments/\(challenge.id)/activation", body: ActivationAnswer(secret: hexString(secret)),
+                let receipt = try await p.client(tokenA).call("POST", "/v1/vms/\(vmA)/enrolments/\(challenge.id)/activation",
+                                                              body: ActivationAnswer(secret: hexString(secret)),
                                                               as: EnrolmentReceipt.self, step: "activate")
                 #expect(receipt.vm == vmA)
             }
@@ -604,7 +627,8 @@ struct SoundnessTests {
                 _ = try await agent.enroll()
                 (s, _) = try await p.status("POST", "/v1/vms/\(vm)/baseline/approve", body: ["attestationId": old.id], token: p.admin)
                 #expect(s == 404)
-                let reused = try await p.post(vm, try await agent.evidence(nonce: try #require([UInt8](hex: spareNonce.nonce))), token: newToken)
+                let reused = try await p.post(vm, try await agent.evidence(nonce: try #require([UInt8](hex: spareNonce.nonce))),
+                                              token: newToken)
                 #expect(!reused.passed && reused.failures.first?.reason.contains("never issued") == true, "\(reused.failures)")
                 let fresh = try await agent.attest(enrollIfNeeded: false)
                 #expect(fresh.passed && fresh.baseline == .learned, "\(fresh.failures)")
@@ -624,7 +648,8 @@ struct SoundnessTests {
             let vm = vmName()
             let token = try await p.token(.agent, vm: vm)
             let o = try await guest.agent(p, vm: vm, token: token).attest()
-            #expect(!o.passed && o.check(.baseline)?.outcome == .unknown && o.check(.baseline)?.reason.contains("incomplete") == true, "\(o.checks)")
+            #expect(!o.passed && o.check(.baseline)?.outcome == .unknown && o.check(.baseline)?.reason.contains("incomplete") == true,
+                    "\(o.checks)")
             #expect(o.baseline == .pending && o.token == nil)
             var (s, _) = try await p.status("GET", "/v1/vms/\(vm)/baseline", token: p.admin)
             #expect(s == 404)

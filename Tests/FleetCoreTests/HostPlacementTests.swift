@@ -6,7 +6,8 @@ import Testing
 @Suite("libvirt hosts: placement and the rules for adding one")
 struct HostPlacementTests {
     static func host(_ name: String, memoryMiB: Int = 8192, maxVMs: Int? = nil, state: LibvirtHost.State = .reachable) -> LibvirtHost {
-        LibvirtHost(name: name, uri: "qemu+ssh://\(name)/system", tpm: "emulator", maxVMs: maxVMs, memoryMiB: memoryMiB, cpus: 4, state: state,
+        LibvirtHost(name: name, uri: "qemu+ssh://\(name)/system", tpm: "emulator", maxVMs: maxVMs, memoryMiB: memoryMiB, cpus: 4,
+                    state: state,
                     detail: state == .reachable ? "libvirt 9.0.0" : "cannot connect", lastSeen: 1, since: 1, added: 1)
     }
 
@@ -40,10 +41,12 @@ struct HostPlacementTests {
     }
 
     @Test func hostURIsAndTPMBackendsAreChecked() throws {
-        for good in ["qemu:///system", "qemu+ssh://root@h1/system", "qemu+tls://h1.example/system", "qemu+unix:///system?socket=/run/x/libvirt-sock"] {
+        for good in ["qemu:///system", "qemu+ssh://root@h1/system", "qemu+tls://h1.example/system",
+                     "qemu+unix:///system?socket=/run/x/libvirt-sock"] {
             #expect(throws: Never.self) { try FleetRules.checkHostURI(good) }
         }
-        for bad in ["", "http://h1/", "xen:///system", "qemu+ssh://h1/system --readonly", "qemu:///system\u{1b}[2J", "qemu+ssh://" + String(repeating: "h", count: 600)] {
+        for bad in ["", "http://h1/", "xen:///system", "qemu+ssh://h1/system --readonly", "qemu:///system\u{1b}[2J",
+                    "qemu+ssh://" + String(repeating: "h", count: 600)] {
             #expect { try FleetRules.checkHostURI(bad) } throws: { ($0 as? FleetError)?.field == "uri" }
         }
         // The external backend is the platform's socket: only a QEMU on this machine reaches it.
@@ -53,6 +56,7 @@ struct HostPlacementTests {
         #expect { try FleetRules.hostTPM("tpm1.2", uri: "qemu:///system") } throws: { ($0 as? FleetError)?.field == "tpm" }
         // Copied files on this machine (as for a host elsewhere): the host's swtpm, not the platform's socket.
         #expect(try FleetRules.hostTPM(nil, uri: "qemu:///system", shipFiles: true) == "emulator")
-        #expect { try FleetRules.hostTPM("external", uri: "qemu:///system", shipFiles: true) } throws: { ($0 as? FleetError)?.field == "tpm" }
+        #expect { try FleetRules.hostTPM("external", uri: "qemu:///system",
+                                         shipFiles: true) } throws: { ($0 as? FleetError)?.field == "tpm" }
     }
 }

@@ -21,7 +21,8 @@ struct RulesTests {
         #expect(vm.version == 1 && vm.created == 42 && vm.bootCount == 0 && vm.attestationInterval == 300 && vm.hypervisor == FleetRules.hypervisor)
         let monitored = try FleetRules.deploy(DeployRequest(name: "db-01", integrityMonitoring: true), image: Self.gen2)
         #expect(monitored.integrityMonitoring && monitored.bootIntegrity == .pending)
-        let standard = try FleetRules.deploy(DeployRequest(name: "old-01", image: "legacy-bios", securityType: "standard"), image: Self.gen1)
+        let standard = try FleetRules.deploy(DeployRequest(name: "old-01", image: "legacy-bios", securityType: "standard"),
+                                             image: Self.gen1)
         #expect(standard.securityType == .standard && !standard.secureBoot && !standard.vTPM)
         // Secure Boot off is a choice a Trusted Launch VM may make; its vTPM stays.
         let noSB = try FleetRules.deploy(DeployRequest(name: "dev-01", secureBoot: false), image: Self.gen2)
@@ -39,16 +40,24 @@ struct RulesTests {
     @Test func everyDeploymentRefusalNamesItsFieldAndWhatToDo() {
         let cases: [(DeployRequest, ImageInfo, Set<String>, String, String)] = [
             (DeployRequest(name: "a"), Self.gen1, [FleetRules.hypervisor], "image", "--security-type Standard"),
-            (DeployRequest(name: "a", securityType: "Standard", secureBoot: true), Self.gen2, [FleetRules.hypervisor], "secureBoot", "only for TrustedLaunch"),
-            (DeployRequest(name: "a", securityType: "Standard", vTpm: true), Self.gen2, [FleetRules.hypervisor], "vTpm", "only for TrustedLaunch"),
-            (DeployRequest(name: "a", securityType: "Standard", integrityMonitoring: true), Self.gen2, [FleetRules.hypervisor], "integrityMonitoring", "--security-type TrustedLaunch"),
-            (DeployRequest(name: "a", vTpm: false, integrityMonitoring: true), Self.gen2, [FleetRules.hypervisor], "integrityMonitoring", "keep --vtpm true"),
-            (DeployRequest(name: "a", securityType: "Confidential"), Self.gen2, [FleetRules.hypervisor], "securityType", "TrustedLaunch, Standard"),
+            (DeployRequest(name: "a", securityType: "Standard", secureBoot: true), Self.gen2, [FleetRules.hypervisor], "secureBoot",
+             "only for TrustedLaunch"),
+            (DeployRequest(name: "a", securityType: "Standard", vTpm: true), Self.gen2, [FleetRules.hypervisor], "vTpm",
+             "only for TrustedLaunch"),
+            (DeployRequest(name: "a", securityType: "Standard", integrityMonitoring: true), Self.gen2, [FleetRules.hypervisor],
+             "integrityMonitoring", "--security-type TrustedLaunch"),
+            (DeployRequest(name: "a", vTpm: false, integrityMonitoring: true), Self.gen2, [FleetRules.hypervisor], "integrityMonitoring",
+             "keep --vtpm true"),
+            (DeployRequest(name: "a", securityType: "Confidential"), Self.gen2, [FleetRules.hypervisor], "securityType",
+             "TrustedLaunch, Standard"),
             (DeployRequest(name: "a", hypervisor: "xen"), Self.gen2, [FleetRules.hypervisor], "hypervisor", "simulated, qemu, libvirt"),
-            (DeployRequest(name: "a", hypervisor: "qemu"), Self.gen2, [FleetRules.hypervisor], "hypervisor", "apt-get install qemu-system-x86 ovmf"),
-            (DeployRequest(name: "a", hypervisor: "libvirt"), Self.gen2, [FleetRules.hypervisor, FleetRules.qemu], "hypervisor", "--hypervisor libvirt"),
+            (DeployRequest(name: "a", hypervisor: "qemu"), Self.gen2, [FleetRules.hypervisor], "hypervisor",
+             "apt-get install qemu-system-x86 ovmf"),
+            (DeployRequest(name: "a", hypervisor: "libvirt"), Self.gen2, [FleetRules.hypervisor, FleetRules.qemu], "hypervisor",
+             "--hypervisor libvirt"),
             (DeployRequest(name: "a", attestationInterval: 0), Self.gen2, [FleetRules.hypervisor], "attestationInterval", "1 to 86400"),
-            (DeployRequest(name: "a", attestationInterval: 86_401), Self.gen2, [FleetRules.hypervisor], "attestationInterval", "1 to 86400"),
+            (DeployRequest(name: "a", attestationInterval: 86_401), Self.gen2, [FleetRules.hypervisor], "attestationInterval",
+             "1 to 86400"),
             (DeployRequest(name: "a", baseline: "guess"), Self.gen2, [FleetRules.hypervisor], "baseline", "learn (trust on first use)"),
             (DeployRequest(name: "a", vTpm: false, baseline: "learn"), Self.gen2, [FleetRules.hypervisor], "baseline", "without a vTPM"),
             (DeployRequest(name: "../etc"), Self.gen2, [FleetRules.hypervisor], "name", "VM name"),
@@ -60,7 +69,8 @@ struct RulesTests {
                     "\(request): \(String(describing: e))")
         }
         // Where a hypervisor is available, the same request deploys.
-        #expect((try? FleetRules.deploy(DeployRequest(name: "a", hypervisor: "qemu"), image: Self.gen2, hypervisors: [FleetRules.hypervisor, FleetRules.qemu]))?.hypervisor == "qemu")
+        #expect((try? FleetRules.deploy(DeployRequest(name: "a", hypervisor: "qemu"), image: Self.gen2,
+                                        hypervisors: [FleetRules.hypervisor, FleetRules.qemu]))?.hypervisor == "qemu")
     }
 
     @Test func securityTypeImageAndHypervisorAreFixedAtDeployment() throws {

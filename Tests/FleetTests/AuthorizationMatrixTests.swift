@@ -87,9 +87,11 @@ import Testing
 
             // The route table, as the server registers it.
             let router = APIServer.router(service: p.service, metrics: Metrics(), publicURL: nil, fleet: p.fleet)
-            let routes = router.routes.map { (method: $0.method.rawValue, path: $0.path.description.hasPrefix("/") ? $0.path.description : "/" + $0.path.description) }
+            let routes = router.routes.map { (method: $0.method.rawValue,
+                                              path: $0.path.description.hasPrefix("/") ? $0.path.description : "/" + $0.path.description) }
             #expect(routes.count > 50, "\(routes.count) routes")
-            let documented = Dictionary(OpenAPIDocument.operations.map { ("\($0.method.uppercased()) \($0.path)", Self.parse($0.roles)) }, uniquingKeysWith: { a, _ in a })
+            let documented = Dictionary(OpenAPIDocument.operations.map { ("\($0.method.uppercased()) \($0.path)", Self.parse($0.roles)) },
+                                        uniquingKeysWith: { a, _ in a })
             var entries: [(String, String, Admits)] = []
             for r in routes {
                 let key = "\(r.method) \(r.path)"

@@ -24,7 +24,8 @@ import Testing
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: tlaunchPath)
-        p.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated", "--log-level", "error"]
+        p.arguments = ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated", "--log-level",
+                       "error"]
         p.standardOutput = try FileHandle(forWritingTo: log)
         p.standardError = p.standardOutput
         try p.run()
@@ -36,7 +37,8 @@ import Testing
         let url = try String(contentsOf: folder.serverURL, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let token = try String(contentsOf: folder.adminToken, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         var client = ServiceClient.pinned(baseURL: url, token: token,
-                                          tls: ClientTLS(trustRootsPEM: try String(contentsOf: folder.tls.appendingPathComponent("ca.pem"), encoding: .utf8)))
+                                          tls: ClientTLS(trustRootsPEM: try String(contentsOf: folder.tls.appendingPathComponent("ca.pem"),
+                                                                                   encoding: .utf8)))
         client.patient = true
         return Up(process: p, url: url, client: client)
     }
@@ -105,7 +107,8 @@ import Testing
             let (_, v) = try await up.client.send("GET", "/v1/vms/\(name)", step: "show")
             let view = try JSONSerialization.jsonObject(with: v) as? [String: Any]
             #expect(view?["powerState"] as? String == "Running", "\(name) was asked to run: \(String(describing: view?["powerState"]))")
-            #expect((view?["integrityMonitoring"] as? [String: Any])?["bootIntegrity"] as? String == "Healthy", "\(name): \(String(describing: view?["integrityMonitoring"]))")
+            #expect((view?["integrityMonitoring"] as? [String: Any])?["bootIntegrity"] as? String == "Healthy",
+                    "\(name): \(String(describing: view?["integrityMonitoring"]))")
         }
     }
 }

@@ -34,7 +34,8 @@ struct DashboardTests {
         let url = "\(p.server.url)/login?token=\(p.admin)&next=\(path.addingPercentEncoding(withAllowedCharacters: allowed) ?? path)"
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString.prefix(8))").path
         defer { try? FileManager.default.removeItem(atPath: profile) }
-        let common = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--user-data-dir=\(profile)", "--hide-scrollbars"]
+        let common = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                      "--user-data-dir=\(profile)", "--hide-scrollbars"]
         if let screenshot {
             let (status, _, err) = try await Interop.run(browser, common + ["--window-size=1400,1200", "--screenshot=\(artifacts.appendingPathComponent(screenshot).path)", url])
             #expect(status == 0, "\(err.suffix(500))")
@@ -95,7 +96,8 @@ struct DashboardTests {
                 return out
             }
             #expect(try await visit("\(p.server.url)/login?token=\(p.admin)&next=/").contains("id=\"fleet\""), "signed in")
-            #expect(try await visit("http://127.0.0.1:\(port)/link.html").contains("id=\"fleet\""), "the session cookie goes along from the other port")
+            #expect(try await visit("http://127.0.0.1:\(port)/link.html").contains("id=\"fleet\""),
+                    "the session cookie goes along from the other port")
             let answer = try await visit("http://127.0.0.1:\(port)/attack.html")
             // The form was submitted to the platform (the page is its answer) and refused.
             #expect(!answer.contains("id=\"attacker\"") && answer.contains("cannot change the platform"), "\(answer.prefix(600))")
@@ -136,7 +138,8 @@ struct DashboardTests {
         }
 
         func value(of expression: String) async throws -> Any? { try await send(["eval": expression])["value"] }
-        func wait(for expression: String, seconds: Int = 30) async throws -> [String: Any] { try await send(["wait": expression, "timeout": seconds]) }
+        func wait(for expression: String,
+                  seconds: Int = 30) async throws -> [String: Any] { try await send(["wait": expression, "timeout": seconds]) }
 
         func close() {
             try? input.fileHandleForWriting.close()
@@ -190,7 +193,8 @@ struct DashboardTests {
 
             let fleet = try await Self.dom(browser, p, "/", screenshot: "dashboard-fleet.png")
             #expect(fleet.contains("<table id=\"fleet\">"))
-            for vm in [SampleFleet.healthy, SampleFleet.tampered, SampleFleet.standard] { #expect(fleet.contains("id=\"vm-\(vm)\""), "\(vm) not listed") }
+            for vm in [SampleFleet.healthy, SampleFleet.tampered,
+                       SampleFleet.standard] { #expect(fleet.contains("id=\"vm-\(vm)\""), "\(vm) not listed") }
             #expect(fleet.contains("Trusted launch") && fleet.contains("Standard") && fleet.contains("Unhealthy") && fleet.contains("Healthy"))
             #expect(fleet.contains("3 VMs") && fleet.contains("1 active alert") && !fleet.contains("id=\"next\""))
             #expect(fleet.contains("Signed in with an admin token") && fleet.contains("Sign out"))
@@ -222,7 +226,8 @@ struct DashboardTests {
             let from = try #require(e.from), to = try #require(e.to)
             #expect(page.contains("id=\"evidence\"") && page.contains(to) && page.contains(from))
             #expect(page.contains("grubx64.efi") && page.contains("<code class=\"command\">tlaunch vm baseline approve \(SampleFleet.tampered)</code>"))
-            #expect(page.contains("<code class=\"command\">tlaunch vm stop \(SampleFleet.tampered)</code>") && !page.contains("`"), "no backtick left as text")
+            #expect(page.contains("<code class=\"command\">tlaunch vm stop \(SampleFleet.tampered)</code>") && !page.contains("`"),
+                    "no backtick left as text")
             #expect(FileManager.default.fileExists(atPath: artifacts.appendingPathComponent("dashboard-alert.png").path))
 
             let deploy = try await Self.dom(browser, p, "/deploy")
@@ -231,7 +236,8 @@ struct DashboardTests {
             // Not signed in: sent to the sign-in page; a bad token is refused.
             let (s, _) = try await ServiceClient.pinned(baseURL: p.server.url, token: nil, tls: p.tls).send("GET", "/", step: "t")
             #expect(s == 200 || s == 303)
-            let (status, out, _) = try await Interop.run(browser, ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "\(p.server.url)/"])
+            let (status, out, _) = try await Interop.run(browser,
+                                                         ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "\(p.server.url)/"])
             #expect(status == 0 && out.contains("Sign in") && !out.contains("id=\"fleet\"") && !out.contains("Sign out") && !out.contains("id=\"who\""))
         }
     }
@@ -282,7 +288,8 @@ struct DashboardTests {
 }
 
 final class NoRedirect: NSObject, URLSessionTaskDelegate, Sendable {
-    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse, newRequest request: URLRequest) async -> URLRequest? { nil }
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                    newRequest request: URLRequest) async -> URLRequest? { nil }
 }
 
 @Suite("The command line: tlaunch vm/image/alert against the server, and tlaunch demo")
@@ -291,11 +298,13 @@ struct CommandLineTests {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
             let env = ["TLAUNCH_SERVER": p.server.url, "TLAUNCH_TOKEN": p.admin]
-            func run(_ args: [String]) async throws -> (Int32, String, String) { try await Interop.run(tlaunchPath, args, environment: env) }
+            func run(_ args: [String]) async throws -> (Int32, String,
+                                                        String) { try await Interop.run(tlaunchPath, args, environment: env) }
 
             var (status, out, err) = try await run(["vm", "create", "cli-vm", "--integrity-monitoring", "true"])
             #expect(status == 0, "\(err)")
-            for line in ["Security type         Trusted launch", "Secure Boot           Enabled", "vTPM                  Enabled", "Integrity monitoring  Enabled",
+            for line in ["Security type         Trusted launch", "Secure Boot           Enabled", "vTPM                  Enabled",
+                         "Integrity monitoring  Enabled",
                          "Boot integrity        Healthy (last attestation", "TPM 2.0                   Met", "DMA protection            Not applicable"] {
                 #expect(out.contains(line), "missing: \(line)\n\(out)\n\(err)")
             }
@@ -310,7 +319,8 @@ struct CommandLineTests {
             #expect(status == 0 && (try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]])?.count == 1)
             (status, out, err) = try await run(["vm", "list", "-o", "tsv"])
             let fields = out.trimmingCharacters(in: .newlines).split(separator: "\t", omittingEmptySubsequences: false)
-            #expect(status == 0 && !out.contains("NAME") && fields.first == "cli-vm" && fields.count == 9 && fields.contains("Healthy"), "\(out)")
+            #expect(status == 0 && !out.contains("NAME") && fields.first == "cli-vm" && fields.count == 9 && fields.contains("Healthy"),
+                    "\(out)")
             (status, out, err) = try await run(["image", "list", "--output", "tsv"])
             #expect(status == 0 && out.split(separator: "\n").allSatisfy { $0.split(separator: "\t").count == 4 } && out.contains("sample-linux\t"), "\(out)")
             (status, _, err) = try await run(["vm", "show", "cli-vm", "-o", "tsv"])
@@ -337,7 +347,8 @@ struct CommandLineTests {
                 #expect(s != 0 && (e + o).contains(words), "\(args): \(s) \(e)")
             }
             #expect(try await p.fleet.store.vmCount() == 1)
-            let (s401, _, e401) = try await Interop.run(tlaunchPath, ["vm", "list"], environment: ["TLAUNCH_SERVER": p.server.url, "TLAUNCH_TOKEN": "tlt_wrong"])
+            let (s401, _, e401) = try await Interop.run(tlaunchPath, ["vm", "list"],
+                                                        environment: ["TLAUNCH_SERVER": p.server.url, "TLAUNCH_TOKEN": "tlt_wrong"])
             #expect(s401 != 0 && e401.contains("not valid"))
 
             // A boot loader replaced through the CLI, the alert shown, approved.
@@ -362,8 +373,10 @@ struct CommandLineTests {
             #expect(status == 0 && out.contains("destroyed"))
 
             // az's spelling of the settings is accepted beside ours.
-            (status, out, err) = try await run(["vm", "create", "az-vm", "--enable-secure-boot", "false", "--enable-vtpm", "true", "--enable-integrity-monitoring", "true"])
-            #expect(status == 0 && out.contains("Secure Boot           Disabled") && out.contains("Integrity monitoring  Enabled"), "\(out)\(err)")
+            (status, out, err) = try await run(["vm", "create", "az-vm", "--enable-secure-boot", "false", "--enable-vtpm", "true",
+                                                "--enable-integrity-monitoring", "true"])
+            #expect(status == 0 && out.contains("Secure Boot           Disabled") && out.contains("Integrity monitoring  Enabled"),
+                    "\(out)\(err)")
             // On a terminal, delete asks first (its vTPM's keys go for good): "n" keeps the VM, "y" deletes it.
             func onTerminal(_ answer: String) async throws -> (Int32, String) {
                 let (s, o, e) = try await Interop.run("/bin/sh", ["-c", "printf '\(answer)\\n' | script -qec '\(tlaunchPath) vm delete az-vm' /dev/null"], environment: env)
@@ -395,7 +408,8 @@ struct CommandLineTests {
         await client.close()
         let log = dir.appendingPathComponent("binary_bios_measurements")
         try Data(try report.log.encoded()).write(to: log)
-        let args = ["agent", "status", "--tcti", sw.tcti, "--eventlog", log.path, "--vm", "guest-1", "--server", "http://127.0.0.1:1", "--token", "x"]
+        let args = ["agent", "status", "--tcti", sw.tcti, "--eventlog", log.path, "--vm", "guest-1", "--server", "http://127.0.0.1:1",
+                    "--token", "x"]
         var (status, out, err) = try await Interop.run(tlaunchPath, args)
         #expect(status == 0, "\(err)")
         for line in ["Secure Boot State:     On", "TPM 2.0:               present — 2.0", "PCR banks:             sha1, sha256",
@@ -449,7 +463,8 @@ struct CommandLineTests {
             #expect(s == 0, "\(err)")
             let vms = try #require(try JSONSerialization.jsonObject(with: Data(list.utf8)) as? [[String: Any]])
             let integrity = Dictionary(uniqueKeysWithValues: vms.map { ($0["name"] as! String, ($0["integrityMonitoring"] as! [String: Any])["bootIntegrity"] as! String) })
-            #expect(integrity == [SampleFleet.healthy: "Healthy", SampleFleet.tampered: "Unhealthy", SampleFleet.standard: "NotMonitored"], "tlaunch up said: \(log.suffix(3000))")
+            #expect(integrity == [SampleFleet.healthy: "Healthy", SampleFleet.tampered: "Unhealthy", SampleFleet.standard: "NotMonitored"],
+                    "tlaunch up said: \(log.suffix(3000))")
             let (s2, alerts, err2) = try await Interop.run(tlaunchPath, ["alert", "list", "--data", dir.path], environment: env)
             #expect(s2 == 0 && alerts.contains("Boot loader changed") && alerts.contains(SampleFleet.tampered), "\(alerts)\(err2)")
         }
@@ -457,7 +472,8 @@ struct CommandLineTests {
         #expect(out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux") && out.contains("Dashboard: https://127.0.0.1:\(port)/login?code=") && !out.contains("login?token="))
         // The second start deploys nothing new and boots the running VMs again (new boots, attested).
         (status, out) = try await up { _ in
-            let (s, list, _) = try await Interop.run(tlaunchPath, ["vm", "show", SampleFleet.healthy, "--json", "--data", dir.path], environment: env)
+            let (s, list, _) = try await Interop.run(tlaunchPath, ["vm", "show", SampleFleet.healthy, "--json", "--data", dir.path],
+                                                     environment: env)
             let vm = try #require(try JSONSerialization.jsonObject(with: Data(list.utf8)) as? [String: Any])
             #expect(s == 0 && vm["bootCount"] as? Int == 2 && (vm["integrityMonitoring"] as? [String: Any])?["bootIntegrity"] as? String == "Healthy")
         }
@@ -486,7 +502,8 @@ struct CommandLineTests {
                          "tlaunch-agent: Attestation PASSED for real-01", "what the agent inside the real guest reported of itself"] {
                 #expect(out.contains(line), "missing: \(line) — \(out.suffix(1500))")
             }
-            #expect(out.components(separatedBy: "Secure Boot State:     On").count == 3, "the simulated guest's status and the real guest's")
+            #expect(out.components(separatedBy: "Secure Boot State:     On").count == 3,
+                    "the simulated guest's status and the real guest's")
         }
         #expect(!out.contains("a bug"))
     }

@@ -26,7 +26,8 @@ struct DeploymentTests {
                 (["name": "gen1b", "image": "legacy-bios", "securityType": "TrustedLaunch"], 400, "image", "Generation 2 (UEFI)"),
                 (["name": "std-sb", "securityType": "Standard", "secureBoot": true], 400, "secureBoot", "only for TrustedLaunch"),
                 (["name": "std-vtpm", "securityType": "Standard", "vTpm": true], 400, "vTpm", "only for TrustedLaunch"),
-                (["name": "std-mon", "securityType": "Standard", "integrityMonitoring": true], 400, "integrityMonitoring", "--security-type TrustedLaunch"),
+                (["name": "std-mon", "securityType": "Standard", "integrityMonitoring": true], 400, "integrityMonitoring",
+                 "--security-type TrustedLaunch"),
                 (["name": "novtpm-mon", "vTpm": false, "integrityMonitoring": true], 400, "integrityMonitoring", "keep --vtpm true"),
                 (["name": "noimage", "image": "windows-11"], 404, "image", "tlaunch image list"),
                 (["name": "badtype", "securityType": "Confidential"], 400, "securityType", "TrustedLaunch, Standard"),
@@ -98,7 +99,8 @@ struct DeploymentTests {
             ]
             for (name, body, status, words) in updates {
                 let (s, answer) = try await p.request("PATCH", "/v1/vms/\(name)", body)
-                #expect(s == status && TestPlatform.message(answer).contains(words), "\(name) \(body): \(s) \(TestPlatform.message(answer))")
+                #expect(s == status && TestPlatform.message(answer).contains(words),
+                        "\(name) \(body): \(s) \(TestPlatform.message(answer))")
             }
             // Secure Boot can be changed while stopped; monitoring at any time (and then attests).
             _ = try await p.fleet.stop("web")
@@ -289,7 +291,8 @@ struct DeploymentTests {
             let list = try #require(body as? [[String: Any]])
             #expect(list.map { $0["name"] as? String } == ["a", "b"])
             for vm in list {
-                for key in ["name", "image", "hypervisor", "powerState", "securityProfile", "integrityMonitoring", "alerts"] { #expect(vm[key] != nil, "missing \(key)") }
+                for key in ["name", "image", "hypervisor", "powerState", "securityProfile", "integrityMonitoring",
+                            "alerts"] { #expect(vm[key] != nil, "missing \(key)") }
                 let sp = try #require(vm["securityProfile"] as? [String: Any])
                 #expect(["TrustedLaunch", "Standard"].contains(sp["securityType"] as? String ?? ""))
                 let u = try #require(sp["uefiSettings"] as? [String: Any])
@@ -326,7 +329,8 @@ struct DeploymentTests {
             #expect(anon == 401)
             // The overview's checklist says why for each item.
             let o = try await p.fleet.overview("b")
-            #expect(o.checklist.map(\.requirement) == ["TPM 2.0", "Secure Boot", "Measured boot", "Boot integrity monitored", "DMA protection", "System Guard (DRTM)"])
+            #expect(o.checklist.map(\.requirement) == ["TPM 2.0", "Secure Boot", "Measured boot", "Boot integrity monitored",
+                                                       "DMA protection", "System Guard (DRTM)"])
             #expect(o.checklist.first?.state == .notMet && o.checklist.first?.why.contains("Standard") == true)
             let oa = try await p.fleet.overview("a")
             #expect(oa.checklist.prefix(4).allSatisfy { $0.state == .met })
@@ -429,7 +433,8 @@ struct MonitoringTests {
             _ = try await p.fleet.deploy(DeployRequest(name: "tofu", integrityMonitoring: true))
             let tofu = try await p.fleet.overview("tofu")
             #expect(tofu.vm.integrityMonitoring.bootIntegrity == .healthy)
-            #expect(tofu.baseline?.source == .learned && tofu.baseline?.description.contains("learned on first use at") == true, "\(String(describing: tofu.baseline))")
+            #expect(tofu.baseline?.source == .learned && tofu.baseline?.description.contains("learned on first use at") == true,
+                    "\(String(describing: tofu.baseline))")
             // approve: the first boot waits for a person — Pending, a Low alert that says what to do.
             _ = try await p.fleet.deploy(DeployRequest(name: "careful", integrityMonitoring: true, baseline: "approve"))
             var vm = try await p.fleet.require("careful")
@@ -482,10 +487,12 @@ struct MonitoringTests {
             #expect(try await p.fleet.store.alert(alert.id)?.status == .resolved)
             // Bad disk writes are refused and change nothing.
             for (path, words) in [("EFI/x", "absolute"), ("/EFI/../etc/passwd", ".."), ("/", "absolute")] {
-                let (s, body) = try await p.client.send("PUT", "/v1/vms/sb/disk?path=\(path)", json: Data([1]), contentType: "application/octet-stream", step: "t")
+                let (s, body) = try await p.client.send("PUT", "/v1/vms/sb/disk?path=\(path)", json: Data([1]),
+                                                        contentType: "application/octet-stream", step: "t")
                 #expect(s == 400 && String(decoding: body, as: UTF8.self).contains(words), "\(path)")
             }
-            let (s, _) = try await p.client.send("PUT", "/v1/vms/nosuch/disk?path=/x", json: Data([1]), contentType: "application/octet-stream", step: "t")
+            let (s, _) = try await p.client.send("PUT", "/v1/vms/nosuch/disk?path=/x", json: Data([1]),
+                                                 contentType: "application/octet-stream", step: "t")
             #expect(s == 404)
         }
     }
@@ -546,7 +553,8 @@ struct MonitoringTests {
         router.post("/hook") { request, _ -> Response in
             var r = request
             let body = try await r.collectBody(upTo: 1 << 20)
-            if let payload = try? JSONDecoder().decode(WebhookPayload.self, from: Data(buffer: body)) { events.withLock { $0.append(payload.event) } }
+            if let payload = try? JSONDecoder().decode(WebhookPayload.self,
+                                                       from: Data(buffer: body)) { events.withLock { $0.append(payload.event) } }
             return Response(status: .noContent)
         }
         let (port, task) = try await serveOnLoopback(router)
@@ -568,7 +576,8 @@ struct MonitoringTests {
             // The webhook heard it raised and dismissed — no repeats.
             for _ in 0..<400 where await p.fleet.pendingDeliveries() > 0 { try await Task.sleep(for: .milliseconds(50)) }
             let heard = events.withLock { $0 }
-            #expect(heard.filter { $0 == "alert.repeated" }.isEmpty && heard.contains("alert.raised") && heard.contains("alert.dismissed"), "\(heard)")
+            #expect(heard.filter { $0 == "alert.repeated" }.isEmpty && heard.contains("alert.raised") && heard.contains("alert.dismissed"),
+                    "\(heard)")
         }
     }
 
@@ -608,7 +617,8 @@ struct MonitoringTests {
             var r = request
             let body = try await r.collectBody(upTo: 1 << 20)
             func header(_ name: String) -> String { request.headers.first { $0.name.rawName.lowercased() == name }?.value ?? "" }
-            let n = received.withLock { $0.append((header("x-tlaunch-delivery-attempt"), Data(buffer: body), header("x-tlaunch-signature"))); return $0.count }
+            let n = received.withLock { $0.append((header("x-tlaunch-delivery-attempt"), Data(buffer: body),
+                                                   header("x-tlaunch-signature"))); return $0.count }
             return Response(status: n <= 2 ? .internalServerError : .noContent)
         }
         let (port, task) = try await serveOnLoopback(router)
@@ -630,12 +640,15 @@ struct MonitoringTests {
             let url = URL(string: "http://127.0.0.1:\(port)/hook")!
             let secret = p.fleet.webhooks.secret(for: url)
             let last = try #require(got.last)
-            #expect(got.allSatisfy { WebhookNotifier.verify(body: $0.body, header: $0.signature, secret: secret) }, "\(got.map(\.signature))")
+            #expect(got.allSatisfy { WebhookNotifier.verify(body: $0.body, header: $0.signature, secret: secret) },
+                    "\(got.map(\.signature))")
             var forged = last.body
             forged[forged.count / 2] ^= 0x01
             #expect(!WebhookNotifier.verify(body: forged, header: last.signature, secret: secret))
-            #expect(!WebhookNotifier.verify(body: last.body, header: last.signature, secret: p.fleet.webhooks.secret(for: URL(string: "http://127.0.0.1:\(port)/other")!)))
-            #expect(!WebhookNotifier.verify(body: last.body, header: last.signature, secret: secret, now: Int(Date().timeIntervalSince1970) + 600))
+            #expect(!WebhookNotifier.verify(body: last.body, header: last.signature,
+                                            secret: p.fleet.webhooks.secret(for: URL(string: "http://127.0.0.1:\(port)/other")!)))
+            #expect(!WebhookNotifier.verify(body: last.body, header: last.signature, secret: secret,
+                                            now: Int(Date().timeIntervalSince1970) + 600))
         }
     }
 
@@ -678,7 +691,8 @@ struct MonitoringTests {
         try await withTeardown({ await second.stop() }) {
             // The stopping platform wrote the failed attempt down instead of leaving its 60 s claim.
             let waiting = try await second.fleet.store.dueDeliveries(now: .max)
-            #expect(waiting.allSatisfy { $0.nextAttempt < Time.millis() + 5_000 }, "a claim outlived the platform that made it: \(waiting.map(\.nextAttempt))")
+            #expect(waiting.allSatisfy { $0.nextAttempt < Time.millis() + 5_000 },
+                    "a claim outlived the platform that made it: \(waiting.map(\.nextAttempt))")
             // The stopped platform left no claim behind: the delivery is due again within the
             // backoff it wrote (≤ 2 s after two failures), not after a 60 s lease. Monitor passes
             // pick it up, as the platform's monitor loop does.

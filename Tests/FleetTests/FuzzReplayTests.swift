@@ -29,7 +29,8 @@ struct FleetFuzzReplayTests {
     /// whatever the reads' sizes; oversized lengths skipped; only its own VM's attestation API passes.
     @Test func relayFramesAndRules() throws {
         func frame(_ r: RelayFrame.Request) throws -> [UInt8] { try RelayFrame.encode(r) }
-        let a = RelayFrame.Request(id: 1, method: "POST", path: "/v1/vms/vm-1/attestations", contentType: "application/json", body: Data("{}".utf8))
+        let a = RelayFrame.Request(id: 1, method: "POST", path: "/v1/vms/vm-1/attestations", contentType: "application/json",
+                                   body: Data("{}".utf8))
         let b = RelayFrame.Request(id: 2, method: "GET", path: "/relay/identity", contentType: nil, body: nil)
         let stream = [0xFF, 0x00] + Array("TLR".utf8) + Array("TLR1".utf8) + [0xFF, 0xFF, 0xFF, 0xFF] + (try frame(a)) + (try frame(b))
         for step in [1, 2, 3, 7, stream.count] {
@@ -45,7 +46,8 @@ struct FleetFuzzReplayTests {
         #expect(RelayRules.allowed(a, vm: "vm-1"))
         for (m, p) in [("GET", "/v1/vms/vm-2/enrolment"), ("DELETE", "/v1/vms/vm-1/enrolment"), ("POST", "/v1/vms/vm-1/baseline/approve"),
                        ("GET", "/v1/vms/vm-1/../vm-2/attestations"), ("GET", "/v1/vms/vm-1/%2e%2e/x"), ("GET", "/v1/tokens"), ("GET", "/v1/vms/vm-1")] {
-            #expect(!RelayRules.allowed(RelayFrame.Request(id: 9, method: m, path: p, contentType: nil, body: nil), vm: "vm-1"), "\(m) \(p)")
+            #expect(!RelayRules.allowed(RelayFrame.Request(id: 9, method: m, path: p, contentType: nil, body: nil), vm: "vm-1"),
+                    "\(m) \(p)")
         }
     }
 }

@@ -15,7 +15,8 @@ import Glibc
 /// Raw HTTP as an attacker's page or a curious browser would send it: redirects are not followed,
 /// so the Location and Set-Cookie of the answer itself can be read.
 final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
-    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse, newRequest request: URLRequest,
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                    newRequest request: URLRequest,
                     completionHandler: @escaping (URLRequest?) -> Void) {
         completionHandler(nil)
     }
@@ -43,7 +44,8 @@ final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
 @Suite("Hardening: the dashboard's sign-in, headers and limits; guest text in the terminal")
 struct HardeningTests {
     /// A guest's grub.cfg puts terminal escape sequences (an OSC, clear the screen, colours, a C1
-    /// CSI, the bell; no ';', which grub reads as the end of a command) on its kernel command line; the admin reads the VM and the alert in a terminal.
+    /// CSI, the bell; no ';', which grub reads as the end of a command) on its kernel command line; the admin reads the VM and the alert in
+    /// a terminal.
     @Test func guestTextReachesTheTerminalOnlyAsPrintableText() async throws {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
@@ -52,12 +54,14 @@ struct HardeningTests {
             let config = "set timeout=0\nlinux /vmlinuz console=ttyS0 root=/dev/vda2 ro \u{1B}]2owned\u{07}\u{1B}[2J\u{1B}[31mevil=1\u{9B}0m\u{07}\ninitrd /initrd.img\nboot\n"
             _ = try await p.fleet.putFile("esc", path: "/EFI/tlaunch/grub.cfg", bytes: Array(config.utf8))
             let vm = try await p.fleet.restart("esc")
-            #expect(vm.lastBoot?.kernelCommandLine?.contains("\u{1B}") == true, "the guest's text did carry the sequences: \(String(describing: vm.lastBoot?.kernelCommandLine))")
+            #expect(vm.lastBoot?.kernelCommandLine?.contains("\u{1B}") == true,
+                    "the guest's text did carry the sequences: \(String(describing: vm.lastBoot?.kernelCommandLine))")
             let alert = try #require(try await p.fleet.store.alerts(vm: "esc", status: .active).first)
             for args in [["vm", "show", "esc"], ["alert", "show", alert.id], ["alert", "list"], ["vm", "list"]] {
                 let (status, out, err) = try await Interop.run(tlaunchPath, args, environment: env)
                 #expect(status == 0, "\(args): \(err)")
-                #expect(!out.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || (0x7F...0x9F).contains($0.value) }, "\(args) printed control characters: \(out.debugDescription.suffix(400))")
+                #expect(!out.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || (0x7F...0x9F).contains($0.value) },
+                        "\(args) printed control characters: \(out.debugDescription.suffix(400))")
                 if args == ["vm", "show", "esc"] { #expect(out.contains("evil=1"), "the text itself is still shown: \(out)") }
             }
         }
@@ -90,9 +94,12 @@ struct HardeningTests {
     @Test func everyAnswerCarriesTheSecurityHeaders() async throws {
         let p = try await TestPlatform.start()
         try await withTeardown({ await p.stop() }) {
-            for (method, path) in [("GET", "/login"), ("GET", "/"), ("GET", "/v1/vms"), ("GET", "/v1/vms/nobody"), ("GET", "/nothing-here")] {
-                let (s, h, _) = try await NoRedirects.fetch(method, p.server.url + path, headers: path.hasPrefix("/v1") ? ["Authorization": "Bearer \(p.admin)"] : [:])
-                #expect(h["x-frame-options"] == "DENY" && h["referrer-policy"] == "no-referrer" && h["x-content-type-options"] == "nosniff", "\(path) \(s): \(h)")
+            for (method, path) in [("GET", "/login"), ("GET", "/"), ("GET", "/v1/vms"), ("GET", "/v1/vms/nobody"),
+                                   ("GET", "/nothing-here")] {
+                let (s, h, _) = try await NoRedirects.fetch(method, p.server.url + path,
+                                                            headers: path.hasPrefix("/v1") ? ["Authorization": "Bearer \(p.admin)"] : [:])
+                #expect(h["x-frame-options"] == "DENY" && h["referrer-policy"] == "no-referrer" && h["x-content-type-options"] == "nosniff",
+                        "\(path) \(s): \(h)")
                 #expect(h["content-security-policy"]?.contains("frame-ancestors 'none'") == true && h["content-security-policy"]?.contains("default-src 'none'") == true, "\(path)")
             }
         }
@@ -107,7 +114,8 @@ struct HardeningTests {
         addr.sin_port = 0
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let ok = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 4) == 0 && getsockname(fd, $0, &len) == 0 }
+            p.withMemoryRebound(to: sockaddr.self,
+                                capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 4) == 0 && getsockname(fd, $0, &len) == 0 }
         }
         #expect(ok)
         return (fd, Int(UInt16(bigEndian: addr.sin_port)))
@@ -138,7 +146,8 @@ struct HardeningTests {
         }
         #expect(ready)
         (status, out, err) = try await Interop.run(tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"])
-        #expect(status != 0 && err.contains("in use by another platform process (pid \(first.processIdentifier))"), "\(status) \(out) \(err)")
+        #expect(status != 0 && err.contains("in use by another platform process (pid \(first.processIdentifier))"),
+                "\(status) \(out) \(err)")
         // When the first ends (however it ends), the folder is free again.
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
@@ -176,8 +185,10 @@ struct HardeningTests {
                 (try? String(contentsOf: log, encoding: .utf8))?.contains("==> Ready") == true ? true : nil
             }
             kill(up.processIdentifier, sig)
-            _ = try await RealVMTests.waitFor("the platform to exit on signal \(sig)", seconds: 60) { () async throws -> Bool? in up.isRunning ? nil : true }
-            #expect(up.terminationReason == .exit && up.terminationStatus == 0, "signal \(sig): \(up.terminationReason) \(up.terminationStatus)")
+            _ = try await RealVMTests.waitFor("the platform to exit on signal \(sig)",
+                                              seconds: 60) { () async throws -> Bool? in up.isRunning ? nil : true }
+            #expect(up.terminationReason == .exit && up.terminationStatus == 0,
+                    "signal \(sig): \(up.terminationReason) \(up.terminationStatus)")
             let said = try String(contentsOf: log, encoding: .utf8)
             #expect(said.contains("==> Stopping"), "signal \(sig): \(said.suffix(300))")
             do { _ = try PlatformLock(DataFolder(root: dir)) }   // free again (released at once)
@@ -189,9 +200,11 @@ struct HardeningTests {
         try await withTeardown({ await p.stop() }) {
             // A misspelt field used to deploy with monitoring silently off.
             var (s, body) = try await p.request("POST", "/v1/vms", ["name": "typo", "integritymonitoring": true, "start": false])
-            #expect(s == 400 && TestPlatform.message(body).contains("unknown field integritymonitoring"), "\(s) \(TestPlatform.message(body))")
+            #expect(s == 400 && TestPlatform.message(body).contains("unknown field integritymonitoring"),
+                    "\(s) \(TestPlatform.message(body))")
             #expect(try await p.fleet.store.vm("typo") == nil)
-            (s, body) = try await p.request("POST", "/v1/vms", ["name": "typo", "securityProfile": ["securityTyp": "Standard"], "start": false])
+            (s, body) = try await p.request("POST", "/v1/vms",
+                                            ["name": "typo", "securityProfile": ["securityTyp": "Standard"], "start": false])
             #expect(s == 400 && TestPlatform.message(body).contains("securityProfile.securityTyp"), "\(TestPlatform.message(body))")
             (s, body) = try await p.request("POST", "/v1/vms", ["name": "typo", "securityType": "Standard", "securityProfile": ["securityType": "TrustedLaunch"], "start": false])
             #expect(s == 400 && TestPlatform.message(body).contains("disagree"), "\(TestPlatform.message(body))")
@@ -222,9 +235,11 @@ struct HardeningTests {
             let form = Data("action=stop&confirm=yes&csrf=\(try await p.csrf(cookie: "tlaunch_session=\(p.admin)"))".utf8)
             func post(_ headers: [String: String]) async throws -> Int {
                 try await NoRedirects.fetch("POST", "\(p.server.url)/vms/target/action", body: form,
-                                            headers: ["Cookie": "tlaunch_session=\(p.admin)", "Content-Type": "application/x-www-form-urlencoded"].merging(headers) { $1 }).0
+                                            headers: ["Cookie": "tlaunch_session=\(p.admin)",
+                                                      "Content-Type": "application/x-www-form-urlencoded"].merging(headers) { $1 }).0
             }
-            for attack in [["Origin": "http://127.0.0.1:\(port + 1)", "Sec-Fetch-Site": "same-site"], ["Origin": "http://127.0.0.1:\(port + 1)"],
+            for attack in [["Origin": "http://127.0.0.1:\(port + 1)", "Sec-Fetch-Site": "same-site"],
+                           ["Origin": "http://127.0.0.1:\(port + 1)"],
                            ["Sec-Fetch-Site": "cross-site"], ["Origin": "null"], ["Origin": "http://localhost:\(port)"]] {
                 #expect(try await post(attack) == 403, "\(attack)")
                 #expect(try await p.fleet.require("target").powerState == .running, "\(attack) stopped the VM")
@@ -263,7 +278,8 @@ struct HardeningTests {
             #expect(s == 303 || s == 302, "the dashboard sends a revoked session to sign in")
             // The list says which is which, and never shows a token.
             (status, out, err) = try await Interop.run(tlaunchPath, ["token", "list", "--data", p.dir.path])
-            #expect(status == 0 && out.contains(id) && out.contains("revoked") && out.contains("expired") && out.contains("valid"), "\(out) \(err)")
+            #expect(status == 0 && out.contains(id) && out.contains("revoked") && out.contains("expired") && out.contains("valid"),
+                    "\(out) \(err)")
             #expect(!out.contains(reader) && !out.contains("tlt_"))
         }
     }
@@ -286,8 +302,10 @@ struct HardeningTests {
             #expect(try await NoRedirects.fetch("GET", "\(p.server.url)/login?code=\(expired)").0 == 401)
             // The session reads the dashboard; signing out revokes it (a copied cookie is worth nothing).
             #expect(try await NoRedirects.fetch("GET", "\(p.server.url)/", headers: ["Cookie": cookie]).0 == 200)
-            (s, h, _) = try await NoRedirects.fetch("POST", "\(p.server.url)/logout", body: Data("csrf=\(try await p.csrf(cookie: cookie))".utf8),
-                                                    headers: ["Cookie": cookie, "Origin": p.server.url, "Content-Type": "application/x-www-form-urlencoded"])
+            (s, h, _) = try await NoRedirects.fetch("POST", "\(p.server.url)/logout",
+                                                    body: Data("csrf=\(try await p.csrf(cookie: cookie))".utf8),
+                                                    headers: ["Cookie": cookie, "Origin": p.server.url,
+                                                              "Content-Type": "application/x-www-form-urlencoded"])
             #expect((s == 303 || s == 302) && h["set-cookie"]?.contains("Max-Age=0") == true)
             (s, h, _) = try await NoRedirects.fetch("GET", "\(p.server.url)/", headers: ["Cookie": cookie])
             #expect((s == 303 || s == 302) && h["location"] == "/login", "a signed-out session is sent to sign in")
@@ -296,7 +314,8 @@ struct HardeningTests {
             let second = try #require(h["set-cookie"]?.split(separator: ";").first.map(String.init))
             #expect(!second.contains(p.admin))
             _ = try await NoRedirects.fetch("POST", "\(p.server.url)/logout", body: Data("csrf=\(try await p.csrf(cookie: second))".utf8),
-                                            headers: ["Cookie": second, "Origin": p.server.url, "Content-Type": "application/x-www-form-urlencoded"])
+                                            headers: ["Cookie": second, "Origin": p.server.url,
+                                                      "Content-Type": "application/x-www-form-urlencoded"])
             #expect(try await p.request("GET", "/v1/vms").0 == 200, "the admin token outlives the session it opened")
         }
     }
@@ -306,7 +325,8 @@ struct HardeningTests {
         try await withTeardown({ await p.stop() }) {
             let form = "name=big&image=sample-linux&pad=" + String(repeating: "A", count: 70 << 10)
             let (s, _, body) = try await NoRedirects.fetch("POST", p.server.url + "/deploy", body: Data(form.utf8),
-                                                          headers: ["Cookie": "tlaunch_session=\(p.admin)", "Content-Type": "application/x-www-form-urlencoded"])
+                                                          headers: ["Cookie": "tlaunch_session=\(p.admin)",
+                                                                    "Content-Type": "application/x-www-form-urlencoded"])
             #expect(s == 413, "\(s): \(String(decoding: body.prefix(300), as: UTF8.self))")
             #expect(try await p.fleet.store.vm("big") == nil)
         }
@@ -336,7 +356,8 @@ struct HardeningTests {
             var (s, body) = try await p.request("POST", "/v1/vms/full-1/restart")
             #expect(s == 503, "\(s) \(TestPlatform.message(body))")
             (s, body) = try await p.request("GET", "/readyz")
-            #expect(s == 503 && ((body as? [String: Any])?["reason"] as? String)?.contains("is full") == true, "\(s) \(String(describing: body))")
+            #expect(s == 503 && ((body as? [String: Any])?["reason"] as? String)?.contains("is full") == true,
+                    "\(s) \(String(describing: body))")
             (s, body) = try await p.request("GET", "/v1/vms/full-1")
             let interrupted = (body as? [String: Any])?["storageInterruption"] as? String
             #expect(interrupted?.contains("restart interrupted") == true, "\(String(describing: body))")
@@ -372,10 +393,12 @@ struct HardeningTests {
             #expect(othersToken != token, "a token per session")
             func post(_ form: String, _ headers: [String: String] = [:]) async throws -> Int {
                 try await NoRedirects.fetch("POST", "\(p.server.url)/vms/csrf-1/action", body: Data(form.utf8),
-                                            headers: ["Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded", "Origin": p.server.url,
+                                            headers: ["Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded",
+                                                      "Origin": p.server.url,
                                                       "Sec-Fetch-Site": "same-origin"].merging(headers) { $1 }).0
             }
-            for form in ["action=stop&confirm=yes", "action=stop&confirm=yes&csrf=", "action=stop&confirm=yes&csrf=\(othersToken)", "action=stop&confirm=yes&csrf=\(token.dropLast())x"] {
+            for form in ["action=stop&confirm=yes", "action=stop&confirm=yes&csrf=", "action=stop&confirm=yes&csrf=\(othersToken)",
+                         "action=stop&confirm=yes&csrf=\(token.dropLast())x"] {
                 #expect(try await post(form) == 403, "\(form)")
                 #expect(try await p.fleet.require("csrf-1").powerState == .running, "\(form) stopped the VM")
             }
@@ -387,8 +410,10 @@ struct HardeningTests {
             let html = String(decoding: page, as: UTF8.self)
             let forms = html.components(separatedBy: "<form ").count - 1
             #expect(forms >= 2 && html.components(separatedBy: "name=\"csrf\" value=\"\(token)\"").count - 1 == forms, "\(forms) forms")
-            let bearer = try await NoRedirects.fetch("POST", "\(p.server.url)/vms/csrf-1/action", body: Data("action=stop&confirm=yes".utf8),
-                                                     headers: ["Authorization": "Bearer \(p.admin)", "Content-Type": "application/x-www-form-urlencoded"]).0
+            let bearer = try await NoRedirects.fetch("POST", "\(p.server.url)/vms/csrf-1/action",
+                                                     body: Data("action=stop&confirm=yes".utf8),
+                                                     headers: ["Authorization": "Bearer \(p.admin)",
+                                                               "Content-Type": "application/x-www-form-urlencoded"]).0
             #expect(bearer == 303)
         }
     }
@@ -400,11 +425,14 @@ struct HardeningTests {
             let cookie = "tlaunch_session=\(p.admin)"
             let token = try await p.csrf(cookie: cookie)
             func page() async throws -> String {
-                String(decoding: try await NoRedirects.fetch("GET", "\(p.server.url)/vms/ask-1", headers: ["Cookie": cookie]).2, as: UTF8.self)
+                String(decoding: try await NoRedirects.fetch("GET", "\(p.server.url)/vms/ask-1", headers: ["Cookie": cookie]).2,
+                       as: UTF8.self)
             }
             func post(_ form: String) async throws -> (Int, String) {
-                let (s, _, body) = try await NoRedirects.fetch("POST", "\(p.server.url)/vms/ask-1/action", body: Data((form + "&csrf=\(token)").utf8),
-                                                               headers: ["Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded",
+                let (s, _, body) = try await NoRedirects.fetch("POST", "\(p.server.url)/vms/ask-1/action",
+                                                               body: Data((form + "&csrf=\(token)").utf8),
+                                                               headers: ["Cookie": cookie,
+                                                                         "Content-Type": "application/x-www-form-urlencoded",
                                                                          "Origin": p.server.url, "Sec-Fetch-Site": "same-origin"])
                 return (s, String(decoding: body, as: UTF8.self))
             }

@@ -90,7 +90,8 @@ enum LocalLibvirt {
 
     /// Installs the drop-ins (EK certificates from `data`'s vTPM CA) and makes libvirtd use them.
     static func installDropIns(data: URL) async throws {
-        let (rc, out, err) = try await Interop.run(tlaunchPath, ["vtpm", "install-swtpm", "--prefix", prefix.path, "--data", data.path, "--user", "tss"])
+        let (rc, out, err) = try await Interop.run(tlaunchPath,
+                                                   ["vtpm", "install-swtpm", "--prefix", prefix.path, "--data", data.path, "--user", "tss"])
         guard rc == 0 else { throw FleetError(.failed, "install-swtpm: \(out) \(err)") }
         try await start(pathFirst: prefix.appendingPathComponent("bin").path)
     }
@@ -297,7 +298,8 @@ struct LibvirtTests {
                 .write(to: encrypted, atomically: true, encoding: .utf8)
             // A passphrase-encrypted vTPM (libvirt's <encryption secret>, Nova's key-manager secret):
             // libvirt hands the secret to our setup and socket through a file descriptor.
-            let setValue = try await LocalLibvirt.run(["secret-set-value", secretUUID, "--base64", Data("a passphrase from the key manager".utf8).base64EncodedString()])
+            let setValue = try await LocalLibvirt.run(["secret-set-value", secretUUID, "--base64",
+                                                       Data("a passphrase from the key manager".utf8).base64EncodedString()])
             #expect(setValue.0 == 0, "\(setValue.2)")
             let withSecret = try await startingOurSwtpm(["create", encrypted.path], name + "-enc")
             #expect(withSecret.0 == 0, "\(withSecret.2)")
@@ -311,7 +313,8 @@ struct LibvirtTests {
             // sealed with it. The EK certificate's issuer, in clear in the first save file (the
             // control), is nowhere in this one; the restore opens them again.
             let issuerName = Data("TrustedLaunch vTPM EK Issuing CA".utf8)
-            #expect((try Data(contentsOf: saved)).range(of: issuerName) != nil, "control: an unencrypted vTPM's save file holds its state in clear")
+            #expect((try Data(contentsOf: saved)).range(of: issuerName) != nil,
+                    "control: an unencrypted vTPM's save file holds its state in clear")
             let sealedSave = dir.appendingPathComponent("\(name)-enc.save")
             let save4 = try await LocalLibvirt.run(["save", name + "-enc", sealedSave.path])
             #expect(save4.0 == 0, "\(save4.2)")
@@ -336,9 +339,11 @@ struct LibvirtTests {
         try await withTeardown({ await p.stop() }) {
             let name = uniqueName("lv")
             let domain = "tlaunch-\(name)"
-            var vm = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "libvirt", baseline: "predicted"))
+            var vm = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true,
+                                                            hypervisor: "libvirt", baseline: "predicted"))
             let console = try await p.fleet.console(name)
-            #expect(vm.powerState == .running && vm.hypervisor == "libvirt", "\(vm.lastBoot?.failure ?? "") — console: \(console.suffix(1200))")
+            #expect(vm.powerState == .running && vm.hypervisor == "libvirt",
+                    "\(vm.lastBoot?.failure ?? "") — console: \(console.suffix(1200))")
             #expect(vm.lastBoot?.firmware.contains("libvirt/QEMU") == true && vm.lastBoot?.secureBootEnforced == true)
             let attested = try #require(try await p.service.history(vm: name, limit: 1).first, "the guest's agent attested")
             #expect(attested.passed && attested.baseline == .matches, "\(attested.checks.filter { !$0.passed }.map(\.reason))")
@@ -385,7 +390,8 @@ struct LibvirtTests {
         }) {
             try await LocalLibvirt.installDropIns(data: q.dir)
             let name = uniqueName("lve")
-            let vm = try await q.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "libvirt", baseline: "predicted"))
+            let vm = try await q.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true,
+                                                            hypervisor: "libvirt", baseline: "predicted"))
             let console = try await q.fleet.console(name)
             #expect(vm.powerState == .running, "\(vm.lastBoot?.failure ?? "") — console: \(console.suffix(1200))")
             let attested = try #require(try await q.service.history(vm: name, limit: 1).first, "the guest's agent attested")
@@ -434,12 +440,14 @@ struct LibvirtTests {
             var (status, body) = try await p.request("POST", "/v1/hosts", ["name": "a", "uri": uri("a"), "maxVMs": 1])
             #expect(status == 201, "\(String(describing: body))")
             (status, body) = try await p.request("POST", "/v1/hosts", ["name": "b", "uri": uri("b"), "maxVMs": 1, "shipFiles": true])
-            #expect(status == 201 && ((body as? [String: Any])?["host"] as? [String: Any])?["tpm"] as? String == "emulator", "\(String(describing: body))")
+            #expect(status == 201 && ((body as? [String: Any])?["host"] as? [String: Any])?["tpm"] as? String == "emulator",
+                    "\(String(describing: body))")
             (status, body) = try await p.request("POST", "/v1/hosts", ["name": "ghost", "uri": uri("nowhere")])
             #expect(status == 400 && "\(String(describing: body))".contains("does not answer"), "\(String(describing: body))")
             (status, _) = try await p.request("POST", "/v1/hosts", ["name": "a2", "uri": uri("a")])
             #expect(status == 409)
-            (status, body) = try await p.request("POST", "/v1/hosts", ["name": "far", "uri": "qemu+ssh://far.example/system", "tpm": "external"])
+            (status, body) = try await p.request("POST", "/v1/hosts",
+                                                 ["name": "far", "uri": "qemu+ssh://far.example/system", "tpm": "external"])
             #expect(status == 400 && "\(String(describing: body))".contains("emulator"))
             (status, _) = try await p.request("POST", "/v1/hosts", ["name": "c", "uri": uri("a"), "maxVms": 1])
             #expect(status == 400, "a misspelt field is refused by name")
@@ -450,7 +458,8 @@ struct LibvirtTests {
             for prefix in ["ha", "hb"] {
                 let name = uniqueName(prefix)
                 names.append(name)
-                _ = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "libvirt", start: false, baseline: "predicted"))
+                _ = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "libvirt",
+                                                           start: false, baseline: "predicted"))
             }
             var placed: [VMRecord] = []
             for n in names { placed.append(try await p.fleet.require(n)) }
@@ -492,7 +501,8 @@ struct LibvirtTests {
             // On b it runs from the copies in the host's pool, as libvirt's qemu user, with the host's swtpm.
             let xml = try await LocalLibvirt.run(["dumpxml", "tlaunch-\(onB)"]).1
             #expect(xml.contains("/var/lib/libvirt/tlaunch/tlaunch-\(onB).img") && xml.contains("<nvram>/var/lib/libvirt/tlaunch/tlaunch-\(onB).vars</nvram>"), "\(xml)")
-            #expect(xml.contains("<channel type='tcp'>") && xml.contains("<backend type='emulator'") && !xml.contains(p.dir.path), "no path of the platform's: \(xml)")
+            #expect(xml.contains("<channel type='tcp'>") && xml.contains("<backend type='emulator'") && !xml.contains(p.dir.path),
+                    "no path of the platform's: \(xml)")
             let sw = try #require(LocalLibvirt.swtpm(of: "tlaunch-\(onB)"))
             #expect(sw.cmdline.contains("vtpm") && sw.cmdline.contains(p.dir.path), "\(sw.cmdline)")
             // The console is read back from the host every 2 s.

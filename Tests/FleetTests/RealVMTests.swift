@@ -49,7 +49,8 @@ struct RealVMTests {
             let name = uniqueName("real")
             // Deploy with a predicted baseline: the virtual firmware's prediction from the disk
             // must be what the real boot measures, or the first attestation fails.
-            var vm = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu", baseline: "predicted"))
+            var vm = try await p.fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu",
+                                                            baseline: "predicted"))
             let console1 = try await p.fleet.console(name)
             #expect(vm.powerState == .running, "boot 1: \(vm.lastBoot?.failure ?? "") — console: \(console1.suffix(1500))")
             #expect(vm.hypervisor == "qemu" && vm.lastBoot?.firmware.contains("OVMF (QEMU, \(qemu.accelerator))") == true)
@@ -67,7 +68,8 @@ struct RealVMTests {
             let history = try await p.service.history(vm: name, limit: 5)
             let first = try #require(history.last, "the guest's agent attested")
             #expect(first.passed, "\(first.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" })")
-            #expect(first.baseline == .matches, "the predicted baseline equals the real boot's PCRs 4, 5, 7, 8, 9, 14 (\(first.baseline?.rawValue ?? "-"))")
+            #expect(first.baseline == .matches,
+                    "the predicted baseline equals the real boot's PCRs 4, 5, 7, 8, 9, 14 (\(first.baseline?.rawValue ?? "-"))")
             vm = try await p.fleet.require(name)
             #expect(vm.bootIntegrity == .healthy)
             // The agent prints its verdict after the service answered it: wait for the line.
@@ -79,14 +81,16 @@ struct RealVMTests {
             #expect(verdict != nil, "the agent in the guest printed its verdict: \(consoleNow.suffix(800))")
             #expect(console1.contains("TLAUNCH-GUEST: up"))
             // The agent attests at the VM's interval, which the platform told it through the relay.
-            #expect(consoleNow.contains("attesting \(name) every \(vm.attestationInterval) s through the host's relay"), "\(consoleNow.suffix(800))")
+            #expect(consoleNow.contains("attesting \(name) every \(vm.attestationInterval) s through the host's relay"),
+                    "\(consoleNow.suffix(800))")
 
             // The dashboard's VM page shows the console: the agent's lines, escaped, no escape sequences.
             var page = URLRequest(url: URL(string: "\(p.server.url)/vms/\(name)")!)
             page.setValue("tlaunch_session=\(p.admin)", forHTTPHeaderField: "Cookie")
             page.timeoutInterval = 600
             let html = String(decoding: try await URLSession.shared.data(for: page).0, as: UTF8.self)
-            #expect(html.contains("<pre id=\"console\">") && html.contains("tlaunch-agent: Attestation PASSED for \(name)"), "\(html.suffix(600))")
+            #expect(html.contains("<pre id=\"console\">") && html.contains("tlaunch-agent: Attestation PASSED for \(name)"),
+                    "\(html.suffix(600))")
             #expect(!html.contains("\u{1B}"))
 
             // The guest's view is the real agent's: Secure Boot on, a TPM, a log that replays.
@@ -106,22 +110,26 @@ struct RealVMTests {
             #expect(vm.powerState == .running && vm.bootCount == 2, "boot 2: \(vm.lastBoot?.failure ?? "")")
             let second = try #require(try await p.service.history(vm: name, limit: 1).first)
             #expect(second.passed && second.rebooted == true, "\(second.checks.filter { !$0.passed }.map(\.reason))")
-            #expect(FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/console.1.log").path), "the previous boot's console is kept")
+            #expect(FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/console.1.log").path),
+                    "the previous boot's console is kept")
 
             // grub.cfg edited on the disk (Secure Boot does not cover it): a new boot disk with
             // the same GPT; the guest boots, its agent attests the change, and the alert names the
             // kernel command line — and only that: PCR 5 (the GPT) did not move.
             let alert = try await SampleFleet.weakenKernelCommandLine(p.fleet, vm: name, say: { _ in })
             vm = try await p.fleet.require(name)
-            #expect(vm.powerState == .running && vm.bootCount == 3 && vm.bootIntegrity == .unhealthy, "boot 3: \(vm.lastBoot?.failure ?? "") \(vm.bootIntegrity)")
+            #expect(vm.powerState == .running && vm.bootCount == 3 && vm.bootIntegrity == .unhealthy,
+                    "boot 3: \(vm.lastBoot?.failure ?? "") \(vm.bootIntegrity)")
             let changed = try #require(alert, "an alert for the edited kernel command line")
             #expect(changed.kind == "boot-integrity" && changed.title.lowercased().contains("kernel command line"), "\(changed.title)")
             #expect(changed.evidence.contains { $0.detail.contains("apparmor=0") }, "\(changed.evidence.map(\.detail))")
-            #expect(!changed.title.contains("PCR 5") && !changed.evidence.contains { $0.detail.contains("PCR 5") }, "the disk's GPT kept its identity: \(changed.evidence.map(\.detail))")
+            #expect(!changed.title.contains("PCR 5") && !changed.evidence.contains { $0.detail.contains("PCR 5") },
+                    "the disk's GPT kept its identity: \(changed.evidence.map(\.detail))")
             _ = try await p.fleet.approveBaseline(name)
 
             // kill -9 of QEMU: power state Failed, and an alert that says so.
-            let pid = try #require(Int32((try String(contentsOf: p.dir.appendingPathComponent("vms/\(name)/qemu.pid"), encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
+            let pid = try #require(Int32((try String(contentsOf: p.dir.appendingPathComponent("vms/\(name)/qemu.pid"),
+                                                     encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
             #expect(kill(pid, SIGKILL) == 0)
             let failed = try await Self.waitFor("power state Failed") { () async throws -> VMRecord? in
                 let v = try await p.fleet.require(name)
@@ -142,7 +150,8 @@ struct RealVMTests {
             #expect(vm.powerState == .failed && vm.lastBoot?.succeeded == false, "boot 3 must fail: \(vm.lastBoot?.failure ?? "")")
             let refused = try await p.fleet.store.alerts(vm: name).first { $0.kind == "boot-failure" && $0.status == .active }
             #expect(refused?.evidence.first?.detail.contains("console") == true, "\(String(describing: refused?.evidence))")
-            #expect(refused?.evidence.first?.detail.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" && $0 != "\t" } == false, "no escape sequences from the guest in the alert")
+            #expect(refused?.evidence.first?.detail.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" && $0 != "\t" } == false,
+                    "no escape sequences from the guest in the alert")
 
             // Delete: QEMU, the vTPM state, the variable store, the disk are gone.
             try await p.fleet.delete(name)
@@ -166,12 +175,14 @@ extension RealVMTests {
                     "\(vm.lastBoot?.failure ?? "") — \(console.suffix(1200))")
             let status = try await Self.waitFor("the guest's status") { await p.fleet.guestStatus(name) }
             #expect(!status.tpm.present && status.secureBootState != "On", "\(status)")
-            #expect(!FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/vtpm.state").path), "no vTPM was created")
+            #expect(!FileManager.default.fileExists(atPath: p.dir.appendingPathComponent("vms/\(name)/vtpm.state").path),
+                    "no vTPM was created")
             try await p.fleet.delete(name)
 
             // A Generation 1 image: SeaBIOS boots its MBR boot sector, whose own line reaches the console.
             let old = uniqueName("bios")
-            var bios = try await p.fleet.deploy(DeployRequest(name: old, image: "legacy-bios", securityType: "Standard", hypervisor: "qemu"))
+            var bios = try await p.fleet.deploy(DeployRequest(name: old, image: "legacy-bios", securityType: "Standard",
+                                                              hypervisor: "qemu"))
             var text = try await p.fleet.console(old)
             #expect(bios.powerState == .running && bios.lastBoot?.firmware.hasPrefix("SeaBIOS (QEMU") == true && bios.lastBoot?.measured == false,
                     "\(bios.lastBoot?.failure ?? "") — \(text.suffix(600))")

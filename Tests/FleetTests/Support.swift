@@ -29,7 +29,8 @@ struct TestPlatform {
 
     /// `tls`: serve HTTPS with a certificate from the data folder's platform CA (as `tlaunch up`
     /// does), requiring client certificates from it when `mutual`.
-    static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3, dir existing: URL? = nil,
+    static func start(webhooks: [URL] = [], webhookBackoff: Duration = .milliseconds(100), silentIntervals: Int = 3,
+                      dir existing: URL? = nil,
                       qemu: QEMUInstallation? = nil, libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil,
                       tls: Bool = false, mutual: Bool = false) async throws -> TestPlatform {
         let dir = existing ?? FileManager.default.temporaryDirectory.appendingPathComponent("tl-fleet-\(UUID().uuidString.prefix(8))")
@@ -37,9 +38,12 @@ struct TestPlatform {
         try folder.create()
         let store = try await StorageLocation.open(folder.database.path)
         let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
-        let service = AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
-                                         akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "https://attest.tlaunch.test")
-        let fleet = Fleet(store: try await FleetStore(backend: store.backend), service: service, dataFolder: folder, hostKey: [UInt8](repeating: 9, count: 32),
+        let service = AttestationService(store: store,
+                                         anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
+                                         akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA),
+                                         issuer: "https://attest.tlaunch.test")
+        let fleet = Fleet(store: try await FleetStore(backend: store.backend), service: service, dataFolder: folder,
+                          hostKey: [UInt8](repeating: 9, count: 32),
                           authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff), silentIntervals: silentIntervals,
                           qemu: qemu, bootTimeout: .seconds(600), libvirt: libvirt)
         var serverTLS: ServerTLS?
@@ -73,7 +77,8 @@ struct TestPlatform {
     var client: ServiceClient { var c = ServiceClient.pinned(baseURL: server.url, token: admin, tls: tls); c.patient = true; return c }
 
     /// A request with the admin token (or `token`); the status and the JSON body.
-    func request(_ method: String, _ path: String, _ body: [String: Any]? = nil, token: String? = nil, headers: [String: String] = [:]) async throws -> (Int, Any?) {
+    func request(_ method: String, _ path: String, _ body: [String: Any]? = nil, token: String? = nil,
+                 headers: [String: String] = [:]) async throws -> (Int, Any?) {
         let data = try body.map { try JSONSerialization.data(withJSONObject: $0) }
         var c = ServiceClient.pinned(baseURL: server.url, token: token ?? admin, tls: tls)
         c.patient = true

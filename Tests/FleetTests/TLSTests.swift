@@ -43,13 +43,15 @@ import X509
             #expect(refused.contains("CERTIFICATE_VERIFY_FAILED"), "\(refused)")
             let system = ServiceClient.pinned(baseURL: p.server.url, token: p.admin, tls: ClientTLS())
             #expect(await Self.refusal(system).contains("CERTIFICATE_VERIFY_FAILED"))
-            let plain = ServiceClient.pinned(baseURL: p.server.url.replacingOccurrences(of: "https:", with: "http:"), token: p.admin, tls: nil)
+            let plain = ServiceClient.pinned(baseURL: p.server.url.replacingOccurrences(of: "https:", with: "http:"), token: p.admin,
+                                             tls: nil)
             let answer = try? await plain.send("GET", "/v1/vms", step: "plain")
             #expect(answer == nil || answer?.status != 200, "the TLS port answers no plain-HTTP request")
 
             // Over HTTPS the dashboard's session cookie is Secure and responses carry HSTS.
             let code = try await AttestationService.createSignInCode(store: p.service.store)
-            let login = try await HTTPSClient.send("GET", URL(string: "\(p.server.url)/login?code=\(code)")!, tls: try #require(p.tls), timeout: .seconds(600))
+            let login = try await HTTPSClient.send("GET", URL(string: "\(p.server.url)/login?code=\(code)")!, tls: try #require(p.tls),
+                                                   timeout: .seconds(600))
             #expect(login.status == 303 || login.status == 302)
             let cookie = try #require(login.header("Set-Cookie"))
             #expect(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "\(cookie)")
@@ -57,7 +59,8 @@ import X509
             // A same-host page over plain http is another origin: it cannot post to the dashboard.
             let session = String(cookie.split(separator: ";")[0])
             let host = String(p.server.url.dropFirst("https://".count))
-            let cross = try await HTTPSClient.send("POST", URL(string: "\(p.server.url)/logout")!, headers: [("Cookie", session), ("Origin", "http://\(host)")],
+            let cross = try await HTTPSClient.send("POST", URL(string: "\(p.server.url)/logout")!,
+                                                   headers: [("Cookie", session), ("Origin", "http://\(host)")],
                                                    tls: try #require(p.tls), timeout: .seconds(600))
             #expect(cross.status == 403)
         }
@@ -100,7 +103,8 @@ import X509
             #expect(!(await Self.refusal(stranger, "/v1/vms")).isEmpty)
             // One the platform CA issued (tlaunch tls client): through.
             let issued = try PlatformTLS.loadOrCreate(directory: p.folder.tls).issueClient(name: "ops")
-            let ops = ServiceClient.pinned(baseURL: p.server.url, token: p.admin, tls: ClientTLS(trustRootsPEM: ca, certificatePEM: issued.certificatePEM, keyPEM: issued.keyPEM))
+            let ops = ServiceClient.pinned(baseURL: p.server.url, token: p.admin,
+                                           tls: ClientTLS(trustRootsPEM: ca, certificatePEM: issued.certificatePEM, keyPEM: issued.keyPEM))
             #expect(await Self.refusal(ops, "/v1/vms").isEmpty)
         }
     }
@@ -141,9 +145,11 @@ import X509
     static func rawListener() throws -> (fd: Int32, port: Int) {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         try #require(listener >= 0)
-        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")),
+                               sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try #require(withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } } == 0)
+        try #require(withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self,
+                                                                                capacity: 1) { bind(listener, $0, len) } } == 0)
         try #require(listen(listener, 4) == 0)
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
         return (listener, Int(UInt16(bigEndian: addr.sin_port)))

@@ -38,7 +38,8 @@ struct EvidenceTests {
 
     func evidence(extensions: Int) async throws -> (ExtendsAfterQuotes, Result<Evidence, any Error>, TPMObject, [UInt8]) {
         let transport = ExtendsAfterQuotes(VirtualTPM.ephemeral(), extensions: extensions)
-        let agent = GuestAgent(tpm: TPMClient(transport: transport), service: ServiceClient(baseURL: "http://unused", token: nil), vm: "vm", eventLog: [])
+        let agent = GuestAgent(tpm: TPMClient(transport: transport), service: ServiceClient(baseURL: "http://unused", token: nil), vm: "vm",
+                               eventLog: [])
         let ak = try await agent.attestationKey()
         let nonce = [UInt8](repeating: 0xA5, count: 32)
         let result: Result<Evidence, any Error>

@@ -57,7 +57,8 @@ struct CLITests {
         let events = shown?["events"] as? [[String: Any]] ?? []
         #expect(!events.isEmpty && events.allSatisfy { $0["pcr"] as? Int == 7 })
         #expect(events.contains { ($0["data"] as? [String: Any])?["name"] as? String == "SecureBoot" })
-        let (s2, o2, _) = try await run(["eventlog", "explain", log, "--json", "--pcrs", Corpus.url("eventlogs/gce_rhel8_secureboot_go-tpm-tools.expected_pcrs.json").path])
+        let (s2, o2, _) = try await run(["eventlog", "explain", log, "--json", "--pcrs",
+                                         Corpus.url("eventlogs/gce_rhel8_secureboot_go-tpm-tools.expected_pcrs.json").path])
         #expect(s2 == 0)
         let facts = try JSONSerialization.jsonObject(with: Data(o2.utf8)) as? [String: Any]
         #expect((facts?["secureBoot"] as? [String: Any])?["enabled"] as? Bool == true)
@@ -78,7 +79,8 @@ struct CLITests {
 
     @Test(.corpus) func imaReplay() async throws {
         guard Corpus.require() else { return }
-        let (status, out, _) = try await run(["ima", "replay", Corpus.url("ima/ascii_runtime_measurements_ima-ng_sha1_rust-keylime.txt").path, "--json"])
+        let (status, out, _) = try await run(["ima", "replay",
+                                              Corpus.url("ima/ascii_runtime_measurements_ima-ng_sha1_rust-keylime.txt").path, "--json"])
         #expect(status == 0)
         let o = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
         #expect(o?["entries"] as? Int ?? 0 > 800)

@@ -119,7 +119,8 @@ struct ExplainTests {
         let f = VerifiedEventLog.unchecked(log).explain()
         let kinds = Set(f.anomalies.map(\.kind))
         // PK, KEK, db and dbx are missing from PCR 7: the configuration is incomplete.
-        #expect(kinds == [.errorSeparator, .digestNotOfData, .eventAfterSeparator, .unknownEventType, .incompleteConfiguration], "\(f.anomalies)")
+        #expect(kinds == [.errorSeparator, .digestNotOfData, .eventAfterSeparator, .unknownEventType, .incompleteConfiguration],
+                "\(f.anomalies)")
         #expect(f.anomalies.first { $0.kind == .digestNotOfData }?.eventIndex == log.events.count - 3)
         #expect(f.secureBoot.enabled == true)
         // The facts serialize to the JSON the README documents.
@@ -194,7 +195,8 @@ struct VouchingOnRealLogsTests {
             let tripped = facts.anomalies.filter { newKinds.contains($0.kind) && !(unverifiable[name]?.contains($0.kind) ?? false) }
             #expect(tripped.isEmpty, "\(name): \(tripped.map(\.message))")
             let contradictedGrub = report.verified.events.filter { $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .contradicted }
-            #expect(contradictedGrub.isEmpty, "\(name): grub strings that do not hash by grub's convention: \(contradictedGrub.map(\.event.index))")
+            #expect(contradictedGrub.isEmpty,
+                    "\(name): grub strings that do not hash by grub's convention: \(contradictedGrub.map(\.event.index))")
             grubStrings += report.verified.events.filter { $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .vouched }.count
             // (A TDX CCEL log counts RTMRs, not PCRs: grub's strings are not in its "PCR 8".)
             if log.events.contains(where: { if case .ipl(let i) = $0.decoded { i.kind == .kernelCommandLine && $0.pcrIndex == 8 } else { false } }) {
@@ -202,7 +204,8 @@ struct VouchingOnRealLogsTests {
                 if facts.kernelCommandLine != nil { cmdlines += 1 }
             }
             if facts.secureBoot.enabled != nil {
-                #expect(facts.keyDatabases.map(\.name).starts(with: ["PK", "KEK", "db", "dbx"]), "\(name): \(facts.keyDatabases.map(\.name))")
+                #expect(facts.keyDatabases.map(\.name).starts(with: ["PK", "KEK", "db", "dbx"]),
+                        "\(name): \(facts.keyDatabases.map(\.name))")
             }
         }
         #expect(cmdlines >= 25 && grubStrings >= 1000, "\(cmdlines) bound command lines, \(grubStrings) vouched grub strings")

@@ -17,7 +17,8 @@ struct IMATests {
         let object = try Corpus.json("ima/\(base).expected.json") as? [String: Any]
         let expected = object?["entries"] as? [[String: String]] ?? []
         #expect(!expected.isEmpty)
-        #expect(log.entries.count == expected.count, "\(base): \(log.entries.count) entries, tail \(String(describing: log.incompleteTail))")
+        #expect(log.entries.count == expected.count,
+                "\(base): \(log.entries.count) entries, tail \(String(describing: log.incompleteTail))")
         for (e, x) in zip(log.entries, expected) {
             #expect(hexString(e.templateHash) == x["template_hash_sha1"], "\(base) entry \(e.index)")
             #expect(e.fileName == x["name"], "\(base) entry \(e.index)")
@@ -42,7 +43,8 @@ struct IMATests {
 
     @Test(.corpus) func asciiListsAreConsistentAndReplayIncrementally() throws {
         guard Corpus.require() else { return }
-        for name in ["ascii_runtime_measurements_ima-ng_sha1_rust-keylime.txt", "ascii_runtime_measurements_ima-template_sha1_keylime.txt"] {
+        for name in ["ascii_runtime_measurements_ima-ng_sha1_rust-keylime.txt",
+                     "ascii_runtime_measurements_ima-template_sha1_keylime.txt"] {
             let log = try IMALog(parsing: Corpus.bytes("ima/\(name)"))
             #expect(log.entries.count > 800, "\(name)")
             let bad = log.entries.filter { !$0.isConsistent }

@@ -17,7 +17,8 @@ struct TPMReplayTests {
             b.measure(pcr: 4, type: .efiAction, data: Array("Calling EFI Application from Boot Option".utf8))
             b.separators()
             b.measure(pcr: 4, type: .efiBootServicesApplication, data: [UInt8](repeating: 0, count: 32), measured: Array("shim".utf8))
-            b.measure(pcr: 8, type: .ipl, data: Array("grub_cmd: linux /vmlinuz root=/dev/sda2".utf8) + [0], measured: Array("linux /vmlinuz root=/dev/sda2".utf8))
+            b.measure(pcr: 8, type: .ipl, data: Array("grub_cmd: linux /vmlinuz root=/dev/sda2".utf8) + [0],
+                      measured: Array("linux /vmlinuz root=/dev/sda2".utf8))
             let log = try EventLog(parsing: b.encoded())
             // "Firmware": extend every measurement into the TPM.
             for e in log.events where e.type != .noAction {

@@ -36,7 +36,8 @@ struct ToolsDifferentialTests {
             let log = try EventLog(parsing: Corpus.bytes("eventlogs/\(logName)"))
             // Known tpm2-tools 5.5 bug: it drops the Windows WBCL trailer (PCR index 0xFFFFFFFF).
             let trailers = Set(log.events.filter { $0.pcrIndex == 0xFFFF_FFFF }.map(\.index))
-            #expect(tool.differences(from: log, skipping: trailers).isEmpty, "\(logName): \(tool.differences(from: log, skipping: trailers))")
+            #expect(tool.differences(from: log, skipping: trailers).isEmpty,
+                    "\(logName): \(tool.differences(from: log, skipping: trailers))")
         }
     }
 
@@ -59,7 +60,8 @@ struct ToolsDifferentialTests {
                     // Bug: aborts (or segfaults, on SHA-1 logs) at the Windows WBCL trailer, an
                     // EV_NO_ACTION event with PCR index 0xFFFFFFFF. Everything before it agrees.
                     let next = log.events.count > parsed.events.count ? log.events[parsed.events.count] : nil
-                    #expect(next?.pcrIndex == 0xFFFF_FFFF && next?.type == .noAction, "\(name): tpm2_eventlog stopped at event \(parsed.events.count), which is not a trailer")
+                    #expect(next?.pcrIndex == 0xFFFF_FFFF && next?.type == .noAction,
+                            "\(name): tpm2_eventlog stopped at event \(parsed.events.count), which is not a trailer")
                     let prefix = EventLog(format: log.format, specID: log.specID, events: Array(log.events.prefix(parsed.events.count)))
                     #expect(parsed.differences(from: prefix).isEmpty, "\(name): \(parsed.differences(from: prefix))")
                 } else if err.contains("bad pcrIndex for EV_NO_ACTION") {
@@ -106,7 +108,8 @@ struct ToolsDifferentialTests {
                 let model = Self.tpm2Tools54Replay(log, alg: alg, pcr: pcr).map { hexString($0) }
                 let buggy = log.startupLocality != 0 || log.events.dropFirst().contains { $0.type == .noAction && $0.pcrIndex == pcr }
                 #expect(buggy && model == hex.lowercased(),
-                        "\(name): \(bank) PCR \(pcr): tpm2-tools \(hex), ours \(mine), not explained by a known tpm2-tools bug", sourceLocation: sourceLocation)
+                        "\(name): \(bank) PCR \(pcr): tpm2-tools \(hex), ours \(mine), not explained by a known tpm2-tools bug",
+                        sourceLocation: sourceLocation)
             }
         }
     }

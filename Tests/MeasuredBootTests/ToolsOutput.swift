@@ -60,7 +60,8 @@ struct ToolEvents {
     init(pueJSON: Any) {
         let events = (pueJSON as? [String: Any])?["events"] as? [[String: Any]] ?? []
         for e in events {
-            var item = Item(number: e["EventNum"] as? Int, pcr: (e["PCRIndex"] as? NSNumber).map { UInt32(truncating: $0) }, type: e["EventType"] as? String)
+            var item = Item(number: e["EventNum"] as? Int, pcr: (e["PCRIndex"] as? NSNumber).map { UInt32(truncating: $0) },
+                            type: e["EventType"] as? String)
             if let ds = e["Digests"] as? [[String: Any]] {
                 for d in ds { item.digests.append(((d["AlgorithmId"] as? String) ?? "?", ((d["Digest"] as? String) ?? "").lowercased())) }
             } else if let d = e["Digest"] as? String {
@@ -79,7 +80,8 @@ struct ToolEvents {
             let n = e.index
             if let p = t.pcr, p != e.pcrIndex { out.append("event \(n): PCR tool \(p), ours \(e.pcrIndex)") }
             // tpm2-tools prints "Unknown event type" for types it does not name (5.4 does not name EV_EFI_HCRTM_EVENT or the SPDM types).
-            let toolUnnamed: Set<EventType> = [.efiHCRTMEvent, .efiSPDMFirmwareBlob, .efiSPDMFirmwareConfig, .efiSPDMDevicePolicy, .efiSPDMDeviceAuthority]
+            let toolUnnamed: Set<EventType> = [.efiHCRTMEvent, .efiSPDMFirmwareBlob, .efiSPDMFirmwareConfig, .efiSPDMDevicePolicy,
+                                               .efiSPDMDeviceAuthority]
             if let ty = t.type, ty != e.type.description, !(ty.hasPrefix("0x") && EventType(name: ty) == e.type),
                !(ty == "Unknown event type" && (!e.type.isKnown || toolUnnamed.contains(e.type))) {
                 out.append("event \(n): type tool \(ty), ours \(e.type)")

@@ -28,12 +28,15 @@ struct AuthenticatedVariableTests {
         dbx.append(payload)
         #expect(dbx.lists.reduce(0) { $0 + $1.entries.count } == once)
         // Not for db, not with another authority, not tampered.
-        if case .success = update.verify(name: "db", guid: .imageSecurityDatabase, authorities: try microsoftKEK()) { Issue.record("verified as db") }
+        if case .success = update.verify(name: "db", guid: .imageSecurityDatabase,
+                                         authorities: try microsoftKEK()) { Issue.record("verified as db") }
         let other = try SignatureDatabase(certificates: [Certificate(derEncoded: Corpus.bytes("uefi/certs/PkKek-1-snakeoil.der"))])
-        if case .success = update.verify(name: "dbx", guid: .imageSecurityDatabase, authorities: other) { Issue.record("verified with snakeoil") }
+        if case .success = update.verify(name: "dbx", guid: .imageSecurityDatabase,
+                                         authorities: other) { Issue.record("verified with snakeoil") }
         var tampered = try Corpus.bytes("uefi/\(file)")
         tampered[tampered.count - 1] ^= 1
-        if case .success = try AuthenticatedVariableUpdate(tampered).verify(name: "dbx", guid: .imageSecurityDatabase, authorities: try microsoftKEK()) {
+        if case .success = try AuthenticatedVariableUpdate(tampered).verify(name: "dbx", guid: .imageSecurityDatabase,
+                                                                            authorities: try microsoftKEK()) {
             Issue.record("tampered payload verified")
         }
     }
@@ -49,15 +52,18 @@ struct AuthenticatedVariableTests {
         let pk = try cert("PK"), kek = try cert("KEK")
         let kekAuth = try AuthenticatedVariableUpdate(Corpus.bytes("uefi/signed_var_updates_go-uefi/KEK.auth"))
         #expect(kekAuth.payload != (try Corpus.bytes("uefi/signed_var_updates_go-uefi/KEK.der.esl")))
-        if case .success = kekAuth.verify(name: "KEK", guid: .globalVariable, authorities: pk) { Issue.record("KEK.auth verified against an unrelated PK") }
-        for (name, file, authority, guid) in [("PK", "PK.auth", pk, EFIGUID.globalVariable), ("db", "db.auth", kek, .imageSecurityDatabase)] {
+        if case .success = kekAuth.verify(name: "KEK", guid: .globalVariable,
+                                          authorities: pk) { Issue.record("KEK.auth verified against an unrelated PK") }
+        for (name, file, authority, guid) in [("PK", "PK.auth", pk, EFIGUID.globalVariable),
+                                              ("db", "db.auth", kek, .imageSecurityDatabase)] {
             let u = try AuthenticatedVariableUpdate(Corpus.bytes("uefi/signed_var_updates_go-uefi/\(file)"))
             if case .failure(let e) = u.verify(name: name, guid: guid, authorities: authority) { Issue.record("\(file): \(e)") }
             #expect(u.payload == (try Corpus.bytes("uefi/signed_var_updates_go-uefi/\(name).der.esl")), "\(file) payload")
         }
         // db.auth is not signed by the PK.
         let db = try AuthenticatedVariableUpdate(Corpus.bytes("uefi/signed_var_updates_go-uefi/db.auth"))
-        if case .success = db.verify(name: "db", guid: .imageSecurityDatabase, authorities: pk) { Issue.record("db.auth verified with the PK") }
+        if case .success = db.verify(name: "db", guid: .imageSecurityDatabase,
+                                     authorities: pk) { Issue.record("db.auth verified with the PK") }
     }
 
     @Test func malformedUpdatesFailPrecisely() throws {

@@ -56,7 +56,8 @@ struct DecisionTests {
         #expect(try JSONDecoder().decode(BootDecision.Authority.self, from: json) == authority)
         var bad = object
         bad["signatureData"] = "zz" + (object["signatureData"] as? String ?? "")
-        #expect { _ = try JSONDecoder().decode(BootDecision.Authority.self, from: try JSONSerialization.data(withJSONObject: bad)) } throws: { e in
+        #expect { _ = try JSONDecoder().decode(BootDecision.Authority.self,
+                                               from: try JSONSerialization.data(withJSONObject: bad)) } throws: { e in
             if case DecodingError.dataCorrupted(let c) = e { return c.codingPath.last?.stringValue == "signatureData" }
             return false
         }
@@ -81,7 +82,8 @@ struct DecisionTests {
         // The image's digest in dbx.
         var dbx = store.dbx
         dbx.lists.append(SignatureList(type: .certSHA256, signatureSize: 48,
-                                       entries: [SignatureEntry(owner: .globalVariable, type: .certSHA256, data: try shim.authenticodeDigest())]))
+                                       entries: [SignatureEntry(owner: .globalVariable, type: .certSHA256,
+                                                                data: try shim.authenticodeDigest())]))
         let byHash = ImageVerifier.decide(shim, db: store.db, dbx: dbx)
         #expect(byHash.verdict == .denied && byHash.code == .deniedHashInDbx && byHash.authority?.variable == "dbx")
         // The signer's certificate in dbx.
@@ -98,7 +100,8 @@ struct DecisionTests {
         #expect(ImageVerifier.decide(unsigned, db: store.db, dbx: store.dbx).code == .deniedUnsigned)
         var db = store.db
         db.lists.append(SignatureList(type: .certSHA256, signatureSize: 48,
-                                      entries: [SignatureEntry(owner: .globalVariable, type: .certSHA256, data: try unsigned.authenticodeDigest())]))
+                                      entries: [SignatureEntry(owner: .globalVariable, type: .certSHA256,
+                                                               data: try unsigned.authenticodeDigest())]))
         let allowed = ImageVerifier.decide(unsigned, db: db, dbx: store.dbx)
         #expect(allowed.verdict == .allowed && allowed.code == .allowedByHash)
     }

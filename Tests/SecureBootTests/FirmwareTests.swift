@@ -34,7 +34,8 @@ struct FirmwareTests {
         let owner = EFIGUID("a0baa8a3-041d-48a8-bc87-c36d121b5e3d")!
         let keys = try SignatureDatabase(certificates: [cert], owner: owner)
         let dbx = SignatureDatabase(lists: [SignatureList(type: .certSHA256, signatureSize: 48,
-                                                          entries: [SignatureEntry(owner: owner, type: .certSHA256, data: [UInt8](repeating: 0xAB, count: 32))])])
+                                                          entries: [SignatureEntry(owner: owner, type: .certSHA256,
+                                                                                   data: [UInt8](repeating: 0xAB, count: 32))])])
         var store = try VariableStore(Array(try Data(contentsOf: URL(fileURLWithPath: Self.blank))))
         try store.enroll(pk: keys, kek: keys, db: keys, dbx: dbx)
         let vars = dir.appendingPathComponent("vars.fd")
@@ -81,7 +82,8 @@ struct FirmwareTests {
         // PCR 7 as the firmware measured it, against the prediction from the store.
         var read = TPM2PCRRead()
         read.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [7])])
-        let response = tpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [], parameters: read.parameterBytes()).encode())
+        let response = tpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [],
+                                                       parameters: read.parameterBytes()).encode())
         let packet = try TPMResponsePacket.decode(response, handleCount: 0, sessionCount: 0)
         let pcr7 = try TPM2PCRRead.Response(handles: [], parameters: packet.parameters).pcrValues.digests.first?.bytes
         var b = try EventLogBuilder(banks: [.sha256])

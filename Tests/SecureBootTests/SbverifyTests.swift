@@ -14,7 +14,8 @@ struct SbverifyTests {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         var certs: [(String, [UInt8])] = []
-        for name in ["MicCorUEFCA2011_2011-06-27", "microsoft_uefi_ca_2023", "MicWinProPCA2011_2011-10-19", "canonical-uefi-ca", "PkKek-1-snakeoil"] {
+        for name in ["MicCorUEFCA2011_2011-06-27", "microsoft_uefi_ca_2023", "MicWinProPCA2011_2011-10-19", "canonical-uefi-ca",
+                     "PkKek-1-snakeoil"] {
             certs.append((name, try Corpus.bytes("uefi/certs/\(name).der")))
         }
         let pem = try String(contentsOf: Corpus.url("pe/test_pecoff_signer_db_go-uefi.pem"), encoding: .utf8)
@@ -26,7 +27,8 @@ struct SbverifyTests {
             try ("-----BEGIN CERTIFICATE-----\n" + Data(der).base64EncodedString(options: .lineLength64Characters) + "\n-----END CERTIFICATE-----\n")
                 .write(toFile: certPath, atomically: true, encoding: .utf8)
             let db = SignatureDatabase(lists: [SignatureList(type: .certX509, signatureSize: 16 + der.count,
-                                                             entries: [SignatureEntry(owner: .globalVariable, type: .certX509, data: der)])])
+                                                             entries: [SignatureEntry(owner: .globalVariable, type: .certX509,
+                                                                                      data: der)])])
             for path in images {
                 let image = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
                 let ours = ImageVerifier.decide(image, db: db, dbx: SignatureDatabase()).verdict == .allowed

@@ -36,7 +36,8 @@ struct SigningTests {
 
         for (name, input) in [("kernel", kernel), ("unsigned", Corpus.url("pe/test_pecoff_unsigned_go-uefi.efi").path)] {
             let out = dir.appendingPathComponent("\(name).signed").path
-            let (s, o, e) = try await Interop.run(Self.tlaunch, ["secureboot", "sign", input, "--key", key, "--cert", Self.snakeoilCert, "--output", out])
+            let (s, o, e) = try await Interop.run(Self.tlaunch,
+                                                  ["secureboot", "sign", input, "--key", key, "--cert", Self.snakeoilCert, "--output", out])
             #expect(s == 0, "\(o) \(e)")
             let signed = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: out))))
             let d = ImageVerifier.decide(signed, db: store.db, dbx: store.dbx)
@@ -49,7 +50,8 @@ struct SigningTests {
             #expect(cs == 0)
             let json = try JSONSerialization.jsonObject(with: Data(co.utf8)) as? [String: Any]
             #expect(json?["verdict"] as? String == "allowed" && (json?["authority"] as? [String: Any])?["variable"] as? String == "db")
-            let (ms, mo, _) = try await Interop.run(Self.tlaunch, ["secureboot", "verify", out, "--vars", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"])
+            let (ms, mo, _) = try await Interop.run(Self.tlaunch,
+                                                    ["secureboot", "verify", out, "--vars", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"])
             #expect(ms == 1 && mo.hasPrefix("DENIED"))
         }
         // The kernel keeps Debian's signature and gains ours; its digest is unchanged.
@@ -75,19 +77,23 @@ struct KeygenTests {
         }
         _ = try await run(["secureboot", "keygen", "--output", dir.path, "--name", "Tenant"])
         for k in ["PK", "KEK", "db"] {
-            for ext in ["key", "pem", "esl"] { #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(k).\(ext)").path)) }
+            for ext in ["key", "pem",
+                        "esl"] { #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(k).\(ext)").path)) }
         }
         let signed = dir.appendingPathComponent("app.efi").path, vars = dir.appendingPathComponent("vars.fd").path
-        _ = try await run(["secureboot", "sign", Corpus.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key", dir.appendingPathComponent("db.key").path,
+        _ = try await run(["secureboot", "sign", Corpus.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key",
+                           dir.appendingPathComponent("db.key").path,
                      "--cert", dir.appendingPathComponent("db.pem").path, "--output", signed])
-        _ = try await run(["secureboot", "vars", "enroll", "/usr/share/OVMF/OVMF_VARS_4M.fd", "--output", vars, "--pk", dir.appendingPathComponent("PK.pem").path,
+        _ = try await run(["secureboot", "vars", "enroll", "/usr/share/OVMF/OVMF_VARS_4M.fd", "--output", vars, "--pk",
+                           dir.appendingPathComponent("PK.pem").path,
                      "--kek", dir.appendingPathComponent("KEK.esl").path, "--db", dir.appendingPathComponent("db.esl").path])
         #expect(try await run(["secureboot", "verify", signed, "--vars", vars]).hasPrefix("ALLOWED"))
         let (vs, _, _) = try await Interop.run(sbverify, ["--cert", dir.appendingPathComponent("db.pem").path, signed])
         #expect(vs == 0)
         // Signed with the KEK instead: not in db, denied by us and by sbverify against the db cert.
         let wrong = dir.appendingPathComponent("wrong.efi").path
-        _ = try await run(["secureboot", "sign", Corpus.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key", dir.appendingPathComponent("KEK.key").path,
+        _ = try await run(["secureboot", "sign", Corpus.url("pe/test_pecoff_unsigned_go-uefi.efi").path, "--key",
+                           dir.appendingPathComponent("KEK.key").path,
                      "--cert", dir.appendingPathComponent("KEK.pem").path, "--output", wrong])
         let (ws, wo, _) = try await Interop.run(SigningTests.tlaunch, ["secureboot", "verify", wrong, "--vars", vars])
         #expect(ws == 1 && wo.hasPrefix("DENIED"))
@@ -104,7 +110,8 @@ struct KeygenTests {
         let name = try DistinguishedName { CommonName("serial test") }
         let cert = try Certificate(version: .v3, serialNumber: .init(bytes: serial), publicKey: .init(key.publicKey),
                                    notValidBefore: Date() - 60, notValidAfter: Date() + 86400, issuer: name, subject: name,
-                                   signatureAlgorithm: .sha256WithRSAEncryption, extensions: Certificate.Extensions(), issuerPrivateKey: .init(key))
+                                   signatureAlgorithm: .sha256WithRSAEncryption, extensions: Certificate.Extensions(),
+                                   issuerPrivateKey: .init(key))
         let signer = AuthenticodeSigner(key: .rsa(key), certificate: cert)
         let signed = try signer.sign(PEImage(Corpus.bytes("pe/test_pecoff_unsigned_go-uefi.efi")))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-serial-\(UUID().uuidString)")

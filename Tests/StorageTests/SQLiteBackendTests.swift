@@ -19,7 +19,8 @@ import Testing
         _ = try await db.query("CREATE TABLE t (k INTEGER PRIMARY KEY, s TEXT, n INTEGER)", [])
         let texts = ["", "plain", "ünïcødé ✓", "nul\u{0}inside", String(repeating: "x", count: 100_000)]
         for (i, s) in texts.enumerated() {
-            _ = try await db.query("INSERT INTO t (k, s, n) VALUES (?, ?, ?)", [.int(Int64(i)), .text(s), i == 0 ? .null : .int(Int64.min + Int64(i))])
+            _ = try await db.query("INSERT INTO t (k, s, n) VALUES (?, ?, ?)",
+                                   [.int(Int64(i)), .text(s), i == 0 ? .null : .int(Int64.min + Int64(i))])
         }
         let rows = try await db.query("SELECT k, s, n FROM t ORDER BY k", [])
         #expect(rows.count == texts.count)
@@ -58,14 +59,16 @@ import Testing
                         let back = try await db.query("SELECT s FROM t WHERE k = ?", [.int(k)])
                         #expect(back == [[.text("writer \(w) row \(i)")]])
                         // A multi-row read while others write: its rows are its own, in order.
-                        let mine = try await db.query("SELECT k FROM t WHERE k >= ? AND k <= ? ORDER BY k", [.int(Int64(w * each)), .int(k)])
+                        let mine = try await db.query("SELECT k FROM t WHERE k >= ? AND k <= ? ORDER BY k",
+                                                      [.int(Int64(w * each)), .int(k)])
                         #expect(mine == (Int64(w * each)...k).map { [.int($0)] })
                     }
                 }
             }
             try await g.waitForAll()
         }
-        #expect(try await db.query("SELECT COUNT(*), SUM(k) FROM t", []) == [[.int(Int64(writers * each)), .int(Int64((writers * each - 1) * writers * each / 2))]])
+        #expect(try await db.query("SELECT COUNT(*), SUM(k) FROM t",
+                                   []) == [[.int(Int64(writers * each)), .int(Int64((writers * each - 1) * writers * each / 2))]])
     }
 
     /// No request copies the WAL back (SQLite's automatic checkpoint is off): the backend's own

@@ -26,11 +26,13 @@ struct FuzzCorpusTests {
                                          .startAuthSession: 14, .readPublic: 15, .nvReadPublic: 16, .pcrEvent: 17,
                                          .policySecret: 18, .contextSave: 19, .sign: 20, .readClock: 21, .nvRead: 22]
         _ = try await tpm.info()
-        _ = try await tpm.pcrRead(TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<24), TPMSPCRSelection(hash: .sha1, pcrs: [0])]))
+        _ = try await tpm.pcrRead(TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<24),
+                                                    TPMSPCRSelection(hash: .sha1, pcrs: [0])]))
         let ek = try await tpm.createEK(.rsa2048)
         let ak = try await tpm.createAK(ek: ek, template: TPMTemplates.akECCP256)
         _ = try await tpm.pcrEvent(16, data: [1, 2, 3])
-        _ = try await tpm.quote(ak.object.handle, qualifyingData: [1, 2, 3, 4], pcrs: TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 16])]))
+        _ = try await tpm.quote(ak.object.handle, qualifyingData: [1, 2, 3, 4],
+                                pcrs: TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 16])]))
         _ = try await tpm.readPublic(ek.handle)
         _ = try await tpm.contextSave(ak.object.handle)
         _ = try await tpm.readClock()
@@ -44,7 +46,8 @@ struct FuzzCorpusTests {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         for (i, (code, response)) in await recorder.exchanges.enumerated() {
             guard let sel = selectors[code] else { continue }
-            try Data([sel] + response).write(to: dir.appendingPathComponent(String(format: "swtpm-%02d-%@", i, code.description as NSString)))
+            try Data([sel] + response).write(to: dir.appendingPathComponent(String(format: "swtpm-%02d-%@", i,
+                                                                                   code.description as NSString)))
         }
     }
 }

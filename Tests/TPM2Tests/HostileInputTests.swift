@@ -30,7 +30,8 @@ struct HostileInputTests {
         let e = #expect(throws: TPMWireError.self) { try TPMSAttest(tpmBytes: bytes) }
         #expect(e?.code == .sizeExceedsLimit)
         #expect(e?.offset == 0x63)
-        #expect(e?.path.map(\.description) == ["TPMS_ATTEST.attested", "TPMU_ATTEST.quote", "TPMS_QUOTE_INFO.pcrDigest", "TPM2B_DIGEST.buffer"])
+        #expect(e?.path.map(\.description) == ["TPMS_ATTEST.attested", "TPMU_ATTEST.quote", "TPMS_QUOTE_INFO.pcrDigest",
+                                               "TPM2B_DIGEST.buffer"])
         #expect(e?.description.contains("size 65 exceeds the limit of 64") == true)
     }
 
@@ -100,7 +101,8 @@ struct HostileInputTests {
 
     @Test func responseFramingErrors() {
         func decode(_ hex: String, handles: Int = 0, sessions: Int = 0) -> TPMWireError? {
-            do { _ = try TPMResponsePacket.decode([UInt8](hex: hex)!, handleCount: handles, sessionCount: sessions); return nil } catch { return error }
+            do { _ = try TPMResponsePacket.decode([UInt8](hex: hex)!, handleCount: handles,
+                                                  sessionCount: sessions); return nil } catch { return error }
         }
         // responseSize disagrees with the bytes received.
         #expect(decode("8001 00000010 00000000")?.code == .sizeMismatch)

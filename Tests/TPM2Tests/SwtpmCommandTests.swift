@@ -31,7 +31,8 @@ struct SwtpmCommandTests {
     func nvLifecycle(kind: TPMKind) async throws {
         try await withTPM(kind) { tpm in
             let ordinary = TPMHandle(0x0150_0001), counter = TPMHandle(0x0150_0002), extend = TPMHandle(0x0150_0003)
-            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: ordinary, attributes: [.ownerWrite, .ownerRead, .authWrite, .authRead], dataSize: 2000))
+            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: ordinary, attributes: [.ownerWrite, .ownerRead, .authWrite, .authRead],
+                                                     dataSize: 2000))
             var (pub, name) = try await tpm.nvReadPublic(ordinary)
             #expect(!pub.attributes.contains(.written))
             #expect(name == (try pub.name()))
@@ -50,7 +51,8 @@ struct SwtpmCommandTests {
             let r = await #expect(throws: TPMError.self) { _ = try await tpm.nvRead(ordinary, size: 10, offset: 1995) }
             #expect(r?.responseCode?.base == .nvRange)
 
-            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: counter, attributes: TPMANV([.authWrite, .authRead], type: .counter), dataSize: 8))
+            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: counter, attributes: TPMANV([.authWrite, .authRead], type: .counter),
+                                                     dataSize: 8))
             try await tpm.nvIncrement(counter)
             let first = try await tpm.nvRead(counter, size: 8)
             try await tpm.nvIncrement(counter)
@@ -59,7 +61,8 @@ struct SwtpmCommandTests {
             func u64(_ b: [UInt8]) -> UInt64 { b.reduce(0) { $0 << 8 | UInt64($1) } }
             #expect(u64(third) == u64(first) + 2)
 
-            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: extend, nameAlg: .sha256, attributes: TPMANV([.authWrite, .authRead], type: .extend), dataSize: 32))
+            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: extend, nameAlg: .sha256,
+                                                     attributes: TPMANV([.authWrite, .authRead], type: .extend), dataSize: 32))
             try await tpm.nvExtend(extend, data: Array("event one".utf8))
             try await tpm.nvExtend(extend, data: Array("event two".utf8))
             let v1 = try TPMCrypto.hash(.sha256, [UInt8](repeating: 0, count: 32), Array("event one".utf8))
@@ -101,7 +104,8 @@ struct SwtpmCommandTests {
     @Test(arguments: TPMKind.allCases)
     func capabilitiesOfEveryKind(kind: TPMKind) async throws {
         try await withTPM(kind) { tpm in
-            for cap in [TPMCap.algs, .handles, .commands, .ppCommands, .auditCommands, .pcrs, .tpmProperties, .pcrProperties, .eccCurves, .authPolicies, .act] {
+            for cap in [TPMCap.algs, .handles, .commands, .ppCommands, .auditCommands, .pcrs, .tpmProperties, .pcrProperties, .eccCurves,
+                        .authPolicies, .act] {
                 let property: UInt32 = switch cap {
                 case .handles: 0x8000_0000
                 case .authPolicies: 0x4000_0000
@@ -111,7 +115,8 @@ struct SwtpmCommandTests {
                 let (_, data) = try await tpm.getCapability(cap, property: property, count: 64)
                 #expect(data.selector == cap)
             }
-            guard case .command(let cmds) = try await tpm.getCapability(.commands, property: TPMCC.nvUndefineSpaceSpecial.rawValue, count: 254).data else {
+            guard case .command(let cmds) = try await tpm.getCapability(.commands, property: TPMCC.nvUndefineSpaceSpecial.rawValue,
+                                                                        count: 254).data else {
                 Issue.record("no command list"); return
             }
             #expect(cmds.contains { $0.commandCode == .quote })
@@ -137,7 +142,8 @@ struct SwtpmCommandTests {
                 try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: index, attributes: [.ownerWrite, .ownerRead], dataSize: 4))
             }
             #expect(e?.responseCode?.base == .badAuth || e?.responseCode?.base == .authFail)
-            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: index, attributes: [.ownerWrite, .ownerRead], dataSize: 4), auth: .password(ownerAuth))
+            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: index, attributes: [.ownerWrite, .ownerRead], dataSize: 4),
+                                        auth: .password(ownerAuth))
             // An HMAC session authorizes the owner as well (permanent handle: its handle is its Name).
             let s = try await tpm.startAuthSession(type: .hmac)
             try await tpm.nvWrite(index, data: [1, 2, 3, 4], authHandle: .owner, auth: .session(s, authValue: ownerAuth))

@@ -25,13 +25,15 @@ struct SwtpmObjectTests {
             #expect(quote.attest.type == .attestQuote)
 
             // Wrong nonce, altered PCR value, altered signed bytes: each rejected.
-            #expect(throws: TPMError.self) { try TPMQuoteVerifier.verify(quote, akPublic: ak.publicArea, nonce: TPMCrypto.random(20), pcrs: pcrs) }
+            #expect(throws: TPMError.self) { try TPMQuoteVerifier.verify(quote, akPublic: ak.publicArea, nonce: TPMCrypto.random(20),
+                                                                         pcrs: pcrs) }
             var forged = pcrs
             forged[0].values[16]![0] ^= 1
             #expect(throws: TPMError.self) { try TPMQuoteVerifier.verify(quote, akPublic: ak.publicArea, nonce: nonce, pcrs: forged) }
             var tampered = quote
             tampered.attestBytes[tampered.attestBytes.count - 1] ^= 1
-            let e = #expect(throws: TPMError.self) { try TPMQuoteVerifier.verify(tampered, akPublic: ak.publicArea, nonce: nonce, pcrs: pcrs) }
+            let e = #expect(throws: TPMError.self) { try TPMQuoteVerifier.verify(tampered, akPublic: ak.publicArea, nonce: nonce,
+                                                                                 pcrs: pcrs) }
             #expect(e?.code == .verification)
         }
     }
@@ -84,7 +86,8 @@ struct SwtpmObjectTests {
                 if case .rsassa(var x) = broken { x.sig.bytes[5] ^= 1; broken = .rsassa(x) }
                 if case .rsapss(var x) = broken { x.sig.bytes[5] ^= 1; broken = .rsapss(x) }
                 #expect(throws: TPMError.self) { try TPMSignatureVerifier.verify(broken, digest: digest, key: rsaBlob.publicArea) }
-                #expect(throws: TPMError.self) { try TPMSignatureVerifier.verify(broken, message: Array("hello".utf8), key: rsaBlob.publicArea) }
+                #expect(throws: TPMError.self) { try TPMSignatureVerifier.verify(broken, message: Array("hello".utf8),
+                                                                                 key: rsaBlob.publicArea) }
             }
         }
     }

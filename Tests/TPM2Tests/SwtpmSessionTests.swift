@@ -98,7 +98,8 @@ struct SwtpmSessionTests {
             try await tpm.policyCommandCode(s2, .unseal)
             try await tpm.policyAuthValue(s2)
             try await tpm.policyOR(s2, branches: [pw.digest, cc.digest])
-            let e = await #expect(throws: TPMError.self) { _ = try await tpm.unseal(item.handle, auth: .session(s2, authValue: Array("wrong".utf8))) }
+            let e = await #expect(throws: TPMError.self) { _ = try await tpm.unseal(item.handle,
+                                                                                    auth: .session(s2, authValue: Array("wrong".utf8))) }
             #expect(e?.responseCode?.base == .authFail)
         }
     }
@@ -119,14 +120,16 @@ struct SwtpmSessionTests {
                 // NV data encrypted here, decrypted by the TPM, and read back encrypted the other way.
                 let index = TPMHandle(0x0150_0010)
                 let auth = Array("nv-auth".utf8)
-                try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: index, attributes: [.authWrite, .authRead, .noDA], dataSize: 64), authValue: auth)
+                try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: index, attributes: [.authWrite, .authRead, .noDA], dataSize: 64),
+                                            authValue: auth)
                 let data = Array("parameter-encrypted NV content".utf8)
                 try await tpm.nvWrite(index, data: data, auth: .session(s, authValue: auth))
                 #expect(try await tpm.nvRead(index, size: data.count, auth: .session(s, authValue: auth)) == data)
                 // With the password session the same data is read in clear: the encryption was real.
                 #expect(try await tpm.nvRead(index, size: data.count, auth: .password(auth)) == data)
                 // A wrong authValue in an HMAC session is refused.
-                let e = await #expect(throws: TPMError.self) { _ = try await tpm.nvRead(index, size: 4, auth: .session(s, authValue: Array("nope".utf8))) }
+                let e = await #expect(throws: TPMError.self) { _ = try await tpm.nvRead(index, size: 4,
+                                                                                        auth: .session(s, authValue: Array("nope".utf8))) }
                 // noDA index: a failed HMAC is BAD_AUTH, without dictionary-attack consequences.
                 #expect(e?.responseCode?.base == .badAuth)
                 try await tpm.nvUndefineSpace(index)
@@ -143,7 +146,8 @@ struct SwtpmSessionTests {
             let authA = Array("alpha".utf8), authB = Array("beta".utf8)
             try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: a, attributes: [.authWrite, .authRead, .noDA], dataSize: 8), authValue: authA)
             try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: b, attributes: [.authWrite, .authRead, .noDA], dataSize: 8), authValue: authB)
-            let s = try await tpm.startAuthSession(type: .hmac, symmetric: .aes128CFB, bind: (a, authA), attributes: [.continueSession, .decrypt])
+            let s = try await tpm.startAuthSession(type: .hmac, symmetric: .aes128CFB, bind: (a, authA),
+                                                   attributes: [.continueSession, .decrypt])
             // The bind entity: its authValue is already in the session key.
             try await tpm.nvWrite(a, data: [1, 2, 3, 4], auth: .session(s, authValue: authA))
             // Another entity: its authValue is added to the HMAC key.

@@ -17,7 +17,8 @@ struct ToolsInteropTests {
         #expect(s1 == 0, "tpm2_pcrextend: \(e1)")
         let (s2, theirs, e2) = try await Interop.run(pcrread, ["sha256:0,7,16,23"], environment: env)
         #expect(s2 == 0, "tpm2_pcrread: \(e2)")
-        let (s3, ours, e3) = try await Interop.run(Self.tlaunch, ["tpm", "pcrs", "--bank", "sha256", "--pcrs", "0,7,16,23"], environment: env)
+        let (s3, ours, e3) = try await Interop.run(Self.tlaunch, ["tpm", "pcrs", "--bank", "sha256", "--pcrs", "0,7,16,23"],
+                                                   environment: env)
         #expect(s3 == 0, "tlaunch tpm pcrs: \(e3)")
         #expect(ours.trimmingCharacters(in: .whitespacesAndNewlines) == theirs.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(theirs.contains("16: 0x"))

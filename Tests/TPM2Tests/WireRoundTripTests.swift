@@ -44,7 +44,8 @@ enum Samples {
     static let symCipher = TPMTPublic(nameAlg: .sha256, objectAttributes: [.decrypt, .signEncrypt],
                                       parameters: .symCipher(TPMSSymCipherParms(sym: .aes256CFB)), unique: .sym(digest))
     static func attest(_ a: TPMUAttest) -> TPMSAttest {
-        TPMSAttest(qualifiedSigner: name, extraData: TPM2BData([1, 2, 3]), clockInfo: clock, firmwareVersion: 0xAABB_CCDD_0011_2233, attested: a)
+        TPMSAttest(qualifiedSigner: name, extraData: TPM2BData([1, 2, 3]), clockInfo: clock, firmwareVersion: 0xAABB_CCDD_0011_2233,
+                   attested: a)
     }
 }
 
@@ -58,18 +59,22 @@ struct WireRoundTripTests {
         try roundTrip(TPMSPCRSelection(hash: .sha256, pcrs: [0, 1, 23]))
         try roundTrip(Samples.pcrSel)
         try roundTrip(TPMLDigest([Samples.digest, TPM2BDigest([1])]))
-        try roundTrip(TPMLDigestValues([TPMTHA(hashAlg: .sha1, digest: [UInt8](repeating: 1, count: 20)), TPMTHA(hashAlg: .sha256, digest: [UInt8](repeating: 2, count: 32))]))
+        try roundTrip(TPMLDigestValues([TPMTHA(hashAlg: .sha1, digest: [UInt8](repeating: 1, count: 20)),
+                                        TPMTHA(hashAlg: .sha256, digest: [UInt8](repeating: 2, count: 32))]))
         try roundTrip(Samples.clock)
         try roundTrip(TPMSTimeInfo(time: 99, clockInfo: Samples.clock))
         try roundTrip(TPMTTicket(tag: .creation, hierarchy: .owner, digest: Samples.digest))
-        try roundTrip(TPMSAuthCommand(sessionHandle: TPMHandle(0x0200_0000), nonce: Samples.digest, sessionAttributes: [.continueSession, .decrypt], hmac: Samples.digest))
+        try roundTrip(TPMSAuthCommand(sessionHandle: TPMHandle(0x0200_0000), nonce: Samples.digest,
+                                      sessionAttributes: [.continueSession, .decrypt], hmac: Samples.digest))
         try roundTrip(TPMSAuthResponse(nonce: Samples.digest, sessionAttributes: [.encrypt], hmac: TPM2BAuth()))
-        try roundTrip(TPMSContext(sequence: 5, savedHandle: TPMHandle(0x8000_0001), hierarchy: .endorsement, contextBlob: TPM2BContextData([1, 2, 3])))
+        try roundTrip(TPMSContext(sequence: 5, savedHandle: TPMHandle(0x8000_0001), hierarchy: .endorsement,
+                                  contextBlob: TPM2BContextData([1, 2, 3])))
         try roundTrip(TPMSIDObject(integrityHMAC: Samples.digest, encIdentity: [5, 6, 7]), prefixesMayParse: true)
     }
 
     @Test func symmetricAndSchemes() throws {
-        for s in [TPMTSymDef.null, .aes128CFB, .aes256CFB, .xor(.sha256), TPMTSymDef(algorithm: .sm4, keyBits: 128, mode: .cfb)] { try roundTrip(s) }
+        for s in [TPMTSymDef.null, .aes128CFB, .aes256CFB, .xor(.sha256),
+                  TPMTSymDef(algorithm: .sm4, keyBits: 128, mode: .cfb)] { try roundTrip(s) }
         for s in [TPMTScheme.null, .rsassa(.sha256), .rsapss(.sha384), .ecdsa(.sha512), .hmac(.sha1),
                   TPMTScheme(scheme: .oaep, hashAlg: .sha256), TPMTScheme(scheme: .rsaes), TPMTScheme(scheme: .ecdaa, hashAlg: .sha256, count: 4),
                   TPMTScheme(scheme: .kdf1_sp800_108, hashAlg: .sha256), TPMTScheme(scheme: .mgf1, hashAlg: .sha1)] { try roundTrip(s) }
@@ -77,13 +82,15 @@ struct WireRoundTripTests {
     }
 
     @Test func publicSensitiveCreationNV() throws {
-        for p in [Samples.rsaPublic, Samples.eccPublic, Samples.keyedHash, Samples.xorKeyedHash, Samples.symCipher, TPMTemplates.akRSA2048, TPMTemplates.sealedObject(authPolicy: Array(Samples.digest.bytes))] {
+        for p in [Samples.rsaPublic, Samples.eccPublic, Samples.keyedHash, Samples.xorKeyedHash, Samples.symCipher, TPMTemplates.akRSA2048,
+                  TPMTemplates.sealedObject(authPolicy: Array(Samples.digest.bytes))] {
             try roundTrip(p)
             try roundTrip(TPM2BPublic(p))
         }
         try roundTrip(TPMSECCPoint(x: [1, 2], y: [3]))
         try roundTrip(TPM2BECCPoint(TPMSECCPoint(x: [1], y: [2])))
-        for s in [TPMUSensitiveComposite.rsa(TPM2BPrivateKeyRSA([1, 2, 3])), .ecc(TPM2BECCParameter([4])), .bits(TPM2BSensitiveData([5])), .sym(TPM2BSymKey([6]))] {
+        for s in [TPMUSensitiveComposite.rsa(TPM2BPrivateKeyRSA([1, 2, 3])), .ecc(TPM2BECCParameter([4])), .bits(TPM2BSensitiveData([5])),
+                  .sym(TPM2BSymKey([6]))] {
             try roundTrip(TPMTSensitive(authValue: TPM2BAuth([1]), seedValue: Samples.digest, sensitive: s))
         }
         try roundTrip(TPM2BSensitive(TPMTSensitive(sensitive: .bits(TPM2BSensitiveData([1, 2])))))
@@ -94,7 +101,8 @@ struct WireRoundTripTests {
         cd.parentName = Samples.name; cd.parentQualifiedName = Samples.name; cd.outsideInfo = TPM2BData([7])
         try roundTrip(cd)
         try roundTrip(TPM2BCreationData(cd))
-        let nv = TPMSNVPublic(nvIndex: TPMHandle(0x0150_0000), attributes: TPMANV([.authRead, .authWrite, .written], type: .counter), authPolicy: Samples.digest, dataSize: 8)
+        let nv = TPMSNVPublic(nvIndex: TPMHandle(0x0150_0000), attributes: TPMANV([.authRead, .authWrite, .written], type: .counter),
+                              authPolicy: Samples.digest, dataSize: 8)
         #expect(nv.attributes.indexType == .counter)
         try roundTrip(nv)
         try roundTrip(TPM2BNVPublic(nv))
@@ -108,7 +116,8 @@ struct WireRoundTripTests {
         var time = TPMSTimeAttestInfo(); time.time = TPMSTimeInfo(time: 5, clockInfo: Samples.clock); time.firmwareVersion = 1
         var nv = TPMSNVCertifyInfo(); nv.indexName = Samples.name; nv.offset = 4; nv.nvContents = TPM2BMaxNVBuffer([1, 2, 3])
         var nvd = TPMSNVDigestCertifyInfo(); nvd.indexName = Samples.name; nvd.nvDigest = Samples.digest
-        let kinds: [TPMUAttest] = [.certify(certify), .creation(creation), .quote(TPMSQuoteInfo(pcrSelect: Samples.pcrSel, pcrDigest: Samples.digest)),
+        let kinds: [TPMUAttest] = [.certify(certify), .creation(creation),
+                                   .quote(TPMSQuoteInfo(pcrSelect: Samples.pcrSel, pcrDigest: Samples.digest)),
                                    .commandAudit(cmd), .sessionAudit(sess), .time(time), .nv(nv), .nvDigest(nvd)]
         #expect(Set(kinds.map(\.selector.rawValue)).count == 8)
         for k in kinds { try roundTrip(Samples.attest(k)) }
@@ -125,7 +134,8 @@ struct WireRoundTripTests {
 
     @Test func everyCapability() throws {
         let caps: [TPMUCapabilities] = [
-            .algorithms([TPMSAlgProperty(alg: .rsa, algProperties: [.asymmetric, .object]), TPMSAlgProperty(alg: .sha256, algProperties: [.hash])]),
+            .algorithms([TPMSAlgProperty(alg: .rsa, algProperties: [.asymmetric, .object]),
+                         TPMSAlgProperty(alg: .sha256, algProperties: [.hash])]),
             .handles([TPMHandle(0x8100_0001), TPMHandle(0x8101_0001)]),
             .command([TPMACC(rawValue: 0x0200_0131)]),
             .ppCommands([.clear]), .auditCommands([.quote, .sign]),
@@ -178,13 +188,16 @@ struct WireRoundTripTests {
 }
 
 extension TPM2Quote: Equatable {
-    public static func == (a: Self, b: Self) -> Bool { (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
+    public static func == (a: Self,
+                           b: Self) -> Bool { (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
 }
 extension TPM2CreatePrimary: Equatable {
-    public static func == (a: Self, b: Self) -> Bool { (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
+    public static func == (a: Self,
+                           b: Self) -> Bool { (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
 }
 extension TPM2StartAuthSession: Equatable {
-    public static func == (a: Self, b: Self) -> Bool { (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
+    public static func == (a: Self,
+                           b: Self) -> Bool { (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
 }
 extension TPM2PolicySecret: Equatable {
     public static func == (a: Self, b: Self) -> Bool { a.expiration == b.expiration && (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
@@ -193,7 +206,8 @@ extension TPM2NVWrite: Equatable {
     public static func == (a: Self, b: Self) -> Bool { a.offset == b.offset && a.data == b.data && a.handleValues == b.handleValues }
 }
 extension TPM2LoadExternal: Equatable {
-    public static func == (a: Self, b: Self) -> Bool { a.inPrivate == b.inPrivate && a.inPublic == b.inPublic && a.hierarchy == b.hierarchy }
+    public static func == (a: Self,
+                           b: Self) -> Bool { a.inPrivate == b.inPrivate && a.inPublic == b.inPublic && a.hierarchy == b.hierarchy }
 }
 extension TPM2FlushContext: Equatable {
     public static func == (a: Self, b: Self) -> Bool { a.flushHandle == b.flushHandle }

@@ -90,7 +90,8 @@ struct WireVectorTests {
         let err = try TPMResponsePacket.decode([UInt8](hex: "8001 0000000a 000001d5")!, handleCount: 0, sessionCount: 0)
         #expect(err.responseCode.base == .size && err.responseCode.subject == .parameter(1))
         // A command with a password session, as tpm2-tools frames PCR_Reset(16).
-        let reset = TPMCommandPacket(code: .pcrReset, handles: [.pcr(16)], sessions: [TPMSAuthCommand(sessionHandle: .password)], parameters: [])
+        let reset = TPMCommandPacket(code: .pcrReset, handles: [.pcr(16)], sessions: [TPMSAuthCommand(sessionHandle: .password)],
+                                     parameters: [])
         #expect(try reset.encode() == [UInt8](hex: "8002 0000001b 0000013d 00000010 00000009 40000009 0000 00 0000")!)
         let back = try TPMCommandPacket.decode(try reset.encode()) { $0 == .pcrReset ? 1 : nil }
         #expect(back == reset)
@@ -125,10 +126,12 @@ struct WireVectorTests {
         #expect(q.pcrSelect.pcrSelections.first?.pcrs == Array(0..<24))
         let json = try JSONSerialization.jsonObject(with: try Corpus.data("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.pcrs.json")) as! [String: Any]
         let pcrs = (json["pcrs"] as! [String: Any])["sha256"] as! [String: String]
-        let bank = TPMPCRBank(hashAlg: .sha256, values: Dictionary(uniqueKeysWithValues: pcrs.map { (Int($0.key)!, [UInt8](hex: $0.value)!) }))
+        let bank = TPMPCRBank(hashAlg: .sha256,
+                              values: Dictionary(uniqueKeysWithValues: pcrs.map { (Int($0.key)!, [UInt8](hex: $0.value)!) }))
         let pem = String(decoding: try Corpus.data("quotes/azure_cvm_vtpm_akpub_azure-cvm-tooling.pem"), as: UTF8.self)
         let ak = try TPMTPublic.fromRSAPublicKeyPEM(pem)
-        let verified = try TPMQuoteVerifier.verify(TPMSignedAttest(attestBytes: attest, attest: parsed, signature: .rsassa(TPMSSignatureRSA(hash: .sha256, sig: rawSig))),
+        let verified = try TPMQuoteVerifier.verify(TPMSignedAttest(attestBytes: attest, attest: parsed,
+                                                                   signature: .rsassa(TPMSSignatureRSA(hash: .sha256, sig: rawSig))),
                                                    akPublic: ak, nonce: Array("challenge".utf8), pcrs: [bank])
         #expect(verified.pcrs[0].values.count == 24)
     }

@@ -25,7 +25,8 @@ public enum FuzzCorpus {
 
     /// Runs every saved input of `target` through a fuzz entry point (which returns invariant
     /// violations); each violation fails the test. Returns how many inputs there were.
-    public static func replay(_ target: String, sourceLocation: SourceLocation = #_sourceLocation, _ body: ([UInt8]) -> [String]) throws -> Int {
+    public static func replay(_ target: String, sourceLocation: SourceLocation = #_sourceLocation,
+                              _ body: ([UInt8]) -> [String]) throws -> Int {
         let all = try inputs(target)
         for (name, bytes) in all {
             let violations = body(bytes)

@@ -11,7 +11,8 @@ public enum Interop {
     public static func tool(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) -> String? {
         if let path = SwtpmProcess.which(name) { return path }
         if required {
-            Issue.record("\(name) is required (TLAUNCH_REQUIRE_INTEROP=1) but not installed; scripts/test.sh installs it", sourceLocation: sourceLocation)
+            Issue.record("\(name) is required (TLAUNCH_REQUIRE_INTEROP=1) but not installed; scripts/test.sh installs it",
+                         sourceLocation: sourceLocation)
         }
         return nil
     }
@@ -27,7 +28,8 @@ public enum Interop {
     /// stdout, stderr): a test waiting for a process must not take one of the pool's few threads
     /// from the in-process servers the process may be talking to.
     @discardableResult
-    public static func run(_ path: String, _ args: [String], environment: [String: String] = [:], directory: URL? = nil) async throws -> (Int32, String, String) {
+    public static func run(_ path: String, _ args: [String], environment: [String: String] = [:],
+                           directory: URL? = nil) async throws -> (Int32, String, String) {
         try await offPool { try runBlocking(path, args, environment: environment, directory: directory) }
     }
 
@@ -42,7 +44,8 @@ public enum Interop {
 
     /// Runs a program, blocking the calling thread (for synchronous contexts only).
     @discardableResult
-    public static func runBlocking(_ path: String, _ args: [String], environment: [String: String] = [:], directory: URL? = nil) throws -> (Int32, String, String) {
+    public static func runBlocking(_ path: String, _ args: [String], environment: [String: String] = [:],
+                                   directory: URL? = nil) throws -> (Int32, String, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
@@ -85,7 +88,8 @@ public enum TPMKind: String, CaseIterable, Sendable, CustomStringConvertible {
 }
 
 /// Runs `body` with a client on a fresh TPM of `kind` and tears it down.
-public func withTPM(_ kind: TPMKind, sourceLocation: SourceLocation = #_sourceLocation, _ body: (TPMClient) async throws -> Void) async throws {
+public func withTPM(_ kind: TPMKind, sourceLocation: SourceLocation = #_sourceLocation,
+                    _ body: (TPMClient) async throws -> Void) async throws {
     switch kind {
     case .swtpm:
         try await withSwtpm(sourceLocation: sourceLocation) { tpm, _ in try await body(tpm) }

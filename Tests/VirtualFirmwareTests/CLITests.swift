@@ -43,7 +43,8 @@ struct FirmwareCLITests {
         let signed = dir.appendingPathComponent("new-kernel.efi").path, unsigned = dir.appendingPathComponent("tampered.efi").path
         var (s, out, err) = try await Interop.run(Self.tlaunch, ["image", "sample-kernel", "--build", "3", "-o", signed, "--data", data])
         #expect(s == 0 && out.contains("signed with the platform's vendor key"), "\(err)")
-        (s, _, err) = try await Interop.run(Self.tlaunch, ["image", "sample-kernel", "--build", "3", "--unsigned", "-o", unsigned, "--data", data])
+        (s, _, err) = try await Interop.run(Self.tlaunch,
+                                            ["image", "sample-kernel", "--build", "3", "--unsigned", "-o", unsigned, "--data", data])
         #expect(s == 0, "\(err)")
         let keys = try PlatformKeys.loadOrCreate(directory: URL(fileURLWithPath: data).appendingPathComponent("secureboot"))
         let vendorOnly = try SignatureDatabase(certificates: [keys.vendor.certificate])

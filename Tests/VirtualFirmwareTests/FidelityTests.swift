@@ -95,11 +95,13 @@ struct FidelityTests {
             let want = real.pcrs[p]
             #expect(want != nil, "the guest printed PCR \(p)", sourceLocation: sourceLocation)
             #expect(predicted.pcrs[.sha256, p] ?? zeros == want ?? [],
-                    "PCR \(p): predicted \(hexString(predicted.pcrs[.sha256, p] ?? zeros)) real \(hexString(want ?? []))", sourceLocation: sourceLocation)
+                    "PCR \(p): predicted \(hexString(predicted.pcrs[.sha256, p] ?? zeros)) real \(hexString(want ?? []))",
+                    sourceLocation: sourceLocation)
             let ours = predicted.log.events.filter { $0.pcrIndex == p && $0.type != .noAction }
             if let log = real.log {
                 let theirs = log.events.filter { $0.pcrIndex == p && $0.type != .noAction }
-                #expect(ours.count == theirs.count, "PCR \(p): \(ours.count) predicted events, \(theirs.count) real", sourceLocation: sourceLocation)
+                #expect(ours.count == theirs.count, "PCR \(p): \(ours.count) predicted events, \(theirs.count) real",
+                        sourceLocation: sourceLocation)
                 for (a, b) in zip(ours, theirs) {
                     #expect(a.type == b.type && digest(a) == digest(b) && meaning(a) == meaning(b),
                             "PCR \(p) event: predicted \(a.type) \(meaning(a).prefix(80)) \(hexString(digest(a))) real \(b.type) \(meaning(b).prefix(80)) \(hexString(digest(b)))",
@@ -130,7 +132,8 @@ struct FidelityTests {
         // With this boot's log as OVMF's reference (PCRs 0–3, 6), every PCR before the kernel runs is predicted.
         if let log = real.log {
             let store = try VariableStore(Array(try Data(contentsOf: URL(fileURLWithPath: Debian.varsMS))))
-            let full = try VirtualFirmware(settings: FirmwareSettings(variables: store, banks: [.sha256]), model: .ovmf(reference: log)).predict(esp: ESP.load(esp.path))
+            let full = try VirtualFirmware(settings: FirmwareSettings(variables: store, banks: [.sha256]),
+                                           model: .ovmf(reference: log)).predict(esp: ESP.load(esp.path))
             for p: UInt32 in Array(0...9) + [11, 12, 13, 14, 15] {   // PCR 10 is the kernel's IMA
                 #expect(full.pcrs[.sha256, p] ?? [UInt8](repeating: 0, count: 32) == real.pcrs[p], "PCR \(p) with the reference")
             }
@@ -170,7 +173,8 @@ struct FidelityTests {
         try run(mkfs, ["-F", "32", "--offset", "2048", disk.path, "60416"])
         let fat = "\(disk.path)@@1048576"
         try run(mmd, ["-i", fat, "::/EFI", "::/EFI/BOOT", "::/EFI/debian"])
-        for (from, to) in [("EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/"), ("EFI/BOOT/grubx64.efi", "::/EFI/BOOT/"), ("EFI/debian/grub.cfg", "::/EFI/debian/"),
+        for (from, to) in [("EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/"), ("EFI/BOOT/grubx64.efi", "::/EFI/BOOT/"),
+                           ("EFI/debian/grub.cfg", "::/EFI/debian/"),
                            ("vmlinuz", "::/"), ("initrd.img", "::/")] {
             try run(mcopy, ["-i", fat, folder.appendingPathComponent(from).path, to])
         }

@@ -13,7 +13,8 @@ func readPCRs(_ tpm: VirtualTPM, _ pcrs: [UInt32]) throws -> [UInt32: [UInt8]] {
     for group in stride(from: 0, to: pcrs.count, by: 8).map({ Array(pcrs[$0..<min($0 + 8, pcrs.count)]) }) {
         var read = TPM2PCRRead()
         read.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: group.map { Int($0) })])
-        let response = tpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [], parameters: read.parameterBytes()).encode())
+        let response = tpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [],
+                                                       parameters: read.parameterBytes()).encode())
         let packet = try TPMResponsePacket.decode(response, handleCount: 0, sessionCount: 0)
         let values = try TPM2PCRRead.Response(handles: [], parameters: packet.parameters).pcrValues.digests
         for (p, v) in zip(group, values) { out[p] = v.bytes }
@@ -64,14 +65,16 @@ struct LaunchTests {
 
     @Test func referenceValuesAreWhatTheFirmwareMeasures() throws {
         guard let esp = try debianESPInMemory() else { return }
-        let report = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS), banks: [.sha1, .sha256])).predict(esp: esp)
+        let report = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS),
+                                                                    banks: [.sha1, .sha256])).predict(esp: esp)
         let published = try FirmwareReference.values(banks: [.sha1, .sha256])
         #expect(published.count == 12)
         for v in published {
             #expect(report.pcrs[v.bank, v.pcr] == v.value, "PCR \(v.pcr) \(v.bank)")
         }
         // …and they do not depend on the VM's keys or boot chain.
-        let other = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsBlank), banks: [.sha1, .sha256])).predict(esp: esp)
+        let other = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsBlank),
+                                                                   banks: [.sha1, .sha256])).predict(esp: esp)
         for v in published { #expect(other.pcrs[v.bank, v.pcr] == v.value) }
         #expect(other.pcrs[.sha256, 7] != report.pcrs[.sha256, 7])
     }
@@ -139,7 +142,8 @@ struct LaunchTests {
         let tpm = VirtualTPM.ephemeral()
         let report = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS))).launch(esp: esp, tpm: tpm)
         let f = try #require(report.failure)
-        let codes: [String: FirmwareError.Code] = ["notFound": .notFound, "grubScript": .grubScript, "unsupported": .unsupported, "invalidImage": .invalidImage]
+        let codes: [String: FirmwareError.Code] = ["notFound": .notFound, "grubScript": .grubScript, "unsupported": .unsupported,
+                                                   "invalidImage": .invalidImage]
         #expect(f.code == codes[c.1], "\(c.0): \(f)")
         #expect(!f.reason.isEmpty && !f.stage.isEmpty)
         let read = try readPCRs(tpm, Array(0...15))
@@ -157,7 +161,8 @@ struct LaunchTests {
         #expect(commands.contains("grub_cmd: setparams Debian GNU/Linux gnulinux-simple-1234"))
         #expect(commands.contains("grub_cmd: insmod all_video"), "the function's body ran")
         #expect(commands.contains("grub_cmd: font=unicode"), "the assignment in the taken branch ran")
-        #expect(!commands.contains { $0.contains("linux /vmlinuz single") && !$0.hasPrefix("grub_cmd: submenu") }, "the submenu's entry did not run")
+        #expect(!commands.contains { $0.contains("linux /vmlinuz single") && !$0.hasPrefix("grub_cmd: submenu") },
+                "the submenu's entry did not run")
         // `set default=1` picks the second top-level entry.
         guard let second = try debianESPInMemory(grubConfig: FidelityTests.menuConfig.replacingOccurrences(of: "set default=0", with: "set default=1")) else { return }
         let r2 = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS))).predict(esp: second)
@@ -202,7 +207,8 @@ struct LaunchTests {
 struct PublishedReferenceValuesTests {
     @Test func theDocumentedFileIsWhatTheCodeComputes() throws {
         let file = Built.packageRoot.appendingPathComponent("docs/firmware/reference-values-\(VirtualFirmware.version).json")
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any], "\(file.path) must exist for this version")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any],
+                                "\(file.path) must exist for this version")
         #expect(json["version"] as? String == VirtualFirmware.version)
         let pcrs = try #require(json["pcrs"] as? [String: [String: String]])
         let computed = try FirmwareReference.values(banks: [.sha1, .sha256, .sha384])

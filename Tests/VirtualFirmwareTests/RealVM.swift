@@ -104,7 +104,8 @@ func bootRealVM(qemu: String, vars: String, esp: URL, tpm kind: TPMKind, until m
         try FileManager.default.createDirectory(at: dir.appendingPathComponent("tpm"), withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(dir.appendingPathComponent("tpm").path)", "--ctrl", "type=unixio,path=\(ctrl)", "--terminate"]
+        p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(dir.appendingPathComponent("tpm").path)", "--ctrl",
+                       "type=unixio,path=\(ctrl)", "--terminate"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -180,5 +181,6 @@ func bootRealVM(qemu: String, vars: String, esp: URL, tpm kind: TPMKind, until m
         let f = line.split(separator: " ")
         if f.count == 3, let n = UInt32(f[1]), let v = Array(hex: String(f[2]).lowercased()), v.count == 32 { pcrs[n] = v }
     }
-    return RealBoot(serial: text, log: log, pcrs: pcrs, extends: extends.withLock { $0.map { (pcr: $0.0, sha256: $0.1) } }, finished: finished)
+    return RealBoot(serial: text, log: log, pcrs: pcrs, extends: extends.withLock { $0.map { (pcr: $0.0, sha256: $0.1) } },
+                    finished: finished)
 }

@@ -17,7 +17,8 @@ struct SampleImageTests {
 
     /// Two platforms' sample-linux: ours (ESP and store) and another's, whose shim, grub and
     /// kernel are signed with other keys; `body` runs with both, the keys removed afterwards.
-    static func withTwoPlatforms(_ body: (_ ours: (esp: ESP, vars: VariableStore), _ foreign: ESP, _ other: PlatformKeys) throws -> Void) throws {
+    static func withTwoPlatforms(_ body: (_ ours: (esp: ESP, vars: VariableStore), _ foreign: ESP,
+                                          _ other: PlatformKeys) throws -> Void) throws {
         let (keys, dir) = try Self.keys()
         defer { try? FileManager.default.removeItem(at: dir) }
         let (other, dir2) = try Self.keys()

@@ -17,7 +17,8 @@ struct CrashConsistencyTests {
     /// `tlaunch vtpm socket` on `dir` (its host key and CA inside) and `port`/`port + 1`, stdout
     /// (and, when `quiet`, stderr) to /dev/null; its pid, or nil when it cannot be started.
     static func spawnVTPM(dir: URL, port: Int, quiet: Bool) -> pid_t? {
-        let args = [tlaunch, "vtpm", "socket", "--tpm2", "--tpmstate", "dir=\(dir.path)", "--server", "type=tcp,port=\(port)", "--ctrl", "type=tcp,port=\(port + 1)",
+        let args = [tlaunch, "vtpm", "socket", "--tpm2", "--tpmstate", "dir=\(dir.path)", "--server", "type=tcp,port=\(port)", "--ctrl",
+                    "type=tcp,port=\(port + 1)",
                     "--flags", "not-need-init,startup-clear", "--key", "file=\(dir.appendingPathComponent("host.key").path)", "--ca", "dir=\(dir.appendingPathComponent("ca").path)"]
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
@@ -37,7 +38,8 @@ struct CrashConsistencyTests {
             var lastError: (any Error)?
             for _ in 0..<5 {
                 let port = try SwtpmProcess.freePortPair()
-                guard let pid = CrashConsistencyTests.spawnVTPM(dir: dir, port: port, quiet: false) else { throw VectorErr("cannot start tlaunch") }
+                guard let pid = CrashConsistencyTests.spawnVTPM(dir: dir, port: port,
+                                                                quiet: false) else { throw VectorErr("cannot start tlaunch") }
                 for _ in 0..<400 {
                     if SwtpmProcess.portFreeProbe(port + 1) == false, Self.connectable(port) {
                         self.pid = pid
@@ -105,14 +107,16 @@ struct CrashConsistencyTests {
             if FileManager.default.fileExists(atPath: state(dir).path) { manufactured += 1 } else { interrupted += 1 }
             // Whatever the kill interrupted, the next start gives a vTPM whose EK certificates are in NV.
             let vtpm = try Running(dir: dir)
-            let tpm = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: vtpm.port), control: nil, timeout: .seconds(10)))
+            let tpm = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: vtpm.port), control: nil,
+                                                          timeout: .seconds(10)))
             for index in [TPMHandle(0x01C0_0002), TPMHandle(0x01C0_000A)] {
                 let der = try await tpm.nvRead(index, authHandle: .owner)
                 #expect(der.count > 300 && der.first == 0x30, "round \(round): the EK certificate at \(index) is missing or not DER")
             }
             await tpm.close()
             vtpm.killHard()
-            #expect(!FileManager.default.fileExists(atPath: state(dir).path + ".manufacturing"), "round \(round): an unfinished manufacture was left behind")
+            #expect(!FileManager.default.fileExists(atPath: state(dir).path + ".manufacturing"),
+                    "round \(round): an unfinished manufacture was left behind")
         }
         // Kills landed before the state existed (how many landed after depends on the machine's speed).
         #expect(interrupted > 0, "interrupted \(interrupted), manufactured \(manufactured)")
@@ -133,18 +137,22 @@ struct CrashConsistencyTests {
         var rounds = 0
         for round in 0..<20 {
             let vtpm = try Running(dir: dir)
-            let tpm = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: vtpm.port), control: nil, timeout: .seconds(5)))
+            let tpm = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: vtpm.port), control: nil,
+                                                          timeout: .seconds(5)))
             if round == 0 {
-                try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: counter, attributes: TPMANV([.ownerRead, .ownerWrite], type: .counter), dataSize: 8))
+                try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: counter, attributes: TPMANV([.ownerRead, .ownerWrite], type: .counter),
+                                                         dataSize: 8))
                 try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: block, attributes: [.ownerRead, .ownerWrite], dataSize: 256))
             } else {
                 // After the crash: the state loads; nothing acknowledged is missing; nothing is torn.
                 let value = try await tpm.nvRead(counter, authHandle: .owner).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                #expect(value == acknowledged || value == acknowledged + 1, "round \(round): counter \(value), acknowledged \(acknowledged)")
+                #expect(value == acknowledged || value == acknowledged + 1,
+                        "round \(round): counter \(value), acknowledged \(acknowledged)")
                 acknowledged = value
                 let content = try await tpm.nvRead(block, authHandle: .owner)
                 #expect(Set(content).count == 1, "round \(round): the 256-byte block is torn")
-                #expect(content[0] == lastBlock || content[0] == lastBlock &+ 1, "round \(round): block \(content[0]), acknowledged \(lastBlock)")
+                #expect(content[0] == lastBlock || content[0] == lastBlock &+ 1,
+                        "round \(round): block \(content[0]), acknowledged \(lastBlock)")
                 lastBlock = content[0]
             }
             // Write as fast as possible while another OS thread kills the process at a random

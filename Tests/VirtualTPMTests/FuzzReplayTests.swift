@@ -29,7 +29,8 @@ struct FuzzReplayTests {
         try await flow("ek-ak-quote") { tpm in
             let ek = try await tpm.createEK(.eccP256)
             let ak = try await tpm.createAK(ek: ek, template: TPMTemplates.akECCP256)
-            _ = try await tpm.quote(ak.object.handle, qualifyingData: [1, 2, 3], pcrs: TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 16])]))
+            _ = try await tpm.quote(ak.object.handle, qualifyingData: [1, 2, 3],
+                                    pcrs: TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 16])]))
             let (b, s) = try TPMCredential.make(credential: [9, 9], objectName: ak.object.name, ekPublic: ek.publicArea)
             _ = try await tpm.activateCredential(ak: ak.object, ek: ek, blob: b, secret: s)
         }
@@ -39,18 +40,21 @@ struct FuzzReplayTests {
             try await tpm.nvWrite(i, data: [1, 2, 3], auth: .password([1]))
             _ = try await tpm.nvRead(i, size: 3, auth: .password([1]))
             let c = TPMHandle(0x0150_0002)
-            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: c, attributes: TPMANV([.ownerRead, .ownerWrite], type: .counter), dataSize: 8))
+            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: c, attributes: TPMANV([.ownerRead, .ownerWrite], type: .counter),
+                                                     dataSize: 8))
             try await tpm.nvIncrement(c, authHandle: .owner)
         }
         try await flow("sessions") { tpm in
             let srk = try await tpm.createPrimary(.owner, template: TPMTemplates.storageECCP256).object
-            let s = try await tpm.startAuthSession(type: .hmac, symmetric: .aes128CFB, salt: srk, attributes: [.continueSession, .decrypt, .encrypt])
+            let s = try await tpm.startAuthSession(type: .hmac, symmetric: .aes128CFB, salt: srk,
+                                                   attributes: [.continueSession, .decrypt, .encrypt])
             _ = try await tpm.execute(TPM2GetRandom.make(16), extraSessions: [s])
             let p = try await tpm.startAuthSession(type: .policy)
             try await tpm.policyPCR(p, pcrs: TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [16])]))
             try await tpm.policyCommandCode(p, .unseal)
             _ = try await tpm.policyGetDigest(p)
-            let sealed = try await tpm.create(parent: srk.handle, template: TPMTemplates.sealedObject(), sensitive: TPMSSensitiveCreate(data: [7]))
+            let sealed = try await tpm.create(parent: srk.handle, template: TPMTemplates.sealedObject(),
+                                              sensitive: TPMSSensitiveCreate(data: [7]))
             let item = try await tpm.load(parent: srk.handle, privateBlob: sealed.privateBlob, publicArea: sealed.publicArea)
             _ = try await tpm.unseal(item.handle)
             let ctx = try await tpm.contextSave(item.handle)

@@ -53,7 +53,8 @@ struct QEMUBootTests {
         #expect(oursPCRs[0] != [UInt8](repeating: 0, count: 32), "the firmware measured itself into PCR 0")
         #expect(oursPCRs[4] != [UInt8](repeating: 0, count: 32), "the boot of the shell was measured into PCR 4")
         for i in 0..<8 {
-            #expect(oursPCRs[i] == swtpmPCRs[i], "sha256 PCR \(i): ours \(oursPCRs[i]?.hexString ?? "-"), swtpm \(swtpmPCRs[i]?.hexString ?? "-")")
+            #expect(oursPCRs[i] == swtpmPCRs[i],
+                    "sha256 PCR \(i): ours \(oursPCRs[i]?.hexString ?? "-"), swtpm \(swtpmPCRs[i]?.hexString ?? "-")")
         }
     }
 

@@ -12,7 +12,8 @@ struct SocketServerTests {
     @Test func ourClientOverSwtpmProtocolWithControlChannel() async throws {
         let served = try await ServedVTPM(startupClear: false, notNeedInit: false)
         defer { served.stop() }
-        let transport = SwtpmTransport(data: .tcp(host: "127.0.0.1", port: served.port), control: .tcp(host: "127.0.0.1", port: served.port + 1))
+        let transport = SwtpmTransport(data: .tcp(host: "127.0.0.1", port: served.port),
+                                       control: .tcp(host: "127.0.0.1", port: served.port + 1))
         let tpm = TPMClient(transport: transport)
         // Before CMD_INIT the TPM is not initialized.
         let e = await #expect(throws: TPMError.self) { _ = try await tpm.getRandom(8) }
@@ -38,7 +39,8 @@ struct SocketServerTests {
     @Test func ourClientAndTpm2ToolsOverMssim() async throws {
         let served = try await ServedVTPM(protocol: .mssim, startupClear: false, notNeedInit: false)
         defer { served.stop() }
-        let transport = MssimTransport(command: .tcp(host: "127.0.0.1", port: served.port), platform: .tcp(host: "127.0.0.1", port: served.port + 1))
+        let transport = MssimTransport(command: .tcp(host: "127.0.0.1", port: served.port),
+                                       platform: .tcp(host: "127.0.0.1", port: served.port + 1))
         try await transport.powerOn()
         let tpm = TPMClient(transport: transport)
         try await tpm.startup(.clear)

@@ -29,7 +29,8 @@ struct StateTests {
         var ekName: [UInt8] = []
         do {
             let tpm = started(try VirtualTPM(stateFile: file, hostKey: key))
-            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0001), attributes: [.ownerRead, .ownerWrite], dataSize: UInt16(secret.count)))
+            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0001), attributes: [.ownerRead, .ownerWrite],
+                                                     dataSize: UInt16(secret.count)))
             try await tpm.nvWrite(TPMHandle(0x0150_0001), data: secret, authHandle: .owner)
             let ek = try await tpm.createEK(.eccP256)
             ekName = ek.name
@@ -60,7 +61,8 @@ struct StateTests {
         let key = TPMCrypto.random(32)
         do {
             let tpm = started(try VirtualTPM(stateFile: file, hostKey: key))
-            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0002), attributes: TPMANV([.ownerRead, .ownerWrite], type: .counter), dataSize: 8))
+            try await tpm.nvDefineSpace(TPMSNVPublic(nvIndex: TPMHandle(0x0150_0002),
+                                                     attributes: TPMANV([.ownerRead, .ownerWrite], type: .counter), dataSize: 8))
             for _ in 0..<5 { try await tpm.nvIncrement(TPMHandle(0x0150_0002), authHandle: .owner) }
         }
         // Simulate a crash in the middle of appending the next record.

@@ -106,9 +106,11 @@ struct SwtpmDropInTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let state = dir.appendingPathComponent("tpm2"), certs = dir.appendingPathComponent("certs"), data = dir.appendingPathComponent("data")
         try FileManager.default.createDirectory(at: certs, withIntermediateDirectories: true)
-        let common = ["vtpm", "setup", "--data", data.path, "--tpm-state", state.path, "--logfile", dir.appendingPathComponent("setup.log").path]
+        let common = ["vtpm", "setup", "--data", data.path, "--tpm-state", state.path, "--logfile",
+                      dir.appendingPathComponent("setup.log").path]
         let (rc, out, err) = try await Interop.run(Self.tlaunch, common + ["--tpm2", "--vmid", "vm1:0f0e", "--createek", "--create-ek-cert", "--create-platform-cert",
-                                                                           "--lock-nvram", "--not-overwrite", "--write-ek-cert-files", certs.path, "--display"])
+                                                                           "--lock-nvram", "--not-overwrite", "--write-ek-cert-files",
+                                                                           certs.path, "--display"])
         #expect(rc == 0, "\(out) \(err)")
         let file = state.appendingPathComponent("tlaunch-vtpm.state")
         let made = try Data(contentsOf: file)
@@ -179,7 +181,8 @@ struct SwtpmDropInTests {
             p.standardError = FileHandle.nullDevice
             try p.run()
             defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
-            let client = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: port), control: nil, timeout: .seconds(30)))
+            let client = TPMClient(transport: SwtpmTransport(data: .tcp(host: "127.0.0.1", port: port), control: nil,
+                                                             timeout: .seconds(30)))
             return try await withTeardown({ await client.close() }) { () async throws -> [UInt8]? in
                 for _ in 0..<100 where p.isRunning {
                     if let der = try? await client.readEKCertificate(.rsa2048) { return der }
@@ -195,7 +198,8 @@ struct SwtpmDropInTests {
 
     /// The capability documents libvirt reads: what this vTPM does, and nothing it does not.
     @Test func printCapabilitiesClaimsOnlyWhatIsImplemented() async throws {
-        for (args, type) in [(["vtpm", "socket", "--print-capabilities"], "swtpm"), (["vtpm", "socket", "--tpm2", "--print-capabilities"], "swtpm"),
+        for (args, type) in [(["vtpm", "socket", "--print-capabilities"], "swtpm"),
+                             (["vtpm", "socket", "--tpm2", "--print-capabilities"], "swtpm"),
                              (["vtpm", "setup", "--print-capabilities"], "swtpm_setup")] {
             let (rc, out, _) = try await Interop.run(Self.tlaunch, args)
             #expect(rc == 0)
@@ -203,7 +207,8 @@ struct SwtpmDropInTests {
             let features = doc["features"] as? [String] ?? []
             #expect(doc["type"] as? String == type)
             #expect(features.contains("tpm-2.0") && !features.contains("tpm-1.2"), "\(features)")
-            #expect(features.contains(type == "swtpm" ? "cmdarg-pwd-fd" : "cmdarg-pwdfile-fd"), "passphrases (libvirt's <encryption secret>): \(features)")
+            #expect(features.contains(type == "swtpm" ? "cmdarg-pwd-fd" : "cmdarg-pwdfile-fd"),
+                    "passphrases (libvirt's <encryption secret>): \(features)")
         }
     }
 
@@ -216,7 +221,8 @@ struct SwtpmDropInTests {
         let ctrl = dir.appendingPathComponent("ctrl.sock").path
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.tlaunch)
-        p.arguments = ["vtpm", "socket", "--tpm2", "--data", dir.appendingPathComponent("data").path, "--tpmstate", "dir=\(dir.appendingPathComponent("st").path),mode=0600",
+        p.arguments = ["vtpm", "socket", "--tpm2", "--data", dir.appendingPathComponent("data").path, "--tpmstate",
+                       "dir=\(dir.appendingPathComponent("st").path),mode=0600",
                        "--ctrl", "type=unixio,path=\(ctrl),mode=0600", "--log", "file=\(dir.appendingPathComponent("log").path)", "--pid", "file=\(dir.appendingPathComponent("pid").path)",
                        "--flags", "startup-clear"]
         p.standardOutput = FileHandle.nullDevice
@@ -263,7 +269,8 @@ struct SwtpmDropInTests {
         #expect(measured != nil && measured != [UInt8](repeating: 0, count: 32))
         #expect(try await pcr0(resumed) == measured, "CMD_INIT resumed the loaded volatile state")
         // Our own ioctl reads the same blob back.
-        let ours = try await Interop.run(Self.tlaunch, ["vtpm", "ioctl", "--save", "permanent", dir.appendingPathComponent("p2").path, "--unix", ctrl])
+        let ours = try await Interop.run(Self.tlaunch,
+                                         ["vtpm", "ioctl", "--save", "permanent", dir.appendingPathComponent("p2").path, "--unix", ctrl])
         let theirs = try Data(contentsOf: URL(fileURLWithPath: permanent))
         #expect(ours.0 == 0 && (try? Data(contentsOf: dir.appendingPathComponent("p2"))) == theirs)
         #expect(try await run("-s").0 == 0)
@@ -285,7 +292,8 @@ struct SwtpmDropInTests {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: program[0])
             p.arguments = Array(program.dropFirst()) + (label == "ours" ? ["--data", dir.appendingPathComponent("data").path] : [])
-                + ["--tpm2", "--terminate", "--tpmstate", "dir=\(dir.appendingPathComponent("st").path)", "--ctrl", "type=unixio,path=\(ctrl)"]
+                + ["--tpm2", "--terminate", "--tpmstate", "dir=\(dir.appendingPathComponent("st").path)", "--ctrl",
+                   "type=unixio,path=\(ctrl)"]
             try FileManager.default.createDirectory(at: dir.appendingPathComponent("st"), withIntermediateDirectories: true)
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
@@ -332,7 +340,8 @@ struct SwtpmDropInTests {
         let ctrl = dir.appendingPathComponent("ctrl.sock").path
         let p = Process()
         p.executableURL = URL(fileURLWithPath: swtpm)
-        p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(dir.path)", "--ctrl", "type=unixio,path=\(ctrl)", "--flags", "not-need-init"]
+        p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(dir.path)", "--ctrl", "type=unixio,path=\(ctrl)", "--flags",
+                       "not-need-init"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()

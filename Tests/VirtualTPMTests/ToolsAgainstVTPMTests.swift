@@ -8,7 +8,8 @@ import VirtualTPM
 @Suite("vTPM: tpm2-tools as the client")
 struct ToolsAgainstVTPMTests {
     /// Runs `body` with a served vTPM and a scratch directory, skipping cleanly when tools are absent.
-    func withServed(startupClear: Bool = true, _ body: (ServedVTPM, URL, (String, [String]) async throws -> String) async throws -> Void) async throws {
+    func withServed(startupClear: Bool = true,
+                    _ body: (ServedVTPM, URL, (String, [String]) async throws -> String) async throws -> Void) async throws {
         guard Interop.tool("tpm2_getrandom") != nil else { return }
         let served = try await ServedVTPM(startupClear: startupClear)
         defer { served.stop() }
@@ -57,7 +58,8 @@ struct ToolsAgainstVTPMTests {
                 _ = try await t("tpm2_flushcontext", ["-t"])
                 _ = try await t("tpm2_quote", ["-c", "ak.ctx", "-l", "sha256:0,1,2,16", "-q", "c0ffee", "-m", "q.msg", "-s", "q.sig", "-o", "q.pcrs", "-g", "sha256"])
                 _ = try await t("tpm2_flushcontext", ["-t"])
-                let check = try await t("tpm2_checkquote", ["-u", "ak.pub", "-m", "q.msg", "-s", "q.sig", "-f", "q.pcrs", "-g", "sha256", "-q", "c0ffee"])
+                let check = try await t("tpm2_checkquote",
+                                        ["-u", "ak.pub", "-m", "q.msg", "-s", "q.sig", "-f", "q.pcrs", "-g", "sha256", "-q", "c0ffee"])
                 #expect(check.contains("pcrs:"), "\(ekAlg) EK, \(akAlg) AK")
             }
         }
@@ -75,11 +77,13 @@ struct ToolsAgainstVTPMTests {
                 _ = try await t("tpm2_flushcontext", ["-t"])
                 _ = try await t("tpm2_sign", ["-c", "key.ctx", "-g", "sha256", "-o", "sig.bin", "data.txt"])
                 _ = try await t("tpm2_flushcontext", ["-t"])
-                _ = try await t("tpm2_verifysignature", ["-c", "key.ctx", "-g", "sha256", "-m", "data.txt", "-s", "sig.bin", "-t", "ticket.bin"])
+                _ = try await t("tpm2_verifysignature",
+                                ["-c", "key.ctx", "-g", "sha256", "-m", "data.txt", "-s", "sig.bin", "-t", "ticket.bin"])
                 _ = try await t("tpm2_flushcontext", ["-t"])
                 // A signature over other data is refused.
                 try Data("other data".utf8).write(to: dir.appendingPathComponent("other.txt"))
-                let bad = try await tool("tpm2_verifysignature", ["-c", "key.ctx", "-g", "sha256", "-m", "other.txt", "-s", "sig.bin"], tcti: served.tcti, in: dir, expectSuccess: false)
+                let bad = try await tool("tpm2_verifysignature", ["-c", "key.ctx", "-g", "sha256", "-m", "other.txt", "-s", "sig.bin"],
+                                         tcti: served.tcti, in: dir, expectSuccess: false)
                 #expect(bad.0 != 0, "\(alg): a wrong signature must not verify")
                 _ = try await t("tpm2_flushcontext", ["-t"])
             }
@@ -100,7 +104,8 @@ struct ToolsAgainstVTPMTests {
             #expect(try await t("tpm2_unseal", ["-c", "seal.ctx", "-p", "pcr:sha256:16"]) == "disk encryption key")
             _ = try await t("tpm2_flushcontext", ["-t"])
             _ = try await t("tpm2_pcrextend", ["16:sha256=" + String(repeating: "22", count: 32)])
-            let refused = try await tool("tpm2_unseal", ["-c", "seal.ctx", "-p", "pcr:sha256:16"], tcti: served.tcti, in: dir, expectSuccess: false)
+            let refused = try await tool("tpm2_unseal", ["-c", "seal.ctx", "-p", "pcr:sha256:16"], tcti: served.tcti, in: dir,
+                                         expectSuccess: false)
             #expect(refused.0 != 0 && refused.2.contains("0x99D"))
         }
     }
@@ -109,14 +114,16 @@ struct ToolsAgainstVTPMTests {
         try await withServed { _, dir, t in
             _ = try await t("tpm2_createek", ["-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"])
             _ = try await t("tpm2_flushcontext", ["-t"])
-            _ = try await t("tpm2_createak", ["-C", "ek.ctx", "-c", "ak.ctx", "-G", "rsa", "-g", "sha256", "-s", "rsassa", "-u", "ak.pub", "-n", "ak.name"])
+            _ = try await t("tpm2_createak",
+                            ["-C", "ek.ctx", "-c", "ak.ctx", "-G", "rsa", "-g", "sha256", "-s", "rsassa", "-u", "ak.pub", "-n", "ak.name"])
             _ = try await t("tpm2_flushcontext", ["-t"])
             try Data("12345678".utf8).write(to: dir.appendingPathComponent("secret.txt"))
             let name = try Data(contentsOf: dir.appendingPathComponent("ak.name")).map { String(format: "%02x", $0) }.joined()
             _ = try await t("tpm2_makecredential", ["-T", "none", "-e", "ek.pub", "-s", "secret.txt", "-n", name, "-o", "cred.out"])
             _ = try await t("tpm2_startauthsession", ["--policy-session", "-S", "session.ctx"])
             _ = try await t("tpm2_policysecret", ["-S", "session.ctx", "-c", "e"])
-            _ = try await t("tpm2_activatecredential", ["-c", "ak.ctx", "-C", "ek.ctx", "-i", "cred.out", "-o", "actcred.out", "-P", "session:session.ctx"])
+            _ = try await t("tpm2_activatecredential",
+                            ["-c", "ak.ctx", "-C", "ek.ctx", "-i", "cred.out", "-o", "actcred.out", "-P", "session:session.ctx"])
             _ = try await t("tpm2_flushcontext", ["session.ctx"])
             #expect(try Data(contentsOf: dir.appendingPathComponent("actcred.out")) == Data("12345678".utf8))
         }
@@ -128,13 +135,15 @@ struct ToolsAgainstVTPMTests {
             try Data("0123456789abcdef0123456789abcdef".utf8).write(to: dir.appendingPathComponent("nvdata"))
             _ = try await t("tpm2_nvwrite", ["0x1500016", "-C", "o", "-i", "nvdata"])
             #expect(try await t("tpm2_nvread", ["0x1500016", "-C", "o", "-s", "32"]) == "0123456789abcdef0123456789abcdef")
-            _ = try await t("tpm2_nvdefine", ["0x1500017", "-C", "o", "-s", "8", "-a", "ownerread|ownerwrite|authread|authwrite|nt=counter"])
+            _ = try await t("tpm2_nvdefine",
+                            ["0x1500017", "-C", "o", "-s", "8", "-a", "ownerread|ownerwrite|authread|authwrite|nt=counter"])
             _ = try await t("tpm2_nvincrement", ["0x1500017", "-C", "o"])
             _ = try await t("tpm2_nvincrement", ["0x1500017", "-C", "o"])
             _ = try await t("tpm2_nvread", ["0x1500017", "-C", "o", "-o", "counter.bin"])
             let counter = try Data(contentsOf: dir.appendingPathComponent("counter.bin"))
             #expect(counter.count == 8 && counter.last! >= 2)
-            _ = try await t("tpm2_nvdefine", ["0x1500018", "-C", "o", "-a", "ownerread|ownerwrite|authread|authwrite|nt=extend", "-g", "sha256"])
+            _ = try await t("tpm2_nvdefine",
+                            ["0x1500018", "-C", "o", "-a", "ownerread|ownerwrite|authread|authwrite|nt=extend", "-g", "sha256"])
             try Data("hello".utf8).write(to: dir.appendingPathComponent("ext"))
             _ = try await t("tpm2_nvextend", ["0x1500018", "-C", "o", "-i", "ext"])
             _ = try await t("tpm2_nvread", ["0x1500018", "-C", "o", "-o", "ext.bin"])
@@ -160,12 +169,14 @@ struct ToolsAgainstVTPMTests {
                                                                "-untrusted", ca.appendingPathComponent("intermediate-ca.pem").path,
                                                                dir.appendingPathComponent("\(file).pem").path])
                 #expect(s2 == 0 && out.contains("OK"), "openssl verify \(file): \(out) \(e2)")
-                let (_, text, _) = try await Interop.run(openssl, ["x509", "-in", dir.appendingPathComponent("\(file).pem").path, "-noout", "-text"])
+                let (_, text, _) = try await Interop.run(openssl,
+                                                         ["x509", "-in", dir.appendingPathComponent("\(file).pem").path, "-noout", "-text"])
                 #expect(text.contains("2.23.133.8.1"))
                 #expect(text.contains("2.23.133.2.1=id:544C4348"))
             }
             // tpm2_getekcertificate reads the RSA one from NV too.
-            let (status, _, _) = try await tool("tpm2_getekcertificate", ["-o", "ekcert.der"], tcti: served.tcti, in: dir, expectSuccess: false)
+            let (status, _, _) = try await tool("tpm2_getekcertificate", ["-o", "ekcert.der"], tcti: served.tcti, in: dir,
+                                                expectSuccess: false)
             if status == 0 {
                 #expect(try Data(contentsOf: dir.appendingPathComponent("ekcert.der")) == Data(contentsOf: dir.appendingPathComponent("ek_rsa.der")))
             }

@@ -85,7 +85,8 @@ extension TPMClient {
     /// The PCR banks the TPM has allocated, with their selected PCRs.
     public func pcrBanks() async throws(TPMError) -> TPMLPCRSelection {
         let (_, data) = try await getCapability(.pcrs)
-        guard case .assignedPCR(let l) = data else { throw TPMError(.malformedResponse, command: .getCapability, reason: "TPM_CAP_PCRS answered with another capability") }
+        guard case .assignedPCR(let l) = data else { throw TPMError(.malformedResponse, command: .getCapability,
+                                                                    reason: "TPM_CAP_PCRS answered with another capability") }
         return l
     }
 
@@ -134,11 +135,13 @@ extension TPMClient {
             var remaining = sel.pcrs
             while !remaining.isEmpty {
                 var c = TPM2PCRRead()
-                c.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: sel.hash, pcrs: remaining, selectSize: max(3, sel.pcrSelect.count))])
+                c.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: sel.hash, pcrs: remaining,
+                                                                      selectSize: max(3, sel.pcrSelect.count))])
                 let r = try await execute(c)
                 let got = r.pcrSelectionOut.pcrSelections.first?.pcrs ?? []
                 guard !got.isEmpty, got.count == r.pcrValues.digests.count else {
-                    throw TPMError(.malformedResponse, command: .pcrRead, reason: "bank \(sel.hash): the TPM returned no values for PCRs \(remaining)")
+                    throw TPMError(.malformedResponse, command: .pcrRead,
+                                   reason: "bank \(sel.hash): the TPM returned no values for PCRs \(remaining)")
                 }
                 for (p, d) in zip(got, r.pcrValues.digests) { values[p] = d.bytes }
                 remaining.removeAll { got.contains($0) }
@@ -195,7 +198,8 @@ extension TPMClient {
                                 creationHash: r.creationHash.bytes, creationTicket: r.creationTicket)
     }
 
-    public func load(parent: TPMHandle, privateBlob: TPM2BPrivate, publicArea: TPMTPublic, auth: TPMAuth = .emptyPassword) async throws(TPMError) -> TPMObject {
+    public func load(parent: TPMHandle, privateBlob: TPM2BPrivate, publicArea: TPMTPublic,
+                     auth: TPMAuth = .emptyPassword) async throws(TPMError) -> TPMObject {
         var c = TPM2Load()
         c.parentHandle = parent
         c.inPrivate = privateBlob
@@ -205,7 +209,8 @@ extension TPMClient {
         return TPMObject(handle: r.objectHandle, publicArea: publicArea, name: r.name.bytes)
     }
 
-    public func loadExternal(publicArea: TPMTPublic, sensitive: TPMTSensitive? = nil, hierarchy: TPMHandle = .null) async throws(TPMError) -> TPMObject {
+    public func loadExternal(publicArea: TPMTPublic, sensitive: TPMTSensitive? = nil,
+                             hierarchy: TPMHandle = .null) async throws(TPMError) -> TPMObject {
         var c = TPM2LoadExternal()
         c.inPrivate = sensitive
         c.inPublic = TPM2BPublic(publicArea)
@@ -230,7 +235,8 @@ extension TPMClient {
 
     /// Makes a transient object persistent at `persistentHandle`, or (given a persistent
     /// object and its own handle) removes it.
-    public func evictControl(_ object: TPMHandle, persistentHandle: TPMHandle, hierarchy: TPMHandle = .owner, auth: TPMAuth = .emptyPassword) async throws(TPMError) {
+    public func evictControl(_ object: TPMHandle, persistentHandle: TPMHandle, hierarchy: TPMHandle = .owner,
+                             auth: TPMAuth = .emptyPassword) async throws(TPMError) {
         var c = TPM2EvictControl(); c.auth = hierarchy; c.objectHandle = object; c.persistentHandle = persistentHandle
         _ = try await execute(c, auths: [auth])
         if object == persistentHandle { forget(object) }
@@ -350,7 +356,8 @@ extension TPMClient {
 
     /// Satisfies PolicySecret with `authHandle`'s authorization (password by default).
     public func policySecret(_ session: TPMSession, authHandle: TPMHandle, policyRef: [UInt8] = [], expiration: Int32 = 0,
-                             includeNonce: Bool = false, auth: TPMAuth = .emptyPassword) async throws(TPMError) -> (timeout: [UInt8], ticket: TPMTTicket) {
+                             includeNonce: Bool = false, auth: TPMAuth = .emptyPassword) async throws(TPMError) -> (timeout: [UInt8],
+                             ticket: TPMTTicket) {
         var c = TPM2PolicySecret()
         c.authHandle = authHandle
         c.policySession = session.handle
@@ -396,7 +403,8 @@ extension TPMClient {
 
     // MARK: NV
 
-    public func nvDefineSpace(_ publicInfo: TPMSNVPublic, authValue: [UInt8] = [], hierarchy: TPMHandle = .owner, auth: TPMAuth = .emptyPassword) async throws(TPMError) {
+    public func nvDefineSpace(_ publicInfo: TPMSNVPublic, authValue: [UInt8] = [], hierarchy: TPMHandle = .owner,
+                              auth: TPMAuth = .emptyPassword) async throws(TPMError) {
         var c = TPM2NVDefineSpace(); c.authHandle = hierarchy; c.auth = TPM2BAuth(authValue); c.publicInfo = TPM2BNVPublic(publicInfo)
         _ = try await execute(c, auths: [auth])
     }
@@ -441,7 +449,8 @@ extension TPMClient {
         return out
     }
 
-    public func nvExtend(_ index: TPMHandle, data: [UInt8], authHandle: TPMHandle? = nil, auth: TPMAuth = .emptyPassword) async throws(TPMError) {
+    public func nvExtend(_ index: TPMHandle, data: [UInt8], authHandle: TPMHandle? = nil,
+                         auth: TPMAuth = .emptyPassword) async throws(TPMError) {
         var c = TPM2NVExtend(); c.authHandle = authHandle ?? index; c.nvIndex = index; c.data = TPM2BMaxNVBuffer(data)
         _ = try await execute(c, auths: [auth])
     }

@@ -15,7 +15,8 @@ public enum TPMQuoteVerifier {
     /// Verifies over the original `quote.attestBytes`: the signature with `akPublic`, the
     /// magic and type, that extraData equals `nonce`, and that the PCR digest equals the hash
     /// (with the signature's hash) of the given PCR values in selection order.
-    public static func verify(_ quote: TPMSignedAttest, akPublic: TPMTPublic, nonce: [UInt8], pcrs: [TPMPCRBank]) throws(TPMError) -> TPMVerifiedQuote {
+    public static func verify(_ quote: TPMSignedAttest, akPublic: TPMTPublic, nonce: [UInt8],
+                              pcrs: [TPMPCRBank]) throws(TPMError) -> TPMVerifiedQuote {
         try TPMSignatureVerifier.verify(quote.signature, message: quote.attestBytes, key: akPublic)
         // Parse again from the signed bytes: never trust a parse that came with them.
         let attest: TPMSAttest
@@ -26,7 +27,8 @@ public enum TPMQuoteVerifier {
             throw TPMError(.verification, reason: "the signed structure is a \(attest.type), not a quote")
         }
         guard constantTimeEqual(attest.extraData.bytes, nonce) else {
-            throw TPMError(.verification, reason: "the quote's extraData (\(attest.extraData.bytes.hexString)) is not the nonce (\(nonce.hexString))")
+            throw TPMError(.verification,
+                           reason: "the quote's extraData (\(attest.extraData.bytes.hexString)) is not the nonce (\(nonce.hexString))")
         }
         var concatenated: [UInt8] = []
         var vouched: [TPMPCRBank] = []
@@ -46,7 +48,8 @@ public enum TPMQuoteVerifier {
         }
         let digest = try TPMCrypto.hash(quote.signature.hashAlg, concatenated)
         guard constantTimeEqual(digest, info.pcrDigest.bytes) else {
-            throw TPMError(.verification, reason: "the PCR values given do not hash to the quoted PCR digest \(info.pcrDigest.bytes.hexString)")
+            throw TPMError(.verification,
+                           reason: "the PCR values given do not hash to the quoted PCR digest \(info.pcrDigest.bytes.hexString)")
         }
         return TPMVerifiedQuote(attest: attest, quoteInfo: info, pcrs: vouched)
     }

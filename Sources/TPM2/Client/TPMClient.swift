@@ -45,13 +45,15 @@ public actor TPMClient {
     /// Executes a command. `auths` authorizes the command's first `authHandleCount` handles
     /// (missing ones use the empty password); `extraSessions` are added after them, e.g. a
     /// session with `decrypt`/`encrypt` attributes used only for parameter encryption.
-    public func execute<C: TPMCommand>(_ command: C, auths: [TPMAuth] = [], extraSessions: [TPMSession] = []) async throws(TPMError) -> C.Response {
+    public func execute<C: TPMCommand>(_ command: C, auths: [TPMAuth] = [],
+                                       extraSessions: [TPMSession] = []) async throws(TPMError) -> C.Response {
         try await execute(command, auths: auths, extraSessions: extraSessions, authValuesAfter: [:])
     }
 
     /// `authValuesAfter`: an entity's authValue once the command has run, for commands that
     /// change it (TPM2_HierarchyChangeAuth): the TPM keys the response HMAC with the new value.
-    func execute<C: TPMCommand>(_ command: C, auths: [TPMAuth], extraSessions: [TPMSession], authValuesAfter: [Int: [UInt8]]) async throws(TPMError) -> C.Response {
+    func execute<C: TPMCommand>(_ command: C, auths: [TPMAuth], extraSessions: [TPMSession],
+                                authValuesAfter: [Int: [UInt8]]) async throws(TPMError) -> C.Response {
         let code = C.code
         let handles = command.handleValues
         var parameters: [UInt8]
@@ -71,7 +73,8 @@ public actor TPMClient {
         for slot in slots {
             if case .session(let s, _) = slot.auth {
                 guard var st = sessions[s.handle] else {
-                    throw TPMError(.session, command: code, reason: "session \(s.handle) is not active (flushed, or not continued by an earlier command)")
+                    throw TPMError(.session, command: code,
+                                   reason: "session \(s.handle) is not active (flushed, or not continued by an earlier command)")
                 }
                 st.nonceCaller = TPMCrypto.random(st.nonceCaller.count)
                 states.append(st)
@@ -111,7 +114,8 @@ public actor TPMClient {
         if let d = decryptIndex, let st = states[d] {
             guard parameters.count >= 2 else { throw TPMError(.invalidCommand, command: code, reason: "no parameter to encrypt") }
             let size = Int(parameters[0]) << 8 | Int(parameters[1])
-            guard parameters.count >= 2 + size else { throw TPMError(.invalidCommand, command: code, reason: "first parameter is not a TPM2B") }
+            guard parameters.count >= 2 + size else { throw TPMError(.invalidCommand, command: code,
+                                                                     reason: "first parameter is not a TPM2B") }
             let plain = Array(parameters[2..<2 + size])
             let key = st.encryptionKey(entity: entity(d))
             let enc = try st.crypt(plain, key: key, nonceNewer: st.nonceCaller, nonceOlder: st.nonceTPM, encrypt: true)
@@ -123,11 +127,13 @@ public actor TPMClient {
         for (i, slot) in slots.enumerated() {
             switch slot.auth {
             case .password(let pw):
-                authArea.append(TPMSAuthCommand(sessionHandle: .password, nonce: TPM2BNonce(), sessionAttributes: [.continueSession], hmac: TPM2BAuth(pw)))
+                authArea.append(TPMSAuthCommand(sessionHandle: .password, nonce: TPM2BNonce(), sessionAttributes: [.continueSession],
+                                                hmac: TPM2BAuth(pw)))
             case .session(let s, let authValue):
                 let st = states[i]!
                 if st.session.type == .policy && st.isPasswordNeeded && slot.entityIndex != nil {
-                    authArea.append(TPMSAuthCommand(sessionHandle: s.handle, nonce: TPM2BNonce(st.nonceCaller), sessionAttributes: attrs[i], hmac: TPM2BAuth(authValue)))
+                    authArea.append(TPMSAuthCommand(sessionHandle: s.handle, nonce: TPM2BNonce(st.nonceCaller), sessionAttributes: attrs[i],
+                                                    hmac: TPM2BAuth(authValue)))
                     continue
                 }
                 let cpHash = try tpmCommandParameterHash(s.authHash, code: code, names: names, parameters: parameters)
@@ -138,14 +144,17 @@ public actor TPMClient {
                     if let e = encryptIndex, e != 0, e != decryptIndex { nonceEncrypt = states[e]?.nonceTPM ?? [] }
                 }
                 let key = st.sessionValue(entity: entity(i))
-                let hmac = try st.commandHMAC(key: key, cpHash: cpHash, nonceDecrypt: nonceDecrypt, nonceEncrypt: nonceEncrypt, attributes: attrs[i])
-                authArea.append(TPMSAuthCommand(sessionHandle: s.handle, nonce: TPM2BNonce(st.nonceCaller), sessionAttributes: attrs[i], hmac: TPM2BAuth(hmac)))
+                let hmac = try st.commandHMAC(key: key, cpHash: cpHash, nonceDecrypt: nonceDecrypt, nonceEncrypt: nonceEncrypt,
+                                              attributes: attrs[i])
+                authArea.append(TPMSAuthCommand(sessionHandle: s.handle, nonce: TPM2BNonce(st.nonceCaller), sessionAttributes: attrs[i],
+                                                hmac: TPM2BAuth(hmac)))
             }
         }
 
         let packet = TPMCommandPacket(code: code, handles: handles, sessions: authArea, parameters: parameters)
         let bytes: [UInt8]
-        do { bytes = try packet.encode() } catch { throw TPMError(.invalidCommand, command: code, wire: error, reason: "the command cannot be framed") }
+        do { bytes = try packet.encode() } catch { throw TPMError(.invalidCommand, command: code, wire: error,
+                                                                  reason: "the command cannot be framed") }
         var response: TPMResponsePacket
         var attempt = 0
         while true {
@@ -185,9 +194,11 @@ public actor TPMClient {
             states[i] = st
         }
         if let e = encryptIndex, let st = states[e] {
-            guard responseParameters.count >= 2 else { throw TPMError(.malformedResponse, command: code, reason: "no response parameter to decrypt") }
+            guard responseParameters.count >= 2 else { throw TPMError(.malformedResponse, command: code,
+                                                                      reason: "no response parameter to decrypt") }
             let size = Int(responseParameters[0]) << 8 | Int(responseParameters[1])
-            guard responseParameters.count >= 2 + size else { throw TPMError(.malformedResponse, command: code, reason: "first response parameter is not a TPM2B") }
+            guard responseParameters.count >= 2 + size else { throw TPMError(.malformedResponse, command: code,
+                                                                             reason: "first response parameter is not a TPM2B") }
             let plain = try st.crypt(Array(responseParameters[2..<2 + size]), key: st.encryptionKey(entity: entity(e)),
                                      nonceNewer: st.nonceTPM, nonceOlder: st.nonceCaller, encrypt: false)
             responseParameters.replaceSubrange(2..<2 + size, with: plain)

@@ -63,7 +63,8 @@ extension TPMClient {
         for (index, kind) in TPMInfo.ekCertificateIndices where defined.contains(index) {
             let der = try await nvRead(TPMHandle(index), authHandle: .owner, chunk: chunk)
             guard let cert = try? Certificate(derEncoded: der) else {
-                certs.append(.init(nvIndex: hex32(index), kind: kind, subject: "(not a parsable X.509 certificate)", issuer: "", serial: "", notAfter: ""))
+                certs.append(.init(nvIndex: hex32(index), kind: kind, subject: "(not a parsable X.509 certificate)", issuer: "", serial: "",
+                                   notAfter: ""))
                 continue
             }
             certs.append(.init(nvIndex: hex32(index), kind: kind, subject: cert.subject.description, issuer: cert.issuer.description,

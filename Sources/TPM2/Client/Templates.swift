@@ -141,7 +141,8 @@ extension TPMClient {
     }
 
     /// Creates and loads a restricted signing key under the EK (authorized by the EK's policy).
-    public func createAK(ek: TPMObject, template: TPMTPublic = TPMTemplates.akRSA2048, endorsementAuth: TPMAuth = .emptyPassword) async throws(TPMError) -> TPMAttestationKey {
+    public func createAK(ek: TPMObject, template: TPMTPublic = TPMTemplates.akRSA2048,
+                         endorsementAuth: TPMAuth = .emptyPassword) async throws(TPMError) -> TPMAttestationKey {
         let s1 = try await ekPolicySession(endorsementAuth: endorsementAuth)
         let created = try await create(parent: ek.handle, template: template, auth: .session(s1))
         let s2 = try await ekPolicySession(endorsementAuth: endorsementAuth)

@@ -52,7 +52,8 @@ extension TPMSNVPublic {
     /// The NV index's Name (Part 1, 16): nameAlg ‖ H_nameAlg(TPMS_NV_PUBLIC).
     public func name() throws(TPMError) -> [UInt8] {
         let bytes: [UInt8]
-        do { bytes = try tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error, reason: "the NV public area cannot be encoded") }
+        do { bytes = try tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error,
+                                                             reason: "the NV public area cannot be encoded") }
         return be16(nameAlg.rawValue) + (try TPMCrypto.hash(nameAlg, bytes))
     }
 }
@@ -97,18 +98,24 @@ public enum TPMSignatureVerifier {
     /// Verifies `signature` over an already computed `digest`.
     public static func verify(_ signature: TPMTSignature, digest: [UInt8], key: TPMTPublic) throws(TPMError) {
         guard let size = signature.hashAlg.digestSize, digest.count == size else {
-            throw TPMError(.verification, reason: "a \(signature.hashAlg) digest must be \(signature.hashAlg.digestSize ?? 0) bytes, got \(digest.count)")
+            throw TPMError(.verification,
+                           reason: "a \(signature.hashAlg) digest must be \(signature.hashAlg.digestSize ?? 0) bytes, got \(digest.count)")
         }
         let ok: Bool
         switch signature {
         case .rsassa(let s):
-            guard let rsa = key.rsaComponents else { throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key") }
-            ok = try RSASignatureCheck.pkcs1v15(signature: s.sig.bytes, digest: digest, hash: s.hash, modulus: rsa.modulus, exponent: rsa.exponent)
+            guard let rsa = key.rsaComponents else { throw TPMError(.verification,
+                                                                    reason: "an RSA signature cannot be checked with a \(key.type) key") }
+            ok = try RSASignatureCheck.pkcs1v15(signature: s.sig.bytes, digest: digest, hash: s.hash, modulus: rsa.modulus,
+                                                exponent: rsa.exponent)
         case .rsapss(let s):
-            guard let rsa = key.rsaComponents else { throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key") }
-            ok = try RSASignatureCheck.pss(signature: s.sig.bytes, digest: digest, hash: s.hash, modulus: rsa.modulus, exponent: rsa.exponent)
+            guard let rsa = key.rsaComponents else { throw TPMError(.verification,
+                                                                    reason: "an RSA signature cannot be checked with a \(key.type) key") }
+            ok = try RSASignatureCheck.pss(signature: s.sig.bytes, digest: digest, hash: s.hash, modulus: rsa.modulus,
+                                           exponent: rsa.exponent)
         case .ecdsa(let s):
-            guard let ecc = key.eccComponents else { throw TPMError(.verification, reason: "an ECDSA signature cannot be checked with a \(key.type) key") }
+            guard let ecc = key.eccComponents else { throw TPMError(.verification,
+                                                                    reason: "an ECDSA signature cannot be checked with a \(key.type) key") }
             let x963 = try eccX963(ecc.curve, x: ecc.x, y: ecc.y)
             let size = ecc.curve.coordinateSize ?? 0
             func fixed(_ v: [UInt8]) -> [UInt8]? {
@@ -142,7 +149,8 @@ public enum TPMSignatureVerifier {
     }
 
     static func rsaKey(_ key: TPMTPublic) throws(TPMError) -> _RSA.Signing.PublicKey {
-        guard let rsa = key.rsaComponents else { throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key") }
+        guard let rsa = key.rsaComponents else { throw TPMError(.verification,
+                                                                reason: "an RSA signature cannot be checked with a \(key.type) key") }
         do {
             return try _RSA.Signing.PublicKey(n: rsa.modulus, e: Array(be32(rsa.exponent).drop { $0 == 0 }))
         } catch { throw TPMError(.verification, reason: "the RSA key is not usable: \(error)") }
@@ -225,14 +233,16 @@ public enum TPMSecretSharing {
         let bits = try TPMCrypto.digestSize(key.nameAlg) * 8
         if let rsa = key.rsaComponents {
             let seed = TPMCrypto.random(bits / 8)
-            let ct = try RSAOAEP.encrypt(seed, modulus: rsa.modulus, exponent: rsa.exponent, hash: key.nameAlg, label: TPMCrypto.labelBytes(label))
+            let ct = try RSAOAEP.encrypt(seed, modulus: rsa.modulus, exponent: rsa.exponent, hash: key.nameAlg,
+                                         label: TPMCrypto.labelBytes(label))
             return (seed, ct)
         }
         if let ecc = key.eccComponents {
             let (z, ephemeral) = try ecdhEphemeral(curve: ecc.curve, x: ecc.x, y: ecc.y)
             let seed = try TPMCrypto.kdfe(key.nameAlg, z: z, label: label, partyUInfo: ephemeral.x.bytes, partyVInfo: ecc.x, bits: bits)
             let encrypted: [UInt8]
-            do { encrypted = try ephemeral.tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error, reason: "cannot encode the ephemeral point") }
+            do { encrypted = try ephemeral.tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error,
+                                                                               reason: "cannot encode the ephemeral point") }
             return (seed, encrypted)
         }
         throw TPMError(.unsupported, reason: "secret sharing with a \(key.type) key is not possible")
@@ -277,12 +287,14 @@ public enum TPMSecretSharing {
 /// RSAES-OAEP (PKCS #1 v2.2, 7.1) with an explicit label, which the TPM requires
 /// ("SECRET", "IDENTITY", "DUPLICATE") and swift-crypto does not offer.
 public enum RSAOAEP {
-    public static func encrypt(_ message: [UInt8], modulus: [UInt8], exponent: UInt32, hash: TPMAlgID, label: [UInt8]) throws(TPMError) -> [UInt8] {
+    public static func encrypt(_ message: [UInt8], modulus: [UInt8], exponent: UInt32, hash: TPMAlgID,
+                               label: [UInt8]) throws(TPMError) -> [UInt8] {
         let n = Array(modulus.drop { $0 == 0 })
         let k = n.count
         let hLen = try TPMCrypto.digestSize(hash)
         guard message.count <= k - 2 * hLen - 2 else {
-            throw TPMError(.invalidArgument, reason: "a \(message.count)-byte message is too long for OAEP with a \(k * 8)-bit key and \(hash)")
+            throw TPMError(.invalidArgument,
+                           reason: "a \(message.count)-byte message is too long for OAEP with a \(k * 8)-bit key and \(hash)")
         }
         let lHash = try TPMCrypto.hash(hash, label)
         let db = lHash + [UInt8](repeating: 0, count: k - message.count - 2 * hLen - 2) + [0x01] + message
@@ -328,7 +340,8 @@ extension TPMTPublic {
         do { prims = try key.getKeyPrimitives() } catch { throw TPMError(.invalidArgument, reason: "cannot read the RSA key: \(error)") }
         let e = prims.publicExponent.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
         return TPMTPublic(nameAlg: .sha256, objectAttributes: [.signEncrypt],
-                          parameters: .rsa(TPMSRSAParms(symmetric: .null, scheme: scheme, keyBits: UInt16(key.keySizeInBits), exponent: e == 65537 ? 0 : e)),
+                          parameters: .rsa(TPMSRSAParms(symmetric: .null, scheme: scheme, keyBits: UInt16(key.keySizeInBits),
+                                                        exponent: e == 65537 ? 0 : e)),
                           unique: .rsa(TPM2BPublicKeyRSA(Array(prims.modulus.drop { $0 == 0 }))))
     }
 }

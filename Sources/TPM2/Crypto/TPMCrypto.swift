@@ -60,7 +60,8 @@ public enum TPMCrypto {
 
     /// KDFa (Part 1, 11.4.10.2): SP 800-108 counter-mode KDF with HMAC.
     /// K(i) = HMAC(key, [i]32 ‖ Label ‖ 00 ‖ contextU ‖ contextV ‖ [bits]32); the first `bits` bits.
-    public static func kdfa(_ alg: TPMAlgID, key: [UInt8], label: String, contextU: [UInt8], contextV: [UInt8], bits: Int) throws(TPMError) -> [UInt8] {
+    public static func kdfa(_ alg: TPMAlgID, key: [UInt8], label: String, contextU: [UInt8], contextV: [UInt8],
+                            bits: Int) throws(TPMError) -> [UInt8] {
         let bytes = (bits + 7) / 8
         let l = labelBytes(label)
         let bitsBE = be32(UInt32(bits))
@@ -78,7 +79,8 @@ public enum TPMCrypto {
 
     /// KDFe (Part 1, 11.4.10.3): SP 800-56A concatenation KDF.
     /// K(i) = H([i]32 ‖ Z ‖ Label ‖ 00 ‖ partyUInfo ‖ partyVInfo).
-    public static func kdfe(_ alg: TPMAlgID, z: [UInt8], label: String, partyUInfo: [UInt8], partyVInfo: [UInt8], bits: Int) throws(TPMError) -> [UInt8] {
+    public static func kdfe(_ alg: TPMAlgID, z: [UInt8], label: String, partyUInfo: [UInt8], partyVInfo: [UInt8],
+                            bits: Int) throws(TPMError) -> [UInt8] {
         let bytes = (bits + 7) / 8
         let l = labelBytes(label)
         var out: [UInt8] = []
@@ -158,7 +160,8 @@ let randomSource = Mutex(RandomBlocks())
 
 @inline(__always)
 func be32(_ v: UInt32) -> [UInt8] {
-    [UInt8(truncatingIfNeeded: v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)]
+    [UInt8(truncatingIfNeeded: v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8),
+     UInt8(truncatingIfNeeded: v)]
 }
 
 @inline(__always)

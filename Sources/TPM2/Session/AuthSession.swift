@@ -48,7 +48,8 @@ public struct TPMSessionState: Sendable {
     }
 
     /// sessionKey = KDFa(authHash, bindAuth ‖ salt, "ATH", nonceTPM, nonceCaller, digest bits); empty when both are empty.
-    public static func sessionKey(authHash: TPMAlgID, bindAuth: [UInt8], salt: [UInt8], nonceTPM: [UInt8], nonceCaller: [UInt8]) throws(TPMError) -> [UInt8] {
+    public static func sessionKey(authHash: TPMAlgID, bindAuth: [UInt8], salt: [UInt8], nonceTPM: [UInt8],
+                                  nonceCaller: [UInt8]) throws(TPMError) -> [UInt8] {
         let key = bindAuth + salt
         if key.isEmpty { return [] }
         return try TPMCrypto.kdfa(authHash, key: key, label: "ATH", contextU: nonceTPM, contextV: nonceCaller,
@@ -87,7 +88,8 @@ public struct TPMSessionState: Sendable {
 
     /// The command HMAC (Part 1, 19.6.5):
     /// HMAC(sessionValue, cpHash ‖ nonceCaller ‖ nonceTPM ‖ nonceDecrypt ‖ nonceEncrypt ‖ sessionAttributes).
-    public func commandHMAC(key: [UInt8], cpHash: [UInt8], nonceDecrypt: [UInt8], nonceEncrypt: [UInt8], attributes: TPMASession) throws(TPMError) -> [UInt8] {
+    public func commandHMAC(key: [UInt8], cpHash: [UInt8], nonceDecrypt: [UInt8], nonceEncrypt: [UInt8],
+                            attributes: TPMASession) throws(TPMError) -> [UInt8] {
         try TPMCrypto.hmac(session.authHash, key: key, cpHash, nonceCaller, nonceTPM, nonceDecrypt, nonceEncrypt, [attributes.rawValue])
     }
 
@@ -104,11 +106,13 @@ public struct TPMSessionState: Sendable {
         case .aes:
             guard symmetric.mode == .cfb else { throw TPMError(.unsupported, reason: "parameter encryption needs CFB mode, the session has \(symmetric.mode)") }
             let keyBytes = Int(symmetric.keyBits) / 8
-            let kiv = try TPMCrypto.kdfa(session.authHash, key: key, label: "CFB", contextU: nonceNewer, contextV: nonceOlder, bits: Int(symmetric.keyBits) + 128)
+            let kiv = try TPMCrypto.kdfa(session.authHash, key: key, label: "CFB", contextU: nonceNewer, contextV: nonceOlder,
+                                         bits: Int(symmetric.keyBits) + 128)
             return try TPMCrypto.aesCFB(encrypt: encrypt, key: Array(kiv[0..<keyBytes]), iv: Array(kiv[keyBytes...]), data)
         case .xor:
             if data.isEmpty { return [] }
-            let mask = try TPMCrypto.kdfa(TPMAlgID(rawValue: symmetric.keyBits), key: key, label: "XOR", contextU: nonceNewer, contextV: nonceOlder, bits: data.count * 8)
+            let mask = try TPMCrypto.kdfa(TPMAlgID(rawValue: symmetric.keyBits), key: key, label: "XOR", contextU: nonceNewer,
+                                          contextV: nonceOlder, bits: data.count * 8)
             return zip(data, mask).map { $0 ^ $1 }
         default:
             throw TPMError(.session, reason: "session \(session.handle) has no symmetric algorithm for parameter encryption")

@@ -11,7 +11,8 @@ public enum TPMCredential {
         let (encIdentity, hmac) = try protect(credential: credential, objectName: objectName, seed: seed, ekPublic: ekPublic)
         let idObject = TPMSIDObject(integrityHMAC: TPM2BDigest(hmac), encIdentity: encIdentity)
         let blob: [UInt8]
-        do { blob = try idObject.tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error, reason: "cannot encode the credential") }
+        do { blob = try idObject.tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error,
+                                                                     reason: "cannot encode the credential") }
         return (TPM2BIDObject(blob), TPM2BEncryptedSecret(encryptedSeed))
     }
 
@@ -22,10 +23,12 @@ public enum TPMCredential {
         }
         let symmetric = try storageSymmetric(ekPublic)
         let nameAlg = ekPublic.nameAlg
-        let symKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "STORAGE", contextU: objectName, contextV: [], bits: Int(symmetric.keyBits))
+        let symKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "STORAGE", contextU: objectName, contextV: [],
+                                        bits: Int(symmetric.keyBits))
         let plain = be16(UInt16(credential.count)) + credential
         let encIdentity = try TPMCrypto.aesCFB(encrypt: true, key: symKey, iv: [UInt8](repeating: 0, count: 16), plain)
-        let hmacKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "INTEGRITY", contextU: [], contextV: [], bits: try TPMCrypto.digestSize(nameAlg) * 8)
+        let hmacKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "INTEGRITY", contextU: [], contextV: [],
+                                         bits: try TPMCrypto.digestSize(nameAlg) * 8)
         let hmac = try TPMCrypto.hmac(nameAlg, key: hmacKey, encIdentity, objectName)
         return (encIdentity, hmac)
     }
@@ -34,14 +37,17 @@ public enum TPMCredential {
     /// the secret with its private key). Fails with `verification` when the HMAC does not match.
     public static func recover(blob: TPM2BIDObject, objectName: [UInt8], seed: [UInt8], ekPublic: TPMTPublic) throws(TPMError) -> [UInt8] {
         let id: TPMSIDObject
-        do { id = try TPMSIDObject(tpmBytes: blob.bytes) } catch { throw TPMError(.verification, wire: error, reason: "malformed credential blob") }
+        do { id = try TPMSIDObject(tpmBytes: blob.bytes) } catch { throw TPMError(.verification, wire: error,
+                                                                                  reason: "malformed credential blob") }
         let nameAlg = ekPublic.nameAlg
-        let hmacKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "INTEGRITY", contextU: [], contextV: [], bits: try TPMCrypto.digestSize(nameAlg) * 8)
+        let hmacKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "INTEGRITY", contextU: [], contextV: [],
+                                         bits: try TPMCrypto.digestSize(nameAlg) * 8)
         guard try TPMCrypto.hmac(nameAlg, key: hmacKey, id.encIdentity, objectName) == id.integrityHMAC.bytes else {
             throw TPMError(.verification, reason: "the credential's integrity HMAC does not match (wrong key, name or seed)")
         }
         let symmetric = try storageSymmetric(ekPublic)
-        let symKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "STORAGE", contextU: objectName, contextV: [], bits: Int(symmetric.keyBits))
+        let symKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "STORAGE", contextU: objectName, contextV: [],
+                                        bits: Int(symmetric.keyBits))
         let plain = try TPMCrypto.aesCFB(encrypt: false, key: symKey, iv: [UInt8](repeating: 0, count: 16), id.encIdentity)
         guard plain.count >= 2, Int(plain[0]) << 8 | Int(plain[1]) == plain.count - 2 else {
             throw TPMError(.verification, reason: "the decrypted credential has an inconsistent size")

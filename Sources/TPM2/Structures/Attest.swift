@@ -142,8 +142,10 @@ public enum TPMUAttest: TPMUnion, Hashable {
         case .attestCertify: try c.member(&self, "certify", Self.certify) { if case .certify(let v) = $0 { v } else { nil } }
         case .attestCreation: try c.member(&self, "creation", Self.creation) { if case .creation(let v) = $0 { v } else { nil } }
         case .attestQuote: try c.member(&self, "quote", Self.quote) { if case .quote(let v) = $0 { v } else { nil } }
-        case .attestCommandAudit: try c.member(&self, "commandAudit", Self.commandAudit) { if case .commandAudit(let v) = $0 { v } else { nil } }
-        case .attestSessionAudit: try c.member(&self, "sessionAudit", Self.sessionAudit) { if case .sessionAudit(let v) = $0 { v } else { nil } }
+        case .attestCommandAudit: try c.member(&self, "commandAudit",
+                                               Self.commandAudit) { if case .commandAudit(let v) = $0 { v } else { nil } }
+        case .attestSessionAudit: try c.member(&self, "sessionAudit",
+                                               Self.sessionAudit) { if case .sessionAudit(let v) = $0 { v } else { nil } }
         case .attestTime: try c.member(&self, "time", Self.time) { if case .time(let v) = $0 { v } else { nil } }
         case .attestNV: try c.member(&self, "nv", Self.nv) { if case .nv(let v) = $0 { v } else { nil } }
         case .attestNVDigest: try c.member(&self, "nvDigest", Self.nvDigest) { if case .nvDigest(let v) = $0 { v } else { nil } }

@@ -194,7 +194,8 @@ public struct TPMSAuthCommand: TPMStructure, Hashable {
     public var sessionAttributes: TPMASession
     public var hmac: TPM2BAuth
     @inlinable public init() { sessionHandle = .password; nonce = TPM2BNonce(); sessionAttributes = []; hmac = TPM2BAuth() }
-    public init(sessionHandle: TPMHandle, nonce: TPM2BNonce = TPM2BNonce(), sessionAttributes: TPMASession = [], hmac: TPM2BAuth = TPM2BAuth()) {
+    public init(sessionHandle: TPMHandle, nonce: TPM2BNonce = TPM2BNonce(), sessionAttributes: TPMASession = [],
+                hmac: TPM2BAuth = TPM2BAuth()) {
         self.sessionHandle = sessionHandle; self.nonce = nonce; self.sessionAttributes = sessionAttributes; self.hmac = hmac
     }
     @inlinable

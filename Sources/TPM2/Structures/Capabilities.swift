@@ -52,7 +52,8 @@ public struct TPMSACTData: TPMStructure, Hashable {
     public var timeout: UInt32
     public var attributes: TPMAACT
     @inlinable public init() { handle = TPMHandle(0); timeout = 0; attributes = [] }
-    public init(handle: TPMHandle, timeout: UInt32, attributes: TPMAACT) { self.handle = handle; self.timeout = timeout; self.attributes = attributes }
+    public init(handle: TPMHandle, timeout: UInt32,
+                attributes: TPMAACT) { self.handle = handle; self.timeout = timeout; self.attributes = attributes }
     @inlinable
     public mutating func wire<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
         try c.value(&handle, "handle")

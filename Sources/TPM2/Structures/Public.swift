@@ -392,7 +392,8 @@ public struct TPMSNVPublic: TPMStructure, Hashable, TPM2BContent {
     public var authPolicy: TPM2BDigest
     public var dataSize: UInt16
     @inlinable public init() { nvIndex = TPMHandle(0); nameAlg = .null; attributes = []; authPolicy = TPM2BDigest(); dataSize = 0 }
-    public init(nvIndex: TPMHandle, nameAlg: TPMAlgID = .sha256, attributes: TPMANV, authPolicy: TPM2BDigest = TPM2BDigest(), dataSize: UInt16) {
+    public init(nvIndex: TPMHandle, nameAlg: TPMAlgID = .sha256, attributes: TPMANV, authPolicy: TPM2BDigest = TPM2BDigest(),
+                dataSize: UInt16) {
         self.nvIndex = nvIndex; self.nameAlg = nameAlg; self.attributes = attributes; self.authPolicy = authPolicy; self.dataSize = dataSize
     }
     @inlinable

@@ -40,7 +40,8 @@ public final class SwtpmProcess: Sendable {
     /// Starts swtpm with a fresh (or the given) state directory, already initialized and
     /// started up (`--flags not-need-init,startup-clear`). With `manufacture`, swtpm_setup first
     /// creates EKs and EK certificates signed by swtpm's local CA, and activates `pcrBanks`.
-    public static func start(stateDirectory: URL? = nil, manufacture: Bool = false, pcrBanks: String = "sha1,sha256") async throws(TPMError) -> SwtpmProcess {
+    public static func start(stateDirectory: URL? = nil, manufacture: Bool = false,
+                             pcrBanks: String = "sha1,sha256") async throws(TPMError) -> SwtpmProcess {
         guard let swtpm = which("swtpm") else {
             throw TPMError(.transport, reason: "swtpm is not installed (Debian: apt-get install swtpm swtpm-tools)")
         }

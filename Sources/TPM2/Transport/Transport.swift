@@ -30,7 +30,8 @@ func readTPMResponse(_ s: DeadlineSocket, deadline: ContinuousClock.Instant) thr
     let header = try s.receive(exactly: 10, deadline: deadline)
     let size = Int(readU32BE(header, 2))
     guard size >= 10, size <= maxResponseSize else {
-        throw TPMError(.malformedResponse, reason: "\(s.peer) sent a response header declaring \(size) bytes (allowed: 10 to \(maxResponseSize))")
+        throw TPMError(.malformedResponse,
+                       reason: "\(s.peer) sent a response header declaring \(size) bytes (allowed: 10 to \(maxResponseSize))")
     }
     return header + (try s.receive(exactly: size - 10, deadline: deadline))
 }
@@ -198,7 +199,8 @@ public actor MssimTransport: TPMTransport, TPMPlatformControl {
             }
             let response = try s.receive(exactly: length, deadline: deadline)
             let ack = try s.receive(exactly: 4, deadline: deadline)
-            guard readU32BE(ack) == 0 else { throw TPMError(.transport, reason: "mssim returned a non-zero trailer \(hex32(readU32BE(ack)))") }
+            guard readU32BE(ack) == 0 else { throw TPMError(.transport,
+                                                            reason: "mssim returned a non-zero trailer \(hex32(readU32BE(ack)))") }
             return response
         }
     }
@@ -217,7 +219,8 @@ public actor MssimTransport: TPMTransport, TPMPlatformControl {
         }
         try s.sendAll(be32(signal.rawValue), deadline: deadline)
         let r = try s.receive(exactly: 4, deadline: deadline)
-        guard readU32BE(r) == 0 else { throw TPMError(.transport, reason: "mssim platform signal \(signal) failed: \(hex32(readU32BE(r)))") }
+        guard readU32BE(r) == 0 else { throw TPMError(.transport,
+                                                      reason: "mssim platform signal \(signal) failed: \(hex32(readU32BE(r)))") }
     }
 
     public func powerOn() async throws(TPMError) {

@@ -213,16 +213,20 @@ public protocol TPMWireInteger: FixedWidthInteger, Sendable {
     static func code<C: TPMCoder>(_ v: inout Self, _ field: StaticString, _ c: inout C) throws(TPMWireError)
 }
 extension UInt8: TPMWireInteger {
-    @inlinable public static func code<C: TPMCoder>(_ v: inout UInt8, _ field: StaticString, _ c: inout C) throws(TPMWireError) { try c.u8(&v, field) }
+    @inlinable public static func code<C: TPMCoder>(_ v: inout UInt8, _ field: StaticString,
+                                                    _ c: inout C) throws(TPMWireError) { try c.u8(&v, field) }
 }
 extension UInt16: TPMWireInteger {
-    @inlinable public static func code<C: TPMCoder>(_ v: inout UInt16, _ field: StaticString, _ c: inout C) throws(TPMWireError) { try c.u16(&v, field) }
+    @inlinable public static func code<C: TPMCoder>(_ v: inout UInt16, _ field: StaticString,
+                                                    _ c: inout C) throws(TPMWireError) { try c.u16(&v, field) }
 }
 extension UInt32: TPMWireInteger {
-    @inlinable public static func code<C: TPMCoder>(_ v: inout UInt32, _ field: StaticString, _ c: inout C) throws(TPMWireError) { try c.u32(&v, field) }
+    @inlinable public static func code<C: TPMCoder>(_ v: inout UInt32, _ field: StaticString,
+                                                    _ c: inout C) throws(TPMWireError) { try c.u32(&v, field) }
 }
 extension UInt64: TPMWireInteger {
-    @inlinable public static func code<C: TPMCoder>(_ v: inout UInt64, _ field: StaticString, _ c: inout C) throws(TPMWireError) { try c.u64(&v, field) }
+    @inlinable public static func code<C: TPMCoder>(_ v: inout UInt64, _ field: StaticString,
+                                                    _ c: inout C) throws(TPMWireError) { try c.u64(&v, field) }
 }
 
 /// An open wire constant: any raw value is representable, named ones are static members.
@@ -366,9 +370,14 @@ public struct TPMFieldNames: TPMCoder {
     }
     public mutating func exitSized(_ region: TPMSizedRegion, field: StaticString) throws(TPMWireError) {}
     public mutating func nested<T: TPMStructure>(_ v: inout T, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
-    public mutating func union<U: TPMUnion>(_ v: inout U, selector: U.Selector, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
-    public mutating func sized<T: TPMStructure>(_ v: inout T, max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
-    public mutating func sizedOptional<T: TPMStructure>(_ v: inout T?, max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
-    public mutating func list<T: TPMStructure>(_ v: inout [T], max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
-    public mutating func valueList<T: TPMWireValue>(_ v: inout [T], max: Int, _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func union<U: TPMUnion>(_ v: inout U, selector: U.Selector,
+                                            _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func sized<T: TPMStructure>(_ v: inout T, max: Int,
+                                                _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func sizedOptional<T: TPMStructure>(_ v: inout T?, max: Int,
+                                                        _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func list<T: TPMStructure>(_ v: inout [T], max: Int,
+                                               _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
+    public mutating func valueList<T: TPMWireValue>(_ v: inout [T], max: Int,
+                                                    _ field: StaticString) throws(TPMWireError) { names.append("\(field)") }
 }

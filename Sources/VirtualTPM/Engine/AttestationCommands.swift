@@ -10,7 +10,8 @@ extension EngineCore {
         var fw = firmwareVersion
         if let signer, signer.hierarchy != .endorsement && signer.hierarchy != .platform {
             let proof = hierarchyRecord(signer.hierarchy).proof
-            let ob = try rc { try TPMCrypto.kdfa(signer.publicArea.nameAlg == .null ? .sha256 : signer.publicArea.nameAlg, key: proof, label: "OBFUSCATE", contextU: signer.name, contextV: [], bits: 128) }
+            let ob = try rc { try TPMCrypto.kdfa(signer.publicArea.nameAlg == .null ? .sha256 : signer.publicArea.nameAlg, key: proof,
+                                                 label: "OBFUSCATE", contextU: signer.name, contextV: [], bits: 128) }
             let v = ob.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             fw &+= v
             info.resetCount &+= ob[8..<12].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
@@ -20,7 +21,8 @@ extension EngineCore {
     }
 
     /// Builds, encodes and signs a TPMS_ATTEST.
-    func signAttest(_ attested: TPMUAttest, signHandle: TPMHandle, qualifyingData: TPM2BData, scheme: TPMTSigScheme) throws(TPMRC) -> TPMAttestResponse {
+    func signAttest(_ attested: TPMUAttest, signHandle: TPMHandle, qualifyingData: TPM2BData,
+                    scheme: TPMTSigScheme) throws(TPMRC) -> TPMAttestResponse {
         var r = TPMAttestResponse()
         let signer: LoadedObject? = signHandle == .null ? nil : try loadedObject(signHandle, index: UInt32(signHandleIndex - 1))
         if let signer {

@@ -113,11 +113,13 @@ extension EngineCore {
             case .endorsement: rec = state.endorsement
             case .platform: rec = state.platform
             case .lockout: rec = state.lockout
-            case .null: return Entity(name: name, authValue: [], authPolicy: [], allowsAuthValue: true, allowsPolicy: false, daProtected: false)
+            case .null: return Entity(name: name, authValue: [], authPolicy: [], allowsAuthValue: true, allowsPolicy: false,
+                                      daProtected: false)
             default: throw TPMRC.handle
             }
             return Entity(name: name, authValue: rec.authValue.bytes, authPolicy: rec.authPolicy.bytes,
-                          allowsAuthValue: true, allowsPolicy: !rec.authPolicy.isEmpty, daProtected: h == .lockout, isLockout: h == .lockout)
+                          allowsAuthValue: true, allowsPolicy: !rec.authPolicy.isEmpty, daProtected: h == .lockout,
+                          isLockout: h == .lockout)
         case .pcr:
             return Entity(name: name, authValue: [], authPolicy: [], allowsAuthValue: true, allowsPolicy: false, daProtected: false)
         case .transient, .persistent:
@@ -229,11 +231,13 @@ extension EngineCore {
         case .aes:
             guard s.symmetric.mode == .cfb else { throw TPMRC.mode }
             let keyBytes = Int(s.symmetric.keyBits) / 8
-            let kiv = try rc { try TPMCrypto.kdfa(s.authHash, key: key, label: "CFB", contextU: nonceNewer, contextV: nonceOlder, bits: Int(s.symmetric.keyBits) + 128) }
+            let kiv = try rc { try TPMCrypto.kdfa(s.authHash, key: key, label: "CFB", contextU: nonceNewer, contextV: nonceOlder,
+                                                  bits: Int(s.symmetric.keyBits) + 128) }
             out = try rc { try TPMCrypto.aesCFB(encrypt: encrypt, key: Array(kiv[0..<keyBytes]), iv: Array(kiv[keyBytes...]), data) }
         case .xor:
             if data.isEmpty { return params }
-            let mask = try rc { try TPMCrypto.kdfa(TPMAlgID(rawValue: s.symmetric.keyBits), key: key, label: "XOR", contextU: nonceNewer, contextV: nonceOlder, bits: data.count * 8) }
+            let mask = try rc { try TPMCrypto.kdfa(TPMAlgID(rawValue: s.symmetric.keyBits), key: key, label: "XOR", contextU: nonceNewer,
+                                                   contextV: nonceOlder, bits: data.count * 8) }
             out = zip(data, mask).map { $0 ^ $1 }
         default:
             throw TPMRC.symmetric
@@ -302,7 +306,8 @@ extension EngineCore {
             let include = includesAuth(s, entity: e)
             let key = include ? s.sessionKey + trimZeros(e?.authValue ?? []) : s.sessionKey
             let expected = try rc {
-                try TPMCrypto.hmac(s.authHash, key: key, try cpHash(s.authHash), a.nonce.bytes, s.nonceTPM, nonceDecrypt, nonceEncrypt, [a.sessionAttributes.rawValue])
+                try TPMCrypto.hmac(s.authHash, key: key, try cpHash(s.authHash), a.nonce.bytes, s.nonceTPM, nonceDecrypt, nonceEncrypt,
+                                   [a.sessionAttributes.rawValue])
             }
             guard constantTimeEqual(expected, a.hmac.bytes) else {
                 if let e { throw authFailure(e, here) }

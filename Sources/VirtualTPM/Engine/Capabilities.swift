@@ -149,7 +149,8 @@ extension EngineCore {
             r.capabilityData = TPMSCapabilityData(.eccCurves(l)); r.moreData = more
         case .authPolicies:
             var l: [TPMSTaggedPolicy] = []
-            for (h, rec) in [(TPMHandle.owner, state.owner), (.endorsement, state.endorsement), (.lockout, state.lockout), (.platform, state.platform)]
+            for (h, rec) in [(TPMHandle.owner, state.owner), (.endorsement, state.endorsement), (.lockout, state.lockout),
+                             (.platform, state.platform)]
             where h.rawValue >= start && !rec.authPolicy.isEmpty {
                 l.append(TPMSTaggedPolicy(handle: h, policyHash: TPMTHA(hashAlg: rec.policyAlg, digest: rec.authPolicy.bytes)))
             }

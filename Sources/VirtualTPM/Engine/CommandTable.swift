@@ -13,7 +13,8 @@ struct CommandEntry: Sendable {
     let responseHandle: Bool
     /// TPMA_CC for TPM_CAP_COMMANDS.
     let attributes: TPMACC
-    let run: @Sendable (inout EngineCore, [TPMHandle], [UInt8], CommandContext, (inout EngineCore) throws(TPMRC) -> Void) throws(TPMRC) -> (handles: [TPMHandle], parameters: [UInt8])
+    let run: @Sendable (inout EngineCore, [TPMHandle], [UInt8], CommandContext,
+                        (inout EngineCore) throws(TPMRC) -> Void) throws(TPMRC) -> (handles: [TPMHandle], parameters: [UInt8])
 
     static func make<C: TPMCommand>(
         _: C.Type, kinds: [HandleKind] = [], roles: [AuthRole] = [], sessions: Bool = true,
@@ -35,7 +36,8 @@ struct CommandEntry: Sendable {
             code: C.code, handleCount: C.handleCount, authHandleCount: C.authHandleCount, handleKinds: kinds, roles: roles,
             decryptable: C.decryptable, encryptable: C.Response.encryptable, allowsSessions: sessions,
             responseHandle: C.Response.handleCount > 0, attributes: attrs
-        ) { (core: inout EngineCore, handles: [TPMHandle], params: [UInt8], ctx: CommandContext, authorize: (inout EngineCore) throws(TPMRC) -> Void) throws(TPMRC) in
+        ) { (core: inout EngineCore, handles: [TPMHandle], params: [UInt8], ctx: CommandContext,
+             authorize: (inout EngineCore) throws(TPMRC) -> Void) throws(TPMRC) in
             let command: C
             do throws(TPMWireError) {
                 command = try C(handles: handles, parameters: params)
@@ -115,7 +117,8 @@ enum CommandTable {
             .make(TPM2NVSetBits.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvSetBits(cmd) },
             .make(TPM2NVWriteLock.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvWriteLock(cmd) },
             .make(TPM2NVReadLock.self, kinds: [.nvAuth, .nvIndex], roles: [.nvRead]) { c, cmd, _ throws(TPMRC) in try c.nvReadLock(cmd) },
-            .make(TPM2HierarchyChangeAuth.self, kinds: [.permanent([.owner, .endorsement, .platform, .lockout])], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in try c.hierarchyChangeAuth(cmd) },
+            .make(TPM2HierarchyChangeAuth.self, kinds: [.permanent([.owner, .endorsement, .platform, .lockout])], roles: [.user],
+                  nv: true) { c, cmd, _ throws(TPMRC) in try c.hierarchyChangeAuth(cmd) },
             .make(TPM2Clear.self, kinds: [.permanent([.lockout, .platform])], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in try c.clear(cmd) },
             .make(TPM2DictionaryAttackLockReset.self, kinds: [.permanent([.lockout])], roles: [.user], nv: true) { c, _, _ throws(TPMRC) in
                 c.state.failedTries = 0

@@ -166,7 +166,8 @@ struct EngineCore {
         // Parameter decryption (after the HMAC check input is fixed: cpHash covers the ciphertext).
         let cpParams = params
         if let d = plan.decrypt {
-            params = try cryptFirstParameter(params, session: d, plan: plan, encrypt: false, nonceNewer: auths[d].nonce.bytes, nonceOlder: sessions[auths[d].sessionHandle]!.nonceTPM, handles: handles)
+            params = try cryptFirstParameter(params, session: d, plan: plan, encrypt: false, nonceNewer: auths[d].nonce.bytes,
+                                             nonceOlder: sessions[auths[d].sessionHandle]!.nonceTPM, handles: handles)
         }
 
         let context = CommandContext(code: code, locality: locality, handleNames: names)
@@ -187,7 +188,8 @@ struct EngineCore {
             }
             if let e = plan.encrypt {
                 let s = sessions[auths[e].sessionHandle]!
-                responseParams = try cryptFirstParameter(responseParams, session: e, plan: plan, encrypt: true, nonceNewer: s.nonceTPM, nonceOlder: auths[e].nonce.bytes, handles: handles)
+                responseParams = try cryptFirstParameter(responseParams, session: e, plan: plan, encrypt: true, nonceNewer: s.nonceTPM,
+                                                         nonceOlder: auths[e].nonce.bytes, handles: handles)
             }
             var rpHashes: [TPMAlgID: [UInt8]] = [:]
             for alg in Set(auths.compactMap { sessions[$0.sessionHandle]?.authHash }) {
@@ -205,7 +207,8 @@ struct EngineCore {
                     if let record = slotAuth[i], record.include {
                         key += trimZeros(currentAuthValue(slot: i, handles: handles, fallback: record.authValue))
                     }
-                    hmac = try rc { try TPMCrypto.hmac(s.authHash, key: key, rpHashes[s.authHash]!, s.nonceTPM, a.nonce.bytes, [attrs.rawValue]) }
+                    hmac = try rc { try TPMCrypto.hmac(s.authHash, key: key, rpHashes[s.authHash]!, s.nonceTPM, a.nonce.bytes,
+                                                       [attrs.rawValue]) }
                 }
                 responseAuths.append(TPMSAuthResponse(nonce: TPM2BNonce(s.nonceTPM), sessionAttributes: attrs, hmac: TPM2BAuth(hmac)))
             }

@@ -80,7 +80,8 @@ extension EngineCore {
     /// Makes the key material of a new object. For a primary (`primarySeed` set) everything
     /// is derived from the hierarchy seed and the template, so the same template gives the
     /// same key until the seed changes.
-    mutating func makeObject(template: TPMTPublic, sensitive inSensitive: TPMSSensitiveCreate, primarySeed: [UInt8]?) throws(TPMRC) -> (TPMTPublic, TPMTSensitive, RSAKeyPair?, ECCPrivateKey?) {
+    mutating func makeObject(template: TPMTPublic, sensitive inSensitive: TPMSSensitiveCreate,
+                             primarySeed: [UInt8]?) throws(TPMRC) -> (TPMTPublic, TPMTSensitive, RSAKeyPair?, ECCPrivateKey?) {
         var pub = template
         let digestSize = pub.nameAlg.digestSize!
         let a = pub.objectAttributes
@@ -177,9 +178,11 @@ extension EngineCore {
     func wrap(_ sensitive: TPMTSensitive, name: [UInt8], parent: LoadedObject) throws(TPMRC) -> TPM2BPrivate {
         let (keyBits, nameAlg) = try storageParameters(parent)
         let plain = try rc { try TPM2BSensitive(sensitive).tpmBytes() }
-        let symKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "STORAGE", contextU: name, contextV: [], bits: keyBits) }
+        let symKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "STORAGE", contextU: name, contextV: [],
+                                                 bits: keyBits) }
         let enc = try rc { try TPMCrypto.aesCFB(encrypt: true, key: symKey, iv: [UInt8](repeating: 0, count: 16), plain) }
-        let hmacKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "INTEGRITY", contextU: [], contextV: [], bits: nameAlg.digestSize! * 8) }
+        let hmacKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "INTEGRITY", contextU: [], contextV: [],
+                                                  bits: nameAlg.digestSize! * 8) }
         let hmac = try rc { try TPMCrypto.hmac(nameAlg, key: hmacKey, enc, name) }
         return TPM2BPrivate([UInt8(hmac.count >> 8), UInt8(hmac.count & 0xFF)] + hmac + enc)
     }
@@ -194,11 +197,13 @@ extension EngineCore {
         guard hLen == nameAlg.digestSize, b.count >= 2 + hLen else { throw TPMRC.size.with(.parameter(param)) }
         let hmac = Array(b[2..<(2 + hLen)])
         let enc = Array(b[(2 + hLen)...])
-        let hmacKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "INTEGRITY", contextU: [], contextV: [], bits: hLen * 8) }
+        let hmacKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "INTEGRITY", contextU: [], contextV: [],
+                                                  bits: hLen * 8) }
         guard constantTimeEqual(try rc({ try TPMCrypto.hmac(nameAlg, key: hmacKey, enc, name) }), hmac) else {
             throw TPMRC.integrity.with(.parameter(param))
         }
-        let symKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "STORAGE", contextU: name, contextV: [], bits: keyBits) }
+        let symKey = try rc { try TPMCrypto.kdfa(nameAlg, key: parent.seedValue, label: "STORAGE", contextU: name, contextV: [],
+                                                 bits: keyBits) }
         let plain = try rc { try TPMCrypto.aesCFB(encrypt: false, key: symKey, iv: [UInt8](repeating: 0, count: 16), enc) }
         do {
             return try TPM2BSensitive(tpmBytes: plain).content
@@ -285,7 +290,8 @@ extension EngineCore {
             let point: TPMSECCPoint
             do { point = try TPMSECCPoint(tpmBytes: secret) } catch { throw TPMRC.size.with(.parameter(param)) }
             let z = try k.sharedX(with: point)
-            return try rc { try TPMCrypto.kdfe(nameAlg, z: z, label: label, partyUInfo: point.x.bytes, partyVInfo: pub.x.bytes, bits: nameAlg.digestSize! * 8) }
+            return try rc { try TPMCrypto.kdfe(nameAlg, z: z, label: label, partyUInfo: point.x.bytes, partyVInfo: pub.x.bytes,
+                                               bits: nameAlg.digestSize! * 8) }
         }
         throw TPMRC.key.with(.handle(1))
     }

@@ -75,7 +75,8 @@ extension EngineCore {
         let (pub, sens, rsa, ecc) = try makeObject(template: template, sensitive: cmd.inSensitive.content, primarySeed: seed)
         let name = try rc { try pub.name() }
         let (cd, creationHash) = try creationData(nameAlg: pub.nameAlg, pcrSelect: cmd.creationPCR, parentName: hierarchy.handleName,
-                                                  parentQN: hierarchy.handleName, parentNameAlg: .null, outsideInfo: cmd.outsideInfo, locality: currentLocality)
+                                                  parentQN: hierarchy.handleName, parentNameAlg: .null, outsideInfo: cmd.outsideInfo,
+                                                  locality: currentLocality)
         objects[handle] = LoadedObject(publicArea: pub, sensitive: sens, name: name,
                                        qualifiedName: try qualifiedName(parentQN: hierarchy.handleName, name: name, alg: pub.nameAlg),
                                        hierarchy: hierarchy, isPrimary: true, rsa: rsa, ecc: ecc)
@@ -192,7 +193,8 @@ extension EngineCore {
         let o = try loadedObject(cmd.handle)
         guard o.attributes.contains(.decrypt), o.attributes.contains(.restricted) else { throw TPMRC.type.with(.handle(1)) }
         let made: (blob: TPM2BIDObject, secret: TPM2BEncryptedSecret)
-        do { made = try TPMCredential.make(credential: cmd.credential.bytes, objectName: cmd.objectName.bytes, ekPublic: o.publicArea) } catch {
+        do { made = try TPMCredential.make(credential: cmd.credential.bytes, objectName: cmd.objectName.bytes,
+                                           ekPublic: o.publicArea) } catch {
             throw error.code == .invalidArgument ? TPMRC.size.with(.parameter(1)) : TPMRC.key.with(.handle(1))
         }
         var r = TPM2MakeCredential.Response()
@@ -208,7 +210,8 @@ extension EngineCore {
         let seed = try decryptSecret(key, secret: cmd.secret.bytes, label: "IDENTITY", param: 2)
         var r = TPM2ActivateCredential.Response()
         do {
-            r.certInfo = TPM2BDigest(try TPMCredential.recover(blob: cmd.credentialBlob, objectName: object.name, seed: seed, ekPublic: key.publicArea))
+            r.certInfo = TPM2BDigest(try TPMCredential.recover(blob: cmd.credentialBlob, objectName: object.name, seed: seed,
+                                                               ekPublic: key.publicArea))
         } catch {
             throw TPMRC.integrity.with(.parameter(1))
         }
@@ -310,7 +313,8 @@ extension EngineCore {
         do {
             payload = Array(try AES.GCM.seal(payload, using: key, authenticating: aad).combined!)
         } catch { throw TPMRC.failure }
-        r.context = TPMSContext(sequence: contextSequence, savedHandle: savedHandle, hierarchy: hierarchy, contextBlob: TPM2BContextData(payload))
+        r.context = TPMSContext(sequence: contextSequence, savedHandle: savedHandle, hierarchy: hierarchy,
+                                contextBlob: TPM2BContextData(payload))
         return r
     }
 
@@ -342,7 +346,8 @@ extension EngineCore {
             if rec.hasSensitive { (rsa, ecc) = try keyMaterial(public: rec.publicArea, sensitive: rec.sensitive) }
             let handle = try freeTransientHandle()
             objects[handle] = LoadedObject(publicArea: rec.publicArea, sensitive: rec.hasSensitive ? rec.sensitive : nil, name: name,
-                                           qualifiedName: rec.qualifiedName, hierarchy: rec.hierarchy, isPrimary: rec.isPrimary, rsa: rsa, ecc: ecc)
+                                           qualifiedName: rec.qualifiedName, hierarchy: rec.hierarchy, isPrimary: rec.isPrimary, rsa: rsa,
+                                           ecc: ecc)
             r.loadedHandle = handle
         }
         return r
@@ -394,8 +399,10 @@ struct SavedSessionRecord: TPMStructure, Hashable {
         hasPCRCounter = s.pcrCounter != nil; pcrCounter = s.pcrCounter ?? 0
     }
     func session(handle: TPMHandle) -> ServerSession {
-        var s = ServerSession(handle: handle, type: type, authHash: authHash, symmetric: symmetric, sessionKey: sessionKey, nonceTPM: nonceTPM,
-                              bindName: hasBind ? bindName : nil, policyDigest: policyDigest, commandCode: hasCommandCode ? TPMCC(rawValue: commandCode) : nil)
+        var s = ServerSession(handle: handle, type: type, authHash: authHash, symmetric: symmetric, sessionKey: sessionKey,
+                              nonceTPM: nonceTPM,
+                              bindName: hasBind ? bindName : nil, policyDigest: policyDigest,
+                              commandCode: hasCommandCode ? TPMCC(rawValue: commandCode) : nil)
         s.isAuthValueNeeded = flags & 1 != 0
         s.isPasswordNeeded = flags & 2 != 0
         s.pcrCounter = hasPCRCounter ? pcrCounter : nil

@@ -39,7 +39,8 @@ extension EngineCore {
         let handle = TPMHandle((cmd.sessionType == .hmac ? 0x0200_0000 : 0x0300_0000) | index)
         let nonceTPM = TPMCrypto.random(digestSize)
         let key = try rc {
-            try TPMSessionState.sessionKey(authHash: cmd.authHash, bindAuth: bindAuth, salt: salt, nonceTPM: nonceTPM, nonceCaller: cmd.nonceCaller.bytes)
+            try TPMSessionState.sessionKey(authHash: cmd.authHash, bindAuth: bindAuth, salt: salt, nonceTPM: nonceTPM,
+                                           nonceCaller: cmd.nonceCaller.bytes)
         }
         sessions[handle] = ServerSession(handle: handle, type: cmd.sessionType, authHash: cmd.authHash, symmetric: cmd.symmetric,
                                          sessionKey: key, nonceTPM: nonceTPM, bindName: bindName,
@@ -126,7 +127,8 @@ extension EngineCore {
         guard CommandTable.entries[cmd.commandCode] != nil else { throw TPMRC.policyCC.with(.parameter(1)) }
         if let existing = s.commandCode, existing != cmd.commandCode { throw TPMRC.value.with(.parameter(1)) }
         s.commandCode = cmd.commandCode
-        s.policyDigest = try rc { try TPMCrypto.hash(s.authHash, s.policyDigest, be32(TPMCC.policyCommandCode.rawValue), be32(cmd.commandCode.rawValue)) }
+        s.policyDigest = try rc { try TPMCrypto.hash(s.authHash, s.policyDigest, be32(TPMCC.policyCommandCode.rawValue),
+                                                     be32(cmd.commandCode.rawValue)) }
         sessions[cmd.policySession] = s
         return TPMEmptyResponse()
     }

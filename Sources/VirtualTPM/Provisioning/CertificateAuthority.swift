@@ -129,7 +129,8 @@ public struct VTPMCertificateAuthority: Sendable {
         let hexManufacturer = String(manufacturer, radix: 16, uppercase: true)
         let tpmName = DistinguishedName([
             RelativeDistinguishedName([
-                .init(type: OID.tpmManufacturer, utf8String: "id:" + String(repeating: "0", count: max(0, 8 - hexManufacturer.count)) + hexManufacturer),
+                .init(type: OID.tpmManufacturer,
+                      utf8String: "id:" + String(repeating: "0", count: max(0, 8 - hexManufacturer.count)) + hexManufacturer),
                 .init(type: OID.tpmModel, utf8String: model),
                 .init(type: OID.tpmVersion, utf8String: "id:" + String(format: "%08X", UInt32(truncatingIfNeeded: firmwareVersion >> 32))),
             ]),

@@ -11,7 +11,8 @@ import Glibc
 /// key (nonce ‖ ciphertext ‖ tag) and framed by its length. A record is a complete state, or —
 /// for the frequent NV writes — the new contents of the NV indices a command changed; its kind
 /// and sequence number are authenticated with it. The file is preallocated, so an append is a
-/// positioned write and fdatasync (the file's size does not change); zeros end the journal. A save appends a record and fsyncs before the command's
+/// positioned write and fdatasync (the file's size does not change); zeros end the journal. A save appends a record and fsyncs before the
+/// command's
 /// response is released, so an acknowledged change is durable; a record torn by a crash fails
 /// authentication and the previous one is used. When the journal grows, a new file holding one
 /// record replaces it atomically (write, fsync, rename, fsync the directory).
@@ -150,7 +151,8 @@ final class StateStore: @unchecked Sendable {
             try writeAll(t, Self.magic + record, at: 0)
             if posix_fallocate(t, 0, off_t(capacity)) != 0 {
                 // No preallocation on this file system: zero-fill instead.
-                try writeAll(t, [UInt8](repeating: 0, count: capacity - Self.magic.count - record.count), at: Self.magic.count + record.count)
+                try writeAll(t, [UInt8](repeating: 0, count: capacity - Self.magic.count - record.count),
+                             at: Self.magic.count + record.count)
             }
             guard fsync(t) == 0 else { throw VTPMError(.io, "fsync \(tmp): \(String(cString: strerror(errno)))") }
         } catch {

@@ -18,7 +18,8 @@ struct PCRBankRecord: TPMStructure, Hashable {
         var count = UInt8(truncatingIfNeeded: values.count)
         try c.u8(&count, "count")
         guard Int(count) <= Limits.pcrCount, let size = hash.digestSize else {
-            throw TPMWireError(.invalidValue, offset: c.offset, field: "count", reason: "\(count) PCRs of \(hash) (at most \(Limits.pcrCount), of a hash this TPM knows)")
+            throw TPMWireError(.invalidValue, offset: c.offset, field: "count",
+                               reason: "\(count) PCRs of \(hash) (at most \(Limits.pcrCount), of a hash this TPM knows)")
         }
         if values.count != Int(count) { values = Array(repeating: [], count: Int(count)) }
         for i in 0..<Int(count) { try c.fixedBytes(&values[i], count: size, "value") }
@@ -74,7 +75,8 @@ struct SessionRecord: TPMStructure, Hashable {
     var session: ServerSession {
         ServerSession(handle: handle, type: type, authHash: authHash, symmetric: symmetric, sessionKey: sessionKey, nonceTPM: nonceTPM,
                       bindName: bindName, policyDigest: policyDigest, commandCode: commandCode, isAuthValueNeeded: isAuthValueNeeded,
-                      isPasswordNeeded: isPasswordNeeded, pcrCounter: pcrCounter, cpHash: cpHash, isLoaded: isLoaded, savedSequence: savedSequence)
+                      isPasswordNeeded: isPasswordNeeded, pcrCounter: pcrCounter, cpHash: cpHash, isLoaded: isLoaded,
+                      savedSequence: savedSequence)
     }
 
     mutating func wire<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
@@ -147,7 +149,8 @@ struct VolatileState: TPMStructure, Hashable {
         try c.constant(0x544C_5656, "magic", name: "TLVV")
         try c.u32(&version, "version")
         guard version == Self.currentVersion else {
-            throw TPMWireError(.invalidValue, offset: c.offset, field: "version", reason: "volatile state version \(version); this vTPM reads \(Self.currentVersion)")
+            throw TPMWireError(.invalidValue, offset: c.offset, field: "version",
+                               reason: "volatile state version \(version); this vTPM reads \(Self.currentVersion)")
         }
         try c.bool(&started, "started")
         try c.bool(&phEnable, "phEnable")
@@ -212,7 +215,8 @@ extension EngineCore {
                     throw VTPMError(.corruptState, "the volatile state's object \(r.handle) has a key that does not load")
                 }
                 let name = try r.publicArea.name()
-                loaded[r.handle] = LoadedObject(publicArea: r.publicArea, sensitive: r.sensitive, name: name, qualifiedName: r.qualifiedName,
+                loaded[r.handle] = LoadedObject(publicArea: r.publicArea, sensitive: r.sensitive, name: name,
+                                                qualifiedName: r.qualifiedName,
                                                 hierarchy: r.hierarchy, isPrimary: r.isPrimary, rsa: rsa, ecc: ecc)
             } catch let e as VTPMError {
                 throw e
@@ -224,7 +228,8 @@ extension EngineCore {
             var out: [TPMAlgID: [[UInt8]]] = [:]
             for b in records {
                 guard Self.implementedHashes.contains(b.hash), b.values.count == Limits.pcrCount else {
-                    throw VTPMError(.corruptState, "the volatile state's PCR bank \(b.hash) is not one this TPM implements with \(Limits.pcrCount) PCRs")
+                    throw VTPMError(.corruptState,
+                                    "the volatile state's PCR bank \(b.hash) is not one this TPM implements with \(Limits.pcrCount) PCRs")
                 }
                 out[b.hash] = b.values
             }

@@ -7,7 +7,8 @@ func vector(_ name: String) throws -> [UInt8] {
         throw VectorError(message: "vector \(name).hex is missing")
     }
     let text = try String(contentsOf: url, encoding: .utf8)
-    let hex = text.split(separator: "\n").map { line in line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "" }.joined()
+    let hex = text.split(separator: "\n").map { line in line.split(separator: "#", maxSplits: 1,
+                                                                   omittingEmptySubsequences: false).first ?? "" }.joined()
     guard let bytes = [UInt8](hex: hex) else { throw VectorError(message: "vector \(name).hex has non-hex content") }
     return bytes
 }
