@@ -54,7 +54,8 @@ public enum Enrolment {
         }
         let result = await verifier.validate(leaf: cert, intermediates: CertificateStore(anchors.intermediates))
         guard case .validCertificate = result else {
-            throw EnrolmentError(.ekCertificate, "the EK certificate (issuer \(cert.issuer)) does not chain to a trusted EK root; add its CA with --trust-ek-ca if it is legitimate")
+            throw EnrolmentError(.ekCertificate, "the EK certificate (issuer \(cert.issuer)) does not chain to a trusted EK root; add its "
+                                               + "CA with --trust-ek-ca if it is legitimate")
         }
         let template = try ekTemplate(of: ekPublic)
         let certified = try certifiedEK(cert, template: template)
@@ -66,7 +67,8 @@ public enum Enrolment {
             return []
         }
         guard !stripped(certified).isEmpty, stripped(certified) == stripped(ekPublic) else {
-            throw EnrolmentError(.ekCertificate, "the EK certificate certifies another key than the EK presented (\(describe(ekPublic)) vs the certificate's \(describe(certified)))")
+            throw EnrolmentError(.ekCertificate, "the EK certificate certifies another key than the EK presented (\(describe(ekPublic)) "
+                                               + "vs the certificate's \(describe(certified)))")
         }
         return (cert, certified)
     }
@@ -80,8 +82,10 @@ public enum Enrolment {
         switch ekPublic.parameters {
         case .rsa(let p) where p.keyBits == 2048: template = TPMTemplates.ekRSA2048
         case .ecc(let p) where p.curveID == .nistP256: template = TPMTemplates.ekECCP256
-        case .rsa(let p): throw EnrolmentError(.endorsementKey, "the EK is a \(p.keyBits)-bit RSA key: EKs are RSA 2048 (TCG template L-1) or ECC P-256 (L-2) here")
-        case .ecc(let p): throw EnrolmentError(.endorsementKey, "the EK is on curve \(p.curveID): EKs are RSA 2048 (TCG template L-1) or ECC P-256 (L-2) here")
+        case .rsa(let p): throw EnrolmentError(.endorsementKey, "the EK is a \(p.keyBits)-bit RSA key: EKs are RSA 2048 (TCG template "
+                                                              + "L-1) or ECC P-256 (L-2) here")
+        case .ecc(let p): throw EnrolmentError(.endorsementKey, "the EK is on curve \(p.curveID): EKs are RSA 2048 (TCG template L-1) or "
+                                                              + "ECC P-256 (L-2) here")
         default: throw EnrolmentError(.endorsementKey, "the EK is a \(ekPublic.type) object, not an RSA or ECC key")
         }
         var expected = template
@@ -95,7 +99,9 @@ public enum Enrolment {
             if ekPublic.objectAttributes != template.objectAttributes { differences.append("attributes \(ekPublic.objectAttributes)") }
             if ekPublic.authPolicy.bytes != template.authPolicy.bytes { differences.append("authPolicy \(hexString(ekPublic.authPolicy.bytes))") }
             if differences.isEmpty { differences.append("parameters (symmetric, scheme, exponent or KDF)") }
-            throw EnrolmentError(.endorsementKey, "the EK public area is not the TCG EK template it claims (\(differences.joined(separator: ", "))): only a TPM's endorsement key is accepted, a restricted decryption key under PolicySecret(TPM_RH_ENDORSEMENT)")
+            throw EnrolmentError(.endorsementKey, "the EK public area is not the TCG EK template it claims "
+                                                + "(\(differences.joined(separator: ", "))): only a TPM's endorsement key is accepted, a "
+                                                + "restricted decryption key under PolicySecret(TPM_RH_ENDORSEMENT)")
         }
         return template
     }

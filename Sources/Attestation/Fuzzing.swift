@@ -37,7 +37,8 @@ public enum AttestationFuzzing {
             let stringFault = ["UTF-8", "control character", "escape", "surrogate", "hex digits"].contains { error.reason.contains($0) }
             let stricter = error.reason.contains("appears twice") || error.reason.contains("trailing comma") || (stringFault && error.inIgnoredMember)
             if foundation != nil, !stricter { violations.append("Evidence(json:) refused what JSONDecoder reads: \(error)") }
-            if error.offset < 0 || error.offset > bytes.count { violations.append("error offset \(error.offset) outside the \(bytes.count) bytes") }
+            if error.offset < 0 || error.offset > bytes.count { violations.append("error offset \(error.offset) outside the "
+                                                                                + "\(bytes.count) bytes") }
         }
         if let e = foundation {
             if let d = try? DecodedEvidence(e) {

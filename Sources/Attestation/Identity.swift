@@ -109,8 +109,10 @@ public struct AKCertificateAuthority: Sendable {
 
     func checkFully(pem: String, vm: String, akPublic: TPMTPublic, now: Date) -> String? {
         guard let cert = try? Certificate(pemEncoded: pem) else { return "the stored AK certificate does not parse" }
-        guard certificate.publicKey.isValidSignature(cert.signature, for: cert) else { return "the AK certificate is not signed by this service's attestation CA" }
-        guard cert.notValidBefore <= now, now <= cert.notValidAfter else { return "the AK certificate expired on \(cert.notValidAfter): enrol again" }
+        guard certificate.publicKey.isValidSignature(cert.signature, for: cert) else { return "the AK certificate is not signed by this "
+                                                                                            + "service's attestation CA" }
+        guard cert.notValidBefore <= now, now <= cert.notValidAfter else { return "the AK certificate expired on \(cert.notValidAfter): "
+                                                                                + "enrol again" }
         guard let key = try? Self.publicKey(akPublic), key == cert.publicKey else { return "the AK certificate certifies another key" }
         guard cert.subject.description.contains("CN=\(vm)") else { return "the AK certificate was issued for \(cert.subject), not \(vm)" }
         return nil

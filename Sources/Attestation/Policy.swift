@@ -124,9 +124,12 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             else if !lacking.isEmpty { missing.append("\(PCRValues.bankName(bank)) PCR \(lacking.map(String.init).joined(separator: ", "))") }
         }
         guard missing.isEmpty else {
-            return Check(.coverage, passed: false, "the quote does not cover \(missing.joined(separator: "; ")), which the policy reads: evidence that leaves out what a rule needs cannot pass (quote what the nonce grant asks for)")
+            return Check(.coverage, passed: false, "the quote does not cover \(missing.joined(separator: "; ")), which the policy reads: "
+                                                 + "evidence that leaves out what a rule needs cannot pass (quote what the nonce grant "
+                                                 + "asks for)")
         }
-        return Check(.coverage, passed: true, "the quote covers \(banks.map(PCRValues.bankName).joined(separator: ", ")) PCRs \(pcrs.map(String.init).joined(separator: ", "))")
+        return Check(.coverage, passed: true, "the quote covers \(banks.map(PCRValues.bankName).joined(separator: ", ")) PCRs "
+                                            + "\(pcrs.map(String.init).joined(separator: ", "))")
     }
 
     func evaluate(_ facts: BootFacts, quoted: PCRValues, ima: IMALog? = nil) -> [Check] {
@@ -137,7 +140,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
                                          "Secure Boot was enabled (SecureBoot = 1 measured into PCR 7 before its separator)"))
             case false?: out.append(Check(.secureBoot, passed: false,
                                           "Secure Boot was off in this boot: enable it in the VM's firmware settings"))
-            case nil: out.append(.unknown(.secureBoot, "the firmware's Secure Boot state is not established by this boot's PCR 7 (not measured, or not before a separator): Secure Boot cannot be shown to be on"))
+            case nil: out.append(.unknown(.secureBoot, "the firmware's Secure Boot state is not established by this boot's PCR 7 (not "
+                                                     + "measured, or not before a separator): Secure Boot cannot be shown to be on"))
             }
         }
         if requireVerifiedBootApplications {
@@ -150,9 +154,12 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             let passed = facts.secureBoot.enabled == true && !apps.isEmpty && !used.isEmpty && foreign.isEmpty
             let reason: String
             if apps.isEmpty { reason = "no boot application was measured" }
-            else if facts.secureBoot.enabled != true || used.isEmpty { reason = "the \(apps.count) boot applications were not verified by any Secure Boot authority" }
-            else if !foreign.isEmpty { reason = "boot applications were authorised by \(foreign.map(\.variable).joined(separator: ", ")), not db or MokList" }
-            else { reason = "every boot application (\(apps.count)) was verified; authorities: \(used.map { "\($0.variable): \($0.certificate?.subject ?? $0.other ?? "?")" }.joined(separator: "; "))" }
+            else if facts.secureBoot.enabled != true || used.isEmpty { reason = "the \(apps.count) boot applications were not verified by "
+                                                                              + "any Secure Boot authority" }
+            else if !foreign.isEmpty { reason = "boot applications were authorised by \(foreign.map(\.variable).joined(separator: ", ")), "
+                                              + "not db or MokList" }
+            else { reason = "every boot application (\(apps.count)) was verified; authorities: "
+                          + "\(used.map { "\($0.variable): \($0.certificate?.subject ?? $0.other ?? "?")" }.joined(separator: "; "))" }
             out.append(Check(.bootApplications, outcome: passed ? .pass : (apps.isEmpty ? .unknown : .fail), reason))
         }
         if forbidAnomalies {
@@ -175,13 +182,15 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         // Kernel arguments are judged on every command line the boot loader produced (a boot
         // loader may build several; the last one runs), and never on a command line that is unknown.
         let cmdlines = facts.kernelCommandLine == nil ? [] : facts.kernelCommandLines
-        let unknownCmdline = "the kernel command line is unknown (not measured, or its events could not be verified and bound to the boot loader's linux command: see the anomalies)"
+        let unknownCmdline = "the kernel command line is unknown (not measured, or its events could not be verified and bound to the boot "
+                           + "loader's linux command: see the anomalies)"
         for arg in forbiddenKernelArguments {
             if cmdlines.isEmpty { out.append(.unknown(.kernelCommandLine,
                                                       "\(unknownCmdline): the rule forbidding \"\(arg)\" cannot pass")); continue }
             let hit = cmdlines.first { $0.contains(arg) }
             out.append(Check(.kernelCommandLine, passed: hit == nil,
-                             hit.map { "the kernel command line \"\($0)\" contains \"\(arg)\"" } ?? "the kernel command line does not contain \"\(arg)\""))
+                             hit.map { "the kernel command line \"\($0)\" contains \"\(arg)\"" } ?? "the kernel command line does not "
+                                                                                                  + "contain \"\(arg)\""))
         }
         for arg in requiredKernelArguments {
             if cmdlines.isEmpty { out.append(.unknown(.kernelCommandLine,
@@ -195,11 +204,16 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             let unknown = apps.filter { $0.digests["sha256"] == nil }
             let foreign = apps.filter { $0.digests["sha256"].map { !allowedBootDigests.contains($0.lowercased()) } ?? false }
             if apps.isEmpty || !unknown.isEmpty {
-                out.append(.unknown(.bootChain, apps.isEmpty ? "no boot application was measured" : "the SHA-256 digests of the boot applications were not verified (the quote does not cover the sha256 bank): the allowed list cannot be checked"))
+                out.append(.unknown(.bootChain, apps.isEmpty ? "no boot application was measured" : "the SHA-256 digests of the boot "
+                                                                                                  + "applications were not verified (the "
+                                                                                                  + "quote does not cover the sha256 "
+                                                                                                  + "bank): the allowed list cannot be "
+                                                                                                  + "checked"))
             } else {
                 out.append(Check(.bootChain, passed: foreign.isEmpty,
                                  foreign.isEmpty ? "every boot application (\(apps.count)) is on the allowed list"
-                    : foreign.map { "\($0.filePath ?? $0.devicePath ?? "image") (Authenticode sha256 \($0.digests["sha256"] ?? "?")) is not an allowed boot application" }.joined(separator: "; ")))
+                    : foreign.map { "\($0.filePath ?? $0.devicePath ?? "image") (Authenticode sha256 \($0.digests["sha256"] ?? "?")) is "
+                                  + "not an allowed boot application" }.joined(separator: "; ")))
             }
         }
         let dbx = facts.keyDatabases.first { $0.name == "dbx" }
@@ -211,7 +225,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
                 let missing = dbxMustContain.filter { !present.contains($0) }
                 out.append(Check(.dbx, passed: missing.isEmpty,
                                  missing.isEmpty ? "the measured dbx has all \(dbxMustContain.count) required revocations"
-                    : "the measured dbx lacks \(missing.count) of \(dbxMustContain.count) required revocations (first: \(missing[0])): apply the dbx update"))
+                    : "the measured dbx lacks \(missing.count) of \(dbxMustContain.count) required revocations (first: \(missing[0])): "
+                    + "apply the dbx update"))
             }
         }
         if !imaAllowlist.isEmpty {
@@ -220,7 +235,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
                 for e in ima.entries where !e.isViolation && !imaExcludes.contains(where: { e.fileName.hasPrefix($0) }) {
                     let digest = hexString(e.fileDigest)
                     if let allowed = imaAllowlist[e.fileName] {
-                        if !allowed.map({ $0.lowercased() }).contains(digest) { bad.append("\(e.fileName) has digest \(digest), not an allowed one") }
+                        if !allowed.map({ $0.lowercased() }).contains(digest) { bad.append("\(e.fileName) has digest \(digest), not an "
+                                                                                         + "allowed one") }
                     } else {
                         bad.append("\(e.fileName) is not on the IMA allowlist")
                     }
@@ -228,7 +244,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
                 out.append(Check(.ima, passed: bad.isEmpty, bad.isEmpty ? "every measured file (\(ima.entries.count)) is allowed"
                     : bad.prefix(5).joined(separator: "; ") + (bad.count > 5 ? " (and \(bad.count - 5) more)" : "")))
             } else {
-                out.append(.unknown(.ima, "no IMA log was sent: the IMA allowlist cannot pass on files nobody reported (run IMA in the guest and send ascii_runtime_measurements)"))
+                out.append(.unknown(.ima, "no IMA log was sent: the IMA allowlist cannot pass on files nobody reported (run IMA in the "
+                                        + "guest and send ascii_runtime_measurements)"))
             }
         }
         // A boot application whose digest the measured dbx revokes ran anyway.

@@ -44,7 +44,9 @@ public struct KeySealer: Sendable {
             let box = try AES.GCM.SealedBox(combined: data)
             return String(decoding: try AES.GCM.open(box, using: key, authenticating: Data("tlaunch token key \(kid)".utf8)), as: UTF8.self)
         } catch {
-            throw AttestationServiceError(.internal, "token-signing key \(kid) does not open with this key-encryption key: give every instance the same TLAUNCH_KEY (or the data folder's token-keys.key) as the one that sealed it")
+            throw AttestationServiceError(.internal, "token-signing key \(kid) does not open with this key-encryption key: give every "
+                                                   + "instance the same TLAUNCH_KEY (or the data folder's token-keys.key) as the one that "
+                                                   + "sealed it")
         }
     }
 }

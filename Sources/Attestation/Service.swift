@@ -74,7 +74,8 @@ public final class AttestationService: Sendable {
     /// An audience: a URI or name of at most 256 printable characters.
     static func checkAudience(_ a: String) throws(AttestationServiceError) {
         guard (1...256).contains(a.utf8.count), a.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
-            throw AttestationServiceError(.badRequest, "audience must be 1–256 printable characters without spaces (the relying party's URI or name)", field: "audience")
+            throw AttestationServiceError(.badRequest, "audience must be 1–256 printable characters without spaces (the relying party's "
+                                                     + "URI or name)", field: "audience")
         }
     }
 
@@ -104,7 +105,10 @@ public final class AttestationService: Sendable {
     /// TPM only after an admin allowed a rebind.
     func checkBinding(vm: String, ekPublic: String) async throws {
         guard let bound = try await store.agent(vm: vm), bound.ekPublic != ekPublic, !bound.rebindAllowed else { return }
-        throw AttestationServiceError(.conflict, "enrolment refused [identity]: \(vm) is bound to another TPM (EK first enrolled at \(Self.rfc3339(bound.enrolledAt))): a VM's vTPM does not change. If it was replaced on purpose, an admin allows the new one: `tlaunch vm rebind-tpm \(vm)` (POST /v1/vms/\(vm)/enrolment/rebind); that raises an alert and resets the baseline", field: "ekPublic")
+        throw AttestationServiceError(.conflict, "enrolment refused [identity]: \(vm) is bound to another TPM (EK first enrolled at "
+                                               + "\(Self.rfc3339(bound.enrolledAt))): a VM's vTPM does not change. If it was replaced on "
+                                               + "purpose, an admin allows the new one: `tlaunch vm rebind-tpm \(vm)` (POST "
+                                               + "/v1/vms/\(vm)/enrolment/rebind); that raises an alert and resets the baseline", field: "ekPublic")
     }
 
     public func beginEnrolment(vm: String, _ request: EnrolmentRequest, now: Date = Date()) async throws -> EnrolmentChallenge {
@@ -112,7 +116,8 @@ public final class AttestationService: Sendable {
         let ek = try Self.decodePublic(request.ekPublic, field: "ekPublic")
         let ak = try Self.decodePublic(request.akPublic, field: "akPublic")
         guard let certB64 = request.ekCertificate, let der = Data(base64Encoded: certB64), !der.isEmpty else {
-            throw AttestationServiceError(.badRequest, "ekCertificate (DER, base64) is required: read it from the TPM's NV index 0x01C00002 (RSA) or 0x01C0000A (ECC)", field: "ekCertificate")
+            throw AttestationServiceError(.badRequest, "ekCertificate (DER, base64) is required: read it from the TPM's NV index "
+                                                     + "0x01C00002 (RSA) or 0x01C0000A (ECC)", field: "ekCertificate")
         }
         do {
             // The EK MakeCredential encrypts to is the certificate's key in the TCG template.
@@ -143,11 +148,13 @@ public final class AttestationService: Sendable {
             throw AttestationServiceError(.badRequest, "secret must be the activated credential in hex", field: "secret")
         }
         guard id.count <= 64, let pending = try await store.takePendingEnrolment(id: id, vm: vm) else {
-            throw AttestationServiceError(.notFound, "no enrolment \(id.prefix(64)) of \(vm) is waiting: it was answered already, belongs to another VM, or never began; start again")
+            throw AttestationServiceError(.notFound, "no enrolment \(id.prefix(64)) of \(vm) is waiting: it was answered already, belongs "
+                                                   + "to another VM, or never began; start again")
         }
         guard pending.expires >= Self.ms(now) else { throw AttestationServiceError(.gone, "enrolment \(id) expired: start again") }
         guard constantTimeEqual(Array(SHA256.hash(data: secret)), [UInt8](hex: pending.secretHash) ?? []) else {
-            throw AttestationServiceError(.forbidden, "enrolment refused [activation]: credential activation returned another secret: the AK is not in the TPM of this EK")
+            throw AttestationServiceError(.forbidden, "enrolment refused [activation]: credential activation returned another secret: the "
+                                                    + "AK is not in the TPM of this EK")
         }
         let ak = try Self.decodePublic(pending.akPublic, field: "akPublic")
         let cert = try akCA.issue(vm: vm, akPublic: ak)
@@ -176,7 +183,8 @@ public final class AttestationService: Sendable {
     public func allowRebind(vm: String) async throws {
         try VMName.check(vm)
         guard try await store.allowRebind(vm: vm) else {
-            throw AttestationServiceError(.notFound, "\(vm) is not enrolled: its first enrolment binds any TPM whose EK certificate chains to a trusted CA")
+            throw AttestationServiceError(.notFound, "\(vm) is not enrolled: its first enrolment binds any TPM whose EK certificate "
+                                                   + "chains to a trusted CA")
         }
     }
 
@@ -214,7 +222,8 @@ public final class AttestationService: Sendable {
             throw AttestationServiceError(.badRequest, "policy: \(c.debugDescription)",
                                           field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.typeMismatch(_, c) {
-            throw AttestationServiceError(.badRequest, "policy: \(c.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type: \(c.debugDescription)")
+            throw AttestationServiceError(.badRequest, "policy: \(c.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong "
+                                                     + "type: \(c.debugDescription)")
         } catch {
             throw AttestationServiceError(.badRequest, "policy is not a JSON policy document: \(error)")
         }
@@ -269,7 +278,8 @@ public final class AttestationService: Sendable {
     func clear(_ r: SigningKeyRecord) throws -> String {
         guard KeySealer.isSealed(r.privateKey) else { return r.privateKey }
         guard let keySealer else {
-            throw AttestationServiceError(.internal, "token-signing key \(r.kid) is sealed: give this instance the key-encryption key (TLAUNCH_KEY, or the data folder's token-keys.key)")
+            throw AttestationServiceError(.internal, "token-signing key \(r.kid) is sealed: give this instance the key-encryption key "
+                                                   + "(TLAUNCH_KEY, or the data folder's token-keys.key)")
         }
         return try keySealer.open(r.privateKey, kid: r.kid)
     }
@@ -310,10 +320,12 @@ public final class AttestationService: Sendable {
         case .fresh(let a):
             audience = a
             checks.append(Check(.nonce, passed: true, "answers a fresh nonce issued for \(vm), used once"))
-        case .expired(let at): checks.append(Check(.nonce, passed: false, "the nonce expired at \(Self.rfc3339(at)): evidence must answer a nonce within \(Int(nonceLifetime)) s of its issue"))
+        case .expired(let at): checks.append(Check(.nonce, passed: false, "the nonce expired at \(Self.rfc3339(at)): evidence must answer "
+                                                                        + "a nonce within \(Int(nonceLifetime)) s of its issue"))
         case .alreadyUsed(let at): checks.append(Check(.nonce, passed: false,
                                                        "the nonce was already used at \(Self.rfc3339(at)): this evidence is a replay"))
-        case .issuedForAnotherVM(let other): checks.append(Check(.nonce, passed: false, "the nonce was issued for \(other), not \(vm) (it stays unused for \(other))"))
+        case .issuedForAnotherVM(let other): checks.append(Check(.nonce, passed: false, "the nonce was issued for \(other), not \(vm) (it "
+                                                                                      + "stays unused for \(other))"))
         case .unknown: checks.append(Check(.nonce, passed: false,
                                            "the nonce was never issued by this service: get one from POST /v1/vms/\(vm)/nonce"))
         }
@@ -349,7 +361,9 @@ public final class AttestationService: Sendable {
                         : "TPM clock \(clock.clock) ms, reset \(clock.resetCount), restart \(clock.restartCount): moving forward"), at: at)
                 } else {
                     result.checks.insert(Check(.counters, passed: false,
-                        "the quote's TPM counters (clock \(clock.clock), reset \(clock.resetCount), restart \(clock.restartCount)) are behind the last seen (clock \(agent.clock ?? 0), reset \(agent.resetCount ?? 0), restart \(agent.restartCount ?? 0)): an old quote, or the vTPM state was rolled back"), at: at)
+                        "the quote's TPM counters (clock \(clock.clock), reset \(clock.resetCount), restart \(clock.restartCount)) are "
+                      + "behind the last seen (clock \(agent.clock ?? 0), reset \(agent.resetCount ?? 0), restart "
+                      + "\(agent.restartCount ?? 0)): an old quote, or the vTPM state was rolled back"), at: at)
                 }
             }
             // Baseline: compared only for evidence that verified (a broken log proves no components).
@@ -404,20 +418,26 @@ public final class AttestationService: Sendable {
         -> (check: Check, status: BaselineStatus, info: AttestationOutcome.BaselineInfo?) {
         switch try await baselineMode(vm: vm) {
         case .approve:
-            return (.unknown(.baseline, "\(vm) has no baseline yet and its first one waits for a person: check this boot and approve it (`tlaunch vm baseline approve \(vm)`)"), .pending, nil)
+            return (.unknown(.baseline, "\(vm) has no baseline yet and its first one waits for a person: check this boot and approve it "
+                                      + "(`tlaunch vm baseline approve \(vm)`)"), .pending, nil)
         case .predicted:
-            return (.unknown(.baseline, "\(vm) has no baseline yet and its baseline is predicted from its disk: set it (`tlaunch vm baseline predict \(vm)`)"), .pending, nil)
+            return (.unknown(.baseline, "\(vm) has no baseline yet and its baseline is predicted from its disk: set it (`tlaunch vm "
+                                      + "baseline predict \(vm)`)"), .pending, nil)
         case .learn:
             guard result.passed else {
                 return (.unknown(.baseline, "\(vm) has no baseline yet; a boot that fails the policy is not learned"), .pending, nil)
             }
             guard result.completeEvidence else {
                 let why = result.facts.map { $0.anomalies.map(\.message).prefix(3).joined(separator: "; ") } ?? ""
-                return (.unknown(.baseline, "\(vm) has no baseline yet, and this boot's evidence is incomplete, so it is not learned on first use\(why.isEmpty ? "" : " (\(why))"): approve a boot explicitly if it is the one you expect"), .pending, nil)
+                return (.unknown(.baseline, "\(vm) has no baseline yet, and this boot's evidence is incomplete, so it is not learned on "
+                                          + "first use\(why.isEmpty ? "" : " (\(why))"): approve a boot explicitly if it is the one you "
+                                          + "expect"), .pending, nil)
             }
             let record = BaselineRecord(vm: vm, source: .learned, components: components, attestationID: id, updated: Self.ms(now))
             if try await store.putBaselineIfAbsent(record) {
-                return (Check(.baseline, passed: true, "no baseline yet: learned on first use from this boot (\(components.count) components) at \(Self.rfc3339(record.updated)); approve or predict one to replace it"),
+                return (Check(.baseline, passed: true, "no baseline yet: learned on first use from this boot (\(components.count) "
+                                                     + "components) at \(Self.rfc3339(record.updated)); approve or predict one to replace "
+                                                     + "it"),
                         .learned, .init(source: .learned, since: Self.rfc3339(record.updated), attestationId: id))
             }
             // Another instance learned it meanwhile: compare with that one.
@@ -487,7 +507,8 @@ public final class AttestationService: Sendable {
         guard let b = try await store.baseline(vm: vm) else {
             let mode = try await baselineMode(vm: vm)
             throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: " + (mode == .learn ? "its first boot with complete evidence that passes the policy sets it"
-                : mode == .approve ? "approve a boot (tlaunch vm baseline approve \(vm))" : "predict it from its disk (tlaunch vm baseline predict \(vm))"))
+                : mode == .approve ? "approve a boot (tlaunch vm baseline approve \(vm))" : "predict it from its disk (tlaunch vm "
+                                                                                          + "baseline predict \(vm))"))
         }
         return b
     }
@@ -498,16 +519,20 @@ public final class AttestationService: Sendable {
         try VMName.check(vm)
         let record: AttestationRecord?
         if let attestationID { record = try await store.attestation(id: attestationID) } else { record = try await store.attestations(vm: vm, limit: 1).first }
-        guard let record, record.vm == vm else { throw AttestationServiceError(.notFound, "no attestation \(attestationID ?? "") of \(vm) to approve") }
+        guard let record, record.vm == vm else { throw AttestationServiceError(.notFound, "no attestation \(attestationID ?? "") of \(vm) "
+                                                                                        + "to approve") }
         guard let stored = try? JSONDecoder().decode(StoredResult.self, from: Data(record.result.utf8)), let components = stored.components else {
-            throw AttestationServiceError(.conflict, "attestation \(record.id) has no verified boot components (its evidence did not verify): it cannot be a baseline")
+            throw AttestationServiceError(.conflict, "attestation \(record.id) has no verified boot components (its evidence did not "
+                                                   + "verify): it cannot be a baseline")
         }
         guard stored.outcome.checks.passed(.evidence) else {
-            throw AttestationServiceError(.conflict, "attestation \(record.id) failed verification of its evidence (\(stored.outcome.checks.first { $0.category == .evidence && !$0.passed }?.name.rawValue ?? "?")): it cannot be a baseline")
+            throw AttestationServiceError(.conflict, "attestation \(record.id) failed verification of its evidence "
+                                                   + "(\(stored.outcome.checks.first { $0.category == .evidence && !$0.passed }?.name.rawValue ?? "?")): it cannot be a baseline")
         }
         guard let agent = try await store.agent(vm: vm), let current = try? Self.decodePublic(agent.akPublic, field: "akPublic").name(),
               stored.akName == hexString(current) else {
-            throw AttestationServiceError(.conflict, "attestation \(record.id) was made by another TPM identity than the one \(vm) is bound to now: it cannot be its baseline")
+            throw AttestationServiceError(.conflict, "attestation \(record.id) was made by another TPM identity than the one \(vm) is "
+                                                   + "bound to now: it cannot be its baseline")
         }
         let b = BaselineRecord(vm: vm, source: .approved, components: components, attestationID: record.id, updated: Self.ms(now))
         try await store.putBaseline(b)

@@ -117,7 +117,8 @@ public enum AttestationVerifier {
         // Freshness: the nonce is the one this verifier issued.
         guard constantTimeEqual(decoded.nonce, expectedNonce) else {
             return AttestationResult(checks: [Check(.nonce, passed: false,
-                "the evidence answers nonce \(evidence.nonce), not the one issued (\(hexString(expectedNonce))): a replayed or foreign attestation")],
+                "the evidence answers nonce \(evidence.nonce), not the one issued (\(hexString(expectedNonce))): a replayed or foreign "
+              + "attestation")],
                 facts: nil, pcrDigest: nil)
         }
         var r = verify(decoded, akPublic: akPublic, policy: policy)
@@ -179,7 +180,8 @@ public enum AttestationVerifier {
             let report = d.eventLog.replay(against: forLog)
             guard report.allMatch else {
                 let mismatches = report.comparisons.filter { $0.status != .match }
-                let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
+                let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR "
+                                          + "\($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
                 return fail(.replay,
                             "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
             }
@@ -189,14 +191,16 @@ public enum AttestationVerifier {
             if let cache, let key { cache.store(key, boot) }
             result.verified = report.verified
         }
-        result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(boot.compared) values in \(boot.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))
+        result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(boot.compared) values in "
+                                                        + "\(boot.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))
         if let ima = d.imaLog {
             var state = IMAReplayState()
             let applied = (try? state.apply(ima.entries)) != nil
             let ok = applied && boot.verifiedBanks.contains { alg in quoted[alg, 10].map { state.matches(alg, $0) } ?? false }
             result.checks.append(Check(.imaReplay, passed: ok,
                                        ok ? "the IMA log (\(ima.entries.count) entries) replays to the quoted PCR 10"
-                                       : "the IMA log does not replay to the quoted PCR 10: files were measured that the log does not show (or PCR 10 was not quoted)"))
+                                       : "the IMA log does not replay to the quoted PCR 10: files were measured that the log does not "
+                                       + "show (or PCR 10 was not quoted)"))
             if !ok { return result }
         }
         let facts = boot.facts, components = boot.components

@@ -115,7 +115,8 @@ struct BootDisk: Sendable {
         try h.truncate(atOffset: UInt64(size))   // sparse: only what is written takes space
         try h.close()
         try run(tools.sfdisk, ["--no-reread", "--no-tell-kernel", "-q", temporary.path],
-                stdin: "label: gpt\nlabel-id: \(diskID)\nstart=\(Self.startLBA), size=\(partitionSectors), type=\(Self.espType), uuid=\(partitionID), name=\"EFI System Partition\"\n")
+                stdin: "label: gpt\nlabel-id: \(diskID)\nstart=\(Self.startLBA), size=\(partitionSectors), type=\(Self.espType), "
+                     + "uuid=\(partitionID), name=\"EFI System Partition\"\n")
         try run(tools.mkfsFat,
                 ["-F", "32", "-s", "8", "-n", "ESP", "--offset", String(Self.startLBA), temporary.path, String(partitionSectors / 2)])
         // The files, laid out in a folder mcopy copies recursively.
@@ -128,7 +129,8 @@ struct BootDisk: Sendable {
         if !top.isEmpty {
             try run(tools.mcopy, ["-s", "-Q", "-i", "\(temporary.path)@@\(Self.startLBA * 512)"] + top + ["::/"])
         }
-        guard rename(temporary.path, image.path) == 0 else { throw FleetError(.failed, "cannot move the new boot disk into place at \(image.path): errno \(errno)") }
+        guard rename(temporary.path, image.path) == 0 else { throw FleetError(.failed, "cannot move the new boot disk into place at "
+                                                                                     + "\(image.path): errno \(errno)") }
     }
 
     func run(_ tool: String, _ args: [String], stdin: String? = nil) throws {
@@ -147,7 +149,8 @@ struct BootDisk: Sendable {
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
             let text = String(decoding: said, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw FleetError(.failed, "building the boot disk: \((tool as NSString).lastPathComponent) \(args.joined(separator: " ")) exited with \(p.terminationStatus): \(text.suffix(400))")
+            throw FleetError(.failed, "building the boot disk: \((tool as NSString).lastPathComponent) \(args.joined(separator: " ")) "
+                                    + "exited with \(p.terminationStatus): \(text.suffix(400))")
         }
     }
 }

@@ -229,13 +229,15 @@ public final class Fleet: Sendable {
     public func image(_ name: String) async throws -> ImageInfo {
         if let b = ImageCatalog.builtIn.first(where: { $0.name == name }) {
             guard ImageCatalog.available(name) else {
-                throw FleetError(.notFound, "image \(name) is not available here: it needs Debian's shim-signed, grub-efi-amd64-signed and linux-image-amd64 packages", field: "image")
+                throw FleetError(.notFound, "image \(name) is not available here: it needs Debian's shim-signed, grub-efi-amd64-signed "
+                                          + "and linux-image-amd64 packages", field: "image")
             }
             return b
         }
         if let i = try await store.images().first(where: { $0.name == name }) { return i }
         let names = try await imageList().map(\.name)
-        throw FleetError(.notFound, "no image named \(name): choose one of \(names.joined(separator: ", ")) (tlaunch image list), or import it (tlaunch image import)", field: "image")
+        throw FleetError(.notFound, "no image named \(name): choose one of \(names.joined(separator: ", ")) (tlaunch image list), or "
+                                  + "import it (tlaunch image import)", field: "image")
     }
 
     public func importImage(name: String, from path: String, generation: Int, keys: String,
@@ -287,7 +289,8 @@ public final class Fleet: Sendable {
             let fm = FileManager.default
             let dir = folder(vm.name)
             guard try await store.insertVM(vm) else {
-                throw FleetError(.conflict, "a VM named \(vm.name) exists: choose another name, or delete it first (tlaunch vm delete \(vm.name))", field: "name")
+                throw FleetError(.conflict, "a VM named \(vm.name) exists: choose another name, or delete it first (tlaunch vm delete "
+                                          + "\(vm.name))", field: "name")
             }
             // Two deploys may both have seen the host's last place free: counted again with the
             // record in, an over-full host takes neither (each can be asked again).
@@ -313,7 +316,8 @@ public final class Fleet: Sendable {
             }
             try await store.appendEvent(vm: vm.name, kind: .deployed,
                                         message: "deployed from \(vm.image) as \(vm.securityType.rawValue)" + (vm.securityType == .trustedLaunch
-                                            ? " (Secure Boot \(vm.secureBoot ? "on" : "off"), vTPM \(vm.vTPM ? "on" : "off"), integrity monitoring \(vm.integrityMonitoring ? "on" : "off"))" : ""))
+                                            ? " (Secure Boot \(vm.secureBoot ? "on" : "off"), vTPM \(vm.vTPM ? "on" : "off"), integrity "
+                                            + "monitoring \(vm.integrityMonitoring ? "on" : "off"))" : ""))
         }
         logger.info("deployed", metadata: ["vm": .string(vm.name), "securityType": .string(vm.securityType.rawValue)])
         if try FleetRules.baselineMode(r) == .predicted { _ = try await predictBaseline(vm.name) }

@@ -52,7 +52,8 @@ extension Fleet {
         let tpm = try FleetRules.hostTPM(r.tpm, uri: r.uri, shipFiles: ship)
         if let m = r.maxVMs, !(1...100_000).contains(m) { throw FleetError(.invalid, "maxVMs must be 1 to 100000", field: "maxVMs") }
         guard qemu != nil else {
-            throw FleetError(.invalid, "this platform did not find QEMU and OVMF (apt-get install qemu-system-x86 ovmf): it describes its libvirt domains with them", field: "uri")
+            throw FleetError(.invalid, "this platform did not find QEMU and OVMF (apt-get install qemu-system-x86 ovmf): it describes its "
+                                     + "libvirt domains with them", field: "uri")
         }
         let existing = try await store.hosts()
         if let same = existing.first(where: { $0.uri == r.uri }) {
@@ -61,7 +62,8 @@ extension Fleet {
         let info: LibvirtConnection.NodeInfo
         switch await LibvirtConnection(uri: r.uri).inspect() {
         case .success(let i): info = i
-        case .failure(let e): throw FleetError(.invalid, "libvirt at \(r.uri) does not answer: \(e.message) — check the URI, the daemon and the credentials (virsh -c \(r.uri) nodeinfo); the host was not added", field: "uri")
+        case .failure(let e): throw FleetError(.invalid, "libvirt at \(r.uri) does not answer: \(e.message) — check the URI, the daemon "
+                                                       + "and the credentials (virsh -c \(r.uri) nodeinfo); the host was not added", field: "uri")
         }
         let now = Time.millis()
         let host = LibvirtHost(name: r.name, uri: r.uri, tpm: tpm, shipFiles: ship, maxVMs: r.maxVMs, memoryMiB: info.memoryMiB,
@@ -80,7 +82,8 @@ extension Fleet {
         try FleetRules.checkName(name, what: "host")
         let vms = try await store.placements()[name] ?? []
         guard vms.isEmpty else {
-            throw FleetError(.conflict, "host \(name) has VMs: \(vms.prefix(20).joined(separator: ", "))\(vms.count > 20 ? ", …" : "") — delete them first", field: "name")
+            throw FleetError(.conflict, "host \(name) has VMs: \(vms.prefix(20).joined(separator: ", "))\(vms.count > 20 ? ", …" : "") — "
+                                      + "delete them first", field: "name")
         }
         guard try await store.deleteHost(name) else { throw FleetError(.notFound, "no libvirt host named \(name) (tlaunch host list)",
                                                                        field: "name") }
@@ -195,7 +198,9 @@ extension Fleet {
                     v.powerState = .failed
                 }) else { continue }
                 await hypervisor(for: vm).stop(vm.name, timeout: nil)
-                try? await store.appendEvent(vm: vm.name, kind: .crashed, message: "host \(host.name) answers again but the VM is not running (\(what)); the VM is off (tlaunch vm start \(vm.name) boots it again)")
+                try? await store.appendEvent(vm: vm.name, kind: .crashed, message: "host \(host.name) answers again but the VM is not "
+                                                                                 + "running (\(what)); the VM is off (tlaunch vm start "
+                                                                                 + "\(vm.name) boots it again)")
                 try? await resolve(vm: vm.name, kinds: [.hostUnreachable],
                                    resolution: "host \(host.name) answered again; the VM was not running (\(what))")
                 try? await raise(AlertBuilder.crashed(updated, how: "was not running when host \(host.name) answered again (\(what))",

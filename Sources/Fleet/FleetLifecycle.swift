@@ -17,13 +17,15 @@ extension Fleet {
     /// would not know what it did.
     static func checkHostAnswers(_ vm: VMRecord) throws {
         guard vm.powerState != .unknown else {
-            throw FleetError(.conflict, "\(vm.name)'s host \(vm.host ?? "") does not answer: its state is Unknown (tlaunch host list); wait for the host, or delete the VM")
+            throw FleetError(.conflict, "\(vm.name)'s host \(vm.host ?? "") does not answer: its state is Unknown (tlaunch host list); "
+                                      + "wait for the host, or delete the VM")
         }
     }
 
     static func checkCanStart(_ vm: VMRecord) throws {
         try checkHostAnswers(vm)
-        guard vm.powerState != .running else { throw FleetError(.conflict, "\(vm.name) is already running: tlaunch vm restart \(vm.name) boots it again") }
+        guard vm.powerState != .running else { throw FleetError(.conflict, "\(vm.name) is already running: tlaunch vm restart \(vm.name) "
+                                                                         + "boots it again") }
     }
 
     static func checkCanRestart(_ vm: VMRecord) throws {
@@ -85,7 +87,8 @@ extension Fleet {
         }
         let chain = b.stages.map { ($0.path as NSString).lastPathComponent }.joined(separator: " → ")
         if b.succeeded {
-            try await store.appendEvent(vm: vm.name, kind: .boot, message: "\(verb): boot \(b.number) reached \(b.kernel ?? "the OS") via \(chain.isEmpty ? b.firmware : chain)"
+            try await store.appendEvent(vm: vm.name, kind: .boot, message: "\(verb): boot \(b.number) reached \(b.kernel ?? "the OS") via "
+                                                                         + "\(chain.isEmpty ? b.firmware : chain)"
                 + (b.measured ? " — \(b.events) events measured into the vTPM" : " — not measured (no vTPM)")
                 + (b.secureBootEnforced ? ", Secure Boot enforced" : ""))
             try await resolve(vm: vm.name, kinds: [.bootFailure], resolution: "boot \(b.number) at \(b.time) succeeded")
@@ -136,13 +139,15 @@ extension Fleet {
         return try await locks.with(name) {
             let vm = try await require(name)
             guard try await image(vm.image).generation == 2 else {
-                throw FleetError(.invalid, "\(name)'s image \(vm.image) is a BIOS disk without an EFI System Partition: files go on Generation 2 disks", field: "path")
+                throw FleetError(.invalid, "\(name)'s image \(vm.image) is a BIOS disk without an EFI System Partition: files go on "
+                                         + "Generation 2 disks", field: "path")
             }
             let dest = folder(name).overlay.appendingPathComponent(String(path.dropFirst()))
             try FileManager.default.createDirectory(at: dest.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(bytes).write(to: dest, options: .atomic)
             let digest = hexString((try? TPMCrypto.hash(.sha256, bytes)) ?? [])
-            try await store.appendEvent(vm: name, kind: .disk, message: "\(path) written (\(bytes.count) bytes, sha256 \(digest.prefix(16))…); it takes effect at the next boot")
+            try await store.appendEvent(vm: name, kind: .disk, message: "\(path) written (\(bytes.count) bytes, sha256 "
+                                                                      + "\(digest.prefix(16))…); it takes effect at the next boot")
             return try await mutate(name) { _ in }
         }
     }

@@ -84,7 +84,8 @@ extension Fleet {
     public func approveBaseline(_ name: String, attestationID: String? = nil) async throws -> BaselineRecord {
         let vm = try await require(name)
         let b = try await service.approveBaseline(vm: name, attestationID: attestationID)
-        try await store.appendEvent(vm: name, kind: .baseline, message: "baseline approved from attestation \(b.attestationID ?? "?") (\(b.components.count) components)")
+        try await store.appendEvent(vm: name, kind: .baseline, message: "baseline approved from attestation \(b.attestationID ?? "?") "
+                                                                      + "(\(b.components.count) components)")
         try await resolve(vm: name, kinds: [.bootIntegrity],
                           resolution: "the boot was approved as the new baseline (attestation \(b.attestationID ?? "?"))")
         if vm.powerState == .running, vm.integrityMonitoring, vm.guestAgent == .running, !hypervisor(for: vm).guestRunsAgent, hypervisor(for: vm).isRunning(name) {
@@ -125,7 +126,8 @@ extension Fleet {
         var pcrs: [String: String] = [:]
         for p in hypervisor.predictedPCRs { if let v = values[.sha256, p] { pcrs[String(p)] = hexString(v) } }
         let b = try await service.setPredictedBaseline(vm: name, pcrs: pcrs, log: report.log)
-        try await store.appendEvent(vm: name, kind: .baseline, message: "baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
+        try await store.appendEvent(vm: name, kind: .baseline, message: "baseline set from predicted PCRs "
+                                                                      + "\(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
         return b
     }
 

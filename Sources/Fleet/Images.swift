@@ -69,7 +69,8 @@ public final class ImageCatalog: Sendable {
         case "debian-12":
             progress("reading image debian-12 from Debian's signed packages")
             guard let (imageESP, vars) = try SampleImages.debian12() else {
-                throw FleetError(.invalid, "debian-12 needs Debian's shim-signed, grub-efi-amd64-signed, linux-image-amd64 and ovmf packages: install them, or use sample-linux", field: "image")
+                throw FleetError(.invalid, "debian-12 needs Debian's shim-signed, grub-efi-amd64-signed, linux-image-amd64 and ovmf "
+                                         + "packages: install them, or use sample-linux", field: "image")
             }
             // Its initramfs is the guest kit (busybox, the attestation agent), so that a real VM
             // booted from it runs its own agent; the host's initramfs would look for a root disk.
@@ -150,7 +151,8 @@ public final class ImageCatalog: Sendable {
             } else {
                 let esp: ESP
                 do { esp = try ESP.folder(source) } catch {
-                    throw FleetError(.invalid, "\(source.path): \(error.reason) — give the folder of an EFI System Partition (with /EFI/BOOT/BOOTX64.EFI)", field: "from")
+                    throw FleetError(.invalid, "\(source.path): \(error.reason) — give the folder of an EFI System Partition (with "
+                                             + "/EFI/BOOT/BOOTX64.EFI)", field: "from")
                 }
                 guard esp.exists("/EFI/BOOT/BOOTX64.EFI") else {
                     throw FleetError(.invalid, "\(source.path) has no /EFI/BOOT/BOOTX64.EFI, so UEFI firmware would find nothing to boot",
@@ -171,7 +173,8 @@ public final class ImageCatalog: Sendable {
                     vars = v
                 case "microsoft":
                     guard let data = fm.contents(atPath: "/usr/share/OVMF/OVMF_VARS_4M.ms.fd") else {
-                        throw FleetError(.invalid, "Microsoft's keys come from OVMF's /usr/share/OVMF/OVMF_VARS_4M.ms.fd: install the ovmf package", field: "keys")
+                        throw FleetError(.invalid, "Microsoft's keys come from OVMF's /usr/share/OVMF/OVMF_VARS_4M.ms.fd: install the "
+                                                 + "ovmf package", field: "keys")
                     }
                     vars = try VariableStore(Array(data))
                 default:
@@ -185,7 +188,8 @@ public final class ImageCatalog: Sendable {
             throw error
         }
         return ImageInfo(name: name, generation: generation, source: "imported from \(source.path)",
-                         description: description ?? (generation == 1 ? "imported BIOS boot disk" : "imported EFI System Partition (\(keys) keys)"), builtIn: false)
+                         description: description ?? (generation == 1 ? "imported BIOS boot disk" : "imported EFI System Partition "
+                                                                                                  + "(\(keys) keys)"), builtIn: false)
     }
 
     public func remove(_ name: String) { try? FileManager.default.removeItem(at: root.appendingPathComponent(name)); cache.withLock { $0[name] = nil } }

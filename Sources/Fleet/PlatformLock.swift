@@ -22,7 +22,8 @@ public final class PlatformLock: Sendable {
             let n = read(fd, &buffer, buffer.count)
             close(fd)
             let holder = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-            throw FleetError(.conflict, "the data folder \(folder.root.path) is in use by another platform process (pid \(holder)): stop it first, or give this one its own --data folder")
+            throw FleetError(.conflict, "the data folder \(folder.root.path) is in use by another platform process (pid \(holder)): stop "
+                                      + "it first, or give this one its own --data folder")
         }
         _ = ftruncate(fd, 0)
         let pid = Array("\(getpid())\n".utf8)

@@ -132,7 +132,8 @@ final class UnixStream: Sendable {
                     entry = a.pointee.ai_next
                 }
             }
-            if ContinuousClock.now >= deadline { throw FleetError(.failed, "cannot connect to \(host):\(port): \(String(cString: strerror(errno)))") }
+            if ContinuousClock.now >= deadline { throw FleetError(.failed, "cannot connect to \(host):\(port): "
+                                                                         + "\(String(cString: strerror(errno)))") }
             usleep(100_000)
         }
     }

@@ -55,7 +55,8 @@ public final class QEMUHypervisor: Hypervisor {
     /// The VM's boot disk (a GPT disk image, rebuilt when its files changed) and its ESP as OVMF finds it there.
     public func firmwareView(_ vm: VMRecord, esp: ESP) throws -> ESP {
         guard let installation else {
-            throw FleetError(.failed, "\(vm.name) runs on QEMU, which this platform did not find (qemu-system-x86, ovmf, fdisk, dosfstools, mtools); use a host that has them")
+            throw FleetError(.failed, "\(vm.name) runs on QEMU, which this platform did not find (qemu-system-x86, ovmf, fdisk, "
+                                    + "dosfstools, mtools); use a host that has them")
         }
         try? FileManager.default.removeItem(at: paths(vm.name).legacyESPFolder)
         return try BootDisk(tools: installation.diskTools, folder: context.folder(vm.name)).prepare(esp) { progress("\(vm.name): \($0)") }
@@ -65,7 +66,8 @@ public final class QEMUHypervisor: Hypervisor {
     /// refusal or QEMU exits (failure), or `bootTimeout` passes (failure: the agent never came).
     public func boot(_ vm: VMRecord, image: ImageDisk, esp: ESP?) async throws -> BootSummary {
         guard let installation else {
-            throw FleetError(.failed, "\(vm.name) runs on QEMU, which this platform did not find (qemu-system-x86 and ovmf); start it on a host that has them")
+            throw FleetError(.failed, "\(vm.name) runs on QEMU, which this platform did not find (qemu-system-x86 and ovmf); start it on "
+                                    + "a host that has them")
         }
         let time = Time.now()
         let number = vm.bootCount + 1
@@ -89,7 +91,8 @@ public final class QEMUHypervisor: Hypervisor {
         if vtpm, platformTPM { tpm = try await context.openVTPM(vm.name) }
         let prediction = try? VirtualFirmware(settings: FirmwareSettings(secureBoot: secureBoot, vTPM: vtpm, variables: image.variables),
                                              model: firmwareModel, cache: context.cache).predict(esp: esp)
-        progress("\(vm.name): starting \(libvirt.map { "a libvirt domain (\($0.uri)): QEMU" } ?? "QEMU") (\(installation.accelerator), OVMF\(secureBoot ? " with Secure Boot" : ""))")
+        progress("\(vm.name): starting \(libvirt.map { "a libvirt domain (\($0.uri)): QEMU" } ?? "QEMU") (\(installation.accelerator), "
+               + "OVMF\(secureBoot ? " with Secure Boot" : ""))")
         let name = vm.name
         let machine = try await QEMULauncher(installation: installation).launch(
             .init(name: name, secureBoot: secureBoot, vTPM: vtpm, interval: vm.attestationInterval), paths: p, tpm: tpm, engine: engine, progress: { [weak self] in self?.progress($0) },
@@ -121,11 +124,14 @@ public final class QEMUHypervisor: Hypervisor {
             }
             if !machine.isRunning {
                 let err = machine.runner.log()
-                return await end("QEMU exited during boot: \(ConsoleText.printable(String(err.suffix(400))).trimmingCharacters(in: .whitespacesAndNewlines)) — console: \(String(console.suffix(400)))")
+                return await end("QEMU exited during boot: "
+                               + "\(ConsoleText.printable(String(err.suffix(400))).trimmingCharacters(in: .whitespacesAndNewlines)) — "
+                               + "console: \(String(console.suffix(400)))")
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
-        return await end("the guest's attestation agent did not reach the platform within \(bootTimeout) — console: \(String(machine.console().suffix(400)))")
+        return await end("the guest's attestation agent did not reach the platform within \(bootTimeout) — console: "
+                       + "\(String(machine.console().suffix(400)))")
     }
 
     /// A Generation 1 (BIOS) VM: SeaBIOS boots its MBR boot sector from a raw disk; nothing is
@@ -133,7 +139,8 @@ public final class QEMUHypervisor: Hypervisor {
     /// guest ran on for two seconds without SeaBIOS saying it could not boot.
     func bootBIOS(_ vm: VMRecord, image: ImageDisk, installation: QEMUInstallation, time: String, number: Int) async throws -> BootSummary {
         if let libvirt {
-            throw FleetError(.invalid, "\(vm.name) is a Generation 1 (BIOS) VM: those run on --hypervisor qemu, not as libvirt domains (\(libvirt.uri))")
+            throw FleetError(.invalid, "\(vm.name) is a Generation 1 (BIOS) VM: those run on --hypervisor qemu, not as libvirt domains "
+                                     + "(\(libvirt.uri))")
         }
         guard let sector = image.bootSector, sector.count >= 512 else {
             throw FleetError(.failed, "\(vm.name)'s image \(vm.image) has neither an ESP nor a boot sector")
@@ -285,7 +292,8 @@ public final class QEMUHypervisor: Hypervisor {
     }
 
     public func attest(_ vm: String) async throws -> AttestationOutcome {
-        throw FleetError(.conflict, "\(vm) is a real VM: its own agent attests at every boot and every interval (tlaunch vm console \(vm) shows it); restart it for a new measured boot")
+        throw FleetError(.conflict, "\(vm) is a real VM: its own agent attests at every boot and every interval (tlaunch vm console \(vm) "
+                                  + "shows it); restart it for a new measured boot")
     }
 
     /// What the guest's own agent last reported of itself (`tlaunch-agent status`, sent after each attestation).

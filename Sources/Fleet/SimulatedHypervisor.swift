@@ -91,7 +91,8 @@ public final class SimulatedHypervisor: Hypervisor {
     }
 
     public func console(_ vm: String, previous: Bool) throws -> String {
-        throw FleetError(.invalid, "\(vm) runs on the simulated hypervisor, which has no console: deploy with --hypervisor qemu for a real VM", field: "name")
+        throw FleetError(.invalid, "\(vm) runs on the simulated hypervisor, which has no console: deploy with --hypervisor qemu for a "
+                                 + "real VM", field: "name")
     }
 
     public func accelerator(_ vm: String) -> String? { nil }

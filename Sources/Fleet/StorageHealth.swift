@@ -28,7 +28,8 @@ final class StorageWatch: Sendable {
         if statvfs(folder.path, &st) == 0 {
             let free = UInt64(st.f_bavail) * UInt64(st.f_frsize)
             if free < minimumFree {
-                return "the data folder \(folder.path) is full (\(free >> 10) KiB free; the platform needs at least \(minimumFree >> 20) MiB): free space or move it to a larger disk"
+                return "the data folder \(folder.path) is full (\(free >> 10) KiB free; the platform needs at least \(minimumFree >> 20) "
+                     + "MiB): free space or move it to a larger disk"
             }
         }
         let file = folder.appendingPathComponent(".storage-probe-\(getpid())")
@@ -38,7 +39,8 @@ final class StorageWatch: Sendable {
         let block = [UInt8](repeating: 0, count: 4096)
         let wrote = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         guard wrote == block.count, fsync(fd) == 0 else {
-            return "the data folder \(folder.path) cannot be written: \(wrote < 0 || wrote != block.count ? String(cString: strerror(errno)) : "fsync failed")"
+            return "the data folder \(folder.path) cannot be written: "
+                 + "\(wrote < 0 || wrote != block.count ? String(cString: strerror(errno)) : "fsync failed")"
         }
         return nil
     }
@@ -91,7 +93,8 @@ extension Fleet {
             do {
                 try await raise(AlertBuilder.storageInterrupted(vm, operation: what.operation, reason: what.reason,
                                                                 at: Time.rfc3339(what.at)))
-                try await store.appendEvent(vm: name, kind: .storageFailure, message: "\(what.operation) interrupted by a storage failure at \(Time.rfc3339(what.at)): \(what.reason)")
+                try await store.appendEvent(vm: name, kind: .storageFailure, message: "\(what.operation) interrupted by a storage failure "
+                                                                                    + "at \(Time.rfc3339(what.at)): \(what.reason)")
                 _ = storage.interrupted.withLock { $0.removeValue(forKey: name) }
             } catch { continue }
             if vm.powerState == .running, vm.integrityMonitoring, hypervisor(for: vm).isRunning(name), !hypervisor(for: vm).guestRunsAgent {

@@ -219,7 +219,8 @@ public final class FleetStore: Sendable {
 
     /// Adds a host; false when the name is taken.
     public func insertHost(_ h: LibvirtHost) async throws -> Bool {
-        !(try await db.query("INSERT INTO fleet_hosts (name, state, body, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
+        !(try await db.query("INSERT INTO fleet_hosts (name, state, body, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING "
+                           + "RETURNING name",
                              [.text(h.name), .text(h.state.rawValue), .text(try Self.json(h)), .int(h.added)])).isEmpty
     }
 

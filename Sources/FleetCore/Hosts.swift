@@ -83,7 +83,8 @@ extension FleetRules {
     public static func checkHostURI(_ uri: String) throws {
         let schemes = ["qemu://", "qemu+ssh://", "qemu+tls://", "qemu+tcp://", "qemu+unix://", "qemu+libssh2://", "qemu+libssh://"]
         guard uri.count <= 512, uri.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }), schemes.contains(where: uri.hasPrefix) else {
-            throw FleetError(.invalid, "libvirt URI \"\(uri.prefix(80))\" is not a QEMU driver URI (e.g. qemu:///system, qemu+ssh://root@host/system, qemu+tls://host/system)", field: "uri")
+            throw FleetError(.invalid, "libvirt URI \"\(uri.prefix(80))\" is not a QEMU driver URI (e.g. qemu:///system, "
+                                     + "qemu+ssh://root@host/system, qemu+tls://host/system)", field: "uri")
         }
     }
 
@@ -101,7 +102,8 @@ extension FleetRules {
             throw FleetError(.invalid, "tpm must be external or emulator", field: "tpm")
         }
         if t == "external", !local {
-            throw FleetError(.invalid, "the external vTPM backend needs the host's QEMU on this machine (its socket is the platform's); a remote host runs its VMs' vTPMs as swtpm: --tpm emulator, with `tlaunch vtpm install-swtpm` there", field: "tpm")
+            throw FleetError(.invalid, "the external vTPM backend needs the host's QEMU on this machine (its socket is the platform's); a "
+                                     + "remote host runs its VMs' vTPMs as swtpm: --tpm emulator, with `tlaunch vtpm install-swtpm` there", field: "tpm")
         }
         return t
     }
@@ -113,7 +115,8 @@ extension FleetRules {
         func room(_ h: LibvirtHost) -> Int { h.capacity - (placed[h.name] ?? 0) }
         func why(_ h: LibvirtHost) -> String {
             if h.state == .unreachable { return "\(h.name): does not answer since \(Time.rfc3339(h.since)) (\(h.detail))" }
-            return "\(h.name): \(placed[h.name] ?? 0) of \(h.capacity) VMs placed (\(h.memoryMiB) MiB\(h.maxVMs.map { ", --max-vms \($0)" } ?? ""))"
+            return "\(h.name): \(placed[h.name] ?? 0) of \(h.capacity) VMs placed (\(h.memoryMiB) "
+                 + "MiB\(h.maxVMs.map { ", --max-vms \($0)" } ?? ""))"
         }
         if let wanted {
             guard let h = hosts.first(where: { $0.name == wanted }) else {

@@ -192,9 +192,12 @@ public enum FleetRules {
         }
         guard available.contains(h) else {
             if h == libvirt {
-                throw FleetError(.invalid, "hypervisor libvirt is not available here: start the platform with --hypervisor libvirt (a libvirtd that virsh reaches, --libvirt-uri), or use --hypervisor qemu or simulated", field: "hypervisor")
+                throw FleetError(.invalid, "hypervisor libvirt is not available here: start the platform with --hypervisor libvirt (a "
+                                         + "libvirtd that virsh reaches, --libvirt-uri), or use --hypervisor qemu or simulated", field: "hypervisor")
             }
-            throw FleetError(.invalid, "hypervisor \(h) is not available here: real VMs need QEMU and Debian's OVMF (apt-get install qemu-system-x86 ovmf) and the guest kit (busybox-static, linux-image-amd64, tlaunch-agent built beside tlaunch); use --hypervisor simulated", field: "hypervisor")
+            throw FleetError(.invalid, "hypervisor \(h) is not available here: real VMs need QEMU and Debian's OVMF (apt-get install "
+                                     + "qemu-system-x86 ovmf) and the guest kit (busybox-static, linux-image-amd64, tlaunch-agent built "
+                                     + "beside tlaunch); use --hypervisor simulated", field: "hypervisor")
         }
         return h
     }
@@ -213,16 +216,22 @@ public enum FleetRules {
         let hypervisor = try checkHypervisor(r.hypervisor, available: available)
         let type = try securityType(r.securityType) ?? .trustedLaunch
         if type == .trustedLaunch, image.generation != 2 {
-            throw FleetError(.invalid, "image \(image.name) is Generation \(image.generation) (BIOS) only, and Trusted Launch needs a Generation 2 (UEFI) image: deploy it with --security-type Standard, or choose a Generation 2 image such as sample-linux", field: "image")
+            throw FleetError(.invalid, "image \(image.name) is Generation \(image.generation) (BIOS) only, and Trusted Launch needs a "
+                                     + "Generation 2 (UEFI) image: deploy it with --security-type Standard, or choose a Generation 2 "
+                                     + "image such as sample-linux", field: "image")
         }
         if type == .standard {
-            if r.secureBoot == true { throw FleetError(.invalid, "Secure Boot exists only for TrustedLaunch VMs: drop --secure-boot, or deploy with --security-type TrustedLaunch", field: "secureBoot") }
-            if r.vTpm == true { throw FleetError(.invalid, "a vTPM exists only for TrustedLaunch VMs: drop --vtpm, or deploy with --security-type TrustedLaunch", field: "vTpm") }
-            if r.integrityMonitoring == true { throw FleetError(.invalid, "integrity monitoring needs a vTPM, which Standard VMs do not have: deploy with --security-type TrustedLaunch", field: "integrityMonitoring") }
+            if r.secureBoot == true { throw FleetError(.invalid, "Secure Boot exists only for TrustedLaunch VMs: drop --secure-boot, or "
+                                                               + "deploy with --security-type TrustedLaunch", field: "secureBoot") }
+            if r.vTpm == true { throw FleetError(.invalid, "a vTPM exists only for TrustedLaunch VMs: drop --vtpm, or deploy with "
+                                                         + "--security-type TrustedLaunch", field: "vTpm") }
+            if r.integrityMonitoring == true { throw FleetError(.invalid, "integrity monitoring needs a vTPM, which Standard VMs do not "
+                                                                        + "have: deploy with --security-type TrustedLaunch", field: "integrityMonitoring") }
         }
         let vtpm = type == .trustedLaunch && (r.vTpm ?? true)
         if r.integrityMonitoring == true, !vtpm {
-            throw FleetError(.invalid, "integrity monitoring attests with the VM's vTPM: keep --vtpm true, or leave integrity monitoring off", field: "integrityMonitoring")
+            throw FleetError(.invalid, "integrity monitoring attests with the VM's vTPM: keep --vtpm true, or leave integrity monitoring "
+                                     + "off", field: "integrityMonitoring")
         }
         if try baselineMode(r) != nil, !vtpm {
             throw FleetError(.invalid, "a baseline is what the vTPM's measurements are compared with: without a vTPM there is none to set",
@@ -241,28 +250,38 @@ public enum FleetRules {
     public static func update(_ u: UpdateRequest, vm: VMRecord) throws -> UpdatePlan {
         let name = vm.name
         if let v = u.version, v != vm.version {
-            throw FleetError(.conflict, "\(name) changed since you read it (you sent version \(v), it is now \(vm.version)): read it again and retry", field: "version")
+            throw FleetError(.conflict, "\(name) changed since you read it (you sent version \(v), it is now \(vm.version)): read it "
+                                      + "again and retry", field: "version")
         }
         if let t = try securityType(u.securityType), t != vm.securityType {
-            throw FleetError(.invalid, "the security type of \(name) is \(vm.securityType.rawValue) and cannot be changed after deployment (Trusted Launch must be chosen at deployment): delete the VM and deploy it again with --security-type \(t.rawValue)", field: "securityType")
+            throw FleetError(.invalid, "the security type of \(name) is \(vm.securityType.rawValue) and cannot be changed after "
+                                     + "deployment (Trusted Launch must be chosen at deployment): delete the VM and deploy it again with "
+                                     + "--security-type \(t.rawValue)", field: "securityType")
         }
         if let i = u.image, i != vm.image {
-            throw FleetError(.invalid, "the image of \(name) cannot be changed: put new files on its disk (tlaunch vm disk put), or deploy a new VM from \(i.prefix(64))", field: "image")
+            throw FleetError(.invalid, "the image of \(name) cannot be changed: put new files on its disk (tlaunch vm disk put), or "
+                                     + "deploy a new VM from \(i.prefix(64))", field: "image")
         }
         if let h = u.hypervisor, h != vm.hypervisor { throw FleetError(.invalid, "the hypervisor of \(name) cannot be changed", field: "hypervisor") }
         if vm.securityType == .standard {
-            if u.secureBoot != nil { throw FleetError(.invalid, "\(name) is a Standard VM: Secure Boot exists only for TrustedLaunch VMs (redeploy it as TrustedLaunch)", field: "secureBoot") }
-            if u.vTpm != nil { throw FleetError(.invalid, "\(name) is a Standard VM: a vTPM exists only for TrustedLaunch VMs (redeploy it as TrustedLaunch)", field: "vTpm") }
-            if u.integrityMonitoring == true { throw FleetError(.invalid, "\(name) is a Standard VM without a vTPM, so integrity monitoring cannot attest it: redeploy it as TrustedLaunch", field: "integrityMonitoring") }
+            if u.secureBoot != nil { throw FleetError(.invalid, "\(name) is a Standard VM: Secure Boot exists only for TrustedLaunch VMs "
+                                                              + "(redeploy it as TrustedLaunch)", field: "secureBoot") }
+            if u.vTpm != nil { throw FleetError(.invalid, "\(name) is a Standard VM: a vTPM exists only for TrustedLaunch VMs (redeploy "
+                                                        + "it as TrustedLaunch)", field: "vTpm") }
+            if u.integrityMonitoring == true { throw FleetError(.invalid, "\(name) is a Standard VM without a vTPM, so integrity "
+                                                                        + "monitoring cannot attest it: redeploy it as TrustedLaunch", field: "integrityMonitoring") }
         }
         let firmwareChange = (u.secureBoot.map { $0 != vm.secureBoot } ?? false) || (u.vTpm.map { $0 != vm.vTPM } ?? false)
         if firmwareChange, vm.powerState == .running {
-            throw FleetError(.conflict, "Secure Boot and vTPM settings change the firmware, so \(name) must be stopped first: tlaunch vm stop \(name)", field: u.secureBoot != nil ? "secureBoot" : "vTpm")
+            throw FleetError(.conflict, "Secure Boot and vTPM settings change the firmware, so \(name) must be stopped first: tlaunch vm "
+                                      + "stop \(name)", field: u.secureBoot != nil ? "secureBoot" : "vTpm")
         }
         let vtpm = u.vTpm ?? vm.vTPM
         let monitoring = u.integrityMonitoring ?? vm.integrityMonitoring
         if monitoring, !vtpm {
-            throw FleetError(.invalid, u.vTpm == false ? "integrity monitoring is on and needs the vTPM: switch it off first (--integrity-monitoring false)" : "integrity monitoring needs the vTPM: turn the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
+            throw FleetError(.invalid, u.vTpm == false ? "integrity monitoring is on and needs the vTPM: switch it off first "
+                                                       + "(--integrity-monitoring false)" : "integrity monitoring needs the vTPM: turn "
+                                                                                          + "the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
         }
         var agent: GuestAgentState?
         if let g = u.guestAgent {

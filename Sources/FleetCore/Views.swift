@@ -170,13 +170,18 @@ extension VMRecord {
         let vm = self
         var out: [String] = []
         if vm.securityType == .standard {
-            out.append("Standard VMs have no Secure Boot, vTPM or integrity monitoring. Trusted Launch can only be chosen at deployment: deploy a new VM (Trusted Launch is the default) and move the workload.")
+            out.append("Standard VMs have no Secure Boot, vTPM or integrity monitoring. Trusted Launch can only be chosen at deployment: "
+                     + "deploy a new VM (Trusted Launch is the default) and move the workload.")
             return out
         }
-        if !vm.secureBoot { out.append("Turn Secure Boot on so only signed boot loaders and kernels run: `tlaunch vm stop \(vm.name)`; `tlaunch vm update \(vm.name) --secure-boot true`") }
-        if !vm.vTPM { out.append("Turn the vTPM on for measured boot and attestation: `tlaunch vm stop \(vm.name)`; `tlaunch vm update \(vm.name) --vtpm true`") }
-        if vm.vTPM, !vm.integrityMonitoring { out.append("Turn on integrity monitoring to be alerted when the boot changes: `tlaunch vm update \(vm.name) --integrity-monitoring true`") }
-        if vm.integrityMonitoring, vm.bootIntegrity == .unhealthy { out.append("Boot integrity is unhealthy: read the active alert (`tlaunch alert list --vm \(vm.name)`)") }
+        if !vm.secureBoot { out.append("Turn Secure Boot on so only signed boot loaders and kernels run: `tlaunch vm stop \(vm.name)`; "
+                                     + "`tlaunch vm update \(vm.name) --secure-boot true`") }
+        if !vm.vTPM { out.append("Turn the vTPM on for measured boot and attestation: `tlaunch vm stop \(vm.name)`; `tlaunch vm update "
+                               + "\(vm.name) --vtpm true`") }
+        if vm.vTPM, !vm.integrityMonitoring { out.append("Turn on integrity monitoring to be alerted when the boot changes: `tlaunch vm "
+                                                       + "update \(vm.name) --integrity-monitoring true`") }
+        if vm.integrityMonitoring, vm.bootIntegrity == .unhealthy { out.append("Boot integrity is unhealthy: read the active alert "
+                                                                             + "(`tlaunch alert list --vm \(vm.name)`)") }
         return out
     }
 
@@ -199,7 +204,8 @@ extension VMRecord {
                 out.append(ChecklistItem(requirement: "Secure Boot", state: .met, why: booted?.secureBootEnforced == true ? "enforced at the last boot: every boot image was verified against db and dbx" : "on (enforced from the first boot)"))
             }
         } else {
-            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: tl ? "off: stop the VM and turn it on (--secure-boot true)" : "Standard VMs have no Secure Boot: redeploy as TrustedLaunch"))
+            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: tl ? "off: stop the VM and turn it on "
+                                                                                         + "(--secure-boot true)" : "Standard VMs have no Secure Boot: redeploy as TrustedLaunch"))
         }
         if tl && vm.vTPM {
             if let b = booted, b.measured {
@@ -220,8 +226,14 @@ extension VMRecord {
                                                  why: "monitored; waiting for the first attestation of this boot"))
         case (false, _): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet, why: tl && vm.vTPM ? "integrity monitoring is off: tlaunch vm update \(vm.name) --integrity-monitoring true" : "needs Trusted Launch with a vTPM"))
         }
-        out.append(ChecklistItem(requirement: "DMA protection", state: .notApplicable, why: "the \(vm.hypervisor) hypervisor gives the guest no DMA-capable (passed-through) devices; with device passthrough a virtual IOMMU would be required"))
-        out.append(ChecklistItem(requirement: "System Guard (DRTM)", state: .notMet, why: "the virtual firmware provides a static root of trust (SRTM: firmware → boot loader → kernel measured from reset); no dynamic launch (Intel TXT / AMD SKINIT) is offered to guests"))
+        out.append(ChecklistItem(requirement: "DMA protection", state: .notApplicable, why: "the \(vm.hypervisor) hypervisor gives the "
+                                                                                          + "guest no DMA-capable (passed-through) "
+                                                                                          + "devices; with device passthrough a virtual "
+                                                                                          + "IOMMU would be required"))
+        out.append(ChecklistItem(requirement: "System Guard (DRTM)", state: .notMet, why: "the virtual firmware provides a static root of "
+                                                                                        + "trust (SRTM: firmware → boot loader → kernel "
+                                                                                        + "measured from reset); no dynamic launch (Intel "
+                                                                                        + "TXT / AMD SKINIT) is offered to guests"))
         return out
     }
 }

@@ -50,7 +50,8 @@ public struct GuestAgent: Sendable {
                 return (ek, cert)
             }
         }
-        throw AgentError("read EK certificate", "the TPM has no EK certificate in NV (0x01C0000A for ECC, 0x01C00002 for RSA): it was not provisioned by a CA the service can trust")
+        throw AgentError("read EK certificate", "the TPM has no EK certificate in NV (0x01C0000A for ECC, 0x01C00002 for RSA): it was not "
+                                              + "provisioned by a CA the service can trust")
     }
 
     public func attestationKey() async throws -> TPMObject {
@@ -306,14 +307,16 @@ extension GuestStatus {
         var out = "Device security of \(vm)\n"
         out += "  Secure Boot State:     \(secureBootState)\n"
         if tpm.present {
-            out += "  TPM 2.0:               present — \(tpm.specVersion ?? "?"), \(tpm.manufacturer ?? "?"), firmware \(tpm.firmwareVersion ?? "?")\n"
+            out += "  TPM 2.0:               present — \(tpm.specVersion ?? "?"), \(tpm.manufacturer ?? "?"), firmware "
+                 + "\(tpm.firmwareVersion ?? "?")\n"
             out += "  PCR banks:             \(tpm.pcrBanks.joined(separator: ", "))\n"
             if let ek = tpm.ekCertificate { out += "  EK certificate:        \(ek)\n" }
         } else {
             out += "  TPM 2.0:               not present\(tpm.error.map { " (\($0))" } ?? "")\n"
         }
         if measuredBootLog.present {
-            out += "  Measured boot log:     present, \(measuredBootLog.events) events\(measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n"
+            out += "  Measured boot log:     present, \(measuredBootLog.events) "
+                 + "events\(measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n"
         } else {
             out += "  Measured boot log:     not present\(measuredBootLog.error.map { " (\($0))" } ?? "")\n"
         }
@@ -329,7 +332,8 @@ extension GuestStatus {
 extension GuestAgent {
     /// An attestation's outcome as the agent prints it: the verdict, each check, what changed.
     public static func describe(_ o: AttestationOutcome, showToken: Bool = true) -> String {
-        var out = "Attestation \(o.passed ? "PASSED" : "FAILED") for \(o.vm) at \(o.time) (policy \(o.policy.id) v\(o.policy.version), id \(o.id))\n"
+        var out = "Attestation \(o.passed ? "PASSED" : "FAILED") for \(o.vm) at \(o.time) (policy \(o.policy.id) v\(o.policy.version), id "
+                + "\(o.id))\n"
         for c in o.checks { out += "  \(c.passed ? "✓" : "✗") \(c.name): \(c.reason)\n" }
         for ch in o.changes { out += "    · \(ch.summary)\n" }
         if let t = o.token { out += showToken ? "Token: \(t)\n" : "Token: issued (\(o.tokenID ?? "?"))\n" }

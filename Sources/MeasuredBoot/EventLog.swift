@@ -266,7 +266,9 @@ public struct EventLog: Sendable {
             for i in 0..<Int(count) {
                 let alg = TPMAlgID(rawValue: try r.u16("hashAlg"))
                 guard let bank = banks.first(where: { $0.algorithm == alg }) else {
-                    throw EventLogError(.invalidValue, "digest algorithm \(alg) is not one of the log's banks (\(banks.map { "\($0.algorithm)" }.joined(separator: ", "))), so its size is unknown",
+                    throw EventLogError(.invalidValue, "digest algorithm \(alg) is not one of the log's banks "
+                                                     + "(\(banks.map { "\($0.algorithm)" }.joined(separator: ", "))), so its size is "
+                                                     + "unknown",
                                         offset: r.position - 2, field: "TCG_PCR_EVENT2.digests[\(i)].hashAlg")
                 }
                 try r.need(bank.digestSize, "\(alg) digest")

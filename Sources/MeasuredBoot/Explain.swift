@@ -212,7 +212,8 @@ extension VerifiedEventLog {
             let decoded = e.decoded
             if case .malformed(let err) = decoded {
                 facts.anomalies.append(.init(kind: .malformedEventData, eventIndex: e.index, pcr: e.pcrIndex,
-                                             message: "\(e.type) data does not decode: \(err.reason)\(err.offset.map { " (data offset \($0))" } ?? "")"))
+                                             message: "\(e.type) data does not decode: "
+                                                    + "\(err.reason)\(err.offset.map { " (data offset \($0))" } ?? "")"))
             }
             if !e.type.isKnown {
                 facts.anomalies.append(.init(kind: .unknownEventType, eventIndex: e.index, pcr: e.pcrIndex,
@@ -224,7 +225,8 @@ extension VerifiedEventLog {
                     known = " (an old shim's authority event with trailing bytes, rhboot/shim#184)"
                 }
                 facts.anomalies.append(.init(kind: .digestNotOfData, eventIndex: e.index, pcr: e.pcrIndex,
-                                             message: "the digest of this \(e.type) event is not the hash of its data: what it says is not what was measured\(known)"))
+                                             message: "the digest of this \(e.type) event is not the hash of its data: what it says is "
+                                                    + "not what was measured\(known)"))
             }
             let configVariable = config.isConfiguration(e)
             if let sepAt = separatorSeen[e.pcrIndex], e.type != .separator, configVariable == nil, !Self.allowedAfterSeparator(pcr: e.pcrIndex, type: e.type) {
@@ -233,11 +235,13 @@ extension VerifiedEventLog {
             }
             if let expected = Self.expectedTypes[e.pcrIndex], !expected.contains(e.type), e.type.isKnown {
                 facts.anomalies.append(.init(kind: .unexpectedEventType, eventIndex: e.index, pcr: e.pcrIndex,
-                    message: "\(e.type) in PCR \(e.pcrIndex), where only \(expected.map(\.description).sorted().joined(separator: ", ")) belong: an event's type is not covered by its digest, so this may be a relabelled measurement"))
+                    message: "\(e.type) in PCR \(e.pcrIndex), where only \(expected.map(\.description).sorted().joined(separator: ", ")) "
+                           + "belong: an event's type is not covered by its digest, so this may be a relabelled measurement"))
             }
             if e.pcrIndex == 8, e.type == .ipl, v.dataVouching == .claim {
                 facts.anomalies.append(.init(kind: .unverifiedMeasurement, eventIndex: e.index, pcr: 8,
-                    message: "an EV_IPL in PCR 8 that follows no known boot loader convention (grub's `grub_cmd:`/`kernel_cmdline:` strings): what it measured is unknown"))
+                    message: "an EV_IPL in PCR 8 that follows no known boot loader convention (grub's `grub_cmd:`/`kernel_cmdline:` "
+                           + "strings): what it measured is unknown"))
             }
             if e.pcrIndex == 8 { cmdline.see(v, facts: &facts) }
             switch decoded {
@@ -252,7 +256,8 @@ extension VerifiedEventLog {
                 facts.separators.append(.init(eventIndex: e.index, pcr: e.pcrIndex, isError: isError))
                 if isError {
                     facts.anomalies.append(.init(kind: .errorSeparator, eventIndex: e.index, pcr: e.pcrIndex,
-                                                 message: "error separator in PCR \(e.pcrIndex): the firmware reported a measurement failure"))
+                                                 message: "error separator in PCR \(e.pcrIndex): the firmware reported a measurement "
+                                                        + "failure"))
                 }
             case .variable(let variable) where v.dataMatchesDigest && configVariable != nil:
                 config.see(variable, event: e, afterSeparator: separatorSeen[7], facts: &facts)
@@ -292,7 +297,8 @@ extension VerifiedEventLog {
         // log's firmware PCRs were verified; a partial verification proves nothing here).
         for pcr in UInt32(0)...7 where verifiedPCRs.contains(pcr) && separatorSeen[pcr] == nil && events.contains(where: { $0.event.pcrIndex == pcr }) {
             facts.anomalies.append(.init(kind: .missingSeparator, eventIndex: nil, pcr: pcr,
-                                         message: "PCR \(pcr) has measurements but no separator: the log may be cut short or the firmware did not finish"))
+                                         message: "PCR \(pcr) has measurements but no separator: the log may be cut short or the firmware "
+                                                + "did not finish"))
         }
         if verifiedPCRs.contains(7) { config.finish(facts: &facts) }
         if verifiedPCRs.contains(8) || verifiedPCRs.contains(12) { cmdline.finish(facts: &facts) }
@@ -441,7 +447,8 @@ struct SecureBootConfiguration {
     mutating func see(_ v: UEFIVariableData, event e: Event, afterSeparator separator: Int?, facts: inout BootFacts) {
         if let separator {
             facts.anomalies.append(.init(kind: .configurationAfterSeparator, eventIndex: e.index, pcr: 7,
-                message: "\(v.name) was measured into PCR 7 after its separator (event \(separator)): the firmware measures the Secure Boot configuration before it, so this was added later and is not the configuration that booted"))
+                message: "\(v.name) was measured into PCR 7 after its separator (event \(separator)): the firmware measures the Secure "
+                       + "Boot configuration before it, so this was added later and is not the configuration that booted"))
             return
         }
         let guid: EFIGUID = Self.databases.contains(v.name) ? .imageSecurityDatabase : .globalVariable
@@ -459,7 +466,8 @@ struct SecureBootConfiguration {
         if let r = Self.order.firstIndex(of: v.name) {
             if r < rank {
                 facts.anomalies.append(.init(kind: .configurationOutOfOrder, eventIndex: e.index, pcr: 7,
-                    message: "\(v.name) was measured after \(Self.order[rank]): the firmware measures SecureBoot, PK, KEK, db, dbx in this order"))
+                    message: "\(v.name) was measured after \(Self.order[rank]): the firmware measures SecureBoot, PK, KEK, db, dbx in "
+                           + "this order"))
             }
             rank = max(rank, r)
         }
@@ -490,7 +498,8 @@ struct SecureBootConfiguration {
         let missing = Self.order.filter { seen[$0] == nil }
         if !missing.isEmpty && missing.count < Self.order.count {
             facts.anomalies.append(.init(kind: .incompleteConfiguration, eventIndex: nil, pcr: 7,
-                message: "PCR 7 lacks \(missing.joined(separator: ", ")) before its separator: the firmware measures SecureBoot, PK, KEK, db and dbx, empty or not"))
+                message: "PCR 7 lacks \(missing.joined(separator: ", ")) before its separator: the firmware measures SecureBoot, PK, KEK, "
+                       + "db and dbx, empty or not"))
         }
     }
 }

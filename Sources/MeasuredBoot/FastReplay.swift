@@ -45,7 +45,9 @@ extension EventLog {
                     for i in 0..<Int(n) {
                         let alg = TPMAlgID(rawValue: try r.u16("hashAlg"))
                         guard let slot = banks.firstIndex(where: { $0.algorithm == alg }) else {
-                            throw EventLogError(.invalidValue, "digest algorithm \(alg) is not one of the log's banks (\(banks.map { "\($0.algorithm)" }.joined(separator: ", "))), so its size is unknown",
+                            throw EventLogError(.invalidValue, "digest algorithm \(alg) is not one of the log's banks "
+                                                             + "(\(banks.map { "\($0.algorithm)" }.joined(separator: ", "))), so its size "
+                                                             + "is unknown",
                                                 offset: r.position - 2, field: "TCG_PCR_EVENT2.digests[\(i)].hashAlg")
                         }
                         offsets[slot] = r.offset

@@ -265,7 +265,8 @@ public struct IMAReplayState: Sendable, Hashable {
     /// entryCount`), so a batch that skips or repeats entries is refused.
     public mutating func apply(_ entries: [IMAEntry]) throws(EventLogError) {
         if let first = entries.first, first.index != entryCount {
-            throw EventLogError(.invalidInput, "entries start at index \(first.index) but the replay has applied \(entryCount); send the entries from \(entryCount)",
+            throw EventLogError(.invalidInput, "entries start at index \(first.index) but the replay has applied \(entryCount); send the "
+                                             + "entries from \(entryCount)",
                                 eventIndex: first.index)
         }
         for e in entries {

@@ -55,7 +55,8 @@ public struct AuthenticodeSignature: Sendable {
 
     /// The bytes of the first DER value (tag, length, content), without trailing padding.
     static func derPrefix(_ b: [UInt8]) throws(SecureBootError) -> [UInt8] {
-        guard b.count >= 2, b[0] == 0x30 else { throw SecureBootError(.invalidSignature, "the PKCS#7 signature does not start with a SEQUENCE", offset: 0, field: "ContentInfo") }
+        guard b.count >= 2, b[0] == 0x30 else { throw SecureBootError(.invalidSignature, "the PKCS#7 signature does not start with a "
+                                                                                       + "SEQUENCE", offset: 0, field: "ContentInfo") }
         var length = Int(b[1])
         var header = 2
         if length & 0x80 != 0 {
@@ -187,19 +188,22 @@ public struct AuthenticodeSignature: Sendable {
     /// the signed attributes with the signer certificate's key. Returns the signer certificate.
     public func verifySigner(_ s: Signer) -> Result<Certificate, SecureBootError> {
         guard let cert = certificates.first(where: { $0.issuer == s.issuer && $0.serialNumber == s.serialNumber }) else {
-            return .failure(SecureBootError(.invalidSignature, "the signer's certificate (\(s.issuer), serial \(s.serialNumber)) is not in the signature", field: "SignerInfo.sid"))
+            return .failure(SecureBootError(.invalidSignature, "the signer's certificate (\(s.issuer), serial \(s.serialNumber)) is not "
+                                                             + "in the signature", field: "SignerInfo.sid"))
         }
         let signedBytes: [UInt8]
         if let attrs = s.signedAttributes {
             guard let md = s.messageDigest, hash(s.digestAlgorithm, contentOctets) == md else {
-                return .failure(SecureBootError(.invalidSignature, "the signed attributes' messageDigest is not the digest of the SpcIndirectDataContent", field: "SignerInfo.signedAttrs.messageDigest"))
+                return .failure(SecureBootError(.invalidSignature, "the signed attributes' messageDigest is not the digest of the "
+                                                                 + "SpcIndirectDataContent", field: "SignerInfo.signedAttrs.messageDigest"))
             }
             signedBytes = attrs
         } else {
             signedBytes = contentOctets
         }
         guard let algorithm = Self.signatureAlgorithm(key: cert.publicKey, digest: s.digestAlgorithm, oid: s.signatureAlgorithm) else {
-            return .failure(SecureBootError(.unsupported, "signature algorithm \(s.signatureAlgorithm) with \(s.digestAlgorithm) is not supported", field: "SignerInfo.signatureAlgorithm"))
+            return .failure(SecureBootError(.unsupported, "signature algorithm \(s.signatureAlgorithm) with \(s.digestAlgorithm) is not "
+                                                        + "supported", field: "SignerInfo.signatureAlgorithm"))
         }
         guard cert.publicKey.isValidSignature(s.signature, for: signedBytes, signatureAlgorithm: algorithm) else {
             return .failure(SecureBootError(.invalidSignature, "the signature does not verify with the signer's key (\(cert.subject))",

@@ -242,7 +242,8 @@ public enum ImageVerifier {
                                                           valid: false, problem: nil, chain: [])
                 defer { decision.signatures.append(report) }
                 guard let computed = sig.digestAlgorithm == .sha256 ? sha256 : try? image.authenticodeDigest(sig.digestAlgorithm), computed == sig.imageDigest else {
-                    report.problem = "the signed digest is not the image's \(PCRValuesName(sig.digestAlgorithm)) Authenticode digest (the image was changed after signing)"
+                    report.problem = "the signed digest is not the image's \(PCRValuesName(sig.digestAlgorithm)) Authenticode digest (the "
+                                   + "image was changed after signing)"
                     continue
                 }
                 let cert: Certificate

@@ -79,7 +79,8 @@ public struct PEImage: Sendable {
         let sectionTable = opt + optionalSize
         try r.need(sectionTable, sectionCount * 40, "IMAGE_SECTION_HEADER[\(sectionCount)]")
         guard sizeOfHeaders >= sectionTable + sectionCount * 40, sizeOfHeaders <= bytes.count else {
-            throw SecureBootError(.invalidPE, "SizeOfHeaders \(sizeOfHeaders) does not cover the headers (\(sectionTable + sectionCount * 40) bytes) within the file (\(bytes.count))",
+            throw SecureBootError(.invalidPE, "SizeOfHeaders \(sizeOfHeaders) does not cover the headers "
+                                            + "(\(sectionTable + sectionCount * 40) bytes) within the file (\(bytes.count))",
                                   offset: opt + 60, field: "IMAGE_OPTIONAL_HEADER.SizeOfHeaders")
         }
         if rvaCount > 4 {
@@ -91,7 +92,8 @@ public struct PEImage: Sendable {
                 certificateTable = bytes.count..<bytes.count
             } else {
                 guard start >= sizeOfHeaders, start <= bytes.count, size <= bytes.count - start else {
-                    throw SecureBootError(.invalidPE, "the certificate table (\(start), \(size) bytes) is not inside the file (\(bytes.count) bytes) after the headers",
+                    throw SecureBootError(.invalidPE, "the certificate table (\(start), \(size) bytes) is not inside the file "
+                                                    + "(\(bytes.count) bytes) after the headers",
                                           offset: entry, field: "DataDirectory[SECURITY]")
                 }
                 guard start + size == bytes.count else {
@@ -118,7 +120,8 @@ public struct PEImage: Sendable {
             let size = Int(try r.u32(h + 16, "IMAGE_SECTION_HEADER[\(i)].SizeOfRawData"))
             if size > 0 {
                 guard pointer <= bytes.count, size <= bytes.count - pointer else {
-                    throw SecureBootError(.invalidPE, "section \(i) raw data (\(pointer), \(size) bytes) extends beyond the end of the file (\(bytes.count))",
+                    throw SecureBootError(.invalidPE, "section \(i) raw data (\(pointer), \(size) bytes) extends beyond the end of the "
+                                                    + "file (\(bytes.count))",
                                           offset: h + 16, field: "IMAGE_SECTION_HEADER[\(i)]")
                 }
             }
@@ -207,7 +210,8 @@ public struct PEImage: Sendable {
         var o = certificateTable.lowerBound
         while o < certificateTable.upperBound {
             guard certificateTable.upperBound - o >= 8 else {
-                throw SecureBootError(.invalidSignature, "\(certificateTable.upperBound - o) bytes left in the certificate table, less than a WIN_CERTIFICATE header",
+                throw SecureBootError(.invalidSignature, "\(certificateTable.upperBound - o) bytes left in the certificate table, less "
+                                                       + "than a WIN_CERTIFICATE header",
                                       offset: o, field: "WIN_CERTIFICATE")
             }
             let length = Int(try r.u32(o, "dwLength"))

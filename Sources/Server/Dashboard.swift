@@ -14,7 +14,8 @@ enum Dashboard {
 
     /// The session cookie: HttpOnly, SameSite=Strict, for the session's 12 hours.
     /// Over HTTPS it is also `Secure`: the browser never sends it over plain HTTP.
-    static func sessionCookie(_ session: String, secure: Bool) -> String { "\(cookie)=\(session); HttpOnly; SameSite=Strict; Path=/; Max-Age=43200" + (secure ? "; Secure" : "") }
+    static func sessionCookie(_ session: String, secure: Bool) -> String { "\(cookie)=\(session); HttpOnly; SameSite=Strict; Path=/; "
+                                                                         + "Max-Age=43200" + (secure ? "; Secure" : "") }
 
     /// The platform's storage problem while a page renders (set by `StorageBannerMiddleware`).
     @TaskLocal static var storageProblem: String?
@@ -82,10 +83,12 @@ enum Dashboard {
             let time = a.time.count >= 19 ? String(a.time.dropFirst(11).prefix(8)) : a.time
             let mark: HTML = a.passed ? "✓" : (state == "pending" ? "…" : "✗")
             let check: HTML = a.passed ? "" : "<small>\(text: failed?.name.rawValue ?? "")</small>"
-            return boot + "<span class=\"tile \(text: state)\" title=\"\(text: "\(a.time): \(why)\(change)")\">\(mark)<small>\(text: time)</small>\(check)</span>"
+            return boot + "<span class=\"tile \(text: state)\" "
+                        + "title=\"\(text: "\(a.time): \(why)\(change)")\">\(mark)<small>\(text: time)</small>\(check)</span>"
         }
         return "<h2>Boots and attestations</h2><div id=\"bootstrip\" class=\"strip\" aria-label=\"attestations, oldest to newest\">" + tiles.joined()
-            + "</div><p class=\"muted\">Oldest to newest; green passed, red failed (hover for the check that failed), amber waits for a baseline.</p>"
+            + "</div><p class=\"muted\">Oldest to newest; green passed, red failed (hover for the check that failed), amber waits for a "
+            + "baseline.</p>"
     }
 
     /// A recommendation as HTML: escaped, with each `command` in backticks as code to copy.
@@ -201,10 +204,13 @@ enum Dashboard {
     static func hostTable(_ hosts: [HostView]) -> HTML {
         guard !hosts.isEmpty else { return "" }
         let rows = hosts.map { v -> HTML in
-            "<tr id=\"host-\(text: v.host.name)\"><td>\(text: v.host.name)</td><td class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td><td>\(text: Time.rfc3339(v.host.since))</td>"
-                + "<td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(text: v.host.detail)</td></tr>"
+            "<tr id=\"host-\(text: v.host.name)\"><td>\(text: v.host.name)</td><td "
+          + "class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td><td>\(text: Time.rfc3339(v.host.since))</td>"
+                + "<td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) "
+                + "MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(text: v.host.detail)</td></tr>"
         }.joined()
-        return "<h2>Hosts</h2><table id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>"
+        return "<h2>Hosts</h2><table "
+             + "id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>"
     }
 
     /// Where a sign-in may go on to: one of the dashboard's own pages, by a path made of the
@@ -299,7 +305,9 @@ enum Dashboard {
         @Sendable func signedIn(_ context: ServiceContext, admin: Bool = false) -> Response? {
             guard let c = context.caller else { return redirect("/login") }
             if c.role == .agent || c.role == .signin || (admin && c.role != .admin) {
-                return page("Not allowed", "<div class=\"error\">A \(text: c.role.rawValue) token cannot \(admin ? "change the fleet" : "read the dashboard"). <a href=\"/login\">Sign in</a> with an admin token.</div>", status: .forbidden)
+                return page("Not allowed", "<div class=\"error\">A \(text: c.role.rawValue) token cannot "
+                                         + "\(admin ? "change the fleet" : "read the dashboard"). <a href=\"/login\">Sign in</a> with an "
+                                         + "admin token.</div>", status: .forbidden)
             }
             return nil
         }
@@ -314,14 +322,17 @@ enum Dashboard {
             // A one-time code (what `tlaunch up` prints): exchanged once for a session.
             if let code = request.uri.queryParameters.get("code").map({ String($0) }) {
                 guard tokenLike(code), let session = try await fleet.service.exchangeSignInCode(code) else {
-                    return page("Sign in", "<div class=\"error\">That sign-in link has expired or was used already: print a new one (tlaunch up prints one at start), or sign in with a token.</div><p><a href=\"/login\">Sign in</a></p>", status: .unauthorized)
+                    return page("Sign in", "<div class=\"error\">That sign-in link has expired or was used already: print a new one "
+                                         + "(tlaunch up prints one at start), or sign in with a token.</div><p><a href=\"/login\">Sign "
+                                         + "in</a></p>", status: .unauthorized)
                 }
                 return redirect(next, headers: [.setCookie: sessionCookie(session, secure: secure)])
             }
             if let token = request.uri.queryParameters.get("token").map({ String($0) }) {
                 // A session only for a token that is one (an unchecked one would fix the session).
                 guard tokenLike(token), let session = try await fleet.service.startSession(for: token) else {
-                    return page("Sign in", "<div class=\"error\">That sign-in link's token is not valid.</div><p><a href=\"/login\">Sign in</a></p>", status: .unauthorized)
+                    return page("Sign in", "<div class=\"error\">That sign-in link's token is not valid.</div><p><a href=\"/login\">Sign "
+                                         + "in</a></p>", status: .unauthorized)
                 }
                 return redirect(next, headers: [.setCookie: sessionCookie(session, secure: secure)])
             }
@@ -334,7 +345,8 @@ enum Dashboard {
             let f = try await formBody(request)
             guard let token = f["token"], !token.isEmpty, token.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }),
                   let session = try await fleet.service.startSession(for: token) else {
-                return page("Sign in", "<div class=\"error\">That token is not valid (an admin or reader token).</div><p><a href=\"/login\">Try again</a></p>", status: .unauthorized)
+                return page("Sign in", "<div class=\"error\">That token is not valid (an admin or reader token).</div><p><a "
+                                     + "href=\"/login\">Try again</a></p>", status: .unauthorized)
             }
             return redirect("/", headers: [.setCookie: sessionCookie(session, secure: secure)])
         }
@@ -364,11 +376,14 @@ enum Dashboard {
             let active = try await fleet.alerts(status: .active, limit: 10000)
             let total = try await fleet.vmCount()
             let count: HTML = matches.map { "<span id=\"matches\">\($0) of \(total) VMs match</span>" } ?? "\(total) VMs"
-            let summary: HTML = "<p>\(count) · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active alert\(active.count == 1 ? "" : "s")</a>"
+            let summary: HTML = "<p>\(count) · <a href=\"/alerts\" class=\"\(active.isEmpty ? "ok" : "bad")\">\(active.count) active "
+                              + "alert\(active.count == 1 ? "" : "s")</a>"
                 + (after == nil ? "" : " · <a href=\"/\(text: filter.query(after: nil))\">first page</a>") + "</p>"
-            let next: HTML = more ? "<p><a id=\"next\" href=\"/\(text: filter.query(after: shown.last?.name))\">Next \(pageSize) VMs</a></p>" : ""
+            let next: HTML = more ? "<p><a id=\"next\" href=\"/\(text: filter.query(after: shown.last?.name))\">Next \(pageSize) "
+                                  + "VMs</a></p>" : ""
             let hosts = hostTable((try? await fleet.hostViews()) ?? [])
-            return page("Fleet", "<h1>Fleet</h1>\(filter.form)\(summary)\(fleetTable(shown))\(next)\(hosts)<p><a href=\"/deploy\">Deploy a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>",
+            return page("Fleet", "<h1>Fleet</h1>\(filter.form)\(summary)\(fleetTable(shown))\(next)\(hosts)<p><a href=\"/deploy\">Deploy "
+                               + "a VM</a> · API: <code>/v1/vms</code> · <a href=\"/openapi.json\">OpenAPI</a></p>",
                         live: true)
         }
 
@@ -384,10 +399,12 @@ enum Dashboard {
             // What the platform is doing to it now (the page refreshes itself until it is done), or did last.
             let activity = try? await fleet.activity(name)
             if let a = activity, !a.steps.isEmpty {
-                let steps = "<ol id=\"activity\">" + a.steps.map { "<li><span class=\"muted\">\(text: $0.time)</span> \(text: $0.message)</li>" }.joined() + "</ol>"
+                let steps = "<ol id=\"activity\">" + a.steps.map { "<li><span class=\"muted\">\(text: $0.time)</span> "
+                                                                 + "\(text: $0.message)</li>" }.joined() + "</ol>"
                 body += a.busy
                     ? "<div class=\"card\"><h2>In progress: \(text: a.operation ?? "operation")</h2>\(steps)</div>"
-                    : "<details><summary>Last \(text: a.operation ?? "operation"): \(text: a.steps.last?.message ?? "")</summary>\(steps)</details>"
+                    : "<details><summary>Last \(text: a.operation ?? "operation"): "
+                    + "\(text: a.steps.last?.message ?? "")</summary>\(steps)</details>"
             }
             body += """
             <div class="card"><table id="overview"><tbody>
@@ -404,37 +421,49 @@ enum Dashboard {
             \(v.integrityMonitoring.bootIntegrity == .unhealthy ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
             """
             if !v.alerts.isEmpty {
-                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(text: $0.severity)\"><a href=\"/alerts/\(text: $0.id)\">\(text: $0.severity): \(text: $0.title)</a> (\(text: $0.created))</li>" }.joined() + "</ul>"
+                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(text: $0.severity)\"><a "
+                                                                    + "href=\"/alerts/\(text: $0.id)\">\(text: $0.severity): "
+                                                                    + "\(text: $0.title)</a> (\(text: $0.created))</li>" }.joined() + "</ul>"
             }
             if !o.recommendations.isEmpty {
                 body += "<h2>Recommendations</h2><ul id=\"recommendations\">" + o.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             }
-            body += "<h2>Security readiness (Secured-core checklist)</h2><table id=\"checklist\"><thead><tr><th>Requirement</th><th>State</th><th>Why</th></tr></thead><tbody>"
+            body += "<h2>Security readiness (Secured-core checklist)</h2><table "
+                  + "id=\"checklist\"><thead><tr><th>Requirement</th><th>State</th><th>Why</th></tr></thead><tbody>"
             for c in o.checklist {
                 let cls = c.state == .met ? "ok" : (c.state == .notMet ? "bad" : "muted")
-                body += "<tr><td>\(text: c.requirement)</td><td class=\"\(text: cls)\">\(text: c.state.rawValue)</td><td>\(text: c.why)</td></tr>"
+                body += "<tr><td>\(text: c.requirement)</td><td "
+                      + "class=\"\(text: cls)\">\(text: c.state.rawValue)</td><td>\(text: c.why)</td></tr>"
             }
             body += "</tbody></table>"
             if let b = v.lastBoot {
-                body += "<h2>Last boot (\(b.number), \(text: b.time))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>" : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>") · \(text: b.firmware) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(text: $0)</code>" } ?? "")</p>"
+                body += "<h2>Last boot (\(b.number), "
+                      + "\(text: b.time))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>" : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>") · \(text: b.firmware) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(text: $0)</code>" } ?? "")</p>"
                 if !b.stages.isEmpty {
-                    body += "<table><thead><tr><th>Stage</th><th>Path</th><th>Authenticode SHA-256</th><th>Verified by</th></tr></thead><tbody>"
+                    body += "<table><thead><tr><th>Stage</th><th>Path</th><th>Authenticode SHA-256</th><th>Verified "
+                          + "by</th></tr></thead><tbody>"
                         + b.stages.map { "<tr><td>\(text: $0.kind)</td><td>\(text: $0.path)</td><td><code>\(text: $0.sha256)</code></td><td>\(text: [$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": "))</td></tr>" }.joined()
                         + "</tbody></table>"
                 }
             }
             body += bootStrip(o.attestations)
-            body += "<h2>Attestation timeline</h2><table id=\"timeline\"><thead><tr><th>Time</th><th>Event</th><th>What happened</th></tr></thead><tbody>"
+            body += "<h2>Attestation timeline</h2><table id=\"timeline\"><thead><tr><th>Time</th><th>Event</th><th>What "
+                  + "happened</th></tr></thead><tbody>"
                 + o.timeline.map { "<tr><td>\(text: $0.time)</td><td>\(text: $0.kind.rawValue)</td><td>\(text: $0.message)</td></tr>" }.joined() + "</tbody></table>"
             if !o.attestations.isEmpty {
-                body += "<h2>Attestations</h2><table id=\"attestations\"><thead><tr><th>Time</th><th>Result</th><th>Baseline</th><th>Failed checks</th></tr></thead><tbody>"
-                    + o.attestations.map { a in "<tr><td>\(text: a.time)</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td><td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>" }.joined()
+                body += "<h2>Attestations</h2><table "
+                      + "id=\"attestations\"><thead><tr><th>Time</th><th>Result</th><th>Baseline</th><th>Failed "
+                      + "checks</th></tr></thead><tbody>"
+                    + o.attestations.map { a in "<tr><td>\(text: a.time)</td><td "
+                                              + "class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") "
+                                              + "(\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td><td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>" }.joined()
                     + "</tbody></table>"
             }
             if v.hypervisor == FleetRules.qemu, let console = try? await fleet.console(v.name) {
                 // The guest's own words: printable text only, escaped, the last lines.
                 let tail = ConsoleText.printable(String(console.suffix(12_000))).split(separator: "\n", omittingEmptySubsequences: false).suffix(60).joined(separator: "\n")
-                body += "<h2>Console (boot \(v.bootCount))</h2><p class=\"muted\">tlaunch vm console \(text: v.name) --follow</p><pre id=\"console\">\(text: tail)</pre>"
+                body += "<h2>Console (boot \(v.bootCount))</h2><p class=\"muted\">tlaunch vm console \(text: v.name) --follow</p><pre "
+                      + "id=\"console\">\(text: tail)</pre>"
             }
             return page(v.name, body, refresh: activity?.busy == true ? 3 : nil, live: true)
         }
@@ -459,9 +488,11 @@ enum Dashboard {
                 default: return page("Bad request", "<div class=\"error\">Unknown action.</div>", status: .badRequest)
                 }
             } catch let e as FleetError {
-                return page("Refused", "<div class=\"error\">\(text: e.message)</div><p><a href=\"/vms/\(text: name)\">Back to \(text: name)</a></p>", status: .init(code: e.kind.status))
+                return page("Refused", "<div class=\"error\">\(text: e.message)</div><p><a href=\"/vms/\(text: name)\">Back to "
+                                     + "\(text: name)</a></p>", status: .init(code: e.kind.status))
             } catch let e as AttestationServiceError {
-                return page("Refused", "<div class=\"error\">\(text: e.message)</div><p><a href=\"/vms/\(text: name)\">Back to \(text: name)</a></p>", status: .init(code: e.kind.status))
+                return page("Refused", "<div class=\"error\">\(text: e.message)</div><p><a href=\"/vms/\(text: name)\">Back to "
+                                     + "\(text: name)</a></p>", status: .init(code: e.kind.status))
             }
             return redirect("/vms/\(name)")
         }
@@ -471,28 +502,36 @@ enum Dashboard {
             let all = try await fleet.alerts(limit: 500)
             var rows: HTML = ""
             for a in all {
-                rows += "<tr class=\"sev-\(text: a.status == .active ? a.severity.rawValue : "")\"><td><a href=\"/alerts/\(text: a.id)\">\(text: a.title)</a></td><td><a href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td><td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td><td>\(text: a.resolution ?? "")</td></tr>"
+                rows += "<tr class=\"sev-\(text: a.status == .active ? a.severity.rawValue : "")\"><td><a "
+                      + "href=\"/alerts/\(text: a.id)\">\(text: a.title)</a></td><td><a "
+                      + "href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td><td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td><td>\(text: a.resolution ?? "")</td></tr>"
             }
-            return page("Alerts", "<h1>Alerts</h1><table id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>",
+            return page("Alerts", "<h1>Alerts</h1><table "
+                                + "id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>",
                         live: true)
         }
 
         router.get("/alerts/{id}") { _, context -> Response in
             if let r = signedIn(context) { return r }
             let id = try context.parameters.require("id")
-            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", "<div class=\"error\">No alert \(text: id).</div>", status: .notFound) }
+            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", "<div class=\"error\">No alert "
+                                                                                                  + "\(text: id).</div>", status: .notFound) }
             var body: HTML = "<h1 class=\"sev-\(text: a.severity.rawValue)\">\(text: a.title)</h1>"
-            body += "<p><b>\(text: a.severity.rawValue)</b> severity · <b>\(text: a.status.rawValue)</b> · VM <a href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a> · raised \(text: a.created) · seen \(a.occurrences)× · last \(text: a.updated)\(a.attestationID.map { " · attestation <code>\(text: $0)</code>" } ?? "")</p>"
+            body += "<p><b>\(text: a.severity.rawValue)</b> severity · <b>\(text: a.status.rawValue)</b> · VM <a "
+                  + "href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a> · raised \(text: a.created) · seen \(a.occurrences)× · last "
+                  + "\(text: a.updated)\(a.attestationID.map { " · attestation <code>\(text: $0)</code>" } ?? "")</p>"
             if let r = a.resolution { body += "<p class=\"muted\">\(text: r)</p>" }
             body += "<div class=\"card\"><p id=\"description\">\(text: a.description)</p></div>"
-            body += "<h2>Evidence</h2><table id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>"
+            body += "<h2>Evidence</h2><table "
+                  + "id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>"
             for e in a.evidence {
                 body += "<tr><td>\(text: e.component.rawValue)</td><td>\(text: e.name)</td><td>\(text: e.pcr.map(String.init) ?? "-")</td><td><code>\(text: e.from ?? "-")</code>\(e.fromSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td><code>\(text: e.to ?? "-")</code>\(e.toSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td>\(text: e.detail)</td></tr>"
             }
             body += "</tbody></table><h2>Recommendations</h2><ul id=\"recommendations\">" + a.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             body += "<h2>Mitigations</h2><ul id=\"mitigations\">" + a.mitigations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             if a.status == .active {
-                body += "<form method=\"post\" action=\"/alerts/\(text: a.id)/dismiss\"><label>Reason <input name=\"reason\" size=\"50\"></label> <button type=\"submit\">Dismiss</button></form>"
+                body += "<form method=\"post\" action=\"/alerts/\(text: a.id)/dismiss\"><label>Reason <input name=\"reason\" "
+                      + "size=\"50\"></label> <button type=\"submit\">Dismiss</button></form>"
             }
             return page(a.title, body, live: true)
         }
@@ -511,9 +550,11 @@ enum Dashboard {
             if let r = signedIn(context) { return r }
             var rows: HTML = ""
             for i in try await fleet.imageList() {
-                rows += "<tr><td>\(text: i.name)</td><td>Gen \(i.generation) (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td><td>\(text: i.source)</td></tr>"
+                rows += "<tr><td>\(text: i.name)</td><td>Gen \(i.generation) "
+                      + "(\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td><td>\(text: i.source)</td></tr>"
             }
-            return page("Images", "<h1>Images</h1><table id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>")
+            return page("Images", "<h1>Images</h1><table "
+                                + "id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>")
         }
 
         router.get("/deploy") { _, context -> Response in
@@ -601,7 +642,8 @@ struct FleetFilter {
                 + options.map { (o) -> HTML in "<option value=\"\(text: o.0)\"\(o.0 == chosen ? " selected" : "")>\(text: o.1)</option>" }.joined()
                 + "</select></label> "
         }
-        return "<form id=\"filter\" method=\"get\" action=\"/\"><label>Search <input type=\"search\" name=\"q\" value=\"\(text: text ?? "")\" placeholder=\"name or image\"></label> "
+        return "<form id=\"filter\" method=\"get\" action=\"/\"><label>Search <input type=\"search\" name=\"q\" "
+             + "value=\"\(text: text ?? "")\" placeholder=\"name or image\"></label> "
             + select("power", "Power state", PowerState.allCases.map { ($0.rawValue, $0.rawValue) }, power?.rawValue)
             + select("integrity", "Boot integrity", BootIntegrity.allCases.map { ($0.rawValue, $0.display) }, integrity?.rawValue)
             + select("security", "Security type", [("TrustedLaunch", "Trusted launch"), ("Standard", "Standard")], security)

@@ -156,7 +156,8 @@ extension APIServer {
             let vm = try await fleet.require(n)
             guard let status = await fleet.guestStatus(n) else {
                 if vm.powerState == .running && vm.isRealVM {
-                    throw APIError(.conflict, "\(n)'s agent has not reported its view of this boot yet (it does after each attestation): try again in a moment")
+                    throw APIError(.conflict, "\(n)'s agent has not reported its view of this boot yet (it does after each attestation): "
+                                            + "try again in a moment")
                 }
                 throw APIError(.conflict, "\(n) is \(vm.powerState.rawValue.lowercased()): the guest's view exists only while it runs")
             }

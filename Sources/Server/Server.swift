@@ -90,7 +90,8 @@ public enum APIServer {
         if let strict = T.self as? any StrictBody.Type, let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
             let unknown = strict.unknownFields(object)
             if !unknown.isEmpty {
-                throw APIError(.badRequest, "unknown field\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")): check the spelling (the OpenAPI document at /openapi.json lists the fields)", field: unknown[0])
+                throw APIError(.badRequest, "unknown field\(unknown.count == 1 ? "" : "s") \(unknown.joined(separator: ", ")): check the "
+                                          + "spelling (the OpenAPI document at /openapi.json lists the fields)", field: unknown[0])
             }
         }
         do {
@@ -99,13 +100,15 @@ public enum APIServer {
             throw APIError(.badRequest, "missing field \((c.codingPath + [key]).map(\.stringValue).joined(separator: "."))",
                            field: (c.codingPath + [key]).map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.typeMismatch(_, c) {
-            throw APIError(.badRequest, "field \(c.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type: \(c.debugDescription)", field: c.codingPath.map(\.stringValue).joined(separator: "."))
+            throw APIError(.badRequest, "field \(c.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type: "
+                                      + "\(c.debugDescription)", field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.valueNotFound(_, c) {
             throw APIError(.badRequest, "field \(c.codingPath.map(\.stringValue).joined(separator: ".")) is null",
                            field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.dataCorrupted(c) {
             let path = c.codingPath.map(\.stringValue).joined(separator: ".")
-            throw APIError(.badRequest, path.isEmpty ? "the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)" : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
+            throw APIError(.badRequest, path.isEmpty ? "the body is not valid JSON: "
+                                                     + "\(c.underlyingError.map { "\($0)" } ?? c.debugDescription)" : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
         }
     }
 
@@ -120,7 +123,8 @@ public enum APIServer {
             throw APIError(.unauthorized, "authenticate with Authorization: Bearer <token> (tlaunch token create)")
         }
         guard roles.contains(caller.role) else {
-            throw APIError(.forbidden, "a \(caller.role.rawValue) token cannot do this (needs \(roles.map(\.rawValue).sorted().joined(separator: " or ")))")
+            throw APIError(.forbidden, "a \(caller.role.rawValue) token cannot do this (needs "
+                                     + "\(roles.map(\.rawValue).sorted().joined(separator: " or ")))")
         }
         if caller.role == .agent, caller.vm != vm {
             throw APIError(.forbidden, "this agent token is for VM \(caller.vm ?? "?"), not \(vm ?? "every VM")")
@@ -234,7 +238,8 @@ public enum APIServer {
             struct Mode: Decodable { var mode: String }
             let body = try await require(Mode.self, request, limit: maxSmallBody)
             guard let mode = BaselineMode(rawValue: body.mode) else {
-                throw APIError(.badRequest, "mode must be learn (trust on first use), approve (a person approves the first baseline) or predicted (from the disk)", field: "mode")
+                throw APIError(.badRequest, "mode must be learn (trust on first use), approve (a person approves the first baseline) or "
+                                          + "predicted (from the disk)", field: "mode")
             }
             try await service.setBaselineMode(vm: vm, mode)
             return json(["vm": vm, "mode": mode.rawValue])
@@ -579,7 +584,8 @@ public final class Metrics: Sendable {
         out += "# HELP tlaunch_attestations_total Attestations by outcome.\n# TYPE tlaunch_attestations_total counter\n"
         out += "tlaunch_attestations_total{outcome=\"pass\"} \(s.attestations[true] ?? 0)\n"
         out += "tlaunch_attestations_total{outcome=\"fail\"} \(s.attestations[false] ?? 0)\n"
-        out += "# HELP tlaunch_attestation_duration_seconds Time to verify evidence and answer.\n# TYPE tlaunch_attestation_duration_seconds histogram\n"
+        out += "# HELP tlaunch_attestation_duration_seconds Time to verify evidence and answer.\n# TYPE "
+             + "tlaunch_attestation_duration_seconds histogram\n"
         for (i, b) in Self.bounds.enumerated() { out += "tlaunch_attestation_duration_seconds_bucket{le=\"\(b)\"} \(s.buckets[i])\n" }
         out += "tlaunch_attestation_duration_seconds_bucket{le=\"+Inf\"} \(s.count)\n"
         out += "tlaunch_attestation_duration_seconds_sum \(s.sum)\ntlaunch_attestation_duration_seconds_count \(s.count)\n"

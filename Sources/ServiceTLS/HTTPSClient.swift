@@ -163,7 +163,8 @@ public enum HTTPSClient {
         case let e as NIOSSLError:
             return Failure(message: "TLS handshake with \(host):\(port) failed: \(e) — is --ca the platform's tls/ca.pem?")
         case let e as BoringSSLError:
-            return Failure(message: "TLS with \(host):\(port) failed: \(e) — is --ca the platform's tls/ca.pem (and, with mutual TLS, --client-cert one it issued)?")
+            return Failure(message: "TLS with \(host):\(port) failed: \(e) — is --ca the platform's tls/ca.pem (and, with mutual TLS, "
+                                  + "--client-cert one it issued)?")
         case let e as NIOSSLExtraError:
             return Failure(message: "TLS with \(host):\(port) failed: \(e) (the certificate is not for this name or address)")
         default:

@@ -49,7 +49,8 @@ public struct PlatformTLS: Sendable {
                 }
                 return PlatformTLS(directory: directory, caCertificate: cert, caKey: key)
             } catch let e as TLSSetupError { throw e } catch {
-                throw TLSSetupError("cannot read the platform TLS CA in \(directory.path): \(error) (move the folder away to start a new CA; clients must then trust the new ca.pem)")
+                throw TLSSetupError("cannot read the platform TLS CA in \(directory.path): \(error) (move the folder away to start a new "
+                                  + "CA; clients must then trust the new ca.pem)")
             }
         }
         let key = P256.Signing.PrivateKey()

@@ -92,7 +92,8 @@ public struct SQLSchema: Sendable {
                             [.int(Self.sharedNumberingEnded), .int(now)])
             guard current <= Int64(steps.count) else {
                 throw StorageError("migrate \(module)",
-                                   "the database's \(module) tables are at version \(current), newer than this build's \(steps.count): upgrade tlaunch")
+                                   "the database's \(module) tables are at version \(current), newer than this build's \(steps.count): "
+                                 + "upgrade tlaunch")
             }
             for (i, statements) in steps.enumerated() where Int64(i + 1) > current {
                 for s in statements { _ = try await q(s, []) }

@@ -112,14 +112,16 @@ public final class SQLStore: AttestationStore {
     }
 
     public func takePendingEnrolment(id: String, vm: String) async throws -> PendingEnrolment? {
-        let rows = try await run("DELETE FROM pending_enrolments WHERE id = ? AND vm = ? RETURNING id, vm, ek_public, ak_public, ek_certificate, secret_hash, expires",
+        let rows = try await run("DELETE FROM pending_enrolments WHERE id = ? AND vm = ? RETURNING id, vm, ek_public, ak_public, "
+                               + "ek_certificate, secret_hash, expires",
                                  [.text(id), .text(vm)])
         guard let r = rows.first else { return nil }
         return PendingEnrolment(id: r[0].text ?? "", vm: r[1].text ?? "", ekPublic: r[2].text ?? "", akPublic: r[3].text ?? "",
                                 ekCertificate: r[4].text, secretHash: r[5].text ?? "", expires: r[6].int ?? 0)
     }
 
-    static let agentColumns = "vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, clock, reset_count, restart_count, rebind_allowed"
+    static let agentColumns = "vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, clock, reset_count, restart_count, "
+                            + "rebind_allowed"
 
     static func agent(_ r: [SQLValue]) -> AgentRecord {
         AgentRecord(vm: r[0].text ?? "", ekPublic: r[1].text ?? "", akPublic: r[2].text ?? "", ekCertificate: r[3].text,
@@ -217,7 +219,8 @@ public final class SQLStore: AttestationStore {
             decodedBaselines.store(text, components)
         }
         guard let source = r[1].text.flatMap(BaselineSource.init(rawValue:)) else {
-            throw StorageError("baselines", "\(r[0].text ?? "?")'s baseline has source \(r[1].text ?? "null"), not one of \(BaselineSource.allCases.map(\.rawValue))")
+            throw StorageError("baselines", "\(r[0].text ?? "?")'s baseline has source \(r[1].text ?? "null"), not one of "
+                                          + "\(BaselineSource.allCases.map(\.rawValue))")
         }
         return BaselineRecord(vm: r[0].text ?? "", source: source, components: components, attestationID: r[3].text, updated: r[4].int ?? 0)
     }

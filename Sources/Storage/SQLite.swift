@@ -52,7 +52,8 @@ public final class SQLiteBackend: SQLBackend, @unchecked Sendable {
                 var tries = 0
                 while case .busy = try Self.attempt(pragma, [], on: connection) {
                     tries += 1
-                    guard .milliseconds(10) * tries < busyTimeout else { throw StorageError(pragma, "the database is locked by another process: \(path)") }
+                    guard .milliseconds(10) * tries < busyTimeout else { throw StorageError(pragma, "the database is locked by another "
+                                                                                                  + "process: \(path)") }
                     try await Task.sleep(for: .milliseconds(10))
                 }
             }

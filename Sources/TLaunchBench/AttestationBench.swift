@@ -221,7 +221,8 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     // "256 bits ecdsa (nistp256)   0.0000s   0.0001s  27842.4   8861.0": sign/s and verify/s last.
     let (sign, verify) = fields.count >= 3 ? (fields[fields.count - 2], fields[fields.count - 1]) : (0, 0)
 
-    print("Attestation service: one server core (CPU \(serverCPU)), SQLite, \(https ? "HTTPS (TLS, keep-alive, the CA pinned)" : "HTTP/1.1") on loopback, \(clients) VMs")
+    print("Attestation service: one server core (CPU \(serverCPU)), SQLite, "
+        + "\(https ? "HTTPS (TLS, keep-alive, the CA pinned)" : "HTTP/1.1") on loopback, \(clients) VMs")
     print("  evidence: quote over sha256 PCRs 0–15 + \(events)-event log; default policy; ES256 token; history kept")
     report("openssl speed ecdsap256: verify (ceiling)", verify)
     report("openssl speed ecdsap256: sign", sign)

@@ -79,7 +79,8 @@ func deployAndEnrolFleet(fleet: Fleet, service: AttestationService, folder: Data
         try await g.waitForAll()
     }
     let enrolTime = clock.now - t1
-    out("  enrol \(vms) VMs (EK chain, MakeCredential, ActivateCredential, AK certificate): \(fmt(enrolTime)) (\(Int(Double(vms) / enrolTime.seconds))/s)")
+    out("  enrol \(vms) VMs (EK chain, MakeCredential, ActivateCredential, AK certificate): \(fmt(enrolTime)) "
+      + "(\(Int(Double(vms) / enrolTime.seconds))/s)")
     return shared
 }
 
@@ -155,7 +156,8 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
     defer { p.remove() }
     let (service, fleet, store) = (p.service, p.fleet, p.store)
     let clock = ContinuousClock()
-    out("Fleet at scale: \(vms) Trusted Launch VMs with integrity monitoring, SQLite, one process on \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
+    out("Fleet at scale: \(vms) Trusted Launch VMs with integrity monitoring, SQLite, one process on "
+      + "\(ProcessInfo.processInfo.activeProcessorCount) CPUs")
     let shared = try await p.deployAndEnrol(vms: vms, tpms: tpms)
     out("  memory after deployment: RSS \(Int(residentMemory().now)) MiB")
 
@@ -178,9 +180,13 @@ func fleetBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int) async th
         if !outcome.passed { r.failed.add(1, ordering: .relaxed) }
     }
     let w = r.whole.withLock { $0 }, sv = r.server.withLock { $0 }
-    out("  attestations: \(w.count) in \(fmt(elapsed)) = \(String(format: "%.0f", Double(w.count) / elapsed.seconds))/s sustained (target \(String(format: "%.0f", rate))/s); \(r.failed.load(ordering: .relaxed)) failed; \(r.late.load(ordering: .relaxed)) started >50 ms late")
-    out("  latency, nonce → recorded (quote included): p50 \(String(format: "%.1f", pct(w, 0.5))) ms, p99 \(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1)))")
-    out("  latency, service + fleet (verify, token, history, boot integrity, timeline): p50 \(String(format: "%.1f", pct(sv, 0.5))) ms, p99 \(String(format: "%.1f", pct(sv, 0.99))) ms")
+    out("  attestations: \(w.count) in \(fmt(elapsed)) = \(String(format: "%.0f", Double(w.count) / elapsed.seconds))/s sustained (target "
+      + "\(String(format: "%.0f", rate))/s); \(r.failed.load(ordering: .relaxed)) failed; \(r.late.load(ordering: .relaxed)) started >50 "
+      + "ms late")
+    out("  latency, nonce → recorded (quote included): p50 \(String(format: "%.1f", pct(w, 0.5))) ms, p99 "
+      + "\(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1)))")
+    out("  latency, service + fleet (verify, token, history, boot integrity, timeline): p50 \(String(format: "%.1f", pct(sv, 0.5))) ms, "
+      + "p99 \(String(format: "%.1f", pct(sv, 0.99))) ms")
     let mem = residentMemory()
     out("  memory: peak RSS \(Int(mem.peak)) MiB, now \(Int(mem.now)) MiB (target < 8 GiB)")
     let healthy = try await store.backend.query("SELECT COUNT(*) FROM fleet_vms WHERE last_attestation IS NOT NULL", [])

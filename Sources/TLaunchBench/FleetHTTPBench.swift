@@ -31,7 +31,8 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
     }
     defer { p.remove() }
     let (dir, folder) = (p.dir, p.folder)
-    out("Fleet at scale over \(https ? "HTTPS" : "HTTP"): \(vms) Trusted Launch VMs with integrity monitoring; tlaunch up (SQLite) and the agents share \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
+    out("Fleet at scale over \(https ? "HTTPS" : "HTTP"): \(vms) Trusted Launch VMs with integrity monitoring; tlaunch up (SQLite) and "
+      + "the agents share \(ProcessInfo.processInfo.activeProcessorCount) CPUs")
     let shared = try await p.deployAndEnrol(vms: vms, tpms: tpms)
     await p.store.backend.close()
     // Every VM's agent token, as its agent reads it from the VM's folder.
@@ -99,17 +100,20 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
     let serverWrote = processWritten(server.processIdentifier) - serverWrote0
     let w = r.whole.withLock { $0 }
     let sustained = Double(w.count) / elapsed.seconds
-    out("  attestations: \(w.count) answered in \(fmt(elapsed)) = \(String(format: "%.0f", sustained))/s sustained (offered \(String(format: "%.0f", rate))/s); "
+    out("  attestations: \(w.count) answered in \(fmt(elapsed)) = \(String(format: "%.0f", sustained))/s sustained (offered "
+      + "\(String(format: "%.0f", rate))/s); "
         + "\(r.failed.load(ordering: .relaxed)) failed; \(r.late.load(ordering: .relaxed)) started >50 ms late")
     for (e, k) in r.errors.withLock({ $0 }).sorted(by: { $0.value > $1.value }).prefix(5) { out("    \(k)× \(e)") }
-    out("  latency, scheduled start → outcome (nonce, quote, evidence, verify, token, fleet record): p50 \(String(format: "%.1f", pct(w, 0.5))) ms, "
+    out("  latency, scheduled start → outcome (nonce, quote, evidence, verify, token, fleet record): p50 "
+      + "\(String(format: "%.1f", pct(w, 0.5))) ms, "
         + "p99 \(String(format: "%.1f", pct(w, 0.99))) ms, max \(String(format: "%.1f", pct(w, 1))) ms")
     out(String(format: "  CPU per attestation: server %.0f µs, agents (quotes, HTTP clients) %.0f µs",
                serverCPU / Double(max(w.count, 1)) * 1e6,
                ownCPU / Double(max(w.count, 1)) * 1e6))
     out("  written by tlaunch up per attestation (its database's WAL and checkpoints, logs): \(serverWrote / max(w.count, 1)) bytes")
     let serverMemory = processMemory(server.processIdentifier), own = residentMemory()
-    out("  memory: tlaunch up peak RSS \(Int(serverMemory.peak)) MiB (now \(Int(serverMemory.now))); the agents' process peak \(Int(own.peak)) MiB")
+    out("  memory: tlaunch up peak RSS \(Int(serverMemory.peak)) MiB (now \(Int(serverMemory.now))); the agents' process peak "
+      + "\(Int(own.peak)) MiB")
     let met = sustained >= 1000 && pct(w, 0.99) < 50 && serverMemory.peak < 2048 && r.failed.load(ordering: .relaxed) == 0
     out("  target ≥ 1,000/s, p99 < 50 ms, RSS < 2 GiB, none failed: \(met ? "met" : "NOT met")")
 }

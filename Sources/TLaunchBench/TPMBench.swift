@@ -81,7 +81,8 @@ func startPeers() throws -> [ServerProcess] {
 func tpmBenchmarks(seconds: Double) async throws {
     let affinity = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8))?
         .split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list") }.map(String.init) ?? "?"
-    print("Round trips over the swtpm socket protocol, one connection each (\(affinity.replacingOccurrences(of: "\t", with: " ")); servers inherit it):")
+    print("Round trips over the swtpm socket protocol, one connection each (\(affinity.replacingOccurrences(of: "\t", with: " ")); "
+        + "servers inherit it):")
     let peers = try startPeers()
     defer { for p in peers { p.stop() } }
     var table: [(String, [Double])] = []
@@ -179,7 +180,8 @@ func tpmBenchmarks(seconds: Double) async throws {
     try await row("NV_Read 64 bytes", iterations: 1_000_000) { _ = try await $0.nvRead(TPMHandle(0x0150_0B00), size: 64) }
     for c in clients { await c.close() }
     let slower = table.filter { $0.1[0] < $0.1[1] }.map(\.0)
-    print(slower.isEmpty ? "  target (every operation at least as fast as swtpm): met" : "  target NOT met for: \(slower.joined(separator: ", "))")
+    print(slower.isEmpty ? "  target (every operation at least as fast as swtpm): met" : "  target NOT met for: "
+                                                                                       + "\(slower.joined(separator: ", "))")
 }
 
 /// Resident memory per idle vTPM: many in this process versus swtpm processes.

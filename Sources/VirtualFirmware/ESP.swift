@@ -106,7 +106,8 @@ public struct ESP: Sendable {
         let entriesLBA = u64(512 + 72), count = u32(512 + 80), entrySize = u32(512 + 84)
         guard (92...512).contains(headerSize), (128...4096).contains(entrySize), count <= 1024,
               entriesLBA > 0, entriesLBA < Int.max / 512, entriesLBA * 512 + count * entrySize <= bytes.count else {
-            throw FirmwareError(.invalidImage, stage: "GPT", "the GPT header at LBA 1 is inconsistent (header \(headerSize) bytes, \(count) entries of \(entrySize) bytes at LBA \(entriesLBA))")
+            throw FirmwareError(.invalidImage, stage: "GPT", "the GPT header at LBA 1 is inconsistent (header \(headerSize) bytes, "
+                                                           + "\(count) entries of \(entrySize) bytes at LBA \(entriesLBA))")
         }
         var used: [[UInt8]] = []
         var esp: (index: Int, start: Int, end: Int)?

@@ -27,7 +27,8 @@ public struct FATFileSystem: Sendable {
         guard [512, 1024, 2048,
                4096].contains(bytesPerSector) else { throw bad("BytesPerSector \(bytesPerSector) at byte 11 is not 512–4096") }
         guard sectorsPerCluster > 0, sectorsPerCluster & (sectorsPerCluster - 1) == 0 else { throw bad("SectorsPerCluster \(sectorsPerCluster) at byte 13 is not a power of two") }
-        guard reserved > 0, fats > 0, fatSize > 0, total > 0 else { throw bad("reserved sectors, FAT count, FAT size and total sectors must be non-zero") }
+        guard reserved > 0, fats > 0, fatSize > 0, total > 0 else { throw bad("reserved sectors, FAT count, FAT size and total sectors "
+                                                                            + "must be non-zero") }
         fatOffset = reserved * bytesPerSector
         rootDirOffset = (reserved + fats * fatSize) * bytesPerSector
         let rootSectors = (rootDirEntries * 32 + bytesPerSector - 1) / bytesPerSector
@@ -37,7 +38,8 @@ public struct FATFileSystem: Sendable {
         clusterCount = dataSectors / sectorsPerCluster
         fatBits = clusterCount < 4085 ? 12 : clusterCount < 65525 ? 16 : 32
         rootCluster = fatBits == 32 ? UInt32(truncatingIfNeeded: u32(44)) : 0
-        guard fatOffset + fatSize * bytesPerSector <= bytes.count else { throw bad("the FAT (\(fatSize) sectors at \(fatOffset)) extends past the image (\(bytes.count) bytes)") }
+        guard fatOffset + fatSize * bytesPerSector <= bytes.count else { throw bad("the FAT (\(fatSize) sectors at \(fatOffset)) extends "
+                                                                                 + "past the image (\(bytes.count) bytes)") }
     }
 
     func next(_ cluster: UInt32) -> UInt32? {

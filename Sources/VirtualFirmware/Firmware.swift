@@ -169,7 +169,8 @@ struct Run {
                                                 parameters: params).encode() else { return }
         let r = tpm.handle(bytes)
         if !(r.count >= 10 && r[6..<10].allSatisfy { $0 == 0 }), tpmFailure == nil {
-            tpmFailure = FirmwareError(.tpm, stage: "measurement", "the vTPM refused PCR_Extend of PCR \(e.pcrIndex): response code 0x\(hexString(r.dropFirst(6).prefix(4)))")
+            tpmFailure = FirmwareError(.tpm, stage: "measurement", "the vTPM refused PCR_Extend of PCR \(e.pcrIndex): response code "
+                                                                 + "0x\(hexString(r.dropFirst(6).prefix(4)))")
         }
     }
 
@@ -304,7 +305,8 @@ struct Run {
             return (n, o, p)
         }).first else {
             throw FirmwareError(.notFound, stage: "boot manager",
-                                "no boot entry names a file on the ESP (tried \(order.map { Self.bootName($0) }.joined(separator: ", ")); the default is \\EFI\\BOOT\\BOOTX64.EFI)")
+                                "no boot entry names a file on the ESP (tried \(order.map { Self.bootName($0) }.joined(separator: ", ")); "
+                              + "the default is \\EFI\\BOOT\\BOOTX64.EFI)")
         }
 
         // PCR 4 and the separators, as OVMF's boot manager does before it calls the entry.
@@ -400,7 +402,8 @@ struct Run {
         case .grub: try runGrub(image, cmdpathDir: Self.directory(image.path))
         case .linux: try startKernel(image, loadOptions: loadOptions)
         case .application:
-            throw FirmwareError(.unsupported, stage: "firmware", "\(image.path) is an EFI application the simulation does not model (not shim, grub or a Linux kernel)", path: image.path)
+            throw FirmwareError(.unsupported, stage: "firmware", "\(image.path) is an EFI application the simulation does not model (not "
+                                                               + "shim, grub or a Linux kernel)", path: image.path)
         }
     }
 

@@ -50,7 +50,8 @@ public enum VTPMFuzzing {
             return a == b ? [] : ["a refused blob changed the TPM's volatile state"]
         }
         var violations: [String] = []
-        if (try? VolatileState(tpmBytes: tpm.exportVolatileState())) == nil { violations.append("the resumed TPM's volatile state does not parse again") }
+        if (try? VolatileState(tpmBytes: tpm.exportVolatileState())) == nil { violations.append("the resumed TPM's volatile state does "
+                                                                                              + "not parse again") }
         // The resumed TPM itself must answer: PCR_Read and GetRandom through the same dispatcher.
         for command: [UInt8] in [[0x80, 0x01, 0, 0, 0, 0x14, 0, 0, 0x01, 0x7E, 0, 0, 0, 1, 0, 0x0B, 3, 0xFF, 0xFF, 0xFF],
                                  [0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x7B, 0, 8]] {

@@ -37,7 +37,8 @@ func makeAgent(_ args: [String]) async throws -> (GuestAgent, Identity) {
         try await Task.sleep(for: .seconds(1)); waited += 1
         found = SerialChannel.findPort()
     }
-    guard let path = found else { fail("no virtio-serial port named org.tlaunch.agent.0 (is virtio_console loaded, and was the VM started by the platform?)") }
+    guard let path = found else { fail("no virtio-serial port named org.tlaunch.agent.0 (is virtio_console loaded, and was the VM started "
+                                     + "by the platform?)") }
     let client = ServiceClient(channel: try SerialChannel(path: path))
     let id = try await client.call("GET", "/relay/identity", as: Identity.self, step: "identity")
     var tcti = TCTIConfiguration(kind: .device, path: "/dev/tpmrm0")

@@ -39,7 +39,8 @@ struct Demo: AsyncParsableCommand {
 
         step("TPM identity")
         let info = try await tpm.info()
-        detail("manufacturer \(info.manufacturer) \"\(info.vendorString)\", firmware \(info.firmwareVersion), TPM \(info.specFamily) rev \(info.specRevision)")
+        detail("manufacturer \(info.manufacturer) \"\(info.vendorString)\", firmware \(info.firmwareVersion), TPM \(info.specFamily) rev "
+             + "\(info.specRevision)")
         detail("PCR banks: \(info.pcrBanks.keys.sorted().joined(separator: ", "))")
         for c in info.ekCertificates { detail("EK certificate (\(c.kind), NV \(c.nvIndex)): \(c.subject), issued by \(c.issuer)") }
 
@@ -53,7 +54,8 @@ struct Demo: AsyncParsableCommand {
         let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 16])])
         let pcrs = try await tpm.pcrRead(sel)
         let expected16 = try TPMCrypto.hash(.sha256, [UInt8](repeating: 0, count: 32), TPMCrypto.hash(.sha256, measured))
-        detail("sha256 PCR 16 = \(pcrs[0].values[16]!.hexString) (\(pcrs[0].values[16]! == expected16 ? "matches" : "DOES NOT match") the value computed here)")
+        detail("sha256 PCR 16 = \(pcrs[0].values[16]!.hexString) (\(pcrs[0].values[16]! == expected16 ? "matches" : "DOES NOT match") the "
+             + "value computed here)")
 
         step("Endorsement key and attestation key")
         let ek = try await tpm.createEK(.eccP256)
@@ -73,8 +75,10 @@ struct Demo: AsyncParsableCommand {
         let quote = try await tpm.quote(ak.object.handle, qualifyingData: nonce, pcrs: sel)
         let quoteTime = clock.now - started
         let verified = try TPMQuoteVerifier.verify(quote, akPublic: ak.publicArea, nonce: nonce, pcrs: pcrs)
-        detail("quote (\(quote.attestBytes.count) bytes, \(quote.signature.sigAlg)) took \(ms(quoteTime)); signature, nonce and PCR digest verified")
-        detail("clock \(verified.attest.clockInfo.clock) ms, resets \(verified.attest.clockInfo.resetCount), restarts \(verified.attest.clockInfo.restartCount), firmware 0x\(String(verified.attest.firmwareVersion, radix: 16))")
+        detail("quote (\(quote.attestBytes.count) bytes, \(quote.signature.sigAlg)) took \(ms(quoteTime)); signature, nonce and PCR "
+             + "digest verified")
+        detail("clock \(verified.attest.clockInfo.clock) ms, resets \(verified.attest.clockInfo.resetCount), restarts "
+             + "\(verified.attest.clockInfo.restartCount), firmware 0x\(String(verified.attest.firmwareVersion, radix: 16))")
         var forged = pcrs
         forged[0].values[16]![0] ^= 0x01
         do {
@@ -142,15 +146,18 @@ struct Demo: AsyncParsableCommand {
         let report = log.replay(against: tpmPCRs)
         detail("replay against the TPM's PCRs 0, 4, 7, 8: \(report.allMatch ? "all \(report.comparisons.count) match" : "MISMATCH")")
         let facts = report.verified.explain()
-        detail("Secure Boot \(facts.secureBoot.enabled == true ? "enabled" : "not enabled"); boot chain: \(facts.bootChain.compactMap(\.filePath).joined(separator: " → ")); kernel command line: \(facts.kernelCommandLine ?? "-")")
+        detail("Secure Boot \(facts.secureBoot.enabled == true ? "enabled" : "not enabled"); boot chain: "
+             + "\(facts.bootChain.compactMap(\.filePath).joined(separator: " → ")); kernel command line: \(facts.kernelCommandLine ?? "-")")
 
         // Someone edits the log afterwards to hide a boot with Secure Boot off.
         var edited = log
         let sb = edited.events.firstIndex { $0.type == .efiVariableDriverConfig }!
         edited.events[sb].data = UEFIVariableData(vendorGUID: .globalVariable, name: "SecureBoot", data: [0]).encoded[...]
         let editedFacts = edited.replay(against: tpmPCRs).verified.explain()
-        detail("a log edited to say SecureBoot=0 still replays (the digest is unchanged), but: \(editedFacts.anomalies.first?.message ?? "NOT caught — a bug")")
-        detail("and the edited claim is not among the facts: Secure Boot \(editedFacts.secureBoot.enabled.map { $0 ? "enabled" : "disabled" } ?? "unknown")")
+        detail("a log edited to say SecureBoot=0 still replays (the digest is unchanged), but: "
+             + "\(editedFacts.anomalies.first?.message ?? "NOT caught — a bug")")
+        detail("and the edited claim is not among the facts: Secure Boot "
+             + "\(editedFacts.secureBoot.enabled.map { $0 ? "enabled" : "disabled" } ?? "unknown")")
     }
 
     /// The trusted launch itself: the virtual firmware boots the sample-linux image (shim → grub →
@@ -176,7 +183,8 @@ struct Demo: AsyncParsableCommand {
                                                         parameters: read.parameterBytes()).encode())
         let values = try TPM2PCRRead.Response(handles: [], parameters: TPMResponsePacket.decode(response, handleCount: 0, sessionCount: 0).parameters).pcrValues.digests
         let same = zip(0..<8, values).allSatisfy { predicted.pcrs[.sha256, UInt32($0.0)] == $0.1.bytes }
-        detail("PCRs 0–7 predicted before the boot \(same ? "equal" : "DIFFER FROM") the vTPM's after it (PCR 7 \(hexString(values[7].bytes).prefix(16))…)")
+        detail("PCRs 0–7 predicted before the boot \(same ? "equal" : "DIFFER FROM") the vTPM's after it (PCR 7 "
+             + "\(hexString(values[7].bytes).prefix(16))…)")
         var files = esp.files
         files["/vmlinuz"]![files["/vmlinuz"]!.count / 3] ^= 1
         let tampered = try firmware.predict(esp: ESP(files: files))

@@ -125,7 +125,8 @@ struct EventLogCommand: ParsableCommand {
                 if json { print(jsonText(["replayed": replayed.jsonObject])); return }
                 for (alg, values) in replayed.banks.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
                     for (pcr, v) in values.sorted(by: { $0.key < $1.key }) {
-                        print("\(PCRValues.bankName(alg).padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(pcr).padding(toLength: 3, withPad: " ", startingAt: 0)) \(hexString(v))")
+                        print("\(PCRValues.bankName(alg).padding(toLength: 8, withPad: " ", startingAt: 0)) "
+                            + "\(String(pcr).padding(toLength: 3, withPad: " ", startingAt: 0)) \(hexString(v))")
                     }
                 }
                 return
@@ -138,7 +139,8 @@ struct EventLogCommand: ParsableCommand {
             if allMatch && !json {
                 for (alg, values) in expected.banks.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
                     for (pcr, v) in values.sorted(by: { $0.key < $1.key }) {
-                        print("\(PCRValues.bankName(alg).padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(pcr).padding(toLength: 3, withPad: " ", startingAt: 0)) match     \(hexString(v))")
+                        print("\(PCRValues.bankName(alg).padding(toLength: 8, withPad: " ", startingAt: 0)) "
+                            + "\(String(pcr).padding(toLength: 3, withPad: " ", startingAt: 0)) match     \(hexString(v))")
                     }
                 }
                 print("all \(expected.banks.values.reduce(0) { $0 + $1.count }) PCRs match")
@@ -157,7 +159,8 @@ struct EventLogCommand: ParsableCommand {
                     case .mismatch(let last, let prefix):
                         var why = "replayed \(c.replayed.map { hexString($0) } ?? "-"), expected \(hexString(c.expected))"
                         if let prefix {
-                            why += "; the TPM value equals the replay up to event #\(prefix): the log's later events in PCR \(c.pcr) were not measured into this TPM"
+                            why += "; the TPM value equals the replay up to event #\(prefix): the log's later events in PCR \(c.pcr) were "
+                                 + "not measured into this TPM"
                         } else if let last {
                             why += "; an event at or before #\(last) (the last in PCR \(c.pcr)) is missing or altered"
                         } else {
@@ -210,7 +213,8 @@ struct EventLogCommand: ParsableCommand {
         for db in f.keyDatabases {
             let hashes = db.hashCounts.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")
             out.append("  \(db.name): \(db.isEmpty ? "empty" : "\(db.certificates.count) certificates\(hashes.isEmpty ? "" : ", " + hashes)")")
-            for c in db.certificates { out.append("    \(c.subject ?? "(unparsable certificate)")  sha256:\(c.sha256Fingerprint.prefix(16))…") }
+            for c in db.certificates { out.append("    \(c.subject ?? "(unparsable certificate)")  "
+                                                + "sha256:\(c.sha256Fingerprint.prefix(16))…") }
         }
         if !f.authorities.isEmpty {
             out.append("Authorities that verified boot components (PCR 7):")
@@ -224,10 +228,13 @@ struct EventLogCommand: ParsableCommand {
         for a in f.bootChain {
             let digest = a.digests["sha256"] ?? a.digests.values.sorted().first ?? ""
             out.append("  #\(a.eventIndex) \(a.devicePath ?? "(no device path)")")
-            out.append("      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") \(digest)\(a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", "))")
+            out.append("      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") "
+                     + "\(digest)\(a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", "))")
         }
         if let s = f.shim {
-            out.append("shim: MokList \(s.mokList.map { "\($0.certificates.count) certificates" } ?? "not measured"), MokListX \(s.mokListX.map { "\($0.certificates.count + $0.hashCounts.values.reduce(0, +)) entries" } ?? "not measured"), MokListTrusted \(s.mokListTrusted.map { $0 ? "yes" : "no" } ?? "-")")
+            out.append("shim: MokList \(s.mokList.map { "\($0.certificates.count) certificates" } ?? "not measured"), MokListX "
+                     + "\(s.mokListX.map { "\($0.certificates.count + $0.hashCounts.values.reduce(0, +)) entries" } ?? "not measured"), "
+                     + "MokListTrusted \(s.mokListTrusted.map { $0 ? "yes" : "no" } ?? "-")")
             if let sbat = s.sbatLevel { out.append("  SbatLevel: \(sbat.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "\n", with: " | "))") }
             if let v = s.vendorCertificate { out.append("  vendor certificate: \(v.subject ?? v.sha256Fingerprint)") }
         }
@@ -290,10 +297,13 @@ struct IMACommand: ParsableCommand {
                 print(jsonText(o))
             } else {
                 print("\(log.entries.count) entries\(from > 0 ? " (\(newEntries.count) from #\(from))" : "")")
-                for (alg, v) in state.pcr.sorted(by: { $0.key.rawValue < $1.key.rawValue }) { print("PCR 10 \(PCRValues.bankName(alg)): \(hexString(v))") }
+                for (alg, v) in state.pcr.sorted(by: { $0.key.rawValue < $1.key.rawValue }) { print("PCR 10 \(PCRValues.bankName(alg)): "
+                                                                                                  + "\(hexString(v))") }
                 print("PCR 10 sha256 (kernels before multi-bank IMA, padded SHA-1): \(hexString(state.sha256PaddedSHA1))")
-                if !state.violations.isEmpty { print("violations (ToMToU/open-writers): \(state.violations.map { "#\($0)" }.joined(separator: ", "))") }
-                if !state.inconsistentEntries.isEmpty { print("ALTERED entries (template hash ≠ hash of the template): \(state.inconsistentEntries.map { "#\($0)" }.joined(separator: ", "))") }
+                if !state.violations.isEmpty { print("violations (ToMToU/open-writers): "
+                                                   + "\(state.violations.map { "#\($0)" }.joined(separator: ", "))") }
+                if !state.inconsistentEntries.isEmpty { print("ALTERED entries (template hash ≠ hash of the template): "
+                                                            + "\(state.inconsistentEntries.map { "#\($0)" }.joined(separator: ", "))") }
                 if let t = log.incompleteTail { print("incomplete tail: \(t.description)") }
                 for (bank, ok) in matched.sorted(by: { $0.key < $1.key }) { print("\(bank) PCR 10: \(ok ? "match" : "MISMATCH")") }
             }

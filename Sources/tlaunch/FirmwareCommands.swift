@@ -30,7 +30,8 @@ struct VMOptions: ParsableArguments {
                 (disk, store) = try SampleImages.sampleLinux(keys: keys)
             case "debian-12":
                 guard let d = try SampleImages.debian12() else {
-                    throw ValidationError("debian-12 needs Debian's shim-signed, grub-efi-amd64-signed, linux-image-amd64 and ovmf packages installed")
+                    throw ValidationError("debian-12 needs Debian's shim-signed, grub-efi-amd64-signed, linux-image-amd64 and ovmf "
+                                        + "packages installed")
                 }
                 (disk, store) = d
             default: throw ValidationError("--image must be one of \(SampleImages.names.joined(separator: ", "))")
@@ -122,7 +123,8 @@ struct Predict: ParsableCommand {
         } else {
             print("Secure Boot: \(report.secureBootEnforced ? "enforced" : "off")")
             for s in report.stages {
-                print("  \(s.kind.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) \(s.path)  (loaded by \(s.loadedBy)\(s.verifiedBy.map { "; verified by \($0): \(s.authority ?? "")" } ?? ""))")
+                print("  \(s.kind.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) \(s.path)  (loaded by "
+                    + "\(s.loadedBy)\(s.verifiedBy.map { "; verified by \($0): \(s.authority ?? "")" } ?? ""))")
             }
             if let k = report.kernel { print("kernel: \(k) \(report.kernelCommandLine ?? "")\(report.initrds.isEmpty ? "" : "  initrd: " + report.initrds.joined(separator: " "))") }
             if let f = report.failure { print("THE LAUNCH FAILS: \(f)") }
@@ -132,7 +134,8 @@ struct Predict: ParsableCommand {
             }
             for bank in settings.banks {
                 for p in (pcrs.banks[bank] ?? [:]).keys.sorted() where known.contains(p) {
-                    print("\(PCRValues.bankName(bank).padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(p).padding(toLength: 3, withPad: " ", startingAt: 0)) \(hexString(pcrs[bank, p] ?? []))")
+                    print("\(PCRValues.bankName(bank).padding(toLength: 8, withPad: " ", startingAt: 0)) "
+                        + "\(String(p).padding(toLength: 3, withPad: " ", startingAt: 0)) \(hexString(pcrs[bank, p] ?? []))")
                 }
             }
         }
@@ -163,7 +166,8 @@ struct FirmwareCommand: ParsableCommand {
                                 "pcrs": out] as [String: Any]))
             } else {
                 print("\(VirtualFirmware.vendor) virtual UEFI firmware \(VirtualFirmware.version)")
-                for v in values { print("\(PCRValues.bankName(v.bank).padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(v.pcr).padding(toLength: 3, withPad: " ", startingAt: 0)) \(hexString(v.value))") }
+                for v in values { print("\(PCRValues.bankName(v.bank).padding(toLength: 8, withPad: " ", startingAt: 0)) "
+                                      + "\(String(v.pcr).padding(toLength: 3, withPad: " ", startingAt: 0)) \(hexString(v.value))") }
             }
         }
     }
@@ -171,7 +175,8 @@ struct FirmwareCommand: ParsableCommand {
     struct BootEntry: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "boot-entry",
-            abstract: "Write a variable store whose only boot entry (Boot0000, BootOrder 0000) starts a file on the ESP with a command line (a direct kernel boot).")
+            abstract: "Write a variable store whose only boot entry (Boot0000, BootOrder 0000) starts a file on the ESP with a command "
+                    + "line (a direct kernel boot).")
         @Option(help: "The variable store to start from (OVMF_VARS*.fd).") var vars: String
         @Option(help: "The file on the ESP.") var path: String = "\\EFI\\BOOT\\BOOTX64.EFI"
         @Option(help: "The options passed to it (the kernel command line).") var cmdline: String = ""

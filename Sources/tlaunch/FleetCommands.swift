@@ -44,7 +44,8 @@ struct API {
     /// A request that got no answer: a TLS refusal already says what to check; otherwise the
     /// platform may not be running.
     static func unreachable(_ e: AgentError) -> CLIError {
-        e.message.contains("TLS") ? CLIError(e.message) : CLIError("\(e.message) — is the platform running? (tlaunch up, or --server / TLAUNCH_SERVER)")
+        e.message.contains("TLS") ? CLIError(e.message) : CLIError("\(e.message) — is the platform running? (tlaunch up, or --server / "
+                                                                 + "TLAUNCH_SERVER)")
     }
 
     /// The server's refusal as the command line says it.
@@ -95,7 +96,8 @@ struct API {
     }
 
     func decode<T: Decodable>(_ t: T.Type, _ data: Data) throws -> T {
-        do { return try JSONDecoder().decode(T.self, from: data) } catch { throw CLIError("the server's answer does not decode as \(T.self): \(error)") }
+        do { return try JSONDecoder().decode(T.self, from: data) } catch { throw CLIError("the server's answer does not decode as "
+                                                                                        + "\(T.self): \(error)") }
     }
 
     static func escape(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? s }
@@ -144,7 +146,8 @@ enum Render {
 
     static func fleet(_ vms: [VMView]) -> String {
         var out = table(fleetRows(vms))
-        for v in vms { if let s = v.storageInterruption { out += "\n(!) \(ConsoleText.printable(v.name)): \(ConsoleText.printable(s)) — its record may be behind its vTPM and disk" } }
+        for v in vms { if let s = v.storageInterruption { out += "\n(!) \(ConsoleText.printable(v.name)): \(ConsoleText.printable(s)) — "
+                                                               + "its record may be behind its vTPM and disk" } }
         return out
     }
 
@@ -169,7 +172,8 @@ enum Render {
 
     static func overview(_ o: VMOverview) -> String {
         let v = o.vm
-        var out = "\(v.name) — \(v.powerState), image \(v.image), hypervisor \(v.hypervisor)\(v.host.map { " on host \($0)" } ?? ""), version \(v.version)\n"
+        var out = "\(v.name) — \(v.powerState), image \(v.image), hypervisor \(v.hypervisor)\(v.host.map { " on host \($0)" } ?? ""), "
+                + "version \(v.version)\n"
         if let s = v.storageInterruption { out += "  STORAGE FAILURE: \(s) — the record may be behind the VM's vTPM and disk\n" }
         let bi = v.integrityMonitoring.bootIntegrity.display
         out += table([
@@ -181,8 +185,10 @@ enum Render {
         ] + (o.baseline.map { [["  Baseline", $0.description]] } ?? [])) + "\n"
         if let b = v.lastBoot {
             out += "  Last boot: \(b.number) at \(b.time): " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")")
-                + " (\(b.firmware); Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced"); \(b.measured ? "\(b.events) events measured" : "not measured"))\n"
-            for s in b.stages { out += "    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \(s.path)\(s.verifiedBy.map { "  verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")\n" }
+                + " (\(b.firmware); Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced"); "
+                + "\(b.measured ? "\(b.events) events measured" : "not measured"))\n"
+            for s in b.stages { out += "    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) "
+                                     + "\(s.path)\(s.verifiedBy.map { "  verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")\n" }
             if let c = b.kernelCommandLine { out += "    command line: \(c)\n" }
         }
         if v.alerts.isEmpty { out += "  Active alerts: none\n" } else {
@@ -190,14 +196,16 @@ enum Render {
         }
         out += "  Security readiness (Secured-core checklist):\n"
         let w = o.checklist.map(\.requirement.count).max() ?? 0
-        for c in o.checklist { out += "    \(c.requirement.padding(toLength: w, withPad: " ", startingAt: 0))  \(c.state.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0))  \(c.why)\n" }
+        for c in o.checklist { out += "    \(c.requirement.padding(toLength: w, withPad: " ", startingAt: 0))  "
+                                    + "\(c.state.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0))  \(c.why)\n" }
         if !o.recommendations.isEmpty { out += "  Recommendations:\n" + o.recommendations.map { "    - \($0)\n" }.joined() }
         return ConsoleText.printable(out)
     }
 
     static func alert(_ a: Alert) -> String {
         var out = "\(a.id)  [\(a.severity.rawValue)] \(a.title)\n"
-        out += "  VM \(a.vm) · \(a.status.rawValue) · raised \(a.created) · seen \(a.occurrences)× · last \(a.updated)\(a.attestationID.map { " · attestation \($0)" } ?? "")\n"
+        out += "  VM \(a.vm) · \(a.status.rawValue) · raised \(a.created) · seen \(a.occurrences)× · last "
+             + "\(a.updated)\(a.attestationID.map { " · attestation \($0)" } ?? "")\n"
         if let r = a.resolution { out += "  Resolution: \(r)\n" }
         out += "  \(a.description)\n  Evidence:\n"
         for e in a.evidence { out += "    - [\(e.component)] \(e.detail)\n" }
@@ -215,7 +223,8 @@ struct VMCommand: AsyncParsableCommand {
                                    RebindTPM.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "create", abstract: "Deploy a VM. Trusted Launch (Secure Boot + vTPM) unless --security-type Standard.")
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Deploy a VM. Trusted Launch (Secure Boot + "
+                                                                                       + "vTPM) unless --security-type Standard.")
         @Argument var name: String
         @Option(help: "The image (tlaunch image list). Default: sample-linux.") var image: String?
         @Option(help: "TrustedLaunch (default) or Standard. Chosen now: it cannot be changed later.") var securityType: String?
@@ -272,7 +281,8 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "show", abstract: "The VM's overview: security settings, boot integrity, alerts, readiness checklist.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "The VM's overview: security settings, boot "
+                                                                                     + "integrity, alerts, readiness checklist.")
         @Argument var name: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -309,7 +319,8 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Start: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "start", abstract: "Start: a new measured boot (and, with integrity monitoring, an attestation).")
+        static let configuration = CommandConfiguration(commandName: "start", abstract: "Start: a new measured boot (and, with integrity "
+                                                                                      + "monitoring, an attestation).")
         @OptionGroup var l: Lifecycle
         func run() async throws { try await l.run("start") }
     }
@@ -346,7 +357,8 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Update: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "update", abstract: "Change a VM's settings (integrity monitoring at any time; Secure Boot and vTPM while stopped).")
+        static let configuration = CommandConfiguration(commandName: "update", abstract: "Change a VM's settings (integrity monitoring at "
+                                                                                       + "any time; Secure Boot and vTPM while stopped).")
         @Argument var name: String
         @Option(help: "Refused: the security type is chosen at deployment.") var securityType: String?
         @Option(name: [.long, .customLong("enable-secure-boot")],
@@ -366,10 +378,14 @@ struct VMCommand: AsyncParsableCommand {
                                     vTpm: try parseBool(vtpm, "--vtpm"),
                                     integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"), guestAgent: guestAgent,
                                     attestationInterval: attestationInterval, version: ifVersion)
-            guard req != UpdateRequest(version: ifVersion) else { throw ValidationError("nothing to change: give --secure-boot, --vtpm, --integrity-monitoring, --guest-agent or --attestation-interval") }
+            guard req != UpdateRequest(version: ifVersion) else { throw ValidationError("nothing to change: give --secure-boot, --vtpm, "
+                                                                                      + "--integrity-monitoring, --guest-agent or "
+                                                                                      + "--attestation-interval") }
             let vm = try await API(client).call("PATCH", "/v1/vms/\(API.escape(name))", req, as: VMView.self)
             if json { try printJSON(vm); return }
-            print("\(vm.name) updated: Secure Boot \(Render.enabled(vm.securityProfile.uefiSettings.secureBootEnabled)), vTPM \(Render.enabled(vm.securityProfile.uefiSettings.vTpmEnabled)), integrity monitoring \(Render.enabled(vm.integrityMonitoring.enabled)) (boot integrity \(vm.integrityMonitoring.bootIntegrity.display))")
+            print("\(vm.name) updated: Secure Boot \(Render.enabled(vm.securityProfile.uefiSettings.secureBootEnabled)), vTPM "
+                + "\(Render.enabled(vm.securityProfile.uefiSettings.vTpmEnabled)), integrity monitoring "
+                + "\(Render.enabled(vm.integrityMonitoring.enabled)) (boot integrity \(vm.integrityMonitoring.bootIntegrity.display))")
         }
     }
 
@@ -377,7 +393,8 @@ struct VMCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "disk", abstract: "Change what is on a VM's boot disk.",
                                                         subcommands: [Put.self])
         struct Put: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(commandName: "put", abstract: "Write FILE to PATH on the VM's EFI System Partition (takes effect at the next boot).")
+            static let configuration = CommandConfiguration(commandName: "put", abstract: "Write FILE to PATH on the VM's EFI System "
+                                                                                        + "Partition (takes effect at the next boot).")
             @Argument var name: String
             @Argument(help: "The path on the disk, e.g. /EFI/BOOT/grubx64.efi.") var path: String
             @Argument(help: "The local file to write.") var file: String
@@ -396,17 +413,20 @@ struct VMCommand: AsyncParsableCommand {
 
     struct RebindTPM: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "rebind-tpm",
-            abstract: "Let the VM's next enrolment bind another TPM (its vTPM was replaced on purpose); raises an alert, resets the baseline.")
+            abstract: "Let the VM's next enrolment bind another TPM (its vTPM was replaced on purpose); raises an alert, resets the "
+                    + "baseline.")
         @Argument var name: String
         @OptionGroup var client: ClientOptions
         func run() async throws {
             _ = try await API(client).send("POST", "/v1/vms/\(API.escape(name))/enrolment/rebind")
-            print("\(name) may now enrol another TPM; its baseline is reset when that TPM enrols (an alert says so: tlaunch alert list --vm \(name))")
+            print("\(name) may now enrol another TPM; its baseline is reset when that TPM enrols (an alert says so: tlaunch alert list "
+                + "--vm \(name))")
         }
     }
 
     struct Baseline: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "baseline", abstract: "The VM's boot baseline (what integrity monitoring compares each boot with).",
+        static let configuration = CommandConfiguration(commandName: "baseline", abstract: "The VM's boot baseline (what integrity "
+                                                                                         + "monitoring compares each boot with).",
                                                         subcommands: [Show.self, Approve.self, Predict.self, Reset.self])
         struct Show: AsyncParsableCommand {
             static let configuration = CommandConfiguration(commandName: "show", abstract: "The baseline's components.")
@@ -417,15 +437,19 @@ struct VMCommand: AsyncParsableCommand {
             func run() async throws {
                 let b = try await API(client).get("/v1/vms/\(API.escape(name))/baseline", as: BaselineRecord.self)
                 if json { try printJSON(b); return }
-                print("Baseline of \(b.vm): \(b.source), \(b.components.count) components\(b.attestationID.map { ", from attestation \($0)" } ?? "")")
+                print("Baseline of \(b.vm): \(b.source), \(b.components.count) "
+                    + "components\(b.attestationID.map { ", from attestation \($0)" } ?? "")")
                 for c in b.components {
                     let v = c.value.count == 64 ? String(c.value.prefix(16)) + "…" : c.value
-                    print("  PCR \(String(c.pcr).padding(toLength: 2, withPad: " ", startingAt: 0))  \(c.kind.rawValue.padding(toLength: 26, withPad: " ", startingAt: 0))  \(c.name)  \(v)\(c.signer.map { "  (\($0))" } ?? "")")
+                    print("  PCR \(String(c.pcr).padding(toLength: 2, withPad: " ", startingAt: 0))  "
+                        + "\(c.kind.rawValue.padding(toLength: 26, withPad: " ", startingAt: 0))  \(c.name)  "
+                        + "\(v)\(c.signer.map { "  (\($0))" } ?? "")")
                 }
             }
         }
         struct Approve: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(commandName: "approve", abstract: "Approve the VM's last boot as its baseline (after an update you made).")
+            static let configuration = CommandConfiguration(commandName: "approve", abstract: "Approve the VM's last boot as its baseline "
+                                                                                            + "(after an update you made).")
             @Argument var name: String
             @Option(help: "Approve this attestation instead of the latest.") var attestation: String?
             @OptionGroup var client: ClientOptions
@@ -440,7 +464,8 @@ struct VMCommand: AsyncParsableCommand {
             }
         }
         struct Predict: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(commandName: "predict", abstract: "Set the baseline from the PCRs the virtual firmware predicts for the VM's disk.")
+            static let configuration = CommandConfiguration(commandName: "predict", abstract: "Set the baseline from the PCRs the virtual "
+                                                                                            + "firmware predicts for the VM's disk.")
             @Argument var name: String
             @OptionGroup var client: ClientOptions
             func run() async throws {
@@ -482,7 +507,8 @@ struct VMCommand: AsyncParsableCommand {
     }
 
     struct Console: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "console", abstract: "A real VM's serial console (firmware, boot loader, kernel, the guest's agent).")
+        static let configuration = CommandConfiguration(commandName: "console", abstract: "A real VM's serial console (firmware, boot "
+                                                                                        + "loader, kernel, the guest's agent).")
         @Argument var name: String
         @Flag(help: "The previous boot's console.") var previous = false
         @Flag(help: "Keep printing what the VM writes (Ctrl-C to stop).") var follow = false
@@ -527,19 +553,22 @@ struct ImageCommand: AsyncParsableCommand {
     struct SampleKernel: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "sample-kernel",
-            abstract: "Write another build of sample-linux's kernel: signed with the platform's vendor key (an OS update), or --unsigned (what shim refuses).")
+            abstract: "Write another build of sample-linux's kernel: signed with the platform's vendor key (an OS update), or --unsigned "
+                    + "(what shim refuses).")
         @Option(help: "The build, 1–255 (sample-linux's own kernel is build 144; each build is a different file).") var build: Int = 2
         @Flag(help: "Leave it unsigned: under Secure Boot, shim refuses to start it.") var unsigned = false
         @Option(name: [.customShort("o"), .long], help: "The file to write.") var output: String
         @Option(help: "The platform data folder (its Secure Boot keys). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
         func run() throws {
-            guard (1...255).contains(build), build != 0x90 else { throw ValidationError("--build must be 1–255 and not 144 (sample-linux's own kernel)") }
+            guard (1...255).contains(build), build != 0x90 else { throw ValidationError("--build must be 1–255 and not 144 "
+                                                                                      + "(sample-linux's own kernel)") }
             let keysDirectory = DataFolder.resolve(data).secureBootKeys
             let keys = try PlatformKeys.loadOrCreate(directory: keysDirectory)
             let bytes = unsigned ? try SampleImages.unsignedKernel(keys: keys, build: UInt8(build)) : try SampleImages.signedKernel(keys: keys, build: UInt8(build))
             guard FileManager.default.createFile(atPath: output,
                                                  contents: Data(bytes)) else { throw ValidationError("cannot write \(output)") }
-            print("\(output): sample-linux kernel build \(build), \(unsigned ? "unsigned" : "signed with the platform's vendor key (\(keysDirectory.path))"), \(bytes.count) bytes")
+            print("\(output): sample-linux kernel build \(build), "
+                + "\(unsigned ? "unsigned" : "signed with the platform's vendor key (\(keysDirectory.path))"), \(bytes.count) bytes")
         }
     }
 
@@ -559,7 +588,8 @@ struct ImageCommand: AsyncParsableCommand {
     }
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "show", abstract: "An image: generation, the boot chain the firmware runs, who signed each stage.")
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "An image: generation, the boot chain the firmware "
+                                                                                     + "runs, who signed each stage.")
         @Argument var name: String
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -567,11 +597,14 @@ struct ImageCommand: AsyncParsableCommand {
         func run() async throws {
             let d = try await API(client).get("/v1/images/\(API.escape(name))", as: ImageDetails.self)
             if json { try printJSON(d); return }
-            print("\(d.image.name): Generation \(d.image.generation) (\(d.image.generation == 2 ? "UEFI; can be deployed as TrustedLaunch" : "BIOS; Standard only"))")
+            print("\(d.image.name): Generation \(d.image.generation) "
+                + "(\(d.image.generation == 2 ? "UEFI; can be deployed as TrustedLaunch" : "BIOS; Standard only"))")
             print("  \(d.image.description)\n  source: \(d.image.source); \(d.files) file(s), \(d.bytes) bytes")
             if !d.bootChain.isEmpty {
                 print("  Boot chain (Secure Boot on):")
-                for s in d.bootChain { print("    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \(s.path)  sha256 \(s.sha256.prefix(16))…  \(s.verifiedBy.map { "verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")") }
+                for s in d.bootChain { print("    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \(s.path)  sha256 "
+                                           + "\(s.sha256.prefix(16))…  "
+                                           + "\(s.verifiedBy.map { "verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")") }
             }
             if let c = d.kernelCommandLine { print("  Kernel command line: \(c)") }
             if !d.signers.isEmpty { print("  Signers: " + d.signers.joined(separator: "; ")) }
@@ -581,7 +614,8 @@ struct ImageCommand: AsyncParsableCommand {
     }
 
     struct Import: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "import", abstract: "Import an EFI System Partition folder (Gen 2) or a BIOS boot sector (Gen 1).")
+        static let configuration = CommandConfiguration(commandName: "import", abstract: "Import an EFI System Partition folder (Gen 2) "
+                                                                                       + "or a BIOS boot sector (Gen 1).")
         @Argument var name: String
         @Option(help: "The ESP folder (Gen 2) or boot sector file (Gen 1), on the platform's machine.") var from: String
         @Option(help: "1 or 2 (default).") var generation: Int = 2
@@ -646,7 +680,8 @@ struct AlertCommand: AsyncParsableCommand {
 }
 
 struct HostCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor libvirt).", subcommands: [Add.self, List.self, Remove.self])
+    static let configuration = CommandConfiguration(commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor "
+                                                                                 + "libvirt).", subcommands: [Add.self, List.self, Remove.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "add",
@@ -662,7 +697,8 @@ struct HostCommand: AsyncParsableCommand {
         func run() async throws {
             let h = try await API(client).call("POST", "/v1/hosts", AddHostRequest(name: name, uri: uri, tpm: tpm, maxVMs: maxVms, shipFiles: shipFiles ? true : nil), as: HostView.self)
             if json { try printJSON(h); return }
-            print("Added \(h.host.name) (\(h.host.uri)): \(h.host.cpus) CPUs, \(h.host.memoryMiB) MiB, room for \(h.host.capacity) VMs; vTPM \(h.host.tpm)\(h.host.shipFiles ? "; VM files copied to its storage pool" : "") — \(h.host.detail)")
+            print("Added \(h.host.name) (\(h.host.uri)): \(h.host.cpus) CPUs, \(h.host.memoryMiB) MiB, room for \(h.host.capacity) VMs; "
+                + "vTPM \(h.host.tpm)\(h.host.shipFiles ? "; VM files copied to its storage pool" : "") — \(h.host.detail)")
         }
     }
 

@@ -132,7 +132,8 @@ struct WebhookCommand: AsyncParsableCommand {
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up",
-        abstract: "Start everything embedded (SQLite, real QEMU VMs or the simulated hypervisor, vTPMs, attestation service, dashboard) and deploy the sample fleet on first start.")
+        abstract: "Start everything embedded (SQLite, real QEMU VMs or the simulated hypervisor, vTPMs, attestation service, dashboard) "
+                + "and deploy the sample fleet on first start.")
     @Option(help: "HOST:PORT for the API and the dashboard.") var listen = "127.0.0.1:8080"
     @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
     @Option(help: "POST alerts to this URL (JSON; retried with backoff); repeatable.") var webhook: [String] = []
@@ -154,7 +155,8 @@ struct Up: AsyncParsableCommand {
         if hypervisor == "libvirt" || libvirtURI != nil {
             let uri = libvirtURI ?? "qemu:///system"
             guard let (connection, versions) = await LibvirtConnection.probe(uri: uri) else {
-                throw CLIError("libvirt at \(uri) does not answer (virsh -c \(uri) version fails): install libvirt-daemon-system and libvirt-clients, start libvirtd (and virtlogd), or give --libvirt-uri")
+                throw CLIError("libvirt at \(uri) does not answer (virsh -c \(uri) version fails): install libvirt-daemon-system and "
+                             + "libvirt-clients, start libvirtd (and virtlogd), or give --libvirt-uri")
             }
             detail("libvirt \(uri): \(versions); vTPM backend \(backend.rawValue)")
             libvirt = (connection, backend)
@@ -166,14 +168,16 @@ struct Up: AsyncParsableCommand {
                                                  signals: [.sigterm, .sigint], tls: tls, say: { detail($0) })
         detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.storageKind))")
         if p.server.url.hasPrefix("https:") {
-            detail("TLS: certificate from the platform CA \(folder.tls.appendingPathComponent("ca.pem").path) — the CLI pins it; import it in your browser" + (tls.mtls ? "; mutual TLS: clients need a certificate from tlaunch tls client NAME" : ""))
+            detail("TLS: certificate from the platform CA \(folder.tls.appendingPathComponent("ca.pem").path) — the CLI pins it; import "
+                 + "it in your browser" + (tls.mtls ? "; mutual TLS: clients need a certificate from tlaunch tls client NAME" : ""))
         }
         if try await p.fleet.store.vmCount() == 0 && !noSampleFleet {
             say("First start: deploying the sample fleet")
             let guestKit: Bool = if case .success = GuestKit.detect() { true } else { false }
             let real = hypervisor != "simulated" && p.fleet.qemu != nil && guestKit && ImageCatalog.available("debian-12")
             if (hypervisor == "qemu" || hypervisor == "libvirt") && !real {
-                throw CLIError("--hypervisor \(hypervisor): real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
+                throw CLIError("--hypervisor \(hypervisor): real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, "
+                             + "shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
             }
             if real { detail("real VMs: QEMU with \(p.fleet.qemu?.accelerator ?? "?") — each boot takes about a minute under TCG") }
             let realHypervisor = hypervisor == "libvirt" ? FleetRules.libvirt : FleetRules.qemu
@@ -190,7 +194,8 @@ struct Up: AsyncParsableCommand {
         // A one-time code, not a credential: the link is worth nothing once used or after 10 minutes.
         let code = try await p.service.createSignInCode()
         detail("Dashboard: \(p.server.url)/login?code=\(code)   (one-time sign-in link, valid 10 minutes)")
-        detail("CLI:       tlaunch vm list · tlaunch vm show \(SampleFleet.tampered) · tlaunch alert list · tlaunch vm create NAME --integrity-monitoring true")
+        detail("CLI:       tlaunch vm list · tlaunch vm show \(SampleFleet.tampered) · tlaunch alert list · tlaunch vm create NAME "
+             + "--integrity-monitoring true")
         detail("Stop with Ctrl-C (the fleet's state stays in \(folder.root.path))")
         // Until SIGINT or SIGTERM: the group shuts down the server (requests under way are
         // answered) and the monitor; then the VMs and the database.
@@ -249,7 +254,8 @@ struct PlatformDemo: AsyncParsableCommand {
         await refused("vm create plain --security-type Standard --vtpm true") { _ = try await fleet.deploy(DeployRequest(name: "plain", securityType: "Standard", vTpm: true)) }
         await refused("vm create \(SampleFleet.healthy) (again)") { _ = try await fleet.deploy(DeployRequest(name: SampleFleet.healthy)) }
 
-        say("tlaunch vm create \(SampleFleet.tampered) --integrity-monitoring true; tlaunch vm create \(SampleFleet.standard) --image legacy-bios --security-type Standard")
+        say("tlaunch vm create \(SampleFleet.tampered) --integrity-monitoring true; tlaunch vm create \(SampleFleet.standard) --image "
+          + "legacy-bios --security-type Standard")
         _ = try await fleet.deploy(DeployRequest(name: SampleFleet.tampered, integrityMonitoring: true))
         _ = try await fleet.deploy(DeployRequest(name: SampleFleet.standard, image: "legacy-bios", securityType: "Standard"))
         await refused("vm update \(SampleFleet.standard) --security-type TrustedLaunch") { _ = try await fleet.update(SampleFleet.standard, UpdateRequest(securityType: "TrustedLaunch")) }
@@ -281,7 +287,8 @@ struct PlatformDemo: AsyncParsableCommand {
         let now = try await fleet.require(SampleFleet.healthy)
         var resolved: Alert?
         if let k = kernelAlert { resolved = try await fleet.store.alert(k.id) }
-        detail("approved attestation \(b.attestationID ?? "?"); boot integrity \(now.bootIntegrity.display); the alert is \(resolved?.status.rawValue.lowercased() ?? "-")\(resolved?.resolution.map { " (\($0))" } ?? "")")
+        detail("approved attestation \(b.attestationID ?? "?"); boot integrity \(now.bootIntegrity.display); the alert is "
+             + "\(resolved?.status.rawValue.lowercased() ?? "-")\(resolved?.resolution.map { " (\($0))" } ?? "")")
 
         say("tlaunch agent status, inside \(SampleFleet.healthy)")
         if let s = await fleet.guestStatus(SampleFleet.healthy) { emit(AgentCommand.Status.render(s), terminator: "") }
@@ -301,18 +308,22 @@ struct PlatformDemo: AsyncParsableCommand {
         let kit: Bool = if case .success = GuestKit.detect() { true } else { false }
         guard let qemu = fleet.qemu, kit, ImageCatalog.available("debian-12") else {
             if realVM == "yes" {
-                throw CLIError("--real-vm yes: real VMs need QEMU and Debian's OVMF, fdisk, dosfstools, mtools, busybox-static, linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
+                throw CLIError("--real-vm yes: real VMs need QEMU and Debian's OVMF, fdisk, dosfstools, mtools, busybox-static, "
+                             + "linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh "
+                             + "installs the packages)")
             }
             say("A real VM: skipped (QEMU, OVMF or the guest kit is not usable here; --real-vm yes says what is missing)")
             return
         }
         let name = "real-01"
         say("tlaunch vm create \(name) --image debian-12 --hypervisor qemu --integrity-monitoring true --baseline predicted")
-        detail("a real VM (QEMU \(qemu.accelerator)\(qemu.accelerator == "tcg" ? ": about a minute" : "")): OVMF with Secure Boot, shim → grub → kernel, our vTPM, the agent in its initramfs")
+        detail("a real VM (QEMU \(qemu.accelerator)\(qemu.accelerator == "tcg" ? ": about a minute" : "")): OVMF with Secure Boot, shim → "
+             + "grub → kernel, our vTPM, the agent in its initramfs")
         let vm = try await fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu",
                                                       baseline: "predicted"))
         guard vm.powerState == .running else { throw CLIError("\(name) did not boot: \(vm.lastBoot?.failure ?? "?")") }
-        detail("boot \(vm.lastBoot?.number ?? 0): \(vm.lastBoot?.firmware ?? "?"); Secure Boot \(vm.lastBoot?.secureBootEnforced == true ? "enforced" : "not enforced"); boot integrity \(vm.bootIntegrity.display)")
+        detail("boot \(vm.lastBoot?.number ?? 0): \(vm.lastBoot?.firmware ?? "?"); Secure Boot "
+             + "\(vm.lastBoot?.secureBootEnforced == true ? "enforced" : "not enforced"); boot integrity \(vm.bootIntegrity.display)")
         say("tlaunch vm console \(name)   (the agent's own lines, inside the guest)")
         // The agent prints its verdict after the service answered: give it a moment to arrive.
         var lines: [String] = []

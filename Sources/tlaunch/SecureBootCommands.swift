@@ -17,7 +17,8 @@ struct SecureBootCommand: ParsableCommand {
     )
 
     struct Digest: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "digest", abstract: "The Authenticode digest of a PE image (what db/dbx hashes and signatures hold).")
+        static let configuration = CommandConfiguration(commandName: "digest", abstract: "The Authenticode digest of a PE image (what "
+                                                                                       + "db/dbx hashes and signatures hold).")
         @Argument(help: "The PE image (EFI application, driver, or kernel).") var image: String
         @Option(help: "sha1, sha256, sha384 or sha512.") var alg: String = "sha256"
 
@@ -58,7 +59,8 @@ struct SecureBootCommand: ParsableCommand {
                 if let a = decision.authority { print("authority: \(a.variable) \(a.type) \(a.subject ?? a.hash ?? "") (owner \(a.owner))") }
                 print("image sha256 Authenticode digest: \(decision.imageDigestSHA256)")
                 for s in decision.signatures {
-                    print("signature (\(s.digestAlgorithm)) by \(s.signer ?? "?") issued by \(s.issuer ?? "?"): \(s.valid ? "valid" : "INVALID")\(s.problem.map { " — \($0)" } ?? "")")
+                    print("signature (\(s.digestAlgorithm)) by \(s.signer ?? "?") issued by \(s.issuer ?? "?"): "
+                        + "\(s.valid ? "valid" : "INVALID")\(s.problem.map { " — \($0)" } ?? "")")
                     if !s.chain.isEmpty { print("  chain: " + s.chain.joined(separator: " → ")) }
                 }
             }
@@ -67,7 +69,8 @@ struct SecureBootCommand: ParsableCommand {
     }
 
     struct Keygen: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "keygen", abstract: "Create a PK/KEK/db key set (RSA-2048, self-signed) with signature lists.")
+        static let configuration = CommandConfiguration(commandName: "keygen", abstract: "Create a PK/KEK/db key set (RSA-2048, "
+                                                                                       + "self-signed) with signature lists.")
         @Option(help: "Directory for PK/KEK/db .key, .pem and .esl files.") var output: String
         @Option(help: "Common name prefix of the certificates.") var name: String = "TrustedLaunch"
         @Option(help: "Owner GUID of the signature list entries.") var owner: String = "a0baa8a3-041d-48a8-bc87-c36d121b5e3d"
@@ -116,7 +119,9 @@ struct SecureBootCommand: ParsableCommand {
             static let configuration = CommandConfiguration(
                 commandName: "enroll",
                 abstract: "Create a VM's variable store from a template with Secure Boot keys enrolled.",
-                discussion: "Each of --pk/--kek/--db/--dbx takes certificates (PEM or DER) or signature lists (.esl); several may be given. --keys-from copies PK/KEK/db/dbx from another store (e.g. OVMF_VARS_4M.ms.fd for Microsoft's keys) before the options add to them.")
+                discussion: "Each of --pk/--kek/--db/--dbx takes certificates (PEM or DER) or signature lists (.esl); several may be "
+                          + "given. --keys-from copies PK/KEK/db/dbx from another store (e.g. OVMF_VARS_4M.ms.fd for Microsoft's keys) "
+                          + "before the options add to them.")
             @Argument(help: "The template store (e.g. /usr/share/OVMF/OVMF_VARS_4M.fd).") var template: String
             @Option(help: "Where to write the new store.") var output: String
             @Option(help: "Take PK, KEK, db and dbx from this store first.") var keysFrom: String?
@@ -137,11 +142,13 @@ struct SecureBootCommand: ParsableCommand {
                 for (i, files) in [pk, kek, db, dbx].enumerated() {
                     for f in files { sets[i].lists += try load(f, owner: ownerGUID).lists }
                 }
-                guard !sets[0].lists.isEmpty else { throw ValidationError("no PK: give --pk (or --keys-from); without a PK the firmware stays in setup mode") }
+                guard !sets[0].lists.isEmpty else { throw ValidationError("no PK: give --pk (or --keys-from); without a PK the firmware "
+                                                                        + "stays in setup mode") }
                 try store.enroll(pk: sets[0], kek: sets[1], db: sets[2], dbx: sets[3])
                 guard FileManager.default.createFile(atPath: output,
                                                      contents: Data(store.bytes)) else { throw ValidationError("cannot write \(output)") }
-                print("wrote \(output): PK \(sets[0].certificates.count), KEK \(sets[1].certificates.count), db \(sets[2].certificates.count) certificates, dbx \(sets[3].lists.reduce(0) { $0 + $1.entries.count }) entries")
+                print("wrote \(output): PK \(sets[0].certificates.count), KEK \(sets[1].certificates.count), db "
+                    + "\(sets[2].certificates.count) certificates, dbx \(sets[3].lists.reduce(0) { $0 + $1.entries.count }) entries")
             }
 
             func load(_ path: String, owner: EFIGUID) throws -> SignatureDatabase {
@@ -201,7 +208,8 @@ struct SecureBootCommand: ParsableCommand {
                     print(jsonText(o))
                     return
                 }
-                print("\(store.isAuthenticated ? "authenticated" : "plain") variable store, \(live.count) live variables; Secure Boot \(store.secureBootWillBeEnabled ? "will be enabled (PK enrolled)" : "off (no PK: setup mode)")")
+                print("\(store.isAuthenticated ? "authenticated" : "plain") variable store, \(live.count) live variables; Secure Boot "
+                    + "\(store.secureBootWillBeEnabled ? "will be enabled (PK enrolled)" : "off (no PK: setup mode)")")
                 for (name, db) in [("PK", store.pk), ("KEK", store.kek), ("db", store.db), ("dbx", store.dbx)] {
                     print("\(name): \(db.certificates.count) certificates, \(hashes(db)) hashes")
                     for c in certs(db) { print("  \(c["subject"] as? String ?? "")") }

@@ -167,7 +167,8 @@ struct TokenCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "list", abstract: "The API tokens: id (the start of the token's hash), role, VM, created, expires, state.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "The API tokens: id (the start of the token's "
+                                                                                     + "hash), role, VM, created, expires, state.")
         @OptionGroup var storage: DataOptions
         func run() async throws {
             let store = try await storage.openStore()
@@ -184,7 +185,8 @@ struct TokenCommand: AsyncParsableCommand {
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a token by its id (tlaunch token list): it is refused from now on, everywhere.")
+        static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a token by its id (tlaunch token list): "
+                                                                                       + "it is refused from now on, everywhere.")
         @Argument(help: "The token's id (at least 6 hex digits of it).") var id: String
         @OptionGroup var storage: DataOptions
         func run() async throws {
@@ -255,7 +257,8 @@ struct AgentCommand: AsyncParsableCommand {
     static func show(_ o: AttestationOutcome) { print(GuestAgent.describe(o), terminator: "") }
 
     struct Enroll: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "enroll", abstract: "Enrol the vTPM: EK certificate, AK, credential activation; prints the AK certificate.")
+        static let configuration = CommandConfiguration(commandName: "enroll", abstract: "Enrol the vTPM: EK certificate, AK, credential "
+                                                                                       + "activation; prints the AK certificate.")
         @OptionGroup var options: Options
         func run() async throws {
             let receipt = try await options.agent().enroll()
@@ -267,7 +270,8 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     struct Attest: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "attest", abstract: "Attest once (enrolling first if needed); exits 0 only when the attestation passed.")
+        static let configuration = CommandConfiguration(commandName: "attest", abstract: "Attest once (enrolling first if needed); exits "
+                                                                                       + "0 only when the attestation passed.")
         @OptionGroup var options: Options
         func run() async throws {
             let o = try await options.agent().attest()
@@ -277,7 +281,9 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "status", abstract: "The guest's own view: Secure Boot state, TPM 2.0 and its versions, measured boot log, last attestation.")
+        static let configuration = CommandConfiguration(commandName: "status", abstract: "The guest's own view: Secure Boot state, TPM "
+                                                                                       + "2.0 and its versions, measured boot log, last "
+                                                                                       + "attestation.")
         @OptionGroup var options: Options
         func run() async throws {
             let s = try await options.agent().status()

@@ -265,14 +265,17 @@ extension VTPMCommand {
 
         func setUp(_ log: SwtpmCompat.Log) async throws {
             if let runas { try SwtpmCompat.switchUser(runas) }
-            guard tpm2 else { throw ValidationError("this vTPM is a TPM 2.0 only: pass --tpm2 (swtpm_setup without --tpm2 sets up a TPM 1.2)") }
+            guard tpm2 else { throw ValidationError("this vTPM is a TPM 2.0 only: pass --tpm2 (swtpm_setup without --tpm2 sets up a TPM "
+                                                  + "1.2)") }
             guard !(overwrite && notOverwrite) else { throw ValidationError("--overwrite and --not-overwrite exclude each other") }
             if let rsaKeysize, rsaKeysize != "2048" { throw ValidationError("--rsa-keysize \(rsaKeysize): this vTPM's RSA EK is 2048 bits") }
-            if let cipher, cipher != "aes-256-cbc" { throw ValidationError("--cipher \(cipher): only 256-bit keys (aes-256-cbc) are supported") }
+            if let cipher, cipher != "aes-256-cbc" { throw ValidationError("--cipher \(cipher): only 256-bit keys (aes-256-cbc) are "
+                                                                         + "supported") }
             if let pcrBanks {
                 let asked = Set(pcrBanks.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
                 guard asked == ["sha1", "sha256"] else {
-                    throw ValidationError("--pcr-banks \(pcrBanks): this vTPM allocates the sha1 and sha256 banks (TPM2_PCR_Allocate is not implemented)")
+                    throw ValidationError("--pcr-banks \(pcrBanks): this vTPM allocates the sha1 and sha256 banks (TPM2_PCR_Allocate is "
+                                        + "not implemented)")
                 }
             }
             let raw = try tpmState.unwrap("--tpm-state DIR is required")
@@ -285,7 +288,8 @@ extension VTPMCommand {
                     return
                 }
                 guard overwrite else {
-                    throw ValidationError("\(location.file) holds a vTPM's state already: pass --overwrite to replace it or --not-overwrite to keep it")
+                    throw ValidationError("\(location.file) holds a vTPM's state already: pass --overwrite to replace it or "
+                                        + "--not-overwrite to keep it")
                 }
                 try fm.removeItem(atPath: location.file)
                 log.line("The existing vTPM state was removed (--overwrite)")
@@ -306,7 +310,8 @@ extension VTPMCommand {
                 guard let der = try await client.readEKCertificate(kind) else { throw ValidationError("the new vTPM has no \(kind) EK certificate") }
                 let serial = (try? Certificate(derEncoded: der)).map { "\($0.serialNumber)" } ?? "?"
                 log.line("\(kind) EK certificate in NV \(kind.certificateIndex), issued by \(authority.intermediate.subject)")
-                if display { print("\(kind) EK certificate: serial \(serial), issuer \(authority.intermediate.subject), NV \(kind.certificateIndex)") }
+                if display { print("\(kind) EK certificate: serial \(serial), issuer \(authority.intermediate.subject), NV "
+                                 + "\(kind.certificateIndex)") }
                 if let writeEkCertFiles {
                     let name = kind == .rsa2048 ? "ek-rsa2048.crt" : "ek-secp256r1.crt"
                     try Data(der).write(to: URL(fileURLWithPath: writeEkCertFiles).appendingPathComponent(name))
@@ -376,7 +381,8 @@ extension VTPMCommand {
             try? fm.removeItem(at: staging)
             try fm.copyItem(at: exe, to: staging)
             chmod(staging.path, 0o755)
-            guard rename(staging.path, target.path) == 0 else { throw ValidationError("cannot install \(target.path): \(String(cString: strerror(errno)))") }
+            guard rename(staging.path, target.path) == 0 else { throw ValidationError("cannot install \(target.path): "
+                                                                                    + "\(String(cString: strerror(errno)))") }
             let data = shellQuote(folder.root.path), tl = shellQuote(target.path)
             let scripts = [
                 "swtpm": """
@@ -409,7 +415,8 @@ extension VTPMCommand {
                 if stat(folder.root.path, &st) == 0 { chmod(folder.root.path, (st.st_mode & 0o7700) | 0o011) }
                 print("\(folder.root.path): its host key and vTPM CA now belong to \(user); the folder is traversable (0711)")
             }
-            print("libvirtd runs these once \(bin.path) comes first on its PATH (restart it); the EK certificates chain to \(folder.vtpmCA.path)")
+            print("libvirtd runs these once \(bin.path) comes first on its PATH (restart it); the EK certificates chain to "
+                + "\(folder.vtpmCA.path)")
         }
 
         func shellQuote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }

@@ -20,10 +20,12 @@ struct ServeTLSOptions: ParsableArguments {
     /// relay, the local admin) trust and present. Prints a warning for plain HTTP.
     func resolve(folder: DataFolder, host: String, warn: (String) -> Void) throws -> (server: ServerTLS?, client: ClientTLS?) {
         if insecureHTTP {
-            guard tlsCert == nil, tlsKey == nil, !mtls else { throw ValidationError("--insecure-http cannot go with --tls-cert, --tls-key or --mtls") }
+            guard tlsCert == nil, tlsKey == nil, !mtls else { throw ValidationError("--insecure-http cannot go with --tls-cert, --tls-key "
+                                                                                  + "or --mtls") }
             let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1"
             warn(loopback ? "warning: plain HTTP (--insecure-http): fine for this host only; anyone on it can read tokens in transit"
-                          : "WARNING: plain HTTP on \(host) (--insecure-http): API tokens, evidence and dashboard sessions cross the network in clear. Terminate TLS in front of it, or drop --insecure-http.")
+                          : "WARNING: plain HTTP on \(host) (--insecure-http): API tokens, evidence and dashboard sessions cross the "
+                          + "network in clear. Terminate TLS in front of it, or drop --insecure-http.")
             return (nil, nil)
         }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -66,7 +68,8 @@ struct TLSCommand: AsyncParsableCommand {
         subcommands: [CA.self, Client.self])
 
     struct CA: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "ca", abstract: "Print the platform TLS CA certificate (PEM; created on first use): give it to clients as --ca.")
+        static let configuration = CommandConfiguration(commandName: "ca", abstract: "Print the platform TLS CA certificate (PEM; created "
+                                                                                   + "on first use): give it to clients as --ca.")
         @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
         func run() async throws {
             let folder = DataFolder.resolve(data)
@@ -77,7 +80,9 @@ struct TLSCommand: AsyncParsableCommand {
     }
 
     struct Client: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "client", abstract: "Issue a client certificate for mutual TLS (tlaunch up --mtls): writes NAME.pem and NAME.key (0600).")
+        static let configuration = CommandConfiguration(commandName: "client", abstract: "Issue a client certificate for mutual TLS "
+                                                                                       + "(tlaunch up --mtls): writes NAME.pem and "
+                                                                                       + "NAME.key (0600).")
         @Argument(help: "The client's name (its certificate's common name).") var name: String
         @Option(help: "The folder to write to.") var out = "."
         @Option(help: "Validity in days.") var days = 397

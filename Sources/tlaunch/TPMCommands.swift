@@ -59,7 +59,8 @@ struct TPMCommand: AsyncParsableCommand {
             }
             if let wanted, selections.isEmpty {
                 await tpm.close()
-                throw ValidationError("the TPM has no allocated \(wanted.shortName) bank (allocated: \(allocated.pcrSelections.filter { !$0.pcrs.isEmpty }.map(\.hash.shortName).joined(separator: ", ")))")
+                throw ValidationError("the TPM has no allocated \(wanted.shortName) bank (allocated: "
+                                    + "\(allocated.pcrSelections.filter { !$0.pcrs.isEmpty }.map(\.hash.shortName).joined(separator: ", ")))")
             }
             let banks = try await tpm.pcrRead(TPMLPCRSelection(selections))
             await tpm.close()
@@ -126,7 +127,8 @@ func render(_ info: TPMInfo) -> String {
         s += "\nEK certificates:   none in NV"
     } else {
         for c in info.ekCertificates {
-            s += "\nEK certificate:    \(c.kind) at \(c.nvIndex)\n  Subject:         \(c.subject)\n  Issuer:          \(c.issuer)\n  Serial:          \(c.serial)\n  Not after:       \(c.notAfter)"
+            s += "\nEK certificate:    \(c.kind) at \(c.nvIndex)\n  Subject:         \(c.subject)\n  Issuer:          \(c.issuer)\n  "
+               + "Serial:          \(c.serial)\n  Not after:       \(c.notAfter)"
         }
     }
     return s

@@ -69,7 +69,8 @@ struct VTPMCommand: AsyncParsableCommand {
                 return
             }
             guard tpm2 else {
-                throw ValidationError("this vTPM is a TPM 2.0 only: pass --tpm2 (swtpm without --tpm2 means TPM 1.2, which is not implemented)")
+                throw ValidationError("this vTPM is a TPM 2.0 only: pass --tpm2 (swtpm without --tpm2 means TPM 1.2, which is not "
+                                    + "implemented)")
             }
             let dataEndpoint = try server.map { try endpoint($0, option: "--server") }
             let ctrlEndpoint = try ctrl.map { try endpoint($0, option: "--ctrl") }
@@ -183,8 +184,10 @@ struct VTPMCommand: AsyncParsableCommand {
         func run() throws {
             let dir = try ca.map { URL(fileURLWithPath: try kv($0, "--ca")["dir"].unwrap("--ca needs dir=DIR")) } ?? DataFolder.resolve(data).vtpmCA
             let authority = try VTPMCertificateAuthority.loadOrCreate(directory: dir)
-            print("Root CA:         \(authority.root.subject) (\(dir.appendingPathComponent(VTPMCertificateAuthority.File.rootCertificate.rawValue).path))")
-            print("Issuing CA:      \(authority.intermediate.subject) (\(dir.appendingPathComponent(VTPMCertificateAuthority.File.intermediateCertificate.rawValue).path))")
+            print("Root CA:         \(authority.root.subject) "
+                + "(\(dir.appendingPathComponent(VTPMCertificateAuthority.File.rootCertificate.rawValue).path))")
+            print("Issuing CA:      \(authority.intermediate.subject) "
+                + "(\(dir.appendingPathComponent(VTPMCertificateAuthority.File.intermediateCertificate.rawValue).path))")
         }
     }
 }

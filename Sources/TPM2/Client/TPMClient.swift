@@ -97,7 +97,10 @@ public actor TPMClient {
         if let e = encryptIndex { for i in attrs.indices where i != e { attrs[i].remove(.encrypt) } }
 
         for (i, slot) in slots.enumerated() where slot.entityIndex == nil && attrs[i].isDisjoint(with: [.decrypt, .encrypt, .audit]) {
-            throw TPMError(.session, command: code, reason: "session \(states[i]?.session.handle.description ?? "?") authorizes nothing and has no decrypt, encrypt or audit role in \(code) (its first parameter\(C.decryptable ? "" : " is not a TPM2B") / first response parameter\(C.Response.encryptable ? "" : " is not a TPM2B"))")
+            throw TPMError(.session, command: code, reason: "session \(states[i]?.session.handle.description ?? "?") authorizes nothing "
+                                                          + "and has no decrypt, encrypt or audit role in \(code) (its first "
+                                                          + "parameter\(C.decryptable ? "" : " is not a TPM2B") / first response "
+                                                          + "parameter\(C.Response.encryptable ? "" : " is not a TPM2B"))")
         }
 
         // Names of all handles, when any session needs cpHash.
@@ -188,7 +191,8 @@ public actor TPMClient {
                 if let newAuth = authValuesAfter[i], after != nil { after!.authValue = newAuth }
                 let expected = try st.responseHMAC(key: st.sessionValue(entity: after), rpHash: rpHash, attributes: r.sessionAttributes)
                 guard constantTimeEqual(expected, r.hmac.bytes) else {
-                    throw TPMError(.integrity, command: code, reason: "the response HMAC of session \(s.handle) does not verify: the response was altered or the authValue is wrong")
+                    throw TPMError(.integrity, command: code, reason: "the response HMAC of session \(s.handle) does not verify: the "
+                                                                    + "response was altered or the authValue is wrong")
                 }
             }
             states[i] = st

@@ -104,7 +104,8 @@ public struct TPMSessionState: Sendable {
     public func crypt(_ data: [UInt8], key: [UInt8], nonceNewer: [UInt8], nonceOlder: [UInt8], encrypt: Bool) throws(TPMError) -> [UInt8] {
         switch symmetric.algorithm {
         case .aes:
-            guard symmetric.mode == .cfb else { throw TPMError(.unsupported, reason: "parameter encryption needs CFB mode, the session has \(symmetric.mode)") }
+            guard symmetric.mode == .cfb else { throw TPMError(.unsupported, reason: "parameter encryption needs CFB mode, the session "
+                                                                                   + "has \(symmetric.mode)") }
             let keyBytes = Int(symmetric.keyBits) / 8
             let kiv = try TPMCrypto.kdfa(session.authHash, key: key, label: "CFB", contextU: nonceNewer, contextV: nonceOlder,
                                          bits: Int(symmetric.keyBits) + 128)

@@ -124,8 +124,10 @@ public struct TPMRC: TPMNamedConstant, Error {
         ver1 + 0x031: ("UNBALANCED", "the protection algorithms (hash and symmetric) are not reasonably balanced"),
         ver1 + 0x042: ("COMMAND_SIZE", "command commandSize value is inconsistent with contents of the command buffer"),
         ver1 + 0x043: ("COMMAND_CODE", "command code not supported"),
-        ver1 + 0x044: ("AUTHSIZE", "the value of authorizationSize is out of range or the number of octets in the authorization area is greater than required"),
-        ver1 + 0x045: ("AUTH_CONTEXT", "use of an authorization session with a context command or another command that cannot have an authorization session"),
+        ver1 + 0x044: ("AUTHSIZE", "the value of authorizationSize is out of range or the number of octets in the authorization area is "
+                                 + "greater than required"),
+        ver1 + 0x045: ("AUTH_CONTEXT", "use of an authorization session with a context command or another command that cannot have an "
+                                     + "authorization session"),
         ver1 + 0x046: ("NV_RANGE", "NV offset+size is out of range"),
         ver1 + 0x047: ("NV_SIZE", "requested allocation size is larger than allowed"),
         ver1 + 0x048: ("NV_LOCKED", "NV access locked"),
@@ -169,7 +171,8 @@ public struct TPMRC: TPMNamedConstant, Error {
         fmt1 + 0x021: ("RESERVED_BITS", "reserved bits not set to zero as required"),
         fmt1 + 0x022: ("BAD_AUTH", "authorization failure without DA implications"),
         fmt1 + 0x023: ("EXPIRED", "the policy has expired"),
-        fmt1 + 0x024: ("POLICY_CC", "the commandCode in the policy is not the commandCode of the command or the command code in a policy command references a command that is not implemented"),
+        fmt1 + 0x024: ("POLICY_CC", "the commandCode in the policy is not the commandCode of the command or the command code in a policy "
+                                  + "command references a command that is not implemented"),
         fmt1 + 0x025: ("BINDING", "public and sensitive portions of an object are not cryptographically bound"),
         fmt1 + 0x026: ("CURVE", "curve not supported"),
         fmt1 + 0x027: ("ECC_POINT", "point is not on the required curve"),
@@ -187,7 +190,8 @@ public struct TPMRC: TPMNamedConstant, Error {
         warn + 0x009: ("CANCELED", "the command was canceled"),
         warn + 0x00A: ("TESTING", "TPM is performing self-tests"),
         warn + 0x020: ("NV_RATE", "the TPM is rate-limiting accesses to prevent wearout of NV"),
-        warn + 0x021: ("LOCKOUT", "authorizations for objects subject to DA protection are not allowed at this time because the TPM is in DA lockout mode"),
+        warn + 0x021: ("LOCKOUT", "authorizations for objects subject to DA protection are not allowed at this time because the TPM is in "
+                                + "DA lockout mode"),
         warn + 0x022: ("RETRY", "the TPM was not able to start the command"),
         warn + 0x023: ("NV_UNAVAILABLE", "the command may require writing of NV and NV is not current accessible"),
         warn + 0x07F: ("NOT_USED", "this value is reserved and shall not be returned by the TPM"),
