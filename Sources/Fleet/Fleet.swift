@@ -284,6 +284,7 @@ public final class Fleet: Sendable {
     func deploy(_ planned: VMRecord, _ r: DeployRequest, bootNow: Bool) async throws -> VMRecord {
         var vm = planned
         if r.start ?? true { vm.powerState = .running }
+        let baselineMode = try FleetRules.baselineMode(r)
         _ = try images.disk(try await image(vm.image))   // build the image before taking the name
         try await locks.with(vm.name) {
             let fm = FileManager.default
@@ -307,7 +308,7 @@ public final class Fleet: Sendable {
                 try? fm.removeItem(at: dir.url)
                 throw error
             }
-            if let mode = try FleetRules.baselineMode(r) {
+            if let mode = baselineMode {
                 do { try await service.setBaselineMode(vm: vm.name, mode) } catch {
                     _ = try? await store.deleteVM(vm.name)
                     try? fm.removeItem(at: dir.url)
@@ -320,7 +321,7 @@ public final class Fleet: Sendable {
                                             + "monitoring \(vm.integrityMonitoring ? "on" : "off"))" : ""))
         }
         logger.info("deployed", metadata: ["vm": .string(vm.name), "securityType": .string(vm.securityType.rawValue)])
-        if try FleetRules.baselineMode(r) == .predicted { _ = try await predictBaseline(vm.name) }
+        if baselineMode == .predicted { _ = try await predictBaseline(vm.name) }
         if vm.powerState == .running && bootNow { return try await self.bootNow(vm.name, verb: "start") }
         return try await require(vm.name)
     }

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// A value bound to or read from SQL. The schema uses only 64-bit integers and text, so one set of
 /// statements runs on SQLite and PostgreSQL alike.
@@ -66,11 +65,11 @@ public struct SQLSchema: Sendable {
     /// database ("newer than this build") instead of running on tables it does not understand.
     static let sharedNumberingEnded: Int64 = 8
 
-    /// The module's version in the database now (0: none of its tables), after migrating.
+    /// Brings the module's tables to this build's version (`steps.count`, returned) or refuses a
+    /// database whose tables are newer.
     @discardableResult
     public func migrate(_ backend: any SQLBackend) async throws -> Int {
         let module = module, steps = steps, legacy = legacyVersions
-        let version = Mutex(0)
         try await backend.migrate { q in
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             _ = try await q("""
@@ -102,8 +101,7 @@ public struct SQLSchema: Sendable {
                 _ = try await q("UPDATE schema_modules SET version = ?, applied = ? WHERE module = ?",
                                 [.int(Int64(steps.count)), .int(now), .text(module)])
             }
-            version.withLock { $0 = steps.count }
         }
-        return version.withLock { $0 }
+        return steps.count
     }
 }

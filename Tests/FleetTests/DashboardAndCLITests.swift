@@ -42,7 +42,8 @@ struct DashboardTests {
         }
         let (status, out, err) = try await Interop.run(browser, common + ["--dump-dom", url])
         #expect(status == 0, "\(err.suffix(500))")
-        #expect(Self.markupShownAsText(out) == nil, "\(path): markup escaped twice, shown as text: \(Self.markupShownAsText(out) ?? "")")
+        let shownAsText = Self.markupShownAsText(out)
+        #expect(shownAsText == nil, "\(path): markup escaped twice, shown as text: \(shownAsText ?? "")")
         return out
     }
 
