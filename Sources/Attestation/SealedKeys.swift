@@ -14,8 +14,9 @@ public struct KeySealer: Sendable {
     static let prefix = "sealed:v1:"
 
     public init(key: [UInt8]) throws {
-        guard key.count == 32 else { throw AttestationServiceError(.internal,
-                                                                   "the key-encryption key is 32 bytes (64 hex digits); got \(key.count)") }
+        guard key.count == 32 else {
+            throw AttestationServiceError(.internal, "the key-encryption key is 32 bytes (64 hex digits); got \(key.count)")
+        }
         self.key = SymmetricKey(data: key)
     }
 

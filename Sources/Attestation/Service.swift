@@ -105,10 +105,7 @@ public final class AttestationService: Sendable {
     /// TPM only after an admin allowed a rebind.
     func checkBinding(vm: String, ekPublic: String) async throws {
         guard let bound = try await store.agent(vm: vm), bound.ekPublic != ekPublic, !bound.rebindAllowed else { return }
-        throw AttestationServiceError(.conflict, "enrolment refused [identity]: \(vm) is bound to another TPM (EK first enrolled at "
-                                               + "\(Self.rfc3339(bound.enrolledAt))): a VM's vTPM does not change. If it was replaced on "
-                                               + "purpose, an admin allows the new one: `tlaunch vm rebind-tpm \(vm)` (POST "
-                                               + "/v1/vms/\(vm)/enrolment/rebind); that raises an alert and resets the baseline", field: "ekPublic")
+        throw AttestationServiceError(.conflict, "enrolment refused [identity]: \(vm) is bound to another TPM (EK first enrolled at \(Self.rfc3339(bound.enrolledAt))): a VM's vTPM does not change. If it was replaced on purpose, an admin allows the new one: `tlaunch vm rebind-tpm \(vm)` (POST /v1/vms/\(vm)/enrolment/rebind); that raises an alert and resets the baseline", field: "ekPublic")
     }
 
     public func beginEnrolment(vm: String, _ request: EnrolmentRequest, now: Date = Date()) async throws -> EnrolmentChallenge {
@@ -526,8 +523,7 @@ public final class AttestationService: Sendable {
                                                    + "verify): it cannot be a baseline")
         }
         guard stored.outcome.checks.passed(.evidence) else {
-            throw AttestationServiceError(.conflict, "attestation \(record.id) failed verification of its evidence "
-                                                   + "(\(stored.outcome.checks.first { $0.category == .evidence && !$0.passed }?.name.rawValue ?? "?")): it cannot be a baseline")
+            throw AttestationServiceError(.conflict, "attestation \(record.id) failed verification of its evidence (\(stored.outcome.checks.first { $0.category == .evidence && !$0.passed }?.name.rawValue ?? "?")): it cannot be a baseline")
         }
         guard let agent = try await store.agent(vm: vm), let current = try? Self.decodePublic(agent.akPublic, field: "akPublic").name(),
               stored.akName == hexString(current) else {
@@ -583,8 +579,9 @@ public final class AttestationService: Sendable {
             try VMName.check(vm)
         }
         let token = "tlt_" + TokenIssuer.base64url(random(32))
-        if let lifetime, lifetime <= .zero { throw AttestationServiceError(.badRequest, "a token's lifetime must be positive",
-                                                                           field: "expires") }
+        if let lifetime, lifetime <= .zero {
+            throw AttestationServiceError(.badRequest, "a token's lifetime must be positive", field: "expires")
+        }
         let expires = lifetime.map { ms(now) + $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 }
         try await store.insertAPIToken(APITokenRecord(hash: hashToken(token), role: role, vm: role == .agent ? vm : nil, created: ms(now),
                                                       expires: expires))

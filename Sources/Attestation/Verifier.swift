@@ -180,8 +180,7 @@ public enum AttestationVerifier {
             let report = d.eventLog.replay(against: forLog)
             guard report.allMatch else {
                 let mismatches = report.comparisons.filter { $0.status != .match }
-                let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR "
-                                          + "\($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
+                let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
                 return fail(.replay,
                             "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
             }
@@ -191,8 +190,7 @@ public enum AttestationVerifier {
             if let cache, let key { cache.store(key, boot) }
             result.verified = report.verified
         }
-        result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(boot.compared) values in "
-                                                        + "\(boot.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))
+        result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(boot.compared) values in \(boot.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))
         if let ima = d.imaLog {
             var state = IMAReplayState()
             let applied = (try? state.apply(ima.entries)) != nil

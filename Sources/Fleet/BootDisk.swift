@@ -91,8 +91,9 @@ struct BootDisk: Sendable {
         defer { try? h.close() }
         let head = [UInt8](try h.read(upToCount: startLBA * 512) ?? Data())
         let table: ESP.Partitioning
-        do { table = try ESP.gptPartitioning(head) } catch { throw FleetError(.failed,
-                                                                              "the boot disk \(disk.path) has no usable GPT: \(error)") }
+        do { table = try ESP.gptPartitioning(head) } catch {
+            throw FleetError(.failed, "the boot disk \(disk.path) has no usable GPT: \(error)")
+        }
         return ESP(files: esp.files, partitioning: table)
     }
 

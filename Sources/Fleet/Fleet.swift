@@ -243,8 +243,9 @@ public final class Fleet: Sendable {
     public func importImage(name: String, from path: String, generation: Int, keys: String,
                             description: String?) async throws -> ImageInfo {
         try FleetRules.checkName(name, what: "image")
-        guard generation == 1 || generation == 2 else { throw FleetError(.invalid, "--generation must be 1 (BIOS) or 2 (UEFI)",
-                                                                         field: "generation") }
+        guard generation == 1 || generation == 2 else {
+            throw FleetError(.invalid, "--generation must be 1 (BIOS) or 2 (UEFI)", field: "generation")
+        }
         let existing = try await store.images()
         if ImageCatalog.builtIn.contains(where: { $0.name == name }) || existing.contains(where: { $0.name == name }) {
             throw FleetError(.conflict, "an image named \(name) exists: choose another name", field: "name")

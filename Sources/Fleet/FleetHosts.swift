@@ -62,8 +62,7 @@ extension Fleet {
         let info: LibvirtConnection.NodeInfo
         switch await LibvirtConnection(uri: r.uri).inspect() {
         case .success(let i): info = i
-        case .failure(let e): throw FleetError(.invalid, "libvirt at \(r.uri) does not answer: \(e.message) — check the URI, the daemon "
-                                                       + "and the credentials (virsh -c \(r.uri) nodeinfo); the host was not added", field: "uri")
+        case .failure(let e): throw FleetError(.invalid, "libvirt at \(r.uri) does not answer: \(e.message) — check the URI, the daemon and the credentials (virsh -c \(r.uri) nodeinfo); the host was not added", field: "uri")
         }
         let now = Time.millis()
         let host = LibvirtHost(name: r.name, uri: r.uri, tpm: tpm, shipFiles: ship, maxVMs: r.maxVMs, memoryMiB: info.memoryMiB,
@@ -85,8 +84,9 @@ extension Fleet {
             throw FleetError(.conflict, "host \(name) has VMs: \(vms.prefix(20).joined(separator: ", "))\(vms.count > 20 ? ", …" : "") — "
                                       + "delete them first", field: "name")
         }
-        guard try await store.deleteHost(name) else { throw FleetError(.notFound, "no libvirt host named \(name) (tlaunch host list)",
-                                                                       field: "name") }
+        guard try await store.deleteHost(name) else {
+            throw FleetError(.notFound, "no libvirt host named \(name) (tlaunch host list)", field: "name")
+        }
         hostCache.withLock { $0[name] = nil }
         hostDrivers.withLock { $0[name] = nil }
         logger.info("libvirt host removed", metadata: ["host": .string(name)])

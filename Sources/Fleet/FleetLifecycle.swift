@@ -134,8 +134,9 @@ extension Fleet {
         guard path.hasPrefix("/"), !path.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }), path.count <= 255, !path.hasSuffix("/") else {
             throw FleetError(.invalid, "the path on the disk must be absolute, without . or .. (e.g. /EFI/BOOT/grubx64.efi)", field: "path")
         }
-        guard bytes.count <= 64 << 20 else { throw FleetError(.invalid, "the file is \(bytes.count) bytes; the limit is 64 MiB",
-                                                              field: "file") }
+        guard bytes.count <= 64 << 20 else {
+            throw FleetError(.invalid, "the file is \(bytes.count) bytes; the limit is 64 MiB", field: "file")
+        }
         return try await locks.with(name) {
             let vm = try await require(name)
             guard try await image(vm.image).generation == 2 else {

@@ -135,8 +135,9 @@ public final class ImageCatalog: Sendable {
     public func importFiles(name: String, from source: URL, generation: Int, keys: String, description: String?) throws -> ImageInfo {
         let fm = FileManager.default
         let dest = root.appendingPathComponent(name)
-        guard !fm.fileExists(atPath: dest.path) else { throw FleetError(.conflict, "image \(name) exists: choose another name",
-                                                                        field: "name") }
+        guard !fm.fileExists(atPath: dest.path) else {
+            throw FleetError(.conflict, "image \(name) exists: choose another name", field: "name")
+        }
         let tmp = root.appendingPathComponent(".import-\(UUID().uuidString)")
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         do {

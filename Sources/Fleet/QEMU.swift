@@ -108,8 +108,9 @@ final class UnixStream: Sendable {
             let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
             if rc == 0 { self.fd = fd; return }
             close(fd)
-            if ContinuousClock.now >= deadline { throw FleetError(.failed,
-                                                                  "cannot connect to \(path): \(String(cString: strerror(errno)))") }
+            if ContinuousClock.now >= deadline {
+                throw FleetError(.failed, "cannot connect to \(path): \(String(cString: strerror(errno)))")
+            }
             usleep(50_000)
         }
     }

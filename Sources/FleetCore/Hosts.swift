@@ -102,8 +102,7 @@ extension FleetRules {
             throw FleetError(.invalid, "tpm must be external or emulator", field: "tpm")
         }
         if t == "external", !local {
-            throw FleetError(.invalid, "the external vTPM backend needs the host's QEMU on this machine (its socket is the platform's); a "
-                                     + "remote host runs its VMs' vTPMs as swtpm: --tpm emulator, with `tlaunch vtpm install-swtpm` there", field: "tpm")
+            throw FleetError(.invalid, "the external vTPM backend needs the host's QEMU on this machine (its socket is the platform's); a remote host runs its VMs' vTPMs as swtpm: --tpm emulator, with `tlaunch vtpm install-swtpm` there", field: "tpm")
         }
         return t
     }

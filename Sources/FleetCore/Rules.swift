@@ -192,8 +192,7 @@ public enum FleetRules {
         }
         guard available.contains(h) else {
             if h == libvirt {
-                throw FleetError(.invalid, "hypervisor libvirt is not available here: start the platform with --hypervisor libvirt (a "
-                                         + "libvirtd that virsh reaches, --libvirt-uri), or use --hypervisor qemu or simulated", field: "hypervisor")
+                throw FleetError(.invalid, "hypervisor libvirt is not available here: start the platform with --hypervisor libvirt (a libvirtd that virsh reaches, --libvirt-uri), or use --hypervisor qemu or simulated", field: "hypervisor")
             }
             throw FleetError(.invalid, "hypervisor \(h) is not available here: real VMs need QEMU and Debian's OVMF (apt-get install "
                                      + "qemu-system-x86 ovmf) and the guest kit (busybox-static, linux-image-amd64, tlaunch-agent built "
@@ -204,8 +203,9 @@ public enum FleetRules {
 
     public static func checkInterval(_ i: Int?) throws -> Int {
         let i = i ?? 300
-        guard (1...86400).contains(i) else { throw FleetError(.invalid, "the attestation interval is \(i) s; give 1 to 86400 seconds",
-                                                              field: "attestationInterval") }
+        guard (1...86400).contains(i) else {
+            throw FleetError(.invalid, "the attestation interval is \(i) s; give 1 to 86400 seconds", field: "attestationInterval")
+        }
         return i
     }
 
@@ -225,8 +225,7 @@ public enum FleetRules {
                                                                + "deploy with --security-type TrustedLaunch", field: "secureBoot") }
             if r.vTpm == true { throw FleetError(.invalid, "a vTPM exists only for TrustedLaunch VMs: drop --vtpm, or deploy with "
                                                          + "--security-type TrustedLaunch", field: "vTpm") }
-            if r.integrityMonitoring == true { throw FleetError(.invalid, "integrity monitoring needs a vTPM, which Standard VMs do not "
-                                                                        + "have: deploy with --security-type TrustedLaunch", field: "integrityMonitoring") }
+            if r.integrityMonitoring == true { throw FleetError(.invalid, "integrity monitoring needs a vTPM, which Standard VMs do not have: deploy with --security-type TrustedLaunch", field: "integrityMonitoring") }
         }
         let vtpm = type == .trustedLaunch && (r.vTpm ?? true)
         if r.integrityMonitoring == true, !vtpm {
@@ -268,8 +267,7 @@ public enum FleetRules {
                                                               + "(redeploy it as TrustedLaunch)", field: "secureBoot") }
             if u.vTpm != nil { throw FleetError(.invalid, "\(name) is a Standard VM: a vTPM exists only for TrustedLaunch VMs (redeploy "
                                                         + "it as TrustedLaunch)", field: "vTpm") }
-            if u.integrityMonitoring == true { throw FleetError(.invalid, "\(name) is a Standard VM without a vTPM, so integrity "
-                                                                        + "monitoring cannot attest it: redeploy it as TrustedLaunch", field: "integrityMonitoring") }
+            if u.integrityMonitoring == true { throw FleetError(.invalid, "\(name) is a Standard VM without a vTPM, so integrity monitoring cannot attest it: redeploy it as TrustedLaunch", field: "integrityMonitoring") }
         }
         let firmwareChange = (u.secureBoot.map { $0 != vm.secureBoot } ?? false) || (u.vTpm.map { $0 != vm.vTPM } ?? false)
         if firmwareChange, vm.powerState == .running {
@@ -279,14 +277,13 @@ public enum FleetRules {
         let vtpm = u.vTpm ?? vm.vTPM
         let monitoring = u.integrityMonitoring ?? vm.integrityMonitoring
         if monitoring, !vtpm {
-            throw FleetError(.invalid, u.vTpm == false ? "integrity monitoring is on and needs the vTPM: switch it off first "
-                                                       + "(--integrity-monitoring false)" : "integrity monitoring needs the vTPM: turn "
-                                                                                          + "the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
+            throw FleetError(.invalid, u.vTpm == false ? "integrity monitoring is on and needs the vTPM: switch it off first (--integrity-monitoring false)" : "integrity monitoring needs the vTPM: turn the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
         }
         var agent: GuestAgentState?
         if let g = u.guestAgent {
-            guard let a = GuestAgentState(rawValue: g) else { throw FleetError(.invalid, "guest agent must be running or stopped",
-                                                                               field: "guestAgent") }
+            guard let a = GuestAgentState(rawValue: g) else {
+                throw FleetError(.invalid, "guest agent must be running or stopped", field: "guestAgent")
+            }
             agent = a
         }
         let interval = try u.attestationInterval.map { try checkInterval($0) }

@@ -204,8 +204,7 @@ extension VMRecord {
                 out.append(ChecklistItem(requirement: "Secure Boot", state: .met, why: booted?.secureBootEnforced == true ? "enforced at the last boot: every boot image was verified against db and dbx" : "on (enforced from the first boot)"))
             }
         } else {
-            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: tl ? "off: stop the VM and turn it on "
-                                                                                         + "(--secure-boot true)" : "Standard VMs have no Secure Boot: redeploy as TrustedLaunch"))
+            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: tl ? "off: stop the VM and turn it on (--secure-boot true)" : "Standard VMs have no Secure Boot: redeploy as TrustedLaunch"))
         }
         if tl && vm.vTPM {
             if let b = booted, b.measured {

@@ -315,8 +315,7 @@ extension GuestStatus {
             out += "  TPM 2.0:               not present\(tpm.error.map { " (\($0))" } ?? "")\n"
         }
         if measuredBootLog.present {
-            out += "  Measured boot log:     present, \(measuredBootLog.events) "
-                 + "events\(measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n"
+            out += "  Measured boot log:     present, \(measuredBootLog.events) events\(measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n"
         } else {
             out += "  Measured boot log:     not present\(measuredBootLog.error.map { " (\($0))" } ?? "")\n"
         }

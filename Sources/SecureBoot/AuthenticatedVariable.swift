@@ -125,8 +125,9 @@ extension AuthenticodeSignature {
         let f = try children(si, "SignerInfo")
         guard f.count >= 5 else { throw SecureBootError(.invalidSignature, "SignerInfo has \(f.count) fields", field: "SignerInfo") }
         let sid = try children(f[1], "SignerInfo.sid")
-        guard sid.count == 2 else { throw SecureBootError(.unsupported, "signer identified by subject key identifier",
-                                                          field: "SignerInfo.sid") }
+        guard sid.count == 2 else {
+            throw SecureBootError(.unsupported, "signer identified by subject key identifier", field: "SignerInfo.sid")
+        }
         let issuer = try DistinguishedName(derEncoded: sid[0])
         let serial = Certificate.SerialNumber(bytes: try primitive(sid[1], "serialNumber"))
         let dAlg = try digestAlgorithm(f[2], "SignerInfo.digestAlgorithm")

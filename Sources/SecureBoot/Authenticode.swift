@@ -74,14 +74,16 @@ public struct AuthenticodeSignature: Sendable {
     }
 
     static func children(_ node: ASN1Node, _ what: String) throws -> [ASN1Node] {
-        guard case .constructed(let c) = node.content else { throw SecureBootError(.invalidSignature, "\(what) is not a constructed value",
-                                                                                   field: what) }
+        guard case .constructed(let c) = node.content else {
+            throw SecureBootError(.invalidSignature, "\(what) is not a constructed value", field: what)
+        }
         return Array(c)
     }
 
     static func primitive(_ node: ASN1Node, _ what: String) throws -> ArraySlice<UInt8> {
-        guard case .primitive(let p) = node.content else { throw SecureBootError(.invalidSignature, "\(what) is not a primitive value",
-                                                                                 field: what) }
+        guard case .primitive(let p) = node.content else {
+            throw SecureBootError(.invalidSignature, "\(what) is not a primitive value", field: what)
+        }
         return p
     }
 
@@ -114,11 +116,13 @@ public struct AuthenticodeSignature: Sendable {
         }
         guard let spc = try children(eci[1], "eContent").first else { throw SecureBootError(.invalidSignature, "no SpcIndirectDataContent", field: "eContent") }
         let spcFields = try children(spc, "SpcIndirectDataContent")
-        guard spcFields.count == 2 else { throw SecureBootError(.invalidSignature, "SpcIndirectDataContent has \(spcFields.count) fields",
-                                                                field: "SpcIndirectDataContent") }
+        guard spcFields.count == 2 else {
+            throw SecureBootError(.invalidSignature, "SpcIndirectDataContent has \(spcFields.count) fields", field: "SpcIndirectDataContent")
+        }
         let digestInfo = try children(spcFields[1], "SpcIndirectDataContent.messageDigest")
-        guard digestInfo.count == 2 else { throw SecureBootError(.invalidSignature, "DigestInfo has \(digestInfo.count) fields",
-                                                                 field: "DigestInfo") }
+        guard digestInfo.count == 2 else {
+            throw SecureBootError(.invalidSignature, "DigestInfo has \(digestInfo.count) fields", field: "DigestInfo")
+        }
         let alg = try digestAlgorithm(digestInfo[0], "DigestInfo.digestAlgorithm")
         let digest = Array(try ASN1OctetString(derEncoded: digestInfo[1]).bytes)
         var contentOctets: [UInt8] = []
@@ -142,8 +146,9 @@ public struct AuthenticodeSignature: Sendable {
             let f = try children(si, "SignerInfo")
             guard f.count >= 5 else { throw SecureBootError(.invalidSignature, "SignerInfo has \(f.count) fields", field: "SignerInfo") }
             let sid = try children(f[1], "SignerInfo.sid")
-            guard sid.count == 2 else { throw SecureBootError(.unsupported, "signer identified by subject key identifier",
-                                                              field: "SignerInfo.sid") }
+            guard sid.count == 2 else {
+                throw SecureBootError(.unsupported, "signer identified by subject key identifier", field: "SignerInfo.sid")
+            }
             let issuer = try DistinguishedName(derEncoded: sid[0])
             let serial = Certificate.SerialNumber(bytes: try primitive(sid[1], "serialNumber"))
             let dAlg = try digestAlgorithm(f[2], "SignerInfo.digestAlgorithm")

@@ -42,8 +42,9 @@ enum Dashboard {
             throw APIError(.contentTooLarge, "the form is \(length) bytes; the limit is \(formLimit)")
         }
         let buffer: ByteBuffer
-        do { buffer = try await request.collectBody(upTo: formLimit) } catch { throw APIError(.contentTooLarge,
-                                                                                              "the form exceeds \(formLimit) bytes") }
+        do { buffer = try await request.collectBody(upTo: formLimit) } catch {
+            throw APIError(.contentTooLarge, "the form exceeds \(formLimit) bytes")
+        }
         return form(String(buffer: buffer))
     }
 
@@ -204,13 +205,9 @@ enum Dashboard {
     static func hostTable(_ hosts: [HostView]) -> HTML {
         guard !hosts.isEmpty else { return "" }
         let rows = hosts.map { v -> HTML in
-            "<tr id=\"host-\(text: v.host.name)\"><td>\(text: v.host.name)</td><td "
-          + "class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td><td>\(text: Time.rfc3339(v.host.since))</td>"
-                + "<td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) "
-                + "MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(text: v.host.detail)</td></tr>"
+            "<tr id=\"host-\(text: v.host.name)\"><td>\(text: v.host.name)</td><td class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td><td>\(text: Time.rfc3339(v.host.since))</td><td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(text: v.host.detail)</td></tr>"
         }.joined()
-        return "<h2>Hosts</h2><table "
-             + "id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>"
+        return "<h2>Hosts</h2><table id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>"
     }
 
     /// Where a sign-in may go on to: one of the dashboard's own pages, by a path made of the
@@ -421,9 +418,7 @@ enum Dashboard {
             \(v.integrityMonitoring.bootIntegrity == .unhealthy ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
             """
             if !v.alerts.isEmpty {
-                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(text: $0.severity)\"><a "
-                                                                    + "href=\"/alerts/\(text: $0.id)\">\(text: $0.severity): "
-                                                                    + "\(text: $0.title)</a> (\(text: $0.created))</li>" }.joined() + "</ul>"
+                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(text: $0.severity)\"><a href=\"/alerts/\(text: $0.id)\">\(text: $0.severity): \(text: $0.title)</a> (\(text: $0.created))</li>" }.joined() + "</ul>"
             }
             if !o.recommendations.isEmpty {
                 body += "<h2>Recommendations</h2><ul id=\"recommendations\">" + o.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
@@ -437,8 +432,7 @@ enum Dashboard {
             }
             body += "</tbody></table>"
             if let b = v.lastBoot {
-                body += "<h2>Last boot (\(b.number), "
-                      + "\(text: b.time))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>" : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>") · \(text: b.firmware) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(text: $0)</code>" } ?? "")</p>"
+                body += "<h2>Last boot (\(b.number), \(text: b.time))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>" : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>") · \(text: b.firmware) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(text: $0)</code>" } ?? "")</p>"
                 if !b.stages.isEmpty {
                     body += "<table><thead><tr><th>Stage</th><th>Path</th><th>Authenticode SHA-256</th><th>Verified "
                           + "by</th></tr></thead><tbody>"
@@ -454,9 +448,7 @@ enum Dashboard {
                 body += "<h2>Attestations</h2><table "
                       + "id=\"attestations\"><thead><tr><th>Time</th><th>Result</th><th>Baseline</th><th>Failed "
                       + "checks</th></tr></thead><tbody>"
-                    + o.attestations.map { a in "<tr><td>\(text: a.time)</td><td "
-                                              + "class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") "
-                                              + "(\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td><td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>" }.joined()
+                    + o.attestations.map { a in "<tr><td>\(text: a.time)</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td><td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>" }.joined()
                     + "</tbody></table>"
             }
             if v.hypervisor == FleetRules.qemu, let console = try? await fleet.console(v.name) {
@@ -502,28 +494,23 @@ enum Dashboard {
             let all = try await fleet.alerts(limit: 500)
             var rows: HTML = ""
             for a in all {
-                rows += "<tr class=\"sev-\(text: a.status == .active ? a.severity.rawValue : "")\"><td><a "
-                      + "href=\"/alerts/\(text: a.id)\">\(text: a.title)</a></td><td><a "
-                      + "href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td><td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td><td>\(text: a.resolution ?? "")</td></tr>"
+                rows += "<tr class=\"sev-\(text: a.status == .active ? a.severity.rawValue : "")\"><td><a href=\"/alerts/\(text: a.id)\">\(text: a.title)</a></td><td><a href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td><td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td><td>\(text: a.resolution ?? "")</td></tr>"
             }
-            return page("Alerts", "<h1>Alerts</h1><table "
-                                + "id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>",
+            return page("Alerts", "<h1>Alerts</h1><table id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>",
                         live: true)
         }
 
         router.get("/alerts/{id}") { _, context -> Response in
             if let r = signedIn(context) { return r }
             let id = try context.parameters.require("id")
-            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", "<div class=\"error\">No alert "
-                                                                                                  + "\(text: id).</div>", status: .notFound) }
+            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", "<div class=\"error\">No alert \(text: id).</div>", status: .notFound) }
             var body: HTML = "<h1 class=\"sev-\(text: a.severity.rawValue)\">\(text: a.title)</h1>"
             body += "<p><b>\(text: a.severity.rawValue)</b> severity · <b>\(text: a.status.rawValue)</b> · VM <a "
                   + "href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a> · raised \(text: a.created) · seen \(a.occurrences)× · last "
                   + "\(text: a.updated)\(a.attestationID.map { " · attestation <code>\(text: $0)</code>" } ?? "")</p>"
             if let r = a.resolution { body += "<p class=\"muted\">\(text: r)</p>" }
             body += "<div class=\"card\"><p id=\"description\">\(text: a.description)</p></div>"
-            body += "<h2>Evidence</h2><table "
-                  + "id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>"
+            body += "<h2>Evidence</h2><table id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>"
             for e in a.evidence {
                 body += "<tr><td>\(text: e.component.rawValue)</td><td>\(text: e.name)</td><td>\(text: e.pcr.map(String.init) ?? "-")</td><td><code>\(text: e.from ?? "-")</code>\(e.fromSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td><code>\(text: e.to ?? "-")</code>\(e.toSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td>\(text: e.detail)</td></tr>"
             }
@@ -550,11 +537,9 @@ enum Dashboard {
             if let r = signedIn(context) { return r }
             var rows: HTML = ""
             for i in try await fleet.imageList() {
-                rows += "<tr><td>\(text: i.name)</td><td>Gen \(i.generation) "
-                      + "(\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td><td>\(text: i.source)</td></tr>"
+                rows += "<tr><td>\(text: i.name)</td><td>Gen \(i.generation) (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td><td>\(text: i.source)</td></tr>"
             }
-            return page("Images", "<h1>Images</h1><table "
-                                + "id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>")
+            return page("Images", "<h1>Images</h1><table id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>")
         }
 
         router.get("/deploy") { _, context -> Response in

@@ -131,8 +131,9 @@ extension APIServer {
             }
             var r = request
             let buffer: ByteBuffer
-            do { buffer = try await r.collectBody(upTo: limit) } catch { throw APIError(.contentTooLarge,
-                                                                                        "the file exceeds \(limit) bytes") }
+            do { buffer = try await r.collectBody(upTo: limit) } catch {
+                throw APIError(.contentTooLarge, "the file exceeds \(limit) bytes")
+            }
             let vm = try await fleet.putFile(n, path: path, bytes: Array(buffer: buffer))
             return try json(encodable: try await fleet.view(vm))
         }

@@ -31,8 +31,9 @@ struct APIError: HTTPResponseError {
     var status: HTTPResponse.Status
     var message: String
     var field: String?
-    init(_ status: HTTPResponse.Status, _ message: String,
-         field: String? = nil) { self.status = status; self.message = message; self.field = field }
+    init(_ status: HTTPResponse.Status, _ message: String, field: String? = nil) {
+        self.status = status; self.message = message; self.field = field
+    }
     init(_ e: AttestationServiceError) {
         self.init(HTTPResponse.Status(code: e.kind.status), e.message, field: e.field)
     }
@@ -107,8 +108,7 @@ public enum APIServer {
                            field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.dataCorrupted(c) {
             let path = c.codingPath.map(\.stringValue).joined(separator: ".")
-            throw APIError(.badRequest, path.isEmpty ? "the body is not valid JSON: "
-                                                     + "\(c.underlyingError.map { "\($0)" } ?? c.debugDescription)" : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
+            throw APIError(.badRequest, path.isEmpty ? "the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)" : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
         }
     }
 

@@ -83,8 +83,9 @@ public struct ESP: Sendable {
                 throw FirmwareError(.notFound, stage: "ESP", "cannot read \(full)", path: full)
             }
             total += data.count
-            guard total <= maxBytes else { throw FirmwareError(.invalidImage, stage: "ESP", "the folder holds more than \(maxBytes) bytes",
-                                                               path: url.path) }
+            guard total <= maxBytes else {
+                throw FirmwareError(.invalidImage, stage: "ESP", "the folder holds more than \(maxBytes) bytes", path: url.path)
+            }
             files[String(full.dropFirst(base.count))] = Array(data)
         }
         return ESP(files: files, partitioning: .mbr)
@@ -162,8 +163,9 @@ public struct ESP: Sendable {
             throw FirmwareError(.notFound, stage: "ESP", "\(path) does not exist", path: path)
         }
         if isDir.boolValue { return try folder(URL(fileURLWithPath: path)) }
-        guard let data = FileManager.default.contents(atPath: path) else { throw FirmwareError(.notFound, stage: "ESP",
-                                                                                               "cannot read \(path)", path: path) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw FirmwareError(.notFound, stage: "ESP", "cannot read \(path)", path: path)
+        }
         return try image(Array(data))
     }
 }

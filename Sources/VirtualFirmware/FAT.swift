@@ -73,17 +73,20 @@ public struct FATFileSystem: Sendable {
         while let cl = c, cl >= 2 {
             guard Int(cl) - 2 < clusterCount else { throw FirmwareError(.invalidImage, stage: "FAT", "cluster \(cl) is outside the data area (\(clusterCount) clusters)") }
             seen += 1
-            guard seen <= clusterCount else { throw FirmwareError(.invalidImage, stage: "FAT",
-                                                                  "the cluster chain starting at \(first) loops") }
+            guard seen <= clusterCount else {
+                throw FirmwareError(.invalidImage, stage: "FAT", "the cluster chain starting at \(first) loops")
+            }
             let o = dataOffset + (Int(cl) - 2) * clusterBytes
-            guard o + clusterBytes <= bytes.count else { throw FirmwareError(.invalidImage, stage: "FAT",
-                                                                             "cluster \(cl) lies past the end of the image") }
+            guard o + clusterBytes <= bytes.count else {
+                throw FirmwareError(.invalidImage, stage: "FAT", "cluster \(cl) lies past the end of the image")
+            }
             out += bytes[o..<o + clusterBytes]
             if let l = limit, out.count >= l { return Array(out.prefix(l)) }
             c = next(cl)
         }
-        if let l = limit, out.count < l { throw FirmwareError(.invalidImage, stage: "FAT",
-                                                              "a file of \(l) bytes has only \(out.count) bytes of clusters") }
+        if let l = limit, out.count < l {
+            throw FirmwareError(.invalidImage, stage: "FAT", "a file of \(l) bytes has only \(out.count) bytes of clusters")
+        }
         return out
     }
 
@@ -147,8 +150,9 @@ public struct FATFileSystem: Sendable {
         var out: [String: [UInt8]] = [:]
         var total = 0
         func walk(_ raw: [UInt8], _ prefix: String, _ depth: Int) throws(FirmwareError) {
-            guard depth <= maxDepth else { throw FirmwareError(.invalidImage, stage: "FAT",
-                                                               "directories nest deeper than \(maxDepth) at \(prefix)") }
+            guard depth <= maxDepth else {
+                throw FirmwareError(.invalidImage, stage: "FAT", "directories nest deeper than \(maxDepth) at \(prefix)")
+            }
             for e in entries(raw) {
                 let path = prefix + "/" + e.name
                 if e.isDirectory {

@@ -135,8 +135,9 @@ struct Run {
 
     init(settings: FirmwareSettings, model: VirtualFirmware.Model, esp: ESP, tpm: (any FirmwareTPM)?,
          databases: (db: SignatureDatabase, dbx: SignatureDatabase, key: [UInt8])?, cache: DecisionCache?) throws(FirmwareError) {
-        guard !settings.banks.isEmpty else { throw FirmwareError(.invalidSettings, stage: "settings",
-                                                                 "the vTPM needs at least one PCR bank") }
+        guard !settings.banks.isEmpty else {
+            throw FirmwareError(.invalidSettings, stage: "settings", "the vTPM needs at least one PCR bank")
+        }
         self.settings = settings; self.model = model; self.esp = esp
         self.databases = databases; self.cache = cache
         self.tpm = settings.vTPM ? tpm : nil
@@ -555,8 +556,9 @@ struct Run {
     mutating func grubExecute(_ g: inout GrubRun, _ text: String, source: String) throws(FirmwareError) {
         g.depth += 1
         defer { g.depth -= 1 }
-        guard g.depth <= 16 else { throw FirmwareError(.grubScript, stage: "grub", "`source` nests deeper than 16 (a loop?)",
-                                                       path: source) }
+        guard g.depth <= 16 else {
+            throw FirmwareError(.grubScript, stage: "grub", "`source` nests deeper than 16 (a loop?)", path: source)
+        }
         let nodes: [GrubScript.Node]
         do { nodes = try GrubScript.parse(text) } catch {
             throw FirmwareError(error.unsupported ? .unsupported : .grubScript, stage: "grub",

@@ -228,8 +228,7 @@ struct EventLogCommand: ParsableCommand {
         for a in f.bootChain {
             let digest = a.digests["sha256"] ?? a.digests.values.sorted().first ?? ""
             out.append("  #\(a.eventIndex) \(a.devicePath ?? "(no device path)")")
-            out.append("      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") "
-                     + "\(digest)\(a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", "))")
+            out.append("      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") \(digest)\(a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", "))")
         }
         if let s = f.shim {
             out.append("shim: MokList \(s.mokList.map { "\($0.certificates.count) certificates" } ?? "not measured"), MokListX "

@@ -187,8 +187,7 @@ enum Render {
             out += "  Last boot: \(b.number) at \(b.time): " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")")
                 + " (\(b.firmware); Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced"); "
                 + "\(b.measured ? "\(b.events) events measured" : "not measured"))\n"
-            for s in b.stages { out += "    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) "
-                                     + "\(s.path)\(s.verifiedBy.map { "  verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")\n" }
+            for s in b.stages { out += "    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \(s.path)\(s.verifiedBy.map { "  verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")\n" }
             if let c = b.kernelCommandLine { out += "    command line: \(c)\n" }
         }
         if v.alerts.isEmpty { out += "  Active alerts: none\n" } else {
@@ -680,8 +679,7 @@ struct AlertCommand: AsyncParsableCommand {
 }
 
 struct HostCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor "
-                                                                                 + "libvirt).", subcommands: [Add.self, List.self, Remove.self])
+    static let configuration = CommandConfiguration(commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor libvirt).", subcommands: [Add.self, List.self, Remove.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "add",

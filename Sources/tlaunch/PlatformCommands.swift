@@ -176,8 +176,7 @@ struct Up: AsyncParsableCommand {
             let guestKit: Bool = if case .success = GuestKit.detect() { true } else { false }
             let real = hypervisor != "simulated" && p.fleet.qemu != nil && guestKit && ImageCatalog.available("debian-12")
             if (hypervisor == "qemu" || hypervisor == "libvirt") && !real {
-                throw CLIError("--hypervisor \(hypervisor): real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, "
-                             + "shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
+                throw CLIError("--hypervisor \(hypervisor): real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
             }
             if real { detail("real VMs: QEMU with \(p.fleet.qemu?.accelerator ?? "?") — each boot takes about a minute under TCG") }
             let realHypervisor = hypervisor == "libvirt" ? FleetRules.libvirt : FleetRules.qemu

@@ -174,8 +174,7 @@ struct HardeningTests {
             // process started in the background by a non-interactive shell inherits SIGINT ignored).
             let up = Process()
             up.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            up.arguments = ["-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
-                            + "os.execv(sys.argv[1], sys.argv[1:])",
+            up.arguments = ["-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
                             tlaunchPath, "up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"]
             up.standardOutput = try FileHandle(forWritingTo: log)
             up.standardError = FileHandle.nullDevice

@@ -85,8 +85,9 @@ extension TPMClient {
     /// The PCR banks the TPM has allocated, with their selected PCRs.
     public func pcrBanks() async throws(TPMError) -> TPMLPCRSelection {
         let (_, data) = try await getCapability(.pcrs)
-        guard case .assignedPCR(let l) = data else { throw TPMError(.malformedResponse, command: .getCapability,
-                                                                    reason: "TPM_CAP_PCRS answered with another capability") }
+        guard case .assignedPCR(let l) = data else {
+            throw TPMError(.malformedResponse, command: .getCapability, reason: "TPM_CAP_PCRS answered with another capability")
+        }
         return l
     }
 

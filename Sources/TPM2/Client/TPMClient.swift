@@ -117,8 +117,9 @@ public actor TPMClient {
         if let d = decryptIndex, let st = states[d] {
             guard parameters.count >= 2 else { throw TPMError(.invalidCommand, command: code, reason: "no parameter to encrypt") }
             let size = Int(parameters[0]) << 8 | Int(parameters[1])
-            guard parameters.count >= 2 + size else { throw TPMError(.invalidCommand, command: code,
-                                                                     reason: "first parameter is not a TPM2B") }
+            guard parameters.count >= 2 + size else {
+                throw TPMError(.invalidCommand, command: code, reason: "first parameter is not a TPM2B")
+            }
             let plain = Array(parameters[2..<2 + size])
             let key = st.encryptionKey(entity: entity(d))
             let enc = try st.crypt(plain, key: key, nonceNewer: st.nonceCaller, nonceOlder: st.nonceTPM, encrypt: true)
@@ -156,8 +157,9 @@ public actor TPMClient {
 
         let packet = TPMCommandPacket(code: code, handles: handles, sessions: authArea, parameters: parameters)
         let bytes: [UInt8]
-        do { bytes = try packet.encode() } catch { throw TPMError(.invalidCommand, command: code, wire: error,
-                                                                  reason: "the command cannot be framed") }
+        do { bytes = try packet.encode() } catch {
+            throw TPMError(.invalidCommand, command: code, wire: error, reason: "the command cannot be framed")
+        }
         var response: TPMResponsePacket
         var attempt = 0
         while true {
@@ -198,11 +200,13 @@ public actor TPMClient {
             states[i] = st
         }
         if let e = encryptIndex, let st = states[e] {
-            guard responseParameters.count >= 2 else { throw TPMError(.malformedResponse, command: code,
-                                                                      reason: "no response parameter to decrypt") }
+            guard responseParameters.count >= 2 else {
+                throw TPMError(.malformedResponse, command: code, reason: "no response parameter to decrypt")
+            }
             let size = Int(responseParameters[0]) << 8 | Int(responseParameters[1])
-            guard responseParameters.count >= 2 + size else { throw TPMError(.malformedResponse, command: code,
-                                                                             reason: "first response parameter is not a TPM2B") }
+            guard responseParameters.count >= 2 + size else {
+                throw TPMError(.malformedResponse, command: code, reason: "first response parameter is not a TPM2B")
+            }
             let plain = try st.crypt(Array(responseParameters[2..<2 + size]), key: st.encryptionKey(entity: entity(e)),
                                      nonceNewer: st.nonceTPM, nonceOlder: st.nonceCaller, encrypt: false)
             responseParameters.replaceSubrange(2..<2 + size, with: plain)

@@ -52,8 +52,9 @@ extension TPMSNVPublic {
     /// The NV index's Name (Part 1, 16): nameAlg ‖ H_nameAlg(TPMS_NV_PUBLIC).
     public func name() throws(TPMError) -> [UInt8] {
         let bytes: [UInt8]
-        do { bytes = try tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error,
-                                                             reason: "the NV public area cannot be encoded") }
+        do { bytes = try tpmBytes() } catch {
+            throw TPMError(.invalidArgument, wire: error, reason: "the NV public area cannot be encoded")
+        }
         return be16(nameAlg.rawValue) + (try TPMCrypto.hash(nameAlg, bytes))
     }
 }
@@ -104,18 +105,21 @@ public enum TPMSignatureVerifier {
         let ok: Bool
         switch signature {
         case .rsassa(let s):
-            guard let rsa = key.rsaComponents else { throw TPMError(.verification,
-                                                                    reason: "an RSA signature cannot be checked with a \(key.type) key") }
+            guard let rsa = key.rsaComponents else {
+                throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key")
+            }
             ok = try RSASignatureCheck.pkcs1v15(signature: s.sig.bytes, digest: digest, hash: s.hash, modulus: rsa.modulus,
                                                 exponent: rsa.exponent)
         case .rsapss(let s):
-            guard let rsa = key.rsaComponents else { throw TPMError(.verification,
-                                                                    reason: "an RSA signature cannot be checked with a \(key.type) key") }
+            guard let rsa = key.rsaComponents else {
+                throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key")
+            }
             ok = try RSASignatureCheck.pss(signature: s.sig.bytes, digest: digest, hash: s.hash, modulus: rsa.modulus,
                                            exponent: rsa.exponent)
         case .ecdsa(let s):
-            guard let ecc = key.eccComponents else { throw TPMError(.verification,
-                                                                    reason: "an ECDSA signature cannot be checked with a \(key.type) key") }
+            guard let ecc = key.eccComponents else {
+                throw TPMError(.verification, reason: "an ECDSA signature cannot be checked with a \(key.type) key")
+            }
             let x963 = try eccX963(ecc.curve, x: ecc.x, y: ecc.y)
             let size = ecc.curve.coordinateSize ?? 0
             func fixed(_ v: [UInt8]) -> [UInt8]? {
@@ -149,8 +153,9 @@ public enum TPMSignatureVerifier {
     }
 
     static func rsaKey(_ key: TPMTPublic) throws(TPMError) -> _RSA.Signing.PublicKey {
-        guard let rsa = key.rsaComponents else { throw TPMError(.verification,
-                                                                reason: "an RSA signature cannot be checked with a \(key.type) key") }
+        guard let rsa = key.rsaComponents else {
+            throw TPMError(.verification, reason: "an RSA signature cannot be checked with a \(key.type) key")
+        }
         do {
             return try _RSA.Signing.PublicKey(n: rsa.modulus, e: Array(be32(rsa.exponent).drop { $0 == 0 }))
         } catch { throw TPMError(.verification, reason: "the RSA key is not usable: \(error)") }
@@ -241,8 +246,9 @@ public enum TPMSecretSharing {
             let (z, ephemeral) = try ecdhEphemeral(curve: ecc.curve, x: ecc.x, y: ecc.y)
             let seed = try TPMCrypto.kdfe(key.nameAlg, z: z, label: label, partyUInfo: ephemeral.x.bytes, partyVInfo: ecc.x, bits: bits)
             let encrypted: [UInt8]
-            do { encrypted = try ephemeral.tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error,
-                                                                               reason: "cannot encode the ephemeral point") }
+            do { encrypted = try ephemeral.tpmBytes() } catch {
+                throw TPMError(.invalidArgument, wire: error, reason: "cannot encode the ephemeral point")
+            }
             return (seed, encrypted)
         }
         throw TPMError(.unsupported, reason: "secret sharing with a \(key.type) key is not possible")

@@ -11,8 +11,9 @@ public enum TPMCredential {
         let (encIdentity, hmac) = try protect(credential: credential, objectName: objectName, seed: seed, ekPublic: ekPublic)
         let idObject = TPMSIDObject(integrityHMAC: TPM2BDigest(hmac), encIdentity: encIdentity)
         let blob: [UInt8]
-        do { blob = try idObject.tpmBytes() } catch { throw TPMError(.invalidArgument, wire: error,
-                                                                     reason: "cannot encode the credential") }
+        do { blob = try idObject.tpmBytes() } catch {
+            throw TPMError(.invalidArgument, wire: error, reason: "cannot encode the credential")
+        }
         return (TPM2BIDObject(blob), TPM2BEncryptedSecret(encryptedSeed))
     }
 
@@ -37,8 +38,9 @@ public enum TPMCredential {
     /// the secret with its private key). Fails with `verification` when the HMAC does not match.
     public static func recover(blob: TPM2BIDObject, objectName: [UInt8], seed: [UInt8], ekPublic: TPMTPublic) throws(TPMError) -> [UInt8] {
         let id: TPMSIDObject
-        do { id = try TPMSIDObject(tpmBytes: blob.bytes) } catch { throw TPMError(.verification, wire: error,
-                                                                                  reason: "malformed credential blob") }
+        do { id = try TPMSIDObject(tpmBytes: blob.bytes) } catch {
+            throw TPMError(.verification, wire: error, reason: "malformed credential blob")
+        }
         let nameAlg = ekPublic.nameAlg
         let hmacKey = try TPMCrypto.kdfa(nameAlg, key: seed, label: "INTEGRITY", contextU: [], contextV: [],
                                          bits: try TPMCrypto.digestSize(nameAlg) * 8)

@@ -199,8 +199,9 @@ public actor MssimTransport: TPMTransport, TPMPlatformControl {
             }
             let response = try s.receive(exactly: length, deadline: deadline)
             let ack = try s.receive(exactly: 4, deadline: deadline)
-            guard readU32BE(ack) == 0 else { throw TPMError(.transport,
-                                                            reason: "mssim returned a non-zero trailer \(hex32(readU32BE(ack)))") }
+            guard readU32BE(ack) == 0 else {
+                throw TPMError(.transport, reason: "mssim returned a non-zero trailer \(hex32(readU32BE(ack)))")
+            }
             return response
         }
     }
@@ -219,8 +220,9 @@ public actor MssimTransport: TPMTransport, TPMPlatformControl {
         }
         try s.sendAll(be32(signal.rawValue), deadline: deadline)
         let r = try s.receive(exactly: 4, deadline: deadline)
-        guard readU32BE(r) == 0 else { throw TPMError(.transport,
-                                                      reason: "mssim platform signal \(signal) failed: \(hex32(readU32BE(r)))") }
+        guard readU32BE(r) == 0 else {
+            throw TPMError(.transport, reason: "mssim platform signal \(signal) failed: \(hex32(readU32BE(r)))")
+        }
     }
 
     public func powerOn() async throws(TPMError) {
