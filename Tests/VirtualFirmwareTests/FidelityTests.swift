@@ -28,7 +28,7 @@ struct FidelityTests {
         try Data(grub).write(to: esp.appendingPathComponent("EFI/BOOT/grubx64.efi"))
         try FileManager.default.copyItem(atPath: kernel, toPath: esp.appendingPathComponent("vmlinuz").path)
         try Data(try reportingInitramfs()).write(to: esp.appendingPathComponent("initrd.img"))
-        let cfg = grubConfig ?? "set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1\ninitrd /initrd.img\nboot\n"
+        let cfg = grubConfig ?? "set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1 no_timer_check\ninitrd /initrd.img\nboot\n"
         try Data(cfg.utf8).write(to: esp.appendingPathComponent("EFI/debian/grub.cfg"))
         return esp
     }
@@ -51,7 +51,7 @@ struct FidelityTests {
     \tload_video
     \tinsmod gzio
     \techo\t'Loading Linux ...'
-    \tlinux\t/vmlinuz console=ttyS0 panic=-1
+    \tlinux\t/vmlinuz console=ttyS0 panic=-1 no_timer_check
     \tinitrd\t/initrd.img
     }
     menuentry 'Debian GNU/Linux (quiet)' --class debian {
@@ -240,7 +240,7 @@ struct FidelityTests {
         try Data(try reportingInitramfs()).write(to: esp.appendingPathComponent("initrd.img"))
         let vars = dir.appendingPathComponent("vars.fd").path
         let (bs, _, be) = try await Interop.run(tlaunch, ["firmware", "boot-entry", "--vars", Debian.varsSnakeoil, "--cmdline",
-                                                    "console=ttyS0 initrd=\\initrd.img panic=-1", "--output", vars])
+                                                    "console=ttyS0 initrd=\\initrd.img panic=-1 no_timer_check", "--output", vars])
         #expect(bs == 0, "\(be)")
         let predicted = try Self.predict(vars: vars, esp: esp)
         #expect(predicted.succeeded && predicted.secureBootEnforced && predicted.stages.map(\.kind) == [.linux])
