@@ -80,7 +80,11 @@ public enum Baseline {
 
     /// The PCR-value components of a quote (compared when the baseline was set from values).
     public static func components(quoted: PCRValues, pcrs: [UInt32]) -> [BaselineComponent] {
-        pcrs.compactMap { p in quoted[.sha256, p].map { BaselineComponent(key: "PCR \(p) value", pcr: p, kind: .pcr, name: "sha256 PCR \(p)", value: hexString($0)) } }
+        pcrs.compactMap { p in
+            quoted[.sha256, p].map {
+                BaselineComponent(key: "PCR \(p) value", pcr: p, kind: .pcr, name: "sha256 PCR \(p)", value: hexString($0))
+            }
+        }
     }
 
     /// The components of a predicted boot — the event log a firmware model computed from a disk
@@ -111,8 +115,11 @@ public enum Baseline {
     /// The baseline check, naming the first changes and what to do about them.
     static func check(_ b: BaselineRecord, changes: [BaselineChange]) -> Check {
         Check(.baseline, passed: changes.isEmpty, changes.isEmpty
-            ? "matches the \(b.source.rawValue) baseline (" + (b.source == .predicted ? "\(b.components.filter { $0.kind == .pcr }.count) PCR values" : "\(b.components.count) components") + ")"
-            : "\(changes.count) change(s) against the \(b.source.rawValue) baseline: " + changes.prefix(4).map(\.summary).joined(separator: "; ")
+            ? "matches the \(b.source.rawValue) baseline (" + (b.source == .predicted ? """
+                \(b.components.filter { $0.kind == .pcr }.count) PCR values
+                """ : "\(b.components.count) components") + ")"
+                : "\(changes.count) change(s) against the \(b.source.rawValue) baseline: "
+                    + changes.prefix(4).map(\.summary).joined(separator: "; ")
               + ". If this was an intended update, approve this boot as the new baseline")
     }
 

@@ -97,7 +97,9 @@ public enum Enrolment {
             var differences: [String] = []
             if ekPublic.nameAlg != template.nameAlg { differences.append("nameAlg \(ekPublic.nameAlg)") }
             if ekPublic.objectAttributes != template.objectAttributes { differences.append("attributes \(ekPublic.objectAttributes)") }
-            if ekPublic.authPolicy.bytes != template.authPolicy.bytes { differences.append("authPolicy \(hexString(ekPublic.authPolicy.bytes))") }
+            if ekPublic.authPolicy.bytes != template.authPolicy.bytes { differences.append("""
+                authPolicy \(hexString(ekPublic.authPolicy.bytes))
+                """) }
             if differences.isEmpty { differences.append("parameters (symmetric, scheme, exponent or KDF)") }
             throw EnrolmentError(.endorsementKey, "the EK public area is not the TCG EK template it claims "
                                                 + "(\(differences.joined(separator: ", "))): only a TPM's endorsement key is accepted, a "
@@ -159,7 +161,9 @@ public enum Enrolment {
 
     /// MakeCredential (host side) to the AK's Name under the EK: the secret comes back only from
     /// the TPM that holds both.
-    public static func challenge(ekPublic: TPMTPublic, akPublic: TPMTPublic) throws(EnrolmentError) -> (secret: [UInt8], blob: TPM2BIDObject, encryptedSecret: TPM2BEncryptedSecret) {
+    public static func challenge(
+        ekPublic: TPMTPublic, akPublic: TPMTPublic
+    ) throws(EnrolmentError) -> (secret: [UInt8], blob: TPM2BIDObject, encryptedSecret: TPM2BEncryptedSecret) {
         try checkAK(akPublic)
         var secret = [UInt8](repeating: 0, count: 32)
         for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }

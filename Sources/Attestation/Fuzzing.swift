@@ -32,10 +32,13 @@ public enum AttestationFuzzing {
         let foundation = try? JSONDecoder().decode(Evidence.self, from: Data(bytes))
         do throws(EvidenceJSONError) {
             let lean = try Evidence(json: bytes)
-            if lean != foundation { violations.append("Evidence(json:) read \(lean), JSONDecoder \(foundation.map { "\($0)" } ?? "nothing")") }
+            if lean != foundation {
+                violations.append("Evidence(json:) read \(lean), JSONDecoder \(foundation.map { "\($0)" } ?? "nothing")")
+            }
         } catch {
             let stringFault = ["UTF-8", "control character", "escape", "surrogate", "hex digits"].contains { error.reason.contains($0) }
-            let stricter = error.reason.contains("appears twice") || error.reason.contains("trailing comma") || (stringFault && error.inIgnoredMember)
+            let stricter =
+                error.reason.contains("appears twice") || error.reason.contains("trailing comma") || (stringFault && error.inIgnoredMember)
             if foundation != nil, !stricter { violations.append("Evidence(json:) refused what JSONDecoder reads: \(error)") }
             if error.offset < 0 || error.offset > bytes.count { violations.append("error offset \(error.offset) outside the "
                                                                                 + "\(bytes.count) bytes") }
@@ -191,7 +194,9 @@ extension AttestationFuzzing {
         let f = MutationFixture.shared
         var evidence = f.evidence
         var nonce = f.nonce
-        guard var log = try? EventLog(parsing: [UInt8](Data(base64Encoded: evidence.eventLog)!)) else { return MutationReport(passed: false, changed: false, violations: ["the fixture's log does not parse"]) }
+        guard var log = try? EventLog(parsing: [UInt8](Data(base64Encoded: evidence.eventLog)!)) else {
+            return MutationReport(passed: false, changed: false, violations: ["the fixture's log does not parse"])
+        }
         var rawLog: [UInt8]?
         var r = ByteCursor(bytes)
         let prefixes = ["grub_cmd: ", "kernel_cmdline: ", "grub_cmd ", "grub_kernel_cmdline ", ""]
@@ -294,7 +299,9 @@ extension AttestationFuzzing {
     static func differences(_ a: BootFacts, _ b: BootFacts) -> String {
         let x = Mirror(reflecting: a.withoutClaims()).children, y = Mirror(reflecting: b.withoutClaims()).children
         return zip(x, y).filter { String(describing: $0.value) != String(describing: $1.value) }
-            .map { "\($0.label ?? "?"): \(String(describing: $0.value).prefix(300)) instead of \(String(describing: $1.value).prefix(300))" }.joined(separator: "; ")
+            .map {
+                "\($0.label ?? "?"): \(String(describing: $0.value).prefix(300)) instead of \(String(describing: $1.value).prefix(300))"
+            }.joined(separator: "; ")
     }
 
     public static func sameOrFewer(_ mutated: BootFacts, than genuine: BootFacts) -> Bool {

@@ -83,7 +83,9 @@ public struct AKCertificateAuthority: Sendable {
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: try Self.publicKey(akPublic),
             notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(validity),
             issuer: certificate.subject,
-            subject: try DistinguishedName { OrganizationName("TrustedLaunch"); OrganizationalUnitName("vTPM attestation key"); CommonName(vm) },
+            subject: try DistinguishedName {
+                OrganizationName("TrustedLaunch"); OrganizationalUnitName("vTPM attestation key"); CommonName(vm)
+            },
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)

@@ -43,7 +43,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
                 requiredBanks: [String] = ["sha256"], requiredPCRs: [Int] = AttestationPolicy.defaultRequiredPCRs) {
         self.id = id; self.version = version; self.requireSecureBoot = requireSecureBoot
         self.requireVerifiedBootApplications = requireVerifiedBootApplications; self.forbidAnomalies = forbidAnomalies
-        self.requiredAuthorities = requiredAuthorities; self.expectedPCRs = expectedPCRs; self.forbiddenKernelArguments = forbiddenKernelArguments
+        self.requiredAuthorities = requiredAuthorities; self.expectedPCRs = expectedPCRs;
+        self.forbiddenKernelArguments = forbiddenKernelArguments
         self.requiredKernelArguments = requiredKernelArguments; self.allowedBootDigests = allowedBootDigests
         self.dbxMustContain = dbxMustContain; self.imaAllowlist = imaAllowlist; self.imaExcludes = imaExcludes
         self.requiredBanks = requiredBanks; self.requiredPCRs = requiredPCRs
@@ -62,14 +63,17 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         let known = Set(CodingKeys.allStringValues)
         if let all = try? decoder.container(keyedBy: AnyKey.self) {
             for k in all.allKeys where !known.contains(k.stringValue) {
-                throw DecodingError.dataCorruptedError(forKey: CodingKeys.id, in: c, debugDescription: "unknown policy rule \"\(k.stringValue)\" (known: \(known.sorted().joined(separator: ", ")))")
+                throw DecodingError.dataCorruptedError(forKey: CodingKeys.id, in: c, debugDescription: """
+                    unknown policy rule \"\(k.stringValue)\" (known: \(known.sorted().joined(separator: ", ")))
+                    """)
             }
         }
         let d = AttestationPolicy()
         id = try c.decodeIfPresent(String.self, forKey: .id) ?? d.id
         version = try c.decodeIfPresent(Int.self, forKey: .version) ?? d.version
         requireSecureBoot = try c.decodeIfPresent(Bool.self, forKey: .requireSecureBoot) ?? d.requireSecureBoot
-        requireVerifiedBootApplications = try c.decodeIfPresent(Bool.self, forKey: .requireVerifiedBootApplications) ?? d.requireVerifiedBootApplications
+        requireVerifiedBootApplications =
+            try c.decodeIfPresent(Bool.self, forKey: .requireVerifiedBootApplications) ?? d.requireVerifiedBootApplications
         forbidAnomalies = try c.decodeIfPresent(Bool.self, forKey: .forbidAnomalies) ?? d.forbidAnomalies
         requiredAuthorities = try c.decodeIfPresent([String].self, forKey: .requiredAuthorities) ?? []
         expectedPCRs = try c.decodeIfPresent([String: String].self, forKey: .expectedPCRs) ?? [:]
@@ -82,10 +86,14 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         requiredBanks = (try c.decodeIfPresent([String].self, forKey: .requiredBanks) ?? d.requiredBanks).map { $0.lowercased() }
         requiredPCRs = try c.decodeIfPresent([Int].self, forKey: .requiredPCRs) ?? d.requiredPCRs
         guard !requiredBanks.isEmpty else {
-            throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredBanks, in: c, debugDescription: "requiredBanks must name at least one bank (e.g. [\"sha256\"]): facts come only from quoted banks")
+            throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredBanks, in: c, debugDescription: """
+                requiredBanks must name at least one bank (e.g. [\"sha256\"]): facts come only from quoted banks
+                """)
         }
         for b in requiredBanks where PCRValues.bankNames[b] == nil {
-            throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredBanks, in: c, debugDescription: "requiredBanks: unknown bank \"\(b)\" (sha1, sha256, sha384, sha512, sm3_256)")
+            throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredBanks, in: c, debugDescription: """
+                requiredBanks: unknown bank \"\(b)\" (sha1, sha256, sha384, sha512, sm3_256)
+                """)
         }
         for p in requiredPCRs where !(0..<24).contains(p) {
             throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredPCRs, in: c,
@@ -93,7 +101,9 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         }
         for (k, v) in expectedPCRs {
             guard let p = Int(k), (0..<24).contains(p), v.count == 64, v.allSatisfy(\.isHexDigit) else {
-                throw DecodingError.dataCorruptedError(forKey: CodingKeys.expectedPCRs, in: c, debugDescription: "expectedPCRs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)")
+                throw DecodingError.dataCorruptedError(forKey: CodingKeys.expectedPCRs, in: c, debugDescription: """
+                    expectedPCRs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)
+                    """)
             }
         }
         for h in allowedBootDigests + dbxMustContain where h.count != 64 || !h.allSatisfy(\.isHexDigit) {
@@ -121,7 +131,9 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             let quoted = Set(selection.pcrSelections.filter { $0.hash == bank }.flatMap(\.pcrs))
             let lacking = pcrs.filter { !quoted.contains($0) }
             if quoted.isEmpty { missing.append("the \(PCRValues.bankName(bank)) bank") }
-            else if !lacking.isEmpty { missing.append("\(PCRValues.bankName(bank)) PCR \(lacking.map(String.init).joined(separator: ", "))") }
+            else if !lacking.isEmpty {
+                missing.append("\(PCRValues.bankName(bank)) PCR \(lacking.map(String.init).joined(separator: ", "))")
+            }
         }
         guard missing.isEmpty else {
             return Check(.coverage, passed: false, "the quote does not cover \(missing.joined(separator: "; ")), which the policy reads: "
@@ -177,7 +189,9 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
                 continue
             }
             out.append(Check(.pcr(pcr), passed: actual == hex.lowercased(),
-                             actual == hex.lowercased() ? "sha256 PCR \(pcr) is the expected value" : "sha256 PCR \(pcr) is \(actual), expected \(hex.lowercased())"))
+                             actual == hex.lowercased() ? "sha256 PCR \(pcr) is the expected value" : """
+                                 sha256 PCR \(pcr) is \(actual), expected \(hex.lowercased())
+                                 """))
         }
         // Kernel arguments are judged on every command line the boot loader produced (a boot
         // loader may build several; the last one runs), and never on a command line that is unknown.
@@ -197,7 +211,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
                                                       "\(unknownCmdline): the rule requiring \"\(arg)\" cannot pass")); continue }
             let lacking = cmdlines.first { !$0.split(separator: " ").contains { $0 == arg } }
             out.append(Check(.kernelCommandLine, passed: lacking == nil,
-                             lacking.map { "the kernel command line lacks \"\(arg)\" (it is \"\($0)\")" } ?? "the kernel command line has \"\(arg)\""))
+                    lacking.map { "the kernel command line lacks \"\(arg)\" (it is \"\($0)\")" } ?? "the kernel command line has \"\(arg)\""
+                ))
         }
         if !allowedBootDigests.isEmpty {
             let apps = facts.bootChain.filter { $0.pcr == 4 }
@@ -260,7 +275,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
             if !hit.isEmpty || requireVerifiedBootApplications {
                 out.append(Check(.revoked, passed: hit.isEmpty,
                                  hit.isEmpty ? "no boot application is revoked by the measured dbx (\(revoked.count) hashes)"
-                    : hit.map { "\($0.filePath ?? "image") is revoked by dbx (Authenticode sha256 \($0.digests["sha256"] ?? ""))" }.joined(separator: "; ")))
+                            : hit.map { "\($0.filePath ?? "image") is revoked by dbx (Authenticode sha256 \($0.digests["sha256"] ?? ""))" }
+                                .joined(separator: "; ")))
             }
         }
         return out

@@ -41,7 +41,7 @@ public final class AttestationService: Sendable {
     }
 
     public init(store: any AttestationStore, anchors: TrustAnchors, akCA: AKCertificateAuthority, issuer: String,
-                nonceLifetime: TimeInterval = 120, tokenLifetime: TimeInterval = 300, tokenAudience: String = AttestationService.defaultAudience,
+        nonceLifetime: TimeInterval = 120, tokenLifetime: TimeInterval = 300, tokenAudience: String = AttestationService.defaultAudience,
                 keepEvidence: Bool = true, cacheLifetime: TimeInterval = 2, keySealer: KeySealer? = nil) {
         self.store = store; self.anchors = anchors; self.akCA = akCA; self.issuer = issuer; self.keySealer = keySealer
         self.nonceLifetime = nonceLifetime; self.tokenLifetime = tokenLifetime; self.tokenAudience = tokenAudience
@@ -59,7 +59,9 @@ public final class AttestationService: Sendable {
         var tm = tm()
         gmtime_r(&t, &tm)
         func pad(_ v: Int32, _ n: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, n - s.count)) + s }
-        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ms % 1000), 3))Z"
+        return """
+            \(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ms % 1000), 3))Z
+            """
     }
     static func random(_ n: Int) -> [UInt8] {
         var g = SystemRandomNumberGenerator()
@@ -94,7 +96,9 @@ public final class AttestationService: Sendable {
     // MARK: Enrolment
 
     static func decodePublic(_ hex: String, field: String) throws(AttestationServiceError) -> TPMTPublic {
-        guard hex.count <= 4096, let bytes = [UInt8](hex: hex) else { throw AttestationServiceError(.badRequest, "\(field) must be a TPMT_PUBLIC in hex", field: field) }
+        guard hex.count <= 4096, let bytes = [UInt8](hex: hex) else {
+            throw AttestationServiceError(.badRequest, "\(field) must be a TPMT_PUBLIC in hex", field: field)
+        }
         do { return try TPMTPublic(tpmBytes: bytes) } catch {
             throw AttestationServiceError(.badRequest, "\(field) does not decode as TPMT_PUBLIC: \(error)", field: field)
         }
@@ -105,7 +109,11 @@ public final class AttestationService: Sendable {
     /// TPM only after an admin allowed a rebind.
     func checkBinding(vm: String, ekPublic: String) async throws {
         guard let bound = try await store.agent(vm: vm), bound.ekPublic != ekPublic, !bound.rebindAllowed else { return }
-        throw AttestationServiceError(.conflict, "enrolment refused [identity]: \(vm) is bound to another TPM (EK first enrolled at \(Self.rfc3339(bound.enrolledAt))): a VM's vTPM does not change. If it was replaced on purpose, an admin allows the new one: `tlaunch vm rebind-tpm \(vm)` (POST /v1/vms/\(vm)/enrolment/rebind); that raises an alert and resets the baseline", field: "ekPublic")
+        throw AttestationServiceError(.conflict, """
+            enrolment refused [identity]: \(vm) is bound to another TPM (EK first enrolled at \(Self.rfc3339(bound.enrolledAt))): a VM's \
+            vTPM does not change. If it was replaced on purpose, an admin allows the new one: `tlaunch vm rebind-tpm \(vm)` (POST \
+            /v1/vms/\(vm)/enrolment/rebind); that raises an alert and resets the baseline
+            """, field: "ekPublic")
     }
 
     public func beginEnrolment(vm: String, _ request: EnrolmentRequest, now: Date = Date()) async throws -> EnrolmentChallenge {
@@ -133,7 +141,10 @@ public final class AttestationService: Sendable {
                                       encryptedSecret: hexString(try enc.tpmBytes()),
                                       expires: Self.rfc3339(expires))
         } catch let e as EnrolmentError {
-            throw AttestationServiceError(.forbidden, e.description, field: [.ekCertificate, .endorsementKey].contains(e.code) ? (e.code == .ekCertificate ? "ekCertificate" : "ekPublic") : "akPublic")
+            throw AttestationServiceError(
+                .forbidden, e.description,
+                field: [.ekCertificate, .endorsementKey].contains(e.code)
+                    ? (e.code == .ekCertificate ? "ekCertificate" : "ekPublic") : "akPublic")
         } catch let e as TPMError {
             throw AttestationServiceError(.badRequest, "the EK cannot be encoded: \(e.reason)", field: "ekPublic")
         }
@@ -248,7 +259,9 @@ public final class AttestationService: Sendable {
         var records = try await store.signingKeys()
         if !records.contains(where: { $0.retired == nil }) {
             let k = try TokenSigningKey.generate("ES256")
-            try await store.insertSigningKey(SigningKeyRecord(kid: k.keyID, algorithm: k.algorithm, privateKey: try stored(k.pem, kid: k.keyID), created: Self.ms(now), retired: nil))
+            try await store.insertSigningKey(
+                SigningKeyRecord(
+                    kid: k.keyID, algorithm: k.algorithm, privateKey: try stored(k.pem, kid: k.keyID), created: Self.ms(now), retired: nil))
             records = try await store.signingKeys()
         }
         if let keySealer {
@@ -263,7 +276,9 @@ public final class AttestationService: Sendable {
                                   lifetime: tokenLifetime)
         // A retired key stays published until every token it signed has expired.
         let horizon = Self.ms(now) - Int64(tokenLifetime * 1000) - 60_000
-        let published = try records.filter { $0.retired == nil || $0.retired! >= horizon }.map { try TokenSigningKey(algorithm: $0.algorithm, pem: try clear($0)) }
+        let published = try records.filter { $0.retired == nil || $0.retired! >= horizon }.map {
+            try TokenSigningKey(algorithm: $0.algorithm, pem: try clear($0))
+        }
         cache.withLock { $0.keys = (now, signing, published) }
         return (signing, published)
     }
@@ -380,8 +395,10 @@ public final class AttestationService: Sendable {
             }
         }
         var outcome = AttestationOutcome(
-            id: id, vm: vm, time: Self.rfc3339(Self.ms(now)), passed: result.passed, status: result.passed ? "affirming" : "contraindicated",
-            checks: result.checks, baseline: baselineStatus, baselineSource: baselineInfo, changes: changes, rebooted: rebooted, token: nil, tokenID: nil,
+            id: id, vm: vm, time: Self.rfc3339(Self.ms(now)), passed: result.passed,
+            status: result.passed ? "affirming" : "contraindicated",
+            checks: result.checks, baseline: baselineStatus, baselineSource: baselineInfo, changes: changes, rebooted: rebooted, token: nil,
+            tokenID: nil,
             policy: .init(id: policy.id, version: policy.version),
             facts: result.facts.map { .init($0, pcrDigest: result.pcrDigest) })
         let akName = (try? akPublic.name()).map(hexString)
@@ -471,7 +488,7 @@ public final class AttestationService: Sendable {
         let passed = checks.allPassed
         return AttestationOutcome(id: "what-if", vm: vm, time: Self.rfc3339(Self.ms(Date())), passed: passed,
                                   status: passed ? "affirming" : "contraindicated",
-                                  checks: checks, baseline: status, baselineSource: info, changes: changes, rebooted: nil, token: nil, tokenID: nil,
+            checks: checks, baseline: status, baselineSource: info, changes: changes, rebooted: nil, token: nil, tokenID: nil,
                                   policy: .init(id: policy.id, version: policy.version),
                                   facts: v.facts.map { .init($0, pcrDigest: v.pcrDigest) })
     }
@@ -503,7 +520,9 @@ public final class AttestationService: Sendable {
         try VMName.check(vm)
         guard let b = try await store.baseline(vm: vm) else {
             let mode = try await baselineMode(vm: vm)
-            throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: " + (mode == .learn ? "its first boot with complete evidence that passes the policy sets it"
+            throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: " + (mode == .learn ? """
+                its first boot with complete evidence that passes the policy sets it
+                """
                 : mode == .approve ? "approve a boot (tlaunch vm baseline approve \(vm))" : "predict it from its disk (tlaunch vm "
                                                                                           + "baseline predict \(vm))"))
         }
@@ -515,15 +534,23 @@ public final class AttestationService: Sendable {
     public func approveBaseline(vm: String, attestationID: String? = nil, now: Date = Date()) async throws -> BaselineRecord {
         try VMName.check(vm)
         let record: AttestationRecord?
-        if let attestationID { record = try await store.attestation(id: attestationID) } else { record = try await store.attestations(vm: vm, limit: 1).first }
+        if let attestationID {
+            record = try await store.attestation(id: attestationID)
+        } else {
+            record = try await store.attestations(vm: vm, limit: 1).first
+        }
         guard let record, record.vm == vm else { throw AttestationServiceError(.notFound, "no attestation \(attestationID ?? "") of \(vm) "
                                                                                         + "to approve") }
-        guard let stored = try? JSONDecoder().decode(StoredResult.self, from: Data(record.result.utf8)), let components = stored.components else {
+        guard let stored = try? JSONDecoder().decode(StoredResult.self, from: Data(record.result.utf8)), let components = stored.components
+        else {
             throw AttestationServiceError(.conflict, "attestation \(record.id) has no verified boot components (its evidence did not "
                                                    + "verify): it cannot be a baseline")
         }
         guard stored.outcome.checks.passed(.evidence) else {
-            throw AttestationServiceError(.conflict, "attestation \(record.id) failed verification of its evidence (\(stored.outcome.checks.first { $0.category == .evidence && !$0.passed }?.name.rawValue ?? "?")): it cannot be a baseline")
+            throw AttestationServiceError(.conflict, """
+                attestation \(record.id) failed verification of its evidence \
+                (\(stored.outcome.checks.first { $0.category == .evidence && !$0.passed }?.name.rawValue ?? "?")): it cannot be a baseline
+                """)
         }
         guard let agent = try await store.agent(vm: vm), let current = try? Self.decodePublic(agent.akPublic, field: "akPublic").name(),
               stored.akName == hexString(current) else {

@@ -38,7 +38,8 @@ public struct PendingEnrolment: Sendable, Codable, Hashable {
     public var secretHash: String
     public var expires: Int64
     public init(id: String, vm: String, ekPublic: String, akPublic: String, ekCertificate: String?, secretHash: String, expires: Int64) {
-        self.id = id; self.vm = vm; self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate; self.secretHash = secretHash; self.expires = expires
+        self.id = id; self.vm = vm; self.ekPublic = ekPublic; self.akPublic = akPublic; self.ekCertificate = ekCertificate;
+        self.secretHash = secretHash; self.expires = expires
     }
 }
 
@@ -68,7 +69,8 @@ public struct AttestationRecord: Sendable, Codable, Hashable {
     public var evidence: String?
     public init(id: String, vm: String, time: Int64, passed: Bool, evidenceDigest: String, result: String, tokenID: String?,
                 evidence: String?) {
-        self.id = id; self.vm = vm; self.time = time; self.passed = passed; self.evidenceDigest = evidenceDigest; self.result = result; self.tokenID = tokenID; self.evidence = evidence
+        self.id = id; self.vm = vm; self.time = time; self.passed = passed; self.evidenceDigest = evidenceDigest; self.result = result;
+        self.tokenID = tokenID; self.evidence = evidence
     }
 }
 

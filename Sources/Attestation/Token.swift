@@ -79,7 +79,8 @@ public struct TokenContext: Sendable {
 
     public init(vm: String, nonce: String, audience: String = AttestationService.defaultAudience, policy: AttestationPolicy,
                 attestationID: String? = nil,
-                ekCertificateSubject: String? = nil, ekCertificateFingerprint: String? = nil, akName: String? = nil, baselineStatus: BaselineStatus? = nil,
+        ekCertificateSubject: String? = nil, ekCertificateFingerprint: String? = nil, akName: String? = nil,
+        baselineStatus: BaselineStatus? = nil,
                 baseline: AttestationOutcome.BaselineInfo? = nil, rebooted: Bool? = nil) {
         self.vm = vm; self.nonce = nonce; self.audience = audience; self.policy = policy; self.attestationID = attestationID
         self.ekCertificateSubject = ekCertificateSubject; self.ekCertificateFingerprint = ekCertificateFingerprint

@@ -80,7 +80,9 @@ public struct DecodedEvidence: Sendable {
             guard let alg = PCRValues.bankNames[name] else { throw EvidenceError("pcrs", "unknown PCR bank \"\(name)\"") }
             var v: [Int: [UInt8]] = [:]
             for (k, hex) in values {
-                guard let p = Int(k), (0..<24).contains(p), let bytes = [UInt8](hex: hex), bytes.count == ((try? TPMCrypto.digestSize(alg)) ?? -1) else {
+                guard let p = Int(k), (0..<24).contains(p), let bytes = [UInt8](hex: hex),
+                    bytes.count == ((try? TPMCrypto.digestSize(alg)) ?? -1)
+                else {
                     throw EvidenceError("pcrs", "\(name):\(k) is not a PCR index 0–23 with a \(name) digest in hex")
                 }
                 v[p] = bytes
@@ -134,7 +136,8 @@ public enum AttestationVerifier {
         for (alg, pcrs) in compared.banks.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             for (pcr, value) in pcrs.sorted(by: { $0.key < $1.key }) {
                 key += [UInt8(truncatingIfNeeded: alg.rawValue >> 8), UInt8(truncatingIfNeeded: alg.rawValue),
-                        UInt8(truncatingIfNeeded: pcr >> 24), UInt8(truncatingIfNeeded: pcr >> 16), UInt8(truncatingIfNeeded: pcr >> 8), UInt8(truncatingIfNeeded: pcr),
+                    UInt8(truncatingIfNeeded: pcr >> 24), UInt8(truncatingIfNeeded: pcr >> 16), UInt8(truncatingIfNeeded: pcr >> 8),
+                    UInt8(truncatingIfNeeded: pcr),
                         UInt8(truncatingIfNeeded: value.count >> 8), UInt8(truncatingIfNeeded: value.count)]
                 key += value
             }
@@ -180,7 +183,9 @@ public enum AttestationVerifier {
             let report = d.eventLog.replay(against: forLog)
             guard report.allMatch else {
                 let mismatches = report.comparisons.filter { $0.status != .match }
-                let list = mismatches.map { "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")" }.joined(separator: ", ")
+                let list = mismatches.map { """
+                    \(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")
+                    """ }.joined(separator: ", ")
                 return fail(.replay,
                             "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
             }
@@ -190,7 +195,10 @@ public enum AttestationVerifier {
             if let cache, let key { cache.store(key, boot) }
             result.verified = report.verified
         }
-        result.checks.append(Check(.replay, passed: true, "the event log replays to every quoted PCR (\(boot.compared) values in \(boot.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))"))
+        result.checks.append(Check(.replay, passed: true, """
+            the event log replays to every quoted PCR (\(boot.compared) values in \
+            \(boot.verifiedBanks.map(PCRValues.bankName).sorted().joined(separator: ", ")))
+            """))
         if let ima = d.imaLog {
             var state = IMAReplayState()
             let applied = (try? state.apply(ima.entries)) != nil

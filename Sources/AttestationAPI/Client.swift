@@ -12,7 +12,9 @@ public struct AgentError: Error, Sendable, CustomStringConvertible {
 /// How a client's HTTP requests reach the service: the platform's `PinnedHTTPS` (plain HTTP,
 /// or TLS pinned to the platform's CA), which the in-guest agent does not link.
 public protocol HTTPTransport: Sendable {
-    func send(_ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration) async throws -> (status: Int, body: Data)
+    func send(
+        _ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration
+    ) async throws -> (status: Int, body: Data)
     /// `body` with a transport whose requests to `base`'s server share one connection, in turn
     /// (an attestation's nonce and evidence). By default each request has its own.
     func session<T>(to base: URL, _ body: (any HTTPTransport) async throws -> T) async throws -> T
@@ -91,7 +93,10 @@ public struct ServiceClient: Sendable {
         let data = try body.map { try JSONEncoder().encode($0) }
         let (status, answer) = try await send(method, path, json: data, step: step)
         guard (200..<300).contains(status) else {
-            let message = (try? JSONSerialization.jsonObject(with: answer) as? [String: Any]).flatMap { ($0["error"] as? [String: Any])?["message"] as? String }
+            let message =
+                (try? JSONSerialization.jsonObject(with: answer) as? [String: Any]).flatMap {
+                    ($0["error"] as? [String: Any])?["message"] as? String
+                }
                 ?? String(decoding: answer.prefix(500), as: UTF8.self)
             throw AgentError(step, "the service answered \(status): \(message)", status: status)
         }

@@ -17,7 +17,9 @@ public struct Evidence: Sendable, Codable, Hashable {
         self.quote = hexString(quote.attestBytes)
         self.signature = hexString(try quote.signature.tpmBytes())
         var out: [String: [String: String]] = [:]
-        for b in pcrs { out[PCRValues.bankName(b.hashAlg)] = Dictionary(uniqueKeysWithValues: b.values.map { (String($0.key), hexString($0.value)) }) }
+        for b in pcrs {
+            out[PCRValues.bankName(b.hashAlg)] = Dictionary(uniqueKeysWithValues: b.values.map { (String($0.key), hexString($0.value)) })
+        }
         self.pcrs = out
         self.eventLog = Data(eventLog).base64EncodedString()
         self.nonce = hexString(nonce)

@@ -66,7 +66,9 @@ public enum RelayFrame {
 
         static func find(_ needle: [UInt8], in hay: [UInt8]) -> Int? {
             guard hay.count >= needle.count else { return nil }
-            for i in 0...(hay.count - needle.count) where hay[i] == needle[0] && hay[i..<i + needle.count].elementsEqual(needle) { return i }
+            for i in 0...(hay.count - needle.count) where hay[i] == needle[0] && hay[i..<i + needle.count].elementsEqual(needle) {
+                return i
+            }
             return nil
         }
     }
@@ -77,7 +79,9 @@ public enum RelayRules {
     /// Its own VM's attestation API (enrolment, nonces, attestations) and nothing else: not
     /// other VMs, not baselines or policy, not the fleet.
     public static func allowed(_ r: RelayFrame.Request, vm: String) -> Bool {
-        guard ["GET", "POST"].contains(r.method), !r.path.contains(".."), !r.path.contains("//"), !r.path.contains("%") else { return false }
+        guard ["GET", "POST"].contains(r.method), !r.path.contains(".."), !r.path.contains("//"), !r.path.contains("%") else {
+            return false
+        }
         let mine = "/v1/vms/\(vm)/"
         guard r.path.hasPrefix(mine) else { return false }
         let rest = r.path.dropFirst(mine.count).split(separator: "?").first.map(String.init) ?? ""

@@ -32,7 +32,11 @@ public struct AttestationServiceError: Error, Sendable, CustomStringConvertible 
 /// VM names as the API takes them (a path segment, a key in every table).
 public enum VMName {
     public static func check(_ vm: String) throws(AttestationServiceError) {
-        guard (1...64).contains(vm.utf8.count), vm.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x2e || $0 == 0x5f || $0 == 0x2d }),
+        guard (1...64).contains(vm.utf8.count),
+            vm.utf8.allSatisfy({
+                ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x2e || $0 == 0x5f
+                    || $0 == 0x2d
+            }),
               vm.first != "." else {
             throw AttestationServiceError(.badRequest, "VM name \"\(vm.prefix(80))\" must be 1–64 letters, digits, '.', '_' or '-'",
                                           field: "vm")

@@ -58,7 +58,7 @@ public final class Fleet: Sendable {
 
     public init(store: FleetStore, service: AttestationService, dataFolder: DataFolder, hostKey: [UInt8],
                 authority: VTPMCertificateAuthority,
-                webhooks: WebhookNotifier = WebhookNotifier(urls: []), silentIntervals: Int = 3, logger: Logger = Logger(label: "tlaunch.fleet"),
+        webhooks: WebhookNotifier = WebhookNotifier(urls: []), silentIntervals: Int = 3, logger: Logger = Logger(label: "tlaunch.fleet"),
                 qemu: QEMUInstallation? = nil, bootTimeout: Duration = .seconds(300),
                 libvirt: (LibvirtConnection, LibvirtTPMBackend)? = nil,
                 progress: @escaping @Sendable (String) -> Void = { _ in }) {
@@ -140,8 +140,12 @@ public final class Fleet: Sendable {
             // and the VM's files would not).
             if let problem = await storageProblem(fresh: true) { throw StorageError(operation, problem) }
             let vm = try await ActivityLog.$vm.withValue(name) { try await body() }
-            let boot = vm.lastBoot.map { " — boot \($0.number) " + ($0.succeeded ? "reached \($0.kernel ?? "the OS")" : "failed: \($0.failure ?? "?")") } ?? ""
-            activityLog.end(name, "\(vm.powerState.rawValue)\(boot)" + (vm.integrityMonitoring ? "; boot integrity \(vm.bootIntegrity.display)" : ""))
+            let boot =
+                vm.lastBoot.map {
+                    " — boot \($0.number) " + ($0.succeeded ? "reached \($0.kernel ?? "the OS")" : "failed: \($0.failure ?? "?")")
+                } ?? ""
+            activityLog.end(
+                name, "\(vm.powerState.rawValue)\(boot)" + (vm.integrityMonitoring ? "; boot integrity \(vm.bootIntegrity.display)" : ""))
             return vm
         } catch {
             let why = (error as? FleetError)?.message ?? "\(error)"
@@ -207,7 +211,8 @@ public final class Fleet: Sendable {
 
     /// The accelerator a running real VM uses ("tcg" or "kvm"), nil for others.
     public func accelerator(_ name: String) -> String? {
-        qemuDriver.accelerator(name) ?? libvirtDriver?.accelerator(name) ?? hostDrivers.withLock { $0.values.lazy.compactMap { $0.accelerator(name) }.first }
+        qemuDriver.accelerator(name) ?? libvirtDriver?.accelerator(name)
+            ?? hostDrivers.withLock { $0.values.lazy.compactMap { $0.accelerator(name) }.first }
     }
 
     /// Powers off every VM this process runs (the platform stops); records stay "running", so
@@ -317,7 +322,8 @@ public final class Fleet: Sendable {
                 }
             }
             try await store.appendEvent(vm: vm.name, kind: .deployed,
-                                        message: "deployed from \(vm.image) as \(vm.securityType.rawValue)" + (vm.securityType == .trustedLaunch
+                message: "deployed from \(vm.image) as \(vm.securityType.rawValue)"
+                    + (vm.securityType == .trustedLaunch
                                             ? " (Secure Boot \(vm.secureBoot ? "on" : "off"), vTPM \(vm.vTPM ? "on" : "off"), integrity "
                                             + "monitoring \(vm.integrityMonitoring ? "on" : "off"))" : ""))
         }

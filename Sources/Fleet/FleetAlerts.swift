@@ -14,7 +14,12 @@ extension Fleet {
     func raise(_ alert: Alert) async throws {
         let (stored, new) = try await store.raise(alert)
         if new {
-            logger.warning("alert raised", metadata: ["vm": .string(stored.vm), "alert": .string(stored.id), "severity": .string(stored.severity.rawValue), "title": .string(stored.title)])
+            logger.warning(
+                "alert raised",
+                metadata: [
+                    "vm": .string(stored.vm), "alert": .string(stored.id), "severity": .string(stored.severity.rawValue),
+                    "title": .string(stored.title)
+                ])
             try await store.appendEvent(vm: stored.vm, kind: .alert,
                                         message: "\(stored.severity.rawValue) alert \(stored.id): \(stored.title)")
         }
@@ -30,7 +35,9 @@ extension Fleet {
                 try await store.enqueueDelivery(url: url.absoluteString, event: payload.event, alert: payload.alert.id,
                                                 body: String(decoding: body, as: UTF8.self), now: now)
             } catch {
-                logger.error("webhook delivery not queued", metadata: ["url": .string(url.absoluteString), "alert": .string(payload.alert.id), "error": .string("\(error)")])
+                logger.error(
+                    "webhook delivery not queued",
+                    metadata: ["url": .string(url.absoluteString), "alert": .string(payload.alert.id), "error": .string("\(error)")])
             }
         }
         Task { await self.deliverDue() }
@@ -57,10 +64,16 @@ extension Fleet {
             } else if attempt >= webhooks.attempts {
                 try? await store.finishDelivery(d.id)
                 webhooks.lost.add(1, ordering: .relaxed)
-                logger.error("webhook gave up", metadata: ["url": .string(d.url), "event": .string(d.event), "alert": .string(d.alert), "attempts": .stringConvertible(attempt)])
+                logger.error(
+                    "webhook gave up",
+                    metadata: [
+                        "url": .string(d.url), "event": .string(d.event), "alert": .string(d.alert), "attempts": .stringConvertible(attempt)
+                    ])
             } else {
                 let wait = webhooks.backoff(after: attempt)
-                try? await store.retryDelivery(d.id, attempts: attempt, at: Time.millis() + Int64(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
+                try? await store.retryDelivery(
+                    d.id, attempts: attempt,
+                    at: Time.millis() + Int64(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
                 Task {
                     try? await Task.sleep(for: wait)
                     await self.deliverDue()
@@ -103,8 +116,12 @@ extension Fleet {
     }
 
     public func dismiss(alert id: String, by who: String, reason: String?) async throws -> Alert {
-        guard id.count <= 64, let a = try await store.alert(id) else { throw FleetError(.notFound, "no alert \(id) (tlaunch alert list)", field: "id") }
-        guard a.status == .active else { throw FleetError(.conflict, "alert \(id) is already \(a.status.rawValue.lowercased())\(a.resolution.map { ": \($0)" } ?? "")") }
+        guard id.count <= 64, let a = try await store.alert(id) else {
+            throw FleetError(.notFound, "no alert \(id) (tlaunch alert list)", field: "id")
+        }
+        guard a.status == .active else { throw FleetError(.conflict, """
+            alert \(id) is already \(a.status.rawValue.lowercased())\(a.resolution.map { ": \($0)" } ?? "")
+            """) }
         var next = a
         next.status = .dismissed
         next.resolution = "dismissed by \(who)" + (reason.map { ": \($0)" } ?? "")

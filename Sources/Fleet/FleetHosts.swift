@@ -62,7 +62,10 @@ extension Fleet {
         let info: LibvirtConnection.NodeInfo
         switch await LibvirtConnection(uri: r.uri).inspect() {
         case .success(let i): info = i
-        case .failure(let e): throw FleetError(.invalid, "libvirt at \(r.uri) does not answer: \(e.message) — check the URI, the daemon and the credentials (virsh -c \(r.uri) nodeinfo); the host was not added", field: "uri")
+        case .failure(let e): throw FleetError(.invalid, """
+            libvirt at \(r.uri) does not answer: \(e.message) — check the URI, the daemon and the credentials (virsh -c \(r.uri) \
+            nodeinfo); the host was not added
+            """, field: "uri")
         }
         let now = Time.millis()
         let host = LibvirtHost(name: r.name, uri: r.uri, tpm: tpm, shipFiles: ship, maxVMs: r.maxVMs, memoryMiB: info.memoryMiB,
@@ -72,7 +75,12 @@ extension Fleet {
             throw FleetError(.conflict, "a host named \(r.name) exists (tlaunch host list)", field: "name")
         }
         hostCache.withLock { $0[host.name] = host }
-        logger.info("libvirt host added", metadata: ["host": .string(host.name), "uri": .string(host.uri), "tpm": .string(tpm), "shipFiles": .stringConvertible(ship), "capacity": .stringConvertible(host.capacity)])
+        logger.info(
+            "libvirt host added",
+            metadata: [
+                "host": .string(host.name), "uri": .string(host.uri), "tpm": .string(tpm), "shipFiles": .stringConvertible(ship),
+                "capacity": .stringConvertible(host.capacity)
+            ])
         return HostView(host: host, vms: [])
     }
 
@@ -95,7 +103,9 @@ extension Fleet {
     /// The platform's own libvirt connection (`up --hypervisor libvirt`) as host `name`, unless a
     /// host has its URI already.
     public func registerPlatformHost(name: String = "local", uri: String, tpm: LibvirtTPMBackend) async {
-        guard let hosts = try? await store.hosts(), !hosts.contains(where: { $0.uri == uri || $0.name == name }) else { await refreshHosts(); return }
+        guard let hosts = try? await store.hosts(), !hosts.contains(where: { $0.uri == uri || $0.name == name }) else {
+            await refreshHosts(); return
+        }
         do { _ = try await addHost(AddHostRequest(name: name, uri: uri, tpm: tpm.rawValue)) } catch {
             logger.warning("the platform's libvirt connection is not a registered host",
                            metadata: ["uri": .string(uri), "error": .string("\(error)")])

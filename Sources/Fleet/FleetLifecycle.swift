@@ -131,7 +131,9 @@ extension Fleet {
     /// Writes a file onto the VM's boot disk (an OS update replacing the kernel, or an attacker
     /// replacing grub); it takes effect at the next boot.
     public func putFile(_ name: String, path: String, bytes: [UInt8]) async throws -> VMRecord {
-        guard path.hasPrefix("/"), !path.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }), path.count <= 255, !path.hasSuffix("/") else {
+        guard path.hasPrefix("/"), !path.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }), path.count <= 255,
+            !path.hasSuffix("/")
+        else {
             throw FleetError(.invalid, "the path on the disk must be absolute, without . or .. (e.g. /EFI/BOOT/grubx64.efi)", field: "path")
         }
         guard bytes.count <= 64 << 20 else {

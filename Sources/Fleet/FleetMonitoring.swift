@@ -52,7 +52,8 @@ extension Fleet {
         if !(o.passed && before == .healthy && vm.integrityMonitoring) {
             try await store.appendEvent(vm: name, kind: o.passed ? .attested : .attestationFailed,
                                         message: o.passed ? "attestation \(o.id) passed (\(o.baseline?.rawValue ?? o.status))"
-                                            : "attestation \(o.id) failed: " + o.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))
+                    : "attestation \(o.id) failed: "
+                        + o.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))
         }
         // The VM's active alerts, read once for both resolutions (most VMs have none).
         let active = try await store.alerts(vm: name, status: .active)
@@ -88,7 +89,9 @@ extension Fleet {
                                                                       + "(\(b.components.count) components)")
         try await resolve(vm: name, kinds: [.bootIntegrity],
                           resolution: "the boot was approved as the new baseline (attestation \(b.attestationID ?? "?"))")
-        if vm.powerState == .running, vm.integrityMonitoring, vm.guestAgent == .running, !hypervisor(for: vm).guestRunsAgent, hypervisor(for: vm).isRunning(name) {
+        if vm.powerState == .running, vm.integrityMonitoring, vm.guestAgent == .running, !hypervisor(for: vm).guestRunsAgent,
+            hypervisor(for: vm).isRunning(name)
+        {
             await attestNow(name)
         } else if vm.integrityMonitoring {
             try await mutate(name) { $0.bootIntegrity = .pending }
@@ -126,7 +129,9 @@ extension Fleet {
         var pcrs: [String: String] = [:]
         for p in hypervisor.predictedPCRs { if let v = values[.sha256, p] { pcrs[String(p)] = hexString(v) } }
         let b = try await service.setPredictedBaseline(vm: name, pcrs: pcrs, log: report.log)
-        try await store.appendEvent(vm: name, kind: .baseline, message: "baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
+        try await store.appendEvent(vm: name, kind: .baseline, message: """
+            baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))
+            """)
         return b
     }
 
@@ -146,7 +151,9 @@ extension Fleet {
             let since = vm.lastAttestation ?? vm.lastBoot.flatMap { Self.parse($0.time) } ?? vm.updated
             let silentFor = Int((now - since) / 1000)
             let hypervisor = hypervisor(for: vm)
-            if vm.guestAgent == .running, !hypervisor.guestRunsAgent, hypervisor.isRunning(vm.name), now - since >= Int64(vm.attestationInterval) * 1000 {
+            if vm.guestAgent == .running, !hypervisor.guestRunsAgent, hypervisor.isRunning(vm.name),
+                now - since >= Int64(vm.attestationInterval) * 1000
+            {
                 await attestNow(vm.name)
                 continue
             }

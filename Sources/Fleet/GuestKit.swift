@@ -64,7 +64,8 @@ public struct GuestKit: Sendable {
     echo 1 > /proc/sys/kernel/printk
     for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m"; done
     hostname tlaunch-guest
-    echo "TLAUNCH-GUEST: up, kernel $(uname -r), modules: $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')ports: $(ls /sys/class/virtio-ports 2>/dev/null | tr '\\n' ' ')"
+    echo "TLAUNCH-GUEST: up, kernel $(uname -r), modules: $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')ports: $(ls /sys/class/virtio-ports \
+    2>/dev/null | tr '\\n' ' ')"
     # ACPI power button (QMP system_powerdown): power off at once.
     for e in /sys/class/input/event*; do
       if grep -q "Power Button" "$e/device/name" 2>/dev/null; then
@@ -103,7 +104,10 @@ public struct GuestKit: Sendable {
         // Debian's loader path is /lib64/ld-linux-x86-64.so.2 (a link to /lib/x86_64-linux-gnu/…).
         if !files.contains(where: { $0.path == "lib64/ld-linux-x86-64.so.2" }), fm.fileExists(atPath: "/lib64/ld-linux-x86-64.so.2") {
             dirs.insert("lib64")
-            files.append(.file("lib64/ld-linux-x86-64.so.2", try read(URL(fileURLWithPath: "/lib64/ld-linux-x86-64.so.2").resolvingSymlinksInPath().path), executable: true))
+            files.append(
+                .file(
+                    "lib64/ld-linux-x86-64.so.2",
+                    try read(URL(fileURLWithPath: "/lib64/ld-linux-x86-64.so.2").resolvingSymlinksInPath().path), executable: true))
         }
         // The modules and what they need, in load order (modules.dep lists a module's
         // dependencies with the deepest last: they load last to first).
@@ -198,7 +202,9 @@ public struct GuestKit: Sendable {
         for line in text.split(separator: "\n") {
             // "libx.so => /path/libx.so (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
             let fields = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-            if let arrow = fields.firstIndex(of: "=>"), arrow + 1 < fields.count, fields[arrow + 1].hasPrefix("/") { libs.append(fields[arrow + 1]) }
+            if let arrow = fields.firstIndex(of: "=>"), arrow + 1 < fields.count, fields[arrow + 1].hasPrefix("/") {
+                libs.append(fields[arrow + 1])
+            }
             else if let first = fields.first, first.hasPrefix("/") { libs.append(first) }
         }
         return libs

@@ -181,7 +181,9 @@ public struct LibvirtConnection: Sendable, Hashable {
             """
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-stub-\(uuid).xml")
         defer { try? FileManager.default.removeItem(at: file) }
-        guard (try? stub.write(to: file, atomically: true, encoding: .utf8)) != nil, (try? await run(["define", file.path])) != nil else { return }
+        guard (try? stub.write(to: file, atomically: true, encoding: .utf8)) != nil, (try? await run(["define", file.path])) != nil else {
+            return
+        }
         _ = try? await run(["undefine", "--tpm", domain])
     }
 }
@@ -217,7 +219,9 @@ struct ShippedFiles: Sendable {
             diskPath = try await c.upload(disk, as: names.disk)
             try stamp.write(to: marker, atomically: true, encoding: .utf8)
         }
-        let varsPath = await c.volumeExists(names.variables) ? try await c.volumePath(names.variables) : try await c.upload(paths.variables, as: names.variables)
+        let varsPath =
+            await c.volumeExists(names.variables)
+            ? try await c.volumePath(names.variables) : try await c.upload(paths.variables, as: names.variables)
         // QEMU (as libvirt's qemu user) writes the console into the pool's folder.
         return ShippedFiles(disk: diskPath, variables: varsPath, console: dir + "/" + names.console, consoleVolume: names.console,
                             agentPort: Int.random(in: 20000...32000))
@@ -236,7 +240,10 @@ final class LibvirtDomain: MachineRunner {
         self.connection = connection
         self.name = name
         let pidFile = "/run/libvirt/qemu/\(name).pid"
-        pid = connection.isLocal ? (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0 : 0
+        pid =
+            connection.isLocal
+            ? (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                ?? 0 : 0
         watch()
         if let shipped, let console { followConsole(shipped.consoleVolume, into: console) }
     }
@@ -301,7 +308,9 @@ final class LibvirtDomain: MachineRunner {
                         // and look once more for a stop between the lookup and the subscription.
                         try? await Task.sleep(for: .seconds(2))
                         let again = await connection.lookup(name)
-                        if again == .absent || again == .state("shut off") { finish("stopped (libvirt: \(again == .absent ? "the domain is gone" : "shut off"))") }
+                        if again == .absent || again == .state("shut off") { finish("""
+                            stopped (libvirt: \(again == .absent ? "the domain is gone" : "shut off"))
+                            """) }
                         return
                     case .unreachable:
                         try? await Task.sleep(for: .seconds(2))
@@ -454,7 +463,8 @@ struct LibvirtDomainXML {
           <vcpu>1</vcpu>
           <os>
             <type arch='x86_64' machine='q35'>hvm</type>
-            <loader readonly='yes' secure='\(secure ? "yes" : "no")' type='pflash'>\(x(secure ? installation.secureCode : installation.code))</loader>
+            <loader readonly='yes' secure='\(secure ? "yes" : "no")' \
+        type='pflash'>\(x(secure ? installation.secureCode : installation.code))</loader>
             <nvram>\(x(shipped?.variables ?? paths.variables.path))</nvram>
           </os>
           <features>

@@ -39,7 +39,9 @@ final class KeptConnection: HTTPTransport {
         url.scheme?.lowercased() == base.scheme?.lowercased() && url.host?.lowercased() == base.host?.lowercased() && url.port == base.port
     }
 
-    func send(_ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration) async throws -> (status: Int, body: Data) {
+    func send(
+        _ method: String, _ url: URL, headers: [(String, String)], body: Data?, timeout: Duration
+    ) async throws -> (status: Int, body: Data) {
         let mine = sameServer(url) && state.withLock { s in
             guard !s.busy else { return false }
             s.busy = true

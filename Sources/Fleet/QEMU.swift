@@ -30,8 +30,11 @@ public struct QEMUInstallation: Sendable, Hashable {
     public static func detect() async -> QEMUInstallation? {
         let fm = FileManager.default
         let qemu = ["/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"].first { fm.isExecutableFile(atPath: $0) }
-        let secure = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", code = "/usr/share/OVMF/OVMF_CODE_4M.fd", blank = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-        guard let qemu, [secure, code, blank].allSatisfy({ fm.fileExists(atPath: $0) }), let tools = BootDisk.Tools.find() else { return nil }
+        let secure = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", code = "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            blank = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+        guard let qemu, [secure, code, blank].allSatisfy({ fm.fileExists(atPath: $0) }), let tools = BootDisk.Tools.find() else {
+            return nil
+        }
         var accel = "tcg"
         if fm.isReadableFile(atPath: "/dev/kvm"), await probeKVM(qemu) { accel = "kvm" }
         return QEMUInstallation(qemu: qemu, secureCode: secure, code: code, blankVariables: blank, accelerator: accel, diskTools: tools)
@@ -103,9 +106,13 @@ final class UnixStream: Sendable {
             var addr = sockaddr_un()
             addr.sun_family = sa_family_t(AF_UNIX)
             let bytes = Array(path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { close(fd); throw FleetError(.failed, "socket path too long: \(path)") }
+            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+                close(fd); throw FleetError(.failed, "socket path too long: \(path)")
+            }
             withUnsafeMutableBytes(of: &addr.sun_path) { p in p.copyBytes(from: bytes); p[bytes.count] = 0 }
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
             if rc == 0 { self.fd = fd; return }
             close(fd)
             if ContinuousClock.now >= deadline {
@@ -251,16 +258,22 @@ final class AgentRelay: Sendable {
                     Task { [self] in
                         let answer: RelayFrame.Response
                         if request.path == "/relay/identity" {
-                            answer = RelayFrame.Response(id: request.id, status: 200, body: (try? JSONEncoder().encode(RelayIdentity(vm: vm, interval: interval))) ?? Data())
+                            answer = RelayFrame.Response(
+                                id: request.id, status: 200,
+                                body: (try? JSONEncoder().encode(RelayIdentity(vm: vm, interval: interval))) ?? Data())
                         } else if request.path == "/relay/status", request.method == "POST", let body = request.body, body.count < 1 << 20,
                                   (try? JSONDecoder().decode(GuestStatus.self, from: body)) != nil {
                             try? body.write(to: paths.guestStatus, options: .atomic)
                             answer = RelayFrame.Response(id: request.id, status: 204, body: Data())
                         } else if RelayRules.allowed(request, vm: vm) {
                             answer = await forward(request)
-                            if request.method == "POST", request.path.hasSuffix("/attestations") { self.counters.withLock { $0.attestations += 1 } }
+                            if request.method == "POST", request.path.hasSuffix("/attestations") {
+                                self.counters.withLock { $0.attestations += 1 }
+                            }
                         } else {
-                            answer = RelayFrame.Response(id: request.id, status: 403, body: Data("{\"error\":{\"message\":\"the relay forwards only this VM's enrolment, nonce and attestation requests\"}}".utf8))
+                            answer = RelayFrame.Response(id: request.id, status: 403, body: Data("""
+                                {\"error\":{\"message\":\"the relay forwards only this VM's enrolment, nonce and attestation requests\"}}
+                                """.utf8))
                         }
                         try? stream.write(try RelayFrame.encode(answer))
                     }
@@ -324,7 +337,8 @@ final class ChildQEMU: MachineRunner {
     }
     func ended() async -> String {
         await ProcessWait.exit(process)
-        return process.terminationReason == .uncaughtSignal ? "killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
+        return process.terminationReason == .uncaughtSignal
+            ? "killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
     }
     func log() -> String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 }
@@ -341,7 +355,8 @@ final class QEMUMachine: Sendable {
     let expectedExit = Mutex(false)
 
     init(name: String, runner: any MachineRunner, tpmServer: VTPMServer?, relay: AgentRelay?, paths: QEMUPaths, accelerator: String) {
-        self.name = name; self.runner = runner; self.tpmServer = tpmServer; self.relay = relay; self.paths = paths; self.accelerator = accelerator
+        self.name = name; self.runner = runner; self.tpmServer = tpmServer; self.relay = relay; self.paths = paths;
+        self.accelerator = accelerator
     }
 
     var isRunning: Bool { runner.isRunning }

@@ -39,7 +39,8 @@ public final class QEMUHypervisor: Hypervisor {
     /// What the console shows when the firmware or shim refused an image, or the kernel died.
     static let consoleFailures = ["Security Violation", "Access Denied", "Verification failed", "Failed to load image", "Kernel panic",
                                   "shim_init() failed",
-                                  "Could not create MokListRT", "Failed to read header", "Boot failed: not a bootable disk", "No bootable device"]
+        "Could not create MokListRT", "Failed to read header", "Boot failed: not a bootable disk", "No bootable device"
+    ]
 
     init(installation: QEMUInstallation?, bootTimeout: Duration, context: HypervisorContext, engine: QEMULauncher.Engine = .direct) {
         self.installation = installation; self.bootTimeout = bootTimeout; self.context = context; self.engine = engine
@@ -81,7 +82,11 @@ public final class QEMUHypervisor: Hypervisor {
         if !fm.fileExists(atPath: p.variables.path) {
             // The VM's own variable store: the image's (its keys) with Secure Boot, OVMF's blank one without.
             let bytes: Data
-            if secureBoot, let store = image.variables { bytes = Data(store.bytes) } else { bytes = try Data(contentsOf: URL(fileURLWithPath: installation.blankVariables)) }
+            if secureBoot, let store = image.variables {
+                bytes = Data(store.bytes)
+            } else {
+                bytes = try Data(contentsOf: URL(fileURLWithPath: installation.blankVariables))
+            }
             try bytes.write(to: p.variables)
         }
         var tpm: VirtualTPM?
@@ -95,7 +100,8 @@ public final class QEMUHypervisor: Hypervisor {
                + "OVMF\(secureBoot ? " with Secure Boot" : ""))")
         let name = vm.name
         let machine = try await QEMULauncher(installation: installation).launch(
-            .init(name: name, secureBoot: secureBoot, vTPM: vtpm, interval: vm.attestationInterval), paths: p, tpm: tpm, engine: engine, progress: { [weak self] in self?.progress($0) },
+            .init(name: name, secureBoot: secureBoot, vTPM: vtpm, interval: vm.attestationInterval), paths: p, tpm: tpm, engine: engine,
+            progress: { [weak self] in self?.progress($0) },
             forward: { [weak self] r in await self?.relayForward(name, r) ?? RelayFrame.Response(id: r.id, status: 503, body: Data()) })
         adopt(machine, firmware: "OVMF")
 
@@ -150,7 +156,9 @@ public final class QEMUHypervisor: Hypervisor {
         disk.append(Data(count: (1 << 20) - 512))
         try disk.write(to: p.biosDisk)
         try Data([0xF8, 0x03]).write(to: p.seabiosConsolePort)
-        let stage = BootStageSummary(kind: "mbr", path: "MBR boot sector", sha256: hexString((try? TPMCrypto.hash(.sha256, Array(sector.prefix(512)))) ?? []), verifiedBy: nil, authority: nil)
+        let stage = BootStageSummary(
+            kind: "mbr", path: "MBR boot sector", sha256: hexString((try? TPMCrypto.hash(.sha256, Array(sector.prefix(512)))) ?? []),
+            verifiedBy: nil, authority: nil)
         let firmware = "SeaBIOS (QEMU, \(installation.accelerator))"
         func summary(_ ok: Bool, _ failure: String?) -> BootSummary {
             BootSummary(number: number, time: time, firmware: firmware, succeeded: ok, failure: failure, secureBootEnforced: false,
@@ -203,7 +211,9 @@ public final class QEMUHypervisor: Hypervisor {
     static func excerpt(_ console: String, around marker: String) -> String {
         let lines = console.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         guard let i = lines.firstIndex(where: { $0.contains(marker) }) else { return String(console.suffix(400)) }
-        return lines[max(0, i - 4)...min(lines.count - 1, i + 3)].map { $0.trimmingCharacters(in: .controlCharacters) }.filter { !$0.isEmpty }.joined(separator: " | ")
+        return lines[max(0, i - 4)...min(lines.count - 1, i + 3)].map { $0.trimmingCharacters(in: .controlCharacters) }.filter {
+            !$0.isEmpty
+        }.joined(separator: " | ")
     }
 
     /// One guest request, as the VM's agent: its token, the service's HTTP API.
@@ -260,8 +270,11 @@ public final class QEMUHypervisor: Hypervisor {
             return "destroyed libvirt domain \(domain) left by the previous run (its vTPM ended with that run)"
         }
         let p = paths(vm)
-        guard let text = try? String(contentsOf: p.pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1 else { return nil }
-        let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        guard let text = try? String(contentsOf: p.pidFile, encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1
+        else { return nil }
+        let cmdline =
+            (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))).map { String(decoding: $0, as: UTF8.self) } ?? ""
         try? FileManager.default.removeItem(at: p.pidFile)
         guard cmdline.contains("tlaunch-\(vm)\u{0}") else { return nil }
         Glibc.kill(pid, SIGKILL)

@@ -34,7 +34,11 @@ public final class SimulatedHypervisor: Hypervisor {
             running.withLock { $0[vm.name] = Running(tpm: nil, log: nil) }
             return BootSummary(number: number, time: time, firmware: "BIOS (simulated)", succeeded: true, failure: nil,
                                secureBootEnforced: false, measured: false, events: 0,
-                               stages: [BootStageSummary(kind: "mbr", path: "MBR boot sector", sha256: hexString((try? TPMCrypto.hash(.sha256, image.bootSector ?? [])) ?? []), verifiedBy: nil, authority: nil)],
+                stages: [
+                    BootStageSummary(
+                        kind: "mbr", path: "MBR boot sector",
+                        sha256: hexString((try? TPMCrypto.hash(.sha256, image.bootSector ?? [])) ?? []), verifiedBy: nil, authority: nil)
+                ],
                                kernel: nil, kernelCommandLine: nil)
         }
         var tpm: VirtualTPM?
@@ -56,7 +60,7 @@ public final class SimulatedHypervisor: Hypervisor {
         if report.succeeded, let log { try? Data(log).write(to: context.folder(vm.name).eventLog) }
         return BootSummary(number: number, time: time, firmware: firmware, succeeded: report.succeeded,
                            failure: report.failure.map { "\($0.stage)\($0.path.map { " \($0)" } ?? ""): \($0.reason)" },
-                           secureBootEnforced: report.secureBootEnforced, measured: measured, events: measured ? report.log.events.count : 0,
+            secureBootEnforced: report.secureBootEnforced, measured: measured, events: measured ? report.log.events.count : 0,
                            stages: report.stages.map(BootStageSummary.init), kernel: report.kernel,
                            kernelCommandLine: report.kernelCommandLine)
     }
@@ -82,7 +86,11 @@ public final class SimulatedHypervisor: Hypervisor {
     public func guestStatus(_ vm: String) async -> GuestStatus? {
         guard let r = running.withLock({ $0[vm] }) else { return nil }
         guard let tpm = r.tpm else {
-            return GuestStatus(vm: vm, secureBootState: "Unsupported", tpm: .init(present: false, specVersion: nil, manufacturer: nil, firmwareVersion: nil, pcrBanks: [], ekCertificate: nil, error: "no TPM device: the VM has no vTPM"),
+            return GuestStatus(
+                vm: vm, secureBootState: "Unsupported",
+                tpm: .init(
+                    present: false, specVersion: nil, manufacturer: nil, firmwareVersion: nil, pcrBanks: [], ekCertificate: nil,
+                    error: "no TPM device: the VM has no vTPM"),
                                measuredBootLog: .init(present: false, path: nil, events: 0, matchesTPM: nil,
                                                       error: "no measured boot without a TPM"), lastAttestation: nil, serviceError: nil)
         }

@@ -90,7 +90,12 @@ public final class WebhookNotifier: Sendable {
             let answer = try await HTTPSClient.send("POST", url, headers: headers, body: Array(body), tls: ClientTLS(), timeout: timeout)
             if (200..<300).contains(answer.status) {
                 delivered.add(1, ordering: .relaxed)
-                logger.info("webhook delivered", metadata: ["url": .string(url.absoluteString), "event": .string(event), "alert": .string(alert), "attempt": .stringConvertible(attempt)])
+                logger.info(
+                    "webhook delivered",
+                    metadata: [
+                        "url": .string(url.absoluteString), "event": .string(event), "alert": .string(alert),
+                        "attempt": .stringConvertible(attempt)
+                    ])
                 return true
             }
             why = "HTTP \(answer.status)"
@@ -98,7 +103,11 @@ public final class WebhookNotifier: Sendable {
             why = "\(error)"
         }
         failedAttempts.add(1, ordering: .relaxed)
-        logger.warning("webhook attempt failed", metadata: ["url": .string(url.absoluteString), "event": .string(event), "attempt": .stringConvertible(attempt), "reason": .string(why)])
+        logger.warning(
+            "webhook attempt failed",
+            metadata: [
+                "url": .string(url.absoluteString), "event": .string(event), "attempt": .stringConvertible(attempt), "reason": .string(why)
+            ])
         return false
     }
 }

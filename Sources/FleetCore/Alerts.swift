@@ -25,7 +25,9 @@ public enum AlertBuilder {
     /// The authorities that verified an image, without shim's SBAT level (not a signer).
     static func signer(_ s: String?) -> String? {
         guard let s else { return nil }
-        let parts = s.components(separatedBy: "; ").filter { !$0.hasPrefix("SbatLevel") }.map { $0.replacingOccurrences(of: "\n", with: " ") }
+        let parts = s.components(separatedBy: "; ").filter { !$0.hasPrefix("SbatLevel") }.map {
+            $0.replacingOccurrences(of: "\n", with: " ")
+        }
         return parts.isEmpty ? nil : parts.joined(separator: "; ")
     }
 
@@ -100,7 +102,9 @@ public enum AlertBuilder {
         var recommendations: [String] = [], mitigations: [String] = []
         let paths = changed.filter { [.bootLoader, .kernel, .initrd].contains($0.component) }.map(\.name)
         if components.contains(where: { [.kernel, .initrd, .kernelCommandLine, .bootLoader, .bootLoaderConfiguration].contains($0) }) {
-            let what = components.contains(.bootLoader) ? "a boot loader update (shim or grub package)" : "an OS update (new kernel, initrd or command line)"
+            let what = components.contains(.bootLoader) ? "a boot loader update (shim or grub package)" : """
+                an OS update (new kernel, initrd or command line)
+                """
             recommendations.append("If you installed \(what), approve this boot as the new baseline: `tlaunch vm baseline approve "
                                  + "\(vm.name)`.")
             recommendations.append("Otherwise stop the VM, keep its disk for investigation, and check who changed "
@@ -139,7 +143,8 @@ public enum AlertBuilder {
         }
         mitigations.append("Stop the VM until the change is explained: `tlaunch vm stop \(vm.name)`.")
         mitigations.append("Do not release secrets to this VM: tokens for it are no longer issued while it fails attestation.")
-        let fingerprint = "boot-integrity:" + evidence.map { "\($0.component)|\($0.name)|\($0.to ?? $0.detail)" }.sorted().joined(separator: ",")
+        let fingerprint =
+            "boot-integrity:" + evidence.map { "\($0.component)|\($0.name)|\($0.to ?? $0.detail)" }.sorted().joined(separator: ",")
         return Alert(id: newID(), vm: vm.name, kind: .bootIntegrity, severity: severity, status: .active, title: title,
                      description: description,
                      evidence: evidence, recommendations: recommendations, mitigations: mitigations, attestationID: o.id,
@@ -149,7 +154,9 @@ public enum AlertBuilder {
     /// A boot the firmware refused (e.g. a boot loader Secure Boot does not trust).
     public static func bootFailure(_ b: BootSummary, vm: VMRecord, now: String = Time.now()) -> Alert {
         let reason = b.failure ?? "unknown"
-        let secureBoot = reason.lowercased().contains("secure boot") || reason.lowercased().contains("not signed") || reason.lowercased().contains("signature") || reason.lowercased().contains("dbx")
+        let secureBoot =
+            reason.lowercased().contains("secure boot") || reason.lowercased().contains("not signed")
+            || reason.lowercased().contains("signature") || reason.lowercased().contains("dbx")
         let ev = AlertEvidence(component: .bootFailure, name: "boot \(b.number)", change: "failed", from: nil, to: nil, fromSigner: nil,
                                toSigner: nil,
                                pcr: nil, detail: reason)

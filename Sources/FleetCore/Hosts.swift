@@ -33,7 +33,8 @@ public struct LibvirtHost: Sendable, Codable, Hashable {
 
     public init(name: String, uri: String, tpm: String, shipFiles: Bool = false, maxVMs: Int?, memoryMiB: Int, cpus: Int, state: State,
                 detail: String, lastSeen: Int64?, since: Int64, added: Int64) {
-        self.name = name; self.uri = uri; self.tpm = tpm; self.shipFiles = shipFiles; self.maxVMs = maxVMs; self.memoryMiB = memoryMiB; self.cpus = cpus
+        self.name = name; self.uri = uri; self.tpm = tpm; self.shipFiles = shipFiles; self.maxVMs = maxVMs; self.memoryMiB = memoryMiB;
+        self.cpus = cpus
         self.state = state; self.detail = detail; self.lastSeen = lastSeen; self.since = since; self.added = added
     }
 
@@ -82,7 +83,9 @@ extension FleetRules {
     /// `qemu+tls://…`, `qemu+tcp://…`, `qemu+unix://…`), printable, without spaces.
     public static func checkHostURI(_ uri: String) throws {
         let schemes = ["qemu://", "qemu+ssh://", "qemu+tls://", "qemu+tcp://", "qemu+unix://", "qemu+libssh2://", "qemu+libssh://"]
-        guard uri.count <= 512, uri.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }), schemes.contains(where: uri.hasPrefix) else {
+        guard uri.count <= 512, uri.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }),
+            schemes.contains(where: uri.hasPrefix)
+        else {
             throw FleetError(.invalid, "libvirt URI \"\(uri.prefix(80))\" is not a QEMU driver URI (e.g. qemu:///system, "
                                      + "qemu+ssh://root@host/system, qemu+tls://host/system)", field: "uri")
         }
@@ -102,7 +105,10 @@ extension FleetRules {
             throw FleetError(.invalid, "tpm must be external or emulator", field: "tpm")
         }
         if t == "external", !local {
-            throw FleetError(.invalid, "the external vTPM backend needs the host's QEMU on this machine (its socket is the platform's); a remote host runs its VMs' vTPMs as swtpm: --tpm emulator, with `tlaunch vtpm install-swtpm` there", field: "tpm")
+            throw FleetError(.invalid, """
+                the external vTPM backend needs the host's QEMU on this machine (its socket is the platform's); a remote host runs its \
+                VMs' vTPMs as swtpm: --tpm emulator, with `tlaunch vtpm install-swtpm` there
+                """, field: "tpm")
         }
         return t
     }

@@ -90,7 +90,9 @@ public struct BootSummary: Sendable, Codable, Hashable {
     public var kernelCommandLine: String?
     public init(number: Int, time: String, firmware: String, succeeded: Bool, failure: String?, secureBootEnforced: Bool, measured: Bool,
                 events: Int, stages: [BootStageSummary], kernel: String?, kernelCommandLine: String?) {
-        self.number = number; self.time = time; self.firmware = firmware; self.succeeded = succeeded; self.failure = failure; self.secureBootEnforced = secureBootEnforced; self.measured = measured; self.events = events; self.stages = stages; self.kernel = kernel; self.kernelCommandLine = kernelCommandLine
+        self.number = number; self.time = time; self.firmware = firmware; self.succeeded = succeeded; self.failure = failure;
+        self.secureBootEnforced = secureBootEnforced; self.measured = measured; self.events = events; self.stages = stages;
+        self.kernel = kernel; self.kernelCommandLine = kernelCommandLine
     }
 }
 
@@ -126,9 +128,18 @@ public struct VMRecord: Sendable, Codable, Hashable {
     /// of the simulated hypervisor, of QEMU, or of the platform's own libvirt connection.
     public var host: String?
     public var hostURI: String?
-    public init(name: String, image: String, hypervisor: String, securityType: SecurityType, secureBoot: Bool, vTPM: Bool, integrityMonitoring: Bool, powerState: PowerState, bootIntegrity: BootIntegrity, lastAttestation: Int64?, lastAttestationID: String?, created: Int64, updated: Int64, version: Int64, bootCount: Int, lastBoot: BootSummary?, guestAgent: GuestAgentState, attestationInterval: Int, host: String? = nil, hostURI: String? = nil) {
+    public init(
+        name: String, image: String, hypervisor: String, securityType: SecurityType, secureBoot: Bool, vTPM: Bool,
+        integrityMonitoring: Bool, powerState: PowerState, bootIntegrity: BootIntegrity, lastAttestation: Int64?,
+        lastAttestationID: String?, created: Int64, updated: Int64, version: Int64, bootCount: Int, lastBoot: BootSummary?,
+        guestAgent: GuestAgentState, attestationInterval: Int, host: String? = nil, hostURI: String? = nil
+    ) {
         self.host = host; self.hostURI = hostURI
-        self.name = name; self.image = image; self.hypervisor = hypervisor; self.securityType = securityType; self.secureBoot = secureBoot; self.vTPM = vTPM; self.integrityMonitoring = integrityMonitoring; self.powerState = powerState; self.bootIntegrity = bootIntegrity; self.lastAttestation = lastAttestation; self.lastAttestationID = lastAttestationID; self.created = created; self.updated = updated; self.version = version; self.bootCount = bootCount; self.lastBoot = lastBoot; self.guestAgent = guestAgent; self.attestationInterval = attestationInterval
+        self.name = name; self.image = image; self.hypervisor = hypervisor; self.securityType = securityType; self.secureBoot = secureBoot;
+        self.vTPM = vTPM; self.integrityMonitoring = integrityMonitoring; self.powerState = powerState; self.bootIntegrity = bootIntegrity;
+        self.lastAttestation = lastAttestation; self.lastAttestationID = lastAttestationID; self.created = created; self.updated = updated;
+        self.version = version; self.bootCount = bootCount; self.lastBoot = lastBoot; self.guestAgent = guestAgent;
+        self.attestationInterval = attestationInterval
     }
 }
 
@@ -209,7 +220,8 @@ public struct AlertEvidence: Sendable, Codable, Hashable {
     public var detail: String
     public init(component: AlertComponent, name: String, change: String, from: String?, to: String?, fromSigner: String?, toSigner: String?,
                 pcr: Int?, detail: String) {
-        self.component = component; self.name = name; self.change = change; self.from = from; self.to = to; self.fromSigner = fromSigner; self.toSigner = toSigner; self.pcr = pcr; self.detail = detail
+        self.component = component; self.name = name; self.change = change; self.from = from; self.to = to; self.fromSigner = fromSigner;
+        self.toSigner = toSigner; self.pcr = pcr; self.detail = detail
     }
 }
 
@@ -260,8 +272,15 @@ public struct Alert: Sendable, Codable, Hashable {
     public var resolution: String?
     /// Identifies "the same problem" so a repeat updates the active alert instead of adding one.
     public var fingerprint: String
-    public init(id: String, vm: String, kind: AlertKind, severity: AlertSeverity, status: AlertStatus, title: String, description: String, evidence: [AlertEvidence], recommendations: [String], mitigations: [String], attestationID: String?, created: String, updated: String, occurrences: Int, resolution: String?, fingerprint: String) {
-        self.id = id; self.vm = vm; self.kind = kind; self.severity = severity; self.status = status; self.title = title; self.description = description; self.evidence = evidence; self.recommendations = recommendations; self.mitigations = mitigations; self.attestationID = attestationID; self.created = created; self.updated = updated; self.occurrences = occurrences; self.resolution = resolution; self.fingerprint = fingerprint
+    public init(
+        id: String, vm: String, kind: AlertKind, severity: AlertSeverity, status: AlertStatus, title: String, description: String,
+        evidence: [AlertEvidence], recommendations: [String], mitigations: [String], attestationID: String?, created: String,
+        updated: String, occurrences: Int, resolution: String?, fingerprint: String
+    ) {
+        self.id = id; self.vm = vm; self.kind = kind; self.severity = severity; self.status = status; self.title = title;
+        self.description = description; self.evidence = evidence; self.recommendations = recommendations; self.mitigations = mitigations;
+        self.attestationID = attestationID; self.created = created; self.updated = updated; self.occurrences = occurrences;
+        self.resolution = resolution; self.fingerprint = fingerprint
     }
 }
 
@@ -346,7 +365,9 @@ public enum Time {
         var tmv = tm()
         gmtime_r(&t, &tmv)
         func pad(_ v: Int32, _ n: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, n - s.count)) + s }
-        return "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2)).\(pad(Int32(milli), 3))Z"
+        return """
+            \(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2)).\(pad(Int32(milli), 3))Z
+            """
     }
     public static func now() -> String { rfc3339(millis()) }
 }

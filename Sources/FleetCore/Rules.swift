@@ -20,11 +20,13 @@ public struct DeployRequest: Sendable, Codable, Hashable {
     /// The libvirt host to place it on (default: the answering host with the most room).
     public var host: String?
     public init(name: String, image: String? = nil, securityType: String? = nil, secureBoot: Bool? = nil, vTpm: Bool? = nil,
-                integrityMonitoring: Bool? = nil, hypervisor: String? = nil, start: Bool? = nil, attestationInterval: Int? = nil, baseline: String? = nil,
+        integrityMonitoring: Bool? = nil, hypervisor: String? = nil, start: Bool? = nil, attestationInterval: Int? = nil,
+        baseline: String? = nil,
                 host: String? = nil) {
         self.host = host
         self.name = name; self.image = image; self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm
-        self.integrityMonitoring = integrityMonitoring; self.hypervisor = hypervisor; self.start = start; self.attestationInterval = attestationInterval
+        self.integrityMonitoring = integrityMonitoring; self.hypervisor = hypervisor; self.start = start;
+        self.attestationInterval = attestationInterval
         self.baseline = baseline
     }
 }
@@ -57,7 +59,10 @@ extension DeployRequest: StrictBody {
         return out
     }
 
-    enum CodingKeys: String, CodingKey { case name, image, securityType, secureBoot, vTpm, integrityMonitoring, hypervisor, start, attestationInterval, baseline, securityProfile, host }
+    enum CodingKeys: String, CodingKey {
+        case name, image, securityType, secureBoot, vTpm, integrityMonitoring, hypervisor, start, attestationInterval, baseline,
+            securityProfile, host
+    }
     enum ProfileKeys: String, CodingKey { case securityType, uefiSettings }
     enum UEFIKeys: String, CodingKey { case secureBootEnabled, vTpmEnabled }
 
@@ -133,7 +138,8 @@ public struct UpdateRequest: Sendable, Codable, Hashable {
                 guestAgent: String? = nil,
                 attestationInterval: Int? = nil, image: String? = nil, hypervisor: String? = nil, version: Int64? = nil) {
         self.securityType = securityType; self.secureBoot = secureBoot; self.vTpm = vTpm; self.integrityMonitoring = integrityMonitoring
-        self.guestAgent = guestAgent; self.attestationInterval = attestationInterval; self.image = image; self.hypervisor = hypervisor; self.version = version
+        self.guestAgent = guestAgent; self.attestationInterval = attestationInterval; self.image = image; self.hypervisor = hypervisor;
+        self.version = version
     }
 }
 
@@ -192,7 +198,10 @@ public enum FleetRules {
         }
         guard available.contains(h) else {
             if h == libvirt {
-                throw FleetError(.invalid, "hypervisor libvirt is not available here: start the platform with --hypervisor libvirt (a libvirtd that virsh reaches, --libvirt-uri), or use --hypervisor qemu or simulated", field: "hypervisor")
+                throw FleetError(.invalid, """
+                    hypervisor libvirt is not available here: start the platform with --hypervisor libvirt (a libvirtd that virsh \
+                    reaches, --libvirt-uri), or use --hypervisor qemu or simulated
+                    """, field: "hypervisor")
             }
             throw FleetError(.invalid, "hypervisor \(h) is not available here: real VMs need QEMU and Debian's OVMF (apt-get install "
                                      + "qemu-system-x86 ovmf) and the guest kit (busybox-static, linux-image-amd64, tlaunch-agent built "
@@ -225,7 +234,9 @@ public enum FleetRules {
                                                                + "deploy with --security-type TrustedLaunch", field: "secureBoot") }
             if r.vTpm == true { throw FleetError(.invalid, "a vTPM exists only for TrustedLaunch VMs: drop --vtpm, or deploy with "
                                                          + "--security-type TrustedLaunch", field: "vTpm") }
-            if r.integrityMonitoring == true { throw FleetError(.invalid, "integrity monitoring needs a vTPM, which Standard VMs do not have: deploy with --security-type TrustedLaunch", field: "integrityMonitoring") }
+            if r.integrityMonitoring == true { throw FleetError(.invalid, """
+                integrity monitoring needs a vTPM, which Standard VMs do not have: deploy with --security-type TrustedLaunch
+                """, field: "integrityMonitoring") }
         }
         let vtpm = type == .trustedLaunch && (r.vTpm ?? true)
         if r.integrityMonitoring == true, !vtpm {
@@ -261,13 +272,17 @@ public enum FleetRules {
             throw FleetError(.invalid, "the image of \(name) cannot be changed: put new files on its disk (tlaunch vm disk put), or "
                                      + "deploy a new VM from \(i.prefix(64))", field: "image")
         }
-        if let h = u.hypervisor, h != vm.hypervisor { throw FleetError(.invalid, "the hypervisor of \(name) cannot be changed", field: "hypervisor") }
+        if let h = u.hypervisor, h != vm.hypervisor {
+            throw FleetError(.invalid, "the hypervisor of \(name) cannot be changed", field: "hypervisor")
+        }
         if vm.securityType == .standard {
             if u.secureBoot != nil { throw FleetError(.invalid, "\(name) is a Standard VM: Secure Boot exists only for TrustedLaunch VMs "
                                                               + "(redeploy it as TrustedLaunch)", field: "secureBoot") }
             if u.vTpm != nil { throw FleetError(.invalid, "\(name) is a Standard VM: a vTPM exists only for TrustedLaunch VMs (redeploy "
                                                         + "it as TrustedLaunch)", field: "vTpm") }
-            if u.integrityMonitoring == true { throw FleetError(.invalid, "\(name) is a Standard VM without a vTPM, so integrity monitoring cannot attest it: redeploy it as TrustedLaunch", field: "integrityMonitoring") }
+            if u.integrityMonitoring == true { throw FleetError(.invalid, """
+                \(name) is a Standard VM without a vTPM, so integrity monitoring cannot attest it: redeploy it as TrustedLaunch
+                """, field: "integrityMonitoring") }
         }
         let firmwareChange = (u.secureBoot.map { $0 != vm.secureBoot } ?? false) || (u.vTpm.map { $0 != vm.vTPM } ?? false)
         if firmwareChange, vm.powerState == .running {
@@ -277,7 +292,9 @@ public enum FleetRules {
         let vtpm = u.vTpm ?? vm.vTPM
         let monitoring = u.integrityMonitoring ?? vm.integrityMonitoring
         if monitoring, !vtpm {
-            throw FleetError(.invalid, u.vTpm == false ? "integrity monitoring is on and needs the vTPM: switch it off first (--integrity-monitoring false)" : "integrity monitoring needs the vTPM: turn the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
+            throw FleetError(.invalid, u.vTpm == false ? """
+                integrity monitoring is on and needs the vTPM: switch it off first (--integrity-monitoring false)
+                """ : "integrity monitoring needs the vTPM: turn the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
         }
         var agent: GuestAgentState?
         if let g = u.guestAgent {
@@ -346,10 +363,15 @@ public enum FleetFuzzing {
                 do {
                     let vm = try FleetRules.deploy(r, image: image, now: 0)
                     // What a deployment creates always obeys the rules.
-                    if vm.securityType == .standard && (vm.secureBoot || vm.vTPM || vm.integrityMonitoring) { problems.append("a Standard VM with TrustedLaunch features") }
-                    if vm.securityType == .trustedLaunch && image.generation != 2 { problems.append("Trusted Launch on a Generation 1 image") }
+                    if vm.securityType == .standard && (vm.secureBoot || vm.vTPM || vm.integrityMonitoring) {
+                        problems.append("a Standard VM with TrustedLaunch features")
+                    }
+                    if vm.securityType == .trustedLaunch && image.generation != 2 {
+                        problems.append("Trusted Launch on a Generation 1 image")
+                    }
                     if vm.integrityMonitoring && !vm.vTPM { problems.append("monitoring without a vTPM") }
-                    let probe = try? FleetRules.update(UpdateRequest(securityType: vm.securityType == .standard ? "TrustedLaunch" : "Standard"), vm: vm)
+                    let probe = try? FleetRules.update(
+                        UpdateRequest(securityType: vm.securityType == .standard ? "TrustedLaunch" : "Standard"), vm: vm)
                     if probe != nil { problems.append("the security type changed after deployment") }
                 } catch let e as FleetError {
                     if e.message.isEmpty || e.field == nil { problems.append("a refusal without a message or field") }
@@ -361,14 +383,22 @@ public enum FleetFuzzing {
         if let u = try? JSONDecoder().decode(UpdateRequest.self, from: data) {
             let base = VMRecord(name: "vm", image: "uefi", hypervisor: FleetRules.hypervisor, securityType: .trustedLaunch,
                                 secureBoot: true, vTPM: true,
-                                integrityMonitoring: true, powerState: .running, bootIntegrity: .healthy, lastAttestation: nil, lastAttestationID: nil,
+                integrityMonitoring: true, powerState: .running, bootIntegrity: .healthy, lastAttestation: nil, lastAttestationID: nil,
                                 created: 0, updated: 0, version: 3, bootCount: 1, lastBoot: nil, guestAgent: .running,
                                 attestationInterval: 300)
-            for start in [base, { var s = base; s.securityType = .standard; s.secureBoot = false; s.vTPM = false; s.integrityMonitoring = false; s.powerState = .stopped; return s }()] {
+            for start in [
+                base,
+                {
+                    var s = base; s.securityType = .standard; s.secureBoot = false; s.vTPM = false; s.integrityMonitoring = false;
+                    s.powerState = .stopped; return s
+                }()
+            ] {
                 if let plan = try? FleetRules.update(u, vm: start) {
                     if plan.record.securityType != start.securityType { problems.append("the security type changed") }
                     if plan.record.integrityMonitoring && !plan.record.vTPM { problems.append("monitoring without a vTPM after an update") }
-                    if start.powerState == .running && (plan.record.secureBoot != start.secureBoot || plan.record.vTPM != start.vTPM) { problems.append("firmware settings changed while running") }
+                    if start.powerState == .running && (plan.record.secureBoot != start.secureBoot || plan.record.vTPM != start.vTPM) {
+                        problems.append("firmware settings changed while running")
+                    }
                 }
             }
         }

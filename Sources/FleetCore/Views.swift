@@ -86,9 +86,11 @@ public struct VMView: Sendable, Codable, Hashable {
                           securityProfile: .init(securityType: vm.securityType.rawValue,
                                                  uefiSettings: .init(secureBootEnabled: vm.secureBoot, vTpmEnabled: vm.vTPM)),
                           integrityMonitoring: .init(enabled: vm.integrityMonitoring, bootIntegrity: vm.bootIntegrity,
-                                                     lastAttestation: vm.lastAttestation.map(Time.rfc3339), attestationIntervalSeconds: vm.attestationInterval,
+                lastAttestation: vm.lastAttestation.map(Time.rfc3339), attestationIntervalSeconds: vm.attestationInterval,
                                                      guestAgent: vm.guestAgent.rawValue),
-                          alerts: active.filter { $0.vm == vm.name && $0.status == .active }.map { .init(id: $0.id, severity: $0.severity.rawValue, status: $0.status.rawValue, title: $0.title, created: $0.created) },
+            alerts: active.filter { $0.vm == vm.name && $0.status == .active }.map {
+                .init(id: $0.id, severity: $0.severity.rawValue, status: $0.status.rawValue, title: $0.title, created: $0.created)
+            },
                           version: vm.version, created: Time.rfc3339(vm.created), bootCount: vm.bootCount, lastBoot: vm.lastBoot,
                           host: vm.host)
     }
@@ -96,8 +98,10 @@ public struct VMView: Sendable, Codable, Hashable {
     public init(name: String, image: String, hypervisor: String, powerState: PowerState, securityProfile: SecurityProfile,
                 integrityMonitoring: Monitoring,
                 alerts: [AlertRef], version: Int64, created: String, bootCount: Int, lastBoot: BootSummary?, host: String? = nil) {
-        self.name = name; self.image = image; self.hypervisor = hypervisor; self.powerState = powerState; self.securityProfile = securityProfile
-        self.integrityMonitoring = integrityMonitoring; self.alerts = alerts; self.version = version; self.created = created; self.bootCount = bootCount; self.lastBoot = lastBoot
+        self.name = name; self.image = image; self.hypervisor = hypervisor; self.powerState = powerState;
+        self.securityProfile = securityProfile
+        self.integrityMonitoring = integrityMonitoring; self.alerts = alerts; self.version = version; self.created = created;
+        self.bootCount = bootCount; self.lastBoot = lastBoot
         self.host = host
         id = "/providers/\(Self.resourceType)/\(name)"
         type = Self.resourceType
@@ -145,7 +149,8 @@ public struct BaselineSummary: Sendable, Codable, Hashable {
     public var description: String
     public init(mode: BaselineMode, source: BaselineSource?, since: String?, attestationId: String?, components: Int?,
                 description: String) {
-        self.mode = mode; self.source = source; self.since = since; self.attestationId = attestationId; self.components = components; self.description = description
+        self.mode = mode; self.source = source; self.since = since; self.attestationId = attestationId; self.components = components;
+        self.description = description
     }
 }
 
@@ -160,7 +165,8 @@ public struct VMOverview: Sendable, Codable, Hashable {
     public var attestations: [AttestationOutcome]
     public init(vm: VMView, baseline: BaselineSummary?, checklist: [ChecklistItem], recommendations: [String], timeline: [VMEvent],
                 attestations: [AttestationOutcome]) {
-        self.vm = vm; self.baseline = baseline; self.checklist = checklist; self.recommendations = recommendations; self.timeline = timeline; self.attestations = attestations
+        self.vm = vm; self.baseline = baseline; self.checklist = checklist; self.recommendations = recommendations;
+        self.timeline = timeline; self.attestations = attestations
     }
 }
 
@@ -195,16 +201,24 @@ extension VMRecord {
         out.append(tl && vm.vTPM
             ? ChecklistItem(requirement: "TPM 2.0", state: .met,
                             why: "a vTPM (TPM 2.0, EK certificate from the platform's vTPM CA, state encrypted at rest)")
-            : ChecklistItem(requirement: "TPM 2.0", state: .notMet, why: tl ? "the vTPM is off: stop the VM and turn it on (--vtpm true)" : "Standard VMs have no vTPM: redeploy as TrustedLaunch"))
+                : ChecklistItem(
+                    requirement: "TPM 2.0", state: .notMet,
+                    why: tl
+                        ? "the vTPM is off: stop the VM and turn it on (--vtpm true)"
+                        : "Standard VMs have no vTPM: redeploy as TrustedLaunch"))
         if tl && vm.secureBoot {
             if let b = booted, b.succeeded, !b.secureBootEnforced {
                 out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet,
                                          why: "on in the settings, but the last boot ran without enforcement (no PK in the VM's store)"))
             } else {
-                out.append(ChecklistItem(requirement: "Secure Boot", state: .met, why: booted?.secureBootEnforced == true ? "enforced at the last boot: every boot image was verified against db and dbx" : "on (enforced from the first boot)"))
+                out.append(ChecklistItem(requirement: "Secure Boot", state: .met, why: booted?.secureBootEnforced == true ? """
+                    enforced at the last boot: every boot image was verified against db and dbx
+                    """ : "on (enforced from the first boot)"))
             }
         } else {
-            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: tl ? "off: stop the VM and turn it on (--secure-boot true)" : "Standard VMs have no Secure Boot: redeploy as TrustedLaunch"))
+            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: tl ? "off: stop the VM and turn it on (--secure-boot true)" : """
+                Standard VMs have no Secure Boot: redeploy as TrustedLaunch
+                """))
         }
         if tl && vm.vTPM {
             if let b = booted, b.measured {
@@ -218,12 +232,16 @@ extension VMRecord {
             out.append(ChecklistItem(requirement: "Measured boot", state: .notMet, why: "nothing is measured without a vTPM"))
         }
         switch (vm.integrityMonitoring, vm.bootIntegrity) {
-        case (true, .healthy): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .met, why: "the last attestation (\(vm.lastAttestation.map(Time.rfc3339) ?? "-")) passed"))
+        case (true, .healthy): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .met, why: """
+            the last attestation (\(vm.lastAttestation.map(Time.rfc3339) ?? "-")) passed
+            """))
         case (true, .unhealthy): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet,
                                                           why: "monitored, but the last attestation failed: see the active alert"))
         case (true, _): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet,
                                                  why: "monitored; waiting for the first attestation of this boot"))
-        case (false, _): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet, why: tl && vm.vTPM ? "integrity monitoring is off: tlaunch vm update \(vm.name) --integrity-monitoring true" : "needs Trusted Launch with a vTPM"))
+        case (false, _): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet, why: tl && vm.vTPM ? """
+            integrity monitoring is off: tlaunch vm update \(vm.name) --integrity-monitoring true
+            """ : "needs Trusted Launch with a vTPM"))
         }
         out.append(ChecklistItem(requirement: "DMA protection", state: .notApplicable, why: "the \(vm.hypervisor) hypervisor gives the "
                                                                                           + "guest no DMA-capable (passed-through) "

@@ -27,7 +27,8 @@ public struct GuestAgent: Sendable {
 
     public init(tpm: TPMClient, service: ServiceClient, vm: String, eventLogPath: String? = nil, eventLog: [UInt8]? = nil,
                 imaLogPath: String? = nil) {
-        self.tpm = tpm; self.service = service; self.vm = vm; self.eventLogPath = eventLogPath; self.eventLog = eventLog; self.imaLogPath = imaLogPath
+        self.tpm = tpm; self.service = service; self.vm = vm; self.eventLogPath = eventLogPath; self.eventLog = eventLog;
+        self.imaLogPath = imaLogPath
     }
 
     /// The AK template: ECC P-256 restricted signing key, with a TrustedLaunch label as its
@@ -85,7 +86,9 @@ public struct GuestAgent: Sendable {
               let blob = try? TPM2BIDObject(tpmBytes: blobBytes), let enc = try? TPM2BEncryptedSecret(tpmBytes: secretBytes) else {
             throw AgentError("enrol", "the service's credential challenge does not decode")
         }
-        let secret = try await withTPM("activate credential", { () async throws(TPMError) in try await tpm.activateCredential(ak: ak, ek: ek, blob: blob, secret: enc) })
+        let secret = try await withTPM(
+            "activate credential",
+            { () async throws(TPMError) in try await tpm.activateCredential(ak: ak, ek: ek, blob: blob, secret: enc) })
         return try await service.call("POST", "/v1/vms/\(vm)/enrolments/\(challenge.id)/activation",
                                       body: ActivationAnswer(secret: hexString(secret)),
                                       as: EnrolmentReceipt.self, step: "enrol")
@@ -255,8 +258,10 @@ extension GuestAgent {
             tpmStatus = GuestStatus.TPM(present: true,
                                         specVersion: "\(info.specFamily) (level \(info.specLevel), revision \(info.specRevision))",
                                         manufacturer: "\(info.manufacturer) \(info.vendorString)".trimmingCharacters(in: .whitespaces),
-                                        firmwareVersion: info.firmwareVersion, pcrBanks: info.pcrBanks.filter { !$0.value.isEmpty }.keys.sorted(),
-                                        ekCertificate: info.ekCertificates.first.map { "\($0.kind)\($0.subject.isEmpty ? "" : " \($0.subject)"), issued by \($0.issuer)" }, error: nil)
+                firmwareVersion: info.firmwareVersion, pcrBanks: info.pcrBanks.filter { !$0.value.isEmpty }.keys.sorted(),
+                                        ekCertificate: info.ekCertificates.first.map { """
+                                            \($0.kind)\($0.subject.isEmpty ? "" : " \($0.subject)"), issued by \($0.issuer)
+                                            """ }, error: nil)
         } catch {
             tpmStatus.error = "\(error)"
         }
@@ -315,7 +320,10 @@ extension GuestStatus {
             out += "  TPM 2.0:               not present\(tpm.error.map { " (\($0))" } ?? "")\n"
         }
         if measuredBootLog.present {
-            out += "  Measured boot log:     present, \(measuredBootLog.events) events\(measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n"
+            out += """
+                  Measured boot log:     present, \(measuredBootLog.events) \
+                events\(measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n
+                """
         } else {
             out += "  Measured boot log:     not present\(measuredBootLog.error.map { " (\($0))" } ?? "")\n"
         }

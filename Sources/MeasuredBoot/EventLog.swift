@@ -294,7 +294,8 @@ public struct EventLog: Sendable {
     /// The log's bytes: events in the format each was logged in, then the padding.
     public func encoded() throws(EventLogError) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(events.reduce(0) { $0 + 16 + $1.data.count + $1.digests.reduce(0) { $0 + 2 + $1.digest.count } } + padding.count)
+        out.reserveCapacity(
+            events.reduce(0) { $0 + 16 + $1.data.count + $1.digests.reduce(0) { $0 + 2 + $1.digest.count } } + padding.count)
         for e in events {
             out.le32(e.pcrIndex)
             out.le32(e.type.rawValue)

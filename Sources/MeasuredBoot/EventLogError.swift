@@ -170,7 +170,8 @@ public struct EFIGUID: Hashable, Sendable, CustomStringConvertible, Codable {
     public var description: String {
         func h(_ r: [UInt8]) -> String { r.map { byteHex($0) }.joined() }
         let b = bytes
-        return h([b[3], b[2], b[1], b[0]]) + "-" + h([b[5], b[4]]) + "-" + h([b[7], b[6]]) + "-" + h(Array(b[8..<10])) + "-" + h(Array(b[10..<16]))
+        return h([b[3], b[2], b[1], b[0]]) + "-" + h([b[5], b[4]]) + "-" + h([b[7], b[6]]) + "-" + h(Array(b[8..<10])) + "-"
+            + h(Array(b[10..<16]))
     }
 
     public init(from decoder: any Decoder) throws {

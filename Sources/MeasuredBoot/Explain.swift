@@ -173,12 +173,16 @@ extension BootFacts {
         f.authorities = authorities.map { var a = $0; a.eventIndex = 0; return a }
         // The order of events across PCRs is not measured (only each PCR's own order is), so
         // neither is which authority a firmware measured "before" an image in another PCR.
-        f.bootChain = bootChain.map { var b = $0; b.eventIndex = 0; b.devicePath = nil; b.filePath = nil; b.type = ""; b.authorityEvents = []; return b }
+        f.bootChain = bootChain.map {
+            var b = $0; b.eventIndex = 0; b.devicePath = nil; b.filePath = nil; b.type = ""; b.authorityEvents = []; return b
+        }
         f.bootChain = f.bootChain.enumerated().sorted { ($0.element.pcr, $0.offset) < ($1.element.pcr, $1.offset) }.map(\.element)
         f.bootOptions = bootOptions.map { var o = $0; o.eventIndex = 0; return o }
         f.grub = grub.map { GrubState(commands: $0.commands, files: []) }
         f.uki = uki.filter(\.vouched).map { var u = $0; u.eventIndex = 0; return u }
-        f.separators = separators.map { var s = $0; s.eventIndex = 0; return s }.sorted { ($0.pcr, $0.isError ? 1 : 0) < ($1.pcr, $1.isError ? 1 : 0) }
+        f.separators = separators.map {
+            var s = $0; s.eventIndex = 0; return s
+        }.sorted { ($0.pcr, $0.isError ? 1 : 0) < ($1.pcr, $1.isError ? 1 : 0) }
         f.anomalies = anomalies.map { var a = $0; a.eventIndex = nil; return a }
         if var shim = f.shim {
             shim.mokList?.eventIndex = 0
@@ -229,7 +233,9 @@ extension VerifiedEventLog {
                                                     + "not what was measured\(known)"))
             }
             let configVariable = config.isConfiguration(e)
-            if let sepAt = separatorSeen[e.pcrIndex], e.type != .separator, configVariable == nil, !Self.allowedAfterSeparator(pcr: e.pcrIndex, type: e.type) {
+            if let sepAt = separatorSeen[e.pcrIndex], e.type != .separator, configVariable == nil,
+                !Self.allowedAfterSeparator(pcr: e.pcrIndex, type: e.type)
+            {
                 facts.anomalies.append(.init(kind: .eventAfterSeparator, eventIndex: e.index, pcr: e.pcrIndex,
                                              message: "\(e.type) in PCR \(e.pcrIndex) after its separator (event \(sepAt))"))
             }
@@ -295,7 +301,8 @@ extension VerifiedEventLog {
         }
         // Missing separators: PCRs 0–7 with measurements but no separator (only when the
         // log's firmware PCRs were verified; a partial verification proves nothing here).
-        for pcr in UInt32(0)...7 where verifiedPCRs.contains(pcr) && separatorSeen[pcr] == nil && events.contains(where: { $0.event.pcrIndex == pcr }) {
+        for pcr in UInt32(0)...7
+        where verifiedPCRs.contains(pcr) && separatorSeen[pcr] == nil && events.contains(where: { $0.event.pcrIndex == pcr }) {
             facts.anomalies.append(.init(kind: .missingSeparator, eventIndex: nil, pcr: pcr,
                                          message: "PCR \(pcr) has measurements but no separator: the log may be cut short or the firmware "
                                                 + "did not finish"))

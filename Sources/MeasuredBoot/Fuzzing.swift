@@ -11,7 +11,9 @@ public enum MeasuredBootFuzzing {
         var violations: [String] = []
         if let fast {
             if fast.pcrs != log.replay() { violations.append("the fast replay differs from the replay of the parsed events") }
-            if fast.events != log.events.count { violations.append("the fast replay counts \(fast.events) events, the parser \(log.events.count)") }
+            if fast.events != log.events.count { violations.append("""
+                the fast replay counts \(fast.events) events, the parser \(log.events.count)
+                """) }
         } else {
             violations.append("the fast replay rejects a log the parser accepts")
         }
@@ -40,7 +42,9 @@ public enum MeasuredBootFuzzing {
         var violations: [String] = []
         for size in [20, 32] {
             guard let log = try? IMALog(parsing: bytes, templateHashSize: size) else { continue }
-            if log.entries.enumerated().contains(where: { $0.offset != $0.element.index }) { violations.append("entry indices out of order") }
+            if log.entries.enumerated().contains(where: { $0.offset != $0.element.index }) {
+                violations.append("entry indices out of order")
+            }
             var whole = IMAReplayState()
             var split = IMAReplayState()
             do {

@@ -40,7 +40,10 @@ public struct IMAEntry: Sendable, Hashable {
 
     /// Whether the logged template hash is the SHA-1 of the template (false: altered entry).
     public var isConsistent: Bool {
-        isViolation || (templateHash.count == 20 ? templateHash(.sha1) == templateHash : templateHash(EventLogHash.algorithm(forSize: templateHash.count) ?? .sha1) == templateHash)
+        isViolation
+            || (templateHash.count == 20
+                ? templateHash(.sha1) == templateHash
+                : templateHash(EventLogHash.algorithm(forSize: templateHash.count) ?? .sha1) == templateHash)
     }
 }
 
@@ -167,7 +170,9 @@ public struct IMALog: Sendable {
         let tokens = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         guard tokens.count >= 5 else { throw fail("an entry has at least 5 fields (PCR, template hash, template, digest, name)", "line") }
         guard let pcr = UInt32(tokens[0]) else { throw fail("PCR \"\(tokens[0])\" is not a number", "pcr") }
-        guard let th = bytesFromHex(tokens[1]), [20, 32, 48, 64].contains(th.count) else { throw fail("template hash is not a SHA digest in hex", "template-hash") }
+        guard let th = bytesFromHex(tokens[1]), [20, 32, 48, 64].contains(th.count) else {
+            throw fail("template hash is not a SHA digest in hex", "template-hash")
+        }
         let name = tokens[2]
         var e = IMAEntry(index: index, position: lineNo, pcr: pcr, templateHash: th, templateName: name, templateData: [],
                          fileDigestAlgorithm: "sha1", fileDigest: [], fileName: "")
@@ -203,7 +208,9 @@ public struct IMALog: Sendable {
             var fields: [[UInt8]] = [dng, Array(c.fileName.utf8) + [0]]
             var ok = true
             for tok in rest.suffix(t) {
-                if let b = bytesFromHex(tok) { fields.append(b) } else if tok.contains(":"), let b = bytesFromHex(String(tok.split(separator: ":", maxSplits: 1).last ?? "")) {
+                if let b = bytesFromHex(tok) {
+                    fields.append(b)
+                } else if tok.contains(":"), let b = bytesFromHex(String(tok.split(separator: ":", maxSplits: 1).last ?? "")) {
                     let a = tok.split(separator: ":", maxSplits: 1)[0]
                     fields.append(Array("\(a):".utf8) + [0] + b)
                 } else { ok = false }

@@ -106,7 +106,11 @@ extension VariableValue {
             }]
         case .signatureData(let e):
             var o: [String: Any] = ["owner": e.owner.description]
-            if let c = e.certificate { o["subject"] = c.subject ?? ""; o["sha256Fingerprint"] = c.sha256Fingerprint } else { o["data"] = hexString(e.data) }
+            if let c = e.certificate {
+                o["subject"] = c.subject ?? ""; o["sha256Fingerprint"] = c.sha256Fingerprint
+            } else {
+                o["data"] = hexString(e.data)
+            }
             return ["signatureData": o]
         case .certificate(let c): return ["certificate": ["subject": c.subject ?? "", "sha256Fingerprint": c.sha256Fingerprint]]
         case .loadOption(let o):

@@ -237,7 +237,8 @@ extension EventLog {
         let described = Set(events.map(\.pcrIndex))
         var out = values
         for (alg, pcrs) in values.banks {
-            for (p, value) in pcrs where Self.osPCRs.contains(p) && !described.contains(p) && value != initialValue(pcr: p, size: value.count) {
+            for (p, value) in pcrs
+            where Self.osPCRs.contains(p) && !described.contains(p) && value != initialValue(pcr: p, size: value.count) {
                 out.banks[alg]?[p] = nil
             }
         }

@@ -58,7 +58,11 @@ public struct UEFIVariableData: Hashable, Sendable {
         }
         if name == "db" || name == "MokList", [36, 48, 64, 80].contains(data.count) {
             // A hash entry: owner GUID and the image hash.
-            return .signatureData(SignatureEntry(owner: EFIGUID(bytes: data[0..<16]), type: data.count == 48 ? .certSHA256 : data.count == 36 ? .certSHA1 : data.count == 64 ? .certSHA384 : .certSHA512, data: Array(data[16...])))
+            return .signatureData(
+                SignatureEntry(
+                    owner: EFIGUID(bytes: data[0..<16]),
+                    type: data.count == 48 ? .certSHA256 : data.count == 36 ? .certSHA1 : data.count == 64 ? .certSHA384 : .certSHA512,
+                    data: Array(data[16...])))
         }
         return value
     }

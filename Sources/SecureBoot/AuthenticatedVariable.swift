@@ -51,7 +51,9 @@ public struct AuthenticatedVariableUpdate: Sendable {
             var signerSet: ASN1Node?
             for node in sd.dropFirst(3) {
                 if node.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
-                    for c in try AuthenticodeSignature.children(node, "certificates") where c.identifier == .sequence { certs.append(try Certificate(derEncoded: c)) }
+                    for c in try AuthenticodeSignature.children(node, "certificates") where c.identifier == .sequence {
+                        certs.append(try Certificate(derEncoded: c))
+                    }
                 } else if node.identifier == .set {
                     signerSet = node
                 }
@@ -84,7 +86,10 @@ public struct AuthenticatedVariableUpdate: Sendable {
             let data = signedBytes(name: name, guid: guid, attributes: attributes)
             for s in signers {
                 guard let cert = certificates.first(where: { $0.issuer == s.issuer && $0.serialNumber == s.serialNumber })
-                        ?? authorities.certificates.map(\.certificate).first(where: { $0.issuer == s.issuer && $0.serialNumber == s.serialNumber }) else {
+                        ?? authorities.certificates.map(\.certificate).first(where: {
+                            $0.issuer == s.issuer && $0.serialNumber == s.serialNumber
+                        })
+                else {
                     last = SecureBootError(.invalidSignature, "the signer's certificate is neither in the update nor among the authorities",
                                            field: "SignerInfo.sid")
                     continue
@@ -140,7 +145,8 @@ extension AuthenticodeSignature {
             signedAttrs = encoded
             for attr in try children(f[i], "signedAttrs") {
                 let a = try children(attr, "Attribute")
-                if a.count == 2, try ASN1ObjectIdentifier(derEncoded: a[0]) == messageDigestOID, let v = try children(a[1], "values").first {
+                if a.count == 2, try ASN1ObjectIdentifier(derEncoded: a[0]) == messageDigestOID, let v = try children(a[1], "values").first
+                {
                     messageDigest = Array(try ASN1OctetString(derEncoded: v).bytes)
                 }
             }

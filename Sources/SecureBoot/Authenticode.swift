@@ -61,7 +61,9 @@ public struct AuthenticodeSignature: Sendable {
         var header = 2
         if length & 0x80 != 0 {
             let n = length & 0x7F
-            guard n >= 1, n <= 4, b.count >= 2 + n else { throw SecureBootError(.invalidSignature, "bad DER length", offset: 1, field: "ContentInfo") }
+            guard n >= 1, n <= 4, b.count >= 2 + n else {
+                throw SecureBootError(.invalidSignature, "bad DER length", offset: 1, field: "ContentInfo")
+            }
             length = 0
             for i in 0..<n { length = length << 8 | Int(b[2 + i]) }
             header += n
@@ -105,7 +107,9 @@ public struct AuthenticodeSignature: Sendable {
         guard ci.count == 2, try ASN1ObjectIdentifier(derEncoded: ci[0]) == signedDataOID else {
             throw SecureBootError(.invalidSignature, "ContentInfo is not signedData", field: "ContentInfo.contentType")
         }
-        guard let sdNode = try children(ci[1], "ContentInfo.content").first else { throw SecureBootError(.invalidSignature, "no SignedData", field: "ContentInfo.content") }
+        guard let sdNode = try children(ci[1], "ContentInfo.content").first else {
+            throw SecureBootError(.invalidSignature, "no SignedData", field: "ContentInfo.content")
+        }
         let sd = try children(sdNode, "SignedData")
         guard sd.count >= 4 else { throw SecureBootError(.invalidSignature, "SignedData has \(sd.count) fields", field: "SignedData") }
         // encapContentInfo: SpcIndirectDataContent.
@@ -114,10 +118,13 @@ public struct AuthenticodeSignature: Sendable {
             throw SecureBootError(.invalidSignature, "the signed content is not SpcIndirectDataContent",
                                   field: "SignedData.encapContentInfo.eContentType")
         }
-        guard let spc = try children(eci[1], "eContent").first else { throw SecureBootError(.invalidSignature, "no SpcIndirectDataContent", field: "eContent") }
+        guard let spc = try children(eci[1], "eContent").first else {
+            throw SecureBootError(.invalidSignature, "no SpcIndirectDataContent", field: "eContent")
+        }
         let spcFields = try children(spc, "SpcIndirectDataContent")
         guard spcFields.count == 2 else {
-            throw SecureBootError(.invalidSignature, "SpcIndirectDataContent has \(spcFields.count) fields", field: "SpcIndirectDataContent")
+            throw SecureBootError(
+                .invalidSignature, "SpcIndirectDataContent has \(spcFields.count) fields", field: "SpcIndirectDataContent")
         }
         let digestInfo = try children(spcFields[1], "SpcIndirectDataContent.messageDigest")
         guard digestInfo.count == 2 else {
@@ -161,7 +168,9 @@ public struct AuthenticodeSignature: Sendable {
                 signedAttrs = encoded
                 for attr in try children(f[i], "signedAttrs") {
                     let a = try children(attr, "Attribute")
-                    if a.count == 2, try ASN1ObjectIdentifier(derEncoded: a[0]) == messageDigestOID, let v = try children(a[1], "values").first {
+                    if a.count == 2, try ASN1ObjectIdentifier(derEncoded: a[0]) == messageDigestOID,
+                        let v = try children(a[1], "values").first
+                    {
                         messageDigest = Array(try ASN1OctetString(derEncoded: v).bytes)
                     }
                 }

@@ -241,7 +241,9 @@ public enum ImageVerifier {
                                                           digestAlgorithm: PCRValuesName(s.digestAlgorithm),
                                                           valid: false, problem: nil, chain: [])
                 defer { decision.signatures.append(report) }
-                guard let computed = sig.digestAlgorithm == .sha256 ? sha256 : try? image.authenticodeDigest(sig.digestAlgorithm), computed == sig.imageDigest else {
+                guard let computed = sig.digestAlgorithm == .sha256 ? sha256 : try? image.authenticodeDigest(sig.digestAlgorithm),
+                    computed == sig.imageDigest
+                else {
                     report.problem = "the signed digest is not the image's \(PCRValuesName(sig.digestAlgorithm)) Authenticode digest (the "
                                    + "image was changed after signing)"
                     continue
@@ -311,10 +313,16 @@ public enum ImageVerifier {
         var current = signer
         for _ in 0..<8 {
             if let a = anchors.first(where: { $0.certificate == current }) { return Chain(path: path, anchor: a) }
-            if let a = anchors.first(where: { $0.certificate.subject == current.issuer && $0.certificate.publicKey.isValidSignature(current.signature, for: current) }) {
+            if let a = anchors.first(where: {
+                $0.certificate.subject == current.issuer && $0.certificate.publicKey.isValidSignature(current.signature, for: current)
+            }) {
                 return Chain(path: path + [a.certificate], anchor: a)
             }
-            guard let next = embedded.first(where: { $0 != current && $0.subject == current.issuer && $0.publicKey.isValidSignature(current.signature, for: current) }) else { break }
+            guard
+                let next = embedded.first(where: {
+                    $0 != current && $0.subject == current.issuer && $0.publicKey.isValidSignature(current.signature, for: current)
+                })
+            else { break }
             path.append(next)
             current = next
         }
@@ -326,7 +334,7 @@ public enum ImageVerifier {
         let cert = certificate ?? (e.type == .certX509 ? try? Certificate(derEncoded: e.data) : nil)
         return BootDecision.Authority(variable: variable, owner: e.owner.description,
                                       type: SignatureList(type: e.type, header: [], signatureSize: 0, entries: []).typeName,
-                                      subject: cert?.subject.description, sha256Fingerprint: cert.map { _ in hexString(Array(SHA256.hash(data: e.data))) },
+            subject: cert?.subject.description, sha256Fingerprint: cert.map { _ in hexString(Array(SHA256.hash(data: e.data))) },
                                       hash: cert == nil ? hexString(e.data) : nil, signatureBytes: e.owner.bytes + e.data)
     }
 }

@@ -10,7 +10,9 @@ public enum SecureBootFuzzing {
         var violations: [String] = []
         for r in image.authenticodeRanges {
             if r.lowerBound < 0 || r.upperBound > bytes.count { violations.append("a hashed range \(r) is outside the file") }
-            if !image.certificateTable.isEmpty && r.overlaps(image.certificateTable) { violations.append("a hashed range overlaps the certificate table") }
+            if !image.certificateTable.isEmpty && r.overlaps(image.certificateTable) {
+                violations.append("a hashed range overlaps the certificate table")
+            }
         }
         _ = try? image.authenticodeDigest()
         _ = ImageVerifier.decide(image, db: SignatureDatabase(), dbx: SignatureDatabase())
@@ -29,7 +31,8 @@ public enum SecureBootFuzzing {
         guard let store = try? VariableStore(bytes) else { return [] }
         _ = store.db
         _ = store.dbx
-        return store.variables.contains { $0.offset < store.variablesStart || $0.offset >= store.storeEnd } ? ["a variable outside the store"] : []
+        return store.variables.contains { $0.offset < store.variablesStart || $0.offset >= store.storeEnd }
+            ? ["a variable outside the store"] : []
     }
 
     /// PKCS#7 Authenticode signatures on their own.

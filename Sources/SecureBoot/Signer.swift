@@ -101,7 +101,8 @@ public struct AuthenticodeSigner: Sendable {
         // Signed attributes (DER SET OF: sorted by encoding).
         let contentTypeAttr = DERWriter.sequence(DERWriter.oid([1, 2, 840, 113549, 1, 9, 3]) + DERWriter.set(spcOID))
         let opusAttr = DERWriter.sequence(DERWriter.oid([1, 3, 6, 1, 4, 1, 311, 2, 1, 12]) + DERWriter.set(DERWriter.sequence([])))
-        let mdAttr = DERWriter.sequence(DERWriter.oid([1, 2, 840, 113549, 1, 9, 4]) + DERWriter.set(DERWriter.tagged(0x04, Array(SHA256.hash(data: spcContentOctets)))))
+        let mdAttr = DERWriter.sequence(
+            DERWriter.oid([1, 2, 840, 113549, 1, 9, 4]) + DERWriter.set(DERWriter.tagged(0x04, Array(SHA256.hash(data: spcContentOctets)))))
         let attrs = [contentTypeAttr, opusAttr, mdAttr].sorted { $0.lexicographicallyPrecedes($1) }.flatMap { $0 }
         let signedAttrsForSigning = DERWriter.set(attrs)
         let (signature, sigAlgId) = try signature(over: signedAttrsForSigning)

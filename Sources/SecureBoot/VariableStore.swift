@@ -36,7 +36,9 @@ public struct VariableStore: Sendable {
         let r = LE(bytes: bytes, structure: "EFI_FIRMWARE_VOLUME_HEADER")
         try r.need(0, 56, "header")
         guard EFIGUID(bytes: bytes[16..<32]) == Self.nvDataFVGUID else {
-            throw SecureBootError(.invalidVariableStore, "not an NV variable firmware volume (FileSystemGuid is \(EFIGUID(bytes: bytes[16..<32])))", offset: 16, field: "EFI_FIRMWARE_VOLUME_HEADER.FileSystemGuid")
+            throw SecureBootError(.invalidVariableStore, """
+                not an NV variable firmware volume (FileSystemGuid is \(EFIGUID(bytes: bytes[16..<32])))
+                """, offset: 16, field: "EFI_FIRMWARE_VOLUME_HEADER.FileSystemGuid")
         }
         guard Array(bytes[40..<44]) == Array("_FVH".utf8) else {
             throw SecureBootError(.invalidVariableStore, "no _FVH signature", offset: 40, field: "EFI_FIRMWARE_VOLUME_HEADER.Signature")
@@ -154,10 +156,18 @@ public struct VariableStore: Sendable {
         variables.last { $0.isLive && $0.name == name && $0.vendorGUID == guid }
     }
 
-    public var db: SignatureDatabase { (try? variable("db", .imageSecurityDatabase).map { try SignatureDatabase(esl: $0.data) }) ?? nil ?? SignatureDatabase() }
-    public var dbx: SignatureDatabase { (try? variable("dbx", .imageSecurityDatabase).map { try SignatureDatabase(esl: $0.data) }) ?? nil ?? SignatureDatabase() }
-    public var kek: SignatureDatabase { (try? variable("KEK", .globalVariable).map { try SignatureDatabase(esl: $0.data) }) ?? nil ?? SignatureDatabase() }
-    public var pk: SignatureDatabase { (try? variable("PK", .globalVariable).map { try SignatureDatabase(esl: $0.data) }) ?? nil ?? SignatureDatabase() }
+    public var db: SignatureDatabase {
+        (try? variable("db", .imageSecurityDatabase).map { try SignatureDatabase(esl: $0.data) }) ?? nil ?? SignatureDatabase()
+    }
+    public var dbx: SignatureDatabase {
+        (try? variable("dbx", .imageSecurityDatabase).map { try SignatureDatabase(esl: $0.data) }) ?? nil ?? SignatureDatabase()
+    }
+    public var kek: SignatureDatabase {
+        (try? variable("KEK", .globalVariable).map { try SignatureDatabase(esl: $0.data) }) ?? nil ?? SignatureDatabase()
+    }
+    public var pk: SignatureDatabase {
+        (try? variable("PK", .globalVariable).map { try SignatureDatabase(esl: $0.data) }) ?? nil ?? SignatureDatabase()
+    }
     /// Secure Boot is enforced when a PK is enrolled (the firmware leaves setup mode) — the
     /// SecureBoot variable itself is volatile and computed at boot.
     public var secureBootWillBeEnabled: Bool { variable("PK", .globalVariable).map { !$0.data.isEmpty } ?? false }

@@ -29,7 +29,8 @@ enum Dashboard {
     /// derives it and nothing else can; it reveals nothing of the session.
     static func csrfToken(for session: String) -> String {
         let digest = SHA256.hash(data: Data("tlaunch-csrf-v1:\(session)".utf8))
-        return Data(digest).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return Data(digest).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
     }
 
     /// The largest form the dashboard reads.
@@ -87,7 +88,8 @@ enum Dashboard {
             return boot + "<span class=\"tile \(text: state)\" "
                         + "title=\"\(text: "\(a.time): \(why)\(change)")\">\(mark)<small>\(text: time)</small>\(check)</span>"
         }
-        return "<h2>Boots and attestations</h2><div id=\"bootstrip\" class=\"strip\" aria-label=\"attestations, oldest to newest\">" + tiles.joined()
+        return "<h2>Boots and attestations</h2><div id=\"bootstrip\" class=\"strip\" aria-label=\"attestations, oldest to newest\">"
+            + tiles.joined()
             + "</div><p class=\"muted\">Oldest to newest; green passed, red failed (hover for the check that failed), amber waits for a "
             + "baseline.</p>"
     }
@@ -96,7 +98,9 @@ enum Dashboard {
     static func withCommands(_ text: String) -> HTML {
         let parts = text.split(separator: "`", omittingEmptySubsequences: false)
         guard parts.count >= 3, parts.count % 2 == 1 else { return "\(text: text)" }   // unpaired: as written
-        return parts.enumerated().map { i, p -> HTML in i % 2 == 1 ? "<code class=\"command\">\(text: String(p))</code>" : "\(text: String(p))" }.joined()
+        return parts.enumerated().map { i, p -> HTML in
+            i % 2 == 1 ? "<code class=\"command\">\(text: String(p))</code>" : "\(text: String(p))"
+        }.joined()
     }
 
     /// How often a live page (the fleet, a VM, alerts) fetches itself again, in seconds.
@@ -111,7 +115,8 @@ enum Dashboard {
                      live: Bool = false) -> Response {
         let html: HTML = """
         <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">\(refresh.map { live ? "<noscript><meta http-equiv=\"refresh\" content=\"\($0)\"></noscript>" : "<meta http-equiv=\"refresh\" content=\"\($0)\">" })\(live ? "<script src=\"/static/live.js\" defer></script>" : "")
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, \
+        initial-scale=1">\(refresh.map { live ? "<noscript><meta http-equiv=\"refresh\" content=\"\($0)\"></noscript>" : "<meta http-equiv=\"refresh\" content=\"\($0)\">" })\(live ? "<script src=\"/static/live.js\" defer></script>" : "")
         <title>\(text: title) · TrustedLaunch</title>
         <style>
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}
@@ -128,12 +133,16 @@ enum Dashboard {
         .card{background:#fff;border:1px solid #d0d7de;padding:12px 16px;margin:0 0 16px}
         .error{background:#ffebe9;border:1px solid #b3261e;padding:10px;margin:10px 0}
         .strip{display:flex;flex-wrap:wrap;gap:4px;align-items:center;margin:8px 0 4px}
-        .tile{display:inline-flex;flex-direction:column;align-items:center;min-width:64px;padding:4px 6px;border-radius:4px;color:#fff;font-weight:700}
-        .tile small{font-weight:400;font-size:.72em} .tile.pass{background:#1a7f37} .tile.fail{background:#b3261e} .tile.pending{background:#9a6700}
+        .tile{display:inline-flex;flex-direction:column;align-items:center;min-width:64px;padding:4px \
+        6px;border-radius:4px;color:#fff;font-weight:700}
+        .tile small{font-weight:400;font-size:.72em} .tile.pass{background:#1a7f37} .tile.fail{background:#b3261e} \
+        .tile.pending{background:#9a6700}
         .boot{font-size:.75em;color:#57606a;border-left:3px solid #57606a;padding:10px 2px 10px 4px;margin-left:6px}
         #live{font-size:.8em;margin-left:16px;color:#c9d7e3}
         </style></head><body\(live ? " data-live=\"\(refresh ?? liveInterval)\"" : "")>
-        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a href="/deploy">Deploy a VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(text: $0 == "admin" ? "an admin" : "a \($0)") token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>" as HTML)</header>
+        <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a \
+        href="/deploy">Deploy a \
+        VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(text: $0 == "admin" ? "an admin" : "a \($0)") token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>" as HTML)</header>
         <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(text: $0). Changes fail until it can; what is shown may be behind.</div>" } as HTML?)\(body)</main></body></html>
         """
         var h = headers
@@ -160,17 +169,22 @@ enum Dashboard {
     static func fleetTable(_ vms: [VMView]) -> HTML {
         var rows: HTML = ""
         for v in vms {
-            let alerts: HTML = v.alerts.isEmpty ? "<span class=\"muted\">none</span>" : v.alerts.map { (a) -> HTML in "<a class=\"bad\" href=\"/alerts/\(text: a.id)\">\(text: a.severity): \(text: a.title)</a>" }.joined(separator: "<br>")
+            let alerts: HTML = v.alerts.isEmpty ? "<span class=\"muted\">none</span>" : v.alerts.map { (a) -> HTML in """
+                <a class=\"bad\" href=\"/alerts/\(text: a.id)\">\(text: a.severity): \(text: a.title)</a>
+                """ }.joined(separator: "<br>")
             rows += """
-            <tr id="vm-\(text: v.name)"><td><a href="/vms/\(text: v.name)">\(text: v.name)</a></td><td>\(text: v.powerState.rawValue)</td><td>\(securityType(v.securityProfile.securityType))</td>
+            <tr id="vm-\(text: v.name)"><td><a \
+            href="/vms/\(text: v.name)">\(text: v.name)</a></td><td>\(text: v.powerState.rawValue)</td><td>\(securityType(v.securityProfile.securityType))</td>
             <td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td>
             <td>\(onOff(v.integrityMonitoring.enabled))</td><td>\(integrity(v))</td><td>\(text: v.integrityMonitoring.lastAttestation ?? "-")</td>
             <td>\(text: v.image)</td><td>\(alerts)</td><td>\(text: v.host ?? "-")</td></tr>
             """
         }
         return """
-        <table id="fleet"><thead><tr><th>Name</th><th>Power state</th><th>Security type</th><th>Secure Boot</th><th>vTPM</th><th>Integrity monitoring</th>
-        <th>Boot integrity</th><th>Last attestation</th><th>Image</th><th>Active alerts</th><th>Host</th></tr></thead><tbody>\(rows)</tbody></table>
+        <table id="fleet"><thead><tr><th>Name</th><th>Power state</th><th>Security type</th><th>Secure Boot</th><th>vTPM</th><th>Integrity \
+        monitoring</th>
+        <th>Boot integrity</th><th>Last attestation</th><th>Image</th><th>Active \
+        alerts</th><th>Host</th></tr></thead><tbody>\(rows)</tbody></table>
         """
     }
 
@@ -196,8 +210,10 @@ enum Dashboard {
             : "Stop \(text: vm)? Its guest is powered off; its vTPM state is kept for the next start."
         return page("Confirm", """
             <h1>\(action == "delete" ? "Delete" : "Stop") \(text: vm)</h1><div class="card"><p>\(what)</p>
-            <form class="inline" method="post" action="/vms/\(text: vm)/action"><input type="hidden" name="action" value="\(text: action)"><input type="hidden" name="confirm" value="yes">
-            <button type="submit" id="confirm">\(action == "delete" ? "Delete" : "Stop") \(text: vm)</button></form> <a href="/vms/\(text: vm)">Cancel</a></div>
+            <form class="inline" method="post" action="/vms/\(text: vm)/action"><input type="hidden" name="action" \
+            value="\(text: action)"><input type="hidden" name="confirm" value="yes">
+            <button type="submit" id="confirm">\(action == "delete" ? "Delete" : "Stop") \(text: vm)</button></form> <a \
+            href="/vms/\(text: vm)">Cancel</a></div>
             """)
     }
 
@@ -205,9 +221,16 @@ enum Dashboard {
     static func hostTable(_ hosts: [HostView]) -> HTML {
         guard !hosts.isEmpty else { return "" }
         let rows = hosts.map { v -> HTML in
-            "<tr id=\"host-\(text: v.host.name)\"><td>\(text: v.host.name)</td><td class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td><td>\(text: Time.rfc3339(v.host.since))</td><td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(text: v.host.detail)</td></tr>"
+            """
+                <tr id=\"host-\(text: v.host.name)\"><td>\(text: v.host.name)</td><td \
+                class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td><td>\(text: Time.rfc3339(v.host.since))</td><td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) \
+                MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(text: v.host.detail)</td></tr>
+                """
         }.joined()
-        return "<h2>Hosts</h2><table id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>"
+        return """
+            <h2>Hosts</h2><table \
+            id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>
+            """
     }
 
     /// Where a sign-in may go on to: one of the dashboard's own pages, by a path made of the
@@ -216,9 +239,14 @@ enum Dashboard {
     static func safeNext(_ next: String?) -> String {
         guard let next, next.utf8.count <= 200 else { return "/" }
         // The fleet with a filter (a shared link): "/?" and a query of plain characters only.
-        if next.hasPrefix("/?"), next.dropFirst(2).allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "=&%._~-+".contains($0)) }) { return next }
+        if next.hasPrefix("/?"), next.dropFirst(2).allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "=&%._~-+".contains($0)) }) {
+            return next
+        }
         let parts = next.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        let name = { (s: String) in !s.isEmpty && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") } && s != "." && s != ".." }
+        let name = { (s: String) in
+            !s.isEmpty && s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") } && s != "."
+                && s != ".."
+        }
         guard parts.count >= 2, parts[0].isEmpty else { return "/" }
         switch (parts.count, parts[1]) {
         case (2, ""), (2, "alerts"), (2, "images"), (2, "deploy"): return next
@@ -334,7 +362,8 @@ enum Dashboard {
                 return redirect(next, headers: [.setCookie: sessionCookie(session, secure: secure)])
             }
             return page("Sign in", """
-            <h1>Sign in</h1><form method="post" action="/login"><p><label>API token (admin or reader; <code>tlaunch token create --role reader</code>, or the admin token in the data folder)<br>
+            <h1>Sign in</h1><form method="post" action="/login"><p><label>API token (admin or reader; <code>tlaunch token create --role \
+            reader</code>, or the admin token in the data folder)<br>
             <input name="token" type="password" size="70" required></label></p><button type="submit">Sign in</button></form>
             """)
         }
@@ -409,19 +438,26 @@ enum Dashboard {
             <tr><th>Secure Boot</th><td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td></tr>
             <tr><th>vTPM</th><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td></tr>
             <tr><th>Integrity monitoring</th><td>\(onOff(v.integrityMonitoring.enabled))</td></tr>
-            <tr><th>Boot integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(text: $0)" } ?? "")</td></tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(text: $0.description)</td></tr>" } ?? "")
+            <tr><th>Boot \
+            integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(text: $0)" } ?? "")</td></tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(text: $0.description)</td></tr>" } ?? "")
             <tr><th>Power state</th><td>\(text: v.powerState.rawValue) (boot \(v.bootCount))</td></tr>
-            <tr><th>Image</th><td>\(text: v.image) · hypervisor \(text: v.hypervisor)</td></tr>\(v.host.map { "<tr><th>Host</th><td id=\"host\">\(text: $0)</td></tr>" } ?? "")
+            <tr><th>Image</th><td>\(text: v.image) · hypervisor \
+            \(text: v.hypervisor)</td></tr>\(v.host.map { "<tr><th>Host</th><td id=\"host\">\(text: $0)</td></tr>" } ?? "")
             </tbody></table>
             <form class="inline" method="post" action="/vms/\(text: v.name)/action">\(lifecycleButtons(v))
             \(v.securityProfile.uefiSettings.vTpmEnabled ? "<button name=\"action\" value=\"\(v.integrityMonitoring.enabled ? "monitoring-off" : "monitoring-on")\">Turn integrity monitoring \(v.integrityMonitoring.enabled ? "off" : "on")</button>" : "")
             \(v.integrityMonitoring.bootIntegrity == .unhealthy ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
             """
             if !v.alerts.isEmpty {
-                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { "<li class=\"sev-\(text: $0.severity)\"><a href=\"/alerts/\(text: $0.id)\">\(text: $0.severity): \(text: $0.title)</a> (\(text: $0.created))</li>" }.joined() + "</ul>"
+                body += "<h2>Active alerts</h2><ul>" + v.alerts.map { """
+                    <li class=\"sev-\(text: $0.severity)\"><a href=\"/alerts/\(text: $0.id)\">\(text: $0.severity): \(text: $0.title)</a> \
+                    (\(text: $0.created))</li>
+                    """ }.joined() + "</ul>"
             }
             if !o.recommendations.isEmpty {
-                body += "<h2>Recommendations</h2><ul id=\"recommendations\">" + o.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
+                body +=
+                    "<h2>Recommendations</h2><ul id=\"recommendations\">"
+                    + o.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             }
             body += "<h2>Security readiness (Secured-core checklist)</h2><table "
                   + "id=\"checklist\"><thead><tr><th>Requirement</th><th>State</th><th>Why</th></tr></thead><tbody>"
@@ -432,28 +468,40 @@ enum Dashboard {
             }
             body += "</tbody></table>"
             if let b = v.lastBoot {
-                body += "<h2>Last boot (\(b.number), \(text: b.time))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>" : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>") · \(text: b.firmware) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(text: $0)</code>" } ?? "")</p>"
+                body += """
+                    <h2>Last boot (\(b.number), \
+                    \(text: b.time))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>" : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>") \
+                    · \(text: b.firmware) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \
+                    \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(text: $0)</code>" } ?? "")</p>
+                    """
                 if !b.stages.isEmpty {
                     body += "<table><thead><tr><th>Stage</th><th>Path</th><th>Authenticode SHA-256</th><th>Verified "
                           + "by</th></tr></thead><tbody>"
-                        + b.stages.map { "<tr><td>\(text: $0.kind)</td><td>\(text: $0.path)</td><td><code>\(text: $0.sha256)</code></td><td>\(text: [$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": "))</td></tr>" }.joined()
+                        + b.stages.map { """
+                            <tr><td>\(text: $0.kind)</td><td>\(text: $0.path)</td><td><code>\(text: $0.sha256)</code></td><td>\(text: [$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": "))</td></tr>
+                            """ }.joined()
                         + "</tbody></table>"
                 }
             }
             body += bootStrip(o.attestations)
             body += "<h2>Attestation timeline</h2><table id=\"timeline\"><thead><tr><th>Time</th><th>Event</th><th>What "
                   + "happened</th></tr></thead><tbody>"
-                + o.timeline.map { "<tr><td>\(text: $0.time)</td><td>\(text: $0.kind.rawValue)</td><td>\(text: $0.message)</td></tr>" }.joined() + "</tbody></table>"
+                + o.timeline.map { "<tr><td>\(text: $0.time)</td><td>\(text: $0.kind.rawValue)</td><td>\(text: $0.message)</td></tr>" }
+                .joined() + "</tbody></table>"
             if !o.attestations.isEmpty {
                 body += "<h2>Attestations</h2><table "
                       + "id=\"attestations\"><thead><tr><th>Time</th><th>Result</th><th>Baseline</th><th>Failed "
                       + "checks</th></tr></thead><tbody>"
-                    + o.attestations.map { a in "<tr><td>\(text: a.time)</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") (\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td><td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>" }.joined()
+                    + o.attestations.map { a in """
+                        <tr><td>\(text: a.time)</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") \
+                        (\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td><td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>
+                        """ }.joined()
                     + "</tbody></table>"
             }
             if v.hypervisor == FleetRules.qemu, let console = try? await fleet.console(v.name) {
                 // The guest's own words: printable text only, escaped, the last lines.
-                let tail = ConsoleText.printable(String(console.suffix(12_000))).split(separator: "\n", omittingEmptySubsequences: false).suffix(60).joined(separator: "\n")
+                let tail = ConsoleText.printable(String(console.suffix(12_000))).split(separator: "\n", omittingEmptySubsequences: false)
+                    .suffix(60).joined(separator: "\n")
                 body += "<h2>Console (boot \(v.bootCount))</h2><p class=\"muted\">tlaunch vm console \(text: v.name) --follow</p><pre "
                       + "id=\"console\">\(text: tail)</pre>"
             }
@@ -494,27 +542,43 @@ enum Dashboard {
             let all = try await fleet.alerts(limit: 500)
             var rows: HTML = ""
             for a in all {
-                rows += "<tr class=\"sev-\(text: a.status == .active ? a.severity.rawValue : "")\"><td><a href=\"/alerts/\(text: a.id)\">\(text: a.title)</a></td><td><a href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td><td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td><td>\(text: a.resolution ?? "")</td></tr>"
+                rows += """
+                    <tr class=\"sev-\(text: a.status == .active ? a.severity.rawValue : "")\"><td><a \
+                    href=\"/alerts/\(text: a.id)\">\(text: a.title)</a></td><td><a \
+                    href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td><td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td><td>\(text: a.resolution ?? "")</td></tr>
+                    """
             }
-            return page("Alerts", "<h1>Alerts</h1><table id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>",
+            return page("Alerts", """
+                <h1>Alerts</h1><table \
+                id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>
+                """,
                         live: true)
         }
 
         router.get("/alerts/{id}") { _, context -> Response in
             if let r = signedIn(context) { return r }
             let id = try context.parameters.require("id")
-            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", "<div class=\"error\">No alert \(text: id).</div>", status: .notFound) }
+            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", """
+                <div class=\"error\">No alert \(text: id).</div>
+                """, status: .notFound) }
             var body: HTML = "<h1 class=\"sev-\(text: a.severity.rawValue)\">\(text: a.title)</h1>"
             body += "<p><b>\(text: a.severity.rawValue)</b> severity · <b>\(text: a.status.rawValue)</b> · VM <a "
                   + "href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a> · raised \(text: a.created) · seen \(a.occurrences)× · last "
                   + "\(text: a.updated)\(a.attestationID.map { " · attestation <code>\(text: $0)</code>" } ?? "")</p>"
             if let r = a.resolution { body += "<p class=\"muted\">\(text: r)</p>" }
             body += "<div class=\"card\"><p id=\"description\">\(text: a.description)</p></div>"
-            body += "<h2>Evidence</h2><table id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>"
+            body += """
+                <h2>Evidence</h2><table \
+                id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>
+                """
             for e in a.evidence {
-                body += "<tr><td>\(text: e.component.rawValue)</td><td>\(text: e.name)</td><td>\(text: e.pcr.map(String.init) ?? "-")</td><td><code>\(text: e.from ?? "-")</code>\(e.fromSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td><code>\(text: e.to ?? "-")</code>\(e.toSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td>\(text: e.detail)</td></tr>"
+                body += """
+                    <tr><td>\(text: e.component.rawValue)</td><td>\(text: e.name)</td><td>\(text: e.pcr.map(String.init) ?? "-")</td><td><code>\(text: e.from ?? "-")</code>\(e.fromSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td><code>\(text: e.to ?? "-")</code>\(e.toSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td>\(text: e.detail)</td></tr>
+                    """
             }
-            body += "</tbody></table><h2>Recommendations</h2><ul id=\"recommendations\">" + a.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
+            body +=
+                "</tbody></table><h2>Recommendations</h2><ul id=\"recommendations\">"
+                + a.recommendations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             body += "<h2>Mitigations</h2><ul id=\"mitigations\">" + a.mitigations.map { "<li>\(withCommands($0))</li>" }.joined() + "</ul>"
             if a.status == .active {
                 body += "<form method=\"post\" action=\"/alerts/\(text: a.id)/dismiss\"><label>Reason <input name=\"reason\" "
@@ -527,7 +591,10 @@ enum Dashboard {
             if let r = signedIn(context, admin: true) { return r }
             let id = try context.parameters.require("id")
             let f = try await formBody(request)
-            do { _ = try await fleet.dismiss(alert: id, by: "dashboard", reason: f["reason"].flatMap { $0.isEmpty ? nil : String($0.prefix(500)) }) } catch let e as FleetError {
+            do {
+                _ = try await fleet.dismiss(
+                    alert: id, by: "dashboard", reason: f["reason"].flatMap { $0.isEmpty ? nil : String($0.prefix(500)) })
+            } catch let e as FleetError {
                 return page("Refused", "<div class=\"error\">\(text: e.message)</div>", status: .init(code: e.kind.status))
             }
             return redirect("/alerts/\(id)")
@@ -537,9 +604,15 @@ enum Dashboard {
             if let r = signedIn(context) { return r }
             var rows: HTML = ""
             for i in try await fleet.imageList() {
-                rows += "<tr><td>\(text: i.name)</td><td>Gen \(i.generation) (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td><td>\(text: i.source)</td></tr>"
+                rows += """
+                    <tr><td>\(text: i.name)</td><td>Gen \(i.generation) \
+                    (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td><td>\(text: i.source)</td></tr>
+                    """
             }
-            return page("Images", "<h1>Images</h1><table id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>")
+            return page("Images", """
+                <h1>Images</h1><table \
+                id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>
+                """)
         }
 
         router.get("/deploy") { _, context -> Response in
@@ -563,18 +636,24 @@ enum Dashboard {
     }
 
     static func deployForm(_ fleet: Fleet, error: String?) async throws -> HTML {
-        let images = try await fleet.imageList().map { (i) -> HTML in "<option value=\"\(text: i.name)\"\(i.name == "sample-linux" ? " selected" : "")>\(text: i.name) (Gen \(i.generation))</option>" }.joined()
+        let images = try await fleet.imageList().map { (i) -> HTML in """
+            <option value=\"\(text: i.name)\"\(i.name == "sample-linux" ? " selected" : "")>\(text: i.name) (Gen \(i.generation))</option>
+            """ }.joined()
         return """
         <h1>Deploy a VM</h1>\(error.map { "<div class=\"error\" id=\"error\">\(text: $0)</div>" } as HTML?)
         <form method="post" action="/deploy" class="card">
         <p><label>Name <input name="name" required pattern="[a-zA-Z0-9][a-zA-Z0-9._-]*" maxlength="64"></label></p>
         <p><label>Image <select name="image">\(images)</select></label></p>
         <fieldset><legend>Security type</legend>
-        <label><input type="radio" name="securityType" value="TrustedLaunch" checked> Trusted launch (Secure Boot, vTPM, measured boot)</label><br>
-        <label><input type="radio" name="securityType" value="Standard"> Standard (no Secure Boot, no vTPM; cannot be changed to Trusted launch later)</label></fieldset>
-        <p><label><input type="checkbox" name="secureBoot" checked> Secure Boot</label> <label><input type="checkbox" name="vTpm" checked> vTPM</label>
+        <label><input type="radio" name="securityType" value="TrustedLaunch" checked> Trusted launch (Secure Boot, vTPM, measured \
+        boot)</label><br>
+        <label><input type="radio" name="securityType" value="Standard"> Standard (no Secure Boot, no vTPM; cannot be changed to Trusted \
+        launch later)</label></fieldset>
+        <p><label><input type="checkbox" name="secureBoot" checked> Secure Boot</label> <label><input type="checkbox" name="vTpm" checked> \
+        vTPM</label>
         <label><input type="checkbox" name="integrityMonitoring"> Integrity monitoring</label>
-        <br><span class="muted">Recommended: turn on integrity monitoring to be alerted when a boot changes (it can be switched on later too).</span></p>
+        <br><span class="muted">Recommended: turn on integrity monitoring to be alerted when a boot changes (it can be switched on later \
+        too).</span></p>
         <button type="submit">Deploy</button></form>
         """
     }
@@ -624,7 +703,8 @@ struct FleetFilter {
     var form: HTML {
         func select(_ name: String, _ label: String, _ options: [(String, String)], _ chosen: String?) -> HTML {
             "<label>\(text: label) <select name=\"\(text: name)\"><option value=\"\">any</option>"
-                + options.map { (o) -> HTML in "<option value=\"\(text: o.0)\"\(o.0 == chosen ? " selected" : "")>\(text: o.1)</option>" }.joined()
+                + options.map { (o) -> HTML in "<option value=\"\(text: o.0)\"\(o.0 == chosen ? " selected" : "")>\(text: o.1)</option>" }
+                .joined()
                 + "</select></label> "
         }
         return "<form id=\"filter\" method=\"get\" action=\"/\"><label>Search <input type=\"search\" name=\"q\" "

@@ -15,7 +15,9 @@ extension APIServer {
     /// The fleet's API: VMs (deploy, read, update, lifecycle, disk), images, alerts.
     /// `Prefer: respond-async` (RFC 7240): the client follows the operation instead of waiting.
     static func respondAsync(_ request: Request) -> Bool {
-        request.headers[values: .init("Prefer")!].contains { $0.lowercased().split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == "respond-async" } }
+        request.headers[values: .init("Prefer")!].contains {
+            $0.lowercased().split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == "respond-async" }
+        }
     }
 
     /// 202 Accepted: the VM as it is now; Location is where its operation's progress is (ARM's
@@ -176,7 +178,9 @@ extension APIServer {
         }
         v1.post("images") { request, context -> Response in
             try authorize(context, [.admin])
-            struct Import: Decodable { var name: String; var path: String; var generation: Int?; var keys: String?; var description: String? }
+            struct Import: Decodable {
+                var name: String; var path: String; var generation: Int?; var keys: String?; var description: String?
+            }
             let body = try await require(Import.self, request, limit: maxSmallBody)
             return try json(encodable: try await fleet.importImage(name: body.name, from: body.path, generation: body.generation ?? 2,
                                                                    keys: body.keys ?? "platform", description: body.description),
@@ -215,7 +219,9 @@ extension APIServer {
         v1.get("alerts/{id}") { _, context -> Response in
             try authorize(context, [.admin, .reader])
             let id = try context.parameters.require("id")
-            guard id.count <= 64, let a = try await fleet.alert(id) else { throw APIError(.notFound, "no alert \(id) (tlaunch alert list)") }
+            guard id.count <= 64, let a = try await fleet.alert(id) else {
+                throw APIError(.notFound, "no alert \(id) (tlaunch alert list)")
+            }
             return try json(encodable: a)
         }
         v1.post("alerts/{id}/dismiss") { request, context -> Response in

@@ -108,7 +108,9 @@ public enum APIServer {
                            field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.dataCorrupted(c) {
             let path = c.codingPath.map(\.stringValue).joined(separator: ".")
-            throw APIError(.badRequest, path.isEmpty ? "the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)" : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
+            throw APIError(.badRequest, path.isEmpty ? """
+                the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)
+                """ : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
         }
     }
 
@@ -263,7 +265,9 @@ public enum APIServer {
             let raw = try await jsonBytes(request, limit: maxEvidenceBody)
             guard !raw.isEmpty else { throw APIError(.badRequest, "a JSON body is required") }
             let evidence: Evidence
-            do throws(EvidenceJSONError) { evidence = try Evidence(json: raw) } catch { throw APIError(.badRequest, error.description, field: error.field) }
+            do throws(EvidenceJSONError) { evidence = try Evidence(json: raw) } catch {
+                throw APIError(.badRequest, error.description, field: error.field)
+            }
             let start = ContinuousClock.now
             let outcome = try await service.attest(vm: vm, evidence: evidence, raw: raw)
             metrics.attestation(passed: outcome.passed, seconds: (ContinuousClock.now - start).seconds)
@@ -275,7 +279,8 @@ public enum APIServer {
             }
             context.logger.info("attestation",
                                 metadata: ["vm": .string(vm), "passed": .stringConvertible(outcome.passed), "id": .string(outcome.id),
-                                                          "failed": .string(outcome.checks.filter { !$0.passed }.map(\.name.rawValue).joined(separator: ","))])
+                    "failed": .string(outcome.checks.filter { !$0.passed }.map(\.name.rawValue).joined(separator: ","))
+                ])
             return try json(encodable: outcome)
         }
         v1.get("vms/{vm}/attestations") { request, context -> Response in
@@ -333,7 +338,9 @@ public enum APIServer {
             try authorize(context, [.admin])
             struct Create: Decodable { var role: String; var vm: String?; var expiresIn: Int? }
             let body = try await require(Create.self, request, limit: maxSmallBody)
-            guard let role = APITokenRecord.Role(rawValue: body.role), role != .signin else { throw APIError(.badRequest, "role must be admin, reader or agent", field: "role") }
+            guard let role = APITokenRecord.Role(rawValue: body.role), role != .signin else {
+                throw APIError(.badRequest, "role must be admin, reader or agent", field: "role")
+            }
             if let e = body.expiresIn, !(60...(10 * 365 * 86400)).contains(e) {
                 throw APIError(.badRequest, "expiresIn is seconds, 60 to 315360000", field: "expiresIn")
             }
@@ -609,7 +616,8 @@ public final class RunningServer: Sendable {
     /// answered; then the others, in reverse order).
     public static func start(service: AttestationService, host: String = "127.0.0.1", port: Int = 0, logger: Logger? = nil,
                              fleet: Fleet? = nil,
-                             tls: ServerTLS? = nil, alongside services: [any Service] = [], signals: [UnixSignal] = []) async throws -> RunningServer {
+        tls: ServerTLS? = nil, alongside services: [any Service] = [], signals: [UnixSignal] = []
+    ) async throws -> RunningServer {
         let (ports, continuation) = AsyncStream<Int>.makeStream()
         let app = try APIServer.application(service: service, host: host, port: port, logger: logger, fleet: fleet,
                                             tls: tls) { continuation.yield($0) }

@@ -94,7 +94,9 @@ public enum HTTPSClient {
                 .connectTimeout(.seconds(Int64(min(timeout.components.seconds, 30))))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: sni)) }
+                        if let context {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: sni))
+                        }
                         try channel.pipeline.syncOperations.addHandler(ErrorCapture(first: firstError))
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(collector)
@@ -134,7 +136,9 @@ public enum HTTPSClient {
             let promise = channel.eventLoop.makePromise(of: Response.self)
             // The deadline closes the connection: the answer then fails, and says why.
             let expired = NIOLockedValueBox(false)
-            let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
+            let deadline = channel.eventLoop.scheduleTask(
+                in: .nanoseconds(timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+            ) {
                 expired.withLockedValue { $0 = true }
                 channel.close(promise: nil)
             }

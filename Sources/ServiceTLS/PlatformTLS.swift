@@ -97,7 +97,8 @@ public struct PlatformTLS: Sendable {
     /// the one on disk lacks a name, is not this CA's, or has fewer than 30 days left.
     public func serverIdentity(names: [String]) throws -> (chainPEM: String, keyPEM: String) {
         let wanted = Set(names.filter { !$0.isEmpty })
-        if let pem = try? String(contentsOf: serverCertificateFile, encoding: .utf8), let keyPEM = try? String(contentsOf: serverKeyFile, encoding: .utf8),
+        if let pem = try? String(contentsOf: serverCertificateFile, encoding: .utf8),
+            let keyPEM = try? String(contentsOf: serverKeyFile, encoding: .utf8),
            let cert = try? Certificate(pemEncoded: pem), let key = try? P256.Signing.PrivateKey(pemRepresentation: keyPEM),
            cert.publicKey == Certificate.PublicKey(key.publicKey), cert.issuer == caCertificate.subject,
            caCertificate.publicKey.isValidSignature(cert.signature, for: cert),
@@ -118,10 +119,13 @@ public struct PlatformTLS: Sendable {
         return (Self.lines(try cert.serializeAsPEM().pemString) + caPEM, key.pemRepresentation)
     }
 
-    public func issue(names: [String], commonName: String, usage: ExtendedKeyUsage.Usage, days: Int) throws -> (Certificate, P256.Signing.PrivateKey) {
+    public func issue(
+        names: [String], commonName: String, usage: ExtendedKeyUsage.Usage, days: Int
+    ) throws -> (Certificate, P256.Signing.PrivateKey) {
         let key = P256.Signing.PrivateKey()
         let now = Date()
-        let sans: [GeneralName] = names.map { n in Self.ipBytes(n).map { .ipAddress(ASN1OctetString(contentBytes: $0[...])) } ?? .dnsName(n) }
+        let sans: [GeneralName] = names.map { n in Self.ipBytes(n).map { .ipAddress(ASN1OctetString(contentBytes: $0[...])) } ?? .dnsName(n)
+        }
         let cert = try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
             notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(Double(days) * 86400),
@@ -244,7 +248,9 @@ public struct ServerTLS: Sendable {
         c.minimumTLSVersion = .tlsv12
         if let clientRootsPEM {
             let roots: [NIOSSLCertificate]
-            do { roots = try NIOSSLCertificate.fromPEMBytes(Array(clientRootsPEM.utf8)) } catch { throw TLSSetupError("the client CA is not PEM: \(error)") }
+            do { roots = try NIOSSLCertificate.fromPEMBytes(Array(clientRootsPEM.utf8)) } catch {
+                throw TLSSetupError("the client CA is not PEM: \(error)")
+            }
             c.trustRoots = .certificates(roots)
             c.certificateVerification = .noHostnameVerification
             c.sendCANameList = true
@@ -282,7 +288,9 @@ public struct ClientTLS: Sendable, Hashable {
         c.certificateVerification = .fullVerification
         if let trustRootsPEM {
             let roots: [NIOSSLCertificate]
-            do { roots = try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8)) } catch { throw TLSSetupError("the CA certificate is not PEM: \(error)") }
+            do { roots = try NIOSSLCertificate.fromPEMBytes(Array(trustRootsPEM.utf8)) } catch {
+                throw TLSSetupError("the CA certificate is not PEM: \(error)")
+            }
             guard !roots.isEmpty else { throw TLSSetupError("the CA file holds no certificate") }
             c.trustRoots = .certificates(roots)
         }

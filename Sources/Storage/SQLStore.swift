@@ -125,13 +125,14 @@ public final class SQLStore: AttestationStore {
 
     static func agent(_ r: [SQLValue]) -> AgentRecord {
         AgentRecord(vm: r[0].text ?? "", ekPublic: r[1].text ?? "", akPublic: r[2].text ?? "", ekCertificate: r[3].text,
-                    akCertificate: r[4].text ?? "", enrolledAt: r[5].int ?? 0, clock: r[6].int, resetCount: r[7].int, restartCount: r[8].int,
+            akCertificate: r[4].text ?? "", enrolledAt: r[5].int ?? 0, clock: r[6].int, resetCount: r[7].int, restartCount: r[8].int,
                     rebindAllowed: r[9].int == 1)
     }
 
     public func insertAgentIfAbsent(_ a: AgentRecord) async throws -> Bool {
         let rows = try await run("""
-            INSERT INTO agents (vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, rebind_allowed) VALUES (?, ?, ?, ?, ?, ?, 0)
+            INSERT INTO agents (vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, rebind_allowed) VALUES (?, ?, ?, ?, \
+            ?, ?, 0)
             ON CONFLICT (vm) DO NOTHING RETURNING vm
             """, [.text(a.vm), .text(a.ekPublic), .text(a.akPublic), Self.opt(a.ekCertificate), .text(a.akCertificate), .int(a.enrolledAt)])
         return !rows.isEmpty

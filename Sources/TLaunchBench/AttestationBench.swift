@@ -38,7 +38,9 @@ final class BenchHTTP: BenchConnection {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let r = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard r == 0 else { throw AgentError("bench", "cannot connect to 127.0.0.1:\(port)") }
     }
     deinit { close(fd) }
@@ -72,7 +74,9 @@ final class BenchHTTP: BenchConnection {
 
     private func find(_ needle: [UInt8]) -> Int? {
         guard buffer.count >= needle.count else { return nil }
-        for i in 0...(buffer.count - needle.count) where buffer[i] == needle[0] && Array(buffer[i..<(i + needle.count)]) == needle { return i }
+        for i in 0...(buffer.count - needle.count) where buffer[i] == needle[0] && Array(buffer[i..<(i + needle.count)]) == needle {
+            return i
+        }
         return nil
     }
 
@@ -148,14 +152,20 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     let port = 18_000 + Int(getpid() % 1000)
     let server = Process()
     server.executableURL = URL(fileURLWithPath: "/usr/bin/taskset")
-    server.arguments = ["-c", "\(serverCPU)", exe, "serve", "--listen", "127.0.0.1:\(port)", "--data", dir.path, "--nonce-lifetime", "3600", "--log-level", "error"] + (https ? [] : ["--insecure-http"]) + (args.contains("--no-keep-evidence") ? ["--no-keep-evidence"] : [])
+    server.arguments =
+        [
+            "-c", "\(serverCPU)", exe, "serve", "--listen", "127.0.0.1:\(port)", "--data", dir.path, "--nonce-lifetime", "3600",
+            "--log-level", "error"
+        ] + (https ? [] : ["--insecure-http"]) + (args.contains("--no-keep-evidence") ? ["--no-keep-evidence"] : [])
     server.standardOutput = FileHandle.nullDevice
     try server.run()
     defer { server.terminate(); server.waitUntilExit() }
     let tokenFile = dir.appendingPathComponent("admin.token")
     // Until the server listens (each probe's connection closes as it goes out of scope).
     var tries = 0
-    while tries < 200, !FileManager.default.fileExists(atPath: tokenFile.path) || (try? BenchHTTP(port: port)) == nil { usleep(50_000); tries += 1 }
+    while tries < 200, !FileManager.default.fileExists(atPath: tokenFile.path) || (try? BenchHTTP(port: port)) == nil {
+        usleep(50_000); tries += 1
+    }
     let token = try String(contentsOf: tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
     // Over HTTPS: the server's certificate from the data folder's CA, which the clients pin.
     let caPEM = https ? try String(contentsOf: DataFolder(root: dir).tls.appendingPathComponent("ca.pem"), encoding: .utf8) : nil
@@ -217,7 +227,8 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
     try openssl.run()
     let speed = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     openssl.waitUntilExit()
-    let fields = speed.split(separator: "\n").first { $0.contains("ecdsa (nistp256)") }?.split(separator: " ").compactMap { Double($0) } ?? []
+    let fields =
+        speed.split(separator: "\n").first { $0.contains("ecdsa (nistp256)") }?.split(separator: " ").compactMap { Double($0) } ?? []
     // "256 bits ecdsa (nistp256)   0.0000s   0.0001s  27842.4   8861.0": sign/s and verify/s last.
     let (sign, verify) = fields.count >= 3 ? (fields[fields.count - 2], fields[fields.count - 1]) : (0, 0)
 
@@ -246,7 +257,8 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
                     if let scheduled, clock.now < scheduled { Thread.sleep(forTimeInterval: (scheduled - clock.now).seconds) }
                     let sent = scheduled ?? clock.now
                     guard let (status, body) = try? http.request("POST", "/v1/vms/bench-\(i)/attestations", body: mine[j], token: token),
-                          status == 200, body.count > 20, String(decoding: body.prefix(4096), as: UTF8.self).contains("\"passed\":true") else { failures.add(); continue }
+                        status == 200, body.count > 20, String(decoding: body.prefix(4096), as: UTF8.self).contains("\"passed\":true")
+                    else { failures.add(); continue }
                     latencies?.add(clock.now - sent)
                     responseBytes.set(body.count)
                 }
@@ -271,7 +283,9 @@ func attestationBenchmarks(seconds: Double, serverCPU: Int, clients: Int, https:
                 defer { group.leave() }
                 guard let http = try? connect() else { failures.add(); return }
                 for _ in 0..<n {
-                    guard let (status, _) = try? http.request(method, path(i), body: body ?? [], token: token), status == expect else { failures.add(); continue }
+                    guard let (status, _) = try? http.request(method, path(i), body: body ?? [], token: token), status == expect else {
+                        failures.add(); continue
+                    }
                 }
             }
         }
@@ -376,7 +390,10 @@ func attestationBreakdown(seconds: Double) async throws {
     let (ek, cert) = try await agent.endorsementKey()
     let ak = try await agent.attestationKey()
     func enrol(_ vm: String) async throws {
-        let ch = try await service.beginEnrolment(vm: vm, EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
+        let ch = try await service.beginEnrolment(
+            vm: vm,
+            EnrolmentRequest(
+                ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
                                                                            ekCertificate: Data(cert).base64EncodedString()))
         let secret = try await client.activateCredential(ak: ak, ek: ek,
                                                          blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!),
@@ -394,14 +411,22 @@ func attestationBreakdown(seconds: Double) async throws {
     let decoded = try DecodedEvidence(evidences[0])
     _ = try measure("  evidence structural decode (hex, TPMS_ATTEST, event log)") { blackHole(try DecodedEvidence(evidences[0])) }
     let akPublic = ak.publicArea
-    _ = measure("  verify: quote + replay + explain + default policy") { blackHole(AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default)) }
+    _ = measure("  verify: quote + replay + explain + default policy") {
+        blackHole(AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default))
+    }
     let memo = BootFactsCache(capacity: 16)
-    _ = measure("  verify, the boot's facts cached (a VM attesting the same boot again)") { blackHole(AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default, cache: memo)) }
-    _ = try measure("  TPM quote signature + PCR digest (TPMQuoteVerifier)") { blackHole(try TPMQuoteVerifier.verify(decoded.signed, akPublic: akPublic, nonce: decoded.nonce, pcrs: decoded.banks)) }
+    _ = measure("  verify, the boot's facts cached (a VM attesting the same boot again)") {
+        blackHole(AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default, cache: memo))
+    }
+    _ = try measure("  TPM quote signature + PCR digest (TPMQuoteVerifier)") {
+        blackHole(try TPMQuoteVerifier.verify(decoded.signed, akPublic: akPublic, nonce: decoded.nonce, pcrs: decoded.banks))
+    }
     _ = measure("  event log replay against the quoted PCRs") { blackHole(decoded.eventLog.replay(against: PCRValues(decoded.banks))) }
     let signing = try await service.keys().signing
     let result = AttestationVerifier.verify(decoded, akPublic: akPublic, policy: .default)
-    _ = try measure("  token (ES256 sign + JSON)") { blackHole(try signing.token(for: result, context: TokenContext(vm: "b", nonce: "00", policy: .default))) }
+    _ = try measure("  token (ES256 sign + JSON)") {
+        blackHole(try signing.token(for: result, context: TokenContext(vm: "b", nonce: "00", policy: .default)))
+    }
     /// Runs `body` and says how many bytes it wrote, per run (the WAL's frames: whole pages).
     func bytesWritten(_ name: String, runs: Int, _ body: () async throws -> Void) async throws {
         let before = processWritten(getpid())
@@ -414,10 +439,16 @@ func attestationBreakdown(seconds: Double) async throws {
     _ = try await measureAsync("  store: read the baseline (SELECT + JSON)",
                                iterations: 300) { blackHole(try await store.baseline(vm: "b")) }
     let agentRecord = try await store.agent(vm: "b")!
-    _ = measure("  AK certificate check (PEM parse + ECDSA verify)") { blackHole(service.akCA.check(pem: agentRecord.akCertificate, vm: "b", akPublic: akPublic)) }
+    _ = measure("  AK certificate check (PEM parse + ECDSA verify)") {
+        blackHole(service.akCA.check(pem: agentRecord.akCertificate, vm: "b", akPublic: akPublic))
+    }
     var c: Int64 = 1_000_000_000
-    _ = try await measureAsync("  store: advance counters (conditional UPDATE)", iterations: 300) { c += 1; blackHole(try await store.advanceCounters(vm: "b", clock: c, resetCount: 99, restartCount: 0)) }
-    try await bytesWritten("advance counters", runs: 200) { c += 1; blackHole(try await store.advanceCounters(vm: "b", clock: c, resetCount: 99, restartCount: 0)) }
+    _ = try await measureAsync("  store: advance counters (conditional UPDATE)", iterations: 300) {
+        c += 1; blackHole(try await store.advanceCounters(vm: "b", clock: c, resetCount: 99, restartCount: 0))
+    }
+    try await bytesWritten("advance counters", runs: 200) {
+        c += 1; blackHole(try await store.advanceCounters(vm: "b", clock: c, resetCount: 99, restartCount: 0))
+    }
     let big = String(decoding: wire[0], as: UTF8.self)
     var k = 0
     _ = try await measureAsync("  store: append history (INSERT, evidence kept)", iterations: 300) {
@@ -440,7 +471,9 @@ func attestationBreakdown(seconds: Double) async throws {
     let outcome = try await service.attest(vm: "b", evidence: evidences[n - 1])
     let sortedFoundation = JSONEncoder()
     sortedFoundation.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    _ = try measure("  JSON encode of an outcome (Foundation, \(try sortedFoundation.encode(outcome).count) bytes)") { blackHole(try sortedFoundation.encode(outcome)) }
+    _ = try measure("  JSON encode of an outcome (Foundation, \(try sortedFoundation.encode(outcome).count) bytes)") {
+        blackHole(try sortedFoundation.encode(outcome))
+    }
     _ = try measure("  JSON encode of an outcome (LeanJSONEncoder)") { blackHole(try LeanJSONEncoder().encode(outcome)) }
     try await store.deleteBaseline(vm: "b")
     _ = try await service.attest(vm: "b", evidence: evidences[0])
@@ -456,10 +489,14 @@ func attestationBreakdown(seconds: Double) async throws {
     var batches: [[Evidence]] = Array(repeating: [], count: vms)
     for v in 0..<vms { try await enrol("c\(v)") }
     for _ in 0..<(each + 1) {
-        for v in 0..<vms { batches[v].append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: "c\(v)").nonce)!)) }
+        for v in 0..<vms {
+            batches[v].append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: "c\(v)").nonce)!))
+        }
     }
     for v in 0..<vms {
-        guard try await service.attest(vm: "c\(v)", evidence: batches[v][0]).passed else { throw AgentError("bench", "c\(v)'s first attestation failed") }
+        guard try await service.attest(vm: "c\(v)", evidence: batches[v][0]).passed else {
+            throw AgentError("bench", "c\(v)'s first attestation failed")
+        }
     }
     print("    (\(vms) VMs attesting now)")
     fflush(nil)

@@ -23,9 +23,13 @@ func firmwareBenchmarks(seconds: Double) throws {
     }
     let shimPE = try PEImage(esp.file("/EFI/BOOT/BOOTX64.EFI")!)
     let db = vars.db
-    _ = measure("  part: Secure Boot decision for the sample shim") { blackHole(ImageVerifier.decide(shimPE, db: db, dbx: SignatureDatabase())) }
+    _ = measure("  part: Secure Boot decision for the sample shim") {
+        blackHole(ImageVerifier.decide(shimPE, db: db, dbx: SignatureDatabase()))
+    }
     _ = measure("  part: the store's db parsed (signature lists, certificates)") { blackHole(vars.db.certificates.count) }
-    _ = try measure("  part: PE parse + Authenticode sha256 of the sample shim") { blackHole(try PEImage(esp.file("/EFI/BOOT/BOOTX64.EFI")!).authenticodeDigest(.sha256)) }
+    _ = try measure("  part: PE parse + Authenticode sha256 of the sample shim") {
+        blackHole(try PEImage(esp.file("/EFI/BOOT/BOOTX64.EFI")!).authenticodeDigest(.sha256))
+    }
     _ = try measure("prediction only (no vTPM)") {
         blackHole(try firmware.predict(esp: esp))
     }

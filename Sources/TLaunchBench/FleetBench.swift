@@ -67,11 +67,14 @@ func deployAndEnrolFleet(fleet: Fleet, service: AttestationService, folder: Data
                 for i in stride(from: w, to: vms, by: width) {
                     let (client, _, ek, ak, cert) = shared[i % tpms]
                     let name = "vm-\(i)"
-                    let ch = try await service.beginEnrolment(vm: name, EnrolmentRequest(ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
+                    let ch = try await service.beginEnrolment(
+                        vm: name,
+                        EnrolmentRequest(
+                            ekPublic: hexString(try ek.publicArea.tpmBytes()), akPublic: hexString(try ak.publicArea.tpmBytes()),
                                                                                           ekCertificate: Data(cert).base64EncodedString()))
                     let secret = try await client.activateCredential(ak: ak, ek: ek,
                                                                      blob: try TPM2BIDObject(tpmBytes: [UInt8](hex: ch.credentialBlob)!),
-                                                                     secret: try TPM2BEncryptedSecret(tpmBytes: [UInt8](hex: ch.encryptedSecret)!))
+                        secret: try TPM2BEncryptedSecret(tpmBytes: [UInt8](hex: ch.encryptedSecret)!))
                     _ = try await service.completeEnrolment(vm: name, id: ch.id, ActivationAnswer(secret: hexString(secret)))
                 }
             }

@@ -19,7 +19,9 @@ import VirtualTPM
 /// Both processes share the machine's CPUs (no pinning).
 func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, https: Bool) async throws {
     let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tlaunch").path
-    guard FileManager.default.isExecutableFile(atPath: exe) else { out("  \(exe) is missing: build the tlaunch product in release"); return }
+    guard FileManager.default.isExecutableFile(atPath: exe) else {
+        out("  \(exe) is missing: build the tlaunch product in release"); return
+    }
     // The keys `tlaunch up` will load: the host key (vTPM state) and the token keys' sealing key.
     let hostKey = TPMCrypto.random(32), tokenKey = TPMCrypto.random(32)
     let p = try await BenchPlatform.make("fleet-http", hostKey: hostKey, keySealer: try KeySealer(key: tokenKey)) { folder in
@@ -63,7 +65,11 @@ func fleetOverHTTPBenchmark(vms: Int, rate: Double, seconds: Double, tpms: Int, 
             clientTLS = ClientTLS(trustRootsPEM: pem)
         }
         if !https || clientTLS != nil,
-           let r = try? await HTTPSClient.send("GET", URL(string: base + "/healthz")!, tls: clientTLS ?? ClientTLS(), timeout: .seconds(5)), r.status == 200 { break }
+            let r = try? await HTTPSClient.send(
+                "GET", URL(string: base + "/healthz")!, tls: clientTLS ?? ClientTLS(), timeout: .seconds(5)), r.status == 200
+        {
+            break
+        }
         guard clock.now < startBy else { throw AgentError("bench", "tlaunch up did not answer \(base)/healthz within 300 s") }
         try await Task.sleep(for: .milliseconds(100))
     }

@@ -5,7 +5,9 @@ import SecureBoot
 import TPM2
 
 func secureBootBenchmarks(seconds: Double) throws {
-    guard let kernelName = (try? FileManager.default.contentsOfDirectory(atPath: "/boot"))?.filter({ $0.hasPrefix("vmlinuz-") }).sorted().last else {
+    guard
+        let kernelName = (try? FileManager.default.contentsOfDirectory(atPath: "/boot"))?.filter({ $0.hasPrefix("vmlinuz-") }).sorted().last
+    else {
         print("Secure Boot: no /boot/vmlinuz-* (install linux-image-amd64); skipped")
         return
     }
@@ -36,7 +38,9 @@ func secureBootBenchmarks(seconds: Double) throws {
     let tlaunch = tlaunchExecutable()
     guard let (shim, pemPath, eslPath, esl) = try shimAndItsCA() else { print("  shim-signed not installed: comparison skipped"); return }
     print("Full verification of shim against the Microsoft UEFI CA 2011 (whole commands, median):")
-    let inProcess = try throughput("  in-process decision (parse, digest, PKCS#7, chain)") { blackHole(ImageVerifier.decide(try PEImage(Array(FileManager.default.contents(atPath: shim)!)), db: esl, dbx: SignatureDatabase())) }
+    let inProcess = try throughput("  in-process decision (parse, digest, PKCS#7, chain)") {
+        blackHole(ImageVerifier.decide(try PEImage(Array(FileManager.default.contents(atPath: shim)!)), db: esl, dbx: SignatureDatabase()))
+    }
     _ = inProcess
     let a = medianRun(tlaunch, ["secureboot", "verify", shim, "--db", eslPath], runs: 15)
     let b = medianRun(sbverify, ["--cert", pemPath, shim], runs: 15)
@@ -50,13 +54,16 @@ func secureBootBenchmarks(seconds: Double) throws {
 /// sbverify --cert) and as a db signature list (for tlaunch secureboot verify --db); nil without shim-signed.
 func shimAndItsCA() throws -> (shim: String, pem: String, esl: String, db: SignatureDatabase)? {
     let shim = "/usr/lib/shim/shimx64.efi.signed"
-    guard FileManager.default.fileExists(atPath: shim), let sig = try PEImage(Array(FileManager.default.contents(atPath: shim) ?? Data())).signatures().first,
+    guard FileManager.default.fileExists(atPath: shim),
+        let sig = try PEImage(Array(FileManager.default.contents(atPath: shim) ?? Data())).signatures().first,
           let ca = sig.certificates.first(where: { $0.subject.description.contains("UEFI CA 2011") }) else { return nil }
     let esl = try SignatureDatabase(certificates: [ca])
     let der = esl.lists[0].entries[0].data
     let dir = NSTemporaryDirectory()
     let pemPath = dir + "tlaunch-bench-ca.pem", eslPath = dir + "tlaunch-bench-db.esl"
-    try ("-----BEGIN CERTIFICATE-----\n" + Data(der).base64EncodedString(options: .lineLength64Characters) + "\n-----END CERTIFICATE-----\n").write(toFile: pemPath, atomically: true, encoding: .utf8)
+    try
+        ("-----BEGIN CERTIFICATE-----\n" + Data(der).base64EncodedString(options: .lineLength64Characters) + "\n-----END CERTIFICATE-----\n")
+        .write(toFile: pemPath, atomically: true, encoding: .utf8)
     try Data(esl.encoded).write(to: URL(fileURLWithPath: eslPath))
     return (shim, pemPath, eslPath, esl)
 }

@@ -56,7 +56,8 @@ final class ServerProcess {
 }
 
 func tlaunchExecutable() -> String {
-    URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("tlaunch").path
+    URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("tlaunch")
+        .path
 }
 
 func startPeers() throws -> [ServerProcess] {
@@ -138,7 +139,9 @@ func tpmBenchmarks(seconds: Double) async throws {
         }
         let r = rates.map { $0.sorted()[3] }
         table.append(("raw GetRandom(8) round trip (no client library)", r))
-        print("  " + "raw GetRandom(8) round trip (no client lib.)".padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: " %10.0f /s  %10.0f /s  %6.2f×", r[0], r[1], r[0] / r[1]))
+        print(
+            "  " + "raw GetRandom(8) round trip (no client lib.)".padding(toLength: 44, withPad: " ", startingAt: 0)
+                + String(format: " %10.0f /s  %10.0f /s  %6.2f×", r[0], r[1], r[0] / r[1]))
     }
     let sel = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: 0..<8)])
     let digest = [TPMTHA(hashAlg: .sha256, digest: [UInt8](repeating: 7, count: 32))]

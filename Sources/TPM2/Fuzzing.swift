@@ -26,7 +26,8 @@ public enum TPMFuzzing {
                 if let again = try? packet.encode(), packet.responseCode.isSuccess, packet.tag != .rspCommand, again != input {
                     violations.append("\(C.code) response packet: re-encoding differs")
                 }
-                guard packet.responseCode.isSuccess, let typed = try? C.Response(handles: packet.handles, parameters: packet.parameters) else { continue }
+                guard packet.responseCode.isSuccess, let typed = try? C.Response(handles: packet.handles, parameters: packet.parameters)
+                else { continue }
                 if let params = try? typed.parameterBytes(), params != packet.parameters {
                     violations.append("\(C.code) response parameters: re-encoding differs")
                 }

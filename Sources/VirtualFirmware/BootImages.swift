@@ -44,7 +44,9 @@ public struct BootImage: Sendable {
         var vendorCert: [UInt8]?, vendorDbx: [UInt8]?, sbat: String?, prefix: String?, config: String?
         if let vc = s.data(".vendor_cert") {
             // struct cert_table { u32 authorized_size, deauthorized_size, authorized_offset, deauthorized_offset }
-            func u32(_ o: Int) -> Int { o + 4 <= vc.count ? Int(vc[o]) | Int(vc[o + 1]) << 8 | Int(vc[o + 2]) << 16 | Int(vc[o + 3]) << 24 : -1 }
+            func u32(_ o: Int) -> Int {
+                o + 4 <= vc.count ? Int(vc[o]) | Int(vc[o + 1]) << 8 | Int(vc[o + 2]) << 16 | Int(vc[o + 3]) << 24 : -1
+            }
             let aSize = u32(0), dSize = u32(4), aOff = u32(8), dOff = u32(12)
             if aSize >= 0, aOff >= 0, aOff + aSize <= vc.count { vendorCert = aSize > 0 ? Array(vc[aOff..<aOff + aSize]) : nil }
             if dSize >= 0, dOff >= 0, dOff + dSize <= vc.count { vendorDbx = dSize > 0 ? Array(vc[dOff..<dOff + dSize]) : nil }

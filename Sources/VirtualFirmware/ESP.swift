@@ -173,6 +173,8 @@ public struct ESP: Sendable {
 enum EFIGUIDText {
     static func text(_ b: [UInt8]) -> String {
         func h(_ r: [UInt8]) -> String { r.map { String(format: "%02X", $0) }.joined() }
-        return "\(h(b[0..<4].reversed()))-\(h(b[4..<6].reversed()))-\(h(b[6..<8].reversed()))-\(h(Array(b[8..<10])))-\(h(Array(b[10..<16])))"
+        return """
+            \(h(b[0..<4].reversed()))-\(h(b[4..<6].reversed()))-\(h(b[6..<8].reversed()))-\(h(Array(b[8..<10])))-\(h(Array(b[10..<16])))
+            """
     }
 }

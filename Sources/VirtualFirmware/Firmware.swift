@@ -657,7 +657,9 @@ struct Run {
             return true
         case "source", "configfile":
             guard let p = rest.first else { throw fail("needs a file") }
-            guard let bytes = try grubOpen(&g, p) else { throw FirmwareError(.notFound, stage: "grub", "\(source), line \(line): file \(p) not found", path: p) }
+            guard let bytes = try grubOpen(&g, p) else {
+                throw FirmwareError(.notFound, stage: "grub", "\(source), line \(line): file \(p) not found", path: p)
+            }
             try grubExecute(&g, String(decoding: bytes, as: UTF8.self), source: p)
             return true
         case "search", "search.file", "search.fs_uuid", "search.fs_label":
@@ -674,7 +676,9 @@ struct Run {
             return true
         case "linux", "linuxefi":
             guard let p = rest.first else { throw fail("needs a kernel") }
-            guard let bytes = try grubOpen(&g, p) else { throw FirmwareError(.notFound, stage: "grub", "\(source), line \(line): file \(p) not found", path: p) }
+            guard let bytes = try grubOpen(&g, p) else {
+                throw FirmwareError(.notFound, stage: "grub", "\(source), line \(line): file \(p) not found", path: p)
+            }
             let kernel: BootImage
             do { kernel = try BootImage(path: p, bytes: bytes) } catch {
                 throw FirmwareError(.invalidImage, stage: "grub", "\(p) is not a kernel grub can boot: \(error.reason)", path: p)
@@ -705,7 +709,9 @@ struct Run {
             guard g.kernel != nil else { throw fail("you need to load the kernel first") }
             g.initrds = []
             for p in rest {
-                guard try grubOpen(&g, p) != nil else { throw FirmwareError(.notFound, stage: "grub", "\(source), line \(line): file \(p) not found", path: p) }
+                guard try grubOpen(&g, p) != nil else {
+                    throw FirmwareError(.notFound, stage: "grub", "\(source), line \(line): file \(p) not found", path: p)
+                }
                 g.initrds.append(p)
             }
             return true
@@ -756,7 +762,11 @@ struct Run {
                     case "-n": r = !t[1].isEmpty
                     case "-e", "-d", "-f", "-s":
                         if let p = grubPath(g, t[1]) {
-                            if t[0] == "-f" || t[0] == "-s" { r = esp.file(p).map { t[0] == "-f" || !$0.isEmpty } ?? false } else { r = esp.exists(p) }
+                            if t[0] == "-f" || t[0] == "-s" {
+                                r = esp.file(p).map { t[0] == "-f" || !$0.isEmpty } ?? false
+                            } else {
+                                r = esp.exists(p)
+                            }
                         } else { r = false }
                     default: r = false
                     }
@@ -820,7 +830,9 @@ public final class DecisionCache: Sendable {
 
     /// `table[key]`, computed and kept when absent; a full table starts over (a value dropped is
     /// only computed again).
-    static func remember<K: Hashable & Sendable, V: Sendable>(_ key: K, in table: borrowing Mutex<[K: V]>, capacity: Int, _ compute: () -> V) -> V {
+    static func remember<K: Hashable & Sendable, V: Sendable>(
+        _ key: K, in table: borrowing Mutex<[K: V]>, capacity: Int, _ compute: () -> V
+    ) -> V {
         if let v = table.withLock({ $0[key] }) { return v }
         let v = compute()
         table.withLock { t in

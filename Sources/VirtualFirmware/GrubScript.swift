@@ -102,7 +102,9 @@ enum GrubScript {
                         parts.append(.variable(name))
                         continue
                     }
-                    if chars[i] == "\\", i + 1 < chars.count, "\"$\\".contains(chars[i + 1]) { literal.append(chars[i + 1]); i += 2; continue }
+                    if chars[i] == "\\", i + 1 < chars.count, "\"$\\".contains(chars[i + 1]) {
+                        literal.append(chars[i + 1]); i += 2; continue
+                    }
                     if chars[i] == "\n" { line += 1 }
                     literal.append(chars[i]); i += 1
                 }

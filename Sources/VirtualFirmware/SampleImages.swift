@@ -144,7 +144,9 @@ public enum SampleImages {
     /// `sample-linux`: shim → grub → kernel, each a minimal valid PE/COFF image built here and
     /// signed with the platform's keys (shim by db, grub and the kernel by the vendor key shim
     /// carries), and a store with PK/KEK/db enrolled. No download, no packages.
-    public static func sampleLinux(keys: PlatformKeys, commandLine: String = "console=ttyS0 root=/dev/vda2 ro") throws -> (esp: ESP, vars: VariableStore) {
+    public static func sampleLinux(
+        keys: PlatformKeys, commandLine: String = "console=ttyS0 root=/dev/vda2 ro"
+    ) throws -> (esp: ESP, vars: VariableStore) {
         let (shim, grub, kernel) = unsignedChain(vendorCertificate: try keys.vendor.certificate.derBytes)
         let db = keys.set.keys[2], vendor = keys.vendor
         func sign(_ image: [UInt8], _ key: SecureBootKeySet.Key) throws -> [UInt8] {
@@ -200,7 +202,10 @@ public enum SampleImages {
         level += previous + latest
         let shim = PEWriter.image(sections: [
             (".text", PEWriter.returnSuccess),
-            (".sbat", Array("sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\nshim,4,TrustedLaunch sample shim,shim,1,https://trustedlaunch.invalid\n".utf8)),
+            (".sbat", Array("""
+                sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\nshim,4,TrustedLaunch sample \
+                shim,shim,1,https://trustedlaunch.invalid\n
+                """.utf8)),
             (".vendor_cert", certTable),
             (".sbatlevel", level),
         ])
@@ -214,7 +219,10 @@ public enum SampleImages {
         mods.le32(3); mods.le32(UInt32(8 + prefix.count)); mods += prefix
         let grub = PEWriter.image(sections: [
             (".text", PEWriter.returnSuccess),
-            (".sbat", Array("sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\ngrub,4,TrustedLaunch sample grub,grub,\(grubVersion),https://trustedlaunch.invalid\n".utf8)),
+            (".sbat", Array("""
+                sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\ngrub,4,TrustedLaunch sample \
+                grub,grub,\(grubVersion),https://trustedlaunch.invalid\n
+                """.utf8)),
             ("mods", mods),
         ])
         let kernel = PEWriter.image(sections: [(".text", PEWriter.returnSuccess), (".linux", [UInt8](repeating: kernelFill, count: 4096))],
@@ -226,9 +234,12 @@ public enum SampleImages {
     /// with OVMF's store holding Microsoft's keys (OVMF_VARS_4M.ms.fd). Nil when they are not installed.
     public static func debian12(commandLine: String = "console=ttyS0 root=/dev/vda2 ro") throws -> (esp: ESP, vars: VariableStore)? {
         let fm = FileManager.default
-        let shim = "/usr/lib/shim/shimx64.efi.signed", grub = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", vars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+        let shim = "/usr/lib/shim/shimx64.efi.signed", grub = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+            vars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
         let kernels = ((try? fm.contentsOfDirectory(atPath: "/boot")) ?? []).filter { $0.hasPrefix("vmlinuz-") }.sorted()
-        guard let k = kernels.last, fm.fileExists(atPath: shim), fm.fileExists(atPath: grub), fm.fileExists(atPath: vars) else { return nil }
+        guard let k = kernels.last, fm.fileExists(atPath: shim), fm.fileExists(atPath: grub), fm.fileExists(atPath: vars) else {
+            return nil
+        }
         let initrd = "/boot/" + k.replacingOccurrences(of: "vmlinuz-", with: "initrd.img-")
         func read(_ p: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: p))) }
         let esp = ESP(files: [

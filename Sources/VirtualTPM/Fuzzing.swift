@@ -14,7 +14,8 @@ public enum VTPMFuzzing {
         while offset < data.count && count < 64 {
             var size = data.count - offset
             if size >= 6 {
-                let declared = Int(data[offset + 2]) << 24 | Int(data[offset + 3]) << 16 | Int(data[offset + 4]) << 8 | Int(data[offset + 5])
+                let declared =
+                    Int(data[offset + 2]) << 24 | Int(data[offset + 3]) << 16 | Int(data[offset + 4]) << 8 | Int(data[offset + 5])
                 if declared >= 10 && declared <= size { size = declared }
             }
             let command = Array(data[offset..<(offset + size)])
@@ -56,7 +57,9 @@ public enum VTPMFuzzing {
         for command: [UInt8] in [[0x80, 0x01, 0, 0, 0, 0x14, 0, 0, 0x01, 0x7E, 0, 0, 0, 1, 0, 0x0B, 3, 0xFF, 0xFF, 0xFF],
                                  [0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x7B, 0, 8]] {
             let r = tpm.handle(command)
-            if r.count < 10 || Int(r[2]) << 24 | Int(r[3]) << 16 | Int(r[4]) << 8 | Int(r[5]) != r.count { violations.append("a resumed TPM answered a malformed response") }
+            if r.count < 10 || Int(r[2]) << 24 | Int(r[3]) << 16 | Int(r[4]) << 8 | Int(r[5]) != r.count {
+                violations.append("a resumed TPM answered a malformed response")
+            }
         }
         return violations
     }

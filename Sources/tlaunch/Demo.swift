@@ -103,7 +103,9 @@ struct Demo: AsyncParsableCommand {
                                                      attributes: [.continueSession, .encrypt])
         try await tpm.policyPCR(session, pcrs: pcr16)
         let unsealed = try await tpm.unseal(item.handle, auth: .session(session))
-        detail(unsealed == diskKey ? "unsealed while PCR 16 holds the measured value (response encrypted on the wire)" : "unseal returned WRONG data")
+        detail(
+            unsealed == diskKey
+                ? "unsealed while PCR 16 holds the measured value (response encrypted on the wire)" : "unseal returned WRONG data")
         _ = try await tpm.pcrEvent(16, data: Array("an unexpected boot loader".utf8))
         try await tpm.policyRestart(session)
         try await tpm.policyPCR(session, pcrs: pcr16)
@@ -176,12 +178,16 @@ struct Demo: AsyncParsableCommand {
         for s in report.stages {
             detail("\(s.kind.rawValue) \(s.path): verified by \(s.verifiedBy ?? "-") (\(s.authority ?? "-"))")
         }
-        detail("launched: \(report.kernel ?? "-") \(report.kernelCommandLine ?? ""); \(report.log.events.count) events measured into the vTPM")
+        detail("""
+            launched: \(report.kernel ?? "-") \(report.kernelCommandLine ?? ""); \(report.log.events.count) events measured into the vTPM
+            """)
         var read = TPM2PCRRead()
         read.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7])])
         let response = vtpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [],
                                                         parameters: read.parameterBytes()).encode())
-        let values = try TPM2PCRRead.Response(handles: [], parameters: TPMResponsePacket.decode(response, handleCount: 0, sessionCount: 0).parameters).pcrValues.digests
+        let values = try TPM2PCRRead.Response(
+            handles: [], parameters: TPMResponsePacket.decode(response, handleCount: 0, sessionCount: 0).parameters
+        ).pcrValues.digests
         let same = zip(0..<8, values).allSatisfy { predicted.pcrs[.sha256, UInt32($0.0)] == $0.1.bytes }
         detail("PCRs 0–7 predicted before the boot \(same ? "equal" : "DIFFER FROM") the vTPM's after it (PCR 7 "
              + "\(hexString(values[7].bytes).prefix(16))…)")

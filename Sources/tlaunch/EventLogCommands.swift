@@ -53,7 +53,10 @@ struct EventLogCommand: ParsableCommand {
         func run() throws {
             let log = try EventLog(parsing: readFile(file))
             if json { print(jsonText(log.jsonObject(pcr: pcr))); return }
-            print("format: \(log.format.rawValue); banks: \(log.banks.map { PCRValues.bankName($0.algorithm) }.joined(separator: ", ")); events: \(log.events.count)")
+            print("""
+                format: \(log.format.rawValue); banks: \(log.banks.map { PCRValues.bankName($0.algorithm) }.joined(separator: ", ")); \
+                events: \(log.events.count)
+                """)
             for e in log.events where pcr == nil || e.pcrIndex == pcr {
                 let pcrText = e.pcrIndex == 0xFFFF_FFFF ? "-1" : String(e.pcrIndex)
                 print("#\(e.index)  PCR \(pcrText)  \(e.type)  \(EventLogCommand.summary(e.decoded))")
@@ -66,7 +69,9 @@ struct EventLogCommand: ParsableCommand {
 
     static func summary(_ d: EventData) -> String {
         switch d {
-        case .specID(let s): return "Spec ID Event03, banks " + s.algorithms.map { "\(PCRValues.bankName($0.algorithm))/\($0.digestSize)" }.joined(separator: " ")
+        case .specID(let s):
+            return "Spec ID Event03, banks "
+                + s.algorithms.map { "\(PCRValues.bankName($0.algorithm))/\($0.digestSize)" }.joined(separator: " ")
         case .startupLocality(let l): return "StartupLocality \(l)"
         case .sp800155(let r): return r.signature
         case .windowsTrailer(let e): return "Windows SIPA trailer, \(e.count) entries"
@@ -133,7 +138,9 @@ struct EventLogCommand: ParsableCommand {
             }
             let allMatch = !expected.banks.isEmpty && expected.banks.allSatisfy { alg, values in
                 values.allSatisfy { pcr, v in
-                    (replayed[alg, pcr] ?? (pcr >= 17 && pcr <= 22 ? [UInt8](repeating: 0xFF, count: v.count) : [UInt8](repeating: 0, count: v.count))) == v
+                        (replayed[alg, pcr]
+                            ?? (pcr >= 17 && pcr <= 22 ? [UInt8](repeating: 0xFF, count: v.count) : [UInt8](repeating: 0, count: v.count)))
+                            == v
                 }
             }
             if allMatch && !json {
@@ -169,7 +176,9 @@ struct EventLogCommand: ParsableCommand {
                         print("\(bank) \(pcr) MISMATCH  \(why)")
                     }
                 }
-                print(report.allMatch ? "all \(report.comparisons.count) PCRs match" : "\(report.comparisons.filter { $0.status != .match }.count) of \(report.comparisons.count) PCRs do not match")
+                print(report.allMatch ? "all \(report.comparisons.count) PCRs match" : """
+                    \(report.comparisons.filter { $0.status != .match }.count) of \(report.comparisons.count) PCRs do not match
+                    """)
             }
             if !report.allMatch { throw ExitCode(1) }
         }
@@ -209,10 +218,13 @@ struct EventLogCommand: ParsableCommand {
                                      : "NOT verified against a TPM (the log is taken as it is; give --pcrs to verify)")
         let sb = f.secureBoot
         out.append("Secure Boot: \(sb.enabled.map { $0 ? "enabled" : "disabled" } ?? "not measured")"
-                   + (sb.setupMode == true ? " (setup mode)" : "") + (sb.auditMode == true ? " (audit mode)" : "") + (sb.deployedMode == true ? " (deployed mode)" : ""))
+                + (sb.setupMode == true ? " (setup mode)" : "") + (sb.auditMode == true ? " (audit mode)" : "")
+                + (sb.deployedMode == true ? " (deployed mode)" : ""))
         for db in f.keyDatabases {
             let hashes = db.hashCounts.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")
-            out.append("  \(db.name): \(db.isEmpty ? "empty" : "\(db.certificates.count) certificates\(hashes.isEmpty ? "" : ", " + hashes)")")
+            out.append("""
+                  \(db.name): \(db.isEmpty ? "empty" : "\(db.certificates.count) certificates\(hashes.isEmpty ? "" : ", " + hashes)")
+                """)
             for c in db.certificates { out.append("    \(c.subject ?? "(unparsable certificate)")  "
                                                 + "sha256:\(c.sha256Fingerprint.prefix(16))…") }
         }
@@ -228,13 +240,18 @@ struct EventLogCommand: ParsableCommand {
         for a in f.bootChain {
             let digest = a.digests["sha256"] ?? a.digests.values.sorted().first ?? ""
             out.append("  #\(a.eventIndex) \(a.devicePath ?? "(no device path)")")
-            out.append("      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") \(digest)\(a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", "))")
+            out.append("""
+                      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") \
+                \(digest)\(a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", "))
+                """)
         }
         if let s = f.shim {
             out.append("shim: MokList \(s.mokList.map { "\($0.certificates.count) certificates" } ?? "not measured"), MokListX "
                      + "\(s.mokListX.map { "\($0.certificates.count + $0.hashCounts.values.reduce(0, +)) entries" } ?? "not measured"), "
                      + "MokListTrusted \(s.mokListTrusted.map { $0 ? "yes" : "no" } ?? "-")")
-            if let sbat = s.sbatLevel { out.append("  SbatLevel: \(sbat.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "\n", with: " | "))") }
+            if let sbat = s.sbatLevel { out.append("""
+                  SbatLevel: \(sbat.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "\n", with: " | "))
+                """) }
             if let v = s.vendorCertificate { out.append("  vendor certificate: \(v.subject ?? v.sha256Fingerprint)") }
         }
         if let g = f.grub {
@@ -264,14 +281,18 @@ struct IMACommand: ParsableCommand {
             commandName: "replay",
             abstract: "Replay PCR 10 from an ASCII or binary IMA list; with --pcrs, compare (exit status 0 only on a match).")
         @Argument(help: "ascii_runtime_measurements or binary_runtime_measurements.") var file: String
-        @Option(help: "Start at this entry (the entries before it are skipped; for incremental checks give --from-pcrs too).") var from: Int = 0
+        @Option(help: "Start at this entry (the entries before it are skipped; for incremental checks give --from-pcrs too).") var from:
+            Int = 0
         @Option(help: "PCR values to compare PCR 10 with (as for eventlog replay).") var pcrs: String?
-        @Option(help: "Template hash size of a binary list (20 for binary_runtime_measurements, 32 for …_sha256).") var templateHashSize: Int = 20
+        @Option(help: "Template hash size of a binary list (20 for binary_runtime_measurements, 32 for …_sha256).") var templateHashSize:
+            Int = 20
         @Flag(help: "JSON output (see README).") var json = false
 
         func run() throws {
             let log = try IMALog(parsing: readFile(file), templateHashSize: templateHashSize)
-            guard from >= 0, from <= log.entries.count else { throw ValidationError("--from \(from) is beyond the \(log.entries.count) entries") }
+            guard from >= 0, from <= log.entries.count else { throw ValidationError("""
+                --from \(from) is beyond the \(log.entries.count) entries
+                """) }
             var state = IMAReplayState()
             // Entries before --from are replayed but not listed (a verifier keeps this state).
             try state.apply(Array(log.entries))
@@ -289,7 +310,9 @@ struct IMACommand: ParsableCommand {
                     "violations": state.violations, "inconsistentEntries": state.inconsistentEntries,
                     "newEntries": newEntries.map { ["index": $0.index, "template": $0.templateName,
                                                     "templateHash": hexString($0.templateHash),
-                                                    "digest": "\($0.fileDigestAlgorithm):\(hexString($0.fileDigest))", "name": $0.fileName] as [String: Any] },
+                            "digest": "\($0.fileDigestAlgorithm):\(hexString($0.fileDigest))", "name": $0.fileName
+                        ] as [String: Any]
+                    }
                 ]
                 if let t = log.incompleteTail { o["incompleteTail"] = t.description }
                 if !matched.isEmpty { o["matches"] = matched }

@@ -12,7 +12,10 @@ extension FirmwareError: LocalizedError {
 
 /// Options that describe a VM to boot or predict.
 struct VMOptions: ParsableArguments {
-    @Option(help: "A built-in image instead of --vars/--esp: sample-linux (built at first use, signed with the platform's keys in ~/.tlaunch/secureboot) or debian-12 (from the installed Debian packages).") var image: String?
+    @Option(help: """
+        A built-in image instead of --vars/--esp: sample-linux (built at first use, signed with the platform's keys in \
+        ~/.tlaunch/secureboot) or debian-12 (from the installed Debian packages).
+        """) var image: String?
     @Option(help: "The VM's variable store (OVMF_VARS*.fd): PK, KEK, db, dbx, boot entries. Default: an empty store.") var vars: String?
     @Option(help: "The boot disk's EFI System Partition: a folder, a FAT image, or a GPT disk image.") var esp: String?
     @Option(help: "Kernel command line when the boot entry is a kernel (direct kernel boot).") var cmdline: String?
@@ -26,7 +29,8 @@ struct VMOptions: ParsableArguments {
             guard vars == nil, esp == nil else { throw ValidationError("--image replaces --vars and --esp") }
             switch image {
             case "sample-linux":
-                let keys = try PlatformKeys.loadOrCreate(directory: URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".tlaunch/secureboot"))
+                let keys = try PlatformKeys.loadOrCreate(
+                    directory: URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".tlaunch/secureboot"))
                 (disk, store) = try SampleImages.sampleLinux(keys: keys)
             case "debian-12":
                 guard let d = try SampleImages.debian12() else {
@@ -48,7 +52,9 @@ struct VMOptions: ParsableArguments {
             store = s
         }
         let b = try banks.split(separator: ",").map { name -> TPMAlgID in
-            guard let a = PCRValues.bankNames[name.trimmingCharacters(in: .whitespaces).lowercased()] else { throw ValidationError("unknown bank \(name)") }
+            guard let a = PCRValues.bankNames[name.trimmingCharacters(in: .whitespaces).lowercased()] else {
+                throw ValidationError("unknown bank \(name)")
+            }
             return a
         }
         return (FirmwareSettings(secureBoot: !noSecureBoot, variables: store, banks: b), disk)
@@ -101,7 +107,8 @@ struct Predict: ParsableCommand {
         if json {
             var values: [String: [String: String]] = [:]
             for (bank, m) in pcrs.banks {
-                values[PCRValues.bankName(bank)] = Dictionary(uniqueKeysWithValues: m.filter { known.contains($0.key) }.map { (String($0.key), hexString($0.value)) })
+                values[PCRValues.bankName(bank)] = Dictionary(
+                    uniqueKeysWithValues: m.filter { known.contains($0.key) }.map { (String($0.key), hexString($0.value)) })
             }
             var object: [String: Any] = [
                 "firmware": firmware, "secureBootEnforced": report.secureBootEnforced, "pcrs": values,
@@ -126,7 +133,10 @@ struct Predict: ParsableCommand {
                 print("  \(s.kind.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) \(s.path)  (loaded by "
                     + "\(s.loadedBy)\(s.verifiedBy.map { "; verified by \($0): \(s.authority ?? "")" } ?? ""))")
             }
-            if let k = report.kernel { print("kernel: \(k) \(report.kernelCommandLine ?? "")\(report.initrds.isEmpty ? "" : "  initrd: " + report.initrds.joined(separator: " "))") }
+            if let k = report.kernel { print("""
+                kernel: \(k) \
+                \(report.kernelCommandLine ?? "")\(report.initrds.isEmpty ? "" : "  initrd: " + report.initrds.joined(separator: " "))
+                """) }
             if let f = report.failure { print("THE LAUNCH FAILS: \(f)") }
             print("events: \(report.log.events.count)")
             for e in report.log.events where e.type != .noAction {
@@ -192,7 +202,9 @@ struct FirmwareCommand: ParsableCommand {
     struct Launch: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "launch",
-            abstract: "Boot a VM's ESP with the virtual firmware into a vTPM (its state file, or a fresh in-memory one) and write the event log.")
+            abstract: """
+                Boot a VM's ESP with the virtual firmware into a vTPM (its state file, or a fresh in-memory one) and write the event log.
+                """)
         @OptionGroup var vm: VMOptions
         @Option(help: "The vTPM's state file (created if missing; encrypted with ~/.tlaunch/host.key).") var vtpmState: String?
         @Option(help: "Write the event log here.") var logOut: String?
@@ -207,12 +219,17 @@ struct FirmwareCommand: ParsableCommand {
             let (settings, esp) = try vm.resolve()
             let report = try VirtualFirmware(settings: settings).launch(esp: esp, tpm: tpm)
             if let logOut { try Data(try report.log.encoded()).write(to: URL(fileURLWithPath: logOut)) }
-            for s in report.stages { print("\(s.kind.rawValue): \(s.path)\(s.verifiedBy.map { " (verified by \($0): \(s.authority ?? ""))" } ?? "")") }
+            for s in report.stages { print("""
+                \(s.kind.rawValue): \(s.path)\(s.verifiedBy.map { " (verified by \($0): \(s.authority ?? ""))" } ?? "")
+                """) }
             if let f = report.failure {
                 print("launch failed: \(f)")
                 throw ExitCode(1)
             }
-            print("booted \(report.kernel ?? "?") \(report.kernelCommandLine ?? ""); \(report.log.events.count) events measured into the vTPM (Secure Boot \(report.secureBootEnforced ? "enforced" : "off"))")
+            print("""
+                booted \(report.kernel ?? "?") \(report.kernelCommandLine ?? ""); \(report.log.events.count) events measured into the \
+                vTPM (Secure Boot \(report.secureBootEnforced ? "enforced" : "off"))
+                """)
         }
     }
 }

@@ -80,7 +80,9 @@ struct API {
         var printed = 0
         while true {
             let a = try await get(activity, as: VMActivity.self)
-            for step in a.steps.dropFirst(printed) { FileHandle.standardError.write(Data("  … \(ConsoleText.printable(step.message))\n".utf8)) }
+            for step in a.steps.dropFirst(printed) {
+                FileHandle.standardError.write(Data("  … \(ConsoleText.printable(step.message))\n".utf8))
+            }
             printed = a.steps.count
             if !a.busy {
                 if let error = a.error { throw CLIError(error) }
@@ -100,7 +102,9 @@ struct API {
                                                                                         + "\(T.self): \(error)") }
     }
 
-    static func escape(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? s }
+    static func escape(_ s: String) -> String {
+        s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? s
+    }
 }
 
 /// Pretty, sorted JSON as the CLI prints it.
@@ -127,17 +131,25 @@ func parseBool(_ s: String?, _ flag: String) throws -> Bool? {
 /// a guest wrote reaches the admin's terminal.
 enum Render {
     static func table(_ rows: [[String]]) -> String {
-        let rows = rows.map { $0.map { ConsoleText.printable($0).replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\t", with: " ") } }
+        let rows = rows.map {
+            $0.map { ConsoleText.printable($0).replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\t", with: " ") }
+        }
         guard let first = rows.first else { return "" }
         var widths = first.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
-        return rows.map { r in r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+        return rows.map { r in
+            r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(
+                separator: "  ")
+        }
             .joined(separator: "\n")
     }
 
     /// Tab-separated rows for scripts: cells made printable, their tabs and newlines as spaces.
     static func tsv(_ rows: [[String]]) -> String {
-        rows.map { $0.map { ConsoleText.printable($0).replacingOccurrences(of: "\t", with: " ").replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\t") }
+        rows.map {
+            $0.map { ConsoleText.printable($0).replacingOccurrences(of: "\t", with: " ").replacingOccurrences(of: "\n", with: " ") }.joined(
+                separator: "\t")
+        }
             .joined(separator: "\n")
     }
 
@@ -184,10 +196,15 @@ enum Render {
             ["  Boot integrity", bi + (v.integrityMonitoring.lastAttestation.map { " (last attestation \($0))" } ?? "")],
         ] + (o.baseline.map { [["  Baseline", $0.description]] } ?? [])) + "\n"
         if let b = v.lastBoot {
-            out += "  Last boot: \(b.number) at \(b.time): " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")")
+            out +=
+                "  Last boot: \(b.number) at \(b.time): "
+                + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")")
                 + " (\(b.firmware); Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced"); "
                 + "\(b.measured ? "\(b.events) events measured" : "not measured"))\n"
-            for s in b.stages { out += "    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \(s.path)\(s.verifiedBy.map { "  verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")\n" }
+            for s in b.stages { out += """
+                    \(s.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \
+                \(s.path)\(s.verifiedBy.map { "  verified by \($0)" } ?? "")\(s.authority.map { ": \($0)" } ?? "")\n
+                """ }
             if let c = b.kernelCommandLine { out += "    command line: \(c)\n" }
         }
         if v.alerts.isEmpty { out += "  Active alerts: none\n" } else {
@@ -231,12 +248,21 @@ struct VMCommand: AsyncParsableCommand {
                 help: "true (default for TrustedLaunch) or false (also as az's --enable-secure-boot).") var secureBoot: String?
         @Option(name: [.customLong("vtpm"), .customLong("enable-vtpm")],
                 help: "true (default for TrustedLaunch) or false (also --enable-vtpm).") var vtpm: String?
-        @Option(name: [.long, .customLong("enable-integrity-monitoring")], help: "true or false (default); can be switched later (also --enable-integrity-monitoring).") var integrityMonitoring: String?
-        @Option(help: "simulated (the built-in hypervisor), qemu (a real VM: QEMU + OVMF, its own agent inside) or libvirt (the same as a libvirt domain; the platform needs --libvirt-uri or --hypervisor libvirt).") var hypervisor: String?
+        @Option(name: [.long, .customLong("enable-integrity-monitoring")], help: """
+            true or false (default); can be switched later (also --enable-integrity-monitoring).
+            """) var integrityMonitoring: String?
+        @Option(help: """
+            simulated (the built-in hypervisor), qemu (a real VM: QEMU + OVMF, its own agent inside) or libvirt (the same as a libvirt \
+            domain; the platform needs --libvirt-uri or --hypervisor libvirt).
+            """) var hypervisor: String?
         @Option(help: "Seconds between periodic attestations (default 300).") var attestationInterval: Int?
-        @Option(help: "How the first baseline is set: learn (trust on first use: the first boot with complete evidence that passes the policy; default), approve (a person approves the first boot), predicted (from the disk, before it boots).")
+        @Option(help: """
+            How the first baseline is set: learn (trust on first use: the first boot with complete evidence that passes the policy; \
+            default), approve (a person approves the first boot), predicted (from the disk, before it boots).
+            """)
         var baseline: String?
-        @Option(help: "The libvirt host to place it on (tlaunch host list; default: the answering host with the most room).") var host: String?
+        @Option(help: "The libvirt host to place it on (tlaunch host list; default: the answering host with the most room).") var host:
+            String?
         @Flag(help: "Do not start it.") var noStart = false
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
@@ -245,7 +271,7 @@ struct VMCommand: AsyncParsableCommand {
         func run() async throws {
             let req = DeployRequest(name: name, image: image, securityType: securityType,
                                     secureBoot: try parseBool(secureBoot, "--secure-boot"),
-                                    vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
+                vTpm: try parseBool(vtpm, "--vtpm"), integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"),
                                     hypervisor: hypervisor, start: !noStart, attestationInterval: attestationInterval, baseline: baseline,
                                     host: host)
             let api = try API(client)
@@ -272,7 +298,11 @@ struct VMCommand: AsyncParsableCommand {
                 vms += page
                 after = page.count == 1000 ? page.last?.name : nil
             } while after != nil
-            if json { try printJSON(vms) } else if output.chosen == .tsv { if !vms.isEmpty { print(output.text(Render.fleetRows(vms))) } } else {
+            if json {
+                try printJSON(vms)
+            } else if output.chosen == .tsv {
+                if !vms.isEmpty { print(output.text(Render.fleetRows(vms))) }
+            } else {
                 print(vms.isEmpty ? "No VMs (tlaunch vm create NAME)" : Render.fleet(vms))
             }
             try await api.requireReady()
@@ -310,7 +340,11 @@ struct VMCommand: AsyncParsableCommand {
             let body = action == "stop" ? try await api.send("POST", path) : try await api.operation(name, "POST", path)
             let vm = try decodeVM(body, api)
             if json { try printJSON(vm); return }
-            print("\(vm.name): \(vm.powerState)" + (vm.lastBoot.map { b in " — boot \(b.number) " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")") } ?? "")
+            print(
+                "\(vm.name): \(vm.powerState)"
+                    + (vm.lastBoot.map { b in
+                        " — boot \(b.number) " + (b.succeeded ? "reached \(b.kernel ?? "the OS")" : "FAILED: \(b.failure ?? "?")")
+                    } ?? "")
                   + (vm.integrityMonitoring.enabled ? "; boot integrity \(vm.integrityMonitoring.bootIntegrity.display)" : ""))
             for a in vm.alerts { print("  alert \(a.id) [\(a.severity)] \(a.title) — tlaunch alert show \(a.id)") }
         }
@@ -344,7 +378,9 @@ struct VMCommand: AsyncParsableCommand {
         func run() async throws {
             // On a terminal, the vTPM's keys and secrets being destroyed for good is confirmed first.
             if !yes, isatty(STDIN_FILENO) == 1 {
-                FileHandle.standardError.write(Data("Delete \(name)? Its disk and its vTPM (keys, sealed secrets, EK) are destroyed for good. [y/N] ".utf8))
+                FileHandle.standardError.write(Data("""
+                    Delete \(name)? Its disk and its vTPM (keys, sealed secrets, EK) are destroyed for good. [y/N] 
+                    """.utf8))
                 guard let answer = readLine(), ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased()) else {
                     print("Not deleted")
                     throw ExitCode(1)
@@ -375,7 +411,7 @@ struct VMCommand: AsyncParsableCommand {
         func run() async throws {
             let req = UpdateRequest(securityType: securityType, secureBoot: try parseBool(secureBoot, "--secure-boot"),
                                     vTpm: try parseBool(vtpm, "--vtpm"),
-                                    integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"), guestAgent: guestAgent,
+                integrityMonitoring: try parseBool(integrityMonitoring, "--integrity-monitoring"), guestAgent: guestAgent,
                                     attestationInterval: attestationInterval, version: ifVersion)
             guard req != UpdateRequest(version: ifVersion) else { throw ValidationError("nothing to change: give --secure-boot, --vtpm, "
                                                                                       + "--integrity-monitoring, --guest-agent or "
@@ -563,7 +599,10 @@ struct ImageCommand: AsyncParsableCommand {
                                                                                       + "(sample-linux's own kernel)") }
             let keysDirectory = DataFolder.resolve(data).secureBootKeys
             let keys = try PlatformKeys.loadOrCreate(directory: keysDirectory)
-            let bytes = unsigned ? try SampleImages.unsignedKernel(keys: keys, build: UInt8(build)) : try SampleImages.signedKernel(keys: keys, build: UInt8(build))
+            let bytes =
+                unsigned
+                ? try SampleImages.unsignedKernel(keys: keys, build: UInt8(build))
+                : try SampleImages.signedKernel(keys: keys, build: UInt8(build))
             guard FileManager.default.createFile(atPath: output,
                                                  contents: Data(bytes)) else { throw ValidationError("cannot write \(output)") }
             print("\(output): sample-linux kernel build \(build), "
@@ -624,7 +663,9 @@ struct ImageCommand: AsyncParsableCommand {
         func run() async throws {
             struct Body: Encodable { var name: String; var path: String; var generation: Int; var keys: String; var description: String? }
             let path = URL(fileURLWithPath: from).standardizedFileURL.path
-            let i = try await API(client).call("POST", "/v1/images", Body(name: name, path: path, generation: generation, keys: keys, description: description), as: ImageInfo.self)
+            let i = try await API(client).call(
+                "POST", "/v1/images", Body(name: name, path: path, generation: generation, keys: keys, description: description),
+                as: ImageInfo.self)
             print("Imported \(i.name): Generation \(i.generation) — \(i.description)")
         }
     }
@@ -648,7 +689,10 @@ struct AlertCommand: AsyncParsableCommand {
             let alerts = try await API(client).get("/v1/alerts" + (q.isEmpty ? "" : "?" + q.joined(separator: "&")), as: [Alert].self)
             if json { try printJSON(alerts); return }
             if alerts.isEmpty { if output.chosen != .tsv { print("No alerts") }; return }
-            print(output.text([["ID", "VM", "SEVERITY", "STATUS", "RAISED", "TITLE"]] + alerts.map { [$0.id, $0.vm, $0.severity.rawValue, $0.status.rawValue, $0.created, $0.title] }))
+            print(
+                output.text(
+                    [["ID", "VM", "SEVERITY", "STATUS", "RAISED", "TITLE"]]
+                        + alerts.map { [$0.id, $0.vm, $0.severity.rawValue, $0.status.rawValue, $0.created, $0.title] }))
         }
     }
 
@@ -679,21 +723,31 @@ struct AlertCommand: AsyncParsableCommand {
 }
 
 struct HostCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor libvirt).", subcommands: [Add.self, List.self, Remove.self])
+    static let configuration = CommandConfiguration(commandName: "host", abstract: """
+        The libvirt hosts VMs are placed on (--hypervisor libvirt).
+        """, subcommands: [Add.self, List.self, Remove.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "add",
                                                         abstract: "Add a libvirt host (it must answer: virsh -c URI nodeinfo).")
         @Argument(help: "A name for the host.") var name: String
         @Argument(help: "Its libvirt URI: qemu:///system, qemu+ssh://root@HOST/system, qemu+tls://HOST/system, …") var uri: String
-        @Option(help: "external (the platform's vTPM; QEMU on this machine only) or emulator (the host's swtpm: tlaunch vtpm install-swtpm there). Default: external on this machine, emulator elsewhere.") var tpm: String?
+        @Option(help: """
+            external (the platform's vTPM; QEMU on this machine only) or emulator (the host's swtpm: tlaunch vtpm install-swtpm there). \
+            Default: external on this machine, emulator elsewhere.
+            """) var tpm: String?
         @Option(help: "At most this many VMs (default: as many as its memory takes, 1 GiB each, 1 GiB kept for the host).") var maxVms: Int?
-        @Flag(help: "Copy each VM's disk and variable store to the host's storage pool, read its console from there, and reach its agent over TCP — as for a host on another machine (always so for those).") var shipFiles = false
+        @Flag(help: """
+            Copy each VM's disk and variable store to the host's storage pool, read its console from there, and reach its agent over TCP \
+            — as for a host on another machine (always so for those).
+            """) var shipFiles = false
         @OptionGroup var output: ObjectOutput
         var json: Bool { output.isJSON }
         @OptionGroup var client: ClientOptions
         func run() async throws {
-            let h = try await API(client).call("POST", "/v1/hosts", AddHostRequest(name: name, uri: uri, tpm: tpm, maxVMs: maxVms, shipFiles: shipFiles ? true : nil), as: HostView.self)
+            let h = try await API(client).call(
+                "POST", "/v1/hosts", AddHostRequest(name: name, uri: uri, tpm: tpm, maxVMs: maxVms, shipFiles: shipFiles ? true : nil),
+                as: HostView.self)
             if json { try printJSON(h); return }
             print("Added \(h.host.name) (\(h.host.uri)): \(h.host.cpus) CPUs, \(h.host.memoryMiB) MiB, room for \(h.host.capacity) VMs; "
                 + "vTPM \(h.host.tpm)\(h.host.shipFiles ? "; VM files copied to its storage pool" : "") — \(h.host.detail)")

@@ -41,7 +41,9 @@ struct EmbeddedPlatform {
         guard let sql = service.store as? SQLStore else { throw CLIError("the embedded platform needs a SQL store") }
         var urls: [URL] = []
         for w in webhooks {
-            guard let u = URL(string: w), u.scheme == "http" || u.scheme == "https", u.host != nil else { throw ValidationError("--webhook \(w) is not an http(s) URL") }
+            guard let u = URL(string: w), u.scheme == "http" || u.scheme == "https", u.host != nil else {
+                throw ValidationError("--webhook \(w) is not an http(s) URL")
+            }
             urls.append(u)
         }
         var logger = Logger(label: "tlaunch.platform")
@@ -49,7 +51,7 @@ struct EmbeddedPlatform {
         let fleet = Fleet(store: try await FleetStore(backend: sql.backend), service: service, dataFolder: folder,
                           hostKey: try HostKey.loadOrCreate(folder: folder),
                           authority: try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA),
-                          webhooks: WebhookNotifier(urls: urls, key: try HostKey.webhookKey(folder: folder), logger: logger), logger: logger,
+            webhooks: WebhookNotifier(urls: urls, key: try HostKey.webhookKey(folder: folder), logger: logger), logger: logger,
                           qemu: realVMs ? await QEMUInstallation.detect() : nil, libvirt: libvirt, progress: { say($0) })
         let admin = try await Serve.adminToken(folder: folder, service: service)
         var httpLog = Logger(label: "tlaunch.http")
@@ -83,7 +85,9 @@ struct EmbeddedPlatform {
 
 func parseListen(_ listen: String) throws -> (String, Int) {
     let parts = listen.split(separator: ":")
-    guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8080") }
+    guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else {
+        throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8080")
+    }
     return (String(parts[0]), port)
 }
 
@@ -122,7 +126,9 @@ struct WebhookCommand: AsyncParsableCommand {
         @Argument(help: "The webhook's URL, exactly as given to tlaunch up --webhook.") var url: String
         @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
         func run() async throws {
-            guard let u = URL(string: url), u.scheme == "http" || u.scheme == "https", u.host != nil else { throw ValidationError("\(url) is not an http(s) URL") }
+            guard let u = URL(string: url), u.scheme == "http" || u.scheme == "https", u.host != nil else {
+                throw ValidationError("\(url) is not an http(s) URL")
+            }
             let notifier = WebhookNotifier(urls: [u], key: try HostKey.webhookKey(folder: DataFolder.resolve(data)))
             print(hexString(notifier.secret(for: u)))
         }
@@ -138,12 +144,19 @@ struct Up: AsyncParsableCommand {
     @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
     @Option(help: "POST alerts to this URL (JSON; retried with backoff); repeatable.") var webhook: [String] = []
     @Flag(help: "Do not deploy the sample fleet on first start.") var noSampleFleet = false
-    @Flag(help: "Keep only each attestation's evidence digest in history, not the evidence (a large fleet: ~20 KiB of log each).") var noKeepEvidence = false
+    @Flag(help: "Keep only each attestation's evidence digest in history, not the evidence (a large fleet: ~20 KiB of log each).")
+    var noKeepEvidence = false
     @Option(help: "Seconds between periodic attestations of the sample fleet.") var attestationInterval: Int = 300
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "notice"
-    @Option(help: "The sample fleet's hypervisor: auto (real QEMU VMs where QEMU, OVMF and the guest kit are usable), qemu, libvirt (QEMU as libvirt domains), or simulated.") var hypervisor = "auto"
+    @Option(help: """
+        The sample fleet's hypervisor: auto (real QEMU VMs where QEMU, OVMF and the guest kit are usable), qemu, libvirt (QEMU as libvirt \
+        domains), or simulated.
+        """) var hypervisor = "auto"
     @Option(help: "The libvirt connection for --hypervisor libvirt (and VMs created with --hypervisor libvirt).") var libvirtURI: String?
-    @Option(help: "The vTPM of libvirt domains: external (the platform's vTPM, QEMU connects to it) or emulator (libvirt runs swtpm: install ours with tlaunch vtpm install-swtpm).") var libvirtTPM = "external"
+    @Option(help: """
+        The vTPM of libvirt domains: external (the platform's vTPM, QEMU connects to it) or emulator (libvirt runs swtpm: install ours \
+        with tlaunch vtpm install-swtpm).
+        """) var libvirtTPM = "external"
     @OptionGroup(title: "TLS") var tls: ServeTLSOptions
 
     func run() async throws {
@@ -164,7 +177,7 @@ struct Up: AsyncParsableCommand {
         let folder = DataFolder.resolve(data)
         say("Starting TrustedLaunch (data folder \(folder.root.path))")
         let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: webhook,
-                                                 logLevel: Logger.Level(rawValue: logLevel) ?? .notice, keepEvidence: !noKeepEvidence, libvirt: libvirt,
+            logLevel: Logger.Level(rawValue: logLevel) ?? .notice, keepEvidence: !noKeepEvidence, libvirt: libvirt,
                                                  signals: [.sigterm, .sigint], tls: tls, say: { detail($0) })
         detail("attestation service, API and dashboard on \(p.server.url) (storage: \(p.service.storageKind))")
         if p.server.url.hasPrefix("https:") {
@@ -176,7 +189,10 @@ struct Up: AsyncParsableCommand {
             let guestKit: Bool = if case .success = GuestKit.detect() { true } else { false }
             let real = hypervisor != "simulated" && p.fleet.qemu != nil && guestKit && ImageCatalog.available("debian-12")
             if (hypervisor == "qemu" || hypervisor == "libvirt") && !real {
-                throw CLIError("--hypervisor \(hypervisor): real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, shim-signed, grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)")
+                throw CLIError("""
+                    --hypervisor \(hypervisor): real VMs need QEMU and Debian's OVMF, busybox-static, linux-image-amd64, shim-signed, \
+                    grub-efi-amd64-signed and tlaunch-agent beside tlaunch (scripts/deps.sh installs the packages)
+                    """)
             }
             if real { detail("real VMs: QEMU with \(p.fleet.qemu?.accelerator ?? "?") — each boot takes about a minute under TCG") }
             let realHypervisor = hypervisor == "libvirt" ? FleetRules.libvirt : FleetRules.qemu
@@ -213,13 +229,17 @@ struct PlatformDemo: AsyncParsableCommand {
         abstract: "Run the TrustedLaunch platform story end to end (a temporary platform; prints the overviews and the alert).")
     @Option(help: "HOST:PORT (default: a free port on 127.0.0.1).") var listen = "127.0.0.1:0"
     @Option(help: "Keep the platform's data in this folder (default: a temporary folder, removed at the end).") var data: String?
-    @Option(help: "End with a real VM (QEMU + OVMF, its own agent inside): auto (where QEMU, OVMF and the guest kit are usable), yes, or no.") var realVM = "auto"
+    @Option(help: """
+        End with a real VM (QEMU + OVMF, its own agent inside): auto (where QEMU, OVMF and the guest kit are usable), yes, or no.
+        """) var realVM = "auto"
     @OptionGroup(title: "TLS") var tls: ServeTLSOptions
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
         guard ["auto", "yes", "no"].contains(realVM) else { throw ValidationError("--real-vm is auto, yes or no") }
-        let root = data.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-demo-\(UUID().uuidString.prefix(8))")
+        let root =
+            data.map { URL(fileURLWithPath: $0) }
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-demo-\(UUID().uuidString.prefix(8))")
         let folder = DataFolder(root: root)
         say("Starting an embedded platform (SQLite, simulated hypervisor, vTPMs, attestation service) in \(root.path)")
         let p = try await EmbeddedPlatform.start(folder: folder, host: host, port: port, webhooks: [], logLevel: .error, tls: tls,
@@ -247,18 +267,28 @@ struct PlatformDemo: AsyncParsableCommand {
 
         say("The deployment rules")
         func refused(_ what: String, _ body: () async throws -> Void) async {
-            do { try await body(); detail("\(what): ACCEPTED — a bug") } catch let e as FleetError { detail("\(what): refused — \(e.message)") } catch { detail("\(what): \(error)") }
+            do { try await body(); detail("\(what): ACCEPTED — a bug") } catch let e as FleetError {
+                detail("\(what): refused — \(e.message)")
+            } catch { detail("\(what): \(error)") }
         }
-        await refused("vm create old --image legacy-bios (Trusted Launch by default)") { _ = try await fleet.deploy(DeployRequest(name: "old", image: "legacy-bios")) }
-        await refused("vm create plain --security-type Standard --vtpm true") { _ = try await fleet.deploy(DeployRequest(name: "plain", securityType: "Standard", vTpm: true)) }
+        await refused("vm create old --image legacy-bios (Trusted Launch by default)") {
+            _ = try await fleet.deploy(DeployRequest(name: "old", image: "legacy-bios"))
+        }
+        await refused("vm create plain --security-type Standard --vtpm true") {
+            _ = try await fleet.deploy(DeployRequest(name: "plain", securityType: "Standard", vTpm: true))
+        }
         await refused("vm create \(SampleFleet.healthy) (again)") { _ = try await fleet.deploy(DeployRequest(name: SampleFleet.healthy)) }
 
         say("tlaunch vm create \(SampleFleet.tampered) --integrity-monitoring true; tlaunch vm create \(SampleFleet.standard) --image "
           + "legacy-bios --security-type Standard")
         _ = try await fleet.deploy(DeployRequest(name: SampleFleet.tampered, integrityMonitoring: true))
         _ = try await fleet.deploy(DeployRequest(name: SampleFleet.standard, image: "legacy-bios", securityType: "Standard"))
-        await refused("vm update \(SampleFleet.standard) --security-type TrustedLaunch") { _ = try await fleet.update(SampleFleet.standard, UpdateRequest(securityType: "TrustedLaunch")) }
-        await refused("vm update \(SampleFleet.standard) --integrity-monitoring true") { _ = try await fleet.update(SampleFleet.standard, UpdateRequest(integrityMonitoring: true)) }
+        await refused("vm update \(SampleFleet.standard) --security-type TrustedLaunch") {
+            _ = try await fleet.update(SampleFleet.standard, UpdateRequest(securityType: "TrustedLaunch"))
+        }
+        await refused("vm update \(SampleFleet.standard) --integrity-monitoring true") {
+            _ = try await fleet.update(SampleFleet.standard, UpdateRequest(integrityMonitoring: true))
+        }
         say("tlaunch vm list")
         emit(Render.fleet(try await fleet.list()))
 
@@ -276,7 +306,9 @@ struct PlatformDemo: AsyncParsableCommand {
         _ = try await fleet.putFile(SampleFleet.healthy, path: "/vmlinuz", bytes: kernel)
         let after = try await fleet.restart(SampleFleet.healthy)
         let kernelAlert = try await fleet.store.alerts(vm: SampleFleet.healthy, status: .active).first
-        detail("after the restart: boot integrity \(after.bootIntegrity.display)" + (kernelAlert.map { "; alert \($0.id) [\($0.severity.rawValue)] \($0.title)" } ?? ""))
+        detail(
+            "after the restart: boot integrity \(after.bootIntegrity.display)"
+                + (kernelAlert.map { "; alert \($0.id) [\($0.severity.rawValue)] \($0.title)" } ?? ""))
         if let k = kernelAlert {
             for e in k.evidence { detail("evidence: [\(e.component)] \(e.detail)") }
             for r in k.recommendations.prefix(1) { detail("recommendation: \(r)") }
@@ -327,13 +359,16 @@ struct PlatformDemo: AsyncParsableCommand {
         // The agent prints its verdict after the service answered: give it a moment to arrive.
         var lines: [String] = []
         for _ in 0..<120 {
-            lines = ConsoleText.printable(try await fleet.console(name)).split(separator: "\n").map(String.init).filter { $0.contains("tlaunch-agent:") || $0.contains("TLAUNCH-GUEST: up") }
+            lines = ConsoleText.printable(try await fleet.console(name)).split(separator: "\n").map(String.init).filter {
+                $0.contains("tlaunch-agent:") || $0.contains("TLAUNCH-GUEST: up")
+            }
             if lines.contains(where: { $0.contains("Attestation PASSED") || $0.contains("Attestation FAILED") }) { break }
             try await Task.sleep(for: .milliseconds(500))
         }
         // The guest's init, then its agent's last verdict with its checks.
         let verdict = lines.lastIndex { $0.contains("Attestation PASSED") || $0.contains("Attestation FAILED") }
-        let shown = lines.filter { $0.contains("TLAUNCH-GUEST: up") }.prefix(1) + (verdict.map { lines[$0...].prefix(12) } ?? lines.suffix(8))
+        let shown =
+            lines.filter { $0.contains("TLAUNCH-GUEST: up") }.prefix(1) + (verdict.map { lines[$0...].prefix(12) } ?? lines.suffix(8))
         for l in shown { detail(String(l.prefix(160))) }
         say("tlaunch vm guest \(name)   (what the agent inside the real guest reported of itself)")
         var status: GuestStatus?

@@ -23,7 +23,9 @@ struct SecureBootCommand: ParsableCommand {
         @Option(help: "sha1, sha256, sha384 or sha512.") var alg: String = "sha256"
 
         func run() throws {
-            guard let a = PCRValues.bankNames[alg.lowercased()], a != .sm3_256 else { throw ValidationError("--alg must be sha1, sha256, sha384 or sha512") }
+            guard let a = PCRValues.bankNames[alg.lowercased()], a != .sm3_256 else {
+                throw ValidationError("--alg must be sha1, sha256, sha384 or sha512")
+            }
             print(hexString(try PEImage(readFile(image)).authenticodeDigest(a)))
         }
     }
@@ -56,7 +58,9 @@ struct SecureBootCommand: ParsableCommand {
                 print(String(decoding: try enc.encode(decision), as: UTF8.self))
             } else {
                 print("\(decision.verdict.rawValue.uppercased()): \(decision.reason)")
-                if let a = decision.authority { print("authority: \(a.variable) \(a.type) \(a.subject ?? a.hash ?? "") (owner \(a.owner))") }
+                if let a = decision.authority {
+                    print("authority: \(a.variable) \(a.type) \(a.subject ?? a.hash ?? "") (owner \(a.owner))")
+                }
                 print("image sha256 Authenticode digest: \(decision.imageDigestSHA256)")
                 for s in decision.signatures {
                     print("signature (\(s.digestAlgorithm)) by \(s.signer ?? "?") issued by \(s.issuer ?? "?"): "
@@ -174,9 +178,11 @@ struct SecureBootCommand: ParsableCommand {
 
             func run() throws {
                 var store = try VariableStore(readFile(file))
-                let before = (variable == "dbx" ? store.dbx : variable == "db" ? store.db : variable == "KEK" ? store.kek : store.pk).lists.reduce(0) { $0 + $1.entries.count }
+                let before = (variable == "dbx" ? store.dbx : variable == "db" ? store.db : variable == "KEK" ? store.kek : store.pk).lists
+                    .reduce(0) { $0 + $1.entries.count }
                 let signer = try store.apply(AuthenticatedVariableUpdate(readFile(update)), to: variable)
-                let after = (variable == "dbx" ? store.dbx : variable == "db" ? store.db : variable == "KEK" ? store.kek : store.pk).lists.reduce(0) { $0 + $1.entries.count }
+                let after = (variable == "dbx" ? store.dbx : variable == "db" ? store.db : variable == "KEK" ? store.kek : store.pk).lists
+                    .reduce(0) { $0 + $1.entries.count }
                 guard FileManager.default.createFile(atPath: output,
                                                      contents: Data(store.bytes)) else { throw ValidationError("cannot write \(output)") }
                 print("\(variable): \(before) → \(after) entries; authorised by \(signer.subject)")

@@ -47,7 +47,8 @@ struct Serve: AsyncParsableCommand {
     var trustEKCA: [String] = []
     @Option(help: "The token issuer (iss) and public URL. Default: http://LISTEN.") var issuer: String?
     @Option(help: "Token lifetime in seconds (short: a token says what booted, not what runs now).") var tokenLifetime: Int = 300
-    @Option(help: "The token audience (aud) when a relying party names none in its nonce request.") var tokenAudience: String = AttestationService.defaultAudience
+    @Option(help: "The token audience (aud) when a relying party names none in its nonce request.") var tokenAudience: String =
+        AttestationService.defaultAudience
     @Option(help: "Nonce lifetime in seconds.") var nonceLifetime: Int = 120
     @Flag(help: "Do not keep evidence in history (only its digest).") var noKeepEvidence = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
@@ -55,7 +56,9 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let parts = listen.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else { throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8080") }
+        guard parts.count == 2, let port = Int(parts[1]), (0...65535).contains(port) else {
+            throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:8080")
+        }
         let host = String(parts[0])
         let folder = storage.folder
         try folder.create()
@@ -69,7 +72,10 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let app = try APIServer.application(service: service, host: host, port: port, publicURL: issuer, logger: logger,
                                             tls: serverTLS) { actual in
-            FileHandle.standardOutput.write(Data("TrustedLaunch attestation service on \(scheme)://\(host):\(actual) (storage: \(service.storageKind); admin token: \(folder.adminToken.path))\n".utf8))
+            FileHandle.standardOutput.write(Data("""
+                TrustedLaunch attestation service on \(scheme)://\(host):\(actual) (storage: \(service.storageKind); admin token: \
+                \(folder.adminToken.path))\n
+                """.utf8))
             _ = recordLocalURL(folder, scheme: scheme, host: host, port: actual)
         }
         // One group: the server, and the database it stops before (SIGINT or SIGTERM: requests
@@ -114,11 +120,13 @@ struct Serve: AsyncParsableCommand {
         // (the same for every instance on one PostgreSQL), else the data folder's token-keys.key.
         let sealer: KeySealer
         do {
-            sealer = try KeySealer.fromEnvironment() ?? KeySealer(key: try HostKey.loadOrCreate(folder: folder, file: folder.root.appendingPathComponent("token-keys.key")))
+            sealer =
+                try KeySealer.fromEnvironment()
+                ?? KeySealer(key: try HostKey.loadOrCreate(folder: folder, file: folder.root.appendingPathComponent("token-keys.key")))
         } catch let e as AttestationServiceError { throw CLIError(e.message) }
         let service = AttestationService(store: store, anchors: TrustAnchors(roots: roots, intermediates: intermediates), akCA: akCA,
                                          issuer: issuer,
-                                         nonceLifetime: TimeInterval(nonceLifetime), tokenLifetime: TimeInterval(tokenLifetime), tokenAudience: tokenAudience,
+            nonceLifetime: TimeInterval(nonceLifetime), tokenLifetime: TimeInterval(tokenLifetime), tokenAudience: tokenAudience,
                                          keepEvidence: keepEvidence, keySealer: sealer)
         // Fail at start, not at the first attestation, when the keys do not open with this key.
         do { _ = try await service.keys() } catch let e as AttestationServiceError {
@@ -152,7 +160,9 @@ struct TokenCommand: AsyncParsableCommand {
         @Option(help: "How long it is accepted: 90s, 15m, 12h, 30d (default: until revoked).") var expiresIn: String?
         @OptionGroup var storage: DataOptions
         func run() async throws {
-            guard let r = APITokenRecord.Role(rawValue: role), r != .signin else { throw ValidationError("--role must be admin, reader or agent") }
+            guard let r = APITokenRecord.Role(rawValue: role), r != .signin else {
+                throw ValidationError("--role must be admin, reader or agent")
+            }
             if r != .agent, vm != nil { throw ValidationError("--vm applies to agent tokens only") }
             let lifetime = try expiresIn.map(TokenCommand.lifetime)
             let store = try await storage.openStore()
@@ -206,10 +216,14 @@ struct TokenCommand: AsyncParsableCommand {
 struct ClientOptions: ParsableArguments {
     @Option(help: "The attestation service. Default: $TLAUNCH_SERVER, else http://127.0.0.1:8080.") var server: String?
     @Option(help: "API token. Default: $TLAUNCH_TOKEN, else the admin token in the data folder.") var token: String?
-    @Option(help: "The platform data folder (for its admin token, TLS CA and URL). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
-    @Option(help: "Trust only this CA (PEM) for https. Default: $TLAUNCH_CA, else the data folder's tls/ca.pem, else the system's roots.") var ca: String?
-    @Option(help: "A client certificate (PEM) for mutual TLS. Default: $TLAUNCH_CLIENT_CERT, else the data folder's tls/admin-client.pem.") var clientCert: String?
-    @Option(help: "The key of --client-cert. Default: $TLAUNCH_CLIENT_KEY, else the data folder's tls/admin-client.key.") var clientKey: String?
+    @Option(help: "The platform data folder (for its admin token, TLS CA and URL). Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data:
+        String?
+    @Option(help: "Trust only this CA (PEM) for https. Default: $TLAUNCH_CA, else the data folder's tls/ca.pem, else the system's roots.")
+    var ca: String?
+    @Option(help: "A client certificate (PEM) for mutual TLS. Default: $TLAUNCH_CLIENT_CERT, else the data folder's tls/admin-client.pem.")
+    var clientCert: String?
+    @Option(help: "The key of --client-cert. Default: $TLAUNCH_CLIENT_KEY, else the data folder's tls/admin-client.key.") var clientKey:
+        String?
 
     var client: ServiceClient {
         get throws {

@@ -90,7 +90,9 @@ enum SwtpmCompat {
             let o = try kv(option, "--log")
             level = o["level"].flatMap(Int.init) ?? 1
             if let f = o["fd"] {
-                guard let n = Int32(f), fcntl(n, F_GETFD) >= 0 else { throw ValidationError("--log fd=\(f) is not an open file descriptor") }
+                guard let n = Int32(f), fcntl(n, F_GETFD) >= 0 else {
+                    throw ValidationError("--log fd=\(f) is not an open file descriptor")
+                }
                 fd = n
             } else if let path = o["file"] {
                 let n = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
@@ -155,7 +157,9 @@ enum SwtpmCompat {
         }
         let (bytes, source) = try read(file: o["file"], fd: o["fd"], option: name, remove: o["remove"] == "true")
         if o["format"] == "hex" {
-            guard let k = [UInt8](hex: String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)), k.count == 32 else {
+            guard let k = [UInt8](hex: String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)),
+                k.count == 32
+            else {
                 throw ValidationError("\(name) \(source): expected 64 hex digits")
             }
             return k
@@ -212,7 +216,8 @@ extension VTPMCommand {
             discussion: """
             As libvirt runs swtpm_setup:
               tlaunch vtpm setup --tpm2 --tpm-state /var/lib/libvirt/swtpm/UUID/tpm2 --vmid vm1:UUID \\
-                --logfile /var/log/swtpm/libvirt/qemu/vm1-swtpm.log --createek --create-ek-cert --create-platform-cert --lock-nvram --not-overwrite
+                --logfile /var/log/swtpm/libvirt/qemu/vm1-swtpm.log --createek --create-ek-cert --create-platform-cert --lock-nvram \
+            --not-overwrite
             The EKs (RSA 2048 and ECC P-256, TCG default templates) always get certificates from the
             platform's vTPM CA (NV 0x01C00002 and 0x01C0000A), written once and write-locked.
             """
@@ -224,7 +229,8 @@ extension VTPMCommand {
         @Option(help: "PATH: log file.") var logfile: String?
         @Flag(help: "Create the EKs (always done).") var createek = false
         @Flag(help: "Create EK certificates (always done).") var createEkCert = false
-        @Flag(help: "Accepted; no platform certificate is issued (the platform is attested by its measured boot).") var createPlatformCert = false
+        @Flag(help: "Accepted; no platform certificate is issued (the platform is attested by its measured boot).") var createPlatformCert =
+            false
         @Flag(help: "Accepted; the EK certificate indices are always write-locked.") var lockNvram = false
         @Flag(help: "Replace existing state.") var overwrite = false
         @Flag(help: "Keep existing state and succeed.") var notOverwrite = false
@@ -268,7 +274,9 @@ extension VTPMCommand {
             guard tpm2 else { throw ValidationError("this vTPM is a TPM 2.0 only: pass --tpm2 (swtpm_setup without --tpm2 sets up a TPM "
                                                   + "1.2)") }
             guard !(overwrite && notOverwrite) else { throw ValidationError("--overwrite and --not-overwrite exclude each other") }
-            if let rsaKeysize, rsaKeysize != "2048" { throw ValidationError("--rsa-keysize \(rsaKeysize): this vTPM's RSA EK is 2048 bits") }
+            if let rsaKeysize, rsaKeysize != "2048" {
+                throw ValidationError("--rsa-keysize \(rsaKeysize): this vTPM's RSA EK is 2048 bits")
+            }
             if let cipher, cipher != "aes-256-cbc" { throw ValidationError("--cipher \(cipher): only 256-bit keys (aes-256-cbc) are "
                                                                          + "supported") }
             if let pcrBanks {
@@ -279,7 +287,8 @@ extension VTPMCommand {
                 }
             }
             let raw = try tpmState.unwrap("--tpm-state DIR is required")
-            let location = try SwtpmCompat.StateLocation(raw.hasPrefix("dir://") || raw.hasPrefix("file://") ? "backend-uri=\(raw)" : "dir=\(raw)")
+            let location = try SwtpmCompat.StateLocation(
+                raw.hasPrefix("dir://") || raw.hasPrefix("file://") ? "backend-uri=\(raw)" : "dir=\(raw)")
             let fm = FileManager.default
             log.line("Starting vTPM manufacturing (TrustedLaunch) for \(vmid ?? "an unnamed VM") in \(location.file)")
             if fm.fileExists(atPath: location.file) {
@@ -301,13 +310,17 @@ extension VTPMCommand {
             else if let keyfileFd { hostKey = try SwtpmCompat.key("fd=\(keyfileFd)", option: "--keyfile-fd") }
             else if let keyfile { hostKey = try SwtpmCompat.key("file=\(keyfile)", option: "--keyfile") }
             else { hostKey = try HostKey.loadOrCreate(folder: DataFolder.resolve(data)) }
-            let dir = try ca.map { URL(fileURLWithPath: try kv($0, "--ca")["dir"].unwrap("--ca needs dir=DIR")) } ?? DataFolder.resolve(data).vtpmCA
+            let dir =
+                try ca.map { URL(fileURLWithPath: try kv($0, "--ca")["dir"].unwrap("--ca needs dir=DIR")) }
+                ?? DataFolder.resolve(data).vtpmCA
             let authority = try VTPMCertificateAuthority.loadOrCreate(directory: dir)
             let vtpm = try await VirtualTPM.open(stateFile: location.file, hostKey: hostKey, authority: authority)
             let client = TPMClient(transport: InProcessTransport(vtpm))
             _ = try? await client.startup(.clear)
             for kind in TPMEKKind.allCases {
-                guard let der = try await client.readEKCertificate(kind) else { throw ValidationError("the new vTPM has no \(kind) EK certificate") }
+                guard let der = try await client.readEKCertificate(kind) else {
+                    throw ValidationError("the new vTPM has no \(kind) EK certificate")
+                }
                 let serial = (try? Certificate(derEncoded: der)).map { "\($0.serialNumber)" } ?? "?"
                 log.line("\(kind) EK certificate in NV \(kind.certificateIndex), issued by \(authority.intermediate.subject)")
                 if display { print("\(kind) EK certificate: serial \(serial), issuer \(authority.intermediate.subject), NV "
@@ -329,7 +342,8 @@ extension VTPMCommand {
             commandName: "ioctl",
             abstract: "Send control commands to a vTPM's control channel, as swtpm_ioctl does.",
             discussion: """
-            tlaunch vtpm ioctl [-c|-i|-s|--stop|-e|-r LOC|-l LOC|-v|-C|-g|-b SIZE|-h DATA|--info FLAGS|--save TYPE FILE|--load TYPE FILE] (--unix PATH | --tcp [HOST]:[PORT])
+            tlaunch vtpm ioctl [-c|-i|-s|--stop|-e|-r LOC|-l LOC|-v|-C|-g|-b SIZE|-h DATA|--info FLAGS|--save TYPE FILE|--load TYPE FILE] \
+            (--unix PATH | --tcp [HOST]:[PORT])
             TYPE: permanent, volatile or savestate.
             """
         )
@@ -362,7 +376,10 @@ extension VTPMCommand {
             """
         )
         @Option(help: "Installation prefix.") var prefix = "/usr/local"
-        @Option(help: "The data folder whose host key seals the states and whose vTPM CA issues the EK certificates (default: $TLAUNCH_DATA, else ~/.tlaunch).") var data: String?
+        @Option(help: """
+            The data folder whose host key seals the states and whose vTPM CA issues the EK certificates (default: $TLAUNCH_DATA, else \
+            ~/.tlaunch).
+            """) var data: String?
         @Option(help: "USER: make the data folder's host key and vTPM CA this user's (libvirt's swtpm_user).") var user: String?
 
         func run() throws {
@@ -408,7 +425,9 @@ extension VTPMCommand {
                 // is made traversable (0711, not listable), so the swtpm user reaches those two and
                 // cannot rename or remove anything else in it (the platform's database, tokens).
                 var paths = [folder.hostKey.path, folder.vtpmCA.path]
-                paths += ((try? fm.contentsOfDirectory(atPath: folder.vtpmCA.path)) ?? []).map { folder.vtpmCA.appendingPathComponent($0).path }
+                paths += ((try? fm.contentsOfDirectory(atPath: folder.vtpmCA.path)) ?? []).map {
+                    folder.vtpmCA.appendingPathComponent($0).path
+                }
                 for p in paths { guard chown(p, uid,
                                              gid) == 0 else { throw ValidationError("chown \(p): \(String(cString: strerror(errno)))") } }
                 var st = stat()
@@ -549,7 +568,9 @@ struct IoctlRequest {
                 blob += try c.read(length)
                 if blob.count >= total || length == 0 { break }
             }
-            do { try Data(blob).write(to: URL(fileURLWithPath: file)) } catch { throw IoctlFailure(message: "cannot write \(file): \(error)") }
+            do { try Data(blob).write(to: URL(fileURLWithPath: file)) } catch {
+                throw IoctlFailure(message: "cannot write \(file): \(error)")
+            }
         case .load(let type, let file):
             guard let d = FileManager.default.contents(atPath: file) else { throw IoctlFailure(message: "cannot read \(file)") }
             try result("PTM_SET_STATEBLOB", try c.call(13, be32(0) + be32(type) + be32(UInt32(d.count)) + [UInt8](d), reply: 4))
@@ -585,10 +606,16 @@ final class ControlConnection {
             var addr = sockaddr_un()
             addr.sun_family = sa_family_t(AF_UNIX)
             let bytes = Array(path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { close(fd); throw IoctlFailure(message: "socket path too long: \(path)") }
+            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+                close(fd); throw IoctlFailure(message: "socket path too long: \(path)")
+            }
             withUnsafeMutableBytes(of: &addr.sun_path) { p in p.copyBytes(from: bytes); p[bytes.count] = 0 }
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-            guard rc == 0 else { let m = String(cString: strerror(errno)); close(fd); throw IoctlFailure(message: "cannot connect to \(path): \(m)") }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard rc == 0 else {
+                let m = String(cString: strerror(errno)); close(fd); throw IoctlFailure(message: "cannot connect to \(path): \(m)")
+            }
         case .tcp(let host, let port):
             fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var addr = sockaddr_in()
@@ -596,8 +623,12 @@ final class ControlConnection {
             addr.sin_port = in_port_t(UInt16(port).bigEndian)
             guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host,
                             &addr.sin_addr) == 1 else { close(fd); throw IoctlFailure(message: "\(host) is not an IPv4 address") }
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            guard rc == 0 else { let m = String(cString: strerror(errno)); close(fd); throw IoctlFailure(message: "cannot connect to \(host):\(port): \(m)") }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard rc == 0 else {
+                let m = String(cString: strerror(errno)); close(fd); throw IoctlFailure(message: "cannot connect to \(host):\(port): \(m)")
+            }
         }
     }
     deinit { close(fd) }

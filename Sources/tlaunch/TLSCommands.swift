@@ -7,13 +7,23 @@ import ServiceTLS
 
 /// How `tlaunch up` and `tlaunch serve` serve: HTTPS by default, with the data folder's CA.
 struct ServeTLSOptions: ParsableArguments {
-    @Flag(help: "Serve plain HTTP (no TLS): tokens, evidence and the dashboard's cookie travel in clear. Only for a loopback address, or when a proxy in front terminates TLS.")
+    @Flag(help: """
+        Serve plain HTTP (no TLS): tokens, evidence and the dashboard's cookie travel in clear. Only for a loopback address, or when a \
+        proxy in front terminates TLS.
+        """)
     var insecureHTTP = false
-    @Option(help: "The server's certificate chain (PEM). Default: one the data folder's TLS CA (tls/ca.pem) issues for the listen address, this host's name and localhost.")
+    @Option(help: """
+        The server's certificate chain (PEM). Default: one the data folder's TLS CA (tls/ca.pem) issues for the listen address, this \
+        host's name and localhost.
+        """)
     var tlsCert: String?
     @Option(help: "The key of --tls-cert (PEM).") var tlsKey: String?
-    @Option(help: "Another DNS name or IP address clients reach the service by (in the issued certificate); repeatable.") var tlsName: [String] = []
-    @Flag(help: "Mutual TLS: every client (CLI, relay, agents, browsers) must present a certificate from the platform TLS CA (tlaunch tls client NAME issues them).")
+    @Option(help: "Another DNS name or IP address clients reach the service by (in the issued certificate); repeatable.") var tlsName:
+        [String] = []
+    @Flag(help: """
+        Mutual TLS: every client (CLI, relay, agents, browsers) must present a certificate from the platform TLS CA (tlaunch tls client \
+        NAME issues them).
+        """)
     var mtls = false
 
     /// The server's TLS (nil with --insecure-http) and what the platform's own clients (the
@@ -50,7 +60,10 @@ struct ServeTLSOptions: ParsableArguments {
                     let admin = try ca.issueClient(name: "tlaunch admin")
                     guard FileManager.default.createFile(atPath: folder.adminClientKey.path, contents: Data(admin.keyPEM.utf8),
                                                          attributes: [.posixPermissions: 0o600]),
-                          FileManager.default.createFile(atPath: folder.adminClientCertificate.path, contents: Data(admin.certificatePEM.utf8), attributes: [.posixPermissions: 0o644]) else {
+                        FileManager.default.createFile(
+                            atPath: folder.adminClientCertificate.path, contents: Data(admin.certificatePEM.utf8),
+                            attributes: [.posixPermissions: 0o644])
+                    else {
                         throw CLIError("cannot write the admin's client certificate in \(folder.tls.path)")
                     }
                 }
@@ -88,7 +101,9 @@ struct TLSCommand: AsyncParsableCommand {
         @Option(help: "Validity in days.") var days = 397
         @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
         func run() async throws {
-            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else { throw ValidationError("the name is letters, digits, - _ and . only") }
+            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+                throw ValidationError("the name is letters, digits, - _ and . only")
+            }
             guard (1...3650).contains(days) else { throw ValidationError("--days is 1 to 3650") }
             let folder = DataFolder.resolve(data)
             do {

@@ -7,13 +7,20 @@ struct TLaunch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tlaunch",
         abstract: "TrustedLaunch: Trusted Launch for virtual machines (Secure Boot, vTPM, Measured Boot, integrity monitoring).",
-        subcommands: [Up.self, PlatformDemo.self, VMCommand.self, ImageCommand.self, AlertCommand.self, HostCommand.self, TPMCommand.self, VTPMCommand.self, EventLogCommand.self, IMACommand.self, SecureBootCommand.self, FirmwareCommand.self, Predict.self, Serve.self, TokenCommand.self, AgentCommand.self, WebhookCommand.self, TLSCommand.self]
+        subcommands: [
+            Up.self, PlatformDemo.self, VMCommand.self, ImageCommand.self, AlertCommand.self, HostCommand.self, TPMCommand.self,
+            VTPMCommand.self, EventLogCommand.self, IMACommand.self, SecureBootCommand.self, FirmwareCommand.self, Predict.self, Serve.self,
+            TokenCommand.self, AgentCommand.self, WebhookCommand.self, TLSCommand.self
+        ]
     )
 }
 
 /// `--tcti` as tpm2-tools spell it, falling back to TPM2TOOLS_TCTI.
 struct TCTIOptions: ParsableArguments {
-    @Option(name: [.customShort("T"), .long], help: "TPM connection, as tpm2-tools: swtpm:host=H,port=P | mssim:host=H,port=P | device:/dev/tpmrm0. Default: $TPM2TOOLS_TCTI, else device:/dev/tpmrm0.")
+    @Option(name: [.customShort("T"), .long], help: """
+        TPM connection, as tpm2-tools: swtpm:host=H,port=P | mssim:host=H,port=P | device:/dev/tpmrm0. Default: $TPM2TOOLS_TCTI, else \
+        device:/dev/tpmrm0.
+        """)
     var tcti: String?
 
     func client() throws -> TPMClient {

@@ -59,7 +59,10 @@ struct TPMCommand: AsyncParsableCommand {
             }
             if let wanted, selections.isEmpty {
                 await tpm.close()
-                throw ValidationError("the TPM has no allocated \(wanted.shortName) bank (allocated: \(allocated.pcrSelections.filter { !$0.pcrs.isEmpty }.map(\.hash.shortName).joined(separator: ", ")))")
+                throw ValidationError("""
+                    the TPM has no allocated \(wanted.shortName) bank (allocated: \
+                    \(allocated.pcrSelections.filter { !$0.pcrs.isEmpty }.map(\.hash.shortName).joined(separator: ", ")))
+                    """)
             }
             let banks = try await tpm.pcrRead(TPMLPCRSelection(selections))
             await tpm.close()

@@ -38,19 +38,35 @@ struct VTPMCommand: AsyncParsableCommand {
         )
 
         @Flag(help: "TPM 2.0 (required: TPM 1.2 is not implemented, as --print-capabilities says).") var tpm2 = false
-        @Option(help: "dir=DIR[,mode=0600] | backend-uri=dir://DIR | backend-uri=file://FILE: where the vTPM state lives.") var tpmstate: String?
-        @Option(help: "type=tcp,port=P[,bindaddr=A] | type=unixio,path=P[,mode=0600]: the data channel (mssim: the command port); without it the client passes it over --ctrl (CMD_SET_DATAFD).") var server: String?
-        @Option(help: "type=tcp,port=P[,bindaddr=A] | type=unixio,path=P[,mode=0600]: the control channel (mssim: the platform port).") var ctrl: String?
+        @Option(help: "dir=DIR[,mode=0600] | backend-uri=dir://DIR | backend-uri=file://FILE: where the vTPM state lives.") var tpmstate:
+            String?
+        @Option(help: """
+            type=tcp,port=P[,bindaddr=A] | type=unixio,path=P[,mode=0600]: the data channel (mssim: the command port); without it the \
+            client passes it over --ctrl (CMD_SET_DATAFD).
+            """) var server: String?
+        @Option(help: "type=tcp,port=P[,bindaddr=A] | type=unixio,path=P[,mode=0600]: the control channel (mssim: the platform port).")
+        var ctrl: String?
         @Option(help: "not-need-init,startup-clear,startup-none") var flags: String?
         @Option(help: "file=PATH | fd=N: write the process id.") var pid: String?
         @Option(help: "file=PATH[,level=N] | fd=N[,level=N]: log file (level 5 and above: every command and response).") var log: String?
         @Flag(help: "Exit when the data channel's client (the VM's QEMU) disconnects.") var terminate = false
         @Flag(help: "Run in the background once listening.") var daemon = false
         @Flag(help: "Speak the Microsoft simulator protocol (mssim: TCTI) instead of swtpm's.") var mssim = false
-        @Option(help: "file=PATH[,format=hex|binary][,remove=true] | fd=N[,format=…]: the 32-byte key sealing the state (default: the data folder's host key).") var key: String?
-        @Option(help: "file=PATH|fd=N|pwdfile=PATH|pwdfd=N[,…]: the key (or passphrase) sealing the state blobs that leave for a migration or a save, as --key.") var migrationKey: String?
-        @Option(help: "[incoming][,release-lock-outgoing]: the state arrives by CMD_SET_STATEBLOB (an incoming migration); accepted as swtpm does for shared-storage migration.") var migration: String?
-        @Option(help: "allow-set-locality,reject-locality-4 (accepted; CMD_SET_LOCALITY is always allowed, locality 4 never from the data channel).") var locality: String?
+        @Option(help: """
+            file=PATH[,format=hex|binary][,remove=true] | fd=N[,format=…]: the 32-byte key sealing the state (default: the data folder's \
+            host key).
+            """) var key: String?
+        @Option(help: """
+            file=PATH|fd=N|pwdfile=PATH|pwdfd=N[,…]: the key (or passphrase) sealing the state blobs that leave for a migration or a \
+            save, as --key.
+            """) var migrationKey: String?
+        @Option(help: """
+            [incoming][,release-lock-outgoing]: the state arrives by CMD_SET_STATEBLOB (an incoming migration); accepted as swtpm does \
+            for shared-storage migration.
+            """) var migration: String?
+        @Option(help: """
+            allow-set-locality,reject-locality-4 (accepted; CMD_SET_LOCALITY is always allowed, locality 4 never from the data channel).
+            """) var locality: String?
         @Option(help: "action=none|log|kill (accepted; this vTPM installs no seccomp profile).") var seccomp: String?
         @Option(help: "USER: switch to this user once listening.") var runas: String?
         @Flag(help: "Print the features this vTPM supports as JSON (swtpm's format) and exit.") var printCapabilities = false
@@ -96,7 +112,9 @@ struct VTPMCommand: AsyncParsableCommand {
             options.notNeedInit = flagSet.contains("not-need-init")
             options.startupClear = flagSet.contains("startup-clear")
             options.terminateOnDataClose = terminate
-            options.socketMode = try [server, ctrl].compactMap { $0 }.compactMap { try kv($0, "--ctrl")["mode"] }.first.map { try SwtpmCompat.mode($0, option: "mode=") }
+            options.socketMode = try [server, ctrl].compactMap { $0 }.compactMap { try kv($0, "--ctrl")["mode"] }.first.map {
+                try SwtpmCompat.mode($0, option: "mode=")
+            }
             let logger = try SwtpmCompat.Log(log)
             do {
                 try await serve(options: options, state: state, flagSet: flagSet, logger: logger)
@@ -130,7 +148,10 @@ struct VTPMCommand: AsyncParsableCommand {
             if let mode = state.mode { chmod(state.file, mode) }
             let server = VTPMServer(tpm: tpm, listening: listeners)
             if let runas { try SwtpmCompat.switchUser(runas) }
-            logger.line("TrustedLaunch vTPM listening: data \(server.dataEndpoint.map { "\($0)" } ?? "over the control channel (CMD_SET_DATAFD)"), control \(server.controlEndpoint.map { "\($0)" } ?? "none")")
+            logger.line("""
+                TrustedLaunch vTPM listening: data \(server.dataEndpoint.map { "\($0)" } ?? "over the control channel (CMD_SET_DATAFD)"), \
+                control \(server.controlEndpoint.map { "\($0)" } ?? "none")
+                """)
             server.start()
             installSignalHandlers(server)
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
@@ -182,7 +203,9 @@ struct VTPMCommand: AsyncParsableCommand {
         @Option(help: "dir=DIR (default DATA/vtpm-ca).") var ca: String?
         @Option(help: "The platform data folder. Default: $TLAUNCH_DATA, else ~/.tlaunch.") var data: String?
         func run() throws {
-            let dir = try ca.map { URL(fileURLWithPath: try kv($0, "--ca")["dir"].unwrap("--ca needs dir=DIR")) } ?? DataFolder.resolve(data).vtpmCA
+            let dir =
+                try ca.map { URL(fileURLWithPath: try kv($0, "--ca")["dir"].unwrap("--ca needs dir=DIR")) }
+                ?? DataFolder.resolve(data).vtpmCA
             let authority = try VTPMCertificateAuthority.loadOrCreate(directory: dir)
             print("Root CA:         \(authority.root.subject) "
                 + "(\(dir.appendingPathComponent(VTPMCertificateAuthority.File.rootCertificate.rawValue).path))")
@@ -232,7 +255,9 @@ func endpoint(_ s: String, option: String) throws -> VTPMEndpoint {
     let o = try kv(s, option)
     switch o["type"] {
     case "tcp":
-        guard let p = o["port"].flatMap(Int.init), (0...65535).contains(p) else { throw ValidationError("\(option): type=tcp needs port=N") }
+        guard let p = o["port"].flatMap(Int.init), (0...65535).contains(p) else {
+            throw ValidationError("\(option): type=tcp needs port=N")
+        }
         return .tcp(host: o["bindaddr"] ?? "127.0.0.1", port: p)
     case "unixio":
         guard let path = o["path"] else { throw ValidationError("\(option): type=unixio needs path=PATH") }
@@ -260,7 +285,9 @@ enum SocketProbe {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         inet_pton(AF_INET, host, &addr.sin_addr)
-        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
     }
 }
 

@@ -62,7 +62,9 @@ extension TPMClient {
 
     // MARK: Capabilities and randomness
 
-    public func getCapability(_ capability: TPMCap, property: UInt32 = 0, count: UInt32 = 256) async throws(TPMError) -> (moreData: Bool, data: TPMUCapabilities) {
+    public func getCapability(
+        _ capability: TPMCap, property: UInt32 = 0, count: UInt32 = 256
+    ) async throws(TPMError) -> (moreData: Bool, data: TPMUCapabilities) {
         var c = TPM2GetCapability(); c.capability = capability; c.property = property; c.propertyCount = count
         let r = try await execute(c)
         return (r.moreData, r.capabilityData.data)
@@ -263,7 +265,8 @@ extension TPMClient {
     // MARK: Signing and attestation
 
     public func sign(_ key: TPMHandle, digest: [UInt8], scheme: TPMTSigScheme = .null,
-                     validation: TPMTTicket = .nullTicket(.hashcheck), auth: TPMAuth = .emptyPassword) async throws(TPMError) -> TPMTSignature {
+        validation: TPMTTicket = .nullTicket(.hashcheck), auth: TPMAuth = .emptyPassword
+    ) async throws(TPMError) -> TPMTSignature {
         var c = TPM2Sign(); c.keyHandle = key; c.digest = TPM2BDigest(digest); c.inScheme = scheme; c.validation = validation
         return try await execute(c, auths: [auth]).signature
     }
@@ -281,7 +284,8 @@ extension TPMClient {
 
     public func certify(_ object: TPMHandle, signingKey: TPMHandle, qualifyingData: [UInt8], scheme: TPMTSigScheme = .null,
                         objectAuth: TPMAuth = .emptyPassword, keyAuth: TPMAuth = .emptyPassword) async throws(TPMError) -> TPMSignedAttest {
-        var c = TPM2Certify(); c.objectHandle = object; c.signHandle = signingKey; c.qualifyingData = TPM2BData(qualifyingData); c.inScheme = scheme
+        var c = TPM2Certify(); c.objectHandle = object; c.signHandle = signingKey; c.qualifyingData = TPM2BData(qualifyingData);
+        c.inScheme = scheme
         return try Self.signedAttest(try await execute(c, auths: [objectAuth, keyAuth]), command: .certify)
     }
 
@@ -295,14 +299,17 @@ extension TPMClient {
 
     // MARK: Credentials
 
-    public func makeCredential(_ key: TPMHandle, credential: [UInt8], objectName: [UInt8]) async throws(TPMError) -> (blob: TPM2BIDObject, secret: TPM2BEncryptedSecret) {
+    public func makeCredential(
+        _ key: TPMHandle, credential: [UInt8], objectName: [UInt8]
+    ) async throws(TPMError) -> (blob: TPM2BIDObject, secret: TPM2BEncryptedSecret) {
         var c = TPM2MakeCredential(); c.handle = key; c.credential = TPM2BDigest(credential); c.objectName = TPM2BName(objectName)
         let r = try await execute(c)
         return (r.credentialBlob, r.secret)
     }
 
     public func activateCredential(_ object: TPMHandle, key: TPMHandle, blob: TPM2BIDObject, secret: TPM2BEncryptedSecret,
-                                   objectAuth: TPMAuth = .emptyPassword, keyAuth: TPMAuth = .emptyPassword) async throws(TPMError) -> [UInt8] {
+        objectAuth: TPMAuth = .emptyPassword, keyAuth: TPMAuth = .emptyPassword
+    ) async throws(TPMError) -> [UInt8] {
         var c = TPM2ActivateCredential(); c.activateHandle = object; c.keyHandle = key; c.credentialBlob = blob; c.secret = secret
         return try await execute(c, auths: [objectAuth, keyAuth]).certInfo.bytes
     }

@@ -152,7 +152,8 @@ extension TPMClient {
 
     /// Activates a credential made for `ak` with `ek` (the EK's policy is satisfied here).
     public func activateCredential(ak: TPMObject, ek: TPMObject, blob: TPM2BIDObject, secret: TPM2BEncryptedSecret,
-                                   akAuth: TPMAuth = .emptyPassword, endorsementAuth: TPMAuth = .emptyPassword) async throws(TPMError) -> [UInt8] {
+        akAuth: TPMAuth = .emptyPassword, endorsementAuth: TPMAuth = .emptyPassword
+    ) async throws(TPMError) -> [UInt8] {
         let s = try await ekPolicySession(endorsementAuth: endorsementAuth)
         return try await activateCredential(ak.handle, key: ek.handle, blob: blob, secret: secret, objectAuth: akAuth, keyAuth: .session(s))
     }

@@ -122,7 +122,9 @@ public struct TPM2ObjectChangeAuth: TPMCommand {
         @inlinable public init() {}
         public static var encryptable: Bool { true }
         public var outPrivate = TPM2BPrivate()
-        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&outPrivate, "outPrivate") }
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.nested(&outPrivate, "outPrivate")
+        }
     }
 }
 

@@ -29,7 +29,9 @@ public struct TPM2CreatePrimary: TPMCommand {
         public var creationHash = TPM2BDigest()
         public var creationTicket = TPMTTKCreation()
         public var name = TPM2BName()
-        @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&objectHandle, "objectHandle") }
+        @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.value(&objectHandle, "objectHandle")
+        }
         @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
             try c.nested(&outPublic, "outPublic")
             try c.nested(&creationData, "creationData")
@@ -98,7 +100,9 @@ public struct TPM2Load: TPMCommand {
         public static var encryptable: Bool { true }
         public var objectHandle = TPMHandle(0)
         public var name = TPM2BName()
-        @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&objectHandle, "objectHandle") }
+        @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.value(&objectHandle, "objectHandle")
+        }
         @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&name, "name") }
     }
 }
@@ -236,7 +240,9 @@ public struct TPM2ContextLoad: TPMCommand {
         @inlinable public init() {}
         public static var handleCount: Int { 1 }
         public var loadedHandle = TPMHandle(0)
-        @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&loadedHandle, "loadedHandle") }
+        @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.value(&loadedHandle, "loadedHandle")
+        }
     }
 }
 
@@ -264,5 +270,7 @@ public struct TPM2EvictControl: TPMCommand {
         try c.value(&auth, "auth")
         try c.value(&objectHandle, "objectHandle")
     }
-    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&persistentHandle, "persistentHandle") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+        try c.value(&persistentHandle, "persistentHandle")
+    }
 }

@@ -5,7 +5,9 @@ public struct TPM2PCRRead: TPMCommand {
     @inlinable public init() {}
     public static var code: TPMCC { .pcrRead }
     public var pcrSelectionIn = TPMLPCRSelection()
-    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&pcrSelectionIn, "pcrSelectionIn") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+        try c.nested(&pcrSelectionIn, "pcrSelectionIn")
+    }
     public struct Response: TPMResponse {
         @inlinable public init() {}
         public var pcrUpdateCounter: UInt32 = 0

@@ -32,7 +32,9 @@ public struct TPM2StartAuthSession: TPMCommand {
         public static var encryptable: Bool { true }
         public var sessionHandle = TPMHandle(0)
         public var nonceTPM = TPM2BNonce()
-        @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&sessionHandle, "sessionHandle") }
+        @inlinable public mutating func handles<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.value(&sessionHandle, "sessionHandle")
+        }
         @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&nonceTPM, "nonceTPM") }
     }
 }
@@ -157,6 +159,8 @@ public struct TPM2PolicyGetDigest: TPMCommand {
         @inlinable public init() {}
         public static var encryptable: Bool { true }
         public var policyDigest = TPM2BDigest()
-        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&policyDigest, "policyDigest") }
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.nested(&policyDigest, "policyDigest")
+        }
     }
 }

@@ -98,6 +98,8 @@ public struct TPM2VerifySignature: TPMCommand {
     public struct Response: TPMResponse {
         @inlinable public init() {}
         public var validation = TPMTTKVerified()
-        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&validation, "validation") }
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.nested(&validation, "validation")
+        }
     }
 }

@@ -15,7 +15,9 @@ public struct TPM2Shutdown: TPMCommand {
     public typealias Response = TPMEmptyResponse
     public static var code: TPMCC { .shutdown }
     public var shutdownType = TPMSU.clear
-    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.value(&shutdownType, "shutdownType") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+        try c.value(&shutdownType, "shutdownType")
+    }
 }
 
 /// TPM2_SelfTest (Part 3, 10.2).
@@ -32,12 +34,16 @@ public struct TPM2GetRandom: TPMCommand {
     @inlinable public init() {}
     public static var code: TPMCC { .getRandom }
     public var bytesRequested: UInt16 = 0
-    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.u16(&bytesRequested, "bytesRequested") }
+    @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+        try c.u16(&bytesRequested, "bytesRequested")
+    }
     public struct Response: TPMResponse {
         @inlinable public init() {}
         public static var encryptable: Bool { true }
         public var randomBytes = TPM2BDigest()
-        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&randomBytes, "randomBytes") }
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.nested(&randomBytes, "randomBytes")
+        }
     }
 }
 
@@ -81,7 +87,9 @@ public struct TPM2ReadClock: TPMCommand {
     public struct Response: TPMResponse {
         @inlinable public init() {}
         public var currentTime = TPMSTimeInfo()
-        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) { try c.nested(&currentTime, "currentTime") }
+        @inlinable public mutating func parameters<C: TPMCoder>(_ c: inout C) throws(TPMWireError) {
+            try c.nested(&currentTime, "currentTime")
+        }
     }
 }
 

@@ -133,11 +133,14 @@ public enum TPMSignatureVerifier {
             do {
                 switch ecc.curve {
                 case .nistP256:
-                    ok = try P256.Signing.PublicKey(x963Representation: x963).isValidSignature(P256.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
+                    ok = try P256.Signing.PublicKey(x963Representation: x963).isValidSignature(
+                        P256.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
                 case .nistP384:
-                    ok = try P384.Signing.PublicKey(x963Representation: x963).isValidSignature(P384.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
+                    ok = try P384.Signing.PublicKey(x963Representation: x963).isValidSignature(
+                        P384.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
                 case .nistP521:
-                    ok = try P521.Signing.PublicKey(x963Representation: x963).isValidSignature(P521.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
+                    ok = try P521.Signing.PublicKey(x963Representation: x963).isValidSignature(
+                        P521.Signing.ECDSASignature(rawRepresentation: r + sv), for: d)
                 default:
                     throw TPMError(.unsupported, reason: "ECDSA on \(ecc.curve) is not implemented")
                 }

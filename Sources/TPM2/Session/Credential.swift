@@ -6,7 +6,9 @@ public enum TPMCredential {
     /// seed → encrypted to the EK ("IDENTITY"); symKey = KDFa(nameAlg, seed, "STORAGE", name, ∅, keyBits);
     /// encIdentity = AES-CFB(symKey, IV 0, TPM2B_DIGEST(credential)); HMACkey = KDFa(nameAlg, seed, "INTEGRITY", ∅, ∅, digest bits);
     /// integrityHMAC = HMAC(HMACkey, encIdentity ‖ name).
-    public static func make(credential: [UInt8], objectName: [UInt8], ekPublic: TPMTPublic) throws(TPMError) -> (blob: TPM2BIDObject, secret: TPM2BEncryptedSecret) {
+    public static func make(
+        credential: [UInt8], objectName: [UInt8], ekPublic: TPMTPublic
+    ) throws(TPMError) -> (blob: TPM2BIDObject, secret: TPM2BEncryptedSecret) {
         let (seed, encryptedSeed) = try TPMSecretSharing.makeSeed(for: ekPublic, label: "IDENTITY")
         let (encIdentity, hmac) = try protect(credential: credential, objectName: objectName, seed: seed, ekPublic: ekPublic)
         let idObject = TPMSIDObject(integrityHMAC: TPM2BDigest(hmac), encIdentity: encIdentity)
@@ -18,7 +20,9 @@ public enum TPMCredential {
     }
 
     /// The inner step shared by MakeCredential and ActivateCredential: (encIdentity, integrityHMAC).
-    public static func protect(credential: [UInt8], objectName: [UInt8], seed: [UInt8], ekPublic: TPMTPublic) throws(TPMError) -> ([UInt8], [UInt8]) {
+    public static func protect(
+        credential: [UInt8], objectName: [UInt8], seed: [UInt8], ekPublic: TPMTPublic
+    ) throws(TPMError) -> ([UInt8], [UInt8]) {
         guard credential.count <= TPM2BDigestKind.maxSize else {
             throw TPMError(.invalidArgument, reason: "a credential is at most \(TPM2BDigestKind.maxSize) bytes")
         }

@@ -260,7 +260,9 @@ public actor DeviceTransport: TPMTransport {
             guard fd >= 0 else {
                 let why = errnoString()
                 throw TPMError(.transport, reason: "cannot open TPM device \(path): \(why)" +
-                               (errno == ENOENT ? " (no TPM here? use --tcti swtpm:… or mssim:…)" : errno == EACCES ? " (run as root or join the tss group)" : ""))
+                        (errno == ENOENT
+                            ? " (no TPM here? use --tcti swtpm:… or mssim:…)"
+                            : errno == EACCES ? " (run as root or join the tss group)" : ""))
             }
             d = DeadlineSocket.adopt(fd: fd, peer: path)
             device = d

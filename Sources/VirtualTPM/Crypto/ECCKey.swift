@@ -127,13 +127,19 @@ enum ECCPrivateKey: @unchecked Sendable {
             switch self {
             case .p256(let k):
                 let agree = try P256.KeyAgreement.PrivateKey(rawRepresentation: k.rawRepresentation)
-                return try agree.sharedSecretFromKeyAgreement(with: P256.KeyAgreement.PublicKey(x963Representation: x963)).withUnsafeBytes { Array($0) }
+                return try agree.sharedSecretFromKeyAgreement(with: P256.KeyAgreement.PublicKey(x963Representation: x963)).withUnsafeBytes {
+                    Array($0)
+                }
             case .p384(let k):
                 let agree = try P384.KeyAgreement.PrivateKey(rawRepresentation: k.rawRepresentation)
-                return try agree.sharedSecretFromKeyAgreement(with: P384.KeyAgreement.PublicKey(x963Representation: x963)).withUnsafeBytes { Array($0) }
+                return try agree.sharedSecretFromKeyAgreement(with: P384.KeyAgreement.PublicKey(x963Representation: x963)).withUnsafeBytes {
+                    Array($0)
+                }
             case .p521(let k):
                 let agree = try P521.KeyAgreement.PrivateKey(rawRepresentation: k.rawRepresentation)
-                return try agree.sharedSecretFromKeyAgreement(with: P521.KeyAgreement.PublicKey(x963Representation: x963)).withUnsafeBytes { Array($0) }
+                return try agree.sharedSecretFromKeyAgreement(with: P521.KeyAgreement.PublicKey(x963Representation: x963)).withUnsafeBytes {
+                    Array($0)
+                }
             }
         } catch { throw TPMRC.eccPoint }
     }

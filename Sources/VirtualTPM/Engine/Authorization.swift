@@ -158,7 +158,9 @@ extension EngineCore {
             let attrs = a.sessionAttributes
             if attrs.rawValue & 0x18 != 0 { throw TPMRC.reservedBits.with(here) }
             if a.sessionHandle == .password {
-                guard i < entry.authHandleCount, attrs.isDisjoint(with: [.decrypt, .encrypt, .audit]) else { throw TPMRC.attributes.with(here) }
+                guard i < entry.authHandleCount, attrs.isDisjoint(with: [.decrypt, .encrypt, .audit]) else {
+                    throw TPMRC.attributes.with(here)
+                }
                 guard a.nonce.isEmpty else { throw TPMRC.nonce.with(here) }
                 continue
             }
@@ -205,7 +207,9 @@ extension EngineCore {
 
     /// The entity a session slot authorizes (nil for sessions past the authorized handles).
     func authEntityForSlot(_ slot: Int, handles: [TPMHandle]) -> Entity? {
-        guard let code = currentCommand, let entry = CommandTable.entries[code], slot < entry.authHandleCount, slot < handles.count else { return nil }
+        guard let code = currentCommand, let entry = CommandTable.entries[code], slot < entry.authHandleCount, slot < handles.count else {
+            return nil
+        }
         return try? entity(handles[slot], role: entry.roles[slot])
     }
 
@@ -301,7 +305,9 @@ extension EngineCore {
             var nonceDecrypt: [UInt8] = [], nonceEncrypt: [UInt8] = []
             if i == 0 {
                 if let d = plan.decrypt, d != 0, let ds = sessions[auths[d].sessionHandle] { nonceDecrypt = ds.nonceTPM }
-                if let en = plan.encrypt, en != 0, en != plan.decrypt, let es = sessions[auths[en].sessionHandle] { nonceEncrypt = es.nonceTPM }
+                if let en = plan.encrypt, en != 0, en != plan.decrypt, let es = sessions[auths[en].sessionHandle] {
+                    nonceEncrypt = es.nonceTPM
+                }
             }
             let include = includesAuth(s, entity: e)
             let key = include ? s.sessionKey + trimZeros(e?.authValue ?? []) : s.sessionKey

@@ -10,7 +10,9 @@ extension EngineCore {
     static func stringProperties(_ s: String) -> [UInt32] {
         var bytes = Array(s.utf8.prefix(16))
         while bytes.count < 16 { bytes.append(0) }
-        return stride(from: 0, to: 16, by: 4).map { i in UInt32(bytes[i]) << 24 | UInt32(bytes[i + 1]) << 16 | UInt32(bytes[i + 2]) << 8 | UInt32(bytes[i + 3]) }
+        return stride(from: 0, to: 16, by: 4).map { i in
+            UInt32(bytes[i]) << 24 | UInt32(bytes[i + 1]) << 16 | UInt32(bytes[i + 2]) << 8 | UInt32(bytes[i + 3])
+        }
     }
 
     static let algorithms: [TPMSAlgProperty] = [
@@ -44,7 +46,8 @@ extension EngineCore {
             (.manufacturer, Self.manufacturer),
             (.vendorString1, Self.vendorStrings[0]), (.vendorString2, Self.vendorStrings[1]),
             (.vendorString3, Self.vendorStrings[2]), (.vendorString4, Self.vendorStrings[3]),
-            (.vendorTPMType, 1), (.firmwareVersion1, UInt32(firmwareVersion >> 32)), (.firmwareVersion2, UInt32(truncatingIfNeeded: firmwareVersion)),
+            (.vendorTPMType, 1), (.firmwareVersion1, UInt32(firmwareVersion >> 32)),
+            (.firmwareVersion2, UInt32(truncatingIfNeeded: firmwareVersion)),
             (.inputBuffer, UInt32(Limits.nvBufferMax)), (.hrTransientMin, UInt32(Limits.transientSlots)),
             (.hrPersistentMin, UInt32(Limits.persistentObjects)), (.hrLoadedMin, UInt32(Limits.loadedSessions)),
             (.activeSessionsMax, UInt32(Limits.activeSessions)), (.pcrCount, UInt32(Limits.pcrCount)), (.pcrSelectMin, 3),
@@ -74,8 +77,10 @@ extension EngineCore {
             (.permanent, permanent.rawValue), (.startupClear, startupClear.rawValue),
             (.hrNVIndex, UInt32(state.nv.count)), (.hrLoaded, UInt32(loadedSessions)),
             (.hrLoadedAvail, UInt32(Limits.loadedSessions - loadedSessions)), (.hrActive, UInt32(sessions.count)),
-            (.hrActiveAvail, UInt32(Limits.activeSessions - sessions.count)), (.hrTransientAvail, UInt32(Limits.transientSlots - objects.count)),
-            (.hrPersistent, UInt32(state.persistentObjects.count)), (.hrPersistentAvail, UInt32(Limits.persistentObjects - state.persistentObjects.count)),
+            (.hrActiveAvail, UInt32(Limits.activeSessions - sessions.count)),
+            (.hrTransientAvail, UInt32(Limits.transientSlots - objects.count)),
+            (.hrPersistent, UInt32(state.persistentObjects.count)),
+            (.hrPersistentAvail, UInt32(Limits.persistentObjects - state.persistentObjects.count)),
             (.nvCounters, UInt32(counters)), (.nvCountersAvail, UInt32(max(0, 64 - counters))), (.algorithmSet, 0), (.loadedCurves, 3),
             (.lockoutCounter, state.failedTries), (.maxAuthFail, state.maxTries), (.lockoutInterval, state.recoveryTime),
             (.lockoutRecovery, state.lockoutRecovery), (.nvWriteRecovery, 0), (.auditCounter0, 0), (.auditCounter1, 0),

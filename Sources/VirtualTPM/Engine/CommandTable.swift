@@ -81,51 +81,82 @@ enum CommandTable {
             .make(TPM2PCRExtend.self, kinds: [.pcr], roles: [.user]) { c, cmd, ctx throws(TPMRC) in try c.pcrExtend(cmd, ctx) },
             .make(TPM2PCREvent.self, kinds: [.pcr], roles: [.user]) { c, cmd, ctx throws(TPMRC) in try c.pcrEvent(cmd, ctx) },
             .make(TPM2PCRReset.self, kinds: [.pcr], roles: [.user]) { c, cmd, ctx throws(TPMRC) in try c.pcrReset(cmd, ctx) },
-            .make(TPM2CreatePrimary.self, kinds: [.permanent(hierarchies)], roles: [.user]) { c, cmd, _ throws(TPMRC) in try c.createPrimary(cmd) },
+            .make(TPM2CreatePrimary.self, kinds: [.permanent(hierarchies)], roles: [.user]) { c, cmd, _ throws(TPMRC) in
+                try c.createPrimary(cmd)
+            },
             .make(TPM2Create.self, kinds: [.object], roles: [.user]) { c, cmd, _ throws(TPMRC) in try c.create(cmd) },
             .make(TPM2Load.self, kinds: [.object], roles: [.user]) { c, cmd, _ throws(TPMRC) in try c.load(cmd) },
             .make(TPM2LoadExternal.self) { c, cmd, _ throws(TPMRC) in try c.loadExternal(cmd) },
             .make(TPM2ReadPublic.self, kinds: [.object]) { c, cmd, _ throws(TPMRC) in try c.readPublic(cmd) },
-            .make(TPM2ObjectChangeAuth.self, kinds: [.object, .object], roles: [.admin]) { c, cmd, _ throws(TPMRC) in try c.objectChangeAuth(cmd) },
+            .make(TPM2ObjectChangeAuth.self, kinds: [.object, .object], roles: [.admin]) { c, cmd, _ throws(TPMRC) in
+                try c.objectChangeAuth(cmd)
+            },
             .make(TPM2Unseal.self, kinds: [.object], roles: [.user]) { c, cmd, _ throws(TPMRC) in try c.unseal(cmd) },
             .make(TPM2MakeCredential.self, kinds: [.object]) { c, cmd, _ throws(TPMRC) in try c.makeCredential(cmd) },
-            .make(TPM2ActivateCredential.self, kinds: [.object, .object], roles: [.admin, .user]) { c, cmd, _ throws(TPMRC) in try c.activateCredential(cmd) },
+            .make(TPM2ActivateCredential.self, kinds: [.object, .object], roles: [.admin, .user]) { c, cmd, _ throws(TPMRC) in
+                try c.activateCredential(cmd)
+            },
             .make(TPM2FlushContext.self, sessions: false) { c, cmd, _ throws(TPMRC) in try c.flushContext(cmd) },
-            .make(TPM2EvictControl.self, kinds: [.permanent([.owner, .platform]), .object], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in try c.evictControl(cmd) },
+            .make(TPM2EvictControl.self, kinds: [.permanent([.owner, .platform]), .object], roles: [.user], nv: true) {
+                c, cmd, _ throws(TPMRC) in try c.evictControl(cmd)
+            },
             .make(TPM2ContextSave.self, kinds: [.any], sessions: false) { c, cmd, _ throws(TPMRC) in try c.contextSave(cmd) },
             .make(TPM2ContextLoad.self, sessions: false) { c, cmd, _ throws(TPMRC) in try c.contextLoad(cmd) },
             .make(TPM2Sign.self, kinds: [.object], roles: [.user]) { c, cmd, _ throws(TPMRC) in try c.signCommand(cmd) },
             .make(TPM2VerifySignature.self, kinds: [.object]) { c, cmd, _ throws(TPMRC) in try c.verifySignature(cmd) },
             .make(TPM2Quote.self, kinds: [.object], roles: [.user]) { c, cmd, _ throws(TPMRC) in try c.quote(cmd) },
             .make(TPM2Certify.self, kinds: [.object, .object], roles: [.admin, .user]) { c, cmd, _ throws(TPMRC) in try c.certify(cmd) },
-            .make(TPM2StartAuthSession.self, kinds: [.objectOrNull, .entityOrNull]) { c, cmd, _ throws(TPMRC) in try c.startAuthSession(cmd) },
+            .make(TPM2StartAuthSession.self, kinds: [.objectOrNull, .entityOrNull]) { c, cmd, _ throws(TPMRC) in try c.startAuthSession(cmd)
+            },
             .make(TPM2PolicyRestart.self, kinds: [.session]) { c, cmd, _ throws(TPMRC) in try c.policyRestart(cmd) },
-            .make(TPM2PolicySecret.self, kinds: [.entity, .policySession], roles: [.user]) { c, cmd, ctx throws(TPMRC) in try c.policySecret(cmd, ctx) },
+            .make(TPM2PolicySecret.self, kinds: [.entity, .policySession], roles: [.user]) { c, cmd, ctx throws(TPMRC) in
+                try c.policySecret(cmd, ctx)
+            },
             .make(TPM2PolicyOR.self, kinds: [.policySession]) { c, cmd, _ throws(TPMRC) in try c.policyOR(cmd) },
             .make(TPM2PolicyPCR.self, kinds: [.policySession]) { c, cmd, _ throws(TPMRC) in try c.policyPCR(cmd) },
             .make(TPM2PolicyCommandCode.self, kinds: [.policySession]) { c, cmd, _ throws(TPMRC) in try c.policyCommandCode(cmd) },
-            .make(TPM2PolicyAuthValue.self, kinds: [.policySession]) { c, cmd, _ throws(TPMRC) in try c.policyAuthValue(cmd.policySession, password: false) },
-            .make(TPM2PolicyPassword.self, kinds: [.policySession]) { c, cmd, _ throws(TPMRC) in try c.policyAuthValue(cmd.policySession, password: true) },
+            .make(TPM2PolicyAuthValue.self, kinds: [.policySession]) { c, cmd, _ throws(TPMRC) in
+                try c.policyAuthValue(cmd.policySession, password: false)
+            },
+            .make(TPM2PolicyPassword.self, kinds: [.policySession]) { c, cmd, _ throws(TPMRC) in
+                try c.policyAuthValue(cmd.policySession, password: true)
+            },
             .make(TPM2PolicyGetDigest.self, kinds: [.policySession]) { c, cmd, _ throws(TPMRC) in try c.policyGetDigest(cmd) },
-            .make(TPM2NVDefineSpace.self, kinds: [.permanent([.owner, .platform])], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvDefineSpace(cmd) },
-            .make(TPM2NVUndefineSpace.self, kinds: [.permanent([.owner, .platform]), .nvIndex], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvUndefineSpace(cmd) },
+            .make(TPM2NVDefineSpace.self, kinds: [.permanent([.owner, .platform])], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in
+                try c.nvDefineSpace(cmd)
+            },
+            .make(TPM2NVUndefineSpace.self, kinds: [.permanent([.owner, .platform]), .nvIndex], roles: [.user], nv: true) {
+                c, cmd, _ throws(TPMRC) in try c.nvUndefineSpace(cmd)
+            },
             .make(TPM2NVReadPublic.self, kinds: [.nvIndex]) { c, cmd, _ throws(TPMRC) in try c.nvReadPublic(cmd) },
-            .make(TPM2NVWrite.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvWrite(cmd) },
+            .make(TPM2NVWrite.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvWrite(cmd)
+            },
             .make(TPM2NVRead.self, kinds: [.nvAuth, .nvIndex], roles: [.nvRead]) { c, cmd, _ throws(TPMRC) in try c.nvRead(cmd) },
-            .make(TPM2NVIncrement.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvIncrement(cmd) },
-            .make(TPM2NVExtend.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvExtend(cmd) },
-            .make(TPM2NVSetBits.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvSetBits(cmd) },
-            .make(TPM2NVWriteLock.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in try c.nvWriteLock(cmd) },
+            .make(TPM2NVIncrement.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in
+                try c.nvIncrement(cmd)
+            },
+            .make(TPM2NVExtend.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in
+                try c.nvExtend(cmd)
+            },
+            .make(TPM2NVSetBits.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in
+                try c.nvSetBits(cmd)
+            },
+            .make(TPM2NVWriteLock.self, kinds: [.nvAuth, .nvIndex], roles: [.nvWrite], nv: true) { c, cmd, _ throws(TPMRC) in
+                try c.nvWriteLock(cmd)
+            },
             .make(TPM2NVReadLock.self, kinds: [.nvAuth, .nvIndex], roles: [.nvRead]) { c, cmd, _ throws(TPMRC) in try c.nvReadLock(cmd) },
             .make(TPM2HierarchyChangeAuth.self, kinds: [.permanent([.owner, .endorsement, .platform, .lockout])], roles: [.user],
                   nv: true) { c, cmd, _ throws(TPMRC) in try c.hierarchyChangeAuth(cmd) },
-            .make(TPM2Clear.self, kinds: [.permanent([.lockout, .platform])], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in try c.clear(cmd) },
+            .make(TPM2Clear.self, kinds: [.permanent([.lockout, .platform])], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in
+                try c.clear(cmd)
+            },
             .make(TPM2DictionaryAttackLockReset.self, kinds: [.permanent([.lockout])], roles: [.user], nv: true) { c, _, _ throws(TPMRC) in
                 c.state.failedTries = 0
                 c.dirty = true
                 return TPMEmptyResponse()
             },
-            .make(TPM2DictionaryAttackParameters.self, kinds: [.permanent([.lockout])], roles: [.user], nv: true) { c, cmd, _ throws(TPMRC) in
+            .make(TPM2DictionaryAttackParameters.self, kinds: [.permanent([.lockout])], roles: [.user], nv: true) {
+                c, cmd, _ throws(TPMRC) in
                 c.state.maxTries = cmd.newMaxTries
                 c.state.recoveryTime = cmd.newRecoveryTime
                 c.state.lockoutRecovery = cmd.lockoutRecovery

@@ -197,7 +197,9 @@ struct EngineCore {
             }
             for (i, a) in auths.enumerated() {
                 guard a.sessionHandle != .password, let s = sessions[a.sessionHandle] else {
-                    responseAuths.append(TPMSAuthResponse(nonce: TPM2BNonce(), sessionAttributes: a.sessionAttributes.intersection(.continueSession), hmac: TPM2BAuth()))
+                    responseAuths.append(
+                        TPMSAuthResponse(
+                            nonce: TPM2BNonce(), sessionAttributes: a.sessionAttributes.intersection(.continueSession), hmac: TPM2BAuth()))
                     continue
                 }
                 let attrs = a.sessionAttributes

@@ -43,7 +43,9 @@ extension EngineCore {
                     if a.contains(.restricted) { throw TPMRC.scheme.with(p) }
                 }
             case .hmac:
-                guard a.contains(.signEncrypt), !a.contains(.decrypt), Self.implementedHashes.contains(k.scheme.hashAlg) else { throw TPMRC.scheme.with(p) }
+                guard a.contains(.signEncrypt), !a.contains(.decrypt), Self.implementedHashes.contains(k.scheme.hashAlg) else {
+                    throw TPMRC.scheme.with(p)
+                }
             default:
                 throw TPMRC.scheme.with(p)
             }
@@ -52,14 +54,18 @@ extension EngineCore {
                 if a.contains(.sensitiveDataOrigin) { throw TPMRC.attributes.with(p) }
             }
         case .symCipher(let s):
-            guard s.sym.algorithm == .aes, [128, 256].contains(s.sym.keyBits), s.sym.mode == .cfb || s.sym.mode == .null else { throw TPMRC.symmetric.with(p) }
+            guard s.sym.algorithm == .aes, [128, 256].contains(s.sym.keyBits), s.sym.mode == .cfb || s.sym.mode == .null else {
+                throw TPMRC.symmetric.with(p)
+            }
             guard a.contains(.decrypt) || a.contains(.signEncrypt) else { throw TPMRC.attributes.with(p) }
         }
     }
 
     private func validateAsymmetric(_ a: TPMAObject, symmetric: TPMTSymDef, scheme: TPMTScheme, p: TPMRC.Subject) throws(TPMRC) {
         if a.contains(.restricted) && a.contains(.decrypt) {
-            guard symmetric.algorithm == .aes, symmetric.mode == .cfb, [128, 256].contains(symmetric.keyBits) else { throw TPMRC.symmetric.with(p) }
+            guard symmetric.algorithm == .aes, symmetric.mode == .cfb, [128, 256].contains(symmetric.keyBits) else {
+                throw TPMRC.symmetric.with(p)
+            }
             guard scheme.scheme == .null else { throw TPMRC.scheme.with(p) }
         } else {
             guard symmetric.algorithm == .null else { throw TPMRC.symmetric.with(p) }
@@ -137,7 +143,9 @@ extension EngineCore {
             pub.unique = .keyedHash(TPM2BDigest(try rc { try TPMCrypto.hash(pub.nameAlg, seedValue, data) }))
         case .symCipher(let s):
             seedValue = try randomOrDerived(digestSize)
-            let key = a.contains(.sensitiveDataOrigin) || inSensitive.data.isEmpty ? try randomOrDerived(Int(s.sym.keyBits) / 8) : inSensitive.data.bytes
+            let key =
+                a.contains(.sensitiveDataOrigin) || inSensitive.data.isEmpty
+                ? try randomOrDerived(Int(s.sym.keyBits) / 8) : inSensitive.data.bytes
             guard key.count == Int(s.sym.keyBits) / 8 else { throw TPMRC.keySize.with(.parameter(1)) }
             composite = .sym(TPM2BSymKey(key))
             pub.unique = .sym(TPM2BDigest(try rc { try TPMCrypto.hash(pub.nameAlg, seedValue, key) }))
@@ -160,7 +168,9 @@ extension EngineCore {
         case (.ecc(let p), .ecc(let d), .ecc(let point)):
             let k = try ECCPrivateKey(curve: p.curveID, scalar: d.bytes)
             let q = k.publicPoint
-            guard trimLeading(q.x.bytes) == trimLeading(point.x.bytes), trimLeading(q.y.bytes) == trimLeading(point.y.bytes) else { throw TPMRC.binding }
+            guard trimLeading(q.x.bytes) == trimLeading(point.x.bytes), trimLeading(q.y.bytes) == trimLeading(point.y.bytes) else {
+                throw TPMRC.binding
+            }
             return (nil, k)
         case (.keyedHash, .bits(let data), .keyedHash(let u)):
             guard try rc({ try TPMCrypto.hash(pub.nameAlg, sensitive.seedValue.bytes, data.bytes) }) == u.bytes else { throw TPMRC.binding }

@@ -176,7 +176,9 @@ extension EngineCore {
     mutating func clearSTClearLocks() {
         for i in state.nv.indices {
             let a = state.nv[i].publicArea.attributes
-            if a.contains(.writeSTClear) && a.contains(.writeLocked) && !a.contains(.writeDefine) { state.nv[i].publicArea.attributes.remove(.writeLocked) }
+            if a.contains(.writeSTClear) && a.contains(.writeLocked) && !a.contains(.writeDefine) {
+                state.nv[i].publicArea.attributes.remove(.writeLocked)
+            }
             if a.contains(.readSTClear) { state.nv[i].publicArea.attributes.remove(.readLocked) }
         }
     }

@@ -331,7 +331,9 @@ extension EngineCore {
         }
         var r = TPM2ContextLoad.Response()
         if isSession {
-            guard var s = sessions[c.savedHandle], !s.isLoaded, s.savedSequence == c.sequence else { throw TPMRC.handle.with(.parameter(1)) }
+            guard var s = sessions[c.savedHandle], !s.isLoaded, s.savedSequence == c.sequence else {
+                throw TPMRC.handle.with(.parameter(1))
+            }
             guard sessions.values.filter(\.isLoaded).count < Limits.loadedSessions else { throw TPMRC.sessionMemory }
             guard let saved = try? SavedSessionRecord(tpmBytes: plain) else { throw TPMRC.integrity.with(.parameter(1)) }
             s = saved.session(handle: c.savedHandle)

@@ -6,7 +6,9 @@ extension EngineCore {
     mutating func startAuthSession(_ cmd: TPM2StartAuthSession) throws(TPMRC) -> TPM2StartAuthSession.Response {
         guard (16...64).contains(cmd.nonceCaller.count) else { throw TPMRC.size.with(.parameter(1)) }
         guard [TPMSE.hmac, .policy, .trial].contains(cmd.sessionType) else { throw TPMRC.value.with(.parameter(3)) }
-        guard Self.implementedHashes.contains(cmd.authHash), let digestSize = cmd.authHash.digestSize else { throw TPMRC.hash.with(.parameter(5)) }
+        guard Self.implementedHashes.contains(cmd.authHash), let digestSize = cmd.authHash.digestSize else {
+            throw TPMRC.hash.with(.parameter(5))
+        }
         switch cmd.symmetric.algorithm {
         case .null: break
         case .aes:
@@ -76,7 +78,9 @@ extension EngineCore {
         try policyUpdate(cmd.policySession, be32(TPMCC.policySecret.rawValue), authName)
         try policyUpdate(cmd.policySession, cmd.policyRef.bytes)
         if !cmd.cpHashA.isEmpty {
-            guard var s2 = sessions[cmd.policySession], cmd.cpHashA.count == s2.authHash.digestSize else { throw TPMRC.size.with(.parameter(2)) }
+            guard var s2 = sessions[cmd.policySession], cmd.cpHashA.count == s2.authHash.digestSize else {
+                throw TPMRC.size.with(.parameter(2))
+            }
             if let existing = s2.cpHash, existing != cmd.cpHashA.bytes { throw TPMRC.cpHash.with(.parameter(2)) }
             s2.cpHash = cmd.cpHashA.bytes
             sessions[cmd.policySession] = s2
@@ -92,7 +96,10 @@ extension EngineCore {
         guard (2...8).contains(list.count) else { throw TPMRC.size.with(.parameter(1)) }
         guard list.allSatisfy({ $0.count == s.authHash.digestSize }) else { throw TPMRC.size.with(.parameter(1)) }
         if s.type != .trial && !list.contains(s.policyDigest) { throw TPMRC.value.with(.parameter(1)) }
-        s.policyDigest = try rc { try TPMCrypto.hash(s.authHash, parts: [[UInt8](repeating: 0, count: s.policyDigest.count), be32(TPMCC.policyOR.rawValue)] + list) }
+        s.policyDigest = try rc {
+            try TPMCrypto.hash(
+                s.authHash, parts: [[UInt8](repeating: 0, count: s.policyDigest.count), be32(TPMCC.policyOR.rawValue)] + list)
+        }
         sessions[cmd.policySession] = s
         return TPMEmptyResponse()
     }

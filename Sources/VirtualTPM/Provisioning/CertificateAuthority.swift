@@ -114,7 +114,8 @@ public struct VTPMCertificateAuthority: Sendable {
     /// directory attributes, the EK-certificate extended key usage, certificate policies,
     /// keyEncipherment (RSA) or keyAgreement (ECC).
     public func issueEKCertificate(ekPublic: TPMTPublic, manufacturer: UInt32, model: String, firmwareVersion: UInt64,
-                                   specification: (family: String, level: Int, revision: Int), serial: [UInt8]? = nil) throws -> Certificate {
+        specification: (family: String, level: Int, revision: Int), serial: [UInt8]? = nil
+    ) throws -> Certificate {
         let publicKey: Certificate.PublicKey
         let usage: KeyUsage
         if let rsa = ekPublic.rsaComponents {

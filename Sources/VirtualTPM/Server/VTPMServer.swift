@@ -285,7 +285,9 @@ public final class VTPMServer: Sendable {
 
     /// A state blob sealed for migration: AES-256-GCM under the migration key, bound to its type.
     static func sealBlob(_ blob: [UInt8], type: UInt32, key: [UInt8]) -> [UInt8]? {
-        guard key.count == 32, let box = try? AES.GCM.seal(blob, using: SymmetricKey(data: key), authenticating: be32Bytes(type)) else { return nil }
+        guard key.count == 32, let box = try? AES.GCM.seal(blob, using: SymmetricKey(data: key), authenticating: be32Bytes(type)) else {
+            return nil
+        }
         return box.combined.map(Array.init)
     }
 
@@ -445,8 +447,12 @@ public final class VTPMServer: Sendable {
             let flags = req.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             let offset = Int(readU32(req, 8))
             var parts: [String] = []
-            if flags & 1 != 0 { parts.append("\"TPMSpecification\":{\"family\":\"2.0\",\"level\":0,\"revision\":\(EngineCore.specRevision)}") }
-            if flags & 2 != 0 { parts.append("\"TPMAttributes\":{\"manufacturer\":\"id:544C4348\",\"version\":\"id:00010000\",\"model\":\"TrustedLaunch vTPM\"}") }
+            if flags & 1 != 0 {
+                parts.append("\"TPMSpecification\":{\"family\":\"2.0\",\"level\":0,\"revision\":\(EngineCore.specRevision)}")
+            }
+            if flags & 2 != 0 { parts.append("""
+                \"TPMAttributes\":{\"manufacturer\":\"id:544C4348\",\"version\":\"id:00010000\",\"model\":\"TrustedLaunch vTPM\"}
+                """) }
             let json = Array(("{" + parts.joined(separator: ",") + "}").utf8)
             let chunk = offset < json.count ? Array(json[offset...]) : []
             return ok + be32Bytes(UInt32(json.count)) + be32Bytes(UInt32(chunk.count)) + chunk

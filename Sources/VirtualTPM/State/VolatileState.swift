@@ -69,7 +69,8 @@ struct SessionRecord: TPMStructure, Hashable {
     init(_ s: ServerSession) {
         handle = s.handle; type = s.type; authHash = s.authHash; symmetric = s.symmetric; sessionKey = s.sessionKey; nonceTPM = s.nonceTPM
         bindName = s.bindName; policyDigest = s.policyDigest; commandCode = s.commandCode; isAuthValueNeeded = s.isAuthValueNeeded
-        isPasswordNeeded = s.isPasswordNeeded; pcrCounter = s.pcrCounter; cpHash = s.cpHash; isLoaded = s.isLoaded; savedSequence = s.savedSequence
+        isPasswordNeeded = s.isPasswordNeeded; pcrCounter = s.pcrCounter; cpHash = s.cpHash; isLoaded = s.isLoaded;
+        savedSequence = s.savedSequence
     }
 
     var session: ServerSession {
