@@ -115,9 +115,9 @@ public enum Baseline {
     /// The baseline check, naming the first changes and what to do about them.
     static func check(_ b: BaselineRecord, changes: [BaselineChange]) -> Check {
         Check(.baseline, passed: changes.isEmpty, changes.isEmpty
-            ? "matches the \(b.source.rawValue) baseline (" + (b.source == .predicted ? """
-                \(b.components.filter { $0.kind == .pcr }.count) PCR values
-                """ : "\(b.components.count) components") + ")"
+                ? "matches the \(b.source.rawValue) baseline ("
+                    + (b.source == .predicted
+                        ? "\(b.components.filter { $0.kind == .pcr }.count) PCR values" : "\(b.components.count) components") + ")"
                 : "\(changes.count) change(s) against the \(b.source.rawValue) baseline: "
                     + changes.prefix(4).map(\.summary).joined(separator: "; ")
               + ". If this was an intended update, approve this boot as the new baseline")

@@ -97,9 +97,9 @@ public enum Enrolment {
             var differences: [String] = []
             if ekPublic.nameAlg != template.nameAlg { differences.append("nameAlg \(ekPublic.nameAlg)") }
             if ekPublic.objectAttributes != template.objectAttributes { differences.append("attributes \(ekPublic.objectAttributes)") }
-            if ekPublic.authPolicy.bytes != template.authPolicy.bytes { differences.append("""
-                authPolicy \(hexString(ekPublic.authPolicy.bytes))
-                """) }
+            if ekPublic.authPolicy.bytes != template.authPolicy.bytes {
+                differences.append("authPolicy \(hexString(ekPublic.authPolicy.bytes))")
+            }
             if differences.isEmpty { differences.append("parameters (symmetric, scheme, exponent or KDF)") }
             throw EnrolmentError(.endorsementKey, "the EK public area is not the TCG EK template it claims "
                                                 + "(\(differences.joined(separator: ", "))): only a TPM's endorsement key is accepted, a "

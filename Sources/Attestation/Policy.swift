@@ -63,9 +63,9 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         let known = Set(CodingKeys.allStringValues)
         if let all = try? decoder.container(keyedBy: AnyKey.self) {
             for k in all.allKeys where !known.contains(k.stringValue) {
-                throw DecodingError.dataCorruptedError(forKey: CodingKeys.id, in: c, debugDescription: """
-                    unknown policy rule \"\(k.stringValue)\" (known: \(known.sorted().joined(separator: ", ")))
-                    """)
+                throw DecodingError.dataCorruptedError(
+                    forKey: CodingKeys.id, in: c,
+                    debugDescription: "unknown policy rule \"\(k.stringValue)\" (known: \(known.sorted().joined(separator: ", ")))")
             }
         }
         let d = AttestationPolicy()
@@ -86,14 +86,14 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         requiredBanks = (try c.decodeIfPresent([String].self, forKey: .requiredBanks) ?? d.requiredBanks).map { $0.lowercased() }
         requiredPCRs = try c.decodeIfPresent([Int].self, forKey: .requiredPCRs) ?? d.requiredPCRs
         guard !requiredBanks.isEmpty else {
-            throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredBanks, in: c, debugDescription: """
-                requiredBanks must name at least one bank (e.g. [\"sha256\"]): facts come only from quoted banks
-                """)
+            throw DecodingError.dataCorruptedError(
+                forKey: CodingKeys.requiredBanks, in: c,
+                debugDescription: "requiredBanks must name at least one bank (e.g. [\"sha256\"]): facts come only from quoted banks")
         }
         for b in requiredBanks where PCRValues.bankNames[b] == nil {
-            throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredBanks, in: c, debugDescription: """
-                requiredBanks: unknown bank \"\(b)\" (sha1, sha256, sha384, sha512, sm3_256)
-                """)
+            throw DecodingError.dataCorruptedError(
+                forKey: CodingKeys.requiredBanks, in: c,
+                debugDescription: "requiredBanks: unknown bank \"\(b)\" (sha1, sha256, sha384, sha512, sm3_256)")
         }
         for p in requiredPCRs where !(0..<24).contains(p) {
             throw DecodingError.dataCorruptedError(forKey: CodingKeys.requiredPCRs, in: c,
@@ -101,9 +101,9 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
         }
         for (k, v) in expectedPCRs {
             guard let p = Int(k), (0..<24).contains(p), v.count == 64, v.allSatisfy(\.isHexDigit) else {
-                throw DecodingError.dataCorruptedError(forKey: CodingKeys.expectedPCRs, in: c, debugDescription: """
-                    expectedPCRs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)
-                    """)
+                throw DecodingError.dataCorruptedError(
+                    forKey: CodingKeys.expectedPCRs, in: c,
+                    debugDescription: "expectedPCRs[\"\(k)\"] must map a PCR 0–23 to a sha256 value (64 hex digits)")
             }
         }
         for h in allowedBootDigests + dbxMustContain where h.count != 64 || !h.allSatisfy(\.isHexDigit) {
@@ -189,9 +189,8 @@ public struct AttestationPolicy: Sendable, Codable, Hashable {
                 continue
             }
             out.append(Check(.pcr(pcr), passed: actual == hex.lowercased(),
-                             actual == hex.lowercased() ? "sha256 PCR \(pcr) is the expected value" : """
-                                 sha256 PCR \(pcr) is \(actual), expected \(hex.lowercased())
-                                 """))
+                    actual == hex.lowercased()
+                        ? "sha256 PCR \(pcr) is the expected value" : "sha256 PCR \(pcr) is \(actual), expected \(hex.lowercased())"))
         }
         // Kernel arguments are judged on every command line the boot loader produced (a boot
         // loader may build several; the last one runs), and never on a command line that is unknown.

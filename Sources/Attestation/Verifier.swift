@@ -183,9 +183,9 @@ public enum AttestationVerifier {
             let report = d.eventLog.replay(against: forLog)
             guard report.allMatch else {
                 let mismatches = report.comparisons.filter { $0.status != .match }
-                let list = mismatches.map { """
-                    \(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")
-                    """ }.joined(separator: ", ")
+                let list = mismatches.map {
+                    "\(PCRValues.bankName($0.bank)) PCR \($0.pcr)\($0.status == .bankNotReplayable ? " (the log has no such bank)" : "")"
+                }.joined(separator: ", ")
                 return fail(.replay,
                             "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
             }

@@ -119,9 +119,9 @@ extension Fleet {
         guard id.count <= 64, let a = try await store.alert(id) else {
             throw FleetError(.notFound, "no alert \(id) (tlaunch alert list)", field: "id")
         }
-        guard a.status == .active else { throw FleetError(.conflict, """
-            alert \(id) is already \(a.status.rawValue.lowercased())\(a.resolution.map { ": \($0)" } ?? "")
-            """) }
+        guard a.status == .active else {
+            throw FleetError(.conflict, "alert \(id) is already \(a.status.rawValue.lowercased())\(a.resolution.map { ": \($0)" } ?? "")")
+        }
         var next = a
         next.status = .dismissed
         next.resolution = "dismissed by \(who)" + (reason.map { ": \($0)" } ?? "")

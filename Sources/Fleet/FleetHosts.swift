@@ -89,8 +89,8 @@ extension Fleet {
         try FleetRules.checkName(name, what: "host")
         let vms = try await store.placements()[name] ?? []
         guard vms.isEmpty else {
-            throw FleetError(.conflict, "host \(name) has VMs: \(vms.prefix(20).joined(separator: ", "))\(vms.count > 20 ? ", …" : "") — "
-                                      + "delete them first", field: "name")
+            let listed = vms.prefix(20).joined(separator: ", ") + (vms.count > 20 ? ", …" : "")
+            throw FleetError(.conflict, "host \(name) has VMs: \(listed) — delete them first", field: "name")
         }
         guard try await store.deleteHost(name) else {
             throw FleetError(.notFound, "no libvirt host named \(name) (tlaunch host list)", field: "name")

@@ -129,9 +129,9 @@ extension Fleet {
         var pcrs: [String: String] = [:]
         for p in hypervisor.predictedPCRs { if let v = values[.sha256, p] { pcrs[String(p)] = hexString(v) } }
         let b = try await service.setPredictedBaseline(vm: name, pcrs: pcrs, log: report.log)
-        try await store.appendEvent(vm: name, kind: .baseline, message: """
-            baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))
-            """)
+        try await store.appendEvent(
+            vm: name, kind: .baseline,
+            message: "baseline set from predicted PCRs \(pcrs.keys.compactMap(Int.init).sorted().map(String.init).joined(separator: ", "))")
         return b
     }
 

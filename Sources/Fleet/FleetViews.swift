@@ -60,7 +60,8 @@ extension Fleet {
         }
         let since = Time.rfc3339(b.updated)
         let description = switch b.source {
-        case .learned: "learned on first use at \(since) from attestation \(b.attestationID ?? "?") — approve or predict one to replace it"
+        case .learned:
+            "learned on first use at \(since) from attestation \(b.attestationID ?? "?") — approve or predict one to replace it"
         case .approved: "approved at \(since) from attestation \(b.attestationID ?? "?")"
         case .predicted: "predicted from the disk at \(since) (\(b.components.filter { $0.kind == .pcr }.count) PCR values, "
                        + "\(b.components.filter { $0.kind != .pcr }.count) events that explain changes)"

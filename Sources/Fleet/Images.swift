@@ -43,10 +43,12 @@ public final class ImageCatalog: Sendable {
 
     public static let builtIn: [ImageInfo] = [
         ImageInfo(name: "sample-linux", generation: 2, source: "built in",
-                  description: "shim → grub → Linux kernel, built here and signed with this platform's Secure Boot keys", builtIn: true),
+                  description: "shim → grub → Linux kernel, built here and signed with this platform's Secure Boot keys",
+                  builtIn: true),
         ImageInfo(name: "debian-12", generation: 2,
                   source: "Debian's signed shim, grub and kernel (shim-signed, grub-efi-amd64-signed, linux-image-amd64)",
-            description: "Debian 12 boot chain signed by Microsoft's UEFI CA and Debian; OVMF's store with Microsoft's keys", builtIn: true),
+                  description: "Debian 12 boot chain signed by Microsoft's UEFI CA and Debian; OVMF's store with Microsoft's keys",
+                  builtIn: true),
         ImageInfo(name: "legacy-bios", generation: 1, source: "built in",
                   description: "a BIOS (MBR) boot disk: Generation 1 only, so it can be deployed only as Standard", builtIn: true),
     ]
@@ -146,9 +148,9 @@ public final class ImageCatalog: Sendable {
         do {
             if generation == 1 {
                 let bytes: [UInt8]
-                do { bytes = Array(try Data(contentsOf: source)) } catch { throw FleetError(.invalid, """
-                    cannot read \(source.path): give a 512-byte MBR boot sector file
-                    """, field: "from") }
+                do { bytes = Array(try Data(contentsOf: source)) } catch {
+                    throw FleetError(.invalid, "cannot read \(source.path): give a 512-byte MBR boot sector file", field: "from")
+                }
                 guard bytes.count >= 512, bytes[510] == 0x55, bytes[511] == 0xAA else {
                     throw FleetError(.invalid, "\(source.path) is not a BIOS boot sector (it must end in 55 AA at offset 510)",
                                      field: "from")

@@ -308,9 +308,9 @@ final class LibvirtDomain: MachineRunner {
                         // and look once more for a stop between the lookup and the subscription.
                         try? await Task.sleep(for: .seconds(2))
                         let again = await connection.lookup(name)
-                        if again == .absent || again == .state("shut off") { finish("""
-                            stopped (libvirt: \(again == .absent ? "the domain is gone" : "shut off"))
-                            """) }
+                        if again == .absent || again == .state("shut off") {
+                            finish("stopped (libvirt: \(again == .absent ? "the domain is gone" : "shut off"))")
+                        }
                         return
                     case .unreachable:
                         try? await Task.sleep(for: .seconds(2))

@@ -271,9 +271,10 @@ final class AgentRelay: Sendable {
                                 self.counters.withLock { $0.attestations += 1 }
                             }
                         } else {
-                            answer = RelayFrame.Response(id: request.id, status: 403, body: Data("""
-                                {\"error\":{\"message\":\"the relay forwards only this VM's enrolment, nonce and attestation requests\"}}
-                                """.utf8))
+                            answer = RelayFrame.Response(
+                                id: request.id, status: 403,
+                                body: Data(("{\"error\":{\"message\":\"the relay forwards only this VM's enrolment, nonce and "
+                                             + "attestation requests\"}}").utf8))
                         }
                         try? stream.write(try RelayFrame.encode(answer))
                     }

@@ -190,7 +190,8 @@ public final class QEMUHypervisor: Hypervisor {
             if let t = handedOver, ContinuousClock.now - t >= .seconds(2) { return summary(true, nil) }
             try? await Task.sleep(for: .milliseconds(250))
         }
-        return await end("SeaBIOS did not start the boot sector within \(bootTimeout) — console: \(String(machine.console().suffix(400)))")
+        let console = String(machine.console().suffix(400))
+        return await end("SeaBIOS did not start the boot sector within \(bootTimeout) — console: \(console)")
     }
 
     /// A started machine is this VM's now: tracked, and watched for exits nobody asked for.

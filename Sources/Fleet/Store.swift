@@ -38,8 +38,8 @@ public final class FleetStore: Sendable {
         [
             """
             CREATE TABLE fleet_webhook_deliveries (id TEXT PRIMARY KEY, url TEXT NOT NULL, event TEXT NOT NULL, alert TEXT NOT NULL,
-                                                   body TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt BIGINT NOT NULL, created \
-            BIGINT NOT NULL)
+                                                   body TEXT NOT NULL, attempts BIGINT NOT NULL, next_attempt BIGINT NOT NULL,
+                                                   created BIGINT NOT NULL)
             """,
             "CREATE INDEX fleet_webhook_deliveries_next ON fleet_webhook_deliveries (next_attempt)",
         ],
@@ -84,8 +84,8 @@ public final class FleetStore: Sendable {
     /// Inserts a new VM; false when the name is taken.
     public func insertVM(_ vm: VMRecord) async throws -> Bool {
         let rows = try await db.query("""
-            INSERT INTO fleet_vms (name, power_state, monitoring, last_attestation, version, body, host, attest_due) VALUES (?, ?, ?, ?, \
-            ?, ?, ?, ?)
+            INSERT INTO fleet_vms (name, power_state, monitoring, last_attestation, version, body, host, attest_due)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (name) DO NOTHING RETURNING name
             """, [.text(vm.name)] + (try vmBinds(vm)))
         return !rows.isEmpty
@@ -156,9 +156,10 @@ public final class FleetStore: Sendable {
     /// counts one more occurrence on that one. Returns the stored alert and whether it is new.
     public func raise(_ alert: Alert) async throws -> (Alert, new: Bool) {
         let inserted = try await db.query("""
-            INSERT INTO fleet_alerts (id, vm, fingerprint, status, created, body) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING \
-            RETURNING id
-            """, [.text(alert.id), .text(alert.vm), .text(alert.fingerprint), .text(AlertStatus.active.rawValue), .int(Time.millis()), .text(try Self.json(alert))])
+            INSERT INTO fleet_alerts (id, vm, fingerprint, status, created, body) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT DO NOTHING RETURNING id
+            """, [.text(alert.id), .text(alert.vm), .text(alert.fingerprint), .text(AlertStatus.active.rawValue), .int(Time.millis()),
+                  .text(try Self.json(alert))])
         if !inserted.isEmpty { return (alert, true) }
         for _ in 0..<8 {
             guard let row = try await db.query("SELECT body FROM fleet_alerts WHERE vm = ? AND fingerprint = ? AND status = ?",
@@ -267,15 +268,15 @@ public final class FleetStore: Sendable {
 
     public func enqueueDelivery(url: String, event: String, alert: String, body: String, now: Int64) async throws {
         _ = try await db.query("""
-            INSERT INTO fleet_webhook_deliveries (id, url, event, alert, body, attempts, next_attempt, created) VALUES (?, ?, ?, ?, ?, 0, \
-            ?, ?)
+            INSERT INTO fleet_webhook_deliveries (id, url, event, alert, body, attempts, next_attempt, created)
+            VALUES (?, ?, ?, ?, ?, 0, ?, ?)
             """, [.text(UUID().uuidString.lowercased()), .text(url), .text(event), .text(alert), .text(body), .int(now), .int(now)])
     }
 
     public func dueDeliveries(now: Int64, limit: Int = 64) async throws -> [Delivery] {
         try await db.query("""
-            SELECT id, url, event, alert, body, attempts, next_attempt FROM fleet_webhook_deliveries WHERE next_attempt <= ? ORDER BY \
-            next_attempt LIMIT \(limit)
+            SELECT id, url, event, alert, body, attempts, next_attempt FROM fleet_webhook_deliveries WHERE next_attempt <= ?
+            ORDER BY next_attempt LIMIT \(limit)
             """, [.int(now)]).map { r in
             func t(_ i: Int) -> String { if case .text(let v) = r[i] { v } else { "" } }
             func n(_ i: Int) -> Int64 { if case .int(let v) = r[i] { v } else { 0 } }

@@ -234,9 +234,12 @@ public enum FleetRules {
                                                                + "deploy with --security-type TrustedLaunch", field: "secureBoot") }
             if r.vTpm == true { throw FleetError(.invalid, "a vTPM exists only for TrustedLaunch VMs: drop --vtpm, or deploy with "
                                                          + "--security-type TrustedLaunch", field: "vTpm") }
-            if r.integrityMonitoring == true { throw FleetError(.invalid, """
-                integrity monitoring needs a vTPM, which Standard VMs do not have: deploy with --security-type TrustedLaunch
-                """, field: "integrityMonitoring") }
+            if r.integrityMonitoring == true {
+                throw FleetError(
+                    .invalid,
+                    "integrity monitoring needs a vTPM, which Standard VMs do not have: deploy with --security-type TrustedLaunch",
+                    field: "integrityMonitoring")
+            }
         }
         let vtpm = type == .trustedLaunch && (r.vTpm ?? true)
         if r.integrityMonitoring == true, !vtpm {
@@ -280,9 +283,12 @@ public enum FleetRules {
                                                               + "(redeploy it as TrustedLaunch)", field: "secureBoot") }
             if u.vTpm != nil { throw FleetError(.invalid, "\(name) is a Standard VM: a vTPM exists only for TrustedLaunch VMs (redeploy "
                                                         + "it as TrustedLaunch)", field: "vTpm") }
-            if u.integrityMonitoring == true { throw FleetError(.invalid, """
-                \(name) is a Standard VM without a vTPM, so integrity monitoring cannot attest it: redeploy it as TrustedLaunch
-                """, field: "integrityMonitoring") }
+            if u.integrityMonitoring == true {
+                throw FleetError(
+                    .invalid,
+                    "\(name) is a Standard VM without a vTPM, so integrity monitoring cannot attest it: redeploy it as TrustedLaunch",
+                    field: "integrityMonitoring")
+            }
         }
         let firmwareChange = (u.secureBoot.map { $0 != vm.secureBoot } ?? false) || (u.vTpm.map { $0 != vm.vTPM } ?? false)
         if firmwareChange, vm.powerState == .running {
@@ -292,9 +298,11 @@ public enum FleetRules {
         let vtpm = u.vTpm ?? vm.vTPM
         let monitoring = u.integrityMonitoring ?? vm.integrityMonitoring
         if monitoring, !vtpm {
-            throw FleetError(.invalid, u.vTpm == false ? """
-                integrity monitoring is on and needs the vTPM: switch it off first (--integrity-monitoring false)
-                """ : "integrity monitoring needs the vTPM: turn the vTPM on (while stopped) first", field: u.vTpm == false ? "vTpm" : "integrityMonitoring")
+            throw u.vTpm == false
+                ? FleetError(.invalid, "integrity monitoring is on and needs the vTPM: switch it off first (--integrity-monitoring false)",
+                             field: "vTpm")
+                : FleetError(
+                    .invalid, "integrity monitoring needs the vTPM: turn the vTPM on (while stopped) first", field: "integrityMonitoring")
         }
         var agent: GuestAgentState?
         if let g = u.guestAgent {

@@ -211,14 +211,17 @@ extension VMRecord {
                 out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet,
                                          why: "on in the settings, but the last boot ran without enforcement (no PK in the VM's store)"))
             } else {
-                out.append(ChecklistItem(requirement: "Secure Boot", state: .met, why: booted?.secureBootEnforced == true ? """
-                    enforced at the last boot: every boot image was verified against db and dbx
-                    """ : "on (enforced from the first boot)"))
+                out.append(
+                    ChecklistItem(
+                        requirement: "Secure Boot", state: .met,
+                        why: booted?.secureBootEnforced == true
+                            ? "enforced at the last boot: every boot image was verified against db and dbx"
+                            : "on (enforced from the first boot)"))
             }
         } else {
-            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: tl ? "off: stop the VM and turn it on (--secure-boot true)" : """
-                Standard VMs have no Secure Boot: redeploy as TrustedLaunch
-                """))
+            let why =
+                tl ? "off: stop the VM and turn it on (--secure-boot true)" : "Standard VMs have no Secure Boot: redeploy as TrustedLaunch"
+            out.append(ChecklistItem(requirement: "Secure Boot", state: .notMet, why: why))
         }
         if tl && vm.vTPM {
             if let b = booted, b.measured {
@@ -232,25 +235,31 @@ extension VMRecord {
             out.append(ChecklistItem(requirement: "Measured boot", state: .notMet, why: "nothing is measured without a vTPM"))
         }
         switch (vm.integrityMonitoring, vm.bootIntegrity) {
-        case (true, .healthy): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .met, why: """
-            the last attestation (\(vm.lastAttestation.map(Time.rfc3339) ?? "-")) passed
-            """))
+        case (true, .healthy):
+            out.append(
+                ChecklistItem(
+                    requirement: "Boot integrity monitored", state: .met,
+                    why: "the last attestation (\(vm.lastAttestation.map(Time.rfc3339) ?? "-")) passed"))
         case (true, .unhealthy): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet,
                                                           why: "monitored, but the last attestation failed: see the active alert"))
         case (true, _): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet,
                                                  why: "monitored; waiting for the first attestation of this boot"))
-        case (false, _): out.append(ChecklistItem(requirement: "Boot integrity monitored", state: .notMet, why: tl && vm.vTPM ? """
-            integrity monitoring is off: tlaunch vm update \(vm.name) --integrity-monitoring true
-            """ : "needs Trusted Launch with a vTPM"))
+        case (false, _):
+            out.append(
+                ChecklistItem(
+                    requirement: "Boot integrity monitored", state: .notMet,
+                    why: tl && vm.vTPM
+                        ? "integrity monitoring is off: tlaunch vm update \(vm.name) --integrity-monitoring true"
+                        : "needs Trusted Launch with a vTPM"))
         }
-        out.append(ChecklistItem(requirement: "DMA protection", state: .notApplicable, why: "the \(vm.hypervisor) hypervisor gives the "
-                                                                                          + "guest no DMA-capable (passed-through) "
-                                                                                          + "devices; with device passthrough a virtual "
-                                                                                          + "IOMMU would be required"))
-        out.append(ChecklistItem(requirement: "System Guard (DRTM)", state: .notMet, why: "the virtual firmware provides a static root of "
-                                                                                        + "trust (SRTM: firmware → boot loader → kernel "
-                                                                                        + "measured from reset); no dynamic launch (Intel "
-                                                                                        + "TXT / AMD SKINIT) is offered to guests"))
+        out.append(ChecklistItem(requirement: "DMA protection", state: .notApplicable, why: """
+            the \(vm.hypervisor) hypervisor gives the guest no DMA-capable (passed-through) devices; with device passthrough a virtual \
+            IOMMU would be required
+            """))
+        out.append(ChecklistItem(requirement: "System Guard (DRTM)", state: .notMet, why: """
+            the virtual firmware provides a static root of trust (SRTM: firmware → boot loader → kernel measured from reset); no \
+            dynamic launch (Intel TXT / AMD SKINIT) is offered to guests
+            """))
         return out
     }
 }

@@ -259,9 +259,9 @@ extension GuestAgent {
                                         specVersion: "\(info.specFamily) (level \(info.specLevel), revision \(info.specRevision))",
                                         manufacturer: "\(info.manufacturer) \(info.vendorString)".trimmingCharacters(in: .whitespaces),
                 firmwareVersion: info.firmwareVersion, pcrBanks: info.pcrBanks.filter { !$0.value.isEmpty }.keys.sorted(),
-                                        ekCertificate: info.ekCertificates.first.map { """
-                                            \($0.kind)\($0.subject.isEmpty ? "" : " \($0.subject)"), issued by \($0.issuer)
-                                            """ }, error: nil)
+                ekCertificate: info.ekCertificates.first.map {
+                    "\($0.kind)\($0.subject.isEmpty ? "" : " \($0.subject)"), issued by \($0.issuer)"
+                }, error: nil)
         } catch {
             tpmStatus.error = "\(error)"
         }
@@ -320,10 +320,8 @@ extension GuestStatus {
             out += "  TPM 2.0:               not present\(tpm.error.map { " (\($0))" } ?? "")\n"
         }
         if measuredBootLog.present {
-            out += """
-                  Measured boot log:     present, \(measuredBootLog.events) \
-                events\(measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? "")\n
-                """
+            let replay = measuredBootLog.matchesTPM.map { $0 ? ", replays to the TPM's PCRs" : ", DOES NOT replay to the TPM's PCRs" } ?? ""
+            out += "  Measured boot log:     present, \(measuredBootLog.events) events\(replay)\n"
         } else {
             out += "  Measured boot log:     not present\(measuredBootLog.error.map { " (\($0))" } ?? "")\n"
         }

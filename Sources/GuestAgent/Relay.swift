@@ -50,9 +50,10 @@ public final class SerialChannel: ServiceChannel {
         var sent = 0
         while sent < frame.count {
             let n = frame[sent...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR || errno == EAGAIN { usleep(1000); continue }; throw AgentError(request.path, """
-                write to the relay: \(String(cString: strerror(errno)))
-                """) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { usleep(1000); continue };
+                throw AgentError(request.path, "write to the relay: \(String(cString: strerror(errno)))")
+            }
             sent += n
         }
         let deadline = ContinuousClock.now + timeout
@@ -68,9 +69,10 @@ public final class SerialChannel: ServiceChannel {
             // A virtio-serial port whose host side is not connected reports POLLHUP: wait for it.
             if p.revents & Int16(POLLIN) == 0 { usleep(100_000); continue }
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; throw AgentError(request.path, """
-                read the relay: \(String(cString: strerror(errno)))
-                """) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue };
+                throw AgentError(request.path, "read the relay: \(String(cString: strerror(errno)))")
+            }
             if n == 0 { usleep(100_000); continue }
             let frames = state.withLock { $0.reader.feed(chunk[0..<n]) }
             for f in frames {

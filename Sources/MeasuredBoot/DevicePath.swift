@@ -140,9 +140,8 @@ public struct DevicePath: Hashable, Sendable, CustomStringConvertible {
         case (3, 12):
             guard n.data.count >= 15 else { return generic }
             let d = n.data
-            return """
-                IPv4(\(d[4]).\(d[5]).\(d[6]).\(d[7]),\(d[12] == 6 ? "TCP" : d[12] == 17 ? "UDP" : hex(UInt16(d[12]) | UInt16(d[13]) << 8)),\(d[14] == 0 ? "DHCP" : "Static"),\(d[0]).\(d[1]).\(d[2]).\(d[3]))
-                """
+            let proto = d[12] == 6 ? "TCP" : d[12] == 17 ? "UDP" : hex(UInt16(d[12]) | UInt16(d[13]) << 8)
+            return "IPv4(\(d[4]).\(d[5]).\(d[6]).\(d[7]),\(proto),\(d[14] == 0 ? "DHCP" : "Static"),\(d[0]).\(d[1]).\(d[2]).\(d[3]))"
         case (3, 17):
             guard n.data.count == 1 else { return generic }
             return "Unit(\(hex(n.data[0])))"

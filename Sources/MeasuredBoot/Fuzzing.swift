@@ -11,9 +11,9 @@ public enum MeasuredBootFuzzing {
         var violations: [String] = []
         if let fast {
             if fast.pcrs != log.replay() { violations.append("the fast replay differs from the replay of the parsed events") }
-            if fast.events != log.events.count { violations.append("""
-                the fast replay counts \(fast.events) events, the parser \(log.events.count)
-                """) }
+            if fast.events != log.events.count {
+                violations.append("the fast replay counts \(fast.events) events, the parser \(log.events.count)")
+            }
         } else {
             violations.append("the fast replay rejects a log the parser accepts")
         }

@@ -36,9 +36,9 @@ public struct VariableStore: Sendable {
         let r = LE(bytes: bytes, structure: "EFI_FIRMWARE_VOLUME_HEADER")
         try r.need(0, 56, "header")
         guard EFIGUID(bytes: bytes[16..<32]) == Self.nvDataFVGUID else {
-            throw SecureBootError(.invalidVariableStore, """
-                not an NV variable firmware volume (FileSystemGuid is \(EFIGUID(bytes: bytes[16..<32])))
-                """, offset: 16, field: "EFI_FIRMWARE_VOLUME_HEADER.FileSystemGuid")
+            throw SecureBootError(
+                .invalidVariableStore, "not an NV variable firmware volume (FileSystemGuid is \(EFIGUID(bytes: bytes[16..<32])))",
+                offset: 16, field: "EFI_FIRMWARE_VOLUME_HEADER.FileSystemGuid")
         }
         guard Array(bytes[40..<44]) == Array("_FVH".utf8) else {
             throw SecureBootError(.invalidVariableStore, "no _FVH signature", offset: 40, field: "EFI_FIRMWARE_VOLUME_HEADER.Signature")

@@ -169,9 +169,11 @@ enum Dashboard {
     static func fleetTable(_ vms: [VMView]) -> HTML {
         var rows: HTML = ""
         for v in vms {
-            let alerts: HTML = v.alerts.isEmpty ? "<span class=\"muted\">none</span>" : v.alerts.map { (a) -> HTML in """
-                <a class=\"bad\" href=\"/alerts/\(text: a.id)\">\(text: a.severity): \(text: a.title)</a>
-                """ }.joined(separator: "<br>")
+            let alerts: HTML =
+                v.alerts.isEmpty
+                ? "<span class=\"muted\">none</span>"
+                : v.alerts.map { (a) -> HTML in "<a class=\"bad\" href=\"/alerts/\(text: a.id)\">\(text: a.severity): \(text: a.title)</a>"
+                }.joined(separator: "<br>")
             rows += """
             <tr id="vm-\(text: v.name)"><td><a \
             href="/vms/\(text: v.name)">\(text: v.name)</a></td><td>\(text: v.powerState.rawValue)</td><td>\(securityType(v.securityProfile.securityType))</td>
@@ -477,9 +479,9 @@ enum Dashboard {
                 if !b.stages.isEmpty {
                     body += "<table><thead><tr><th>Stage</th><th>Path</th><th>Authenticode SHA-256</th><th>Verified "
                           + "by</th></tr></thead><tbody>"
-                        + b.stages.map { """
-                            <tr><td>\(text: $0.kind)</td><td>\(text: $0.path)</td><td><code>\(text: $0.sha256)</code></td><td>\(text: [$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": "))</td></tr>
-                            """ }.joined()
+                        + b.stages.map {
+                            "<tr><td>\(text: $0.kind)</td><td>\(text: $0.path)</td><td><code>\(text: $0.sha256)</code></td><td>\(text: [$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": "))</td></tr>"
+                        }.joined()
                         + "</tbody></table>"
                 }
             }
@@ -558,9 +560,9 @@ enum Dashboard {
         router.get("/alerts/{id}") { _, context -> Response in
             if let r = signedIn(context) { return r }
             let id = try context.parameters.require("id")
-            guard id.count <= 64, let a = try await fleet.alert(id) else { return page("Not found", """
-                <div class=\"error\">No alert \(text: id).</div>
-                """, status: .notFound) }
+            guard id.count <= 64, let a = try await fleet.alert(id) else {
+                return page("Not found", "<div class=\"error\">No alert \(text: id).</div>", status: .notFound)
+            }
             var body: HTML = "<h1 class=\"sev-\(text: a.severity.rawValue)\">\(text: a.title)</h1>"
             body += "<p><b>\(text: a.severity.rawValue)</b> severity · <b>\(text: a.status.rawValue)</b> · VM <a "
                   + "href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a> · raised \(text: a.created) · seen \(a.occurrences)× · last "
@@ -636,9 +638,9 @@ enum Dashboard {
     }
 
     static func deployForm(_ fleet: Fleet, error: String?) async throws -> HTML {
-        let images = try await fleet.imageList().map { (i) -> HTML in """
-            <option value=\"\(text: i.name)\"\(i.name == "sample-linux" ? " selected" : "")>\(text: i.name) (Gen \(i.generation))</option>
-            """ }.joined()
+        let images = try await fleet.imageList().map { (i) -> HTML in
+            "<option value=\"\(text: i.name)\"\(i.name == "sample-linux" ? " selected" : "")>\(text: i.name) (Gen \(i.generation))</option>"
+        }.joined()
         return """
         <h1>Deploy a VM</h1>\(error.map { "<div class=\"error\" id=\"error\">\(text: $0)</div>" } as HTML?)
         <form method="post" action="/deploy" class="card">

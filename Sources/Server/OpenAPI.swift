@@ -10,29 +10,37 @@ enum OpenAPIDocument {
     }
 
     static let operations: [Op] = [
-        Op(method: "post", path: "/v1/vms/{vm}/nonce", summary: """
-            Issue a single-use nonce for the VM's next evidence ({audience}: the token's aud); says what the quote must cover
-            """, roles: "admin, agent (own VM)", body: "NonceRequest", response: "NonceGrant", errors: [400, 401, 403]),
-        Op(method: "post", path: "/v1/vms/{vm}/enrolment/rebind", summary: """
-            Allow the VM's next enrolment to bind another TPM (its vTPM was replaced); resets the baseline, raises an alert
-            """, roles: "admin", body: nil, response: "Rebind", errors: [401, 403, 404]),
-        Op(method: "delete", path: "/v1/vms/{vm}/enrolment", summary: """
-            Forget a VM the service alone knows: nonces, enrolments, TPM binding, baseline, agent tokens; its history is archived
-            """, roles: "admin", body: nil, response: "Empty", errors: [401, 403, 409]),
-        Op(method: "get", path: "/v1/vms/{vm}/baseline/mode", summary: """
-            How the VM's first baseline is set: learn (trust on first use), approve, predicted
-            """, roles: "admin, reader, agent (own VM)", body: nil, response: "BaselineMode", errors: [401, 403]),
+        Op(
+            method: "post", path: "/v1/vms/{vm}/nonce",
+            summary: "Issue a single-use nonce for the VM's next evidence ({audience}: the token's aud); says what the quote must cover",
+            roles: "admin, agent (own VM)", body: "NonceRequest", response: "NonceGrant", errors: [400, 401, 403]),
+        Op(
+            method: "post", path: "/v1/vms/{vm}/enrolment/rebind",
+            summary: "Allow the VM's next enrolment to bind another TPM (its vTPM was replaced); resets the baseline, raises an alert",
+            roles: "admin", body: nil, response: "Rebind", errors: [401, 403, 404]),
+        Op(
+            method: "delete", path: "/v1/vms/{vm}/enrolment",
+            summary:
+                "Forget a VM the service alone knows: nonces, enrolments, TPM binding, baseline, agent tokens; its history is archived",
+            roles: "admin", body: nil, response: "Empty", errors: [401, 403, 409]),
+        Op(
+            method: "get", path: "/v1/vms/{vm}/baseline/mode",
+            summary: "How the VM's first baseline is set: learn (trust on first use), approve, predicted",
+            roles: "admin, reader, agent (own VM)", body: nil, response: "BaselineMode", errors: [401, 403]),
         Op(method: "put", path: "/v1/vms/{vm}/baseline/mode", summary: "Set how the VM's first baseline is set ({mode})", roles: "admin",
            body: "BaselineMode", response: "BaselineMode", errors: [400, 401, 403]),
-        Op(method: "post", path: "/v1/vms/{vm}/enrolments", summary: """
-            Begin enrolment: validate the EK certificate, MakeCredential to the AK's Name
-            """, roles: "admin, agent (own VM)", body: "EnrolmentRequest", response: "EnrolmentChallenge", errors: [400, 401, 403, 413, 415]),
-        Op(method: "post", path: "/v1/vms/{vm}/enrolments/{id}/activation", summary: """
-            Finish enrolment with the ActivateCredential secret; returns the AK certificate
-            """, roles: "admin, agent (own VM)", body: "ActivationAnswer", response: "EnrolmentReceipt", errors: [400, 401, 403, 404, 410]),
-        Op(method: "post", path: "/v1/vms/{vm}/attestations", summary: """
-            Verify evidence (quote, PCRs, event log, IMA log) and return the result and token
-            """, roles: "admin, agent (own VM)", body: "Evidence", response: "AttestationOutcome", errors: [400, 401, 403, 404, 413, 415]),
+        Op(
+            method: "post", path: "/v1/vms/{vm}/enrolments",
+            summary: "Begin enrolment: validate the EK certificate, MakeCredential to the AK's Name", roles: "admin, agent (own VM)",
+            body: "EnrolmentRequest", response: "EnrolmentChallenge", errors: [400, 401, 403, 413, 415]),
+        Op(
+            method: "post", path: "/v1/vms/{vm}/enrolments/{id}/activation",
+            summary: "Finish enrolment with the ActivateCredential secret; returns the AK certificate", roles: "admin, agent (own VM)",
+            body: "ActivationAnswer", response: "EnrolmentReceipt", errors: [400, 401, 403, 404, 410]),
+        Op(
+            method: "post", path: "/v1/vms/{vm}/attestations",
+            summary: "Verify evidence (quote, PCRs, event log, IMA log) and return the result and token", roles: "admin, agent (own VM)",
+            body: "Evidence", response: "AttestationOutcome", errors: [400, 401, 403, 404, 413, 415]),
         Op(method: "get", path: "/v1/vms/{vm}/attestations", summary: "The VM's attestation history, newest first (?limit=N)",
            roles: "admin, reader, agent (own VM)", body: nil, response: "AttestationHistory", errors: [401, 403]),
         Op(method: "get", path: "/v1/agents", summary: "Enrolled agents (VMs whose vTPM has an AK certificate)", roles: "admin, reader",
@@ -49,12 +57,15 @@ enum OpenAPIDocument {
             """, roles: "admin", body: "DeployRequest", response: "VM", errors: [400, 401, 403, 404, 409, 413, 415]),
         Op(method: "get", path: "/v1/vms/{vm}", summary: "One VM in the ARM shape", roles: "admin, reader, agent (own VM)", body: nil,
            response: "VM", errors: [401, 403, 404]),
-        Op(method: "get", path: "/v1/vms/{vm}/overview", summary: """
-            The VM's overview: view, Secured-core checklist, recommendations, timeline, attestations
-            """, roles: "admin, reader", body: nil, response: "VMOverview", errors: [401, 403, 404]),
-        Op(method: "patch", path: "/v1/vms/{vm}", summary: """
-            Change settings ({secureBoot, vTpm, integrityMonitoring, guestAgent, attestationInterval, version}); If-Match: version
-            """, roles: "admin", body: "UpdateRequest", response: "VM", errors: [400, 401, 403, 404, 409]),
+        Op(
+            method: "get", path: "/v1/vms/{vm}/overview",
+            summary: "The VM's overview: view, Secured-core checklist, recommendations, timeline, attestations", roles: "admin, reader",
+            body: nil, response: "VMOverview", errors: [401, 403, 404]),
+        Op(
+            method: "patch", path: "/v1/vms/{vm}",
+            summary:
+                "Change settings ({secureBoot, vTpm, integrityMonitoring, guestAgent, attestationInterval, version}); If-Match: version",
+            roles: "admin", body: "UpdateRequest", response: "VM", errors: [400, 401, 403, 404, 409]),
         Op(method: "delete", path: "/v1/vms/{vm}", summary: "Delete the VM and destroy its vTPM state", roles: "admin", body: nil,
            response: "Empty", errors: [401, 403, 404]),
         Op(method: "post", path: "/v1/vms/{vm}/start", summary: """
@@ -63,36 +74,42 @@ enum OpenAPIDocument {
             """, roles: "admin", body: nil, response: "VM", errors: [401, 403, 404, 409]),
         Op(method: "post", path: "/v1/vms/{vm}/stop", summary: "Stop", roles: "admin", body: nil, response: "VM",
            errors: [401, 403, 404, 409]),
-        Op(method: "post", path: "/v1/vms/{vm}/restart", summary: """
-            Restart (power-cycle the vTPM, boot again); with `Prefer: respond-async`: 202, followed at Location (its activity)
-            """, roles: "admin", body: nil, response: "VM", errors: [401, 403, 404, 409]),
+        Op(
+            method: "post", path: "/v1/vms/{vm}/restart",
+            summary: "Restart (power-cycle the vTPM, boot again); with `Prefer: respond-async`: 202, followed at Location (its activity)",
+            roles: "admin", body: nil, response: "VM", errors: [401, 403, 404, 409]),
         Op(method: "post", path: "/v1/vms/{vm}/attest", summary: "Run the VM's guest attestation agent now", roles: "admin", body: nil,
            response: "AttestationOutcome", errors: [401, 403, 404, 409, 502]),
-        Op(method: "post", path: "/v1/vms/{vm}/baseline/predict", summary: """
-            Set the baseline from the PCRs the virtual firmware predicts for the VM's disk
-            """, roles: "admin", body: nil, response: "Baseline", errors: [400, 401, 403, 404, 409]),
+        Op(
+            method: "post", path: "/v1/vms/{vm}/baseline/predict",
+            summary: "Set the baseline from the PCRs the virtual firmware predicts for the VM's disk", roles: "admin", body: nil,
+            response: "Baseline", errors: [400, 401, 403, 404, 409]),
         Op(method: "put", path: "/v1/vms/{vm}/disk", summary: "Write a file onto the VM's boot disk (?path=/EFI/…; body: the bytes)",
            roles: "admin", body: "Bytes", response: "VM", errors: [400, 401, 403, 404, 413]),
         Op(method: "get", path: "/v1/vms/{vm}/console", summary: "A real VM's serial console as text (?previous=true: the previous boot's)",
            roles: "admin, reader", body: nil, response: "Text", errors: [400, 401, 403, 404]),
-        Op(method: "get", path: "/v1/vms/{vm}/activity", summary: """
-            What the platform is doing to the VM, step by step (its current or last deploy, start, restart)
-            """, roles: "admin, reader", body: nil, response: "VMActivity", errors: [400, 401, 403, 404]),
-        Op(method: "get", path: "/v1/vms/{vm}/guest", summary: """
-            The guest's own view: Secure Boot state, TPM, measured boot log, last attestation
-            """, roles: "admin, reader", body: nil, response: "GuestStatus", errors: [401, 403, 404, 409]),
+        Op(
+            method: "get", path: "/v1/vms/{vm}/activity",
+            summary: "What the platform is doing to the VM, step by step (its current or last deploy, start, restart)",
+            roles: "admin, reader", body: nil, response: "VMActivity", errors: [400, 401, 403, 404]),
+        Op(
+            method: "get", path: "/v1/vms/{vm}/guest",
+            summary: "The guest's own view: Secure Boot state, TPM, measured boot log, last attestation", roles: "admin, reader", body: nil,
+            response: "GuestStatus", errors: [401, 403, 404, 409]),
         Op(method: "get", path: "/v1/images", summary: "Images (generation, source)", roles: "admin, reader", body: nil,
            response: "ImageList", errors: [401, 403]),
         Op(method: "get", path: "/v1/images/{image}", summary: "One image: boot chain, signers, db authorities", roles: "admin, reader",
            body: nil, response: "ImageDetails", errors: [401, 403, 404]),
         Op(method: "post", path: "/v1/images", summary: "Import an ESP folder or BIOS boot sector ({name, path, generation, keys})",
            roles: "admin", body: "ImportImage", response: "Image", errors: [400, 401, 403, 409]),
-        Op(method: "get", path: "/v1/hosts", summary: """
-            The libvirt hosts VMs are placed on: URI, state (Reachable/Unreachable), memory, CPUs, capacity, the VMs on each
-            """, roles: "admin, reader", body: nil, response: "HostList", errors: [401, 403]),
-        Op(method: "post", path: "/v1/hosts", summary: """
-            Add a libvirt host ({name, uri, tpm: external|emulator, maxVMs}); refused unless virsh reaches it
-            """, roles: "admin", body: "AddHost", response: "Host", errors: [400, 401, 403, 409]),
+        Op(
+            method: "get", path: "/v1/hosts",
+            summary: "The libvirt hosts VMs are placed on: URI, state (Reachable/Unreachable), memory, CPUs, capacity, the VMs on each",
+            roles: "admin, reader", body: nil, response: "HostList", errors: [401, 403]),
+        Op(
+            method: "post", path: "/v1/hosts",
+            summary: "Add a libvirt host ({name, uri, tpm: external|emulator, maxVMs}); refused unless virsh reaches it", roles: "admin",
+            body: "AddHost", response: "Host", errors: [400, 401, 403, 409]),
         Op(method: "delete", path: "/v1/hosts/{host}", summary: "Remove a host that has no VMs", roles: "admin", body: nil,
            response: "Empty", errors: [400, 401, 403, 404, 409]),
         Op(method: "get", path: "/v1/alerts", summary: "Alerts, newest first (?vm=, ?status=active|resolved|dismissed)",
@@ -103,9 +120,10 @@ enum OpenAPIDocument {
            response: "Alert", errors: [401, 403, 404, 409]),
         Op(method: "get", path: "/v1/vms/{vm}/baseline", summary: "The VM's baseline", roles: "admin, reader, agent (own VM)", body: nil,
            response: "Baseline", errors: [401, 403, 404]),
-        Op(method: "post", path: "/v1/vms/{vm}/baseline/approve", summary: """
-            Approve a boot (latest by default, or {attestationId}) as the baseline
-            """, roles: "admin", body: "ApproveBaseline", response: "Baseline", errors: [401, 403, 404, 409]),
+        Op(
+            method: "post", path: "/v1/vms/{vm}/baseline/approve",
+            summary: "Approve a boot (latest by default, or {attestationId}) as the baseline", roles: "admin", body: "ApproveBaseline",
+            response: "Baseline", errors: [401, 403, 404, 409]),
         Op(method: "put", path: "/v1/vms/{vm}/baseline", summary: "Set the baseline from predicted PCR values ({pcrs: {\"7\": hex}})",
            roles: "admin", body: "PredictedBaseline", response: "Baseline", errors: [400, 401, 403]),
         Op(method: "delete", path: "/v1/vms/{vm}/baseline", summary: "Forget the baseline; the next healthy boot is learned",
@@ -116,17 +134,20 @@ enum OpenAPIDocument {
            response: "Policy", errors: [400, 401, 403, 413, 415]),
         Op(method: "post", path: "/v1/what-if", summary: "Evaluate evidence against a draft policy; stores nothing, consumes no nonce",
            roles: "admin, reader", body: "WhatIf", response: "AttestationOutcome", errors: [400, 401, 403, 404]),
-        Op(method: "post", path: "/v1/tokens", summary: """
-            Create an API token ({role, vm, expiresIn: seconds}); the answer is the only time the token is shown
-            """, roles: "admin", body: "CreateToken", response: "Token", errors: [400, 401, 403]),
-        Op(method: "get", path: "/v1/tokens", summary: """
-            The API tokens: id (the start of the token's hash, never the token), role, VM, created, expires, revoked, state
-            """, roles: "admin", body: nil, response: "TokenList", errors: [401, 403]),
+        Op(
+            method: "post", path: "/v1/tokens",
+            summary: "Create an API token ({role, vm, expiresIn: seconds}); the answer is the only time the token is shown", roles: "admin",
+            body: "CreateToken", response: "Token", errors: [400, 401, 403]),
+        Op(
+            method: "get", path: "/v1/tokens",
+            summary: "The API tokens: id (the start of the token's hash, never the token), role, VM, created, expires, revoked, state",
+            roles: "admin", body: nil, response: "TokenList", errors: [401, 403]),
         Op(method: "delete", path: "/v1/tokens/{id}", summary: "Revoke a token by its id (6+ hex digits): refused everywhere from now on",
            roles: "admin", body: nil, response: "Empty", errors: [400, 401, 403, 404, 409]),
-        Op(method: "post", path: "/v1/keys/rotate", summary: """
-            Rotate the token signing key ({algorithm: ES256|RS256}); old keys stay published until their tokens expire
-            """, roles: "admin", body: "Rotate", response: "Kid", errors: [400, 401, 403]),
+        Op(
+            method: "post", path: "/v1/keys/rotate",
+            summary: "Rotate the token signing key ({algorithm: ES256|RS256}); old keys stay published until their tokens expire",
+            roles: "admin", body: "Rotate", response: "Kid", errors: [400, 401, 403]),
         Op(method: "get", path: "/.well-known/jwks.json", summary: "Token verification keys (JWK Set)", roles: "public", body: nil,
            response: "JWKS", errors: []),
         Op(method: "get", path: "/.well-known/openid-configuration", summary: "Issuer metadata", roles: "public", body: nil,
@@ -142,9 +163,12 @@ enum OpenAPIDocument {
         "Error": ["type": "object", "properties": ["error": ["type": "object", "required": ["status", "message"],
                                                               "properties": ["status": ["type": "integer"], "message": ["type": "string"],
                                                                              "field": ["type": "string"]]]]],
-        "NonceRequest": ["type": "object", "properties": ["audience": ["type": "string", "description": """
-            the relying party the token is for (aud); default urn:tlaunch:platform
-            """]]],
+            "NonceRequest": [
+                "type": "object",
+                "properties": [
+                    "audience": ["type": "string", "description": "the relying party the token is for (aud); default urn:tlaunch:platform"]
+                ]
+            ],
         "Rebind": ["type": "object", "properties": ["vm": ["type": "string"], "rebindAllowed": ["type": "boolean"]]],
         "BaselineMode": ["type": "object", "required": ["mode"],
                          "properties": ["vm": ["type": "string"], "mode": ["type": "string", "enum": ["learn", "approve", "predicted"]]]],

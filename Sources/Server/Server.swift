@@ -108,9 +108,11 @@ public enum APIServer {
                            field: c.codingPath.map(\.stringValue).joined(separator: "."))
         } catch let DecodingError.dataCorrupted(c) {
             let path = c.codingPath.map(\.stringValue).joined(separator: ".")
-            throw APIError(.badRequest, path.isEmpty ? """
-                the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)
-                """ : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
+            throw APIError(
+                .badRequest,
+                path.isEmpty
+                    ? "the body is not valid JSON: \(c.underlyingError.map { "\($0)" } ?? c.debugDescription)"
+                    : "\(path): \(c.debugDescription)", field: path.isEmpty ? nil : path)
         }
     }
 

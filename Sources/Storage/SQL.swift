@@ -72,9 +72,8 @@ public struct SQLSchema: Sendable {
         let module = module, steps = steps, legacy = legacyVersions
         try await backend.migrate { q in
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            _ = try await q("""
-                CREATE TABLE IF NOT EXISTS schema_modules (module TEXT PRIMARY KEY, version BIGINT NOT NULL, applied BIGINT NOT NULL)
-                """, [])
+            _ = try await q(
+                "CREATE TABLE IF NOT EXISTS schema_modules (module TEXT PRIMARY KEY, version BIGINT NOT NULL, applied BIGINT NOT NULL)", [])
             _ = try await q("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)", [])
             var current: Int64
             if let v = try await q("SELECT version FROM schema_modules WHERE module = ?", [.text(module)]).first?.first?.int {

@@ -106,9 +106,13 @@ public final class SQLStore: AttestationStore {
     // MARK: Enrolment
 
     public func insertPendingEnrolment(_ p: PendingEnrolment) async throws {
-        _ = try await run("""
-            INSERT INTO pending_enrolments (id, vm, ek_public, ak_public, ek_certificate, secret_hash, expires) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """, [.text(p.id), .text(p.vm), .text(p.ekPublic), .text(p.akPublic), Self.opt(p.ekCertificate), .text(p.secretHash), .int(p.expires)])
+        _ = try await run(
+            "INSERT INTO pending_enrolments (id, vm, ek_public, ak_public, ek_certificate, secret_hash, expires) "
+                + "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                .text(p.id), .text(p.vm), .text(p.ekPublic), .text(p.akPublic), Self.opt(p.ekCertificate), .text(p.secretHash),
+                .int(p.expires)
+            ])
     }
 
     public func takePendingEnrolment(id: String, vm: String) async throws -> PendingEnrolment? {
@@ -131,8 +135,8 @@ public final class SQLStore: AttestationStore {
 
     public func insertAgentIfAbsent(_ a: AgentRecord) async throws -> Bool {
         let rows = try await run("""
-            INSERT INTO agents (vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, rebind_allowed) VALUES (?, ?, ?, ?, \
-            ?, ?, 0)
+            INSERT INTO agents (vm, ek_public, ak_public, ek_certificate, ak_certificate, enrolled_at, rebind_allowed)
+            VALUES (?, ?, ?, ?, ?, ?, 0)
             ON CONFLICT (vm) DO NOTHING RETURNING vm
             """, [.text(a.vm), .text(a.ekPublic), .text(a.akPublic), Self.opt(a.ekCertificate), .text(a.akCertificate), .int(a.enrolledAt)])
         return !rows.isEmpty
@@ -165,9 +169,10 @@ public final class SQLStore: AttestationStore {
     }
 
     public func setBaselineMode(vm: String, mode: String) async throws {
-        _ = try await run("""
-            INSERT INTO vm_settings (vm, baseline_mode) VALUES (?, ?) ON CONFLICT (vm) DO UPDATE SET baseline_mode = excluded.baseline_mode
-            """, [.text(vm), .text(mode)])
+        _ = try await run(
+            "INSERT INTO vm_settings (vm, baseline_mode) VALUES (?, ?) "
+                + "ON CONFLICT (vm) DO UPDATE SET baseline_mode = excluded.baseline_mode",
+            [.text(vm), .text(mode)])
     }
 
     public func forget(vm: String, archivedAs: String) async throws {

@@ -61,9 +61,9 @@ func shimAndItsCA() throws -> (shim: String, pem: String, esl: String, db: Signa
     let der = esl.lists[0].entries[0].data
     let dir = NSTemporaryDirectory()
     let pemPath = dir + "tlaunch-bench-ca.pem", eslPath = dir + "tlaunch-bench-db.esl"
-    try
-        ("-----BEGIN CERTIFICATE-----\n" + Data(der).base64EncodedString(options: .lineLength64Characters) + "\n-----END CERTIFICATE-----\n")
-        .write(toFile: pemPath, atomically: true, encoding: .utf8)
+    let pem = "-----BEGIN CERTIFICATE-----\n" + Data(der).base64EncodedString(options: .lineLength64Characters)
+        + "\n-----END CERTIFICATE-----\n"
+    try pem.write(toFile: pemPath, atomically: true, encoding: .utf8)
     try Data(esl.encoded).write(to: URL(fileURLWithPath: eslPath))
     return (shim, pemPath, eslPath, esl)
 }

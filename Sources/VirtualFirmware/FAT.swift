@@ -26,9 +26,9 @@ public struct FATFileSystem: Sendable {
         let fatSize = u16(22) != 0 ? u16(22) : u32(36)
         guard [512, 1024, 2048,
                4096].contains(bytesPerSector) else { throw bad("BytesPerSector \(bytesPerSector) at byte 11 is not 512–4096") }
-        guard sectorsPerCluster > 0, sectorsPerCluster & (sectorsPerCluster - 1) == 0 else { throw bad("""
-            SectorsPerCluster \(sectorsPerCluster) at byte 13 is not a power of two
-            """) }
+        guard sectorsPerCluster > 0, sectorsPerCluster & (sectorsPerCluster - 1) == 0 else {
+            throw bad("SectorsPerCluster \(sectorsPerCluster) at byte 13 is not a power of two")
+        }
         guard reserved > 0, fats > 0, fatSize > 0, total > 0 else { throw bad("reserved sectors, FAT count, FAT size and total sectors "
                                                                             + "must be non-zero") }
         fatOffset = reserved * bytesPerSector
@@ -73,9 +73,9 @@ public struct FATFileSystem: Sendable {
         let clusterBytes = bytesPerSector * sectorsPerCluster
         var seen = 0
         while let cl = c, cl >= 2 {
-            guard Int(cl) - 2 < clusterCount else { throw FirmwareError(.invalidImage, stage: "FAT", """
-                cluster \(cl) is outside the data area (\(clusterCount) clusters)
-                """) }
+            guard Int(cl) - 2 < clusterCount else {
+                throw FirmwareError(.invalidImage, stage: "FAT", "cluster \(cl) is outside the data area (\(clusterCount) clusters)")
+            }
             seen += 1
             guard seen <= clusterCount else {
                 throw FirmwareError(.invalidImage, stage: "FAT", "the cluster chain starting at \(first) loops")
@@ -175,9 +175,9 @@ public struct FATFileSystem: Sendable {
         if fatBits == 32 {
             root = try chain(rootCluster, limit: nil)
         } else {
-            guard rootDirOffset + rootDirEntries * 32 <= bytes.count else { throw FirmwareError(.invalidImage, stage: "FAT", """
-                the root directory lies past the end of the image
-                """) }
+            guard rootDirOffset + rootDirEntries * 32 <= bytes.count else {
+                throw FirmwareError(.invalidImage, stage: "FAT", "the root directory lies past the end of the image")
+            }
             root = Array(bytes[rootDirOffset..<rootDirOffset + rootDirEntries * 32])
         }
         try walk(root, "", 0)

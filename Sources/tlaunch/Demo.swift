@@ -148,8 +148,9 @@ struct Demo: AsyncParsableCommand {
         let report = log.replay(against: tpmPCRs)
         detail("replay against the TPM's PCRs 0, 4, 7, 8: \(report.allMatch ? "all \(report.comparisons.count) match" : "MISMATCH")")
         let facts = report.verified.explain()
-        detail("Secure Boot \(facts.secureBoot.enabled == true ? "enabled" : "not enabled"); boot chain: "
-             + "\(facts.bootChain.compactMap(\.filePath).joined(separator: " → ")); kernel command line: \(facts.kernelCommandLine ?? "-")")
+        let chain = facts.bootChain.compactMap(\.filePath).joined(separator: " → ")
+        detail("Secure Boot \(facts.secureBoot.enabled == true ? "enabled" : "not enabled"); boot chain: \(chain); "
+             + "kernel command line: \(facts.kernelCommandLine ?? "-")")
 
         // Someone edits the log afterwards to hide a boot with Secure Boot off.
         var edited = log
@@ -178,9 +179,8 @@ struct Demo: AsyncParsableCommand {
         for s in report.stages {
             detail("\(s.kind.rawValue) \(s.path): verified by \(s.verifiedBy ?? "-") (\(s.authority ?? "-"))")
         }
-        detail("""
-            launched: \(report.kernel ?? "-") \(report.kernelCommandLine ?? ""); \(report.log.events.count) events measured into the vTPM
-            """)
+        detail(
+            "launched: \(report.kernel ?? "-") \(report.kernelCommandLine ?? ""); \(report.log.events.count) events measured into the vTPM")
         var read = TPM2PCRRead()
         read.pcrSelectionIn = TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7])])
         let response = vtpm.handle(try TPMCommandPacket(code: .pcrRead, handles: [], sessions: [],

@@ -118,7 +118,9 @@ struct EventLogCommand: ParsableCommand {
             commandName: "replay",
             abstract: "Replay every bank; with --pcrs, compare (exit status 0 only when every given PCR matches).")
         @Argument(help: "The event log.") var file: String
-        @Option(help: "PCR values: JSON {\"sha256\": {\"0\": \"hex\", …}, \"sha1\": {…}} or the output of tpm2_pcrread.") var pcrs: String?
+        @Option(help: """
+            PCR values: JSON {"sha256": {"0": "hex", …}, "sha1": {…}} or the output of tpm2_pcrread.
+            """) var pcrs: String?
         @Flag(help: "JSON output (see README).") var json = false
 
         func run() throws {
@@ -176,9 +178,10 @@ struct EventLogCommand: ParsableCommand {
                         print("\(bank) \(pcr) MISMATCH  \(why)")
                     }
                 }
-                print(report.allMatch ? "all \(report.comparisons.count) PCRs match" : """
-                    \(report.comparisons.filter { $0.status != .match }.count) of \(report.comparisons.count) PCRs do not match
-                    """)
+                print(
+                    report.allMatch
+                        ? "all \(report.comparisons.count) PCRs match"
+                        : "\(report.comparisons.filter { $0.status != .match }.count) of \(report.comparisons.count) PCRs do not match")
             }
             if !report.allMatch { throw ExitCode(1) }
         }
@@ -222,9 +225,8 @@ struct EventLogCommand: ParsableCommand {
                 + (sb.deployedMode == true ? " (deployed mode)" : ""))
         for db in f.keyDatabases {
             let hashes = db.hashCounts.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")
-            out.append("""
-                  \(db.name): \(db.isEmpty ? "empty" : "\(db.certificates.count) certificates\(hashes.isEmpty ? "" : ", " + hashes)")
-                """)
+            out.append(
+                "  \(db.name): \(db.isEmpty ? "empty" : "\(db.certificates.count) certificates\(hashes.isEmpty ? "" : ", " + hashes)")")
             for c in db.certificates { out.append("    \(c.subject ?? "(unparsable certificate)")  "
                                                 + "sha256:\(c.sha256Fingerprint.prefix(16))…") }
         }
@@ -240,18 +242,17 @@ struct EventLogCommand: ParsableCommand {
         for a in f.bootChain {
             let digest = a.digests["sha256"] ?? a.digests.values.sorted().first ?? ""
             out.append("  #\(a.eventIndex) \(a.devicePath ?? "(no device path)")")
-            out.append("""
-                      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") \
-                \(digest)\(a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", "))
-                """)
+            let authority = a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", ")
+            out.append("      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") \(digest)\(authority)")
         }
         if let s = f.shim {
             out.append("shim: MokList \(s.mokList.map { "\($0.certificates.count) certificates" } ?? "not measured"), MokListX "
                      + "\(s.mokListX.map { "\($0.certificates.count + $0.hashCounts.values.reduce(0, +)) entries" } ?? "not measured"), "
                      + "MokListTrusted \(s.mokListTrusted.map { $0 ? "yes" : "no" } ?? "-")")
-            if let sbat = s.sbatLevel { out.append("""
-                  SbatLevel: \(sbat.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "\n", with: " | "))
-                """) }
+            if let sbat = s.sbatLevel {
+                let level = sbat.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "\n", with: " | ")
+                out.append("  SbatLevel: \(level)")
+            }
             if let v = s.vendorCertificate { out.append("  vendor certificate: \(v.subject ?? v.sha256Fingerprint)") }
         }
         if let g = f.grub {
@@ -290,9 +291,9 @@ struct IMACommand: ParsableCommand {
 
         func run() throws {
             let log = try IMALog(parsing: readFile(file), templateHashSize: templateHashSize)
-            guard from >= 0, from <= log.entries.count else { throw ValidationError("""
-                --from \(from) is beyond the \(log.entries.count) entries
-                """) }
+            guard from >= 0, from <= log.entries.count else {
+                throw ValidationError("--from \(from) is beyond the \(log.entries.count) entries")
+            }
             var state = IMAReplayState()
             // Entries before --from are replayed but not listed (a verifier keeps this state).
             try state.apply(Array(log.entries))

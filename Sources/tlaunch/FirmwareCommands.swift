@@ -202,9 +202,8 @@ struct FirmwareCommand: ParsableCommand {
     struct Launch: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "launch",
-            abstract: """
-                Boot a VM's ESP with the virtual firmware into a vTPM (its state file, or a fresh in-memory one) and write the event log.
-                """)
+            abstract:
+                "Boot a VM's ESP with the virtual firmware into a vTPM (its state file, or a fresh in-memory one) and write the event log.")
         @OptionGroup var vm: VMOptions
         @Option(help: "The vTPM's state file (created if missing; encrypted with ~/.tlaunch/host.key).") var vtpmState: String?
         @Option(help: "Write the event log here.") var logOut: String?
@@ -219,9 +218,9 @@ struct FirmwareCommand: ParsableCommand {
             let (settings, esp) = try vm.resolve()
             let report = try VirtualFirmware(settings: settings).launch(esp: esp, tpm: tpm)
             if let logOut { try Data(try report.log.encoded()).write(to: URL(fileURLWithPath: logOut)) }
-            for s in report.stages { print("""
-                \(s.kind.rawValue): \(s.path)\(s.verifiedBy.map { " (verified by \($0): \(s.authority ?? ""))" } ?? "")
-                """) }
+            for s in report.stages {
+                print("\(s.kind.rawValue): \(s.path)\(s.verifiedBy.map { " (verified by \($0): \(s.authority ?? ""))" } ?? "")")
+            }
             if let f = report.failure {
                 print("launch failed: \(f)")
                 throw ExitCode(1)

@@ -248,9 +248,9 @@ struct VMCommand: AsyncParsableCommand {
                 help: "true (default for TrustedLaunch) or false (also as az's --enable-secure-boot).") var secureBoot: String?
         @Option(name: [.customLong("vtpm"), .customLong("enable-vtpm")],
                 help: "true (default for TrustedLaunch) or false (also --enable-vtpm).") var vtpm: String?
-        @Option(name: [.long, .customLong("enable-integrity-monitoring")], help: """
-            true or false (default); can be switched later (also --enable-integrity-monitoring).
-            """) var integrityMonitoring: String?
+        @Option(
+            name: [.long, .customLong("enable-integrity-monitoring")],
+            help: "true or false (default); can be switched later (also --enable-integrity-monitoring).") var integrityMonitoring: String?
         @Option(help: """
             simulated (the built-in hypervisor), qemu (a real VM: QEMU + OVMF, its own agent inside) or libvirt (the same as a libvirt \
             domain; the platform needs --libvirt-uri or --hypervisor libvirt).
@@ -378,9 +378,8 @@ struct VMCommand: AsyncParsableCommand {
         func run() async throws {
             // On a terminal, the vTPM's keys and secrets being destroyed for good is confirmed first.
             if !yes, isatty(STDIN_FILENO) == 1 {
-                FileHandle.standardError.write(Data("""
-                    Delete \(name)? Its disk and its vTPM (keys, sealed secrets, EK) are destroyed for good. [y/N] 
-                    """.utf8))
+                FileHandle.standardError.write(
+                    Data("Delete \(name)? Its disk and its vTPM (keys, sealed secrets, EK) are destroyed for good. [y/N] ".utf8))
                 guard let answer = readLine(), ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased()) else {
                     print("Not deleted")
                     throw ExitCode(1)
@@ -723,9 +722,9 @@ struct AlertCommand: AsyncParsableCommand {
 }
 
 struct HostCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "host", abstract: """
-        The libvirt hosts VMs are placed on (--hypervisor libvirt).
-        """, subcommands: [Add.self, List.self, Remove.self])
+    static let configuration = CommandConfiguration(
+        commandName: "host", abstract: "The libvirt hosts VMs are placed on (--hypervisor libvirt).",
+        subcommands: [Add.self, List.self, Remove.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "add",

@@ -229,9 +229,9 @@ struct PlatformDemo: AsyncParsableCommand {
         abstract: "Run the TrustedLaunch platform story end to end (a temporary platform; prints the overviews and the alert).")
     @Option(help: "HOST:PORT (default: a free port on 127.0.0.1).") var listen = "127.0.0.1:0"
     @Option(help: "Keep the platform's data in this folder (default: a temporary folder, removed at the end).") var data: String?
-    @Option(help: """
-        End with a real VM (QEMU + OVMF, its own agent inside): auto (where QEMU, OVMF and the guest kit are usable), yes, or no.
-        """) var realVM = "auto"
+    @Option(
+        help: "End with a real VM (QEMU + OVMF, its own agent inside): auto (where QEMU, OVMF and the guest kit are usable), yes, or no.")
+    var realVM = "auto"
     @OptionGroup(title: "TLS") var tls: ServeTLSOptions
 
     func run() async throws {
@@ -348,8 +348,8 @@ struct PlatformDemo: AsyncParsableCommand {
         }
         let name = "real-01"
         say("tlaunch vm create \(name) --image debian-12 --hypervisor qemu --integrity-monitoring true --baseline predicted")
-        detail("a real VM (QEMU \(qemu.accelerator)\(qemu.accelerator == "tcg" ? ": about a minute" : "")): OVMF with Secure Boot, shim → "
-             + "grub → kernel, our vTPM, the agent in its initramfs")
+        let pace = qemu.accelerator == "tcg" ? ": about a minute" : ""
+        detail("a real VM (QEMU \(qemu.accelerator)\(pace)): OVMF with Secure Boot, shim → grub → kernel, our vTPM, the agent in its initramfs")
         let vm = try await fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu",
                                                       baseline: "predicted"))
         guard vm.powerState == .running else { throw CLIError("\(name) did not boot: \(vm.lastBoot?.failure ?? "?")") }

@@ -64,9 +64,12 @@ struct VTPMCommand: AsyncParsableCommand {
             [incoming][,release-lock-outgoing]: the state arrives by CMD_SET_STATEBLOB (an incoming migration); accepted as swtpm does \
             for shared-storage migration.
             """) var migration: String?
-        @Option(help: """
-            allow-set-locality,reject-locality-4 (accepted; CMD_SET_LOCALITY is always allowed, locality 4 never from the data channel).
-            """) var locality: String?
+        @Option(
+            help: """
+                allow-set-locality,reject-locality-4 (accepted; CMD_SET_LOCALITY is always allowed, locality 4 never from the data \
+                channel).
+                """
+        ) var locality: String?
         @Option(help: "action=none|log|kill (accepted; this vTPM installs no seccomp profile).") var seccomp: String?
         @Option(help: "USER: switch to this user once listening.") var runas: String?
         @Flag(help: "Print the features this vTPM supports as JSON (swtpm's format) and exit.") var printCapabilities = false

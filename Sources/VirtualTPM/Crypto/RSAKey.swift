@@ -6,9 +6,9 @@ import TLBigNum
 import TPM2
 
 /// An RSA key pair inside the vTPM: the TPM stores one prime (TPM2B_PRIVATE_KEY_RSA); the
-/// rest is recomputed when the key is loaded. Private operations use BoringSSL's raw RSA (CRT; the blind-signing API exposes it — its hash
-/// parameter is unused here),
-/// padding is done here so that any digest and OAEP label work.
+/// rest is recomputed when the key is loaded. Private operations use BoringSSL's raw RSA (CRT;
+/// the blind-signing API exposes it — its hash parameter is unused here), padding is done here
+/// so that any digest and OAEP label work.
 struct RSAKeyPair: @unchecked Sendable {
     let modulus: [UInt8]
     let exponent: UInt32

@@ -450,9 +450,10 @@ public final class VTPMServer: Sendable {
             if flags & 1 != 0 {
                 parts.append("\"TPMSpecification\":{\"family\":\"2.0\",\"level\":0,\"revision\":\(EngineCore.specRevision)}")
             }
-            if flags & 2 != 0 { parts.append("""
-                \"TPMAttributes\":{\"manufacturer\":\"id:544C4348\",\"version\":\"id:00010000\",\"model\":\"TrustedLaunch vTPM\"}
-                """) }
+            if flags & 2 != 0 {
+                parts.append(
+                    "\"TPMAttributes\":{\"manufacturer\":\"id:544C4348\",\"version\":\"id:00010000\",\"model\":\"TrustedLaunch vTPM\"}")
+            }
             let json = Array(("{" + parts.joined(separator: ",") + "}").utf8)
             let chunk = offset < json.count ? Array(json[offset...]) : []
             return ok + be32Bytes(UInt32(json.count)) + be32Bytes(UInt32(chunk.count)) + chunk
