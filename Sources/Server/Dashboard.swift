@@ -113,10 +113,28 @@ enum Dashboard {
     /// form on it is being filled in). Without JavaScript it is the same page, current when loaded.
     static func page(_ title: String, _ body: HTML, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:], refresh: Int? = nil,
                      live: Bool = false) -> Response {
+        // A live page refreshes through its script; <meta refresh> only where scripts do not run.
+        let reload: HTML? = refresh.map { (seconds: Int) -> HTML in
+            let meta: HTML = "<meta http-equiv=\"refresh\" content=\"\(seconds)\">"
+            return live ? "<noscript>\(meta)</noscript>" : meta
+        }
+        let script: HTML = live ? "<script src=\"/static/live.js\" defer></script>" : ""
+        let who: HTML = signedInRole.map { (role: String) -> HTML in
+            """
+            <span id="who" style="margin-left:auto">Signed in with \(text: role == "admin" ? "an admin" : "a \(role)") token</span>\
+            <form method="post" action="/logout"><button type="submit">Sign out</button></form>
+            """
+        } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>"
+        let storage: HTML? = storageProblem.map { (problem: String) -> HTML in
+            """
+            <div class="error" id="storage"><b>The platform cannot keep its state:</b> \(text: problem). Changes fail until it can; \
+            what is shown may be behind.</div>
+            """
+        }
         let html: HTML = """
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, \
-        initial-scale=1">\(refresh.map { live ? "<noscript><meta http-equiv=\"refresh\" content=\"\($0)\"></noscript>" : "<meta http-equiv=\"refresh\" content=\"\($0)\">" })\(live ? "<script src=\"/static/live.js\" defer></script>" : "")
+        initial-scale=1">\(reload)\(script)
         <title>\(text: title) · TrustedLaunch</title>
         <style>
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}
@@ -142,8 +160,8 @@ enum Dashboard {
         </style></head><body\(live ? " data-live=\"\(refresh ?? liveInterval)\"" : "")>
         <header><span class="brand">TrustedLaunch</span><a href="/">Fleet</a><a href="/alerts">Alerts</a><a href="/images">Images</a><a \
         href="/deploy">Deploy a \
-        VM</a>\(signedInRole.map { "<span id=\"who\" style=\"margin-left:auto\">Signed in with \(text: $0 == "admin" ? "an admin" : "a \($0)") token</span><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>" } ?? "<a href=\"/login\" style=\"margin-left:auto\">Sign in</a>" as HTML)</header>
-        <main>\(storageProblem.map { "<div class=\"error\" id=\"storage\"><b>The platform cannot keep its state:</b> \(text: $0). Changes fail until it can; what is shown may be behind.</div>" } as HTML?)\(body)</main></body></html>
+        VM</a>\(who)</header>
+        <main>\(storage)\(body)</main></body></html>
         """
         var h = headers
         h[.contentType] = "text/html; charset=utf-8"
@@ -176,9 +194,11 @@ enum Dashboard {
                 }.joined(separator: "<br>")
             rows += """
             <tr id="vm-\(text: v.name)"><td><a \
-            href="/vms/\(text: v.name)">\(text: v.name)</a></td><td>\(text: v.powerState.rawValue)</td><td>\(securityType(v.securityProfile.securityType))</td>
+            href="/vms/\(text: v.name)">\(text: v.name)</a></td><td>\(text: v.powerState.rawValue)</td>\
+            <td>\(securityType(v.securityProfile.securityType))</td>
             <td>\(onOff(v.securityProfile.uefiSettings.secureBootEnabled))</td><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td>
-            <td>\(onOff(v.integrityMonitoring.enabled))</td><td>\(integrity(v))</td><td>\(text: v.integrityMonitoring.lastAttestation ?? "-")</td>
+            <td>\(onOff(v.integrityMonitoring.enabled))</td><td>\(integrity(v))</td>\
+            <td>\(text: v.integrityMonitoring.lastAttestation ?? "-")</td>
             <td>\(text: v.image)</td><td>\(alerts)</td><td>\(text: v.host ?? "-")</td></tr>
             """
         }
@@ -225,13 +245,16 @@ enum Dashboard {
         let rows = hosts.map { v -> HTML in
             """
                 <tr id=\"host-\(text: v.host.name)\"><td>\(text: v.host.name)</td><td \
-                class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td><td>\(text: Time.rfc3339(v.host.since))</td><td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td><td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) \
+                class=\"\(v.host.state == .reachable ? "ok" : "bad")\">\(text: v.host.state.rawValue)</td>\
+                <td>\(text: Time.rfc3339(v.host.since))</td><td><code>\(text: v.host.uri)</code></td><td>\(text: v.host.tpm)</td>\
+                <td>\(v.host.cpus)</td><td>\(v.host.memoryMiB) \
                 MiB</td><td>\(v.vms.count) (\(v.free) free)</td><td>\(text: v.host.detail)</td></tr>
                 """
         }.joined()
         return """
             <h2>Hosts</h2><table \
-            id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th><th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>
+            id=\"hosts\"><thead><tr><th>Host</th><th>State</th><th>Since</th><th>URI</th><th>vTPM</th><th>CPUs</th><th>Memory</th>\
+            <th>VMs</th><th>Detail</th></tr></thead><tbody>\(rows)</tbody></table>
             """
     }
 
@@ -434,6 +457,16 @@ enum Dashboard {
                     : "<details><summary>Last \(text: a.operation ?? "operation"): "
                     + "\(text: a.steps.last?.message ?? "")</summary>\(steps)</details>"
             }
+            let monitoring = v.integrityMonitoring.enabled
+            let lastAttestation: HTML = v.integrityMonitoring.lastAttestation.map { (time: String) -> HTML in
+                " — last attestation \(text: time)"
+            } ?? ""
+            let monitoringButton: HTML = !v.securityProfile.uefiSettings.vTpmEnabled ? "" : """
+                <button name="action" value="\(monitoring ? "monitoring-off" : "monitoring-on")">Turn integrity monitoring \
+                \(monitoring ? "off" : "on")</button>
+                """
+            let approveButton: HTML = v.integrityMonitoring.bootIntegrity != .unhealthy ? ""
+                : "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>"
             body += """
             <div class="card"><table id="overview"><tbody>
             <tr><th>Security type</th><td>\(securityType(v.securityProfile.securityType))</td></tr>
@@ -441,14 +474,15 @@ enum Dashboard {
             <tr><th>vTPM</th><td>\(onOff(v.securityProfile.uefiSettings.vTpmEnabled))</td></tr>
             <tr><th>Integrity monitoring</th><td>\(onOff(v.integrityMonitoring.enabled))</td></tr>
             <tr><th>Boot \
-            integrity</th><td>\(integrity(v))\(v.integrityMonitoring.lastAttestation.map { " — last attestation \(text: $0)" } ?? "")</td></tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(text: $0.description)</td></tr>" } ?? "")
+            integrity</th><td>\(integrity(v))\(lastAttestation)</td>\
+            </tr>\(o.baseline.map { "<tr><th>Baseline</th><td id=\"baseline\">\(text: $0.description)</td></tr>" } ?? "")
             <tr><th>Power state</th><td>\(text: v.powerState.rawValue) (boot \(v.bootCount))</td></tr>
             <tr><th>Image</th><td>\(text: v.image) · hypervisor \
             \(text: v.hypervisor)</td></tr>\(v.host.map { "<tr><th>Host</th><td id=\"host\">\(text: $0)</td></tr>" } ?? "")
             </tbody></table>
             <form class="inline" method="post" action="/vms/\(text: v.name)/action">\(lifecycleButtons(v))
-            \(v.securityProfile.uefiSettings.vTpmEnabled ? "<button name=\"action\" value=\"\(v.integrityMonitoring.enabled ? "monitoring-off" : "monitoring-on")\">Turn integrity monitoring \(v.integrityMonitoring.enabled ? "off" : "on")</button>" : "")
-            \(v.integrityMonitoring.bootIntegrity == .unhealthy ? "<button name=\"action\" value=\"approve\">Approve this boot as the baseline</button>" : "")</form></div>
+            \(monitoringButton)
+            \(approveButton)</form></div>
             """
             if !v.alerts.isEmpty {
                 body += "<h2>Active alerts</h2><ul>" + v.alerts.map { """
@@ -470,17 +504,26 @@ enum Dashboard {
             }
             body += "</tbody></table>"
             if let b = v.lastBoot {
+                let outcome: HTML = b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>"
+                    : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>"
+                let commandLine: HTML = b.kernelCommandLine.map { (line: String) -> HTML in
+                    " · command line <code>\(text: line)</code>"
+                } ?? ""
                 body += """
                     <h2>Last boot (\(b.number), \
-                    \(text: b.time))</h2><p>\(b.succeeded ? "<span class=\"ok\">reached \(text: b.kernel ?? "the OS")</span>" : "<span class=\"bad\">failed: \(text: b.failure ?? "?")</span>") \
+                    \(text: b.time))</h2>\
+                    <p>\(outcome) \
                     · \(text: b.firmware) · Secure Boot \(b.secureBootEnforced ? "enforced" : "not enforced") · \
-                    \(b.measured ? "\(b.events) events measured" : "not measured")\(b.kernelCommandLine.map { " · command line <code>\(text: $0)</code>" } ?? "")</p>
+                    \(b.measured ? "\(b.events) events measured" : "not measured")\(commandLine)</p>
                     """
                 if !b.stages.isEmpty {
                     body += "<table><thead><tr><th>Stage</th><th>Path</th><th>Authenticode SHA-256</th><th>Verified "
                           + "by</th></tr></thead><tbody>"
                         + b.stages.map {
-                            "<tr><td>\(text: $0.kind)</td><td>\(text: $0.path)</td><td><code>\(text: $0.sha256)</code></td><td>\(text: [$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": "))</td></tr>"
+                            """
+                                <tr><td>\(text: $0.kind)</td><td>\(text: $0.path)</td><td><code>\(text: $0.sha256)</code></td>\
+                                <td>\(text: [$0.verifiedBy, $0.authority].compactMap { $0 }.joined(separator: ": "))</td></tr>
+                                """
                         }.joined()
                         + "</tbody></table>"
                 }
@@ -496,7 +539,8 @@ enum Dashboard {
                       + "checks</th></tr></thead><tbody>"
                     + o.attestations.map { a in """
                         <tr><td>\(text: a.time)</td><td class=\"\(a.passed ? "ok" : "bad")\">\(a.passed ? "passed" : "failed") \
-                        (\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td><td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>
+                        (\(text: a.status))</td><td>\(text: a.baseline?.rawValue ?? "-")</td>\
+                        <td>\(text: a.checks.filter { !$0.passed }.map { "\($0.name): \($0.reason)" }.joined(separator: "; "))</td></tr>
                         """ }.joined()
                     + "</tbody></table>"
             }
@@ -547,12 +591,15 @@ enum Dashboard {
                 rows += """
                     <tr class=\"sev-\(text: a.status == .active ? a.severity.rawValue : "")\"><td><a \
                     href=\"/alerts/\(text: a.id)\">\(text: a.title)</a></td><td><a \
-                    href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td><td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td><td>\(text: a.resolution ?? "")</td></tr>
+                    href=\"/vms/\(text: a.vm)\">\(text: a.vm)</a></td><td>\(text: a.severity.rawValue)</td>\
+                    <td>\(text: a.status.rawValue)</td><td>\(text: a.created)</td><td>\(a.occurrences)</td>\
+                    <td>\(text: a.resolution ?? "")</td></tr>
                     """
             }
             return page("Alerts", """
                 <h1>Alerts</h1><table \
-                id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th><th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>
+                id=\"alerts\"><thead><tr><th>Title</th><th>VM</th><th>Severity</th><th>Status</th><th>Raised</th><th>Seen</th>\
+                <th>Resolution</th></tr></thead><tbody>\(rows)</tbody></table>
                 """,
                         live: true)
         }
@@ -571,11 +618,15 @@ enum Dashboard {
             body += "<div class=\"card\"><p id=\"description\">\(text: a.description)</p></div>"
             body += """
                 <h2>Evidence</h2><table \
-                id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead><tbody>
+                id=\"evidence\"><thead><tr><th>Component</th><th>What</th><th>PCR</th><th>From</th><th>To</th><th>Detail</th></tr></thead>\
+                <tbody>
                 """
             for e in a.evidence {
                 body += """
-                    <tr><td>\(text: e.component.rawValue)</td><td>\(text: e.name)</td><td>\(text: e.pcr.map(String.init) ?? "-")</td><td><code>\(text: e.from ?? "-")</code>\(e.fromSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td><code>\(text: e.to ?? "-")</code>\(e.toSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td>\(text: e.detail)</td></tr>
+                    <tr><td>\(text: e.component.rawValue)</td><td>\(text: e.name)</td><td>\(text: e.pcr.map(String.init) ?? "-")</td><td>\
+                    <code>\(text: e.from ?? "-")</code>\(e.fromSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td>\
+                    <code>\(text: e.to ?? "-")</code>\(e.toSigner.map { "<br>signed by \(text: $0)" } ?? "")</td><td>\(text: e.detail)</td>\
+                    </tr>
                     """
             }
             body +=
@@ -608,12 +659,14 @@ enum Dashboard {
             for i in try await fleet.imageList() {
                 rows += """
                     <tr><td>\(text: i.name)</td><td>Gen \(i.generation) \
-                    (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td><td>\(text: i.source)</td></tr>
+                    (\(i.generation == 2 ? "UEFI: Trusted launch or Standard" : "BIOS: Standard only"))</td><td>\(text: i.description)</td>\
+                    <td>\(text: i.source)</td></tr>
                     """
             }
             return page("Images", """
                 <h1>Images</h1><table \
-                id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead><tbody>\(rows)</tbody></table>
+                id=\"images\"><thead><tr><th>Name</th><th>Generation</th><th>Description</th><th>Source</th></tr></thead>\
+                <tbody>\(rows)</tbody></table>
                 """)
         }
 

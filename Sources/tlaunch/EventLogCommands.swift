@@ -242,7 +242,8 @@ struct EventLogCommand: ParsableCommand {
         for a in f.bootChain {
             let digest = a.digests["sha256"] ?? a.digests.values.sorted().first ?? ""
             out.append("  #\(a.eventIndex) \(a.devicePath ?? "(no device path)")")
-            let authority = a.authorityEvents.isEmpty ? "" : "; authority events " + a.authorityEvents.map { "#\($0)" }.joined(separator: ", ")
+            let events = a.authorityEvents.map { "#\($0)" }.joined(separator: ", ")
+            let authority = a.authorityEvents.isEmpty ? "" : "; authority events " + events
             out.append("      authenticode \(a.digests["sha256"] != nil ? "sha256" : "digest") \(digest)\(authority)")
         }
         if let s = f.shim {

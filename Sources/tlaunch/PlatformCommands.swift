@@ -349,7 +349,8 @@ struct PlatformDemo: AsyncParsableCommand {
         let name = "real-01"
         say("tlaunch vm create \(name) --image debian-12 --hypervisor qemu --integrity-monitoring true --baseline predicted")
         let pace = qemu.accelerator == "tcg" ? ": about a minute" : ""
-        detail("a real VM (QEMU \(qemu.accelerator)\(pace)): OVMF with Secure Boot, shim → grub → kernel, our vTPM, the agent in its initramfs")
+        detail("a real VM (QEMU \(qemu.accelerator)\(pace)): OVMF with Secure Boot, shim → grub → kernel, our vTPM, "
+             + "the agent in its initramfs")
         let vm = try await fleet.deploy(DeployRequest(name: name, image: "debian-12", integrityMonitoring: true, hypervisor: "qemu",
                                                       baseline: "predicted"))
         guard vm.powerState == .running else { throw CLIError("\(name) did not boot: \(vm.lastBoot?.failure ?? "?")") }
