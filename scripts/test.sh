@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 # TLBigNum optimized in this project's debug builds too (Package.swift says why it is asked for here).
 export TLAUNCH_OPTIMIZE_BIGNUM=1
+# Swift lines stay within 140 characters (a long message continues as a multi-line literal).
+long=$(git ls-files '*.swift' | xargs awk 'length > 140 { print FILENAME ":" FNR ": " length " characters" }')
+if [ -n "$long" ]; then echo "==> Swift lines over 140 characters:"; echo "$long"; exit 1; fi
 scripts/deps.sh
 # The attestation store's tests run against a real PostgreSQL too (and two service instances on it).
 if [ -z "${TLAUNCH_TEST_POSTGRES:-}" ]; then

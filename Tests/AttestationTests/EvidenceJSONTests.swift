@@ -52,7 +52,10 @@ import Testing
             (#"{"quote":"a", }"#, 14, nil, "trailing comma"),
             (#"{"x":[1,2,]}"#, 10, "x", "trailing comma"),
             (#"{"quote":"a""#, 12, nil, "not closed"),
-            (String(good.dropLast()) + #","x":"#+String(repeating: "[", count: 70) + String(repeating: "]", count: 70) + "}", nil, "x", "deeper than 64"),
+            (
+                String(good.dropLast()) + #","x":"# + String(repeating: "[", count: 70) + String(repeating: "]", count: 70) + "}", nil, "x",
+                "deeper than 64"
+            ),
             (#"{"quote":"a","signature":"b","pcrs":{},"eventLog":"c"}"#, 54, "nonce", "missing field nonce"),
         ]
         for (body, offset, field, reason) in cases {
@@ -75,7 +78,9 @@ import Testing
     @Test func everyCutAndEveryByteFlipAgreesWithFoundation() throws {
         let body = Array(try JSONEncoder().encode(Self.evidence))
         for n in stride(from: 0, to: body.count, by: max(1, body.count / 400)) {
-            do throws(EvidenceJSONError) { _ = try Evidence(json: Array(body[..<n])); Issue.record("a body cut at \(n) was accepted") } catch {
+            do throws(EvidenceJSONError) {
+                _ = try Evidence(json: Array(body[..<n])); Issue.record("a body cut at \(n) was accepted")
+            } catch {
                 #expect(error.offset <= n)
             }
         }

@@ -44,7 +44,8 @@ import Testing
 
     static let sample = Sample(
         text: "plain", tricky: "quote \" backslash \\ slash / newline \n tab \t nul \u{0} bell \u{7} ünïcødé ✓ 𝄞 \u{2028}",
-        flags: [true, false], ints: [0, -1, .max, .min], big: .max, small: -128, doubles: [0, 2, -2.5, 0.1, 1e300, .leastNonzeroMagnitude, 123456789.125],
+        flags: [true, false], ints: [0, -1, .max, .min], big: .max, small: -128,
+        doubles: [0, 2, -2.5, 0.1, 1e300, .leastNonzeroMagnitude, 123456789.125],
         colour: .green, nothing: nil,
         nested: [Inner(name: "a", digests: ["sha256": "00ff", "sha1": "aa", "sha384": "bb"], bytes: Data([0, 1, 0xfb, 0xff]),
                        when: Date(timeIntervalSinceReferenceDate: 12.5),
@@ -53,7 +54,9 @@ import Testing
                        link: URL(string: "file:///tmp/x")!, maybe: nil)],
         grid: [[], [1], [2, 3]], byNumber: [1: "one", 20: "twenty"], empty: [:])
 
-    func jsonValue(_ data: Data) throws -> NSObject { try #require(JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) as? NSObject) }
+    func jsonValue(_ data: Data) throws -> NSObject {
+        try #require(JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) as? NSObject)
+    }
 
     @Test func sameJSONAsFoundation() throws {
         let foundation = JSONEncoder()

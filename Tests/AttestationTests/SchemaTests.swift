@@ -47,9 +47,9 @@ import Testing
                 for (schema, step) in owners { for statement in schema.steps[step] { _ = try await db.query(statement, []) } }
                 _ = try await db.query("INSERT INTO schema_migrations (version, applied) VALUES (?, 0)", [.int(Int64(global))])
             }
-            _ = try await db.query("""
-                INSERT INTO fleet_vms (name, power_state, monitoring, version, body, host) VALUES ('web-01', 'Running', 1, 3, '{}', 'h1')
-                """, [])
+            _ = try await db.query(
+                "INSERT INTO fleet_vms (name, power_state, monitoring, version, body, host) VALUES ('web-01', 'Running', 1, 3, '{}', 'h1')",
+                [])
             _ = try await db.query("INSERT INTO fleet_images (name, body, created) VALUES ('img', '{}', 1)", [])
             _ = try await db.query("INSERT INTO api_tokens (hash, role, created, expires) VALUES ('h', 'admin', 1, 99)", [])
 

@@ -13,7 +13,7 @@ import VirtualTPM
     func service(_ store: SQLStore, _ folder: DataFolder, sealer: KeySealer?) throws -> AttestationService {
         let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
         return AttestationService(store: store, anchors: TrustAnchors(roots: [authority.root], intermediates: [authority.intermediate]),
-                                  akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "https://attest.tlaunch.test",
+            akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA), issuer: "https://attest.tlaunch.test",
                                   cacheLifetime: 0, keySealer: sealer)
     }
 

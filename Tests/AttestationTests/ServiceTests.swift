@@ -74,7 +74,7 @@ struct Platform {
         let authority = try VTPMCertificateAuthority.loadOrCreate(directory: folder.vtpmCA)
         let service = AttestationService(store: store,
                                          anchors: TrustAnchors(roots: [authority.root] + extra.filter { $0.subject == $0.issuer },
-                                                                             intermediates: [authority.intermediate] + extra.filter { $0.subject != $0.issuer }),
+                intermediates: [authority.intermediate] + extra.filter { $0.subject != $0.issuer }),
                                          akCA: try AKCertificateAuthority.loadOrCreate(directory: folder.attestationCA),
                                          issuer: "https://attest.tlaunch.test")
         let server = try await RunningServer.start(service: service)
@@ -203,7 +203,9 @@ struct ServiceTests {
                 #expect(claims["jti"] as? String == second.tokenID)
                 let x = claims["x-tlaunch"] as? [String: Any]
                 #expect(x?["secureboot"] as? Bool == true && x?["baseline"] as? String == "matches")
-                #expect(((x?["vtpm"] as? [String: Any])?["ekCertificateSubject"] as? String)?.contains("TrustedLaunch vTPM EK Issuing CA") == true)
+                #expect(
+                    ((x?["vtpm"] as? [String: Any])?["ekCertificateSubject"] as? String)?.contains("TrustedLaunch vTPM EK Issuing CA")
+                        == true)
                 #expect(claims["exp"] as? Int ?? 0 > claims["iat"] as? Int ?? 0)
             }
             // Discovery names the JWKS.
@@ -359,7 +361,10 @@ struct ServiceTests {
             let o = try await off.agent(p, vm: vm, token: p.admin).attest()
             #expect(!o.passed && o.checks.first { $0.name == "replay" }?.passed == true)
             #expect(o.checks.first { $0.name == "secure-boot" }.map { !$0.passed && $0.reason.contains("off") } == true)
-            #expect(o.checks.first { $0.name == "boot-applications" }.map { !$0.passed && $0.reason.contains("not verified by any Secure Boot authority") } == true)
+            #expect(
+                o.checks.first { $0.name == "boot-applications" }.map {
+                    !$0.passed && $0.reason.contains("not verified by any Secure Boot authority")
+                } == true)
             #expect(o.baseline == .pending && o.baselineSource == nil, "an unhealthy boot is not learned")
             #expect(try await p.service.store.baseline(vm: vm) == nil)
 
@@ -389,7 +394,8 @@ struct ServiceTests {
             let draft = AttestationPolicy(forbiddenKernelArguments: ["console=ttyS0"],
                                           allowedBootDigests: [String(repeating: "ab", count: 32)])
             let e = try await agent.evidence(nonce: [UInt8](repeating: 1, count: 32))
-            let w = try await p.client(try await p.token(.reader)).call("POST", "/v1/what-if", body: WhatIf(vm: vm3, evidence: e, policy: draft), as: AttestationOutcome.self, step: "what-if")
+            let w = try await p.client(try await p.token(.reader)).call(
+                "POST", "/v1/what-if", body: WhatIf(vm: vm3, evidence: e, policy: draft), as: AttestationOutcome.self, step: "what-if")
             #expect(!w.passed && Set(w.checks.filter { !$0.passed }.map(\.name)) == ["kernel-command-line", "boot-chain"])
             #expect(try await p.service.history(vm: vm3).count == before)
         }
@@ -458,10 +464,13 @@ struct ServiceTests {
             (s, body) = try await status("GET", "/readyz", nil, token: nil)
             #expect(s == 200 && body.contains("sqlite"))
             (s, body) = try await status("GET", "/metrics", nil, token: nil)
-            #expect(s == 200 && body.contains("tlaunch_attestations_total{outcome=\"pass\"} 1") && body.contains("tlaunch_http_responses_total{code=\"413\"} 1"))
+            #expect(
+                s == 200 && body.contains("tlaunch_attestations_total{outcome=\"pass\"} 1")
+                    && body.contains("tlaunch_http_responses_total{code=\"413\"} 1"))
             (s, body) = try await status("GET", "/openapi.json", nil, token: nil)
             let doc = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-            #expect(s == 200 && doc?["openapi"] as? String == "3.1.0" && (doc?["paths"] as? [String: Any])?["/v1/vms/{vm}/attestations"] != nil)
+            #expect(
+                s == 200 && doc?["openapi"] as? String == "3.1.0" && (doc?["paths"] as? [String: Any])?["/v1/vms/{vm}/attestations"] != nil)
             // Every baseline status an outcome can carry is in the document (it once lacked pending).
             let outcome = ((doc?["components"] as? [String: Any])?["schemas"] as? [String: Any])?["AttestationOutcome"] as? [String: Any]
             let baseline = (outcome?["properties"] as? [String: Any])?["baseline"] as? [String: Any]
@@ -486,7 +495,9 @@ struct ServiceTests {
             #expect(old?["_alg"] as? String == "ES256" && new?["_alg"] as? String == "RS256")
             let (_, keys) = try await p.get("/.well-known/jwks.json")
             #expect((keys["keys"] as? [[String: Any]])?.count == 2)
-            #expect((keys["keys"] as? [[String: Any]])?.contains { $0["kid"] as? String == rotated["kid"] && $0["kty"] as? String == "RSA" } == true)
+            #expect(
+                (keys["keys"] as? [[String: Any]])?.contains { $0["kid"] as? String == rotated["kid"] && $0["kty"] as? String == "RSA" }
+                    == true)
         }
     }
 
@@ -537,7 +548,9 @@ struct ServiceTests {
             let client = try TPMClient(tcti: sw.tcti)
             let log = try EventLog(parsing: boot.log)
             for e in log.events where e.type != .noAction {
-                let digests = e.digests.filter { $0.algorithm == .sha256 || $0.algorithm == .sha1 }.map { TPMTHA(hashAlg: $0.algorithm, digest: Array($0.digest)) }
+                let digests = e.digests.filter { $0.algorithm == .sha256 || $0.algorithm == .sha1 }.map {
+                    TPMTHA(hashAlg: $0.algorithm, digest: Array($0.digest))
+                }
                 try await client.pcrExtend(Int(e.pcrIndex), digests: digests)
             }
             let vm = vmName()

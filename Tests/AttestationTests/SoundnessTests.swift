@@ -50,7 +50,9 @@ final class AttackedGuest: @unchecked Sendable {
     }
 
     /// A platform (SQLite) that trusts our vTPM CA and swtpm's local CA, and a booted guest.
-    static func setUp(_ kind: TPMKind, secureBoot: Bool = true, commandLine: String = defaultCommandLine) async throws -> (Platform, AttackedGuest)? {
+    static func setUp(
+        _ kind: TPMKind, secureBoot: Bool = true, commandLine: String = defaultCommandLine
+    ) async throws -> (Platform, AttackedGuest)? {
         var first: SwtpmProcess?
         if kind == .swtpm {
             guard let sw = try await Interop.swtpm(manufacture: true) else { return nil }
@@ -191,9 +193,13 @@ extension Platform {
     }
 
     /// Sends a request; the status and the error message.
-    func status(_ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none, token: String?) async throws -> (Int, String) {
+    func status(
+        _ method: String, _ path: String, body: (some Encodable)? = Optional<Int>.none, token: String?
+    ) async throws -> (Int, String) {
         let (s, data) = try await client(token).send(method, path, json: try body.map { try JSONEncoder().encode($0) }, step: "test")
-        let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]).flatMap { ($0["error"] as? [String: Any])?["message"] as? String }
+        let message = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]).flatMap {
+            ($0["error"] as? [String: Any])?["message"] as? String
+        }
         return (s, message ?? String(decoding: data, as: UTF8.self))
     }
 }
@@ -224,7 +230,10 @@ struct SoundnessTests {
             softAK.unique = .ecc(TPMSECCPoint(x: Array(raw.prefix(32)), y: Array(raw.suffix(32))))
 
             func enrol(_ ek: TPMTPublic, cert: [UInt8]) async throws -> (Int, String) {
-                try await p.status("POST", "/v1/vms/\(vm)/enrolments", body: EnrolmentRequest(ekPublic: hexString(try ek.tpmBytes()), akPublic: hexString(try softAK.tpmBytes()),
+                try await p.status(
+                    "POST", "/v1/vms/\(vm)/enrolments",
+                    body: EnrolmentRequest(
+                        ekPublic: hexString(try ek.tpmBytes()), akPublic: hexString(try softAK.tpmBytes()),
                                                                                         ekCertificate: Data(cert).base64EncodedString()),
                                                                                         token: token)
             }
@@ -252,7 +261,9 @@ struct SoundnessTests {
             #expect(s == 403 && m.contains("TCG EK template") && m.contains("authPolicy"), "\(s) \(m)")
             // Another modulus (the attacker's own RSA key) under the victim's certificate.
             var otherModulus = rsaEK.publicArea
-            otherModulus.unique = .rsa(TPM2BPublicKeyRSA(Array(try _RSA.Signing.PrivateKey(keySize: .bits2048).publicKey.getKeyPrimitives().modulus.drop { $0 == 0 })))
+            otherModulus.unique = .rsa(
+                TPM2BPublicKeyRSA(
+                    Array(try _RSA.Signing.PrivateKey(keySize: .bits2048).publicKey.getKeyPrimitives().modulus.drop { $0 == 0 })))
             (s, m) = try await enrol(otherModulus, cert: rsaCert)
             #expect(s == 403 && m.contains("certifies another key"), "\(s) \(m)")
             // ECC: the attacker's point with the victim's ECC certificate (where the TPM has one).
@@ -290,7 +301,9 @@ struct SoundnessTests {
             // The attack: write the allowed digest into the log's sha256 bank, quote only sha1.
             try guest.editLog { log in
                 for i in log.events.indices where log.events[i].pcrIndex == 4 && log.events[i].type == .efiBootServicesApplication {
-                    log.events[i].digests = log.events[i].digests.map { $0.algorithm == .sha256 ? TaggedDigest(.sha256, [UInt8](hex: allowed)![...]) : $0 }
+                    log.events[i].digests = log.events[i].digests.map {
+                        $0.algorithm == .sha256 ? TaggedDigest(.sha256, [UInt8](hex: allowed)![...]) : $0
+                    }
                 }
             }
             var sha1Only = guest.agent(p, vm: vm, token: token)
@@ -331,7 +344,9 @@ struct SoundnessTests {
             let agent = guest.agent(p, vm: vm, token: token)
             // Honest: the boot says init=/bin/sh, and fails for it.
             var o = try await agent.attest()
-            #expect(!o.passed && o.check(.kernelCommandLine)?.outcome == .fail && o.check(.kernelCommandLine)?.reason.contains("init=/bin/sh") == true, "\(o.failures)")
+            #expect(
+                !o.passed && o.check(.kernelCommandLine)?.outcome == .fail
+                    && o.check(.kernelCommandLine)?.reason.contains("init=/bin/sh") == true, "\(o.failures)")
             let original = guest.log
             // The attack: benign text in grub's PCR 8 events, digests untouched (the replay still matches).
             try guest.editLog { log in
@@ -353,11 +368,15 @@ struct SoundnessTests {
             try guest.editLog { log in
                 for i in log.events.indices where log.events[i].pcrIndex == 8 {
                     let text = String(decoding: log.events[i].data, as: UTF8.self)
-                    if text.hasPrefix("kernel_cmdline: ") { log.events[i].data = Array(("grub_cmd: " + text.dropFirst("kernel_cmdline: ".count)).utf8)[...] }
+                    if text.hasPrefix("kernel_cmdline: ") {
+                        log.events[i].data = Array(("grub_cmd: " + text.dropFirst("kernel_cmdline: ".count)).utf8)[...]
+                    }
                 }
             }
             o = try await guest.agent(p, vm: vm, token: token).attest()
-            #expect(!o.passed && o.check(.kernelCommandLine)?.outcome == .unknown && o.check(.anomalies)?.reason.contains("kernel command line is unknown") == true, "\(o.checks)")
+            #expect(
+                !o.passed && o.check(.kernelCommandLine)?.outcome == .unknown
+                    && o.check(.anomalies)?.reason.contains("kernel command line is unknown") == true, "\(o.checks)")
             // The same for Secure Boot's variable: a boot with Secure Boot off whose log says on.
             let off = try await AttackedGuest.boot(p, kind, secureBoot: false)
             try await withTeardown({ await off.stop() }) {
@@ -386,7 +405,11 @@ struct SoundnessTests {
             // What a Secure Boot boot measures into PCR 7 (the attacker copies it from any such VM).
             let genuine = try guest.firmwareLog(secureBoot: true, commandLine: AttackedGuest.defaultCommandLine,
                                                 into: VirtualTPM.ephemeral())
-            let copied = genuine.events.filter { $0.pcrIndex == 7 && ($0.type == .efiVariableAuthority || ($0.type == .efiVariableDriverConfig && {
+            let copied = genuine.events.filter {
+                $0.pcrIndex == 7
+                    && ($0.type == .efiVariableAuthority
+                        || ($0.type == .efiVariableDriverConfig
+                            && {
                 if case .variable(let v) = $0.decoded { return v.name == "SecureBoot" } else { return false } }($0))) }
             #expect(copied.count >= 2)
             // Root in the booted guest extends them after the separator and appends them to the log.
@@ -452,7 +475,9 @@ struct SoundnessTests {
             _ = try await agent.enroll()
             // The kernel (root) extends PCR 10 as IMA does; the TCG log has no PCR 10 event.
             let measured = try TPMCrypto.hash(.sha256, Array("boot_aggregate".utf8))
-            try await guest.client.pcrExtend(10, digests: [TPMTHA(hashAlg: .sha256, digest: measured), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, measured))])
+            try await guest.client.pcrExtend(
+                10,
+                digests: [TPMTHA(hashAlg: .sha256, digest: measured), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, measured))])
             var n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
             var o = try await p.post(vm, try await agent.evidence(nonce: n), token: token)
             #expect(o.check(.replay)?.passed == true, "PCR 10 is IMA's, not the boot log's: \(o.checks)")
@@ -460,7 +485,8 @@ struct SoundnessTests {
             // An IMA log that is not what was extended: refused.
             agent.imaLogPath = nil
             let fakeIMA = FileManager.default.temporaryDirectory.appendingPathComponent("ima-\(UUID().uuidString)")
-            try Data("10 \(String(repeating: "ab", count: 20)) ima-ng sha256:\(String(repeating: "cd", count: 32)) /usr/bin/true\n".utf8).write(to: fakeIMA)
+            try Data("10 \(String(repeating: "ab", count: 20)) ima-ng sha256:\(String(repeating: "cd", count: 32)) /usr/bin/true\n".utf8)
+                .write(to: fakeIMA)
             defer { try? FileManager.default.removeItem(at: fakeIMA) }
             agent.imaLogPath = fakeIMA.path
             n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
@@ -468,7 +494,9 @@ struct SoundnessTests {
             #expect(!o.passed && o.check(.imaReplay)?.passed == false, "\(o.checks)")
             agent.imaLogPath = nil
             // A boot PCR extended outside the log is still a mismatch.
-            try await guest.client.pcrExtend(4, digests: [TPMTHA(hashAlg: .sha256, digest: measured), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, measured))])
+            try await guest.client.pcrExtend(
+                4,
+                digests: [TPMTHA(hashAlg: .sha256, digest: measured), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, measured))])
             n = try #require([UInt8](hex: try await p.nonce(vm, token: token).nonce))
             o = try await p.post(vm, try await agent.evidence(nonce: n), token: token)
             #expect(!o.passed && o.failures.first?.name == .replay && o.failures.first?.reason.contains("sha256 PCR 4") == true,
@@ -492,7 +520,8 @@ struct SoundnessTests {
                     "\(again.checks)")
             // Root measures something into PCR 4 (the boot loaders') and leaves the log as it was.
             let hidden = try TPMCrypto.hash(.sha256, Array("hidden loader".utf8))
-            try await guest.client.pcrExtend(4, digests: [TPMTHA(hashAlg: .sha256, digest: hidden), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, hidden))])
+            try await guest.client.pcrExtend(
+                4, digests: [TPMTHA(hashAlg: .sha256, digest: hidden), TPMTHA(hashAlg: .sha1, digest: try TPMCrypto.hash(.sha1, hidden))])
             let after = try await guest.agent(p, vm: vm, token: token).attest()
             #expect(!after.passed && after.failures.first?.name == .replay && after.failures.first?.reason.contains("PCR 4") == true,
                     "\(after.failures)")
@@ -502,7 +531,9 @@ struct SoundnessTests {
             #expect(try await guest.agent(p, vm: vm, token: token).attest().passed)
             try await guest.client.pcrExtend(7, digests: [TPMTHA(hashAlg: .sha256, digest: hidden)])
             let oneBank = try await guest.agent(p, vm: vm, token: token).attest()
-            #expect(!oneBank.passed && oneBank.failures.first?.name == .replay && oneBank.failures.first?.reason.contains("sha256 PCR 7") == true, "\(oneBank.failures)")
+            #expect(
+                !oneBank.passed && oneBank.failures.first?.name == .replay
+                    && oneBank.failures.first?.reason.contains("sha256 PCR 7") == true, "\(oneBank.failures)")
         }
     }
 
@@ -685,7 +716,9 @@ struct SoundnessTests {
                     #expect(s == 400)
                     let token3 = try await p.token(.agent, vm: vm3)
                     let pending = try await waiting.agent(p, vm: vm3, token: token3).attest()
-                    #expect(!pending.passed && pending.baseline == .pending && pending.check(.baseline)?.reason.contains("waits for a person") == true, "\(pending.checks)")
+                    #expect(
+                        !pending.passed && pending.baseline == .pending
+                            && pending.check(.baseline)?.reason.contains("waits for a person") == true, "\(pending.checks)")
                     (s, _) = try await p.status("POST", "/v1/vms/\(vm3)/baseline/approve", token: p.admin)
                     #expect(s == 200)
                     #expect(try await waiting.agent(p, vm: vm3, token: token3).attest().passed)
@@ -713,11 +746,18 @@ struct SoundnessTests {
             if let claims = try await verifyWithPyJWT(jwt, jwksURL: jwks, audience: "https://keys.example.test") {
                 #expect(claims["aud"] as? String == "https://keys.example.test")
                 #expect((claims["exp"] as? Int ?? 0) - (claims["iat"] as? Int ?? 0) == 300)
-                let vector = ((claims["submods"] as? [String: Any])?["trusted-launch"] as? [String: Any])?["ear.trustworthiness-vector"] as? [String: Any]
-                #expect(vector?["instance-identity"] as? Int == 2 && vector?["executables"] as? Int == 2 && vector?["configuration"] as? Int == 2)
+                let vector =
+                    ((claims["submods"] as? [String: Any])?["trusted-launch"] as? [String: Any])?["ear.trustworthiness-vector"]
+                    as? [String: Any]
+                #expect(
+                    vector?["instance-identity"] as? Int == 2 && vector?["executables"] as? Int == 2
+                        && vector?["configuration"] as? Int == 2)
                 #expect(vector?["file-system"] as? Int == 0, "no IMA: no claim about files")
                 let checks = (claims["x-tlaunch"] as? [String: Any])?["checks"] as? [[String: Any]]
-                #expect(checks?.contains { $0["name"] as? String == "coverage" && $0["category"] as? String == "evidence" && $0["outcome"] as? String == "pass" } == true)
+                #expect(
+                    checks?.contains {
+                        $0["name"] as? String == "coverage" && $0["category"] as? String == "evidence" && $0["outcome"] as? String == "pass"
+                    } == true)
             }
             // Another relying party's audience does not verify it (PyJWT refuses it).
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("jwks-\(UUID().uuidString).json")
@@ -727,7 +767,8 @@ struct SoundnessTests {
             import json, sys, jwt
             jwks = json.load(open(sys.argv[1]))
             key = jwt.PyJWK([k for k in jwks["keys"] if k["kid"] == jwt.get_unverified_header(sys.argv[2])["kid"]][0])
-            jwt.decode(sys.argv[2], key.key, algorithms=["ES256"], issuer="https://attest.tlaunch.test", audience="https://other.example.test")
+            jwt.decode(sys.argv[2], key.key, algorithms=["ES256"], issuer="https://attest.tlaunch.test", \
+            audience="https://other.example.test")
             """
             let (code, _, err) = try await Interop.run("/usr/bin/python3", ["-c", script, file.path, jwt])
             #expect(code != 0 && err.contains("Audience"), "\(err)")

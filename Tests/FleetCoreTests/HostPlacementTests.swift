@@ -31,7 +31,9 @@ struct HostPlacementTests {
             Issue.record("placed a VM with no room anywhere")
         } catch let e as FleetError {
             #expect(e.kind == .conflict && e.field == "host")
-            #expect(e.message.contains("a: 1 of 1 VMs placed") && e.message.contains("b: does not answer") && e.message.contains("tlaunch host add"), "\(e.message)")
+            #expect(
+                e.message.contains("a: 1 of 1 VMs placed") && e.message.contains("b: does not answer")
+                    && e.message.contains("tlaunch host add"), "\(e.message)")
         } catch { Issue.record("\(error)") }
         #expect(throws: FleetError.self) { try FleetRules.place(on: [], placed: [:], wanted: nil) }
         // Wanted: unknown (404), unreachable or full (409) — never silently elsewhere.

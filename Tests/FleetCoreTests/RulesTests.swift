@@ -18,7 +18,9 @@ struct RulesTests {
         let vm = try FleetRules.deploy(DeployRequest(name: "web-01"), image: Self.gen2, now: 42)
         #expect(vm.securityType == .trustedLaunch && vm.secureBoot && vm.vTPM)
         #expect(!vm.integrityMonitoring && vm.bootIntegrity == .notMonitored && vm.powerState == .stopped)
-        #expect(vm.version == 1 && vm.created == 42 && vm.bootCount == 0 && vm.attestationInterval == 300 && vm.hypervisor == FleetRules.hypervisor)
+        #expect(
+            vm.version == 1 && vm.created == 42 && vm.bootCount == 0 && vm.attestationInterval == 300
+                && vm.hypervisor == FleetRules.hypervisor)
         let monitored = try FleetRules.deploy(DeployRequest(name: "db-01", integrityMonitoring: true), image: Self.gen2)
         #expect(monitored.integrityMonitoring && monitored.bootIntegrity == .pending)
         let standard = try FleetRules.deploy(DeployRequest(name: "old-01", image: "legacy-bios", securityType: "standard"),
@@ -123,7 +125,9 @@ struct RulesTests {
         vm.lastAttestation = 0
         let a = AlertBuilder.notReporting(vm, silentSeconds: 180, now: "2026-12-07T10:00:00.000Z")
         #expect(a.kind == .notReporting && a.vm == "db-01" && a.status == .active && a.severity == .medium)
-        #expect(a.evidence.first?.component == .agent && a.evidence.first?.detail.contains("nothing for 180 s while it should attest every 60 s") == true)
+        #expect(
+            a.evidence.first?.component == .agent
+                && a.evidence.first?.detail.contains("nothing for 180 s while it should attest every 60 s") == true)
         #expect(a.recommendations.contains { $0.contains("`tlaunch vm update db-01 --integrity-monitoring false`") })
         #expect(a.mitigations.contains { $0.contains("do not release secrets") })
         #expect(a.created == "2026-12-07T10:00:00.000Z" && a.fingerprint == "not-reporting")

@@ -13,7 +13,8 @@ import Testing
 /// a route that answers a caller its entry does not admit, or refuses one it does, fails it too.
 @Suite struct AuthorizationMatrixTests {
     enum Caller: String, CaseIterable {
-        case none, reader, agentOwn = "agent of this VM", agentOther = "agent of another VM", admin, expired = "expired admin", revoked = "revoked admin", signin = "sign-in code"
+        case none, reader, agentOwn = "agent of this VM", agentOther = "agent of another VM", admin, expired = "expired admin", revoked =
+            "revoked admin", signin = "sign-in code"
     }
 
     /// Who may use a route.
@@ -96,21 +97,26 @@ import Testing
             for r in routes {
                 let key = "\(r.method) \(r.path)"
                 guard let admits = documented[key] ?? Self.dashboard[key] else {
-                    Issue.record("\(key) has no entry: add it to OpenAPIDocument.operations (with its roles) or to the dashboard's table here")
+                    Issue.record(
+                        "\(key) has no entry: add it to OpenAPIDocument.operations (with its roles) or to the dashboard's table here")
                     continue
                 }
                 entries.append((r.method, r.path, admits))
             }
             // The document names no route the server does not have.
             let registered = Set(routes.map { "\($0.method) \($0.path)" })
-            for key in documented.keys.sorted() where !registered.contains(key) { Issue.record("the API document lists \(key), which the server does not serve") }
+            for key in documented.keys.sorted() where !registered.contains(key) {
+                Issue.record("the API document lists \(key), which the server does not serve")
+            }
 
             // Callers that may change things go last: an admin's DELETE must not spoil the others' checks.
             let order: [Caller] = [.none, .reader, .agentOwn, .agentOther, .expired, .revoked, .signin, .admin]
             var checked = 0
             for caller in order {
                 for (method, path, admits) in entries {
-                    let url = p.server.url + path.replacingOccurrences(of: "{vm}", with: vm).replacingOccurrences(of: "{id}", with: "abcdef0123")
+                    let url =
+                        p.server.url
+                        + path.replacingOccurrences(of: "{vm}", with: vm).replacingOccurrences(of: "{id}", with: "abcdef0123")
                         .replacingOccurrences(of: "{image}", with: "sample-linux")
                     var headers: [String: String] = [:]
                     if let t = tokens[caller] { headers["Authorization"] = "Bearer \(t)" }
@@ -123,7 +129,11 @@ import Testing
                     let refused = Self.refused(status, h)
                     let what = "\(method) \(path) by \(caller.rawValue): \(status) \(String(decoding: answer.prefix(160), as: UTF8.self))"
                     if admits.signInEndpoint {
-                        #expect(status != 403 && status < 500 && (status != 401 || caller == .expired || caller == .revoked || h["content-type"]?.hasPrefix("text/html") == true), "\(what)")
+                        #expect(
+                            status != 403 && status < 500
+                                && (status != 401 || caller == .expired || caller == .revoked
+                                    || h["content-type"]?.hasPrefix("text/html") == true),
+                            "\(what)")
                     } else if admits.admits(caller) {
                         #expect(!refused, "admitted caller refused — \(what)")
                     } else {

@@ -11,7 +11,9 @@ import VirtualFirmware
 struct BootDiskTests {
     static func tools() -> BootDisk.Tools? {
         let t = BootDisk.Tools.find()
-        if t == nil, Interop.required { Issue.record("boot disks need sfdisk, mkfs.fat and mcopy (fdisk, dosfstools, mtools; scripts/test.sh installs them)") }
+        if t == nil, Interop.required {
+            Issue.record("boot disks need sfdisk, mkfs.fat and mcopy (fdisk, dosfstools, mtools; scripts/test.sh installs them)")
+        }
         return t
     }
 
@@ -23,7 +25,7 @@ struct BootDiskTests {
         let disk = BootDisk(tools: tools, folder: VMFolder(url: dir))
         let big = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 7) }
         var files: [String: [UInt8]] = ["/EFI/BOOT/BOOTX64.EFI": Array("shim".utf8), "/EFI/BOOT/grubx64.efi": big,
-                                        "/EFI/debian/grub.cfg": Array("linux /vmlinuz console=ttyS0\n".utf8), "/vmlinuz": Array(repeating: 0x4D, count: 70_001),
+            "/EFI/debian/grub.cfg": Array("linux /vmlinuz console=ttyS0\n".utf8), "/vmlinuz": Array(repeating: 0x4D, count: 70_001),
                                         "/initrd.img": []]
         var seen: [String] = []
         let view1 = try disk.prepare(ESP(files: files)) { seen.append($0) }

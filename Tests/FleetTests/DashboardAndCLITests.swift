@@ -37,7 +37,8 @@ struct DashboardTests {
         let common = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                       "--user-data-dir=\(profile)", "--hide-scrollbars"]
         if let screenshot {
-            let (status, _, err) = try await Interop.run(browser, common + ["--window-size=1400,1200", "--screenshot=\(artifacts.appendingPathComponent(screenshot).path)", url])
+            let (status, _, err) = try await Interop.run(
+                browser, common + ["--window-size=1400,1200", "--screenshot=\(artifacts.appendingPathComponent(screenshot).path)", url])
             #expect(status == 0, "\(err.suffix(500))")
         }
         let (status, out, err) = try await Interop.run(browser, common + ["--dump-dom", url])
@@ -54,7 +55,10 @@ struct DashboardTests {
 
     /// Markup the page shows as text — a tag or an entity escaped a second time — if any.
     static func markupShownAsText(_ dom: String) -> String? {
-        let tags = "tr|td|th|a|span|li|ul|ol|div|code|table|tbody|thead|h1|h2|p|br|form|button|input|option|select|small|b|pre|details|summary|label|main"
+        let tags = """
+            tr|td|th|a|span|li|ul|ol|div|code|table|tbody|thead|h1|h2|p|br|form|button|input|option|select|small|b|pre|details|\
+            summary|label|main
+            """
         guard let r = dom.range(of: "&lt;/?(\(tags))( |&gt;)|&amp;(lt|gt|quot|amp|#39);", options: .regularExpression) else { return nil }
         return String(dom[r])
     }
@@ -76,14 +80,17 @@ struct DashboardTests {
                 "/link.html": "<html><body><p id=\"attacker\">link</p><script>location.href = \"\(p.server.url)/\";</script></body></html>",
                 "/attack.html": """
                 <html><body><p id="attacker">attacker page</p>
-                <form id="f" method="post" action="\(p.server.url)/vms/target/action"><input name="action" value="stop"><input name="confirm" value="yes"><input name="csrf" value="guessed"></form>
+                <form id="f" method="post" action="\(p.server.url)/vms/target/action"><input name="action" value="stop"><input \
+                name="confirm" value="yes"><input name="csrf" value="guessed"></form>
                 <script>document.getElementById("f").submit();</script>
                 </body></html>
                 """,
             ]
             let router = Router()
             for (path, html) in pages {
-                router.get(RouterPath(path)) { _, _ in Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: html))) }
+                router.get(RouterPath(path)) { _, _ in
+                    Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: html)))
+                }
             }
             let (port, running) = try await serveOnLoopback(router)
             defer { running.cancel() }
@@ -91,7 +98,10 @@ struct DashboardTests {
             let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString.prefix(8))").path
             defer { try? FileManager.default.removeItem(atPath: profile) }
             func visit(_ url: String) async throws -> String {
-                let (status, out, err) = try await Interop.run(browser, ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                let (status, out, err) = try await Interop.run(
+                    browser,
+                    [
+                        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                                                                          "--user-data-dir=\(profile)", "--dump-dom", url])
                 #expect(status == 0, "\(err.suffix(500))")
                 return out
@@ -168,7 +178,8 @@ struct DashboardTests {
 
             _ = try await p.fleet.stop("live")
             let stopped = try await page.wait(for: "window.stillTheSamePage === true && \(power) !== 'Running' && \(power)")
-            let state = try await page.value(of: "document.getElementById('live').textContent + ' (' + document.visibilityState + ')'") as? String
+            let state =
+                try await page.value(of: "document.getElementById('live').textContent + ' (' + document.visibilityState + ')'") as? String
             #expect(stopped["value"] as? String == "Stopped", "the open page did not follow the stop: \(stopped); \(state ?? "?")")
             #expect((try await page.value(of: "document.getElementById('live').textContent") as? String)?.contains("updated") == true)
 
@@ -177,7 +188,9 @@ struct DashboardTests {
             _ = try await p.fleet.deploy(DeployRequest(name: "second"))
             let interval = try #require(Int(try await page.value(of: "document.body.dataset.live") as? String ?? ""))
             try await Task.sleep(for: .seconds(interval * 2 + 1))
-            #expect(try await page.value(of: "document.getElementById('vm-second') === null && document.querySelector('input[name=q]').value") as? String == "liv",
+            #expect(
+                try await page.value(of: "document.getElementById('vm-second') === null && document.querySelector('input[name=q]').value")
+                    as? String == "liv",
                     "the page was swapped while a search was being typed")
             // The field back as the server sent it: the next refresh brings the new VM.
             _ = try await page.value(of: "document.querySelector('input[name=q]').value = ''")
@@ -196,7 +209,8 @@ struct DashboardTests {
             #expect(fleet.contains("<table id=\"fleet\">"))
             for vm in [SampleFleet.healthy, SampleFleet.tampered,
                        SampleFleet.standard] { #expect(fleet.contains("id=\"vm-\(vm)\""), "\(vm) not listed") }
-            #expect(fleet.contains("Trusted launch") && fleet.contains("Standard") && fleet.contains("Unhealthy") && fleet.contains("Healthy"))
+            #expect(
+                fleet.contains("Trusted launch") && fleet.contains("Standard") && fleet.contains("Unhealthy") && fleet.contains("Healthy"))
             #expect(fleet.contains("3 VMs") && fleet.contains("1 active alert") && !fleet.contains("id=\"next\""))
             #expect(fleet.contains("Signed in with an admin token") && fleet.contains("Sign out"))
             // The filter form (a GET form, no script): search, power state, boot integrity, security type.
@@ -210,7 +224,9 @@ struct DashboardTests {
             let none = try await Self.dom(browser, p, "/?q=%3Cscript%3Enothing&power=Bogus")
             // The search text comes back as the input's value (an attribute, no element of its own);
             // an unknown power state filters nothing.
-            #expect(none.contains("0 of 3 VMs match") && none.contains("name=\"q\" value=\"&lt;script&gt;nothing\"") && !none.contains("<script>nothing"))
+            #expect(
+                none.contains("0 of 3 VMs match") && none.contains("name=\"q\" value=\"&lt;script&gt;nothing\"")
+                    && !none.contains("<script>nothing"))
 
             let vm = try await Self.dom(browser, p, "/vms/\(SampleFleet.tampered)", screenshot: "dashboard-vm.png")
             #expect(vm.contains("id=\"checklist\"") && vm.contains("System Guard (DRTM)") && vm.contains("id=\"timeline\""))
@@ -226,7 +242,9 @@ struct DashboardTests {
             let e = try #require(alert.evidence.first)
             let from = try #require(e.from), to = try #require(e.to)
             #expect(page.contains("id=\"evidence\"") && page.contains(to) && page.contains(from))
-            #expect(page.contains("grubx64.efi") && page.contains("<code class=\"command\">tlaunch vm baseline approve \(SampleFleet.tampered)</code>"))
+            #expect(
+                page.contains("grubx64.efi")
+                    && page.contains("<code class=\"command\">tlaunch vm baseline approve \(SampleFleet.tampered)</code>"))
             #expect(page.contains("<code class=\"command\">tlaunch vm stop \(SampleFleet.tampered)</code>") && !page.contains("`"),
                     "no backtick left as text")
             #expect(FileManager.default.fileExists(atPath: artifacts.appendingPathComponent("dashboard-alert.png").path))
@@ -239,7 +257,9 @@ struct DashboardTests {
             #expect(s == 200 || s == 303)
             let (status, out, _) = try await Interop.run(browser,
                                                          ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "\(p.server.url)/"])
-            #expect(status == 0 && out.contains("Sign in") && !out.contains("id=\"fleet\"") && !out.contains("Sign out") && !out.contains("id=\"who\""))
+            #expect(
+                status == 0 && out.contains("Sign in") && !out.contains("id=\"fleet\"") && !out.contains("Sign out")
+                    && !out.contains("id=\"who\""))
         }
     }
 
@@ -259,7 +279,8 @@ struct DashboardTests {
                 let h = response as! HTTPURLResponse
                 return (h.statusCode, String(decoding: data, as: UTF8.self), h.value(forHTTPHeaderField: "Location"))
             }
-            var (s, body, location) = try await post("/deploy", "name=form-vm&image=sample-linux&securityType=TrustedLaunch&secureBoot=on&vTpm=on&integrityMonitoring=on")
+            var (s, body, location) = try await post(
+                "/deploy", "name=form-vm&image=sample-linux&securityType=TrustedLaunch&secureBoot=on&vTpm=on&integrityMonitoring=on")
             // Redirected to the new VM's page (FoundationNetworking may follow the 303 itself).
             #expect((s == 303 && location == "/vms/form-vm") || (s == 200 && body.contains("<h1>form-vm</h1>")), "\(s) \(location ?? "-")")
             let vm = try await p.fleet.require("form-vm")
@@ -306,7 +327,9 @@ struct CommandLineTests {
             #expect(status == 0, "\(err)")
             for line in ["Security type         Trusted launch", "Secure Boot           Enabled", "vTPM                  Enabled",
                          "Integrity monitoring  Enabled",
-                         "Boot integrity        Healthy (last attestation", "TPM 2.0                   Met", "DMA protection            Not applicable"] {
+                "Boot integrity        Healthy (last attestation", "TPM 2.0                   Met",
+                "DMA protection            Not applicable"
+            ] {
                 #expect(out.contains(line), "missing: \(line)\n\(out)\n\(err)")
             }
             (status, out, err) = try await run(["vm", "list", "--json"])
@@ -323,7 +346,9 @@ struct CommandLineTests {
             #expect(status == 0 && !out.contains("NAME") && fields.first == "cli-vm" && fields.count == 9 && fields.contains("Healthy"),
                     "\(out)")
             (status, out, err) = try await run(["image", "list", "--output", "tsv"])
-            #expect(status == 0 && out.split(separator: "\n").allSatisfy { $0.split(separator: "\t").count == 4 } && out.contains("sample-linux\t"), "\(out)")
+            #expect(
+                status == 0 && out.split(separator: "\n").allSatisfy { $0.split(separator: "\t").count == 4 }
+                    && out.contains("sample-linux\t"), "\(out)")
             (status, _, err) = try await run(["vm", "show", "cli-vm", "-o", "tsv"])
             #expect(status != 0 && err.contains("tsv is for lists"), "\(err)")
             (status, _, err) = try await run(["vm", "list", "--json", "-o", "table"])
@@ -361,7 +386,9 @@ struct CommandLineTests {
             #expect(status == 0 && out.contains("boot integrity Unhealthy") && out.contains("alert "), "\(out)\(err)")
             let id = try #require(try await p.fleet.store.alerts(vm: "cli-vm", status: .active).first?.id)
             (status, out, err) = try await run(["alert", "show", id])
-            #expect(status == 0 && out.contains("[boot-loader]") && out.contains("grubx64.efi") && out.contains("tlaunch vm baseline approve cli-vm"))
+            #expect(
+                status == 0 && out.contains("[boot-loader]") && out.contains("grubx64.efi")
+                    && out.contains("tlaunch vm baseline approve cli-vm"))
             (status, out, err) = try await run(["vm", "baseline", "approve", "cli-vm"])
             #expect(status == 0 && out.contains("Boot integrity: Healthy; active alerts: 0"), "\(out)\(err)")
             (status, out, _) = try await run(["vm", "baseline", "show", "cli-vm"])
@@ -380,7 +407,8 @@ struct CommandLineTests {
                     "\(out)\(err)")
             // On a terminal, delete asks first (its vTPM's keys go for good): "n" keeps the VM, "y" deletes it.
             func onTerminal(_ answer: String) async throws -> (Int32, String) {
-                let (s, o, e) = try await Interop.run("/bin/sh", ["-c", "printf '\(answer)\\n' | script -qec '\(tlaunchPath) vm delete az-vm' /dev/null"], environment: env)
+                let (s, o, e) = try await Interop.run(
+                    "/bin/sh", ["-c", "printf '\(answer)\\n' | script -qec '\(tlaunchPath) vm delete az-vm' /dev/null"], environment: env)
                 return (s, o + e)
             }
             let kept = try await onTerminal("n")
@@ -414,7 +442,8 @@ struct CommandLineTests {
         var (status, out, err) = try await Interop.run(tlaunchPath, args)
         #expect(status == 0, "\(err)")
         for line in ["Secure Boot State:     On", "TPM 2.0:               present — 2.0", "PCR banks:             sha1, sha256",
-                     "Measured boot log:     present, \(report.log.events.count) events, replays to the TPM's PCRs", "Last attestation:      none ("] {
+            "Measured boot log:     present, \(report.log.events.count) events, replays to the TPM's PCRs", "Last attestation:      none ("
+        ] {
             #expect(out.contains(line), "missing: \(line)\n\(out)")
         }
         // A log that is not this TPM's boot: present, but it does not replay.
@@ -423,7 +452,12 @@ struct CommandLineTests {
         (status, out, err) = try await Interop.run(tlaunchPath, args)
         #expect(status == 0 && out.contains("DOES NOT replay to the TPM's PCRs"), "\(out)\(err)")
         // No TPM: reported, exit 1.
-        (status, out, _) = try await Interop.run(tlaunchPath, ["agent", "status", "--tcti", "swtpm:host=127.0.0.1,port=1", "--eventlog", log.path, "--vm", "g", "--server", "http://127.0.0.1:1", "--token", "x"])
+        (status, out, _) = try await Interop.run(
+            tlaunchPath,
+            [
+                "agent", "status", "--tcti", "swtpm:host=127.0.0.1,port=1", "--eventlog", log.path, "--vm", "g", "--server",
+                "http://127.0.0.1:1", "--token", "x"
+            ])
         #expect(status != 0 && out.contains("TPM 2.0:               not present"))
     }
 
@@ -463,20 +497,27 @@ struct CommandLineTests {
             let (s, list, err) = try await Interop.run(tlaunchPath, ["vm", "list", "--json", "--data", dir.path], environment: env)
             #expect(s == 0, "\(err)")
             let vms = try #require(try JSONSerialization.jsonObject(with: Data(list.utf8)) as? [[String: Any]])
-            let integrity = Dictionary(uniqueKeysWithValues: vms.map { ($0["name"] as! String, ($0["integrityMonitoring"] as! [String: Any])["bootIntegrity"] as! String) })
+            let integrity = Dictionary(
+                uniqueKeysWithValues: vms.map {
+                    ($0["name"] as! String, ($0["integrityMonitoring"] as! [String: Any])["bootIntegrity"] as! String)
+                })
             #expect(integrity == [SampleFleet.healthy: "Healthy", SampleFleet.tampered: "Unhealthy", SampleFleet.standard: "NotMonitored"],
                     "tlaunch up said: \(log.suffix(3000))")
             let (s2, alerts, err2) = try await Interop.run(tlaunchPath, ["alert", "list", "--data", dir.path], environment: env)
             #expect(s2 == 0 && alerts.contains("Boot loader changed") && alerts.contains(SampleFleet.tampered), "\(alerts)\(err2)")
         }
         #expect(status == 0, "\(out)")
-        #expect(out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux") && out.contains("Dashboard: https://127.0.0.1:\(port)/login?code=") && !out.contains("login?token="))
+        #expect(
+            out.contains("First start: deploying the sample fleet") && out.contains("building image sample-linux")
+                && out.contains("Dashboard: https://127.0.0.1:\(port)/login?code=") && !out.contains("login?token="))
         // The second start deploys nothing new and boots the running VMs again (new boots, attested).
         (status, out) = try await up { _ in
             let (s, list, _) = try await Interop.run(tlaunchPath, ["vm", "show", SampleFleet.healthy, "--json", "--data", dir.path],
                                                      environment: env)
             let vm = try #require(try JSONSerialization.jsonObject(with: Data(list.utf8)) as? [String: Any])
-            #expect(s == 0 && vm["bootCount"] as? Int == 2 && (vm["integrityMonitoring"] as? [String: Any])?["bootIntegrity"] as? String == "Healthy")
+            #expect(
+                s == 0 && vm["bootCount"] as? Int == 2
+                    && (vm["integrityMonitoring"] as? [String: Any])?["bootIntegrity"] as? String == "Healthy")
         }
         #expect(status == 0 && out.contains("Resuming the fleet") && !out.contains("First start"), "\(out)")
     }

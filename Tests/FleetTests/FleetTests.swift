@@ -58,15 +58,20 @@ struct DeploymentTests {
             let monitoring = try #require(vm["integrityMonitoring"] as? [String: Any])
             #expect(monitoring["enabled"] as? Bool == false && monitoring["bootIntegrity"] as? String == "NotMonitored")
             #expect(monitoring.keys.contains("lastAttestation") && monitoring["lastAttestation"] is NSNull)
-            #expect(vm["powerState"] as? String == "Running" && vm["name"] as? String == "web" && vm["image"] as? String == "sample-linux" && vm["hypervisor"] as? String == "simulated")
+            #expect(
+                vm["powerState"] as? String == "Running" && vm["name"] as? String == "web" && vm["image"] as? String == "sample-linux"
+                    && vm["hypervisor"] as? String == "simulated")
             #expect((vm["alerts"] as? [Any])?.isEmpty == true)
             // The ARM resource shape beside those fields: what a tool written for Azure reads.
             #expect(vm["id"] as? String == "/providers/TrustedLaunch.Compute/virtualMachines/web")
             #expect(vm["type"] as? String == "TrustedLaunch.Compute/virtualMachines" && vm["location"] as? String == "local")
             let properties = try #require(vm["properties"] as? [String: Any])
-            #expect(properties["provisioningState"] as? String == "Succeeded" && properties["timeCreated"] as? String == vm["created"] as? String)
+            #expect(
+                properties["provisioningState"] as? String == "Succeeded"
+                    && properties["timeCreated"] as? String == vm["created"] as? String)
             #expect(NSDictionary(dictionary: try #require(properties["securityProfile"] as? [String: Any])).isEqual(to: profile))
-            #expect(((properties["storageProfile"] as? [String: Any])?["imageReference"] as? [String: Any])?["id"] as? String == "sample-linux")
+            #expect(
+                ((properties["storageProfile"] as? [String: Any])?["imageReference"] as? [String: Any])?["id"] as? String == "sample-linux")
             let statuses = try #require((properties["instanceView"] as? [String: Any])?["statuses"] as? [[String: Any]])
             #expect(statuses.map { $0["code"] as? String } == ["PowerState/running"])
             let overview = try await p.fleet.overview("web")
@@ -108,8 +113,12 @@ struct DeploymentTests {
             #expect(s == 200)
             #expect(try await p.fleet.require("web").secureBoot == false)
             let stopped = (answer as? [String: Any])?["properties"] as? [String: Any]
-            #expect(((stopped?["instanceView"] as? [String: Any])?["statuses"] as? [[String: Any]])?.first?["code"] as? String == "PowerState/deallocated")
-            #expect(((stopped?["securityProfile"] as? [String: Any])?["uefiSettings"] as? [String: Any])?["secureBootEnabled"] as? Bool == false)
+            #expect(
+                ((stopped?["instanceView"] as? [String: Any])?["statuses"] as? [[String: Any]])?.first?["code"] as? String
+                    == "PowerState/deallocated")
+            #expect(
+                ((stopped?["securityProfile"] as? [String: Any])?["uefiSettings"] as? [String: Any])?["secureBootEnabled"] as? Bool == false
+            )
             (s, _) = try await p.request("PATCH", "/v1/vms/web", ["vTpm": false, "integrityMonitoring": true])
             #expect(s == 400)
             _ = try await p.fleet.update("web", UpdateRequest(secureBoot: true))
@@ -138,7 +147,9 @@ struct DeploymentTests {
             var (s, body) = try await p.request("POST", "/v1/images", ["name": "my-linux", "path": folder.path])
             #expect(s == 201 && (body as? [String: Any])?["generation"] as? Int == 2, "\(TestPlatform.message(body))")
             let details = try await p.fleet.imageDetails("my-linux")
-            #expect(details.bootable && details.bootChain.map(\.kind) == ["shim", "grub", "linux"] && details.kernelCommandLine == "console=ttyS0 root=/dev/vda1 ro quiet")
+            #expect(
+                details.bootable && details.bootChain.map(\.kind) == ["shim", "grub", "linux"]
+                    && details.kernelCommandLine == "console=ttyS0 root=/dev/vda1 ro quiet")
             #expect(details.signers.contains { $0.contains("TrustedLaunch platform db") } && !details.dbAuthorities.isEmpty)
             let vm = try await p.fleet.deploy(DeployRequest(name: "mine", image: "my-linux", integrityMonitoring: true))
             #expect(vm.bootIntegrity == .healthy && vm.lastBoot?.kernelCommandLine == "console=ttyS0 root=/dev/vda1 ro quiet")
@@ -169,7 +180,9 @@ struct DeploymentTests {
             }
             let names = try await p.fleet.imageList().map(\.name)
             #expect(names.filter { $0.hasPrefix("x") }.isEmpty && names.contains("my-linux") && names.contains("my-bios"))
-            let leftovers = try FileManager.default.contentsOfDirectory(atPath: p.dir.appendingPathComponent("images").path).filter { $0.hasPrefix(".import") }
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: p.dir.appendingPathComponent("images").path).filter {
+                $0.hasPrefix(".import")
+            }
             #expect(leftovers.isEmpty)
         }
     }
@@ -203,7 +216,8 @@ struct DeploymentTests {
         try await withTeardown({ await p.stop() }) {
             let name = uniqueName()
             var vm = try await p.fleet.deploy(DeployRequest(name: name, integrityMonitoring: true))
-            #expect(vm.powerState == .running && vm.bootCount == 1 && vm.lastBoot?.measured == true && vm.lastBoot?.secureBootEnforced == true)
+            #expect(
+                vm.powerState == .running && vm.bootCount == 1 && vm.lastBoot?.measured == true && vm.lastBoot?.secureBootEnforced == true)
             #expect(vm.bootIntegrity == .healthy)
             let state = p.dir.appendingPathComponent("vms/\(name)/vtpm.state")
             #expect(FileManager.default.fileExists(atPath: state.path))
@@ -222,7 +236,9 @@ struct DeploymentTests {
             let activity = try #require(body as? [String: Any])
             let steps = (activity["steps"] as? [[String: Any]] ?? []).compactMap { $0["message"] as? String }
             #expect(s == 200 && activity["operation"] as? String == "restart" && activity["busy"] as? Bool == false, "\(activity)")
-            #expect(steps.first?.hasPrefix("booting \(name)") == true && steps.last?.hasPrefix("Running — boot 3 reached /vmlinuz; boot integrity Healthy") == true, "\(steps)")
+            #expect(
+                steps.first?.hasPrefix("booting \(name)") == true
+                    && steps.last?.hasPrefix("Running — boot 3 reached /vmlinuz; boot integrity Healthy") == true, "\(steps)")
             #expect(try await p.request("GET", "/v1/vms/nobody/activity").0 == 404)
             // Asked to answer at once (Prefer: respond-async): 202, and the operation runs on;
             // what can be refused at once still is (409 below), and the activity ends with the outcome.
@@ -312,7 +328,8 @@ struct DeploymentTests {
                 r.setValue("Bearer \(p.admin)", forHTTPHeaderField: "Authorization")
                 let (data, response) = try await URLSession.shared.data(for: r)
                 let h = response as! HTTPURLResponse
-                let names = ((try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
+                let names =
+                    ((try? JSONSerialization.jsonObject(with: data)) as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
                 return (h.statusCode, names, h.value(forHTTPHeaderField: "Link"))
             }
             var (ps, names, link) = try await page("?limit=1")
@@ -354,7 +371,9 @@ struct MonitoringTests {
             #expect(e.from == before && e.to == after.lastBoot?.stages.first { $0.kind == "grub" }?.sha256 && e.from != e.to)
             #expect(e.toSigner?.contains("TrustedLaunch vendor") == true && e.toSigner?.contains("SbatLevel") == false)
             #expect(alert.recommendations.contains { $0.contains("tlaunch vm baseline approve app") })
-            #expect(alert.recommendations.contains { $0.contains("keep its disk for investigation") && $0.lowercased().contains("grubx64.efi") })
+            #expect(
+                alert.recommendations.contains { $0.contains("keep its disk for investigation") && $0.lowercased().contains("grubx64.efi") }
+            )
             #expect(!alert.mitigations.isEmpty && alert.description.contains("PCR 4"))
             // The same boot again: the same alert, seen twice, not a second one.
             _ = try await p.fleet.restart("app")
@@ -383,7 +402,9 @@ struct MonitoringTests {
             _ = try await p.fleet.putFile("k", path: "/vmlinuz", bytes: try SampleImages.signedKernel(keys: keys, build: 0x92))
             _ = try await p.fleet.restart("k")
             let kernel = try #require(try await p.fleet.store.alerts(vm: "k", status: .active).first)
-            #expect(kernel.severity == .medium && kernel.evidence.allSatisfy { $0.component == .kernel } && kernel.evidence.contains { $0.pcr == 4 && $0.name == "/vmlinuz" })
+            #expect(
+                kernel.severity == .medium && kernel.evidence.allSatisfy { $0.component == .kernel }
+                    && kernel.evidence.contains { $0.pcr == 4 && $0.name == "/vmlinuz" })
             #expect(kernel.recommendations.first?.contains("OS update") == true)
             // Someone also edits the command line (grub.cfg): the change is shown from → to.
             let cfg = "set timeout=0\nlinux /vmlinuz console=ttyS0 root=/dev/vda2 ro init=/bin/sh\ninitrd /initrd.img\nboot\n"
@@ -391,7 +412,9 @@ struct MonitoringTests {
             _ = try await p.fleet.restart("k")
             let active = try await p.fleet.store.alerts(vm: "k", status: .active)
             let cmd = try #require(active.flatMap(\.evidence).first { $0.component == .kernelCommandLine })
-            #expect(cmd.from?.hasSuffix("console=ttyS0 root=/dev/vda2 ro") == true && cmd.to?.hasSuffix("console=ttyS0 root=/dev/vda2 ro init=/bin/sh") == true && cmd.pcr == 8, "\(cmd)")
+            #expect(
+                cmd.from?.hasSuffix("console=ttyS0 root=/dev/vda2 ro") == true
+                    && cmd.to?.hasSuffix("console=ttyS0 root=/dev/vda2 ro init=/bin/sh") == true && cmd.pcr == 8, "\(cmd)")
             // Restoring the original files: the next boot is healthy and resolves the alerts.
             let (esp, _) = try SampleImages.sampleLinux(keys: keys)
             _ = try await p.fleet.putFile("k", path: "/vmlinuz", bytes: try #require(esp.file("/vmlinuz")))
@@ -411,12 +434,18 @@ struct MonitoringTests {
             #expect(s == 200 && (body as? [String: Any])?["source"] as? String == "predicted")
             let vm = try await p.fleet.start("pred")
             #expect(vm.bootIntegrity == .healthy)
-            #expect(try await p.service.history(vm: "pred", limit: 1).first?.checks.contains { $0.name == "baseline" && $0.reason.contains("predicted") } == true)
+            #expect(
+                try await p.service.history(vm: "pred", limit: 1).first?.checks.contains {
+                    $0.name == "baseline" && $0.reason.contains("predicted")
+                } == true)
             _ = try await SampleFleet.replaceBootLoader(p.fleet, vm: "pred", say: { _ in })
             let alert = try #require(try await p.fleet.store.alerts(vm: "pred", status: .active).first)
             // The prediction's own events name what changed in PCR 4: the boot loader, its file,
             // its signer — not only "PCR 4 changed".
-            #expect(alert.evidence.contains { $0.component == .bootLoader && $0.pcr == 4 && $0.name.lowercased().contains("grubx64.efi") && $0.toSigner != nil },
+            #expect(
+                alert.evidence.contains {
+                    $0.component == .bootLoader && $0.pcr == 4 && $0.name.lowercased().contains("grubx64.efi") && $0.toSigner != nil
+                },
                     "\(alert.evidence.map(\.detail))")
             #expect(!alert.evidence.contains { $0.component == .pcrValue && $0.pcr == 4 }, "\(alert.evidence.map(\.detail))")
             #expect(alert.recommendations.contains { $0.contains("predicted PCR values") })
@@ -440,7 +469,9 @@ struct MonitoringTests {
             var vm = try await p.fleet.require("careful")
             #expect(vm.bootIntegrity == .pending)
             let alert = try #require(try await p.fleet.store.alerts(vm: "careful", status: .active).first)
-            #expect(alert.severity == .low && alert.title.contains("waits for approval") && alert.recommendations.contains { $0.contains("tlaunch vm baseline approve careful") })
+            #expect(
+                alert.severity == .low && alert.title.contains("waits for approval")
+                    && alert.recommendations.contains { $0.contains("tlaunch vm baseline approve careful") })
             #expect(try await p.fleet.overview("careful").baseline?.description.contains("waits for a person") == true)
             _ = try await p.fleet.approveBaseline("careful")
             vm = try await p.fleet.require("careful")
@@ -453,13 +484,17 @@ struct MonitoringTests {
             #expect(try await p.fleet.overview("foreseen").baseline?.source == .predicted)
             // The rule: a mode needs the vTPM; an unknown mode is refused by name.
             var (s, body) = try await p.request("POST", "/v1/vms", ["name": "nomode", "baseline": "sometimes"])
-            #expect(s == 400 && (body as? [String: Any]).map { (($0["error"] as? [String: Any])?["field"] as? String) == "baseline" } == true)
+            #expect(
+                s == 400 && (body as? [String: Any]).map { (($0["error"] as? [String: Any])?["field"] as? String) == "baseline" } == true)
             (s, _) = try await p.request("POST", "/v1/vms", ["name": "novtpm", "vTpm": false, "baseline": "approve"])
             #expect(s == 400)
             // An admin lets a VM enrol another TPM: an alert says so.
             (s, _) = try await p.request("POST", "/v1/vms/tofu/enrolment/rebind")
             #expect(s == 200)
-            #expect(try await p.fleet.store.alerts(vm: "tofu", status: .active).contains { $0.kind == "identity" && $0.title.contains("vTPM identity") })
+            #expect(
+                try await p.fleet.store.alerts(vm: "tofu", status: .active).contains {
+                    $0.kind == "identity" && $0.title.contains("vTPM identity")
+                })
             // DELETE …/enrolment is for VMs the service alone knows; a fleet VM is deleted as a whole.
             (s, _) = try await p.request("DELETE", "/v1/vms/tofu/enrolment")
             #expect(s == 409)
@@ -634,7 +669,9 @@ struct MonitoringTests {
             let got = received.withLock { $0 }
             #expect(got.map(\.attempt) == ["1", "2", "3"])
             let payload = try JSONDecoder().decode(WebhookPayload.self, from: try #require(got.last?.body))
-            #expect(payload.event == "alert.raised" && payload.alert.id == alert.id && payload.alert.evidence.contains { $0.component == .bootLoader })
+            #expect(
+                payload.event == "alert.raised" && payload.alert.id == alert.id
+                    && payload.alert.evidence.contains { $0.component == .bootLoader })
             // Every delivery is signed for this receiver: the body as sent verifies; a changed
             // body, another receiver's secret or a replay 10 minutes later does not.
             let url = URL(string: "http://127.0.0.1:\(port)/hook")!

@@ -14,7 +14,8 @@ struct FleetFuzzReplayTests {
     @Test func theRulesHoldForHandPickedRequests() {
         // Each is a request the rules must refuse or shape; the fuzz entry checks the invariants.
         for body in [#"{"name":"a","securityType":"standard","secureBoot":true}"#, #"{"name":"a","vTpm":false,"integrityMonitoring":true}"#,
-                     #"{"name":"a","securityType":"TRUSTEDLAUNCH"}"#, #"{"securityType":"Standard"}"#, #"{"secureBoot":false,"vTpm":false}"#] {
+            #"{"name":"a","securityType":"TRUSTEDLAUNCH"}"#, #"{"securityType":"Standard"}"#, #"{"secureBoot":false,"vTpm":false}"#
+        ] {
             #expect(FleetFuzzing.request(Array(body.utf8)).isEmpty, "\(body)")
         }
         #expect(FormBody.parse("a=1&a=2&b=%41+c&=x&d") == ["a": "1", "b": "A c", "d": ""])
@@ -38,14 +39,17 @@ struct FleetFuzzReplayTests {
             var got: [RelayFrame.Request] = []
             var at = 0
             while at < stream.count {
-                got += reader.feed(stream[at..<min(stream.count, at + step)]).compactMap { try? JSONDecoder().decode(RelayFrame.Request.self, from: Data($0)) }
+                got += reader.feed(stream[at..<min(stream.count, at + step)]).compactMap {
+                    try? JSONDecoder().decode(RelayFrame.Request.self, from: Data($0))
+                }
                 at += step
             }
             #expect(got == [a, b], "reads of \(step) bytes")
         }
         #expect(RelayRules.allowed(a, vm: "vm-1"))
         for (m, p) in [("GET", "/v1/vms/vm-2/enrolment"), ("DELETE", "/v1/vms/vm-1/enrolment"), ("POST", "/v1/vms/vm-1/baseline/approve"),
-                       ("GET", "/v1/vms/vm-1/../vm-2/attestations"), ("GET", "/v1/vms/vm-1/%2e%2e/x"), ("GET", "/v1/tokens"), ("GET", "/v1/vms/vm-1")] {
+            ("GET", "/v1/vms/vm-1/../vm-2/attestations"), ("GET", "/v1/vms/vm-1/%2e%2e/x"), ("GET", "/v1/tokens"), ("GET", "/v1/vms/vm-1")
+        ] {
             #expect(!RelayRules.allowed(RelayFrame.Request(id: 9, method: m, path: p, contentType: nil, body: nil), vm: "vm-1"),
                     "\(m) \(p)")
         }

@@ -21,7 +21,9 @@ final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
         completionHandler(nil)
     }
 
-    static func fetch(_ method: String, _ url: String, body: Data? = nil, headers: [String: String] = [:]) async throws -> (Int, [String: String], Data) {
+    static func fetch(
+        _ method: String, _ url: String, body: Data? = nil, headers: [String: String] = [:]
+    ) async throws -> (Int, [String: String], Data) {
         var r = URLRequest(url: URL(string: url)!)
         // The server runs in this process: under load it answers late, not never (as every
         // client of an in-process server in this suite waits).
@@ -51,7 +53,10 @@ struct HardeningTests {
         try await withTeardown({ await p.stop() }) {
             let env = ["TLAUNCH_SERVER": p.server.url, "TLAUNCH_TOKEN": p.admin]
             _ = try await p.fleet.deploy(DeployRequest(name: "esc", integrityMonitoring: true))
-            let config = "set timeout=0\nlinux /vmlinuz console=ttyS0 root=/dev/vda2 ro \u{1B}]2owned\u{07}\u{1B}[2J\u{1B}[31mevil=1\u{9B}0m\u{07}\ninitrd /initrd.img\nboot\n"
+            let config = """
+                set timeout=0\nlinux /vmlinuz console=ttyS0 root=/dev/vda2 ro \
+                \u{1B}]2owned\u{07}\u{1B}[2J\u{1B}[31mevil=1\u{9B}0m\u{07}\ninitrd /initrd.img\nboot\n
+                """
             _ = try await p.fleet.putFile("esc", path: "/EFI/tlaunch/grub.cfg", bytes: Array(config.utf8))
             let vm = try await p.fleet.restart("esc")
             #expect(vm.lastBoot?.kernelCommandLine?.contains("\u{1B}") == true,
@@ -77,7 +82,8 @@ struct HardeningTests {
             #expect(s == 401 && h["set-cookie"] == nil, "\(s) \(h)")
             // A real token: a cookie, and only a page of the dashboard to go on to.
             for (next, to) in [("/vms/web-01", "/vms/web-01"), ("/alerts", "/alerts"), ("/", "/"),
-                               ("//evil.example/", "/"), ("/%09/evil.example", "/"), ("/\t/evil.example", "/"), ("/\u{0B}/evil.example", "/"), ("/\\evil.example", "/"), ("https://evil.example/", "/"),
+                ("//evil.example/", "/"), ("/%09/evil.example", "/"), ("/\t/evil.example", "/"), ("/\u{0B}/evil.example", "/"),
+                ("/\\evil.example", "/"), ("https://evil.example/", "/"),
                                ("/vms/../../evil", "/"), ("/vms/x?y=1", "/"), ("/%2F%2Fevil.example", "/"), ("/vms/web-01/../x", "/"),
                                // The fleet with a filter: a query of plain characters, nothing that leaves the page.
                                ("/?integrity=Unhealthy&q=web", "/?integrity=Unhealthy&q=web"), ("/?q=%3Cb%3E", "/?q=%3Cb%3E"),
@@ -100,7 +106,9 @@ struct HardeningTests {
                                                             headers: path.hasPrefix("/v1") ? ["Authorization": "Bearer \(p.admin)"] : [:])
                 #expect(h["x-frame-options"] == "DENY" && h["referrer-policy"] == "no-referrer" && h["x-content-type-options"] == "nosniff",
                         "\(path) \(s): \(h)")
-                #expect(h["content-security-policy"]?.contains("frame-ancestors 'none'") == true && h["content-security-policy"]?.contains("default-src 'none'") == true, "\(path)")
+                #expect(
+                    h["content-security-policy"]?.contains("frame-ancestors 'none'") == true
+                        && h["content-security-policy"]?.contains("default-src 'none'") == true, "\(path)")
             }
         }
     }
@@ -128,7 +136,9 @@ struct HardeningTests {
         // The port is taken: `up` says so and exits (it used to wait forever).
         let taken = try Self.takenPort()
         defer { close(taken.fd) }
-        var (status, out, err) = try await Interop.run(tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:\(taken.port)", "--no-sample-fleet", "--hypervisor", "simulated"])
+        var (status, out, err) = try await Interop.run(
+            tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:\(taken.port)", "--no-sample-fleet", "--hypervisor", "simulated"]
+        )
         #expect(status != 0 && err.contains("Address already in use") && !out.contains("Ready"), "\(status) \(out) \(err)")
 
         // One platform on the folder; a second is refused and names the first.
@@ -145,7 +155,8 @@ struct HardeningTests {
             (try? String(contentsOf: log, encoding: .utf8))?.contains("==> Ready") == true ? true : nil
         }
         #expect(ready)
-        (status, out, err) = try await Interop.run(tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"])
+        (status, out, err) = try await Interop.run(
+            tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--no-sample-fleet", "--hypervisor", "simulated"])
         #expect(status != 0 && err.contains("in use by another platform process (pid \(first.processIdentifier))"),
                 "\(status) \(out) \(err)")
         // When the first ends (however it ends), the folder is free again.
@@ -226,16 +237,21 @@ struct HardeningTests {
             (s, body) = try await p.request("POST", "/v1/vms",
                                             ["name": "typo", "securityProfile": ["securityTyp": "Standard"], "start": false])
             #expect(s == 400 && TestPlatform.message(body).contains("securityProfile.securityTyp"), "\(TestPlatform.message(body))")
-            (s, body) = try await p.request("POST", "/v1/vms", ["name": "typo", "securityType": "Standard", "securityProfile": ["securityType": "TrustedLaunch"], "start": false])
+            (s, body) = try await p.request(
+                "POST", "/v1/vms",
+                ["name": "typo", "securityType": "Standard", "securityProfile": ["securityType": "TrustedLaunch"], "start": false])
             #expect(s == 400 && TestPlatform.message(body).contains("disagree"), "\(TestPlatform.message(body))")
             #expect(try await p.fleet.store.vm("typo") == nil)
             // The ARM shape that `vm show --json` prints deploys as it says.
             (s, body) = try await p.request("POST", "/v1/vms", ["name": "arm1", "integrityMonitoring": true, "start": false,
-                                                                 "securityProfile": ["securityType": "TrustedLaunch", "uefiSettings": ["secureBootEnabled": false, "vTpmEnabled": true]]])
+                    "securityProfile": ["securityType": "TrustedLaunch", "uefiSettings": ["secureBootEnabled": false, "vTpmEnabled": true]]
+                ])
             #expect(s == 201, "\(TestPlatform.message(body))")
             let arm = try #require(try await p.fleet.store.vm("arm1"))
             #expect(arm.securityType == .trustedLaunch && !arm.secureBoot && arm.vTPM && arm.integrityMonitoring)
-            (s, _) = try await p.request("POST", "/v1/vms", ["name": "arm2", "image": "legacy-bios", "start": false, "securityProfile": ["securityType": "Standard"]])
+            (s, _) = try await p.request(
+                "POST", "/v1/vms", ["name": "arm2", "image": "legacy-bios", "start": false, "securityProfile": ["securityType": "Standard"]]
+            )
             let arm2 = try await p.fleet.store.vm("arm2")
             #expect(s == 201 && arm2?.securityType == .standard)
             (s, body) = try await p.request("PATCH", "/v1/vms/arm1", ["integritymonitoring": false])
@@ -461,7 +477,9 @@ struct HardeningTests {
             #expect(html.contains("value=\"stop\"") && html.contains("value=\"restart\"") && !html.contains("value=\"start\""))
             // Stop asks first (a page with the confirmed form); the VM runs on until confirmed.
             var (status, body) = try await post("action=stop")
-            #expect(status == 200 && body.contains("Stop ask-1?") && body.contains("name=\"confirm\" value=\"yes\"") && body.contains("name=\"csrf\""))
+            #expect(
+                status == 200 && body.contains("Stop ask-1?") && body.contains("name=\"confirm\" value=\"yes\"")
+                    && body.contains("name=\"csrf\""))
             #expect(try await p.fleet.require("ask-1").powerState == .running)
             (status, _) = try await post("action=stop&confirm=yes")
             let stopped = try await p.fleet.require("ask-1").powerState

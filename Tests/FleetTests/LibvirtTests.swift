@@ -23,7 +23,9 @@ enum LocalLibvirt {
     static func available() -> Bool {
         let fm = FileManager.default
         let ok = ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", virsh].allSatisfy { fm.isExecutableFile(atPath: $0) } && getuid() == 0
-        if !ok && Interop.required { Issue.record("libvirt tests need libvirt-daemon-system and libvirt-clients, run as root (scripts/deps.sh installs them)") }
+        if !ok && Interop.required {
+            Issue.record("libvirt tests need libvirt-daemon-system and libvirt-clients, run as root (scripts/deps.sh installs them)")
+        }
         return ok
     }
 
@@ -39,7 +41,9 @@ enum LocalLibvirt {
 
     /// A process that runs (a zombie does not: without an init that reaps, a stopped daemon stays one).
     static func alive(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+            return false
+        }
         return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
     }
 
@@ -99,11 +103,14 @@ enum LocalLibvirt {
     /// The swtpm libvirt runs for `domain`: its control socket, process id, owner and command line.
     static func swtpm(of domain: String) -> (socket: String, pid: Int32, uid: uid_t, cmdline: [String])? {
         let dir = "/run/libvirt/qemu/swtpm"
-        guard let sock = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.first(where: { $0.hasSuffix("-\(domain)-swtpm.sock") }),
+        guard
+            let sock = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.first(where: { $0.hasSuffix("-\(domain)-swtpm.sock") }),
               let (rc, out, _) = try? Interop.runBlocking("/usr/bin/pgrep", ["-f", "\(domain)-swtpm.sock"]), rc == 0,
               let pid = out.split(separator: "\n").compactMap({ Int32($0) }).first else { return nil }
         var st = stat()
-        guard stat("/proc/\(pid)", &st) == 0, let raw = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else { return nil }
+        guard stat("/proc/\(pid)", &st) == 0, let raw = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else {
+            return nil
+        }
         return ("\(dir)/\(sock)", pid, st.st_uid, String(decoding: raw, as: UTF8.self).split(separator: "\0").map(String.init))
     }
 
@@ -127,7 +134,8 @@ struct VTPMSnapshot {
     /// and loads them into a TPM of this process to read its PCRs and EK certificate.
     static func read(_ socket: String, in dir: URL) async throws -> VTPMSnapshot {
         let ioctl = try #require(Interop.tool("swtpm_ioctl"))
-        let p = dir.appendingPathComponent("permanent-\(UUID().uuidString.prefix(6))"), v = dir.appendingPathComponent("volatile-\(UUID().uuidString.prefix(6))")
+        let p = dir.appendingPathComponent("permanent-\(UUID().uuidString.prefix(6))"),
+            v = dir.appendingPathComponent("volatile-\(UUID().uuidString.prefix(6))")
         for (type, file) in [("permanent", p), ("volatile", v)] {
             let (rc, _, err) = try await Interop.run(ioctl, ["--save", type, file.path, "--unix", socket])
             guard rc == 0 else { throw FleetError(.failed, "swtpm_ioctl --save \(type): \(err)") }
@@ -188,7 +196,10 @@ struct LibvirtTests {
     func startingOurSwtpm(_ args: [String], _ domain: String) async throws -> (Int32, String, String) {
         var result = try await LocalLibvirt.run(args)
         for attempt in 2...3 where result.0 != 0 && result.2.contains("swtpm socket did not show up") {
-            print("virsh \(args[0]): libvirt timed out waiting for the swtpm socket; attempt \(attempt): \(result.2) — swtpm's log: \(Self.swtpmLog(domain))")
+            print("""
+                virsh \(args[0]): libvirt timed out waiting for the swtpm socket; attempt \(attempt): \(result.2) — swtpm's log: \
+                \(Self.swtpmLog(domain))
+                """)
             try await Task.sleep(for: .seconds(2))
             result = try await LocalLibvirt.run(args)
         }
@@ -217,7 +228,8 @@ struct LibvirtTests {
             try await LocalLibvirt.installDropIns(data: data)
             let ca = try VTPMCertificateAuthority.loadOrCreate(directory: data.appendingPathComponent("vtpm-ca"))
             let xml = dir.appendingPathComponent("\(name).xml")
-            try Self.domainXML(name, dir: dir, tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>").write(to: xml, atomically: true, encoding: .utf8)
+            try Self.domainXML(name, dir: dir, tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>").write(
+                to: xml, atomically: true, encoding: .utf8)
             let defined = try await LocalLibvirt.run(["define", xml.path])
             #expect(defined.0 == 0, "\(defined.2)")
             let started = try await startingOurSwtpm(["start", name], name)
@@ -281,8 +293,10 @@ struct LibvirtTests {
 
             // What our capabilities do not claim, libvirt refuses itself (nothing of ours crashes).
             let tis12 = dir.appendingPathComponent("tis12.xml"), tis20 = dir.appendingPathComponent("tis20.xml")
-            try Self.domainXML(name + "-12", dir: dir, tpm: "<tpm model='tpm-tis'><backend type='emulator' version='1.2'/></tpm>").write(to: tis12, atomically: true, encoding: .utf8)
-            try Self.domainXML(name + "-20", dir: dir, tpm: "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>").write(to: tis20, atomically: true, encoding: .utf8)
+            try Self.domainXML(name + "-12", dir: dir, tpm: "<tpm model='tpm-tis'><backend type='emulator' version='1.2'/></tpm>").write(
+                to: tis12, atomically: true, encoding: .utf8)
+            try Self.domainXML(name + "-20", dir: dir, tpm: "<tpm model='tpm-tis'><backend type='emulator' version='2.0'/></tpm>").write(
+                to: tis20, atomically: true, encoding: .utf8)
             let refused = try await LocalLibvirt.run(["create", tis12.path])
             #expect(refused.0 != 0 && refused.2.contains("TPM version '1.2' is not supported"), "\(refused.2)")
             let control = try await startingOurSwtpm(["create", tis20.path], name + "-20")
@@ -294,7 +308,10 @@ struct LibvirtTests {
             let secret = try await LocalLibvirt.run(["secret-define", secretXML.path])
             #expect(secret.0 == 0, "\(secret.2)")
             let encrypted = dir.appendingPathComponent("enc.xml")
-            try Self.domainXML(name + "-enc", dir: dir, tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'><encryption secret='\(secretUUID)'/></backend></tpm>")
+            try Self.domainXML(
+                name + "-enc", dir: dir,
+                tpm: "<tpm model='tpm-crb'><backend type='emulator' version='2.0'><encryption secret='\(secretUUID)'/></backend></tpm>"
+            )
                 .write(to: encrypted, atomically: true, encoding: .utf8)
             // A passphrase-encrypted vTPM (libvirt's <encryption secret>, Nova's key-manager secret):
             // libvirt hands the secret to our setup and socket through a file descriptor.
@@ -371,7 +388,9 @@ struct LibvirtTests {
                 return v.powerState == .failed ? v : nil
             }
             #expect(failed.powerState == .failed)
-            let alert = try await LocalLibvirt.waitFor("the crash alert", seconds: 60) { try await p.fleet.store.alerts(vm: name).first { $0.kind == "vm-failed" } }
+            let alert = try await LocalLibvirt.waitFor("the crash alert", seconds: 60) {
+                try await p.fleet.store.alerts(vm: name).first { $0.kind == "vm-failed" }
+            }
             #expect(alert.description.contains("Stopped Destroyed"), "\(alert.description)")
 
             // Start again through libvirt: boot 2, attested; stop: the domain is gone.
@@ -452,7 +471,9 @@ struct LibvirtTests {
             (status, _) = try await p.request("POST", "/v1/hosts", ["name": "c", "uri": uri("a"), "maxVms": 1])
             #expect(status == 400, "a misspelt field is refused by name")
             let hosts = try await p.fleet.hostViews()
-            #expect(hosts.map(\.host.name) == ["a", "b"] && hosts.allSatisfy { $0.host.state == .reachable && $0.host.memoryMiB > 1024 && $0.host.cpus >= 1 && $0.free == 1 })
+            #expect(
+                hosts.map(\.host.name) == ["a", "b"]
+                    && hosts.allSatisfy { $0.host.state == .reachable && $0.host.memoryMiB > 1024 && $0.host.cpus >= 1 && $0.free == 1 })
 
             // Placement: one VM on each (each takes one); a third is refused, saying why.
             for prefix in ["ha", "hb"] {
@@ -500,7 +521,9 @@ struct LibvirtTests {
             #expect(view.host == "b")
             // On b it runs from the copies in the host's pool, as libvirt's qemu user, with the host's swtpm.
             let xml = try await LocalLibvirt.run(["dumpxml", "tlaunch-\(onB)"]).1
-            #expect(xml.contains("/var/lib/libvirt/tlaunch/tlaunch-\(onB).img") && xml.contains("<nvram>/var/lib/libvirt/tlaunch/tlaunch-\(onB).vars</nvram>"), "\(xml)")
+            #expect(
+                xml.contains("/var/lib/libvirt/tlaunch/tlaunch-\(onB).img")
+                    && xml.contains("<nvram>/var/lib/libvirt/tlaunch/tlaunch-\(onB).vars</nvram>"), "\(xml)")
             #expect(xml.contains("<channel type='tcp'>") && xml.contains("<backend type='emulator'") && !xml.contains(p.dir.path),
                     "no path of the platform's: \(xml)")
             let sw = try #require(LocalLibvirt.swtpm(of: "tlaunch-\(onB)"))

@@ -184,7 +184,9 @@ extension RealVMTests {
             var bios = try await p.fleet.deploy(DeployRequest(name: old, image: "legacy-bios", securityType: "Standard",
                                                               hypervisor: "qemu"))
             var text = try await p.fleet.console(old)
-            #expect(bios.powerState == .running && bios.lastBoot?.firmware.hasPrefix("SeaBIOS (QEMU") == true && bios.lastBoot?.measured == false,
+            #expect(
+                bios.powerState == .running && bios.lastBoot?.firmware.hasPrefix("SeaBIOS (QEMU") == true
+                    && bios.lastBoot?.measured == false,
                     "\(bios.lastBoot?.failure ?? "") — \(text.suffix(600))")
             #expect(text.contains("SeaBIOS (version") && text.contains("TLAUNCH-GUEST: up (BIOS boot sector)"), "\(text.suffix(600))")
             bios = try await p.fleet.restart(old)
@@ -198,7 +200,10 @@ extension RealVMTests {
 @Suite("Real VMs: what the guest's console may put in front of a person")
 struct ConsoleTextTests {
     @Test func escapeSequencesAndControlCharactersAreRemoved() {
-        let raw = "\u{1B}[2J\u{1B}[01;01H\u{1B}[=3hBdsDxe: loading\r\n\u{1B}[0m\u{1B}[30m\u{1B}[47mWelcome to GRUB!\u{7}\u{1B}]0;title\u{7}\n\u{9B}x\tend\u{1B}"
+        let raw = """
+            \u{1B}[2J\u{1B}[01;01H\u{1B}[=3hBdsDxe: loading\r\n\u{1B}[0m\u{1B}[30m\u{1B}[47mWelcome to \
+            GRUB!\u{7}\u{1B}]0;title\u{7}\n\u{9B}x\tend\u{1B}
+            """
         let text = ConsoleText.printable(raw)
         #expect(text == "BdsDxe: loading\nWelcome to GRUB!\nx\tend", "\(text.debugDescription)")
         #expect(!text.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" && $0 != "\t" })

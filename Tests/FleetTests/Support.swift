@@ -44,7 +44,8 @@ struct TestPlatform {
                                          issuer: "https://attest.tlaunch.test")
         let fleet = Fleet(store: try await FleetStore(backend: store.backend), service: service, dataFolder: folder,
                           hostKey: [UInt8](repeating: 9, count: 32),
-                          authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff), silentIntervals: silentIntervals,
+            authority: authority, webhooks: WebhookNotifier(urls: webhooks, attempts: 5, firstBackoff: webhookBackoff),
+            silentIntervals: silentIntervals,
                           qemu: qemu, bootTimeout: .seconds(600), libvirt: libvirt)
         var serverTLS: ServerTLS?
         var clientTLS: ClientTLS?

@@ -73,11 +73,17 @@ import X509
             // what an attacker who obtained any certificate from the CA could present.
             let ca = try PlatformTLS.loadOrCreate(directory: p.folder.tls)
             let (cert, key) = try ca.issue(names: ["attest.example.test"], commonName: "attest.example.test", usage: .serverAuth, days: 30)
-            let wrong = try await RunningServer.start(service: p.service, tls: ServerTLS(chainPEM: try cert.serializeAsPEM().pemString + "\n" + ca.caPEM, keyPEM: key.pemRepresentation))
+            let wrong = try await RunningServer.start(
+                service: p.service,
+                tls: ServerTLS(chainPEM: try cert.serializeAsPEM().pemString + "\n" + ca.caPEM, keyPEM: key.pemRepresentation))
             await withTeardown({ await wrong.stop() }) {
                 let client = ServiceClient.pinned(baseURL: wrong.url, token: p.admin, tls: p.tls)
                 let refused = await Self.refusal(client)
-                #expect(!refused.isEmpty && (refused.contains("not for this name") || refused.contains("CERTIFICATE_VERIFY_FAILED") || refused.contains("unableToValidateCertificate")), "\(refused)")
+                #expect(
+                    !refused.isEmpty
+                        && (refused.contains("not for this name") || refused.contains("CERTIFICATE_VERIFY_FAILED")
+                            || refused.contains("unableToValidateCertificate")),
+                    "\(refused)")
                 // The same client reaches the real listener (its certificate names 127.0.0.1).
                 #expect(await Self.refusal(ServiceClient.pinned(baseURL: p.server.url, token: p.admin, tls: p.tls)).isEmpty)
             }
@@ -99,7 +105,9 @@ import X509
             let other = try PlatformTLS.loadOrCreate(directory: Self.tempDir("tl-otherca"))
             defer { try? FileManager.default.removeItem(at: other.directory) }
             let forged = try other.issueClient(name: "test client")
-            let stranger = ServiceClient.pinned(baseURL: p.server.url, token: p.admin, tls: ClientTLS(trustRootsPEM: ca, certificatePEM: forged.certificatePEM, keyPEM: forged.keyPEM))
+            let stranger = ServiceClient.pinned(
+                baseURL: p.server.url, token: p.admin,
+                tls: ClientTLS(trustRootsPEM: ca, certificatePEM: forged.certificatePEM, keyPEM: forged.keyPEM))
             #expect(!(await Self.refusal(stranger, "/v1/vms")).isEmpty)
             // One the platform CA issued (tlaunch tls client): through.
             let issued = try PlatformTLS.loadOrCreate(directory: p.folder.tls).issueClient(name: "ops")
@@ -114,7 +122,8 @@ import X509
         defer { try? FileManager.default.removeItem(at: dir) }
         let ca = try PlatformTLS.loadOrCreate(directory: dir)
         #expect(try PlatformTLS.loadOrCreate(directory: dir).caCertificate == ca.caCertificate, "the CA is made once")
-        let key = try #require(FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("ca.key").path)[.posixPermissions] as? Int)
+        let key = try #require(
+            FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("ca.key").path)[.posixPermissions] as? Int)
         #expect(key == 0o600)
         let first = try ca.serverIdentity(names: ["127.0.0.1", "localhost"])
         #expect(try ca.serverIdentity(names: ["localhost"]).chainPEM == first.chainPEM, "a certificate that covers the names is kept")
@@ -133,9 +142,15 @@ import X509
     @Test func plainHTTPIsAnExplicitChoiceAndSaysSo() async throws {
         let dir = Self.tempDir("tl-plain")
         defer { try? FileManager.default.removeItem(at: dir) }
-        var (status, _, err) = try await Interop.run(tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--no-sample-fleet", "--hypervisor", "simulated"])
+        var (status, _, err) = try await Interop.run(
+            tlaunchPath,
+            [
+                "up", "--data", dir.path, "--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--no-sample-fleet", "--hypervisor",
+                "simulated"
+            ])
         #expect(status != 0 && err.contains("--tls-cert and --tls-key go together"), "\(err)")
-        (status, _, err) = try await Interop.run(tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--insecure-http", "--mtls", "--no-sample-fleet"])
+        (status, _, err) = try await Interop.run(
+            tlaunchPath, ["up", "--data", dir.path, "--listen", "127.0.0.1:0", "--insecure-http", "--mtls", "--no-sample-fleet"])
         #expect(status != 0 && err.contains("--insecure-http cannot go with"), "\(err)")
         let warn = try await Interop.run(tlaunchPath, ["serve", "--data", dir.path, "--listen", "256.1.1.1:1", "--insecure-http"])
         #expect(warn.2.contains("WARNING: plain HTTP on 256.1.1.1"), "\(warn.2)")

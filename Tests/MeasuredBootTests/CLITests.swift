@@ -102,7 +102,7 @@ struct DemoTests {
                      "the AK is bound to this EK", "signature, nonce and PCR digest verified",
                      "a forged PCR 16 value is rejected", "unseal is refused",
                      "shim /EFI/BOOT/BOOTX64.EFI: verified by db", "linux /vmlinuz: verified by MokListRT",
-                     "PCRs 0–7 predicted before the boot equal the vTPM's after it", "a modified kernel is refused: shim: Verification failed",
+            "PCRs 0–7 predicted before the boot equal the vTPM's after it", "a modified kernel is refused: shim: Verification failed",
                      "==> Done"] {
             #expect(out.contains(line), "missing: \(line)")
         }

@@ -64,7 +64,10 @@ struct EventLogParseTests {
             let report = log.replay(against: expected)
             for c in report.comparisons {
                 compared += 1
-                #expect(c.status == .match, "\(logName): \(PCRValues.bankName(c.bank)) PCR \(c.pcr): replayed \(c.replayed.map { hexString($0) } ?? "-"), expected \(hexString(c.expected))")
+                #expect(c.status == .match, """
+                    \(logName): \(PCRValues.bankName(c.bank)) PCR \(c.pcr): replayed \(c.replayed.map { hexString($0) } ?? "-"), expected \
+                    \(hexString(c.expected))
+                    """)
             }
             #expect(report.allMatch, "\(logName)")
             #expect(!report.verified.events.isEmpty || report.comparisons.allSatisfy { $0.pcr > 23 }, "\(logName)")

@@ -7,7 +7,8 @@ import Testing
 @Suite("Measured Boot: boot facts from verified events")
 struct ExplainTests {
     func verified(_ name: String) throws -> (EventLog, ReplayReport, [String: Any]) {
-        let object = try Corpus.json("eventlogs/\(name.replacingOccurrences(of: ".bin", with: ".expected_pcrs.json"))") as? [String: Any] ?? [:]
+        let object =
+            try Corpus.json("eventlogs/\(name.replacingOccurrences(of: ".bin", with: ".expected_pcrs.json"))") as? [String: Any] ?? [:]
         let log = try EventLog(parsing: Corpus.bytes("eventlogs/\(name)"))
         let pcrs = try PCRValues(json: JSONSerialization.data(withJSONObject: object["pcrs"] ?? [:]))
         return (log, log.replay(against: pcrs), object)
@@ -17,7 +18,9 @@ struct ExplainTests {
     /// log that has them.
     @Test(.corpus) func bootChainDigestsEqualTheSources() throws {
         guard Corpus.require() else { return }
-        let files = try FileManager.default.contentsOfDirectory(atPath: Corpus.url("eventlogs").path).filter { $0.hasSuffix(".expected_pcrs.json") }
+        let files = try FileManager.default.contentsOfDirectory(atPath: Corpus.url("eventlogs").path).filter {
+            $0.hasSuffix(".expected_pcrs.json")
+        }
         var checked = 0
         for f in files.sorted() {
             let object = try Corpus.json("eventlogs/\(f)") as? [String: Any] ?? [:]
@@ -58,9 +61,16 @@ struct ExplainTests {
         #expect(f.keyDatabases.first { $0.name == "PK" }?.certificates.first?.subject == "CN=newpk")
         #expect(f.keyDatabases.first { $0.name == "dbx" }?.hashCounts["EFI_CERT_SHA256_GUID"] == 183)
         #expect(f.bootChain.first?.filePath == "\\EFI\\redhat\\shimx64.efi")
-        #expect(f.bootChain.first?.devicePath == "PciRoot(0x0)/Pci(0x3,0x0)/Scsi(0x1,0x0)/HD(1,GPT,EF72374C-2630-46A1-88D6-082693781140,0x800,0x64000)/\\EFI\\redhat\\shimx64.efi")
+        #expect(
+            f.bootChain.first?.devicePath
+                == "PciRoot(0x0)/Pci(0x3,0x0)/Scsi(0x1,0x0)/"
+                    + "HD(1,GPT,EF72374C-2630-46A1-88D6-082693781140,0x800,0x64000)/\\EFI\\redhat\\shimx64.efi"
+        )
         // The db entry that verified shim, and shim's vendor certificate.
-        #expect(f.authorities.contains { $0.variable == "db" && $0.certificate?.subject?.contains("Microsoft Corporation UEFI CA 2011") == true })
+        #expect(
+            f.authorities.contains {
+                $0.variable == "db" && $0.certificate?.subject?.contains("Microsoft Corporation UEFI CA 2011") == true
+            })
         #expect(f.shim?.vendorCertificate?.subject?.contains("Red Hat Secure Boot CA 5") == true)
         #expect(f.bootOrder == [2, 0, 1])
         #expect(f.anomalies.isEmpty, "\(f.anomalies)")
@@ -152,7 +162,11 @@ struct DevicePathTextTests {
         guard Corpus.require() else { return }
         let hirs = try EventLog(parsing: Corpus.bytes("eventlogs/dell_bootguard_sha1log_hirs.bin"))
         guard case .imageLoad(let shim) = hirs.events[24].decoded else { Issue.record("event 24 is not an image load"); return }
-        #expect(shim.devicePath?.description == "PciRoot(0x0)/Pci(0x17,0x0)/Sata(0x1,0x8000,0x0)/HD(1,GPT,381A04DC-02F8-4099-B4E2-FF987DEF0AEF,0x800,0x100000)/\\EFI\\ubuntu\\shimx64.efi")
+        #expect(
+            shim.devicePath?.description
+                == "PciRoot(0x0)/Pci(0x17,0x0)/Sata(0x1,0x8000,0x0)/"
+                    + "HD(1,GPT,381A04DC-02F8-4099-B4E2-FF987DEF0AEF,0x800,0x100000)/\\EFI\\ubuntu\\shimx64.efi"
+        )
         #expect(shim.devicePath?.filePath == "\\EFI\\ubuntu\\shimx64.efi")
         // Re-encoding the decoded path gives the logged bytes.
         let raw = hirs.events[24].data.dropFirst(32)
@@ -167,7 +181,11 @@ struct DevicePathTextTests {
         let vendor = node(1, 4, EFIGUID.globalVariable.bytes + [0xAA])
         let unknown = node(0x42, 7, [1, 2])
         let path = DevicePath(nodes: [nvme, usb, mac, vendor, unknown])
-        #expect(path.description == "NVMe(0x1,DC-31-1E-90-00-2E-E4-AC)/USB(0x6,0x0)/MAC(525400123456,0x1)/VenHw(8BE4DF61-93CA-11D2-AA0D-00E098032B8C,AA)/Path(66,7,0102)")
+        #expect(
+            path.description
+                == "NVMe(0x1,DC-31-1E-90-00-2E-E4-AC)/USB(0x6,0x0)/MAC(525400123456,0x1)/"
+                    + "VenHw(8BE4DF61-93CA-11D2-AA0D-00E098032B8C,AA)/Path(66,7,0102)"
+        )
         #expect(try DevicePath(bytes: path.encoded[...]).description == path.description)
     }
 }
@@ -181,7 +199,8 @@ struct VouchingOnRealLogsTests {
     @Test(.corpus) func genuineLogsTripNoSoundnessRule() throws {
         guard Corpus.require() else { return }
         let newKinds: Set<BootFacts.Anomaly.Kind> = [.configurationAfterSeparator, .repeatedConfiguration, .configurationOutOfOrder,
-                                                     .foreignConfigurationVariable, .unboundKernelCommandLine, .unexpectedEventType, .unverifiedMeasurement]
+            .foreignConfigurationVariable, .unboundKernelCommandLine, .unexpectedEventType, .unverifiedMeasurement
+        ]
         // systemd-boot before v251 measured its UTF-16 command line into PCR 8 with a digest we
         // cannot relate to the event data: unverified, so reported.
         let unverifiable: [String: Set<BootFacts.Anomaly.Kind>] = ["workstation_archlinux_sdboot_tpm2-tools.bin": [.unverifiedMeasurement]]
@@ -194,12 +213,17 @@ struct VouchingOnRealLogsTests {
             let facts = report.verified.explain()
             let tripped = facts.anomalies.filter { newKinds.contains($0.kind) && !(unverifiable[name]?.contains($0.kind) ?? false) }
             #expect(tripped.isEmpty, "\(name): \(tripped.map(\.message))")
-            let contradictedGrub = report.verified.events.filter { $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .contradicted }
+            let contradictedGrub = report.verified.events.filter {
+                $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .contradicted
+            }
             #expect(contradictedGrub.isEmpty,
                     "\(name): grub strings that do not hash by grub's convention: \(contradictedGrub.map(\.event.index))")
-            grubStrings += report.verified.events.filter { $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .vouched }.count
+            grubStrings +=
+                report.verified.events.filter { $0.event.pcrIndex == 8 && $0.event.type == .ipl && $0.dataVouching == .vouched }.count
             // (A TDX CCEL log counts RTMRs, not PCRs: grub's strings are not in its "PCR 8".)
-            if log.events.contains(where: { if case .ipl(let i) = $0.decoded { i.kind == .kernelCommandLine && $0.pcrIndex == 8 } else { false } }) {
+            if log.events.contains(where: {
+                if case .ipl(let i) = $0.decoded { i.kind == .kernelCommandLine && $0.pcrIndex == 8 } else { false }
+            }) {
                 #expect(facts.kernelCommandLine != nil, "\(name): a grub command line that did not bind: \(facts.anomalies.map(\.message))")
                 if facts.kernelCommandLine != nil { cmdlines += 1 }
             }

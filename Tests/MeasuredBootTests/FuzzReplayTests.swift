@@ -19,7 +19,8 @@ struct FuzzReplayTests {
             let bytes = try Corpus.bytes("eventlogs/\(name)")
             #expect(MeasuredBootFuzzing.eventLog(bytes).isEmpty, "\(name)")
         }
-        for name in try FileManager.default.contentsOfDirectory(atPath: Corpus.url("ima").path) where name.contains("runtime_measurements") || name.hasPrefix("ima_log") {
+        for name in try FileManager.default.contentsOfDirectory(atPath: Corpus.url("ima").path)
+        where name.contains("runtime_measurements") || name.hasPrefix("ima_log") {
             #expect(MeasuredBootFuzzing.imaLog(try Corpus.bytes("ima/\(name)")).isEmpty, "\(name)")
         }
     }

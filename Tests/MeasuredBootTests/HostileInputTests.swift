@@ -42,7 +42,8 @@ struct HostileInputTests {
         var m = bytes
         m.replaceSubrange(second + 8..<second + 12, with: le32(0xFFFF_FFFF))
         var e = #expect(throws: EventLogError.self) { try EventLog(parsing: m) }
-        #expect(e?.code == .sizeExceedsLimit && e?.eventIndex == 1 && e?.offset == second + 12 && e?.field == "TCG_PCR_EVENT2.digests.count")
+        #expect(
+            e?.code == .sizeExceedsLimit && e?.eventIndex == 1 && e?.offset == second + 12 && e?.field == "TCG_PCR_EVENT2.digests.count")
         // eventSize = 0x7FFFFFFF.
         m = bytes
         let sizeAt = second + 12 + (2 + 20) + (2 + 32)

@@ -87,7 +87,8 @@ struct IMATests {
             #expect(part.entries == Array(full.entries.prefix(part.entries.count)))
         }
         // Hostile lengths are refused before allocation.
-        var hostile: [UInt8] = [10, 0, 0, 0] + [UInt8](repeating: 0, count: 20) + [6, 0, 0, 0] + Array("ima-ng".utf8) + [0xFF, 0xFF, 0xFF, 0x7F]
+        var hostile: [UInt8] =
+            [10, 0, 0, 0] + [UInt8](repeating: 0, count: 20) + [6, 0, 0, 0] + Array("ima-ng".utf8) + [0xFF, 0xFF, 0xFF, 0x7F]
         hostile += [UInt8](repeating: 0, count: 64)
         let e = #expect(throws: EventLogError.self) { try IMALog(parsing: hostile) }
         #expect(e?.code == .sizeExceedsLimit)
@@ -117,14 +118,16 @@ struct IMATemplateTests {
                                                fields: [dng, Array("/lib/modules/x.ko".utf8) + [0], sig, modsigDigest, [0x30, 0x82, 0x01]])
         let log = try IMALog(parsing: bufEntry + modEntry)
         #expect(log.entries.count == 2 && log.incompleteTail == nil)
-        #expect(log.entries[0].buffer == buf && log.entries[0].fileName == "kexec-cmdline" && log.entries[0].fileDigestAlgorithm == "sha256")
+        #expect(
+            log.entries[0].buffer == buf && log.entries[0].fileName == "kexec-cmdline" && log.entries[0].fileDigestAlgorithm == "sha256")
         #expect(log.entries[1].signature == sig && log.entries[1].fileName == "/lib/modules/x.ko")
         #expect(log.entries.allSatisfy { $0.isConsistent })
 
         // The ASCII list says the same; the template data rebuilt from it hashes to the same value.
         let ascii = """
         10 \(hexString(bufHash)) ima-buf sha256:\(hexString(fileDigest)) kexec-cmdline \(hexString(buf))
-        10 \(hexString(modHash)) ima-modsig sha256:\(hexString(fileDigest)) /lib/modules/x.ko \(hexString(sig)) sha256:\(String(repeating: "11", count: 32)) 308201
+        10 \(hexString(modHash)) ima-modsig sha256:\(hexString(fileDigest)) /lib/modules/x.ko \(hexString(sig)) \
+        sha256:\(String(repeating: "11", count: 32)) 308201
         """
         let text = try IMALog(ascii: ascii)
         #expect(text.entries.map(\.templateData) == log.entries.map(\.templateData))
@@ -140,7 +143,8 @@ struct IMATemplateTests {
 
     /// Older kernels extend the SHA-1 template hash, zero-padded, into the SHA-256 bank.
     @Test func paddedSHA1InTheSHA256Bank() throws {
-        let (entry, hash) = binaryEntry(template: "ima-ng", fields: [Array("sha1:".utf8) + [0] + [UInt8](repeating: 0, count: 20), Array("boot_aggregate".utf8) + [0]])
+        let (entry, hash) = binaryEntry(
+            template: "ima-ng", fields: [Array("sha1:".utf8) + [0] + [UInt8](repeating: 0, count: 20), Array("boot_aggregate".utf8) + [0]])
         let log = try IMALog(parsing: entry)
         var state = IMAReplayState()
         try state.apply(log.entries)

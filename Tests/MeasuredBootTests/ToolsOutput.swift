@@ -29,7 +29,8 @@ struct ToolEvents {
             if body.hasPrefix("- ") { body = body.dropFirst(2); dashed = true }
             guard let colon = body.firstIndex(of: ":") else { continue }
             let key = body[..<colon].trimmingCharacters(in: .whitespaces)
-            let value = body[body.index(after: colon)...].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            let value = body[body.index(after: colon)...].trimmingCharacters(in: .whitespaces).trimmingCharacters(
+                in: CharacterSet(charactersIn: "\""))
             if indent == 0 && key == "pcrs" { flush(); inPCRs = true; continue }
             if inPCRs {
                 if indent == 2 { bank = key; continue }

@@ -39,7 +39,9 @@ struct AuthenticodeDigestTests {
         guard let pesign = Interop.tool("pesign") else { return }
         let path = which == "shim" ? DebianImages.shim : which == "grub" ? DebianImages.grub : DebianImages.kernel
         guard let path, FileManager.default.fileExists(atPath: path) else {
-            if Interop.required { Issue.record("\(which) is not installed; scripts/test.sh installs shim-signed, grub-efi-amd64-signed and linux-image-amd64") }
+            if Interop.required {
+                Issue.record("\(which) is not installed; scripts/test.sh installs shim-signed, grub-efi-amd64-signed and linux-image-amd64")
+            }
             return
         }
         let image = try PEImage(Array(try Data(contentsOf: URL(fileURLWithPath: path))))

@@ -48,7 +48,10 @@ struct DecisionTests {
         // The authority as JSON: its EFI_SIGNATURE_DATA as hex (owner GUID, then the CA's DER),
         // read back to the same bytes; text that is not hex is refused by field.
         let authority = try #require(shim.authority)
-        let msCA = try #require(store.db.lists.flatMap(\.entries).first { $0.type == .certX509 && authority.signatureBytes.suffix($0.data.count).elementsEqual($0.data) })
+        let msCA = try #require(
+            store.db.lists.flatMap(\.entries).first {
+                $0.type == .certX509 && authority.signatureBytes.suffix($0.data.count).elementsEqual($0.data)
+            })
         #expect(authority.signatureBytes == msCA.owner.bytes + msCA.data)
         let json = try JSONEncoder().encode(authority)
         let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
@@ -92,7 +95,8 @@ struct DecisionTests {
         var dbx2 = store.dbx
         dbx2.lists.append(SignatureList(type: .certX509SHA256, signatureSize: 16 + 48,
                                         entries: [SignatureEntry(owner: .globalVariable, type: .certX509SHA256,
-                                                                 data: EventLogHash.hash(.sha256, Array(signerCert.tbsCertificateBytes))! + [UInt8](repeating: 0, count: 16))]))
+                        data: EventLogHash.hash(.sha256, Array(signerCert.tbsCertificateBytes))! + [UInt8](repeating: 0, count: 16))
+                ]))
         let bySigner = ImageVerifier.decide(shim, db: store.db, dbx: dbx2)
         #expect(bySigner.verdict == .denied && bySigner.code == .deniedSignerInDbx, "\(bySigner)")
         // The image's digest in db allows an unsigned image.

@@ -42,7 +42,8 @@ struct FirmwareTests {
         try Data(store.bytes).write(to: vars)
         // It reads back as written.
         let again = try VariableStore(Array(try Data(contentsOf: vars)))
-        #expect(again.pk.certificates.first?.certificate == cert && again.dbx.lists.first?.entries.count == 1 && again.secureBootWillBeEnabled)
+        #expect(
+            again.pk.certificates.first?.certificate == cert && again.dbx.lists.first?.entries.count == 1 && again.secureBootWillBeEnabled)
 
         var options = VTPMServer.Options(data: .unix(path: dir.appendingPathComponent("data.sock").path),
                                          control: .unix(path: dir.appendingPathComponent("ctrl.sock").path))

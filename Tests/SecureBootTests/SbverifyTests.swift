@@ -24,7 +24,9 @@ struct SbverifyTests {
         var agreed = 0, sbverifyBug = 0
         for (certName, der) in certs {
             let certPath = dir.appendingPathComponent("\(certName).pem").path
-            try ("-----BEGIN CERTIFICATE-----\n" + Data(der).base64EncodedString(options: .lineLength64Characters) + "\n-----END CERTIFICATE-----\n")
+            try
+                ("-----BEGIN CERTIFICATE-----\n" + Data(der).base64EncodedString(options: .lineLength64Characters)
+                + "\n-----END CERTIFICATE-----\n")
                 .write(toFile: certPath, atomically: true, encoding: .utf8)
             let db = SignatureDatabase(lists: [SignatureList(type: .certX509, signatureSize: 16 + der.count,
                                                              entries: [SignatureEntry(owner: .globalVariable, type: .certX509,

@@ -10,7 +10,9 @@ struct SignatureListTests {
 
     @Test(.corpus) func everyListHasItsExpectedContents() throws {
         guard Corpus.require() else { return }
-        let files = try FileManager.default.contentsOfDirectory(atPath: Corpus.url("uefi").path).filter { $0.hasPrefix("esl_") && $0.hasSuffix(".expected.json") }.sorted()
+        let files = try FileManager.default.contentsOfDirectory(atPath: Corpus.url("uefi").path).filter {
+            $0.hasPrefix("esl_") && $0.hasSuffix(".expected.json")
+        }.sorted()
         #expect(files.count >= 4)
         for f in files {
             let x = try Corpus.json("uefi/\(f)") as? [String: Any] ?? [:]
@@ -61,7 +63,8 @@ struct SignatureListTests {
         let db = try SignatureDatabase(esl: Array(raw.dropFirst(4)))
         let subjects = db.certificates.map(\.certificate.subject.description)
         #expect(subjects.contains { $0.contains("Microsoft Corporation UEFI CA 2011") })
-        let dbx = try SignatureDatabase(esl: Array(try Corpus.bytes("uefi/efivars_dell_precision_7510_secboot/dbx-d719b2cb-3d3a-4596-a3bc-dad00e67656f").dropFirst(4)))
+        let dbx = try SignatureDatabase(
+            esl: Array(try Corpus.bytes("uefi/efivars_dell_precision_7510_secboot/dbx-d719b2cb-3d3a-4596-a3bc-dad00e67656f").dropFirst(4)))
         #expect(dbx.lists.reduce(0) { $0 + $1.entries.count } > 10)
     }
 }

@@ -27,7 +27,12 @@ struct SigningTests {
         let (ks, _, ke) = try await Interop.run(openssl, ["pkcs8", "-in", Self.snakeoilKey, "-passin", "pass:snakeoil", "-out", key])
         #expect(ks == 0, "\(ke)")
         // Refused with a clear message while encrypted.
-        let (es, _, ee) = try await Interop.run(Self.tlaunch, ["secureboot", "sign", kernel, "--key", Self.snakeoilKey, "--cert", Self.snakeoilCert, "--output", dir.appendingPathComponent("x").path])
+        let (es, _, ee) = try await Interop.run(
+            Self.tlaunch,
+            [
+                "secureboot", "sign", kernel, "--key", Self.snakeoilKey, "--cert", Self.snakeoilCert, "--output",
+                dir.appendingPathComponent("x").path
+            ])
         #expect(es != 0 && ee.contains("encrypted"))
 
         let store = try VariableStore(Array(try Data(contentsOf: URL(fileURLWithPath: Self.snakeoilVars))))
@@ -67,7 +72,9 @@ struct SigningTests {
 @Suite("Secure Boot: a tenant's own keys, end to end")
 struct KeygenTests {
     @Test(.corpus) func keygenSignEnrollVerify() async throws {
-        guard let sbverify = Interop.tool("sbverify"), Corpus.require(), FileManager.default.fileExists(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd") else { return }
+        guard let sbverify = Interop.tool("sbverify"), Corpus.require(),
+            FileManager.default.fileExists(atPath: "/usr/share/OVMF/OVMF_VARS_4M.fd")
+        else { return }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlaunch-keygen-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         func run(_ args: [String]) async throws -> String {
@@ -119,7 +126,8 @@ struct KeygenTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         try Data(signed).write(to: dir.appendingPathComponent("s.efi"))
         try cert.serializeAsPEM().pemString.write(to: dir.appendingPathComponent("c.pem"), atomically: true, encoding: .utf8)
-        let (s, _, _) = try await Interop.run(sbverify, ["--cert", dir.appendingPathComponent("c.pem").path, dir.appendingPathComponent("s.efi").path])
+        let (s, _, _) = try await Interop.run(
+            sbverify, ["--cert", dir.appendingPathComponent("c.pem").path, dir.appendingPathComponent("s.efi").path])
         #expect(s == 0, "serial \(serial)")
         let d = ImageVerifier.decide(try PEImage(signed), db: try SignatureDatabase(certificates: [cert]), dbx: SignatureDatabase())
         #expect(d.verdict == .allowed)

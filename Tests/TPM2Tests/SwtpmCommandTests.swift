@@ -122,7 +122,9 @@ struct SwtpmCommandTests {
             #expect(cmds.contains { $0.commandCode == .quote })
             guard case .algorithms(let algs) = try await tpm.getCapability(.algs).data else { Issue.record("no algorithm list"); return }
             #expect(algs.contains { $0.alg == .sha256 && $0.algProperties.contains(.hash) })
-            guard case .pcrProperties(let props) = try await tpm.getCapability(.pcrProperties).data else { Issue.record("no PCR properties"); return }
+            guard case .pcrProperties(let props) = try await tpm.getCapability(.pcrProperties).data else {
+                Issue.record("no PCR properties"); return
+            }
             let resettable = props.first { $0.tag == .resetL0 }.map { TPMSPCRSelection(hash: .null, pcrSelect: $0.pcrSelect).pcrs } ?? []
             #expect(resettable.contains(16) && resettable.contains(23))
             let info = try await tpm.info()

@@ -144,7 +144,9 @@ struct SwtpmObjectTests {
                 var otherName = ak.object.name
                 otherName[otherName.count - 1] ^= 1
                 let (blob3, enc3) = try TPMCredential.make(credential: secret, objectName: otherName, ekPublic: ek.publicArea)
-                let e = await #expect(throws: TPMError.self) { _ = try await tpm.activateCredential(ak: ak.object, ek: ek, blob: blob3, secret: enc3) }
+                let e = await #expect(throws: TPMError.self) {
+                    _ = try await tpm.activateCredential(ak: ak.object, ek: ek, blob: blob3, secret: enc3)
+                }
                 #expect(e?.responseCode?.base == .integrity)
                 try await tpm.flushContext(ak.object.handle)
                 try await tpm.flushContext(ek.handle)

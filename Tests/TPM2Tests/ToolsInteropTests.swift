@@ -13,7 +13,8 @@ struct ToolsInteropTests {
         guard let sw = try await Interop.swtpm() else { return }
         defer { sw.stop(); sw.removeState() }
         let env = ["TPM2TOOLS_TCTI": sw.tcti]
-        let (s1, _, e1) = try await Interop.run(extend, ["16:sha256=" + String(repeating: "ab", count: 32) + ",sha1=" + String(repeating: "cd", count: 20)], environment: env)
+        let (s1, _, e1) = try await Interop.run(
+            extend, ["16:sha256=" + String(repeating: "ab", count: 32) + ",sha1=" + String(repeating: "cd", count: 20)], environment: env)
         #expect(s1 == 0, "tpm2_pcrextend: \(e1)")
         let (s2, theirs, e2) = try await Interop.run(pcrread, ["sha256:0,7,16,23"], environment: env)
         #expect(s2 == 0, "tpm2_pcrread: \(e2)")
@@ -76,10 +77,18 @@ struct ToolsInteropTests {
         func p(_ n: String) -> String { dir.appendingPathComponent(n).path }
         var r = try await Interop.run(createek, ["-c", p("ek.ctx"), "-G", "rsa", "-u", p("ek.pub")], environment: env)
         #expect(r.0 == 0, "\(r.2)")
-        r = try await Interop.run(createak, ["-C", p("ek.ctx"), "-c", p("ak.ctx"), "-G", "ecc", "-g", "sha256", "-s", "ecdsa", "-u", p("ak.pub"), "-n", p("ak.name")], environment: env)
+        r = try await Interop.run(
+            createak,
+            ["-C", p("ek.ctx"), "-c", p("ak.ctx"), "-G", "ecc", "-g", "sha256", "-s", "ecdsa", "-u", p("ak.pub"), "-n", p("ak.name")],
+            environment: env)
         #expect(r.0 == 0, "\(r.2)")
         r = try await Interop.run(flush, ["-t"], environment: env)
-        r = try await Interop.run(quoteTool, ["-c", p("ak.ctx"), "-l", "sha256:0,1,2,16", "-q", "aabbccdd", "-m", p("q.msg"), "-s", p("q.sig"), "-o", p("q.pcrs"), "-g", "sha256"], environment: env)
+        r = try await Interop.run(
+            quoteTool,
+            [
+                "-c", p("ak.ctx"), "-l", "sha256:0,1,2,16", "-q", "aabbccdd", "-m", p("q.msg"), "-s", p("q.sig"), "-o", p("q.pcrs"), "-g",
+                "sha256"
+            ], environment: env)
         #expect(r.0 == 0, "\(r.2)")
         let msg = [UInt8](try Data(contentsOf: URL(fileURLWithPath: p("q.msg"))))
         let sig = try TPMTSignature(tpmBytes: [UInt8](try Data(contentsOf: URL(fileURLWithPath: p("q.sig")))))

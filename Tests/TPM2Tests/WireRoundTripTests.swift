@@ -36,10 +36,10 @@ enum Samples {
     static let rsaPublic = TPMTemplates.ekRSA2048
     static let eccPublic = TPMTemplates.ekECCP256
     static let keyedHash = TPMTPublic(nameAlg: .sha256, objectAttributes: [.fixedTPM, .userWithAuth, .signEncrypt],
-                                      parameters: .keyedHash(TPMSKeyedHashParms(scheme: TPMTKeyedHashScheme(scheme: .hmac, hashAlg: .sha256))),
+        parameters: .keyedHash(TPMSKeyedHashParms(scheme: TPMTKeyedHashScheme(scheme: .hmac, hashAlg: .sha256))),
                                       unique: .keyedHash(digest))
     static let xorKeyedHash = TPMTPublic(nameAlg: .sha1, objectAttributes: [.decrypt],
-                                         parameters: .keyedHash(TPMSKeyedHashParms(scheme: TPMTKeyedHashScheme(scheme: .xor, hashAlg: .sha256, kdf: .kdf1_sp800_108))),
+        parameters: .keyedHash(TPMSKeyedHashParms(scheme: TPMTKeyedHashScheme(scheme: .xor, hashAlg: .sha256, kdf: .kdf1_sp800_108))),
                                          unique: .keyedHash(TPM2BDigest()))
     static let symCipher = TPMTPublic(nameAlg: .sha256, objectAttributes: [.decrypt, .signEncrypt],
                                       parameters: .symCipher(TPMSSymCipherParms(sym: .aes256CFB)), unique: .sym(digest))
@@ -76,7 +76,7 @@ struct WireRoundTripTests {
         for s in [TPMTSymDef.null, .aes128CFB, .aes256CFB, .xor(.sha256),
                   TPMTSymDef(algorithm: .sm4, keyBits: 128, mode: .cfb)] { try roundTrip(s) }
         for s in [TPMTScheme.null, .rsassa(.sha256), .rsapss(.sha384), .ecdsa(.sha512), .hmac(.sha1),
-                  TPMTScheme(scheme: .oaep, hashAlg: .sha256), TPMTScheme(scheme: .rsaes), TPMTScheme(scheme: .ecdaa, hashAlg: .sha256, count: 4),
+            TPMTScheme(scheme: .oaep, hashAlg: .sha256), TPMTScheme(scheme: .rsaes), TPMTScheme(scheme: .ecdaa, hashAlg: .sha256, count: 4),
                   TPMTScheme(scheme: .kdf1_sp800_108, hashAlg: .sha256), TPMTScheme(scheme: .mgf1, hashAlg: .sha1)] { try roundTrip(s) }
         try roundTrip(TPMTKeyedHashScheme(scheme: .xor, hashAlg: .sha256, kdf: .kdf1_sp800_108))
     }
@@ -111,7 +111,8 @@ struct WireRoundTripTests {
     @Test func everyAttestationKind() throws {
         var certify = TPMSCertifyInfo(); certify.name = Samples.name; certify.qualifiedName = Samples.name
         var creation = TPMSCreationInfo(); creation.objectName = Samples.name; creation.creationHash = Samples.digest
-        var cmd = TPMSCommandAuditInfo(); cmd.auditCounter = 3; cmd.digestAlg = .sha256; cmd.auditDigest = Samples.digest; cmd.commandDigest = Samples.digest
+        var cmd = TPMSCommandAuditInfo(); cmd.auditCounter = 3; cmd.digestAlg = .sha256; cmd.auditDigest = Samples.digest;
+        cmd.commandDigest = Samples.digest
         var sess = TPMSSessionAuditInfo(); sess.exclusiveSession = true; sess.sessionDigest = Samples.digest
         var time = TPMSTimeAttestInfo(); time.time = TPMSTimeInfo(time: 5, clockInfo: Samples.clock); time.firmwareVersion = 1
         var nv = TPMSNVCertifyInfo(); nv.indexName = Samples.name; nv.offset = 4; nv.nvContents = TPM2BMaxNVBuffer([1, 2, 3])
@@ -161,17 +162,21 @@ struct WireRoundTripTests {
             #expect(back == c, "\(C.code)")
             #expect(back.handleValues.count == C.handleCount, "\(C.code) handle count")
         }
-        var q = TPM2Quote(); q.signHandle = TPMHandle(0x8000_0001); q.qualifyingData = TPM2BData([1]); q.inScheme = .ecdsa(.sha256); q.pcrSelect = Samples.pcrSel
+        var q = TPM2Quote(); q.signHandle = TPMHandle(0x8000_0001); q.qualifyingData = TPM2BData([1]); q.inScheme = .ecdsa(.sha256);
+        q.pcrSelect = Samples.pcrSel
         try check(q)
-        var cp = TPM2CreatePrimary(); cp.inPublic = TPM2BPublic(Samples.eccPublic); cp.inSensitive = TPM2BSensitiveCreate(TPMSSensitiveCreate(userAuth: [1], data: []))
+        var cp = TPM2CreatePrimary(); cp.inPublic = TPM2BPublic(Samples.eccPublic);
+        cp.inSensitive = TPM2BSensitiveCreate(TPMSSensitiveCreate(userAuth: [1], data: []))
         try check(cp)
         var sa = TPM2StartAuthSession(); sa.nonceCaller = Samples.digest; sa.symmetric = .aes128CFB; sa.sessionType = .policy
         try check(sa)
         var ps = TPM2PolicySecret(); ps.policySession = TPMHandle(0x0300_0000); ps.expiration = -30
         try check(ps)
-        var nw = TPM2NVWrite(); nw.authHandle = .owner; nw.nvIndex = TPMHandle(0x0150_0000); nw.data = TPM2BMaxNVBuffer([1, 2]); nw.offset = 3
+        var nw = TPM2NVWrite(); nw.authHandle = .owner; nw.nvIndex = TPMHandle(0x0150_0000); nw.data = TPM2BMaxNVBuffer([1, 2]);
+        nw.offset = 3
         try check(nw)
-        var le = TPM2LoadExternal(); le.inPublic = TPM2BPublic(Samples.rsaPublic); le.inPrivate = TPMTSensitive(sensitive: .rsa(TPM2BPrivateKeyRSA([1])))
+        var le = TPM2LoadExternal(); le.inPublic = TPM2BPublic(Samples.rsaPublic);
+        le.inPrivate = TPMTSensitive(sensitive: .rsa(TPM2BPrivateKeyRSA([1])))
         try check(le)
         var le2 = TPM2LoadExternal(); le2.inPublic = TPM2BPublic(Samples.rsaPublic)
         try check(le2)
@@ -180,7 +185,8 @@ struct WireRoundTripTests {
         #expect(fc.handleValues.isEmpty)
 
         var r = TPM2CreatePrimary.Response()
-        r.objectHandle = TPMHandle(0x8000_0000); r.outPublic = TPM2BPublic(Samples.eccPublic); r.creationData = TPM2BCreationData(TPMSCreationData())
+        r.objectHandle = TPMHandle(0x8000_0000); r.outPublic = TPM2BPublic(Samples.eccPublic);
+        r.creationData = TPM2BCreationData(TPMSCreationData())
         r.creationTicket = TPMTTicket(tag: .creation, hierarchy: .owner); r.name = Samples.name
         let back = try TPM2CreatePrimary.Response(handles: r.handleValues, parameters: try r.parameterBytes())
         #expect(back.objectHandle == r.objectHandle && back.outPublic == r.outPublic && back.name == r.name)
@@ -200,7 +206,9 @@ extension TPM2StartAuthSession: Equatable {
                            b: Self) -> Bool { (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
 }
 extension TPM2PolicySecret: Equatable {
-    public static func == (a: Self, b: Self) -> Bool { a.expiration == b.expiration && (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues }
+    public static func == (a: Self, b: Self) -> Bool {
+        a.expiration == b.expiration && (try? a.parameterBytes()) == (try? b.parameterBytes()) && a.handleValues == b.handleValues
+    }
 }
 extension TPM2NVWrite: Equatable {
     public static func == (a: Self, b: Self) -> Bool { a.offset == b.offset && a.data == b.data && a.handleValues == b.handleValues }

@@ -124,7 +124,9 @@ struct WireVectorTests {
         #expect(String(decoding: parsed.extraData.bytes, as: UTF8.self) == "challenge")
         guard case .quote(let q) = parsed.attested else { Issue.record("not a quote"); return }
         #expect(q.pcrSelect.pcrSelections.first?.pcrs == Array(0..<24))
-        let json = try JSONSerialization.jsonObject(with: try Corpus.data("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.pcrs.json")) as! [String: Any]
+        let json =
+            try JSONSerialization.jsonObject(with: try Corpus.data("quotes/azure_cvm_vtpm_quote_azure-cvm-tooling.pcrs.json"))
+            as! [String: Any]
         let pcrs = (json["pcrs"] as! [String: Any])["sha256"] as! [String: String]
         let bank = TPMPCRBank(hashAlg: .sha256,
                               values: Dictionary(uniqueKeysWithValues: pcrs.map { (Int($0.key)!, [UInt8](hex: $0.value)!) }))

@@ -25,14 +25,19 @@ public enum Corpus {
     }
 
     /// The words of a skip; `scripts/test.sh` counts them to print one line at the end of a run.
-    public static let skipComment: Comment = "needs the real-world corpus (TLAUNCH_TESTDATA or ../shared/testdata; see README, \"The real-world corpus\")"
+    public static let skipComment: Comment = """
+        needs the real-world corpus (TLAUNCH_TESTDATA or ../shared/testdata; see README, \"The real-world corpus\")
+        """
 
     /// False when the corpus is absent; records a failure saying where it was looked for when
     /// interop is required (CI must run every corpus test).
     public static func require(sourceLocation: SourceLocation = #_sourceLocation) -> Bool {
         if isAvailable { return true }
         if Interop.required {
-            Issue.record("the real-world corpus is missing at \(root.path) (TLAUNCH_REQUIRE_INTEROP=1 requires it): set TLAUNCH_TESTDATA to its folder",
+            Issue.record("""
+                the real-world corpus is missing at \(root.path) (TLAUNCH_REQUIRE_INTEROP=1 requires it): set TLAUNCH_TESTDATA to its \
+                folder
+                """,
                          sourceLocation: sourceLocation)
         }
         return false

@@ -16,7 +16,8 @@ struct FirmwareCLITests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let log = dir.appendingPathComponent("boot.log").path
         let state = dir.appendingPathComponent("vm.state").path
-        let (s, out, err) = try await Interop.run(Self.tlaunch, ["firmware", "launch", "--image", "sample-linux", "--vtpm-state", state, "--log-out", log])
+        let (s, out, err) = try await Interop.run(
+            Self.tlaunch, ["firmware", "launch", "--image", "sample-linux", "--vtpm-state", state, "--log-out", log])
         #expect(s == 0, "\(err)")
         #expect(out.contains("booted /vmlinuz") && out.contains("Secure Boot enforced"))
         #expect(FileManager.default.fileExists(atPath: state))

@@ -104,7 +104,10 @@ struct FidelityTests {
                         sourceLocation: sourceLocation)
                 for (a, b) in zip(ours, theirs) {
                     #expect(a.type == b.type && digest(a) == digest(b) && meaning(a) == meaning(b),
-                            "PCR \(p) event: predicted \(a.type) \(meaning(a).prefix(80)) \(hexString(digest(a))) real \(b.type) \(meaning(b).prefix(80)) \(hexString(digest(b)))",
+                            """
+                                PCR \(p) event: predicted \(a.type) \(meaning(a).prefix(80)) \(hexString(digest(a))) real \(b.type) \
+                                \(meaning(b).prefix(80)) \(hexString(digest(b)))
+                                """,
                             sourceLocation: sourceLocation)
                 }
             }
@@ -267,7 +270,9 @@ struct FidelityTests {
         #expect(!real.serial.contains("TLAUNCH-PCRS-END"))
         // Up to the refusal, the measurements are the predicted ones.
         for p: UInt32 in [7, 14] {
-            #expect(predicted.log.events.filter { $0.pcrIndex == p && $0.type != .noAction }.map(Self.digest) == real.extends.filter { $0.pcr == p }.map(\.sha256),
+            #expect(
+                predicted.log.events.filter { $0.pcrIndex == p && $0.type != .noAction }.map(Self.digest)
+                    == real.extends.filter { $0.pcr == p }.map(\.sha256),
                     "PCR \(p) up to the refusal")
         }
     }

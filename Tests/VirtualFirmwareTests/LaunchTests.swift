@@ -25,8 +25,12 @@ func readPCRs(_ tpm: VirtualTPM, _ pcrs: [UInt32]) throws -> [UInt32: [UInt8]] {
 /// A Debian ESP in memory (no QEMU needed): shim, grub, a kernel, grub.cfg.
 func debianESPInMemory(grubConfig: String = "set timeout=0\nlinux /vmlinuz console=ttyS0\ninitrd /initrd.img\nboot\n",
                        edit: (inout [String: [UInt8]]) -> Void = { _ in }) throws -> ESP? {
-    guard let kernel = Debian.kernel, FileManager.default.fileExists(atPath: Debian.shim), FileManager.default.fileExists(atPath: Debian.grub) else {
-        if Interop.required { Issue.record("Debian's shim-signed, grub-efi-amd64-signed and linux-image-amd64 are required (scripts/test.sh installs them)") }
+    guard let kernel = Debian.kernel, FileManager.default.fileExists(atPath: Debian.shim),
+        FileManager.default.fileExists(atPath: Debian.grub)
+    else {
+        if Interop.required {
+            Issue.record("Debian's shim-signed, grub-efi-amd64-signed and linux-image-amd64 are required (scripts/test.sh installs them)")
+        }
         return nil
     }
     var files: [String: [UInt8]] = [
@@ -164,14 +168,20 @@ struct LaunchTests {
         #expect(!commands.contains { $0.contains("linux /vmlinuz single") && !$0.hasPrefix("grub_cmd: submenu") },
                 "the submenu's entry did not run")
         // `set default=1` picks the second top-level entry.
-        guard let second = try debianESPInMemory(grubConfig: FidelityTests.menuConfig.replacingOccurrences(of: "set default=0", with: "set default=1")) else { return }
+        guard
+            let second = try debianESPInMemory(
+                grubConfig: FidelityTests.menuConfig.replacingOccurrences(of: "set default=0", with: "set default=1"))
+        else { return }
         let r2 = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS))).predict(esp: second)
         #expect(r2.kernelCommandLine == "console=ttyS0 quiet", "\(r2.failure.map { "\($0)" } ?? "")")
     }
 
     /// `search --file --set=VAR NAME` finds files on the ESP (the only disk) and names its device.
     @Test func searchFindsFilesOnTheESP() throws {
-        let config = "if search --file --set=found /vmlinuz; then linux /vmlinuz root=$found; fi\nif search -f --set=other /nope; then set x=1; else initrd /initrd.img; fi\nboot\n"
+        let config = """
+            if search --file --set=found /vmlinuz; then linux /vmlinuz root=$found; fi\nif search -f --set=other /nope; then set x=1; \
+            else initrd /initrd.img; fi\nboot\n
+            """
         guard let esp = try debianESPInMemory(grubConfig: config) else { return }
         let report = try VirtualFirmware(settings: FirmwareSettings(variables: try store(Debian.varsMS))).predict(esp: esp)
         #expect(report.kernelCommandLine == "root=hd0,msdos1", "\(report.failure.map { "\($0)" } ?? "")")
@@ -195,7 +205,10 @@ struct LaunchTests {
         // grub's memdisk is a real FAT12 image made by mkfs.fat.
         guard FileManager.default.fileExists(atPath: Debian.grub) else { return }
         let grub = Array(try Data(contentsOf: URL(fileURLWithPath: Debian.grub)))
-        let start = try #require(grub.indices.first { grub[$0] == 0xEB && grub[$0 + 1] == 0x3C && grub[$0 + 3] == 0x6D && Array(grub[$0 + 3..<$0 + 11]) == Array("mkfs.fat".utf8) })
+        let start = try #require(
+            grub.indices.first {
+                grub[$0] == 0xEB && grub[$0 + 1] == 0x3C && grub[$0 + 3] == 0x6D && Array(grub[$0 + 3..<$0 + 11]) == Array("mkfs.fat".utf8)
+            })
         let esp = try ESP.image(Array(grub[start...]))
         #expect(esp.file("/GRUB.CFG") != nil && esp.file("/grub.cfg") != nil)
         #expect(String(decoding: esp.file("/grub.cfg") ?? [], as: UTF8.self).contains("$prefix"))

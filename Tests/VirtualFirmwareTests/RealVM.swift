@@ -33,7 +33,10 @@ enum Debian {
         let missing = files.filter { !FileManager.default.fileExists(atPath: $0) }
         guard missing.isEmpty, let k = kernel else {
             if Interop.required {
-                Issue.record("missing \(missing + (kernel == nil ? ["/boot/vmlinuz-*"] : [])) (Debian packages shim-signed, grub-efi-amd64-signed, ovmf, busybox-static, linux-image-amd64; scripts/test.sh installs them)",
+                Issue.record("""
+                    missing \(missing + (kernel == nil ? ["/boot/vmlinuz-*"] : [])) (Debian packages shim-signed, grub-efi-amd64-signed, \
+                    ovmf, busybox-static, linux-image-amd64; scripts/test.sh installs them)
+                    """,
                              sourceLocation: sourceLocation)
             }
             return nil
@@ -116,8 +119,12 @@ func bootRealVM(qemu: String, vars: String, esp: URL, tpm kind: TPMKind, until m
         var options = VTPMServer.Options(data: .unix(path: dir.appendingPathComponent("data.sock").path), control: .unix(path: ctrl))
         options.trace = { command, response in
             // TPM2_PCR_Extend (0x182) that succeeded: handle, then TPML_DIGEST_VALUES after the auth area.
-            guard command.count > 22, command[6..<10].elementsEqual([0, 0, 0x01, 0x82]), response.count >= 10, response[6..<10].allSatisfy({ $0 == 0 }) else { return }
-            func be32(_ o: Int) -> Int { Int(command[o]) << 24 | Int(command[o + 1]) << 16 | Int(command[o + 2]) << 8 | Int(command[o + 3]) }
+            guard command.count > 22, command[6..<10].elementsEqual([0, 0, 0x01, 0x82]), response.count >= 10,
+                response[6..<10].allSatisfy({ $0 == 0 })
+            else { return }
+            func be32(_ o: Int) -> Int {
+                Int(command[o]) << 24 | Int(command[o + 1]) << 16 | Int(command[o + 2]) << 8 | Int(command[o + 3])
+            }
             let pcr = UInt32(be32(10))
             var p = 18 + be32(14)
             guard p + 4 <= command.count else { return }
@@ -172,7 +179,9 @@ func bootRealVM(qemu: String, vars: String, esp: URL, tpm kind: TPMKind, until m
     q.waitUntilExit()
 
     var log: EventLog?
-    if let b = text.range(of: "TLAUNCH-EVENTLOG-BEGIN\n"), let e = text.range(of: "TLAUNCH-EVENTLOG-END", range: b.upperBound..<text.endIndex) {
+    if let b = text.range(of: "TLAUNCH-EVENTLOG-BEGIN\n"),
+        let e = text.range(of: "TLAUNCH-EVENTLOG-END", range: b.upperBound..<text.endIndex)
+    {
         let b64 = text[b.upperBound..<e.lowerBound].split(separator: "\n").filter { !$0.contains(" ") }.joined()
         if let data = Data(base64Encoded: b64), !data.isEmpty { log = try? EventLog(parsing: Array(data)) }
     }

@@ -43,7 +43,8 @@ struct SampleImageTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         // The keys persist: a second load gives the same certificates.
         let again = try PlatformKeys.loadOrCreate(directory: dir)
-        #expect(again.vendor.certificate == keys.vendor.certificate && again.set.keys.map(\.certificate) == keys.set.keys.map(\.certificate))
+        #expect(
+            again.vendor.certificate == keys.vendor.certificate && again.set.keys.map(\.certificate) == keys.set.keys.map(\.certificate))
         let (esp, vars) = try SampleImages.sampleLinux(keys: keys)
         #expect(vars.secureBootWillBeEnabled)
         let tpm = VirtualTPM.ephemeral()

@@ -19,7 +19,9 @@ struct CrashConsistencyTests {
     static func spawnVTPM(dir: URL, port: Int, quiet: Bool) -> pid_t? {
         let args = [tlaunch, "vtpm", "socket", "--tpm2", "--tpmstate", "dir=\(dir.path)", "--server", "type=tcp,port=\(port)", "--ctrl",
                     "type=tcp,port=\(port + 1)",
-                    "--flags", "not-need-init,startup-clear", "--key", "file=\(dir.appendingPathComponent("host.key").path)", "--ca", "dir=\(dir.appendingPathComponent("ca").path)"]
+            "--flags", "not-need-init,startup-clear", "--key", "file=\(dir.appendingPathComponent("host.key").path)", "--ca",
+            "dir=\(dir.appendingPathComponent("ca").path)"
+        ]
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
@@ -62,7 +64,9 @@ struct CrashConsistencyTests {
             addr.sin_family = sa_family_t(AF_INET)
             addr.sin_port = in_port_t(UInt16(port).bigEndian)
             addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+            return withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            } == 0
         }
         private let state = Mutex(false)
         var reaped: Bool { state.withLock { $0 } }

@@ -104,7 +104,9 @@ struct QEMUBootTests {
         }
         var connected = false
         for _ in 0..<100 {
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(ctrl, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(ctrl, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
             if rc == 0 { connected = true; break }
             usleep(20_000)
         }

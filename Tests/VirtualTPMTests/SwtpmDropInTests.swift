@@ -104,11 +104,15 @@ struct SwtpmDropInTests {
     @Test func setupMakesAStateThatTheSocketServesWithTheSameEKCertificates() async throws {
         let dir = try Self.temporary("tl-setup")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let state = dir.appendingPathComponent("tpm2"), certs = dir.appendingPathComponent("certs"), data = dir.appendingPathComponent("data")
+        let state = dir.appendingPathComponent("tpm2"), certs = dir.appendingPathComponent("certs"),
+            data = dir.appendingPathComponent("data")
         try FileManager.default.createDirectory(at: certs, withIntermediateDirectories: true)
         let common = ["vtpm", "setup", "--data", data.path, "--tpm-state", state.path, "--logfile",
                       dir.appendingPathComponent("setup.log").path]
-        let (rc, out, err) = try await Interop.run(Self.tlaunch, common + ["--tpm2", "--vmid", "vm1:0f0e", "--createek", "--create-ek-cert", "--create-platform-cert",
+        let (rc, out, err) = try await Interop.run(
+            Self.tlaunch,
+            common + [
+                "--tpm2", "--vmid", "vm1:0f0e", "--createek", "--create-ek-cert", "--create-platform-cert",
                                                                            "--lock-nvram", "--not-overwrite", "--write-ek-cert-files",
                                                                            certs.path, "--display"])
         #expect(rc == 0, "\(out) \(err)")
@@ -169,7 +173,9 @@ struct SwtpmDropInTests {
         let pass = dir.appendingPathComponent("pass"), other = dir.appendingPathComponent("other")
         try Data("correct horse battery staple".utf8).write(to: pass)
         try Data("another passphrase".utf8).write(to: other)
-        let setup = try await Interop.run(Self.tlaunch, ["vtpm", "setup", "--tpm2", "--data", data, "--tpm-state", state, "--pwdfile", pass.path, "--cipher", "aes-256-cbc"])
+        let setup = try await Interop.run(
+            Self.tlaunch,
+            ["vtpm", "setup", "--tpm2", "--data", data, "--tpm-state", state, "--pwdfile", pass.path, "--cipher", "aes-256-cbc"])
         #expect(setup.0 == 0, "\(setup.2)")
         func serve(_ key: [String]) async throws -> [UInt8]? {
             let port = try SwtpmProcess.freePortPair()
@@ -223,7 +229,8 @@ struct SwtpmDropInTests {
         p.executableURL = URL(fileURLWithPath: Self.tlaunch)
         p.arguments = ["vtpm", "socket", "--tpm2", "--data", dir.appendingPathComponent("data").path, "--tpmstate",
                        "dir=\(dir.appendingPathComponent("st").path),mode=0600",
-                       "--ctrl", "type=unixio,path=\(ctrl),mode=0600", "--log", "file=\(dir.appendingPathComponent("log").path)", "--pid", "file=\(dir.appendingPathComponent("pid").path)",
+            "--ctrl", "type=unixio,path=\(ctrl),mode=0600", "--log", "file=\(dir.appendingPathComponent("log").path)", "--pid",
+            "file=\(dir.appendingPathComponent("pid").path)",
                        "--flags", "startup-clear"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
@@ -263,7 +270,9 @@ struct SwtpmDropInTests {
             let t = VirtualTPM.ephemeral()
             try t.importPermanentState(try [UInt8](Data(contentsOf: URL(fileURLWithPath: permanent))))
             try t.resumeVolatileState(try [UInt8](Data(contentsOf: URL(fileURLWithPath: file))))
-            return try await TPMClient(transport: InProcessTransport(t)).pcrRead(TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0])])).first?.values[0]
+            return try await TPMClient(transport: InProcessTransport(t)).pcrRead(
+                TPMLPCRSelection([TPMSPCRSelection(hash: .sha256, pcrs: [0])])
+            ).first?.values[0]
         }
         let measured = try await pcr0(volatile)
         #expect(measured != nil && measured != [UInt8](repeating: 0, count: 32))
@@ -326,7 +335,9 @@ struct SwtpmDropInTests {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { b in let u = Array(path.utf8); b.copyBytes(from: u); b[u.count] = 0 }
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(ctrl, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(ctrl, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
         guard rc == 0 else { throw SkipPeer() }
         guard let passed = passDataChannel(over: ctrl), passed.result == [0, 0, 0, 0] else { throw SkipPeer() }
         return (ctrl, passed.data)
@@ -347,7 +358,9 @@ struct SwtpmDropInTests {
         try p.run()
         defer { if p.isRunning { p.terminate() }; p.waitUntilExit() }
         for _ in 0..<200 where !FileManager.default.fileExists(atPath: ctrl) { try await Task.sleep(for: .milliseconds(50)) }
-        func run(_ args: String...) async throws -> (Int32, String, String) { try await Interop.run(Self.tlaunch, ["vtpm", "ioctl"] + args + ["--unix", ctrl]) }
+        func run(_ args: String...) async throws -> (Int32, String, String) {
+            try await Interop.run(Self.tlaunch, ["vtpm", "ioctl"] + args + ["--unix", ctrl])
+        }
         #expect(try await run("-c").1.hasPrefix("ptm capability is 0x"))
         #expect(try await run("--info", "1").1.contains("\"family\":\"2.0\""))
         let blob = dir.appendingPathComponent("permanent.blob")

@@ -54,9 +54,13 @@ struct ToolsAgainstVTPMTests {
             for (ekAlg, akAlg, scheme) in [("rsa", "rsa", "rsassa"), ("ecc", "ecc", "ecdsa")] {
                 _ = try await t("tpm2_createek", ["-c", "ek.ctx", "-G", ekAlg, "-u", "ek.pub"])
                 _ = try await t("tpm2_flushcontext", ["-t"])
-                _ = try await t("tpm2_createak", ["-C", "ek.ctx", "-c", "ak.ctx", "-G", akAlg, "-g", "sha256", "-s", scheme, "-u", "ak.pub", "-n", "ak.name"])
+                _ = try await t(
+                    "tpm2_createak",
+                    ["-C", "ek.ctx", "-c", "ak.ctx", "-G", akAlg, "-g", "sha256", "-s", scheme, "-u", "ak.pub", "-n", "ak.name"])
                 _ = try await t("tpm2_flushcontext", ["-t"])
-                _ = try await t("tpm2_quote", ["-c", "ak.ctx", "-l", "sha256:0,1,2,16", "-q", "c0ffee", "-m", "q.msg", "-s", "q.sig", "-o", "q.pcrs", "-g", "sha256"])
+                _ = try await t(
+                    "tpm2_quote",
+                    ["-c", "ak.ctx", "-l", "sha256:0,1,2,16", "-q", "c0ffee", "-m", "q.msg", "-s", "q.sig", "-o", "q.pcrs", "-g", "sha256"])
                 _ = try await t("tpm2_flushcontext", ["-t"])
                 let check = try await t("tpm2_checkquote",
                                         ["-u", "ak.pub", "-m", "q.msg", "-s", "q.sig", "-f", "q.pcrs", "-g", "sha256", "-q", "c0ffee"])
@@ -147,7 +151,9 @@ struct ToolsAgainstVTPMTests {
             try Data("hello".utf8).write(to: dir.appendingPathComponent("ext"))
             _ = try await t("tpm2_nvextend", ["0x1500018", "-C", "o", "-i", "ext"])
             _ = try await t("tpm2_nvread", ["0x1500018", "-C", "o", "-o", "ext.bin"])
-            #expect([UInt8](try Data(contentsOf: dir.appendingPathComponent("ext.bin"))) == (try TPMCrypto.hash(.sha256, [UInt8](repeating: 0, count: 32), Array("hello".utf8))))
+            #expect(
+                [UInt8](try Data(contentsOf: dir.appendingPathComponent("ext.bin")))
+                    == (try TPMCrypto.hash(.sha256, [UInt8](repeating: 0, count: 32), Array("hello".utf8))))
             for i in ["0x1500016", "0x1500017", "0x1500018"] { _ = try await t("tpm2_nvundefine", [i]) }
             _ = try await t("tpm2_createprimary", ["-C", "o", "-c", "prim.ctx"])
             _ = try await t("tpm2_evictcontrol", ["-C", "o", "-c", "prim.ctx", "0x81000005"])
@@ -162,7 +168,12 @@ struct ToolsAgainstVTPMTests {
             guard let openssl = Interop.tool("openssl") else { return }
             for (index, file) in [("0x01c00002", "ek_rsa"), ("0x01c0000a", "ek_ecc")] {
                 _ = try await t("tpm2_nvread", [index, "-o", "\(file).der"])
-                let (s1, _, e1) = try await Interop.run(openssl, ["x509", "-inform", "der", "-in", dir.appendingPathComponent("\(file).der").path, "-out", dir.appendingPathComponent("\(file).pem").path])
+                let (s1, _, e1) = try await Interop.run(
+                    openssl,
+                    [
+                        "x509", "-inform", "der", "-in", dir.appendingPathComponent("\(file).der").path, "-out",
+                        dir.appendingPathComponent("\(file).pem").path
+                    ])
                 #expect(s1 == 0, "\(e1)")
                 let ca = served.directory.appendingPathComponent("ca")
                 let (s2, out, e2) = try await Interop.run(openssl, ["verify", "-CAfile", ca.appendingPathComponent("root-ca.pem").path,
@@ -178,7 +189,9 @@ struct ToolsAgainstVTPMTests {
             let (status, _, _) = try await tool("tpm2_getekcertificate", ["-o", "ekcert.der"], tcti: served.tcti, in: dir,
                                                 expectSuccess: false)
             if status == 0 {
-                #expect(try Data(contentsOf: dir.appendingPathComponent("ekcert.der")) == Data(contentsOf: dir.appendingPathComponent("ek_rsa.der")))
+                #expect(
+                    try Data(contentsOf: dir.appendingPathComponent("ekcert.der"))
+                        == Data(contentsOf: dir.appendingPathComponent("ek_rsa.der")))
             }
         }
     }

@@ -6,7 +6,8 @@ public enum FuzzDriver {
     nonisolated(unsafe) static var check: ([UInt8]) -> [String] = { _ in [] }
 
     /// libFuzzer's driver over `check`, with the executable's arguments.
-    public static func run(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ check: @escaping ([UInt8]) -> [String]) -> Int32 {
+    public static func run(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
+                           _ check: @escaping ([UInt8]) -> [String]) -> Int32 {
         Self.check = check
         var c = argc
         var v = argv
