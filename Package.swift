@@ -24,13 +24,12 @@ let package = Package(
         .library(name: "VirtualTPM", targets: ["VirtualTPM"]),
         .library(name: "MeasuredBoot", targets: ["MeasuredBoot"]),
         .library(name: "SecureBoot", targets: ["SecureBoot"]),
-        .library(name: "VirtualFirmware", targets: ["VirtualFirmware"]),
         .library(name: "AttestationAPI", targets: ["AttestationAPI"]),
-        .library(name: "Attestation", targets: ["Attestation"]),
         .library(name: "GuestAgent", targets: ["GuestAgent"]),
-        // The fleet's pure rules, for the fuzz package; the platform itself (Storage, Server,
-        // Fleet) is the tlaunch executable, not a library for others.
-        .library(name: "FleetCore", targets: ["FleetCore"]),
+        // The fuzz package's checks (Fuzz/ is a package of its own, built with -sanitize=fuzzer):
+        // the platform itself (the virtual firmware, the verifier, the fleet) is the tlaunch
+        // executable, not libraries for others.
+        .library(name: "FuzzTargets", targets: ["FuzzTargets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -192,6 +191,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "FuzzTargets",
+            dependencies: ["TPM2", "VirtualTPM", "MeasuredBoot", "SecureBoot", "VirtualFirmware", "AttestationAPI", "Attestation",
+                           "FleetCore"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "Fleet",
             dependencies: [
                 "FleetCore",
@@ -341,6 +346,7 @@ let package = Package(
                 "GuestAgent",
                 "Fleet",
                 "FleetCore",
+                "FuzzTargets",
                 "ServiceTLS",
                 "TLaunchTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -12,59 +12,59 @@ let package = Package(
         .target(name: "FuzzDriver"),
         .executableTarget(
             name: "FuzzTPM2Response",
-            dependencies: ["FuzzDriver", .product(name: "TPM2", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzVTPMCommands",
-            dependencies: ["FuzzDriver", .product(name: "VirtualTPM", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzVTPMVolatile",
-            dependencies: ["FuzzDriver", .product(name: "VirtualTPM", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzPEImage",
-            dependencies: ["FuzzDriver", .product(name: "SecureBoot", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzSignatureLists",
-            dependencies: ["FuzzDriver", .product(name: "SecureBoot", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzVariableStore",
-            dependencies: ["FuzzDriver", .product(name: "SecureBoot", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzESPImage",
-            dependencies: ["FuzzDriver", .product(name: "VirtualFirmware", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzGrubConfig",
-            dependencies: ["FuzzDriver", .product(name: "VirtualFirmware", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzEventLog",
-            dependencies: ["FuzzDriver", .product(name: "MeasuredBoot", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzEvidence",
-            dependencies: ["FuzzDriver", .product(name: "Attestation", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzEvidenceMutation",
-            dependencies: ["FuzzDriver", .product(name: "Attestation", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzFleetRequest",
-            dependencies: ["FuzzDriver", .product(name: "FleetCore", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzRelayFrames",
-            dependencies: ["FuzzDriver", .product(name: "AttestationAPI", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
         .executableTarget(
             name: "FuzzIMALog",
-            dependencies: ["FuzzDriver", .product(name: "MeasuredBoot", package: "TrustedLaunch")]
+            dependencies: ["FuzzDriver", .product(name: "FuzzTargets", package: "TrustedLaunch")]
         ),
     ]
 )

@@ -33,7 +33,7 @@ public final class Fleet: Sendable {
     let storage = StorageWatch()
     /// Webhook deliveries this instance is sending now, and whether it still starts new ones
     /// (a stopping platform finishes what it claimed so no lease is left behind).
-    let deliveryGate = Mutex<(stopped: Bool, inflight: Int)>((false, 0))
+    let deliveryGate = Mutex(DeliveryGate())
     /// What every hypervisor driver shares: folders, keys, the firmware's cache, the service's address.
     let context: HypervisorContext
     /// The drivers, by the name VM records carry.

@@ -40,7 +40,22 @@ extension Fleet {
                     metadata: ["url": .string(url.absoluteString), "alert": .string(payload.alert.id), "error": .string("\(error)")])
             }
         }
-        Task { await self.deliverDue() }
+        kickDeliveries()
+    }
+
+    /// Starts a delivery pass (after `wait`, for a retry's backoff) as a task the fleet holds:
+    /// `drainDeliveries` cancels and awaits it, so no delivery runs on past a shutdown.
+    func kickDeliveries(after wait: Duration? = nil) {
+        deliveryGate.withLock { gate in
+            guard !gate.stopped else { return }
+            let id = gate.next
+            gate.next += 1
+            gate.tasks[id] = Task {
+                if let wait { try? await Task.sleep(for: wait) }
+                await self.deliverDue()
+                _ = self.deliveryGate.withLock { $0.tasks.removeValue(forKey: id) }
+            }
+        }
     }
 
     /// Sends the deliveries that are due (each claimed first, so instances sharing a database do
@@ -74,10 +89,7 @@ extension Fleet {
                 try? await store.retryDelivery(
                     d.id, attempts: attempt,
                     at: Time.millis() + Int64(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000))
-                Task {
-                    try? await Task.sleep(for: wait)
-                    await self.deliverDue()
-                }
+                kickDeliveries(after: wait)
             }
         }
     }
@@ -86,10 +98,19 @@ extension Fleet {
     /// written down — sent, or scheduled again — so a stopping platform leaves no claimed
     /// delivery behind for the next start to wait out. What is not due stays in the database.
     public func drainDeliveries(within: Duration = .seconds(15)) async {
-        deliveryGate.withLock { $0.stopped = true }
+        let passes = deliveryGate.withLock { gate in
+            gate.stopped = true
+            return Array(gate.tasks.values)
+        }
+        for t in passes { t.cancel() }   // a retry waiting out its backoff ends at once
         let clock = ContinuousClock(), end = clock.now + within
-        while deliveryGate.withLock({ $0.inflight }) > 0, clock.now < end { try? await Task.sleep(for: .milliseconds(20)) }
+        while deliveryGate.withLock({ $0.inflight > 0 || !$0.tasks.isEmpty }), clock.now < end {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
+
+    /// Delivery passes under way or waiting out a backoff, as tasks the fleet holds.
+    public var deliveryPasses: Int { deliveryGate.withLock { $0.tasks.count } }
 
     /// Webhook deliveries not yet made.
     public func pendingDeliveries() async -> Int { (try? await store.pendingDeliveries()) ?? 0 }
@@ -132,4 +153,13 @@ extension Fleet {
         await notify(WebhookPayload(event: "alert.dismissed", time: next.updated, alert: next))
         return next
     }
+}
+
+/// Webhook delivery's state: stopped once the platform drains, the passes sending now, and the
+/// pass tasks (kicked after a change or waiting out a retry's backoff).
+struct DeliveryGate {
+    var stopped = false
+    var inflight = 0
+    var next = 0
+    var tasks: [Int: Task<Void, Never>] = [:]
 }

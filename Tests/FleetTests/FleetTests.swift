@@ -719,6 +719,7 @@ struct MonitoringTests {
         for _ in 0..<2400 where !(await claimed()) { try await Task.sleep(for: .milliseconds(20)) }
         #expect(await claimed(), "the delivery was not under way")
         await first.stop(keepData: true)
+        #expect(first.fleet.deliveryPasses == 0, "a delivery pass outlived the platform's shutdown")
         holding.withLock { $0 = false }
         // The attempt under way failed (and, on a loaded machine, perhaps the retry a second later).
         #expect(first.fleet.webhooks.failedAttempts.load(ordering: .relaxed) >= 1)

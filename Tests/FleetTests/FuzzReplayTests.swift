@@ -1,12 +1,37 @@
 import AttestationAPI
 import FleetCore
 import Foundation
+import FuzzTargets
 import GuestAgent
 import TLaunchTestSupport
 import Testing
 
 @Suite("Fleet fuzz corpus replay")
 struct FleetFuzzReplayTests {
+    /// The fuzz package reaches every check through the FuzzTargets product: each corpus folder,
+    /// each target Fuzz/run.sh takes and each executable Fuzz/Package.swift declares has its check
+    /// there, so no corpus is left without a target when a module's product goes.
+    @Test func everyCorpusAndFuzzTargetHasItsCheck() throws {
+        let root = Built.packageRoot.appendingPathComponent("Fuzz")
+        let corpora = Set(try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("corpus").path))
+        let script = try String(contentsOf: root.appendingPathComponent("run.sh"), encoding: .utf8)
+        let scripted = script.split(separator: "\n").compactMap { line -> (String, String)? in
+            let parts = line.trimmingCharacters(in: .whitespaces).components(separatedBy: ") product=")
+            return parts.count == 2 ? (parts[0], parts[1].replacingOccurrences(of: " ;;", with: "")) : nil
+        }
+        let manifest = try String(contentsOf: root.appendingPathComponent("Package.swift"), encoding: .utf8)
+        #expect(Set(FuzzTargets.byName.keys) == corpora, "corpus folders: \(corpora.sorted())")
+        #expect(Set(scripted.map(\.0)) == Set(FuzzTargets.byName.keys), "run.sh targets: \(scripted.map(\.0))")
+        for (_, product) in scripted {
+            #expect(manifest.contains("name: \"\(product)\""), "Fuzz/Package.swift declares \(product)")
+            let source = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("Sources/\(product)").path)
+            let text = try source.map { try String(contentsOf: root.appendingPathComponent("Sources/\(product)/\($0)"), encoding: .utf8) }
+            #expect(text.contains { $0.contains("FuzzTargets.") }, "\(product) runs a FuzzTargets check")
+        }
+        let products = manifest.components(separatedBy: "package: \"TrustedLaunch\")").dropLast().map { $0.suffix(40) }
+        #expect(products.allSatisfy { $0.contains("\"FuzzTargets\"") }, "the fuzz package depends on FuzzTargets only")
+    }
+
     @Test func requestsFormsAndCookiesCorpus() throws {
         #expect(try FuzzCorpus.replay("fleet-request", FleetFuzzing.request) >= 6, "the corpus is committed")
     }

@@ -1,8 +1,8 @@
 import FuzzDriver
-import SecureBoot
+import FuzzTargets
 
 /// libFuzzer entry: PEImage parsing and what is built on it.
 @_cdecl("FuzzPEImage_main")
 public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    FuzzDriver.run(argc, argv, SecureBootFuzzing.peImage)
+    FuzzDriver.run(argc, argv, FuzzTargets.peImage)
 }

@@ -1,8 +1,8 @@
 import FuzzDriver
-import AttestationAPI
+import FuzzTargets
 
 /// libFuzzer entry: what a guest writes to its relay port, as the host reads it.
 @_cdecl("FuzzRelayFrames_main")
 public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    FuzzDriver.run(argc, argv, RelayFuzzing.frames)
+    FuzzDriver.run(argc, argv, FuzzTargets.relayFrames)
 }

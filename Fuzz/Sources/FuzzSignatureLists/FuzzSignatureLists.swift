@@ -1,8 +1,8 @@
 import FuzzDriver
-import SecureBoot
+import FuzzTargets
 
 /// libFuzzer entry: SignatureLists parsing and what is built on it.
 @_cdecl("FuzzSignatureLists_main")
 public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-    FuzzDriver.run(argc, argv, SecureBootFuzzing.signatureLists)
+    FuzzDriver.run(argc, argv, FuzzTargets.signatureLists)
 }
