@@ -34,6 +34,10 @@ public final class AttestationService: Sendable {
     public let cacheLifetime: TimeInterval
     private let cache = Mutex<Cache>(Cache())
     private let factsCache = BootFactsCache(capacity: 4096)
+    /// What a token says of an EK certificate (issuer and serial, SHA-256 fingerprint), by the
+    /// certificate as stored (base64 DER): every attestation of a VM names the same certificate,
+    /// parsed once instead of each time.
+    private let ekIdentities = BoundedMemo<String, EKIdentity>(capacity: 65536)
 
     struct Cache {
         var keys: (loaded: Date, signing: TokenIssuer, published: [TokenSigningKey])?
@@ -403,13 +407,12 @@ public final class AttestationService: Sendable {
         let akName = (try? akPublic.name()).map(hexString)
         var stored = StoredResult(outcome: outcome, components: components, akName: akName)
         if result.passed {
-            let ekCert = agent.ekCertificate.flatMap { Data(base64Encoded: $0) }
-            let ek = ekCert.flatMap { try? Certificate(derEncoded: Array($0)) }
+            let ek = agent.ekCertificate.map(ekIdentity)
             let (signing, _) = try await keys(now: now)
             let t = try signing.token(for: result, context: TokenContext(
                 vm: vm, nonce: hexString(decoded.nonce), audience: audience ?? tokenAudience, policy: policy, attestationID: id,
-                ekCertificateSubject: ek.map { "\($0.issuer) / serial \($0.serialNumber)" },
-                ekCertificateFingerprint: ekCert.map { hexString(Array(SHA256.hash(data: $0))) },
+                ekCertificateSubject: ek?.subject,
+                ekCertificateFingerprint: ek?.fingerprint,
                 akName: akName, baselineStatus: baselineStatus, baseline: baselineInfo, rebooted: rebooted), now: now)
             outcome.token = t.token; outcome.tokenID = t.id
             stored.outcome.tokenID = t.id
@@ -421,6 +424,19 @@ public final class AttestationService: Sendable {
             result: String(decoding: try enc.encode(stored), as: UTF8.self), tokenID: outcome.tokenID,
             evidence: keepEvidence ? String(decoding: evidenceJSON, as: UTF8.self) : nil))
         return outcome
+    }
+
+    /// The token's words for a stored EK certificate (base64 DER): its issuer and serial when it
+    /// parses, and the fingerprint of its bytes when they decode.
+    struct EKIdentity: Sendable { var subject: String?; var fingerprint: String? }
+    func ekIdentity(_ stored: String) -> EKIdentity {
+        if let known = ekIdentities.lookup(stored) { return known }
+        let der = Data(base64Encoded: stored)
+        let cert = der.flatMap { try? Certificate(derEncoded: Array($0)) }
+        let identity = EKIdentity(subject: cert.map { "\($0.issuer) / serial \($0.serialNumber)" },
+                                  fingerprint: der.map { hexString(Array(SHA256.hash(data: $0))) })
+        ekIdentities.store(stored, identity)
+        return identity
     }
 
     /// A VM without a baseline: learned on first use from a boot that passed the policy with
