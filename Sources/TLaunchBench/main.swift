@@ -83,8 +83,9 @@ if args.contains("--fleet") {
     try await fleetBenchmark(vms: vms, rate: rate, seconds: seconds, tpms: tpms)
     exit(0)
 }
-if args.contains("--attestation-breakdown") {
-    try await attestationBreakdown(seconds: seconds)
+if args.contains("--attestation-breakdown") || args.contains("--profile-attest") {
+    try await attestationBreakdown(seconds: seconds,
+                                   profileAttestations: args.firstIndex(of: "--profile-attest").flatMap { Int(args[$0 + 1]) })
     exit(0)
 }
 if args.contains("--only-attestation") {
