@@ -23,6 +23,18 @@ public struct LeanJSONEncoder: Sendable {
     }
 }
 
+/// A value whose JSON, as `LeanJSONEncoder` writes it with sorted keys, was made once and is
+/// written again as it is (a boot's baseline components, the same in every attestation of that
+/// boot). Other encoders encode the value itself, so the output is the same either way
+/// (`LeanJSONEncoderTests`); an encoder with unsorted keys must not be handed one.
+struct PreEncoded<Value: Encodable>: Encodable, PreEncodedJSON {
+    let value: Value
+    let json: [UInt8]
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}
+
+protocol PreEncodedJSON { var json: [UInt8] { get } }
+
 /// One JSON value under construction.
 enum LeanNode {
     case literal([UInt8])        // a number, true, false or null, as written
@@ -36,6 +48,7 @@ enum LeanNode {
         case let b as Bool: return .literal(b ? Array("true".utf8) : Array("false".utf8))
         case let d as Data: return .string(d.base64EncodedString())
         case let u as URL: return .string(u.absoluteString)
+        case let p as any PreEncodedJSON: return .literal(p.json)
         default: break
         }
         let encoder = LeanEncoder(codingPath: path)

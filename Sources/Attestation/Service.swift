@@ -14,6 +14,25 @@ struct StoredResult: Codable {
     /// The Name of the AK that signed the quote: a boot is approved as a baseline only for the
     /// TPM the VM is bound to now.
     var akName: String?
+    /// `components` already encoded (the verified boot's, `VerifiedBoot.componentsJSON`); not stored.
+    var componentsJSON: [UInt8]?
+
+    enum CodingKeys: String, CodingKey { case outcome, components, akName }
+
+    init(outcome: AttestationOutcome, components: [BaselineComponent]?, akName: String?, componentsJSON: [UInt8]? = nil) {
+        self.outcome = outcome; self.components = components; self.akName = akName; self.componentsJSON = componentsJSON
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(outcome, forKey: .outcome)
+        if let components, let componentsJSON {
+            try c.encode(PreEncoded(value: components, json: componentsJSON), forKey: .components)
+        } else {
+            try c.encodeIfPresent(components, forKey: .components)
+        }
+        try c.encodeIfPresent(akName, forKey: .akName)
+    }
 }
 
 /// The attestation service: enrolment, nonces, verification, baselines, tokens, history. It
@@ -364,6 +383,7 @@ public final class AttestationService: Sendable {
             result.checks += v.checks
             result.facts = v.facts; result.pcrDigest = v.pcrDigest; result.clock = v.clock
             result.verified = v.verified; result.quoted = v.quoted; result.components = v.components
+            result.componentsJSON = v.componentsJSON
             // Counters: only for a quote whose signature verified.
             if let clock = v.clock, v.checks.contains(where: { $0.name == .quote && $0.passed }) {
                 let moved = try await store.advanceCounters(vm: vm, clock: Int64(clock.clock), resetCount: Int64(clock.resetCount),
@@ -405,7 +425,8 @@ public final class AttestationService: Sendable {
             policy: .init(id: policy.id, version: policy.version),
             facts: result.facts.map { .init($0, pcrDigest: result.pcrDigest) })
         let akName = (try? akPublic.name()).map(hexString)
-        var stored = StoredResult(outcome: outcome, components: components, akName: akName)
+        var stored = StoredResult(outcome: outcome, components: components, akName: akName,
+                                  componentsJSON: components == nil ? nil : result.componentsJSON)
         if result.passed {
             let ek = agent.ekCertificate.map(ekIdentity)
             let (signing, _) = try await keys(now: now)

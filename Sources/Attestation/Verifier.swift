@@ -18,6 +18,8 @@ public struct AttestationResult: Sendable {
     public var quoted: PCRValues?
     /// The boot's components for baselines (from the replay-verified events).
     public var components: [BaselineComponent]?
+    /// `components` as `LeanJSONEncoder` writes them (sorted keys), made once per verified boot.
+    public var componentsJSON: [UInt8]?
     /// Whether the evidence is complete enough to learn a baseline from on first use: the quote
     /// covered what the policy reads, the log replayed, and the facts show no anomaly (whatever
     /// the policy says of anomalies).
@@ -190,8 +192,9 @@ public enum AttestationVerifier {
                             "the event log does not replay to the quoted PCRs (\(list)): the log was changed or is not this boot's")
             }
             let facts = report.verified.explain()
+            let components = Baseline.components(of: report.verified, facts: facts)
             boot = VerifiedBoot(compared: report.comparisons.count, verifiedBanks: report.verified.verifiedBanks, facts: facts,
-                                components: Baseline.components(of: report.verified, facts: facts))
+                                components: components, componentsJSON: try? LeanJSONEncoder().encodeBytes(components))
             if let cache, let key { cache.store(key, boot) }
             result.verified = report.verified
         }
@@ -212,6 +215,7 @@ public enum AttestationVerifier {
         let facts = boot.facts, components = boot.components
         result.facts = facts
         result.components = components
+        result.componentsJSON = boot.componentsJSON
         result.quoted = quoted
         result.checks += policy.evaluate(facts, quoted: quoted, ima: d.imaLog)
         return result
@@ -240,6 +244,9 @@ public struct VerifiedBoot: Sendable {
     public var verifiedBanks: Set<TPMAlgID>
     public var facts: BootFacts
     public var components: [BaselineComponent]
+    /// `components` as `LeanJSONEncoder` writes them (sorted keys): a stored result of this boot
+    /// reuses them instead of encoding the components again.
+    public var componentsJSON: [UInt8]?
 }
 
 /// Verified boots by event log and compared PCR values (`AttestationVerifier.replayKey`), so that

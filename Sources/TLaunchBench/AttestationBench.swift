@@ -494,6 +494,12 @@ func attestationBreakdown(seconds: Double, profileAttestations: Int? = nil) asyn
         blackHole(try sortedFoundation.encode(outcome))
     }
     _ = try measure("  JSON encode of an outcome (LeanJSONEncoder)") { blackHole(try LeanJSONEncoder().encode(outcome)) }
+    // What each stored result re-encoded until the verified boot kept its components' JSON.
+    if let components = result.components {
+        _ = try measure("  JSON encode of the boot's \(components.count) baseline components (LeanJSONEncoder)") {
+            blackHole(try LeanJSONEncoder().encodeBytes(components))
+        }
+    }
     // The whole path on a VM of its own, with evidence made in order just before: a VM whose
     // attestations pass (VM "b" above had its counters moved far ahead by the counters measure,
     // so its evidence now fails the counters check — a cheaper path than a passing attestation).

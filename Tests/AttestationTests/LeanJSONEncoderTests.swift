@@ -58,6 +58,36 @@ import Testing
         try #require(JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) as? NSObject)
     }
 
+    /// A value handed over already encoded (a boot's components, reused by every attestation of
+    /// that boot) writes the same bytes as the value encoded in place — and an encoder that does
+    /// not know pre-encoded JSON (Foundation's) encodes the value itself.
+    @Test func preEncodedValuesWriteTheSameBytes() throws {
+        struct Holder: Encodable {
+            var first: String
+            var nested: [Inner]?
+            var json: [UInt8]?
+            enum CodingKeys: String, CodingKey { case first, nested }
+            func encode(to encoder: any Encoder) throws {
+                var c = encoder.container(keyedBy: CodingKeys.self)
+                try c.encode(first, forKey: .first)
+                if let nested, let json { try c.encode(PreEncoded(value: nested, json: json), forKey: .nested) }
+                else { try c.encodeIfPresent(nested, forKey: .nested) }
+            }
+        }
+        let inner = Self.sample.nested
+        let plain = try LeanJSONEncoder().encodeBytes(Holder(first: "x", nested: inner, json: nil))
+        let pre = try LeanJSONEncoder().encodeBytes(Holder(first: "x", nested: inner, json: try LeanJSONEncoder().encodeBytes(inner)))
+        #expect(pre == plain)
+        // The bytes are taken as given: a different pre-encoding shows (this is what the cache's
+        // key must guard — the components are the verified boot's, made from that same boot).
+        let other = try LeanJSONEncoder().encodeBytes(Holder(first: "x", nested: inner, json: Array("[]".utf8)))
+        #expect(other != plain && String(decoding: other, as: UTF8.self).contains("\"nested\":[]"))
+        let foundation = JSONEncoder()
+        foundation.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let viaFoundation = try foundation.encode(Holder(first: "x", nested: inner, json: Array("[]".utf8)))
+        #expect(try jsonValue(viaFoundation) == (try jsonValue(Data(plain))))
+    }
+
     @Test func sameJSONAsFoundation() throws {
         let foundation = JSONEncoder()
         foundation.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
