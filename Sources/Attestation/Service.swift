@@ -54,9 +54,10 @@ public final class AttestationService: Sendable {
     private let cache = Mutex<Cache>(Cache())
     private let factsCache = BootFactsCache(capacity: 4096)
     /// What a token says of an EK certificate (issuer and serial, SHA-256 fingerprint), by the
-    /// certificate as stored (base64 DER): every attestation of a VM names the same certificate,
-    /// parsed once instead of each time.
-    private let ekIdentities = BoundedMemo<String, EKIdentity>(capacity: 65536)
+    /// SHA-256 of the certificate as stored (base64 DER): every attestation of a VM names the same
+    /// certificate, parsed once instead of each time; keyed by digest so a full memo holds 32-byte
+    /// keys, not the certificates.
+    private let ekIdentities = BoundedMemo<[UInt8], EKIdentity>(capacity: 65536)
 
     struct Cache {
         var keys: (loaded: Date, signing: TokenIssuer, published: [TokenSigningKey])?
@@ -425,8 +426,7 @@ public final class AttestationService: Sendable {
             policy: .init(id: policy.id, version: policy.version),
             facts: result.facts.map { .init($0, pcrDigest: result.pcrDigest) })
         let akName = (try? akPublic.name()).map(hexString)
-        var stored = StoredResult(outcome: outcome, components: components, akName: akName,
-                                  componentsJSON: components == nil ? nil : result.componentsJSON)
+        var stored = StoredResult(outcome: outcome, components: components, akName: akName, componentsJSON: result.componentsJSON)
         if result.passed {
             let ek = agent.ekCertificate.map(ekIdentity)
             let (signing, _) = try await keys(now: now)
@@ -451,12 +451,13 @@ public final class AttestationService: Sendable {
     /// parses, and the fingerprint of its bytes when they decode.
     struct EKIdentity: Sendable { var subject: String?; var fingerprint: String? }
     func ekIdentity(_ stored: String) -> EKIdentity {
-        if let known = ekIdentities.lookup(stored) { return known }
+        let key = Array(SHA256.hash(data: Data(stored.utf8)))
+        if let known = ekIdentities.lookup(key) { return known }
         let der = Data(base64Encoded: stored)
         let cert = der.flatMap { try? Certificate(derEncoded: Array($0)) }
         let identity = EKIdentity(subject: cert.map { "\($0.issuer) / serial \($0.serialNumber)" },
                                   fingerprint: der.map { hexString(Array(SHA256.hash(data: $0))) })
-        ekIdentities.store(stored, identity)
+        ekIdentities.store(key, identity)
         return identity
     }
 
@@ -556,11 +557,12 @@ public final class AttestationService: Sendable {
         try VMName.check(vm)
         guard let b = try await store.baseline(vm: vm) else {
             let mode = try await baselineMode(vm: vm)
-            throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: " + (mode == .learn ? """
-                its first boot with complete evidence that passes the policy sets it
-                """
-                : mode == .approve ? "approve a boot (tlaunch vm baseline approve \(vm))" : "predict it from its disk (tlaunch vm "
-                                                                                          + "baseline predict \(vm))"))
+            let how = switch mode {
+            case .learn: "its first boot with complete evidence that passes the policy sets it"
+            case .approve: "approve a boot (tlaunch vm baseline approve \(vm))"
+            case .predicted: "predict it from its disk (tlaunch vm baseline predict \(vm))"
+            }
+            throw AttestationServiceError(.notFound, "\(vm) has no baseline yet: \(how)")
         }
         return b
     }

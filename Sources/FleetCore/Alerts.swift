@@ -102,9 +102,8 @@ public enum AlertBuilder {
         var recommendations: [String] = [], mitigations: [String] = []
         let paths = changed.filter { [.bootLoader, .kernel, .initrd].contains($0.component) }.map(\.name)
         if components.contains(where: { [.kernel, .initrd, .kernelCommandLine, .bootLoader, .bootLoaderConfiguration].contains($0) }) {
-            let what = components.contains(.bootLoader) ? "a boot loader update (shim or grub package)" : """
-                an OS update (new kernel, initrd or command line)
-                """
+            let what = components.contains(.bootLoader)
+                ? "a boot loader update (shim or grub package)" : "an OS update (new kernel, initrd or command line)"
             recommendations.append("If you installed \(what), approve this boot as the new baseline: `tlaunch vm baseline approve "
                                  + "\(vm.name)`.")
             recommendations.append("Otherwise stop the VM, keep its disk for investigation, and check who changed "

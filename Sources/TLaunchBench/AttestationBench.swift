@@ -402,10 +402,15 @@ func attestationBreakdown(seconds: Double, profileAttestations: Int? = nil) asyn
         _ = try await service.completeEnrolment(vm: vm, id: ch.id, ActivationAnswer(secret: hexString(secret)))
     }
     try await enrol("b")
+    /// `count` pieces of evidence from the vTPM, each answering a nonce just issued for `vm`, in order.
+    func freshEvidence(_ vm: String, _ count: Int) async throws -> [Evidence] {
+        var out: [Evidence] = []
+        for _ in 0..<count { out.append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: vm).nonce)!)) }
+        return out
+    }
     if let runs = profileAttestations {
         // Only service.attest, over and over (`perf record` around this run sees nothing else).
-        var fresh: [Evidence] = []
-        for _ in 0...runs { fresh.append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: "b").nonce)!)) }
+        let fresh = try await freshEvidence("b", runs + 1)
         _ = try await service.attest(vm: "b", evidence: fresh[0])
         let clock = ContinuousClock(), start = clock.now
         var passed = 0
@@ -417,8 +422,7 @@ func attestationBreakdown(seconds: Double, profileAttestations: Int? = nil) asyn
         return
     }
     let n = 400
-    var evidences: [Evidence] = []
-    for _ in 0..<n { evidences.append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: "b").nonce)!)) }
+    let evidences = try await freshEvidence("b", n)
     let wire = try evidences.map { try JSONEncoder().encode($0) }
     print("Attestation path in-process (\(n) attestations, one VM, SQLite):")
     _ = try measure("  JSON decode of the evidence (Foundation)") { blackHole(try JSONDecoder().decode(Evidence.self, from: wire[0])) }
@@ -504,8 +508,7 @@ func attestationBreakdown(seconds: Double, profileAttestations: Int? = nil) asyn
     // attestations pass (VM "b" above had its counters moved far ahead by the counters measure,
     // so its evidence now fails the counters check — a cheaper path than a passing attestation).
     try await enrol("w")
-    var fresh: [Evidence] = []
-    for _ in 0..<n { fresh.append(try await agent.evidence(nonce: [UInt8](hex: try await service.issueNonce(vm: "w").nonce)!)) }
+    let fresh = try await freshEvidence("w", n)
     guard try await service.attest(vm: "w", evidence: fresh[0]).passed else { throw AgentError("bench", "w's first attestation failed") }
     var i = 1
     var passes = 0
