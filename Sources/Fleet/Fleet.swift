@@ -33,7 +33,9 @@ public final class Fleet: Sendable {
     let storage = StorageWatch()
     /// Webhook deliveries this instance is sending now, and whether it still starts new ones
     /// (a stopping platform finishes what it claimed so no lease is left behind).
-    let deliveryGate = Mutex(DeliveryGate())
+    let deliveryGate = Mutex<(stopped: Bool, inflight: Int)>((false, 0))
+    /// Webhook delivery passes: one after each change, one waiting out each retry's backoff.
+    let deliveryPassTasks = HeldTasks()
     /// What every hypervisor driver shares: folders, keys, the firmware's cache, the service's address.
     let context: HypervisorContext
     /// The drivers, by the name VM records carry.
@@ -49,7 +51,7 @@ public final class Fleet: Sendable {
     let lastHostCheck = Mutex<Int64>(0)
     /// Operations that run on after their request answered (`inBackground`), by number: a
     /// shutdown ends them (`endBackgroundWork`) instead of leaving them to the process's exit.
-    let background = Mutex<(next: UInt64, tasks: [UInt64: Task<Void, Never>])>((0, [:]))
+    let background = HeldTasks()
     public var hostCheckInterval: Int64 { 10_000 }
     /// QEMU and OVMF, when this host runs real VMs (`--hypervisor qemu`).
     public var qemu: QEMUInstallation? { qemuDriver.installation }
@@ -161,27 +163,18 @@ public final class Fleet: Sendable {
     func inBackground(_ name: String, _ operation: String, _ body: @escaping @Sendable () async throws -> VMRecord) {
         activityLog.begin(name, operation: operation)
         activityLog.note(name, "accepted")
-        background.withLock { b in
-            let id = b.next
-            b.next += 1
-            b.tasks[id] = Task {
-                _ = try? await self.tracked(name, operation, body)
-                self.background.withLock { _ = $0.tasks.removeValue(forKey: id) }
-            }
-        }
+        background.start { _ = try? await self.tracked(name, operation, body) }
     }
 
     /// Ends the operations under way in the background (a shutdown): each is cancelled — a boot
     /// stops where it can, the VM's activity says it was interrupted, and a VM that was to run
     /// boots again when the platform resumes — and awaited.
     public func endBackgroundWork() async {
-        let tasks = background.withLock { b in Array(b.tasks.values) }
-        for t in tasks { t.cancel() }
-        for t in tasks { await t.value }
+        for t in background.cancelAll() { await t.value }
     }
 
     /// How many operations run in the background now.
-    public var backgroundOperations: Int { background.withLock { $0.tasks.count } }
+    public var backgroundOperations: Int { background.count }
 
     /// Deploys (the record, folder and credentials now; the first boot in the background).
     public func deployInBackground(_ r: DeployRequest) async throws -> VMRecord {

@@ -46,15 +46,9 @@ extension Fleet {
     /// Starts a delivery pass (after `wait`, for a retry's backoff) as a task the fleet holds:
     /// `drainDeliveries` cancels and awaits it, so no delivery runs on past a shutdown.
     func kickDeliveries(after wait: Duration? = nil) {
-        deliveryGate.withLock { gate in
-            guard !gate.stopped else { return }
-            let id = gate.next
-            gate.next += 1
-            gate.tasks[id] = Task {
-                if let wait { try? await Task.sleep(for: wait) }
-                await self.deliverDue()
-                _ = self.deliveryGate.withLock { $0.tasks.removeValue(forKey: id) }
-            }
+        deliveryPassTasks.start {
+            if let wait { try? await Task.sleep(for: wait) }
+            await self.deliverDue()
         }
     }
 
@@ -98,19 +92,16 @@ extension Fleet {
     /// written down — sent, or scheduled again — so a stopping platform leaves no claimed
     /// delivery behind for the next start to wait out. What is not due stays in the database.
     public func drainDeliveries(within: Duration = .seconds(15)) async {
-        let passes = deliveryGate.withLock { gate in
-            gate.stopped = true
-            return Array(gate.tasks.values)
-        }
-        for t in passes { t.cancel() }   // a retry waiting out its backoff ends at once
+        deliveryGate.withLock { $0.stopped = true }
+        _ = deliveryPassTasks.cancelAll(closing: true)   // a retry waiting out its backoff ends at once
         let clock = ContinuousClock(), end = clock.now + within
-        while deliveryGate.withLock({ $0.inflight > 0 || !$0.tasks.isEmpty }), clock.now < end {
+        while deliveryGate.withLock({ $0.inflight }) > 0 || deliveryPassTasks.count > 0, clock.now < end {
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
 
     /// Delivery passes under way or waiting out a backoff, as tasks the fleet holds.
-    public var deliveryPasses: Int { deliveryGate.withLock { $0.tasks.count } }
+    public var deliveryPasses: Int { deliveryPassTasks.count }
 
     /// Webhook deliveries not yet made.
     public func pendingDeliveries() async -> Int { (try? await store.pendingDeliveries()) ?? 0 }
@@ -153,13 +144,4 @@ extension Fleet {
         await notify(WebhookPayload(event: "alert.dismissed", time: next.updated, alert: next))
         return next
     }
-}
-
-/// Webhook delivery's state: stopped once the platform drains, the passes sending now, and the
-/// pass tasks (kicked after a change or waiting out a retry's backoff).
-struct DeliveryGate {
-    var stopped = false
-    var inflight = 0
-    var next = 0
-    var tasks: [Int: Task<Void, Never>] = [:]
 }
