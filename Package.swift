@@ -373,11 +373,14 @@ let package = Package(
         .testTarget(
             name: "SecureBootTests",
             dependencies: [
+                "tlaunch",
                 "TPM2",
                 "MeasuredBoot",
                 "SecureBoot",
                 "VirtualTPM",
                 "TLaunchTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),

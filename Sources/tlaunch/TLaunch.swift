@@ -13,6 +13,17 @@ struct TLaunch: AsyncParsableCommand {
             TokenCommand.self, AgentCommand.self, WebhookCommand.self, TLSCommand.self
         ]
     )
+
+    /// The offline commands' plain command lines run without ArgumentParser (`OfflineFastPath`), on the main
+    /// thread (a nonisolated `main` would start a thread of the cooperative pool for them and wait for it);
+    /// every other line, and every error, goes through ArgumentParser as before.
+    @MainActor static func main() async {
+        if var command = OfflineFastPath.command(for: Array(CommandLine.arguments.dropFirst())) {
+            do { try command.run() } catch { exit(withError: error) }
+            return
+        }
+        await main(nil)
+    }
 }
 
 /// `--tcti` as tpm2-tools spell it, falling back to TPM2TOOLS_TCTI.
