@@ -1,3 +1,4 @@
+import AttestationAPI
 import Foundation
 
 /// A JSON encoder for the service's hot path (every attestation encodes its outcome, its stored
@@ -41,6 +42,7 @@ enum LeanNode {
     case string(String)
     case object(LeanObject)
     case array(LeanArray)
+    case selfWriting(any JSONSelfWriting)
 
     static func encode<T: Encodable>(_ value: T, path: [any CodingKey]) throws -> LeanNode {
         switch value {
@@ -49,6 +51,7 @@ enum LeanNode {
         case let d as Data: return .string(d.base64EncodedString())
         case let u as URL: return .string(u.absoluteString)
         case let p as any PreEncodedJSON: return .literal(p.json)
+        case let w as any JSONSelfWriting: return .selfWriting(w)
         default: break
         }
         let encoder = LeanEncoder(codingPath: path)
@@ -63,6 +66,7 @@ enum LeanNode {
         switch self {
         case .literal(let bytes): out += bytes
         case .string(let s): LeanNode.writeString(s, to: &out)
+        case .selfWriting(let w): w.writeJSON(to: &out, sortedKeys: sorted)
         case .array(let a):
             out.append(UInt8(ascii: "["))
             for (i, item) in a.items.enumerated() {
@@ -84,48 +88,7 @@ enum LeanNode {
         }
     }
 
-    /// RFC 8259 §7: quote, backslash and control characters escaped; everything else as UTF-8.
-    static func writeString(_ s: String, to out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        var s = s
-        s.withUTF8 { bytes in
-            var start = 0
-            var i = 0
-            let n = bytes.count
-            while i < n {
-                // Eight bytes at a time while none needs escaping (SWAR: a byte below 0x20, or
-                // equal to '"' or '\\', sets its high bit in the test word).
-                if i + 8 <= n {
-                    let w = UnsafeRawPointer(bytes.baseAddress! + i).loadUnaligned(as: UInt64.self)
-                    let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-                    let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5c)
-                    let special = ((w &- ones &* 0x20) | (quote &- ones) | (backslash &- ones)) & ~w & highs
-                    if special == 0 { i += 8; continue }
-                }
-                let b = bytes[i]
-                i += 1
-                guard b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") else { continue }
-                let at = i - 1
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<at]))
-                start = at + 1
-                out.append(UInt8(ascii: "\\"))
-                switch b {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(b)
-                case 0x0a: out.append(UInt8(ascii: "n"))
-                case 0x0d: out.append(UInt8(ascii: "r"))
-                case 0x09: out.append(UInt8(ascii: "t"))
-                case 0x08: out.append(UInt8(ascii: "b"))
-                case 0x0c: out.append(UInt8(ascii: "f"))
-                default:
-                    let hex: StaticString = "0123456789abcdef"
-                    out.append(contentsOf: [UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
-                    out.append(hex.utf8Start[Int(b >> 4)]); out.append(hex.utf8Start[Int(b & 15)])
-                }
-            }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...]))
-        }
-        out.append(UInt8(ascii: "\""))
-    }
+    static func writeString(_ s: String, to out: inout [UInt8]) { JSONText.appendString(s, to: &out) }
 
     static func number(_ d: Double, path: [any CodingKey]) throws -> LeanNode {
         guard d.isFinite else {

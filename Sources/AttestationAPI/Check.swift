@@ -112,6 +112,24 @@ public struct Check: Sendable, Codable, Hashable {
     }
 }
 
+extension Check: JSONSelfWriting {
+    /// The keys `encode(to:)` writes, by hand: an attestation encodes about twenty checks three times.
+    public func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+        func category(_ out: inout [UInt8]) {
+            JSONText.append("\"category\":", to: &out); JSONText.appendString(self.category.rawValue, to: &out)
+        }
+        func name(_ out: inout [UInt8]) { JSONText.append("\"name\":", to: &out); JSONText.appendString(self.name.rawValue, to: &out) }
+        JSONText.append("{", to: &out)
+        if sortedKeys { category(&out); JSONText.append(",", to: &out); name(&out) } else {
+            name(&out); JSONText.append(",", to: &out); category(&out)
+        }
+        JSONText.append(",\"outcome\":", to: &out); JSONText.appendString(outcome.rawValue, to: &out)
+        JSONText.append(passed ? ",\"passed\":true,\"reason\":" : ",\"passed\":false,\"reason\":", to: &out)
+        JSONText.appendString(reason, to: &out)
+        JSONText.append("}", to: &out)
+    }
+}
+
 extension Array where Element == Check {
     /// True when there is at least one check and every one passed.
     public var allPassed: Bool { !isEmpty && allSatisfy(\.passed) }

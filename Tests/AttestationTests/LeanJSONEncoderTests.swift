@@ -1,3 +1,4 @@
+import AttestationAPI
 import Foundation
 import Testing
 @testable import Attestation
@@ -132,5 +133,40 @@ import Testing
             return c.codingPath.map(\.stringValue) == ["values", "Index 1"]
         }
         #expect(throws: EncodingError.self) { _ = try LeanJSONEncoder().encode([Double.infinity]) }
+    }
+
+    /// A check writes itself (`JSONSelfWriting`): the same bytes as the generic path through its
+    /// `Encodable` conformance, in both key orders, for every name, outcome and awkward reason.
+    @Test func aCheckWritesTheBytesItsEncodableConformanceWrites() throws {
+        struct ThroughEncodable: Encodable {
+            let check: Check
+            func encode(to encoder: any Encoder) throws { try check.encode(to: encoder) }
+        }
+        let names: [CheckName] = [.evidence, .nonce, .akCertificate, .quote, .coverage, .counters, .replay, .imaReplay,
+                                  .bootApplications, .authority, .bootChain, .revoked, .secureBoot, .anomalies,
+                                  .kernelCommandLine, .dbx, .pcr("7"), .ima, .baseline, "not-a-known-check"]
+        let reasons = ["", "plain words", "quote \" backslash \\ slash / tab\t newline\n return\r ctrl \u{01}\u{1f} del \u{7f}",
+                       "é ü 😀 — and more than eight bytes before the end: \"", String(repeating: "x", count: 200)]
+        var compared = 0
+        for name in names {
+            for outcome in CheckOutcome.allCases {
+                for reason in reasons {
+                    let checks = [Check(name, outcome: outcome, reason), Check(.quote, passed: true, "second")]
+                    for sorted in [true, false] {
+                        let own = try LeanJSONEncoder(sortedKeys: sorted).encodeBytes(checks)
+                        let generic = try LeanJSONEncoder(sortedKeys: sorted).encodeBytes(checks.map(ThroughEncodable.init))
+                        #expect(own == generic, "\(name) \(outcome) \(reason.prefix(20)) sorted \(sorted)")
+                        #expect(try JSONDecoder().decode([Check].self, from: Data(own)) == checks)
+                        compared += 1
+                    }
+                }
+            }
+        }
+        #expect(compared == names.count * CheckOutcome.allCases.count * reasons.count * 2)
+        // Foundation's encoder, which knows nothing of self-writing, agrees with the sorted bytes.
+        let foundation = JSONEncoder()
+        foundation.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let sample = [Check(.secureBoot, passed: false, "disabled / \"off\"")]
+        #expect(try foundation.encode(sample) == Data(try LeanJSONEncoder().encodeBytes(sample)))
     }
 }
