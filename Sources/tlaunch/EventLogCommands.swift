@@ -20,7 +20,6 @@ func readFile(_ path: String) throws -> [UInt8] {
     while true {
         var failed: Int32 = 0
         let part = [UInt8](unsafeUninitializedCapacity: chunk) { b, count in
-            prefault(b)
             var r: Int
             repeat { r = read(fd, b.baseAddress, chunk) } while r < 0 && errno == EINTR
             if r < 0 { failed = errno }
@@ -31,19 +30,6 @@ func readFile(_ path: String) throws -> [UInt8] {
         if out.isEmpty { out = part } else { out += part }
         chunk = 1 << 16
     }
-}
-
-/// Maps a large fresh buffer's pages in one call (MADV_POPULATE_WRITE, Linux 5.14) before `read` fills it.
-/// Otherwise the copy takes one page fault per 4 KiB page — 256 for a 1 MiB boot loader, about a tenth of a
-/// `tlaunch secureboot verify` run. An older kernel refuses the advice and the faults happen as before.
-private func prefault(_ buffer: UnsafeMutableBufferPointer<UInt8>) {
-    let madvPopulateWrite: Int32 = 23
-    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-    guard buffer.count >= 64 * page, let base = buffer.baseAddress else { return }
-    let start = (Int(bitPattern: base) + page - 1) & ~(page - 1)
-    let end = (Int(bitPattern: base) + buffer.count) & ~(page - 1)
-    guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
-    _ = madvise(p, end - start, madvPopulateWrite)
 }
 
 func loadPCRs(_ path: String?) throws -> PCRValues? {
@@ -137,7 +123,10 @@ struct EventLogCommand: ParsableCommand {
             """) var pcrs: String?
         @Flag(help: "JSON output (see README).") var json = false
 
-        func run() throws {
+        func run() throws { try Self.run(file: file, pcrs: pcrs, json: json) }
+
+        /// The command's work, for ArgumentParser's reading and `OfflineFastPath`'s alike.
+        static func run(file: String, pcrs: String?, json: Bool) throws {
             let bytes = try readFile(file)
             // The fast path replays straight from the bytes; the events are parsed only when a
             // mismatch has to be explained.

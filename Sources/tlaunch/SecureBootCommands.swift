@@ -40,7 +40,10 @@ struct SecureBootCommand: ParsableCommand {
         @Option(help: "dbx as EFI signature lists (.esl).") var dbx: String?
         @Flag(help: "JSON output (see README).") var json = false
 
-        func run() throws {
+        func run() throws { try Self.run(image: image, vars: vars, db: db, dbx: dbx, json: json) }
+
+        /// The command's work, for ArgumentParser's reading and `OfflineFastPath`'s alike.
+        static func run(image: String, vars: String?, db: String?, dbx: String?, json: Bool) throws {
             let (dbValue, dbxValue): (SignatureDatabase, SignatureDatabase)
             if let vars {
                 let store = try VariableStore(readFile(vars))

@@ -18,8 +18,8 @@ struct TLaunch: AsyncParsableCommand {
     /// thread (a nonisolated `main` would start a thread of the cooperative pool for them and wait for it);
     /// every other line, and every error, goes through ArgumentParser as before.
     @MainActor static func main() async {
-        if var command = OfflineFastPath.command(for: Array(CommandLine.arguments.dropFirst())) {
-            do { try command.run() } catch { exit(withError: error) }
+        if let line = OfflineFastPath.line(for: Array(CommandLine.arguments.dropFirst())) {
+            do { try OfflineFastPath.run(line) } catch { exit(withError: error) }
             return
         }
         await main(nil)

@@ -11,14 +11,13 @@ import Testing
 /// ArgumentParser (help, errors, unusual spellings).
 @Suite("CLI: the offline commands' fast path reads what ArgumentParser reads")
 struct OfflineFastPathTests {
-    struct VerifyFields: Equatable {
-        var image: String, vars: String?, db: String?, dbx: String?, json: Bool
-        init(_ v: SecureBootCommand.Verify) { (image, vars, db, dbx, json) = (v.image, v.vars, v.db, v.dbx, v.json) }
-    }
-
-    struct ReplayFields: Equatable {
-        var file: String, pcrs: String?, json: Bool
-        init(_ r: EventLogCommand.Replay) { (file, pcrs, json) = (r.file, r.pcrs, r.json) }
+    /// ArgumentParser's reading of a command line, as the fast path's words say it.
+    static func parsed(_ argv: [String]) throws -> OfflineFastPath.Line? {
+        switch try TLaunch.parseAsRoot(argv) {
+        case let v as SecureBootCommand.Verify: .verify(image: v.image, vars: v.vars, db: v.db, dbx: v.dbx, json: v.json)
+        case let r as EventLogCommand.Replay: .replay(file: r.file, pcrs: r.pcrs, json: r.json)
+        default: nil
+        }
     }
 
     static let takenVerify: [[String]] = [
@@ -43,31 +42,29 @@ struct OfflineFastPathTests {
     @Test func everyPlainVerifyLineIsTakenAndMeansWhatArgumentParserReads() throws {
         for line in Self.takenVerify {
             let argv = ["secureboot", "verify"] + line
-            let fast = try #require(OfflineFastPath.command(for: argv) as? SecureBootCommand.Verify, "\(line)")
-            let parsed = try #require(try TLaunch.parseAsRoot(argv) as? SecureBootCommand.Verify, "\(line)")
-            #expect(VerifyFields(fast) == VerifyFields(parsed), "\(line)")
+            let fast = try #require(OfflineFastPath.line(for: argv), "\(line)")
+            #expect(try Self.parsed(argv) == fast, "\(line)")
         }
     }
 
     @Test func everyOtherVerifyLineIsLeftToArgumentParser() {
         for line in Self.leftVerify {
-            #expect(OfflineFastPath.command(for: ["secureboot", "verify"] + line) == nil, "\(line)")
+            #expect(OfflineFastPath.line(for: ["secureboot", "verify"] + line) == nil, "\(line)")
         }
         // Other commands are never taken, whatever their arguments.
         for argv in [["secureboot", "digest", "x"], ["eventlog", "parse", "x"], ["serve"], ["verify", "secureboot", "x", "--db", "d"]] {
-            #expect(OfflineFastPath.command(for: argv) == nil, "\(argv)")
+            #expect(OfflineFastPath.line(for: argv) == nil, "\(argv)")
         }
     }
 
     @Test func plainReplayLinesAreTakenAndOthersLeft() throws {
         for line in [["log.bin"], ["log.bin", "--json"], ["--pcrs", "p.json", "log.bin"], ["log.bin", "--pcrs=p.json", "--json"]] {
             let argv = ["eventlog", "replay"] + line
-            let fast = try #require(OfflineFastPath.command(for: argv) as? EventLogCommand.Replay, "\(line)")
-            let parsed = try #require(try TLaunch.parseAsRoot(argv) as? EventLogCommand.Replay, "\(line)")
-            #expect(ReplayFields(fast) == ReplayFields(parsed), "\(line)")
+            let fast = try #require(OfflineFastPath.line(for: argv), "\(line)")
+            #expect(try Self.parsed(argv) == fast, "\(line)")
         }
         for line in [[], ["--help"], ["a", "b"], ["log", "--pcrs"], ["log", "--from", "3"], ["log", "--pcrs", "a", "--pcrs", "b"]] {
-            #expect(OfflineFastPath.command(for: ["eventlog", "replay"] + line) == nil, "\(line)")
+            #expect(OfflineFastPath.line(for: ["eventlog", "replay"] + line) == nil, "\(line)")
         }
     }
 
