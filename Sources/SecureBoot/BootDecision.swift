@@ -237,7 +237,7 @@ public enum ImageVerifier {
         var allowed: (SignatureEntry, Certificate, [Certificate])?
         for (i, sig) in signatures.enumerated() {
             for (j, s) in sig.signers.enumerated() {
-                var report = BootDecision.SignatureReport(signer: nil, issuer: s.issuer.description,
+                var report = BootDecision.SignatureReport(signer: nil, issuer: s.issuer.text,
                                                           digestAlgorithm: PCRValuesName(s.digestAlgorithm),
                                                           valid: false, problem: nil, chain: [])
                 defer { decision.signatures.append(report) }
@@ -255,20 +255,20 @@ public enum ImageVerifier {
                     continue
                 case .success(let c): cert = c
                 }
-                report.signer = cert.subject.description
+                report.signer = cert.subject.text
                 report.valid = true
                 let chain = buildChain(from: cert, embedded: sig.certificates, anchors: db.certificates)
                 // 2. A certificate of the chain (or any embedded certificate) revoked in dbx.
                 for c in chain.path + sig.certificates {
                     if let e = dbx.revocation(of: c) {
                         decision.code = .deniedSignerInDbx
-                        decision.reason = "a certificate of the signature (\(c.subject)) is revoked in dbx"
+                        decision.reason = "a certificate of the signature (\(c.subject.text)) is revoked in dbx"
                         decision.authority = authority("dbx", e, hashType: nil)
-                        report.chain = chain.path.map(\.subject.description)
+                        report.chain = chain.path.map(\.subject.text)
                         return decision
                     }
                 }
-                report.chain = chain.path.map(\.subject.description)
+                report.chain = chain.path.map(\.subject.text)
                 if let anchor = chain.anchor, allowed == nil { allowed = (anchor.entry, anchor.certificate, chain.path) }
                 if chain.anchor == nil { report.problem = "the signer does not chain to a certificate in db" }
             }
@@ -276,7 +276,7 @@ public enum ImageVerifier {
         if let (entry, cert, _) = allowed {
             decision.verdict = .allowed
             decision.code = .allowedBySignature
-            decision.reason = "signed by a key that chains to db certificate \(cert.subject)"
+            decision.reason = "signed by a key that chains to db certificate \(cert.subject.text)"
             decision.authority = authority("db", entry, hashType: nil, certificate: cert)
             return decision
         }
@@ -334,7 +334,7 @@ public enum ImageVerifier {
         let cert = certificate ?? (e.type == .certX509 ? try? Certificate(derEncoded: e.data) : nil)
         return BootDecision.Authority(variable: variable, owner: e.owner.description,
                                       type: SignatureList(type: e.type, header: [], signatureSize: 0, entries: []).typeName,
-            subject: cert?.subject.description, sha256Fingerprint: cert.map { _ in hexString(Array(SHA256.hash(data: e.data))) },
+            subject: cert?.subject.text, sha256Fingerprint: cert.map { _ in hexString(Array(SHA256.hash(data: e.data))) },
                                       hash: cert == nil ? hexString(e.data) : nil, signatureBytes: e.owner.bytes + e.data)
     }
 }

@@ -1,9 +1,10 @@
 import Foundation
 import MeasuredBoot
-import SecureBoot
+@testable import SecureBoot
 import TLaunchTestSupport
 import TPM2
 import Testing
+import X509
 
 @Suite("Secure Boot: the firmware's decision against real variable stores")
 struct DecisionTests {
@@ -121,6 +122,42 @@ struct DecisionTests {
         let d = ImageVerifier.decide(signed, db: db, dbx: SignatureDatabase())
         #expect(d.verdict == .allowed, "\(d)")
         #expect(ImageVerifier.decide(signed, db: SignatureDatabase(), dbx: SignatureDatabase()).verdict == .denied)
+    }
+
+    /// The decision names certificates with `DistinguishedName.text` (plain loops, for a fresh
+    /// process's start): the same words as swift-certificates' `description`, for every subject and
+    /// issuer in the shared certificates and signed images, and for names with multi-valued RDNs and
+    /// characters RFC 4514 escapes.
+    @Test func certificateNamesReadAsSwiftCertificatesWritesThem() throws {
+        var names: [DistinguishedName] = []
+        if Corpus.require() {
+            let certs = Corpus.url("uefi/certs")
+            for file in try FileManager.default.contentsOfDirectory(atPath: certs.path).sorted() {
+                let bytes = Array(try Data(contentsOf: certs.appendingPathComponent(file)))
+                let cert = (try? Certificate(derEncoded: bytes))
+                    ?? (try? Certificate(pemEncoded: String(decoding: bytes, as: UTF8.self)))
+                let parsed = try #require(cert, "\(file)")
+                names += [parsed.subject, parsed.issuer]
+            }
+            let pe = Corpus.url("pe")
+            let images = try FileManager.default.contentsOfDirectory(atPath: pe.path).filter { $0.hasSuffix(".efi") }.map { pe.path + "/" + $0 }
+            for path in images + [DebianImages.shim, DebianImages.grub] where FileManager.default.fileExists(atPath: path) {
+                for signature in try image(path).signatures() {
+                    names += signature.signers.map(\.issuer)
+                    for c in signature.certificates { names += [c.subject, c.issuer] }
+                }
+            }
+            #expect(names.count >= 40)
+        }
+        let multi = RelativeDistinguishedName([
+            RelativeDistinguishedName.Attribute(type: .RDNAttributeType.commonName, utf8String: "a,b+c"),
+            RelativeDistinguishedName.Attribute(type: .RDNAttributeType.organizationalUnitName, utf8String: " lead\\ \"q\" #x"),
+        ])
+        names.append(DistinguishedName([multi, try RelativeDistinguishedName(.init(type: .RDNAttributeType.countryName,
+                                                                                       printableString: "US"))]))
+        names.append(try DistinguishedName { CommonName("Tenant; <db> = key"); OrganizationName("Ünïcode Ltd") })
+        names.append(DistinguishedName())
+        for name in names { #expect(name.text == name.description) }
     }
 }
 
