@@ -140,7 +140,8 @@ struct DecisionTests {
                 names += [parsed.subject, parsed.issuer]
             }
             let pe = Corpus.url("pe")
-            let images = try FileManager.default.contentsOfDirectory(atPath: pe.path).filter { $0.hasSuffix(".efi") }.map { pe.path + "/" + $0 }
+            let images = try FileManager.default.contentsOfDirectory(atPath: pe.path).filter { $0.hasSuffix(".efi") }
+                .map { pe.path + "/" + $0 }
             for path in images + [DebianImages.shim, DebianImages.grub] where FileManager.default.fileExists(atPath: path) {
                 for signature in try image(path).signatures() {
                     names += signature.signers.map(\.issuer)
