@@ -65,7 +65,7 @@ enum LeanNode {
     func write(to out: inout [UInt8], sorted: Bool) {
         switch self {
         case .literal(let bytes): out += bytes
-        case .string(let s): LeanNode.writeString(s, to: &out)
+        case .string(let s): JSONText.appendString(s, to: &out)
         case .selfWriting(let w): w.writeJSON(to: &out, sortedKeys: sorted)
         case .array(let a):
             out.append(UInt8(ascii: "["))
@@ -80,15 +80,13 @@ enum LeanNode {
             if sorted, zip(entries, entries.dropFirst()).contains(where: { $0.key >= $1.key }) { entries.sort { $0.key < $1.key } }
             for (i, entry) in entries.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                LeanNode.writeString(entry.key, to: &out)
+                JSONText.appendString(entry.key, to: &out)
                 out.append(UInt8(ascii: ":"))
                 entry.value.write(to: &out, sorted: sorted)
             }
             out.append(UInt8(ascii: "}"))
         }
     }
-
-    static func writeString(_ s: String, to out: inout [UInt8]) { JSONText.appendString(s, to: &out) }
 
     static func number(_ d: Double, path: [any CodingKey]) throws -> LeanNode {
         guard d.isFinite else {

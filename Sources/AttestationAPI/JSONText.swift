@@ -45,7 +45,7 @@ public enum JSONText {
         out.append(UInt8(ascii: "\""))
     }
 
-    /// `bytes` as they are (ASCII punctuation and keys known to need no escaping).
+    /// `literal`'s bytes as they are (punctuation, and keys known to need no escaping).
     @inline(__always) public static func append(_ literal: StaticString, to out: inout [UInt8]) {
         out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }

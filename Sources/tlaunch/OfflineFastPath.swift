@@ -50,6 +50,7 @@ enum OfflineFastPath {
                 reading.flags[f] = true
             } else if let o = options.firstIndex(where: { $0 == name }), reading.values[o] == nil {
                 if let value {
+                    guard !value.isEmpty else { return nil }   // `--db=`: ArgumentParser says what it means
                     reading.values[o] = value
                 } else {
                     guard i < args.endIndex, !args[i].hasPrefix("-") else { return nil }

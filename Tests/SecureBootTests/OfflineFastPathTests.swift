@@ -36,7 +36,7 @@ struct OfflineFastPathTests {
         ["shim.efi", "--db", "a", "--db", "b"], ["s", "--db", "d", "--json", "--json"],
         ["s", "--db", "d", "--jsonx"], ["s", "--db", "d", "--json=yes"], ["s", "--db", "d", "-x"],
         ["s", "--db", "d", "--", "t"], ["-", "--db", "d"], ["a", "b", "--db", "d"],
-        ["s", "--DB", "d"], ["s", "--db", "-d"],
+        ["s", "--DB", "d"], ["s", "--db", "-d"], ["s", "--db="], ["s", "--db=", "--vars", "v"],
     ]
 
     @Test func everyPlainVerifyLineIsTakenAndMeansWhatArgumentParserReads() throws {
