@@ -242,9 +242,26 @@ struct EARClaims: Encodable {
         var baselineSource: BaselineSource?
         var rebooted: Bool?
         var attestationId: String?
-        struct Stage: Encodable { var path: String; var sha256: String }
+        struct Stage: Encodable, JSONSelfWriting {
+            var path: String; var sha256: String
+            func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {   // the same order either way
+                JSONText.append("{\"path\":", to: &out); JSONText.appendString(path, to: &out)
+                JSONText.append(",\"sha256\":", to: &out); JSONText.appendString(sha256, to: &out)
+                JSONText.append("}", to: &out)
+            }
+        }
         struct PolicyRef: Encodable { var id: String; var version: Int }
-        struct Check: Encodable { var name: String; var category: String; var outcome: String }
+        struct Check: Encodable, JSONSelfWriting {
+            var name: String; var category: String; var outcome: String
+            func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+                let (firstKey, first, secondKey, second): (StaticString, String, StaticString, String) = sortedKeys
+                    ? ("{\"category\":", category, ",\"name\":", name) : ("{\"name\":", name, ",\"category\":", category)
+                JSONText.append(firstKey, to: &out); JSONText.appendString(first, to: &out)
+                JSONText.append(secondKey, to: &out); JSONText.appendString(second, to: &out)
+                JSONText.append(",\"outcome\":", to: &out); JSONText.appendString(outcome, to: &out)
+                JSONText.append("}", to: &out)
+            }
+        }
         struct BaselineSource: Encodable { var source: String; var since: String; var firstUse: Bool; var attestationId: String? }
         struct VTPM: Encodable { var ekCertificateSubject: String; var ekCertificateSha256: String; var akName: String }
     }

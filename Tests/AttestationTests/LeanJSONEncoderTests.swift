@@ -169,4 +169,26 @@ import Testing
         let sample = [Check(.secureBoot, passed: false, "disabled / \"off\"")]
         #expect(try foundation.encode(sample) == Data(try LeanJSONEncoder().encodeBytes(sample)))
     }
+
+    /// The token's claims write their checks and boot stages themselves: the generic path's bytes.
+    @Test func theTokensChecksAndStagesWriteTheBytesTheirEncodableConformancesWrite() throws {
+        struct ThroughEncodable<T: Encodable>: Encodable {
+            let value: T
+            func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+        }
+        typealias Claims = EARClaims.TrustedLaunchClaims
+        let words = ["", "secure-boot", "quote \" back \\ /slash\n\u{01}", "é 😀 longer than eight bytes", "\\EFI\\BOOT\\BOOTX64.EFI"]
+        var checks: [Claims.Check] = [], stages: [Claims.Stage] = []
+        for a in words {
+            for b in words {
+                checks.append(.init(name: a, category: b, outcome: a + b))
+                stages.append(.init(path: a, sha256: b))
+            }
+        }
+        for sorted in [true, false] {
+            let encoder = LeanJSONEncoder(sortedKeys: sorted)
+            #expect(try encoder.encodeBytes(checks) == encoder.encodeBytes(checks.map { ThroughEncodable(value: $0) }))
+            #expect(try encoder.encodeBytes(stages) == encoder.encodeBytes(stages.map { ThroughEncodable(value: $0) }))
+        }
+    }
 }
