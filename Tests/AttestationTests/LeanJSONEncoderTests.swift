@@ -135,13 +135,16 @@ import Testing
         #expect(throws: EncodingError.self) { _ = try LeanJSONEncoder().encode([Double.infinity]) }
     }
 
+    /// A value encoded through its `Encodable` conformance only (the wrapper is not self-writing):
+    /// the generic path a `JSONSelfWriting` value's own bytes are compared with.
+    struct ThroughEncodable<T: Encodable>: Encodable {
+        let value: T
+        func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+    }
+
     /// A check writes itself (`JSONSelfWriting`): the same bytes as the generic path through its
     /// `Encodable` conformance, in both key orders, for every name, outcome and awkward reason.
     @Test func aCheckWritesTheBytesItsEncodableConformanceWrites() throws {
-        struct ThroughEncodable: Encodable {
-            let check: Check
-            func encode(to encoder: any Encoder) throws { try check.encode(to: encoder) }
-        }
         let names: [CheckName] = [.evidence, .nonce, .akCertificate, .quote, .coverage, .counters, .replay, .imaReplay,
                                   .bootApplications, .authority, .bootChain, .revoked, .secureBoot, .anomalies,
                                   .kernelCommandLine, .dbx, .pcr("7"), .ima, .baseline, "not-a-known-check"]
@@ -154,7 +157,7 @@ import Testing
                     let checks = [Check(name, outcome: outcome, reason), Check(.quote, passed: true, "second")]
                     for sorted in [true, false] {
                         let own = try LeanJSONEncoder(sortedKeys: sorted).encodeBytes(checks)
-                        let generic = try LeanJSONEncoder(sortedKeys: sorted).encodeBytes(checks.map(ThroughEncodable.init))
+                        let generic = try LeanJSONEncoder(sortedKeys: sorted).encodeBytes(checks.map { ThroughEncodable(value: $0) })
                         #expect(own == generic, "\(name) \(outcome) \(reason.prefix(20)) sorted \(sorted)")
                         #expect(try JSONDecoder().decode([Check].self, from: Data(own)) == checks)
                         compared += 1
@@ -172,10 +175,6 @@ import Testing
 
     /// The token's claims write their checks and boot stages themselves: the generic path's bytes.
     @Test func theTokensChecksAndStagesWriteTheBytesTheirEncodableConformancesWrite() throws {
-        struct ThroughEncodable<T: Encodable>: Encodable {
-            let value: T
-            func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
-        }
         typealias Claims = EARClaims.TrustedLaunchClaims
         let words = ["", "secure-boot", "quote \" back \\ /slash\n\u{01}", "é 😀 longer than eight bytes", "\\EFI\\BOOT\\BOOTX64.EFI"]
         var checks: [Claims.Check] = [], stages: [Claims.Stage] = []
