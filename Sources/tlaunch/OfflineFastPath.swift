@@ -19,7 +19,7 @@ enum OfflineFastPath {
 
     /// What a plain command line holds: positionals in order, each option's value (nil: not given) in
     /// the order of the names asked for, and whether each flag was given.
-    struct Reading: Equatable {
+    struct Reading {
         var positionals: [String] = []
         var values: [String?]
         var flags: [Bool]
