@@ -35,6 +35,29 @@ struct StoredResult: Codable {
     }
 }
 
+extension StoredResult: JSONSelfWriting {
+    static let jsonKeys = JSONKeys(["outcome", "components", "akName"])
+
+    /// The components come from their JSON made once (`componentsJSON`, sorted keys) when that
+    /// order is asked for, as `PreEncoded` gives them to the generic path.
+    func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+        JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+            switch field {
+            case 0: outcome.writeJSON(to: &out, sortedKeys: sortedKeys)
+            case 1:
+                guard let components else { return false }
+                if sortedKeys, let componentsJSON { out.append(contentsOf: componentsJSON) } else {
+                    JSONText.appendArray(components, sortedKeys: sortedKeys, to: &out)
+                }
+            default:
+                guard let akName else { return false }
+                JSONText.appendString(akName, to: &out)
+            }
+            return true
+        }
+    }
+}
+
 /// The attestation service: enrolment, nonces, verification, baselines, tokens, history. It
 /// holds only configuration and caches that any instance can rebuild from the store.
 public final class AttestationService: Sendable {

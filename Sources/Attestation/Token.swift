@@ -160,9 +160,9 @@ public struct TokenIssuer: Sendable {
         let status = result.passed ? "affirming" : "contraindicated"
         let claims = EARClaims(
             iss: issuer, sub: c.vm, aud: c.audience, iat: t, nbf: t, exp: t + Int(lifetime), jti: jti, eatNonce: c.nonce, earStatus: status,
-            submods: ["trusted-launch": .init(earStatus: status, vector: .init(
+            submods: .init(trustedLaunch: .init(earStatus: status, vector: .init(
                 instanceIdentity: tier([.evidence]), hardware: tier([.evidence]) == 2 ? 2 : 96,
-                executables: tier([.executables, .baseline]), configuration: tier([.configuration]), fileSystem: tier([.fileSystem])))],
+                executables: tier([.executables, .baseline]), configuration: tier([.configuration]), fileSystem: tier([.fileSystem])))),
             tlaunch: .init(
                 secureboot: facts?.secureBoot.enabled ?? false,
                 bootChain: facts?.bootChain.filter { $0.pcr == 4 }.map { .init(path: $0.filePath ?? $0.devicePath ?? "",
@@ -185,14 +185,23 @@ public struct TokenIssuer: Sendable {
 }
 
 /// A token's protected header (RFC 7515 §4.1).
-struct JWSHeader: Encodable {
+struct JWSHeader: Encodable, JSONSelfWriting {
     var alg: String
     var typ: String
     var kid: String
+    static let jsonKeys = JSONKeys(["alg", "typ", "kid"])
+    func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+        JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+            JSONText.appendString(field == 0 ? alg : field == 1 ? typ : kid, to: &out)
+            return true
+        }
+    }
 }
 
-/// The claims of a token (an EAR: EAT Attestation Result), encoded in this order.
-struct EARClaims: Encodable {
+/// The claims of a token (an EAR: EAT Attestation Result), encoded in this order. Every claim
+/// set writes its own JSON (`JSONSelfWriting`: the bytes its `Encodable` conformance gives, tested
+/// in both key orders): each attestation that passes signs one.
+struct EARClaims: Encodable, JSONSelfWriting {
     var iss: String
     var sub: String
     var aud: String
@@ -203,33 +212,101 @@ struct EARClaims: Encodable {
     var eatProfile = "tag:github.com,2023:veraison/ear"
     var eatNonce: String
     var earStatus: String
-    var verifierID = ["developer": "TrustedLaunch", "build": "tlaunch attestation 1"]
-    var submods: [String: Submod]
+    var verifierID = VerifierID()
+    var submods: Submods
     var tlaunch: TrustedLaunchClaims
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case iss, sub, aud, iat, nbf, exp, jti, eatProfile = "eat_profile", eatNonce = "eat_nonce", earStatus = "ear.status"
         case verifierID = "ear.verifier-id", submods, tlaunch = "x-tlaunch"
     }
+    static let fields = CodingKeys.allCases
+    static let jsonKeys = JSONKeys(fields.map(\.rawValue))
 
-    struct Submod: Encodable {
+    func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+        JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+            switch Self.fields[field] {
+            case .iss: JSONText.appendString(iss, to: &out)
+            case .sub: JSONText.appendString(sub, to: &out)
+            case .aud: JSONText.appendString(aud, to: &out)
+            case .iat: JSONText.appendInt(iat, to: &out)
+            case .nbf: JSONText.appendInt(nbf, to: &out)
+            case .exp: JSONText.appendInt(exp, to: &out)
+            case .jti: JSONText.appendString(jti, to: &out)
+            case .eatProfile: JSONText.appendString(eatProfile, to: &out)
+            case .eatNonce: JSONText.appendString(eatNonce, to: &out)
+            case .earStatus: JSONText.appendString(earStatus, to: &out)
+            case .verifierID: verifierID.writeJSON(to: &out, sortedKeys: sortedKeys)
+            case .submods: submods.writeJSON(to: &out, sortedKeys: sortedKeys)
+            case .tlaunch: tlaunch.writeJSON(to: &out, sortedKeys: sortedKeys)
+            }
+            return true
+        }
+    }
+
+    struct VerifierID: Encodable, JSONSelfWriting {
+        var developer = "TrustedLaunch"
+        var build = "tlaunch attestation 1"
+        static let jsonKeys = JSONKeys(["developer", "build"])
+        func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+            JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+                JSONText.appendString(field == 0 ? developer : build, to: &out)
+                return true
+            }
+        }
+    }
+
+    struct Submods: Encodable, JSONSelfWriting {
+        var trustedLaunch: Submod
+        enum CodingKeys: String, CodingKey { case trustedLaunch = "trusted-launch" }
+        static let jsonKeys = JSONKeys([CodingKeys.trustedLaunch.rawValue])
+        func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+            JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { _, out in
+                trustedLaunch.writeJSON(to: &out, sortedKeys: sortedKeys)
+                return true
+            }
+        }
+    }
+
+    struct Submod: Encodable, JSONSelfWriting {
         var earStatus: String
         var vector: Vector
         enum CodingKeys: String, CodingKey { case earStatus = "ear.status", vector = "ear.trustworthiness-vector" }
+        static let jsonKeys = JSONKeys([CodingKeys.earStatus.rawValue, CodingKeys.vector.rawValue])
+        func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+            JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+                field == 0 ? JSONText.appendString(earStatus, to: &out) : vector.writeJSON(to: &out, sortedKeys: sortedKeys)
+                return true
+            }
+        }
     }
 
-    struct Vector: Encodable {
+    struct Vector: Encodable, JSONSelfWriting {
         var instanceIdentity: Int
         var hardware: Int
         var executables: Int
         var configuration: Int
         var fileSystem: Int
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case instanceIdentity = "instance-identity", hardware, executables, configuration, fileSystem = "file-system"
+        }
+        static let fields = CodingKeys.allCases
+        static let jsonKeys = JSONKeys(fields.map(\.rawValue))
+        func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+            JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+                switch Self.fields[field] {
+                case .instanceIdentity: JSONText.appendInt(instanceIdentity, to: &out)
+                case .hardware: JSONText.appendInt(hardware, to: &out)
+                case .executables: JSONText.appendInt(executables, to: &out)
+                case .configuration: JSONText.appendInt(configuration, to: &out)
+                case .fileSystem: JSONText.appendInt(fileSystem, to: &out)
+                }
+                return true
+            }
         }
     }
 
-    struct TrustedLaunchClaims: Encodable {
+    struct TrustedLaunchClaims: Encodable, JSONSelfWriting {
         var secureboot: Bool
         var bootChain: [Stage]
         var kernelCommandLine: String
@@ -242,6 +319,41 @@ struct EARClaims: Encodable {
         var baselineSource: BaselineSource?
         var rebooted: Bool?
         var attestationId: String?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case secureboot, bootChain, kernelCommandLine, pcrDigest, policy, checks, vtpm, baseline, baselineSource, rebooted
+            case attestationId
+        }
+        static let fields = CodingKeys.allCases
+        static let jsonKeys = JSONKeys(fields.map(\.rawValue))
+
+        func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+            JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+                switch Self.fields[field] {
+                case .secureboot: JSONText.appendBool(secureboot, to: &out)
+                case .bootChain: JSONText.appendArray(bootChain, sortedKeys: sortedKeys, to: &out)
+                case .kernelCommandLine: JSONText.appendString(kernelCommandLine, to: &out)
+                case .pcrDigest: JSONText.appendString(pcrDigest, to: &out)
+                case .policy: policy.writeJSON(to: &out, sortedKeys: sortedKeys)
+                case .checks: JSONText.appendArray(checks, sortedKeys: sortedKeys, to: &out)
+                case .vtpm: vtpm.writeJSON(to: &out, sortedKeys: sortedKeys)
+                case .baseline:
+                    guard let baseline else { return false }
+                    JSONText.appendString(baseline, to: &out)
+                case .baselineSource:
+                    guard let baselineSource else { return false }
+                    baselineSource.writeJSON(to: &out, sortedKeys: sortedKeys)
+                case .rebooted:
+                    guard let rebooted else { return false }
+                    JSONText.appendBool(rebooted, to: &out)
+                case .attestationId:
+                    guard let attestationId else { return false }
+                    JSONText.appendString(attestationId, to: &out)
+                }
+                return true
+            }
+        }
+
         struct Stage: Encodable, JSONSelfWriting {
             var path: String; var sha256: String
             func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {   // the same order either way
@@ -250,7 +362,16 @@ struct EARClaims: Encodable {
                 JSONText.append("}", to: &out)
             }
         }
-        struct PolicyRef: Encodable { var id: String; var version: Int }
+        struct PolicyRef: Encodable, JSONSelfWriting {
+            var id: String; var version: Int
+            static let jsonKeys = JSONKeys(["id", "version"])
+            func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+                JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+                    field == 0 ? JSONText.appendString(id, to: &out) : JSONText.appendInt(version, to: &out)
+                    return true
+                }
+            }
+        }
         struct Check: Encodable, JSONSelfWriting {
             var name: String; var category: String; var outcome: String
             func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
@@ -262,8 +383,33 @@ struct EARClaims: Encodable {
                 JSONText.append("}", to: &out)
             }
         }
-        struct BaselineSource: Encodable { var source: String; var since: String; var firstUse: Bool; var attestationId: String? }
-        struct VTPM: Encodable { var ekCertificateSubject: String; var ekCertificateSha256: String; var akName: String }
+        struct BaselineSource: Encodable, JSONSelfWriting {
+            var source: String; var since: String; var firstUse: Bool; var attestationId: String?
+            static let jsonKeys = JSONKeys(["source", "since", "firstUse", "attestationId"])
+            func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+                JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+                    switch field {
+                    case 0: JSONText.appendString(source, to: &out)
+                    case 1: JSONText.appendString(since, to: &out)
+                    case 2: JSONText.appendBool(firstUse, to: &out)
+                    default:
+                        guard let attestationId else { return false }
+                        JSONText.appendString(attestationId, to: &out)
+                    }
+                    return true
+                }
+            }
+        }
+        struct VTPM: Encodable, JSONSelfWriting {
+            var ekCertificateSubject: String; var ekCertificateSha256: String; var akName: String
+            static let jsonKeys = JSONKeys(["ekCertificateSubject", "ekCertificateSha256", "akName"])
+            func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+                JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+                    JSONText.appendString(field == 0 ? ekCertificateSubject : field == 1 ? ekCertificateSha256 : akName, to: &out)
+                    return true
+                }
+            }
+        }
     }
 }
 

@@ -45,6 +45,43 @@ public enum JSONText {
         out.append(UInt8(ascii: "\""))
     }
 
+    /// An integer as Swift writes it (`LeanJSONEncoder` writes integers so).
+    @inline(__always) public static func appendInt<T: BinaryInteger>(_ n: T, to out: inout [UInt8]) {
+        out.append(contentsOf: String(n).utf8)
+    }
+
+    @inline(__always) public static func appendBool(_ b: Bool, to out: inout [UInt8]) {
+        b ? append("true", to: &out) : append("false", to: &out)
+    }
+
+    /// An array of values that write themselves.
+    public static func appendArray<Element: JSONSelfWriting>(_ items: [Element], sortedKeys: Bool, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "["))
+        for i in items.indices {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            items[i].writeJSON(to: &out, sortedKeys: sortedKeys)
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+
+    /// A JSON object of a type's fields: `{`, then each field `field(i)` writes, preceded by its
+    /// key — in the order of `keys` or, when `sortedKeys`, in the keys' sorted order — then `}`.
+    /// `field` returns false to leave its field out (an optional that is nil, as `Encodable`'s
+    /// `encodeIfPresent` does); its key is then taken back. `field` must not throw or escape.
+    public static func appendObject(_ keys: JSONKeys, sortedKeys: Bool, to out: inout [UInt8],
+                                    _ field: (_ index: Int, _ out: inout [UInt8]) -> Bool) {
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        for position in 0..<keys.written.count {
+            let i = sortedKeys ? keys.sortedOrder[position] : position
+            let mark = out.count
+            if !first { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: keys.written[i])
+            if field(i, &out) { first = false } else { out.removeSubrange(mark...) }
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+
     /// `literal`'s bytes as they are (punctuation, and keys known to need no escaping).
     @inline(__always) public static func append(_ literal: StaticString, to out: inout [UInt8]) {
         out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
@@ -60,4 +97,24 @@ public protocol JSONSelfWriting: Encodable {
     /// Appends the value's JSON: keys in byte order when `sortedKeys`, else in the order
     /// `encode(to:)` writes them.
     func writeJSON(to out: inout [UInt8], sortedKeys: Bool)
+}
+
+/// A type's JSON keys in its `CodingKeys` order, each written once as `"key":`, with the order
+/// they sort in (`String`'s `<`, as `LeanJSONEncoder` sorts): for ``JSONText/appendObject``.
+public struct JSONKeys: Sendable {
+    public let keys: [String]
+    let written: [[UInt8]]
+    let sortedOrder: [Int]
+
+    public init(_ keys: [String]) {
+        precondition(Set(keys).count == keys.count, "an object's keys are distinct")
+        self.keys = keys
+        written = keys.map { key in
+            var bytes: [UInt8] = []
+            JSONText.appendString(key, to: &bytes)
+            bytes.append(UInt8(ascii: ":"))
+            return bytes
+        }
+        sortedOrder = keys.indices.sorted { keys[$0] < keys[$1] }
+    }
 }

@@ -190,4 +190,120 @@ import Testing
             #expect(try encoder.encodeBytes(stages) == encoder.encodeBytes(stages.map { ThroughEncodable(value: $0) }))
         }
     }
+
+    /// Awkward text for the self-writing tests: empty, escapes, multi-byte, long.
+    static let awkward = ["", "plain", "quote \" back \\ /slash\n\u{01}\u{1f}", "é 😀 longer than eight bytes",
+                          "\\EFI\\BOOT\\BOOTX64.EFI", String(repeating: "y", count: 90)]
+
+    /// `value`'s own bytes against the generic path's, in both key orders, and read back equal.
+    func expectSameBytes<T: Encodable & Decodable & Equatable>(_ value: T, _ what: String) throws {
+        for sorted in [true, false] {
+            let own = try LeanJSONEncoder(sortedKeys: sorted).encodeBytes(value)
+            let generic = try LeanJSONEncoder(sortedKeys: sorted).encodeBytes(ThroughEncodable(value: value))
+            #expect(own == generic, "\(what), sorted \(sorted)")
+            #expect(try JSONDecoder().decode(T.self, from: Data(own)) == value, "\(what) reads back")
+        }
+    }
+
+    /// An outcome writes itself, with its policy, baseline source, facts, changes and checks: the
+    /// generic path's bytes in both key orders for every combination of its optional fields left out
+    /// or present (and theirs), with awkward text in each.
+    @Test func anOutcomeWritesTheBytesItsEncodableConformanceWrites() throws {
+        let words = Self.awkward
+        var compared = 0
+        for mask in 0..<(1 << 12) {
+            func on(_ bit: Int) -> Bool { mask & (1 << bit) != 0 }
+            let w = { (k: Int) in words[(mask + k) % words.count] }
+            var facts = try JSONDecoder().decode(AttestationOutcome.FactsSummary.self, from: Data(#"{"bootChain":[]}"#.utf8))
+            facts.secureBoot = on(6) ? on(7) : nil
+            facts.bootChain = on(8) ? [w(1), w(2)] : []
+            facts.kernelCommandLine = on(9) ? w(3) : nil
+            facts.pcrDigest = on(10) ? w(4) : nil
+            let change = BaselineChange(change: on(11) ? .changed : .removed, key: w(0), pcr: UInt32(mask % 24),
+                                        kind: .init(rawValue: w(5)), name: w(1), from: on(0) ? w(2) : nil, to: on(1) ? w(3) : nil,
+                                        fromSigner: on(2) ? w(4) : nil, toSigner: on(3) ? w(5) : nil)
+            let outcome = AttestationOutcome(
+                id: w(0), vm: w(1), time: w(2), passed: on(4), status: w(3),
+                checks: on(5) ? [Check(.quote, passed: true, w(4)), Check(.baseline, outcome: .unknown, w(5))] : [],
+                baseline: on(0) ? BaselineStatus.allCases[mask % BaselineStatus.allCases.count] : nil,
+                baselineSource: on(1) ? .init(source: BaselineSource.allCases[mask % BaselineSource.allCases.count], since: w(3),
+                                              attestationId: on(2) ? w(4) : nil) : nil,
+                changes: on(3) ? [change, change] : [], rebooted: on(7) ? on(8) : nil, token: on(9) ? w(5) : nil,
+                tokenID: on(10) ? w(0) : nil, policy: .init(id: w(1), version: mask - 100), facts: on(11) ? facts : nil)
+            try expectSameBytes(outcome, "outcome \(mask)")
+            try expectSameBytes(change, "change \(mask)")
+            try expectSameBytes(facts, "facts \(mask)")
+            try expectSameBytes(outcome.policy, "policy \(mask)")
+            if let source = outcome.baselineSource { try expectSameBytes(source, "baseline source \(mask)") }
+            try expectSameBytes(BaselineComponent(key: w(0), pcr: UInt32(mask), kind: .init(rawValue: w(1)), name: w(2), value: w(3),
+                                                  signer: on(5) ? w(4) : nil), "component \(mask)")
+            compared += 1
+        }
+        #expect(compared == 4096)
+    }
+
+    /// A stored result writes itself: the outcome, the components (from their JSON made once when
+    /// the keys are sorted, as the generic path takes them) and the AK's name.
+    @Test func aStoredResultWritesTheBytesItsEncodableConformanceWrites() throws {
+        let outcome = AttestationOutcome(
+            id: "id", vm: "web-01", time: "2026-12-08T00:00:00Z", passed: true, status: "affirming",
+            checks: [Check(.quote, passed: true, "signed")], baseline: .matches, baselineSource: nil, changes: [], rebooted: false,
+            token: nil, tokenID: "t", policy: .init(id: "default", version: 1), facts: nil)
+        let components = Self.awkward.enumerated().map { i, w in
+            BaselineComponent(key: "PCR \(i) \(w)", pcr: UInt32(i), kind: .bootApplication, name: w, value: w + w,
+                              signer: i % 2 == 0 ? w : nil)
+        }
+        let componentsJSON = try LeanJSONEncoder().encodeBytes(components.map { ThroughEncodable(value: $0) })
+        for akName in [nil, "000b" + String(repeating: "ab", count: 32)] {
+            for parts in [nil, components] {
+                let plain = StoredResult(outcome: outcome, components: parts, akName: akName)
+                let withJSON = StoredResult(outcome: outcome, components: parts, akName: akName, componentsJSON: componentsJSON)
+                for sorted in [true, false] {
+                    let encoder = LeanJSONEncoder(sortedKeys: sorted)
+                    let generic = try encoder.encodeBytes(ThroughEncodable(value: plain))
+                    #expect(try encoder.encodeBytes(plain) == generic)
+                    // The components' JSON made once is the sorted form: unsorted, they are written anew.
+                    #expect(try encoder.encodeBytes(withJSON) == generic)
+                }
+            }
+        }
+    }
+
+    /// A token's claims write themselves: the generic path's bytes in both key orders for every
+    /// combination of the optional claims, and the EAR's member order (RFC-style `iss` first;
+    /// the verifier's developer before its build) in every process, not a dictionary's.
+    @Test func aTokensClaimsWriteTheBytesTheirEncodableConformanceWrites() throws {
+        typealias Claims = EARClaims.TrustedLaunchClaims
+        let words = Self.awkward
+        for mask in 0..<(1 << 7) {
+            func on(_ bit: Int) -> Bool { mask & (1 << bit) != 0 }
+            let w = { (k: Int) in words[(mask + k) % words.count] }
+            let claims = EARClaims(
+                iss: w(0), sub: w(1), aud: w(2), iat: 1_700_000_000 + mask, nbf: -mask, exp: mask * 300, jti: w(3), eatNonce: w(4),
+                earStatus: w(5),
+                submods: .init(trustedLaunch: .init(earStatus: w(1), vector: .init(instanceIdentity: 2, hardware: 96, executables: 0,
+                                                                                  configuration: mask, fileSystem: -1))),
+                tlaunch: Claims(
+                    secureboot: on(0), bootChain: on(1) ? [.init(path: w(2), sha256: w(3))] : [], kernelCommandLine: w(4), pcrDigest: w(5),
+                    policy: .init(id: w(0), version: mask), checks: [.init(name: w(1), category: w(2), outcome: w(3))],
+                    vtpm: .init(ekCertificateSubject: w(4), ekCertificateSha256: w(5), akName: w(0)),
+                    baseline: on(2) ? w(1) : nil,
+                    baselineSource: on(3) ? .init(source: w(2), since: w(3), firstUse: on(4), attestationId: on(5) ? w(4) : nil) : nil,
+                    rebooted: on(6) ? on(0) : nil, attestationId: on(4) ? w(5) : nil))
+            for sorted in [true, false] {
+                let encoder = LeanJSONEncoder(sortedKeys: sorted)
+                #expect(try encoder.encodeBytes(claims) == encoder.encodeBytes(ThroughEncodable(value: claims)), "claims \(mask) \(sorted)")
+            }
+            let text = String(decoding: try LeanJSONEncoder(sortedKeys: false).encodeBytes(claims), as: UTF8.self)
+            #expect(text.hasPrefix("{\"iss\":"))
+            #expect(text.contains("\"ear.verifier-id\":{\"developer\":\"TrustedLaunch\",\"build\":\"tlaunch attestation 1\"}"))
+            #expect(text.contains("\"submods\":{\"trusted-launch\":{\"ear.status\":"))
+        }
+        let header = JWSHeader(alg: "ES256", typ: "JWT", kid: "k \"1\"")
+        for sorted in [true, false] {
+            let encoder = LeanJSONEncoder(sortedKeys: sorted)
+            #expect(try encoder.encodeBytes(header) == encoder.encodeBytes(ThroughEncodable(value: header)))
+        }
+    }
 }
+
