@@ -125,6 +125,13 @@ public enum Baseline {
 
     /// Event-level differences, in boot order.
     public static func diff(baseline: [BaselineComponent], current: [BaselineComponent]) -> [BaselineChange] {
+        // The usual case, a boot equal to its baseline component for component, needs no tables:
+        // with distinct keys the comparison below would find nothing. (With a key repeated, a
+        // later component is compared with the first of its key, and may differ from it.)
+        if baseline == current {
+            var keys = Set<String>(minimumCapacity: current.count)
+            if current.allSatisfy({ keys.insert($0.key).inserted }) { return [] }
+        }
         let old = Dictionary(baseline.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         let new = Dictionary(current.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         var out: [BaselineChange] = []
