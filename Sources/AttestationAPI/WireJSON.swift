@@ -142,3 +142,38 @@ extension BaselineChange: JSONSelfWriting {
         }
     }
 }
+
+extension Evidence: JSONSelfWriting {
+    static let jsonKeys = JSONKeys(["quote", "signature", "pcrs", "eventLog", "nonce", "imaLog"])
+
+    /// The PCR maps' keys in their dictionaries' own order when unsorted, as `Dictionary`'s
+    /// `Encodable` conformance gives them.
+    public func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
+        func map<Value>(_ d: [String: Value], _ value: (Value, inout [UInt8]) -> Void, _ out: inout [UInt8]) {
+            out.append(UInt8(ascii: "{"))
+            var first = true
+            func entry(_ key: String, _ v: Value) {
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                JSONText.appendString(key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                value(v, &out)
+            }
+            if sortedKeys { for key in d.keys.sorted() { entry(key, d[key]!) } } else { for (key, v) in d { entry(key, v) } }
+            out.append(UInt8(ascii: "}"))
+        }
+        JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
+            switch field {
+            case 0: JSONText.appendString(quote, to: &out)
+            case 1: JSONText.appendString(signature, to: &out)
+            case 2: map(pcrs, { bank, out in map(bank, { JSONText.appendString($0, to: &$1) }, &out) }, &out)
+            case 3: JSONText.appendString(eventLog, to: &out)
+            case 4: JSONText.appendString(nonce, to: &out)
+            default:
+                guard let imaLog else { return false }
+                JSONText.appendString(imaLog, to: &out)
+            }
+            return true
+        }
+    }
+}

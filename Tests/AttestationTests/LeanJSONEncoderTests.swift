@@ -305,5 +305,20 @@ import Testing
             #expect(try encoder.encodeBytes(header) == encoder.encodeBytes(ThroughEncodable(value: header)))
         }
     }
+
+    /// Evidence writes itself (what the service digests and keeps when it was handed no bytes):
+    /// the generic path's bytes in both key orders, PCR maps of every size included.
+    @Test func evidenceWritesTheBytesItsEncodableConformanceWrites() throws {
+        let words = Self.awkward
+        for n in 0..<24 {
+            var pcrs: [String: [String: String]] = [:]
+            for bank in ["sha1", "sha256", "sha384", words[n % words.count]].prefix(n % 5) {
+                pcrs[bank] = Dictionary(uniqueKeysWithValues: (0..<n).map { (String($0), String(repeating: "ab", count: $0 + 1)) })
+            }
+            let evidence = Evidence(quote: words[n % 6], signature: words[(n + 1) % 6], pcrs: pcrs, eventLog: words[(n + 2) % 6],
+                                    nonce: words[(n + 3) % 6], imaLog: n % 2 == 0 ? nil : words[(n + 4) % 6])
+            try expectSameBytes(evidence, "evidence \(n)")
+        }
+    }
 }
 
