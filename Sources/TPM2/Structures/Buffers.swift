@@ -173,20 +173,53 @@ extension Sequence where Element == UInt8 {
 extension Array where Element == UInt8 {
     /// Parses hex (upper or lower case; spaces, newlines and a leading `0x` ignored).
     public init?(hex: String) {
-        var s = Substring(hex)
-        if s.hasPrefix("0x") || s.hasPrefix("0X") { s = s.dropFirst(2) }
-        var out: [UInt8] = []
-        out.reserveCapacity(s.utf8.count / 2)
-        var high: UInt8?
-        for ch in s.utf8 {
-            let v = hexDigitValues[Int(ch)]
-            if v == hexSkip { continue }
-            if v == hexInvalid { return nil }
-            if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
-        }
-        if high != nil { return nil }
-        self = out
+        var text = hex
+        guard let bytes = text.withUTF8({ hexDecode($0) }) else { return nil }
+        self = bytes
     }
+}
+
+/// Hex without separators (what every peer and the agent send) is read two digits at a time into
+/// storage sized once; anything else — separators, an odd count, a bad digit — takes the general
+/// loop, which decides. Both give the same answer for every input (HexTests compare them).
+private func hexDecode(_ utf8: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+    var start = 0
+    if utf8.count >= 2, utf8[0] == UInt8(ascii: "0"), utf8[1] | 0x20 == UInt8(ascii: "x") { start = 2 }
+    let body = UnsafeBufferPointer(rebasing: utf8[start...])
+    if body.count % 2 == 0 {
+        var plain = true
+        let out = [UInt8](unsafeUninitializedCapacity: body.count / 2) { buffer, count in
+            var i = 0
+            while i < body.count {
+                let high = hexDigitValue(body[i]), low = hexDigitValue(body[i + 1])
+                if high | low > 0xF { plain = false; break }
+                buffer[i / 2] = high << 4 | low
+                i += 2
+            }
+            count = plain ? body.count / 2 : 0
+        }
+        if plain { return out }
+    }
+    var out: [UInt8] = []
+    out.reserveCapacity(body.count / 2)
+    var high: UInt8?
+    for ch in body {
+        let v = hexDigitValues[Int(ch)]
+        if v == hexSkip { continue }
+        if v == hexInvalid { return nil }
+        if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
+    }
+    if high != nil { return nil }
+    return out
+}
+
+/// A hex digit's value, or 0xFF for any other byte.
+@inline(__always)
+private func hexDigitValue(_ c: UInt8) -> UInt8 {
+    let digit = c &- UInt8(ascii: "0")
+    if digit < 10 { return digit }
+    let letter = (c | 0x20) &- UInt8(ascii: "a")
+    return letter < 6 ? letter + 10 : 0xFF
 }
 
 private let hexInvalid: UInt8 = 0xFF
