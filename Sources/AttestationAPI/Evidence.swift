@@ -176,14 +176,27 @@ struct JSONReader {
         guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string") }
         i += 1
         let start = i
-        // The common case: no escapes, so the bytes are the string.
-        while i < bytes.count, bytes[i] != UInt8(ascii: "\""), bytes[i] != UInt8(ascii: "\\"), bytes[i] >= 0x20 { i += 1 }
+        // The common case: no escapes, so the bytes are the string. Eight bytes at a time while
+        // none of them can end the run (the base64 event log is most of a body), then byte by byte.
+        var wide: UInt64 = 0
+        while i + 8 <= bytes.count {
+            let word = UnsafeRawPointer(bytes.baseAddress! + i).loadUnaligned(as: UInt64.self)
+            if Self.mayEndARun(word) { break }
+            wide |= word
+            i += 8
+        }
+        var narrow: UInt8 = 0
+        while i < bytes.count, bytes[i] != UInt8(ascii: "\""), bytes[i] != UInt8(ascii: "\\"), bytes[i] >= 0x20 {
+            narrow |= bytes[i]
+            i += 1
+        }
         guard i < bytes.count else { throw fail("the string is not closed", at: start - 1) }
         if bytes[i] == UInt8(ascii: "\"") {
             i += 1
-            guard let s = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<(i - 1)]), as: UTF8.self) else {
-                throw fail("the string is not valid UTF-8", at: start)
-            }
+            let run = UnsafeBufferPointer(rebasing: bytes[start..<(i - 1)])
+            // ASCII is valid UTF-8 as it stands; anything else is validated.
+            if wide & 0x8080_8080_8080_8080 == 0, narrow < 0x80 { return String(decoding: run, as: UTF8.self) }
+            guard let s = String(validating: run, as: UTF8.self) else { throw fail("the string is not valid UTF-8", at: start) }
             return s
         }
         // Escapes (Foundation writes every "/" of base64 as "\/"): runs between them copied whole.
@@ -201,6 +214,19 @@ struct JSONReader {
         i += 1
         guard let s = String(validating: text, as: UTF8.self) else { throw fail("the string is not valid UTF-8", at: start) }
         return s
+    }
+
+    /// Whether any of a word's eight bytes is a quote, a backslash or a control character (the
+    /// bytes that end a run of plain string text): the zero-byte test of each comparison, exact as a
+    /// yes or no for the word (which byte it is, the byte loop finds).
+    @inline(__always)
+    static func mayEndARun(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let quote = word ^ (ones &* 0x22), backslash = word ^ (ones &* 0x5C)
+        let isQuote = (quote &- ones) & ~quote & highs
+        let isBackslash = (backslash &- ones) & ~backslash & highs
+        let isControl = (word &- ones &* 0x20) & ~word & highs
+        return isQuote | isBackslash | isControl != 0
     }
 
     /// One escape sequence (RFC 8259 §7), its character appended as UTF-8.

@@ -490,6 +490,10 @@ func attestationBreakdown(seconds: Double, profileAttestations: Int? = nil) asyn
     }
     _ = try measure("  JSON encode of the evidence (Foundation)") { blackHole(try JSONEncoder().encode(evidences[0])) }
     _ = try measure("  JSON encode of the evidence (LeanJSONEncoder)") { blackHole(try LeanJSONEncoder().encode(evidences[0])) }
+    let evidenceBody = try LeanJSONEncoder().encode(evidences[0])
+    _ = try measure("  JSON decode of the evidence (the service's reader, \(evidenceBody.count) bytes)") {
+        blackHole(try Evidence(json: evidenceBody))
+    }
     let outcome = try await service.attest(vm: "b", evidence: evidences[n - 1])
     let sortedFoundation = JSONEncoder()
     sortedFoundation.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

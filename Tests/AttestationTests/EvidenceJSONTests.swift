@@ -73,6 +73,36 @@ import Testing
         }
     }
 
+    /// A string's plain runs are scanned a word at a time: every byte that ends a run (quote,
+    /// backslash, each control character) and bytes that are not ASCII, at every position across
+    /// three words and with the body shifted so the words fall differently, read as Foundation reads
+    /// them; a control character is refused at its own offset.
+    @Test func everyRunEndingByteAtEveryPositionAgreesWithFoundation() throws {
+        let specials: [[UInt8]] = (0..<0x20).map { [UInt8($0)] } + [[0x22], [0x5C], [0x5C, 0x22], [0x7F], [0x80], [0xC3, 0xA9],
+                                                                    [0xF0, 0x9D, 0x84, 0x9E], [0xFF], [0x21], [0x5B], [0x5D]]
+        for shift in 0..<8 {
+            let prefix = Array(("{" + String(repeating: " ", count: shift) + #""quote":""#).utf8)
+            for special in specials {
+                for position in 0...24 {
+                    var text = Array("ABCDEFGHIJKLMNOPQRSTUVWX".utf8)
+                    text.insert(contentsOf: special, at: position)
+                    let body = prefix + text + Array(#"","signature":"","pcrs":{},"eventLog":"","nonce":""}"#.utf8)
+                    let ours: Evidence?
+                    do throws(EvidenceJSONError) { ours = try Evidence(json: body) } catch {
+                        ours = nil
+                        if special.count == 1, special[0] < 0x20 {
+                            #expect(error.offset == prefix.count + position && error.reason.contains("control"),
+                                    "\(special) at \(position)")
+                        }
+                    }
+                    let foundation = try? JSONDecoder().decode(Evidence.self, from: Data(body))
+                    #expect(ours == foundation, "\(special) at \(position), shift \(shift)")
+                    if special == [0x21] || special == [0xC3, 0xA9] { #expect(ours != nil, "\(special) at \(position) refused") }
+                }
+            }
+        }
+    }
+
     /// Every prefix of a real body is refused (never read as something else), and every
     /// one-byte change is either refused or read exactly as Foundation reads it.
     @Test func everyCutAndEveryByteFlipAgreesWithFoundation() throws {
