@@ -191,16 +191,19 @@ struct LibvirtTests {
     /// A virsh command that starts a domain, and with it our swtpm. libvirt gives the swtpm it
     /// daemonizes a fixed short time to create its socket (qemuTPMEmulatorStart); a debug build of
     /// ours, started while the whole suite's TCG guests hold both cores, has missed it (three CI
-    /// runs, once twice in a row). That timeout is said and the command given again, twice at most,
-    /// 2 s apart; any other failure, or a third timeout, is the caller's to fail on.
+    /// runs, once twice in a row; on 2026-12-08 three times in a row while the suite's TCG guests
+    /// booted — libvirt's source gives it 1 s from its fork; ours takes ~30 ms on an idle machine).
+    /// That timeout is said and the command given again, five times at most, waiting 2, 4, 6, 8, 10 s
+    /// (about as long as a TCG guest's boot holds the cores); any other failure, or a sixth timeout,
+    /// is the caller's to fail on.
     func startingOurSwtpm(_ args: [String], _ domain: String) async throws -> (Int32, String, String) {
         var result = try await LocalLibvirt.run(args)
-        for attempt in 2...3 where result.0 != 0 && result.2.contains("swtpm socket did not show up") {
+        for attempt in 2...6 where result.0 != 0 && result.2.contains("swtpm socket did not show up") {
             print("""
                 virsh \(args[0]): libvirt timed out waiting for the swtpm socket; attempt \(attempt): \(result.2) — swtpm's log: \
                 \(Self.swtpmLog(domain))
                 """)
-            try await Task.sleep(for: .seconds(2))
+            try await Task.sleep(for: .seconds(2 * (attempt - 1)))
             result = try await LocalLibvirt.run(args)
         }
         return result
