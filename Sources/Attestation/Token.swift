@@ -362,16 +362,8 @@ struct EARClaims: Encodable, JSONSelfWriting {
                 JSONText.append("}", to: &out)
             }
         }
-        struct PolicyRef: Encodable, JSONSelfWriting {
-            var id: String; var version: Int
-            static let jsonKeys = JSONKeys(["id", "version"])
-            func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
-                JSONText.appendObject(Self.jsonKeys, sortedKeys: sortedKeys, to: &out) { field, out in
-                    field == 0 ? JSONText.appendString(id, to: &out) : JSONText.appendInt(version, to: &out)
-                    return true
-                }
-            }
-        }
+        /// The outcome's policy reference: the same two members, and the one writer for both.
+        typealias PolicyRef = AttestationOutcome.PolicyRef
         struct Check: Encodable, JSONSelfWriting {
             var name: String; var category: String; var outcome: String
             func writeJSON(to out: inout [UInt8], sortedKeys: Bool) {
